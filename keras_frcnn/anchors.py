@@ -1,0 +1,74 @@
+"""Anchors: the k reference boxes of every feature-map position.
+
+``base_anchors`` reproduces the original implementation's rounding (py-faster-rcnn's
+``generate_anchors``): for ratio ``r = h / w``, ``w = round(sqrt(base_size**2 / r))`` and
+``h = round(w * r)`` (NumPy rounding, halves to even, as the original), both times the scale, every
+anchor centred on the base cell. The original writes inclusive-pixel boxes ``(x1, y1, x2, y2)``
+with ``x2 = x1 + w - 1`` around the centre 7.5; in our continuous frame the same pixels are
+``[y1, x1, y2 + 1, x2 + 1]``, centred on 8.0, the middle of the 16 x 16 cell.
+
+Order: anchor index = ratio index * len(scales) + scale index (ratios outer, as the original), and
+``Anchors`` enumerates positions row-major (y, then x), then the k anchors: the order of an RPN
+output ``[B, H, W, k]`` reshaped to ``[B, H * W * k]``.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def base_anchors(base_size=16, ratios=(0.5, 1, 2), scales=(8, 16, 32)):
+    """The ``[k, 4]`` anchors ``[ymin, xmin, ymax, xmax]`` (float32 pixels) around the first cell."""
+    ratios = np.asarray(ratios, dtype=np.float64)
+    scales = np.asarray(scales, dtype=np.float64)
+    centre = base_size / 2.0
+    widths = np.round(np.sqrt(base_size * base_size / ratios))
+    heights = np.round(widths * ratios)
+    # [ratio, scale] grid, ratios outer.
+    w = (widths[:, None] * scales[None, :]).reshape(-1)
+    h = (heights[:, None] * scales[None, :]).reshape(-1)
+    return np.stack([centre - h / 2, centre - w / 2, centre + h / 2, centre + w / 2], axis=1).astype(
+        np.float32
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class Anchors(keras.layers.Layer):
+    """All anchors of a feature map, in input-image pixels.
+
+    Input: features ``[B, H, W, C]`` (H, W dynamic). Output: ``[H * W * k, 4]`` yxyx pixels, the
+    same for every image of the batch (a padded batch shares one feature grid), in the order of
+    the RPN head's flattened outputs.
+    """
+
+    def __init__(self, stride=16, base_size=16, ratios=(0.5, 1.0, 2.0), scales=(8.0, 16.0, 32.0), **kwargs):
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        self.base_size = int(base_size)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.scales = tuple(float(s) for s in scales)
+        self.num_anchors = len(self.ratios) * len(self.scales)
+
+    def call(self, features):
+        cell = tf.constant(base_anchors(self.base_size, self.ratios, self.scales))  # [k, 4]
+        shape = tf.shape(features)
+        ys = tf.cast(tf.range(shape[1]) * self.stride, tf.float32)
+        xs = tf.cast(tf.range(shape[2]) * self.stride, tf.float32)
+        grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")
+        shifts = tf.stack([grid_y, grid_x, grid_y, grid_x], axis=-1)  # [H, W, 4]
+        anchors = tf.reshape(shifts, [-1, 1, 4]) + cell[None]  # [H*W, k, 4]
+        return tf.reshape(anchors, [-1, 4])
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        n = None if h is None or w is None else h * w * self.num_anchors
+        return (n, 4)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "stride": self.stride,
+            "base_size": self.base_size,
+            "ratios": list(self.ratios),
+            "scales": list(self.scales),
+        }

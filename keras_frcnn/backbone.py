@@ -1,0 +1,167 @@
+"""The shared convolutional bases: VGG-16 (conv1_1..conv5_3) and ZF (conv1..conv5), stride 16.
+
+A base is a ``keras.Model`` ``[images, image_info] -> features``: images ``[B, H, W, 3]``
+preprocessed (``Preprocess``), ``image_info`` ``[B, 3]`` (valid h, valid w, scale) of each image of
+a padded batch, features ``[B, H', W', C]``. After every layer the activations outside each
+image's valid region are set to zero (``PaddingMask``), so an image's features are the same alone
+or padded in a batch with larger images: the zero padding of the next convolution sees zeros
+either way.
+
+Feature sizes: VGG-16's 2x2 / 2 max pools floor, so an image side n gives floor(n / 16); ZF's
+padded stride-2 layers give ceil(n / 16) (``config.feature_rounding``).
+
+Departures from the paper, on purpose: ZF's local response normalisation layers are left out
+(Keras has no within-channel LRN, and they add little); ``width`` scales the channel counts for
+small CPU presets (1.0 is the paper's net).
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_frcnn.preprocessing import valid_mask
+
+# conv1_1..conv2_2 of VGG-16 stay frozen in every stage of the paper's training.
+ALWAYS_FROZEN = {
+    "vgg16": ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"),
+    "zf": (),
+}
+
+_VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class PaddingMask(keras.layers.Layer):
+    """``[x, image_info]`` -> x with zeros outside each image's valid region at this stride.
+
+    The valid feature size of an image side n is floor(n / stride) or ceil(n / stride)
+    (``rounding``), which composes exactly through floor-pooling or padded stride-2 layers.
+    """
+
+    def __init__(self, stride=1, rounding="floor", **kwargs):
+        super().__init__(**kwargs)
+        if rounding not in ("floor", "ceil"):
+            raise ValueError(f"PaddingMask rounding must be 'floor' or 'ceil', got {rounding!r}")
+        self.stride = int(stride)
+        self.rounding = rounding
+
+    def call(self, inputs):
+        x, image_info = inputs
+        sizes = image_info[:, :2] / float(self.stride)
+        sizes = tf.floor(sizes) if self.rounding == "floor" else tf.math.ceil(sizes)
+        shape = tf.shape(x)
+        return x * tf.cast(valid_mask(sizes, shape[1], shape[2]), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "rounding": self.rounding}
+
+
+def _channels(n, width):
+    return max(1, int(round(n * width)))
+
+
+def _inputs():
+    images = keras.Input((None, None, 3), name="images")
+    image_info = keras.Input((3,), name="image_info")
+    return images, image_info
+
+
+def load_vgg16_reference(weights):
+    """``keras.applications.VGG16`` with its fc layers, holding ``weights``.
+
+    ``weights="imagenet"`` uses Keras's file ``vgg16_weights_tf_dim_ordering_tf_kernels.h5``
+    (downloaded to, or placed by hand in, ``~/.keras/models/``); a path loads that file.
+    """
+    try:
+        return keras.applications.VGG16(include_top=True, weights=weights)
+    except Exception as error:  # the download or the file: say which and how to fix it
+        raise RuntimeError(
+            f"could not load VGG-16 weights {weights!r}: {error}. Offline, put Keras's "
+            "vgg16_weights_tf_dim_ordering_tf_kernels.h5 in ~/.keras/models/ or pass a path "
+            "with --weights."
+        ) from error
+
+
+def vgg16(weights=None, width=1.0, name="vgg16"):
+    """VGG-16 conv1_1..conv5_3 (13 convs, 4 pools), stride 16, 512 channels.
+
+    ``weights``: None (Keras's default random init), "imagenet", a path to a Keras VGG-16 weights
+    file (with the fc layers), or a ``keras.applications.VGG16`` model to copy from. Layer names
+    follow Keras's VGG16 (``block1_conv1`` ... ``block5_conv3``).
+    """
+    images, image_info = _inputs()
+    x = images
+    stride = 1
+    for block, (filters, convs) in enumerate(_VGG16_BLOCKS, start=1):
+        if block > 1:
+            x = keras.layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(x)
+            stride *= 2
+            x = PaddingMask(stride, "floor", name=f"block{block - 1}_pool_mask")([x, image_info])
+        for i in range(1, convs + 1):
+            x = keras.layers.Conv2D(_channels(filters, width), 3, padding="same", activation="relu",
+                                    name=f"block{block}_conv{i}")(x)
+            x = PaddingMask(stride, "floor", name=f"block{block}_conv{i}_mask")([x, image_info])
+    base = keras.Model([images, image_info], x, name=name)
+
+    if weights is not None:
+        reference = weights if isinstance(weights, keras.Model) else load_vgg16_reference(weights)
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.Conv2D):
+                layer.set_weights(reference.get_layer(layer.name).get_weights())
+    return base
+
+
+def zf(weights=None, width=1.0, name="zf"):
+    """ZF net's five convs as in the paper: 96 7x7/2, 256 5x5/2, 384, 384, 256 3x3, with 3x3/2
+    max pools after conv1 and conv2 (Caffe's padding), stride 16, 256 channels.
+
+    ``weights``: None (random) or a path to a weights file of this model (Keras ships no ZF).
+    """
+    images, image_info = _inputs()
+
+    def conv(x, filters, size, stride_, pad, name, at_stride):
+        if pad:
+            x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
+        x = keras.layers.Conv2D(_channels(filters, width), size, strides=stride_, activation="relu",
+                                padding="valid", name=name)(x)
+        return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
+
+    def pool(x, name, at_stride):
+        # Caffe's 3x3/2 pool with pad 1 and ceil mode == zero padding (inputs are >= 0 after ReLU)
+        # + a valid pool: ceil(n / 2) outputs.
+        x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+        x = keras.layers.MaxPooling2D(3, 2, name=name)(x)
+        return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
+
+    x = conv(images, 96, 7, 2, 3, "conv1", 2)
+    x = pool(x, "pool1", 4)
+    x = conv(x, 256, 5, 2, 2, "conv2", 8)
+    x = pool(x, "pool2", 16)
+    x = conv(x, 384, 3, 1, 1, "conv3", 16)
+    x = conv(x, 384, 3, 1, 1, "conv4", 16)
+    x = conv(x, 256, 3, 1, 1, "conv5", 16)
+    base = keras.Model([images, image_info], x, name=name)
+    if weights is not None:
+        if weights == "imagenet":
+            raise ValueError("Keras ships no ImageNet weights for ZF: pass a weights file or None")
+        base.load_weights(weights)
+    return base
+
+
+BACKBONES = {"vgg16": vgg16, "zf": zf}
+
+
+def build_base(name, weights=None, width=1.0):
+    """The base named ``name`` ("vgg16" or "zf")."""
+    try:
+        builder = BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+    return builder(weights=weights, width=width)
+
+
+def always_frozen_layers(base, name):
+    """The layers of ``base`` that the paper never trains (VGG-16 conv1_1..conv2_2)."""
+    return [base.get_layer(layer_name) for layer_name in ALWAYS_FROZEN[name]]

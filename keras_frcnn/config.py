@@ -1,0 +1,298 @@
+"""One configuration for the whole detector: a frozen dataclass tree.
+
+Defaults are the paper's (Ren et al. 2015, py-faster-rcnn's VOC settings); see
+``../shared/REFERENCE.md``. Train/test settings that differ come as ``(train, test)`` pairs.
+The dataclasses stop at the builders: layers take plain keyword arguments.
+
+    cfg = preset("shapes")
+    cfg = dataclasses.replace(cfg, rpn=dataclasses.replace(cfg.rpn, nms_iou=0.6))
+    Config.from_json(cfg.to_json()) == cfg
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+BACKBONES = ("vgg16", "zf")
+SCHEDULES = ("alternating", "joint")
+POOL_MODES = ("max", "align")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+def _check(condition, name, value, requirement):
+    if not condition:
+        raise ConfigError(f"config field {name} must be {requirement}, got {value!r}")
+
+
+def _positive(name, value):
+    _check(isinstance(value, (int, float)) and value > 0, name, value, "> 0")
+
+
+def _fraction(name, value, low_open=False):
+    ok = isinstance(value, (int, float)) and (0 < value <= 1 if low_open else 0 <= value <= 1)
+    _check(ok, name, value, "in (0, 1]" if low_open else "in [0, 1]")
+
+
+def _pair(name, value):
+    _check(
+        isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value),
+        name, value, "a (train, test) pair of ints",
+    )
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    min_side: int = 600  # shorter side after resizing
+    max_side: int = 1000  # cap on the longer side
+    pixel_means: tuple = (102.9801, 115.9465, 122.7717)  # Caffe VGG-16 BGR means, 0-255 scale
+    flip: bool = True  # random horizontal flip in training
+
+    def validate(self, prefix="image"):
+        _positive(f"{prefix}.min_side", self.min_side)
+        _positive(f"{prefix}.max_side", self.max_side)
+        _check(self.max_side >= self.min_side, f"{prefix}.max_side", self.max_side,
+               f">= image.min_side ({self.min_side})")
+        _check(len(self.pixel_means) == 3, f"{prefix}.pixel_means", self.pixel_means, "3 numbers (B, G, R)")
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    stride: int = 16  # feature stride of the base
+    base_size: int = 16  # side of the base anchor cell
+    ratios: tuple = (0.5, 1.0, 2.0)  # h / w
+    scales: tuple = (8.0, 16.0, 32.0)  # multiples of base_size: 128, 256, 512 px
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.ratios) * len(self.scales)
+
+    def validate(self, prefix="anchors"):
+        _positive(f"{prefix}.stride", self.stride)
+        _positive(f"{prefix}.base_size", self.base_size)
+        _check(len(self.ratios) > 0 and all(r > 0 for r in self.ratios), f"{prefix}.ratios",
+               self.ratios, "a non-empty tuple of positive numbers")
+        _check(len(self.scales) > 0 and all(s > 0 for s in self.scales), f"{prefix}.scales",
+               self.scales, "a non-empty tuple of positive numbers")
+
+
+@dataclass(frozen=True)
+class RPNConfig:
+    channels: int = 512  # 3x3 conv width: 512 for VGG-16, 256 for ZF
+    pre_nms_top_n: tuple = (12000, 6000)  # (train, test); <= 0 means no cut
+    post_nms_top_n: tuple = (2000, 300)  # (train, test)
+    nms_iou: float = 0.7
+    min_size: int = 16  # minimum proposal side in original-image pixels (times the scale)
+    positive_iou: float = 0.7
+    negative_iou: float = 0.3
+    batch_size: int = 256  # anchors sampled per image
+    positive_fraction: float = 0.5
+    allowed_border: int = 0  # anchors crossing the border by more are ignored in training
+    sigma: float = 3.0  # smooth L1
+
+    def validate(self, prefix="rpn"):
+        _positive(f"{prefix}.channels", self.channels)
+        _pair(f"{prefix}.pre_nms_top_n", self.pre_nms_top_n)
+        _pair(f"{prefix}.post_nms_top_n", self.post_nms_top_n)
+        _check(all(v > 0 for v in self.post_nms_top_n), f"{prefix}.post_nms_top_n",
+               self.post_nms_top_n, "positive")
+        _fraction(f"{prefix}.nms_iou", self.nms_iou, low_open=True)
+        _check(self.min_size >= 0, f"{prefix}.min_size", self.min_size, ">= 0")
+        _fraction(f"{prefix}.positive_iou", self.positive_iou, low_open=True)
+        _fraction(f"{prefix}.negative_iou", self.negative_iou)
+        _check(self.negative_iou <= self.positive_iou, f"{prefix}.negative_iou", self.negative_iou,
+               f"<= rpn.positive_iou ({self.positive_iou})")
+        _positive(f"{prefix}.batch_size", self.batch_size)
+        _fraction(f"{prefix}.positive_fraction", self.positive_fraction, low_open=True)
+        _check(self.allowed_border >= 0, f"{prefix}.allowed_border", self.allowed_border, ">= 0")
+        _positive(f"{prefix}.sigma", self.sigma)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    pool_size: int = 7  # 7 for VGG-16, 6 for ZF
+    pool_mode: str = "max"  # "max": Fast R-CNN RoI max pooling; "align": bilinear RoIAlign
+    fc_units: int = 4096  # fc6 / fc7 width
+    dropout: float = 0.5
+    batch_rois: int = 128  # RoIs sampled per image
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou: tuple = (0.0, 0.5)  # background IoU range [low, high)
+    box_stds: tuple = (0.1, 0.1, 0.2, 0.2)  # (dy, dx, dh, dw) target normalisation
+    sigma: float = 1.0  # smooth L1
+    score_threshold: float = 0.05
+    nms_iou: float = 0.3  # per-class NMS at test time
+    max_detections: int = 100
+
+    def validate(self, prefix="detector"):
+        _positive(f"{prefix}.pool_size", self.pool_size)
+        _check(self.pool_mode in POOL_MODES, f"{prefix}.pool_mode", self.pool_mode, f"one of {POOL_MODES}")
+        _positive(f"{prefix}.fc_units", self.fc_units)
+        _check(0 <= self.dropout < 1, f"{prefix}.dropout", self.dropout, "in [0, 1)")
+        _positive(f"{prefix}.batch_rois", self.batch_rois)
+        _fraction(f"{prefix}.fg_fraction", self.fg_fraction, low_open=True)
+        _fraction(f"{prefix}.fg_iou", self.fg_iou, low_open=True)
+        _check(len(self.bg_iou) == 2 and 0 <= self.bg_iou[0] < self.bg_iou[1] <= 1,
+               f"{prefix}.bg_iou", self.bg_iou, "a (low, high) pair with 0 <= low < high <= 1")
+        _check(len(self.box_stds) == 4 and all(s > 0 for s in self.box_stds), f"{prefix}.box_stds",
+               self.box_stds, "4 positive numbers")
+        _positive(f"{prefix}.sigma", self.sigma)
+        _fraction(f"{prefix}.score_threshold", self.score_threshold)
+        _fraction(f"{prefix}.nms_iou", self.nms_iou, low_open=True)
+        _positive(f"{prefix}.max_detections", self.max_detections)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    schedule: str = "alternating"  # the paper's 4-step schedule, or "joint" (approximate joint)
+    # Steps per stage of the alternating schedule (1 RPN, 2 detector, 3 RPN, 4 detector), and the
+    # step of each stage at which the learning rate drops by lr_drop.
+    stage_steps: tuple = (80000, 40000, 80000, 40000)
+    stage_lr_drop_steps: tuple = (60000, 30000, 60000, 30000)
+    joint_steps: int = 70000
+    joint_lr_drop_step: int = 50000
+    lr: float = 1e-3
+    lr_drop: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    rpn_batch_images: int = 1  # images per batch in RPN stages (and joint training)
+    detector_batch_images: int = 2  # images per batch in detector stages
+    seed: int = 0
+
+    def validate(self, prefix="train"):
+        _check(self.schedule in SCHEDULES, f"{prefix}.schedule", self.schedule, f"one of {SCHEDULES}")
+        for name in ("stage_steps", "stage_lr_drop_steps"):
+            value = getattr(self, name)
+            _check(len(value) == 4 and all(isinstance(v, int) and v >= 0 for v in value),
+                   f"{prefix}.{name}", value, "4 non-negative ints (one per stage)")
+        _check(self.joint_steps >= 0, f"{prefix}.joint_steps", self.joint_steps, ">= 0")
+        _check(self.joint_lr_drop_step >= 0, f"{prefix}.joint_lr_drop_step", self.joint_lr_drop_step, ">= 0")
+        _positive(f"{prefix}.lr", self.lr)
+        _check(0 < self.lr_drop <= 1, f"{prefix}.lr_drop", self.lr_drop, "in (0, 1]")
+        _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "in [0, 1)")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
+        _positive(f"{prefix}.rpn_batch_images", self.rpn_batch_images)
+        _positive(f"{prefix}.detector_batch_images", self.detector_batch_images)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "voc"
+    backbone: str = "vgg16"  # "vgg16" or "zf"
+    backbone_width: float = 1.0  # channel multiplier of the base (1.0 = the paper's net)
+    weights: typing.Optional[str] = "imagenet"  # "imagenet", None (random) or a path
+    dataset: str = "voc/2007"  # a TFDS name, or "shapes" for the built-in set
+    train_split: str = "train+validation"
+    test_split: str = "test"
+    image: ImageConfig = field(default_factory=ImageConfig)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        _check(self.backbone in BACKBONES, "backbone", self.backbone, f"one of {BACKBONES}")
+        _positive("backbone_width", self.backbone_width)
+        _check(self.weights is None or isinstance(self.weights, str), "weights", self.weights,
+               '"imagenet", a path, or null')
+        _check(self.weights != "imagenet" or self.backbone == "vgg16", "weights", self.weights,
+               "null or a path for the zf backbone (Keras ships ImageNet weights for VGG-16 only)")
+        _check(self.weights != "imagenet" or self.backbone_width == 1.0, "weights", self.weights,
+               "null or a path when backbone_width != 1")
+        for name in ("image", "anchors", "rpn", "detector", "train"):
+            getattr(self, name).validate(name)
+
+    # --- JSON ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self, indent=2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        return _from_dict(cls, data, prefix="")
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"config JSON is malformed: {error}") from None
+        return cls.from_dict(data)
+
+
+def _from_dict(cls, data, prefix):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config field {prefix or '<root>'} must be an object, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config field {prefix}{unknown[0]}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _from_dict(hint, value, prefix=f"{prefix}{name}.")
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _shapes() -> Config:
+    # The built-in synthetic set: ~256 px images, objects of roughly 16-128 px. A ZF-style base at
+    # half width and narrow heads so that the full 4-step schedule runs in minutes on a CPU.
+    return Config(
+        name="shapes",
+        backbone="zf",
+        backbone_width=0.5,
+        weights=None,
+        dataset="shapes",
+        train_split="train",
+        test_split="test",
+        image=ImageConfig(min_side=256, max_side=384),
+        anchors=AnchorConfig(stride=16, base_size=16, ratios=(0.5, 1.0, 2.0), scales=(1.5, 3.0, 6.0)),
+        rpn=RPNConfig(channels=128, pre_nms_top_n=(2000, 1000), post_nms_top_n=(300, 100), min_size=8,
+                      batch_size=128),
+        detector=DetectorConfig(pool_size=6, fc_units=256, batch_rois=64),
+        train=TrainConfig(stage_steps=(600, 400, 300, 300), stage_lr_drop_steps=(450, 300, 225, 225),
+                          joint_steps=1200, joint_lr_drop_step=900, lr=1e-2,
+                          rpn_batch_images=2, detector_batch_images=2),
+    )
+
+
+PRESETS = {
+    "voc": lambda: Config(),
+    "zf-voc": lambda: Config(
+        name="zf-voc", backbone="zf", weights=None,
+        rpn=RPNConfig(channels=256), detector=DetectorConfig(pool_size=6),
+    ),
+    "shapes": _shapes,
+}
+
+
+def preset(name: str) -> Config:
+    """The named preset: "voc" (VGG-16, paper settings), "zf-voc" (ZF), "shapes" (built-in set)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def feature_rounding(backbone: str) -> str:
+    """How the base maps an image side n to a feature side: floor(n/16) (VGG-16) or ceil (ZF)."""
+    return "floor" if backbone == "vgg16" else "ceil"
+
+
+__all__ = ["Config", "ConfigError", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
+           "TrainConfig", "preset", "PRESETS", "feature_rounding"]

@@ -1,0 +1,147 @@
+"""Image preprocessing inside the graph: resize, Caffe BGR mean subtraction, padding mask.
+
+The paper resizes every image so that its shorter side is 600 px and its longer side at most
+1000 px, then feeds VGG-16 Caffe-style input: BGR channel order, 0-255 values, the ImageNet means
+subtracted, no division. ``Preprocess`` does this on a batch in which every image may have its own
+valid size (a padded batch), so it can sit at the front of the exported model.
+
+``image_info`` ``[B, 3]`` = (valid height, valid width, scale) of each resized image is what the
+rest of the model needs: the valid sizes clip proposals, the scale turns the minimum proposal
+size into resized pixels.
+"""
+
+import keras
+import tensorflow as tf
+
+
+def scaled_size(image_sizes, min_side, max_side):
+    """Resize rule of the paper for ``[..., 2]`` (h, w) sizes -> (new sizes int32 ``[..., 2]``,
+    scales float32 ``[...]``): scale = min_side / shorter side, unless that makes the longer side
+    exceed max_side (after rounding), then max_side / longer side.
+    """
+    sizes = tf.cast(image_sizes, tf.float32)
+    short = tf.reduce_min(sizes, axis=-1)
+    long = tf.reduce_max(sizes, axis=-1)
+    scale = float(min_side) / short
+    scale = tf.where(tf.round(scale * long) > float(max_side), float(max_side) / long, scale)
+    new_sizes = tf.maximum(tf.round(sizes * scale[..., None]), 1.0)
+    return tf.cast(new_sizes, tf.int32), scale
+
+
+def valid_mask(valid_sizes, height, width):
+    """``[B, height, width, 1]`` float mask, 1 inside each image's valid ``[h, w]`` region."""
+    valid_sizes = tf.cast(valid_sizes, tf.int32)
+    rows = tf.range(height)[None, :] < valid_sizes[:, 0:1]  # [B, H]
+    cols = tf.range(width)[None, :] < valid_sizes[:, 1:2]  # [B, W]
+    mask = tf.logical_and(rows[:, :, None], cols[:, None, :])
+    return tf.cast(mask, tf.float32)[..., None]
+
+
+def _interpolation(out_size, valid_in, valid_out):
+    """Bilinear sampling of ``tf.image.resize`` (half-pixel centres) along one axis, per image.
+
+    Returns lower / upper source indices ``[B, out_size]`` int32 and weights ``[B, out_size]``.
+    """
+    ratio = tf.cast(valid_in, tf.float32) / tf.cast(valid_out, tf.float32)  # [B]
+    positions = (tf.range(out_size, dtype=tf.float32)[None, :] + 0.5) * ratio[:, None] - 0.5
+    floor = tf.floor(positions)
+    last = tf.cast(valid_in, tf.int32)[:, None] - 1
+    lower = tf.clip_by_value(tf.cast(floor, tf.int32), 0, tf.maximum(last, 0))
+    upper = tf.clip_by_value(tf.cast(tf.math.ceil(positions), tf.int32), 0, tf.maximum(last, 0))
+    return lower, upper, positions - floor
+
+
+def resize_bilinear(images, valid_sizes, new_sizes):
+    """Resize the valid ``[h, w]`` region of each image of ``images`` ``[B, H, W, C]`` to its own
+    ``new_sizes[b]``, on a canvas of the largest new size (the rest is garbage: mask it).
+
+    Same sampling as ``tf.image.resize(..., "bilinear")`` of each image alone. Gathers rows first
+    on the input dtype, so a uint8 8000 x 8000 image never becomes a float copy of itself.
+    """
+    out_h = tf.reduce_max(new_sizes[:, 0])
+    out_w = tf.reduce_max(new_sizes[:, 1])
+    top, bottom, wy = _interpolation(out_h, valid_sizes[:, 0], new_sizes[:, 0])
+    left, right, wx = _interpolation(out_w, valid_sizes[:, 1], new_sizes[:, 1])
+    rows_top = tf.cast(tf.gather(images, top, axis=1, batch_dims=1), tf.float32)  # [B, h, W, C]
+    rows_bottom = tf.cast(tf.gather(images, bottom, axis=1, batch_dims=1), tf.float32)
+
+    def columns(rows):
+        return (tf.gather(rows, left, axis=2, batch_dims=1),
+                tf.gather(rows, right, axis=2, batch_dims=1))
+
+    tl, tr = columns(rows_top)
+    bl, br = columns(rows_bottom)
+    wx = wx[:, None, :, None]
+    wy = wy[:, :, None, None]
+    upper = tl + (tr - tl) * wx
+    lower = bl + (br - bl) * wx
+    return upper + (lower - upper) * wy
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class Preprocess(keras.layers.Layer):
+    """RGB images -> resized, BGR mean-subtracted float32 images and ``image_info``.
+
+    Call: ``Preprocess(...)(images)`` or ``Preprocess(...)([images, image_sizes])``.
+      images: ``[B, H, W, 3]`` RGB, uint8 or float, 0-255.
+      image_sizes: optional ``[B, 2]`` (h, w) valid size of each image of a padded batch;
+        the whole ``H x W`` when absent.
+    Returns ``(processed [B, H', W', 3] float32, image_info [B, 3])``; ``processed`` is zero outside
+    each image's valid region (the mean colour, so the base's zero padding sees the same values
+    whether an image is alone or padded in a batch). With ``resize=False`` the images are taken as
+    already resized (the training pipeline resizes in ``tf.data``) and ``image_info`` carries the
+    scale given by ``image_sizes`` columns, if it has 3 columns, else 1.
+    """
+
+    def __init__(self, min_side=600, max_side=1000, pixel_means=(102.9801, 115.9465, 122.7717),
+                 resize=True, **kwargs):
+        super().__init__(**kwargs)
+        self.min_side = int(min_side)
+        self.max_side = int(max_side)
+        self.pixel_means = tuple(float(m) for m in pixel_means)
+        self.resize = bool(resize)
+
+    def call(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            images, image_sizes = inputs
+        else:
+            images, image_sizes = inputs, None
+        shape = tf.shape(images)
+        batch = shape[0]
+        if image_sizes is None:
+            valid = tf.tile(shape[1:3][None], [batch, 1])
+            given_scale = tf.ones([batch], tf.float32)
+        else:
+            image_sizes = tf.cast(image_sizes, tf.float32)
+            valid = tf.cast(image_sizes[:, :2], tf.int32)
+            given_scale = image_sizes[:, 2] if image_sizes.shape[-1] == 3 else tf.ones([batch], tf.float32)
+
+        if self.resize:
+            new_sizes, scale = scaled_size(valid, self.min_side, self.max_side)
+            images = resize_bilinear(images, valid, new_sizes)
+        else:
+            new_sizes, scale = valid, given_scale
+            images = tf.cast(images, tf.float32)
+
+        means = tf.constant(self.pixel_means, tf.float32)
+        bgr = tf.reverse(images, axis=[-1]) - means
+        out_shape = tf.shape(bgr)
+        processed = bgr * valid_mask(new_sizes, out_shape[1], out_shape[2])
+        image_info = tf.concat([tf.cast(new_sizes, tf.float32), scale[:, None]], axis=-1)
+        return processed, image_info
+
+    def compute_output_shape(self, input_shape):
+        images_shape = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(
+            input_shape[0], (list, tuple)) else input_shape
+        batch = images_shape[0]
+        spatial = (None, None) if self.resize else tuple(images_shape[1:3])
+        return (batch, *spatial, 3), (batch, 3)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "min_side": self.min_side,
+            "max_side": self.max_side,
+            "pixel_means": list(self.pixel_means),
+            "resize": self.resize,
+        }

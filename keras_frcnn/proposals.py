@@ -1,0 +1,110 @@
+"""Region proposals: RPN outputs -> the top boxes after NMS, per image of a padded batch.
+
+Shape letters: B images, A anchors (H * W * k), N proposals kept after NMS.
+
+Per image, as py-faster-rcnn's proposal layer: decode every anchor's deltas, clip to the image's
+valid size, drop boxes with a side under ``min_size * scale``, keep the ``pre_nms_top_n`` best,
+NMS at ``nms_iou``, keep the ``post_nms_top_n`` best. Anchors at feature positions that exist only
+because of padding (beyond the image's own feature map) are dropped too, so an image's proposals
+are the same alone or in a padded batch.
+
+NMS is ``tf.image.non_max_suppression_padded``: batched, built from ordinary ops that have GPU
+(and XLA) kernels; ``CombinedNonMaxSuppression`` and ``NonMaxSuppressionV5`` are CPU-only.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_frcnn import boxes as box_ops
+
+# Scores of dropped boxes; probabilities are >= 0, so NMS's score threshold below excludes them.
+_DROPPED = -1.0
+
+
+def feature_position_mask(anchors, image_info, stride, rounding):
+    """``[B, A]``: the anchor's feature position lies inside the image's own feature map.
+
+    An anchor of position (i, j) is centred on ((i + 0.5) * stride, (j + 0.5) * stride), so its
+    row is floor(centre / stride); the image's feature map has floor or ceil(h / stride) rows.
+    """
+    centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # [A, 2] (y, x)
+    positions = tf.floor(centres / float(stride))
+    sizes = image_info[:, :2] / float(stride)
+    sizes = tf.floor(sizes) if rounding == "floor" else tf.math.ceil(sizes)
+    inside = positions[None, :, :] < sizes[:, None, :]  # [B, A, 2]
+    return tf.reduce_all(inside, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class Proposals(keras.layers.Layer):
+    """``[objectness_logits, deltas, anchors, image_info]`` -> ``(proposals, scores, num_proposals)``.
+
+    Inputs:
+      objectness_logits: ``[B, A]`` RPN logits (sigmoid objectness, one per anchor).
+      deltas: ``[B, A, 4]`` RPN box deltas ``(dy, dx, dh, dw)``.
+      anchors: ``[A, 4]`` yxyx pixels (``Anchors``).
+      image_info: ``[B, 3]`` (valid h, valid w, scale) in resized-image pixels.
+    Outputs:
+      proposals ``[B, N, 4]`` yxyx resized-image pixels, sorted by score, zero rows as padding;
+      scores ``[B, N]`` objectness probabilities (0 for padding); num_proposals ``[B]`` int32.
+    ``N`` is ``post_nms_top_n[0]`` in training and ``post_nms_top_n[1]`` at inference; the
+    ``(train, test)`` pairs default to the paper's (12000, 6000) and (2000, 300). A
+    ``pre_nms_top_n`` <= 0 means no cut before NMS.
+    """
+
+    def __init__(self, pre_nms_top_n=(12000, 6000), post_nms_top_n=(2000, 300), nms_iou=0.7,
+                 min_size=16, stride=16, feature_rounding="floor", **kwargs):
+        super().__init__(**kwargs)
+        self.pre_nms_top_n = tuple(int(v) for v in pre_nms_top_n)
+        self.post_nms_top_n = tuple(int(v) for v in post_nms_top_n)
+        self.nms_iou = float(nms_iou)
+        self.min_size = float(min_size)
+        self.stride = int(stride)
+        if feature_rounding not in ("floor", "ceil"):
+            raise ValueError(f"feature_rounding must be 'floor' or 'ceil', got {feature_rounding!r}")
+        self.feature_rounding = feature_rounding
+
+    def call(self, inputs, training=False):
+        objectness_logits, deltas, anchors, image_info = inputs
+        phase = 0 if training else 1
+        pre_nms_top_n = self.pre_nms_top_n[phase]
+        post_nms_top_n = self.post_nms_top_n[phase]
+        image_info = tf.cast(image_info, tf.float32)
+
+        pred_boxes = box_ops.decode(deltas, anchors[None])  # [B, A, 4]
+        pred_boxes = box_ops.clip(pred_boxes, image_info[:, :2])
+        keep = box_ops.min_side_mask(pred_boxes, self.min_size * image_info[:, 2:3])
+        keep &= feature_position_mask(anchors, image_info, self.stride, self.feature_rounding)
+        scores = tf.where(keep, tf.sigmoid(tf.cast(objectness_logits, tf.float32)), _DROPPED)
+
+        num_anchors = tf.shape(scores)[1]
+        k = num_anchors if pre_nms_top_n <= 0 else tf.minimum(pre_nms_top_n, num_anchors)
+        scores, order = tf.math.top_k(scores, k=k, sorted=True)
+        pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
+
+        selected, num_proposals = tf.image.non_max_suppression_padded(
+            pred_boxes, scores, post_nms_top_n, iou_threshold=self.nms_iou,
+            score_threshold=_DROPPED / 2, pad_to_max_output_size=True, sorted_input=True,
+            canonicalized_coordinates=True,
+        )
+        valid = tf.range(post_nms_top_n)[None, :] < num_proposals[:, None]  # [B, N]
+        proposals = tf.gather(pred_boxes, selected, batch_dims=1)
+        proposals = tf.where(valid[..., None], proposals, 0.0)
+        scores = tf.where(valid, tf.gather(scores, selected, batch_dims=1), 0.0)
+        return proposals, scores, num_proposals
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0][0]
+        n = self.post_nms_top_n[1]
+        return (batch, n, 4), (batch, n), (batch,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pre_nms_top_n": list(self.pre_nms_top_n),
+            "post_nms_top_n": list(self.post_nms_top_n),
+            "nms_iou": self.nms_iou,
+            "min_size": self.min_size,
+            "stride": self.stride,
+            "feature_rounding": self.feature_rounding,
+        }

@@ -1,0 +1,70 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_frcnn import backbone
+from keras_frcnn.preprocessing import Preprocess
+
+
+def run(base, images, sizes=None):
+    inputs = images if sizes is None else [images, sizes]
+    processed, info = Preprocess(resize=False)(inputs)
+    return base([processed, info]).numpy(), info.numpy()
+
+
+@pytest.mark.parametrize("name,size,expected", [
+    ("vgg16", (70, 100), (4, 6)),  # floor(n / 16)
+    ("zf", (70, 100), (5, 7)),  # ceil(n / 16)
+])
+def test_stride_16_feature_sizes(name, size, expected):
+    base = backbone.build_base(name, width=0.125)
+    features, _ = run(base, np.zeros((1, *size, 3), np.uint8))
+    assert features.shape[1:3] == expected
+
+
+def test_vgg16_layers_and_always_frozen():
+    base = backbone.vgg16(width=0.125)
+    convs = [layer.name for layer in base.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 13 and convs[0] == "block1_conv1" and convs[-1] == "block5_conv3"
+    assert [layer.name for layer in backbone.always_frozen_layers(base, "vgg16")] == [
+        "block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"]
+    assert backbone.always_frozen_layers(backbone.zf(width=0.125), "zf") == []
+
+
+def test_zf_matches_the_paper_layout():
+    base = backbone.zf()
+    convs = [layer for layer in base.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
+        (96, 7, 2), (256, 5, 2), (384, 3, 1), (384, 3, 1), (256, 3, 1)]
+
+
+@pytest.mark.parametrize("name", ["vgg16", "zf"])
+def test_padded_batch_features_equal_each_image_alone(name, rng):
+    base = backbone.build_base(name, width=0.125)
+    a = rng.integers(0, 256, (37, 53, 3)).astype(np.uint8)  # odd sizes: floor / ceil both matter
+    b = rng.integers(0, 256, (70, 81, 3)).astype(np.uint8)
+    batch = np.zeros((2, 70, 81, 3), np.uint8)
+    batch[0, :37, :53] = a
+    batch[1] = b
+    features, _ = run(base, batch, np.array([[37, 53], [70, 81]]))
+    for i, image in enumerate([a, b]):
+        alone, _ = run(base, image[None])
+        h, w = alone.shape[1:3]
+        np.testing.assert_allclose(features[i, :h, :w], alone[0], rtol=1e-4, atol=1e-3)
+        assert not features[i, h:].any() and not features[i, :, w:].any()
+
+
+def test_vgg16_copies_weights_from_a_reference_model(tmp_path):
+    reference = keras.applications.VGG16(include_top=True, weights=None)
+    path = tmp_path / "vgg16.weights.h5"
+    reference.save_weights(path)
+    base = backbone.vgg16(weights=str(path))
+    for layer_name in ("block1_conv1", "block5_conv3"):
+        for ours, theirs in zip(base.get_layer(layer_name).get_weights(),
+                                reference.get_layer(layer_name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="could not load VGG-16 weights"):
+        backbone.vgg16(weights=str(tmp_path / "nope.h5"))

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_frcnn.anchors import Anchors
+from keras_frcnn.proposals import Proposals
+from keras_frcnn import boxes as box_ops
+
+
+def make_inputs(rng, batch=1, h=8, w=12, k=9, image_info=None):
+    anchors = Anchors()(np.zeros((batch, h, w, 1), np.float32))
+    a = anchors.shape[0]
+    logits = rng.normal(size=(batch, a)).astype(np.float32)
+    deltas = (rng.normal(size=(batch, a, 4)) * 0.2).astype(np.float32)
+    if image_info is None:
+        image_info = np.tile([[h * 16.0, w * 16.0, 1.0]], (batch, 1)).astype(np.float32)
+    return logits, deltas, anchors, image_info
+
+
+@pytest.mark.parametrize("training,n", [(False, 50), (True, 80)])
+def test_proposals_inside_image_sorted_fixed_shape(rng, training, n):
+    logits, deltas, anchors, info = make_inputs(rng, batch=2)
+    info[1, :2] = [100.0, 150.0]  # the second image is smaller inside the padded batch
+    layer = Proposals(pre_nms_top_n=(400, 300), post_nms_top_n=(80, 50), min_size=4, nms_iou=0.7)
+    proposals, scores, count = [t.numpy() for t in layer([logits, deltas, anchors, info], training=training)]
+    assert proposals.shape == (2, n, 4) and scores.shape == (2, n) and count.shape == (2,)
+    for b in range(2):
+        c = count[b]
+        assert 0 < c <= n
+        p = proposals[b, :c]
+        assert (p[:, 0] >= 0).all() and (p[:, 1] >= 0).all()
+        assert (p[:, 2] <= info[b, 0]).all() and (p[:, 3] <= info[b, 1]).all()
+        assert (p[:, 2] - p[:, 0] >= 4).all() and (p[:, 3] - p[:, 1] >= 4).all()
+        assert np.all(np.diff(scores[b, :c]) <= 0)
+        assert not proposals[b, c:].any() and not scores[b, c:].any()
+        # NMS: no two kept proposals overlap more than the threshold.
+        iou = box_ops.iou(p, p).numpy() - np.eye(c)
+        assert iou.max() < 0.7 + 1e-6
+
+
+def test_nms_keeps_one_of_duplicates_and_the_best():
+    anchors = np.array([[0, 0, 32, 32], [0, 0, 32, 32], [1, 1, 33, 33], [64, 64, 96, 96]], np.float32)
+    logits = np.array([[1.0, 3.0, 2.0, 0.5]], np.float32)
+    deltas = np.zeros((1, 4, 4), np.float32)
+    info = np.array([[128.0, 128.0, 1.0]], np.float32)
+    layer = Proposals(pre_nms_top_n=(10, 10), post_nms_top_n=(10, 10), min_size=0, stride=16,
+                      feature_rounding="ceil")
+    proposals, scores, count = layer([logits, deltas, anchors, info])
+    assert count.numpy()[0] == 2
+    np.testing.assert_allclose(proposals.numpy()[0, :2], [[0, 0, 32, 32], [64, 64, 96, 96]])
+    np.testing.assert_allclose(scores.numpy()[0, :2], 1 / (1 + np.exp([-3.0, -0.5])), rtol=1e-6)
+
+
+def test_small_boxes_are_dropped_with_the_scale():
+    anchors = np.array([[0, 0, 20, 20], [40, 40, 80, 80]], np.float32)
+    logits = np.array([[5.0, 1.0]], np.float32)
+    deltas = np.zeros((1, 2, 4), np.float32)
+    layer = Proposals(pre_nms_top_n=(10, 10), post_nms_top_n=(5, 5), min_size=16, feature_rounding="ceil")
+    # scale 1.5: the minimum side is 24 px, so the 20 px box goes.
+    proposals, _, count = layer([logits, deltas, anchors, np.array([[100.0, 100.0, 1.5]], np.float32)])
+    assert count.numpy()[0] == 1
+    np.testing.assert_allclose(proposals.numpy()[0, 0], [40, 40, 80, 80])
+
+
+def test_padded_batch_gives_each_image_its_own_proposals(rng):
+    # Image 0 is 70 x 90 px inside a padded 8 x 12 feature map (128 x 192 px); its own map is
+    # floor(70 / 16) x floor(90 / 16) = 4 x 5. Alone, its RPN outputs are the top-left corner.
+    h, w, k = 8, 12, 9
+    logits, deltas, anchors, info = make_inputs(rng, batch=2, h=h, w=w)
+    info[0] = [70.0, 90.0, 1.0]
+    layer = Proposals(pre_nms_top_n=(500, 500), post_nms_top_n=(40, 40), min_size=2)
+    batched = [t.numpy() for t in layer([logits, deltas, anchors, info])]
+    own = lambda x: x.reshape(h, w, k, -1)[:4, :5].reshape(4 * 5 * k, -1)  # noqa: E731
+    alone_anchors = Anchors()(np.zeros((1, 4, 5, 1), np.float32))
+    alone = [t.numpy() for t in layer([own(logits[0])[:, 0][None], own(deltas[0])[None],
+                                        alone_anchors, info[:1]])]
+    assert batched[2][0] == alone[2][0]
+    np.testing.assert_allclose(batched[0][0], alone[0][0], atol=1e-5)
+    np.testing.assert_allclose(batched[1][0], alone[1][0], atol=1e-6)
+
+
+def test_no_pre_nms_cut_and_get_config(rng):
+    logits, deltas, anchors, info = make_inputs(rng)
+    layer = Proposals(pre_nms_top_n=(0, 0), post_nms_top_n=(30, 30), min_size=1)
+    clone = Proposals.from_config(layer.get_config())
+    a = layer([logits, deltas, anchors, info])
+    b = clone([logits, deltas, anchors, info])
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_no_cpu_only_nms_ops_in_the_graph(rng):
+    inputs = make_inputs(rng)
+    layer = Proposals(pre_nms_top_n=(100, 100), post_nms_top_n=(20, 20), min_size=1)
+    graph = tf.function(lambda *x: layer(list(x))).get_concrete_function(*inputs).graph
+    op_types = {op.type for op in graph.get_operations()}
+    for function in graph.as_graph_def().library.function:
+        op_types |= {node.op for node in function.node_def}
+    assert not op_types & {"CombinedNonMaxSuppression", "NonMaxSuppressionV5", "PyFunc", "EagerPyFunc"}
