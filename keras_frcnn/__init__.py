@@ -1,10 +1,17 @@
 """keras-frcnn: Faster R-CNN (Ren, He, Girshick, Sun 2015) for Keras 3 / TensorFlow.
 
-Data path (one module each): ``preprocessing`` -> ``backbone`` -> ``anchors`` / ``proposals`` ->
-``roi_pooling``, with ``boxes`` (box coding) beside them and ``config`` for every setting.
+Data path, one module each: ``data`` -> ``preprocessing`` -> ``backbone`` -> ``rpn`` ->
+``anchors`` / ``proposals`` -> ``roi_pooling`` -> ``heads`` -> ``postprocess``; beside them
+``boxes`` (box coding), ``targets``, ``losses``, ``models`` (the networks and their training
+views) and ``config`` (every setting).
+
+Importing the package registers its Keras layers, so ``keras.models.load_model("model.keras")``
+works after ``import keras_frcnn``.
 """
 
 from keras_frcnn.config import Config, preset
+from keras_frcnn.models import FasterRCNN, build_models
+from keras_frcnn import layers  # noqa: F401  (registers every layer for load_model)
 
 __version__ = "0.1.0"
-__all__ = ["Config", "preset", "__version__"]
+__all__ = ["Config", "preset", "build_models", "FasterRCNN", "layers", "__version__"]

@@ -145,3 +145,15 @@ class Preprocess(keras.layers.Layer):
             "pixel_means": list(self.pixel_means),
             "resize": self.resize,
         }
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class ImageSizes(keras.layers.Layer):
+    """images ``[B, H, W, C]`` -> ``[B, 2]`` int32 (H, W) of every image (an unpadded batch)."""
+
+    def call(self, images):
+        shape = tf.shape(images)
+        return tf.tile(shape[1:3][None], [shape[0], 1])
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2)

@@ -18,3 +18,47 @@ def random_boxes(rng, n, size=200.0, min_side=1.0):
     y1 = y0 + rng.uniform(min_side, size - y0 + 1e-3)
     x1 = x0 + rng.uniform(min_side, size - x0 + 1e-3)
     return np.stack([y0, x0, np.minimum(y1, size), np.minimum(x1, size)], 1).astype(np.float32)
+
+
+def tiny_config(**overrides):
+    """A config small enough to train in seconds on a CPU (ZF at quarter width, 128 px)."""
+    import dataclasses
+
+    from keras_frcnn import config as C
+
+    s = C.preset("shapes")
+    cfg = dataclasses.replace(
+        s, name="tiny", backbone_width=0.25,
+        image=C.ImageConfig(min_side=128, max_side=160, flip=False),
+        anchors=C.AnchorConfig(scales=(1.5, 3.0)),
+        rpn=dataclasses.replace(s.rpn, channels=32, pre_nms_top_n=(300, 300), post_nms_top_n=(50, 50),
+                                batch_size=64),
+        detector=dataclasses.replace(s.detector, fc_units=64, dropout=0.0, batch_rois=32),
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
+def synthetic_batch(n=4, size=128, seed=0):
+    """``n`` noisy ``size`` px images with a red square (class 1) and a blue wide box (class 2),
+    as a training batch dict (boxes in pixels, no resizing needed at min_side == size)."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(90, 140, (n, size, size, 3)).astype(np.uint8)
+    gt_boxes = np.zeros((n, 2, 4), np.float32)
+    gt_classes = np.zeros((n, 2), np.int32)
+    for i in range(n):
+        for slot, (cls, colour) in enumerate([(1, (230, 40, 40)), (2, (40, 40, 230))]):
+            h = int(rng.integers(28, 44))
+            w = h if cls == 1 else int(h * 1.6)
+            # The square lives in the top half, the wide box in the bottom half: no overlap.
+            y = int(rng.integers(0, size // 2 - h)) + (size // 2 if slot else 0)
+            x = int(rng.integers(0, size - w))
+            images[i, y:y + h, x:x + w] = colour
+            gt_boxes[i, slot] = [y, x, y + h, x + w]
+            gt_classes[i, slot] = cls
+    return {
+        "images": images,
+        "image_info": np.tile([[size, size, 1.0]], (n, 1)).astype(np.float32),
+        "gt_boxes": gt_boxes,
+        "gt_classes": gt_classes,
+        "num_gt": np.full((n,), 2, np.int32),
+    }

@@ -1,0 +1,61 @@
+"""The Fast R-CNN detector head: pooled RoI features -> class scores and class-specific deltas.
+
+Shape letters: B images, R RoIs per image, P pool size, C channels, K = num_classes + 1 (with
+background at index 0).
+
+fc6 (4096) -> ReLU -> dropout 0.5 -> fc7 (4096) -> ReLU -> dropout 0.5 -> cls_score (K, init std
+0.01) and bbox_pred (4K, init std 0.001), as the paper. fc6 / fc7 have the shapes of VGG-16's fc1 /
+fc2 (a 7 x 7 x 512 input flattened in channels-last order), so ImageNet weights copy straight in.
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class DetectorHead(keras.layers.Layer):
+    """roi_features ``[B, R, P, P, C]`` -> ``(class_logits [B, R, K], box_deltas [B, R, K, 4])``."""
+
+    def __init__(self, num_classes, fc_units=4096, dropout=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.fc_units = int(fc_units)
+        self.dropout_rate = float(dropout)
+        k = self.num_classes + 1
+        self.fc6 = keras.layers.Dense(self.fc_units, activation="relu", name="fc6")
+        self.fc7 = keras.layers.Dense(self.fc_units, activation="relu", name="fc7")
+        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.cls_score = keras.layers.Dense(
+            k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="cls_score")
+        self.bbox_pred = keras.layers.Dense(
+            4 * k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="bbox_pred")
+
+    def build(self, input_shape):
+        flat = 1
+        for d in input_shape[2:]:
+            flat *= d
+        self.fc6.build((None, flat))
+        self.fc7.build((None, self.fc_units))
+        self.cls_score.build((None, self.fc_units))
+        self.bbox_pred.build((None, self.fc_units))
+
+    def call(self, roi_features, training=False):
+        shape = tf.shape(roi_features)
+        flat = roi_features.shape[2] * roi_features.shape[3] * roi_features.shape[4]
+        x = tf.reshape(roi_features, [shape[0], shape[1], flat])
+        x = self.dropout(self.fc6(x), training=training)
+        x = self.dropout(self.fc7(x), training=training)
+        # Float32 outputs: the softmax, the loss and the box decoding are numerically sensitive.
+        class_logits = tf.cast(self.cls_score(x), tf.float32)
+        box_deltas = tf.cast(self.bbox_pred(x), tf.float32)
+        box_deltas = tf.reshape(box_deltas, [shape[0], shape[1], self.num_classes + 1, 4])
+        return class_logits, box_deltas
+
+    def compute_output_shape(self, input_shape):
+        batch, rois = input_shape[:2]
+        k = self.num_classes + 1
+        return (batch, rois, k), (batch, rois, k, 4)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "fc_units": self.fc_units,
+                "dropout": self.dropout_rate}

@@ -1,0 +1,369 @@
+"""The networks: one set of layers, several Keras models over it.
+
+``build_models(config, num_classes, weights)`` returns a ``FasterRCNN``: the inference
+``keras.Model`` (uint8 images in, detections out) that owns every layer, and the training views
+that reuse those very layer objects:
+
+- ``rpn_model``: base + RPN head, trained with ``loss_objectness`` and ``loss_rpn_box_reg``;
+- ``detector_model``: base + RoI pooling + detector head on given proposals, trained with
+  ``loss_classifier`` and ``loss_box_reg``;
+- ``joint_model``: approximate joint training, the four losses summed, the RPN's proposals
+  treated as constants.
+
+So ``rpn_model`` and ``detector_model`` hold the same base variables, and what one stage trains
+the next one sees. ``prepare(...)`` sets the trainable flags of a stage and compiles a view with a
+fresh optimizer (Keras silently keeps training the old variable set otherwise).
+
+Training views take the batches of ``keras_frcnn.data.pipeline``: ``images`` uint8 ``[B, H, W, 3]``
+already resized and zero padded, ``image_info`` ``[B, 3]`` (valid h, w, scale), ``gt_boxes``
+``[B, G, 4]`` resized pixels, ``gt_classes`` ``[B, G]`` (1..N, 0 padding), and for the detector
+view ``proposals`` ``[B, P, 4]`` with ``num_proposals`` ``[B]``.
+
+A ``.keras`` file of the inference model holds the whole network once;
+``keras.models.load_model`` rebuilds it and its training views from the stored config.
+"""
+
+import weakref
+
+import keras
+import tensorflow as tf
+
+from keras_frcnn import losses
+from keras_frcnn.anchors import Anchors
+from keras_frcnn.backbone import ALWAYS_FROZEN, build_base, load_vgg16_reference
+from keras_frcnn.config import Config, feature_rounding
+from keras_frcnn.heads import DetectorHead
+from keras_frcnn.postprocess import Detections
+from keras_frcnn.preprocessing import ImageSizes, Preprocess
+from keras_frcnn.proposals import Proposals
+from keras_frcnn.roi_pooling import RoIPooling
+from keras_frcnn.rpn import RPNHead
+from keras_frcnn.targets import AnchorTargets, ProposalTargets
+
+VIEWS = ("rpn", "detector", "joint")
+
+
+def _as_config(config):
+    if isinstance(config, Config):
+        return config
+    if isinstance(config, dict):
+        return Config.from_dict(config)
+    raise TypeError(f"config must be a keras_frcnn.Config or its dict, got {type(config).__name__}")
+
+
+class _Layers:
+    """Every layer of the network, built once from the config."""
+
+    def __init__(self, cfg: Config, num_classes: int):
+        rounding = feature_rounding(cfg.backbone)
+        self.preprocess = Preprocess(cfg.image.min_side, cfg.image.max_side, cfg.image.pixel_means,
+                                     name="preprocess")
+        self.image_sizes = ImageSizes(name="image_sizes")
+        self.base = build_base(cfg.backbone, weights=None, width=cfg.backbone_width)
+        self.rpn_head = RPNHead(cfg.rpn.channels, cfg.anchors.num_anchors, name="rpn_head")
+        self.anchors = Anchors(cfg.anchors.stride, cfg.anchors.base_size, cfg.anchors.ratios,
+                               cfg.anchors.scales, name="anchors")
+        self.proposals = Proposals(cfg.rpn.pre_nms_top_n, cfg.rpn.post_nms_top_n, cfg.rpn.nms_iou,
+                                   cfg.rpn.min_size, cfg.anchors.stride, rounding, name="proposals")
+        self.roi_pooling = RoIPooling(cfg.detector.pool_size, 1.0 / cfg.anchors.stride,
+                                      cfg.detector.pool_mode, name="roi_pooling")
+        self.detector_head = DetectorHead(num_classes, cfg.detector.fc_units, cfg.detector.dropout,
+                                          name="detector_head")
+        self.detections = Detections(cfg.detector.score_threshold, cfg.detector.nms_iou,
+                                     cfg.detector.max_detections, cfg.detector.box_stds,
+                                     name="detections")
+
+
+def detect(layers, images, image_sizes=None):
+    """The inference data path: uint8 images ``[B, H, W, 3]`` (with optional valid ``image_sizes``
+    ``[B, 2]`` of a padded batch) -> the detection dict. Used to build the Keras model and, with
+    sizes, for padded batches and the exported signatures."""
+    if image_sizes is None:
+        processed, image_info = layers.preprocess(images)
+        original_sizes = layers.image_sizes(images)
+    else:
+        processed, image_info = layers.preprocess([images, image_sizes])
+        original_sizes = image_sizes
+    features = layers.base([processed, image_info])
+    objectness_logits, rpn_deltas = layers.rpn_head(features)
+    anchors = layers.anchors(features)
+    proposals, _, num_proposals = layers.proposals([objectness_logits, rpn_deltas, anchors, image_info])
+    roi_features = layers.roi_pooling([features, proposals])
+    class_logits, box_deltas = layers.detector_head(roi_features)
+    return layers.detections([class_logits, box_deltas, proposals, num_proposals, image_info,
+                              original_sizes])
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class FasterRCNN(keras.Model):
+    """The inference model: uint8 ``images [B, H, W, 3]`` of any size -> ``{"boxes",
+    "confidence", "labels", "num_detections"}`` (see ``postprocess.Detections``).
+
+    Also the owner of the training views (``rpn_model``, ``detector_model``, ``joint_model``) and
+    of the trainable toggles. ``class_names`` travel with the model into ``.keras`` files and
+    exported SavedModels.
+    """
+
+    def __init__(self, config, num_classes, class_names=None, **kwargs):
+        cfg = _as_config(config)
+        num_classes = int(num_classes)
+        if class_names is None:
+            class_names = [f"class_{i}" for i in range(num_classes)]
+        class_names = [str(n) for n in class_names]
+        if len(class_names) != num_classes:
+            raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+        layers = _Layers(cfg, num_classes)
+        images = keras.Input((None, None, 3), dtype="uint8", name="images")
+        super().__init__(inputs=images, outputs=detect(layers, images), **kwargs)
+        self.frcnn_config = cfg
+        self.num_classes = num_classes
+        self.class_names = tuple(class_names)
+        self.base = layers.base
+        self.rpn_head = layers.rpn_head
+        self.detector_head = layers.detector_head
+        # Plain (untracked) attributes: Keras saving walks tracked attributes and properties, and
+        # the layers are already this model's own; the training views are never saved.
+        object.__setattr__(self, "layers_", layers)
+        object.__setattr__(self, "_networks", None)
+
+    def networks(self):
+        """The training views over this model's layers (built once): a ``Networks``."""
+        if self._networks is None:
+            object.__setattr__(self, "_networks", Networks(self))
+        return self._networks
+
+    def detect(self, images, image_sizes=None):
+        """Detections for a padded batch: ``image_sizes [B, 2]`` gives each image's valid (h, w);
+        each image's detections equal those of the image run alone."""
+        return detect(self.layers_, tf.convert_to_tensor(images, tf.uint8),
+                      None if image_sizes is None else tf.convert_to_tensor(image_sizes, tf.int32))
+
+    def get_config(self):
+        return {"config": self.frcnn_config.to_dict(), "num_classes": self.num_classes,
+                "class_names": list(self.class_names), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class Networks:
+    """The inference ``model`` and its training views, all over one set of layers.
+
+    ``base``, ``model`` (the ``FasterRCNN``), ``rpn_model``, ``detector_model``, ``joint_model``,
+    and the trainable toggles: ``set_trainable`` and ``prepare``.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.config = model.frcnn_config
+        self.base = model.base
+        self.rpn_head = model.rpn_head
+        self.detector_head = model.detector_head
+        layers = model.layers_
+        self.rpn_model = RPNTrainer(layers, self.config, name="rpn_model")
+        self.detector_model = DetectorTrainer(layers, self.config, name="detector_model")
+        self.joint_model = JointTrainer(layers, self.config, name="joint_model")
+        self._used_optimizers = weakref.WeakSet()
+
+    def view(self, name):
+        if name not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {name!r}")
+        return getattr(self, f"{name}_model")
+
+    def detect(self, images, image_sizes=None):
+        return self.model.detect(images, image_sizes)
+
+    def set_trainable(self, base=True, rpn_head=True, detector_head=True):
+        """Which parts train. The base's always-frozen layers (VGG-16 conv1_1..conv2_2) stay
+        frozen. Views compiled before must be compiled again: use ``prepare``."""
+        frozen = set(ALWAYS_FROZEN[self.config.backbone])
+        self.base.trainable = True
+        for layer in self.base.layers:
+            layer.trainable = bool(base) and layer.name not in frozen
+        self.rpn_head.trainable = bool(rpn_head)
+        self.detector_head.trainable = bool(detector_head)
+
+    def prepare(self, view, optimizer, base=True, rpn_head=True, detector_head=True, **compile_kwargs):
+        """Set a stage's trainable flags and compile the ``view`` ("rpn", "detector", "joint")
+        with ``optimizer``, which must be new (an optimizer carries its variable set)."""
+        model = self.view(view)
+        if getattr(optimizer, "built", False) or optimizer in self._used_optimizers:
+            raise ValueError("prepare() needs a fresh optimizer: this one already belongs to a "
+                             "compiled model")
+        self.set_trainable(base=base, rpn_head=rpn_head, detector_head=detector_head)
+        model.compile(optimizer=optimizer, **compile_kwargs)
+        self._used_optimizers.add(optimizer)
+        model.compiled_variables = _variable_ids(model.trainable_variables)
+        return model
+
+
+def _variable_ids(variables):
+    return frozenset(id(v) for v in variables)
+
+
+class _Trainer(keras.Model):
+    """A training view: shares the network's layers, computes targets in ``call`` and the losses
+    in ``compute_loss``. Its Keras metrics are the named losses."""
+
+    loss_names = ()
+
+    def __init__(self, layers, cfg, **kwargs):
+        super().__init__(**kwargs)
+        self.cfg = cfg
+        # The training pipeline resizes in tf.data; here only the colour conversion and mask.
+        self.to_input = Preprocess(pixel_means=cfg.image.pixel_means, resize=False, name="to_input")
+        self.base = layers.base
+        self.loss_trackers = [keras.metrics.Mean(name=n) for n in self.loss_names]
+        self.compiled_variables = None
+
+    def features(self, batch):
+        processed, image_info = self.to_input([batch["images"], batch["image_info"]])
+        return self.base([processed, image_info]), image_info
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        named = self.losses_from(y_pred)
+        for tracker, value in zip(self.loss_trackers, named):
+            tracker.update_state(value)
+        total = tf.add_n(list(named))
+        # Keras sums the replicas' gradients: each replica contributes its share of the mean.
+        return total / tf.distribute.get_strategy().num_replicas_in_sync
+
+    def fit(self, *args, **kwargs):
+        if self.compiled_variables is not None and self.compiled_variables != _variable_ids(
+                self.trainable_variables):
+            raise RuntimeError(
+                f"{self.name}: the trainable flags changed since it was compiled; call "
+                "FasterRCNN.prepare(...) again with a new optimizer")
+        return super().fit(*args, **kwargs)
+
+
+class RPNTrainer(_Trainer):
+    loss_names = ("loss_objectness", "loss_rpn_box_reg")
+
+    def __init__(self, layers, cfg, **kwargs):
+        super().__init__(layers, cfg, **kwargs)
+        self.rpn_head = layers.rpn_head
+        self.anchors = layers.anchors
+        self.anchor_targets = _anchor_targets(cfg)
+
+    def call(self, batch, training=False):
+        features, image_info = self.features(batch)
+        return rpn_outputs(self, features, image_info, batch)
+
+    def losses_from(self, y_pred):
+        return losses.rpn_losses(y_pred["objectness_logits"], y_pred["rpn_deltas"],
+                                 y_pred["anchor_labels"], y_pred["anchor_deltas"], self.cfg.rpn.sigma)
+
+
+class DetectorTrainer(_Trainer):
+    loss_names = ("loss_classifier", "loss_box_reg")
+
+    def __init__(self, layers, cfg, **kwargs):
+        super().__init__(layers, cfg, **kwargs)
+        self.roi_pooling = layers.roi_pooling
+        self.detector_head = layers.detector_head
+        self.proposal_targets = _proposal_targets(cfg)
+
+    def call(self, batch, training=False):
+        features, _ = self.features(batch)
+        return detector_outputs(self, features, batch["proposals"], batch["num_proposals"], batch,
+                                training)
+
+    def losses_from(self, y_pred):
+        return losses.detector_losses(y_pred["class_logits"], y_pred["box_deltas"], y_pred["roi_labels"],
+                                      y_pred["roi_deltas"], y_pred["roi_valid"], self.cfg.detector.sigma)
+
+
+class JointTrainer(_Trainer):
+    """Approximate joint training: one forward pass, four losses, proposals as constants."""
+
+    loss_names = RPNTrainer.loss_names + DetectorTrainer.loss_names
+
+    def __init__(self, layers, cfg, **kwargs):
+        super().__init__(layers, cfg, **kwargs)
+        self.rpn_head = layers.rpn_head
+        self.anchors = layers.anchors
+        self.proposals = layers.proposals
+        self.roi_pooling = layers.roi_pooling
+        self.detector_head = layers.detector_head
+        self.anchor_targets = _anchor_targets(cfg)
+        self.proposal_targets = _proposal_targets(cfg)
+
+    def call(self, batch, training=False):
+        features, image_info = self.features(batch)
+        outputs = rpn_outputs(self, features, image_info, batch)
+        proposals, _, num_proposals = self.proposals(
+            [outputs["objectness_logits"], outputs["rpn_deltas"], outputs["anchors"], image_info],
+            training=True)
+        outputs.update(detector_outputs(self, features, tf.stop_gradient(proposals), num_proposals,
+                                        batch, training))
+        return outputs
+
+    def losses_from(self, y_pred):
+        return (RPNTrainer.losses_from(self, y_pred) + DetectorTrainer.losses_from(self, y_pred))
+
+
+def _anchor_targets(cfg):
+    r = cfg.rpn
+    return AnchorTargets(r.positive_iou, r.negative_iou, r.batch_size, r.positive_fraction,
+                         r.allowed_border, cfg.anchors.stride, feature_rounding(cfg.backbone),
+                         seed=cfg.train.seed, name="anchor_targets")
+
+
+def _proposal_targets(cfg):
+    d = cfg.detector
+    return ProposalTargets(d.batch_rois, d.fg_fraction, d.fg_iou, d.bg_iou, d.box_stds,
+                           seed=cfg.train.seed + 1, name="proposal_targets")
+
+
+def rpn_outputs(view, features, image_info, batch):
+    """RPN predictions and their anchor targets."""
+    objectness_logits, rpn_deltas = view.rpn_head(features)
+    anchors = view.anchors(features)
+    labels, targets = view.anchor_targets(anchors, batch["gt_boxes"], batch["gt_classes"], image_info)
+    return {"objectness_logits": objectness_logits, "rpn_deltas": rpn_deltas, "anchors": anchors,
+            "anchor_labels": labels, "anchor_deltas": targets}
+
+
+def detector_outputs(view, features, proposals, num_proposals, batch, training):
+    """Sampled RoIs, their pooled features, the detector's predictions and targets."""
+    rois, labels, targets, valid = view.proposal_targets(proposals, num_proposals, batch["gt_boxes"],
+                                                         batch["gt_classes"])
+    roi_features = view.roi_pooling([features, rois])
+    class_logits, box_deltas = view.detector_head(roi_features, training=training)
+    return {"class_logits": class_logits, "box_deltas": box_deltas, "rois": rois,
+            "roi_labels": labels, "roi_deltas": targets, "roi_valid": valid}
+
+
+def build_models(config, num_classes, weights="config", class_names=None):
+    """The network for ``config``: a ``Networks`` with ``.base``, ``.rpn_model``,
+    ``.detector_model``, ``.joint_model`` and ``.model`` (the inference ``FasterRCNN``), all
+    sharing one set of layers.
+
+    ``weights``: "config" takes ``config.weights``; None keeps the random initialisation;
+    "imagenet" or a path loads VGG-16 weights into the base and, as the paper, VGG-16's fc1 / fc2
+    into fc6 / fc7 (a ZF base takes a path to its own weights file).
+    """
+    cfg = _as_config(config)
+    if weights == "config":
+        weights = cfg.weights
+    net = FasterRCNN(cfg, num_classes, class_names).networks()
+    if weights is not None:
+        if cfg.backbone == "vgg16":
+            _load_vgg16(net, weights)
+        else:
+            net.base.load_weights(weights)
+    net.set_trainable()
+    return net
+
+
+def _load_vgg16(net, weights):
+    reference = load_vgg16_reference(weights)
+    for layer in net.base.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            layer.set_weights(reference.get_layer(layer.name).get_weights())
+    head = net.detector_head
+    if head.fc6.kernel.shape == reference.get_layer("fc1").kernel.shape:
+        head.fc6.set_weights(reference.get_layer("fc1").get_weights())
+        head.fc7.set_weights(reference.get_layer("fc2").get_weights())

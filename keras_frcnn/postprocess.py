@@ -1,0 +1,86 @@
+"""Detector outputs -> final detections, in the graph.
+
+Shape letters: B images, R RoIs, K = N + 1 classes (0 is background), D = max_detections.
+
+Per image: softmax, class-specific box decoding (deltas times the stds), clipping to the image,
+score threshold 0.05, per-class NMS at IoU 0.3 and the best 100, as the paper's test setting.
+Per-class NMS is one NMS call over boxes shifted by ``class * (largest side + 1)``, so boxes of
+different classes never overlap; ``tf.image.non_max_suppression_padded`` runs it for the whole
+batch with ops that have GPU kernels. Boxes are returned in the input image's pixels.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_frcnn import boxes as box_ops
+
+_DROPPED = -1.0
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class Detections(keras.layers.Layer):
+    """``[class_logits, box_deltas, rois, num_rois, image_info, original_sizes]`` -> detections.
+
+    Inputs: class_logits ``[B, R, K]``; box_deltas ``[B, R, K, 4]``; rois ``[B, R, 4]`` yxyx in
+    resized pixels; num_rois ``[B]``; image_info ``[B, 3]`` (valid resized h, w, scale);
+    original_sizes ``[B, 2]`` (h, w) of each input image.
+    Returns a dict: ``boxes [B, D, 4]`` yxyx input-image pixels, ``confidence [B, D]``, ``labels
+    [B, D]`` int32 (0-based object class, -1 padding), ``num_detections [B]`` int32.
+    """
+
+    def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
+                 box_stds=(0.1, 0.1, 0.2, 0.2), **kwargs):
+        super().__init__(**kwargs)
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+        self.box_stds = tuple(float(s) for s in box_stds)
+
+    def call(self, inputs):
+        class_logits, box_deltas, rois, num_rois, image_info, original_sizes = inputs
+        image_info = tf.cast(image_info, tf.float32)
+        shape = tf.shape(class_logits)
+        batch, num_rois_padded, num_classes = shape[0], shape[1], shape[2] - 1
+
+        scores = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[:, :, 1:]  # [B, R, N]
+        pred_boxes = box_ops.decode(box_deltas[:, :, 1:], rois[:, :, None, :], self.box_stds)
+        pred_boxes = box_ops.clip(pred_boxes, image_info[:, None, :2])  # [B, R, N, 4]
+        valid_roi = tf.range(num_rois_padded)[None, :] < tf.reshape(tf.cast(num_rois, tf.int32), [-1, 1])
+        keep = valid_roi[:, :, None] & (scores > self.score_threshold)
+        scores = tf.where(keep, scores, _DROPPED)
+
+        scores = tf.reshape(scores, [batch, -1])  # [B, R * N]
+        pred_boxes = tf.reshape(pred_boxes, [batch, -1, 4])
+        classes = tf.tile(tf.range(num_classes), [num_rois_padded])  # the class of each column
+        scores, order = tf.math.top_k(scores, k=tf.shape(scores)[1], sorted=True)
+        pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
+        classes = tf.gather(classes, order)  # [B, R * N]
+
+        offset = tf.reduce_max(image_info[:, :2]) + 1.0
+        shifted = pred_boxes + tf.cast(classes, tf.float32)[..., None] * offset
+        selected, num_detections = tf.image.non_max_suppression_padded(
+            shifted, scores, self.max_detections, iou_threshold=self.nms_iou,
+            score_threshold=_DROPPED / 2, pad_to_max_output_size=True, sorted_input=True,
+            canonicalized_coordinates=True,
+        )
+        valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
+        factor = tf.cast(original_sizes, tf.float32) / image_info[:, :2]  # resized -> input pixels
+        factor = tf.tile(factor, [1, 2])[:, None, :]
+        out_boxes = tf.gather(pred_boxes, selected, batch_dims=1) * factor
+        return {
+            "boxes": tf.where(valid[..., None], out_boxes, 0.0),
+            "confidence": tf.where(valid, tf.gather(scores, selected, batch_dims=1), 0.0),
+            "labels": tf.where(valid, tf.gather(classes, selected, batch_dims=1), -1),
+            "num_detections": num_detections,
+        }
+
+    def compute_output_shape(self, input_shape):
+        batch = input_shape[0][0]
+        d = self.max_detections
+        return {"boxes": (batch, d, 4), "confidence": (batch, d), "labels": (batch, d),
+                "num_detections": (batch,)}
+
+    def get_config(self):
+        return {**super().get_config(), "score_threshold": self.score_threshold,
+                "nms_iou": self.nms_iou, "max_detections": self.max_detections,
+                "box_stds": list(self.box_stds)}

@@ -1,0 +1,283 @@
+"""RoI pooling: a fixed ``P x P`` grid of features for every region of interest.
+
+Shape letters: B images, H x W feature cells, C channels, R RoIs per image, P pool size.
+
+Frames: RoIs are ``[ymin, xmin, ymax, xmax]`` in continuous input-image pixels (the project's box
+format). ``spatial_scale`` (1 / feature stride) takes them to the feature map, where feature cell
+``(i, j)`` covers input pixels ``[i, i + 1) / spatial_scale`` by ``[j, j + 1) / spatial_scale``.
+
+``RoIPooling(mode="max")`` is Fast R-CNN's RoI max pooling with Caffe's arithmetic, bit for bit:
+per RoI, ``start = round(coord * spatial_scale)`` (halves away from zero) for each edge,
+``roi_len = max(end - start + 1, 1)`` cells, ``bin_len = roi_len / P`` in float32, and bin ``j``
+covers cells ``[floor(j * bin_len), ceil((j + 1) * bin_len)) + start``, clamped to the map. A bin
+left empty by the clamping outputs 0; otherwise the maximum, whose gradient goes to one cell only.
+
+``RoIPooling(mode="align")`` is RoIAlign (Detectron2's ``ROIAlignV2`` / torchvision's
+``roi_align(aligned=True, sampling_ratio=2)``): the mean of 2 x 2 bilinear samples per bin, with
+no rounding anywhere.
+
+The RoI boxes get no gradient (Faster R-CNN's approximate joint training treats proposals as
+constants), so they are wrapped in ``tf.stop_gradient``.
+"""
+
+import keras
+import tensorflow as tf
+
+# Scaled RoI coordinates are clipped to +-2**22 cells: keeps the int32 arithmetic defined for absurd
+# boxes, and keeps RoIs short enough for the exact float32 division argument in ``caffe_bin_edges``.
+_CELL_LIMIT = 2.0**22
+
+
+def round_half_away_from_zero(x):
+    """C's ``round`` (halves away from zero), exactly, on a float tensor.
+
+    ``sign(x) * floor(|x| + 0.5)`` is not exact: the addition itself rounds, so 0.49999997 + 0.5
+    becomes 1.0 in float32. ``|x| - floor(|x|)`` is exact.
+    """
+    magnitude = tf.abs(x)
+    whole = tf.floor(magnitude)
+    return tf.sign(x) * (whole + tf.cast(magnitude - whole >= 0.5, x.dtype))
+
+
+def caffe_bin_edges(roi_start, roi_end, pool_size, size):
+    """Fast R-CNN's ``pool_size`` bins along one axis of the feature map.
+
+    Args:
+      roi_start, roi_end: int32 ``[...]``, the RoI's rounded first and last cell (inclusive).
+      pool_size: P, a Python int.
+      size: int32 scalar, cells along this axis (H or W).
+    Returns:
+      ``(lo, hi)``, int32 ``[..., P]``: bin ``j`` covers cells ``[lo, hi)``, both clamped to
+      ``[0, size]``; the bin is empty when ``hi <= lo``.
+    """
+    roi_len = tf.maximum(roi_end - roi_start + 1, 1)
+    # Caffe computes bin_len = roi_len / P as a float32 division. Grappler's constant folding and XLA's
+    # algebraic simplifier both rewrite a division by a constant into a multiplication by 1/P, which
+    # in float32 moves the last bin's end one cell out for ~40% of RoI sizes (P = 7). Dividing in
+    # float64 and rounding to float32 gives the correctly rounded float32 quotient whether or not
+    # that rewrite happens: double rounding through float64 (> 2 * 24 + 2 bits) is harmless, and for
+    # roi_len < 2**24 the quotient of two integers is never within float64's rounding error of a
+    # float32 rounding boundary. tests/test_roi_pooling.py checks every roi_len up to 4096.
+    bin_len = tf.cast(tf.cast(roi_len, tf.float64) / float(pool_size), tf.float32)[..., None]
+    j = tf.range(pool_size, dtype=tf.float32)
+    start = roi_start[..., None]
+    lo = tf.cast(tf.floor(j * bin_len), tf.int32) + start
+    hi = tf.cast(tf.math.ceil((j + 1.0) * bin_len), tf.int32) + start
+    return tf.clip_by_value(lo, 0, size), tf.clip_by_value(hi, 0, size)
+
+
+def _num_levels(static_size, max_levels):
+    """Static number of table levels along an axis: a bin is at most the whole axis long, so
+    ``size.bit_length()`` levels cover every bin when the size is known while tracing."""
+    if static_size is None:
+        return max_levels
+    return max(1, min(max_levels, int(static_size).bit_length()))
+
+
+def range_max_tables(features, levels_y, levels_x):
+    """The 2D sparse table of range maxima: ``[B, H, W, C]`` -> ``[B, levels_y, levels_x, H, W, C]``.
+
+    Entry ``[b, k, l, y, x]`` is the max of ``features[b]`` over rows ``[y, y + 2**k)`` and
+    columns ``[x, x + 2**l)``, cut at the map's edge. Level ``l`` is the max of level ``l - 1`` and
+    level ``l - 1`` shifted by ``2**(l - 1)`` columns (the shift is clamped to the last column,
+    which stays inside the range), then the same along rows.
+
+    On ties ``tf.maximum`` sends the gradient to its first argument, the block nearer the origin,
+    so each entry's gradient goes to the first maximal cell of its block in row-major order.
+    """
+    shape = tf.shape(features)
+    height, width = shape[1], shape[2]
+    level = features
+    by_cols = [level]
+    for l in range(1, levels_x):
+        cols = tf.minimum(tf.range(width) + 2 ** (l - 1), width - 1)
+        level = tf.maximum(level, tf.gather(level, cols, axis=2))
+        by_cols.append(level)
+    level = tf.stack(by_cols, axis=1)  # [B, levels_x, H, W, C]
+    by_rows = [level]
+    for k in range(1, levels_y):
+        rows = tf.minimum(tf.range(height) + 2 ** (k - 1), height - 1)
+        level = tf.maximum(level, tf.gather(level, rows, axis=2))
+        by_rows.append(level)
+    return tf.stack(by_rows, axis=1)
+
+
+def _block_corners(lo, hi, num_levels):
+    """Two table blocks of length ``2**level`` that together cover each bin ``[lo, hi)``.
+
+    Args: lo, hi: int32 ``[...]`` clamped bin edges; num_levels: table levels along this axis.
+    Returns: ``(level, first, last, non_empty)``: the table level ``floor(log2(hi - lo))``, capped
+    at ``num_levels - 1``; the start cells of the blocks at ``lo`` and ending at ``hi`` (0 for
+    empty bins, so every index is valid); whether the bin has any cell.
+    """
+    length = hi - lo
+    non_empty = length > 0
+    # floor(log2(length)) in integers: the float log2 of a power of two may land just below it.
+    level = tf.zeros_like(length)
+    for j in range(1, num_levels):
+        level += tf.cast(length >= 2**j, tf.int32)
+    first = tf.where(non_empty, lo, 0)
+    last = tf.where(non_empty, hi - tf.bitwise.left_shift(1, level), 0)
+    return level, first, last, non_empty
+
+
+def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels):
+    """Fast R-CNN RoI max pooling (see the module docstring) by range-maximum queries.
+
+    Args:
+      features: ``[B, H, W, C]`` float.
+      rois: ``[B, R, 4]`` float32 ``[ymin, xmin, ymax, xmax]`` input-image pixels.
+    Returns:
+      ``[B, R, P, P, C]``, the dtype of ``features``.
+
+    Every bin is answered with four lookups in ``range_max_tables``: with ``n`` rows and ``m``
+    columns, ``k = floor(log2 n)`` and ``l = floor(log2 m)``, the ``2**k x 2**l`` blocks at the
+    bin's four corners cover it exactly. Cost: building the tables, then ``4 * B * R * P * P``
+    gathered rows of C values, whatever the bin sizes.
+    """
+    shape = tf.shape(features)
+    batch, height, width = shape[0], shape[1], shape[2]
+    channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
+    levels_y = _num_levels(features.shape[1], max_levels)
+    levels_x = _num_levels(features.shape[2], max_levels)
+
+    cells = round_half_away_from_zero(rois * tf.constant(spatial_scale, tf.float32))
+    cells = tf.cast(tf.clip_by_value(cells, -_CELL_LIMIT, _CELL_LIMIT), tf.int32)
+    row_lo, row_hi = caffe_bin_edges(cells[..., 0], cells[..., 2], pool_size, height)  # [B, R, P]
+    col_lo, col_hi = caffe_bin_edges(cells[..., 1], cells[..., 3], pool_size, width)
+    k, top, bottom, rows_non_empty = _block_corners(row_lo, row_hi, levels_y)
+    l, left, right, cols_non_empty = _block_corners(col_lo, col_hi, levels_x)
+
+    # Flat row index into the tables reshaped to [B * levels_y * levels_x * H * W, C], split into
+    # a part from the bin's row (image, k, y) and one from its column (l, x).
+    image = tf.range(batch)[:, None, None]
+    map_size = height * width
+    row_base = (image * levels_y + k) * levels_x * map_size
+    top_index = (row_base + top * width)[..., :, None]  # [B, R, P, 1]
+    bottom_index = (row_base + bottom * width)[..., :, None]
+    left_index = (l * map_size + left)[..., None, :]  # [B, R, 1, P]
+    right_index = (l * map_size + right)[..., None, :]
+
+    tables = tf.reshape(range_max_tables(features, levels_y, levels_x), [-1, channels])
+    # Chained tf.maximum rather than reduce_max over a stack: reduce_max splits the gradient
+    # between tied inputs (the corner blocks often overlap); tf.maximum gives it to one.
+    pooled = tf.gather(tables, top_index + left_index)
+    pooled = tf.maximum(pooled, tf.gather(tables, top_index + right_index))
+    pooled = tf.maximum(pooled, tf.gather(tables, bottom_index + left_index))
+    pooled = tf.maximum(pooled, tf.gather(tables, bottom_index + right_index))
+    non_empty = rows_non_empty[..., :, None] & cols_non_empty[..., None, :]  # [B, R, P, P]
+    return tf.where(non_empty[..., None], pooled, tf.zeros([], pooled.dtype))
+
+
+def roi_align(features, rois, pool_size, spatial_scale):
+    """RoIAlign with 2 x 2 bilinear samples per bin, averaged.
+
+    Args:
+      features: ``[B, H, W, C]`` float.
+      rois: ``[B, R, 4]`` float32 ``[ymin, xmin, ymax, xmax]`` input-image pixels.
+    Returns:
+      ``[B, R, P, P, C]``, the dtype of ``features``.
+
+    Continuous feature coordinates put cell ``i``'s centre at ``i``: ``u = x * spatial_scale -
+    0.5``. A RoI spanning ``[u1, u2)`` gets ``2P`` samples per axis at ``u1 + (i + 0.5) * (u2 - u1)
+    / 2P``, i.e. the centres of a 2P x 2P grid; ``tf.image.crop_and_resize`` places its ``2P``
+    samples evenly from the box's first to last normalised coordinate times ``(size - 1)``, so
+    the box handed to it spans the first to the last sample.
+    """
+    shape = tf.shape(features)
+    batch, height, width = shape[0], shape[1], shape[2]
+    num_rois = tf.shape(rois)[1]
+    channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
+    samples = 2 * pool_size
+
+    # One replicated cell around the map: RoIAlign reads a sample up to one cell outside the map as
+    # the edge cell and returns 0 further out, while crop_and_resize returns 0 (its extrapolation
+    # value) anywhere outside [0, size - 1]; with the padding the two agree. It also keeps
+    # size - 1 >= 2 for a map one cell high or wide.
+    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+
+    def normalised_samples(lo, hi, size):
+        lo = lo * spatial_scale + 0.5  # - 0.5 to cell-centre coordinates, + 1 for the padding
+        hi = hi * spatial_scale + 0.5
+        step = (hi - lo) / samples
+        last_index = tf.cast(size + 1, tf.float32)  # padded size - 1
+        return (lo + 0.5 * step) / last_index, (hi - 0.5 * step) / last_index
+
+    y1, y2 = normalised_samples(rois[..., 0], rois[..., 2], height)
+    x1, x2 = normalised_samples(rois[..., 1], rois[..., 3], width)
+    boxes = tf.reshape(tf.stack([y1, x1, y2, x2], axis=-1), [-1, 4])
+    box_indices = tf.repeat(tf.range(batch), num_rois)
+    crops = tf.image.crop_and_resize(padded, boxes, box_indices, [samples, samples])
+    crops = tf.reshape(crops, [batch, num_rois, pool_size, 2, pool_size, 2, channels])
+    return tf.cast(tf.reduce_mean(crops, axis=[3, 5]), features.dtype)
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class RoIPooling(keras.layers.Layer):
+    """``[features, rois]`` -> ``roi_features``: a ``P x P`` grid of features per RoI.
+
+    Inputs:
+      features: ``[B, H, W, C]`` float, H and W may be dynamic.
+      rois: ``[B, R, 4]`` ``[ymin, xmin, ymax, xmax]`` input-image pixels, continuous
+        coordinates; no gradient flows to them.
+    Output:
+      ``[B, R, P, P, C]`` with ``P = pool_size``, in the layer's compute dtype.
+
+    Args:
+      pool_size: P (7 for VGG-16, 6 for ZF).
+      spatial_scale: feature cells per input pixel (1/16 for VGG-16 and ZF).
+      mode: ``"max"``, Fast R-CNN's RoI max pooling with Caffe's arithmetic exactly, or
+        ``"align"``, RoIAlign with 2 x 2 bilinear samples per bin (see the module docstring).
+      max_levels: ``"max"`` mode only. It answers each bin from a sparse table of range maxima
+        with ``levels_y x levels_x`` levels, ``levels = min(max_levels, size.bit_length())`` per
+        axis when the map's size is known while tracing, else ``max_levels``. Bins up to
+        ``2**levels`` cells along an axis are pooled exactly (the default, 6, covers bins of 64
+        cells = 1024 px at stride 16, i.e. RoIs of ~7000 px at P = 7); a longer bin would be
+        pooled over its first and last ``2**(levels - 1)`` cells only.
+
+    Memory of ``"max"`` mode: the tables take ``levels_y * levels_x * H * W * C`` values per image
+    (4 bytes each in float32), independent of R; the lookups add about 3 x the output. For a
+    38 x 63 x 512 map (a 600 x 1000 image through VGG-16) and 300 RoIs: 6 x 6 levels x 4.9 MB =
+    176 MB of tables (4.9 MB per level pair) plus ~90 MB transient for a 30 MB output. Gradients
+    need the same again. ``benchmarks/bench_roi_pooling.py`` measures time and memory.
+
+    ``"max"`` mode compiles with XLA. ``"align"`` mode cannot (``CropAndResize`` has no XLA
+    kernel), so it sets ``supports_jit = False`` and ``jit_compile="auto"`` models skip XLA.
+    """
+
+    def __init__(self, pool_size=7, spatial_scale=1.0 / 16.0, mode="max", max_levels=6, **kwargs):
+        # Coordinates stay float32 under a mixed-precision policy: features are cast in call().
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        if mode not in ("max", "align"):
+            raise ValueError(f"mode must be 'max' or 'align', got {mode!r}")
+        if int(pool_size) < 1 or int(max_levels) < 1:
+            raise ValueError(f"pool_size and max_levels must be >= 1, got {pool_size}, {max_levels}")
+        self.pool_size = int(pool_size)
+        self.spatial_scale = float(spatial_scale)
+        self.mode = mode
+        self.max_levels = int(max_levels)
+        if mode == "align":
+            self.supports_jit = False
+
+    def call(self, inputs):
+        features, rois = inputs
+        features = tf.cast(features, self.compute_dtype)
+        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        if self.mode == "max":
+            return roi_max_pool(features, rois, self.pool_size, self.spatial_scale, self.max_levels)
+        return roi_align(features, rois, self.pool_size, self.spatial_scale)
+
+    def compute_output_shape(self, input_shape):
+        features_shape, rois_shape = input_shape
+        batch = features_shape[0] if features_shape[0] is not None else rois_shape[0]
+        return (batch, rois_shape[1], self.pool_size, self.pool_size, features_shape[-1])
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "pool_size": self.pool_size,
+            "spatial_scale": self.spatial_scale,
+            "mode": self.mode,
+            "max_levels": self.max_levels,
+        }

@@ -1,0 +1,154 @@
+"""Training targets, in the graph, per image of a padded batch.
+
+Shape letters: B images, A anchors, G ground-truth boxes (zero-padded; ``gt_classes`` 0 marks
+padding), P proposals, S sampled RoIs per image.
+
+``AnchorTargets`` labels anchors for the RPN (1 positive, 0 negative, -1 ignored) and samples a
+minibatch; ``ProposalTargets`` adds the ground truth to the proposals and samples the RoIs the
+detector trains on. Sampling is uniform without replacement: random keys, ranked per image.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_frcnn import boxes as box_ops
+from keras_frcnn.proposals import feature_position_mask
+
+
+def sample(candidates, max_count, seed):
+    """Bool ``[B, N]``: at most ``max_count`` (``[B]`` or scalar) of each row's candidates,
+    uniformly at random without replacement."""
+    noise = keras.random.uniform(tf.shape(candidates), seed=seed)
+    keys = tf.where(candidates, noise, -1.0)
+    order = tf.argsort(keys, axis=-1, direction="DESCENDING")
+    rank = tf.argsort(order, axis=-1)  # the position of each element in the shuffled order
+    max_count = tf.reshape(tf.cast(max_count, tf.int32), [-1, 1])
+    return candidates & (rank < max_count)
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class AnchorTargets(keras.layers.Layer):
+    """``[anchors, gt_boxes, gt_classes, image_info]`` -> ``(labels [B, A] int32, deltas [B, A, 4])``.
+
+    Positives: IoU >= ``positive_iou`` with some ground truth, or an anchor of highest IoU of some
+    ground-truth box (ties included; a box no anchor overlaps gets none: the original's rule would
+    then make every zero-overlap anchor positive). Negatives: max IoU < ``negative_iou``; positives
+    win. Anchors crossing the valid image by more than ``allowed_border`` are ignored. Then at most
+    ``batch_size * positive_fraction`` positives and the rest negatives are sampled; the others
+    become -1. ``deltas`` are the regression targets (zero except for positives).
+    """
+
+    def __init__(self, positive_iou=0.7, negative_iou=0.3, batch_size=256, positive_fraction=0.5,
+                 allowed_border=0, stride=16, feature_rounding="floor", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.positive_iou = float(positive_iou)
+        self.negative_iou = float(negative_iou)
+        self.batch_size = int(batch_size)
+        self.positive_fraction = float(positive_fraction)
+        self.allowed_border = float(allowed_border)
+        self.stride = int(stride)
+        self.feature_rounding = feature_rounding
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, anchors, gt_boxes, gt_classes, image_info):
+        gt_boxes = tf.cast(gt_boxes, tf.float32)
+        image_info = tf.cast(image_info, tf.float32)
+        valid_gt = gt_classes > 0  # [B, G]
+        border = self.allowed_border
+        h, w = image_info[:, 0:1], image_info[:, 1:2]
+        inside = ((anchors[None, :, 0] >= -border) & (anchors[None, :, 1] >= -border)
+                  & (anchors[None, :, 2] <= h + border) & (anchors[None, :, 3] <= w + border))
+        inside &= feature_position_mask(anchors, image_info, self.stride, self.feature_rounding)
+
+        overlaps = box_ops.iou(anchors[None], gt_boxes)  # [B, A, G]
+        overlaps = tf.where(valid_gt[:, None, :] & inside[:, :, None], overlaps, -1.0)
+        max_iou = tf.reduce_max(overlaps, axis=-1)  # -1 when the image has no objects
+        matched = tf.argmax(overlaps, axis=-1, output_type=tf.int32)
+        best_per_gt = tf.reduce_max(overlaps, axis=1, keepdims=True)  # [B, 1, G]
+        is_best = tf.reduce_any((overlaps == best_per_gt) & (best_per_gt > 0), axis=-1)
+
+        positive = inside & (is_best | (max_iou >= self.positive_iou))
+        negative = inside & (max_iou < self.negative_iou) & ~positive
+        max_positive = int(self.batch_size * self.positive_fraction)
+        positive = sample(positive, max_positive, self.seed_generator)
+        num_positive = tf.reduce_sum(tf.cast(positive, tf.int32), axis=-1)
+        negative = sample(negative, self.batch_size - num_positive, self.seed_generator)
+        labels = tf.where(positive, 1, tf.where(negative, 0, -1))
+
+        matched_boxes = tf.gather(gt_boxes, matched, batch_dims=1)  # [B, A, 4]
+        deltas = box_ops.encode(matched_boxes, anchors[None])
+        deltas = tf.where(positive[..., None], deltas, 0.0)
+        return tf.stop_gradient(labels), tf.stop_gradient(deltas)
+
+    def get_config(self):
+        return {**super().get_config(), "positive_iou": self.positive_iou,
+                "negative_iou": self.negative_iou, "batch_size": self.batch_size,
+                "positive_fraction": self.positive_fraction, "allowed_border": self.allowed_border,
+                "stride": self.stride, "feature_rounding": self.feature_rounding, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class ProposalTargets(keras.layers.Layer):
+    """``[proposals, num_proposals, gt_boxes, gt_classes]`` -> sampled RoIs and their targets.
+
+    The ground-truth boxes join the proposals as candidates; foreground: IoU >= ``fg_iou``
+    (at most ``fg_fraction * batch_rois``), background: IoU in ``[bg_iou[0], bg_iou[1])``, the rest
+    of the ``batch_rois``. No gradient flows through the proposal boxes.
+
+    Returns ``rois [B, S, 4]``, ``labels [B, S]`` int32 (0 background, 1..N the class),
+    ``deltas [B, S, 4]`` (class-specific regression targets divided by ``box_stds``; zero for
+    background) and ``valid [B, S]`` (False where fewer than S candidates qualified), foreground first.
+    """
+
+    def __init__(self, batch_rois=128, fg_fraction=0.25, fg_iou=0.5, bg_iou=(0.0, 0.5),
+                 box_stds=(0.1, 0.1, 0.2, 0.2), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.batch_rois = int(batch_rois)
+        self.fg_fraction = float(fg_fraction)
+        self.fg_iou = float(fg_iou)
+        self.bg_iou = tuple(float(v) for v in bg_iou)
+        self.box_stds = tuple(float(v) for v in box_stds)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, proposals, num_proposals, gt_boxes, gt_classes):
+        proposals = tf.stop_gradient(tf.cast(proposals, tf.float32))
+        gt_boxes = tf.cast(gt_boxes, tf.float32)
+        gt_classes = tf.cast(gt_classes, tf.int32)
+        batch = tf.shape(proposals)[0]
+        valid_gt = gt_classes > 0
+        valid_proposals = tf.range(tf.shape(proposals)[1])[None, :] < tf.reshape(tf.cast(num_proposals, tf.int32), [-1, 1])
+        # Padding rows guarantee at least S candidates for the fixed-size selection below.
+        padding = tf.zeros([batch, self.batch_rois, 4])
+        candidates = tf.concat([proposals, gt_boxes, padding], axis=1)
+        usable = tf.concat([valid_proposals, valid_gt, tf.zeros([batch, self.batch_rois], tf.bool)], axis=1)
+
+        overlaps = box_ops.iou(candidates, gt_boxes)  # [B, P + G + S, G]
+        overlaps = tf.where(valid_gt[:, None, :], overlaps, -1.0)
+        max_iou = tf.maximum(tf.reduce_max(overlaps, axis=-1), 0.0)  # 0 for images without objects
+        matched = tf.argmax(overlaps, axis=-1, output_type=tf.int32)
+
+        foreground = usable & (max_iou >= self.fg_iou)
+        background = usable & (max_iou < self.bg_iou[1]) & (max_iou >= self.bg_iou[0])
+        foreground = sample(foreground, round(self.fg_fraction * self.batch_rois), self.seed_generator)
+        num_fg = tf.reduce_sum(tf.cast(foreground, tf.int32), axis=-1)
+        background = sample(background, self.batch_rois - num_fg, self.seed_generator)
+
+        # Foreground first, then background, then unused candidates: a stable fixed-size pick.
+        priority = tf.where(foreground, 2, tf.where(background, 1, 0))
+        _, picked = tf.math.top_k(priority, k=self.batch_rois, sorted=True)
+        rois = tf.gather(candidates, picked, batch_dims=1)
+        is_fg = tf.gather(foreground, picked, batch_dims=1)
+        valid = is_fg | tf.gather(background, picked, batch_dims=1)
+        matched = tf.gather(matched, picked, batch_dims=1)
+        labels = tf.where(is_fg, tf.gather(gt_classes, matched, batch_dims=1), 0)
+        deltas = box_ops.encode(tf.gather(gt_boxes, matched, batch_dims=1), rois, self.box_stds)
+        deltas = tf.where(is_fg[..., None], deltas, 0.0)
+        return (tf.stop_gradient(rois), tf.stop_gradient(labels), tf.stop_gradient(deltas),
+                tf.stop_gradient(valid))
+
+    def get_config(self):
+        return {**super().get_config(), "batch_rois": self.batch_rois, "fg_fraction": self.fg_fraction,
+                "fg_iou": self.fg_iou, "bg_iou": list(self.bg_iou), "box_stds": list(self.box_stds),
+                "seed": self.seed}

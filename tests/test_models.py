@@ -1,0 +1,145 @@
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_frcnn import boxes as box_ops
+from keras_frcnn import losses
+from keras_frcnn.models import build_models
+from conftest import synthetic_batch, tiny_config
+
+
+@pytest.fixture(scope="module")
+def net():
+    keras.utils.set_random_seed(0)
+    return build_models(tiny_config(), 2, weights=None, class_names=["square", "wide"])
+
+
+def ids(variables):
+    return {id(v) for v in variables}
+
+
+def test_views_share_the_very_same_base_variables(net):
+    batch = synthetic_batch(2)
+    net.rpn_model(batch)
+    net.detector_model({**batch, "proposals": batch["gt_boxes"], "num_proposals": np.array([2, 2])})
+    base = ids(net.base.weights)
+    assert base <= ids(net.rpn_model.weights)
+    assert base <= ids(net.detector_model.weights)
+    assert base <= ids(net.joint_model.weights) and base <= ids(net.model.weights)
+    # The detector view holds no RPN head, the RPN view no detector head.
+    assert not ids(net.rpn_head.weights) & ids(net.detector_model.weights)
+    assert not ids(net.detector_head.weights) & ids(net.rpn_model.weights)
+
+
+def test_toggles_change_exactly_the_intended_trainable_sets(net):
+    rpn = net.prepare("rpn", keras.optimizers.SGD(0.001), base=False)
+    assert ids(rpn.trainable_variables) == ids(net.rpn_head.trainable_variables)
+    det = net.prepare("detector", keras.optimizers.SGD(0.001), base=False, rpn_head=False)
+    assert ids(det.trainable_variables) == ids(net.detector_head.trainable_variables)
+    joint = net.prepare("joint", keras.optimizers.SGD(0.001))
+    assert ids(joint.trainable_variables) == ids(net.base.weights) | ids(net.rpn_head.weights) | ids(
+        net.detector_head.weights)
+    # A stale compilation is refused instead of silently training the old variable set.
+    net.set_trainable(base=False)
+    with pytest.raises(RuntimeError, match="prepare"):
+        joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(2)), verbose=0)
+    with pytest.raises(ValueError, match="fresh optimizer"):
+        net.prepare("joint", joint.optimizer)
+    net.set_trainable()
+
+
+def test_vgg16_always_frozen_layers_stay_frozen():
+    cfg = dataclasses.replace(tiny_config(), backbone="vgg16", backbone_width=0.125)
+    vgg = build_models(cfg, 2, weights=None)
+    vgg.set_trainable(base=True)
+    frozen = {"block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"}
+    trainable = {layer.name for layer in vgg.base.layers if layer.trainable and layer.weights}
+    assert not trainable & frozen and "block3_conv1" in trainable
+    assert ids(vgg.base.trainable_variables).isdisjoint(
+        ids(w for name in frozen for w in vgg.base.get_layer(name).weights))
+
+
+def test_box_losses_are_exactly_zero_without_objects(net):
+    batch = synthetic_batch(2)
+    batch["gt_classes"][:] = 0
+    batch["gt_boxes"][:] = 0
+    batch["num_gt"][:] = 0
+    y = net.joint_model(batch, training=True)
+    loss_objectness, loss_rpn_box_reg, loss_classifier, loss_box_reg = [
+        float(v) for v in net.joint_model.losses_from(y)]
+    assert loss_rpn_box_reg == 0.0 and loss_box_reg == 0.0
+    assert loss_objectness > 0 and loss_classifier > 0
+    assert (y["anchor_labels"].numpy() <= 0).all() and not y["roi_labels"].numpy().any()
+
+
+def test_smooth_l1_and_loss_normalisation():
+    x = tf.constant([0.05, -0.5, 2.0])
+    # sigma 3: |x| < 1/9 -> 4.5 x^2; else |x| - 1/18.
+    np.testing.assert_allclose(losses.smooth_l1(x, 3.0).numpy(), [4.5 * 0.0025, 0.5 - 1 / 18, 2 - 1 / 18],
+                               rtol=1e-6)
+    labels = tf.constant([[1, 0, -1, -1]])
+    logits = tf.zeros([1, 4])
+    deltas = tf.constant([[[1.0, 0, 0, 0], [5.0, 0, 0, 0], [9.0, 0, 0, 0], [9.0, 0, 0, 0]]])
+    obj, box = losses.rpn_losses(logits, deltas, labels, tf.zeros_like(deltas), sigma=3.0)
+    np.testing.assert_allclose(obj.numpy(), np.log(2.0), rtol=1e-6)  # two sampled anchors
+    np.testing.assert_allclose(box.numpy(), (1 - 1 / 18) / 2, rtol=1e-6)  # one positive over two
+
+
+def test_padded_batch_detections_equal_each_image_alone(net):
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (96, 120, 3)).astype(np.uint8)
+    b = rng.integers(0, 256, (130, 100, 3)).astype(np.uint8)
+    padded = np.zeros((2, 130, 120, 3), np.uint8)
+    padded[0, :96, :120] = a
+    padded[1, :130, :100] = b
+    together = net.detect(padded, [[96, 120], [130, 100]])
+    for i, image in enumerate([a, b]):
+        alone = net.model(image[None])
+        n = int(alone["num_detections"][0])
+        assert int(together["num_detections"][i]) == n and n > 0
+        np.testing.assert_allclose(together["boxes"][i, :n].numpy(), alone["boxes"][0, :n].numpy(), atol=0.05)
+        np.testing.assert_allclose(together["confidence"][i].numpy(), alone["confidence"][0].numpy(), atol=1e-4)
+        np.testing.assert_array_equal(together["labels"][i].numpy(), alone["labels"][0].numpy())
+
+
+def test_inference_outputs_follow_the_design(net):
+    out = net.model(np.zeros((2, 90, 110, 3), np.uint8))
+    assert out["boxes"].shape == (2, 100, 4) and out["confidence"].shape == (2, 100)
+    assert out["labels"].dtype == tf.int32 and out["num_detections"].shape == (2,)
+    for i in range(2):
+        n = int(out["num_detections"][i])
+        assert (out["labels"][i, n:].numpy() == -1).all()
+        boxes = out["boxes"][i, :n].numpy()
+        assert (boxes >= 0).all() and (boxes[:, 2] <= 90 + 1e-3).all() and (boxes[:, 3] <= 110 + 1e-3).all()
+
+
+def test_tiny_model_overfits_and_detects_every_object():
+    """A broken target, loss or box coding fails this: 150 joint steps on four images."""
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_config(), 2, weights=None)
+    batch = synthetic_batch(4)
+    model = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(150), verbose=0)
+    out = net.model(batch["images"])
+    for i in range(4):
+        boxes, labels = out["boxes"][i].numpy(), out["labels"][i].numpy()
+        scores = out["confidence"][i].numpy()
+        for gt, cls in zip(batch["gt_boxes"][i], batch["gt_classes"][i]):
+            best = np.argmax(np.where(labels == cls - 1, scores, -1))
+            assert labels[best] == cls - 1 and scores[best] > 0.5
+            assert box_ops.iou(gt[None], boxes[best][None]).numpy()[0, 0] > 0.5
+
+
+@pytest.mark.parametrize("view", ["rpn", "detector", "joint"])
+def test_training_views_compile_with_xla(view):
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_config(), 2, weights=None)
+    batch = synthetic_batch(2)
+    if view == "detector":
+        batch = {**batch, "proposals": batch["gt_boxes"] + 2.0, "num_proposals": np.array([2, 2], np.int32)}
+    model = net.prepare(view, keras.optimizers.SGD(0.001), jit_compile=True)
+    history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0)
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
