@@ -1,0 +1,26 @@
+"""Data: every source produces the TFDS detection layout; one ``tf.data`` pipeline feeds them all.
+
+Files, in the order data flows:
+
+- ``examples``: the example layout, ``DetectionSource``, the 20 VOC class names.
+- ``tfds_sources``: ``voc/2007``, ``voc/2012``, ``coco/2017`` (and ``shapes``) through TFDS.
+- ``voc_folder``: a ``VOCdevkit/VOC2007``-style folder (defusedxml; TFDS's box conversion).
+- ``coco_json``: a COCO instances JSON file and its image folder.
+- ``shapes``: the built-in synthetic set, a TFDS builder generated locally.
+- ``image_files`` / ``problems``: bad data caught in Python, warned about by file name.
+- ``pipeline``: ``train_dataset`` (resize, flip, padded batches) and ``eval_dataset``.
+"""
+
+from keras_frcnn.data.coco_json import load_coco_json
+from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource
+from keras_frcnn.data.pipeline import eval_dataset, scaled_size, train_dataset
+from keras_frcnn.data.problems import DataError
+from keras_frcnn.data.shapes import SHAPE_CLASSES, Shapes, ShapesConfig, load_shapes, shapes_builder
+from keras_frcnn.data.tfds_sources import load_tfds
+from keras_frcnn.data.voc_folder import load_voc_folder, parse_voc_xml
+
+__all__ = [
+    "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
+    "eval_dataset", "load_coco_json", "load_shapes", "load_tfds", "load_voc_folder",
+    "parse_voc_xml", "scaled_size", "shapes_builder", "train_dataset",
+]

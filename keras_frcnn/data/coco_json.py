@@ -1,0 +1,173 @@
+"""A COCO instances JSON file and its image folder -> examples in the layout of
+:mod:`keras_frcnn.data.examples`.
+
+- Categories: COCO's ids (1..90 with gaps for COCO itself) become contiguous 0-based labels in
+  increasing id order; ``class_names[label]`` keeps each category's name.
+- Boxes: COCO's ``[x, y, width, height]`` (0-based, continuous pixels) -> normalised
+  ``[y / H, x / W, (y + height) / H, (x + width) / W]``, the arithmetic of TFDS's ``coco`` builder
+  (which divides by the JSON's image size; here the image file's own size is used, and a JSON size
+  that disagrees is warned about).
+- ``iscrowd`` -> ``is_difficult``: crowd regions are never trained as positives, and evaluation
+  treats them as VOC treats difficult objects.
+- Images are in increasing image id order (as TFDS's builder writes them); ``image/id`` keeps the
+  COCO id for writing results back in COCO's format.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import typing
+
+import numpy as np
+
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_dataset
+from keras_frcnn.data.image_files import check_images
+from keras_frcnn.data.problems import DataError, DataProblems
+
+
+def load_coco_json(
+    json_path,
+    image_dir,
+    skip_empty: bool = False,
+    decode_images: bool = True,
+    strict: bool = False,
+) -> DetectionSource:
+    """COCO instances ``json_path`` with images in ``image_dir`` as a :class:`DetectionSource`.
+
+    skip_empty: leave out images without annotations (by default they are kept, as negatives).
+    decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded file bytes (False).
+    strict: raise ``DataError`` on the first problem instead of warning and skipping.
+
+    A file that is not JSON, or lacks the ``images`` / ``categories`` lists, is a ``DataError``
+    naming it. Warned, counted and skipped: annotations with an unknown image or category id,
+    malformed or degenerate boxes (width or height <= 0), missing or corrupt image files; boxes
+    reaching outside the image are clipped (warned).
+    """
+    json_path, image_dir = os.fspath(json_path), os.fspath(image_dir)
+    try:
+        with open(json_path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{json_path}: COCO JSON file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{json_path}: malformed JSON ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("categories"), list):
+        raise DataError(f"{json_path}: not a COCO instances file (needs 'images' and 'categories' lists)")
+    if not os.path.isdir(image_dir):
+        raise DataError(f"{image_dir}: image directory not found")
+    problems = DataProblems(f"COCO {json_path}", strict=strict)
+
+    try:
+        categories = sorted(((int(c["id"]), str(c["name"])) for c in data["categories"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{json_path}: malformed category ({error!r})") from None
+    ids = [category_id for category_id, _ in categories]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{json_path}: duplicate category ids")
+    label_of = {category_id: label for label, category_id in enumerate(ids)}
+    class_names = tuple(name for _, name in categories)
+
+    images = {}
+    for number, image in enumerate(data["images"]):
+        try:
+            image_id = int(image["id"])
+            image["file_name"] = str(image["file_name"])
+        except (KeyError, TypeError, ValueError):
+            problems.warn("malformed image entry", json_path, f"images[{number}] has no id / file_name",
+                          "skipped")
+            continue
+        if image_id in images:
+            problems.warn("malformed image entry", json_path, f"duplicate image id {image_id}", "skipped")
+            continue
+        images[image_id] = image
+    annotations = {image_id: [] for image_id in images}
+    for number, annotation in enumerate(data.get("annotations") or []):
+        try:
+            image_id = int(annotation["image_id"])
+        except (KeyError, TypeError, ValueError):
+            problems.warn("malformed annotation", json_path, f"annotations[{number}] has no image_id",
+                          "skipped")
+            continue
+        if image_id not in annotations:
+            problems.warn("unknown image id", json_path,
+                          f"annotations[{number}] refers to image id {image_id}, not in 'images'", "skipped")
+            continue
+        annotations[image_id].append((number, annotation))
+
+    order = sorted(images)
+    paths = [os.path.join(image_dir, images[i]["file_name"]) for i in order]
+    checked = check_images(paths)
+
+    records = []
+    for image_id, path, size in zip(order, paths, checked, strict=True):
+        if isinstance(size, Exception):
+            problems.warn("bad image file", path, str(size), "image skipped")
+            continue
+        height, width = size
+        info = images[image_id]
+        if (info.get("height"), info.get("width")) not in ((None, None), (height, width)):
+            problems.warn("size mismatch", json_path,
+                          f"image id {image_id} ({info['file_name']}): JSON says {info.get('width')} x "
+                          f"{info.get('height')} (w x h), the file is {width} x {height}", "using the file's")
+        boxes, labels, crowd = [], [], []
+        for number, annotation in annotations[image_id]:
+            where = f"annotations[{number}] (image {info['file_name']})"
+            category = annotation.get("category_id")
+            if not isinstance(category, int) or category not in label_of:
+                problems.warn("unknown class", json_path, f"{where}: unknown category_id {category!r}",
+                              "skipped")
+                continue
+            box = _normalised_box(annotation.get("bbox"), height, width, json_path, where, problems)
+            if box is None:
+                continue
+            boxes.append(box)
+            labels.append(label_of[category])
+            crowd.append(bool(annotation.get("iscrowd", 0)))
+        if skip_empty and not boxes:
+            continue
+        records.append(ImageRecord(
+            path=path,
+            filename=info["file_name"],
+            image_id=image_id,
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            labels=np.asarray(labels, np.int64),
+            difficult=np.asarray(crowd, np.bool_),
+        ))
+
+    problems.summary(len(records))
+    return DetectionSource(
+        dataset=records_to_dataset(records, decode_images=decode_images),
+        class_names=class_names,
+        num_examples=len(records),
+        name=problems.source,
+        problems=dict(problems.counts),
+    )
+
+
+def _normalised_box(bbox, height, width, path, where, problems) -> typing.Optional[list]:
+    """COCO ``[x, y, w, h]`` -> normalised ``[ymin, xmin, ymax, xmax]`` clipped, or ``None``."""
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+        if not all(math.isfinite(v) for v in (x, y, w, h)):
+            raise ValueError
+    except (TypeError, ValueError):
+        problems.warn("malformed annotation", path, f"{where}: bbox {bbox!r} is not 4 numbers", "skipped")
+        return None
+    if w <= 0 or h <= 0:
+        problems.warn("degenerate box", path, f"{where}: degenerate bbox {bbox!r}", "skipped")
+        return None
+    xmin, ymin, xmax, ymax = x, y, x + w, y + h
+    clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height),
+               min(max(xmax, 0.0), width), min(max(ymax, 0.0), height))
+    if clipped != (xmin, ymin, xmax, ymax):
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            problems.warn("box outside the image", path,
+                          f"{where}: bbox {bbox!r} lies outside the {width} x {height} image", "skipped")
+            return None
+        problems.warn("box clipped", path,
+                      f"{where}: bbox {bbox!r} reaches outside the {width} x {height} image", "clipped")
+    xmin, ymin, xmax, ymax = clipped
+    return [ymin / height, xmin / width, ymax / height, xmax / width]

@@ -1,0 +1,157 @@
+"""The example layout every data source produces (the TFDS detection layout).
+
+One example, as yielded by every source's ``tf.data.Dataset``::
+
+    {
+        "image": uint8 [H, W, 3]            (or the encoded file, a scalar string; see below)
+        "image/filename": string []         file name, e.g. "000005.jpg"
+        "image/id": int64 []                COCO image id; -1 where the source has none
+        "objects": {
+            "bbox": float32 [N, 4]          normalised [ymin, xmin, ymax, xmax] in [0, 1]
+            "label": int64 [N]              0-based class, indexes DetectionSource.class_names
+            "is_difficult": bool [N]        VOC "difficult" or COCO "iscrowd": never a positive
+        },
+    }
+
+``N`` may be 0 (an image without objects: a negative). Normalised coordinates are relative to the
+image's own height and width, continuous (pixel ``i`` covers ``[i, i + 1)``), so multiplying by
+``[H, W, H, W]`` gives absolute pixels in the internal ``yxyx`` format of :mod:`keras_frcnn.boxes`.
+
+With ``decode_images=False`` a source leaves ``image`` as the encoded file (JPEG, PNG, ...): the
+training pipeline then decodes after shuffling, so its shuffle buffer holds compressed bytes
+instead of decoded images. :mod:`keras_frcnn.data.pipeline` accepts both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import numpy as np
+import tensorflow as tf
+
+# The 20 PASCAL VOC classes in TFDS's (alphabetical) order, so labels agree with tfds "voc".
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionSource:
+    """A data set in the example layout, with what is needed to interpret its labels.
+
+    dataset: ``tf.data.Dataset`` of examples in the layout above, in a fixed order (the training
+      pipeline numbers examples in this order, so the order must not change between runs).
+    class_names: ``class_names[label]`` names each 0-based label.
+    num_examples: number of examples, when known.
+    name: where the data comes from, e.g. ``"voc/2007 train+validation"``.
+    problems: kind -> count of the bad-data warnings issued while listing (folder sources).
+    """
+
+    dataset: tf.data.Dataset
+    class_names: tuple
+    num_examples: typing.Optional[int] = None
+    name: str = ""
+    problems: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """One checked image of a folder source, ready for :func:`records_to_dataset`.
+
+    boxes: float32 ``[N, 4]`` normalised ``yxyx``, clipped to ``[0, 1]``, none degenerate.
+    """
+
+    path: str
+    filename: str
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    image_id: int = -1
+
+
+def decode_image(encoded):
+    """Encoded JPEG / PNG / GIF / BMP / WebP bytes -> uint8 ``[H, W, 3]`` (any channel count in)."""
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: bool = True):
+    """Checked records -> ``tf.data.Dataset`` of examples in the layout, in the records' order.
+
+    The objects of all images are held as flat constant arrays plus row offsets: each example
+    slices its rows in the graph, which keeps the dataset a pure graph (parallel map, no Python
+    generator) and small (boxes are a few bytes per object).
+    """
+    counts = np.array([len(r.labels) for r in records], np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(records) else counts
+
+    def flat(values, dtype, shape):
+        values = [np.asarray(v, dtype).reshape(shape) for v in values]
+        return tf.constant(np.concatenate(values) if values else np.zeros(shape, dtype))
+
+    all_boxes = flat([r.boxes for r in records], np.float32, (-1, 4))
+    all_labels = flat([r.labels for r in records], np.int64, (-1,))
+    all_difficult = flat([r.difficult for r in records], np.bool_, (-1,))
+    table = {
+        "path": tf.constant([r.path for r in records], tf.string, shape=[len(records)]),
+        "filename": tf.constant([r.filename for r in records], tf.string, shape=[len(records)]),
+        "image_id": tf.constant([r.image_id for r in records], tf.int64, shape=[len(records)]),
+        "start": tf.constant(starts, tf.int64, shape=[len(records)]),
+        "count": tf.constant(counts, tf.int64, shape=[len(records)]),
+    }
+
+    def to_example(row):
+        rows = tf.range(row["start"], row["start"] + row["count"])
+        image = tf.io.read_file(row["path"])
+        if decode_images:
+            image = decode_image(image)
+        return {
+            "image": image,
+            "image/filename": row["filename"],
+            "image/id": row["image_id"],
+            "objects": {
+                "bbox": tf.gather(all_boxes, rows),
+                "label": tf.gather(all_labels, rows),
+                "is_difficult": tf.gather(all_difficult, rows),
+            },
+        }
+
+    dataset = tf.data.Dataset.from_tensor_slices(table)
+    return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def from_tfds_example(example, difficult_key: str = "is_difficult"):
+    """A TFDS detection example (voc, coco, shapes, ...) -> the layout; extra features dropped.
+
+    ``difficult_key`` names the boolean object feature that marks objects never trained as
+    positives: ``"is_difficult"`` for VOC, ``"is_crowd"`` for COCO, or ``None``.
+    """
+    objects = example["objects"]
+    labels = tf.cast(objects["label"], tf.int64)
+    if difficult_key is None:
+        difficult = tf.zeros_like(labels, tf.bool)
+    else:
+        difficult = tf.cast(objects[difficult_key], tf.bool)
+    image = example["image"]
+    if image.dtype != tf.string:
+        image = tf.cast(image, tf.uint8)
+        if image.shape.rank == 3 and image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+    return {
+        "image": image,
+        "image/filename": example.get("image/filename", tf.constant("", tf.string)),
+        "image/id": tf.cast(example.get("image/id", tf.constant(-1, tf.int64)), tf.int64),
+        "objects": {
+            "bbox": tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]),
+            "label": labels,
+            "is_difficult": difficult,
+        },
+    }

@@ -1,0 +1,303 @@
+"""The built-in synthetic ``shapes`` set: a TFDS builder generated locally, with no network.
+
+About 256 px images (each side 224-288 px) on textured, noisy backgrounds, holding 0-6 objects of
+four classes of distinct shapes (``SHAPE_CLASSES``: circle, square, triangle, cross) in varied
+colours, sizes (16-128 px), rotations, overlapping a little, some cut by the image border. It is
+the data of the default ``python train.py``: small enough that the whole 4-step schedule runs on
+a CPU in minutes, hard enough that a detector has to find objects rather than colours.
+
+Everything is drawn with numpy from a seeded generator (one per example, from ``(seed, split,
+index)``), so two builds give identical bytes. Shapes are rendered with 4 x 4 supersampling for
+anti-aliased edges, and every box is the exact extent of the drawn geometry in continuous pixel
+coordinates (pixel ``i`` covers ``[i, i + 1)``), clipped to the image.
+
+    source = load_shapes("train", data_dir="/tmp/tfds")          # builds once (seconds), then loads
+    source = load_shapes("test", num_train=8, num_test=4)        # a tiny version for tests
+
+Features are the TFDS detection layout (``image``, ``image/filename``, ``image/id``,
+``objects/{bbox, label, is_difficult}``); ``is_difficult`` is always False.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from keras_frcnn.data.examples import DetectionSource, from_tfds_example
+
+SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
+
+_SPLIT_IDS = {"train": 1, "test": 2}
+_SUPERSAMPLE = 4
+_MIN_VISIBLE_SIDE = 8.0  # px: an object cut by the border keeps at least this much of each side
+
+
+class ShapesConfig(tfds.core.BuilderConfig):
+    """Sizes and seed of one build of the set; the name (hence the directory) follows from them."""
+
+    def __init__(self, *, num_train: int = 500, num_test: int = 100, seed: int = 0, **kwargs):
+        self.num_train = int(num_train)
+        self.num_test = int(num_test)
+        self.seed = int(seed)
+        kwargs.setdefault("name", f"train{self.num_train}_test{self.num_test}_seed{self.seed}")
+        kwargs.setdefault("description",
+                          f"{self.num_train} train and {self.num_test} test images, seed {self.seed}")
+        super().__init__(**kwargs)
+
+
+class Shapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """The synthetic shapes detection set (see the module docstring)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    BUILDER_CONFIGS = [ShapesConfig()]
+
+    def _info(self):
+        return self.dataset_info_from_configs(
+            description="Synthetic shapes on textured backgrounds, for keras_frcnn's default run.",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                "image/filename": tfds.features.Text(),
+                "image/id": np.int64,
+                "objects": tfds.features.Sequence({
+                    "bbox": tfds.features.BBoxFeature(),
+                    "label": tfds.features.ClassLabel(names=SHAPE_CLASSES),
+                    "is_difficult": np.bool_,
+                }),
+            }),
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download
+        config = self.builder_config
+        return {
+            "train": self._generate_examples("train", config.num_train, config.seed),
+            "test": self._generate_examples("test", config.num_test, config.seed),
+        }
+
+    def _generate_examples(self, split, num_examples, seed):
+        for index in range(num_examples):
+            rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
+            image, boxes, labels = render_example(rng)
+            height, width = image.shape[:2]
+            encoded = io.BytesIO()
+            Image.fromarray(image).save(encoded, format="JPEG", quality=90)
+            scale = np.array([height, width, height, width], np.float64)
+            yield f"{split}_{index:05d}", {
+                "image": encoded.getvalue(),
+                "image/filename": f"{split}_{index:05d}.jpg",
+                "image/id": index,
+                "objects": {
+                    "bbox": [np.clip(np.asarray(b, np.float64) / scale, 0.0, 1.0).astype(np.float32)
+                             for b in boxes],
+                    "label": labels,
+                    "is_difficult": [False] * len(labels),
+                },
+            }
+
+
+def shapes_builder(data_dir=None, num_train: int = 500, num_test: int = 100, seed: int = 0) -> Shapes:
+    """The builder for one size of the set (not yet built: call ``download_and_prepare()``)."""
+    config = ShapesConfig(num_train=num_train, num_test=num_test, seed=seed)
+    # TFDS refuses a custom config object named like one of the class's own: pass that by name.
+    if config.name in Shapes.builder_configs:
+        config = config.name
+    return Shapes(config=config, data_dir=data_dir)
+
+
+def load_shapes(split: str = "train", data_dir=None, num_train: int = 500, num_test: int = 100,
+                seed: int = 0, decode_images: bool = True) -> DetectionSource:
+    """Build the set under ``data_dir`` if needed (seconds, no network) and load ``split``.
+
+    data_dir: TFDS's data directory (default: TFDS's, ``~/tensorflow_datasets`` or
+      ``$TFDS_DATA_DIR``); the set lands in ``data_dir/shapes/<config name>/<version>/``.
+    decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded JPEG bytes (False).
+    """
+    builder = shapes_builder(data_dir, num_train=num_train, num_test=num_test, seed=seed)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
+    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    dataset = dataset.map(from_tfds_example, num_parallel_calls=1, deterministic=True)
+    return DetectionSource(
+        dataset=dataset,
+        class_names=SHAPE_CLASSES,
+        num_examples=builder.info.splits[split].num_examples,
+        name=f"shapes/{builder.builder_config.name} {split}",
+    )
+
+
+# --- drawing ------------------------------------------------------------------------------------
+
+
+def render_example(rng: np.random.Generator):
+    """One image and its objects, drawn from ``rng``.
+
+    Returns ``image`` uint8 ``[H, W, 3]``, ``boxes`` a list of ``[ymin, xmin, ymax, xmax]`` in
+    continuous pixel coordinates (the drawn shape's extent, clipped to the image) and ``labels``
+    (indices into ``SHAPE_CLASSES``). Later objects are drawn over earlier ones.
+    """
+    height, width = (int(v) for v in rng.integers(224, 289, size=2))
+    image = _background(rng, height, width)
+    boxes, labels = [], []
+    # A few images without objects (negatives), mostly 1-6 objects.
+    num_objects = int(rng.choice(7, p=[0.03, 0.17, 0.2, 0.2, 0.16, 0.14, 0.1]))
+    for _ in range(num_objects):
+        for _attempt in range(30):
+            label = int(rng.integers(len(SHAPE_CLASSES)))
+            size = math.exp(rng.uniform(math.log(16), math.log(min(128, 0.55 * min(height, width)))))
+            if rng.random() < 0.2:  # free placement: may touch or be cut by the border
+                cx = rng.uniform(-0.25 * size, width + 0.25 * size)
+                cy = rng.uniform(-0.25 * size, height + 0.25 * size)
+            else:
+                cx = rng.uniform(size / 2, width - size / 2)
+                cy = rng.uniform(size / 2, height - size / 2)
+            parts = _shape_parts(rng, label, cx, cy, size)
+            full = _extent(parts)
+            box = np.array([max(full[0], 0.0), max(full[1], 0.0), min(full[2], height), min(full[3], width)])
+            if not _acceptable(box, full, boxes):
+                continue
+            colour = _object_colour(rng, image, box)
+            alpha = _coverage(parts, box)
+            y0, x0 = int(math.floor(box[0])), int(math.floor(box[1]))
+            region = image[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
+            shading = 1.0 + rng.normal(0.0, 0.04, size=alpha.shape + (1,))
+            blended = region * (1.0 - alpha[..., None]) + colour * shading * alpha[..., None]
+            image[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]] = blended
+            boxes.append(box)
+            labels.append(label)
+            break
+    image += rng.normal(0.0, 4.0, size=image.shape)  # sensor-like noise over everything
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), boxes, labels
+
+
+def _background(rng, height, width):
+    """float ``[H, W, 3]``: two muted colours mixed by smooth noise, plus fine grain and clutter."""
+    c0, c1 = rng.uniform(30, 200, size=(2, 3))
+    grid = rng.random((height // 24 + 2, width // 24 + 2)).astype(np.float32)
+    smooth = np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC))
+    smooth = np.clip(smooth, 0.0, 1.0)[..., None]
+    image = c0 + (c1 - c0) * smooth
+    image += rng.normal(0.0, 10.0, size=(height, width, 1))  # grey grain
+    # Thin straight lines: edges that are not objects.
+    yy, xx = np.mgrid[0:height, 0:width] + 0.5
+    for _ in range(int(rng.integers(0, 4))):
+        angle = rng.uniform(0, math.pi)
+        offset = rng.uniform(-0.5, 0.5) * (height + width) / 2
+        distance = np.abs((xx - width / 2) * math.sin(angle) - (yy - height / 2) * math.cos(angle) - offset)
+        line = np.clip(1.5 - distance, 0.0, 1.0)[..., None]
+        image = image * (1 - 0.5 * line) + rng.uniform(0, 255, size=3) * 0.5 * line
+    return image
+
+
+def _shape_parts(rng, label, cx, cy, size):
+    """The shape as ``("circle", (cx, cy, r))`` or convex polygons ``("poly", [x, y] [V, 2])``."""
+    name = SHAPE_CLASSES[label]
+    r = size / 2
+    if name == "circle":
+        return [("circle", (cx, cy, r))]
+    if name == "square":
+        angle = rng.uniform(-math.pi / 12, math.pi / 12)
+        corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64) * r
+        return [("poly", _place(corners, angle, cx, cy))]
+    if name == "triangle":
+        angle = rng.uniform(0, 2 * math.pi)
+        corners = np.array([[math.cos(a), math.sin(a)] for a in (0, 2 * math.pi / 3, 4 * math.pi / 3)]) * r
+        return [("poly", _place(corners, angle, cx, cy))]
+    # cross: two bars of a third of the size
+    angle = rng.uniform(-math.pi / 12, math.pi / 12)
+    t = r / 3
+    bar = np.array([[-r, -t], [r, -t], [r, t], [-r, t]], np.float64)
+    return [("poly", _place(bar, angle, cx, cy)), ("poly", _place(bar[:, ::-1], angle, cx, cy))]
+
+
+def _place(corners, angle, cx, cy):
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    return corners @ rotation.T + np.array([cx, cy])
+
+
+def _extent(parts):
+    """``[ymin, xmin, ymax, xmax]`` of the drawn geometry (unclipped)."""
+    ymin = xmin = math.inf
+    ymax = xmax = -math.inf
+    for kind, geometry in parts:
+        if kind == "circle":
+            cx, cy, r = geometry
+            ys, xs = (cy - r, cy + r), (cx - r, cx + r)
+        else:
+            xs, ys = geometry[:, 0], geometry[:, 1]
+        ymin, ymax = min(ymin, min(ys)), max(ymax, max(ys))
+        xmin, xmax = min(xmin, min(xs)), max(xmax, max(xs))
+    return np.array([ymin, xmin, ymax, xmax])
+
+
+def _area(box):
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _acceptable(box, full, boxes):
+    """Keep objects recognisable: enough of them inside the image, not hiding earlier ones."""
+    if box[2] - box[0] < _MIN_VISIBLE_SIDE or box[3] - box[1] < _MIN_VISIBLE_SIDE:
+        return False
+    if _area(box) < 0.5 * _area(full):
+        return False
+    for other in boxes:
+        overlap = [max(box[0], other[0]), max(box[1], other[1]), min(box[2], other[2]), min(box[3], other[3])]
+        inter = _area(overlap)
+        if inter / (_area(box) + _area(other) - inter) > 0.3 or inter > 0.4 * _area(other):
+            return False
+    return True
+
+
+def _object_colour(rng, image, box):
+    """A saturated colour that stands out from the background under the box."""
+    y0, x0, y1, x1 = (int(v) for v in (box[0], box[1], math.ceil(box[2]), math.ceil(box[3])))
+    under = image[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+    for _ in range(20):
+        hue, saturation, value = rng.uniform(0, 1), rng.uniform(0.5, 1.0), rng.uniform(0.55, 1.0)
+        colour = np.array(_hsv_to_rgb(hue, saturation, value)) * 255
+        if np.abs(colour - under).sum() > 150:
+            break
+    return colour
+
+
+def _hsv_to_rgb(h, s, v):
+    i = int(h * 6) % 6
+    f = h * 6 - int(h * 6)
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
+
+
+def _coverage(parts, box):
+    """Fraction of each pixel of the box's pixel region covered by the shape: float ``[h, w]``.
+
+    Pixel ``(i, j)`` of the region is image pixel ``(floor(ymin) + i, floor(xmin) + j)``; it is
+    sampled at ``_SUPERSAMPLE ** 2`` points inside ``[j, j + 1) x [i, i + 1)``.
+    """
+    y0, x0 = math.floor(box[0]), math.floor(box[1])
+    y1, x1 = math.ceil(box[2]), math.ceil(box[3])
+    n = _SUPERSAMPLE
+    ys = y0 + (np.arange((y1 - y0) * n) + 0.5) / n
+    xs = x0 + (np.arange((x1 - x0) * n) + 0.5) / n
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    inside = np.zeros(yy.shape, bool)
+    for kind, geometry in parts:
+        if kind == "circle":
+            cx, cy, r = geometry
+            inside |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        else:
+            inside |= _inside_convex(geometry, xx, yy)
+    return inside.reshape(y1 - y0, n, x1 - x0, n).mean(axis=(1, 3))
+
+
+def _inside_convex(polygon, xx, yy):
+    """Points inside a convex polygon (either winding): on the same side of every edge."""
+    signs = []
+    for (ax, ay), (bx, by) in zip(polygon, np.roll(polygon, -1, axis=0), strict=True):
+        signs.append((bx - ax) * (yy - ay) - (by - ay) * (xx - ax))
+    signs = np.stack(signs)
+    return np.all(signs >= 0, axis=0) | np.all(signs <= 0, axis=0)

@@ -1,0 +1,102 @@
+"""TFDS detection sets (``voc/2007``, ``voc/2012``, ``coco/2017``, the built-in ``shapes``) as
+sources in the layout of :mod:`keras_frcnn.data.examples`.
+
+Class names come from the builder's ``info.features["objects"]["label"].names``. VOC's splits are
+``train``, ``validation`` and ``test`` (``"trainval"`` is accepted for ``"train+validation"``,
+the paper's training set); VOC 2012's test split has no annotations. COCO 2017's are ``train``,
+``validation`` and ``test`` (no annotations); its ``is_crowd`` becomes ``is_difficult``.
+
+Offline (no network, or to use tars you already have): put the official archives, under their
+original names, in TFDS's manual directory, ``<data_dir>/downloads/manual/`` by default (or pass
+``manual_dir``); ``download_and_prepare`` then takes them from there instead of downloading, checks
+their checksums and builds the TFRecords under ``<data_dir>/voc/2007/...``. Once built, loading
+needs neither network nor archives. The files (``OFFLINE_FILES``):
+
+- ``voc/2007``: ``VOCtrainval_06-Nov-2007.tar``, ``VOCtest_06-Nov-2007.tar``
+- ``voc/2012``: ``VOCtrainval_11-May-2012.tar``, ``VOC2012test.tar``
+- ``coco/2017``: ``train2017.zip``, ``val2017.zip``, ``test2017.zip`` (images.cocodataset.org/zips/)
+  and ``annotations_trainval2017.zip``, ``image_info_test2017.zip`` (.../annotations/)
+
+An unpacked ``VOCdevkit/VOC2007`` folder can also be read directly with
+:func:`keras_frcnn.data.voc_folder.load_voc_folder`, and COCO files with
+:func:`keras_frcnn.data.coco_json.load_coco_json`, without building anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import typing
+
+import tensorflow_datasets as tfds
+
+from keras_frcnn.data.examples import DetectionSource, from_tfds_example
+from keras_frcnn.data.problems import DataError
+
+OFFLINE_FILES = {
+    "voc/2007": ("VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar"),
+    "voc/2012": ("VOCtrainval_11-May-2012.tar", "VOC2012test.tar"),
+    "coco/2017": ("train2017.zip", "val2017.zip", "test2017.zip", "annotations_trainval2017.zip",
+                  "image_info_test2017.zip"),
+}
+
+SPLIT_ALIASES = {"trainval": "train+validation"}
+
+
+def load_tfds(
+    name: str,
+    split: str,
+    data_dir=None,
+    manual_dir=None,
+    download: bool = True,
+    decode_images: bool = True,
+) -> DetectionSource:
+    """A TFDS detection set's ``split`` as a :class:`DetectionSource`, in TFDS's (fixed) order.
+
+    name: ``"voc/2007"``, ``"voc/2012"``, ``"coco/2017"``, ``"shapes"`` (the built-in set, built
+      locally), or another TFDS set with ``objects/bbox`` and ``objects/label``.
+    split: a TFDS split expression (``"train+validation"``, ``"test"``, ``"train[:10%]"``);
+      ``"trainval"`` means ``"train+validation"``.
+    data_dir: TFDS's data directory (default ``~/tensorflow_datasets`` or ``$TFDS_DATA_DIR``).
+    manual_dir: where the official archives are for an offline build (default
+      ``<data_dir>/downloads/manual``).
+    download: build the set if it is not built yet (downloading unless the archives are in the
+      manual directory); False requires it built already.
+    decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded JPEG bytes (False).
+    """
+    split = SPLIT_ALIASES.get(split, split)
+    if name == "shapes":
+        from keras_frcnn.data.shapes import load_shapes  # a TFDS builder of its own
+        return load_shapes(split, data_dir=data_dir, decode_images=decode_images)
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if download:
+        try:
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        except Exception as error:  # network, checksum, disk ... errors of many types
+            manual = manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
+            files = ", ".join(OFFLINE_FILES.get(name, ("the dataset's archives",)))
+            raise DataError(
+                f"could not build TFDS {name!r} in {builder.data_dir_root}: {type(error).__name__}: "
+                f"{error}\nOffline: put {files} in {manual} and run again.") from error
+    features = builder.info.features
+    if "objects" not in features or "bbox" not in features["objects"] or "label" not in features["objects"]:
+        raise DataError(f"TFDS {name!r} is not a detection set (no objects/bbox and objects/label)")
+    object_features = features["objects"]
+    difficult_key: typing.Optional[str] = next(
+        (key for key in ("is_difficult", "is_crowd") if key in object_features), None)
+
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
+    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    dataset = dataset.map(functools.partial(from_tfds_example, difficult_key=difficult_key))
+    try:
+        num_examples = builder.info.splits[split].num_examples
+    except Exception:  # split expressions TFDS cannot count (or no split info, e.g. mocked)
+        num_examples = None
+    return DetectionSource(
+        dataset=dataset,
+        class_names=tuple(object_features["label"].names),
+        num_examples=num_examples or None,
+        name=f"{name} {split}",
+    )

@@ -1,0 +1,300 @@
+"""A PASCAL VOC folder -> examples in the layout of :mod:`keras_frcnn.data.examples`.
+
+The folder is laid out like ``VOCdevkit/VOC2007``::
+
+    DIR/Annotations/<id>.xml          one XML file per image
+    DIR/JPEGImages/<id>.jpg           the image (or the file named by the XML's <filename>)
+    DIR/ImageSets/Main/<split>.txt    the ids of a split, one per line ("trainval", "test", ...)
+
+Boxes are converted exactly as TFDS's ``voc`` builder converts them: the XML's 1-based pixel
+numbers are divided by the image's width and height with no offset (``xmin / width``,
+``ymax / height``, ...), so the same box read from the folder and from ``tfds.load("voc/2007")``
+has the same normalised coordinates (in pixels of the original image: the XML numbers as they
+are, i.e. ``boxes.from_voc``). TFDS divides by the XML's ``<size>``; here the size of the image
+file itself is used, which is the same for genuine VOC data and stays right when a hand-made XML
+gives a wrong size (that is warned about).
+
+XML is parsed with ``defusedxml``: a file declaring entities (a "billion laughs" bomb, external
+entities) is refused with a :class:`~keras_frcnn.data.problems.DataError` naming it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import typing
+
+import defusedxml
+import defusedxml.ElementTree
+import numpy as np
+
+from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, records_to_dataset
+from keras_frcnn.data.image_files import check_images
+from keras_frcnn.data.problems import DataError, DataProblems, logger
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG", ".JPEG", ".PNG")
+
+
+class VocObject(typing.NamedTuple):
+    name: str
+    box: tuple  # (xmin, ymin, xmax, ymax) as written in the XML: 1-based pixel numbers
+    difficult: bool
+
+
+class VocAnnotation(typing.NamedTuple):
+    filename: typing.Optional[str]  # <filename>, if present
+    size: typing.Optional[tuple]  # <size> as (height, width), if present and numeric
+    objects: list  # [VocObject]; objects that could not be read are left out (with a warning)
+
+
+def parse_voc_xml(path, problems: typing.Optional[DataProblems] = None) -> VocAnnotation:
+    """Read one VOC annotation file.
+
+    Raises ``DataError`` for entity-expansion attacks (always) and ``ValueError`` for a file that
+    is not well-formed XML or has no ``<annotation>`` root. An ``<object>`` without a name or with
+    a non-numeric box is skipped with a ``malformed object`` warning in ``problems``.
+    """
+    try:
+        root = defusedxml.ElementTree.parse(os.fspath(path)).getroot()
+    except defusedxml.DefusedXmlException as error:
+        raise DataError(
+            f"{os.fspath(path)}: refused to parse XML that declares entities or external references "
+            f"(entity-expansion attack such as 'billion laughs'?): {type(error).__name__}"
+        ) from None
+    except Exception as error:  # ParseError, OSError, UnicodeDecodeError ...
+        raise ValueError(f"malformed XML ({type(error).__name__}: {error})") from None
+    if root.tag != "annotation":
+        raise ValueError(f"malformed XML: root element is <{root.tag}>, not <annotation>")
+
+    size = None
+    size_node = root.find("size")
+    if size_node is not None:
+        try:
+            size = (float(size_node.findtext("height")), float(size_node.findtext("width")))
+        except (TypeError, ValueError):
+            size = None
+
+    objects = []
+    for number, node in enumerate(root.findall("object")):
+        name = (node.findtext("name") or "").strip()
+        box = node.find("bndbox")
+        try:
+            if not name:
+                raise ValueError("no <name>")
+            if box is None:
+                raise ValueError("no <bndbox>")
+            coords = tuple(float(box.findtext(key)) for key in ("xmin", "ymin", "xmax", "ymax"))
+            if not all(math.isfinite(c) for c in coords):
+                raise ValueError(f"non-finite box {coords}")
+        except (TypeError, ValueError) as error:
+            if problems is not None:
+                problems.warn("malformed object", path, f"object {number}: {error}", "object skipped")
+            continue
+        # TFDS: is_difficult = text == "1"; a missing <difficult> means not difficult.
+        difficult = (node.findtext("difficult") or "0").strip() == "1"
+        objects.append(VocObject(name, coords, difficult))
+    filename = (root.findtext("filename") or "").strip() or None
+    return VocAnnotation(filename, size, objects)
+
+
+def split_ids(voc_dir, split) -> list:
+    """Image ids of ``split`` (``"trainval"``, ``"test"``, ``"train+val"`` ...), in file order.
+
+    ``split=None`` means every ``Annotations/*.xml``, sorted by id.
+    """
+    if split is None:
+        names = os.listdir(os.path.join(voc_dir, "Annotations"))
+        return sorted(n[:-4] for n in names if n.endswith(".xml"))
+    ids = []
+    for part in str(split).split("+"):
+        path = os.path.join(voc_dir, "ImageSets", "Main", f"{part.strip()}.txt")
+        if not os.path.isfile(path):
+            main = os.path.join(voc_dir, "ImageSets", "Main")
+            available = sorted(n[:-4] for n in os.listdir(main) if n.endswith(".txt") and "_" not in n) \
+                if os.path.isdir(main) else []
+            raise DataError(f"{path}: split file not found (splits here: {available}; "
+                            "split=None takes every annotation file)")
+        with open(path, encoding="utf-8") as f:
+            # Lines are "<id>" (or "<id> <flag>" in the per-class files): the first token is the id.
+            ids.extend(line.split()[0] for line in f if line.strip())
+    return ids
+
+
+def load_voc_folder(
+    voc_dir,
+    split: typing.Optional[str] = "trainval",
+    classes: typing.Optional[typing.Sequence[str]] = None,
+    skip_empty: bool = False,
+    decode_images: bool = True,
+    strict: bool = False,
+) -> DetectionSource:
+    """A VOC folder's ``split`` as a :class:`DetectionSource` (examples in the split file's order).
+
+    classes: the class names, in label order. ``None``: the 20 VOC names (TFDS's order) when every
+      name in ``Annotations/`` is one of them (compared in lower case, as TFDS does), otherwise the
+      names found in ``Annotations/``, sorted. Names are gathered from every annotation file, not
+      just the split's, so that all splits of a folder get the same labels.
+    skip_empty: leave out images without objects (by default they are kept, as negatives).
+    decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded file bytes (False).
+    strict: raise ``DataError`` on the first problem instead of warning and skipping.
+
+    Problems (each a warning naming the file, counted in ``DetectionSource.problems``): missing
+    annotation or image files, corrupt images, malformed XML or objects, unknown class names
+    (object skipped), degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin``: skipped), boxes
+    reaching outside the image (clipped), an XML ``<size>`` that disagrees with the image.
+    """
+    voc_dir = os.fspath(voc_dir)
+    annotations_dir = os.path.join(voc_dir, "Annotations")
+    images_dir = os.path.join(voc_dir, "JPEGImages")
+    for directory in (annotations_dir, images_dir):
+        if not os.path.isdir(directory):
+            raise DataError(f"{directory}: not found; a VOC folder holds Annotations/, JPEGImages/ "
+                            "and ImageSets/Main/")
+    problems = DataProblems(f"VOC folder {voc_dir} ({split or 'all'})", strict=strict)
+    ids = split_ids(voc_dir, split)
+
+    # Parse the split's annotations (warnings count here) ...
+    parsed = {}
+    for image_id in ids:
+        path = os.path.join(annotations_dir, f"{image_id}.xml")
+        if not os.path.isfile(path):
+            problems.warn("missing annotation file", path, "annotation file is missing", "image skipped")
+            continue
+        try:
+            parsed[image_id] = parse_voc_xml(path, problems)
+        except DataError:
+            raise
+        except ValueError as error:
+            problems.warn("malformed XML", path, str(error), "image skipped")
+
+    # ... and the names of every annotation file, so that all splits agree on the labels.
+    if classes is None:
+        names = set()
+        for filename in sorted(os.listdir(annotations_dir)):
+            image_id = filename[:-4]
+            if not filename.endswith(".xml"):
+                continue
+            if image_id not in parsed:
+                try:
+                    parsed_other = parse_voc_xml(os.path.join(annotations_dir, filename))
+                except DataError:
+                    raise
+                except ValueError:
+                    continue  # warned about when a split containing it is loaded
+                names.update(o.name for o in parsed_other.objects)
+            else:
+                names.update(o.name for o in parsed[image_id].objects)
+        voc_names = all(n.lower() in VOC_CLASSES for n in names)
+        class_names = VOC_CLASSES if voc_names else tuple(sorted(names))
+        strays = sorted(n for n in names if n.lower() not in VOC_CLASSES)
+        if not voc_names and len(strays) < len(names) / 2:
+            # Mostly VOC names: a typo in one file would silently renumber every class.
+            logger.warning("%s: names that are not VOC classes %s make the classes the %d names found, "
+                           "sorted; pass classes=VOC_CLASSES to skip those objects instead",
+                           annotations_dir, strays, len(names))
+    else:
+        voc_names = False
+        class_names = tuple(str(c) for c in classes)
+        if len(set(class_names)) != len(class_names) or not class_names:
+            raise DataError(f"classes must be distinct, non-empty names; got {class_names}")
+    label_of = {name: i for i, name in enumerate(class_names)}
+
+    image_files = _image_index(images_dir)
+    image_paths = {}
+    for image_id, annotation in parsed.items():
+        path = _find_image(images_dir, image_files, image_id, annotation.filename)
+        if path is None:
+            problems.warn("missing image file", os.path.join(images_dir, f"{image_id}.jpg"),
+                          "image file is missing", "image skipped")
+        else:
+            image_paths[image_id] = path
+    checked = dict(zip(image_paths, check_images(list(image_paths.values())), strict=True))
+
+    records = []
+    for image_id in ids:
+        if image_id not in image_paths:
+            continue
+        image_path = image_paths[image_id]
+        xml_path = os.path.join(annotations_dir, f"{image_id}.xml")
+        size = checked[image_id]
+        if isinstance(size, Exception):
+            problems.warn("bad image file", image_path, str(size), "image skipped")
+            continue
+        height, width = size
+        annotation = parsed[image_id]
+        if annotation.size is not None and annotation.size != (float(height), float(width)):
+            problems.warn("size mismatch", xml_path,
+                          f"<size> says {annotation.size[1]:g} x {annotation.size[0]:g} (w x h) but "
+                          f"{os.path.basename(image_path)} is {width} x {height}", "using the image's size")
+        boxes, labels, difficult = [], [], []
+        for obj in annotation.objects:
+            name = obj.name.lower() if voc_names else obj.name
+            if name not in label_of:
+                problems.warn("unknown class", xml_path,
+                              f"class name {obj.name!r} is not one of the classes", "object skipped")
+                continue
+            box = _normalised_box(obj.box, height, width, xml_path, problems)
+            if box is None:
+                continue
+            boxes.append(box)
+            labels.append(label_of[name])
+            difficult.append(obj.difficult)
+        if skip_empty and not boxes:
+            continue
+        records.append(ImageRecord(
+            path=image_path,
+            filename=os.path.basename(image_path),
+            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            labels=np.asarray(labels, np.int64),
+            difficult=np.asarray(difficult, np.bool_),
+        ))
+
+    problems.summary(len(records))
+    return DetectionSource(
+        dataset=records_to_dataset(records, decode_images=decode_images),
+        class_names=tuple(class_names),
+        num_examples=len(records),
+        name=problems.source,
+        problems=dict(problems.counts),
+    )
+
+
+def _normalised_box(box_xyxy, height, width, path, problems):
+    """XML ``(xmin, ymin, xmax, ymax)`` -> normalised ``[ymin, xmin, ymax, xmax]``, or ``None``."""
+    xmin, ymin, xmax, ymax = box_xyxy
+    if xmax <= xmin or ymax <= ymin:
+        problems.warn("degenerate box", path,
+                      f"degenerate box (xmin, ymin, xmax, ymax) = {box_xyxy}", "object skipped")
+        return None
+    clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height),
+               min(max(xmax, 0.0), width), min(max(ymax, 0.0), height))
+    if clipped != tuple(box_xyxy):
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            problems.warn("box outside the image", path,
+                          f"box {box_xyxy} lies outside the {width} x {height} image", "object skipped")
+            return None
+        problems.warn("box clipped", path, f"box {box_xyxy} reaches outside the {width} x {height} image",
+                      f"clipped to {clipped}")
+    xmin, ymin, xmax, ymax = clipped
+    # Same arithmetic as TFDS (Python floats, then float32): xmin / width, no offset.
+    return [ymin / height, xmin / width, ymax / height, xmax / width]
+
+
+def _image_index(images_dir) -> dict:
+    """stem -> file names in ``images_dir`` (listed once: a stat per candidate is slow on NFS)."""
+    index = {}
+    for name in os.listdir(images_dir):
+        stem, extension = os.path.splitext(name)
+        if extension in IMAGE_EXTENSIONS:
+            index.setdefault(stem, []).append(name)
+    return index
+
+
+def _find_image(images_dir, image_files, image_id, xml_filename):
+    candidates = image_files.get(image_id, [])
+    for preferred in (f"{image_id}.jpg", xml_filename):
+        if preferred and preferred in candidates:
+            return os.path.join(images_dir, preferred)
+    if xml_filename and os.path.isfile(os.path.join(images_dir, xml_filename)):
+        return os.path.join(images_dir, xml_filename)
+    return os.path.join(images_dir, sorted(candidates)[0]) if candidates else None

@@ -1,0 +1,38 @@
+"""Drawing detections (predict output, TensorBoard images, the serving client) with Pillow.
+
+``keras.visualization.draw_bounding_boxes`` needs OpenCV; Pillow is already a dependency and its
+``ImageDraw`` does the job in a few lines.
+"""
+
+import colorsys
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def class_colour(label: int):
+    """A distinct, stable RGB colour per class."""
+    hue = (label * 0.618033988749895) % 1.0
+    return tuple(int(255 * c) for c in colorsys.hsv_to_rgb(hue, 0.85, 1.0))
+
+
+def draw_detections(image, boxes, scores, labels, class_names, min_score=0.0):
+    """uint8 ``[H, W, 3]`` image with ``boxes`` ``[D, 4]`` (yxyx pixels), their class names and
+    scores drawn -> uint8 ``[H, W, 3]``. Labels are 0-based; negative labels (padding) are skipped."""
+    canvas = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    thickness = max(1, round(min(canvas.size) / 200))
+    for box, score, label in zip(np.asarray(boxes), np.asarray(scores), np.asarray(labels)):
+        if label < 0 or score < min_score:
+            continue
+        ymin, xmin, ymax, xmax = [float(v) for v in box]
+        colour = class_colour(int(label))
+        draw.rectangle([xmin, ymin, xmax, ymax], outline=colour, width=thickness)
+        name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
+        text = f"{name} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((xmin, ymin), text, font=font)
+        y = max(0.0, ymin - (bottom - top) - 2)
+        draw.rectangle([xmin, y, xmin + (right - left) + 4, y + (bottom - top) + 2], fill=colour)
+        draw.text((xmin + 2, y), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)

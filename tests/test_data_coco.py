@@ -1,0 +1,103 @@
+"""COCO instances JSON: contiguous labels, xywh conversion, crowd boxes, bad data."""
+
+import logging
+
+import numpy as np
+import pytest
+from test_data_fixtures import examples, write_coco
+
+from keras_frcnn.config import preset
+from keras_frcnn.data import DataError, eval_dataset, load_coco_json, train_dataset
+
+# Listed out of id order on purpose: labels follow category ids, not the file's order.
+CATEGORIES = [{"id": 7, "name": "train"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+
+
+def _annotation(number, image_id, category_id, bbox, iscrowd=0):
+    return {"id": number, "image_id": image_id, "category_id": category_id, "bbox": bbox,
+            "iscrowd": iscrowd, "area": 1.0}
+
+
+@pytest.fixture
+def coco(tmp_path):
+    images = [
+        {"id": 42, "file_name": "b.jpg", "size": (50, 100)},
+        {"id": 7, "file_name": "a.jpg", "size": (40, 60)},
+        {"id": 9, "file_name": "empty.jpg", "size": (30, 30)},                 # no annotations
+        {"id": 11, "file_name": "missing.jpg", "size": (30, 30), "image": False},
+        {"id": 12, "file_name": "corrupt.jpg", "size": (30, 30), "image": b"\xff\xd8 not a jpeg"},
+        {"id": 13, "file_name": "c.jpg", "size": (20, 20), "height": 99, "width": 99},  # wrong size
+    ]
+    annotations = [
+        _annotation(1, 7, 3, [10, 5, 20, 15]),                  # car
+        _annotation(2, 7, 1, [0, 0, 60, 40], iscrowd=1),        # crowd of people
+        _annotation(3, 42, 7, [50.5, 10.25, 30, 20]),           # train
+        _annotation(4, 42, 99, [1, 1, 5, 5]),                   # unknown category
+        _annotation(5, 1234, 1, [1, 1, 5, 5]),                  # unknown image
+        _annotation(6, 42, 1, [5, 5, 0, 10]),                   # degenerate (width 0)
+        _annotation(7, 42, 1, [90, 40, 20, 20]),                # clipped at right / bottom
+        _annotation(8, 42, 1, [200, 10, 5, 5]),                 # outside
+        _annotation(9, 42, 1, [1, 2, "x"]),                     # malformed
+        _annotation(10, 11, 1, [1, 1, 5, 5]),
+        _annotation(11, 13, 1, [2, 4, 10, 8]),
+    ]
+    return write_coco(tmp_path, images, annotations, CATEGORIES)
+
+
+def test_coco_end_to_end(coco, caplog):
+    json_path, image_dir = coco
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_coco_json(json_path, image_dir)
+    assert source.class_names == ("person", "car", "train")  # ordered by category id 1, 3, 7
+    got = examples(source)
+    # In image id order, bad image files skipped, the unannotated image kept as a negative.
+    assert [e["image/id"] for e in got] == [7, 9, 13, 42]
+    assert [e["image/filename"].decode() for e in got] == ["a.jpg", "empty.jpg", "c.jpg", "b.jpg"]
+    assert source.problems == {"unknown class": 1, "unknown image id": 1, "degenerate box": 1,
+                               "box clipped": 1, "box outside the image": 1, "malformed annotation": 1,
+                               "bad image file": 2, "size mismatch": 1}
+
+    a, empty, c, b = got
+    np.testing.assert_array_equal(a["objects/label"], [1, 0])
+    np.testing.assert_array_equal(a["objects/is_difficult"], [False, True])  # iscrowd
+    np.testing.assert_array_equal(a["objects/bbox"], np.float32([[5 / 40, 10 / 60, 20 / 40, 30 / 60], [0, 0, 1, 1]]))
+    np.testing.assert_array_equal(b["objects/label"], [2, 0])
+    np.testing.assert_array_equal(b["objects/bbox"], np.float32([[10.25 / 50, 50.5 / 100, 30.25 / 50, 80.5 / 100],
+                                                                 [40 / 50, 90 / 100, 1, 1]]))
+    assert empty["objects/bbox"].shape == (0, 4)
+    np.testing.assert_array_equal(c["objects/bbox"], np.float32([[4 / 20, 2 / 20, 12 / 20, 12 / 20]]))
+    for name in ("missing.jpg", "corrupt.jpg", "instances.json"):
+        assert name in caplog.text
+
+
+def test_crowd_never_trained_kept_for_evaluation(coco):
+    source = load_coco_json(*coco)
+    train = next(iter(train_dataset(source, preset("shapes"), batch_size=4, shuffle=False, flip_probability=0.0)))
+    by_index = dict(zip(train["index"].numpy(), train["num_gt"].numpy(), strict=True))
+    assert by_index[0] == 1  # a.jpg: the crowd box is not a training target
+    assert train["gt_classes"].numpy()[0].tolist() == [2, 0]  # car (label 1 + 1), then padding
+    evaluation = next(iter(eval_dataset(source, batch_size=1)))
+    assert evaluation["num_gt"].numpy().tolist() == [2]
+    assert evaluation["gt_difficult"].numpy().tolist() == [[False, True]]
+    np.testing.assert_allclose(evaluation["gt_boxes"].numpy()[0, 0], [5, 10, 20, 30], rtol=1e-6)
+    assert evaluation["image/id"].numpy().tolist() == [7]
+
+
+def test_skip_empty(coco):
+    assert [e["image/id"] for e in examples(load_coco_json(*coco, skip_empty=True))] == [7, 13, 42]
+
+
+def test_malformed_json_is_a_clear_error(tmp_path):
+    json_path, image_dir = write_coco(tmp_path, [], [], [], json_text='{"images": [')
+    with pytest.raises(DataError, match=r"instances\.json: malformed JSON"):
+        load_coco_json(json_path, image_dir)
+    json_path, image_dir = write_coco(tmp_path, [], [], [], json_text='{"annotations": []}')
+    with pytest.raises(DataError, match=r"instances\.json: not a COCO instances file"):
+        load_coco_json(json_path, image_dir)
+    with pytest.raises(DataError, match="not found"):
+        load_coco_json(tmp_path / "nope.json", image_dir)
+
+
+def test_strict_raises_on_first_problem(coco):
+    with pytest.raises(DataError, match="refers to image id 1234"):
+        load_coco_json(*coco, strict=True)

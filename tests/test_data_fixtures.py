@@ -1,0 +1,109 @@
+"""Helpers for the data tests: tiny VOC folders and COCO files written into a temporary directory.
+
+(No tests here; the ``test_data_`` prefix keeps it among the data test files.)
+"""
+
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def write_image(path, height, width, mode="RGB", seed=0, fmt=None):
+    """A small random image file; returns its pixels as uint8 ``[H, W, C]``."""
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "L": 1, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save(path, format=fmt)
+    return pixels
+
+
+def voc_xml(filename, width, height, objects, extra=""):
+    """VOC annotation XML; ``objects`` are ``(name, (xmin, ymin, xmax, ymax), difficult)``."""
+    parts = [f"<annotation><folder>VOC2007</folder><filename>{filename}</filename>",
+             f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>", extra]
+    for name, (xmin, ymin, xmax, ymax), difficult in objects:
+        parts.append(
+            f"<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>{int(difficult)}</difficult><bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
+            f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>")
+    parts.append("</annotation>")
+    return "".join(parts)
+
+
+def write_voc_folder(root, entries, splits):
+    """A VOC folder under ``root``.
+
+    entries: image id -> dict with optional keys ``size`` (h, w), ``objects``, ``image`` (False: no
+      image file; bytes: raw file content; "L" / "RGBA": that PIL mode), ``xml`` (a string replaces
+      the generated XML; False: no XML file), ``xml_size`` (w, h written in <size>), ``ext``.
+    splits: split name -> list of ids.
+    """
+    root = str(root)
+    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    pixels = {}
+    for number, (image_id, entry) in enumerate(entries.items()):
+        height, width = entry.get("size", (60, 80))
+        ext = entry.get("ext", ".jpg")
+        image_path = os.path.join(root, "JPEGImages", image_id + ext)
+        image = entry.get("image", "RGB")
+        if isinstance(image, bytes):
+            with open(image_path, "wb") as f:
+                f.write(image)
+        elif image:
+            pixels[image_id] = write_image(image_path, height, width, mode=image, seed=number)
+        xml = entry.get("xml")
+        if xml is None:
+            xml_width, xml_height = entry.get("xml_size", (width, height))
+            xml = voc_xml(image_id + ext, xml_width, xml_height, entry.get("objects", []))
+        if xml is not False:
+            with open(os.path.join(root, "Annotations", image_id + ".xml"), "w") as f:
+                f.write(xml)
+    for split, ids in splits.items():
+        with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
+            f.write("".join(i + "\n" for i in ids))
+    return pixels
+
+
+def write_coco(root, images, annotations, categories, json_text=None):
+    """A COCO instances file ``root/instances.json`` and images in ``root/images``.
+
+    images: dicts with ``id``, ``file_name``, ``size`` (h, w) and optional ``image`` (False: no
+    file; bytes: raw content); written to the JSON without ``size`` / ``image``.
+    """
+    root = str(root)
+    image_dir = os.path.join(root, "images")
+    os.makedirs(image_dir, exist_ok=True)
+    entries = []
+    for number, image in enumerate(images):
+        height, width = image["size"]
+        path = os.path.join(image_dir, image["file_name"])
+        content = image.get("image", True)
+        if isinstance(content, bytes):
+            with open(path, "wb") as f:
+                f.write(content)
+        elif content:
+            write_image(path, height, width, seed=number)
+        entry = {k: v for k, v in image.items() if k not in ("size", "image")}
+        entry.setdefault("height", height)
+        entry.setdefault("width", width)
+        entries.append(entry)
+    json_path = os.path.join(root, "instances.json")
+    with open(json_path, "w") as f:
+        f.write(json_text if json_text is not None else json.dumps(
+            {"images": entries, "annotations": annotations, "categories": categories}))
+    return json_path, image_dir
+
+
+def examples(source):
+    """All examples of a source as numpy dicts (flattened ``objects/...`` keys)."""
+    out = []
+    for example in source.dataset.as_numpy_iterator():
+        flat = {k: v for k, v in example.items() if k != "objects"}
+        flat.update({f"objects/{k}": v for k, v in example["objects"].items()})
+        out.append(flat)
+    return out

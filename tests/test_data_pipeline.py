@@ -1,0 +1,189 @@
+"""The tf.data pipeline: resize rule, exact box round trips (flip included), padded batches."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from test_data_fixtures import voc_xml, write_voc_folder
+
+from keras_frcnn.config import ImageConfig, preset
+from keras_frcnn.data import eval_dataset, load_voc_folder, scaled_size, train_dataset
+
+VOC = preset("voc")  # shorter side 600, longer at most 1000
+
+# A 333 x 500 (h x w) image, as many VOC images are; its box in VOC XML numbers.
+HEIGHT, WIDTH = 333, 500
+BOX_XYXY = (48, 40, 301, 222)
+
+
+@pytest.fixture
+def painted_folder(tmp_path):
+    """One PNG image: black, with the pixels of BOX_XYXY (continuous [48, 301] x [40, 222]) white."""
+    os.makedirs(tmp_path / "JPEGImages")
+    pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    xmin, ymin, xmax, ymax = BOX_XYXY
+    pixels[ymin:ymax, xmin:xmax] = 255
+    Image.fromarray(pixels).save(tmp_path / "JPEGImages" / "a.png")
+    xml = voc_xml("a.png", WIDTH, HEIGHT, [("dog", BOX_XYXY, False)])
+    write_voc_folder(tmp_path, {"a": {"xml": xml, "image": False}}, {"trainval": ["a"]})
+    return tmp_path
+
+
+def _one_batch(folder, flip_probability):
+    source = load_voc_folder(folder)
+    return next(iter(train_dataset(source, VOC, batch_size=1, shuffle=False, flip_probability=flip_probability)))
+
+
+def test_box_round_trip_through_resize_and_flip(painted_folder):
+    plain = _one_batch(painted_folder, 0.0)
+    mirrored = _one_batch(painted_folder, 1.0)
+    scale = 600 / HEIGHT
+    assert plain["image_info"].numpy()[0].tolist() == pytest.approx([600, 901, scale])  # round(500 * 1.8018)
+    assert plain["images"].shape == (1, 600, 901, 3)
+    assert not plain["flipped"].numpy()[0] and mirrored["flipped"].numpy()[0]
+
+    xmin, ymin, xmax, ymax = BOX_XYXY
+    box = plain["gt_boxes"].numpy()[0, 0]
+    np.testing.assert_allclose(box, np.array([ymin, xmin, ymax, xmax]) * scale, rtol=1e-6)
+    # Undoing the resize gives back the XML's numbers.
+    np.testing.assert_allclose(box / plain["image_info"].numpy()[0, 2], [ymin, xmin, ymax, xmax], rtol=1e-6)
+
+    # Flipped: x -> W - x in continuous coordinates, exactly, and the image is the exact mirror.
+    flipped_box = mirrored["gt_boxes"].numpy()[0, 0]
+    np.testing.assert_array_equal(flipped_box, [box[0], 901 - box[3], box[2], 901 - box[1]])
+    unflipped = np.array([flipped_box[0], 901 - flipped_box[3], flipped_box[2], 901 - flipped_box[1]])
+    np.testing.assert_allclose(unflipped / scale, [ymin, xmin, ymax, xmax], rtol=1e-6)
+    np.testing.assert_array_equal(mirrored["images"].numpy()[0], plain["images"].numpy()[0, :, ::-1])
+
+    # The box sits on the painted pixels in both frames.
+    for batch in (plain, mirrored):
+        image = batch["images"].numpy()[0, ..., 0].astype(float)
+        y0, x0, y1, x1 = batch["gt_boxes"].numpy()[0, 0]
+        inside = image[int(np.ceil(y0)) + 1:int(y1) - 1, int(np.ceil(x0)) + 1:int(x1) - 1]
+        assert inside.min() == 255
+        assert image[:int(y0) - 1].max() == 0 and image[:, :int(x0) - 1].max() == 0
+        assert image[int(np.ceil(y1)) + 1:].max() == 0 and image[:, int(np.ceil(x1)) + 1:].max() == 0
+
+
+def test_resize_rule():
+    cases = {(333, 500): ((600, 901), 600 / 333), (600, 1000): ((600, 1000), 1.0),
+             (100, 2000): ((50, 1000), 0.5), (1000, 1000): ((600, 600), 0.6), (480, 640): ((600, 800), 1.25)}
+    for (h, w), (expected_size, expected_scale) in cases.items():
+        size, scale = scaled_size(h, w, 600, 1000)
+        assert tuple(size.numpy()) == expected_size and scale.numpy() == pytest.approx(expected_scale)
+    try:
+        from keras_frcnn import preprocessing
+    except ImportError:
+        return
+    sizes = tf.constant([[h, w] for h, w in cases], tf.int32)
+    theirs_size, theirs_scale = preprocessing.scaled_size(sizes, 600, 1000)
+    for i, (h, w) in enumerate(cases):  # the inference model resizes exactly like this pipeline
+        size, scale = scaled_size(h, w, 600, 1000)
+        assert theirs_size.numpy()[i].tolist() == size.numpy().tolist()
+        assert theirs_scale.numpy()[i] == scale.numpy()
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    entries = {
+        "a": {"size": (60, 80), "objects": [("dog", (10, 5, 40, 30), False), ("cat", (1, 1, 80, 60), True)]},
+        "b": {"size": (80, 40), "objects": [("car", (5, 6, 25, 26), False), ("car", (1, 2, 30, 70), False),
+                                           ("bus", (3, 3, 9, 9), False)]},
+        "c": {"size": (50, 50), "objects": []},
+        "d": {"size": (50, 50), "objects": [("cow", (2, 2, 20, 20), True)]},  # difficult only
+        "e": {"size": (64, 64), "image": "L", "objects": [("cow", (2, 2, 20, 20), False)]},
+    }
+    write_voc_folder(tmp_path, entries, {"trainval": list(entries)})
+    return tmp_path
+
+
+SMALL = dataclasses.replace(VOC, image=ImageConfig(min_side=64, max_side=100))
+
+
+def test_padded_batch_shapes_and_dtypes(mixed_folder):
+    source = load_voc_folder(mixed_folder)
+    batch = next(iter(train_dataset(source, SMALL, batch_size=2, shuffle=False, flip_probability=0.0)))
+    assert set(batch) == {"images", "image_info", "gt_boxes", "gt_classes", "num_gt", "index", "flipped"}
+    dtypes = {k: v.dtype for k, v in batch.items()}
+    assert dtypes == {"images": tf.uint8, "image_info": tf.float32, "gt_boxes": tf.float32,
+                      "gt_classes": tf.int32, "num_gt": tf.int32, "index": tf.int64, "flipped": tf.bool}
+    # a: 60 x 80 -> 64 x 85 (scale 64/60); b: 80 x 40 -> 128 x 64 is too long -> 100 x 50 (scale 1.25)
+    np.testing.assert_allclose(batch["image_info"].numpy(), [[64, 85, 64 / 60], [100, 50, 1.25]], rtol=1e-6)
+    assert batch["images"].shape == (2, 100, 85, 3)
+    images = batch["images"].numpy()
+    assert images[0, 64:].max() == 0 and images[1, :, 50:].max() == 0  # zero padding bottom / right
+    assert batch["num_gt"].numpy().tolist() == [1, 3]  # a's difficult cat is not a target
+    assert batch["gt_boxes"].shape == (2, 3, 4)
+    assert batch["gt_classes"].numpy().tolist() == [[12, 0, 0], [7, 7, 6]]  # dog, car, bus: label + 1
+    np.testing.assert_array_equal(batch["gt_boxes"].numpy()[0, 1:], 0)
+    assert batch["index"].numpy().tolist() == [0, 1]
+
+
+def test_drop_remainder_and_negatives(mixed_folder):
+    source = load_voc_folder(mixed_folder)
+    kept = list(train_dataset(source, SMALL, batch_size=2, shuffle=False))
+    assert [b["images"].shape[0] for b in kept] == [2, 2]  # 5 images: the fifth is dropped
+    everything = list(train_dataset(source, SMALL, batch_size=2, shuffle=False, drop_remainder=False))
+    assert [b["images"].shape[0] for b in everything] == [2, 2, 1]
+    num_gt = np.concatenate([b["num_gt"].numpy() for b in everything])
+    assert num_gt.tolist() == [1, 3, 0, 0, 1]  # the empty and the difficult-only image are negatives
+    assert everything[2]["images"].shape[-1] == 3  # a grayscale file decodes to 3 channels
+
+
+def test_index_is_stable_under_shuffle_and_seeded(mixed_folder):
+    source = load_voc_folder(mixed_folder)
+    expected_num_gt = {0: 1, 1: 3, 2: 0, 3: 0, 4: 1}
+
+    def epoch(seed):
+        batches = list(train_dataset(source, SMALL, batch_size=1, seed=seed, drop_remainder=False))
+        return ([int(b["index"][0]) for b in batches], [bool(b["flipped"][0]) for b in batches],
+                {int(b["index"][0]): int(b["num_gt"][0]) for b in batches})
+
+    order, flips, num_gt = epoch(3)
+    assert sorted(order) == [0, 1, 2, 3, 4] and num_gt == expected_num_gt
+    assert epoch(3)[:2] == (order, flips)  # a seed makes shuffling and flipping reproducible
+
+    repeated = train_dataset(source, SMALL, batch_size=1, seed=1, repeat=True)
+    indices = [int(b["index"][0]) for b in repeated.take(50)]
+    flipped = [bool(b["flipped"][0]) for b in repeated.take(50)]
+    assert all(sorted(indices[i:i + 5]) == [0, 1, 2, 3, 4] for i in range(0, 50, 5))
+    assert 10 < sum(flipped) < 40  # config.image.flip: about half
+
+
+def test_encoded_and_decoded_sources_agree(mixed_folder):
+    decoded = train_dataset(load_voc_folder(mixed_folder), SMALL, batch_size=2, seed=5)
+    encoded = train_dataset(load_voc_folder(mixed_folder, decode_images=False), SMALL, batch_size=2, seed=5)
+    for a, b in zip(decoded, encoded, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+def test_eval_dataset_keeps_originals_and_difficult(mixed_folder):
+    batches = list(eval_dataset(load_voc_folder(mixed_folder), batch_size=2))
+    assert [b["images"].shape[0] for b in batches] == [2, 2, 1]  # nothing dropped
+    first = batches[0]
+    assert first["image_size"].numpy().tolist() == [[60, 80], [80, 40]]
+    assert first["images"].shape == (2, 80, 80, 3) and first["images"].dtype == tf.uint8
+    assert first["num_gt"].numpy().tolist() == [2, 3]
+    np.testing.assert_allclose(first["gt_boxes"].numpy()[0], [[5, 10, 30, 40], [1, 1, 60, 80], [0, 0, 0, 0]])
+    assert first["gt_difficult"].numpy()[0].tolist() == [False, True, False]
+    assert first["gt_classes"].numpy()[0].tolist() == [12, 8, 0]
+    assert first["image/filename"].numpy().tolist() == [b"a.jpg", b"b.jpg"]
+    assert first["index"].numpy().tolist() == [0, 1]
+    assert batches[1]["gt_difficult"].numpy()[1].tolist() == [True]
+
+
+def test_stored_proposals_travel_with_the_image(painted_folder):
+    """Proposals stored per example (resized pixels, unflipped) are flipped with their image."""
+    source = load_voc_folder(painted_folder)
+    stored = tf.constant([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 600.0, 901.0]])
+    with_proposals = source.dataset.map(lambda example: {**example, "proposals": stored})
+    plain = next(iter(train_dataset(with_proposals, VOC, batch_size=1, shuffle=False, flip_probability=0.0)))
+    mirrored = next(iter(train_dataset(with_proposals, VOC, batch_size=1, shuffle=False, flip_probability=1.0)))
+    assert plain["num_proposals"].numpy().tolist() == [2]
+    np.testing.assert_array_equal(plain["proposals"].numpy()[0], stored.numpy())
+    np.testing.assert_array_equal(mirrored["proposals"].numpy()[0],
+                                  [[10, 901 - 220, 110, 901 - 20], [0, 0, 600, 901]])

@@ -1,0 +1,61 @@
+"""The built-in shapes set: deterministic, local, in the TFDS detection layout."""
+
+import numpy as np
+from test_data_fixtures import examples
+
+from keras_frcnn.config import preset
+from keras_frcnn.data import SHAPE_CLASSES, load_shapes, train_dataset
+from keras_frcnn.data.shapes import render_example
+
+
+def _build(data_dir, split):
+    return load_shapes(split, data_dir=str(data_dir), num_train=6, num_test=3, seed=7)
+
+
+def test_builds_are_identical(tmp_path):
+    first = [examples(_build(tmp_path / "one", split)) for split in ("train", "test")]
+    second = [examples(_build(tmp_path / "two", split)) for split in ("train", "test")]
+    assert [len(s) for s in first] == [6, 3]
+    for a_split, b_split in zip(first, second, strict=True):
+        for a, b in zip(a_split, b_split, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+    # Another seed gives other images.
+    other = examples(load_shapes("test", data_dir=str(tmp_path / "three"), num_train=6, num_test=3, seed=8))
+    assert not np.array_equal(other[0]["image"], first[1][0]["image"])
+
+
+def test_layout_and_pipeline(tmp_path):
+    source = _build(tmp_path, "train")
+    assert source.class_names == SHAPE_CLASSES and source.num_examples == 6
+    for example in examples(source):
+        assert example["image"].dtype == np.uint8 and example["image"].shape[2] == 3
+        assert 224 <= example["image"].shape[0] <= 288 and 224 <= example["image"].shape[1] <= 288
+        boxes = example["objects/bbox"]
+        assert boxes.dtype == np.float32 and ((boxes >= 0) & (boxes <= 1)).all()
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert not example["objects/is_difficult"].any()
+    batch = next(iter(train_dataset(source, preset("shapes"), batch_size=2, seed=0)))
+    assert batch["images"].shape[0] == 2 and batch["images"].shape[1] >= 256
+
+
+def test_rendered_objects_vary():
+    classes, sides, cut, counts = set(), [], 0, []
+    for index in range(80):
+        image, boxes, labels = render_example(np.random.default_rng([0, 1, index]))
+        height, width = image.shape[:2]
+        counts.append(len(boxes))
+        classes.update(labels)
+        for ymin, xmin, ymax, xmax in boxes:
+            sides.append(max(ymax - ymin, xmax - xmin))
+            cut += ymin == 0 or xmin == 0 or ymax == height or xmax == width
+        # Every object's colour stands out: its box is not just background.
+        assert image.std() > 10
+    assert classes == set(range(len(SHAPE_CLASSES)))
+    assert min(sides) < 24 and max(sides) > 100
+    assert cut > 3  # some objects touch or are cut by the border
+    assert 0 in counts and max(counts) >= 5  # image 71 of this seed has no objects: a negative
+    a, _, _ = render_example(np.random.default_rng([0, 1, 5]))
+    b, _, _ = render_example(np.random.default_rng([0, 1, 5]))
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,118 @@
+"""TFDS sources through tfds.testing.mock_data with well-formed examples (no download)."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+from test_data_fixtures import examples
+
+from keras_frcnn.config import preset
+from keras_frcnn.data import VOC_CLASSES, DataError, load_tfds, train_dataset
+from keras_frcnn.data import shapes as shapes_module
+
+# (height, width, [(normalised yxyx box, label, difficult)])
+VOC_EXAMPLES = [
+    (40, 60, [((0.1, 0.2, 0.5, 0.6), 11, False), ((0.0, 0.0, 1.0, 1.0), 14, True)]),
+    (50, 30, []),
+    (30, 30, [((0.25, 0.25, 0.75, 0.5), 6, False)]),
+]
+
+
+def _jpeg(height, width, seed):
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return pixels, buffer.getvalue()
+
+
+def _as_dataset_fn(object_extras):
+    """A mock ``_as_dataset`` yielding well-formed examples of VOC_EXAMPLES (random mock examples
+    are inconsistent: boxes outside [0, 1], ymin > ymax ...). ``object_extras`` adds the set's
+    other per-object features (name -> (dtype, value per object))."""
+
+    def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+        del self, split, read_config, kwargs
+        skip_decoding = bool(decoders) and "image" in decoders
+        rows = []
+        for number, (height, width, objects) in enumerate(VOC_EXAMPLES):
+            pixels, encoded = _jpeg(height, width, number)
+            row = {
+                "image": encoded if skip_decoding else tf.io.decode_jpeg(encoded).numpy(),
+                "image/filename": f"{number:06d}.jpg",
+                "objects": {
+                    "bbox": np.array([o[0] for o in objects], np.float32).reshape(-1, 4),
+                    "label": np.array([o[1] for o in objects], np.int64),
+                    **{name: np.array([value(o) for o in objects], dtype)
+                       for name, (dtype, value) in object_extras.items()},
+                },
+            }
+            rows.append(row)
+        signature = tf.nest.map_structure(
+            lambda v: tf.TensorSpec(np.shape(v) if not isinstance(v, (bytes, str)) else [],
+                                    tf.string if isinstance(v, (bytes, str)) else tf.as_dtype(np.asarray(v).dtype)),
+            rows[0])
+        signature["image"] = tf.TensorSpec([], tf.string) if skip_decoding else tf.TensorSpec([None, None, 3], tf.uint8)
+        signature["objects"] = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype),
+                                                     signature["objects"])
+        return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature)
+
+    return as_dataset
+
+
+VOC_EXTRAS = {"is_difficult": (np.bool_, lambda o: o[2]), "is_truncated": (np.bool_, lambda o: False),
+              "pose": (np.int64, lambda o: 4)}
+
+
+@pytest.mark.parametrize("decode_images", [True, False])
+def test_voc2007_through_mock_data(tmp_path, decode_images):
+    with tfds.testing.mock_data(as_dataset_fn=_as_dataset_fn(VOC_EXTRAS), data_dir=str(tmp_path)):
+        source = load_tfds("voc/2007", "trainval", data_dir=str(tmp_path), decode_images=decode_images)
+        got = examples(source)
+        batches = list(train_dataset(source, preset("voc"), batch_size=1, shuffle=False, flip_probability=0.0))
+    assert source.class_names == VOC_CLASSES
+    assert source.name == "voc/2007 train+validation"
+    assert len(got) == 3
+    first = got[0]
+    if decode_images:
+        assert first["image"].shape == (40, 60, 3)
+    else:
+        assert first["image"][:2] == b"\xff\xd8"
+    np.testing.assert_array_equal(first["objects/label"], [11, 14])
+    np.testing.assert_array_equal(first["objects/is_difficult"], [False, True])
+    assert first["image/id"] == -1 and first["image/filename"] == b"000000.jpg"
+    assert set(first) == {"image", "image/filename", "image/id",
+                          "objects/bbox", "objects/label", "objects/is_difficult"}
+
+    # Through the pipeline: 40 x 60 -> 600 x 900; the difficult person is not a target.
+    assert [int(b["num_gt"][0]) for b in batches] == [1, 0, 1]
+    np.testing.assert_allclose(batches[0]["gt_boxes"].numpy()[0, 0], [60, 180, 300, 540], rtol=1e-5)
+    assert int(batches[0]["gt_classes"][0, 0]) == 12
+
+
+def test_coco_crowd_becomes_difficult(tmp_path):
+    extras = {"is_crowd": (np.bool_, lambda o: o[2]), "id": (np.int64, lambda o: 1),
+              "area": (np.int64, lambda o: 1)}
+    with tfds.testing.mock_data(as_dataset_fn=_as_dataset_fn(extras), data_dir=str(tmp_path)):
+        source = load_tfds("coco/2017", "validation", data_dir=str(tmp_path))
+        got = examples(source)
+    np.testing.assert_array_equal(got[0]["objects/is_difficult"], [False, True])
+    assert len(source.class_names) == 80
+
+
+def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):
+    def no_network(self, *args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
+    with pytest.raises(DataError, match=r"VOCtrainval_06-Nov-2007\.tar.*downloads/manual"):
+        load_tfds("voc/2007", "test", data_dir=str(tmp_path))
+
+
+def test_shapes_by_name(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(shapes_module, "load_shapes", lambda split, **kw: calls.append((split, kw)) or "ok")
+    assert load_tfds("shapes", "train", data_dir=str(tmp_path)) == "ok"
+    assert calls == [("train", {"data_dir": str(tmp_path), "decode_images": True})]

@@ -1,0 +1,181 @@
+"""VOC folders: TFDS's box conversion, classes, bad data, entity-expansion attacks."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+from tensorflow_datasets.object_detection import voc as tfds_voc
+from test_data_fixtures import examples, voc_xml, write_image, write_voc_folder
+
+from keras_frcnn.data import VOC_CLASSES, DataError, load_voc_folder, parse_voc_xml
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol9 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+]>
+<annotation><filename>&lol9;</filename></annotation>
+"""
+
+
+def _truncated_jpeg(tmp_path):
+    path = os.path.join(tmp_path, "whole.jpg")
+    write_image(path, 64, 64)
+    with open(path, "rb") as f:
+        data = f.read()
+    return data[: len(data) // 2]
+
+
+@pytest.fixture
+def edge_folder(tmp_path):
+    """Every edge case of the issue in one folder; ``trainval`` lists them all."""
+    root = tmp_path / "VOC2007"
+    entries = {
+        "000001": {"size": (60, 80), "objects": [("dog", (10, 5, 40, 30), False), ("cat", (1, 1, 80, 60), True)]},
+        "000002": {"size": (50, 70), "objects": [("person", (30, 10, 30, 40), False),  # xmax == xmin
+                                                 ("person", (40, 10, 20, 40), False),  # xmax < xmin
+                                                 ("car", (5, 6, 25, 26), False)]},
+        "000003": {"size": (40, 50), "objects": [("bus", (-5, 10, 60, 30), False),      # clipped
+                                                 ("bus", (70, 10, 90, 30), False)]},    # outside
+        "000004": {"size": (30, 30), "objects": []},                                    # a negative
+        "000005": {"image": b"this is not an image", "objects": [("dog", (1, 1, 5, 5), False)]},
+        "000006": {"image": False, "objects": [("dog", (1, 1, 5, 5), False)]},          # missing image
+        "000007": {"xml": "<annotation><object><name>dog</name>"},                      # malformed XML
+        "000008": {"xml": False},                                                       # missing XML
+        "000009": {"size": (40, 40), "image": "L", "objects": [("cow", (2, 3, 20, 30), False)]},
+        "000010": {"size": (40, 40), "image": "RGBA", "ext": ".png", "objects": [("cow", (2, 3, 20, 30), False)]},
+        "000011": {"image": _truncated_jpeg(tmp_path), "objects": [("dog", (1, 1, 5, 5), False)]},
+        "000012": {"size": (40, 50), "xml_size": (100, 80), "objects": [("sheep", (10, 10, 20, 20), False)]},
+    }
+    write_voc_folder(root, entries, {"trainval": list(entries), "test": ["000001"]})
+    return root
+
+
+def test_edge_cases_load_end_to_end(edge_folder, caplog):
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_voc_folder(edge_folder, "trainval")
+    assert source.class_names == VOC_CLASSES
+    got = {e["image/filename"].decode(): e for e in examples(source)}
+    assert sorted(got) == ["000001.jpg", "000002.jpg", "000003.jpg", "000004.jpg", "000009.jpg",
+                           "000010.png", "000012.jpg"]
+    assert source.num_examples == 7
+    assert source.problems == {
+        "bad image file": 2, "missing image file": 1, "malformed XML": 1, "missing annotation file": 1,
+        "degenerate box": 2, "box clipped": 1, "box outside the image": 1, "size mismatch": 1,
+    }
+
+    one = got["000001.jpg"]
+    assert one["image"].shape == (60, 80, 3) and one["image"].dtype == np.uint8
+    np.testing.assert_array_equal(one["objects/label"], [VOC_CLASSES.index("dog"), VOC_CLASSES.index("cat")])
+    np.testing.assert_array_equal(one["objects/is_difficult"], [False, True])
+    # TFDS's conversion: the 1-based numbers divided by the size, no offset.
+    np.testing.assert_array_equal(one["objects/bbox"][0], np.float32([5 / 60, 10 / 80, 30 / 60, 40 / 80]))
+    np.testing.assert_array_equal(got["000002.jpg"]["objects/label"], [VOC_CLASSES.index("car")])
+    np.testing.assert_array_equal(got["000003.jpg"]["objects/bbox"], np.float32([[10 / 40, 0, 30 / 40, 1]]))
+    assert got["000004.jpg"]["objects/bbox"].shape == (0, 4)
+    assert got["000009.jpg"]["image"].shape == (40, 40, 3)  # grayscale -> 3 channels
+    assert got["000010.png"]["image"].shape == (40, 40, 3)  # RGBA -> 3 channels
+    # A wrong <size> is overruled by the image file's own size.
+    np.testing.assert_array_equal(got["000012.jpg"]["objects/bbox"], np.float32([[10 / 40, 10 / 50, 20 / 40, 20 / 50]]))
+
+    text = caplog.text
+    for name in ("000002.xml", "000003.xml", "000005.jpg", "000006.jpg", "000007.xml", "000008.xml",
+                 "000011.jpg", "000012.xml"):
+        assert name in text, name
+    assert "examples; problems:" in text  # the summary line
+
+
+def test_conversion_matches_tfds_voc_builder(tmp_path):
+    objects = [("dog", (48, 240, 195, 371), False), ("person", (8, 12, 352, 498), True),
+               ("cat", (1, 1, 353, 500), False), ("bird", (100.5, 33.25, 120.75, 80), False)]
+    write_voc_folder(tmp_path, {"000005": {"size": (500, 353), "objects": objects}}, {"trainval": ["000005"]})
+    ours = examples(load_voc_folder(tmp_path, "trainval"))[0]
+    theirs = list(tfds_voc._get_example_objects(os.path.join(tmp_path, "Annotations", "000005.xml")))
+    expected = np.array([list(o["bbox"]) for o in theirs], np.float32)
+    np.testing.assert_array_equal(ours["objects/bbox"], expected)
+    np.testing.assert_array_equal(ours["objects/is_difficult"], [o["is_difficult"] for o in theirs])
+    np.testing.assert_array_equal(ours["objects/label"], [VOC_CLASSES.index(o["label"]) for o in theirs])
+
+
+def test_billion_laughs_is_refused(tmp_path):
+    write_voc_folder(tmp_path, {"000001": {"xml": BILLION_LAUGHS}}, {"trainval": ["000001"]})
+    with pytest.raises(DataError, match=r"000001\.xml.*refused"):
+        load_voc_folder(tmp_path, "trainval")
+    with pytest.raises(DataError, match="entity"):
+        parse_voc_xml(os.path.join(tmp_path, "Annotations", "000001.xml"))
+
+
+def test_class_names_found_sorted_or_given(tmp_path):
+    entries = {"a": {"objects": [("zebra", (1, 1, 9, 9), False)]},
+               "b": {"objects": [("apple", (1, 1, 9, 9), False), ("dog", (2, 2, 9, 9), False)]}}
+    write_voc_folder(tmp_path, entries, {"train": ["a"], "test": ["b"]})
+    # Found across all annotation files, so both splits agree on the labels.
+    train, test = load_voc_folder(tmp_path, "train"), load_voc_folder(tmp_path, "test")
+    assert train.class_names == test.class_names == ("apple", "dog", "zebra")
+    assert examples(train)[0]["objects/label"].tolist() == [2]
+    assert examples(test)[0]["objects/label"].tolist() == [0, 1]
+
+    given = load_voc_folder(tmp_path, "test", classes=["dog", "apple"])
+    assert given.class_names == ("dog", "apple")
+    assert examples(given)[0]["objects/label"].tolist() == [1, 0]
+
+    only_dog = load_voc_folder(tmp_path, "test", classes=["dog"])
+    assert only_dog.problems == {"unknown class": 1}
+    assert examples(only_dog)[0]["objects/label"].tolist() == [0]
+
+
+def test_split_files_by_name(tmp_path):
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c")}
+    write_voc_folder(tmp_path, entries, {"train": ["a", "b"], "val": ["c"]})
+    names = lambda s: [e["image/filename"].decode() for e in examples(s)]  # noqa: E731
+    assert names(load_voc_folder(tmp_path, "train")) == ["a.jpg", "b.jpg"]
+    assert names(load_voc_folder(tmp_path, "train+val")) == ["a.jpg", "b.jpg", "c.jpg"]
+    assert names(load_voc_folder(tmp_path, None)) == ["a.jpg", "b.jpg", "c.jpg"]
+    with pytest.raises(DataError, match=r"trainval\.txt.*train"):
+        load_voc_folder(tmp_path, "trainval")
+
+
+def test_strict_and_skip_empty(edge_folder, tmp_path):
+    with pytest.raises(DataError, match=r"000007\.xml: malformed XML"):
+        load_voc_folder(edge_folder, "trainval", strict=True)
+    write_voc_folder(tmp_path, {"a": {"objects": []}, "b": {"objects": [("dog", (1, 1, 9, 9), False)]},
+                                "c": {"objects": [("dog", (9, 1, 9, 9), False)]}},
+                     {"trainval": ["a", "b"], "bad": ["c"]})
+    with pytest.raises(DataError, match=r"c\.xml: degenerate box \(xmin, ymin, xmax, ymax\) = \(9\.0, 1\.0, 9\.0"):
+        load_voc_folder(tmp_path, "bad", strict=True)
+    assert load_voc_folder(tmp_path).num_examples == 2
+    skipped = load_voc_folder(tmp_path, skip_empty=True)
+    assert [e["image/filename"] for e in examples(skipped)] == [b"b.jpg"]
+
+
+def test_encoded_images_on_request(tmp_path):
+    pixels = write_voc_folder(tmp_path, {"a": {"size": (20, 30)}}, {"trainval": ["a"]})
+    example = examples(load_voc_folder(tmp_path, decode_images=False))[0]
+    assert isinstance(example["image"], bytes) and example["image"][:2] == b"\xff\xd8"  # JPEG
+    assert pixels["a"].shape == (20, 30, 3)
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="Annotations"):
+        load_voc_folder(tmp_path / "nowhere")
+
+
+def test_voc_xml_helper_is_valid_voc():
+    # The helper writes what TFDS's builder parses (pose, truncated, difficult present).
+    assert "<difficult>1</difficult>" in voc_xml("a.jpg", 10, 10, [("dog", (1, 1, 5, 5), True)])
+
+
+def test_a_stray_name_among_voc_names_is_flagged(tmp_path, caplog):
+    entries = {"a": {"objects": [("dog", (1, 1, 9, 9), False), ("cat", (1, 1, 9, 9), False)]},
+               "b": {"objects": [("dgo", (1, 1, 9, 9), False), ("person", (1, 1, 9, 9), False)]}}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b"]})
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_voc_folder(tmp_path)
+    assert source.class_names == ("cat", "dgo", "dog", "person")
+    assert "['dgo']" in caplog.text
+    voc = load_voc_folder(tmp_path, classes=VOC_CLASSES)
+    assert voc.problems == {"unknown class": 1}

@@ -1,0 +1,50 @@
+"""Which layers compile with XLA (``jit_compile=True``), checked on the CPU.
+
+Every layer of the model is XLA-compatible except RoI pooling in ``mode="align"``
+(``CropAndResize`` has no XLA kernel), which declares ``supports_jit = False`` so that Keras's
+``jit_compile="auto"`` leaves XLA off for a model that holds it.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_frcnn import layers
+from keras_frcnn.anchors import Anchors
+
+RNG = np.random.default_rng(0)
+FEATURES = RNG.normal(size=(2, 6, 8, 4)).astype(np.float32)
+INFO = np.array([[96.0, 128.0, 1.0], [80.0, 100.0, 1.0]], np.float32)
+ANCHORS = Anchors()(FEATURES)
+A = ANCHORS.shape[0]
+ROIS = np.array([[[0, 0, 40, 60], [10, 20, 90, 120]]] * 2, np.float32)
+
+
+def cases():
+    yield "Preprocess", layers.Preprocess(64, 96), (RNG.integers(0, 256, (2, 50, 70, 3)).astype(np.uint8),), True
+    yield "PaddingMask", layers.PaddingMask(16, "floor"), ([FEATURES, INFO],), True
+    yield "RPNHead", layers.RPNHead(8, 9), (FEATURES,), True
+    yield "Anchors", layers.Anchors(), (FEATURES,), True
+    yield "Proposals", layers.Proposals((100, 100), (20, 20), min_size=1), (
+        [RNG.normal(size=(2, A)).astype(np.float32), (RNG.normal(size=(2, A, 4)) * 0.1).astype(np.float32),
+         ANCHORS, INFO],), True
+    yield "RoIPooling max", layers.RoIPooling(3, 1 / 16, "max"), ([FEATURES, ROIS],), True
+    yield "RoIPooling align", layers.RoIPooling(3, 1 / 16, "align"), ([FEATURES, ROIS],), False
+    yield "DetectorHead", layers.DetectorHead(3, 16), (RNG.normal(size=(2, 5, 3, 3, 4)).astype(np.float32),), True
+    yield "Detections", layers.Detections(), ([
+        RNG.normal(size=(2, 5, 4)).astype(np.float32), RNG.normal(size=(2, 5, 4, 4)).astype(np.float32),
+        np.tile(ROIS, (1, 3, 1))[:, :5], np.array([5, 4], np.int32), INFO, np.array([[96, 128], [80, 100]])],), True
+
+
+@pytest.mark.parametrize("name,layer,args,compiles", list(cases()), ids=[c[0] for c in cases()])
+def test_layer_xla_support_is_declared_and_true(name, layer, args, compiles):
+    eager = layer(*args)
+    assert layer.supports_jit == compiles
+    fn = tf.function(lambda *a: layer(*a), jit_compile=True)
+    if compiles:
+        compiled = fn(*args)
+        for x, y in zip(tf.nest.flatten(compiled), tf.nest.flatten(eager)):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-3)
+    else:
+        with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.UnimplementedError)):
+            fn(*args)
