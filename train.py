@@ -29,6 +29,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="shapes", help='"shapes" (default), "voc" or "zf-voc"')
+    parser.add_argument("--config", help="a config.json (e.g. of an earlier run) instead of a preset")
     cli.add_data_args(parser)
     parser.add_argument("--train-split", help="training split (default: the preset's; trainval for "
                         "--voc-dir)")
@@ -57,9 +58,13 @@ def numbers(text):
 
 
 def build_config(args):
-    from keras_frcnn.config import preset
+    from keras_frcnn.config import Config, preset
 
-    cfg = preset(args.preset)
+    if args.config:
+        with open(args.config) as f:
+            cfg = Config.from_json(f.read())
+    else:
+        cfg = preset(args.preset)
     changes = {}
     if args.backbone:
         changes["backbone"] = args.backbone

@@ -84,7 +84,7 @@ def load_vgg16_reference(weights):
         ) from error
 
 
-def vgg16(weights=None, width=1.0, name="vgg16"):
+def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_uniform"):
     """VGG-16 conv1_1..conv5_3 (13 convs, 4 pools), stride 16, 512 channels.
 
     ``weights``: None (Keras's default random init), "imagenet", a path to a Keras VGG-16 weights
@@ -101,7 +101,7 @@ def vgg16(weights=None, width=1.0, name="vgg16"):
             x = PaddingMask(stride, "floor", name=f"block{block - 1}_pool_mask")([x, image_info])
         for i in range(1, convs + 1):
             x = keras.layers.Conv2D(_channels(filters, width), 3, padding="same", activation="relu",
-                                    name=f"block{block}_conv{i}")(x)
+                                    kernel_initializer=kernel_initializer, name=f"block{block}_conv{i}")(x)
             x = PaddingMask(stride, "floor", name=f"block{block}_conv{i}_mask")([x, image_info])
     base = keras.Model([images, image_info], x, name=name)
 
@@ -113,7 +113,7 @@ def vgg16(weights=None, width=1.0, name="vgg16"):
     return base
 
 
-def zf(weights=None, width=1.0, name="zf"):
+def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform"):
     """ZF net's five convs as in the paper: 96 7x7/2, 256 5x5/2, 384, 384, 256 3x3, with 3x3/2
     max pools after conv1 and conv2 (Caffe's padding), stride 16, 256 channels.
 
@@ -125,7 +125,7 @@ def zf(weights=None, width=1.0, name="zf"):
         if pad:
             x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
         x = keras.layers.Conv2D(_channels(filters, width), size, strides=stride_, activation="relu",
-                                padding="valid", name=name)(x)
+                                padding="valid", kernel_initializer=kernel_initializer, name=name)(x)
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
 
     def pool(x, name, at_stride):
@@ -153,13 +153,13 @@ def zf(weights=None, width=1.0, name="zf"):
 BACKBONES = {"vgg16": vgg16, "zf": zf}
 
 
-def build_base(name, weights=None, width=1.0):
-    """The base named ``name`` ("vgg16" or "zf")."""
+def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform"):
+    """The base named ``name`` ("vgg16" or "zf"); ``kernel_initializer`` for random weights."""
     try:
         builder = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
-    return builder(weights=weights, width=width)
+    return builder(weights=weights, width=width, kernel_initializer=kernel_initializer)
 
 
 def always_frozen_layers(base, name):

@@ -20,6 +20,8 @@ def add_data_args(parser: argparse.ArgumentParser):
     group.add_argument("--coco-images", help="the folder of the COCO JSON's images")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
+    group.add_argument("--shapes-images", default="500,100",
+                       help="train,test image counts of the built-in shapes set (default 500,100)")
     return group
 
 
@@ -45,7 +47,9 @@ def load_source(args, split: str, default_dataset: str = "shapes"):
         return data.load_coco_json(args.coco_json, args.coco_images)
     name = args.dataset or default_dataset
     if name == "shapes":
-        return data.load_shapes(split=split, data_dir=args.data_dir)
+        num_train, num_test = (int(n) for n in args.shapes_images.split(","))
+        return data.load_shapes(split=split, data_dir=args.data_dir, num_train=num_train,
+                                num_test=num_test)
     return data.load_tfds(name, split, data_dir=args.data_dir)
 
 

@@ -51,6 +51,7 @@ class ImageConfig:
     min_side: int = 600  # shorter side after resizing
     max_side: int = 1000  # cap on the longer side
     pixel_means: tuple = (102.9801, 115.9465, 122.7717)  # Caffe VGG-16 BGR means, 0-255 scale
+    pixel_scale: float = 1.0  # times the mean-subtracted values (1: Caffe VGG-16 input)
     flip: bool = True  # random horizontal flip in training
 
     def validate(self, prefix="image"):
@@ -59,6 +60,7 @@ class ImageConfig:
         _check(self.max_side >= self.min_side, f"{prefix}.max_side", self.max_side,
                f">= image.min_side ({self.min_side})")
         _check(len(self.pixel_means) == 3, f"{prefix}.pixel_means", self.pixel_means, "3 numbers (B, G, R)")
+        _positive(f"{prefix}.pixel_scale", self.pixel_scale)
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ class Config:
     backbone: str = "vgg16"  # "vgg16" or "zf"
     backbone_width: float = 1.0  # channel multiplier of the base (1.0 = the paper's net)
     weights: typing.Optional[str] = "imagenet"  # "imagenet", None (random) or a path
+    base_initializer: str = "glorot_uniform"  # Keras initializer of a randomly initialised base
     dataset: str = "voc/2007"  # a TFDS name, or "shapes" for the built-in set
     train_split: str = "train+validation"
     test_split: str = "test"
@@ -264,9 +267,9 @@ def _shapes() -> Config:
         anchors=AnchorConfig(stride=16, base_size=16, ratios=(0.5, 1.0, 2.0), scales=(1.5, 3.0, 6.0)),
         rpn=RPNConfig(channels=128, pre_nms_top_n=(2000, 1000), post_nms_top_n=(300, 100), min_size=8,
                       batch_size=128),
-        detector=DetectorConfig(pool_size=6, fc_units=256, batch_rois=64),
-        train=TrainConfig(stage_steps=(600, 400, 300, 300), stage_lr_drop_steps=(450, 300, 225, 225),
-                          joint_steps=1200, joint_lr_drop_step=900, lr=1e-2,
+        detector=DetectorConfig(pool_size=6, fc_units=512, batch_rois=64),
+        train=TrainConfig(stage_steps=(1000, 3000, 500, 1000), stage_lr_drop_steps=(750, 2250, 375, 750),
+                          joint_steps=3000, joint_lr_drop_step=2250, lr=3e-3,
                           rpn_batch_images=2, detector_batch_images=2),
     )
 

@@ -23,13 +23,13 @@ def collect(model, source, batch_size: int = 1):
     from keras_frcnn.data.pipeline import eval_dataset
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
-                                  tf.TensorSpec([None, 2], tf.int32)])
-    def detect(images, sizes):
+                                  tf.TensorSpec([None, 2], tf.int32)], autograph=False)
+    def run(images, sizes):
         return model.detect(images, sizes)
 
     detections, ground_truth, sizes = [], [], []
     for batch in eval_dataset(source, batch_size=batch_size):
-        out = detect(batch["images"], batch["image_size"])
+        out = run(batch["images"], batch["image_size"])
         out = {k: v.numpy() for k, v in out.items()}
         for i in range(len(out["num_detections"])):
             n, g = int(out["num_detections"][i]), int(batch["num_gt"][i])

@@ -23,6 +23,7 @@ A ``.keras`` file of the inference model holds the whole network once;
 ``keras.models.load_model`` rebuilds it and its training views from the stored config.
 """
 
+import math
 import weakref
 
 import keras
@@ -57,16 +58,19 @@ class _Layers:
     def __init__(self, cfg: Config, num_classes: int):
         rounding = feature_rounding(cfg.backbone)
         self.preprocess = Preprocess(cfg.image.min_side, cfg.image.max_side, cfg.image.pixel_means,
+                                     pixel_scale=cfg.image.pixel_scale,
                                      name="preprocess")
         self.image_sizes = ImageSizes(name="image_sizes")
-        self.base = build_base(cfg.backbone, weights=None, width=cfg.backbone_width)
+        self.base = build_base(cfg.backbone, weights=None, width=cfg.backbone_width,
+                               kernel_initializer=cfg.base_initializer)
         self.rpn_head = RPNHead(cfg.rpn.channels, cfg.anchors.num_anchors, name="rpn_head")
         self.anchors = Anchors(cfg.anchors.stride, cfg.anchors.base_size, cfg.anchors.ratios,
                                cfg.anchors.scales, name="anchors")
         self.proposals = Proposals(cfg.rpn.pre_nms_top_n, cfg.rpn.post_nms_top_n, cfg.rpn.nms_iou,
                                    cfg.rpn.min_size, cfg.anchors.stride, rounding, name="proposals")
         self.roi_pooling = RoIPooling(cfg.detector.pool_size, 1.0 / cfg.anchors.stride,
-                                      cfg.detector.pool_mode, name="roi_pooling")
+                                      cfg.detector.pool_mode, max_levels=roi_table_levels(cfg),
+                                      name="roi_pooling")
         self.detector_head = DetectorHead(num_classes, cfg.detector.fc_units, cfg.detector.dropout,
                                           name="detector_head")
         self.detections = Detections(cfg.detector.score_threshold, cfg.detector.nms_iou,
@@ -74,7 +78,15 @@ class _Layers:
                                      name="detections")
 
 
-def detect(layers, images, image_sizes=None):
+def roi_table_levels(cfg: Config) -> int:
+    """Sparse-table levels that make RoI max pooling exact for every RoI inside a resized image:
+    a bin spans at most ceil((S + 2) / P) + 1 cells for a feature side of S cells."""
+    side = math.ceil(cfg.image.max_side / cfg.anchors.stride)
+    longest_bin = math.ceil((side + 2) / cfg.detector.pool_size) + 1
+    return max(1, longest_bin.bit_length())
+
+
+def forward(layers, images, image_sizes=None):
     """The inference data path: uint8 images ``[B, H, W, 3]`` (with optional valid ``image_sizes``
     ``[B, 2]`` of a padded batch) -> the detection dict. Used to build the Keras model and, with
     sizes, for padded batches and the exported signatures."""
@@ -114,7 +126,7 @@ class FasterRCNN(keras.Model):
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
         layers = _Layers(cfg, num_classes)
         images = keras.Input((None, None, 3), dtype="uint8", name="images")
-        super().__init__(inputs=images, outputs=detect(layers, images), **kwargs)
+        super().__init__(inputs=images, outputs=forward(layers, images), **kwargs)
         self.frcnn_config = cfg
         self.num_classes = num_classes
         self.class_names = tuple(class_names)
@@ -135,7 +147,7 @@ class FasterRCNN(keras.Model):
     def detect(self, images, image_sizes=None):
         """Detections for a padded batch: ``image_sizes [B, 2]`` gives each image's valid (h, w);
         each image's detections equal those of the image run alone."""
-        return detect(self.layers_, tf.convert_to_tensor(images, tf.uint8),
+        return forward(self.layers_, tf.convert_to_tensor(images, tf.uint8),
                       None if image_sizes is None else tf.convert_to_tensor(image_sizes, tf.int32))
 
     def get_config(self):
@@ -212,7 +224,8 @@ class _Trainer(keras.Model):
         super().__init__(**kwargs)
         self.cfg = cfg
         # The training pipeline resizes in tf.data; here only the colour conversion and mask.
-        self.to_input = Preprocess(pixel_means=cfg.image.pixel_means, resize=False, name="to_input")
+        self.to_input = Preprocess(pixel_means=cfg.image.pixel_means, resize=False,
+                                   pixel_scale=cfg.image.pixel_scale, name="to_input")
         self.base = layers.base
         self.loss_trackers = [keras.metrics.Mean(name=n) for n in self.loss_names]
         self.compiled_variables = None

@@ -90,16 +90,19 @@ class Preprocess(keras.layers.Layer):
     each image's valid region (the mean colour, so the base's zero padding sees the same values
     whether an image is alone or padded in a batch). With ``resize=False`` the images are taken as
     already resized (the training pipeline resizes in ``tf.data``) and ``image_info`` carries the
-    scale given by ``image_sizes`` columns, if it has 3 columns, else 1.
+    scale given by ``image_sizes`` columns, if it has 3 columns, else 1. ``pixel_scale``
+    multiplies the mean-subtracted values: 1 for Caffe's VGG-16 (0-255), about 1/64 for a base
+    trained from scratch (unit-scale inputs keep He-initialised activations O(1)).
     """
 
     def __init__(self, min_side=600, max_side=1000, pixel_means=(102.9801, 115.9465, 122.7717),
-                 resize=True, **kwargs):
+                 resize=True, pixel_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.min_side = int(min_side)
         self.max_side = int(max_side)
         self.pixel_means = tuple(float(m) for m in pixel_means)
         self.resize = bool(resize)
+        self.pixel_scale = float(pixel_scale)
 
     def call(self, inputs):
         if isinstance(inputs, (list, tuple)):
@@ -124,7 +127,7 @@ class Preprocess(keras.layers.Layer):
             images = tf.cast(images, tf.float32)
 
         means = tf.constant(self.pixel_means, tf.float32)
-        bgr = tf.reverse(images, axis=[-1]) - means
+        bgr = (tf.reverse(images, axis=[-1]) - means) * self.pixel_scale
         out_shape = tf.shape(bgr)
         processed = bgr * valid_mask(new_sizes, out_shape[1], out_shape[2])
         image_info = tf.concat([tf.cast(new_sizes, tf.float32), scale[:, None]], axis=-1)
@@ -144,6 +147,7 @@ class Preprocess(keras.layers.Layer):
             "max_side": self.max_side,
             "pixel_means": list(self.pixel_means),
             "resize": self.resize,
+            "pixel_scale": self.pixel_scale,
         }
 
 

@@ -15,6 +15,14 @@ from keras_frcnn import boxes as box_ops
 from keras_frcnn.proposals import feature_position_mask
 
 
+def with_padding_column(gt_boxes, gt_classes):
+    """One extra (padding) ground-truth column, so that a batch without any object (G = 0) still
+    has a non-empty axis to reduce over."""
+    gt_boxes = tf.pad(tf.cast(gt_boxes, tf.float32), [[0, 0], [0, 1], [0, 0]])
+    gt_classes = tf.pad(tf.cast(gt_classes, tf.int32), [[0, 0], [0, 1]])
+    return gt_boxes, gt_classes
+
+
 def sample(candidates, max_count, seed):
     """Bool ``[B, N]``: at most ``max_count`` (``[B]`` or scalar) of each row's candidates,
     uniformly at random without replacement."""
@@ -52,7 +60,7 @@ class AnchorTargets(keras.layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, anchors, gt_boxes, gt_classes, image_info):
-        gt_boxes = tf.cast(gt_boxes, tf.float32)
+        gt_boxes, gt_classes = with_padding_column(gt_boxes, gt_classes)
         image_info = tf.cast(image_info, tf.float32)
         valid_gt = gt_classes > 0  # [B, G]
         border = self.allowed_border
@@ -114,8 +122,7 @@ class ProposalTargets(keras.layers.Layer):
 
     def call(self, proposals, num_proposals, gt_boxes, gt_classes):
         proposals = tf.stop_gradient(tf.cast(proposals, tf.float32))
-        gt_boxes = tf.cast(gt_boxes, tf.float32)
-        gt_classes = tf.cast(gt_classes, tf.int32)
+        gt_boxes, gt_classes = with_padding_column(gt_boxes, gt_classes)
         batch = tf.shape(proposals)[0]
         valid_gt = gt_classes > 0
         valid_proposals = tf.range(tf.shape(proposals)[1])[None, :] < tf.reshape(tf.cast(num_proposals, tf.int32), [-1, 1])

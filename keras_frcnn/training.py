@@ -109,7 +109,8 @@ def write_proposals(net, source: DetectionSource, cfg: Config, path: str, batch_
                                cfg.anchors.stride, feature_rounding(cfg.backbone))
     to_input = net.rpn_model.to_input
 
-    @tf.function
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
+                                  tf.TensorSpec([None, 3], tf.float32)])
     def run(images, image_info):
         processed, info = to_input([images, image_info])
         features = layers.base([processed, info])
@@ -218,7 +219,7 @@ class ScheduleRunner:
 
     def __init__(self, net, source: DetectionSource, cfg: Config, run_dir: str,
                  steps: typing.Optional[int] = None, checkpoint_every: int = 100, verbose="auto",
-                 log=print, callbacks=(), strategy=None, stop_after_chunks=None):
+                 log=print, callbacks=(), strategy=None, stop_after_chunks=None, stage_hooks=()):
         self.net, self.source, self.cfg, self.run_dir = net, source, cfg, run_dir
         self.plan = stages(cfg, steps)
         self.checkpoint_every = max(1, int(checkpoint_every))
@@ -226,7 +227,9 @@ class ScheduleRunner:
         self.strategy = strategy or tf.distribute.get_strategy()
         self.checkpoint = Checkpoint(run_dir)
         self.stop_after_chunks = stop_after_chunks  # for tests: simulate an interruption
+        self.stage_hooks = list(stage_hooks)  # fn(event, stage, runner), event "start" or "end"
         self.stage_seconds = {}
+        self.history = []  # (stage name, chunk) of every chunk run by this runner
         os.makedirs(run_dir, exist_ok=True)
 
     def _path(self, name):
@@ -290,6 +293,8 @@ class ScheduleRunner:
         if resuming and self.checkpoint.restore_optimizer(optimizer, model.trainable_variables):
             self.log(f"   optimizer state restored at step {int(optimizer.iterations.numpy())}")
 
+        for hook in self.stage_hooks:
+            hook("start", stage, self)
         num_chunks = math.ceil(stage.steps / self.checkpoint_every)
         done_steps = min(start_chunk * self.checkpoint_every, stage.steps)
         tensorboard = keras.callbacks.TensorBoard(os.path.join(self.run_dir, "logs", stage.name))
@@ -308,8 +313,11 @@ class ScheduleRunner:
                                  *self.callbacks])
             done_steps += n
             chunks_run += 1
+            self.history.append((stage.name, chunk))
             if self.stop_after_chunks is not None and chunks_run >= self.stop_after_chunks:
                 return None
+        for hook in self.stage_hooks:
+            hook("end", stage, self)
         seconds = time.perf_counter() - began
         self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds
         self.log(f"   {stage.name} done: {done_steps} steps in {seconds:.0f} s")

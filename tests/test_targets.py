@@ -87,3 +87,16 @@ def test_proposal_targets_without_objects_and_no_gradient():
         total = tf.reduce_sum(rois)
     assert tape.gradient(total, proposals) is None
     assert valid.numpy().sum() == 2 and not labels.numpy().any() and not deltas.numpy().any()
+
+
+def test_a_batch_without_any_object_has_targets():
+    # G = 0: no ground-truth column at all (a padded batch of empty images).
+    anchors = np.array([[0, 0, 32, 32], [40, 40, 80, 80]], np.float32)
+    labels, deltas = anchor_targets()(anchors, np.zeros((2, 0, 4), np.float32), np.zeros((2, 0), np.int32),
+                                      np.tile(INFO, (2, 1)))
+    assert (labels.numpy() == 0).all() and not deltas.numpy().any()
+    rois, roi_labels, roi_deltas, valid = ProposalTargets(batch_rois=4, seed=0)(
+        np.tile(anchors[None], (2, 1, 1)), np.array([2, 1], np.int32), np.zeros((2, 0, 4), np.float32),
+        np.zeros((2, 0), np.int32))
+    np.testing.assert_array_equal(valid.numpy().sum(1), [2, 1])
+    assert not roi_labels.numpy().any() and not roi_deltas.numpy().any()

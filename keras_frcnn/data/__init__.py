@@ -13,7 +13,7 @@ Files, in the order data flows:
 
 from keras_frcnn.data.coco_json import load_coco_json
 from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource
-from keras_frcnn.data.pipeline import eval_dataset, scaled_size, train_dataset
+from keras_frcnn.data.pipeline import eval_dataset, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.shapes import SHAPE_CLASSES, Shapes, ShapesConfig, load_shapes, shapes_builder
 from keras_frcnn.data.tfds_sources import load_tfds
@@ -22,5 +22,5 @@ from keras_frcnn.data.voc_folder import load_voc_folder, parse_voc_xml
 __all__ = [
     "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
     "eval_dataset", "load_coco_json", "load_shapes", "load_tfds", "load_voc_folder",
-    "parse_voc_xml", "scaled_size", "shapes_builder", "train_dataset",
+    "parse_voc_xml", "shapes_builder", "train_dataset",
 ]

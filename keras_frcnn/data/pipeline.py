@@ -26,23 +26,9 @@ import typing
 import tensorflow as tf
 
 from keras_frcnn.data.examples import DetectionSource, decode_image
+from keras_frcnn.preprocessing import scaled_size
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-def scaled_size(height, width, min_side, max_side):
-    """The paper's resize rule for one image -> (new ``[2]`` int32 (h, w), scale float32 ``[]``).
-
-    scale = min_side / shorter side, unless round(scale * longer side) > max_side, then
-    max_side / longer side; new side = round(side * scale) (at least 1). Same float32 arithmetic as
-    :func:`keras_frcnn.preprocessing.scaled_size`, so training and inference resize alike.
-    """
-    size = tf.cast(tf.stack([height, width]), tf.float32)
-    short, long = tf.reduce_min(size), tf.reduce_max(size)
-    scale = float(min_side) / short
-    scale = tf.where(tf.round(scale * long) > float(max_side), float(max_side) / long, scale)
-    new_size = tf.maximum(tf.round(size * scale), 1.0)
-    return tf.cast(new_size, tf.int32), scale
 
 
 def train_dataset(
@@ -108,7 +94,7 @@ def train_dataset(
         boxes, labels = tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
 
         shape = tf.shape(image)
-        new_size, scale = scaled_size(shape[0], shape[1], min_side, max_side)
+        new_size, scale = scaled_size(shape[:2], min_side, max_side)  # the inference model's rule
         image = tf.cond(
             tf.reduce_all(new_size == shape[:2]),
             lambda: image,

@@ -1,0 +1,168 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_frcnn import data
+from keras_frcnn.models import build_models
+from keras_frcnn.training import ScheduleRunner, stages
+from conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tfds")
+    data.load_shapes("train", data_dir=path, num_train=8, num_test=4)
+    return path
+
+
+def small_shapes(shapes_dir, split="train"):
+    return data.load_shapes(split, data_dir=shapes_dir, num_train=8, num_test=4)
+
+
+def snapshot(layer_or_model):
+    return [np.array(v.numpy()) for v in layer_or_model.weights]
+
+
+def same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_stage_plans():
+    cfg = tiny_config()
+    plan = stages(cfg)
+    assert [s.name for s in plan] == ["stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"]
+    assert [(s.train_base, s.train_rpn_head, s.train_detector_head) for s in plan] == [
+        (True, True, False), (True, False, True), (False, True, False), (False, False, True)]
+    assert [s.proposals_from for s in plan] == [None, "stage1_rpn", None, "stage3_rpn"]
+    assert plan[1].reset_base and not plan[3].reset_base
+    voc = stages(dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train,
+                 stage_steps=(80000, 40000, 80000, 40000), stage_lr_drop_steps=(60000, 30000, 60000, 30000))))
+    assert [(s.steps, s.lr_drop_step) for s in voc] == [(80000, 60000), (40000, 30000), (80000, 60000), (40000, 30000)]
+    joint = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="joint")), steps=10)
+    assert len(joint) == 1 and joint[0].view == "joint" and joint[0].steps == 10
+
+
+def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_path):
+    # VGG-16 (tiny) so that the always-frozen conv1_1..conv2_2 are checked too.
+    cfg = dataclasses.replace(tiny_config(), backbone="vgg16", backbone_width=0.0625)
+    keras.utils.set_random_seed(0)
+    source = small_shapes(shapes_dir)
+    net = build_models(cfg, source.num_classes, weights=None)
+    frozen = [net.base.get_layer(n) for n in ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2")]
+    initial = {"base": snapshot(net.base), "frozen": [snapshot(l) for l in frozen]}
+    seen = {}
+
+    def hook(event, stage, runner):
+        seen[(stage.name, event)] = {"base": snapshot(net.base), "rpn": snapshot(net.rpn_head),
+                                     "det": snapshot(net.detector_head)}
+
+    runner = ScheduleRunner(net, source, cfg, str(tmp_path), steps=2, checkpoint_every=2, verbose=0,
+                            log=lambda *a: None, stage_hooks=[hook])
+    assert runner.run()
+    moved = {}
+    for stage in ("stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"):
+        start, end = seen[(stage, "start")], seen[(stage, "end")]
+        moved[stage] = {part: not same(start[part], end[part]) for part in ("base", "rpn", "det")}
+    assert moved == {
+        "stage1_rpn": {"base": True, "rpn": True, "det": False},
+        "stage2_detector": {"base": True, "rpn": False, "det": True},
+        "stage3_rpn": {"base": False, "rpn": True, "det": False},
+        "stage4_detector": {"base": False, "rpn": False, "det": True},
+    }
+    # Stage 2 starts from the initial base, not stage 1's.
+    assert same(seen[("stage2_detector", "start")]["base"], initial["base"])
+    assert not same(seen[("stage1_rpn", "end")]["base"], initial["base"])
+    # conv1_1..conv2_2 never move; after stage 4 the one base is stage 2's.
+    assert all(same(snapshot(l), s) for l, s in zip(frozen, initial["frozen"]))
+    assert same(snapshot(net.base), seen[("stage2_detector", "end")]["base"])
+    assert {id(v) for v in net.base.weights} <= {id(v) for v in net.rpn_model.weights}
+    assert {id(v) for v in net.base.weights} <= {id(v) for v in net.detector_model.weights}
+
+
+def test_resume_after_an_interruption_keeps_steps_and_stage_order(shapes_dir, tmp_path):
+    cfg = tiny_config()
+    source = small_shapes(shapes_dir)
+    keras.utils.set_random_seed(0)
+    first = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=3,
+                           checkpoint_every=2, verbose=0, log=lambda *a: None, stop_after_chunks=3)
+    assert first.run() is False  # interrupted in the middle of stage 2
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state == {"completed": ["stage1_rpn"], "stage": "stage2_detector", "chunk": 1, "step": 2}
+    second = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=3,
+                            checkpoint_every=2, verbose=0, log=lambda *a: None)
+    assert second.run(resume=True)
+    chunks = first.history + second.history
+    expected = [(name, c) for name in ("stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector")
+                for c in (0, 1)]
+    assert chunks == expected  # every chunk once, in stage order: 3 + 3 + 3 + 3 steps
+    # The optimizer of the resumed stage continued from its checkpointed step count.
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["completed"][-1] == "stage4_detector"
+
+
+def _write_tiny_config(path, **train):
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+    path.write_text(cfg.to_json())
+    return path
+
+
+def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path):
+    config = _write_tiny_config(tmp_path / "tiny.json")
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(config), "--data-dir", str(shapes_dir),
+               "--shapes-images", "8,4", "--steps", "6", "--checkpoint-every", "2", "--out", str(out), "--verbose", "0"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = out / "checkpoint" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if state_file.exists() and json.loads(state_file.read_text()).get("step", 0) >= 2:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert state_file.exists(), "no checkpoint before the kill"
+    before = json.loads(state_file.read_text())
+    assert "stage4_detector" not in before["completed"]
+    result = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming: completed" in result.stdout
+    after = json.loads(state_file.read_text())
+    assert after["completed"] == ["stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 4 and set(metrics["per_class"]) == {"circle", "square", "triangle", "cross"}
+    assert (out / "model.keras").exists() and (out / "config.json").exists()
+    assert list((out / "logs").glob("stage1_rpn/train/events.out.tfevents.*"))
+    assert list((out / "pr_curves").glob("*.png"))
+
+
+def test_predict_writes_pngs_and_reports_unreadable_images(tmp_path):
+    from PIL import Image
+
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_config(), 2, weights=None, class_names=["square", "wide"])
+    model_path = tmp_path / "model.keras"
+    net.model.save(model_path)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 120, 3)).astype(np.uint8)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_frcnn.predict", "--model", str(model_path), str(bad), str(good),
+         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 1  # one image failed...
+    assert "bad.jpg" in result.stderr and "not a readable image" in result.stderr
+    png = tmp_path / "out" / "good.png"  # ...the other was still done
+    assert png.exists() and Image.open(png).size == (120, 90)
