@@ -84,10 +84,11 @@ def load_vgg16_reference(weights):
         ) from error
 
 
-def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_uniform"):
+def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_uniform", batch_norm=False):
     """VGG-16 conv1_1..conv5_3 (13 convs, 4 pools), stride 16, 512 channels.
 
-    ``weights``: None (Keras's default random init), "imagenet", a path to a Keras VGG-16 weights
+    ``batch_norm`` adds batch normalisation after each conv (for training from scratch only).
+    ``weights``: None (random init), "imagenet", a path to a Keras VGG-16 weights
     file (with the fc layers), or a ``keras.applications.VGG16`` model to copy from. Layer names
     follow Keras's VGG16 (``block1_conv1`` ... ``block5_conv3``).
     """
@@ -100,8 +101,12 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
             stride *= 2
             x = PaddingMask(stride, "floor", name=f"block{block - 1}_pool_mask")([x, image_info])
         for i in range(1, convs + 1):
-            x = keras.layers.Conv2D(_channels(filters, width), 3, padding="same", activation="relu",
+            x = keras.layers.Conv2D(_channels(filters, width), 3, padding="same",
+                                    activation=None if batch_norm else "relu",
                                     kernel_initializer=kernel_initializer, name=f"block{block}_conv{i}")(x)
+            if batch_norm:
+                x = keras.layers.BatchNormalization(name=f"block{block}_conv{i}_bn")(x)
+                x = keras.layers.ReLU(name=f"block{block}_conv{i}_relu")(x)
             x = PaddingMask(stride, "floor", name=f"block{block}_conv{i}_mask")([x, image_info])
     base = keras.Model([images, image_info], x, name=name)
 
@@ -113,19 +118,24 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
     return base
 
 
-def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform"):
+def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", batch_norm=False):
     """ZF net's five convs as in the paper: 96 7x7/2, 256 5x5/2, 384, 384, 256 3x3, with 3x3/2
     max pools after conv1 and conv2 (Caffe's padding), stride 16, 256 channels.
 
     ``weights``: None (random) or a path to a weights file of this model (Keras ships no ZF).
+    ``batch_norm`` adds batch normalisation after each conv (a departure for training from scratch).
     """
     images, image_info = _inputs()
 
     def conv(x, filters, size, stride_, pad, name, at_stride):
         if pad:
             x = keras.layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
-        x = keras.layers.Conv2D(_channels(filters, width), size, strides=stride_, activation="relu",
-                                padding="valid", kernel_initializer=kernel_initializer, name=name)(x)
+        x = keras.layers.Conv2D(_channels(filters, width), size, strides=stride_,
+                                activation=None if batch_norm else "relu", padding="valid",
+                                kernel_initializer=kernel_initializer, name=name)(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = keras.layers.ReLU(name=f"{name}_relu")(x)
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
 
     def pool(x, name, at_stride):
@@ -153,13 +163,14 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform"):
 BACKBONES = {"vgg16": vgg16, "zf": zf}
 
 
-def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform"):
+def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False):
     """The base named ``name`` ("vgg16" or "zf"); ``kernel_initializer`` for random weights."""
     try:
         builder = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
-    return builder(weights=weights, width=width, kernel_initializer=kernel_initializer)
+    return builder(weights=weights, width=width, kernel_initializer=kernel_initializer,
+                   batch_norm=batch_norm)
 
 
 def always_frozen_layers(base, name):

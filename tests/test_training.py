@@ -166,3 +166,25 @@ def test_predict_writes_pngs_and_reports_unreadable_images(tmp_path):
     assert "bad.jpg" in result.stderr and "not a readable image" in result.stderr
     png = tmp_path / "out" / "good.png"  # ...the other was still done
     assert png.exists() and Image.open(png).size == (120, 90)
+
+
+def test_short_shapes_run_learns(shapes_dir, tmp_path):
+    """Joint training on 8 shapes images must fit them: a broken target, loss, schedule or
+    evaluation keeps the mAP far below the bar."""
+    from keras_frcnn import config as C
+    from keras_frcnn.evaluate import evaluate
+
+    base = tiny_config()
+    cfg = dataclasses.replace(
+        base, base_initializer="he_normal", base_batch_norm=True,
+        image=C.ImageConfig(min_side=256, max_side=320, flip=False, pixel_scale=1 / 64),
+        anchors=C.AnchorConfig(scales=(1.5, 3.0, 6.0)),
+        train=dataclasses.replace(base.train, schedule="joint", lr=0.01))
+    keras.utils.set_random_seed(0)
+    source = small_shapes(shapes_dir)
+    net = build_models(cfg, source.num_classes, weights=None, class_names=source.class_names)
+    assert ScheduleRunner(net, source, cfg, str(tmp_path), steps=300, checkpoint_every=300, verbose=0,
+                          log=lambda *a: None).run()
+    _, summary = evaluate(net.model, source)
+    assert summary["num_images"] == 8
+    assert summary["mAP"] >= 0.7, summary

@@ -2,7 +2,7 @@
 
 About 256 px images (each side 224-288 px) on textured, noisy backgrounds, holding 0-6 objects of
 four classes of distinct shapes (``SHAPE_CLASSES``: circle, square, triangle, cross) in varied
-colours, sizes (16-128 px), rotations, overlapping a little, some cut by the image border. It is
+colours, sizes (24-128 px), rotations, overlapping a little, some cut by the image border. It is
 the data of the default ``python train.py``: small enough that the whole 4-step schedule runs on
 a CPU in minutes, hard enough that a detector has to find objects rather than colours.
 
@@ -33,6 +33,7 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
 _SPLIT_IDS = {"train": 1, "test": 2}
 _SUPERSAMPLE = 4
+_MIN_SIZE, _MAX_SIZE = 24.0, 128.0  # px, the side of an object's square before rotation and clipping
 _MIN_VISIBLE_SIDE = 8.0  # px: an object cut by the border keeps at least this much of each side
 
 
@@ -52,8 +53,10 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class Shapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The synthetic shapes detection set (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release.",
+                     "1.1.0": "Objects of 24-128 px (16-128 before): shapes under ~24 px are a "
+                              "handful of stride-16 cells, too few to tell a cross from a square."}
     BUILDER_CONFIGS = [ShapesConfig()]
 
     def _info(self):
@@ -149,7 +152,7 @@ def render_example(rng: np.random.Generator):
     for _ in range(num_objects):
         for _attempt in range(30):
             label = int(rng.integers(len(SHAPE_CLASSES)))
-            size = math.exp(rng.uniform(math.log(16), math.log(min(128, 0.55 * min(height, width)))))
+            size = math.exp(rng.uniform(math.log(_MIN_SIZE), math.log(min(_MAX_SIZE, 0.55 * min(height, width)))))
             if rng.random() < 0.2:  # free placement: may touch or be cut by the border
                 cx = rng.uniform(-0.25 * size, width + 0.25 * size)
                 cy = rng.uniform(-0.25 * size, height + 0.25 * size)
