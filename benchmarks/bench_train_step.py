@@ -40,6 +40,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="shapes")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--views", default="joint,rpn,detector")
     parser.add_argument("--jit", action="store_true", help="compile the train steps with XLA")
     args = parser.parse_args()
@@ -56,7 +57,7 @@ def main():
         data = {k: tf.constant(v) for k, v in batch.items()}
         step = model.train_function
         iterator = iter(tf.data.Dataset.from_tensors(data).repeat())
-        seconds = median_time(lambda: float(step(iterator)["loss"]), reps=args.reps, warmup=2)
+        seconds = median_time(lambda: float(step(iterator)["loss"]), reps=args.reps, warmup=args.warmup)
         print(f"  {args.preset:7s} {view:9s} jit={args.jit!s:5s} {images} images of {batch['images'].shape[1]}x"
               f"{batch['images'].shape[2]}: {seconds * 1000:8.1f} ms/step = {images / seconds:7.2f} images/s")
 
