@@ -1,8 +1,8 @@
 """The networks: one set of layers, several Keras models over it.
 
-``build_models(config, num_classes, weights)`` returns a ``FasterRCNN``: the inference
-``keras.Model`` (uint8 images in, detections out) that owns every layer, and the training views
-that reuse those very layer objects:
+``build_models(config, num_classes, weights)`` returns a ``Networks``: ``.model``, the inference
+``FasterRCNN`` (a ``keras.Model``, uint8 images in, detections out) that owns every layer, and
+the training views that reuse those very layer objects:
 
 - ``rpn_model``: base + RPN head, trained with ``loss_objectness`` and ``loss_rpn_box_reg``;
 - ``detector_model``: base + RoI pooling + detector head on given proposals, trained with
@@ -20,7 +20,8 @@ already resized and zero padded, ``image_info`` ``[B, 3]`` (valid h, w, scale), 
 view ``proposals`` ``[B, P, 4]`` with ``num_proposals`` ``[B]``.
 
 A ``.keras`` file of the inference model holds the whole network once;
-``keras.models.load_model`` rebuilds it and its training views from the stored config.
+``keras.models.load_model`` rebuilds it from the stored config, and ``model.networks()`` gives
+its training views again.
 """
 
 import math

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import shutil
+import time
 import typing
 
 import keras
@@ -265,8 +266,6 @@ class ScheduleRunner:
         return True
 
     def _run_stage(self, index, stage, start_chunk, resuming, state, chunks_run):
-        import time
-
         cfg = self.cfg
         self.log(f"== stage {index}/{len(self.plan)} {stage.name}: trains "
                  + ", ".join(n for n, on in (("base", stage.train_base), ("RPN head", stage.train_rpn_head),
