@@ -277,7 +277,7 @@ def _shapes() -> Config:
         # ~3 objects (2000 cost 20 % more time and did not help).
         rpn=RPNConfig(channels=128, pre_nms_top_n=(2000, 6000), post_nms_top_n=(300, 300), min_size=8,
                       batch_size=128),
-        detector=DetectorConfig(pool_size=6, fc_units=512, batch_rois=64),
+        detector=DetectorConfig(pool_size=6, fc_units=512, batch_rois=128),
         train=TrainConfig(stage_steps=(1000, 3000, 500, 1500), stage_lr_drop_steps=(750, 2250, 375, 500),
                           joint_steps=4000, joint_lr_drop_step=3000, lr=1e-2,
                           rpn_batch_images=2, detector_batch_images=2),
