@@ -1,0 +1,97 @@
+"""The exported SavedModel vs the Keras model in-process: latency on one 600 x 1000 image through
+``serving_default`` and ``serving_encoded``, and the SavedModel's cold load time in a fresh process.
+
+VGG-16 ``voc`` preset, random weights, 20 classes, 300 proposals. All latencies in one process,
+interleaved in rounds, medians; the cold load (``tf.saved_model.load`` + first request) is timed
+in a new Python process that imports TensorFlow only.
+
+    python benchmarks/bench_serving.py [--rounds 5] [--out /tmp/bench_serving]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from keras_frcnn import build_models, preset  # noqa: E402
+from keras_frcnn.export import export_saved_model  # noqa: E402
+
+COLD = r"""
+import sys, time
+t0 = time.perf_counter()
+import numpy as np, tensorflow as tf
+t1 = time.perf_counter()
+model = tf.saved_model.load(sys.argv[1])
+t2 = time.perf_counter()
+image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 600, 1000, 3)), tf.uint8)
+model.signatures["serving_default"](input_tensor=image)["num_detections"].numpy()
+t3 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f} {t3 - t2:.3f}")
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", help="export folder (default: a temporary one, removed after)")
+    args = parser.parse_args()
+
+    out = args.out or tempfile.mkdtemp(prefix="bench_serving_")
+    shutil.rmtree(os.path.join(out, "frcnn"), ignore_errors=True)
+    model = build_models(preset("voc"), 20, weights=None).model
+    started = time.perf_counter()
+    path = export_saved_model(model, os.path.join(out, "frcnn"), version=1)
+    export_seconds = time.perf_counter() - started
+
+    cold = subprocess.run([sys.executable, "-c", COLD, path], capture_output=True, text=True, check=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout.split()
+    import_s, load_s, first_s = (float(v) for v in cold)
+
+    loaded = tf.saved_model.load(path)
+    image = np.random.default_rng(0).integers(0, 256, (1, 600, 1000, 3)).astype(np.uint8)
+    tensor = tf.constant(image)
+    jpeg = tf.stack([tf.io.encode_jpeg(image[0], quality=95)])
+    keras_fn = tf.function(lambda x: model(x))
+    candidates = {
+        "Keras model, tf.function(model)": lambda: keras_fn(tensor)["boxes"].numpy(),
+        "Keras model.predict_on_batch": lambda: model.predict_on_batch(image),
+        "SavedModel serving_default (uint8 tensor)": lambda: loaded.signatures["serving_default"](
+            input_tensor=tensor)["detection_boxes"].numpy(),
+        "SavedModel serving_encoded (JPEG bytes)": lambda: loaded.signatures["serving_encoded"](
+            encoded_image_string_tensor=jpeg)["detection_boxes"].numpy(),
+    }
+    for fn in candidates.values():  # trace and warm up
+        fn()
+        fn()
+    times = {name: [] for name in candidates}
+    for _ in range(args.rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+
+    print(f"machine: {machine()}")
+    print(f"VGG-16 voc preset, 20 classes, random weights; 1 x 600 x 1000; median of {args.rounds} rounds")
+    reference = statistics.median(times["Keras model, tf.function(model)"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"  {name:45s} {median * 1000:8.1f} ms  {median / reference:5.2f}x")
+    print(f"export: {export_seconds:.1f} s; cold start in a fresh process: import tensorflow {import_s:.2f} s, "
+          f"tf.saved_model.load {load_s:.2f} s, first request {first_s:.2f} s")
+    if not args.out:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

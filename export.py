@@ -1,0 +1,61 @@
+"""Export a trained model as a SavedModel for TensorFlow Serving (GPU or CPU).
+
+    python export.py --model runs/shapes/model.keras --out exported/shapes            # next version
+    python export.py --model runs/shapes/model.keras --out exported/shapes --version 3
+
+writes ``exported/shapes/<version>/`` in TF Serving's layout, with a warm-up file in
+``assets.extra/``. Signatures: ``serving_default`` (``input_tensor`` uint8 [B, H, W, 3]) and
+``serving_encoded`` (``encoded_image_string_tensor`` string [B] of JPEG/PNG/BMP/GIF bytes), both
+with the TF Object Detection API's outputs. See ``keras_frcnn/export.py`` and ``serving/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from keras_frcnn import cli
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a .keras file written by train.py")
+    parser.add_argument("--out", required=True,
+                        help="the model's base path DIR/NAME (TF Serving's --model_base_path)")
+    parser.add_argument("--version", type=int,
+                        help="version number (default: one more than the highest in --out)")
+    parser.add_argument("--jit", action="store_true",
+                        help="compile the network (everything after decoding) with XLA")
+    parser.add_argument("--no-warmup", action="store_true", help="leave out assets.extra/ warm-up")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    cli.quiet_tensorflow()
+    args = parse_args(argv)
+    if not os.path.isfile(args.model):
+        raise SystemExit(f"--model {args.model}: no such file")
+
+    import keras
+
+    import keras_frcnn  # noqa: F401  (registers the layers)
+    from keras_frcnn.export import export_saved_model
+
+    started = time.perf_counter()
+    model = keras.models.load_model(args.model)
+    try:
+        path = export_saved_model(model, args.out, version=args.version, jit_compile=args.jit,
+                                  warmup=not args.no_warmup)
+    except (FileExistsError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"exported {args.model} -> {path} ({len(model.class_names)} classes: "
+          f"{', '.join(model.class_names)}) in {time.perf_counter() - started:.0f} s")
+    print(f"serve it: see serving/README.md (model_base_path {os.path.abspath(args.out)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

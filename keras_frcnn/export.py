@@ -1,0 +1,249 @@
+"""Export a trained model as one SavedModel that TensorFlow Serving runs without this package.
+
+    python export.py --model runs/shapes/model.keras --out exported/shapes [--version N]
+
+writes ``exported/shapes/N/`` (TF Serving's layout: ``saved_model.pb``, ``variables/``,
+``assets.extra/tf_serving_warmup_requests``). The graph is the inference model's own data path
+(``models.forward``: resize, base, RPN, proposals with NMS, RoI pooling, heads, per-class NMS);
+only the input decoding and the output format are added here, at the edge.
+
+Signatures (the TF Object Detection API's names, so its clients work unchanged):
+
+- ``serving_default``: ``input_tensor`` uint8 ``[B, H, W, 3]``.
+- ``serving_encoded``: ``encoded_image_string_tensor`` string ``[B]`` of JPEG / PNG / BMP / GIF
+  (first frame) bytes, of any sizes in one batch; grayscale, RGBA and 16-bit images are converted
+  to 8-bit RGB. Each image's detections are those of the image sent alone.
+
+Both return, with D = ``max_detections`` (100):
+``detection_boxes`` ``[B, D, 4]`` float32 yxyx normalised to each image's own size,
+``detection_scores`` ``[B, D]``, ``detection_classes`` ``[B, D]`` float32 (1-based class ids,
+0 for padding), ``num_detections`` ``[B]`` float32, ``detection_class_names`` ``[B, D]`` string
+(the model's class list, "" for padding).
+
+A request that cannot be served (undecodable bytes, an image of zero height or width, the wrong
+dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch returns empty
+outputs.
+
+The graph holds no ``CombinedNonMaxSuppression``, ``NonMaxSuppressionV5`` (CPU-only kernels) or
+Python ops. ``jit_compile=True`` compiles the network (everything after decoding) with XLA.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.models import forward
+
+DEFAULT_SIGNATURE = "serving_default"
+ENCODED_SIGNATURE = "serving_encoded"
+TENSOR_INPUT = "input_tensor"
+ENCODED_INPUT = "encoded_image_string_tensor"
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
+               "detection_class_names")
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+# Op types with no GPU kernel (TF Serving's GPU image would place them on the CPU or fail) or that
+# call back into Python (absent in TF Serving).
+FORBIDDEN_OPS = frozenset({"CombinedNonMaxSuppression", "NonMaxSuppressionV5", "PyFunc",
+                           "PyFuncStateless", "EagerPyFunc"})
+
+
+def od_api_outputs(detections, image_sizes, class_names):
+    """The Keras model's detection dict -> the TF Object Detection API's output dict.
+
+    ``image_sizes`` ``[B, 2]`` (h, w) of each input image normalises its boxes.
+    """
+    labels = detections["labels"]
+    valid = labels >= 0
+    scale = tf.tile(tf.cast(image_sizes, tf.float32), [1, 2])[:, None, :]
+    boxes = tf.clip_by_value(detections["boxes"] / scale, 0.0, 1.0)
+    names = tf.constant(list(class_names), tf.string)
+    return {
+        "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
+        "detection_scores": detections["confidence"],
+        "detection_classes": tf.where(valid, tf.cast(labels + 1, tf.float32), 0.0),
+        "num_detections": tf.cast(detections["num_detections"], tf.float32),
+        "detection_class_names": tf.where(valid, tf.gather(names, tf.maximum(labels, 0)), ""),
+    }
+
+
+def empty_outputs(max_detections):
+    """The outputs of an empty batch."""
+    return {
+        "detection_boxes": tf.zeros([0, max_detections, 4], tf.float32),
+        "detection_scores": tf.zeros([0, max_detections], tf.float32),
+        "detection_classes": tf.zeros([0, max_detections], tf.float32),
+        "num_detections": tf.zeros([0], tf.float32),
+        "detection_class_names": tf.fill([0, max_detections], ""),
+    }
+
+
+def decode_images(encoded):
+    """string ``[B]`` of encoded images -> (uint8 ``[B, H, W, 3]`` zero padded to the largest,
+    int32 ``[B, 2]`` each image's (h, w)). One ``DecodeImage`` per element in a ``map_fn`` loop
+    of the graph; a ragged stack pads the images without knowing their sizes in advance."""
+
+    def decode(data):
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        image.set_shape([None, None, 3])
+        return tf.RaggedTensor.from_tensor(image, ragged_rank=1), tf.shape(image)[:2]
+
+    images, sizes = tf.map_fn(decode, encoded, fn_output_signature=(
+        tf.RaggedTensorSpec([None, None, 3], tf.uint8, ragged_rank=1), tf.TensorSpec([2], tf.int32)))
+    images = images.to_tensor()
+    images.set_shape([None, None, None, 3])
+    return images, sizes
+
+
+def check_image_sizes(sizes, name):
+    """An ``InvalidArgument`` error naming the input if an image has no pixels."""
+    return tf.debugging.assert_positive(
+        sizes, message=f"{name}: every image needs a height and a width of at least 1 pixel")
+
+
+class ServingFunctions:
+    """The two serving signatures over a ``FasterRCNN``'s layers, as ``tf.function``s."""
+
+    def __init__(self, model, jit_compile=False):
+        self.model = model
+        self.layers = model.layers_
+        self.class_names = tuple(model.class_names)
+        self.max_detections = model.frcnn_config.detector.max_detections
+        if jit_compile and model.frcnn_config.detector.pool_mode == "align":
+            raise ValueError("RoIPooling mode 'align' uses CropAndResize, which XLA cannot compile: "
+                             "export without jit_compile")
+        self.jit_compile = bool(jit_compile)
+        self._network = tf.function(self._detect, jit_compile=self.jit_compile, autograph=False)
+        self.serving_default = tf.function(
+            self._serve_tensor, autograph=False,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=TENSOR_INPUT)])
+        self.serving_encoded = tf.function(
+            self._serve_encoded, autograph=False,
+            input_signature=[tf.TensorSpec([None], tf.string, name=ENCODED_INPUT)])
+
+    def _detect(self, images, image_sizes):
+        return forward(self.layers, images, image_sizes)
+
+    def _detect_batch(self, images, image_sizes, name):
+        with tf.control_dependencies([check_image_sizes(image_sizes, name)]):
+            images = tf.identity(images)
+        # Class names are strings, which XLA does not handle: looked up outside the network.
+        return tf.cond(tf.shape(images)[0] > 0,
+                       lambda: od_api_outputs(self._network(images, image_sizes), image_sizes,
+                                              self.class_names),
+                       lambda: empty_outputs(self.max_detections))
+
+    def _serve_tensor(self, input_tensor):
+        # TF Serving checks a request's dtype but not its shape: check the rank here, by name.
+        input_tensor = tf.ensure_shape(input_tensor, [None, None, None, 3], name=TENSOR_INPUT)
+        shape = tf.shape(input_tensor)
+        sizes = tf.tile(shape[1:3][None], [shape[0], 1])
+        return self._detect_batch(input_tensor, sizes, TENSOR_INPUT)
+
+    def _serve_encoded(self, encoded_image_string_tensor):
+        encoded_image_string_tensor = tf.ensure_shape(encoded_image_string_tensor, [None],
+                                                      name=ENCODED_INPUT)
+        images, sizes = decode_images(encoded_image_string_tensor)
+        return self._detect_batch(images, sizes, ENCODED_INPUT)
+
+
+def warmup_requests(model_name, image_size=(480, 640)):
+    """One ``PredictionLog`` per signature (a ``image_size`` grey image), as TF Serving replays at
+    load time to build its kernels before the first real request."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    image = np.full((1, *image_size, 3), 128, np.uint8)
+    inputs = {
+        DEFAULT_SIGNATURE: (TENSOR_INPUT, tf.make_tensor_proto(image)),
+        ENCODED_SIGNATURE: (ENCODED_INPUT, tf.make_tensor_proto(
+            [tf.io.encode_jpeg(image[0]).numpy()], dtype=tf.string)),
+    }
+    logs = []
+    for signature, (key, tensor) in inputs.items():
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature
+        request.inputs[key].CopyFrom(tensor)
+        logs.append(prediction_log_pb2.PredictionLog(
+            predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
+def read_warmup_requests(path):
+    """The ``PredictRequest``s of a warm-up file."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = []
+    for record in tf.data.TFRecordDataset(path):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        requests.append(log.predict_log.request)
+    return requests
+
+
+def next_version(base_path) -> int:
+    """1 + the highest numeric version folder in ``base_path`` (1 if none)."""
+    if not os.path.isdir(base_path):
+        return 1
+    versions = [int(n) for n in os.listdir(base_path) if re.fullmatch(r"\d+", n)]
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(model, base_path, version=None, jit_compile=False, warmup=True,
+                       warmup_image_size=(480, 640), verbose=False):
+    """Write ``model`` (a ``FasterRCNN``) as ``base_path/<version>/``, TF Serving's layout.
+
+    ``version`` defaults to the next free number. The version folder is written beside under a
+    temporary name and renamed into place when complete, so a server polling ``base_path`` never
+    sees half a model. Returns the version folder's path.
+    """
+    base_path = os.path.abspath(os.fspath(base_path))
+    version = next_version(base_path) if version is None else int(version)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    target = os.path.join(base_path, str(version))
+    if os.path.exists(target):
+        raise FileExistsError(f"{target} exists: TF Serving versions are immutable, pick another "
+                              "--version (or leave it out for the next one)")
+    os.makedirs(base_path, exist_ok=True)
+    functions = ServingFunctions(model, jit_compile=jit_compile)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(DEFAULT_SIGNATURE, functions.serving_default)
+    archive.add_endpoint(ENCODED_SIGNATURE, functions.serving_encoded)
+    staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base_path)  # not a number: TF Serving skips it
+    try:
+        archive.write_out(staging, verbose=verbose)
+        if warmup:
+            os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+            name = os.path.basename(base_path)
+            with tf.io.TFRecordWriter(os.path.join(staging, WARMUP_FILE)) as writer:
+                for log in warmup_requests(name, warmup_image_size):
+                    writer.write(log.SerializeToString())
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def graph_op_types(saved_model_dir) -> set:
+    """Every op type in a SavedModel: its graphs and every function of their libraries."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    types = set()
+    for meta_graph in proto.meta_graphs:
+        graph = meta_graph.graph_def
+        types.update(node.op for node in graph.node)
+        for function in graph.library.function:
+            types.update(node.op for node in function.node_def)
+    return types

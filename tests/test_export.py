@@ -1,0 +1,399 @@
+"""The exported SavedModel: TF Serving's layout and signatures, equal detections, bad requests,
+threads, warm-up, XLA, saved_model_cli and the serving client, checked on a tiny trained model.
+
+The SavedModel is read in fresh processes where neither ``keras_frcnn`` nor ``keras`` can be
+imported, as in TF Serving. TF Serving itself cannot run here (no Docker engine, no binary): the
+client is tested against ``serving_double.ServingDouble``, the same SavedModel behind TF Serving's
+gRPC and REST APIs on localhost.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import synthetic_batch, tiny_config
+from keras_frcnn import export
+from keras_frcnn.models import build_models
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_class_names")
+CLASS_NAMES = ["square", "wide"]
+
+# Runs in a fresh process: TF only, the package and Keras made unimportable.
+CONTRACT_CHILD = textwrap.dedent(r"""
+    import sys
+    sys.modules["keras_frcnn"] = None  # `import keras_frcnn` raises ImportError
+    sys.modules["keras"] = None
+    import io, json, resource, threading
+    import numpy as np, tensorflow as tf
+    from PIL import Image
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path, images_npz, out_npz, out_json, jit_path = sys.argv[1:6]
+    images = [v for _, v in sorted(np.load(images_npz).items(), key=lambda kv: int(kv[0][1:]))]
+    model = tf.saved_model.load(path)
+    default, encoded = model.signatures["serving_default"], model.signatures["serving_encoded"]
+    report, arrays = {}, {}
+
+    def run(fn, **inputs):
+        return {k: v.numpy() for k, v in fn(**{k: tf.convert_to_tensor(v) for k, v in inputs.items()}).items()}
+
+    def png(image, **kw):
+        f = io.BytesIO(); Image.fromarray(image).save(f, format="PNG", **kw); return f.getvalue()
+
+    report["signatures"] = {
+        name: {"inputs": {k: [s.dtype.name, s.shape.as_list()] for k, s in fn.structured_input_signature[1].items()},
+               "outputs": {k: [s.dtype.name, s.shape.as_list()] for k, s in fn.structured_outputs.items()}}
+        for name, fn in model.signatures.items()}
+    for i, image in enumerate(images):
+        for k, v in run(default, input_tensor=image[None]).items():
+            arrays[f"default_{i}_{k}"] = v
+    for k, v in run(encoded, encoded_image_string_tensor=np.array([png(im) for im in images], object)).items():
+        arrays[f"encoded_{k}"] = v
+
+    def valid(out):
+        n = out["num_detections"].astype(int)
+        boxes = out["detection_boxes"]
+        return bool(((boxes >= 0) & (boxes <= 1)).all() and (out["detection_scores"][:, 1:] <= out["detection_scores"][:, :-1]).all()
+                    and all((out["detection_classes"][b, :n[b]] >= 1).all() and (out["detection_classes"][b, n[b]:] == 0).all() for b in range(len(n))))
+
+    rgb = images[0]
+    jpeg = tf.io.encode_jpeg(rgb).numpy()
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    gif = io.BytesIO(); frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:]); gif = gif.getvalue()
+    bmp = io.BytesIO(); Image.fromarray(rgb).save(bmp, format="BMP"); bmp = bmp.getvalue()
+    gradient = (np.arange(8000, dtype=np.uint16)[:, None] * 255 // 7999).astype(np.uint8)
+    large = tf.io.encode_jpeg(np.broadcast_to(gradient[:, :, None], (8000, 8000, 3))).numpy()
+    requests = {
+        "empty string": (encoded, {"encoded_image_string_tensor": np.array([b""], object)}),
+        "random bytes": (encoded, {"encoded_image_string_tensor": np.array([np.random.default_rng(0).bytes(5000)], object)}),
+        "truncated jpeg": (encoded, {"encoded_image_string_tensor": np.array([jpeg[: len(jpeg) // 2]], object)}),
+        "one bad image in a batch": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), b"junk"], object)}),
+        "scalar string": (encoded, {"encoded_image_string_tensor": np.array(png(rgb), object)}),
+        "1x1 image": (encoded, {"encoded_image_string_tensor": np.array([png(rgb[:1, :1])], object)}),
+        "8000x8000 jpeg": (encoded, {"encoded_image_string_tensor": np.array([large], object)}),
+        "grayscale png": (encoded, {"encoded_image_string_tensor": np.array([png(rgb[:, :, 0])], object)}),
+        "rgba png": (encoded, {"encoded_image_string_tensor": np.array([png(np.dstack([rgb, rgb[:, :, :1]]))], object)}),
+        "16-bit png": (encoded, {"encoded_image_string_tensor": np.array([tf.io.encode_png(rgb.astype(np.uint16) * 257).numpy()], object)}),
+        "animated gif": (encoded, {"encoded_image_string_tensor": np.array([gif], object)}),
+        "bmp": (encoded, {"encoded_image_string_tensor": np.array([bmp], object)}),
+        "empty batch (encoded)": (encoded, {"encoded_image_string_tensor": np.array([], object)}),
+        "float input_tensor": (default, {"input_tensor": rgb[None].astype(np.float32)}),
+        "int32 input_tensor": (default, {"input_tensor": rgb[None].astype(np.int32)}),
+        "rank-3 input_tensor": (default, {"input_tensor": rgb}),
+        "4-channel input_tensor": (default, {"input_tensor": np.dstack([rgb, rgb[:, :, :1]])[None]}),
+        "zero-height input_tensor": (default, {"input_tensor": np.zeros((1, 0, 5, 3), np.uint8)}),
+        "empty batch (input_tensor)": (default, {"input_tensor": np.zeros((0, 64, 64, 3), np.uint8)}),
+    }
+    reference = run(default, input_tensor=rgb[None])
+    report["bad_requests"] = {}
+    for name, (fn, inputs) in requests.items():
+        entry = {}
+        try:
+            out = run(fn, **inputs)
+            entry["shapes"] = {k: list(v.shape) for k, v in out.items()}
+            entry["valid"] = valid(out) if len(out["num_detections"]) else True
+            if name in ("grayscale png", "rgba png", "16-bit png", "animated gif", "bmp"):
+                arrays[f"bad_{name}_boxes"] = out["detection_boxes"]
+        except tf.errors.OpError as error:
+            entry["error"] = [type(error).__name__, error.message]
+        except (TypeError, ValueError) as error:
+            entry["error"] = [type(error).__name__, str(error)]
+        after = run(default, input_tensor=rgb[None])  # the next request still works
+        entry["next_ok"] = all(np.array_equal(after[k], reference[k]) for k in reference)
+        report["bad_requests"][name] = entry
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # Eight callers at once: no errors, and the detections of a single caller.
+    alone = [run(encoded, encoded_image_string_tensor=np.array([png(im)], object)) for im in images]
+    problems = []
+    def caller(t):
+        for r in range(3):
+            i = (t + r) % len(images)
+            try:
+                out = run(encoded, encoded_image_string_tensor=np.array([png(images[i])], object))
+                if not all(np.array_equal(out[k], alone[i][k]) for k in out):
+                    problems.append(f"thread {t}: image {i} differs")
+            except Exception as error:
+                problems.append(f"thread {t}: {error!r}")
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(8)]
+    [t.start() for t in threads]; [t.join() for t in threads]
+    report["threads"] = problems
+
+    # The warm-up file replays against the model.
+    report["warmup"] = []
+    for record in tf.data.TFRecordDataset(f"{path}/assets.extra/tf_serving_warmup_requests"):
+        request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
+        out = run(model.signatures[request.model_spec.signature_name],
+                  **{k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        report["warmup"].append([request.model_spec.signature_name, request.model_spec.name,
+                                 sorted(request.inputs), valid(out)])
+
+    if jit_path != "-":  # the same model exported with XLA compilation of the network
+        jit = tf.saved_model.load(jit_path).signatures["serving_default"]
+        for i, image in enumerate(images[:2]):
+            for k, v in run(jit, input_tensor=image[None]).items():
+                arrays[f"jit_{i}_{k}"] = v
+    np.savez(out_npz, **arrays)
+    with open(out_json, "w") as f:
+        json.dump(report, f)
+""")
+
+
+def sample_images():
+    """Trained-on images, and two more of the kind at other sizes (one widened with a flat band)."""
+    images = list(synthetic_batch(4)["images"][:3])
+    more = synthetic_batch(2, size=144, seed=3)["images"]
+    images.append(np.pad(more[0], ((0, 0), (0, 40), (0, 0)), constant_values=115))
+    images.append(more[1][:, :120])
+    return images
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_config(), 2, weights=None, class_names=CLASS_NAMES)
+    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(200), verbose=0)
+    net.model.save(root / "model.keras")
+    images = sample_images()
+    reference = [{k: v.numpy()[0] for k, v in net.model(image[None]).items()} for image in images]
+    return types.SimpleNamespace(root=root, model=net.model, images=images, reference=reference)
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    """``export.py`` run as a user would, then a second, XLA-compiled export in-process."""
+    base = trained.root / "frcnn"
+    result = subprocess.run([sys.executable, "export.py", "--model", str(trained.root / "model.keras"),
+                             "--out", str(base)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "exported" in result.stdout and str(base / "1") in result.stdout
+    jit = export.export_saved_model(trained.model, trained.root / "frcnn_jit", jit_compile=True)
+    return types.SimpleNamespace(base=base, path=base / "1", jit=jit)
+
+
+@pytest.fixture(scope="module")
+def contract(trained, exported):
+    root = trained.root
+    np.savez(root / "images.npz", **{f"i{i}": im for i, im in enumerate(trained.images)})
+    subprocess.run([sys.executable, "-c", CONTRACT_CHILD, str(exported.path), str(root / "images.npz"),
+                    str(root / "out.npz"), str(root / "report.json"), str(exported.jit)],
+                   cwd=root, check=True, timeout=600)
+    with open(root / "report.json") as f:
+        report = json.load(f)
+    return types.SimpleNamespace(report=report, arrays=dict(np.load(root / "out.npz", allow_pickle=True)))
+
+
+def assert_same_detections(out, reference, size, atol_px=0.5):
+    """OD API outputs of one image vs the Keras model's detections of it."""
+    n = int(reference["num_detections"])
+    assert int(out["num_detections"]) == n and n > 0
+    h, w = size
+    np.testing.assert_allclose(out["detection_boxes"][:n] * [h, w, h, w], reference["boxes"][:n], atol=atol_px)
+    np.testing.assert_allclose(out["detection_scores"], reference["confidence"], atol=1e-5)
+    np.testing.assert_array_equal(out["detection_classes"][:n], reference["labels"][:n] + 1)
+    assert (out["detection_classes"][n:] == 0).all()
+    names = [s.decode() if isinstance(s, bytes) else s for s in out["detection_class_names"]]
+    assert names[:n] == [CLASS_NAMES[c] for c in reference["labels"][:n]] and set(names[n:]) <= {""}
+
+
+def test_layout_and_signatures(exported, contract):
+    files = {os.path.relpath(os.path.join(d, f), exported.path) for d, _, fs in os.walk(exported.path) for f in fs}
+    assert {"saved_model.pb", "variables/variables.index", export.WARMUP_FILE} <= files
+    assert not [n for n in os.listdir(exported.base) if n != "1"]  # no staging folder left behind
+    signatures = contract.report["signatures"]
+    assert signatures["serving_default"]["inputs"] == {"input_tensor": ["uint8", [None, None, None, 3]]}
+    assert signatures["serving_encoded"]["inputs"] == {"encoded_image_string_tensor": ["string", [None]]}
+    for name in ("serving_default", "serving_encoded"):
+        outputs = signatures[name]["outputs"]
+        assert outputs == {"detection_boxes": ["float32", [None, 100, 4]],
+                           "detection_scores": ["float32", [None, 100]],
+                           "detection_classes": ["float32", [None, 100]],
+                           "num_detections": ["float32", [None]],
+                           "detection_class_names": ["string", [None, 100]]}
+
+
+def test_saved_model_detections_equal_the_keras_model(trained, contract):
+    arrays = contract.arrays
+    for i, (image, reference) in enumerate(zip(trained.images, trained.reference)):
+        alone = {k: arrays[f"default_{i}_{k}"][0] for k in KEYS}
+        assert_same_detections(alone, reference, image.shape[:2])
+        # One serving_encoded request with every image, of different sizes: each as alone.
+        batched = {k: arrays[f"encoded_{k}"][i] for k in KEYS}
+        assert_same_detections(batched, reference, image.shape[:2])
+    # The objects of the trained-on images are found with the right class.
+    for i in range(3):
+        scores, classes = arrays[f"default_{i}_detection_scores"][0], arrays[f"default_{i}_detection_classes"][0]
+        assert {1.0, 2.0} <= set(classes[scores > 0.3])
+
+
+def test_xla_compiled_export_gives_the_same_detections(trained, contract):
+    for i in range(2):
+        jit = {k: contract.arrays[f"jit_{i}_{k}"][0] for k in KEYS}
+        assert_same_detections(jit, trained.reference[i], trained.images[i].shape[:2])
+
+
+def test_bad_requests_fail_alone_or_give_valid_detections(contract):
+    bad = contract.report["bad_requests"]
+    for name, entry in bad.items():
+        assert entry["next_ok"], f"{name}: the next request failed"
+    for name in ("empty string", "random bytes", "truncated jpeg", "one bad image in a batch"):
+        assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
+    assert "Unknown image file format" in bad["random bytes"]["error"][1]
+    for name in ("float input_tensor", "int32 input_tensor"):
+        assert bad[name]["error"][0] == "InvalidArgumentError" and "uint8" in bad[name]["error"][1]
+    for name in ("rank-3 input_tensor", "4-channel input_tensor", "scalar string"):
+        key = "encoded_image_string_tensor" if "string" in name else "input_tensor"
+        assert bad[name]["error"][0] == "InvalidArgumentError" and key in bad[name]["error"][1], (name, bad[name])
+    assert "height and a width" in bad["zero-height input_tensor"]["error"][1]
+    for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp"):
+        assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])
+        assert bad[name]["shapes"]["detection_boxes"] == [1, 100, 4]
+    for name in ("empty batch (encoded)", "empty batch (input_tensor)"):
+        assert bad[name]["shapes"]["detection_boxes"] == [0, 100, 4] and bad[name]["shapes"]["num_detections"] == [0]
+    # The formats that carry the same picture give its detections (GIF: its first frame, 8-bit).
+    reference = contract.arrays["default_0_detection_boxes"]
+    for name in ("rgba png", "16-bit png", "bmp"):
+        np.testing.assert_allclose(contract.arrays[f"bad_{name}_boxes"], reference, atol=1e-5)
+    # An 8000 x 8000 image is resized in the graph, not held as float: well under 2 GB.
+    assert contract.report["peak_rss_mb"] < 2048, contract.report["peak_rss_mb"]
+
+
+def test_eight_threads_get_the_detections_of_one_caller(contract):
+    assert contract.report["threads"] == []
+
+
+def test_warmup_requests_replay_against_the_model(contract):
+    assert sorted(contract.report["warmup"]) == [
+        ["serving_default", "frcnn", ["input_tensor"], True],
+        ["serving_encoded", "frcnn", ["encoded_image_string_tensor"], True]]
+
+
+def test_no_cpu_only_nms_or_python_ops_in_any_function(exported, tmp_path):
+    ops = export.graph_op_types(exported.path)
+    assert "Conv2D" in ops and "DecodeImage" in ops  # the walk reaches the nested functions
+    assert not ops & export.FORBIDDEN_OPS
+    # The walk would see a forbidden op nested two functions deep.
+    inner = tf.function(lambda b, s: tf.image.combined_non_max_suppression(b, s, 5, 5)[0])
+    outer = tf.function(lambda b, s: inner(b, s) * 2.0, input_signature=[
+        tf.TensorSpec([1, 4, 1, 4]), tf.TensorSpec([1, 4, 1])])
+    module = tf.Module()
+    module.f = outer
+    tf.saved_model.save(module, str(tmp_path / "bad"), signatures={"serving_default": outer})
+    assert "CombinedNonMaxSuppression" in export.graph_op_types(tmp_path / "bad")
+
+
+def test_saved_model_cli_runs_the_signature(trained, exported, tmp_path):
+    image = trained.images[1]
+    np.save(tmp_path / "image.npy", image[None])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", str(exported.path), "--all"], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, check=True, timeout=300).stdout
+    assert "signature_def['serving_encoded']" in shown and "tensorflow/serving/predict" in shown
+    subprocess.run([cli, "run", "--dir", str(exported.path), "--tag_set", "serve", "--signature_def",
+                    "serving_default", "--inputs", f"input_tensor={tmp_path / 'image.npy'}",
+                    "--outdir", str(tmp_path / "out")], capture_output=True, env=env, cwd=tmp_path,
+                   check=True, timeout=300)
+    out = {k: np.load(tmp_path / "out" / f"{k}.npy", allow_pickle=True)[0] for k in KEYS}
+    assert_same_detections(out, trained.reference[1], image.shape[:2])
+
+
+def test_versions_are_numbered_and_never_overwritten(trained, exported):
+    assert export.next_version(exported.base) == 2
+    with pytest.raises(FileExistsError, match="immutable"):
+        export.export_saved_model(trained.model, exported.base, version=1)
+    result = subprocess.run([sys.executable, "export.py", "--model", str(trained.root / "missing.keras"),
+                             "--out", str(exported.base)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and "missing.keras" in result.stderr
+
+
+# --- the serving kit ------------------------------------------------------------------------------
+
+
+def encoded(image, fmt="PNG"):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    from serving_double import ServingDouble
+
+    with ServingDouble("frcnn", exported.base) as double:
+        yield double
+
+
+def test_client_over_grpc_and_rest_gets_the_keras_detections(trained, server):
+    from serving import client
+
+    data = [encoded(im) for im in trained.images]
+    over_grpc = client.predict_grpc(data, server.grpc_target, "frcnn")
+    over_rest = client.predict_rest(data, server.rest_url, "frcnn", version=1)
+    rest_pixels = client.predict_rest(data[3:4], server.rest_url, "frcnn", signature="serving_default")
+    grpc_pixels = client.predict_grpc(data[:1], server.grpc_target, "frcnn", signature="serving_default")
+    for got in (over_grpc, over_rest):
+        assert len(got) == len(trained.images)
+        for detections, image, reference in zip(got, trained.images, trained.reference):
+            n = int(reference["num_detections"])
+            h, w = image.shape[:2]
+            np.testing.assert_allclose(detections["boxes"] * [h, w, h, w], reference["boxes"][:n], atol=0.5)
+            np.testing.assert_allclose(detections["scores"], reference["confidence"][:n], atol=1e-5)
+            assert detections["class_names"] == [CLASS_NAMES[c] for c in reference["labels"][:n]]
+            np.testing.assert_array_equal(detections["classes"], reference["labels"][:n] + 1)
+    np.testing.assert_allclose(rest_pixels[0]["boxes"], over_rest[3]["boxes"], atol=1e-6)
+    np.testing.assert_allclose(grpc_pixels[0]["boxes"], over_grpc[0]["boxes"], atol=1e-6)
+
+
+def test_client_reports_server_errors(server):
+    from serving import client
+
+    with pytest.raises(client.ServingError, match="(?s)INVALID_ARGUMENT: .*Unknown image file format"):
+        client.predict_grpc([b"not an image"], server.grpc_target, "frcnn")
+    with pytest.raises(client.ServingError, match="(?s)HTTP 400: .*Unknown image file format"):
+        client.predict_rest([b"not an image"], server.rest_url, "frcnn")
+    with pytest.raises(client.ServingError, match="NOT_FOUND"):
+        client.predict_grpc([b"x"], server.grpc_target, "no-such-model")
+
+
+def test_client_command_prints_and_draws(trained, server, tmp_path):
+    paths = []
+    for i, image in enumerate(trained.images[:2]):
+        paths.append(tmp_path / f"image{i}.jpg")
+        paths[-1].write_bytes(encoded(image, "JPEG"))
+    result = subprocess.run([sys.executable, "-m", "serving.client", "--rest", server.rest_url, "--model", "frcnn",
+                             "--min-score", "0.5", "--out", str(tmp_path / "drawn"), *map(str, paths)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "image0.jpg: " in result.stdout and "square" in result.stdout and "wide" in result.stdout
+    drawn = np.asarray(Image.open(tmp_path / "drawn" / "image0.png"))
+    assert drawn.shape == trained.images[0].shape and not np.array_equal(drawn, np.asarray(Image.open(paths[0])))
+    failed = subprocess.run([sys.executable, "-m", "serving.client", "--grpc", server.grpc_target, __file__],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "INVALID_ARGUMENT" in failed.stderr
+
+
+def test_serving_config_files_parse():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    with open(os.path.join(REPO, "serving", "models.config")) as f:
+        config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+    (model,) = config.model_config_list.config
+    assert model.name == "frcnn" and model.base_path == "/models/frcnn" and model.model_platform == "tensorflow"
+    with open(os.path.join(REPO, "serving", "run_gpu.sh")) as f:
+        script = f.read()
+    assert "--gpus all" in script and "tensorflow/serving:" in script and ":/models/frcnn" in script
