@@ -88,16 +88,28 @@ def empty_outputs(max_detections):
 def decode_images(encoded):
     """string ``[B]`` of encoded images -> (uint8 ``[B, H, W, 3]`` zero padded to the largest,
     int32 ``[B, 2]`` each image's (h, w)). One ``DecodeImage`` per element in a ``map_fn`` loop
-    of the graph; a ragged stack pads the images without knowing their sizes in advance."""
+    of the graph; a ragged stack pads the images without knowing their sizes in advance. A single
+    image (the usual request) skips the ragged stack and its two copies of the decoded pixels."""
 
     def decode(data):
         image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
         image.set_shape([None, None, 3])
+        return image
+
+    def one():
+        image = decode(encoded[0])
+        return image[None], tf.shape(image)[None, :2]
+
+    def ragged_and_size(data):
+        image = decode(data)
         return tf.RaggedTensor.from_tensor(image, ragged_rank=1), tf.shape(image)[:2]
 
-    images, sizes = tf.map_fn(decode, encoded, fn_output_signature=(
-        tf.RaggedTensorSpec([None, None, 3], tf.uint8, ragged_rank=1), tf.TensorSpec([2], tf.int32)))
-    images = images.to_tensor()
+    def many():
+        images, sizes = tf.map_fn(ragged_and_size, encoded, fn_output_signature=(
+            tf.RaggedTensorSpec([None, None, 3], tf.uint8, ragged_rank=1), tf.TensorSpec([2], tf.int32)))
+        return images.to_tensor(), sizes
+
+    images, sizes = tf.cond(tf.size(encoded) == 1, one, many)
     images.set_shape([None, None, None, 3])
     return images, sizes
 
