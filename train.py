@@ -40,7 +40,13 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, help="steps per stage (the total for --schedule joint)")
     parser.add_argument("--out", help="output folder (default runs/<preset>)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
-    parser.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default="default")
+    parser.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default="default",
+                        help="mirrored: every local GPU; multi-worker: the cluster of TF_CONFIG (see README)")
+    parser.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                        help="Keras dtype policy (mixed_float16 on GPUs, mixed_bfloat16 on CPUs with "
+                        "AVX-512 BF16 / AMX and TPUs)")
+    parser.add_argument("--jit", choices=["auto", "on", "off"],
+                        help="XLA for the training steps (default auto: on when a GPU is visible)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--min-side", type=int)
     parser.add_argument("--max-side", type=int)
@@ -74,6 +80,8 @@ def build_config(args):
         changes["weights"] = None
     if args.dataset:
         changes["dataset"] = args.dataset
+    if args.precision:
+        changes["precision"] = args.precision
     image, anchors, train = {}, {}, {}
     if args.min_side:
         image["min_side"] = args.min_side
@@ -91,6 +99,8 @@ def build_config(args):
         train["lr"] = args.lr
     if args.seed is not None:
         train["seed"] = args.seed
+    if args.jit:
+        train["jit_compile"] = args.jit
     return dataclasses.replace(
         cfg, **changes,
         image=dataclasses.replace(cfg.image, **image),

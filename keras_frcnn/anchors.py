@@ -42,6 +42,9 @@ class Anchors(keras.layers.Layer):
     """
 
     def __init__(self, stride=16, base_size=16, ratios=(0.5, 1.0, 2.0), scales=(8.0, 16.0, 32.0), **kwargs):
+        # Pixel coordinates stay float32 under mixed precision; the features are only measured.
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.stride = int(stride)
         self.base_size = int(base_size)

@@ -38,6 +38,8 @@ class PaddingMask(keras.layers.Layer):
     """
 
     def __init__(self, stride=1, rounding="floor", **kwargs):
+        # x keeps the base's compute dtype and image_info its float32 pixel sizes.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         if rounding not in ("floor", "ceil"):
             raise ValueError(f"PaddingMask rounding must be 'floor' or 'ceil', got {rounding!r}")
@@ -56,6 +58,13 @@ class PaddingMask(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "stride": self.stride, "rounding": self.rounding}
+
+
+def _batch_norm(name):
+    # Synchronised over the replicas of a tf.distribute strategy: a detector's per-replica batch is
+    # one or two images, and the statistics of the global batch make a split batch train as it
+    # would on one device.
+    return keras.layers.BatchNormalization(synchronized=True, name=name)
 
 
 def _channels(n, width):
@@ -105,7 +114,7 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
                                     activation=None if batch_norm else "relu",
                                     kernel_initializer=kernel_initializer, name=f"block{block}_conv{i}")(x)
             if batch_norm:
-                x = keras.layers.BatchNormalization(name=f"block{block}_conv{i}_bn")(x)
+                x = _batch_norm(f"block{block}_conv{i}_bn")(x)
                 x = keras.layers.ReLU(name=f"block{block}_conv{i}_relu")(x)
             x = PaddingMask(stride, "floor", name=f"block{block}_conv{i}_mask")([x, image_info])
     base = keras.Model([images, image_info], x, name=name)
@@ -134,7 +143,7 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
                                 activation=None if batch_norm else "relu", padding="valid",
                                 kernel_initializer=kernel_initializer, name=name)(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = _batch_norm(f"{name}_bn")(x)
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 BACKBONES = ("vgg16", "zf")
 SCHEDULES = ("alternating", "joint")
 POOL_MODES = ("max", "align")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -165,6 +166,13 @@ class TrainConfig:
     rpn_batch_images: int = 1  # images per batch in RPN stages (and joint training)
     detector_batch_images: int = 2  # images per batch in detector stages
     seed: int = 0
+    # XLA for the training steps: "auto" (Keras: on when a GPU is visible), "on" or "off". On the
+    # CPU it makes steps slower (BENCHMARKS.md). A compiled step is recompiled for every new input
+    # shape, so compiled steps get batches padded to a few shapes: image sides to a multiple of
+    # xla_pad_multiple pixels, ground truth to a multiple of 16 boxes, stored proposals to their
+    # fixed count.
+    jit_compile: str = "auto"
+    xla_pad_multiple: int = 64
 
     def validate(self, prefix="train"):
         _check(self.schedule in SCHEDULES, f"{prefix}.schedule", self.schedule, f"one of {SCHEDULES}")
@@ -180,6 +188,9 @@ class TrainConfig:
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
         _positive(f"{prefix}.rpn_batch_images", self.rpn_batch_images)
         _positive(f"{prefix}.detector_batch_images", self.detector_batch_images)
+        _check(self.jit_compile in ("auto", "on", "off"), f"{prefix}.jit_compile", self.jit_compile,
+               '"auto", "on" or "off"')
+        _positive(f"{prefix}.xla_pad_multiple", self.xla_pad_multiple)
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,10 @@ class Config:
     weights: typing.Optional[str] = "imagenet"  # "imagenet", None (random) or a path
     base_initializer: str = "glorot_uniform"  # Keras initializer of a randomly initialised base
     base_batch_norm: bool = False  # batch normalisation after each conv of a ZF base trained from scratch
+    # Keras dtype policy of the convolutions and fc layers: "mixed_float16" (GPU) or
+    # "mixed_bfloat16" (CPUs with AVX-512 BF16 / AMX, TPUs) compute in 16 bits with float32
+    # weights; preprocessing, anchors, proposals, targets, losses and postprocessing stay float32.
+    precision: str = "float32"
     dataset: str = "voc/2007"  # a TFDS name, or "shapes" for the built-in set
     train_split: str = "train+validation"
     test_split: str = "test"
@@ -213,6 +228,7 @@ class Config:
                "null or a path when backbone_width != 1")
         _check(self.weights != "imagenet" or not self.base_batch_norm, "base_batch_norm",
                self.base_batch_norm, "false with ImageNet weights (VGG-16 has no batch norm)")
+        _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
         for name in ("image", "anchors", "rpn", "detector", "train"):
             getattr(self, name).validate(name)
 
@@ -307,5 +323,5 @@ def feature_rounding(backbone: str) -> str:
     return "floor" if backbone == "vgg16" else "ceil"
 
 
-__all__ = ["Config", "ConfigError", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
+__all__ = ["Config", "ConfigError", "PRECISIONS", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
            "TrainConfig", "preset", "PRESETS", "feature_rounding"]

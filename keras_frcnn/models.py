@@ -24,6 +24,8 @@ A ``.keras`` file of the inference model holds the whole network once;
 its training views again.
 """
 
+import contextlib
+import dataclasses
 import math
 import weakref
 
@@ -43,6 +45,17 @@ from keras_frcnn.rpn import RPNHead
 from keras_frcnn.targets import AnchorTargets, ProposalTargets
 
 VIEWS = ("rpn", "detector", "joint")
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Layers built inside take the Keras dtype policy ``name`` (unless they fix their own)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _as_config(config):
@@ -126,9 +139,10 @@ class FasterRCNN(keras.Model):
         class_names = [str(n) for n in class_names]
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
-        layers = _Layers(cfg, num_classes)
-        images = keras.Input((None, None, 3), dtype="uint8", name="images")
-        super().__init__(inputs=images, outputs=forward(layers, images), **kwargs)
+        with dtype_policy(cfg.precision):
+            layers = _Layers(cfg, num_classes)
+            images = keras.Input((None, None, 3), dtype="uint8", name="images")
+            super().__init__(inputs=images, outputs=forward(layers, images), **kwargs)
         self.frcnn_config = cfg
         self.num_classes = num_classes
         self.class_names = tuple(class_names)
@@ -143,8 +157,18 @@ class FasterRCNN(keras.Model):
     def networks(self):
         """The training views over this model's layers (built once): a ``Networks``."""
         if self._networks is None:
-            object.__setattr__(self, "_networks", Networks(self))
+            with dtype_policy(self.frcnn_config.precision):
+                object.__setattr__(self, "_networks", Networks(self))
         return self._networks
+
+    def with_precision(self, precision):
+        """This network with another dtype policy ("float32", "mixed_float16",
+        "mixed_bfloat16"): a new ``FasterRCNN`` holding copies of these weights (weights are
+        float32 under every policy)."""
+        cfg = dataclasses.replace(self.frcnn_config, precision=precision)
+        other = FasterRCNN(cfg, self.num_classes, self.class_names, name=self.name)
+        other.set_weights(self.get_weights())
+        return other
 
     def detect(self, images, image_sizes=None):
         """Detections for a padded batch: ``image_sizes [B, 2]`` gives each image's valid (h, w);
@@ -207,6 +231,8 @@ class Networks:
                              "compiled model")
         self.set_trainable(base=base, rpn_head=rpn_head, detector_head=detector_head)
         model.compile(optimizer=optimizer, **compile_kwargs)
+        # Built here, under the caller's strategy scope (see _Trainer._maybe_symbolic_build).
+        model.optimizer.build(model.trainable_variables)
         self._used_optimizers.add(optimizer)
         model.compiled_variables = _variable_ids(model.trainable_variables)
         return model
@@ -243,6 +269,23 @@ class _Trainer(keras.Model):
         total = tf.add_n(list(named))
         # Keras sums the replicas' gradients: each replica contributes its share of the mean.
         return total / tf.distribute.get_strategy().num_replicas_in_sync
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 averages a multi-worker step's outputs with reduce(axis=0), which fails on
+            # scalars (tensorflow/tensorflow#72388): hand it one-element vectors.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # For a model made under a tf.distribute scope, Keras builds it before fit() from the
+        # first batch averaged over the replicas, which fails on bool inputs and, under
+        # MultiWorkerMirroredStrategy, on dict inputs. A prepared view needs no such build: its
+        # layers are the inference model's and prepare() built its optimizer.
+        if self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def fit(self, *args, **kwargs):
         if self.compiled_variables is not None and self.compiled_variables != _variable_ids(
@@ -336,7 +379,8 @@ def rpn_outputs(view, features, image_info, batch):
     """RPN predictions and their anchor targets."""
     objectness_logits, rpn_deltas = view.rpn_head(features)
     anchors = view.anchors(features)
-    labels, targets = view.anchor_targets(anchors, batch["gt_boxes"], batch["gt_classes"], image_info)
+    labels, targets = view.anchor_targets(anchors, batch["gt_boxes"], batch["gt_classes"], image_info,
+                                          batch.get("sample_seed"))
     return {"objectness_logits": objectness_logits, "rpn_deltas": rpn_deltas, "anchors": anchors,
             "anchor_labels": labels, "anchor_deltas": targets}
 
@@ -344,7 +388,7 @@ def rpn_outputs(view, features, image_info, batch):
 def detector_outputs(view, features, proposals, num_proposals, batch, training):
     """Sampled RoIs, their pooled features, the detector's predictions and targets."""
     rois, labels, targets, valid = view.proposal_targets(proposals, num_proposals, batch["gt_boxes"],
-                                                         batch["gt_classes"])
+                                                         batch["gt_classes"], batch.get("sample_seed"))
     roi_features = view.roi_pooling([features, rois])
     class_logits, box_deltas = view.detector_head(roi_features, training=training)
     return {"class_logits": class_logits, "box_deltas": box_deltas, "rois": rois,

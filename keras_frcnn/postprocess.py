@@ -30,6 +30,8 @@ class Detections(keras.layers.Layer):
 
     def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
                  box_stds=(0.1, 0.1, 0.2, 0.2), **kwargs):
+        # Softmax, box decoding and NMS stay float32 under mixed precision.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.score_threshold = float(score_threshold)
         self.nms_iou = float(nms_iou)

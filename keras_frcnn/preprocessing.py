@@ -97,6 +97,8 @@ class Preprocess(keras.layers.Layer):
 
     def __init__(self, min_side=600, max_side=1000, pixel_means=(102.9801, 115.9465, 122.7717),
                  resize=True, pixel_scale=1.0, **kwargs):
+        # Resizing and mean subtraction in float32; the base casts to its compute dtype.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.min_side = int(min_side)
         self.max_side = int(max_side)

@@ -54,6 +54,8 @@ class Proposals(keras.layers.Layer):
 
     def __init__(self, pre_nms_top_n=(12000, 6000), post_nms_top_n=(2000, 300), nms_iou=0.7,
                  min_size=16, stride=16, feature_rounding="floor", **kwargs):
+        # Box decoding, clipping and NMS scores stay float32 under mixed precision.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.pre_nms_top_n = tuple(int(v) for v in pre_nms_top_n)
         self.post_nms_top_n = tuple(int(v) for v in post_nms_top_n)

@@ -23,10 +23,39 @@ def with_padding_column(gt_boxes, gt_classes):
     return gt_boxes, gt_classes
 
 
-def sample(candidates, max_count, seed):
+def hash_uniform(image_seeds, ids, salt=0):
+    """Uniform noise in [0, 1) from a counter-based hash: ``image_seeds`` int64 ``[B]`` (one per
+    image), ``ids`` int ``[B, N]`` or ``[N]`` (each candidate's identity within its image, any
+    int64) ->
+    float32 ``[B, N]``.
+
+    An image's draws depend on its seed and its candidates only, not on the other images of the
+    batch or on any state, so a batch split over replicas samples exactly as on one device, and
+    a resumed run as an uninterrupted one. (Keras's stateful seed generators are shared by the
+    replicas of a strategy, which race to advance them.) The mixer is the 32-bit integer hash
+    ``x = (x ^ x >> 16) * 0x45d9f3b``, in int64 arithmetic that never overflows.
+    """
+    xor, shift, mask = tf.bitwise.bitwise_xor, tf.bitwise.right_shift, tf.constant(0xFFFFFFFF, tf.int64)
+
+    def fold(v):  # 64 -> 32 bits
+        v = tf.cast(v, tf.int64)
+        return tf.bitwise.bitwise_and(xor(v, shift(v, tf.constant(32, tf.int64))), mask)
+
+    x = fold(image_seeds)[:, None] * 0x27D4EB2D + fold(ids) * 0x165667B1 + int(salt) % 0x7FFFFFFF
+    x = tf.bitwise.bitwise_and(x, mask)
+    sixteen = tf.constant(16, tf.int64)
+    for _ in range(2):
+        x = tf.bitwise.bitwise_and(xor(x, shift(x, sixteen)) * 0x45D9F3B, mask)
+    x = xor(x, shift(x, sixteen))
+    return tf.cast(shift(x, tf.constant(8, tf.int64)), tf.float32) / float(1 << 24)
+
+
+def sample(candidates, max_count, seed, noise=None):
     """Bool ``[B, N]``: at most ``max_count`` (``[B]`` or scalar) of each row's candidates,
-    uniformly at random without replacement."""
-    noise = keras.random.uniform(tf.shape(candidates), seed=seed)
+    uniformly at random without replacement, ranked by ``noise`` ``[B, N]`` when given, else by
+    draws of the Keras seed generator ``seed``."""
+    if noise is None:
+        noise = keras.random.uniform(tf.shape(candidates), seed=seed)
     keys = tf.where(candidates, noise, -1.0)
     order = tf.argsort(keys, axis=-1, direction="DESCENDING")
     rank = tf.argsort(order, axis=-1)  # the position of each element in the shuffled order
@@ -48,6 +77,8 @@ class AnchorTargets(keras.layers.Layer):
 
     def __init__(self, positive_iou=0.7, negative_iou=0.3, batch_size=256, positive_fraction=0.5,
                  allowed_border=0, stride=16, feature_rounding="floor", seed=None, **kwargs):
+        # IoUs and regression targets stay float32 under mixed precision.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.positive_iou = float(positive_iou)
         self.negative_iou = float(negative_iou)
@@ -59,7 +90,9 @@ class AnchorTargets(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, anchors, gt_boxes, gt_classes, image_info):
+    def call(self, anchors, gt_boxes, gt_classes, image_info, image_seeds=None):
+        """``image_seeds`` int64 ``[B]``: per-image sampling seeds (the training pipeline's
+        ``sample_seed``); without them, the layer's seed generator draws."""
         gt_boxes, gt_classes = with_padding_column(gt_boxes, gt_classes)
         image_info = tf.cast(image_info, tf.float32)
         valid_gt = gt_classes > 0  # [B, G]
@@ -78,16 +111,27 @@ class AnchorTargets(keras.layers.Layer):
 
         positive = inside & (is_best | (max_iou >= self.positive_iou))
         negative = inside & (max_iou < self.negative_iou) & ~positive
+        noise = None
+        if image_seeds is not None:
+            noise = hash_uniform(image_seeds, self._anchor_ids(anchors), self.seed or 0)
         max_positive = int(self.batch_size * self.positive_fraction)
-        positive = sample(positive, max_positive, self.seed_generator)
+        positive = sample(positive, max_positive, self.seed_generator, noise)
         num_positive = tf.reduce_sum(tf.cast(positive, tf.int32), axis=-1)
-        negative = sample(negative, self.batch_size - num_positive, self.seed_generator)
+        negative = sample(negative, self.batch_size - num_positive, self.seed_generator, noise)
         labels = tf.where(positive, 1, tf.where(negative, 0, -1))
 
         matched_boxes = tf.gather(gt_boxes, matched, batch_dims=1)  # [B, A, 4]
         deltas = box_ops.encode(matched_boxes, anchors[None])
         deltas = tf.where(positive[..., None], deltas, 0.0)
         return tf.stop_gradient(labels), tf.stop_gradient(deltas)
+
+    def _anchor_ids(self, anchors):
+        """``[A]`` ids of the anchors by feature cell and size, not by flat index: an anchor keeps
+        its id whatever the width of the (padded) feature map."""
+        centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0
+        cells = tf.cast(tf.floor(centres / float(self.stride)), tf.int64) & 4095  # (row, col)
+        sizes = tf.cast(tf.round(anchors[:, 2:] - anchors[:, :2]), tf.int64) & 4095  # (h, w)
+        return ((cells[:, 0] * 4096 + cells[:, 1]) * 4096 + sizes[:, 0]) * 4096 + sizes[:, 1]
 
     def get_config(self):
         return {**super().get_config(), "positive_iou": self.positive_iou,
@@ -111,6 +155,8 @@ class ProposalTargets(keras.layers.Layer):
 
     def __init__(self, batch_rois=128, fg_fraction=0.25, fg_iou=0.5, bg_iou=(0.0, 0.5),
                  box_stds=(0.1, 0.1, 0.2, 0.2), seed=None, **kwargs):
+        # IoUs and regression targets stay float32 under mixed precision.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.batch_rois = int(batch_rois)
         self.fg_fraction = float(fg_fraction)
@@ -120,7 +166,9 @@ class ProposalTargets(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, proposals, num_proposals, gt_boxes, gt_classes):
+    def call(self, proposals, num_proposals, gt_boxes, gt_classes, image_seeds=None):
+        """``image_seeds`` int64 ``[B]``: per-image sampling seeds (the training pipeline's
+        ``sample_seed``); without them, the layer's seed generator draws."""
         proposals = tf.stop_gradient(tf.cast(proposals, tf.float32))
         gt_boxes, gt_classes = with_padding_column(gt_boxes, gt_classes)
         batch = tf.shape(proposals)[0]
@@ -138,9 +186,19 @@ class ProposalTargets(keras.layers.Layer):
 
         foreground = usable & (max_iou >= self.fg_iou)
         background = usable & (max_iou < self.bg_iou[1]) & (max_iou >= self.bg_iou[0])
-        foreground = sample(foreground, round(self.fg_fraction * self.batch_rois), self.seed_generator)
+        noise = None
+        if image_seeds is not None:
+            # A candidate's id within its image: proposal j is j, ground truth g comes right after
+            # the image's own proposals, whatever the batch's padding.
+            num_p = tf.shape(proposals)[1]
+            own = tf.reshape(tf.cast(num_proposals, tf.int32), [-1, 1])
+            ids = tf.concat([tf.tile(tf.range(num_p)[None], [batch, 1]),
+                             own + tf.range(tf.shape(gt_boxes)[1])[None],
+                             tf.fill([batch, self.batch_rois], -1)], axis=1)
+            noise = hash_uniform(image_seeds, ids, self.seed or 0)
+        foreground = sample(foreground, round(self.fg_fraction * self.batch_rois), self.seed_generator, noise)
         num_fg = tf.reduce_sum(tf.cast(foreground, tf.int32), axis=-1)
-        background = sample(background, self.batch_rois - num_fg, self.seed_generator)
+        background = sample(background, self.batch_rois - num_fg, self.seed_generator, noise)
 
         # Foreground first, then background, then unused candidates: a stable fixed-size pick.
         priority = tf.where(foreground, 2, tf.where(background, 1, 0))

@@ -17,8 +17,12 @@ Joint: one model, the four losses summed, proposals as constants (``JointTrainer
 
 Each stage is ``prepare`` (trainable flags + a fresh SGD) and Keras ``fit`` in chunks of
 ``checkpoint_every`` steps. A checkpoint (weights, optimizer state, stage, step) is written
-atomically after every chunk; the data of chunk k of a stage is seeded by (seed, stage, k), so a
-resumed run sees exactly the batches an uninterrupted run would have seen.
+atomically after every chunk; the data and the samplers' random streams of chunk k of a stage are
+seeded by (seed, stage, k), so a resumed run trains exactly as an uninterrupted one.
+
+Under ``tf.distribute`` (the runner's ``strategy``) the batch of a step is the per-replica batch
+times the replicas, split by Keras; the losses are per-image means, divided by the replica count,
+so the summed gradients are those of the whole batch on one device.
 """
 
 from __future__ import annotations
@@ -85,6 +89,10 @@ def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
     return plan
 
 
+# config.train.jit_compile -> Keras's compile(jit_compile=...).
+JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
+
+
 def make_optimizer(cfg: Config, stage: Stage) -> keras.optimizers.Optimizer:
     """SGD, momentum 0.9, weight decay 5e-4 on the trainable weights (not the biases, as the
     paper's Caffe nets), learning rate ``lr`` dropping by ``lr_drop`` at the stage's drop step."""
@@ -144,6 +152,20 @@ def with_proposals(source: DetectionSource, path: str) -> DetectionSource:
     return dataclasses.replace(source, dataset=dataset)
 
 
+def reseed(model, seed):
+    """Restart every random stream of ``model`` (the anchor and RoI samplers', dropout's) from
+    ``seed``, so a chunk draws the same samples whether or not the run was interrupted before it."""
+    states = [v for v in model.variables if "seed_generator_state" in v.path]
+    for i, state in enumerate(states):
+        state.assign(tf.constant([seed, i], dtype=state.dtype))
+
+
+def model_inputs(batch):
+    """The keys of a training batch the training views read (not the bookkeeping ``index`` and
+    ``flipped``), so no replica receives tensors it never uses."""
+    return {k: v for k, v in batch.items() if k not in ("index", "flipped")}
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 
@@ -188,7 +210,8 @@ class Checkpoint:
         path = os.path.join(self.dir, "optimizer.npz")
         if not os.path.exists(path):
             return False
-        optimizer.build(variables)
+        if not optimizer.built:
+            optimizer.build(variables)
         saved = np.load(path)
         values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
         if len(values) != len(optimizer.variables):
@@ -270,7 +293,10 @@ class ScheduleRunner:
         self.log(f"== stage {index}/{len(self.plan)} {stage.name}: trains "
                  + ", ".join(n for n, on in (("base", stage.train_base), ("RPN head", stage.train_rpn_head),
                                              ("detector head", stage.train_detector_head)) if on)
-                 + f"; {stage.steps} steps, {stage.batch_images} images/batch, lr {cfg.train.lr:g} "
+                 + f"; {stage.steps} steps, {stage.batch_images} images/batch"
+                 + (f" per replica x {self.strategy.num_replicas_in_sync} replicas"
+                    if self.strategy.num_replicas_in_sync > 1 else "")
+                 + f", lr {cfg.train.lr:g} "
                  f"(x{cfg.train.lr_drop:g} at step {stage.lr_drop_step})")
         began = time.perf_counter()
         source = self.source
@@ -285,12 +311,16 @@ class ScheduleRunner:
             self.log("   base reset to the initial weights")
 
         with self.strategy.scope():
-            optimizer = make_optimizer(cfg, stage)
-            model = self.net.prepare(stage.view, optimizer, base=stage.train_base,
+            model = self.net.prepare(stage.view, make_optimizer(cfg, stage), base=stage.train_base,
                                      rpn_head=stage.train_rpn_head,
-                                     detector_head=stage.train_detector_head)
-        if resuming and self.checkpoint.restore_optimizer(optimizer, model.trainable_variables):
-            self.log(f"   optimizer state restored at step {int(optimizer.iterations.numpy())}")
+                                     detector_head=stage.train_detector_head,
+                                     jit_compile=JIT_COMPILE[cfg.train.jit_compile])
+            # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16: keep the wrapper.
+            optimizer = model.optimizer
+            if resuming and self.checkpoint.restore_optimizer(optimizer, model.trainable_variables):
+                self.log(f"   optimizer state restored at step {int(optimizer.iterations.numpy())}")
+        # A compiled step is recompiled for every new input shape: give it a few shapes only.
+        pad_multiple = cfg.train.xla_pad_multiple if model.jit_compile else None
 
         for hook in self.stage_hooks:
             hook("start", stage, self)
@@ -299,15 +329,17 @@ class ScheduleRunner:
         tensorboard = keras.callbacks.TensorBoard(os.path.join(self.run_dir, "logs", stage.name))
         for chunk in range(start_chunk, num_chunks):
             n = min(self.checkpoint_every, stage.steps - chunk * self.checkpoint_every)
+            chunk_seed = cfg.train.seed * 1000003 + index * 10007 + chunk
             dataset = train_dataset(source, cfg, stage.batch_images * self.strategy.num_replicas_in_sync,
-                                    seed=cfg.train.seed * 1000003 + index * 10007 + chunk, repeat=True)
+                                    seed=chunk_seed, repeat=True, pad_multiple=pad_multiple).map(model_inputs)
+            reseed(model, chunk_seed)
 
             def save(_, logs, chunk=chunk, n=n):
                 self.checkpoint.save(self.net, optimizer, {
                     "completed": state["completed"], "stage": stage.name, "chunk": chunk + 1,
                     "step": done_steps + n})
 
-            model.fit(dataset, epochs=chunk + 1, initial_epoch=chunk, steps_per_epoch=n,
+            model.fit(dataset, epochs=chunk + 1, initial_epoch=chunk, steps_per_epoch=n, shuffle=False,
                       verbose=self.verbose, callbacks=[LearningRateLogger(), tensorboard, _ChunkCheckpoint(save),
                                  *self.callbacks])
             done_steps += n

@@ -42,6 +42,7 @@ def train_dataset(
     repeat: bool = False,
     drop_remainder: bool = True,
     num_parallel_calls: int = AUTOTUNE,
+    pad_multiple: typing.Optional[int] = None,
 ) -> tf.data.Dataset:
     """Training batches: a dict with these keys (and no others).
 
@@ -53,6 +54,8 @@ def train_dataset(
     - ``num_gt``: int32 ``[B]`` valid rows of ``gt_boxes`` (0 for an image without objects).
     - ``index``: int64 ``[B]`` position of the example in ``source`` (stable across runs).
     - ``flipped``: bool ``[B]`` whether the image (and its boxes) were mirrored.
+    - ``sample_seed``: int64 ``[B]`` a seeded random draw per example and pass: the seed of its
+      anchor and RoI sampling (``targets.hash_uniform``).
 
     Only when the examples carry ``proposals`` float32 ``[P, 4]`` (yxyx pixels of this pipeline's resize of
     the example, unflipped: the stored proposals of the alternating schedule's detector stages)
@@ -69,6 +72,13 @@ def train_dataset(
     repeat: repeat forever (reshuffled and re-flipped every pass).
     drop_remainder: keep batches full; a short last batch can leave a replica of a distribution
       strategy with zero images, which crashes oneDNN kernels.
+    pad_multiple: for XLA-compiled training steps, which compile anew for every input shape: pad
+      image sides to a multiple of this many pixels, ground truth to a multiple of 16 boxes and
+      proposals to a multiple of 256 (``image_info`` keeps the valid sizes; the model masks the rest).
+
+    Under ``tf.distribute`` every worker reads the whole seeded stream and keeps its share of each
+    global batch (auto-shard policy DATA): sharding by files would split a source from the
+    proposals zipped to it.
     """
     dataset = _dataset_of(source)
     image_config = config.image
@@ -78,6 +88,8 @@ def train_dataset(
 
     # Numbered before shuffling, so the number names the example, not its place in this epoch.
     dataset = dataset.enumerate().map(lambda index, example: {**example, "index": index})
+    # Each pass is reshuffled. A seeded pipeline repeats its batches as long as it is iterated
+    # once: every new iterator of the same dataset object advances the seeds.
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -125,6 +137,7 @@ def train_dataset(
             "num_gt": tf.shape(labels)[0],
             "index": example["index"],
             "flipped": flipped,
+            "sample_seed": draw,
         }
         if proposals is not None:
             batch.update(proposals=proposals, num_proposals=tf.shape(proposals)[0])
@@ -132,7 +145,30 @@ def train_dataset(
 
     dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.padded_batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.prefetch(AUTOTUNE)
+    if pad_multiple:
+        dataset = dataset.map(lambda batch: _pad_to_buckets(batch, pad_multiple),
+                              num_parallel_calls=num_parallel_calls)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def _pad_to(tensor, axis, multiple):
+    size = tf.shape(tensor)[axis]
+    padding = [[0, 0]] * len(tensor.shape)
+    padding[axis] = [0, (size + multiple - 1) // multiple * multiple - size]
+    return tf.pad(tensor, padding)
+
+
+def _pad_to_buckets(batch, multiple):
+    """A batch padded to a few shapes (see ``train_dataset``'s ``pad_multiple``)."""
+    batch = dict(batch)
+    batch["images"] = _pad_to(_pad_to(batch["images"], 1, multiple), 2, multiple)
+    batch["gt_boxes"] = _pad_to(batch["gt_boxes"], 1, 16)
+    batch["gt_classes"] = _pad_to(batch["gt_classes"], 1, 16)
+    if "proposals" in batch:
+        batch["proposals"] = _pad_to(batch["proposals"], 1, 256)
+    return batch
 
 
 def eval_dataset(

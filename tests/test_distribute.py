@@ -1,0 +1,154 @@
+"""tf.distribute: a batch split over replicas trains exactly as on one device; checkpoints and
+--resume under MirroredStrategy; two MultiWorkerMirroredStrategy workers on localhost running
+train.py's 4-step schedule.
+
+Each runs in a fresh process: logical devices and TF_CONFIG must be set before TensorFlow starts.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+
+from conftest import tiny_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+MIRRORED_CHILD = textwrap.dedent(r"""
+    import dataclasses, json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from conftest import synthetic_batch, tiny_config
+    from keras_frcnn.data import load_shapes
+    from keras_frcnn.models import build_models
+    from keras_frcnn.training import ScheduleRunner
+
+    out_json, work = sys.argv[2], sys.argv[3]
+    # One strategy for the whole process: a second one over the same devices would reuse the
+    # first one's collective instance keys.
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored = lambda: strategy
+    report = {}
+
+    # Sampling seeded per image (as the training pipeline's sample_seed): each image samples the
+    # same anchors and RoIs alone on a replica as in the batch on one device.
+    base = tiny_config()
+    batch = synthetic_batch(2)
+    batch["sample_seed"] = np.array([11, -12345678901], np.int64)
+    batch["num_gt"][1] = 1  # images of different object counts: per-image normalisation matters
+    batch["gt_classes"][1, 1] = 0
+    batch["gt_boxes"][1, 1] = 0
+    batch = {**batch, "proposals": batch["gt_boxes"] + 3.0, "num_proposals": np.array([2, 1], np.int32)}
+
+    def one_step(cfg, strategy, view):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            net = build_models(cfg, 2, weights=None)
+            model = net.prepare(view, keras.optimizers.SGD(0.05))
+        before = [v.numpy() for v in net.model.weights]
+        model.fit(tf.data.Dataset.from_tensors(batch), verbose=0)
+        return before, [v.numpy() for v in net.model.weights]
+
+    # The joint view carries the four losses of both heads; batch norm is synchronised.
+    for name, cfg, view in [("joint", base, "joint"),
+                            ("joint, batch norm", dataclasses.replace(base, base_batch_norm=True), "joint")]:
+        before, one = one_step(cfg, tf.distribute.get_strategy(), view)
+        _, two = one_step(cfg, mirrored(), view)
+        report[name] = {"moved": max(float(np.abs(a - b).max()) for a, b in zip(before, one)),
+                        "difference": max(float(np.abs(a - b).max()) for a, b in zip(one, two))}
+
+    # Checkpoints and --resume under the strategy: interrupted + resumed == uninterrupted.
+    source = load_shapes("train", data_dir=f"{work}/tfds", num_train=8, num_test=2)
+    cfg = dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, schedule="joint"))
+
+    def schedule(run_dir, stop_after=None, resume=False):
+        keras.utils.set_random_seed(0)
+        strategy = mirrored()
+        with strategy.scope():
+            net = build_models(cfg, source.num_classes, weights=None)
+        runner = ScheduleRunner(net, source, cfg, run_dir, steps=3, checkpoint_every=1, verbose=0,
+                                log=lambda *a: None, strategy=strategy, stop_after_chunks=stop_after)
+        finished = runner.run(resume=resume)
+        return finished, [v.numpy() for v in net.model.weights]
+
+    _, straight = schedule(f"{work}/straight")
+    stopped, _ = schedule(f"{work}/resumed", stop_after=1)
+    finished, resumed = schedule(f"{work}/resumed", resume=True)
+    report["resume"] = {"stopped": not stopped, "finished": finished,
+                        "difference": max(float(np.abs(a - b).max()) for a, b in zip(straight, resumed)),
+                        "replicas": mirrored().num_replicas_in_sync}
+    with open(out_json, "w") as f:
+        json.dump(report, f)
+""")
+
+
+def test_mirrored_split_batch_trains_as_one_device_and_resumes(tmp_path):
+    subprocess.run([sys.executable, "-c", MIRRORED_CHILD, TESTS, str(tmp_path / "report.json"), str(tmp_path)],
+                   check=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    report = json.loads((tmp_path / "report.json").read_text())
+    for name in ("joint", "joint, batch norm"):
+        # One SGD step moves weights by ~1e-2 .. 1; two replicas of one image each give the step of
+        # the two-image batch on one device, up to float32 summation order.
+        assert report[name]["moved"] > 1e-3, (name, report[name])
+        assert report[name]["difference"] < 1e-5 + 1e-3 * report[name]["moved"], (name, report[name])
+    resume = report["resume"]
+    assert resume["replicas"] == 2 and resume["stopped"] and resume["finished"]
+    assert resume["difference"] < 1e-6, resume
+
+
+def free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def network_weights(path):
+    arrays = {}
+    with h5py.File(path) as h5:
+        h5.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return arrays
+
+
+def test_two_workers_train_py_multi_worker_end_with_identical_weights(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(tiny_config().to_json())
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    out = tmp_path / "run"
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(
+            [sys.executable, "train.py", "--strategy", "multi-worker", "--config", str(config),
+             "--shapes-images", "8,2", "--data-dir", str(tmp_path / f"tfds{index}"), "--steps", "1",
+             "--verbose", "0", "--out", str(out)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [w.communicate(timeout=600)[0] for w in workers]
+    for worker, log in zip(workers, logs):
+        assert worker.returncode == 0, log[-3000:]
+    assert "replicas 2" in logs[0]
+    chief = network_weights(out / "checkpoint" / "network.weights.h5")
+    other = network_weights(out / "worker_1" / "checkpoint" / "network.weights.h5")
+    assert chief.keys() == other.keys() and len(chief) > 10
+    for name in chief:
+        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+    # The chief writes the outputs; the other worker only its own checkpoint.
+    assert (out / "model.keras").exists() and (out / "metrics.json").exists()
+    assert not (out / "worker_1" / "model.keras").exists()
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["completed"] == ["stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"]
+    assert "per replica x 2 replicas" in logs[0]
