@@ -1,55 +1,86 @@
-"""Inference time of the VGG-16 Faster R-CNN (random weights, 20 classes) on one 600 x 1000 image
-with 300 proposals, next to the base-only forward (preprocessing + VGG-16 conv1_1..conv5_3) in
-the same run.
+"""Inference time of the VGG-16 Faster R-CNN (random weights, 20 classes, 300 proposals) on
+600 x 1000 images, next to the base-only forward (preprocessing + VGG-16 conv1_1..conv5_3), in
+float32 and mixed bfloat16, all in one run (interleaved rounds, medians).
 
-    python benchmarks/bench_inference.py [--reps 5] [--batch 1]
+    python benchmarks/bench_inference.py [--reps 5] [--batch 1] [--precisions float32,mixed_bfloat16] [--jit]
+
+Peak memory: TensorFlow's CPU allocator peak during one call of each (``tf.config.experimental
+.get_memory_info`` on "CPU:0"), reset before the call.
 """
 
 import argparse
+import dataclasses
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, median_time  # noqa: E402
+from common import machine  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
+
+
+def peak_mb(fn):
+    try:
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        fn()
+        return tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+    except (ValueError, tf.errors.OpError):
+        return float("nan")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--jit", action="store_true", help="also time the model under XLA")
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--jit", action="store_true", help="also time the whole model under XLA")
     args = parser.parse_args()
 
-    net = build_models(preset("voc"), 20, weights=None)
-    model, layers = net.model, net.model.layers_
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (args.batch, 600, 1000, 3)), tf.uint8)
+    candidates = {}
+    for precision in args.precisions.split(","):
+        net = build_models(dataclasses.replace(preset("voc"), precision=precision), 20, weights=None)
+        model, layers = net.model, net.model.layers_
 
-    @tf.function
-    def base_only(x):
-        processed, info = layers.preprocess(x)
-        return layers.base([processed, info])
+        def base_only(x, layers=layers):
+            processed, info = layers.preprocess(x)
+            return layers.base([processed, info])
 
-    whole = tf.function(lambda x: model(x))
-    results = {
-        "base only (preprocess + VGG-16 convs)": median_time(lambda: base_only(images).numpy(), args.reps),
-        "whole model (300 proposals, postprocess)": median_time(
-            lambda: whole(images)["boxes"].numpy(), args.reps),
-    }
-    if args.jit:
-        compiled = tf.function(lambda x: model(x), jit_compile=True)
-        results["whole model, jit_compile=True"] = median_time(
-            lambda: compiled(images)["boxes"].numpy(), args.reps)
+        base_fn = tf.function(base_only)
+        whole_fn = tf.function(lambda x, model=model: model(x))
+        candidates[f"{precision} base only"] = lambda f=base_fn: f(images).numpy()
+        candidates[f"{precision} whole model"] = lambda f=whole_fn: f(images)["boxes"].numpy()
+        if args.jit:
+            jit_fn = tf.function(lambda x, model=model: model(x), jit_compile=True)
+            candidates[f"{precision} whole model, XLA"] = lambda f=jit_fn: f(images)["boxes"].numpy()
+
+    peaks = {}
+    for name, fn in candidates.items():  # trace, warm up, and the peak memory of one call
+        fn()
+        peaks[name] = peak_mb(fn)
+    times = {name: [] for name in candidates}
+    for _ in range(args.reps):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
 
     print(f"machine: {machine()}")
-    print(f"batch {args.batch}, 600 x 1000, median of {args.reps}")
-    base = results["base only (preprocess + VGG-16 convs)"]
-    for name, seconds in results.items():
-        print(f"  {name:45s} {seconds * 1000:9.1f} ms   {seconds / base:5.2f}x base")
+    print(f"batch {args.batch}, 600 x 1000, 300 proposals; median of {args.reps} interleaved rounds")
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    fp32_whole = medians.get("float32 whole model")
+    for name, seconds in medians.items():
+        precision = name.split(" ")[0]
+        base = medians[f"{precision} base only"]
+        line = f"  {name:38s} {seconds * 1000:9.1f} ms  {seconds / base:5.2f}x its base"
+        if fp32_whole:
+            line += f"  {seconds / fp32_whole:5.2f}x fp32 whole"
+        print(line + f"  peak {peaks[name]:7.0f} MB")
 
 
 if __name__ == "__main__":

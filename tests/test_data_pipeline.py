@@ -181,3 +181,22 @@ def test_stored_proposals_travel_with_the_image(painted_folder):
     np.testing.assert_array_equal(plain["proposals"].numpy()[0], stored.numpy())
     np.testing.assert_array_equal(mirrored["proposals"].numpy()[0],
                                   [[10, 901 - 220, 110, 901 - 20], [0, 0, 600, 901]])
+
+
+def test_xla_batches_are_padded_to_few_shapes(mixed_folder):
+    """pad_multiple (for XLA-compiled steps): image sides to a multiple of it, ground truth to a
+    multiple of 16 boxes; the valid sizes, boxes and classes themselves do not change."""
+    source = load_voc_folder(mixed_folder)
+    plain = list(train_dataset(source, SMALL, batch_size=2, shuffle=False, flip_probability=0.0))
+    padded = list(train_dataset(source, SMALL, batch_size=2, shuffle=False, flip_probability=0.0,
+                                pad_multiple=64))
+    for a, b in zip(plain, padded):
+        h, w = a["images"].shape[1:3]
+        assert b["images"].shape[1:3] == (-(-h // 64) * 64, -(-w // 64) * 64)
+        np.testing.assert_array_equal(b["images"][:, :h, :w], a["images"])
+        assert not b["images"][:, h:].numpy().any() and not b["images"][:, :, w:].numpy().any()
+        g = a["gt_boxes"].shape[1]
+        assert b["gt_boxes"].shape[1] == 16 and b["gt_classes"].shape[1] == 16
+        np.testing.assert_array_equal(b["gt_boxes"][:, :g], a["gt_boxes"])
+        assert not b["gt_classes"][:, g:].numpy().any()
+        np.testing.assert_array_equal(b["image_info"], a["image_info"])

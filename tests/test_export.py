@@ -328,6 +328,31 @@ def test_versions_are_numbered_and_never_overwritten(trained, exported):
     assert result.returncode != 0 and "missing.keras" in result.stderr
 
 
+def test_bfloat16_export_for_cpu_serving(trained, tmp_path):
+    """``--precision mixed_bfloat16``: bf16 convolutions and fc layers in the graph, float32
+    outputs, and the detections of the float32 model up to bf16 rounding."""
+    path = export.export_saved_model(trained.model.with_precision("mixed_bfloat16"), tmp_path / "bf16")
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString((tmp_path / "bf16" / "1" / "saved_model.pb").read_bytes())
+    conv_types = {node.attr["T"].type for f in proto.meta_graphs[0].graph_def.library.function
+                  for node in f.node_def if node.op in ("Conv2D", "MatMul", "BatchMatMulV2")}
+    assert tf.bfloat16.as_datatype_enum in conv_types
+    loaded = tf.saved_model.load(str(path)).signatures["serving_default"]
+    for image, reference in list(zip(trained.images, trained.reference))[:3]:
+        out = {k: v.numpy()[0] for k, v in loaded(input_tensor=tf.constant(image[None])).items()}
+        assert out["detection_boxes"].dtype == np.float32
+        h, w = image.shape[:2]
+        # The best detection of each trained class: same class, box within a few pixels.
+        for cls in (1, 2):
+            ours = np.flatnonzero(out["detection_classes"] == cls)
+            theirs = np.flatnonzero(reference["labels"] == cls - 1)
+            assert len(ours) and len(theirs)
+            np.testing.assert_allclose(out["detection_boxes"][ours[0]] * [h, w, h, w],
+                                       reference["boxes"][theirs[0]], atol=3.0)
+            assert abs(out["detection_scores"][ours[0]] - reference["confidence"][theirs[0]]) < 0.05
+
+
 # --- the serving kit ------------------------------------------------------------------------------
 
 

@@ -148,3 +148,30 @@ def test_training_views_compile_with_xla(view):
     model = net.prepare(view, keras.optimizers.SGD(0.001), jit_compile=True)
     history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0)
     assert all(np.isfinite(v[-1]) for v in history.history.values())
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_sensitive_parts_float32_and_trains(precision, tmp_path):
+    keras.utils.set_random_seed(0)
+    net = build_models(dataclasses.replace(tiny_config(), precision=precision), 2, weights=None)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left alone
+    compute = {layer.name: layer.compute_dtype for layer in net.model.layers}
+    half = precision.split("_")[1]
+    assert compute["rpn_head"] == compute["detector_head"] == compute["roi_pooling"] == half
+    assert {l.compute_dtype for l in net.base.layers if isinstance(l, keras.layers.Conv2D)} == {half}
+    for name in ("preprocess", "anchors", "proposals", "detections"):
+        assert compute[name] == "float32", name
+    assert all(v.dtype == "float32" for v in net.model.weights)
+    model = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+    history = model.fit(tf.data.Dataset.from_tensors(synthetic_batch(2)).repeat(3), verbose=0)
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
+    out = net.model(synthetic_batch(1)["images"])
+    assert out["boxes"].dtype == tf.float32 and out["confidence"].dtype == tf.float32
+    # The precision travels with the .keras file; with_precision converts with the same weights.
+    net.model.save(tmp_path / "m.keras")
+    assert keras.models.load_model(tmp_path / "m.keras").frcnn_config.precision == precision
+    full = net.model.with_precision("float32")
+    assert full.frcnn_config.precision == "float32"
+    for a, b in zip(full.weights, net.model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -156,7 +156,7 @@ def train_dataset(
 def _pad_to(tensor, axis, multiple):
     size = tf.shape(tensor)[axis]
     padding = [[0, 0]] * len(tensor.shape)
-    padding[axis] = [0, (size + multiple - 1) // multiple * multiple - size]
+    padding[axis] = [0, tf.maximum((size + multiple - 1) // multiple, 1) * multiple - size]
     return tf.pad(tensor, padding)
 
 
