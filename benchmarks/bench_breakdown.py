@@ -2,9 +2,10 @@
 image: base, RPN head, proposals, RoI pooling, detector head, postprocess; each stage compiled
 alone with tf.function, median of 5.
 
-    python benchmarks/bench_breakdown.py
+    python benchmarks/bench_breakdown.py [float32|mixed_bfloat16]
 """
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,9 @@ def timed(fn, *args, reps=5):
 
 
 def main():
-    layers = build_models(preset("voc"), 20, weights=None).model.layers_
+    precision = sys.argv[1] if len(sys.argv) > 1 else "float32"
+    cfg = dataclasses.replace(preset("voc"), precision=precision)
+    layers = build_models(cfg, 20, weights=None).model.layers_
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 600, 1000, 3)), tf.uint8)
     processed, info = layers.preprocess(image)
     features = layers.base([processed, info])
@@ -39,7 +42,7 @@ def main():
     proposals, _, count = layers.proposals([logits, deltas, anchors, info])
     pooled = layers.roi_pooling([features, proposals])
     class_logits, box_deltas = layers.detector_head(pooled)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; {precision}")
     rows = [
         ("preprocess", timed(lambda x: layers.preprocess(x), image)),
         ("base (VGG-16 convs)", timed(lambda x, i: layers.base([x, i]), processed, info)),

@@ -21,10 +21,11 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import machine, run_times  # noqa: E402
 
 
 def keras_side(args):
@@ -65,13 +66,7 @@ def keras_side(args):
         def step():
             float(model.train_function(iterator)["loss"])
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.reps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    times = run_times(step, args.reps, args.warmup)
     print(json.dumps({"framework": f"keras-frcnn (TF {tf.__version__}, Keras {keras.__version__})",
                       "task": args.task, "batch": args.batch, "bf16": args.bf16,
                       "median_s": statistics.median(times), "times_s": times,
@@ -105,8 +100,6 @@ def main():
         return keras_side(args)
     if not args.torch_python:
         parser.error("--torch-python is required (an environment with torch and torchvision)")
-
-    from common import machine
 
     ours = [sys.executable, str(Path(__file__).resolve()), "--side", "keras"]
     results = {}

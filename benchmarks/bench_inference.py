@@ -10,16 +10,14 @@ Peak memory: TensorFlow's CPU allocator peak during one call of each (``tf.confi
 
 import argparse
 import dataclasses
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import interleaved_medians, machine  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
 
@@ -63,16 +61,10 @@ def main():
     for name, fn in candidates.items():  # trace, warm up, and the peak memory of one call
         fn()
         peaks[name] = peak_mb(fn)
-    times = {name: [] for name in candidates}
-    for _ in range(args.reps):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    medians = interleaved_medians(candidates, args.reps)
 
     print(f"machine: {machine()}")
     print(f"batch {args.batch}, 600 x 1000, 300 proposals; median of {args.reps} interleaved rounds")
-    medians = {name: statistics.median(t) for name, t in times.items()}
     fp32_whole = medians.get("float32 whole model")
     for name, seconds in medians.items():
         precision = name.split(" ")[0]

@@ -11,7 +11,6 @@ in a new Python process that imports TensorFlow only.
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import interleaved_medians, machine  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
 from keras_frcnn.export import export_saved_model  # noqa: E402
@@ -74,18 +73,12 @@ def main():
     for fn in candidates.values():  # trace and warm up
         fn()
         fn()
-    times = {name: [] for name in candidates}
-    for _ in range(args.rounds):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+    medians = interleaved_medians(candidates, args.rounds)
 
     print(f"machine: {machine()}")
     print(f"VGG-16 voc preset, 20 classes, random weights; 1 x 600 x 1000; median of {args.rounds} rounds")
-    reference = statistics.median(times["Keras model, tf.function(model)"])
-    for name, values in times.items():
-        median = statistics.median(values)
+    reference = medians["Keras model, tf.function(model)"]
+    for name, median in medians.items():
         print(f"  {name:45s} {median * 1000:8.1f} ms  {median / reference:5.2f}x")
     print(f"export: {export_seconds:.1f} s; cold start in a fresh process: import tensorflow {import_s:.2f} s, "
           f"tf.saved_model.load {load_s:.2f} s, first request {first_s:.2f} s")

@@ -3,9 +3,11 @@ batches of the preset's image size, for comparison with the input pipeline's thr
 
     python benchmarks/bench_train_step.py --preset shapes
     python benchmarks/bench_train_step.py --preset voc --reps 3     # VGG-16 at 600 x 1000
+    python benchmarks/bench_train_step.py --preset voc --views joint --precision mixed_bfloat16
 """
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -43,9 +45,10 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--views", default="joint,rpn,detector")
     parser.add_argument("--jit", action="store_true", help="compile the train steps with XLA")
+    parser.add_argument("--precision", default="float32", help="float32, mixed_bfloat16, mixed_float16")
     args = parser.parse_args()
 
-    cfg = preset(args.preset)
+    cfg = dataclasses.replace(preset(args.preset), precision=args.precision)
     net = build_models(cfg, 20, weights=None)
     rng = np.random.default_rng(0)
     print(f"machine: {machine()}")
@@ -58,8 +61,12 @@ def main():
         step = model.train_function
         iterator = iter(tf.data.Dataset.from_tensors(data).repeat())
         seconds = median_time(lambda: float(step(iterator)["loss"]), reps=args.reps, warmup=args.warmup)
-        print(f"  {args.preset:7s} {view:9s} jit={args.jit!s:5s} {images} images of {batch['images'].shape[1]}x"
-              f"{batch['images'].shape[2]}: {seconds * 1000:8.1f} ms/step = {images / seconds:7.2f} images/s")
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        float(step(iterator)["loss"])
+        peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
+        print(f"  {args.preset:7s} {view:9s} {args.precision:14s} jit={args.jit!s:5s} {images} images of "
+              f"{batch['images'].shape[1]}x{batch['images'].shape[2]}: {seconds * 1000:8.1f} ms/step = "
+              f"{images / seconds:7.2f} images/s, peak {peak:.0f} MB")
 
 
 if __name__ == "__main__":

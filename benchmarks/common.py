@@ -23,8 +23,9 @@ def machine():
             f"{datetime.date.today().isoformat()}")
 
 
-def median_time(fn, reps=5, warmup=2):
-    """Median wall time of ``fn()`` in seconds (``fn`` must block until its result is ready)."""
+def run_times(fn, reps=5, warmup=2):
+    """Wall times of ``reps`` calls of ``fn()`` after ``warmup`` calls, in seconds (``fn`` must
+    block until its result is ready). Needs no TensorFlow (the torchvision side uses it too)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -32,7 +33,24 @@ def median_time(fn, reps=5, warmup=2):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn, reps=5, warmup=2):
+    """Median wall time of ``fn()`` in seconds."""
+    return statistics.median(run_times(fn, reps, warmup))
+
+
+def interleaved_medians(candidates, rounds):
+    """{name: fn} -> {name: median seconds}, timing every candidate once per round, in turn, so
+    that a change in the machine's load touches all of them alike (candidates already warm)."""
+    times = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def peak_rss_mb():

@@ -17,7 +17,8 @@ import argparse
 import json
 import resource
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 import torchvision
@@ -25,6 +26,9 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import run_times  # noqa: E402  (plain Python, no TensorFlow)
 
 
 class RoIMaxPool(nn.Module):
@@ -94,13 +98,7 @@ def main():
             sum(losses.values()).backward()
             optimizer.step()
 
-    for _ in range(args.warmup):
-        step()
-    times = []
-    for _ in range(args.reps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+    times = run_times(step, args.reps, args.warmup)
     print(json.dumps({"framework": f"torchvision {torchvision.__version__} / torch {torch.__version__}",
                       "task": args.task, "batch": args.batch, "bf16": args.bf16,
                       "median_s": statistics.median(times), "times_s": times,
