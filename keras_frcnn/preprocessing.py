@@ -123,7 +123,12 @@ class Preprocess(keras.layers.Layer):
 
         if self.resize:
             new_sizes, scale = scaled_size(valid, self.min_side, self.max_side)
-            images = resize_bilinear(images, valid, new_sizes)
+            # Images already at their size (a 600 x 1000 photo for the paper's rule) skip the
+            # resampling, which would return them unchanged.
+            height, width = tf.reduce_max(new_sizes[:, 0]), tf.reduce_max(new_sizes[:, 1])
+            images = tf.cond(tf.reduce_all(new_sizes == valid),
+                             lambda: tf.cast(images[:, :height, :width], tf.float32),
+                             lambda: resize_bilinear(images, valid, new_sizes))
         else:
             new_sizes, scale = valid, given_scale
             images = tf.cast(images, tf.float32)
