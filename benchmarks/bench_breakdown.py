@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -31,6 +32,7 @@ def timed(fn, *args, reps=5):
 
 
 def main():
+    keras.utils.set_random_seed(0)  # the same random weights every run
     precision = sys.argv[1] if len(sys.argv) > 1 else "float32"
     cfg = dataclasses.replace(preset("voc"), precision=precision)
     layers = build_models(cfg, 20, weights=None).model.layers_

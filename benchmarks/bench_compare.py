@@ -37,6 +37,7 @@ def keras_side(args):
 
     from keras_frcnn import build_models, preset
 
+    keras.utils.set_random_seed(0)  # the same random weights every run
     cfg = preset("voc")
     if args.bf16:
         cfg = dataclasses.replace(cfg, precision="mixed_bfloat16")
@@ -110,7 +111,7 @@ def main():
                 ("keras-frcnn", ours[0], ours[1], ["--side", "keras"]),
                 ("torchvision", args.torch_python, HERE / "torchvision_frcnn.py", []),
             ]:
-                result = measure(python, script, task, int(batch), args.reps, extra=extra)
+                result = measure(python, script, task, int(batch), args.reps, bf16=args.bf16, extra=extra)
                 results.setdefault((task, int(batch), name), []).append(result)
                 print(f"  {task} batch {batch} {name:12s} {result['median_s'] * 1000:9.0f} ms  "
                       f"peak {result['peak_rss_mb']:6.0f} MB", flush=True)

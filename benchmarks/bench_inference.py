@@ -10,14 +10,16 @@ Peak memory: TensorFlow's CPU allocator peak during one call of each (``tf.confi
 
 import argparse
 import dataclasses
+import statistics
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, machine  # noqa: E402
+from common import interleaved_times, machine  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
 
@@ -39,6 +41,7 @@ def main():
     parser.add_argument("--jit", action="store_true", help="also time the whole model under XLA")
     args = parser.parse_args()
 
+    keras.utils.set_random_seed(0)  # the same random weights every run
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (args.batch, 600, 1000, 3)), tf.uint8)
     candidates = {}
     for precision in args.precisions.split(","):
@@ -61,7 +64,8 @@ def main():
     for name, fn in candidates.items():  # trace, warm up, and the peak memory of one call
         fn()
         peaks[name] = peak_mb(fn)
-    medians = interleaved_medians(candidates, args.reps)
+    times = interleaved_times(candidates, args.reps)
+    medians = {name: statistics.median(t) for name, t in times.items()}
 
     print(f"machine: {machine()}")
     print(f"batch {args.batch}, 600 x 1000, 300 proposals; median of {args.reps} interleaved rounds")
@@ -69,7 +73,11 @@ def main():
     for name, seconds in medians.items():
         precision = name.split(" ")[0]
         base = medians[f"{precision} base only"]
-        line = f"  {name:38s} {seconds * 1000:9.1f} ms  {seconds / base:5.2f}x its base"
+        # The ratio within each round, then its median: steadier than a ratio of medians when the
+        # machine's speed drifts between rounds.
+        ratios = [a / b for a, b in zip(times[name], times[f"{precision} base only"])]
+        line = (f"  {name:38s} {seconds * 1000:9.1f} ms  {statistics.median(ratios):5.2f}x its base "
+                f"({min(ratios):.2f}-{max(ratios):.2f})")
         if fp32_whole:
             line += f"  {seconds / fp32_whole:5.2f}x fp32 whole"
         print(line + f"  peak {peaks[name]:7.0f} MB")

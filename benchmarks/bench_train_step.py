@@ -48,6 +48,7 @@ def main():
     parser.add_argument("--precision", default="float32", help="float32, mixed_bfloat16, mixed_float16")
     args = parser.parse_args()
 
+    keras.utils.set_random_seed(0)  # the same random weights every run
     cfg = dataclasses.replace(preset(args.preset), precision=args.precision)
     net = build_models(cfg, 20, weights=None)
     rng = np.random.default_rng(0)

@@ -41,16 +41,21 @@ def median_time(fn, reps=5, warmup=2):
     return statistics.median(run_times(fn, reps, warmup))
 
 
-def interleaved_medians(candidates, rounds):
-    """{name: fn} -> {name: median seconds}, timing every candidate once per round, in turn, so
-    that a change in the machine's load touches all of them alike (candidates already warm)."""
+def interleaved_times(candidates, rounds):
+    """{name: fn} -> {name: [seconds per round]}, timing every candidate once per round, in turn,
+    so that a change in the machine's load touches all of them alike (candidates already warm)."""
     times = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def interleaved_medians(candidates, rounds):
+    """{name: fn} -> {name: median seconds} over ``interleaved_times``."""
+    return {name: statistics.median(t) for name, t in interleaved_times(candidates, rounds).items()}
 
 
 def peak_rss_mb():

@@ -5,8 +5,8 @@ Shape letters: B images, R RoIs, K = N + 1 classes (0 is background), D = max_de
 Per image: softmax, class-specific box decoding (deltas times the stds), clipping to the image,
 score threshold 0.05, per-class NMS at IoU 0.3 and the best 100, as the paper's test setting.
 Per-class NMS is one NMS call over boxes shifted by ``class * (largest side + 1)``, so boxes of
-different classes never overlap; ``tf.image.non_max_suppression_padded`` runs it for the whole
-batch with ops that have GPU kernels. Boxes are returned in the input image's pixels.
+different classes never overlap; ``boxes.batched_nms`` runs it per image with an op that has
+GPU kernels. Boxes are returned in the input image's pixels.
 """
 
 import keras
@@ -60,11 +60,8 @@ class Detections(keras.layers.Layer):
 
         offset = tf.reduce_max(image_info[:, :2]) + 1.0
         shifted = pred_boxes + tf.cast(classes, tf.float32)[..., None] * offset
-        selected, num_detections = tf.image.non_max_suppression_padded(
-            shifted, scores, self.max_detections, iou_threshold=self.nms_iou,
-            score_threshold=_DROPPED / 2, pad_to_max_output_size=True, sorted_input=True,
-            canonicalized_coordinates=True,
-        )
+        selected, num_detections = box_ops.batched_nms(shifted, scores, self.max_detections,
+                                                       self.nms_iou, _DROPPED / 2)
         valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
         factor = tf.cast(original_sizes, tf.float32) / image_info[:, :2]  # resized -> input pixels
         factor = tf.tile(factor, [1, 2])[:, None, :]

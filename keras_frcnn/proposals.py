@@ -8,8 +8,8 @@ NMS at ``nms_iou``, keep the ``post_nms_top_n`` best. Anchors at feature positio
 because of padding (beyond the image's own feature map) are dropped too, so an image's proposals
 are the same alone or in a padded batch.
 
-NMS is ``tf.image.non_max_suppression_padded``: batched, built from ordinary ops that have GPU
-(and XLA) kernels; ``CombinedNonMaxSuppression`` and ``NonMaxSuppressionV5`` are CPU-only.
+NMS is ``boxes.batched_nms`` (``NonMaxSuppressionV4`` per image, with CPU, GPU and XLA kernels);
+``CombinedNonMaxSuppression`` and ``NonMaxSuppressionV5`` are CPU-only.
 """
 
 import keras
@@ -84,11 +84,8 @@ class Proposals(keras.layers.Layer):
         scores, order = tf.math.top_k(scores, k=k, sorted=True)
         pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
 
-        selected, num_proposals = tf.image.non_max_suppression_padded(
-            pred_boxes, scores, post_nms_top_n, iou_threshold=self.nms_iou,
-            score_threshold=_DROPPED / 2, pad_to_max_output_size=True, sorted_input=True,
-            canonicalized_coordinates=True,
-        )
+        selected, num_proposals = box_ops.batched_nms(pred_boxes, scores, post_nms_top_n,
+                                                      self.nms_iou, _DROPPED / 2)
         valid = tf.range(post_nms_top_n)[None, :] < num_proposals[:, None]  # [B, N]
         proposals = tf.gather(pred_boxes, selected, batch_dims=1)
         proposals = tf.where(valid[..., None], proposals, 0.0)
