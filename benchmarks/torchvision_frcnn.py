@@ -39,7 +39,8 @@ class RoIMaxPool(nn.Module):
         self.pool = torchvision.ops.RoIPool(output_size=7, spatial_scale=1.0 / 16)
 
     def forward(self, features, proposals, image_shapes):
-        return self.pool(features["0"], proposals)
+        # RoIPool has no bfloat16 CPU kernel: under --bf16 it pools in float32.
+        return self.pool(features["0"].float(), [p.float() for p in proposals])
 
 
 def build():
