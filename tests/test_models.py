@@ -88,6 +88,12 @@ def test_smooth_l1_and_loss_normalisation():
     obj, box = losses.rpn_losses(logits, deltas, labels, tf.zeros_like(deltas), sigma=3.0)
     np.testing.assert_allclose(obj.numpy(), np.log(2.0), rtol=1e-6)  # two sampled anchors
     np.testing.assert_allclose(box.numpy(), (1 - 1 / 18) / 2, rtol=1e-6)  # one positive over two
+    # Two images: each normalised by its own sampled count (2 and 4), then the mean over images.
+    labels = tf.constant([[1, 0, -1, -1], [1, 0, 0, 0]])
+    obj, box = losses.rpn_losses(tf.zeros([2, 4]), tf.concat([deltas, deltas], 0), labels,
+                                 tf.zeros([2, 4, 4]), sigma=3.0)
+    np.testing.assert_allclose(obj.numpy(), np.log(2.0), rtol=1e-6)
+    np.testing.assert_allclose(box.numpy(), ((1 - 1 / 18) / 2 + (1 - 1 / 18) / 4) / 2, rtol=1e-6)
 
 
 def test_padded_batch_detections_equal_each_image_alone(net):

@@ -100,3 +100,52 @@ def test_a_batch_without_any_object_has_targets():
         np.zeros((2, 0), np.int32))
     np.testing.assert_array_equal(valid.numpy().sum(1), [2, 1])
     assert not roi_labels.numpy().any() and not roi_deltas.numpy().any()
+
+
+def test_hash_uniform_is_per_image_and_uniform():
+    from keras_frcnn.targets import hash_uniform
+
+    ids = tf.range(50000, dtype=tf.int64)
+    u = hash_uniform(tf.constant([7, -3, 2**40], tf.int64), ids, salt=5).numpy()
+    assert u.shape == (3, 50000) and (u >= 0).all() and (u < 1).all()
+    np.testing.assert_allclose(u.mean(axis=1), 0.5, atol=0.01)
+    assert np.histogram(u[0], bins=10, range=(0, 1))[0].min() > 4500  # ~5000 per tenth
+    assert abs(np.corrcoef(u[0], u[1])[0, 1]) < 0.02
+    # A row depends on its own seed only, not on the other rows of the batch.
+    np.testing.assert_array_equal(hash_uniform(tf.constant([-3], tf.int64), ids, salt=5).numpy()[0], u[1])
+    assert not np.array_equal(hash_uniform(tf.constant([7], tf.int64), ids, salt=6).numpy()[0], u[0])
+
+
+def test_seeded_sampling_of_an_image_does_not_depend_on_its_batch():
+    """With per-image seeds, an image samples the same anchors and RoIs alone as in a padded
+    batch with a larger image (its anchors are named by cell and size, not by flat index)."""
+    from keras_frcnn.anchors import Anchors
+
+    rng = np.random.default_rng(3)
+    layer = anchor_targets(batch_size=32, feature_rounding="floor", seed=4)
+    small = np.zeros((1, 6, 7, 8), np.float32)  # a 96 x 112 image's map
+    large = np.zeros((2, 9, 10, 8), np.float32)  # padded to a 144 x 160 image's map
+    gt = np.array([[[10, 10, 60, 70], [40, 30, 90, 100]]], np.float32)
+    gt_classes = np.array([[1, 2]], np.int32)
+    info = np.array([[96.0, 112.0, 1.0]], np.float32)
+    seeds = tf.constant([123456789], tf.int64)
+    anchors_small = Anchors(scales=(2.0, 4.0))(small)
+    anchors_large = Anchors(scales=(2.0, 4.0))(large)
+    alone, _ = layer(anchors_small, gt, gt_classes, info, seeds)
+    batched, _ = layer(anchors_large, np.concatenate([gt, gt + 20]), np.concatenate([gt_classes] * 2),
+                       np.array([[96.0, 112.0, 1.0], [144.0, 160.0, 1.0]], np.float32),
+                       tf.constant([123456789, 5], tf.int64))
+    # The first image's anchors inside its own map, in the padded map's flat order.
+    keep = (anchors_large.numpy()[:, None, :] == anchors_small.numpy()[None]).all(-1).any(-1)
+    np.testing.assert_array_equal(batched.numpy()[0][keep], alone.numpy()[0])
+    assert (alone.numpy() == 1).sum() > 0 and (alone.numpy() == 0).sum() == 32 - (alone.numpy() == 1).sum()
+
+    targets = ProposalTargets(batch_rois=16, fg_fraction=0.25, seed=9)
+    proposals = random_boxes(rng, 40, size=96.0)[None]
+    rois, labels, _, valid = targets(proposals, np.array([40]), gt, gt_classes, seeds)
+    padded = np.concatenate([np.concatenate([proposals, np.zeros((1, 20, 4), np.float32)], 1),
+                             random_boxes(rng, 60, size=144.0)[None]])
+    rois2, labels2, _, valid2 = targets(padded, np.array([40, 60]), np.concatenate([gt, gt]),
+                                        np.concatenate([gt_classes] * 2), tf.constant([123456789, 1], tf.int64))
+    np.testing.assert_array_equal(rois2.numpy()[0], rois.numpy()[0])
+    np.testing.assert_array_equal(labels2.numpy()[0], labels.numpy()[0])
