@@ -72,7 +72,6 @@ def main():
     fp32_whole = medians.get("float32 whole model")
     for name, seconds in medians.items():
         precision = name.split(" ")[0]
-        base = medians[f"{precision} base only"]
         # The ratio within each round, then its median: steadier than a ratio of medians when the
         # machine's speed drifts between rounds.
         ratios = [a / b for a, b in zip(times[name], times[f"{precision} base only"])]
