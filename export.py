@@ -20,8 +20,7 @@ from keras_frcnn import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a .keras file written by train.py")
     parser.add_argument("--out", required=True,
                         help="the model's base path DIR/NAME (TF Serving's --model_base_path)")
@@ -37,25 +36,23 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    cli.quiet_tensorflow()
     args = parse_args(argv)
-    if not os.path.isfile(args.model):
-        raise SystemExit(f"--model {args.model}: no such file")
+    cli.quiet_tensorflow()
+    return cli.run(lambda _: export(args))
 
-    import keras
 
-    import keras_frcnn  # noqa: F401  (registers the layers)
+def export(args):
     from keras_frcnn.export import export_saved_model
 
     started = time.perf_counter()
-    model = keras.models.load_model(args.model)
+    model = cli.load_model(args.model)
     if args.precision and args.precision != model.frcnn_config.precision:
         model = model.with_precision(args.precision)
     try:
         path = export_saved_model(model, args.out, version=args.version, jit_compile=args.jit,
                                   warmup=not args.no_warmup)
     except (FileExistsError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+        raise cli.UsageError(str(error)) from None
     print(f"exported {args.model} -> {path} ({len(model.class_names)} classes: "
           f"{', '.join(model.class_names)}; {model.frcnn_config.precision}) in "
           f"{time.perf_counter() - started:.0f} s")

@@ -5,12 +5,17 @@ test split, everything written to ``runs/shapes/``.
     python train.py                                   # shapes, 4-step alternating schedule
     python train.py --schedule joint                  # approximate joint training
     python train.py --preset voc                      # VGG-16, ImageNet weights, TFDS voc/2007
-    python train.py --voc-dir VOCdevkit/VOC2007       # any VOC folder
-    python train.py --coco-json ann.json --coco-images images/
+    python train.py --preset coco                     # VGG-16, TFDS coco/2017, COCO AP
+    python train.py --voc-dir VOCdevkit/VOC2007       # any VOC folder: trainval -> test
+    python train.py --coco-json train.json --coco-images train/ \
+        --coco-val-json val.json --coco-val-images val/
     python train.py --resume                          # continue after an interruption
 
+Evaluation is on held-out data only: TFDS voc/2007 train+validation -> test, coco/2017 train ->
+validation, a VOC folder trainval -> test, a COCO JSON file -> --coco-val-json (none without it).
 Outputs in ``--out`` (default ``runs/<preset>``): ``model.keras``, ``config.json``,
-``metrics.json``, ``pr_curves/``, TensorBoard logs in ``logs/`` and the checkpoint.
+``metrics.json``, ``pr_curves/``, TensorBoard logs in ``logs/`` and the checkpoint (every 10
+minutes and at the end of each stage).
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ from keras_frcnn import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="shapes", help='"shapes" (default), "voc" or "zf-voc"')
+    parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="shapes", help='"shapes" (default), "voc", "coco" or "zf-voc"')
     parser.add_argument("--config", help="a config.json (e.g. of an earlier run) instead of a preset")
     cli.add_data_args(parser)
-    parser.add_argument("--train-split", help="training split (default: the preset's; trainval for "
+    parser.add_argument("--coco-val-json", help="held-out COCO JSON to evaluate a --coco-json run on")
+    parser.add_argument("--coco-val-images", help="its images (default: --coco-images)")
+    parser.add_argument("--train-split", help="training split (default: the data set's; trainval for "
                         "--voc-dir)")
-    parser.add_argument("--test-split", help="evaluation split (default: the preset's; test for --voc-dir)")
+    parser.add_argument("--test-split", help="evaluation split (default: the data set's held-out "
+                        "labelled split; test for --voc-dir)")
     parser.add_argument("--backbone", choices=["vgg16", "zf"])
     parser.add_argument("--weights", help='"imagenet", "none" or a weights file')
     parser.add_argument("--schedule", choices=["alternating", "joint"])
@@ -47,7 +54,12 @@ def parse_args(argv=None):
                         "AVX-512 BF16 / AMX and TPUs)")
     parser.add_argument("--jit", choices=["auto", "on", "off"],
                         help="XLA for the training steps (default auto: on when a GPU is visible)")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                        help="write a checkpoint every this many minutes (default 10; 0: only at the "
+                        "end of each stage)")
+    parser.add_argument("--checkpoint-every", type=int, help="also write one every this many steps")
+    parser.add_argument("--log-every", type=int, default=100,
+                        help="steps per progress-bar line and TensorBoard point (default 100)")
     parser.add_argument("--min-side", type=int)
     parser.add_argument("--max-side", type=int)
     parser.add_argument("--anchor-scales", help="comma separated, e.g. 8,16,32")
@@ -55,20 +67,34 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, help="images per batch (per replica) in every stage")
     parser.add_argument("--lr", type=float, help="base learning rate")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--verbose", default="auto", help="Keras fit verbosity: auto, 0, 1, 2")
-    return parser.parse_args(argv)
+    parser.add_argument("--verbose", default="auto", choices=["auto", "0", "1", "2"],
+                        help="Keras fit verbosity")
+    args = parser.parse_args(argv)
+    if args.coco_val_json and not args.coco_json:
+        parser.error("--coco-val-json goes with --coco-json")
+    for flag in ("steps", "checkpoint_every", "log_every", "batch_size", "min_side", "max_side"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    return args
 
 
-def numbers(text):
-    return tuple(float(v) for v in text.split(","))
+def numbers(text, flag):
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise cli.UsageError(f"{flag} {text}: give comma separated numbers, e.g. 0.5,1,2") from None
 
 
 def build_config(args):
     from keras_frcnn.config import Config, preset
 
     if args.config:
-        with open(args.config) as f:
-            cfg = Config.from_json(f.read())
+        try:
+            with open(args.config) as f:
+                cfg = Config.from_json(f.read())
+        except OSError as error:
+            raise cli.UsageError(f"--config {args.config}: {error.strerror}") from None
     else:
         cfg = preset(args.preset)
     changes = {}
@@ -88,9 +114,9 @@ def build_config(args):
     if args.max_side:
         image["max_side"] = args.max_side
     if args.anchor_scales:
-        anchors["scales"] = numbers(args.anchor_scales)
+        anchors["scales"] = numbers(args.anchor_scales, "--anchor-scales")
     if args.anchor_ratios:
-        anchors["ratios"] = numbers(args.anchor_ratios)
+        anchors["ratios"] = numbers(args.anchor_ratios, "--anchor-ratios")
     if args.schedule:
         train["schedule"] = args.schedule
     if args.batch_size:
@@ -129,18 +155,22 @@ def is_chief(strategy) -> bool:
 
 
 def main(argv=None):
-    cli.quiet_tensorflow()
     args = parse_args(argv)
+    cli.quiet_tensorflow()
+    return cli.run(lambda _: train(args))
+
+
+def train(args):
     started = time.perf_counter()
 
     import keras
 
-    from keras_frcnn import metrics
+    from keras_frcnn import data, metrics
     from keras_frcnn.config import Config
-    from keras_frcnn.evaluate import evaluate
+    from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
-    from keras_frcnn.training import ScheduleRunner
     from keras_frcnn.tensorboard import log_evaluation
+    from keras_frcnn.training import ScheduleRunner
 
     cfg = build_config(args)
     out = args.out or os.path.join("runs", cfg.name)
@@ -149,19 +179,31 @@ def main(argv=None):
         with open(config_path) as f:
             cfg = Config.from_json(f.read())
         print(f"resume: using the run's own {config_path}")
+    choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
+    if choice.kind == "tfds":
+        cfg = dataclasses.replace(cfg, dataset=choice.name, train_split=choice.train_split,
+                                  test_split=choice.test_split)
+
+    # Everything is read and checked before anything is trained.
+    train_source = cli.load_source(args, choice, choice.train_split, decode_images=False)
+    if choice.kind == "coco-json":
+        test_source = data.load_coco_json(args.coco_val_json, args.coco_val_images or args.coco_images) \
+            if args.coco_val_json else None
+    else:
+        test_source = cli.load_source(args, choice, choice.test_split)
+    if test_source is not None and tuple(test_source.class_names) != tuple(train_source.class_names):
+        raise cli.UsageError(f"the evaluation data {test_source.name} has other classes than the "
+                             f"training data {train_source.name}: {list(test_source.class_names)} vs "
+                             f"{list(train_source.class_names)}")
+    print(f"data: training on {train_source.name} ({train_source.num_examples} images); "
+          + (f"evaluating on {test_source.name} ({test_source.num_examples} images)" if test_source else
+             "no evaluation: a --coco-json run evaluates only on held-out images "
+             "(--coco-val-json, --coco-val-images), never on its training images")
+          + f"; {train_source.num_classes} classes: {', '.join(train_source.class_names)}")
+
     strategy = make_strategy(args.strategy)
     chief = is_chief(strategy)
     keras.utils.set_random_seed(cfg.train.seed)
-
-    default_dataset = cfg.dataset
-    train_split = args.train_split or ("trainval" if args.voc_dir else cfg.train_split)
-    test_split = args.test_split or ("test" if args.voc_dir else cfg.test_split)
-    train_source = cli.load_source(args, train_split, default_dataset)
-    test_source = train_source if args.coco_json else cli.load_source(args, test_split, default_dataset)
-    print(f"data: {train_source.name} ({train_source.num_examples} images) for training, "
-          f"{test_source.name} ({test_source.num_examples}) for evaluation; "
-          f"{train_source.num_classes} classes: {', '.join(train_source.class_names)}")
-
     os.makedirs(out, exist_ok=True)
     if chief:
         with open(config_path, "w") as f:
@@ -173,8 +215,9 @@ def main(argv=None):
 
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
     runner = ScheduleRunner(net, train_source, cfg, run_dir, steps=args.steps,
-                            checkpoint_every=args.checkpoint_every, strategy=strategy,
-                            verbose=_verbosity(args.verbose))
+                            checkpoint_every=args.checkpoint_every,
+                            checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every,
+                            strategy=strategy, verbose=_verbosity(args.verbose))
     runner.run(resume=args.resume)
 
     if not chief:
@@ -182,17 +225,18 @@ def main(argv=None):
     model_path = os.path.join(out, "model.keras")
     net.model.save(model_path)
     print(f"saved {model_path}")
-    result, summary = evaluate(net.model, test_source, inclusive_pixels=cli.is_voc(args, default_dataset),
-                               coco=cli.is_coco(args, default_dataset),
-                               plot_dir=os.path.join(out, "pr_curves"))
+    if test_source is None:
+        summary = no_evaluation(train_source)
+    else:
+        result, summary = evaluate(net.model, test_source, inclusive_pixels=choice.voc, coco=choice.coco,
+                                   plot_dir=os.path.join(out, "pr_curves"))
+        log_evaluation(net.model, test_source, summary, os.path.join(out, "logs", "eval"))
+        print(metrics.format_table(result))
     summary["stage_seconds"] = {k: round(v, 1) for k, v in runner.stage_seconds.items()}
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    log_evaluation(net.model, test_source, summary, os.path.join(out, "logs", "eval"))
-    print(metrics.format_table(result))
-    print(f"VOC07 mAP {summary['mAP']:.4f}  (area mAP {summary['mAP_area']:.4f}) on "
-          f"{summary['num_images']} images; {summary['wall_seconds']:.0f} s in all; wrote "
+    print(f"{headline(summary)}; {summary['wall_seconds']:.0f} s in all; wrote "
           f"{os.path.join(out, 'metrics.json')}")
     return 0
 

@@ -6,12 +6,17 @@ Data path, one module each: ``data`` -> ``preprocessing`` -> ``backbone`` -> ``r
 views) and ``config`` (every setting).
 
 Importing the package registers its Keras layers, so ``keras.models.load_model("model.keras")``
-works after ``import keras_frcnn``.
+works after ``import keras_frcnn``. It loads TensorFlow without its C++ start-up lines
+(``keras_frcnn.startup``).
 """
 
-from keras_frcnn.config import Config, preset
-from keras_frcnn.models import FasterRCNN, build_models
-from keras_frcnn import layers  # noqa: F401  (registers every layer for load_model)
+from keras_frcnn.startup import load_tensorflow_quietly
+
+load_tensorflow_quietly()
+
+from keras_frcnn.config import Config, preset  # noqa: E402
+from keras_frcnn.models import FasterRCNN, build_models  # noqa: E402
+from keras_frcnn import layers  # noqa: E402,F401  (registers every layer for load_model)
 
 __version__ = "0.1.0"
 __all__ = ["Config", "preset", "build_models", "FasterRCNN", "layers", "__version__"]

@@ -1,15 +1,98 @@
 """Command-line pieces shared by ``train.py``, ``export.py`` and the ``evaluate`` / ``predict``
-modules: the data-source options and the quiet start-up."""
+modules: the data-source options and which splits they mean, the quiet start-up, and one clean
+``error: ...`` line (exit status 2) for every mistake a user can make: a bad flag, a missing or
+malformed file, a data set that cannot be used.
+
+Set ``KERAS_FRCNN_TRACEBACK=1`` to see the Python traceback behind such a line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
+import sys
+import typing
+
+
+class UsageError(Exception):
+    """A mistake in how a command was called (a flag, a file): printed as one ``error:`` line."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as one ``error: ...`` line (exit status 2) instead of usage text."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def quiet_tensorflow():
-    """Keep TensorFlow's C++ start-up chatter off the user's terminal (set before importing TF)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """TensorFlow loaded without its start-up chatter (``keras_frcnn.startup``; importing the
+    package does it already, this makes it explicit where a command starts)."""
+    from keras_frcnn.startup import load_tensorflow_quietly
+
+    load_tensorflow_quietly()
+
+
+def run(main, argv=None) -> int:
+    """``main(argv)`` with user errors turned into one ``error: ...`` line and exit status 2."""
+    from keras_frcnn.config import ConfigError
+    from keras_frcnn.data.problems import DataError
+
+    user_errors = (UsageError, DataError, ConfigError, FileNotFoundError, IsADirectoryError,
+                   PermissionError)
+    try:
+        return main(argv)
+    except user_errors as error:
+        return _fail(error)
+    except Exception as error:
+        # Errors raised in tf.data graphs while reading data (an unreadable file, stored proposals
+        # of another example) are TensorFlow's InvalidArgument / NotFound errors.
+        tf = sys.modules.get("tensorflow")
+        if tf is not None and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+                                                 tf.errors.DataLossError)):
+            return _fail(error, describe_tf_error(error))
+        raise
+
+
+def _fail(error, text=None) -> int:
+    if os.environ.get("KERAS_FRCNN_TRACEBACK"):
+        import traceback
+
+        traceback.print_exception(error)
+    text = text or (str(error) if not isinstance(error, OSError) or not error.filename
+                    else f"{error.filename}: {error.strerror}")
+    print(f"error: {' '.join(text.split())}", file=sys.stderr)
+    return 2
+
+
+def describe_tf_error(error) -> str:
+    """The useful part of a TensorFlow op error: its message without graph-node decorations."""
+    message = getattr(error, "message", str(error))
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
+    message = message.split("\n\t [[")[0].split("\n\n")[0]
+    return message.strip()
+
+
+def load_model(path):
+    """``keras.models.load_model(path)`` (with the package's layers registered), or a
+    ``UsageError`` naming the file."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--model {path}: no such file")
+    import keras
+
+    import keras_frcnn  # noqa: F401  (registers the layers)
+
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # a truncated zip, another model, another Keras ...
+        raise UsageError(f"--model {path}: not a keras_frcnn .keras model ({type(error).__name__}: "
+                         f"{error})") from None
+
+
+# --- data sources -------------------------------------------------------------------------------
 
 
 def add_data_args(parser: argparse.ArgumentParser):
@@ -25,43 +108,73 @@ def add_data_args(parser: argparse.ArgumentParser):
     return group
 
 
-def source_kind(args, default_dataset: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class DataChoice:
+    """What a command's data options mean: the source kind, its name and splits."""
+
+    kind: str  # "tfds" (shapes included), "voc-dir" or "coco-json"
+    name: str  # the TFDS name, the VOC folder or the COCO JSON file
+    train_split: typing.Optional[str]
+    test_split: typing.Optional[str]
+
+    @property
+    def voc(self) -> bool:
+        """VOC data: evaluated with the devkit's inclusive-pixel IoU."""
+        return self.kind == "voc-dir" or self.name.startswith("voc")
+
+    @property
+    def coco(self) -> bool:
+        """COCO data: COCO AP (pycocotools) is the headline figure."""
+        return self.kind == "coco-json" or self.name.startswith("coco")
+
+
+def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
+    """The source the options name and its splits: ``--train-split`` / ``--test-split`` if given,
+    else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test;
+    a COCO JSON file: itself -> ``--coco-val-json``). Checked before anything is trained: an
+    unlabelled evaluation split is a ``DataError`` now, not after training."""
+    from keras_frcnn.data.tfds_sources import canonical_name, check_labelled, default_splits
+
+    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.dataset)) > 1:
+        raise UsageError("give one data source: --dataset, --voc-dir or --coco-json")
     if args.voc_dir:
-        return "voc-dir"
-    if args.coco_json:
-        return "coco-json"
-    return (args.dataset or default_dataset)
-
-
-def load_source(args, split: str, default_dataset: str = "shapes"):
-    """The ``DetectionSource`` the options name, for ``split`` (a VOC split-file name or a TFDS
-    split expression); COCO JSON files are one split each."""
-    from keras_frcnn import data
-
-    if args.voc_dir:
-        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-        return data.load_voc_folder(args.voc_dir, split=_voc_split(split), classes=classes)
+        return DataChoice("voc-dir", args.voc_dir, train_split or "trainval", test_split or "test")
     if args.coco_json:
         if not args.coco_images:
-            raise SystemExit("--coco-json needs --coco-images (the folder of its images)")
-        return data.load_coco_json(args.coco_json, args.coco_images)
-    name = args.dataset or default_dataset
-    if name == "shapes":
-        num_train, num_test = (int(n) for n in args.shapes_images.split(","))
+            raise UsageError("--coco-json needs --coco-images (the folder of its images)")
+        return DataChoice("coco-json", args.coco_json, None, None)
+    name = canonical_name(args.dataset or cfg.dataset)
+    if name == canonical_name(cfg.dataset):
+        splits = (cfg.train_split, cfg.test_split)
+    else:
+        splits = default_splits(name)
+    choice = DataChoice("tfds", name, train_split or splits[0], test_split or splits[1])
+    check_labelled(name, choice.train_split, "training")
+    check_labelled(name, choice.test_split, "evaluation")
+    return choice
+
+
+def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_images: bool = True):
+    """The ``DetectionSource`` of ``choice``'s ``split`` (a VOC split-file name or a TFDS split
+    expression; ignored for a COCO JSON file, which is one split)."""
+    from keras_frcnn import data
+
+    if choice.kind == "voc-dir":
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        return data.load_voc_folder(args.voc_dir, split=_voc_split(split), classes=classes,
+                                    decode_images=decode_images)
+    if choice.kind == "coco-json":
+        return data.load_coco_json(args.coco_json, args.coco_images, decode_images=decode_images)
+    if choice.name == "shapes":
+        try:
+            num_train, num_test = (int(n) for n in args.shapes_images.split(","))
+        except ValueError:
+            raise UsageError(f"--shapes-images {args.shapes_images}: give two counts, e.g. 500,100") from None
         return data.load_shapes(split=split, data_dir=args.data_dir, num_train=num_train,
-                                num_test=num_test)
-    return data.load_tfds(name, split, data_dir=args.data_dir)
+                                num_test=num_test, decode_images=decode_images)
+    return data.load_tfds(choice.name, split, data_dir=args.data_dir, decode_images=decode_images)
 
 
 def _voc_split(split: str) -> str:
     # TFDS's "train+validation" is the VOC folder's trainval.txt.
     return {"train+validation": "trainval", "validation": "val"}.get(split, split)
-
-
-def is_voc(args, default_dataset: str) -> bool:
-    """VOC data: evaluated with the devkit's inclusive-pixel IoU."""
-    return bool(args.voc_dir) or source_kind(args, default_dataset).startswith("voc")
-
-
-def is_coco(args, default_dataset: str) -> bool:
-    return bool(args.coco_json) or source_kind(args, default_dataset).startswith("coco")

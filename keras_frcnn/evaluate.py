@@ -1,15 +1,18 @@
 """Evaluate a model: VOC07 11-point mAP, VOC2010+ area mAP, per-class AP and PR curves; COCO AP
-through pycocotools for COCO data.
+through pycocotools for COCO data (with the annotations' areas and crowd flags).
 
     python -m keras_frcnn.evaluate --model runs/shapes/model.keras [--dataset shapes] [--split test]
         [--voc-dir DIR | --coco-json FILE --coco-images DIR] [--out metrics.json] [--plots DIR]
+
+The split defaults to the data set's held-out labelled split (voc/2007: test, coco/2017:
+validation, a VOC folder: test); a COCO JSON file is evaluated as a whole.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import sys
 
 from keras_frcnn import cli
@@ -17,7 +20,8 @@ from keras_frcnn import cli
 
 def collect(model, source, batch_size: int = 1):
     """Run ``model`` (a ``FasterRCNN``) over ``source`` -> (detections, ground_truth, image sizes),
-    lists in the format of ``keras_frcnn.metrics`` (boxes in original-image pixels)."""
+    lists in the format of ``keras_frcnn.metrics`` (boxes in original-image pixels; ground truth
+    with the source's object ``area`` where it has one, else the box's)."""
     import tensorflow as tf
 
     from keras_frcnn.data.pipeline import eval_dataset
@@ -37,54 +41,83 @@ def collect(model, source, batch_size: int = 1):
                                "labels": out["labels"][i, :n]})
             ground_truth.append({"boxes": batch["gt_boxes"][i, :g].numpy(),
                                  "labels": batch["gt_classes"][i, :g].numpy() - 1,
-                                 "difficult": batch["gt_difficult"][i, :g].numpy()})
+                                 "difficult": batch["gt_difficult"][i, :g].numpy(),
+                                 "area": batch["gt_area"][i, :g].numpy()})
             sizes.append(tuple(int(s) for s in batch["image_size"][i].numpy()))
     return detections, ground_truth, sizes
 
 
 def evaluate(model, source, batch_size=1, inclusive_pixels=False, coco=False, plot_dir=None):
     """-> (``DetectionMetrics``, the ``metrics.json`` dict). ``inclusive_pixels``: the VOC
-    devkit's IoU (for VOC data); ``coco``: add pycocotools' AP under ``"coco"``."""
+    devkit's IoU (for VOC data); ``coco``: add pycocotools' AP under ``"coco"`` (the headline).
+    The dict names the data evaluated (``"evaluated_on"``)."""
     from keras_frcnn import metrics
 
     class_names = list(model.class_names)
     detections, ground_truth, sizes = collect(model, source, batch_size)
     result = metrics.evaluate_detections(detections, ground_truth, class_names,
                                          inclusive_pixels=inclusive_pixels)
-    summary = metrics.metrics_json(result)
+    summary = {"evaluated_on": source.name, **metrics.metrics_json(result)}
+    summary["num_positives"] = int(sum(result.num_positives))
     if coco:
         summary["coco"] = metrics.coco_ap(detections, ground_truth, class_names, sizes)
     if plot_dir:
-        summary["pr_curves"] = [os.fspath(p) for p in metrics.plot_pr_curves(result, plot_dir)]
+        summary["pr_curves"] = [str(p) for p in metrics.plot_pr_curves(result, plot_dir)]
     return result, summary
 
 
+def no_evaluation(train_source) -> dict:
+    """The ``metrics.json`` of a run without held-out data."""
+    return {"evaluated_on": None, "mAP": None, "per_class": {}, "num_images": 0,
+            "note": f"no held-out data was given for {train_source.name}: not evaluated "
+                    "(a model is never evaluated on its training images)"}
+
+
+def headline(summary) -> str:
+    """The one-line result: COCO AP first for COCO data, then VOC07 mAP, and the data evaluated."""
+    if summary.get("evaluated_on") is None:
+        return "not evaluated (no held-out data)"
+    if not summary.get("num_positives"):
+        return (f"{summary['evaluated_on']} has no labelled objects: mAP undefined "
+                f"({summary['num_images']} images)")
+    parts = []
+    if "coco" in summary:
+        c = summary["coco"]
+        parts.append(f"COCO AP@[.5:.95] {c['AP']:.4f} (AP50 {c['AP50']:.4f}, AP75 {c['AP75']:.4f}, "
+                     f"small {c['AP_small']:.3f} medium {c['AP_medium']:.3f} large {c['AP_large']:.3f})")
+    voc = "VOC07 mAP@0.5" if "coco" in summary else "VOC07 mAP"
+    parts.append(f"{voc} {_number(summary['mAP'])} (area mAP {_number(summary['mAP_area'])})")
+    return "; ".join(parts) + f" on {summary['evaluated_on']}, {summary['num_images']} images"
+
+
+def _number(value):
+    return "undefined" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
 def main(argv=None):
-    cli.quiet_tensorflow()
-    parser = argparse.ArgumentParser(prog="python -m keras_frcnn.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m keras_frcnn.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a .keras file written by train.py")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--split", help="split to evaluate (default: the data set's held-out split)")
     parser.add_argument("--out", help="write metrics.json here")
     parser.add_argument("--plots", help="write a precision-recall PNG per class here")
     parser.add_argument("--batch-size", type=int, default=1)
     cli.add_data_args(parser)
     args = parser.parse_args(argv)
+    cli.quiet_tensorflow()
+    return cli.run(lambda _: _evaluate(args))
 
-    import keras
 
-    import keras_frcnn  # noqa: F401  (registers the layers)
+def _evaluate(args):
     from keras_frcnn import metrics
 
-    model = keras.models.load_model(args.model)
-    default = model.frcnn_config.dataset
-    source = cli.load_source(args, args.split, default)
-    result, summary = evaluate(model, source, args.batch_size,
-                               inclusive_pixels=cli.is_voc(args, default),
-                               coco=cli.is_coco(args, default), plot_dir=args.plots)
+    model = cli.load_model(args.model)
+    choice = cli.choose_data(args, model.frcnn_config, test_split=args.split)
+    source = cli.load_source(args, choice, choice.test_split)
+    result, summary = evaluate(model, source, args.batch_size, inclusive_pixels=choice.voc,
+                               coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))
-    if "coco" in summary:
-        print("COCO AP@[.5:.95] {:.3f}  AP50 {:.3f}".format(summary["coco"]["AP"], summary["coco"]["AP50"]))
+    print(headline(summary))
     if args.out:
         with open(args.out, "w") as f:
             json.dump(summary, f, indent=2)

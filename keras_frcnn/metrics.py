@@ -335,7 +335,8 @@ def coco_ap(detections, ground_truth, class_names, image_sizes=None):
     Same inputs as ``evaluate_detections`` (boxes converted to COCO's continuous ``[x, y, w, h]``,
     no +1). ``image_sizes``: optional ``(height, width)`` per image, copied into the image records
     (box evaluation does not use them). Ground truth may carry ``"area"`` ``[G]`` (COCO's
-    segmentation areas, which pick the small/medium/large bins); else the box area is used.
+    segmentation areas, which pick the small/medium/large bins, as in the official evaluation);
+    where it is missing or negative the box area is used.
     Difficult boxes become ``iscrowd`` regions, COCO's nearest notion: detections on them are
     ignored, though COCO matches them only after every non-crowd box (VOC takes the highest IoU).
 
@@ -365,8 +366,9 @@ def coco_ap(detections, ground_truth, class_names, image_sizes=None):
         gt_boxes, gt_labels, difficult = _read_ground_truth(gt, num_classes, image)
         gt_xywh = _to_xywh(gt_boxes)
         areas = gt_xywh[:, 2] * gt_xywh[:, 3]
-        if "area" in gt:
-            areas = np.asarray(gt["area"], np.float64).reshape(-1)
+        if "area" in gt:  # the source's own areas (COCO's); negative: none given, the box's
+            given = np.asarray(gt["area"], np.float64).reshape(-1)
+            areas = np.where(given >= 0, given, areas)
         for box, label, crowd, area in zip(
             gt_xywh.tolist(), gt_labels.tolist(), difficult.tolist(), areas.tolist()
         ):

@@ -63,20 +63,19 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
 
 
 def main(argv=None):
-    cli.quiet_tensorflow()
-    parser = argparse.ArgumentParser(prog="python -m keras_frcnn.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog="python -m keras_frcnn.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a .keras file written by train.py")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="folder for the PNGs")
     parser.add_argument("--min-score", type=float, default=0.3, help="draw detections above this")
     args = parser.parse_args(argv)
+    cli.quiet_tensorflow()
+    return cli.run(lambda _: _predict(args))
 
-    import keras
 
-    import keras_frcnn  # noqa: F401  (registers the layers)
-
-    model = keras.models.load_model(args.model)
+def _predict(args):
+    model = cli.load_model(args.model)
     _, failed = predict_files(model, args.images, args.out, args.min_score)
     return 1 if failed else 0
 

@@ -1,22 +1,40 @@
-"""TensorBoard extras beyond Keras's own callback: the learning rate per chunk, and after training
-the mAP and a few test images with their detections drawn."""
+"""TensorBoard: the training losses and learning rate per window of steps, and after training the
+mAP and a few test images with their detections drawn."""
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds ``learning_rate`` to the epoch logs (put it before ``keras.callbacks.TensorBoard``)."""
+class StageLog(keras.callbacks.Callback):
+    """Writes a stage's losses (Keras's means over each epoch, i.e. each window of steps) and the
+    learning rate to TensorBoard in ``log_dir``, at the stage's step count, which continues
+    across a resume (``step``: the steps done before this ``fit``)."""
+
+    def __init__(self, log_dir, step=0):
+        super().__init__()
+        self.log_dir, self.step = log_dir, int(step)
+        self.writer = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(self.log_dir)
         optimizer = self.model.optimizer
         lr = optimizer.learning_rate
         if callable(lr):
             lr = lr(optimizer.iterations)
-        logs["learning_rate"] = float(np.asarray(lr))
+        with self.writer.as_default():
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(name, float(np.mean(value)), step=self.step)
+            tf.summary.scalar("learning_rate", float(np.asarray(lr)), step=self.step)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
 
 
 def log_evaluation(model, source, summary, log_dir, num_images=4):

@@ -15,10 +15,19 @@ After stage 4 the RPN and the detector share one base: one network, the inferenc
 
 Joint: one model, the four losses summed, proposals as constants (``JointTrainer``).
 
-Each stage is ``prepare`` (trainable flags + a fresh SGD) and Keras ``fit`` in chunks of
-``checkpoint_every`` steps. A checkpoint (weights, optimizer state, stage, step) is written
-atomically after every chunk; the data and the samplers' random streams of chunk k of a stage are
-seeded by (seed, stage, k), so a resumed run trains exactly as an uninterrupted one.
+Each stage is ``prepare`` (trainable flags + a fresh SGD) and one Keras ``fit`` over one data
+stream (``data.pipeline.example_stream``): every pass over the training set visits each example
+once, in a new order, and the stream is never rebuilt while the stage runs. Keras "epochs" are only
+windows of ``log_every`` steps for the progress bar and TensorBoard.
+
+Checkpoints (:class:`TrainingCheckpoint`, TensorFlow's ``tf.train.Checkpoint`` and
+``CheckpointManager``) hold every network variable and the optimizer's, each keyed by its
+variable path, and the schedule's state: stage, step and the stream position. One is written at
+the end of every stage, every ``checkpoint_minutes`` (checked at the end of each window) and, if
+asked, every ``checkpoint_every`` steps. The stream, the flips and the samplers' seeds are
+stateless functions of (seed, stage, stream position), and the random streams of the layers
+(dropout) are in the checkpoint, so a run killed at any point and resumed trains exactly as an
+uninterrupted one from its last checkpoint on.
 
 Under ``tf.distribute`` (the runner's ``strategy``) the batch of a step is the per-replica batch
 times the replicas, split by Keras; the losses are per-image means, divided by the replica count,
@@ -31,19 +40,19 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 import typing
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.config import Config, feature_rounding
 from keras_frcnn.data.examples import DetectionSource
-from keras_frcnn.data.pipeline import train_dataset
+from keras_frcnn.data.pipeline import as_source, train_dataset
+from keras_frcnn.data.problems import DataError
+from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
 from keras_frcnn.proposals import Proposals
-from keras_frcnn.tensorboard import LearningRateLogger
+from keras_frcnn.tensorboard import StageLog
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,10 +117,11 @@ def make_optimizer(cfg: Config, stage: Stage) -> keras.optimizers.Optimizer:
 # --- proposals for the detector stages --------------------------------------------------------
 
 
-def write_proposals(net, source: DetectionSource, cfg: Config, path: str, batch_size: int = 2):
-    """Run the current RPN over ``source`` in order (resized as for training, unflipped) and write
-    each example's proposals (resized-image pixels, ``[n, 4]`` float32) as one TFRecord, in source
-    order. No pre-NMS cut; ``cfg.rpn.post_nms_top_n[0]`` after NMS, as the original's dump."""
+def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, batch_size: int = 2):
+    """Run the current RPN over ``source`` in order (resized as for training, unflipped) and store
+    each example's proposals (resized-image pixels, ``[n, 4]`` float32) in ``directory``
+    (``data.stored_proposals``). No pre-NMS cut; ``cfg.rpn.post_nms_top_n[0]`` after NMS, as the
+    original's dump. Returns the number of examples."""
     layers = net.model.layers_
     post = cfg.rpn.post_nms_top_n[0]
     proposal_layer = Proposals((0, 0), (post, post), cfg.rpn.nms_iou, cfg.rpn.min_size,
@@ -127,108 +137,165 @@ def write_proposals(net, source: DetectionSource, cfg: Config, path: str, batch_
         anchors = layers.anchors(features)
         return proposal_layer([logits, deltas, anchors, info])
 
-    dataset = train_dataset(source, cfg, batch_size, shuffle=False, flip_probability=0.0,
+    dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, flip_probability=0.0,
                             drop_remainder=False)
-    tmp = path + ".partial"
     expected = 0
-    with tf.io.TFRecordWriter(tmp) as writer:
+    with ProposalWriter(directory, source) as writer:
         for batch in dataset:
             boxes, _, counts = run(batch["images"], batch["image_info"])
-            for i, index in enumerate(batch["index"].numpy()):
+            boxes, counts = boxes.numpy(), counts.numpy()
+            for i, (index, key) in enumerate(zip(batch["index"].numpy(), batch["key"].numpy())):
                 if index != expected:
                     raise RuntimeError(f"proposals out of order: example {index}, expected {expected}")
                 expected += 1
-                writer.write(tf.io.serialize_tensor(boxes[i, :counts[i]]).numpy())
-    os.replace(tmp, path)
+                writer.write(index, key, boxes[i, :counts[i]])
     return expected
 
 
-def with_proposals(source: DetectionSource, path: str) -> DetectionSource:
-    """``source`` whose examples carry ``proposals`` ``[n, 4]`` (resized pixels) from ``path``."""
-    stored = tf.data.TFRecordDataset(path).map(
-        lambda record: tf.ensure_shape(tf.io.parse_tensor(record, tf.float32), [None, 4]))
-    dataset = tf.data.Dataset.zip(source.dataset, stored).map(
-        lambda example, proposals: {**example, "proposals": proposals})
-    return dataclasses.replace(source, dataset=dataset)
-
-
 def reseed(model, seed):
-    """Restart every random stream of ``model`` (the anchor and RoI samplers', dropout's) from
-    ``seed``, so a chunk draws the same samples whether or not the run was interrupted before it."""
+    """Restart every random stream of ``model`` (dropout's, the samplers' fallbacks) from
+    ``seed``, so a stage draws the same whether or not the run was interrupted before it."""
     states = [v for v in model.variables if "seed_generator_state" in v.path]
     for i, state in enumerate(states):
         state.assign(tf.constant([seed, i], dtype=state.dtype))
 
 
+# Keys of a training batch that the training views do not read (bookkeeping of the stream).
+BOOKKEEPING = ("index", "position", "flipped", "key")
+
+
 def model_inputs(batch):
-    """The keys of a training batch the training views read (not the bookkeeping ``index`` and
-    ``flipped``), so no replica receives tensors it never uses."""
-    return {k: v for k, v in batch.items() if k not in ("index", "flipped")}
+    """The keys of a training batch the training views read, so no replica receives tensors it
+    never uses."""
+    return {k: v for k, v in batch.items() if k not in BOOKKEEPING}
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
 
 
-class Checkpoint:
-    """The whole training state in ``run_dir/checkpoint``, replaced atomically.
+def network_variables(model) -> dict:
+    """Every variable of the network keyed by a stable path: the weights by their Keras path
+    (``"conv1/kernel"``, ``"detector_head/fc6/kernel"``, ...), the layers' random-stream states
+    by their layer's path (``"detector_head/dropout/seed_generator_0"``)."""
+    keyed = {v.path: v for v in model.weights}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        for number, generator in enumerate(getattr(layer, "_seed_generators", ())):
+            keyed[f"{layer.path}/seed_generator_{number}"] = generator.state
+    return keyed
 
-    state.json: completed stages, the current stage and its step; ``network.weights.h5``: every
-    weight of the network; ``optimizer.npz``: the current stage's optimizer variables.
+
+def optimizer_variables(optimizer) -> dict:
+    """The optimizer's variables keyed by name: its slots are named after the model variable
+    they belong to (Keras: ``"<variable path>_momentum"``), so they are matched by path, not by
+    position. Names that repeat (a loss-scale wrapper's and its inner optimizer's) are numbered."""
+    keyed = {}
+    for variable in optimizer.variables:
+        key = variable.name
+        number = 1
+        while key in keyed:
+            key, number = f"{variable.name}#{number}", number + 1
+        keyed[key] = variable
+    return keyed
+
+
+class TrainingCheckpoint:
+    """The whole training state in ``run_dir/checkpoint``: TensorFlow checkpoints written by a
+    ``tf.train.CheckpointManager`` (the newest kept; a checkpoint counts only once it is complete),
+    and ``state.json``, a copy of the schedule state for people to read.
+
+    A checkpoint holds ``network`` (:func:`network_variables`), ``optimizer``
+    (:func:`optimizer_variables`, mid-stage only) and ``state``, the schedule state as JSON:
+    ``{"completed": [stage names], "stage": the running stage or None, "step": its steps done,
+    "position": its stream position, "data": the training source's name and size}``.
     """
 
     def __init__(self, run_dir):
         self.dir = os.path.join(run_dir, "checkpoint")
 
-    def exists(self):
-        return os.path.exists(os.path.join(self.dir, "state.json"))
+    def latest(self) -> typing.Optional[str]:
+        return tf.train.latest_checkpoint(self.dir)
 
-    def save(self, net, optimizer, state: dict):
-        tmp = self.dir + ".partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        net.model.save_weights(os.path.join(tmp, "network.weights.h5"))
+    def exists(self) -> bool:
+        return self.latest() is not None
+
+    def save(self, net, optimizer, state: dict) -> str:
+        objects = {"network": network_variables(net.model),
+                   "state": tf.Variable(json.dumps(state), dtype=tf.string, trainable=False)}
         if optimizer is not None:
-            np.savez(os.path.join(tmp, "optimizer.npz"),
-                     *[np.asarray(v.numpy()) for v in optimizer.variables])
-        with open(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump(state, f, indent=2)
-        old = self.dir + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        if os.path.exists(self.dir):
-            os.replace(self.dir, old)
-        os.replace(tmp, self.dir)
-        shutil.rmtree(old, ignore_errors=True)
+            objects["optimizer"] = optimizer_variables(optimizer)
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=1)
+        # A new number every time: the previous checkpoint stays whole until this one is complete.
+        latest = self.latest()
+        path = manager.save(checkpoint_number=int(latest.rsplit("-", 1)[1]) + 1 if latest else 1)
+        tmp = os.path.join(self.dir, "state.json.partial")
+        with open(tmp, "w") as f:
+            json.dump({**state, "checkpoint": os.path.basename(path)}, f, indent=2)
+        os.replace(tmp, os.path.join(self.dir, "state.json"))
+        return path
 
     def state(self) -> dict:
-        with open(os.path.join(self.dir, "state.json")) as f:
-            return json.load(f)
+        holder = tf.Variable("", dtype=tf.string, trainable=False)
+        tf.train.Checkpoint(state=holder).read(self.latest()).expect_partial()
+        return json.loads(holder.numpy().decode())
 
     def restore_network(self, net):
-        net.model.load_weights(os.path.join(self.dir, "network.weights.h5"))
+        self._restore(network=network_variables(net.model))
 
-    def restore_optimizer(self, optimizer, variables):
-        path = os.path.join(self.dir, "optimizer.npz")
-        if not os.path.exists(path):
+    def restore_optimizer(self, optimizer) -> bool:
+        if "optimizer/" not in " ".join(name for name, _ in tf.train.list_variables(self.latest())):
             return False
-        if not optimizer.built:
-            optimizer.build(variables)
-        saved = np.load(path)
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-        if len(values) != len(optimizer.variables):
-            raise RuntimeError(f"{path}: {len(values)} optimizer variables, expected "
-                               f"{len(optimizer.variables)}: the checkpoint is from another setup")
-        for variable, value in zip(optimizer.variables, values):
-            variable.assign(value)
+        self._restore(optimizer=optimizer_variables(optimizer))
         return True
 
+    def _restore(self, **objects):
+        path = self.latest()
+        status = tf.train.Checkpoint(**objects).read(path)
+        try:
+            status.assert_existing_objects_matched()
+        except AssertionError as error:
+            raise DataError(f"{path}: the checkpoint does not match this model ({error}); it was "
+                            "written by another configuration: resume with the run's own "
+                            "config.json, or start a new run (another --out)") from None
+        status.expect_partial()
 
-class _ChunkCheckpoint(keras.callbacks.Callback):
-    def __init__(self, save):
+
+class _Interrupted(Exception):
+    """Raised by tests' ``stop_after_steps``: the run stops as if killed."""
+
+
+class _StageSteps(keras.callbacks.Callback):
+    """Counts a stage's steps, writes its checkpoints when due and stops ``fit`` at its last step."""
+
+    def __init__(self, runner, stage, step, position, batch):
         super().__init__()
-        self.save = save
+        self.runner, self.stage, self.step, self.position, self.batch = runner, stage, step, position, batch
+        self.last_save = runner.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        runner = self.runner
+        self.step += 1
+        self.position += self.batch
+        runner.steps_run += 1
+        if self.step >= self.stage.steps:
+            self.model.stop_training = True  # the stage's last step; its checkpoint follows fit
+        elif runner.checkpoint_every and self.step % runner.checkpoint_every == 0:
+            self.save()
+        if runner.stop_after_steps is not None and runner.steps_run >= runner.stop_after_steps:
+            raise _Interrupted()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.save(epoch + 1, logs or {})
+        runner = self.runner
+        due = bool(runner.checkpoint_minutes) and (
+            runner.clock() - self.last_save >= 60.0 * runner.checkpoint_minutes)
+        if self.step < self.stage.steps and runner.agree(due):
+            self.save()
+
+    def save(self):
+        runner = self.runner
+        runner.checkpoint.save(runner.net, self.model.optimizer, runner.state_of(
+            stage=self.stage.name, step=self.step, position=self.position))
+        runner.saved_at.append((self.stage.name, self.step))
+        self.last_save = runner.clock()
 
 
 # --- the schedule runner ------------------------------------------------------------------------
@@ -238,74 +305,115 @@ class ScheduleRunner:
     """Runs a schedule on ``net`` (a ``Networks``) with ``source`` as training data.
 
     ``run_dir`` receives the checkpoint, the stored proposals, ``initial_base.weights.h5`` and
-    TensorBoard logs (``logs/<stage>``). ``log`` prints the stage-by-stage lines.
+    TensorBoard logs (``logs/<stage>/train``). ``log`` prints the stage-by-stage lines.
+
+    checkpoint_minutes: write a checkpoint when this many minutes have passed since the last one,
+      checked at the end of every ``log_every``-step window (None or 0: off).
+    checkpoint_every: also write one every this many steps (None: off).
+    log_every: steps per Keras epoch (progress bar line, TensorBoard point).
+    dataset_hook: ``fn(stage, dataset) -> dataset`` applied to each stage's stream of batches
+      (for audits and benchmarks).
+    stop_after_steps / clock: for tests (an interruption after that many steps; the time source).
     """
 
     def __init__(self, net, source: DetectionSource, cfg: Config, run_dir: str,
-                 steps: typing.Optional[int] = None, checkpoint_every: int = 100, verbose="auto",
-                 log=print, callbacks=(), strategy=None, stop_after_chunks=None, stage_hooks=()):
-        self.net, self.source, self.cfg, self.run_dir = net, source, cfg, run_dir
+                 steps: typing.Optional[int] = None, checkpoint_every: typing.Optional[int] = None,
+                 checkpoint_minutes: typing.Optional[float] = 10.0, log_every: int = 100,
+                 verbose="auto", log=print, callbacks=(), strategy=None, stop_after_steps=None,
+                 stage_hooks=(), dataset_hook=None, clock=time.monotonic):
+        self.net, self.cfg, self.run_dir = net, cfg, run_dir
+        self.source = as_source(source)
         self.plan = stages(cfg, steps)
-        self.checkpoint_every = max(1, int(checkpoint_every))
+        self.checkpoint_every = int(checkpoint_every) if checkpoint_every else None
+        self.checkpoint_minutes = checkpoint_minutes
+        self.log_every = max(1, int(log_every))
         self.verbose, self.log, self.callbacks = verbose, log, list(callbacks)
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.checkpoint = Checkpoint(run_dir)
-        self.stop_after_chunks = stop_after_chunks  # for tests: simulate an interruption
+        self.checkpoint = TrainingCheckpoint(run_dir)
+        self.stop_after_steps = stop_after_steps
         self.stage_hooks = list(stage_hooks)  # fn(event, stage, runner), event "start" or "end"
+        self.dataset_hook = dataset_hook
+        self.clock = clock
         self.stage_seconds = {}
-        self.history = []  # (stage name, chunk) of every chunk run by this runner
+        self.history = []  # (stage name, first step, first position, steps) of every fit run
+        self.saved_at = []  # (stage name, step) of every mid-stage checkpoint
+        self.steps_run = 0
+        self.completed = []
         os.makedirs(run_dir, exist_ok=True)
 
     def _path(self, name):
         return os.path.join(self.run_dir, name)
 
+    def state_of(self, stage=None, step=0, position=0) -> dict:
+        return {"completed": list(self.completed), "stage": stage, "step": int(step),
+                "position": int(position),
+                "data": {"name": self.source.name, "num_examples": self.source.num_examples}}
+
+    def agree(self, flag: bool) -> bool:
+        """``flag`` on every worker if it is on any (checkpoints must be written by all workers of
+        a multi-worker strategy at the same step, or their resumes would diverge)."""
+        strategy = self.strategy
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) \
+                or strategy.extended._num_workers <= 1:
+            return flag
+        votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
+        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+
     def run(self, resume=False):
-        state = {"completed": [], "stage": None, "chunk": 0, "step": 0}
+        """Run the remaining stages; False if interrupted (tests' ``stop_after_steps``)."""
+        state = self.state_of()
         if resume and self.checkpoint.exists():
             state = self.checkpoint.state()
+            data = state.get("data", {})
+            if (data.get("name"), data.get("num_examples")) != (self.source.name, self.source.num_examples):
+                raise DataError(
+                    f"{self.checkpoint.dir}: the run was trained on {data.get('name')!r} "
+                    f"({data.get('num_examples')} examples), not {self.source.name!r} "
+                    f"({self.source.num_examples}): resume on the same data, or start a new run")
             self.checkpoint.restore_network(self.net)
             self.log(f"resuming: completed {state['completed'] or 'nothing'}; "
                      f"{state['stage'] or 'next stage'} at step {state['step']}")
         elif resume:
             self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")
+        self.completed = list(state["completed"])
         initial_base = self._path("initial_base.weights.h5")
         if not os.path.exists(initial_base):
             self.net.base.save_weights(initial_base)
 
-        chunks_run = 0
-        for index, stage in enumerate(self.plan, start=1):
-            if stage.name in state["completed"]:
+        for number, stage in enumerate(self.plan, start=1):
+            if stage.name in self.completed:
                 continue
-            resuming_this = state["stage"] == stage.name
-            start_chunk = state["chunk"] if resuming_this else 0
-            ran = self._run_stage(index, stage, start_chunk, resuming_this, state, chunks_run)
-            if ran is None:
-                return False  # interrupted (tests)
-            chunks_run = ran
-            state = {"completed": state["completed"] + [stage.name], "stage": None, "chunk": 0,
-                     "step": 0}
-            self.checkpoint.save(self.net, None, state)
+            resuming = state["stage"] == stage.name
+            try:
+                self._run_stage(number, stage, state["step"] if resuming else 0,
+                                state["position"] if resuming else 0, resuming)
+            except _Interrupted:
+                return False
+            self.completed.append(stage.name)
+            self.checkpoint.save(self.net, None, self.state_of())
         self.net.set_trainable()
         return True
 
-    def _run_stage(self, index, stage, start_chunk, resuming, state, chunks_run):
+    def _run_stage(self, number, stage, step, position, resuming):
         cfg = self.cfg
-        self.log(f"== stage {index}/{len(self.plan)} {stage.name}: trains "
+        replicas = self.strategy.num_replicas_in_sync
+        batch = stage.batch_images * replicas
+        self.log(f"== stage {number}/{len(self.plan)} {stage.name}: trains "
                  + ", ".join(n for n, on in (("base", stage.train_base), ("RPN head", stage.train_rpn_head),
                                              ("detector head", stage.train_detector_head)) if on)
                  + f"; {stage.steps} steps, {stage.batch_images} images/batch"
-                 + (f" per replica x {self.strategy.num_replicas_in_sync} replicas"
-                    if self.strategy.num_replicas_in_sync > 1 else "")
-                 + f", lr {cfg.train.lr:g} "
+                 + (f" per replica x {replicas} replicas" if replicas > 1 else "")
+                 + f" ({stage.steps * batch / self.source.num_examples:.1f} passes over "
+                 f"{self.source.num_examples} images), lr {cfg.train.lr:g} "
                  f"(x{cfg.train.lr_drop:g} at step {stage.lr_drop_step})")
         began = time.perf_counter()
-        source = self.source
+        store = None
         if stage.proposals_from:
-            path = self._path(f"proposals_{stage.name}.tfrecord")
-            if not os.path.exists(path):
-                count = write_proposals(self.net, self.source, cfg, path)
-                self.log(f"   proposals of the {stage.proposals_from} RPN for {count} images -> {path}")
-            source = with_proposals(self.source, path)
+            directory = self._path(f"proposals_{stage.name}")
+            if not ProposalStore.exists(directory):
+                count = write_proposals(self.net, self.source, cfg, directory)
+                self.log(f"   proposals of the {stage.proposals_from} RPN for {count} images -> {directory}")
+            store = ProposalStore(directory, self.source)
         if stage.reset_base and not resuming:
             self.net.base.load_weights(self._path("initial_base.weights.h5"))
             self.log("   base reset to the initial weights")
@@ -316,40 +424,32 @@ class ScheduleRunner:
                                      detector_head=stage.train_detector_head,
                                      jit_compile=JIT_COMPILE[cfg.train.jit_compile])
             # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16: keep the wrapper.
-            optimizer = model.optimizer
-            if resuming and self.checkpoint.restore_optimizer(optimizer, model.trainable_variables):
-                self.log(f"   optimizer state restored at step {int(optimizer.iterations.numpy())}")
+            if resuming and self.checkpoint.restore_optimizer(model.optimizer):
+                self.log(f"   optimizer state restored at step {int(model.optimizer.iterations.numpy())}; "
+                         f"data stream at position {position}")
+        stage_seed = cfg.train.seed * 1_000_003 + number
+        if not resuming:
+            reseed(model, stage_seed)  # a resumed stage has its random streams from the checkpoint
         # A compiled step is recompiled for every new input shape: give it a few shapes only.
         pad_multiple = cfg.train.xla_pad_multiple if model.jit_compile else None
 
         for hook in self.stage_hooks:
             hook("start", stage, self)
-        num_chunks = math.ceil(stage.steps / self.checkpoint_every)
-        done_steps = min(start_chunk * self.checkpoint_every, stage.steps)
-        tensorboard = keras.callbacks.TensorBoard(os.path.join(self.run_dir, "logs", stage.name))
-        for chunk in range(start_chunk, num_chunks):
-            n = min(self.checkpoint_every, stage.steps - chunk * self.checkpoint_every)
-            chunk_seed = cfg.train.seed * 1000003 + index * 10007 + chunk
-            dataset = train_dataset(source, cfg, stage.batch_images * self.strategy.num_replicas_in_sync,
-                                    seed=chunk_seed, repeat=True, pad_multiple=pad_multiple).map(model_inputs)
-            reseed(model, chunk_seed)
-
-            def save(_, logs, chunk=chunk, n=n):
-                self.checkpoint.save(self.net, optimizer, {
-                    "completed": state["completed"], "stage": stage.name, "chunk": chunk + 1,
-                    "step": done_steps + n})
-
-            model.fit(dataset, epochs=chunk + 1, initial_epoch=chunk, steps_per_epoch=n, shuffle=False,
-                      verbose=self.verbose, callbacks=[LearningRateLogger(), tensorboard, _ChunkCheckpoint(save),
+        remaining = stage.steps - step
+        if remaining > 0:
+            dataset = train_dataset(self.source, cfg, batch, seed=stage_seed, start=position, repeat=True,
+                                    pad_multiple=pad_multiple, proposals=store)
+            if self.dataset_hook is not None:
+                dataset = self.dataset_hook(stage, dataset)
+            window = min(self.log_every, remaining)
+            self.history.append((stage.name, step, position, remaining))
+            model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
+                      shuffle=False, verbose=self.verbose,
+                      callbacks=[_StageSteps(self, stage, step, position, batch),
+                                 StageLog(self._path(os.path.join("logs", stage.name, "train")), step),
                                  *self.callbacks])
-            done_steps += n
-            chunks_run += 1
-            self.history.append((stage.name, chunk))
-            if self.stop_after_chunks is not None and chunks_run >= self.stop_after_chunks:
-                return None
         for hook in self.stage_hooks:
             hook("end", stage, self)
         seconds = time.perf_counter() - began
         self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds
-        self.log(f"   {stage.name} done: {done_steps} steps in {seconds:.0f} s")
-        return chunks_run
+        self.log(f"   {stage.name} done: {stage.steps} steps in {seconds:.0f} s")

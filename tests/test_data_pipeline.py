@@ -98,12 +98,12 @@ SMALL = dataclasses.replace(VOC, image=ImageConfig(min_side=64, max_side=100))
 def test_padded_batch_shapes_and_dtypes(mixed_folder):
     source = load_voc_folder(mixed_folder)
     batch = next(iter(train_dataset(source, SMALL, batch_size=2, shuffle=False, flip_probability=0.0)))
-    assert set(batch) == {"images", "image_info", "gt_boxes", "gt_classes", "num_gt", "index", "flipped",
-                          "sample_seed"}
+    assert set(batch) == {"images", "image_info", "gt_boxes", "gt_classes", "num_gt", "index", "key",
+                          "position", "flipped", "sample_seed"}
     dtypes = {k: v.dtype for k, v in batch.items()}
     assert dtypes == {"images": tf.uint8, "image_info": tf.float32, "gt_boxes": tf.float32,
                       "gt_classes": tf.int32, "num_gt": tf.int32, "index": tf.int64, "flipped": tf.bool,
-                      "sample_seed": tf.int64}
+                      "sample_seed": tf.int64, "key": tf.string, "position": tf.int64}
     # a: 60 x 80 -> 64 x 85 (scale 64/60); b: 80 x 40 -> 128 x 64 is too long -> 100 x 50 (scale 1.25)
     np.testing.assert_allclose(batch["image_info"].numpy(), [[64, 85, 64 / 60], [100, 50, 1.25]], rtol=1e-6)
     assert batch["images"].shape == (2, 100, 85, 3)

@@ -84,7 +84,8 @@ def test_voc2007_through_mock_data(tmp_path, decode_images):
     np.testing.assert_array_equal(first["objects/is_difficult"], [False, True])
     assert first["image/id"] == -1 and first["image/filename"] == b"000000.jpg"
     assert set(first) == {"image", "image/filename", "image/id",
-                          "objects/bbox", "objects/label", "objects/is_difficult"}
+                          "objects/bbox", "objects/label", "objects/is_difficult", "objects/area"}
+    np.testing.assert_array_equal(first["objects/area"], [-1, -1])  # VOC has no areas: the box's
 
     # Through the pipeline: 40 x 60 -> 600 x 900; the difficult person is not a target.
     assert [int(b["num_gt"][0]) for b in batches] == [1, 0, 1]

@@ -8,7 +8,9 @@
   (which divides by the JSON's image size; here the image file's own size is used, and a JSON size
   that disagrees is warned about).
 - ``iscrowd`` -> ``is_difficult``: crowd regions are never trained as positives, and evaluation
-  treats them as VOC treats difficult objects.
+  treats them as VOC treats difficult objects (COCO AP: as crowd regions).
+- ``area`` -> ``objects/area``: COCO AP's small / medium / large bins use it, as the official
+  evaluation does (-1 where an annotation has none: the box's area then).
 - Images are in increasing image id order (as TFDS's builder writes them); ``image/id`` keeps the
   COCO id for writing results back in COCO's format.
 """
@@ -22,7 +24,7 @@ import typing
 
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_dataset
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import check_images
 from keras_frcnn.data.problems import DataError, DataProblems
 
@@ -112,7 +114,7 @@ def load_coco_json(
             problems.warn("size mismatch", json_path,
                           f"image id {image_id} ({info['file_name']}): JSON says {info.get('width')} x "
                           f"{info.get('height')} (w x h), the file is {width} x {height}", "using the file's")
-        boxes, labels, crowd = [], [], []
+        boxes, labels, crowd, areas = [], [], [], []
         for number, annotation in annotations[image_id]:
             where = f"annotations[{number}] (image {info['file_name']})"
             category = annotation.get("category_id")
@@ -126,6 +128,7 @@ def load_coco_json(
             boxes.append(box)
             labels.append(label_of[category])
             crowd.append(bool(annotation.get("iscrowd", 0)))
+            areas.append(_area(annotation.get("area")))
         if skip_empty and not boxes:
             continue
         records.append(ImageRecord(
@@ -135,16 +138,21 @@ def load_coco_json(
             boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
             labels=np.asarray(labels, np.int64),
             difficult=np.asarray(crowd, np.bool_),
+            area=np.asarray(areas, np.float32),
         ))
 
     problems.summary(len(records))
-    return DetectionSource(
-        dataset=records_to_dataset(records, decode_images=decode_images),
-        class_names=class_names,
-        num_examples=len(records),
-        name=problems.source,
-        problems=dict(problems.counts),
-    )
+    return records_to_source(records, class_names, problems.source, problems.counts,
+                             decode_images=decode_images)
+
+
+def _area(value) -> float:
+    """An annotation's ``area`` (COCO AP's size bins), or -1 when missing or not a number."""
+    try:
+        area = float(value)
+    except (TypeError, ValueError):
+        return -1.0
+    return area if math.isfinite(area) and area >= 0 else -1.0
 
 
 def _normalised_box(bbox, height, width, path, where, problems) -> typing.Optional[list]:

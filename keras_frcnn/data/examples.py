@@ -10,6 +10,10 @@ One example, as yielded by every source's ``tf.data.Dataset``::
             "bbox": float32 [N, 4]          normalised [ymin, xmin, ymax, xmax] in [0, 1]
             "label": int64 [N]              0-based class, indexes DetectionSource.class_names
             "is_difficult": bool [N]        VOC "difficult" or COCO "iscrowd": never a positive
+            "area": float32 [N]             the object's area in pixels of the original image as
+                                            the source gives it (COCO's segmentation area, which
+                                            picks COCO AP's small / medium / large bins), or -1
+                                            where the source has none (VOC): the box's area then
         },
     }
 
@@ -20,6 +24,14 @@ image's own height and width, continuous (pixel ``i`` covers ``[i, i + 1)``), so
 With ``decode_images=False`` a source leaves ``image`` as the encoded file (JPEG, PNG, ...): the
 training pipeline then decodes after shuffling, so its shuffle buffer holds compressed bytes
 instead of decoded images. :mod:`keras_frcnn.data.pipeline` accepts both.
+
+Folder sources (a VOC folder, a COCO JSON file) also give random access: ``example_at(index)``
+builds example ``index`` in the graph (reading its file), so the training stream can shuffle
+indices, a true permutation per epoch with nothing buffered. TFDS sources are read in their stored
+order (TFDS writes examples in a hashed, random order) and shuffled as encoded records.
+
+``example_key(example)`` names an example (file name and id): stored proposals carry it, and a
+proposal read for another example is an error naming both.
 """
 
 from __future__ import annotations
@@ -48,6 +60,8 @@ class DetectionSource:
     num_examples: number of examples, when known.
     name: where the data comes from, e.g. ``"voc/2007 train+validation"``.
     problems: kind -> count of the bad-data warnings issued while listing (folder sources).
+    example_at: random access, where the source has it: int64 scalar tensor ``index`` -> the
+      example at that position of ``dataset``, as graph code (usable in ``tf.data`` maps).
     """
 
     dataset: tf.data.Dataset
@@ -55,6 +69,7 @@ class DetectionSource:
     num_examples: typing.Optional[int] = None
     name: str = ""
     problems: dict = dataclasses.field(default_factory=dict)
+    example_at: typing.Optional[typing.Callable] = None
 
     @property
     def num_classes(self) -> int:
@@ -74,6 +89,7 @@ class ImageRecord:
     labels: np.ndarray
     difficult: np.ndarray
     image_id: int = -1
+    area: typing.Optional[np.ndarray] = None  # [N] pixels of the original image; None: unknown
 
 
 def decode_image(encoded):
@@ -84,7 +100,8 @@ def decode_image(encoded):
 
 
 def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: bool = True):
-    """Checked records -> ``tf.data.Dataset`` of examples in the layout, in the records' order.
+    """Checked records -> (``tf.data.Dataset`` of examples in the layout, in the records' order;
+    ``example_at``, the same examples by index).
 
     The objects of all images are held as flat constant arrays plus row offsets: each example
     slices its rows in the graph, which keeps the dataset a pure graph (parallel map, no Python
@@ -100,6 +117,8 @@ def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: boo
     all_boxes = flat([r.boxes for r in records], np.float32, (-1, 4))
     all_labels = flat([r.labels for r in records], np.int64, (-1,))
     all_difficult = flat([r.difficult for r in records], np.bool_, (-1,))
+    all_area = flat([np.full(len(r.labels), -1.0) if r.area is None else r.area for r in records],
+                    np.float32, (-1,))
     table = {
         "path": tf.constant([r.path for r in records], tf.string, shape=[len(records)]),
         "filename": tf.constant([r.filename for r in records], tf.string, shape=[len(records)]),
@@ -107,6 +126,9 @@ def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: boo
         "start": tf.constant(starts, tf.int64, shape=[len(records)]),
         "count": tf.constant(counts, tf.int64, shape=[len(records)]),
     }
+
+    def example_at(index):
+        return to_example({key: tf.gather(column, index) for key, column in table.items()})
 
     def to_example(row):
         rows = tf.range(row["start"], row["start"] + row["count"])
@@ -121,11 +143,27 @@ def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: boo
                 "bbox": tf.gather(all_boxes, rows),
                 "label": tf.gather(all_labels, rows),
                 "is_difficult": tf.gather(all_difficult, rows),
+                "area": tf.gather(all_area, rows),
             },
         }
 
     dataset = tf.data.Dataset.from_tensor_slices(table)
-    return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), example_at
+
+
+def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: str, problems: dict,
+                      decode_images: bool = True) -> DetectionSource:
+    """A folder source's checked records as a :class:`DetectionSource` with random access."""
+    dataset, example_at = records_to_dataset(records, decode_images=decode_images)
+    return DetectionSource(dataset=dataset, class_names=tuple(class_names), num_examples=len(records),
+                           name=name, problems=dict(problems), example_at=example_at)
+
+
+def example_key(example):
+    """A string scalar naming ``example``: ``"<image/filename>#<image/id>"``."""
+    filename = example.get("image/filename", tf.constant("", tf.string))
+    image_id = example.get("image/id", tf.constant(-1, tf.int64))
+    return tf.strings.join([filename, "#", tf.strings.as_string(image_id)])
 
 
 def from_tfds_example(example, difficult_key: str = "is_difficult"):
@@ -145,6 +183,10 @@ def from_tfds_example(example, difficult_key: str = "is_difficult"):
         image = tf.cast(image, tf.uint8)
         if image.shape.rank == 3 and image.shape[-1] == 1:
             image = tf.image.grayscale_to_rgb(image)
+    if "area" in objects:  # COCO's segmentation area, in pixels of the original image
+        area = tf.cast(objects["area"], tf.float32)
+    else:
+        area = -tf.ones_like(labels, tf.float32)
     return {
         "image": image,
         "image/filename": example.get("image/filename", tf.constant("", tf.string)),
@@ -153,5 +195,6 @@ def from_tfds_example(example, difficult_key: str = "is_difficult"):
             "bbox": tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]),
             "label": labels,
             "is_difficult": difficult,
+            "area": area,
         },
     }

@@ -1,14 +1,24 @@
 """One ``tf.data`` pipeline for every source: training batches and evaluation batches.
 
-Input: a :class:`~keras_frcnn.data.examples.DetectionSource` (or its ``tf.data.Dataset``) of
-examples in the TFDS detection layout, images decoded or encoded.
+Input: a :class:`~keras_frcnn.data.examples.DetectionSource` (or a ``tf.data.Dataset`` of
+examples) in the TFDS detection layout, images decoded or encoded.
 
 Shape letters: ``B`` images per batch, ``H, W`` the largest (padded) image size of the batch,
 ``G`` the largest ground-truth count of the batch.
 
-Training (:func:`train_dataset`) numbers each example (``index``, its position in the source,
-used to join precomputed proposals), shuffles, decodes, resizes with the paper's rule (shorter side
-``config.image.min_side``, longer side at most ``config.image.max_side``), flips at random
+Training reads one **stream** of examples (:func:`example_stream`): position ``p`` of the stream
+is pass ``p // N`` over the ``N`` examples, and every pass visits each example exactly once, in an
+order of its own. A source with random access (a VOC folder, a COCO JSON file) shuffles indices:
+position ``p`` is example ``index_shuffle(p % N, seed=(seed, p // N))``, a uniform permutation per
+pass with nothing buffered. A TFDS source is read in its stored order (TFDS writes examples in a
+hashed order) through a seeded shuffle buffer of encoded records, reseeded every pass. Images are
+decoded after shuffling, so no buffer ever holds decoded images. Everything random about position
+``p`` (its flip, its anchor and RoI sampling seed) is a stateless function of ``(seed, p)``, so the
+stream started at position ``p`` continues exactly where an uninterrupted one would be: a resumed
+run passes its checkpointed position as ``start``.
+
+:func:`train_dataset` then decodes, resizes with the paper's rule (shorter side
+``config.image.min_side``, longer side at most ``config.image.max_side``), flips
 (``config.image.flip``), drops difficult / crowd objects, and pads the batch. Boxes are absolute
 ``[ymin, xmin, ymax, xmax]`` pixels of the resized (and flipped) image, continuous coordinates.
 
@@ -21,14 +31,88 @@ Everything is graph code (no ``py_function``): the pipeline runs in parallel and
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import typing
 
 import tensorflow as tf
 
-from keras_frcnn.data.examples import DetectionSource, decode_image
+from keras_frcnn.data.examples import DetectionSource, decode_image, example_key
+from keras_frcnn.data.problems import DataError
 from keras_frcnn.preprocessing import scaled_size
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# Encoded records in the shuffle buffer of a source without random access (TFDS): a VOC or COCO
+# JPEG is 50-200 kB, so ~100-200 MB at most.
+SHUFFLE_BUFFER = 1024
+
+_ENDLESS = 2 ** 62  # "no end" for position ranges
+
+
+def as_source(source: typing.Union[DetectionSource, tf.data.Dataset]) -> DetectionSource:
+    """A ``DetectionSource`` for a source or a bare dataset of examples (counted if its size is
+    unknown)."""
+    if not isinstance(source, DetectionSource):
+        source = DetectionSource(dataset=source, class_names=())
+    if source.num_examples is None:
+        count = int(source.dataset.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+        source = dataclasses.replace(source, num_examples=count)
+    return source
+
+
+def example_stream(
+    source: typing.Union[DetectionSource, tf.data.Dataset],
+    seed: int,
+    start: int = 0,
+    shuffle: bool = True,
+    repeat: bool = True,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+    num_parallel_calls: int = AUTOTUNE,
+) -> tf.data.Dataset:
+    """The examples of ``source`` as one stream of passes, from stream position ``start``.
+
+    Elements: ``{"position": int64, "index": int64, "example": <the example>}``: ``position``
+    counts examples in the stream (pass ``position // N``), ``index`` is the example's position
+    in the source (stable across runs: it names the example).
+
+    shuffle: a new order every pass (see the module docstring); False: the source's order.
+    repeat: pass after pass, without end; False: only the rest of ``start``'s pass.
+    shuffle_buffer: records in the shuffle buffer of a source without random access.
+    """
+    source = as_source(source)
+    n = source.num_examples
+    if n == 0:
+        raise DataError(f"{source.name or 'the data set'}: no examples to read")
+    first_pass = start // n
+    end = _ENDLESS if repeat else (first_pass + 1) * n
+    positions = tf.data.Dataset.range(start, end)
+    seed = tf.constant(seed, tf.int64)
+
+    if source.example_at is not None:
+        def locate(position):
+            index = position % n
+            if shuffle:
+                index = tf.random.experimental.index_shuffle(
+                    index, seed=tf.stack([seed, position // n]), max_index=n - 1)
+            return {"position": position, "index": index, "example": source.example_at(index)}
+
+        return positions.map(locate, num_parallel_calls=num_parallel_calls, deterministic=True)
+
+    def one_pass(number):
+        # tf.data mixes a shuffle's seed with the global seed (keras.utils.set_random_seed) of the
+        # graph being traced: clear it in this function's graph, so the order depends on ``seed``.
+        tf.compat.v1.get_default_graph().seed = None
+        records = source.dataset.enumerate()
+        if shuffle:
+            records = records.shuffle(shuffle_buffer, seed=seed * 1_000_003 + number,
+                                      reshuffle_each_iteration=False)
+        return records
+
+    passes = tf.data.Dataset.range(first_pass, end // n if not repeat else _ENDLESS)
+    records = passes.flat_map(one_pass).skip(start - first_pass * n)
+    return tf.data.Dataset.zip(positions, records).map(
+        lambda position, record: {"position": position, "index": record[0], "example": record[1]})
 
 
 def train_dataset(
@@ -37,12 +121,14 @@ def train_dataset(
     batch_size: int,
     shuffle: bool = True,
     seed: typing.Optional[int] = None,
-    shuffle_buffer: int = 1024,
+    start: int = 0,
     flip_probability: typing.Optional[float] = None,
     repeat: bool = False,
     drop_remainder: bool = True,
     num_parallel_calls: int = AUTOTUNE,
     pad_multiple: typing.Optional[int] = None,
+    proposals=None,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
 ) -> tf.data.Dataset:
     """Training batches: a dict with these keys (and no others).
 
@@ -53,23 +139,26 @@ def train_dataset(
     - ``gt_classes``: int32 ``[B, G]`` = 0-based label + 1 (1..N objects, 0 padding).
     - ``num_gt``: int32 ``[B]`` valid rows of ``gt_boxes`` (0 for an image without objects).
     - ``index``: int64 ``[B]`` position of the example in ``source`` (stable across runs).
+    - ``key``: string ``[B]`` the example's name (``examples.example_key``).
+    - ``position``: int64 ``[B]`` position in the stream (see :func:`example_stream`).
     - ``flipped``: bool ``[B]`` whether the image (and its boxes) were mirrored.
-    - ``sample_seed``: int64 ``[B]`` a seeded random draw per example and pass: the seed of its
+    - ``sample_seed``: int64 ``[B]`` a seeded random draw per stream position: the seed of its
       anchor and RoI sampling (``targets.hash_uniform``).
 
-    Only when the examples carry ``proposals`` float32 ``[P, 4]`` (yxyx pixels of this pipeline's resize of
-    the example, unflipped: the stored proposals of the alternating schedule's detector stages)
-    are there two more: ``proposals`` float32 ``[B, P, 4]`` (flipped with the image, zero padded) and
-    ``num_proposals`` int32 ``[B]``.
+    With stored proposals (``proposals``, a :class:`~keras_frcnn.data.stored_proposals.ProposalStore`,
+    or examples that carry ``proposals`` float32 ``[P, 4]``: yxyx pixels of this pipeline's resize
+    of the example, unflipped) there are two more: ``proposals`` float32 ``[B, P, 4]`` (flipped
+    with the image, zero padded) and ``num_proposals`` int32 ``[B]``.
 
     Ground truth: boxes are scaled by the single ``scale`` (as py-faster-rcnn does; dividing by it
     undoes the resize exactly) and clipped to the resized image; difficult / crowd objects are
     removed (the paper does not train on them), as are degenerate boxes.
 
     config: a :class:`keras_frcnn.Config` (``config.image`` is used).
-    seed: seeds the shuffle and the flips (``None``: different every run).
+    seed: seeds the order, the flips and the sampling seeds (``None``: different every run).
+    start: the stream position to begin at (a resumed run's checkpointed position).
     flip_probability: chance of a horizontal flip; default 0.5 if ``config.image.flip`` else 0.
-    repeat: repeat forever (reshuffled and re-flipped every pass).
+    repeat: pass after pass without end (each pass reshuffled and re-flipped); False: one pass.
     drop_remainder: keep batches full; a short last batch can leave a replica of a distribution
       strategy with zero images, which crashes oneDNN kernels.
     pad_multiple: for XLA-compiled training steps, which compile anew for every input shape: pad
@@ -77,29 +166,20 @@ def train_dataset(
       proposals to a multiple of 256 (``image_info`` keeps the valid sizes; the model masks the rest).
 
     Under ``tf.distribute`` every worker reads the whole seeded stream and keeps its share of each
-    global batch (auto-shard policy DATA): sharding by files would split a source from the
-    proposals zipped to it.
+    global batch (auto-shard policy DATA).
     """
-    dataset = _dataset_of(source)
     image_config = config.image
     if flip_probability is None:
         flip_probability = 0.5 if image_config.flip else 0.0
     min_side, max_side = image_config.min_side, image_config.max_side
+    if seed is None:
+        seed = random.getrandbits(62)
+    stream = example_stream(source, seed, start=start, shuffle=shuffle, repeat=repeat,
+                            shuffle_buffer=shuffle_buffer, num_parallel_calls=num_parallel_calls)
+    seed = tf.constant(seed, tf.int64)
 
-    # Numbered before shuffling, so the number names the example, not its place in this epoch.
-    dataset = dataset.enumerate().map(lambda index, example: {**example, "index": index})
-    # Each pass is reshuffled. A seeded pipeline repeats its batches as long as it is iterated
-    # once: every new iterator of the same dataset object advances the seeds.
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
-    # Flip draws come from their own seeded stream (not stateful ops inside a parallel map), so a
-    # seeded pipeline is reproducible however the map is parallelised.
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    dataset = tf.data.Dataset.zip(dataset, draws)
-
-    def prepare(example, draw):
+    def prepare(element):
+        example, position = element["example"], element["position"]
         image = _image(example)
         boxes, labels, difficult = _pixel_boxes(example, tf.shape(image)[:2])
         keep = tf.logical_not(difficult) & _non_degenerate(boxes)
@@ -118,32 +198,39 @@ def train_dataset(
         keep = _non_degenerate(boxes)  # a sliver can vanish at the border after clipping
         boxes, labels = tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
 
-        uniform = tf.random.stateless_uniform([], seed=tf.stack([draw, example["index"]]))
+        # Two independent stateless draws per stream position: the flip and the sampling seed.
+        uniform = tf.random.stateless_uniform([], seed=tf.stack([seed, 2 * position]))
+        sample_seed = tf.random.stateless_uniform([], seed=tf.stack([seed, 2 * position + 1]),
+                                                  minval=None, maxval=None, dtype=tf.int64)
         flipped = uniform < flip_probability
-        proposals = example.get("proposals")
-        if proposals is None:
+        stored = example.get("proposals")
+        if stored is None and proposals is not None:
+            stored = proposals.read(element["index"], example)
+        if stored is None:
             image, boxes = tf.cond(flipped, lambda: _flip(image, boxes, new_w), lambda: (image, boxes))
         else:
-            proposals = tf.reshape(tf.cast(proposals, tf.float32), [-1, 4])
-            image, boxes, proposals = tf.cond(
+            stored = tf.reshape(tf.cast(stored, tf.float32), [-1, 4])
+            image, boxes, stored = tf.cond(
                 flipped,
-                lambda: (*_flip(image, boxes, new_w), _flip_boxes(proposals, new_w)),
-                lambda: (image, boxes, proposals))
+                lambda: (*_flip(image, boxes, new_w), _flip_boxes(stored, new_w)),
+                lambda: (image, boxes, stored))
         batch = {
             "images": image,
             "image_info": tf.stack([new_h, new_w, scale]),
             "gt_boxes": boxes,
             "gt_classes": tf.cast(labels, tf.int32) + 1,
             "num_gt": tf.shape(labels)[0],
-            "index": example["index"],
+            "index": element["index"],
+            "key": example_key(example),
+            "position": position,
             "flipped": flipped,
-            "sample_seed": draw,
+            "sample_seed": sample_seed,
         }
-        if proposals is not None:
-            batch.update(proposals=proposals, num_proposals=tf.shape(proposals)[0])
+        if stored is not None:
+            batch.update(proposals=stored, num_proposals=tf.shape(stored)[0])
         return batch
 
-    dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
+    dataset = stream.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.padded_batch(batch_size, drop_remainder=drop_remainder)
     if pad_multiple:
         dataset = dataset.map(lambda batch: _pad_to_buckets(batch, pad_multiple),
@@ -185,6 +272,7 @@ def eval_dataset(
       boxes removed); zero rows pad.
     - ``gt_classes``: int32 ``[B, G]`` = 0-based label + 1 (0 padding).
     - ``gt_difficult``: bool ``[B, G]`` VOC difficult / COCO crowd (neither a hit nor a miss).
+    - ``gt_area``: float32 ``[B, G]`` the source's object area (COCO), -1 where it has none.
     - ``num_gt``: int32 ``[B]``; ``index``: int64 ``[B]`` position in ``source``.
     - ``image/filename``: string ``[B]``; ``image/id``: int64 ``[B]`` (COCO id, else -1).
 
@@ -199,12 +287,15 @@ def eval_dataset(
         size = tf.shape(image)[:2]
         boxes, labels, difficult = _pixel_boxes(example, size)
         keep = _non_degenerate(boxes)
+        area = tf.reshape(tf.cast(example["objects"].get("area", -tf.ones_like(labels, tf.float32)),
+                                  tf.float32), [-1])
         return {
             "images": image,
             "image_size": size,
             "gt_boxes": tf.boolean_mask(boxes, keep),
             "gt_classes": tf.cast(tf.boolean_mask(labels, keep), tf.int32) + 1,
             "gt_difficult": tf.boolean_mask(difficult, keep),
+            "gt_area": tf.boolean_mask(area, keep),
             "num_gt": tf.reduce_sum(tf.cast(keep, tf.int32)),
             "index": index,
             "image/filename": example["image/filename"],

@@ -42,6 +42,40 @@ OFFLINE_FILES = {
 
 SPLIT_ALIASES = {"trainval": "train+validation"}
 
+# (training split, evaluation split) of each set: evaluation is always on held-out, labelled data.
+# VOC 2007: the paper's trainval -> test. VOC 2012 and COCO publish no annotations for their test
+# splits, so they evaluate on validation (COCO: the paper's "trained on train, tested on val").
+DEFAULT_SPLITS = {
+    "voc/2007": ("train+validation", "test"),
+    "voc/2012": ("train", "validation"),
+    "coco/2017": ("train", "validation"),
+    "coco/2014": ("train", "validation"),
+    "shapes": ("train", "test"),
+}
+UNLABELLED_SPLITS = {"voc/2012": ("test",), "coco/2017": ("test",), "coco/2014": ("test", "test2015")}
+
+
+def canonical_name(name: str) -> str:
+    """``"voc"`` -> ``"voc/2007"`` (TFDS's default config), ``"coco"`` -> ``"coco/2014"``."""
+    return {"voc": "voc/2007", "coco": "coco/2014"}.get(name, name)
+
+
+def default_splits(name: str) -> tuple:
+    """The (training, evaluation) splits of TFDS set ``name`` (``("train", "test")`` for a set
+    not listed in ``DEFAULT_SPLITS``)."""
+    return DEFAULT_SPLITS.get(canonical_name(name), ("train", "test"))
+
+
+def check_labelled(name: str, split: str, role: str = "evaluation"):
+    """``DataError`` if ``split`` reads a split of ``name`` that has no annotations."""
+    parts = [part.split("[")[0].strip() for part in SPLIT_ALIASES.get(split, split).split("+")]
+    for part in parts:
+        if part in UNLABELLED_SPLITS.get(canonical_name(name), ()):
+            train, test = default_splits(name)
+            raise DataError(f"{name} split {part!r} has no annotations, so it cannot be used for "
+                            f"{role}; the labelled splits are {train!r} (training) and {test!r} "
+                            "(evaluation): see --train-split / --test-split")
+
 
 def load_tfds(
     name: str,

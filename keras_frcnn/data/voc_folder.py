@@ -28,7 +28,7 @@ import defusedxml
 import defusedxml.ElementTree
 import numpy as np
 
-from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, records_to_dataset
+from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import check_images
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
@@ -250,13 +250,8 @@ def load_voc_folder(
         ))
 
     problems.summary(len(records))
-    return DetectionSource(
-        dataset=records_to_dataset(records, decode_images=decode_images),
-        class_names=tuple(class_names),
-        num_examples=len(records),
-        name=problems.source,
-        problems=dict(problems.counts),
-    )
+    return records_to_source(records, class_names, problems.source, problems.counts,
+                             decode_images=decode_images)
 
 
 def _normalised_box(box_xyxy, height, width, path, problems):

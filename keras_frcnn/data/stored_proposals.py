@@ -1,0 +1,116 @@
+"""Stored proposals of the alternating schedule's detector stages (2 and 4): one file per example.
+
+The RPN of the stage before runs once over the training set (resized as for training, unflipped)
+and each example's proposals are written to ``DIR/<index>.tfexample``: a serialized
+``tf.train.Example`` with the example's key (``examples.example_key``: file name and id) and its
+boxes (yxyx pixels of the resized image, ``[P, 4]`` flattened). ``DIR/manifest.json`` names the
+source and its size. A detector stage reads the file of each example it draws, by index, in any
+order (so the training stream can shuffle freely), and checks the stored key against the
+example's: proposals of another example are an error naming both, never silently used.
+
+The folder is written under ``DIR.partial`` and renamed when complete, so a run killed while
+writing leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.data.examples import example_key
+from keras_frcnn.data.problems import DataError
+
+MANIFEST = "manifest.json"
+
+
+def _file_name(index: int) -> str:
+    return f"{index:08d}.tfexample"
+
+
+class ProposalWriter:
+    """Writes one stage's proposals into ``directory`` (see the module docstring).
+
+        with ProposalWriter(directory, source) as writer:
+            writer.write(index, key, boxes)        # every example of the source, once
+    """
+
+    def __init__(self, directory, source):
+        self.directory = os.fspath(directory)
+        self.partial = self.directory + ".partial"
+        self.source = source
+        self.count = 0
+
+    def __enter__(self):
+        shutil.rmtree(self.partial, ignore_errors=True)
+        os.makedirs(self.partial)
+        return self
+
+    def write(self, index: int, key: bytes, boxes: np.ndarray):
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        record = tf.train.Example(features=tf.train.Features(feature={
+            "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key])),
+            "boxes": tf.train.Feature(float_list=tf.train.FloatList(value=boxes.reshape(-1))),
+        }))
+        with open(os.path.join(self.partial, _file_name(int(index))), "wb") as f:
+            f.write(record.SerializeToString())
+        self.count += 1
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None:
+            return False
+        if self.count != self.source.num_examples:
+            raise RuntimeError(f"{self.partial}: wrote proposals for {self.count} of "
+                               f"{self.source.num_examples} examples")
+        with open(os.path.join(self.partial, MANIFEST), "w") as f:
+            json.dump({"source": self.source.name, "num_examples": self.count}, f, indent=2)
+        shutil.rmtree(self.directory, ignore_errors=True)
+        os.replace(self.partial, self.directory)
+        return False
+
+
+class ProposalStore:
+    """A complete proposals folder, opened for a source: ``read(index, example)`` in a
+    ``tf.data`` map gives the example's stored boxes ``[P, 4]``."""
+
+    def __init__(self, directory, source):
+        self.directory = os.fspath(directory)
+        path = os.path.join(self.directory, MANIFEST)
+        try:
+            with open(path) as f:
+                manifest = json.load(f)
+        except FileNotFoundError:
+            raise DataError(f"{path}: not found: {self.directory} holds no complete proposals") from None
+        except (OSError, json.JSONDecodeError) as error:
+            raise DataError(f"{path}: unreadable ({error})") from None
+        if manifest.get("num_examples") != source.num_examples or manifest.get("source") != source.name:
+            raise DataError(
+                f"{self.directory}: proposals of {manifest.get('source')!r} "
+                f"({manifest.get('num_examples')} examples), but training reads {source.name!r} "
+                f"({source.num_examples} examples): the run was started on other data; start a new "
+                "run (another --out) or resume on the data it was started on")
+
+    @staticmethod
+    def exists(directory) -> bool:
+        return os.path.isfile(os.path.join(os.fspath(directory), MANIFEST))
+
+    def read(self, index, example):
+        """Graph code: the stored proposals of example ``index`` (int64 scalar), after checking
+        that they were written for ``example`` (its key)."""
+        path = tf.strings.join([self.directory, os.sep,
+                                tf.strings.as_string(index, width=8, fill="0"), ".tfexample"])
+        record = tf.io.parse_single_example(tf.io.read_file(path), {
+            "key": tf.io.FixedLenFeature([], tf.string),
+            "boxes": tf.io.VarLenFeature(tf.float32),
+        })
+        key = example_key(example)
+        check = tf.debugging.Assert(
+            tf.equal(record["key"], key),
+            ["stored proposals do not belong to this example: example", key, "(index", index,
+             ") but", path, "was written for", record["key"],
+             "- the data changed since the proposals were computed"])
+        with tf.control_dependencies([check]):
+            return tf.reshape(tf.sparse.to_dense(record["boxes"]), [-1, 4])
