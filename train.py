@@ -88,6 +88,7 @@ def numbers(text, flag):
 
 def build_config(args):
     from keras_frcnn.config import Config, preset
+    from keras_frcnn.data.tfds_sources import canonical_name, default_splits
 
     if args.config:
         try:
@@ -104,8 +105,10 @@ def build_config(args):
         changes["weights"] = None if args.weights.lower() == "none" else args.weights
     elif args.backbone == "zf" and cfg.weights == "imagenet":
         changes["weights"] = None
-    if args.dataset:
-        changes["dataset"] = args.dataset
+    if args.dataset and canonical_name(args.dataset) != canonical_name(cfg.dataset):
+        # Another data set brings its own splits (a preset's are its own data set's).
+        changes["dataset"] = canonical_name(args.dataset)
+        changes["train_split"], changes["test_split"] = default_splits(args.dataset)
     if args.precision:
         changes["precision"] = args.precision
     image, anchors, train = {}, {}, {}

@@ -249,10 +249,10 @@ class TrainingCheckpoint:
 
     def _restore(self, **objects):
         path = self.latest()
-        status = tf.train.Checkpoint(**objects).read(path)
         try:
+            status = tf.train.Checkpoint(**objects).read(path)
             status.assert_existing_objects_matched()
-        except AssertionError as error:
+        except (AssertionError, ValueError) as error:  # a variable missing; another shape
             raise DataError(f"{path}: the checkpoint does not match this model ({error}); it was "
                             "written by another configuration: resume with the run's own "
                             "config.json, or start a new run (another --out)") from None

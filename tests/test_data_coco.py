@@ -101,3 +101,12 @@ def test_malformed_json_is_a_clear_error(tmp_path):
 def test_strict_raises_on_first_problem(coco):
     with pytest.raises(DataError, match="refers to image id 1234"):
         load_coco_json(*coco, strict=True)
+
+
+def test_annotation_areas_reach_the_evaluation(coco):
+    """COCO's ``area`` travels with each object to evaluation (COCO AP's size bins)."""
+    json_path, image_dir = coco
+    batches = list(eval_dataset(load_coco_json(json_path, image_dir), batch_size=1))
+    first = batches[0]  # a.jpg: the car and the crowd, both written with area 1.0
+    assert first["image/filename"].numpy()[0] == b"a.jpg"
+    np.testing.assert_array_equal(first["gt_area"].numpy()[0], [1.0, 1.0])

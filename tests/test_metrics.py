@@ -411,3 +411,15 @@ def test_coco_difficult_boxes_are_ignored():
     assert metrics.coco_ap(on_both, difficult_b, ["t"])["AP"] == pytest.approx(1.0)
     assert metrics.coco_ap(only_a, difficult_b, ["t"])["AP"] == pytest.approx(1.0)
     assert metrics.coco_ap(only_a, [gts([big_a, big_b])], ["t"])["AR100"] == pytest.approx(0.5)
+
+
+def test_coco_size_bins_use_the_annotations_area():
+    """COCO's small / medium / large bins are picked by the annotation's area (the segmentation's),
+    not the box's, as in the official evaluation; a negative area (none given) means the box's."""
+    box = np.array([[10.0, 10.0, 60.0, 60.0]])  # 50 x 50: a "medium" box (area 2500 > 32^2)
+    detections = [{"boxes": box, "scores": [0.9], "labels": [0]}]
+    by_box = metrics.coco_ap(detections, [{"boxes": box, "labels": [0], "area": [-1.0]}], ["a"])
+    assert by_box["AP_medium"] == pytest.approx(1.0) and by_box["AP_small"] == -1
+    # A thin object inside that box: its area is 900 px, "small".
+    by_area = metrics.coco_ap(detections, [{"boxes": box, "labels": [0], "area": [900.0]}], ["a"])
+    assert by_area["AP_small"] == pytest.approx(1.0) and by_area["AP_medium"] == -1

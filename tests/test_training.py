@@ -90,24 +90,38 @@ def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_
     assert {id(v) for v in net.base.weights} <= {id(v) for v in net.detector_model.weights}
 
 
-def test_resume_after_an_interruption_keeps_steps_and_stage_order(shapes_dir, tmp_path):
+def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path):
+    """Killed in the middle of stage 2 (after its step 3; the last checkpoint at its step 2) and
+    resumed: the run continues at the checkpoint's step and stream position, and ends with the
+    weights of an uninterrupted run (dropout on, so the layers' random streams matter too)."""
     cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, dropout=0.5))
     source = small_shapes(shapes_dir)
-    keras.utils.set_random_seed(0)
-    first = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=3,
-                           checkpoint_every=2, verbose=0, log=lambda *a: None, stop_after_chunks=3)
-    assert first.run() is False  # interrupted in the middle of stage 2
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
-    assert state == {"completed": ["stage1_rpn"], "stage": "stage2_detector", "chunk": 1, "step": 2}
-    second = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=3,
-                            checkpoint_every=2, verbose=0, log=lambda *a: None)
-    assert second.run(resume=True)
-    chunks = first.history + second.history
-    expected = [(name, c) for name in ("stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector")
-                for c in (0, 1)]
-    assert chunks == expected  # every chunk once, in stage order: 3 + 3 + 3 + 3 steps
-    # The optimizer of the resumed stage continued from its checkpointed step count.
-    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["completed"][-1] == "stage4_detector"
+
+    def run(run_dir, **kwargs):
+        keras.utils.set_random_seed(0)
+        net = build_models(cfg, 4, weights=None)
+        resume = kwargs.pop("resume", False)
+        runner = ScheduleRunner(net, source, cfg, str(run_dir), steps=5, checkpoint_every=2, log_every=3,
+                                verbose=0, log=lambda *a: None, **kwargs)
+        return runner.run(resume=resume), runner, snapshot(net.model)
+
+    finished, straight, expected = run(tmp_path / "straight")
+    assert finished
+    assert straight.saved_at == [(s, k) for s in ("stage1_rpn", "stage2_detector", "stage3_rpn",
+                                                  "stage4_detector") for k in (2, 4)]
+    stopped, first, _ = run(tmp_path / "resumed", stop_after_steps=8)
+    assert stopped is False
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert {k: state[k] for k in ("completed", "stage", "step", "position")} == {
+        "completed": ["stage1_rpn"], "stage": "stage2_detector", "step": 2, "position": 4}
+    finished, second, resumed = run(tmp_path / "resumed", resume=True)
+    assert finished
+    # (stage, first step, first stream position, steps): stage 2 goes on at step 2, position 4.
+    assert first.history == [("stage1_rpn", 0, 0, 5), ("stage2_detector", 0, 0, 5)]
+    assert second.history == [("stage2_detector", 2, 4, 3), ("stage3_rpn", 0, 0, 5),
+                              ("stage4_detector", 0, 0, 5)]
+    assert same(resumed, expected)
 
 
 def _write_tiny_config(path, **train):

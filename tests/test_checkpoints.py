@@ -1,0 +1,104 @@
+"""Checkpoints: written by time (checked at the end of each window of steps) and at every stage
+end, with TensorFlow's checkpoint machinery; variables and optimizer slots matched by path, not
+by position; a checkpoint of another configuration refused with a clear error."""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_batch, tiny_config
+from keras_frcnn import data
+from keras_frcnn.data.problems import DataError
+from keras_frcnn.models import build_models
+from keras_frcnn.training import ScheduleRunner, TrainingCheckpoint, optimizer_variables
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return data.load_shapes("train", data_dir=tmp_path_factory.mktemp("tfds"), num_train=8, num_test=2,
+                            decode_images=False)
+
+
+def joint_config():
+    return dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, schedule="joint"))
+
+
+def test_checkpoints_follow_the_clock(source, tmp_path):
+    """A step takes 4 "minutes" on the runner's clock; windows are 2 steps; a checkpoint is due
+    10 minutes after the last one: written at the end of the windows at steps 4 and 8 (16 and 32
+    minutes), not between windows, and once more at the end of the stage."""
+    cfg = joint_config()
+    keras.utils.set_random_seed(0)
+    net = build_models(cfg, 4, weights=None)
+    runner = ScheduleRunner(net, source, cfg, str(tmp_path), steps=11, checkpoint_minutes=10, log_every=2,
+                            verbose=0, log=lambda *a: None, clock=lambda: 240.0 * runner.steps_run)
+    assert runner.run()
+    assert runner.saved_at == [("joint", 4), ("joint", 8)]
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["completed"] == ["joint"] and state["stage"] is None
+    # Only the newest checkpoint is kept.
+    assert len(list((tmp_path / "checkpoint").glob("*.index"))) == 1
+
+    keras.utils.set_random_seed(0)
+    quiet = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path / "off"), steps=11,
+                           checkpoint_minutes=0, log_every=2, verbose=0, log=lambda *a: None,
+                           clock=lambda: 1e9 * quiet.steps_run)
+    assert quiet.run() and quiet.saved_at == []
+
+
+def _trained_joint(cfg, steps=2):
+    keras.utils.set_random_seed(0)
+    net = build_models(cfg, 2, weights=None)
+    model = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    batch = {**synthetic_batch(2), "sample_seed": np.array([1, 2], np.int64)}
+    model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps, verbose=0)
+    return net, model
+
+
+def test_optimizer_slots_are_matched_by_variable_path(tmp_path):
+    cfg = tiny_config()
+    net, model = _trained_joint(cfg)
+    checkpoint = TrainingCheckpoint(str(tmp_path))
+    checkpoint.save(net, model.optimizer, {"completed": [], "stage": "joint", "step": 2, "position": 4})
+    saved = {name: v.numpy() for name, v in optimizer_variables(model.optimizer).items()}
+    assert int(saved["iteration"]) == 2 and "detector_head_fc6_kernel_momentum" in saved
+
+    # A fresh network whose optimizer was built over the same variables in reverse order: a
+    # restore by position would give every variable another one's momentum.
+    other = build_models(cfg, 2, weights=None)
+    optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
+    optimizer.build(list(reversed(other.joint_model.trainable_variables)))
+    checkpoint.restore_network(other)
+    assert checkpoint.restore_optimizer(optimizer)
+    for name, variable in optimizer_variables(optimizer).items():
+        np.testing.assert_array_equal(variable.numpy(), saved[name], err_msg=name)
+    for a, b in zip(net.model.weights, other.model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert checkpoint.state()["position"] == 4
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
+    net, model = _trained_joint(tiny_config())
+    checkpoint = TrainingCheckpoint(str(tmp_path))
+    checkpoint.save(net, model.optimizer, {"completed": [], "stage": "joint", "step": 2, "position": 4})
+    wider = dataclasses.replace(tiny_config(), detector=dataclasses.replace(tiny_config().detector, fc_units=32))
+    other = build_models(dataclasses.replace(wider, backbone="vgg16", backbone_width=0.0625), 2, weights=None)
+    with pytest.raises(DataError, match="does not match this model"):
+        checkpoint.restore_network(other)
+
+
+def test_resume_on_other_data_is_refused(source, tmp_path):
+    cfg = joint_config()
+    keras.utils.set_random_seed(0)
+    runner = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=4,
+                            checkpoint_every=2, verbose=0, log=lambda *a: None, stop_after_steps=3)
+    assert runner.run() is False
+    bigger = data.load_shapes("train", data_dir=str(tmp_path / "tfds"), num_train=10, num_test=2)
+    again = ScheduleRunner(build_models(cfg, 4, weights=None), bigger, cfg, str(tmp_path), steps=4,
+                           verbose=0, log=lambda *a: None)
+    with pytest.raises(DataError, match=r"trained on 'shapes/train8_test2_seed0 train' \(8 examples\)"):
+        again.run(resume=True)

@@ -1,0 +1,179 @@
+"""The command line as a user meets it: which data each source trains and evaluates on, COCO end
+to end, and one clean ``error:`` line (exit status 2) for every user mistake, with no traceback
+and no TensorFlow start-up chatter."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from test_data_fixtures import write_coco, write_voc_folder
+from test_data_tfds import _as_dataset_fn
+
+from conftest import tiny_config
+from keras_frcnn import cli
+from keras_frcnn.data import load_voc_folder, train_dataset
+from keras_frcnn.data.problems import DataError
+from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
+from keras_frcnn.evaluate import headline
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402  (the repository's train.py)
+
+CATEGORIES = [{"id": 1, "name": "square"}, {"id": 2, "name": "wide"}]
+
+
+def _coco_split(root, count, seed):
+    """``count`` images with one square and one wide box each (annotations with COCO areas)."""
+    rng = np.random.default_rng(seed)
+    images, annotations = [], []
+    for i in range(count):
+        images.append({"id": 100 + i, "file_name": f"{seed}_{i}.jpg", "size": (96, 128)})
+        for category, (w, h) in ((1, (30, 30)), (2, (50, 24))):
+            x, y = int(rng.integers(0, 128 - w)), int(rng.integers(0, 96 - h))
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": category,
+                                "bbox": [x, y, w, h], "area": 0.8 * w * h, "iscrowd": 0})
+    return write_coco(root, images, annotations, CATEGORIES)
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(tiny_config().to_json())
+    return path
+
+
+def _train(argv, capsys):
+    code = train.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path, tiny_config_file, capsys):
+    train_json, train_images = _coco_split(tmp_path / "train", 4, seed=1)
+    val_json, val_images = _coco_split(tmp_path / "val", 3, seed=2)
+    common = ["--config", str(tiny_config_file), "--coco-json", train_json, "--coco-images", train_images,
+              "--schedule", "joint", "--steps", "2", "--verbose", "0"]
+
+    code, out, _ = _train(common + ["--out", str(tmp_path / "alone")], capsys)
+    assert code == 0
+    assert "no evaluation: a --coco-json run evaluates only on held-out images" in out
+    metrics = json.loads((tmp_path / "alone" / "metrics.json").read_text())
+    assert metrics["evaluated_on"] is None and metrics["mAP"] is None
+    assert (tmp_path / "alone" / "model.keras").exists()
+
+    code, out, _ = _train(common + ["--out", str(tmp_path / "held_out"), "--coco-val-json", val_json,
+                                    "--coco-val-images", val_images], capsys)
+    assert code == 0
+    metrics = json.loads((tmp_path / "held_out" / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == f"COCO {val_json}" and metrics["num_images"] == 3
+    assert set(metrics["coco"]) >= {"AP", "AP50", "AP_small", "AP_medium", "AP_large"}
+    assert f"evaluating on COCO {val_json} (3 images)" in out
+    assert "COCO AP@[.5:.95]" in out and f"on COCO {val_json}" in out  # the headline names the data
+
+
+def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_config_file, capsys):
+    requested = []
+    extras = {"is_crowd": (np.bool_, lambda o: False), "id": (np.int64, lambda o: 1),
+              "area": (np.int64, lambda o: 100)}
+    mock = _as_dataset_fn(extras)
+
+    def recording(self, split, decoders=None, **kwargs):
+        requested.append((str(split), bool(decoders)))
+        return mock(self, split, decoders=decoders, **kwargs)
+
+    out_dir = tmp_path / "run"
+    with tfds.testing.mock_data(as_dataset_fn=recording, data_dir=str(tmp_path / "tfds")):
+        code, out, err = _train(["--config", str(tiny_config_file), "--dataset", "coco/2017", "--data-dir",
+                                 str(tmp_path / "tfds"), "--schedule", "joint", "--steps", "2", "--verbose", "0",
+                                 "--out", str(out_dir)], capsys)
+    assert code == 0, err
+    # Training reads train (encoded images: decoded after shuffling), evaluation reads validation.
+    assert ("train", True) in requested and ("validation", False) in requested
+    assert not any(split.startswith("test") for split, _ in requested)
+    config = json.loads((out_dir / "config.json").read_text())
+    assert (config["dataset"], config["train_split"], config["test_split"]) == ("coco/2017", "train", "validation")
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["evaluated_on"] == "coco/2017 validation" and "coco" in metrics
+    assert "training on coco/2017 train" in out and "evaluating on coco/2017 validation" in out
+
+
+def test_an_unlabelled_split_is_refused_before_training(tmp_path, tiny_config_file, capsys):
+    code, out, err = _train(["--config", str(tiny_config_file), "--dataset", "coco/2017", "--test-split", "test",
+                             "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: coco/2017 split 'test' has no annotations") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_headline_of_a_split_without_labels():
+    summary = {"evaluated_on": "x test", "mAP": None, "mAP_area": None, "num_images": 5, "num_positives": 0}
+    assert headline(summary) == "x test has no labelled objects: mAP undefined (5 images)"
+
+
+def test_stored_proposals_of_another_example_are_an_error_naming_it(tmp_path, capsys):
+    entries = {name: {"objects": [("dog", (5, 5, 40, 30), False)]} for name in ("a", "b", "c")}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b", "c"]})
+    source = load_voc_folder(tmp_path)
+    directory = tmp_path / "proposals"
+    with ProposalWriter(directory, source) as writer:
+        for batch in train_dataset(source, tiny_config(), 1, shuffle=False, drop_remainder=False):
+            writer.write(int(batch["index"][0]), batch["key"].numpy()[0], np.array([[1.0, 2.0, 30.0, 40.0]]))
+
+    # The split file is edited after the proposals were written: same name, same size, other order.
+    (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_text("b\na\nc\n")
+    reordered = load_voc_folder(tmp_path)
+    store = ProposalStore(directory, reordered)
+    batches = train_dataset(reordered, tiny_config(), 1, shuffle=False, proposals=store)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        list(batches)
+    message = cli.describe_tf_error(caught.value)
+    assert "b.jpg#-1" in message and "00000000.tfexample" in message and "a.jpg#-1" in message
+
+    def fail(_):
+        raise caught.value
+
+    assert cli.run(fail) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "b.jpg#-1" in err
+
+    # Another size: refused when the stage opens its proposals, before anything is read.
+    (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_text("a\nb\n")
+    with pytest.raises(DataError, match=r"proposals of .* \(3 examples\), but training reads .* \(2 examples\)"):
+        ProposalStore(directory, load_voc_folder(tmp_path))
+
+
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
+    bomb = tmp_path / "bomb"
+    write_voc_folder(bomb, {"a": {"xml": '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]>'
+                                         "<annotation>&lol;</annotation>"}}, {"trainval": ["a"], "test": ["a"]})
+    not_a_model = tmp_path / "model.keras"
+    not_a_model.write_text("not a zip")
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"")
+    commands = {
+        "missing folder": ([str(ROOT / "train.py"), "--voc-dir", str(tmp_path / "nowhere"), "--out", "run"],
+                           str(tmp_path / "nowhere" / "Annotations")),
+        "refused XML": ([str(ROOT / "train.py"), "--voc-dir", str(bomb), "--out", "run"],
+                        "a.xml: refused to parse XML"),
+        "bad flag": ([str(ROOT / "train.py"), "--anchor-scales", "8,x"], "--anchor-scales 8,x"),
+        "evaluate": (["-m", "keras_frcnn.evaluate", "--model", str(tmp_path / "none.keras")], "none.keras"),
+        "export": ([str(ROOT / "export.py"), "--model", str(not_a_model), "--out", str(tmp_path / "e")],
+                   "not a keras_frcnn .keras model"),
+        "predict": (["-m", "keras_frcnn.predict", "--model", str(tmp_path / "none.keras"), str(image),
+                     "--out", str(tmp_path / "p")], "none.keras: no such file"),
+    }
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
+    for name, (command, needle) in commands.items():
+        result = subprocess.run([sys.executable, *command], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 2, (name, result.stderr[-2000:])
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, (name, result.stderr)
+        assert needle in result.stderr, (name, result.stderr)
+        assert "Traceback" not in result.stderr and result.stdout == "", (name, result.stdout)
