@@ -182,6 +182,9 @@ def train(args):
         with open(config_path) as f:
             cfg = Config.from_json(f.read())
         print(f"resume: using the run's own {config_path}")
+    # A multi-worker strategy must exist before TensorFlow runs its first op.
+    strategy = make_strategy(args.strategy)
+    chief = is_chief(strategy)
     choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
     if choice.kind == "tfds":
         cfg = dataclasses.replace(cfg, dataset=choice.name, train_split=choice.train_split,
@@ -204,8 +207,6 @@ def train(args):
              "(--coco-val-json, --coco-val-images), never on its training images")
           + f"; {train_source.num_classes} classes: {', '.join(train_source.class_names)}")
 
-    strategy = make_strategy(args.strategy)
-    chief = is_chief(strategy)
     keras.utils.set_random_seed(cfg.train.seed)
     os.makedirs(out, exist_ok=True)
     if chief:
