@@ -38,7 +38,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
-    return cli.run(lambda _: export(args))
+    return cli.run(lambda: export(args))
 
 
 def export(args):

@@ -160,7 +160,7 @@ def is_chief(strategy) -> bool:
 def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
-    return cli.run(lambda _: train(args))
+    return cli.run(lambda: train(args))
 
 
 def train(args):

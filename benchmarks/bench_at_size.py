@@ -80,6 +80,7 @@ def pipeline(root, passes):
 
     source = _source(root)
     steps = math.ceil(passes * source.num_examples / BATCH)
+    before = peak_rss_mb()  # TensorFlow and the listed source, before the pipeline runs
     started = time.perf_counter()
     seen = np.zeros(source.num_examples, np.int64)
     for batch in train_dataset(source, preset("shapes"), BATCH, seed=1, repeat=True).take(steps):
@@ -89,12 +90,13 @@ def pipeline(root, passes):
                       "distinct_images": int((seen > 0).sum()), "max_visits": int(seen.max()),
                       "min_visits": int(seen.min()), "seconds": round(seconds, 1),
                       "images_per_second": round(steps * BATCH / seconds, 1),
-                      "peak_rss_mb": round(peak_rss_mb())}))
+                      "peak_rss_mb_before": round(before), "peak_rss_mb": round(peak_rss_mb())}))
 
 
 def old_pipeline(root, old_checkout, passes, chunk=100):
-    """The training input of the checkout before issue 12, as its ScheduleRunner used it: a new
-    ``train_dataset`` (shuffle buffer 1024 of decoded images) for every chunk of 100 steps."""
+    """The training input of the checkout before issue 12, as its train.py and ScheduleRunner used
+    it: images decoded by the source, a new ``train_dataset`` (a shuffle buffer of 1024 examples)
+    for every chunk of 100 steps."""
     sys.path.insert(0, old_checkout)
     for name in [m for m in sys.modules if m.startswith("keras_frcnn")]:
         del sys.modules[name]
@@ -105,8 +107,9 @@ def old_pipeline(root, old_checkout, passes, chunk=100):
     assert keras_frcnn.__file__.startswith(os.path.abspath(old_checkout)), keras_frcnn.__file__
     from benchmarks.common import peak_rss_mb
 
-    source = load_voc_folder(root, split="trainval", decode_images=False)
+    source = load_voc_folder(root, split="trainval")  # decoded, as its train.py loaded sources
     steps = math.ceil(passes * source.num_examples / BATCH)
+    before = peak_rss_mb()
     started = time.perf_counter()
     seen = np.zeros(source.num_examples, np.int64)
     for number in range(math.ceil(steps / chunk)):
@@ -118,7 +121,8 @@ def old_pipeline(root, old_checkout, passes, chunk=100):
     print(json.dumps({"what": "old pipeline (rebuilt every 100 steps)", "examples": source.num_examples,
                       "steps": steps, "distinct_images": int((seen > 0).sum()),
                       "highest_index_seen": int(np.nonzero(seen)[0].max()), "max_visits": int(seen.max()),
-                      "seconds": round(seconds, 1), "peak_rss_mb": round(peak_rss_mb())}))
+                      "seconds": round(seconds, 1), "peak_rss_mb_before": round(before),
+                      "peak_rss_mb": round(peak_rss_mb())}))
 
 
 def train(root, out):

@@ -36,15 +36,16 @@ def quiet_tensorflow():
     load_tensorflow_quietly()
 
 
-def run(main, argv=None) -> int:
-    """``main(argv)`` with user errors turned into one ``error: ...`` line and exit status 2."""
+def run(command) -> int:
+    """``command()`` (a command's work, returning its exit status) with user errors turned into
+    one ``error: ...`` line and exit status 2."""
     from keras_frcnn.config import ConfigError
     from keras_frcnn.data.problems import DataError
 
     user_errors = (UsageError, DataError, ConfigError, FileNotFoundError, IsADirectoryError,
                    PermissionError)
     try:
-        return main(argv)
+        return command()
     except user_errors as error:
         return _fail(error)
     except Exception as error:

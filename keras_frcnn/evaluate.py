@@ -105,7 +105,7 @@ def main(argv=None):
     cli.add_data_args(parser)
     args = parser.parse_args(argv)
     cli.quiet_tensorflow()
-    return cli.run(lambda _: _evaluate(args))
+    return cli.run(lambda: _evaluate(args))
 
 
 def _evaluate(args):

@@ -71,7 +71,7 @@ def main(argv=None):
     parser.add_argument("--min-score", type=float, default=0.3, help="draw detections above this")
     args = parser.parse_args(argv)
     cli.quiet_tensorflow()
-    return cli.run(lambda _: _predict(args))
+    return cli.run(lambda: _predict(args))
 
 
 def _predict(args):

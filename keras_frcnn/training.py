@@ -353,8 +353,10 @@ class ScheduleRunner:
         """``flag`` on every worker if it is on any (checkpoints must be written by all workers of
         a multi-worker strategy at the same step, or their resumes would diverge)."""
         strategy = self.strategy
-        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) \
-                or strategy.extended._num_workers <= 1:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return flag
+        cluster = strategy.cluster_resolver.cluster_spec()
+        if sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")) <= 1:
             return flag
         votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
         return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0

@@ -136,7 +136,7 @@ def test_stored_proposals_of_another_example_are_an_error_naming_it(tmp_path, ca
     message = cli.describe_tf_error(caught.value)
     assert "b.jpg#-1" in message and "00000000.tfexample" in message and "a.jpg#-1" in message
 
-    def fail(_):
+    def fail():
         raise caught.value
 
     assert cli.run(fail) == 2

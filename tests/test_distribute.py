@@ -135,8 +135,9 @@ def test_two_workers_train_py_multi_worker_end_with_identical_weights(tmp_path):
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         workers.append(subprocess.Popen(
             [sys.executable, "train.py", "--strategy", "multi-worker", "--config", str(config),
-             "--shapes-images", "8,2", "--data-dir", str(tmp_path / f"tfds{index}"), "--steps", "1",
-             "--verbose", "0", "--out", str(out)],
+             "--shapes-images", "8,2", "--data-dir", str(tmp_path / f"tfds{index}"), "--steps", "2",
+             # A checkpoint due at the end of every 1-step window: the workers agree on it.
+             "--log-every", "1", "--checkpoint-minutes", "1e-6", "--verbose", "0", "--out", str(out)],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = [w.communicate(timeout=600)[0] for w in workers]
     for worker, log in zip(workers, logs):
@@ -153,3 +154,6 @@ def test_two_workers_train_py_multi_worker_end_with_identical_weights(tmp_path):
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["completed"] == ["stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"]
     assert "per replica x 2 replicas" in logs[0]
+    # 4 stage ends + one agreed time-based checkpoint in each stage, on both workers.
+    assert state["checkpoint"] == "ckpt-8"
+    assert json.loads((out / "worker_1" / "checkpoint" / "state.json").read_text())["checkpoint"] == "ckpt-8"
