@@ -170,10 +170,13 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
                      "--out", str(tmp_path / "p")], "none.keras: no such file"),
     }
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
-    for name, (command, needle) in commands.items():
-        result = subprocess.run([sys.executable, *command], cwd=tmp_path, env=env, capture_output=True,
-                                text=True, timeout=300)
-        assert result.returncode == 2, (name, result.stderr[-2000:])
-        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, (name, result.stderr)
-        assert needle in result.stderr, (name, result.stderr)
-        assert "Traceback" not in result.stderr and result.stdout == "", (name, result.stdout)
+    running = {name: subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for name, (command, _) in commands.items()}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=300)
+        needle = commands[name][1]
+        assert process.returncode == 2, (name, stderr[-2000:])
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1, (name, stderr)
+        assert needle in stderr, (name, stderr)
+        assert "Traceback" not in stderr and stdout == "", (name, stdout)
