@@ -103,8 +103,6 @@ def build_config(args):
         changes["backbone"] = args.backbone
     if args.weights:
         changes["weights"] = None if args.weights.lower() == "none" else args.weights
-    elif args.backbone == "zf" and cfg.weights == "imagenet":
-        changes["weights"] = None
     if args.dataset and canonical_name(args.dataset) != canonical_name(cfg.dataset):
         # Another data set brings its own splits (a preset's are its own data set's).
         changes["dataset"] = canonical_name(args.dataset)
@@ -169,6 +167,7 @@ def train(args):
     import keras
 
     from keras_frcnn import data, metrics
+    from keras_frcnn.backbone import check_weights
     from keras_frcnn.config import Config
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
@@ -176,6 +175,7 @@ def train(args):
     from keras_frcnn.training import ScheduleRunner
 
     cfg = build_config(args)
+    check_weights(cfg.backbone, cfg.weights)
     out = args.out or os.path.join("runs", cfg.name)
     config_path = os.path.join(out, "config.json")
     if args.resume and os.path.exists(config_path):
@@ -232,7 +232,7 @@ def train(args):
     if test_source is None:
         summary = no_evaluation(train_source)
     else:
-        result, summary = evaluate(net.model, test_source, inclusive_pixels=choice.voc, coco=choice.coco,
+        result, summary = evaluate(net.model, test_source, coco=choice.coco,
                                    plot_dir=os.path.join(out, "pr_curves"))
         log_evaluation(net.model, test_source, summary, os.path.join(out, "logs", "eval"))
         print(metrics.format_table(result))

@@ -159,7 +159,7 @@ def train(root, out):
     runner.run()
     train_seconds = runner.stage_seconds["joint"]
     consumed = fed.numpy()[:steps * BATCH]
-    _, summary = evaluate(net.model, test, inclusive_pixels=True)
+    _, summary = evaluate(net.model, test)
     print(json.dumps({"what": "train", "machine": machine(), "examples": source.num_examples, "steps": steps,
                       "images_fed": int((consumed >= 0).sum()),
                       "distinct_images_fed": int(len(set(consumed[consumed >= 0].tolist()))),

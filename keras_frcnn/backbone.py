@@ -169,13 +169,27 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
     x = conv(x, 256, 3, 1, 1, "conv5", 16)
     base = keras.Model([images, image_info], x, name=name)
     if weights is not None:
-        if weights == "imagenet":
-            raise ValueError("Keras ships no ImageNet weights for ZF: pass a weights file or None")
+        check_weights("zf", weights)
         base.load_weights(weights)
     return base
 
 
 BACKBONES = {"vgg16": vgg16, "zf": zf}
+
+ZF_IMAGENET = (
+    "ImageNet weights for ZF are not in Keras (it ships VGG-16's): pass --weights PATH, a weights "
+    "file of this package's ZF base (e.g. converted from the paper's ZF caffemodel), or --weights "
+    "none to train ZF from random weights, which will stay far below the paper's 59.9 mAP (the "
+    "shapes preset shows what training from scratch needs: batch norm, He init, unit-scale input)")
+
+
+def check_weights(backbone, weights):
+    """``ConfigError`` when ``weights`` cannot be had for ``backbone`` (before anything is loaded
+    or trained)."""
+    from keras_frcnn.config import ConfigError
+
+    if backbone == "zf" and weights == "imagenet":
+        raise ConfigError(ZF_IMAGENET)
 
 
 def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False):

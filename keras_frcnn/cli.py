@@ -119,11 +119,6 @@ class DataChoice:
     test_split: typing.Optional[str]
 
     @property
-    def voc(self) -> bool:
-        """VOC data: evaluated with the devkit's inclusive-pixel IoU."""
-        return self.kind == "voc-dir" or self.name.startswith("voc")
-
-    @property
     def coco(self) -> bool:
         """COCO data: COCO AP (pycocotools) is the headline figure."""
         return self.kind == "coco-json" or self.name.startswith("coco")

@@ -122,7 +122,10 @@ class DetectorConfig:
     pool_mode: str = "max"  # "max": Fast R-CNN RoI max pooling; "align": bilinear RoIAlign
     fc_units: int = 4096  # fc6 / fc7 width
     dropout: float = 0.5
-    batch_rois: int = 128  # RoIs sampled per image
+    # RoIs sampled per training step (py-faster-rcnn's TRAIN.BATCH_SIZE), split evenly over the
+    # step's images (per replica): 64 per image in the 2-image detector stages, 128 in 1-image
+    # joint training.
+    batch_rois: int = 128
     fg_fraction: float = 0.25
     fg_iou: float = 0.5
     bg_iou: tuple = (0.0, 0.5)  # background IoU range [low, high)
@@ -162,7 +165,15 @@ class TrainConfig:
     lr: float = 1e-3
     lr_drop: float = 0.1
     momentum: float = 0.9
+    # Caffe's L2 decay through the momentum on the weights (not the biases), biases at twice the
+    # learning rate, as py-faster-rcnn's solvers and nets (keras_frcnn.optimizer). True: decay
+    # decoupled from the momentum instead (Keras's SGD(weight_decay=...)).
     weight_decay: float = 5e-4
+    bias_lr_multiplier: float = 2.0
+    decoupled_weight_decay: bool = False
+    # Stage 3 (RPN on the frozen shared base) starts its RPN head from the initialiser, as
+    # py-faster-rcnn; True continues stage 1's head instead.
+    stage3_rpn_from_stage1: bool = False
     rpn_batch_images: int = 1  # images per batch in RPN stages (and joint training)
     detector_batch_images: int = 2  # images per batch in detector stages
     seed: int = 0
@@ -186,6 +197,7 @@ class TrainConfig:
         _check(0 < self.lr_drop <= 1, f"{prefix}.lr_drop", self.lr_drop, "in (0, 1]")
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "in [0, 1)")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
+        _positive(f"{prefix}.bias_lr_multiplier", self.bias_lr_multiplier)
         _positive(f"{prefix}.rpn_batch_images", self.rpn_batch_images)
         _positive(f"{prefix}.detector_batch_images", self.detector_batch_images)
         _check(self.jit_compile in ("auto", "on", "off"), f"{prefix}.jit_compile", self.jit_compile,
@@ -222,8 +234,6 @@ class Config:
         _positive("backbone_width", self.backbone_width)
         _check(self.weights is None or isinstance(self.weights, str), "weights", self.weights,
                '"imagenet", a path, or null')
-        _check(self.weights != "imagenet" or self.backbone == "vgg16", "weights", self.weights,
-               "null or a path for the zf backbone (Keras ships ImageNet weights for VGG-16 only)")
         _check(self.weights != "imagenet" or self.backbone_width == 1.0, "weights", self.weights,
                "null or a path when backbone_width != 1")
         _check(self.weights != "imagenet" or not self.base_batch_norm, "base_batch_norm",
@@ -293,7 +303,8 @@ def _shapes() -> Config:
         # ~3 objects (2000 cost 20 % more time and did not help).
         rpn=RPNConfig(channels=128, pre_nms_top_n=(2000, 6000), post_nms_top_n=(300, 300), min_size=8,
                       batch_size=128),
-        detector=DetectorConfig(pool_size=6, fc_units=512, batch_rois=128),
+        # 128 RoIs per image (256 a step of 2 images): the synthetic scenes hold few objects.
+        detector=DetectorConfig(pool_size=6, fc_units=512, batch_rois=256),
         train=TrainConfig(stage_steps=(1000, 3000, 500, 1500), stage_lr_drop_steps=(750, 2250, 375, 500),
                           joint_steps=4000, joint_lr_drop_step=3000, lr=1e-2,
                           rpn_batch_images=2, detector_batch_images=2),
@@ -331,8 +342,10 @@ def _coco() -> Config:
 PRESETS = {
     "voc": lambda: Config(),
     "coco": _coco,
+    # The paper's ZF net (VOC07 59.9 mAP), which starts from ImageNet ZF weights. Keras has none:
+    # the preset asks for them (--weights PATH) and says so when they are missing.
     "zf-voc": lambda: Config(
-        name="zf-voc", backbone="zf", weights=None,
+        name="zf-voc", backbone="zf", weights="imagenet",
         rpn=RPNConfig(channels=256), detector=DetectorConfig(pool_size=6),
     ),
     "shapes": _shapes,

@@ -47,16 +47,18 @@ def collect(model, source, batch_size: int = 1):
     return detections, ground_truth, sizes
 
 
-def evaluate(model, source, batch_size=1, inclusive_pixels=False, coco=False, plot_dir=None):
-    """-> (``DetectionMetrics``, the ``metrics.json`` dict). ``inclusive_pixels``: the VOC
-    devkit's IoU (for VOC data); ``coco``: add pycocotools' AP under ``"coco"`` (the headline).
-    The dict names the data evaluated (``"evaluated_on"``)."""
+def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
+    """-> (``DetectionMetrics``, the ``metrics.json`` dict). ``coco``: add pycocotools' AP under
+    ``"coco"`` (the headline). The dict names the data evaluated (``"evaluated_on"``).
+
+    IoUs are continuous: the pipeline has turned VOC's pixel numbers into continuous boxes
+    (``DetectionSource.voc_pixel_numbers``), on which the continuous IoU is the VOC devkit's
+    inclusive-pixel IoU of the original numbers."""
     from keras_frcnn import metrics
 
     class_names = list(model.class_names)
     detections, ground_truth, sizes = collect(model, source, batch_size)
-    result = metrics.evaluate_detections(detections, ground_truth, class_names,
-                                         inclusive_pixels=inclusive_pixels)
+    result = metrics.evaluate_detections(detections, ground_truth, class_names, inclusive_pixels=False)
     summary = {"evaluated_on": source.name, **metrics.metrics_json(result)}
     summary["num_positives"] = int(sum(result.num_positives))
     if coco:
@@ -114,8 +116,7 @@ def _evaluate(args):
     model = cli.load_model(args.model)
     choice = cli.choose_data(args, model.frcnn_config, test_split=args.split)
     source = cli.load_source(args, choice, choice.test_split)
-    result, summary = evaluate(model, source, args.batch_size, inclusive_pixels=choice.voc,
-                               coco=choice.coco, plot_dir=args.plots)
+    result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))
     print(headline(summary))
     if args.out:

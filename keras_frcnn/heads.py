@@ -24,7 +24,7 @@ class DetectorHead(keras.layers.Layer):
         k = self.num_classes + 1
         self.fc6 = keras.layers.Dense(self.fc_units, activation="relu", name="fc6")
         self.fc7 = keras.layers.Dense(self.fc_units, activation="relu", name="fc7")
-        self.dropout = keras.layers.Dropout(self.dropout_rate)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")  # a stable checkpoint key
         self.cls_score = keras.layers.Dense(
             k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="cls_score")
         self.bbox_pred = keras.layers.Dense(

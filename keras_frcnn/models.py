@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from keras_frcnn import losses
 from keras_frcnn.anchors import Anchors
-from keras_frcnn.backbone import ALWAYS_FROZEN, build_base, load_vgg16_reference
+from keras_frcnn.backbone import ALWAYS_FROZEN, build_base, check_weights, load_vgg16_reference
 from keras_frcnn.config import Config, feature_rounding
 from keras_frcnn.heads import DetectorHead
 from keras_frcnn.postprocess import Detections
@@ -92,6 +92,20 @@ class _Layers:
                                      cfg.detector.max_detections, cfg.detector.box_stds,
                                      name="detections")
 
+    # The network's stages, shared by the inference model, the training views and the proposal
+    # dump of the alternating schedule.
+
+    def rpn(self, features):
+        """features ``[B, H, W, C]`` -> ``(objectness_logits [B, A], rpn_deltas [B, A, 4],
+        anchors [A, 4])``, A = H * W * k."""
+        objectness_logits, rpn_deltas = self.rpn_head(features)
+        return objectness_logits, rpn_deltas, self.anchors(features)
+
+    def detector(self, features, rois, training=False):
+        """features and RoIs ``[B, R, 4]`` (input pixels) -> ``(class_logits [B, R, K],
+        box_deltas [B, R, K, 4])``."""
+        return self.detector_head(self.roi_pooling([features, rois]), training=training)
+
 
 def roi_table_levels(cfg: Config) -> int:
     """Sparse-table levels that make RoI max pooling exact for every RoI inside a resized image:
@@ -112,11 +126,9 @@ def forward(layers, images, image_sizes=None):
         processed, image_info = layers.preprocess([images, image_sizes])
         original_sizes = image_sizes
     features = layers.base([processed, image_info])
-    objectness_logits, rpn_deltas = layers.rpn_head(features)
-    anchors = layers.anchors(features)
+    objectness_logits, rpn_deltas, anchors = layers.rpn(features)
     proposals, _, num_proposals = layers.proposals([objectness_logits, rpn_deltas, anchors, image_info])
-    roi_features = layers.roi_pooling([features, proposals])
-    class_logits, box_deltas = layers.detector_head(roi_features)
+    class_logits, box_deltas = layers.detector(features, proposals)
     return layers.detections([class_logits, box_deltas, proposals, num_proposals, image_info,
                               original_sizes])
 
@@ -149,16 +161,16 @@ class FasterRCNN(keras.Model):
         self.base = layers.base
         self.rpn_head = layers.rpn_head
         self.detector_head = layers.detector_head
-        # Plain (untracked) attributes: Keras saving walks tracked attributes and properties, and
-        # the layers are already this model's own; the training views are never saved.
-        object.__setattr__(self, "layers_", layers)
-        object.__setattr__(self, "_networks", None)
+        # Plain Python objects, which Keras neither tracks nor saves: the layers are this model's
+        # own already, and the training views are never saved.
+        self.layers_ = layers
+        self._networks = None
 
     def networks(self):
         """The training views over this model's layers (built once): a ``Networks``."""
         if self._networks is None:
             with dtype_policy(self.frcnn_config.precision):
-                object.__setattr__(self, "_networks", Networks(self))
+                self._networks = Networks(self)
         return self._networks
 
     def with_precision(self, precision):
@@ -255,6 +267,7 @@ class _Trainer(keras.Model):
         self.to_input = Preprocess(pixel_means=cfg.image.pixel_means, resize=False,
                                    pixel_scale=cfg.image.pixel_scale, name="to_input")
         self.base = layers.base
+        self.layers_ = layers  # the network's stages (the layers themselves are tracked one by one)
         self.loss_trackers = [keras.metrics.Mean(name=n) for n in self.loss_names]
         self.compiled_variables = None
 
@@ -321,7 +334,7 @@ class DetectorTrainer(_Trainer):
         super().__init__(layers, cfg, **kwargs)
         self.roi_pooling = layers.roi_pooling
         self.detector_head = layers.detector_head
-        self.proposal_targets = _proposal_targets(cfg)
+        self.proposal_targets = _proposal_targets(cfg, cfg.train.detector_batch_images)
 
     def call(self, batch, training=False):
         features, _ = self.features(batch)
@@ -346,7 +359,7 @@ class JointTrainer(_Trainer):
         self.roi_pooling = layers.roi_pooling
         self.detector_head = layers.detector_head
         self.anchor_targets = _anchor_targets(cfg)
-        self.proposal_targets = _proposal_targets(cfg)
+        self.proposal_targets = _proposal_targets(cfg, cfg.train.rpn_batch_images)
 
     def call(self, batch, training=False):
         features, image_info = self.features(batch)
@@ -369,16 +382,22 @@ def _anchor_targets(cfg):
                          seed=cfg.train.seed, name="anchor_targets")
 
 
-def _proposal_targets(cfg):
+def _proposal_targets(cfg, images_per_step):
+    """RoI sampling of a view whose steps hold ``images_per_step`` images (per replica):
+    ``detector.batch_rois`` RoIs a step, split evenly over them (py-faster-rcnn's
+    ``TRAIN.BATCH_SIZE / IMS_PER_BATCH``: 64 per image in the 2-image detector stages)."""
     d = cfg.detector
-    return ProposalTargets(d.batch_rois, d.fg_fraction, d.fg_iou, d.bg_iou, d.box_stds,
-                           seed=cfg.train.seed + 1, name="proposal_targets")
+    return ProposalTargets(rois_per_image(cfg, images_per_step), d.fg_fraction, d.fg_iou, d.bg_iou,
+                           d.box_stds, seed=cfg.train.seed + 1, name="proposal_targets")
+
+
+def rois_per_image(cfg, images_per_step) -> int:
+    return max(1, cfg.detector.batch_rois // int(images_per_step))
 
 
 def rpn_outputs(view, features, image_info, batch):
     """RPN predictions and their anchor targets."""
-    objectness_logits, rpn_deltas = view.rpn_head(features)
-    anchors = view.anchors(features)
+    objectness_logits, rpn_deltas, anchors = view.layers_.rpn(features)
     labels, targets = view.anchor_targets(anchors, batch["gt_boxes"], batch["gt_classes"], image_info,
                                           batch.get("sample_seed"))
     return {"objectness_logits": objectness_logits, "rpn_deltas": rpn_deltas, "anchors": anchors,
@@ -389,8 +408,7 @@ def detector_outputs(view, features, proposals, num_proposals, batch, training):
     """Sampled RoIs, their pooled features, the detector's predictions and targets."""
     rois, labels, targets, valid = view.proposal_targets(proposals, num_proposals, batch["gt_boxes"],
                                                          batch["gt_classes"], batch.get("sample_seed"))
-    roi_features = view.roi_pooling([features, rois])
-    class_logits, box_deltas = view.detector_head(roi_features, training=training)
+    class_logits, box_deltas = view.layers_.detector(features, rois, training=training)
     return {"class_logits": class_logits, "box_deltas": box_deltas, "rois": rois,
             "roi_labels": labels, "roi_deltas": targets, "roi_valid": valid}
 
@@ -407,6 +425,7 @@ def build_models(config, num_classes, weights="config", class_names=None):
     cfg = _as_config(config)
     if weights == "config":
         weights = cfg.weights
+    check_weights(cfg.backbone, weights)
     net = FasterRCNN(cfg, num_classes, class_names).networks()
     if weights is not None:
         if cfg.backbone == "vgg16":

@@ -6,8 +6,11 @@ Frames: RoIs are ``[ymin, xmin, ymax, xmax]`` in continuous input-image pixels (
 format). ``spatial_scale`` (1 / feature stride) takes them to the feature map, where feature cell
 ``(i, j)`` covers input pixels ``[i, i + 1) / spatial_scale`` by ``[j, j + 1) / spatial_scale``.
 
-``RoIPooling(mode="max")`` is Fast R-CNN's RoI max pooling with Caffe's arithmetic, bit for bit:
-per RoI, ``start = round(coord * spatial_scale)`` (halves away from zero) for each edge,
+``RoIPooling(mode="max")`` is Fast R-CNN's RoI max pooling with Caffe's arithmetic, bit for bit.
+Caffe takes inclusive-pixel boxes ``(x1, y1, x2, y2)``, ``x2`` the last pixel inside: the layer
+converts there, at its input, a continuous ``[ymin, xmin, ymax, xmax]`` being the inclusive
+``(xmin, ymin, xmax - 1, ymax - 1)``. Then per RoI, ``start = round(x1 * spatial_scale)`` and
+``end = round(x2 * spatial_scale)`` (halves away from zero),
 ``roi_len = max(end - start + 1, 1)`` cells, ``bin_len = roi_len / P`` in float32, and bin ``j``
 covers cells ``[floor(j * bin_len), ceil((j + 1) * bin_len)) + start``, clamped to the map. A bin
 left empty by the clamping outputs 0; otherwise the maximum, whose gradient goes to one cell only.
@@ -145,7 +148,10 @@ def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels):
     levels_y = _num_levels(features.shape[1], max_levels)
     levels_x = _num_levels(features.shape[2], max_levels)
 
-    cells = round_half_away_from_zero(rois * tf.constant(spatial_scale, tf.float32))
+    # Caffe rounds the RoI's first and *last* pixel (inclusive boxes: x2 = x1 + w - 1); a
+    # continuous box [x1, x2) has its last pixel at x2 - 1.
+    last_pixel = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32)
+    cells = round_half_away_from_zero((rois - last_pixel) * tf.constant(spatial_scale, tf.float32))
     cells = tf.cast(tf.clip_by_value(cells, -_CELL_LIMIT, _CELL_LIMIT), tf.int32)
     row_lo, row_hi = caffe_bin_edges(cells[..., 0], cells[..., 2], pool_size, height)  # [B, R, P]
     col_lo, col_hi = caffe_bin_edges(cells[..., 1], cells[..., 3], pool_size, width)

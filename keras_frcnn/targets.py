@@ -50,6 +50,22 @@ def hash_uniform(image_seeds, ids, salt=0):
     return tf.cast(shift(x, tf.constant(8, tf.int64)), tf.float32) / float(1 << 24)
 
 
+def match(overlaps):
+    """Each candidate's best ground truth: ``overlaps [B, N, G]`` (IoU; invalid pairs -1) ->
+    ``(max_iou [B, N], matched [B, N] int32)`` (torchvision's ``Matcher`` without thresholds)."""
+    return tf.reduce_max(overlaps, axis=-1), tf.argmax(overlaps, axis=-1, output_type=tf.int32)
+
+
+def sample_balanced(positive, negative, batch_size, max_positive, seed, noise=None):
+    """A balanced minibatch per row: at most ``max_positive`` of the ``positive`` candidates, the
+    rest of ``batch_size`` from the ``negative`` ones, uniformly without replacement
+    (torchvision's ``BalancedPositiveNegativeSampler``). Bool ``[B, N]`` inputs -> the sampled
+    ``(positive, negative)``; see :func:`sample` for ``seed`` / ``noise``."""
+    positive = sample(positive, max_positive, seed, noise)
+    num_positive = tf.reduce_sum(tf.cast(positive, tf.int32), axis=-1)
+    return positive, sample(negative, batch_size - num_positive, seed, noise)
+
+
 def sample(candidates, max_count, seed, noise=None):
     """Bool ``[B, N]``: at most ``max_count`` (``[B]`` or scalar) of each row's candidates,
     uniformly at random without replacement, ranked by ``noise`` ``[B, N]`` when given, else by
@@ -98,14 +114,15 @@ class AnchorTargets(keras.layers.Layer):
         valid_gt = gt_classes > 0  # [B, G]
         border = self.allowed_border
         h, w = image_info[:, 0:1], image_info[:, 1:2]
+        # py-faster-rcnn's rule on inclusive boxes, x1 >= -border and x2 < W + border, with the
+        # inclusive x2 = our continuous xmax - 1.
         inside = ((anchors[None, :, 0] >= -border) & (anchors[None, :, 1] >= -border)
-                  & (anchors[None, :, 2] <= h + border) & (anchors[None, :, 3] <= w + border))
+                  & (anchors[None, :, 2] - 1.0 < h + border) & (anchors[None, :, 3] - 1.0 < w + border))
         inside &= feature_position_mask(anchors, image_info, self.stride, self.feature_rounding)
 
         overlaps = box_ops.iou(anchors[None], gt_boxes)  # [B, A, G]
         overlaps = tf.where(valid_gt[:, None, :] & inside[:, :, None], overlaps, -1.0)
-        max_iou = tf.reduce_max(overlaps, axis=-1)  # -1 when the image has no objects
-        matched = tf.argmax(overlaps, axis=-1, output_type=tf.int32)
+        max_iou, matched = match(overlaps)  # max_iou -1 when the image has no objects
         best_per_gt = tf.reduce_max(overlaps, axis=1, keepdims=True)  # [B, 1, G]
         is_best = tf.reduce_any((overlaps == best_per_gt) & (best_per_gt > 0), axis=-1)
 
@@ -114,10 +131,10 @@ class AnchorTargets(keras.layers.Layer):
         noise = None
         if image_seeds is not None:
             noise = hash_uniform(image_seeds, self._anchor_ids(anchors), self.seed or 0)
-        max_positive = int(self.batch_size * self.positive_fraction)
-        positive = sample(positive, max_positive, self.seed_generator, noise)
-        num_positive = tf.reduce_sum(tf.cast(positive, tf.int32), axis=-1)
-        negative = sample(negative, self.batch_size - num_positive, self.seed_generator, noise)
+        # py-faster-rcnn: int(RPN_FG_FRACTION * RPN_BATCHSIZE) positives at most.
+        positive, negative = sample_balanced(positive, negative, self.batch_size,
+                                             int(self.batch_size * self.positive_fraction),
+                                             self.seed_generator, noise)
         labels = tf.where(positive, 1, tf.where(negative, 0, -1))
 
         matched_boxes = tf.gather(gt_boxes, matched, batch_dims=1)  # [B, A, 4]
@@ -180,9 +197,8 @@ class ProposalTargets(keras.layers.Layer):
         usable = tf.concat([valid_proposals, valid_gt, tf.zeros([batch, self.batch_rois], tf.bool)], axis=1)
 
         overlaps = box_ops.iou(candidates, gt_boxes)  # [B, P + G + S, G]
-        overlaps = tf.where(valid_gt[:, None, :], overlaps, -1.0)
-        max_iou = tf.maximum(tf.reduce_max(overlaps, axis=-1), 0.0)  # 0 for images without objects
-        matched = tf.argmax(overlaps, axis=-1, output_type=tf.int32)
+        max_iou, matched = match(tf.where(valid_gt[:, None, :], overlaps, -1.0))
+        max_iou = tf.maximum(max_iou, 0.0)  # 0 for images without objects: background
 
         foreground = usable & (max_iou >= self.fg_iou)
         background = usable & (max_iou < self.bg_iou[1]) & (max_iou >= self.bg_iou[0])
@@ -196,9 +212,10 @@ class ProposalTargets(keras.layers.Layer):
                              own + tf.range(tf.shape(gt_boxes)[1])[None],
                              tf.fill([batch, self.batch_rois], -1)], axis=1)
             noise = hash_uniform(image_seeds, ids, self.seed or 0)
-        foreground = sample(foreground, round(self.fg_fraction * self.batch_rois), self.seed_generator, noise)
-        num_fg = tf.reduce_sum(tf.cast(foreground, tf.int32), axis=-1)
-        background = sample(background, self.batch_rois - num_fg, self.seed_generator, noise)
+        # py-faster-rcnn: np.round(FG_FRACTION * rois_per_image) foreground RoIs at most.
+        foreground, background = sample_balanced(foreground, background, self.batch_rois,
+                                                 round(self.fg_fraction * self.batch_rois),
+                                                 self.seed_generator, noise)
 
         # Foreground first, then background, then unused candidates: a stable fixed-size pick.
         priority = tf.where(foreground, 2, tf.where(background, 1, 0))

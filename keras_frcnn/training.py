@@ -7,8 +7,9 @@ Alternating (REFERENCE.md, py-faster-rcnn alt-opt):
 2. Detector: base + detector head on stage-1 proposals (unflipped images, no pre-NMS cut, the
    training post-NMS count, flipped along with the image), the base reset to the initial weights
    first, so that stage 2 is independent of stage 1.
-3. RPN: RPN head only, the shared base (stage 2's) frozen. The RPN head continues from its
-   stage-1 weights (a warm start; the paper's code does not say otherwise once the base is shared).
+3. RPN: RPN head only, the shared base (stage 2's) frozen, the RPN head from its initial weights
+   again (py-faster-rcnn initialises this net from the stage-2 Fast R-CNN model, which has no RPN
+   layers; ``train.stage3_rpn_from_stage1`` continues stage 1's head instead).
 4. Detector: detector head only, base frozen, on stage-3 proposals.
 
 After stage 4 the RPN and the detector share one base: one network, the inference model.
@@ -51,6 +52,7 @@ from keras_frcnn.data.examples import DetectionSource
 from keras_frcnn.data.pipeline import as_source, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
+from keras_frcnn.optimizer import CaffeSGD
 from keras_frcnn.proposals import Proposals
 from keras_frcnn.tensorboard import StageLog
 
@@ -69,6 +71,7 @@ class Stage:
     batch_images: int
     proposals_from: typing.Optional[str] = None  # the stage whose RPN makes this stage's proposals
     reset_base: bool = False  # start from the initial base weights
+    reset_rpn_head: bool = False  # start from the initial RPN head weights
 
 
 def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
@@ -85,16 +88,19 @@ def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
         n, drop = scaled(t.joint_steps, t.joint_lr_drop_step)
         return [Stage("joint", "joint", True, True, True, n, drop, t.rpn_batch_images)]
     plan = []
+    # Stage 3's RPN starts from the initialiser again, as py-faster-rcnn's (its net is initialised
+    # from the stage-2 Fast R-CNN model, which has no RPN layers), unless told to continue stage 1's.
+    fresh_rpn = not t.stage3_rpn_from_stage1
     specs = [
-        ("stage1_rpn", "rpn", True, True, False, t.rpn_batch_images, None, False),
-        ("stage2_detector", "detector", True, False, True, t.detector_batch_images, "stage1_rpn", True),
-        ("stage3_rpn", "rpn", False, True, False, t.rpn_batch_images, None, False),
-        ("stage4_detector", "detector", False, False, True, t.detector_batch_images, "stage3_rpn", False),
+        ("stage1_rpn", "rpn", True, True, False, t.rpn_batch_images, None, False, False),
+        ("stage2_detector", "detector", True, False, True, t.detector_batch_images, "stage1_rpn", True, False),
+        ("stage3_rpn", "rpn", False, True, False, t.rpn_batch_images, None, False, fresh_rpn),
+        ("stage4_detector", "detector", False, False, True, t.detector_batch_images, "stage3_rpn", False, False),
     ]
-    for (name, view, base, rpn, det, batch, source, reset), n, drop in zip(
+    for (name, view, base, rpn, det, batch, source, reset, reset_rpn), n, drop in zip(
             specs, t.stage_steps, t.stage_lr_drop_steps):
         n, drop = scaled(n, drop)
-        plan.append(Stage(name, view, base, rpn, det, n, drop, batch, source, reset))
+        plan.append(Stage(name, view, base, rpn, det, n, drop, batch, source, reset, reset_rpn))
     return plan
 
 
@@ -103,15 +109,14 @@ JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
 def make_optimizer(cfg: Config, stage: Stage) -> keras.optimizers.Optimizer:
-    """SGD, momentum 0.9, weight decay 5e-4 on the trainable weights (not the biases, as the
-    paper's Caffe nets), learning rate ``lr`` dropping by ``lr_drop`` at the stage's drop step."""
+    """The paper's solver (``optimizer.CaffeSGD``): momentum 0.9, L2 weight decay 5e-4 through
+    the momentum on the weights, biases at twice the learning rate without decay; the learning
+    rate ``lr`` drops by ``lr_drop`` at the stage's drop step."""
     t = cfg.train
     drop = max(1, stage.lr_drop_step)
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay([drop], [t.lr, t.lr * t.lr_drop])
-    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=t.momentum,
-                                     weight_decay=t.weight_decay or None)
-    optimizer.exclude_from_weight_decay(var_names=["bias"])
-    return optimizer
+    return CaffeSGD(learning_rate=schedule, momentum=t.momentum, l2=t.weight_decay,
+                    bias_lr_multiplier=t.bias_lr_multiplier, decoupled=t.decoupled_weight_decay)
 
 
 # --- proposals for the detector stages --------------------------------------------------------
@@ -132,9 +137,7 @@ def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, b
                                   tf.TensorSpec([None, 3], tf.float32)])
     def run(images, image_info):
         processed, info = to_input([images, image_info])
-        features = layers.base([processed, info])
-        logits, deltas = layers.rpn_head(features)
-        anchors = layers.anchors(features)
+        logits, deltas, anchors = layers.rpn(layers.base([processed, info]))
         return proposal_layer([logits, deltas, anchors, info])
 
     dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, flip_probability=0.0,
@@ -173,14 +176,28 @@ def model_inputs(batch):
 # --- checkpoints ----------------------------------------------------------------------------------
 
 
+def _weights_by_path(layer) -> dict:
+    return {v.path: v for v in layer.weights}
+
+
 def network_variables(model) -> dict:
     """Every variable of the network keyed by a stable path: the weights by their Keras path
     (``"conv1/kernel"``, ``"detector_head/fc6/kernel"``, ...), the layers' random-stream states
-    by their layer's path (``"detector_head/dropout/seed_generator_0"``)."""
+    by the names of the layers that hold them (``"detector_head/dropout/seed_generator_0"``)."""
     keyed = {v.path: v for v in model.weights}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        for number, generator in enumerate(getattr(layer, "_seed_generators", ())):
-            keyed[f"{layer.path}/seed_generator_{number}"] = generator.state
+
+    def walk(layer, prefix):
+        # Keras's private _flatten_layers: the only way to every nested layer (guarded by a test).
+        for child in layer._flatten_layers(include_self=False, recursive=False):
+            path = f"{prefix}{child.name}"
+            for number, generator in enumerate(getattr(child, "_seed_generators", ())):
+                key = f"{path}/seed_generator_{number}"
+                if key in keyed:
+                    raise ValueError(f"two random streams named {key}: name the layers apart")
+                keyed[key] = generator.state
+            walk(child, path + "/")
+
+    walk(model, "")
     return keyed
 
 
@@ -304,8 +321,8 @@ class _StageSteps(keras.callbacks.Callback):
 class ScheduleRunner:
     """Runs a schedule on ``net`` (a ``Networks``) with ``source`` as training data.
 
-    ``run_dir`` receives the checkpoint, the stored proposals, ``initial_base.weights.h5`` and
-    TensorBoard logs (``logs/<stage>/train``). ``log`` prints the stage-by-stage lines.
+    ``run_dir`` receives the checkpoint, the stored proposals, the starting weights of the base and
+    the RPN head (``initial_weights/``) and TensorBoard logs (``logs/<stage>/train``). ``log`` prints the stage-by-stage lines.
 
     checkpoint_minutes: write a checkpoint when this many minutes have passed since the last one,
       checked at the end of every ``log_every``-step window (None or 0: off).
@@ -378,9 +395,13 @@ class ScheduleRunner:
         elif resume:
             self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")
         self.completed = list(state["completed"])
-        initial_base = self._path("initial_base.weights.h5")
-        if not os.path.exists(initial_base):
-            self.net.base.save_weights(initial_base)
+        # The starting weights that stage 2 (base) and stage 3 (RPN head) begin from again.
+        initial = self._path("initial_weights")
+        if not os.path.isdir(initial):
+            partial = initial + ".partial"
+            tf.train.Checkpoint(base=_weights_by_path(self.net.base),
+                                rpn_head=_weights_by_path(self.net.rpn_head)).write(os.path.join(partial, "weights"))
+            os.replace(partial, initial)
 
         for number, stage in enumerate(self.plan, start=1):
             if stage.name in self.completed:
@@ -416,9 +437,12 @@ class ScheduleRunner:
                 count = write_proposals(self.net, self.source, cfg, directory)
                 self.log(f"   proposals of the {stage.proposals_from} RPN for {count} images -> {directory}")
             store = ProposalStore(directory, self.source)
-        if stage.reset_base and not resuming:
-            self.net.base.load_weights(self._path("initial_base.weights.h5"))
-            self.log("   base reset to the initial weights")
+        for reset, part, name in ((stage.reset_base, self.net.base, "base"),
+                                  (stage.reset_rpn_head, self.net.rpn_head, "rpn_head")):
+            if reset and not resuming:
+                tf.train.Checkpoint(**{name: _weights_by_path(part)}).read(
+                    self._path(os.path.join("initial_weights", "weights"))).expect_partial()
+                self.log(f"   {name.replace('_', ' ')} reset to its initial weights")
 
         with self.strategy.scope():
             model = self.net.prepare(stage.view, make_optimizer(cfg, stage), base=stage.train_base,

@@ -34,7 +34,7 @@ def tiny_config(**overrides):
         anchors=C.AnchorConfig(scales=(1.5, 3.0)),
         rpn=dataclasses.replace(s.rpn, channels=32, pre_nms_top_n=(300, 300), post_nms_top_n=(50, 50),
                                 batch_size=64),
-        detector=dataclasses.replace(s.detector, fc_units=64, dropout=0.0, batch_rois=32),
+        detector=dataclasses.replace(s.detector, fc_units=64, dropout=0.0, batch_rois=64),
     )
     return dataclasses.replace(cfg, **overrides)
 

@@ -102,3 +102,55 @@ def test_resume_on_other_data_is_refused(source, tmp_path):
                            verbose=0, log=lambda *a: None)
     with pytest.raises(DataError, match=r"trained on 'shapes/train8_test2_seed0 train' \(8 examples\)"):
         again.run(resume=True)
+
+
+def test_resume_restores_the_optimizers_step_count_and_momentum(source, tmp_path):
+    cfg = joint_config()
+    keras.utils.set_random_seed(0)
+    first = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=4,
+                           checkpoint_every=2, verbose=0, log=lambda *a: None, stop_after_steps=3)
+    assert first.run() is False
+    reader = tf.train.load_checkpoint(str(tmp_path / "checkpoint"))
+    saved = {name.split("/")[1]: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+             if name.startswith("optimizer/")}
+    assert int(saved["iteration"]) == 2
+    momentum = {name: value for name, value in saved.items() if name.endswith("_momentum")}
+    assert len(momentum) > 10 and all(np.abs(v).sum() > 0 for v in momentum.values())
+
+    restored = {}
+
+    def at_start(event, stage, runner):
+        if event == "start":
+            optimizer = runner.net.joint_model.optimizer
+            restored.update({name: v.numpy() for name, v in optimizer_variables(optimizer).items()})
+
+    keras.utils.set_random_seed(1)  # another global seed: nothing may depend on it
+    second = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=4,
+                            verbose=0, log=lambda *a: None, stage_hooks=[at_start])
+    assert second.run(resume=True)
+    assert int(restored["iteration"]) == 2
+    for name, value in momentum.items():
+        np.testing.assert_array_equal(restored[name], value, err_msg=name)
+
+
+def test_keras_internals_this_package_relies_on_are_there():
+    """Two private Keras methods are used (each commented where it is): fail here, loudly, when a
+    Keras release changes them, not silently in training."""
+    import inspect
+
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    from keras_frcnn.models import _Trainer
+
+    # _Trainer overrides _maybe_symbolic_build, which fit() calls with an epoch iterator.
+    assert "iterator" in inspect.signature(keras.Model._maybe_symbolic_build).parameters
+    assert "self._maybe_symbolic_build(iterator=" in inspect.getsource(TensorFlowTrainer.fit)
+    assert _Trainer._maybe_symbolic_build is not keras.Model._maybe_symbolic_build
+    # network_variables walks every nested layer with _flatten_layers to key the random streams.
+    net = build_models(dataclasses.replace(tiny_config(), detector=dataclasses.replace(
+        tiny_config().detector, dropout=0.5)), 2, weights=None)
+    head = net.model.get_layer("detector_head")
+    assert "dropout" in [layer.name for layer in head._flatten_layers(include_self=False, recursive=False)]
+    from keras_frcnn.training import network_variables
+
+    assert "detector_head/dropout/seed_generator_0" in network_variables(net.model)

@@ -11,16 +11,70 @@ def test_presets_are_valid_and_round_trip_json(name):
     assert Config.from_json(cfg.to_json()) == cfg
 
 
-def test_voc_preset_has_the_paper_settings():
+def test_voc_preset_trains_and_tests_with_the_papers_settings():
+    """REFERENCE.md's training and test settings, read off what the voc preset builds and runs:
+    the schedule's stages, each stage's optimizer, the samplers of the training views, the
+    proposal, RoI pooling and detection layers of the network."""
+    import keras
+
+    from keras_frcnn.models import build_models
+    from keras_frcnn.optimizer import CaffeSGD
+    from keras_frcnn.training import make_optimizer, stages
+
     cfg = preset("voc")
     assert cfg.backbone == "vgg16" and cfg.weights == "imagenet"
-    assert (cfg.image.min_side, cfg.image.max_side) == (600, 1000)
-    assert cfg.anchors.scales == (8.0, 16.0, 32.0) and cfg.anchors.ratios == (0.5, 1.0, 2.0)
-    assert cfg.rpn.pre_nms_top_n == (12000, 6000) and cfg.rpn.post_nms_top_n == (2000, 300)
-    assert cfg.rpn.nms_iou == 0.7 and cfg.detector.nms_iou == 0.3
-    assert cfg.detector.box_stds == (0.1, 0.1, 0.2, 0.2)
-    assert cfg.train.stage_steps == (80000, 40000, 80000, 40000)
-    assert preset("zf-voc").detector.pool_size == 6 and preset("zf-voc").rpn.channels == 256
+    plan = stages(cfg)
+    # stage: trains, iterations (lr step), images per batch.
+    assert [(s.name, s.train_base, s.train_rpn_head, s.train_detector_head, s.steps, s.lr_drop_step,
+             s.batch_images, s.reset_base, s.reset_rpn_head) for s in plan] == [
+        ("stage1_rpn", True, True, False, 80000, 60000, 1, False, False),
+        ("stage2_detector", True, False, True, 40000, 30000, 2, True, False),
+        ("stage3_rpn", False, True, False, 80000, 60000, 1, False, True),
+        ("stage4_detector", False, False, True, 40000, 30000, 2, False, False)]
+    for stage in plan:
+        optimizer = make_optimizer(cfg, stage)
+        assert isinstance(optimizer, CaffeSGD)
+        rates = []
+        for step in (0, stage.lr_drop_step - 1, stage.lr_drop_step + 1):
+            optimizer.iterations.assign(step)
+            rates.append(float(optimizer.learning_rate))
+        assert rates == pytest.approx([1e-3, 1e-3, 1e-4])
+        assert (optimizer.momentum, optimizer.l2, optimizer.bias_lr_multiplier, optimizer.decoupled) == \
+            (0.9, 5e-4, 2.0, False)
+
+    keras.utils.set_random_seed(0)
+    net = build_models(cfg, 20, weights=None)
+    anchors = net.rpn_model.anchor_targets
+    assert (anchors.positive_iou, anchors.negative_iou, anchors.batch_size, anchors.positive_fraction,
+            anchors.allowed_border) == (0.7, 0.3, 256, 0.5, 0.0)
+    # 128 RoIs a step (py-faster-rcnn's TRAIN.BATCH_SIZE): 64 per image in the 2-image detector
+    # stages, 128 for the 1-image joint net; 25 % foreground at IoU >= 0.5, background [0, 0.5).
+    for view, per_image in ((net.detector_model, 64), (net.joint_model, 128)):
+        rois = view.proposal_targets
+        assert (rois.batch_rois, rois.fg_fraction, rois.fg_iou, rois.bg_iou, rois.box_stds) == \
+            (per_image, 0.25, 0.5, (0.0, 0.5), (0.1, 0.1, 0.2, 0.2))
+    assert (cfg.rpn.sigma, cfg.detector.sigma) == (3.0, 1.0)  # the losses' smooth L1
+    layers = net.model.layers_
+    assert (layers.preprocess.min_side, layers.preprocess.max_side) == (600, 1000)
+    assert (layers.anchors.stride, layers.anchors.scales, layers.anchors.ratios) == (16, (8.0, 16.0, 32.0),
+                                                                                    (0.5, 1.0, 2.0))
+    proposals = layers.proposals
+    assert (proposals.pre_nms_top_n, proposals.post_nms_top_n, proposals.nms_iou, proposals.min_size) == \
+        ((12000, 6000), (2000, 300), 0.7, 16.0)
+    pooling = layers.roi_pooling
+    assert (pooling.pool_size, pooling.spatial_scale, pooling.mode) == (7, 1 / 16, "max")
+    detections = layers.detections
+    assert (detections.score_threshold, detections.nms_iou, detections.max_detections) == (0.05, 0.3, 100)
+    assert layers.detector_head.fc_units == 4096 and layers.detector_head.dropout_rate == 0.5
+
+
+def test_zf_voc_needs_zf_weights():
+    from keras_frcnn.models import build_models
+
+    cfg = preset("zf-voc")
+    assert (cfg.detector.pool_size, cfg.rpn.channels, cfg.weights) == (6, 256, "imagenet")
+    with pytest.raises(ConfigError, match="--weights PATH"):
+        build_models(cfg, 20)
 
 
 def test_validation_names_the_field():

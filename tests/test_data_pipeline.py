@@ -22,11 +22,13 @@ BOX_XYXY = (48, 40, 301, 222)
 
 @pytest.fixture
 def painted_folder(tmp_path):
-    """One PNG image: black, with the pixels of BOX_XYXY (continuous [48, 301] x [40, 222]) white."""
+    """One PNG image: black, with the pixels of BOX_XYXY white. VOC numbers pixels from 1 and
+    names the first and the last pixel inside: columns 48..301 are 0-based 47..300, the
+    continuous [47, 301)."""
     os.makedirs(tmp_path / "JPEGImages")
     pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     xmin, ymin, xmax, ymax = BOX_XYXY
-    pixels[ymin:ymax, xmin:xmax] = 255
+    pixels[ymin - 1:ymax, xmin - 1:xmax] = 255
     Image.fromarray(pixels).save(tmp_path / "JPEGImages" / "a.png")
     xml = voc_xml("a.png", WIDTH, HEIGHT, [("dog", BOX_XYXY, False)])
     write_voc_folder(tmp_path, {"a": {"xml": xml, "image": False}}, {"trainval": ["a"]})
@@ -47,16 +49,17 @@ def test_box_round_trip_through_resize_and_flip(painted_folder):
     assert not plain["flipped"].numpy()[0] and mirrored["flipped"].numpy()[0]
 
     xmin, ymin, xmax, ymax = BOX_XYXY
+    continuous = np.array([ymin - 1, xmin - 1, ymax, xmax], np.float64)  # the painted pixels' extent
     box = plain["gt_boxes"].numpy()[0, 0]
-    np.testing.assert_allclose(box, np.array([ymin, xmin, ymax, xmax]) * scale, rtol=1e-6)
-    # Undoing the resize gives back the XML's numbers.
-    np.testing.assert_allclose(box / plain["image_info"].numpy()[0, 2], [ymin, xmin, ymax, xmax], rtol=1e-6)
+    np.testing.assert_allclose(box, continuous * scale, rtol=1e-6)
+    # Undoing the resize gives back the painted extent.
+    np.testing.assert_allclose(box / plain["image_info"].numpy()[0, 2], continuous, rtol=1e-6)
 
     # Flipped: x -> W - x in continuous coordinates, exactly, and the image is the exact mirror.
     flipped_box = mirrored["gt_boxes"].numpy()[0, 0]
     np.testing.assert_array_equal(flipped_box, [box[0], 901 - box[3], box[2], 901 - box[1]])
     unflipped = np.array([flipped_box[0], 901 - flipped_box[3], flipped_box[2], 901 - flipped_box[1]])
-    np.testing.assert_allclose(unflipped / scale, [ymin, xmin, ymax, xmax], rtol=1e-6)
+    np.testing.assert_allclose(unflipped / scale, continuous, rtol=1e-6)
     np.testing.assert_array_equal(mirrored["images"].numpy()[0], plain["images"].numpy()[0, :, ::-1])
 
     # The box sits on the painted pixels in both frames.
@@ -162,7 +165,8 @@ def test_eval_dataset_keeps_originals_and_difficult(mixed_folder):
     assert first["image_size"].numpy().tolist() == [[60, 80], [80, 40]]
     assert first["images"].shape == (2, 80, 80, 3) and first["images"].dtype == tf.uint8
     assert first["num_gt"].numpy().tolist() == [2, 3]
-    np.testing.assert_allclose(first["gt_boxes"].numpy()[0], [[5, 10, 30, 40], [1, 1, 60, 80], [0, 0, 0, 0]])
+    # VOC pixel numbers (5, 10)..(30, 40) are the continuous [4, 9]..[30, 40].
+    np.testing.assert_allclose(first["gt_boxes"].numpy()[0], [[4, 9, 30, 40], [0, 0, 60, 80], [0, 0, 0, 0]])
     assert first["gt_difficult"].numpy()[0].tolist() == [False, True, False]
     assert first["gt_classes"].numpy()[0].tolist() == [12, 8, 0]
     assert first["image/filename"].numpy().tolist() == [b"a.jpg", b"b.jpg"]

@@ -87,9 +87,11 @@ def test_voc2007_through_mock_data(tmp_path, decode_images):
                           "objects/bbox", "objects/label", "objects/is_difficult", "objects/area"}
     np.testing.assert_array_equal(first["objects/area"], [-1, -1])  # VOC has no areas: the box's
 
-    # Through the pipeline: 40 x 60 -> 600 x 900; the difficult person is not a target.
+    # Through the pipeline: 40 x 60 -> 600 x 900; the difficult person is not a target. TFDS's
+    # voc boxes are VOC pixel numbers over the size: (4, 12)..(20, 36) start a pixel earlier.
+    assert source.voc_pixel_numbers
     assert [int(b["num_gt"][0]) for b in batches] == [1, 0, 1]
-    np.testing.assert_allclose(batches[0]["gt_boxes"].numpy()[0, 0], [60, 180, 300, 540], rtol=1e-5)
+    np.testing.assert_allclose(batches[0]["gt_boxes"].numpy()[0, 0], [45, 165, 300, 540], rtol=1e-5)
     assert int(batches[0]["gt_classes"][0, 0]) == 12
 
 

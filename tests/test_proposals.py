@@ -97,3 +97,20 @@ def test_no_cpu_only_nms_ops_in_the_graph(rng):
     for function in graph.as_graph_def().library.function:
         op_types |= {node.op for node in function.node_def}
     assert not op_types & {"CombinedNonMaxSuppression", "NonMaxSuppressionV5", "PyFunc", "EagerPyFunc"}
+
+
+def test_no_pre_nms_cut_keeps_every_box_above_the_minimum_size(rng):
+    """The alternating schedule's proposal dump (no cut before NMS): with NMS unable to suppress
+    anything (IoU > 1 never happens) and room for every anchor, every decoded, clipped box of
+    both sides >= min_size comes out, and a cut before NMS keeps only its top-N."""
+    logits, deltas, anchors, info = make_inputs(rng, h=10, w=14)
+    deltas = deltas * 5.0  # many boxes far from their anchors: some shrink below the minimum
+    a = anchors.shape[0]
+    boxes = box_ops.clip(box_ops.decode(deltas, anchors[None]), info[:, :2])
+    expected = int(tf.reduce_sum(tf.cast(box_ops.min_side_mask(boxes, 24.0), tf.int32)))
+    assert 0.2 * a < expected < a
+    uncut = Proposals(pre_nms_top_n=(0, 0), post_nms_top_n=(a, a), nms_iou=1.0, min_size=24)
+    _, scores, count = uncut([logits, deltas, anchors, info])
+    assert int(count[0]) == expected and int(tf.reduce_sum(tf.cast(scores[0] > 0, tf.int32))) == expected
+    cut = Proposals(pre_nms_top_n=(100, 100), post_nms_top_n=(a, a), nms_iou=1.0, min_size=24)
+    assert int(cut([logits, deltas, anchors, info])[2][0]) == 100

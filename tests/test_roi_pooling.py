@@ -24,7 +24,8 @@ def caffe_round(value):
 def caffe_roi_pool(features, rois, pool_size, spatial_scale):
     """Fast R-CNN's ``ROIPoolingLayer::Forward_cpu`` loop in float32.
 
-    features ``[B, H, W, C]``, rois ``[B, R, 4]`` yxyx pixels -> (output ``[B, R, P, P, C]``,
+    features ``[B, H, W, C]``, rois ``[B, R, 4]`` Caffe's inclusive-pixel boxes in yxyx order
+    (``y2``, ``x2`` the last pixel inside; :func:`continuous` gives the layer's boxes) -> (output ``[B, R, P, P, C]``,
     d(sum output)/d(features) ``[B, H, W, C]``: one per non-empty bin at its argmax, the first
     maximal cell in row-major order, as Caffe's strict ``>`` scan).
     """
@@ -92,6 +93,12 @@ def roi_align_reference(features, rois, pool_size, spatial_scale):
                             y, x = y1 + (i + sy) * bin_h, x1 + (j + sx) * bin_w
                             output[b, r, i, j] += bilinear(features[b], y, x) / 4.0
     return output
+
+
+def continuous(inclusive_rois):
+    """Caffe's inclusive-pixel boxes -> the project's continuous boxes: the last pixel ``x2``
+    inside ends at ``x2 + 1``."""
+    return (np.asarray(inclusive_rois, np.float32) + np.float32([0, 0, 1, 1])).astype(np.float32)
 
 
 def pool(features, rois, **kwargs):
@@ -185,9 +192,9 @@ GOLDEN = {
 def test_max_golden_values(case):
     spec = GOLDEN[case]
     ramp = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)
-    rois = np.array([[spec["roi"]]], np.float32)
+    rois = np.array([[spec["roi"]]], np.float32)  # Caffe's inclusive boxes, as worked out above
     for features, expected in ((ramp, spec["arange"]), (-ramp, spec["negated"])):
-        got = pool(features, rois, pool_size=spec["pool_size"], spatial_scale=spec["spatial_scale"])
+        got = pool(features, continuous(rois), pool_size=spec["pool_size"], spatial_scale=spec["spatial_scale"])
         np.testing.assert_array_equal(got[0, 0, :, :, 0], np.array(expected, np.float32))
         reference, _ = caffe_roi_pool(features, rois, spec["pool_size"], spec["spatial_scale"])
         np.testing.assert_array_equal(got, reference)
@@ -201,9 +208,11 @@ def test_max_bin_edges_are_float32_divisions():
     pool_size, max_len = 7, 4096
     width = max_len + 8
     lengths = np.arange(1, max_len + 1)
-    # One row of cells; the RoI of length n covers cells [0, n) at spatial_scale 1.
+    # One row of cells; the RoI of length n covers cells [0, n) at spatial_scale 1 (continuous
+    # xmax n: the last pixel n - 1).
     rois = np.zeros((1, max_len, 4), np.float32)
-    rois[0, :, 3] = lengths - 1
+    rois[0, :, 2] = 1
+    rois[0, :, 3] = lengths
     bin_len = lengths.astype(np.float32)[:, None] / np.float32(pool_size)
     j = np.arange(pool_size, dtype=np.float32)
     first = np.floor(j * bin_len).astype(np.int64)
@@ -241,7 +250,7 @@ def test_max_matches_caffe_on_random_rois():
     features, rois = _random_case()
     expected, _ = caffe_roi_pool(features, rois, 7, 1 / 16)
     layer = RoIPooling(pool_size=7, spatial_scale=1 / 16)
-    inputs = [tf.constant(features), tf.constant(rois)]
+    inputs = [tf.constant(features), tf.constant(continuous(rois))]
 
     np.testing.assert_array_equal(layer(inputs).numpy(), expected)
     jit = tf.function(layer, jit_compile=True)
@@ -258,7 +267,7 @@ def test_max_matches_caffe_on_random_rois():
 def test_max_gradient_goes_to_the_argmax_only():
     features, rois = _random_case(seed=1, num_rois=60)
     expected_output, expected_grad = caffe_roi_pool(features, rois, 7, 1 / 16)
-    features, rois = tf.constant(features), tf.constant(rois)
+    features, rois = tf.constant(features), tf.constant(continuous(rois))
     layer = RoIPooling(pool_size=7, spatial_scale=1 / 16)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([features, rois])
@@ -277,7 +286,7 @@ def test_max_gradient_with_ties_picks_one_cell_per_bin():
     rois = random_rois(rng, 40, 192, 192)[None]
     expected_output, _ = caffe_roi_pool(features, rois, 7, 1 / 16)
     non_empty_bins = caffe_roi_pool(np.ones_like(features), rois, 7, 1 / 16)[0].sum()
-    features, rois = tf.constant(features), tf.constant(rois)
+    features, rois = tf.constant(features), tf.constant(continuous(rois))
     with tf.GradientTape() as tape:
         tape.watch(features)
         pooled = RoIPooling()([features, rois])

@@ -149,3 +149,56 @@ def test_seeded_sampling_of_an_image_does_not_depend_on_its_batch():
                                         np.concatenate([gt_classes] * 2), tf.constant([123456789, 1], tf.int64))
     np.testing.assert_array_equal(rois2.numpy()[0], rois.numpy()[0])
     np.testing.assert_array_equal(labels2.numpy()[0], labels.numpy()[0])
+
+
+def test_samplers_through_the_training_views_fill_their_minibatches():
+    """End to end through the RPN and detector views: 256 anchors per image (at most 128
+    positive) and 128 RoIs a step, 64 per image of the 2-image detector step (at most 16
+    foreground each, 32 a step), as py-faster-rcnn; fewer only where an image has fewer
+    candidates."""
+    import dataclasses
+
+    from conftest import tiny_config
+    from keras_frcnn.models import build_models
+
+    base = tiny_config()
+    cfg = dataclasses.replace(
+        base, rpn=dataclasses.replace(base.rpn, batch_size=256, positive_fraction=0.5),
+        detector=dataclasses.replace(base.detector, batch_rois=128, fg_fraction=0.25),
+        train=dataclasses.replace(base.train, detector_batch_images=2, rpn_batch_images=1))
+    net = build_models(cfg, 3, weights=None)
+    rng = np.random.default_rng(0)
+    size = 320  # 20 x 20 positions x 6 anchors: thousands of candidates
+    gt_boxes = np.zeros((2, 12, 4), np.float32)
+    gt_boxes[0] = random_boxes(rng, 12, size=size, min_side=40)
+    gt_boxes[1, :1] = [[100, 100, 180, 160]]
+    gt_classes = np.zeros((2, 12), np.int32)
+    gt_classes[0] = rng.integers(1, 4, 12)
+    gt_classes[1, 0] = 2
+    # Image 0: 300 proposals near its boxes (many foreground); image 1: only 9 proposals.
+    proposals = np.zeros((2, 300, 4), np.float32)
+    jitter = rng.normal(0, 6, (300, 4)).astype(np.float32)
+    proposals[0] = np.clip(gt_boxes[0][rng.integers(0, 12, 300)] + jitter, 0, size)
+    proposals[0, 150:] = random_boxes(rng, 150, size=size, min_side=8)
+    proposals[1, :9] = random_boxes(rng, 9, size=size, min_side=8)
+    batch = {"images": rng.integers(0, 255, (2, size, size, 3)).astype(np.uint8),
+             "image_info": np.array([[size, size, 1.0]] * 2, np.float32), "gt_boxes": gt_boxes,
+             "gt_classes": gt_classes, "num_gt": np.array([12, 1], np.int32),
+             "sample_seed": np.array([3, 4], np.int64), "proposals": proposals,
+             "num_proposals": np.array([300, 9], np.int32)}
+
+    rpn = net.rpn_model(batch, training=True)
+    labels = rpn["anchor_labels"].numpy()
+    assert ((labels >= 0).sum(axis=1) == 256).all()
+    assert ((labels == 1).sum(axis=1) <= 128).all() and (labels[0] == 1).sum() > 20
+
+    detector = net.detector_model(batch, training=True)
+    valid, roi_labels = detector["roi_valid"].numpy(), detector["roi_labels"].numpy()
+    assert valid.shape == (2, 64)  # 128 a step over 2 images
+    assert valid[0].sum() == 64 and (roi_labels[0] > 0).sum() == 16  # plenty of foreground: 25 %
+    # Image 1 has 9 proposals + 1 ground-truth box: 10 candidates, all sampled.
+    assert valid[1].sum() == 10 and 1 <= (roi_labels[1] > 0).sum() <= 10
+    assert valid.sum() + (64 - 10) == 128
+
+    joint = net.joint_model({k: v[:1] for k, v in batch.items()}, training=True)
+    assert joint["roi_valid"].shape == (1, 128)  # the 1-image joint step: 128 RoIs per image

@@ -45,10 +45,14 @@ def test_stage_plans():
     assert [(s.train_base, s.train_rpn_head, s.train_detector_head) for s in plan] == [
         (True, True, False), (True, False, True), (False, True, False), (False, False, True)]
     assert [s.proposals_from for s in plan] == [None, "stage1_rpn", None, "stage3_rpn"]
-    assert plan[1].reset_base and not plan[3].reset_base
-    voc = stages(dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train,
-                 stage_steps=(80000, 40000, 80000, 40000), stage_lr_drop_steps=(60000, 30000, 60000, 30000))))
-    assert [(s.steps, s.lr_drop_step) for s in voc] == [(80000, 60000), (40000, 30000), (80000, 60000), (40000, 30000)]
+    assert [(s.reset_base, s.reset_rpn_head) for s in plan] == [
+        (False, False), (True, False), (False, True), (False, False)]
+    warm = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, stage3_rpn_from_stage1=True)))
+    assert not warm[2].reset_rpn_head
+    # --steps N: every stage N steps, each learning-rate drop at the same fraction of its stage.
+    short = stages(cfg, steps=100)
+    assert [(s.steps, s.lr_drop_step) for s in short] == [
+        (100, round(100 * d / n)) for n, d in zip(cfg.train.stage_steps, cfg.train.stage_lr_drop_steps)]
     joint = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="joint")), steps=10)
     assert len(joint) == 1 and joint[0].view == "joint" and joint[0].steps == 10
 
@@ -60,7 +64,7 @@ def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_
     source = small_shapes(shapes_dir)
     net = build_models(cfg, source.num_classes, weights=None)
     frozen = [net.base.get_layer(n) for n in ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2")]
-    initial = {"base": snapshot(net.base), "frozen": [snapshot(l) for l in frozen]}
+    initial = {"base": snapshot(net.base), "rpn": snapshot(net.rpn_head), "frozen": [snapshot(l) for l in frozen]}
     seen = {}
 
     def hook(event, stage, runner):
@@ -80,9 +84,12 @@ def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_
         "stage3_rpn": {"base": False, "rpn": True, "det": False},
         "stage4_detector": {"base": False, "rpn": False, "det": True},
     }
-    # Stage 2 starts from the initial base, not stage 1's.
+    # Stage 2 starts from the initial base, not stage 1's; stage 3 from the initial RPN head
+    # (py-faster-rcnn: its stage-2 RPN net is initialised from a Fast R-CNN model without RPN layers).
     assert same(seen[("stage2_detector", "start")]["base"], initial["base"])
     assert not same(seen[("stage1_rpn", "end")]["base"], initial["base"])
+    assert same(seen[("stage3_rpn", "start")]["rpn"], initial["rpn"])
+    assert not same(seen[("stage1_rpn", "end")]["rpn"], initial["rpn"])
     # conv1_1..conv2_2 never move; after stage 4 the one base is stage 2's.
     assert all(same(snapshot(l), s) for l, s in zip(frozen, initial["frozen"]))
     assert same(snapshot(net.base), seen[("stage2_detector", "end")]["base"])

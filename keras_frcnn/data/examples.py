@@ -62,6 +62,12 @@ class DetectionSource:
     problems: kind -> count of the bad-data warnings issued while listing (folder sources).
     example_at: random access, where the source has it: int64 scalar tensor ``index`` -> the
       example at that position of ``dataset``, as graph code (usable in ``tf.data`` maps).
+    voc_pixel_numbers: the normalised boxes are VOC XML's 1-based pixel numbers over the image
+      size (TFDS's ``voc`` builder writes them so, and the VOC folder loader alike): ``xmin`` is
+      the number of the first pixel inside, ``xmax`` of the last. The pipelines convert them to
+      continuous coordinates, ``[xmin - 1, xmax]`` in pixels (py-faster-rcnn's 0-based inclusive
+      box ``(xmin - 1, ..., xmax - 1)``), so training matches the paper's code and evaluation's
+      continuous IoU equals the VOC devkit's.
     """
 
     dataset: tf.data.Dataset
@@ -70,6 +76,7 @@ class DetectionSource:
     name: str = ""
     problems: dict = dataclasses.field(default_factory=dict)
     example_at: typing.Optional[typing.Callable] = None
+    voc_pixel_numbers: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -152,11 +159,12 @@ def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: boo
 
 
 def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: str, problems: dict,
-                      decode_images: bool = True) -> DetectionSource:
+                      decode_images: bool = True, voc_pixel_numbers: bool = False) -> DetectionSource:
     """A folder source's checked records as a :class:`DetectionSource` with random access."""
     dataset, example_at = records_to_dataset(records, decode_images=decode_images)
     return DetectionSource(dataset=dataset, class_names=tuple(class_names), num_examples=len(records),
-                           name=name, problems=dict(problems), example_at=example_at)
+                           name=name, problems=dict(problems), example_at=example_at,
+                           voc_pixel_numbers=voc_pixel_numbers)
 
 
 def example_key(example):

@@ -174,6 +174,7 @@ def train_dataset(
     min_side, max_side = image_config.min_side, image_config.max_side
     if seed is None:
         seed = random.getrandbits(62)
+    source = as_source(source)
     stream = example_stream(source, seed, start=start, shuffle=shuffle, repeat=repeat,
                             shuffle_buffer=shuffle_buffer, num_parallel_calls=num_parallel_calls)
     seed = tf.constant(seed, tf.int64)
@@ -181,7 +182,7 @@ def train_dataset(
     def prepare(element):
         example, position = element["example"], element["position"]
         image = _image(example)
-        boxes, labels, difficult = _pixel_boxes(example, tf.shape(image)[:2])
+        boxes, labels, difficult = _pixel_boxes(example, tf.shape(image)[:2], source.voc_pixel_numbers)
         keep = tf.logical_not(difficult) & _non_degenerate(boxes)
         boxes, labels = tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
 
@@ -268,8 +269,8 @@ def eval_dataset(
 
     - ``images``: uint8 ``[B, H, W, 3]`` the original images, zero padded at the bottom / right.
     - ``image_size``: int32 ``[B, 2]`` (height, width) of each original image.
-    - ``gt_boxes``: float32 ``[B, G, 4]`` yxyx pixels of the original image (clipped; degenerate
-      boxes removed); zero rows pad.
+    - ``gt_boxes``: float32 ``[B, G, 4]`` yxyx continuous pixels of the original image (VOC pixel
+      numbers converted; clipped; degenerate boxes removed); zero rows pad.
     - ``gt_classes``: int32 ``[B, G]`` = 0-based label + 1 (0 padding).
     - ``gt_difficult``: bool ``[B, G]`` VOC difficult / COCO crowd (neither a hit nor a miss).
     - ``gt_area``: float32 ``[B, G]`` the source's object area (COCO), -1 where it has none.
@@ -280,12 +281,13 @@ def eval_dataset(
       and the inference model resizes them in its graph.
     """
     del config
+    voc_pixel_numbers = isinstance(source, DetectionSource) and source.voc_pixel_numbers
     dataset = _dataset_of(source).enumerate()
 
     def prepare(index, example):
         image = _image(example)
         size = tf.shape(image)[:2]
-        boxes, labels, difficult = _pixel_boxes(example, size)
+        boxes, labels, difficult = _pixel_boxes(example, size, voc_pixel_numbers)
         keep = _non_degenerate(boxes)
         area = tf.reshape(tf.cast(example["objects"].get("area", -tf.ones_like(labels, tf.float32)),
                                   tf.float32), [-1])
@@ -321,11 +323,15 @@ def _image(example):
     return image
 
 
-def _pixel_boxes(example, image_size):
-    """Normalised boxes -> pixels of the image (clipped): (boxes ``[N, 4]``, labels, difficult)."""
+def _pixel_boxes(example, image_size, voc_pixel_numbers=False):
+    """Normalised boxes -> continuous pixels of the image (clipped): (boxes ``[N, 4]``, labels,
+    difficult). VOC pixel numbers (``DetectionSource.voc_pixel_numbers``) start one pixel earlier:
+    the first pixel inside, numbered ``xmin`` from 1, begins at ``xmin - 1``."""
     objects = example["objects"]
     h, w = tf.cast(image_size[0], tf.float32), tf.cast(image_size[1], tf.float32)
     boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]) * tf.stack([h, w, h, w])
+    if voc_pixel_numbers:
+        boxes = boxes - tf.constant([1.0, 1.0, 0.0, 0.0])
     return _clip(boxes, h, w), objects["label"], tf.cast(objects["is_difficult"], tf.bool)
 
 

@@ -133,4 +133,6 @@ def load_tfds(
         class_names=tuple(object_features["label"].names),
         num_examples=num_examples or None,
         name=f"{name} {split}",
+        # TFDS's voc builder divides the XML's 1-based pixel numbers by the size, no offset.
+        voc_pixel_numbers=canonical_name(name).startswith("voc/"),
     )

@@ -9,8 +9,8 @@ The folder is laid out like ``VOCdevkit/VOC2007``::
 Boxes are converted exactly as TFDS's ``voc`` builder converts them: the XML's 1-based pixel
 numbers are divided by the image's width and height with no offset (``xmin / width``,
 ``ymax / height``, ...), so the same box read from the folder and from ``tfds.load("voc/2007")``
-has the same normalised coordinates (in pixels of the original image: the XML numbers as they
-are, i.e. ``boxes.from_voc``). TFDS divides by the XML's ``<size>``; here the size of the image
+has the same normalised coordinates. Both sources say so (``DetectionSource.voc_pixel_numbers``),
+and the pipelines turn the pixel numbers into continuous coordinates, ``[xmin - 1, xmax]``. TFDS divides by the XML's ``<size>``; here the size of the image
 file itself is used, which is the same for genuine VOC data and stays right when a hand-made XML
 gives a wrong size (that is warned about).
 
@@ -251,7 +251,7 @@ def load_voc_folder(
 
     problems.summary(len(records))
     return records_to_source(records, class_names, problems.source, problems.counts,
-                             decode_images=decode_images)
+                             decode_images=decode_images, voc_pixel_numbers=True)
 
 
 def _normalised_box(box_xyxy, height, width, path, problems):

@@ -1,0 +1,70 @@
+"""The paper's solver: Caffe's SGD with momentum, L2 weight decay and the nets' per-layer multipliers.
+
+py-faster-rcnn's VGG-16 and ZF solvers (``solver.prototxt``: ``momentum: 0.9``, ``weight_decay:
+0.0005``) and nets (every conv / fc layer: ``lr_mult: 1, decay_mult: 1`` on the weights,
+``lr_mult: 2, decay_mult: 0`` on the biases) update each parameter ``w`` with gradient ``g`` as
+
+    v = momentum * v + lr_mult * lr * (g + decay_mult * weight_decay * w)
+    w = w - v
+
+The decay is part of the gradient, so it goes through the momentum: in the steady state it decays
+weights ``1 / (1 - momentum)`` = 10 times harder than Keras's ``SGD(weight_decay=...)``, which
+subtracts ``lr * weight_decay * w`` outside the momentum (decoupled decay, as AdamW).
+
+``CaffeSGD`` is Keras's ``SGD`` with that rule: weights (Keras variables named ``kernel``) get the
+L2 term, biases (``bias``) twice the learning rate and no decay, and the other trainable variables
+(batch-norm ``gamma`` / ``beta`` of the shapes preset's base, which Caffe's VGG-16 and ZF do not
+have) the plain learning rate and no decay. ``decoupled=True`` instead decays weights outside the
+momentum, as Keras's own SGD (kept as an option for nets with batch norm, where it is the common
+choice).
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class CaffeSGD(keras.optimizers.SGD):
+    """``keras.optimizers.SGD`` with Caffe's L2 weight decay and bias learning-rate multiplier.
+
+    Args:
+      learning_rate, momentum: as ``keras.optimizers.SGD``.
+      l2: the weight decay (Caffe's ``weight_decay``) of the variables named ``kernel``.
+      bias_lr_multiplier: Caffe's ``lr_mult`` of the variables named ``bias`` (their decay is 0).
+      decoupled: decay outside the momentum (``w -= lr * l2 * w``) instead of Caffe's L2.
+    """
+
+    def __init__(self, learning_rate=0.001, momentum=0.9, l2=5e-4, bias_lr_multiplier=2.0,
+                 decoupled=False, **kwargs):
+        kwargs.pop("weight_decay", None)  # the decay is this class's own (l2)
+        super().__init__(learning_rate=learning_rate, momentum=float(momentum), **kwargs)
+        self.l2 = float(l2)
+        self.bias_lr_multiplier = float(bias_lr_multiplier)
+        self.decoupled = bool(decoupled)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        # What each variable is, by its Keras name, in the order of _get_variable_index.
+        self._kinds = ["kernel" if v.name == "kernel" else "bias" if v.name == "bias" else "other"
+                       for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        kind = self._kinds[self._get_variable_index(variable)]
+        learning_rate = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        if kind == "kernel" and self.l2:
+            if self.decoupled:
+                self.assign_sub(variable, ops.multiply(variable, learning_rate * self.l2))
+            else:
+                gradient = ops.add(gradient, ops.multiply(variable, ops.cast(self.l2, variable.dtype)))
+        if kind == "bias":
+            learning_rate = learning_rate * self.bias_lr_multiplier
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("weight_decay", None)
+        return {**config, "l2": self.l2, "bias_lr_multiplier": self.bias_lr_multiplier,
+                "decoupled": self.decoupled}

@@ -1,0 +1,66 @@
+"""The paper's solver: one and two optimizer steps on a small layer against Caffe's update
+written out by hand: ``v = m v + lr_mult lr (g + decay_mult wd w)``, ``w -= v``."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_frcnn.optimizer import CaffeSGD
+
+LR, MOMENTUM, WD = 0.1, 0.9, 0.01
+
+
+def _layer_and_gradients(seed=0):
+    rng = np.random.default_rng(seed)
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    layer.kernel.assign(rng.normal(size=(3, 2)).astype(np.float32))
+    layer.bias.assign(rng.normal(size=(2,)).astype(np.float32))
+    gradients = [[rng.normal(size=v.shape).astype(np.float32) for v in (layer.kernel, layer.bias)]
+                 for _ in range(2)]
+    return layer, gradients
+
+
+def caffe_steps(kernel, bias, gradients, decoupled=False):
+    """Caffe's SGDSolver (ComputeUpdateValue with L2 Regularize) in numpy, float64."""
+    params = {"kernel": kernel.astype(np.float64), "bias": bias.astype(np.float64)}
+    history = {k: np.zeros_like(v) for k, v in params.items()}
+    for g_kernel, g_bias in gradients:
+        for name, g, lr_mult, decay_mult in (("kernel", g_kernel, 1, 1), ("bias", g_bias, 2, 0)):
+            w = params[name]
+            if decoupled:
+                w = w - LR * WD * decay_mult * w
+                diff = g
+            else:
+                diff = g + decay_mult * WD * w
+            history[name] = MOMENTUM * history[name] + lr_mult * LR * diff
+            params[name] = w - history[name]
+    return params
+
+
+@pytest.mark.parametrize("decoupled", [False, True], ids=["caffe L2", "decoupled"])
+def test_two_steps_equal_caffes_update(decoupled):
+    layer, gradients = _layer_and_gradients()
+    expected = caffe_steps(layer.kernel.numpy(), layer.bias.numpy(), gradients, decoupled)
+    optimizer = CaffeSGD(learning_rate=LR, momentum=MOMENTUM, l2=WD, bias_lr_multiplier=2.0,
+                         decoupled=decoupled)
+    for g_kernel, g_bias in gradients:
+        optimizer.apply_gradients([(tf.constant(g_kernel), layer.kernel), (tf.constant(g_bias), layer.bias)])
+    np.testing.assert_allclose(layer.kernel.numpy(), expected["kernel"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.bias.numpy(), expected["bias"], rtol=1e-5, atol=1e-6)
+    # Keras's SGD(weight_decay=...) is the decoupled rule only: it cannot give Caffe's.
+    plain_layer, _ = _layer_and_gradients()
+    keras_sgd = keras.optimizers.SGD(learning_rate=LR, momentum=MOMENTUM, weight_decay=WD)
+    for g_kernel, g_bias in gradients:
+        keras_sgd.apply_gradients([(tf.constant(g_kernel), plain_layer.kernel),
+                                   (tf.constant(g_bias), plain_layer.bias)])
+    assert not np.allclose(plain_layer.kernel.numpy(), caffe_steps(
+        *(v.numpy() for v in _layer_and_gradients()[0].weights), gradients)["kernel"], rtol=1e-5)
+
+
+def test_config_round_trip():
+    optimizer = CaffeSGD(learning_rate=0.01, momentum=0.9, l2=5e-4, bias_lr_multiplier=2.0)
+    again = CaffeSGD.from_config(optimizer.get_config())
+    assert (again.l2, again.bias_lr_multiplier, again.decoupled, again.momentum) == (5e-4, 2.0, False, 0.9)
+    assert keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)).l2 == 5e-4
