@@ -437,12 +437,12 @@ class ScheduleRunner:
                 count = write_proposals(self.net, self.source, cfg, directory)
                 self.log(f"   proposals of the {stage.proposals_from} RPN for {count} images -> {directory}")
             store = ProposalStore(directory, self.source)
-        for reset, part, name in ((stage.reset_base, self.net.base, "base"),
-                                  (stage.reset_rpn_head, self.net.rpn_head, "rpn_head")):
+        for reset, part, name, label in ((stage.reset_base, self.net.base, "base", "base"),
+                                         (stage.reset_rpn_head, self.net.rpn_head, "rpn_head", "RPN head")):
             if reset and not resuming:
                 tf.train.Checkpoint(**{name: _weights_by_path(part)}).read(
                     self._path(os.path.join("initial_weights", "weights"))).expect_partial()
-                self.log(f"   {name.replace('_', ' ')} reset to its initial weights")
+                self.log(f"   {label} reset to its initial weights")
 
         with self.strategy.scope():
             model = self.net.prepare(stage.view, make_optimizer(cfg, stage), base=stage.train_base,
