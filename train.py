@@ -49,9 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default="default",
                         help="mirrored: every local GPU; multi-worker: the cluster of TF_CONFIG (see README)")
-    parser.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
-                        help="Keras dtype policy (mixed_float16 on GPUs, mixed_bfloat16 on CPUs with "
-                        "AVX-512 BF16 / AMX and TPUs)")
+    parser.add_argument("--precision", choices=["auto", "float32", "mixed_float16", "mixed_bfloat16"],
+                        help="Keras dtype policy (default auto: mixed_bfloat16 on CPUs with AVX512_BF16 / "
+                        "AMX, float32 elsewhere; mixed_float16 for GPUs)")
     parser.add_argument("--jit", choices=["auto", "on", "off"],
                         help="XLA for the training steps (default auto: on when a GPU is visible)")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
@@ -168,7 +168,7 @@ def train(args):
 
     from keras_frcnn import data, metrics
     from keras_frcnn.backbone import check_weights
-    from keras_frcnn.config import Config
+    from keras_frcnn.config import Config, resolve_precision
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation
@@ -182,6 +182,8 @@ def train(args):
         with open(config_path) as f:
             cfg = Config.from_json(f.read())
         print(f"resume: using the run's own {config_path}")
+    precision, why = resolve_precision(cfg.precision)
+    cfg = dataclasses.replace(cfg, precision=precision)
     # A multi-worker strategy must exist before TensorFlow runs its first op.
     strategy = make_strategy(args.strategy)
     chief = is_chief(strategy)
@@ -215,7 +217,8 @@ def train(args):
     with strategy.scope():
         net = build_models(cfg, train_source.num_classes, class_names=train_source.class_names)
     print(f"model: {cfg.backbone} base (width {cfg.backbone_width:g}), {net.model.count_params():,} "
-          f"parameters; schedule {cfg.train.schedule}; replicas {strategy.num_replicas_in_sync}")
+          f"parameters; schedule {cfg.train.schedule}; replicas {strategy.num_replicas_in_sync}; "
+          f"precision {cfg.precision} ({why})")
 
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
     runner = ScheduleRunner(net, train_source, cfg, run_dir, steps=args.steps,

@@ -64,13 +64,37 @@ class PaddingMask(keras.layers.Layer):
         return {**super().get_config(), "stride": self.stride, "rounding": self.rounding}
 
 
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """Keras's ``BatchNormalization`` whose training step is TensorFlow's fused kernel
+    (``FusedBatchNormV3``: statistics, normalisation and their gradients in one pass each; Keras 3
+    writes them as a dozen element-wise ops, ~12 % of a shapes training step). Same arithmetic:
+    batch statistics over N, H, W, the moving averages updated with the population variance as
+    Keras does. Inference, the synchronised variant and other ranks are Keras's own code."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or self.synchronized or self.renorm or mask is not None \
+                or len(inputs.shape) != 4 or self.axis not in (-1, 3):
+            return super().call(inputs, training=training, mask=mask)
+        dtype = inputs.dtype if inputs.dtype in (tf.float16, tf.bfloat16) else tf.float32
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            tf.cast(inputs, dtype), scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
+            epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        # The kernel's variance is the sample variance (n - 1); Keras averages the population's.
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.cast(outputs, self.compute_dtype)
+
+
 def _batch_norm(name):
     # Built under a multi-replica tf.distribute strategy, synchronised over the replicas: a
     # detector's per-replica batch is one or two images, and the statistics of the global batch
-    # make a split batch train as it would on one device. Otherwise the plain (fused) layer: the
+    # make a split batch train as it would on one device. Otherwise the fused layer: the
     # synchronised one computes E[x^2] - E[x]^2 unfused, slower and less exact on one device.
     replicas = tf.distribute.get_strategy().num_replicas_in_sync if tf.distribute.has_strategy() else 1
-    return keras.layers.BatchNormalization(synchronized=replicas > 1, name=name)
+    return FusedBatchNorm(synchronized=replicas > 1, name=name)
 
 
 def _channels(n, width):

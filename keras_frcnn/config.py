@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 BACKBONES = ("vgg16", "zf")
 SCHEDULES = ("alternating", "joint")
 POOL_MODES = ("max", "align")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 class ConfigError(ValueError):
@@ -216,7 +216,9 @@ class Config:
     # Keras dtype policy of the convolutions and fc layers: "mixed_float16" (GPU) or
     # "mixed_bfloat16" (CPUs with AVX-512 BF16 / AMX, TPUs) compute in 16 bits with float32
     # weights; preprocessing, anchors, proposals, targets, losses and postprocessing stay float32.
-    precision: str = "float32"
+    # "auto" (resolved when the network is built, and stored so): mixed_bfloat16 on a CPU with
+    # native bfloat16 (AVX512_BF16 or AMX), float32 elsewhere, GPUs included.
+    precision: str = "auto"
     dataset: str = "voc/2007"  # a TFDS name, or "shapes" for the built-in set
     train_split: str = "train+validation"
     test_split: str = "test"
@@ -361,10 +363,35 @@ def preset(name: str) -> Config:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
 
 
+def native_bfloat16_cpu() -> typing.Optional[str]:
+    """The CPU flag that gives native bfloat16 arithmetic ("amx_bf16", "avx512_bf16"), if any
+    (Linux's /proc/cpuinfo; None elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)
+
+
+def resolve_precision(precision: str) -> tuple:
+    """``precision`` with "auto" resolved -> (policy, the reason in words)."""
+    if precision != "auto":
+        return precision, "as configured"
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "float32", "auto: a GPU is visible (mixed_float16 is one flag away)"
+    flag = native_bfloat16_cpu()
+    if flag:
+        return "mixed_bfloat16", f"auto: the CPU has {flag.upper()}"
+    return "float32", "auto: no native bfloat16 on this CPU"
+
+
 def feature_rounding(backbone: str) -> str:
     """How the base maps an image side n to a feature side: floor(n/16) (VGG-16) or ceil (ZF)."""
     return "floor" if backbone == "vgg16" else "ceil"
 
 
-__all__ = ["Config", "ConfigError", "PRECISIONS", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
+__all__ = ["Config", "ConfigError", "PRECISIONS", "resolve_precision", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
            "TrainConfig", "preset", "PRESETS", "feature_rounding"]

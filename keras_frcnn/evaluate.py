@@ -60,7 +60,6 @@ def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
     detections, ground_truth, sizes = collect(model, source, batch_size)
     result = metrics.evaluate_detections(detections, ground_truth, class_names, inclusive_pixels=False)
     summary = {"evaluated_on": source.name, **metrics.metrics_json(result)}
-    summary["num_positives"] = int(sum(result.num_positives))
     if coco:
         summary["coco"] = metrics.coco_ap(detections, ground_truth, class_names, sizes)
     if plot_dir:
@@ -79,7 +78,7 @@ def headline(summary) -> str:
     """The one-line result: COCO AP first for COCO data, then VOC07 mAP, and the data evaluated."""
     if summary.get("evaluated_on") is None:
         return "not evaluated (no held-out data)"
-    if not summary.get("num_positives"):
+    if not sum(summary.get("num_positives", {}).values()):
         return (f"{summary['evaluated_on']} has no labelled objects: mAP undefined "
                 f"({summary['num_images']} images)")
     parts = []

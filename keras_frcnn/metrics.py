@@ -263,28 +263,39 @@ def metrics_json(result):
         "per_class_area": {name: _json_float(v) for name, v in zip(names, result.ap_area)},
         "num_positives": {name: int(n) for name, n in zip(names, result.num_positives)},
         "num_detections": {name: int(n) for name, n in zip(names, result.num_detections)},
+        # The end of each class's PR curve: the share of its objects found at all.
+        "recall": {name: _json_float(max_recall(result, k)) for k, name in enumerate(names)},
         "num_images": int(result.num_images),
         "iou_threshold": result.iou_threshold,
         "inclusive_pixels": result.inclusive_pixels,
     }
 
 
+def max_recall(result, k) -> float:
+    """The recall at the end of class ``k``'s PR curve (NaN without positives)."""
+    if not result.num_positives[k]:
+        return math.nan
+    return float(result.recall[k][-1]) if len(result.recall[k]) else 0.0
+
+
 def format_table(result):
     """Per-class AP of a ``DetectionMetrics`` as a text table (AP in percent, as papers print it)."""
     width = max([len("class"), len("mAP")] + [len(n) for n in result.class_names])
-    header = f"{'class':<{width}}  {'AP07 %':>7}  {'AP area %':>9}  {'positives':>9}  {'detections':>10}"
+    header = (f"{'class':<{width}}  {'AP07 %':>7}  {'AP area %':>9}  {'recall %':>8}  {'positives':>9}  "
+              f"{'detections':>10}")
     lines = [header, "-" * len(header)]
     for k, name in enumerate(result.class_names):
         lines.append(
             f"{name:<{width}}  {_percent(result.ap[k]):>7}  {_percent(result.ap_area[k]):>9}  "
-            f"{int(result.num_positives[k]):>9}  {int(result.num_detections[k]):>10}"
+            f"{_percent(max_recall(result, k)):>8}  {int(result.num_positives[k]):>9}  "
+            f"{int(result.num_detections[k]):>10}"
         )
     lines.append("-" * len(header))
     lines.append(f"{'mAP':<{width}}  {_percent(result.mAP):>7}  {_percent(result.mAP_area):>9}")
     lines.append(
         f"{result.num_images} images, IoU > {result.iou_threshold:g}"
         f"{' (inclusive pixels, VOC devkit)' if result.inclusive_pixels else ''}; "
-        "AP07 = VOC2007 11-point, AP area = VOC2010+"
+        "AP07 = VOC2007 11-point, AP area = VOC2010+, recall = at the end of the PR curve"
     )
     return "\n".join(lines)
 

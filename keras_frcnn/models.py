@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras_frcnn import losses
 from keras_frcnn.anchors import Anchors
 from keras_frcnn.backbone import ALWAYS_FROZEN, build_base, check_weights, load_vgg16_reference
-from keras_frcnn.config import Config, feature_rounding
+from keras_frcnn.config import Config, feature_rounding, resolve_precision
 from keras_frcnn.heads import DetectorHead
 from keras_frcnn.postprocess import Detections
 from keras_frcnn.preprocessing import ImageSizes, Preprocess
@@ -145,6 +145,8 @@ class FasterRCNN(keras.Model):
 
     def __init__(self, config, num_classes, class_names=None, **kwargs):
         cfg = _as_config(config)
+        if cfg.precision == "auto":  # stored resolved: the model computes alike wherever it loads
+            cfg = dataclasses.replace(cfg, precision=resolve_precision("auto")[0])
         num_classes = int(num_classes)
         if class_names is None:
             class_names = [f"class_{i}" for i in range(num_classes)]

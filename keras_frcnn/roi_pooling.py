@@ -79,33 +79,37 @@ def _num_levels(static_size, max_levels):
 
 
 def range_max_tables(features, levels_y, levels_x):
-    """2D sparse table of range maxima: ``[B, H, W, C]`` -> ``[B, levels_y, levels_x, H, W, C]``.
+    """2D sparse tables of range maxima and of where they are: ``[B, H, W, C]`` ->
+    ``(values, positions)``, both ``[B, levels_y, levels_x, H, W, C]``.
 
-    Entry ``[b, k, l, y, x]`` is the max of ``features[b]`` over rows ``[y, y + 2**k)`` and
-    columns ``[x, x + 2**l)``, cut at the map's edge. Level ``l`` is the max of level ``l - 1`` and
+    ``values[b, k, l, y, x]`` is the max of ``features[b]`` over rows ``[y, y + 2**k)`` and
+    columns ``[x, x + 2**l)``, cut at the map's edge; ``positions`` holds the flat cell
+    ``row * W + column`` of that max (int32). Level ``l`` is the max of level ``l - 1`` and
     level ``l - 1`` shifted by ``2**(l - 1)`` columns (the shift is clamped to the last column,
-    which stays inside the range), then the same along rows.
-
-    On ties ``tf.maximum`` sends the gradient to its first argument, the block nearer the origin,
-    so each entry's gradient goes to the first maximal cell of its block in row-major order.
+    which stays inside the range), then the same along rows. A tie keeps the unshifted block's
+    cell, the one nearer the origin: each entry's position is the first maximal cell of its block
+    in row-major order.
     """
     shape = tf.shape(features)
     height, width = shape[1], shape[2]
-    level = features
-    by_cols = [level]
-    for l in range(1, levels_x):
-        cols = tf.minimum(tf.range(width) + 2 ** (l - 1), width - 1)
-        level = tf.maximum(level, tf.gather(level, cols, axis=2))
-        by_cols.append(level)
-    level = tf.stack(by_cols, axis=1)  # [B, levels_x, H, W, C]
-    by_rows = [level]
-    for k in range(1, levels_y):
-        rows = tf.minimum(tf.range(height) + 2 ** (k - 1), height - 1)
-        level = tf.maximum(level, tf.gather(level, rows, axis=2))
-        by_rows.append(level)
-    return tf.stack(by_rows, axis=1)
+    values = features
+    positions = tf.broadcast_to(
+        tf.reshape(tf.range(height * width, dtype=tf.int32), [1, height, width, 1]), shape)
 
+    def fold(values, positions, axis, length, levels):
+        """Levels along ``axis`` (1: rows, 2: columns of a [B, H, W, C] level)."""
+        all_values, all_positions = [values], [positions]
+        for level in range(1, levels):
+            shifted = tf.minimum(tf.range(length) + 2 ** (level - 1), length - 1)
+            other, other_position = tf.gather(values, shifted, axis=axis), tf.gather(positions, shifted, axis=axis)
+            take = other > values
+            values, positions = tf.where(take, other, values), tf.where(take, other_position, positions)
+            all_values.append(values)
+            all_positions.append(positions)
+        return tf.stack(all_values, axis=1), tf.stack(all_positions, axis=1)
 
+    values, positions = fold(values, positions, 2, width, levels_x)  # [B, Lx, H, W, C]
+    return fold(values, positions, 2, height, levels_y)  # rows, axis 2 of that: [B, Ly, Lx, H, W, C]
 def _block_corners(lo, hi, num_levels):
     """Two table blocks of length ``2**level`` that together cover each bin ``[lo, hi)``.
 
@@ -139,8 +143,10 @@ def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels):
     bin's four corners cover it exactly. Cost: building the tables, then ``4 * B * R * P * P``
     gathered rows of C values, whatever the bin sizes.
 
-    The gradient of each output goes to one maximal cell of its bin: Caffe's argmax (the first
-    in row-major order) unless the maximum is tied between cells of different corner blocks.
+    The gradient of each output goes to one maximal cell of its bin (a custom gradient: the
+    tables also hold where each maximum is, so the backward pass is one scatter-add): Caffe's
+    argmax (the first in row-major order) unless the maximum is tied between cells of different
+    corner blocks.
     """
     shape = tf.shape(features)
     batch, height, width = shape[0], shape[1], shape[2]
@@ -168,15 +174,36 @@ def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels):
     left_index = (l * map_size + left)[..., None, :]  # [B, R, 1, P]
     right_index = (l * map_size + right)[..., None, :]
 
-    tables = tf.reshape(range_max_tables(features, levels_y, levels_x), [-1, channels])
-    # Chained tf.maximum rather than reduce_max over a stack: reduce_max splits the gradient
-    # between tied inputs (the corner blocks often overlap); tf.maximum gives it to one.
-    pooled = tf.gather(tables, top_index + left_index)
-    pooled = tf.maximum(pooled, tf.gather(tables, top_index + right_index))
-    pooled = tf.maximum(pooled, tf.gather(tables, bottom_index + left_index))
-    pooled = tf.maximum(pooled, tf.gather(tables, bottom_index + right_index))
-    non_empty = rows_non_empty[..., :, None] & cols_non_empty[..., None, :]  # [B, R, P, P]
-    return tf.where(non_empty[..., None], pooled, tf.zeros([], pooled.dtype))
+    non_empty = (rows_non_empty[..., :, None] & cols_non_empty[..., None, :])[..., None]  # [B, R, P, P, 1]
+    corners = (top_index + left_index, top_index + right_index, bottom_index + left_index,
+               bottom_index + right_index)
+
+    @tf.custom_gradient
+    def pool(features):
+        values, positions = range_max_tables(features, levels_y, levels_x)
+        values, positions = tf.reshape(values, [-1, channels]), tf.reshape(positions, [-1, channels])
+        pooled, cell = tf.gather(values, corners[0]), tf.gather(positions, corners[0])
+        # The four corner blocks in turn; a tie keeps the earlier block's cell (they often overlap).
+        for corner in corners[1:]:
+            other = tf.gather(values, corner)
+            take = other > pooled
+            pooled = tf.where(take, other, pooled)
+            cell = tf.where(take, tf.gather(positions, corner), cell)
+        pooled = tf.where(non_empty, pooled, tf.zeros([], pooled.dtype))
+
+        def gradient(upstream):
+            # Each output's gradient to its bin's maximal cell: one scatter-add into the map.
+            upstream = tf.where(non_empty, upstream, tf.zeros([], upstream.dtype))
+            image = tf.range(batch)[:, None, None, None, None]
+            channel = tf.range(channels)
+            ids = (image * map_size + cell) * channels + channel
+            summed = tf.math.unsorted_segment_sum(tf.reshape(upstream, [-1]), tf.reshape(ids, [-1]),
+                                                  batch * map_size * channels)
+            return tf.reshape(summed, tf.shape(features))
+
+        return pooled, gradient
+
+    return pool(features)
 
 
 def roi_align(features, rois, pool_size, spatial_scale):

@@ -29,7 +29,10 @@ def tiny_config(**overrides):
     s = C.preset("shapes")
     cfg = dataclasses.replace(
         # Plain Glorot init without batch norm: 150 steps are too few for batch-norm statistics.
-        s, name="tiny", backbone_width=0.25, base_initializer="glorot_uniform", base_batch_norm=False,
+        # float32 whatever the CPU ("auto" would be bfloat16 where the CPU has it): tests compare
+        # numbers across machines; mixed precision has tests of its own.
+        s, name="tiny", precision="float32", backbone_width=0.25, base_initializer="glorot_uniform",
+        base_batch_norm=False,
         image=C.ImageConfig(min_side=128, max_side=160, flip=False),
         anchors=C.AnchorConfig(scales=(1.5, 3.0)),
         rpn=dataclasses.replace(s.rpn, channels=32, pre_nms_top_n=(300, 300), post_nms_top_n=(50, 50),

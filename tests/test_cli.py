@@ -113,7 +113,8 @@ def test_an_unlabelled_split_is_refused_before_training(tmp_path, tiny_config_fi
 
 
 def test_headline_of_a_split_without_labels():
-    summary = {"evaluated_on": "x test", "mAP": None, "mAP_area": None, "num_images": 5, "num_positives": 0}
+    summary = {"evaluated_on": "x test", "mAP": None, "mAP_area": None, "num_images": 5,
+               "num_positives": {"a": 0, "b": 0}}
     assert headline(summary) == "x test has no labelled objects: mAP undefined (5 images)"
 
 

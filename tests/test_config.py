@@ -98,3 +98,30 @@ def test_from_json_rejects_unknown_and_malformed():
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("coco-huge")
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch, tmp_path):
+    """auto: bfloat16 where the CPU has native bfloat16, float32 elsewhere and with a GPU; the
+    model stores the resolved policy."""
+    import tensorflow as tf
+
+    from keras_frcnn import config as C
+    from keras_frcnn.models import FasterRCNN
+
+    assert preset("shapes").precision == "auto" and preset("voc").precision == "auto"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse avx512f avx512_bf16 avx512_vnni\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda path, *a, **k: real_open(cpuinfo if path == "/proc/cpuinfo" else path, *a, **k))
+    assert C.resolve_precision("auto") == ("mixed_bfloat16", "auto: the CPU has AVX512_BF16")
+    assert C.resolve_precision("float32")[0] == "float32"
+    model = FasterRCNN(dataclasses.replace(preset("shapes"), backbone_width=0.25), 2)
+    assert model.frcnn_config.precision == "mixed_bfloat16"
+    cpuinfo.write_text("flags : fpu sse amx_tile amx_bf16 amx_int8\n")
+    assert C.resolve_precision("auto")[0] == "mixed_bfloat16"
+    cpuinfo.write_text("flags : fpu sse avx2 fma\n")
+    assert C.resolve_precision("auto") == ("float32", "auto: no native bfloat16 on this CPU")
+    cpuinfo.write_text("flags : avx512_bf16\n")
+    monkeypatch.setattr(tf.config, "list_physical_devices",
+                        lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
+    assert C.resolve_precision("auto")[0] == "float32"

@@ -423,3 +423,13 @@ def test_coco_size_bins_use_the_annotations_area():
     # A thin object inside that box: its area is 900 px, "small".
     by_area = metrics.coco_ap(detections, [{"boxes": box, "labels": [0], "area": [900.0]}], ["a"])
     assert by_area["AP_small"] == pytest.approx(1.0) and by_area["AP_medium"] == -1
+
+
+def test_recall_at_the_end_of_each_pr_curve():
+    boxes = [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]
+    detections = [{"boxes": [[0, 0, 10, 10], [40, 40, 50, 50]], "scores": [0.9, 0.8], "labels": [0, 1]}]
+    truth = [{"boxes": boxes, "labels": [0, 0, 1]}]
+    result = metrics.evaluate_detections(detections, truth, ["a", "b", "c"], inclusive_pixels=False)
+    summary = metrics.metrics_json(result)
+    assert summary["recall"] == {"a": 0.5, "b": 1.0, "c": None}
+    assert "recall %" in metrics.format_table(result)
