@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, median_time  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
+from keras_frcnn.optimizer import CaffeSGD  # noqa: E402
 
 
 def synthetic_batch(cfg, batch, rng):
@@ -45,7 +46,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--views", default="joint,rpn,detector")
     parser.add_argument("--jit", action="store_true", help="compile the train steps with XLA")
-    parser.add_argument("--precision", default="float32", help="float32, mixed_bfloat16, mixed_float16")
+    parser.add_argument("--precision", default="float32", help="float32, mixed_bfloat16, mixed_float16, auto")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)  # the same random weights every run
@@ -56,7 +57,7 @@ def main():
     for view in args.views.split(","):
         images = cfg.train.detector_batch_images if view == "detector" else cfg.train.rpn_batch_images
         batch = synthetic_batch(cfg, images, rng)
-        model = net.prepare(view, keras.optimizers.SGD(1e-4, momentum=0.9), jit_compile=args.jit)
+        model = net.prepare(view, CaffeSGD(1e-4, momentum=0.9), jit_compile=args.jit)
         model.make_train_function()
         data = {k: tf.constant(v) for k, v in batch.items()}
         step = model.train_function

@@ -101,10 +101,12 @@ class _Layers:
         objectness_logits, rpn_deltas = self.rpn_head(features)
         return objectness_logits, rpn_deltas, self.anchors(features)
 
-    def detector(self, features, rois, training=False):
+    def detector(self, features, rois, training=False, feature_gradient=False):
         """features and RoIs ``[B, R, 4]`` (input pixels) -> ``(class_logits [B, R, K],
-        box_deltas [B, R, K, 4])``."""
-        return self.detector_head(self.roi_pooling([features, rois]), training=training)
+        box_deltas [B, R, K, 4])``. ``feature_gradient``: the features are trained through the
+        RoI pooling (not at inference, not on a frozen base)."""
+        roi_features = self.roi_pooling([features, rois], feature_gradient=feature_gradient)
+        return self.detector_head(roi_features, training=training)
 
 
 def roi_table_levels(cfg: Config) -> int:
@@ -410,7 +412,9 @@ def detector_outputs(view, features, proposals, num_proposals, batch, training):
     """Sampled RoIs, their pooled features, the detector's predictions and targets."""
     rois, labels, targets, valid = view.proposal_targets(proposals, num_proposals, batch["gt_boxes"],
                                                          batch["gt_classes"], batch.get("sample_seed"))
-    class_logits, box_deltas = view.layers_.detector(features, rois, training=training)
+    # The base's trainable flags are set before the view is compiled and traced.
+    class_logits, box_deltas = view.layers_.detector(features, rois, training=training,
+                                                     feature_gradient=bool(view.base.trainable_weights))
     return {"class_logits": class_logits, "box_deltas": box_deltas, "rois": rois,
             "roi_labels": labels, "roi_deltas": targets, "roi_valid": valid}
 

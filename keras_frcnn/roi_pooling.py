@@ -78,7 +78,7 @@ def _num_levels(static_size, max_levels):
     return max(1, min(max_levels, int(static_size).bit_length()))
 
 
-def range_max_tables(features, levels_y, levels_x):
+def range_max_tables(features, levels_y, levels_x, with_positions=True):
     """2D sparse tables of range maxima and of where they are: ``[B, H, W, C]`` ->
     ``(values, positions)``, both ``[B, levels_y, levels_x, H, W, C]``.
 
@@ -93,19 +93,27 @@ def range_max_tables(features, levels_y, levels_x):
     shape = tf.shape(features)
     height, width = shape[1], shape[2]
     values = features
-    positions = tf.broadcast_to(
-        tf.reshape(tf.range(height * width, dtype=tf.int32), [1, height, width, 1]), shape)
+    positions = None
+    if with_positions:
+        positions = tf.broadcast_to(
+            tf.reshape(tf.range(height * width, dtype=tf.int32), [1, height, width, 1]), shape)
 
     def fold(values, positions, axis, length, levels):
         """Levels along ``axis`` (1: rows, 2: columns of a [B, H, W, C] level)."""
         all_values, all_positions = [values], [positions]
         for level in range(1, levels):
             shifted = tf.minimum(tf.range(length) + 2 ** (level - 1), length - 1)
-            other, other_position = tf.gather(values, shifted, axis=axis), tf.gather(positions, shifted, axis=axis)
-            take = other > values
-            values, positions = tf.where(take, other, values), tf.where(take, other_position, positions)
+            other = tf.gather(values, shifted, axis=axis)
+            if positions is None:
+                values = tf.maximum(values, other)
+            else:
+                take = other > values
+                values = tf.where(take, other, values)
+                positions = tf.where(take, tf.gather(positions, shifted, axis=axis), positions)
             all_values.append(values)
             all_positions.append(positions)
+        if positions is None:
+            return tf.stack(all_values, axis=1), None
         return tf.stack(all_values, axis=1), tf.stack(all_positions, axis=1)
 
     values, positions = fold(values, positions, 2, width, levels_x)  # [B, Lx, H, W, C]
@@ -129,12 +137,14 @@ def _block_corners(lo, hi, num_levels):
     return level, first, last, non_empty
 
 
-def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels):
+def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels, feature_gradient=True):
     """Fast R-CNN RoI max pooling (see the module docstring) by range-maximum queries.
 
     Args:
       features: ``[B, H, W, C]`` float.
       rois: ``[B, R, 4]`` float32 ``[ymin, xmin, ymax, xmax]`` input-image pixels.
+      feature_gradient: False where no gradient will flow to ``features`` (inference, a frozen
+        base): the tables then hold only the maxima, not where they are.
     Returns:
       ``[B, R, P, P, C]``, the dtype of ``features``.
 
@@ -177,6 +187,14 @@ def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels):
     non_empty = (rows_non_empty[..., :, None] & cols_non_empty[..., None, :])[..., None]  # [B, R, P, P, 1]
     corners = (top_index + left_index, top_index + right_index, bottom_index + left_index,
                bottom_index + right_index)
+
+    if not feature_gradient:
+        values, _ = range_max_tables(features, levels_y, levels_x, with_positions=False)
+        values = tf.reshape(values, [-1, channels])
+        pooled = tf.gather(values, corners[0])
+        for corner in corners[1:]:
+            pooled = tf.maximum(pooled, tf.gather(values, corner))
+        return tf.stop_gradient(tf.where(non_empty, pooled, tf.zeros([], pooled.dtype)))
 
     @tf.custom_gradient
     def pool(features):
@@ -303,12 +321,15 @@ class RoIPooling(keras.layers.Layer):
         if mode == "align":
             self.supports_jit = False
 
-    def call(self, inputs):
+    def call(self, inputs, feature_gradient=True):
+        """``feature_gradient=False`` where no gradient flows to the features (inference, a
+        frozen base): max pooling then skips what only its gradient needs."""
         features, rois = inputs
         features = tf.cast(features, self.compute_dtype)
         rois = tf.stop_gradient(tf.cast(rois, tf.float32))
         if self.mode == "max":
-            return roi_max_pool(features, rois, self.pool_size, self.spatial_scale, self.max_levels)
+            return roi_max_pool(features, rois, self.pool_size, self.spatial_scale, self.max_levels,
+                                feature_gradient=feature_gradient)
         return roi_align(features, rois, self.pool_size, self.spatial_scale)
 
     def compute_output_shape(self, input_shape):

@@ -35,6 +35,7 @@ class StageLog(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def log_evaluation(model, source, summary, log_dir, num_images=4):

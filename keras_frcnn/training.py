@@ -434,8 +434,10 @@ class ScheduleRunner:
         if stage.proposals_from:
             directory = self._path(f"proposals_{stage.name}")
             if not ProposalStore.exists(directory):
+                writing = time.perf_counter()
                 count = write_proposals(self.net, self.source, cfg, directory)
-                self.log(f"   proposals of the {stage.proposals_from} RPN for {count} images -> {directory}")
+                self.log(f"   proposals of the {stage.proposals_from} RPN for {count} images -> {directory} "
+                         f"({time.perf_counter() - writing:.0f} s)")
             store = ProposalStore(directory, self.source)
         for reset, part, name, label in ((stage.reset_base, self.net.base, "base", "base"),
                                          (stage.reset_rpn_head, self.net.rpn_head, "rpn_head", "RPN head")):
@@ -469,6 +471,7 @@ class ScheduleRunner:
                 dataset = self.dataset_hook(stage, dataset)
             window = min(self.log_every, remaining)
             self.history.append((stage.name, step, position, remaining))
+            fitting = time.perf_counter()
             model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
                       shuffle=False, verbose=self.verbose,
                       callbacks=[_StageSteps(self, stage, step, position, batch),
@@ -478,4 +481,5 @@ class ScheduleRunner:
             hook("end", stage, self)
         seconds = time.perf_counter() - began
         self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds
-        self.log(f"   {stage.name} done: {stage.steps} steps in {seconds:.0f} s")
+        self.log(f"   {stage.name} done: {stage.steps} steps in {seconds:.0f} s"
+                 + (f" ({1000 * (time.perf_counter() - fitting) / remaining:.0f} ms a step)" if remaining > 0 else ""))

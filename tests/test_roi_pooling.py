@@ -408,3 +408,15 @@ def test_keras_jit_compile(mode):
     features, rois = _random_case(num_rois=10)
     np.testing.assert_array_equal(model.predict([features, rois], verbose=0),
                                   model([features, rois]).numpy())
+
+
+def test_without_feature_gradient_the_same_maxima_and_no_gradient():
+    """Inference and a frozen base pool without the argmax tables: the same outputs."""
+    features, rois = _random_case(seed=3, num_rois=40)
+    layer = RoIPooling(pool_size=7, spatial_scale=1 / 16)
+    inputs = [tf.constant(features), tf.constant(continuous(rois))]
+    np.testing.assert_array_equal(layer(inputs, feature_gradient=False).numpy(), layer(inputs).numpy())
+    with tf.GradientTape() as tape:
+        tape.watch(inputs[0])
+        total = tf.reduce_sum(layer(inputs, feature_gradient=False))
+    assert tape.gradient(total, inputs[0]) is None

@@ -1,0 +1,190 @@
+"""Where a training step's time goes, from TensorFlow's profiler trace (not a test).
+
+    python benchmarks/profile_train_step.py --preset shapes --views stage1,stage2,stage3,stage4,joint [--precision float32]
+    python benchmarks/profile_train_step.py --preset voc --views joint --steps 3
+    python benchmarks/profile_train_step.py --checkout OLD ...        # the same, on another checkout
+
+Each view trains as ``ScheduleRunner`` trains it: Keras ``fit`` with the stage's optimizer
+(``training.make_optimizer``), its callbacks, and for the shapes preset the real input pipeline
+over the built-in set (the detector view with 300 stored-like proposals per image around the
+ground truth); the voc preset takes synthetic 600 x 1000 images (no VOC here). After warm-up,
+``--steps`` steps run under ``tf.profiler.experimental``; the trace (``.xplane.pb``) is read back
+and every TensorFlow op of the step is put in a category by its name scope:
+
+- base conv / batch norm / padding mask / max pool, forward and backward (``gradient_tape/...``);
+- the heads (``rpn_head``, ``detector_head``: convolutions and fc layers, forward and backward);
+- targets and sampling (``anchor_targets``, ``proposal_targets``), proposals (``proposals``),
+  RoI pooling forward / backward, preprocessing (``to_input``), losses, the optimizer;
+
+Op times are summed over TensorFlow's executor threads (ops run concurrently on the 2 cores), so
+the table gives each category's share of the op time; beside it, per step: the wall time, the
+time the step waited for the input pipeline (``IteratorGetNext``) and the Python / callback time
+between executions of the compiled step.
+"""
+
+import argparse
+import collections
+import dataclasses
+import glob
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# --checkout DIR: profile the keras_frcnn of another checkout (before / after figures, one script).
+_CHECKOUT = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--checkout"), None)
+sys.path.insert(0, os.path.abspath(_CHECKOUT) if _CHECKOUT else str(Path(__file__).resolve().parents[1]))
+from bench_train_step import synthetic_batch  # noqa: E402
+from common import machine  # noqa: E402
+
+from keras_frcnn import build_models, data, preset  # noqa: E402
+from keras_frcnn.training import StageLog, make_optimizer, model_inputs, stages  # noqa: E402
+
+try:
+    from keras_frcnn.config import resolve_precision  # noqa: E402
+except ImportError:  # a checkout from before --precision auto (for before / after figures)
+    def resolve_precision(precision):
+        return ("float32" if precision == "auto" else precision), ""
+
+ARITHMETIC = ("base conv", "rpn_head", "detector_head")  # convolutions and fc layers
+
+
+def category(name):
+    """An op's node name -> (category, backward?)."""
+    parts = name.split(":")[0].split("/")
+    if parts[0] == "StatefulPartitionedCall":
+        parts = parts[1:]
+    backward = bool(parts) and parts[0] == "gradient_tape"
+    if backward:
+        parts = parts[1:]
+    if parts and re.match(r"(rpn|detector|joint)_model", parts[0]):
+        parts = parts[1:]
+    if not parts:
+        return "other", backward
+    top = re.sub(r"_\d+$", "", parts[0])
+    if top in ("zf", "vgg16"):
+        sub = re.sub(r"_\d+$", "", parts[1]) if len(parts) > 1 else ""
+        kind = ("batch norm" if "bn" in sub else "padding mask" if "mask" in sub or "pad" in sub
+                else "max pool" if "pool" in sub else "conv" if "conv" in sub else "relu" if "relu" in sub
+                else "other")
+        return f"base {kind}", backward
+    if top in ("caffe_sgd", "sgd", "SGD", "loss_scale_optimizer"):
+        return "optimizer", False
+    if top in ("rpn_head", "detector_head", "anchor_targets", "proposal_targets", "proposals", "anchors",
+               "roi_pooling", "to_input"):
+        return top, backward
+    return "losses, sums and the rest", backward
+
+
+def profile(model, dataset, steps, warmup, callbacks):
+    model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0, callbacks=callbacks)
+    logdir = tempfile.mkdtemp(prefix="frcnn_profile_")
+    started = time.perf_counter()
+    tf.profiler.experimental.start(logdir)
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
+    tf.profiler.experimental.stop()
+    wall = time.perf_counter() - started
+    space = xplane_pb2.XSpace()
+    with open(sorted(glob.glob(os.path.join(logdir, "plugins/profile/*/*.xplane.pb")))[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    plane = next(p for p in space.planes if p.name == "/host:CPU")
+    ops, executing, waiting = collections.Counter(), 0.0, 0.0
+    for line in plane.lines:
+        for event in line.events:
+            meta = plane.event_metadata[event.metadata_id]
+            ms = event.duration_ps / 1e9
+            if line.name.startswith("tf_Compute") and meta.display_name \
+                    and not meta.display_name.startswith("ExecutorState"):
+                name, backward = category(meta.name)
+                ops[(name, backward)] += ms
+            elif line.name == "python" and meta.name.startswith("EagerLocalExecute"):
+                executing += ms
+            elif line.name.startswith("tf_Compute") and meta.name == "IteratorGetNextOp::DoCompute":
+                waiting += ms
+            elif line.name.startswith("tf_data_iterator_get_next") and meta.name == "IteratorGetNextOp::DoCompute":
+                waiting += ms
+    return {"wall": 1000 * wall / steps, "executing": executing / steps, "waiting": waiting / steps,
+            "ops": {k: v / steps for k, v in ops.items()}}
+
+
+def report(title, result):
+    total = sum(result["ops"].values())
+    arithmetic = sum(v for (name, _), v in result["ops"].items() if name in ARITHMETIC)
+    print(f"\n{title}: {result['wall']:.1f} ms/step wall; compiled step running {result['executing']:.1f} ms, "
+          f"waiting for input {result['waiting']:.1f} ms, Python and callbacks "
+          f"{max(result['wall'] - result['executing'], 0):.1f} ms; op time {total:.1f} ms/step "
+          f"(summed over threads), convolutions and fc layers {100 * arithmetic / total:.0f} %, "
+          f"the rest {100 * (1 - arithmetic / total):.0f} %")
+    print(f"  {'category':34s} {'forward ms':>10s} {'backward ms':>11s} {'share':>6s}")
+    names = sorted({name for name, _ in result["ops"]}, key=lambda n: -sum(
+        v for (m, _), v in result["ops"].items() if m == n))
+    for name in names:
+        fwd, bwd = result["ops"].get((name, False), 0.0), result["ops"].get((name, True), 0.0)
+        print(f"  {name:34s} {fwd:10.1f} {bwd:11.1f} {100 * (fwd + bwd) / total:5.1f}%")
+
+
+def shapes_dataset(cfg, view, batch):
+    source = data.load_shapes("train", decode_images=False)
+    dataset = data.train_dataset(source, cfg, batch, seed=1, repeat=True)
+    if view == "detector":
+        proposals = cfg.rpn.post_nms_top_n[0]
+
+        def with_proposals(b):
+            noise = tf.random.stateless_normal([batch, proposals, 4], seed=[1, 2], stddev=12.0)
+            around = tf.gather(b["gt_boxes"], tf.zeros([batch, proposals], tf.int32), batch_dims=1)
+            return {**b, "proposals": around + noise, "num_proposals": tf.fill([batch], proposals)}
+
+        dataset = dataset.map(with_proposals)
+    return dataset.map(model_inputs)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="shapes")
+    parser.add_argument("--views", default="stage1,stage2,stage3,stage4,joint",
+                        help="stageN of the alternating schedule, rpn (= stage1), detector (= stage2), joint")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--checkout", help="the repository whose keras_frcnn to profile (default: this one)")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    precision = resolve_precision(args.precision)[0]
+    cfg = dataclasses.replace(preset(args.preset), precision=precision)
+    net = build_models(cfg, 20 if args.preset != "shapes" else 4, weights=None)
+    alternating = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="alternating")))
+    plan = {f"stage{number}": stage for number, stage in enumerate(alternating, start=1)}
+    plan.update(rpn=alternating[0], detector=alternating[1])
+    plan["joint"] = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="joint")))[0]
+    import keras_frcnn
+
+    print(f"machine: {machine()}; preset {args.preset}, {precision}; keras_frcnn from "
+          f"{os.path.dirname(os.path.dirname(keras_frcnn.__file__))}")
+    for view in args.views.split(","):
+        stage = plan[view]
+        model = net.prepare(stage.view, make_optimizer(cfg, stage), base=stage.train_base,
+                            rpn_head=stage.train_rpn_head, detector_head=stage.train_detector_head)
+        if args.preset == "shapes":
+            dataset = shapes_dataset(cfg, stage.view, stage.batch_images)
+        else:
+            batch = synthetic_batch(cfg, stage.batch_images, np.random.default_rng(0))
+            batch["sample_seed"] = np.arange(stage.batch_images, dtype=np.int64)
+            dataset = tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in batch.items()}).repeat()
+            if stage.view != "detector":
+                dataset = dataset.map(lambda b: {k: v for k, v in b.items() if "proposals" not in k})
+        callbacks = [StageLog(tempfile.mkdtemp(prefix="frcnn_log_"))]
+        report(f"{args.preset} {view}: {stage.name} ({stage.batch_images} images a step, {precision})",
+               profile(model, dataset, args.steps, args.warmup, callbacks))
+
+
+if __name__ == "__main__":
+    main()
