@@ -85,11 +85,12 @@ def category(name):
 
 
 def profile(model, dataset, steps, warmup, callbacks):
-    model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0, callbacks=callbacks)
+    """``callbacks()`` -> the callbacks of one ``fit`` (new ones for each)."""
+    model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0, callbacks=callbacks())
     logdir = tempfile.mkdtemp(prefix="frcnn_profile_")
     started = time.perf_counter()
     tf.profiler.experimental.start(logdir)
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks)
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=callbacks())
     tf.profiler.experimental.stop()
     wall = time.perf_counter() - started
     space = xplane_pb2.XSpace()
@@ -181,7 +182,9 @@ def main():
             dataset = tf.data.Dataset.from_tensors({k: tf.constant(v) for k, v in batch.items()}).repeat()
             if stage.view != "detector":
                 dataset = dataset.map(lambda b: {k: v for k, v in b.items() if "proposals" not in k})
-        callbacks = [StageLog(tempfile.mkdtemp(prefix="frcnn_log_"))]
+        def callbacks():
+            return [StageLog(tempfile.mkdtemp(prefix="frcnn_log_"))]
+
         report(f"{args.preset} {view}: {stage.name} ({stage.batch_images} images a step, {precision})",
                profile(model, dataset, args.steps, args.warmup, callbacks))
 
