@@ -18,6 +18,7 @@ small CPU presets (1.0 is the paper's net).
 import keras
 import tensorflow as tf
 
+from keras_frcnn.config import BASE_STRIDES
 from keras_frcnn.preprocessing import valid_mask
 
 # conv1_1..conv2_2 of VGG-16 stay frozen in every stage of the paper's training.
@@ -157,9 +158,13 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
     return base
 
 
-def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", batch_norm=False):
+def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", batch_norm=False,
+       stride=16):
     """ZF net's five convs as in the paper: 96 7x7/2, 256 5x5/2, 384, 384, 256 3x3, with 3x3/2
     max pools after conv1 and conv2 (Caffe's padding), stride 16, 256 channels.
+
+    ``stride`` 8 makes the second pool 3x3/1 (a departure for small objects: conv3..conv5 and the
+    heads then see twice the resolution, at four times their cost).
 
     ``weights``: None (random) or a path to a weights file of this model (Keras ships no ZF).
     ``batch_norm`` adds batch normalisation after each conv (a departure for training from scratch).
@@ -177,20 +182,22 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
             x = keras.layers.ReLU(name=f"{name}_relu")(x)
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
 
-    def pool(x, name, at_stride):
+    def pool(x, name, at_stride, step=2):
         # Caffe's 3x3/2 pool with pad 1 and ceil mode == zero padding (inputs are >= 0 after ReLU)
-        # + a valid pool: ceil(n / 2) outputs.
+        # + a valid pool: ceil(n / 2) outputs (n outputs with step 1).
         x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-        x = keras.layers.MaxPooling2D(3, 2, name=name)(x)
+        x = keras.layers.MaxPooling2D(3, step, name=name)(x)
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
 
     x = conv(images, 96, 7, 2, 3, "conv1", 2)
+    if stride not in STRIDES["zf"]:
+        raise ValueError(f"ZF's stride is one of {STRIDES['zf']}, got {stride}")
     x = pool(x, "pool1", 4)
     x = conv(x, 256, 5, 2, 2, "conv2", 8)
-    x = pool(x, "pool2", 16)
-    x = conv(x, 384, 3, 1, 1, "conv3", 16)
-    x = conv(x, 384, 3, 1, 1, "conv4", 16)
-    x = conv(x, 256, 3, 1, 1, "conv5", 16)
+    x = pool(x, "pool2", 16) if stride == 16 else pool(x, "pool2", 8, step=1)
+    x = conv(x, 384, 3, 1, 1, "conv3", stride)
+    x = conv(x, 384, 3, 1, 1, "conv4", stride)
+    x = conv(x, 256, 3, 1, 1, "conv5", stride)
     base = keras.Model([images, image_info], x, name=name)
     if weights is not None:
         check_weights("zf", weights)
@@ -199,6 +206,7 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
 
 
 BACKBONES = {"vgg16": vgg16, "zf": zf}
+STRIDES = BASE_STRIDES
 
 ZF_IMAGENET = (
     "ImageNet weights for ZF are not in Keras (it ships VGG-16's): pass --weights PATH, a weights "
@@ -216,14 +224,19 @@ def check_weights(backbone, weights):
         raise ConfigError(ZF_IMAGENET)
 
 
-def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False):
-    """The base named ``name`` ("vgg16" or "zf"); ``kernel_initializer`` for random weights."""
+def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False,
+               stride=16):
+    """The base named ``name`` ("vgg16" or "zf") at feature ``stride`` (``STRIDES``);
+    ``kernel_initializer`` for random weights."""
     try:
         builder = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+    if stride not in STRIDES[name]:
+        raise ValueError(f"the {name} base has stride {' or '.join(map(str, STRIDES[name]))}, not {stride}")
+    extra = {"stride": stride} if name == "zf" else {}
     return builder(weights=weights, width=width, kernel_initializer=kernel_initializer,
-                   batch_norm=batch_norm)
+                   batch_norm=batch_norm, **extra)
 
 
 def always_frozen_layers(base, name):

@@ -77,7 +77,7 @@ class _Layers:
         self.image_sizes = ImageSizes(name="image_sizes")
         self.base = build_base(cfg.backbone, weights=None, width=cfg.backbone_width,
                                kernel_initializer=cfg.base_initializer,
-                               batch_norm=cfg.base_batch_norm)
+                               batch_norm=cfg.base_batch_norm, stride=cfg.anchors.stride)
         self.rpn_head = RPNHead(cfg.rpn.channels, cfg.anchors.num_anchors, name="rpn_head")
         self.anchors = Anchors(cfg.anchors.stride, cfg.anchors.base_size, cfg.anchors.ratios,
                                cfg.anchors.scales, name="anchors")

@@ -12,14 +12,25 @@ def run(base, images, sizes=None):
     return base([processed, info]).numpy(), info.numpy()
 
 
-@pytest.mark.parametrize("name,size,expected", [
-    ("vgg16", (70, 100), (4, 6)),  # floor(n / 16)
-    ("zf", (70, 100), (5, 7)),  # ceil(n / 16)
+@pytest.mark.parametrize("name,stride,size,expected", [
+    ("vgg16", 16, (70, 100), (4, 6)),  # floor(n / 16)
+    ("zf", 16, (70, 100), (5, 7)),  # ceil(n / 16)
+    ("zf", 8, (70, 100), (9, 13)),  # ceil(n / 8)
 ])
-def test_stride_16_feature_sizes(name, size, expected):
-    base = backbone.build_base(name, width=0.125)
+def test_feature_sizes(name, stride, size, expected):
+    base = backbone.build_base(name, width=0.125, stride=stride)
     features, _ = run(base, np.zeros((1, *size, 3), np.uint8))
     assert features.shape[1:3] == expected
+
+
+def test_a_stride_the_base_cannot_have_is_refused():
+    with pytest.raises(ValueError, match="vgg16 base has stride 16, not 8"):
+        backbone.build_base("vgg16", width=0.125, stride=8)
+    from keras_frcnn.config import ConfigError, preset
+    import dataclasses
+    cfg = preset("voc")
+    with pytest.raises(ConfigError, match="anchors.stride"):
+        dataclasses.replace(cfg, anchors=dataclasses.replace(cfg.anchors, stride=8))
 
 
 def test_vgg16_layers_and_always_frozen():
@@ -38,9 +49,9 @@ def test_zf_matches_the_paper_layout():
         (96, 7, 2), (256, 5, 2), (384, 3, 1), (384, 3, 1), (256, 3, 1)]
 
 
-@pytest.mark.parametrize("name", ["vgg16", "zf"])
-def test_padded_batch_features_equal_each_image_alone(name, rng):
-    base = backbone.build_base(name, width=0.125)
+@pytest.mark.parametrize("name,stride", [("vgg16", 16), ("zf", 16), ("zf", 8)])
+def test_padded_batch_features_equal_each_image_alone(name, stride, rng):
+    base = backbone.build_base(name, width=0.125, stride=stride)
     a = rng.integers(0, 256, (37, 53, 3)).astype(np.uint8)  # odd sizes: floor / ceil both matter
     b = rng.integers(0, 256, (70, 81, 3)).astype(np.uint8)
     batch = np.zeros((2, 70, 81, 3), np.uint8)

@@ -181,3 +181,23 @@ def test_mixed_precision_keeps_sensitive_parts_float32_and_trains(precision, tmp
     assert full.frcnn_config.precision == "float32"
     for a, b in zip(full.weights, net.model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_stride_8_zf_trains_and_detects():
+    """The shapes preset's base: ZF with a stride-1 second pool. Anchors, proposals, targets and
+    RoI pooling follow anchors.stride; a joint step trains and the inference model detects."""
+    from keras_frcnn import config as C
+
+    cfg = dataclasses.replace(tiny_config(), anchors=C.AnchorConfig(stride=8, base_size=8, scales=(3.0, 6.0)))
+    keras.utils.set_random_seed(0)
+    net8 = build_models(cfg, 2, weights=None, class_names=["square", "wide"])
+    batch = synthetic_batch(2)
+    features, _ = net8.joint_model.features(batch)
+    assert features.shape[1:3] == (16, 16)  # 128 px / 8
+    _, _, anchors = net8.model.layers_.rpn(features)
+    assert anchors.shape[0] == 16 * 16 * 6
+    joint = net8.prepare("joint", keras.optimizers.SGD(0.001))
+    history = joint.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    out = net8.model.detect(batch["images"])
+    assert out["boxes"].shape[0] == 2 and out["num_detections"].shape == (2,)
