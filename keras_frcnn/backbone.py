@@ -124,14 +124,16 @@ def load_vgg16_reference(weights):
         ) from error
 
 
-def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_uniform", batch_norm=False):
+def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_uniform", batch_norm=False,
+          stride=16):
     """VGG-16 conv1_1..conv5_3 (13 convs, 4 pools), stride 16, 512 channels.
 
     ``batch_norm`` adds batch normalisation after each conv (for training from scratch only).
     ``weights``: None (random init), "imagenet", a path to a Keras VGG-16 weights
     file (with the fc layers), or a ``keras.applications.VGG16`` model to copy from. Layer names
-    follow Keras's VGG16 (``block1_conv1`` ... ``block5_conv3``).
+    follow Keras's VGG16 (``block1_conv1`` ... ``block5_conv3``). ``stride``: 16 only.
     """
+    _check_stride("vgg16", stride)
     images, image_info = _inputs()
     x = images
     stride = 1
@@ -169,6 +171,7 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
     ``weights``: None (random) or a path to a weights file of this model (Keras ships no ZF).
     ``batch_norm`` adds batch normalisation after each conv (a departure for training from scratch).
     """
+    _check_stride("zf", stride)
     images, image_info = _inputs()
 
     def conv(x, filters, size, stride_, pad, name, at_stride):
@@ -190,8 +193,6 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
 
     x = conv(images, 96, 7, 2, 3, "conv1", 2)
-    if stride not in STRIDES["zf"]:
-        raise ValueError(f"ZF's stride is one of {STRIDES['zf']}, got {stride}")
     x = pool(x, "pool1", 4)
     x = conv(x, 256, 5, 2, 2, "conv2", 8)
     x = pool(x, "pool2", 16) if stride == 16 else pool(x, "pool2", 8, step=1)
@@ -206,7 +207,6 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
 
 
 BACKBONES = {"vgg16": vgg16, "zf": zf}
-STRIDES = BASE_STRIDES
 
 ZF_IMAGENET = (
     "ImageNet weights for ZF are not in Keras (it ships VGG-16's): pass --weights PATH, a weights "
@@ -226,17 +226,20 @@ def check_weights(backbone, weights):
 
 def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False,
                stride=16):
-    """The base named ``name`` ("vgg16" or "zf") at feature ``stride`` (``STRIDES``);
+    """The base named ``name`` ("vgg16" or "zf") at feature ``stride`` (``config.BASE_STRIDES``);
     ``kernel_initializer`` for random weights."""
     try:
         builder = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
-    if stride not in STRIDES[name]:
-        raise ValueError(f"the {name} base has stride {' or '.join(map(str, STRIDES[name]))}, not {stride}")
-    extra = {"stride": stride} if name == "zf" else {}
     return builder(weights=weights, width=width, kernel_initializer=kernel_initializer,
-                   batch_norm=batch_norm, **extra)
+                   batch_norm=batch_norm, stride=stride)
+
+
+def _check_stride(name, stride):
+    if stride not in BASE_STRIDES[name]:
+        raise ValueError(f"the {name} base has stride {' or '.join(map(str, BASE_STRIDES[name]))}, "
+                         f"not {stride}")
 
 
 def always_frozen_layers(base, name):
