@@ -249,7 +249,9 @@ def roi_align(features, rois, pool_size, spatial_scale):
     # the edge cell and returns 0 further out, while crop_and_resize returns 0 (its extrapolation
     # value) anywhere outside [0, size - 1]; with the padding the two agree. It also keeps
     # size - 1 >= 2 for a map one cell high or wide.
-    padded = tf.pad(features, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    # crop_and_resize has no bfloat16 kernel (it computes in float32 whatever it is given).
+    source = tf.cast(features, tf.float32) if features.dtype == tf.bfloat16 else features
+    padded = tf.pad(source, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
 
     def normalised_samples(lo, hi, size):
         lo = lo * spatial_scale + 0.5  # - 0.5 to cell-centre coordinates, + 1 for the padding

@@ -353,14 +353,35 @@ def test_align_gradients_flow_to_features_only():
 
 
 @pytest.mark.parametrize("mode", ["max", "align"])
-def test_output_shape_and_mixed_precision(mode):
-    layer = RoIPooling(pool_size=7, mode=mode, dtype="mixed_float16")
+@pytest.mark.parametrize("policy,dtype", [("mixed_float16", tf.float16), ("mixed_bfloat16", tf.bfloat16)])
+def test_output_shape_and_mixed_precision(mode, policy, dtype):
+    layer = RoIPooling(pool_size=7, mode=mode, dtype=policy)
     features = keras.Input((None, None, 16))
     rois = keras.Input((30, 4))
     assert layer.compute_output_shape((features.shape, rois.shape)) == (None, 30, 7, 7, 16)
     assert tuple(layer([features, rois]).shape) == (None, 30, 7, 7, 16)
     out = layer([tf.ones((2, 5, 6, 16)), tf.constant([[[0, 0, 50, 60]] * 30] * 2, tf.float32)])
-    assert out.shape == (2, 30, 7, 7, 16) and out.dtype == tf.float16
+    assert out.shape == (2, 30, 7, 7, 16) and out.dtype == dtype
+
+
+@pytest.mark.parametrize("mode", ["max", "align"])
+def test_bfloat16_equals_float32_and_trains(mode):
+    """Under mixed_bfloat16 (``--precision auto`` on CPUs with AVX512_BF16 / AMX) both modes run
+    (crop_and_resize has no bfloat16 kernel), agree with float32 to bfloat16's precision, and
+    pass a gradient to the features."""
+    rng = np.random.default_rng(0)
+    features = tf.constant(rng.normal(size=(2, 12, 14, 8)), tf.float32)
+    rois = tf.constant(rng.uniform(0, 150, size=(2, 9, 4)).astype(np.float32))
+    rois = tf.concat([tf.minimum(rois[..., :2], rois[..., 2:]), tf.maximum(rois[..., :2], rois[..., 2:])], -1)
+    reference = RoIPooling(pool_size=3, spatial_scale=1 / 16, mode=mode)([features, rois])
+    layer = RoIPooling(pool_size=3, spatial_scale=1 / 16, mode=mode, dtype="mixed_bfloat16")
+    with tf.GradientTape() as tape:
+        tape.watch(features)
+        out = layer([tf.cast(features, tf.bfloat16), rois], feature_gradient=True)
+        total = tf.reduce_sum(tf.cast(out, tf.float32))
+    np.testing.assert_allclose(tf.cast(out, tf.float32), reference, rtol=2e-2, atol=2e-2)
+    gradient = tape.gradient(total, features)
+    assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0
 
 
 def test_config_round_trip():
