@@ -136,12 +136,12 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
     _check_stride("vgg16", stride)
     images, image_info = _inputs()
     x = images
-    stride = 1
+    at_stride = 1  # of the layer being built
     for block, (filters, convs) in enumerate(_VGG16_BLOCKS, start=1):
         if block > 1:
             x = keras.layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(x)
-            stride *= 2
-            x = PaddingMask(stride, "floor", name=f"block{block - 1}_pool_mask")([x, image_info])
+            at_stride *= 2
+            x = PaddingMask(at_stride, "floor", name=f"block{block - 1}_pool_mask")([x, image_info])
         for i in range(1, convs + 1):
             x = keras.layers.Conv2D(_channels(filters, width), 3, padding="same",
                                     activation=None if batch_norm else "relu",
@@ -149,7 +149,7 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
             if batch_norm:
                 x = _batch_norm(f"block{block}_conv{i}_bn")(x)
                 x = keras.layers.ReLU(name=f"block{block}_conv{i}_relu")(x)
-            x = PaddingMask(stride, "floor", name=f"block{block}_conv{i}_mask")([x, image_info])
+            x = PaddingMask(at_stride, "floor", name=f"block{block}_conv{i}_mask")([x, image_info])
     base = keras.Model([images, image_info], x, name=name)
 
     if weights is not None:
