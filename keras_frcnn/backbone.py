@@ -95,7 +95,11 @@ def _batch_norm(name):
     # make a split batch train as it would on one device. Otherwise the fused layer: the
     # synchronised one computes E[x^2] - E[x]^2 unfused, slower and less exact on one device.
     replicas = tf.distribute.get_strategy().num_replicas_in_sync if tf.distribute.has_strategy() else 1
-    return FusedBatchNorm(synchronized=replicas > 1, name=name)
+    # Its few statistics stay float32 under a 16-bit inference policy (FasterRCNN.for_inference):
+    # the same arithmetic as the mixed policy the network was trained under.
+    policy = keras.config.dtype_policy()
+    dtype = f"mixed_{policy.name}" if policy.variable_dtype in ("bfloat16", "float16") else None
+    return FusedBatchNorm(synchronized=replicas > 1, name=name, dtype=dtype)
 
 
 def _channels(n, width):

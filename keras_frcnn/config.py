@@ -21,7 +21,10 @@ BACKBONES = ("vgg16", "zf")
 BASE_STRIDES = {"vgg16": (16,), "zf": (8, 16)}
 SCHEDULES = ("alternating", "joint")
 POOL_MODES = ("max", "align")
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
+# The inference form of each mixed policy: the same arithmetic with the weights held in 16 bits
+# (FasterRCNN.for_inference), so that no call casts them. Not trainable (no float32 master weights).
+INFERENCE_PRECISIONS = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
 
 class ConfigError(ValueError):
@@ -219,7 +222,8 @@ class Config:
     # "mixed_bfloat16" (CPUs with AVX-512 BF16 / AMX, TPUs) compute in 16 bits with float32
     # weights; preprocessing, anchors, proposals, targets, losses and postprocessing stay float32.
     # "auto" (resolved when the network is built, and stored so): mixed_bfloat16 on a CPU with
-    # native bfloat16 (AVX512_BF16 or AMX), float32 elsewhere, GPUs included.
+    # native bfloat16 (AVX512_BF16 or AMX), float32 elsewhere, GPUs included. "bfloat16" /
+    # "float16": a mixed policy's inference form, weights held in 16 bits (for_inference, export).
     precision: str = "auto"
     dataset: str = "voc/2007"  # a TFDS name, or "shapes" for the built-in set
     train_split: str = "train+validation"
@@ -403,5 +407,5 @@ def feature_rounding(backbone: str) -> str:
     return "floor" if backbone == "vgg16" else "ceil"
 
 
-__all__ = ["Config", "ConfigError", "PRECISIONS", "resolve_precision", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
+__all__ = ["Config", "ConfigError", "PRECISIONS", "INFERENCE_PRECISIONS", "resolve_precision", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
            "TrainConfig", "preset", "PRESETS", "feature_rounding"]

@@ -112,7 +112,7 @@ def main(argv=None):
 def _evaluate(args):
     from keras_frcnn import metrics
 
-    model = cli.load_model(args.model)
+    model = cli.load_model(args.model).for_inference()
     choice = cli.choose_data(args, model.frcnn_config, test_split=args.split)
     source = cli.load_source(args, choice, choice.test_split)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)

@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras_frcnn import losses
 from keras_frcnn.anchors import Anchors
 from keras_frcnn.backbone import ALWAYS_FROZEN, build_base, check_weights, load_vgg16_reference
-from keras_frcnn.config import Config, feature_rounding, resolve_precision
+from keras_frcnn.config import INFERENCE_PRECISIONS, Config, feature_rounding, resolve_precision
 from keras_frcnn.heads import DetectorHead
 from keras_frcnn.postprocess import Detections
 from keras_frcnn.preprocessing import ImageSizes, Preprocess
@@ -172,6 +172,12 @@ class FasterRCNN(keras.Model):
 
     def networks(self):
         """The training views over this model's layers (built once): a ``Networks``."""
+        precision = self.frcnn_config.precision
+        if precision in INFERENCE_PRECISIONS.values():
+            mixed = next(k for k, v in INFERENCE_PRECISIONS.items() if v == precision)
+            raise ValueError(f"this model holds its weights in {precision} (an inference form, see "
+                             f"for_inference()): train its {mixed} or float32 form "
+                             f"(with_precision({mixed!r}))")
         if self._networks is None:
             with dtype_policy(self.frcnn_config.precision):
                 self._networks = Networks(self)
@@ -179,12 +185,22 @@ class FasterRCNN(keras.Model):
 
     def with_precision(self, precision):
         """This network with another dtype policy ("float32", "mixed_float16",
-        "mixed_bfloat16"): a new ``FasterRCNN`` holding copies of these weights (weights are
-        float32 under every policy)."""
+        "mixed_bfloat16", or the 16-bit inference forms "float16", "bfloat16"): a new
+        ``FasterRCNN`` holding copies of these weights, rounded to the policy's variable dtype."""
         cfg = dataclasses.replace(self.frcnn_config, precision=precision)
         other = FasterRCNN(cfg, self.num_classes, self.class_names, name=self.name)
         other.set_weights(self.get_weights())
         return other
+
+    def for_inference(self):
+        """This network as inference needs it: under a mixed policy, a copy with the weights held
+        in the compute dtype ("mixed_bfloat16" -> "bfloat16", "mixed_float16" -> "float16"), so
+        that no call casts them (fc6 alone is 103 M weights in VGG-16) and the model is half the
+        size; the arithmetic, and so the detections, are the mixed policy's. Batch norm statistics
+        stay float32. Float32 (or already 16-bit) models are returned as they are. The copy cannot
+        be trained (``networks()`` refuses): train the mixed model and call this again."""
+        precision = INFERENCE_PRECISIONS.get(self.frcnn_config.precision)
+        return self if precision is None else self.with_precision(precision)
 
     def detect(self, images, image_sizes=None):
         """Detections for a padded batch: ``image_sizes [B, 2]`` gives each image's valid (h, w);

@@ -75,7 +75,7 @@ def main(argv=None):
 
 
 def _predict(args):
-    model = cli.load_model(args.model)
+    model = cli.load_model(args.model).for_inference()
     _, failed = predict_files(model, args.images, args.out, args.min_score)
     return 1 if failed else 0
 

@@ -329,10 +329,20 @@ def test_versions_are_numbered_and_never_overwritten(trained, exported):
 
 
 def test_bfloat16_export_for_cpu_serving(trained, tmp_path):
-    """``--precision mixed_bfloat16``: bf16 convolutions and fc layers in the graph, float32
-    outputs, and the detections of the float32 model up to bf16 rounding."""
-    path = export.export_saved_model(trained.model.with_precision("mixed_bfloat16"), tmp_path / "bf16")
+    """``--precision bfloat16`` (what export.py does with a mixed_bfloat16 model): bf16
+    convolutions and fc layers in the graph, their weights stored in bf16 (no cast per request),
+    float32 outputs, and the detections of the float32 model up to bf16 rounding."""
+    model = trained.model.with_precision("mixed_bfloat16").for_inference()
+    path = export.export_saved_model(model, tmp_path / "bf16")
     from tensorflow.core.protobuf import saved_model_pb2
+
+    stored = tf.train.load_checkpoint(str(tmp_path / "bf16" / "1" / "variables" / "variables"))
+    dtypes = {name: dtype for name, dtype in stored.get_variable_to_dtype_map().items()
+              if name.startswith("variables/")}
+    shapes = stored.get_variable_to_shape_map()
+    largest = max(dtypes, key=lambda name: np.prod(shapes[name]))
+    assert dtypes[largest] == tf.bfloat16  # fc6's kernel
+    assert tf.float32 not in {d for n, d in dtypes.items() if len(shapes[n]) > 1}  # no float32 kernel
 
     proto = saved_model_pb2.SavedModel.FromString((tmp_path / "bf16" / "1" / "saved_model.pb").read_bytes())
     conv_types = {node.attr["T"].type for f in proto.meta_graphs[0].graph_def.library.function

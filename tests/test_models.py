@@ -183,6 +183,42 @@ def test_mixed_precision_keeps_sensitive_parts_float32_and_trains(precision, tmp
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_inference_form_holds_16_bit_weights_and_detects_alike(precision, tmp_path):
+    """for_inference(): the weights in the compute dtype (batch norm statistics float32), the
+    very detections of the mixed model (its arithmetic, without the per-call casts), through
+    ``model(x)`` and a padded ``detect``, kept by a .keras round trip, and not trainable."""
+    cfg = dataclasses.replace(tiny_config(), precision=precision, base_batch_norm=True)
+    keras.utils.set_random_seed(0)
+    mixed = build_models(cfg, 2, weights=None).model
+    inference = mixed.for_inference()
+    half = precision.split("_")[1]
+    assert inference.frcnn_config.precision == half
+    dtypes = {v.path: v.dtype for v in inference.weights}
+    assert dtypes["detector_head/fc6/kernel"] == dtypes["rpn_head/rpn_conv/kernel"] == half
+    assert {d for p, d in dtypes.items() if "_bn/" in p} == {"float32"}
+    assert {d for p, d in dtypes.items() if "_bn/" not in p} == {half}
+    images = synthetic_batch(2)["images"]
+    padded = np.zeros((2, 140, 150, 3), np.uint8)
+    padded[0, :128, :128] = images[0]
+    padded[1, :128, :128] = images[1]
+    sizes = np.array([[128, 128], [128, 128]], np.int32)
+    for a, b in [(mixed(images), inference(images)),
+                 (mixed.detect(padded, sizes), inference.detect(padded, sizes))]:
+        assert int(np.sum(a["num_detections"])) > 0
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+    inference.save(tmp_path / "inference.keras")
+    loaded = keras.models.load_model(tmp_path / "inference.keras")
+    assert loaded.frcnn_config.precision == half
+    assert loaded.get_layer("detector_head").fc6.kernel.dtype == half
+    with pytest.raises(ValueError, match=f"{precision}"):
+        inference.networks()
+    assert inference.with_precision(precision).networks().joint_model is not None  # trainable again
+    float32 = build_models(tiny_config(), 2, weights=None).model
+    assert float32.for_inference() is float32
+
+
 def test_stride_8_zf_trains_and_detects():
     """The shapes preset's base: ZF with a stride-1 second pool. Anchors, proposals, targets and
     RoI pooling follow anchors.stride; a joint step trains and the inference model detects."""
