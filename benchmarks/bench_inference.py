@@ -1,8 +1,10 @@
 """Inference time of the VGG-16 Faster R-CNN (random weights, 20 classes, 300 proposals) on
 600 x 1000 images, next to the base-only forward (preprocessing + VGG-16 conv1_1..conv5_3), in
-float32 and mixed bfloat16, all in one run (interleaved rounds, medians).
+float32, mixed bfloat16 (float32 weights cast on every call) and bfloat16 (the mixed model's
+``for_inference()`` form: bfloat16 weights, what export.py writes), all in one run (interleaved
+rounds, medians).
 
-    python benchmarks/bench_inference.py [--reps 5] [--batch 1] [--precisions float32,mixed_bfloat16] [--jit]
+    python benchmarks/bench_inference.py [--reps 5] [--batch 1] [--precisions float32,mixed_bfloat16,bfloat16] [--jit]
 
 Peak memory: TensorFlow's CPU allocator peak during one call of each (``tf.config.experimental
 .get_memory_info`` on "CPU:0"), reset before the call.
@@ -37,7 +39,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16,bfloat16")
     parser.add_argument("--jit", action="store_true", help="also time the whole model under XLA")
     args = parser.parse_args()
 
@@ -45,8 +47,11 @@ def main():
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (args.batch, 600, 1000, 3)), tf.uint8)
     candidates = {}
     for precision in args.precisions.split(","):
-        net = build_models(dataclasses.replace(preset("voc"), precision=precision), 20, weights=None)
-        model, layers = net.model, net.model.layers_
+        mixed = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(precision, precision)
+        model = build_models(dataclasses.replace(preset("voc"), precision=mixed), 20, weights=None).model
+        if mixed != precision:
+            model = model.for_inference()
+        layers = model.layers_
 
         def base_only(x, layers=layers):
             processed, info = layers.preprocess(x)

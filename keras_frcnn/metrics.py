@@ -249,6 +249,42 @@ def pairwise_iou(boxes1, boxes2, inclusive_pixels=True):
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
+def detection_agreement(reference, other, min_score=0.3, box_px=3.0, score=0.05):
+    """How closely ``other`` reproduces ``reference``'s detections (e.g. a bfloat16 model against
+    its float32 form), both lists of per-image ``{"boxes", "scores", "labels"}``. Each reference
+    detection scoring ``>= min_score`` is paired with the same-class detection of ``other`` it
+    overlaps most, if that IoU is at least 0.5. Returns ``{"compared", "unpaired",
+    "within"}`` (pairs, reference detections without one, and the fraction of the reference
+    detections paired within ``box_px`` pixels (every coordinate) and ``score``) and the
+    ``"box_px"`` and ``"score"`` differences of the pairs: ``{"p50", "p99", "max"}``."""
+    box_diffs, score_diffs, unpaired = [], [], 0
+    for ref, oth in zip(reference, other, strict=True):
+        oth_boxes, oth_labels = np.asarray(oth["boxes"]), np.asarray(oth["labels"])
+        for box, value, label in zip(ref["boxes"], ref["scores"], ref["labels"]):
+            if value < min_score:
+                continue
+            same = np.flatnonzero(oth_labels == label)
+            overlaps = pairwise_iou(np.asarray(box)[None], oth_boxes[same], inclusive_pixels=False)[0] \
+                if len(same) else np.zeros(0)
+            if not len(same) or overlaps.max() < 0.5:
+                unpaired += 1
+                continue
+            nearest = same[np.argmax(overlaps)]
+            box_diffs.append(float(np.abs(oth_boxes[nearest] - box).max()))
+            score_diffs.append(abs(float(oth["scores"][nearest]) - float(value)))
+    total = len(box_diffs) + unpaired
+    close = sum(b <= box_px and s <= score for b, s in zip(box_diffs, score_diffs))
+
+    def stats(values):
+        if not values:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        return {"p50": float(np.median(values)), "p99": float(np.percentile(values, 99)),
+                "max": float(np.max(values))}
+
+    return {"compared": len(box_diffs), "unpaired": unpaired, "within": close / total if total else 1.0,
+            "box_px": stats(box_diffs), "score": stats(score_diffs)}
+
+
 def metrics_json(result):
     """The ``metrics.json`` dict of a ``DetectionMetrics`` (classes without positives -> ``null``).
 

@@ -433,3 +433,26 @@ def test_recall_at_the_end_of_each_pr_curve():
     summary = metrics.metrics_json(result)
     assert summary["recall"] == {"a": 0.5, "b": 1.0, "c": None}
     assert "recall %" in metrics.format_table(result)
+
+
+def test_detection_agreement_pairs_by_overlap_and_measures_the_moves():
+    from keras_frcnn.metrics import detection_agreement
+
+    def image(boxes, scores, labels):
+        return {"boxes": np.array(boxes, np.float32).reshape(-1, 4), "scores": np.array(scores, np.float32),
+                "labels": np.array(labels, np.int32)}
+
+    reference = [image([[0, 0, 50, 50], [100, 100, 160, 160], [0, 100, 40, 140]], [0.9, 0.8, 0.2], [0, 1, 0]),
+                 image([[10, 10, 90, 90], [200, 0, 260, 60]], [0.95, 0.7], [2, 2])]
+    other = [image([[2, 0, 50, 51], [100, 105, 160, 160], [0, 100, 40, 140]], [0.88, 0.8, 0.9], [0, 1, 1]),
+             image([[10, 10, 90, 90], [0, 0, 60, 60]], [0.7, 0.7], [2, 2])]
+    a = detection_agreement(reference, other, min_score=0.3)
+    # Paired: 2 px / 0.02, 5 px / 0, 0 px / 0.25; the 0.2 detection is below min_score; the
+    # fourth has no same-class detection at IoU >= 0.5.
+    assert a["compared"] == 3 and a["unpaired"] == 1
+    assert a["within"] == pytest.approx(1 / 4)
+    assert a["box_px"]["max"] == pytest.approx(5.0) and a["box_px"]["p50"] == pytest.approx(2.0)
+    assert a["score"]["max"] == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        detection_agreement(reference, other[:1])
+    assert detection_agreement([image([], [], [])], [image([], [], [])])["within"] == 1.0
