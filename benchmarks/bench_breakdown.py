@@ -2,7 +2,9 @@
 image: base, RPN head, proposals, RoI pooling, detector head, postprocess; each stage compiled
 alone with tf.function, median of 5.
 
-    python benchmarks/bench_breakdown.py [float32|mixed_bfloat16]
+    python benchmarks/bench_breakdown.py [float32|mixed_bfloat16|bfloat16]
+
+``bfloat16`` is the mixed bfloat16 model's ``for_inference()`` form (bfloat16 weights).
 """
 
 import dataclasses
@@ -34,8 +36,9 @@ def timed(fn, *args, reps=5):
 def main():
     keras.utils.set_random_seed(0)  # the same random weights every run
     precision = sys.argv[1] if len(sys.argv) > 1 else "float32"
-    cfg = dataclasses.replace(preset("voc"), precision=precision)
-    layers = build_models(cfg, 20, weights=None).model.layers_
+    mixed = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(precision, precision)
+    model = build_models(dataclasses.replace(preset("voc"), precision=mixed), 20, weights=None).model
+    layers = (model if mixed == precision else model.for_inference()).layers_
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 600, 1000, 3)), tf.uint8)
     processed, info = layers.preprocess(image)
     features = layers.base([processed, info])

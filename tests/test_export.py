@@ -232,6 +232,15 @@ def test_layout_and_signatures(exported, contract):
                            "detection_class_names": ["string", [None, 100]]}
 
 
+def test_every_weight_is_stored_once(trained, exported):
+    """The SavedModel's checkpoint holds the model's weights once (keras-team/keras#23553: a
+    tracked Keras model is stored twice, as its wrappers and as the tf.Variables they hold)."""
+    stored = tf.train.load_checkpoint(os.path.join(exported.path, "variables", "variables"))
+    shapes = {name: shape for name, shape in stored.get_variable_to_shape_map().items()
+              if name.endswith("VARIABLE_VALUE")}
+    assert sum(int(np.prod(shape)) for shape in shapes.values()) == trained.model.count_params()
+
+
 def test_saved_model_detections_equal_the_keras_model(trained, contract):
     arrays = contract.arrays
     for i, (image, reference) in enumerate(zip(trained.images, trained.reference)):
@@ -338,7 +347,7 @@ def test_bfloat16_export_for_cpu_serving(trained, tmp_path):
 
     stored = tf.train.load_checkpoint(str(tmp_path / "bf16" / "1" / "variables" / "variables"))
     dtypes = {name: dtype for name, dtype in stored.get_variable_to_dtype_map().items()
-              if name.startswith("variables/")}
+              if name.endswith("VARIABLE_VALUE")}
     shapes = stored.get_variable_to_shape_map()
     largest = max(dtypes, key=lambda name: np.prod(shapes[name]))
     assert dtypes[largest] == tf.bfloat16  # fc6's kernel
