@@ -24,8 +24,9 @@ A request that cannot be served (undecodable bytes, an image of zero height or w
 dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch returns empty
 outputs.
 
-The graph holds no ``CombinedNonMaxSuppression``, ``NonMaxSuppressionV5`` (CPU-only kernels) or
-Python ops. ``jit_compile=True`` compiles the network (everything after decoding) with XLA.
+Every op the signatures run has a GPU kernel for its dtypes in this TensorFlow build
+(``ops_without_gpu_kernels``), but image decoding and the ragged batch ``serving_encoded`` builds
+from it; no Python ops. ``jit_compile=True`` compiles the network (everything after decoding) with XLA.
 """
 
 from __future__ import annotations
@@ -49,10 +50,9 @@ OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_
                "detection_class_names")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
-# Op types with no GPU kernel (TF Serving's GPU image would place them on the CPU or fail) or that
-# call back into Python (absent in TF Serving).
-FORBIDDEN_OPS = frozenset({"CombinedNonMaxSuppression", "NonMaxSuppressionV5", "PyFunc",
-                           "PyFuncStateless", "EagerPyFunc"})
+# Op types that call back into Python (absent in TF Serving). Ops without a GPU kernel are found
+# from TensorFlow's kernel registry: ops_without_gpu_kernels.
+PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 
 
 def od_api_outputs(detections, image_sizes, class_names):
@@ -246,6 +246,121 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _graph_nodes(saved_model_dir, signature=None):
+    """(nodes, function names) of a SavedModel: every node of its graphs and their functions, or
+    with ``signature`` only the nodes that signature's outputs depend on (through the graph's
+    inputs and every function they call, branches and loop bodies included)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    nodes, functions = [], set()
+    for meta_graph in proto.meta_graphs:
+        graph = meta_graph.graph_def
+        library = {function.signature.name: function for function in graph.library.function}
+        functions.update(library)
+        if signature is None:
+            nodes.extend(graph.node)
+            for function in library.values():
+                nodes.extend(function.node_def)
+            continue
+        if signature not in meta_graph.signature_def:
+            raise ValueError(f"{saved_model_dir} has no signature {signature!r}")
+        by_name = {node.name: node for node in graph.node}
+        pending = [t.name.split(":")[0] for t in meta_graph.signature_def[signature].outputs.values()]
+        seen, called = set(), []
+        while pending:
+            name = pending.pop().lstrip("^").split(":")[0]
+            if name in seen or name not in by_name:
+                continue
+            seen.add(name)
+            nodes.append(by_name[name])
+            pending.extend(by_name[name].input)
+            called.extend(_called_functions(by_name[name]))
+        done = set()
+        while called:
+            name = called.pop()
+            if name in done or name not in library:
+                continue
+            done.add(name)
+            for node in library[name].node_def:
+                nodes.append(node)
+                called.extend(_called_functions(node))
+                if node.op in library:
+                    called.append(node.op)
+    return nodes, functions
+
+
+def _called_functions(node):
+    """Names of the functions a node calls through its attributes (f, branches, loop bodies)."""
+    names = []
+    for value in node.attr.values():
+        if value.HasField("func"):
+            names.append(value.func.name)
+        elif value.HasField("list"):
+            names.extend(f.name for f in value.list.func)
+    return names
+
+
+def _node_types(node, name):
+    """The dtypes a node's attribute ``name`` holds (a type or a list of types)."""
+    if name not in node.attr:
+        return None
+    value = node.attr[name]
+    return list(value.list.type) if value.HasField("list") else [value.type]
+
+
+def _has_kernel(node, device_types):
+    from tensorflow.python.framework import kernels
+
+    for kernel in kernels.get_registered_kernels_for_op(node.op).kernel:
+        if kernel.device_type not in device_types:
+            continue
+        allowed = True
+        for constraint in kernel.constraint:
+            types = _node_types(node, constraint.name)
+            if types is not None and not set(types) <= set(constraint.allowed_values.list.type):
+                allowed = False
+                break
+        if allowed:
+            return True
+    return False
+
+
+# Ops a GPU server may run on its CPU: image decoding at the input and string work (class names).
+HOST_OPS = frozenset({"DecodeImage", "DecodeJpeg", "DecodePng", "DecodeBmp", "DecodeGif"})
+
+
+def ops_without_gpu_kernels(saved_model_dir, signature=None) -> dict:
+    """``{op type: sorted dtypes}`` of every node of a SavedModel (graphs and all their functions)
+    that this TensorFlow build has no GPU kernel for, with the node's dtypes (a kernel is
+    registered per dtype: ``CropAndResize`` has GPU kernels, but not for bfloat16). TensorFlow
+    lists its CUDA kernels even on a machine without a GPU. Not counted: calls of the graph's own
+    functions, ops TensorFlow runs on any device (``DEFAULT`` kernels: control flow, identity),
+    string ops and ``HOST_OPS`` (decoding). ``signature``: only the nodes that signature's
+    outputs depend on (not, e.g., the checkpoint-saving functions)."""
+    import tensorflow as tf
+
+    nodes, functions = _graph_nodes(saved_model_dir, signature)
+    missing = {}
+    for node in nodes:
+        if node.op in functions or node.op in HOST_OPS:
+            continue
+        dtypes = set()
+        for value in node.attr.values():
+            if value.HasField("list"):
+                dtypes.update(value.list.type)
+            elif value.type:
+                dtypes.add(value.type)
+        if tf.string.as_datatype_enum in dtypes:
+            continue
+        if not _has_kernel(node, ("GPU", "DEFAULT")):
+            names = sorted(tf.dtypes.as_dtype(t).name for t in dtypes if t)
+            missing.setdefault(node.op, set()).update(names)
+    return {op: sorted(names) for op, names in missing.items()}
 
 
 def graph_op_types(saved_model_dir) -> set:

@@ -51,6 +51,18 @@ def _interpolation(out_size, valid_in, valid_out):
     return lower, upper, positions - floor
 
 
+def _gather_rows(images, rows):
+    """``tf.gather(images, rows, axis=1, batch_dims=1)``. uint8 pixels of up to 4 channels move as
+    one int32 each: GatherV2 has no GPU kernel for uint8 (a GPU server would run it on the CPU),
+    and the image is not widened to floats first."""
+    channels = images.shape[-1]
+    if images.dtype != tf.uint8 or channels is None or channels > 4:
+        return tf.gather(images, rows, axis=1, batch_dims=1)
+    pixels = tf.bitcast(tf.pad(images, [[0, 0], [0, 0], [0, 0], [0, 4 - channels]]), tf.int32)
+    gathered = tf.bitcast(tf.gather(pixels, rows, axis=1, batch_dims=1), tf.uint8)
+    return gathered[..., :channels]
+
+
 def resize_bilinear(images, valid_sizes, new_sizes):
     """Resize the valid ``[h, w]`` region of each image of ``images`` ``[B, H, W, C]`` to its own
     ``new_sizes[b]``, on a canvas of the largest new size (the rest is garbage: mask it).
@@ -62,8 +74,8 @@ def resize_bilinear(images, valid_sizes, new_sizes):
     out_w = tf.reduce_max(new_sizes[:, 1])
     top, bottom, wy = _interpolation(out_h, valid_sizes[:, 0], new_sizes[:, 0])
     left, right, wx = _interpolation(out_w, valid_sizes[:, 1], new_sizes[:, 1])
-    rows_top = tf.cast(tf.gather(images, top, axis=1, batch_dims=1), tf.float32)  # [B, h, W, C]
-    rows_bottom = tf.cast(tf.gather(images, bottom, axis=1, batch_dims=1), tf.float32)
+    rows_top = tf.cast(_gather_rows(images, top), tf.float32)  # [B, h, W, C]
+    rows_bottom = tf.cast(_gather_rows(images, bottom), tf.float32)
 
     def columns(rows):
         return (tf.gather(rows, left, axis=2, batch_dims=1),

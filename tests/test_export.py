@@ -298,18 +298,29 @@ def test_warmup_requests_replay_against_the_model(contract):
         ["serving_encoded", "frcnn", ["encoded_image_string_tensor"], True]]
 
 
-def test_no_cpu_only_nms_or_python_ops_in_any_function(exported, tmp_path):
+# serving_encoded's decoding map_fn builds a ragged batch of uint8 images: host work at the edge.
+DECODING_OPS = {"RaggedTensorToVariant", "RaggedTensorToTensor", "TensorListSetItem", "TensorListStack"}
+
+
+def test_every_op_on_the_serving_path_has_a_gpu_kernel(exported, tmp_path):
+    """TensorFlow's kernel registry (it lists CUDA kernels on a CPU-only machine too), per op and
+    dtype, over everything the signatures' outputs depend on: no op a GPU server would have to run
+    on its CPU, but decoding and the ragged batch it builds; no Python ops anywhere."""
+    assert export.ops_without_gpu_kernels(exported.path, "serving_default") == {}
+    assert set(export.ops_without_gpu_kernels(exported.path, "serving_encoded")) <= DECODING_OPS
     ops = export.graph_op_types(exported.path)
     assert "Conv2D" in ops and "DecodeImage" in ops  # the walk reaches the nested functions
-    assert not ops & export.FORBIDDEN_OPS
-    # The walk would see a forbidden op nested two functions deep.
+    assert not ops & export.PYTHON_OPS
+    # The check sees a CPU-only op nested two functions deep, and a dtype without a GPU kernel.
     inner = tf.function(lambda b, s: tf.image.combined_non_max_suppression(b, s, 5, 5)[0])
-    outer = tf.function(lambda b, s: inner(b, s) * 2.0, input_signature=[
-        tf.TensorSpec([1, 4, 1, 4]), tf.TensorSpec([1, 4, 1])])
+    outer = tf.function(lambda b, s, i: (inner(b, s) * 2.0, tf.gather(i, [0, 0], axis=1)),
+                        input_signature=[tf.TensorSpec([1, 4, 1, 4]), tf.TensorSpec([1, 4, 1]),
+                                         tf.TensorSpec([1, 4, 4, 3], tf.uint8)])
     module = tf.Module()
     module.f = outer
     tf.saved_model.save(module, str(tmp_path / "bad"), signatures={"serving_default": outer})
-    assert "CombinedNonMaxSuppression" in export.graph_op_types(tmp_path / "bad")
+    missing = export.ops_without_gpu_kernels(tmp_path / "bad", "serving_default")
+    assert set(missing) == {"CombinedNonMaxSuppression", "GatherV2"} and "uint8" in missing["GatherV2"]
 
 
 def test_saved_model_cli_runs_the_signature(trained, exported, tmp_path):
@@ -352,6 +363,7 @@ def test_bfloat16_export_for_cpu_serving(trained, tmp_path):
     largest = max(dtypes, key=lambda name: np.prod(shapes[name]))
     assert dtypes[largest] == tf.bfloat16  # fc6's kernel
     assert tf.float32 not in {d for n, d in dtypes.items() if len(shapes[n]) > 1}  # no float32 kernel
+    assert export.ops_without_gpu_kernels(path, "serving_default") == {}
 
     proto = saved_model_pb2.SavedModel.FromString((tmp_path / "bf16" / "1" / "saved_model.pb").read_bytes())
     conv_types = {node.attr["T"].type for f in proto.meta_graphs[0].graph_def.library.function

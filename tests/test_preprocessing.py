@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_frcnn.preprocessing import Preprocess, scaled_size
@@ -55,3 +56,16 @@ def test_get_config_round_trip_and_xla(rng):
     np.testing.assert_array_equal(layer(image)[0].numpy(), clone(image)[0].numpy())
     compiled = tf.function(lambda x: layer(x), jit_compile=True)(image)
     np.testing.assert_allclose(compiled[0].numpy(), layer(image)[0].numpy(), atol=1e-3)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 5])
+def test_uint8_rows_move_as_one_int32_per_pixel_and_equal_a_gather(channels):
+    from keras_frcnn.preprocessing import _gather_rows
+
+    images = tf.constant(np.random.default_rng(channels).integers(0, 256, (2, 7, 5, channels)), tf.uint8)
+    rows = tf.constant([[6, 0, 3], [1, 1, 5]], tf.int32)
+    expected = tf.gather(images, rows, axis=1, batch_dims=1)
+    np.testing.assert_array_equal(_gather_rows(images, rows).numpy(), expected.numpy())
+    graph = tf.function(_gather_rows).get_concrete_function(images, rows).graph
+    gathers = [op for op in graph.get_operations() if op.type == "GatherV2"]
+    assert [op.get_attr("Tparams") for op in gathers] == [tf.int32 if channels <= 4 else tf.uint8]
