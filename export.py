@@ -44,12 +44,12 @@ def main(argv=None):
 
 
 def export(args):
+    from keras_frcnn.config import MIXED_PRECISIONS
     from keras_frcnn.export import export_saved_model
 
     started = time.perf_counter()
     model = cli.load_model(args.model)
-    precision = args.precision and {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(
-        args.precision, args.precision)
+    precision = args.precision and MIXED_PRECISIONS.get(args.precision, args.precision)
     if precision and precision != model.frcnn_config.precision:
         model = model.with_precision(precision)
     # A mixed model's weights go out in its 16-bit compute dtype: no cast per request, half the size.

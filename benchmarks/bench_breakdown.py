@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
+from keras_frcnn.config import MIXED_PRECISIONS  # noqa: E402
 
 
 def timed(fn, *args, reps=5):
@@ -36,7 +37,7 @@ def timed(fn, *args, reps=5):
 def main():
     keras.utils.set_random_seed(0)  # the same random weights every run
     precision = sys.argv[1] if len(sys.argv) > 1 else "float32"
-    mixed = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(precision, precision)
+    mixed = MIXED_PRECISIONS.get(precision, precision)
     model = build_models(dataclasses.replace(preset("voc"), precision=mixed), 20, weights=None).model
     layers = (model if mixed == precision else model.for_inference()).layers_
     image = tf.constant(np.random.default_rng(0).integers(0, 256, (1, 600, 1000, 3)), tf.uint8)

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_times, machine  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
+from keras_frcnn.config import MIXED_PRECISIONS  # noqa: E402
 
 
 def peak_mb(fn):
@@ -47,7 +48,7 @@ def main():
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (args.batch, 600, 1000, 3)), tf.uint8)
     candidates = {}
     for precision in args.precisions.split(","):
-        mixed = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(precision, precision)
+        mixed = MIXED_PRECISIONS.get(precision, precision)
         model = build_models(dataclasses.replace(preset("voc"), precision=mixed), 20, weights=None).model
         if mixed != precision:
             model = model.for_inference()

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, machine  # noqa: E402
 
 from keras_frcnn import build_models, preset  # noqa: E402
+from keras_frcnn.config import MIXED_PRECISIONS  # noqa: E402
 from keras_frcnn.export import export_saved_model  # noqa: E402
 
 COLD = r"""
@@ -53,7 +54,7 @@ def main():
 
     out = args.out or tempfile.mkdtemp(prefix="bench_serving_")
     shutil.rmtree(os.path.join(out, "frcnn"), ignore_errors=True)
-    mixed = "float32" if args.precision == "float32" else f"mixed_{args.precision}"
+    mixed = MIXED_PRECISIONS.get(args.precision, args.precision)
     model = build_models(dataclasses.replace(preset("voc"), precision=mixed), 20, weights=None).model
     model = model.for_inference()
     started = time.perf_counter()

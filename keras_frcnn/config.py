@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "float16", "
 # The inference form of each mixed policy: the same arithmetic with the weights held in 16 bits
 # (FasterRCNN.for_inference), so that no call casts them. Not trainable (no float32 master weights).
 INFERENCE_PRECISIONS = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+MIXED_PRECISIONS = {form: mixed for mixed, form in INFERENCE_PRECISIONS.items()}  # and back
 
 
 class ConfigError(ValueError):
@@ -407,5 +408,6 @@ def feature_rounding(backbone: str) -> str:
     return "floor" if backbone == "vgg16" else "ceil"
 
 
-__all__ = ["Config", "ConfigError", "PRECISIONS", "INFERENCE_PRECISIONS", "resolve_precision", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
+__all__ = ["Config", "ConfigError", "PRECISIONS", "INFERENCE_PRECISIONS", "MIXED_PRECISIONS",
+           "resolve_precision", "ImageConfig", "AnchorConfig", "RPNConfig", "DetectorConfig",
            "TrainConfig", "preset", "PRESETS", "feature_rounding"]

@@ -365,15 +365,4 @@ def ops_without_gpu_kernels(saved_model_dir, signature=None) -> dict:
 
 def graph_op_types(saved_model_dir) -> set:
     """Every op type in a SavedModel: its graphs and every function of their libraries."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    types = set()
-    for meta_graph in proto.meta_graphs:
-        graph = meta_graph.graph_def
-        types.update(node.op for node in graph.node)
-        for function in graph.library.function:
-            types.update(node.op for node in function.node_def)
-    return types
+    return {node.op for node in _graph_nodes(saved_model_dir)[0]}

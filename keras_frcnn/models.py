@@ -35,7 +35,8 @@ import tensorflow as tf
 from keras_frcnn import losses
 from keras_frcnn.anchors import Anchors
 from keras_frcnn.backbone import ALWAYS_FROZEN, build_base, check_weights, load_vgg16_reference
-from keras_frcnn.config import INFERENCE_PRECISIONS, Config, feature_rounding, resolve_precision
+from keras_frcnn.config import (INFERENCE_PRECISIONS, MIXED_PRECISIONS, Config, feature_rounding,
+                                resolve_precision)
 from keras_frcnn.heads import DetectorHead
 from keras_frcnn.postprocess import Detections
 from keras_frcnn.preprocessing import ImageSizes, Preprocess
@@ -173,8 +174,8 @@ class FasterRCNN(keras.Model):
     def networks(self):
         """The training views over this model's layers (built once): a ``Networks``."""
         precision = self.frcnn_config.precision
-        if precision in INFERENCE_PRECISIONS.values():
-            mixed = next(k for k, v in INFERENCE_PRECISIONS.items() if v == precision)
+        if precision in MIXED_PRECISIONS:
+            mixed = MIXED_PRECISIONS[precision]
             raise ValueError(f"this model holds its weights in {precision} (an inference form, see "
                              f"for_inference()): train its {mixed} or float32 form "
                              f"(with_precision({mixed!r}))")

@@ -352,8 +352,12 @@ def test_bfloat16_export_for_cpu_serving(trained, tmp_path):
     """``--precision bfloat16`` (what export.py does with a mixed_bfloat16 model): bf16
     convolutions and fc layers in the graph, their weights stored in bf16 (no cast per request),
     float32 outputs, and the detections of the float32 model up to bf16 rounding."""
-    model = trained.model.with_precision("mixed_bfloat16").for_inference()
-    path = export.export_saved_model(model, tmp_path / "bf16")
+    result = subprocess.run([sys.executable, "export.py", "--model", str(trained.root / "model.keras"),
+                             "--out", str(tmp_path / "bf16"), "--precision", "bfloat16"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "; bfloat16)" in result.stdout  # the float32 model went out in its bfloat16 form
+    path = tmp_path / "bf16" / "1"
     from tensorflow.core.protobuf import saved_model_pb2
 
     stored = tf.train.load_checkpoint(str(tmp_path / "bf16" / "1" / "variables" / "variables"))
