@@ -51,16 +51,16 @@ def _interpolation(out_size, valid_in, valid_out):
     return lower, upper, positions - floor
 
 
-def _gather_rows(images, rows):
-    """``tf.gather(images, rows, axis=1, batch_dims=1)``. uint8 pixels of up to 4 channels move as
-    one int32 each: GatherV2 has no GPU kernel for uint8 (a GPU server would run it on the CPU),
-    and the image is not widened to floats first."""
+def _gather_rows(images, *rows):
+    """``tf.gather(images, r, axis=1, batch_dims=1)`` for each ``r`` of ``rows``. uint8 pixels of up
+    to 4 channels move as one int32 each (packed once): GatherV2 has no GPU kernel for uint8 (a
+    GPU server would run it on the CPU), and the image is not widened to floats first."""
     channels = images.shape[-1]
     if images.dtype != tf.uint8 or channels is None or channels > 4:
-        return tf.gather(images, rows, axis=1, batch_dims=1)
+        return [tf.gather(images, r, axis=1, batch_dims=1) for r in rows]
     pixels = tf.bitcast(tf.pad(images, [[0, 0], [0, 0], [0, 0], [0, 4 - channels]]), tf.int32)
-    gathered = tf.bitcast(tf.gather(pixels, rows, axis=1, batch_dims=1), tf.uint8)
-    return gathered[..., :channels]
+    return [tf.bitcast(tf.gather(pixels, r, axis=1, batch_dims=1), tf.uint8)[..., :channels]
+            for r in rows]
 
 
 def resize_bilinear(images, valid_sizes, new_sizes):
@@ -74,8 +74,8 @@ def resize_bilinear(images, valid_sizes, new_sizes):
     out_w = tf.reduce_max(new_sizes[:, 1])
     top, bottom, wy = _interpolation(out_h, valid_sizes[:, 0], new_sizes[:, 0])
     left, right, wx = _interpolation(out_w, valid_sizes[:, 1], new_sizes[:, 1])
-    rows_top = tf.cast(_gather_rows(images, top), tf.float32)  # [B, h, W, C]
-    rows_bottom = tf.cast(_gather_rows(images, bottom), tf.float32)
+    # [B, h, W, C] each
+    rows_top, rows_bottom = (tf.cast(r, tf.float32) for r in _gather_rows(images, top, bottom))
 
     def columns(rows):
         return (tf.gather(rows, left, axis=2, batch_dims=1),

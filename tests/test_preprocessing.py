@@ -63,9 +63,10 @@ def test_uint8_rows_move_as_one_int32_per_pixel_and_equal_a_gather(channels):
     from keras_frcnn.preprocessing import _gather_rows
 
     images = tf.constant(np.random.default_rng(channels).integers(0, 256, (2, 7, 5, channels)), tf.uint8)
-    rows = tf.constant([[6, 0, 3], [1, 1, 5]], tf.int32)
-    expected = tf.gather(images, rows, axis=1, batch_dims=1)
-    np.testing.assert_array_equal(_gather_rows(images, rows).numpy(), expected.numpy())
-    graph = tf.function(_gather_rows).get_concrete_function(images, rows).graph
+    rows = tf.constant([[6, 0, 3], [1, 1, 5]], tf.int32), tf.constant([[2, 2, 0], [4, 6, 6]], tf.int32)
+    for got, r in zip(_gather_rows(images, *rows), rows, strict=True):
+        np.testing.assert_array_equal(got.numpy(), tf.gather(images, r, axis=1, batch_dims=1).numpy())
+    graph = tf.function(_gather_rows).get_concrete_function(images, *rows).graph
     gathers = [op for op in graph.get_operations() if op.type == "GatherV2"]
-    assert [op.get_attr("Tparams") for op in gathers] == [tf.int32 if channels <= 4 else tf.uint8]
+    assert [op.get_attr("Tparams") for op in gathers] == [tf.int32 if channels <= 4 else tf.uint8] * 2
+    assert len([op for op in graph.get_operations() if op.type == "Pad"]) == (channels <= 4)  # packed once
