@@ -43,5 +43,6 @@ def main():
         print(f"  {key:6s} difference of the pairs: median {s['p50']:.3f}{unit}, p99 {s['p99']:.3f}{unit}, "
               f"max {s['max']:.3f}{unit}")
 
+
 if __name__ == "__main__":
     main()

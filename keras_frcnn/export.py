@@ -330,7 +330,8 @@ def _has_kernel(node, device_types):
     return False
 
 
-# Ops a GPU server may run on its CPU: image decoding at the input and string work (class names).
+# Ops a GPU server may run on its CPU: image decoding at the input (string ops are let through by
+# their dtype).
 HOST_OPS = frozenset({"DecodeImage", "DecodeJpeg", "DecodePng", "DecodeBmp", "DecodeGif"})
 
 
@@ -349,12 +350,7 @@ def ops_without_gpu_kernels(saved_model_dir, signature=None) -> dict:
     for node in nodes:
         if node.op in functions or node.op in HOST_OPS:
             continue
-        dtypes = set()
-        for value in node.attr.values():
-            if value.HasField("list"):
-                dtypes.update(value.list.type)
-            elif value.type:
-                dtypes.add(value.type)
+        dtypes = {t for name in node.attr for t in _node_types(node, name) if t}
         if tf.string.as_datatype_enum in dtypes:
             continue
         if not _has_kernel(node, ("GPU", "DEFAULT")):

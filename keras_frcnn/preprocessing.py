@@ -52,15 +52,24 @@ def _interpolation(out_size, valid_in, valid_out):
 
 
 def _gather_rows(images, *rows):
-    """``tf.gather(images, r, axis=1, batch_dims=1)`` for each ``r`` of ``rows``. uint8 pixels of up
-    to 4 channels move as one int32 each (packed once): GatherV2 has no GPU kernel for uint8 (a
-    GPU server would run it on the CPU), and the image is not widened to floats first."""
-    channels = images.shape[-1]
-    if images.dtype != tf.uint8 or channels is None or channels > 4:
+    """``tf.gather(images, r, axis=1, batch_dims=1)`` for each ``r`` of ``rows``. uint8 rows are
+    gathered as int32 words: GatherV2 has no GPU kernel for uint8 (a GPU server would run it on
+    the CPU), and the image is not widened to floats first. A row whose byte count is a multiple
+    of 4 is viewed as words in place (the zero padding, reshape and bitcast copy nothing); other
+    rows are padded by 1-3 bytes, a copy of the image."""
+    if images.dtype != tf.uint8:
         return [tf.gather(images, r, axis=1, batch_dims=1) for r in rows]
-    pixels = tf.bitcast(tf.pad(images, [[0, 0], [0, 0], [0, 0], [0, 4 - channels]]), tf.int32)
-    return [tf.bitcast(tf.gather(pixels, r, axis=1, batch_dims=1), tf.uint8)[..., :channels]
-            for r in rows]
+    shape = tf.shape(images)
+    row_bytes = shape[2] * shape[3]
+    rows_of_bytes = tf.reshape(images, [shape[0], shape[1], row_bytes])
+    padded = tf.pad(rows_of_bytes, [[0, 0], [0, 0], [0, -row_bytes % 4]])
+    words = tf.bitcast(tf.reshape(padded, [shape[0], shape[1], -1, 4]), tf.int32)
+    gathered = []
+    for r in rows:
+        row_words = tf.bitcast(tf.gather(words, r, axis=1, batch_dims=1), tf.uint8)
+        row_words = tf.reshape(row_words, [shape[0], tf.shape(r)[1], -1])[..., :row_bytes]
+        gathered.append(tf.reshape(row_words, [shape[0], tf.shape(r)[1], shape[2], shape[3]]))
+    return gathered
 
 
 def resize_bilinear(images, valid_sizes, new_sizes):

@@ -59,14 +59,21 @@ def test_get_config_round_trip_and_xla(rng):
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4, 5])
-def test_uint8_rows_move_as_one_int32_per_pixel_and_equal_a_gather(channels):
+@pytest.mark.parametrize("width", [5, 8])  # rows of 5 * C bytes (padded unless C = 4) and 8 * C (in place)
+def test_uint8_rows_move_as_int32_words_and_equal_a_gather(channels, width, tmp_path):
+    from keras_frcnn import export
     from keras_frcnn.preprocessing import _gather_rows
 
-    images = tf.constant(np.random.default_rng(channels).integers(0, 256, (2, 7, 5, channels)), tf.uint8)
+    images = tf.constant(np.random.default_rng(channels).integers(0, 256, (2, 7, width, channels)), tf.uint8)
     rows = tf.constant([[6, 0, 3], [1, 1, 5]], tf.int32), tf.constant([[2, 2, 0], [4, 6, 6]], tf.int32)
     for got, r in zip(_gather_rows(images, *rows), rows, strict=True):
         np.testing.assert_array_equal(got.numpy(), tf.gather(images, r, axis=1, batch_dims=1).numpy())
-    graph = tf.function(_gather_rows).get_concrete_function(images, *rows).graph
-    gathers = [op for op in graph.get_operations() if op.type == "GatherV2"]
-    assert [op.get_attr("Tparams") for op in gathers] == [tf.int32 if channels <= 4 else tf.uint8] * 2
-    assert len([op for op in graph.get_operations() if op.type == "Pad"]) == (channels <= 4)  # packed once
+    # Saved with dynamic shapes: every gather has a GPU kernel.
+    module = tf.Module()
+    module.f = tf.function(lambda x, a, b: _gather_rows(x, a, b), input_signature=[
+        tf.TensorSpec([None, None, None, channels], tf.uint8), tf.TensorSpec([None, None], tf.int32),
+        tf.TensorSpec([None, None], tf.int32)])
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.f})
+    assert "GatherV2" in export.graph_op_types(tmp_path)
+    missing = export.ops_without_gpu_kernels(tmp_path, "serving_default")
+    assert missing == {}
