@@ -10,8 +10,33 @@ rest of the model needs: the valid sizes clip proposals, the scale turns the min
 size into resized pixels.
 """
 
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
+
+_TRACING = threading.local()
+
+
+@contextlib.contextmanager
+def without_branches():
+    """Layers traced inside this context take no ``tf.cond`` shortcut: the padding masks always
+    multiply and images already at their size are resampled anyway (exactly: a resize at scale 1
+    samples each pixel with weight 0 on its neighbour). Same values, a graph with no ``If`` for
+    the converters of other runtimes (OpenVINO computes wrong values from some ``If`` outputs of
+    dynamic shape)."""
+    previous = getattr(_TRACING, "branchless", False)
+    _TRACING.branchless = True
+    try:
+        yield
+    finally:
+        _TRACING.branchless = previous
+
+
+def branchless():
+    """Whether layers are being traced inside ``without_branches()``."""
+    return getattr(_TRACING, "branchless", False)
 
 
 def scaled_size(image_sizes, min_side, max_side):
@@ -147,9 +172,12 @@ class Preprocess(keras.layers.Layer):
             # Images already at their size (a 600 x 1000 photo for the paper's rule) skip the
             # resampling, which would return them unchanged.
             height, width = tf.reduce_max(new_sizes[:, 0]), tf.reduce_max(new_sizes[:, 1])
-            images = tf.cond(tf.reduce_all(new_sizes == valid),
-                             lambda: tf.cast(images[:, :height, :width], tf.float32),
-                             lambda: resize_bilinear(images, valid, new_sizes))
+            if branchless():
+                images = resize_bilinear(images, valid, new_sizes)
+            else:
+                images = tf.cond(tf.reduce_all(new_sizes == valid),
+                                 lambda: tf.cast(images[:, :height, :width], tf.float32),
+                                 lambda: resize_bilinear(images, valid, new_sizes))
         else:
             new_sizes, scale = valid, given_scale
             images = tf.cast(images, tf.float32)

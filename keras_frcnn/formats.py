@@ -1,0 +1,262 @@
+"""Exports for other runtimes: ONNX (ONNX Runtime), OpenVINO IR and LiteRT, each the whole detector.
+
+    python export.py --model runs/shapes/model.keras --format onnx --out exported/shapes.onnx
+
+Every format is converted by its runtime's own converter (tf2onnx, ``openvino.convert_model``,
+the LiteRT converter) from one TensorFlow function, ``detection_function``: uint8 images
+``[B, H, W, 3]`` in, the TF Object Detection API's four outputs out (``detection_boxes``
+normalised yxyx, ``detection_scores``, ``detection_classes`` 1-based float32, ``num_detections``),
+with resizing, box decoding and both NMS stages inside. It is the SavedModel's ``serving_default``
+but for what these runtimes lack:
+
+- no string output: the class names travel as the format's metadata (ONNX ``metadata_props``,
+  OpenVINO ``rt_info``) or, for LiteRT, a labels file beside the model (``<name>.labels.txt``, one
+  name per line, TFLite's usual label file);
+- no ``tf.cond`` shortcuts (``preprocessing.without_branches``): the same values, no ``If`` nodes;
+- the uint8 image is widened to float32 before the row gathers of the resize (no bitcast, an op
+  the converters do not map); the same values;
+- a batch must hold at least one image (the SavedModel answers an empty batch).
+
+``load_runtime_model(path)`` opens an artifact in its runtime and returns a callable with the
+Keras model's interface (for ``keras_frcnn.predict`` and the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+FORMATS = ("saved_model", "onnx", "openvino", "litert")
+SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
+INPUT_NAME = "input_tensor"
+OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+CLASS_NAMES_KEY = "class_names"
+
+
+def format_of(path) -> str:
+    """The format of an artifact path, from its suffix (a folder is a SavedModel)."""
+    path = os.fspath(path)
+    for name, suffix in SUFFIXES.items():
+        if path.endswith(suffix):
+            return name
+    if os.path.isdir(path) or path.endswith(os.sep):
+        return "saved_model"
+    raise ValueError(f"{path}: not an exported model (.onnx, .xml, .tflite or a SavedModel folder)")
+
+
+def detection_function(model):
+    """``model`` (a ``FasterRCNN``) as a ``tf.function`` of uint8 ``input_tensor [B, H, W, 3]``
+    -> the four detection outputs, traced without branches (see the module docstring)."""
+    import tensorflow as tf
+
+    from keras_frcnn.export import od_api_outputs
+    from keras_frcnn.models import forward
+    from keras_frcnn.preprocessing import without_branches
+
+    layers, class_names = model.layers_, tuple(model.class_names)
+
+    def detect(input_tensor):
+        shape = tf.shape(input_tensor)
+        sizes = tf.tile(shape[1:3][None], [shape[0], 1])
+        detections = forward(layers, tf.cast(input_tensor, tf.float32), sizes)
+        outputs = od_api_outputs(detections, sizes, class_names)
+        return {name: outputs[name] for name in OUTPUT_NAMES}
+
+    function = tf.function(detect, autograph=False, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
+    with without_branches():
+        function.get_concrete_function()
+    return function
+
+
+def _write_function(model, directory):
+    """The detection function as a one-signature SavedModel, the converters' input."""
+    import tensorflow as tf
+
+    function = detection_function(model)
+    module = tf.Module()
+    module.detect = function
+    module.weights = list(model.weights)
+    with_branches_off = function.get_concrete_function()
+    tf.saved_model.save(module, directory, signatures={"serving_default": with_branches_off})
+
+
+def export_runtime_model(model, path, fmt=None):
+    """Write ``model`` to ``path`` in ``fmt`` ("onnx", "openvino", "litert"; default: from the
+    suffix). Returns the paths written."""
+    path = os.path.abspath(os.fspath(path))
+    fmt = fmt or format_of(path)
+    if fmt not in SUFFIXES:
+        raise ValueError(f"format must be one of {tuple(SUFFIXES)}, got {fmt!r}")
+    if not path.endswith(SUFFIXES[fmt]):
+        raise ValueError(f"a {fmt} model's file name ends in {SUFFIXES[fmt]}: {path}")
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists: remove it or choose another --out")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    names = list(model.class_names)
+    work = tempfile.mkdtemp(prefix="keras_frcnn_export_")
+    try:
+        saved = os.path.join(work, "saved_model")
+        _write_function(model, saved)
+        return {"onnx": _to_onnx, "openvino": _to_openvino, "litert": _to_litert}[fmt](
+            saved, path, names, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _to_onnx(saved, path, names, work):
+    import onnx
+
+    staging = os.path.join(work, "model.onnx")
+    # tf2onnx's command line: its Python API wants a Keras model or a graph def, and converts
+    # a SavedModel's signature only from here.
+    result = subprocess.run(
+        [sys.executable, "-m", "tf2onnx.convert", "--saved-model", saved, "--output", staging,
+         "--opset", "17"], capture_output=True, text=True)
+    if result.returncode != 0 or not os.path.exists(staging):
+        raise RuntimeError(f"tf2onnx could not convert the model:\n{result.stderr[-4000:]}")
+    proto = onnx.load(staging)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = CLASS_NAMES_KEY, json.dumps(names)
+    onnx.save(proto, path)
+    return [path]
+
+
+def _to_openvino(saved, path, names, work):
+    import openvino as ov
+
+    converted = ov.convert_model(saved)
+    converted.set_rt_info(json.dumps(names), ["model_info", CLASS_NAMES_KEY])
+    ov.save_model(converted, path, compress_to_fp16=False)
+    return [path, path[: -len(".xml")] + ".bin"]
+
+
+def _to_litert(saved, path, names, work):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+    flatbuffer = converter.convert()
+    with open(path, "wb") as f:
+        f.write(flatbuffer)
+    labels = labels_path(path)
+    with open(labels, "w") as f:
+        f.write("".join(f"{name}\n" for name in names))
+    return [path, labels]
+
+
+def labels_path(tflite_path):
+    """The labels file beside a LiteRT model."""
+    return os.fspath(tflite_path)[: -len(".tflite")] + ".labels.txt"
+
+
+class RuntimeModel:
+    """An exported artifact opened in its own runtime: ``model(images)`` -> the Keras model's
+    detection dict (``boxes`` input pixels, ``confidence``, ``labels`` 0-based, -1 padding,
+    ``num_detections``) as numpy, plus ``class_names`` and ``raw(images)`` (the OD API outputs).
+    """
+
+    def __init__(self, path, fmt=None, threads=None):
+        self.path = os.fspath(path)
+        self.format = fmt or format_of(self.path)
+        opener = {"onnx": self._open_onnx, "openvino": self._open_openvino,
+                  "litert": self._open_litert, "saved_model": self._open_saved_model}[self.format]
+        self._run, names = opener(threads)
+        self.class_names = names if isinstance(names, _NamesSeen) else tuple(names)
+
+    def _open_onnx(self, threads):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        names = json.loads(session.get_modelmeta().custom_metadata_map[CLASS_NAMES_KEY])
+        outputs = [o.name for o in session.get_outputs()]
+
+        def run(images):
+            return dict(zip(outputs, session.run(None, {INPUT_NAME: images})))
+        return run, names
+
+    def _open_openvino(self, threads):
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(self.path)
+        names = json.loads(model.get_rt_info(["model_info", CLASS_NAMES_KEY]).astype(str))
+        # f32: OpenVINO's CPU plugin otherwise computes in bfloat16 where the CPU has it.
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(model, "CPU", config)
+
+        def run(images):
+            result = compiled(images)
+            return {o.get_any_name(): result[o] for o in compiled.outputs}
+        return run, names
+
+    def _open_litert(self, threads):
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=self.path, num_threads=threads)
+        runner = interpreter.get_signature_runner("serving_default")
+        with open(labels_path(self.path)) as f:
+            names = [line.rstrip("\n") for line in f if line.strip()]
+
+        def run(images):
+            return runner(**{INPUT_NAME: images})
+        return run, names
+
+    def _open_saved_model(self, threads):
+        import tensorflow as tf
+
+        signature = tf.saved_model.load(self.path).signatures["serving_default"]
+        names = {}  # class id -> name, as the outputs show them
+
+        def run(images):
+            out = {k: v.numpy() for k, v in signature(**{INPUT_NAME: tf.constant(images)}).items()}
+            for cls, name in zip(out["detection_classes"].ravel(), out["detection_class_names"].ravel()):
+                if cls >= 1:
+                    names[int(cls) - 1] = name.decode()
+            return out
+        return run, _NamesSeen(names)
+
+    def raw(self, images):
+        """The four OD API outputs for uint8 ``images [B, H, W, 3]``."""
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        out = self._run(images)
+        return {name: np.asarray(out[name]) for name in OUTPUT_NAMES}
+
+    def __call__(self, images):
+        images = np.asarray(images, dtype=np.uint8)
+        out = self.raw(images)
+        h, w = images.shape[1:3]
+        count = out["num_detections"].astype(np.int32)
+        labels = out["detection_classes"].astype(np.int32) - 1
+        valid = np.arange(labels.shape[1])[None, :] < count[:, None]
+        return {"boxes": out["detection_boxes"] * np.array([h, w, h, w], np.float32),
+                "confidence": out["detection_scores"], "labels": np.where(valid, labels, -1),
+                "num_detections": count}
+
+
+class _NamesSeen(tuple):
+    """A SavedModel's class names as far as its outputs have shown them (its string output
+    names each detection's class; the list itself is not a signature output)."""
+
+    def __new__(cls, names):
+        self = super().__new__(cls)
+        self._names = names
+        return self
+
+    def __getitem__(self, index):
+        return self._names.get(index, f"class_{index + 1}")
+
+
+def load_runtime_model(path, threads=None):
+    """``RuntimeModel`` of an exported artifact (format from the path)."""
+    return RuntimeModel(path, threads=threads)
