@@ -1,12 +1,17 @@
-"""Export a trained model as a SavedModel for TensorFlow Serving (GPU or CPU).
+"""Export a trained model as a SavedModel for TensorFlow Serving (GPU or CPU), or for ONNX Runtime,
+OpenVINO or LiteRT.
 
     python export.py --model runs/shapes/model.keras --out exported/shapes            # next version
     python export.py --model runs/shapes/model.keras --out exported/shapes --version 3
+    python export.py --model runs/shapes/model.keras --format onnx --out exported/shapes.onnx
 
 writes ``exported/shapes/<version>/`` in TF Serving's layout, with a warm-up file in
 ``assets.extra/``. Signatures: ``serving_default`` (``input_tensor`` uint8 [B, H, W, 3]) and
 ``serving_encoded`` (``encoded_image_string_tensor`` string [B] of JPEG/PNG/BMP/GIF bytes), both
-with the TF Object Detection API's outputs. See ``keras_frcnn/export.py`` and ``serving/README.md``.
+with the TF Object Detection API's outputs. ``--format onnx|openvino|litert`` writes one file
+(``.onnx``; ``.xml`` + ``.bin``; ``.tflite`` + ``.labels.txt``) with the same four detection outputs
+(boxes, scores, classes, count), NMS inside, float32 weights (the runtime picks its own compute
+precision). See ``keras_frcnn/export.py``, ``keras_frcnn/formats.py`` and ``serving/README.md``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a .keras file written by train.py")
     parser.add_argument("--out", required=True,
-                        help="the model's base path DIR/NAME (TF Serving's --model_base_path)")
+                        help="saved_model: the model's base path DIR/NAME (TF Serving's "
+                        "--model_base_path); other formats: the file to write (its suffix is added "
+                        "if missing)")
+    parser.add_argument("--format", default="saved_model",
+                        choices=["saved_model", "onnx", "openvino", "litert"],
+                        help="saved_model (TF Serving, the default), onnx (ONNX Runtime), openvino "
+                        "(OpenVINO IR) or litert (.tflite)")
     parser.add_argument("--version", type=int,
                         help="version number (default: one more than the highest in --out)")
     parser.add_argument("--jit", action="store_true",
@@ -49,6 +60,8 @@ def export(args):
 
     started = time.perf_counter()
     model = cli.load_model(args.model)
+    if args.format != "saved_model":
+        return export_runtime(args, model, started)
     precision = args.precision and MIXED_PRECISIONS.get(args.precision, args.precision)
     if precision and precision != model.frcnn_config.precision:
         model = model.with_precision(precision)
@@ -63,6 +76,29 @@ def export(args):
           f"{', '.join(model.class_names)}; {model.frcnn_config.precision}) in "
           f"{time.perf_counter() - started:.0f} s")
     print(f"serve it: see serving/README.md (model_base_path {os.path.abspath(args.out)})")
+    return 0
+
+
+def export_runtime(args, model, started):
+    from keras_frcnn import formats
+
+    if args.version is not None or args.jit:
+        raise cli.UsageError("--version and --jit are for --format saved_model")
+    if args.precision not in (None, "float32"):
+        raise cli.UsageError(f"--format {args.format} exports float32 weights (ONNX Runtime, "
+                             "OpenVINO and LiteRT choose their own compute precision): leave out "
+                             "--precision")
+    # A mixed model's float32 master weights, not its 16-bit inference form.
+    model = model.with_precision("float32") if model.frcnn_config.precision != "float32" else model
+    out = args.out if args.out.endswith(formats.SUFFIXES[args.format]) else args.out + formats.SUFFIXES[args.format]
+    try:
+        written = formats.export_runtime_model(model, out, args.format)
+    except (FileExistsError, ValueError) as error:
+        raise cli.UsageError(str(error)) from None
+    print(f"exported {args.model} -> {', '.join(written)} ({args.format}; "
+          f"{len(model.class_names)} classes: {', '.join(model.class_names)}) in "
+          f"{time.perf_counter() - started:.0f} s")
+    print(f"check it: python -m keras_frcnn.predict --model {written[0]} IMAGE --out DIR")
     return 0
 
 

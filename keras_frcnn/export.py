@@ -13,20 +13,27 @@ Signatures (the TF Object Detection API's names, so its clients work unchanged):
 - ``serving_encoded``: ``encoded_image_string_tensor`` string ``[B]`` of JPEG / PNG / BMP / GIF
   (first frame) bytes, of any sizes in one batch; grayscale, RGBA and 16-bit images are converted
   to 8-bit RGB. Each image's detections are those of the image sent alone.
+- ``tf_example``: ``tf_example`` string ``[B]`` of serialized ``tf.train.Example`` protos whose
+  ``image/encoded`` feature holds the image bytes (the TF Object Detection API's and Model
+  Garden's TFRecord input), decoded as ``serving_encoded``.
 
-Both return, with D = ``max_detections`` (100):
+All return, with D = ``max_detections`` (100), R = the test proposals (300) and K = classes + 1:
 ``detection_boxes`` ``[B, D, 4]`` float32 yxyx normalised to each image's own size,
 ``detection_scores`` ``[B, D]``, ``detection_classes`` ``[B, D]`` float32 (1-based class ids,
 0 for padding), ``num_detections`` ``[B]`` float32, ``detection_class_names`` ``[B, D]`` string
-(the model's class list, "" for padding).
+(the model's class list, "" for padding), and the OD API's Faster R-CNN extras:
+``detection_multiclass_scores`` ``[B, D, K]`` (softmax over background and every class of the
+RoI each detection came from), ``raw_detection_boxes`` ``[B, R, 4]`` (each RoI's box for its best
+object class, normalised, before the score threshold and NMS) and ``raw_detection_scores``
+``[B, R, K]`` (each RoI's softmax).
 
 A request that cannot be served (undecodable bytes, an image of zero height or width, the wrong
 dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch returns empty
 outputs.
 
 Every op the signatures run has a GPU kernel for its dtypes in this TensorFlow build
-(``ops_without_gpu_kernels``), but image decoding and the ragged batch ``serving_encoded`` builds
-from it; no Python ops. ``jit_compile=True`` compiles the network (everything after decoding) with XLA.
+(``ops_without_gpu_kernels``), but image decoding, ``tf_example``'s parsing and the ragged batch
+the encoded signatures build; no Python ops. ``jit_compile=True`` compiles the network (everything after decoding) with XLA.
 """
 
 from __future__ import annotations
@@ -46,8 +53,12 @@ DEFAULT_SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serving_encoded"
 TENSOR_INPUT = "input_tensor"
 ENCODED_INPUT = "encoded_image_string_tensor"
+EXAMPLE_SIGNATURE = "tf_example"
+EXAMPLE_INPUT = "tf_example"
+EXAMPLE_IMAGE_KEY = "image/encoded"
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections",
-               "detection_class_names")
+               "detection_class_names", "detection_multiclass_scores", "raw_detection_boxes",
+               "raw_detection_scores")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 # Op types that call back into Python (absent in TF Serving). Ops without a GPU kernel are found
@@ -65,7 +76,14 @@ def od_api_outputs(detections, image_sizes, class_names):
     scale = tf.tile(tf.cast(image_sizes, tf.float32), [1, 2])[:, None, :]
     boxes = tf.clip_by_value(detections["boxes"] / scale, 0.0, 1.0)
     names = tf.constant(list(class_names), tf.string)
-    return {
+    extra = {}
+    if "raw_boxes" in detections:
+        k = len(class_names) + 1
+        extra = {"detection_multiclass_scores": tf.ensure_shape(detections["multiclass_scores"],
+                                                                [None, None, k]),
+                 "raw_detection_boxes": tf.clip_by_value(detections["raw_boxes"] / scale, 0.0, 1.0),
+                 "raw_detection_scores": tf.ensure_shape(detections["raw_scores"], [None, None, k])}
+    return {**extra,
         "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
         "detection_scores": detections["confidence"],
         "detection_classes": tf.where(valid, tf.cast(labels + 1, tf.float32), 0.0),
@@ -74,9 +92,12 @@ def od_api_outputs(detections, image_sizes, class_names):
     }
 
 
-def empty_outputs(max_detections):
-    """The outputs of an empty batch."""
+def empty_outputs(max_detections, num_rois, num_classes):
+    """The outputs of an empty batch (``num_classes`` with the background)."""
     return {
+        "detection_multiclass_scores": tf.zeros([0, max_detections, num_classes], tf.float32),
+        "raw_detection_boxes": tf.zeros([0, num_rois, 4], tf.float32),
+        "raw_detection_scores": tf.zeros([0, num_rois, num_classes], tf.float32),
         "detection_boxes": tf.zeros([0, max_detections, 4], tf.float32),
         "detection_scores": tf.zeros([0, max_detections], tf.float32),
         "detection_classes": tf.zeros([0, max_detections], tf.float32),
@@ -128,6 +149,7 @@ class ServingFunctions:
         self.layers = model.layers_
         self.class_names = tuple(model.class_names)
         self.max_detections = model.frcnn_config.detector.max_detections
+        self.num_rois = model.frcnn_config.rpn.post_nms_top_n[1]
         if jit_compile and model.frcnn_config.detector.pool_mode == "align":
             raise ValueError("RoIPooling mode 'align' uses CropAndResize, which XLA cannot compile: "
                              "export without jit_compile")
@@ -139,6 +161,9 @@ class ServingFunctions:
         self.serving_encoded = tf.function(
             self._serve_encoded, autograph=False,
             input_signature=[tf.TensorSpec([None], tf.string, name=ENCODED_INPUT)])
+        self.serving_tf_example = tf.function(
+            self._serve_tf_example, autograph=False,
+            input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLE_INPUT)])
 
     def _detect(self, images, image_sizes):
         return forward(self.layers, images, image_sizes)
@@ -150,7 +175,8 @@ class ServingFunctions:
         return tf.cond(tf.shape(images)[0] > 0,
                        lambda: od_api_outputs(self._network(images, image_sizes), image_sizes,
                                               self.class_names),
-                       lambda: empty_outputs(self.max_detections))
+                       lambda: empty_outputs(self.max_detections, self.num_rois,
+                                             self.model.num_classes + 1))
 
     def _serve_tensor(self, input_tensor):
         # TF Serving checks a request's dtype but not its shape: check the rank here, by name.
@@ -165,6 +191,13 @@ class ServingFunctions:
         images, sizes = decode_images(encoded_image_string_tensor)
         return self._detect_batch(images, sizes, ENCODED_INPUT)
 
+    def _serve_tf_example(self, tf_example):
+        tf_example = tf.ensure_shape(tf_example, [None], name=EXAMPLE_INPUT)
+        features = tf.io.parse_example(
+            tf_example, {EXAMPLE_IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
+        images, sizes = decode_images(features[EXAMPLE_IMAGE_KEY])
+        return self._detect_batch(images, sizes, EXAMPLE_INPUT)
+
 
 def warmup_requests(model_name, image_size=(480, 640)):
     """One ``PredictionLog`` per signature (a ``image_size`` grey image), as TF Serving replays at
@@ -172,10 +205,12 @@ def warmup_requests(model_name, image_size=(480, 640)):
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
     image = np.full((1, *image_size, 3), 128, np.uint8)
+    jpeg = tf.io.encode_jpeg(image[0]).numpy()
     inputs = {
         DEFAULT_SIGNATURE: (TENSOR_INPUT, tf.make_tensor_proto(image)),
-        ENCODED_SIGNATURE: (ENCODED_INPUT, tf.make_tensor_proto(
-            [tf.io.encode_jpeg(image[0]).numpy()], dtype=tf.string)),
+        ENCODED_SIGNATURE: (ENCODED_INPUT, tf.make_tensor_proto([jpeg], dtype=tf.string)),
+        EXAMPLE_SIGNATURE: (EXAMPLE_INPUT, tf.make_tensor_proto(
+            [tf_example_bytes(jpeg)], dtype=tf.string)),
     }
     logs = []
     for signature, (key, tensor) in inputs.items():
@@ -186,6 +221,14 @@ def warmup_requests(model_name, image_size=(480, 640)):
         logs.append(prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request)))
     return logs
+
+
+def tf_example_bytes(encoded_image):
+    """A serialized ``tf.train.Example`` holding ``image/encoded``, as the ``tf_example``
+    signature takes (the TF Object Detection API's and TFRecord data sets' key)."""
+    feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded_image]))
+    return tf.train.Example(features=tf.train.Features(
+        feature={EXAMPLE_IMAGE_KEY: feature})).SerializeToString()
 
 
 def read_warmup_requests(path):
@@ -232,6 +275,7 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
     # memory in every server that loads it. The model has no lookup tables or other assets.
     archive.add_endpoint(DEFAULT_SIGNATURE, functions.serving_default)
     archive.add_endpoint(ENCODED_SIGNATURE, functions.serving_encoded)
+    archive.add_endpoint(EXAMPLE_SIGNATURE, functions.serving_tf_example)
     staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base_path)  # not a number: TF Serving skips it
     try:
         archive.write_out(staging, verbose=verbose)

@@ -215,7 +215,11 @@ class RuntimeModel:
     def _open_saved_model(self, threads):
         import tensorflow as tf
 
-        signature = tf.saved_model.load(self.path).signatures["serving_default"]
+        path = self.path
+        versions = [n for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
+        if not os.path.exists(os.path.join(path, "saved_model.pb")) and versions:
+            path = os.path.join(path, max(versions, key=int))  # a TF Serving base path: the newest
+        signature = tf.saved_model.load(path).signatures["serving_default"]
         names = {}  # class id -> name, as the outputs show them
 
         def run(images):

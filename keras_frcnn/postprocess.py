@@ -25,7 +25,12 @@ class Detections(keras.layers.Layer):
     resized pixels; num_rois ``[B]``; image_info ``[B, 3]`` (valid resized h, w, scale);
     original_sizes ``[B, 2]`` (h, w) of each input image.
     Returns a dict: ``boxes [B, D, 4]`` yxyx input-image pixels, ``confidence [B, D]``, ``labels
-    [B, D]`` int32 (0-based object class, -1 padding), ``num_detections [B]`` int32.
+    [B, D]`` int32 (0-based object class, -1 padding), ``num_detections [B]`` int32; and, as the
+    TF Object Detection API's Faster R-CNN gives them, ``multiclass_scores [B, D, K]`` (the
+    softmax over all classes, background first, of the RoI each detection came from),
+    ``raw_boxes [B, R, 4]`` (each RoI's box for its best object class, input-image pixels, before
+    the score threshold and NMS) and ``raw_scores [B, R, K]`` (each RoI's softmax); zeros for
+    padding.
     """
 
     def __init__(self, score_threshold=0.05, nms_iou=0.3, max_detections=100,
@@ -44,10 +49,17 @@ class Detections(keras.layers.Layer):
         shape = tf.shape(class_logits)
         batch, num_rois_padded, num_classes = shape[0], shape[1], shape[2] - 1
 
-        scores = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[:, :, 1:]  # [B, R, N]
+        probabilities = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)  # [B, R, K]
+        scores = probabilities[:, :, 1:]  # [B, R, N]
         pred_boxes = box_ops.decode(box_deltas[:, :, 1:], rois[:, :, None, :], self.box_stds)
         pred_boxes = box_ops.clip(pred_boxes, image_info[:, None, :2])  # [B, R, N, 4]
         valid_roi = tf.range(num_rois_padded)[None, :] < tf.reshape(tf.cast(num_rois, tf.int32), [-1, 1])
+        factor = tf.cast(original_sizes, tf.float32) / image_info[:, :2]  # resized -> input pixels
+        factor = tf.expand_dims(tf.tile(factor, [1, 2]), 1)  # [B, 1, 4]
+        best = tf.argmax(scores, axis=-1, output_type=tf.int32)  # [B, R]
+        raw_boxes = tf.gather(pred_boxes, best, batch_dims=2) * factor
+        raw_boxes = tf.where(tf.expand_dims(valid_roi, -1), raw_boxes, 0.0)
+        raw_scores = tf.where(tf.expand_dims(valid_roi, -1), probabilities, 0.0)
         keep = valid_roi[:, :, None] & (scores > self.score_threshold)
         scores = tf.where(keep, scores, _DROPPED)
 
@@ -63,21 +75,25 @@ class Detections(keras.layers.Layer):
         selected, num_detections = box_ops.batched_nms(shifted, scores, self.max_detections,
                                                        self.nms_iou, _DROPPED / 2)
         valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
-        factor = tf.cast(original_sizes, tf.float32) / image_info[:, :2]  # resized -> input pixels
-        factor = tf.tile(factor, [1, 2])[:, None, :]
         out_boxes = tf.gather(pred_boxes, selected, batch_dims=1) * factor
+        source_roi = tf.gather(order, selected, batch_dims=1) // num_classes  # [B, D]
+        multiclass = tf.gather(raw_scores, source_roi, batch_dims=1)
         return {
             "boxes": tf.where(valid[..., None], out_boxes, 0.0),
             "confidence": tf.where(valid, tf.gather(scores, selected, batch_dims=1), 0.0),
             "labels": tf.where(valid, tf.gather(classes, selected, batch_dims=1), -1),
             "num_detections": num_detections,
+            "multiclass_scores": tf.where(tf.expand_dims(valid, -1), multiclass, 0.0),
+            "raw_boxes": raw_boxes,
+            "raw_scores": raw_scores,
         }
 
     def compute_output_shape(self, input_shape):
-        batch = input_shape[0][0]
+        batch, rois, k = input_shape[0]
         d = self.max_detections
         return {"boxes": (batch, d, 4), "confidence": (batch, d), "labels": (batch, d),
-                "num_detections": (batch,)}
+                "num_detections": (batch,), "multiclass_scores": (batch, d, k),
+                "raw_boxes": (batch, rois, 4), "raw_scores": (batch, rois, k)}
 
     def get_config(self):
         return {**super().get_config(), "score_threshold": self.score_threshold,

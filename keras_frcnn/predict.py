@@ -2,6 +2,9 @@
 
     python -m keras_frcnn.predict --model runs/shapes/model.keras IMAGE [IMAGE ...] --out DIR
 
+``--model`` also takes an exported artifact, run in its own runtime: a SavedModel version folder
+(``exported/shapes/1``), ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT).
+
 An unreadable image is reported on stderr (naming the file) and skipped; the others are still
 done; the exit status is 1 if any image failed.
 """
@@ -46,7 +49,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
             warn(f"error: {error}")
             failed.append(path)
             continue
-        out = {k: v.numpy()[0] for k, v in model(image[None]).items()}
+        out = {k: np.asarray(v)[0] for k, v in model(image[None]).items()}
         n = int(out["num_detections"])
         drawn = draw_detections(image, out["boxes"][:n], out["confidence"][:n], out["labels"][:n],
                                 model.class_names, min_score=min_score)
@@ -65,7 +68,9 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
 def main(argv=None):
     parser = cli.ArgumentParser(prog="python -m keras_frcnn.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="a .keras file written by train.py")
+    parser.add_argument("--model", required=True,
+                        help="a .keras file written by train.py, or an exported model (SavedModel "
+                        "folder, .onnx, .xml, .tflite)")
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="folder for the PNGs")
     parser.add_argument("--min-score", type=float, default=0.3, help="draw detections above this")
@@ -75,7 +80,15 @@ def main(argv=None):
 
 
 def _predict(args):
-    model = cli.load_model(args.model).for_inference()
+    if args.model.endswith(".keras"):
+        model = cli.load_model(args.model).for_inference()
+    else:
+        from keras_frcnn.formats import load_runtime_model
+
+        try:
+            model = load_runtime_model(args.model)
+        except (ValueError, OSError) as error:
+            raise cli.UsageError(f"--model {args.model}: {error}") from None
     _, failed = predict_files(model, args.images, args.out, args.min_score)
     return 1 if failed else 0
 

@@ -26,7 +26,8 @@ from keras_frcnn import export
 from keras_frcnn.models import build_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_class_names")
+KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_class_names",
+        "detection_multiclass_scores", "raw_detection_boxes", "raw_detection_scores")
 CLASS_NAMES = ["square", "wide"]
 
 # Runs in a fresh process: TF only, the package and Keras made unimportable.
@@ -47,6 +48,11 @@ CONTRACT_CHILD = textwrap.dedent(r"""
     images = [v for _, v in sorted(np.load(images_npz).items(), key=lambda kv: int(kv[0][1:]))]
     model = tf.saved_model.load(path)
     default, encoded = model.signatures["serving_default"], model.signatures["serving_encoded"]
+    examples = model.signatures["tf_example"]
+
+    def example(data, key="image/encoded"):
+        feature = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+        return tf.train.Example(features=tf.train.Features(feature={key: feature})).SerializeToString()
     report, arrays = {}, {}
 
     def run(fn, **inputs):
@@ -64,6 +70,8 @@ CONTRACT_CHILD = textwrap.dedent(r"""
             arrays[f"default_{i}_{k}"] = v
     for k, v in run(encoded, encoded_image_string_tensor=np.array([png(im) for im in images], object)).items():
         arrays[f"encoded_{k}"] = v
+    for k, v in run(examples, tf_example=np.array([example(png(im)) for im in images], object)).items():
+        arrays[f"example_{k}"] = v
 
     def valid(out):
         n = out["num_detections"].astype(int)
@@ -92,6 +100,10 @@ CONTRACT_CHILD = textwrap.dedent(r"""
         "animated gif": (encoded, {"encoded_image_string_tensor": np.array([gif], object)}),
         "bmp": (encoded, {"encoded_image_string_tensor": np.array([bmp], object)}),
         "empty batch (encoded)": (encoded, {"encoded_image_string_tensor": np.array([], object)}),
+        "example without image/encoded": (examples, {"tf_example": np.array([example(png(rgb), "image/data")], object)}),
+        "not an example": (examples, {"tf_example": np.array([b"not a proto"], object)}),
+        "example of junk bytes": (examples, {"tf_example": np.array([example(b"junk")], object)}),
+        "empty batch (tf_example)": (examples, {"tf_example": np.array([], object)}),
         "float input_tensor": (default, {"input_tensor": rgb[None].astype(np.float32)}),
         "int32 input_tensor": (default, {"input_tensor": rgb[None].astype(np.int32)}),
         "rank-3 input_tensor": (default, {"input_tensor": rgb}),
@@ -214,6 +226,16 @@ def assert_same_detections(out, reference, size, atol_px=0.5):
     assert (out["detection_classes"][n:] == 0).all()
     names = [s.decode() if isinstance(s, bytes) else s for s in out["detection_class_names"]]
     assert names[:n] == [CLASS_NAMES[c] for c in reference["labels"][:n]] and set(names[n:]) <= {""}
+    # The OD API's Faster R-CNN extras: each detection's score is its RoI's softmax for its class;
+    # the raw boxes and scores are every RoI's, before NMS.
+    multiclass = out["detection_multiclass_scores"]
+    assert multiclass.shape == (100, len(CLASS_NAMES) + 1) and not multiclass[n:].any()
+    np.testing.assert_allclose(multiclass[np.arange(n), out["detection_classes"][:n].astype(int)],
+                               out["detection_scores"][:n], atol=1e-6)
+    np.testing.assert_allclose(multiclass[:n].sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(multiclass, reference["multiclass_scores"], atol=1e-5)
+    np.testing.assert_allclose(out["raw_detection_scores"], reference["raw_scores"], atol=1e-5)
+    np.testing.assert_allclose(out["raw_detection_boxes"] * [h, w, h, w], reference["raw_boxes"], atol=atol_px)
 
 
 def test_layout_and_signatures(exported, contract):
@@ -223,13 +245,18 @@ def test_layout_and_signatures(exported, contract):
     signatures = contract.report["signatures"]
     assert signatures["serving_default"]["inputs"] == {"input_tensor": ["uint8", [None, None, None, 3]]}
     assert signatures["serving_encoded"]["inputs"] == {"encoded_image_string_tensor": ["string", [None]]}
-    for name in ("serving_default", "serving_encoded"):
+    assert signatures["tf_example"]["inputs"] == {"tf_example": ["string", [None]]}
+    k, r = len(CLASS_NAMES) + 1, tiny_config().rpn.post_nms_top_n[1]
+    for name in ("serving_default", "serving_encoded", "tf_example"):
         outputs = signatures[name]["outputs"]
         assert outputs == {"detection_boxes": ["float32", [None, 100, 4]],
                            "detection_scores": ["float32", [None, 100]],
                            "detection_classes": ["float32", [None, 100]],
                            "num_detections": ["float32", [None]],
-                           "detection_class_names": ["string", [None, 100]]}
+                           "detection_class_names": ["string", [None, 100]],
+                           "detection_multiclass_scores": ["float32", [None, 100, k]],
+                           "raw_detection_boxes": ["float32", [None, r, 4]],
+                           "raw_detection_scores": ["float32", [None, r, k]]}
 
 
 def test_every_weight_is_stored_once(trained, exported):
@@ -246,9 +273,11 @@ def test_saved_model_detections_equal_the_keras_model(trained, contract):
     for i, (image, reference) in enumerate(zip(trained.images, trained.reference)):
         alone = {k: arrays[f"default_{i}_{k}"][0] for k in KEYS}
         assert_same_detections(alone, reference, image.shape[:2])
-        # One serving_encoded request with every image, of different sizes: each as alone.
-        batched = {k: arrays[f"encoded_{k}"][i] for k in KEYS}
-        assert_same_detections(batched, reference, image.shape[:2])
+        # One serving_encoded request with every image, of different sizes: each as alone; and
+        # as tf.train.Examples.
+        for signature in ("encoded", "example"):
+            batched = {k: arrays[f"{signature}_{k}"][i] for k in KEYS}
+            assert_same_detections(batched, reference, image.shape[:2])
     # The objects of the trained-on images are found with the right class.
     for i in range(3):
         scores, classes = arrays[f"default_{i}_detection_scores"][0], arrays[f"default_{i}_detection_classes"][0]
@@ -268,6 +297,9 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     for name in ("empty string", "random bytes", "truncated jpeg", "one bad image in a batch"):
         assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
     assert "Unknown image file format" in bad["random bytes"]["error"][1]
+    for name in ("example without image/encoded", "not an example", "example of junk bytes"):
+        assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
+    assert "image/encoded" in bad["example without image/encoded"]["error"][1]
     for name in ("float input_tensor", "int32 input_tensor"):
         assert bad[name]["error"][0] == "InvalidArgumentError" and "uint8" in bad[name]["error"][1]
     for name in ("rank-3 input_tensor", "4-channel input_tensor", "scalar string"):
@@ -277,8 +309,9 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp"):
         assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])
         assert bad[name]["shapes"]["detection_boxes"] == [1, 100, 4]
-    for name in ("empty batch (encoded)", "empty batch (input_tensor)"):
+    for name in ("empty batch (encoded)", "empty batch (input_tensor)", "empty batch (tf_example)"):
         assert bad[name]["shapes"]["detection_boxes"] == [0, 100, 4] and bad[name]["shapes"]["num_detections"] == [0]
+        assert bad[name]["shapes"]["detection_multiclass_scores"] == [0, 100, len(CLASS_NAMES) + 1]
     # The formats that carry the same picture give its detections (GIF: its first frame, 8-bit).
     reference = contract.arrays["default_0_detection_boxes"]
     for name in ("rgba png", "16-bit png", "bmp"):
@@ -295,7 +328,8 @@ def test_eight_threads_get_the_detections_of_one_caller(contract):
 def test_warmup_requests_replay_against_the_model(contract):
     assert sorted(contract.report["warmup"]) == [
         ["serving_default", "frcnn", ["input_tensor"], True],
-        ["serving_encoded", "frcnn", ["encoded_image_string_tensor"], True]]
+        ["serving_encoded", "frcnn", ["encoded_image_string_tensor"], True],
+        ["tf_example", "frcnn", ["tf_example"], True]]
 
 
 # serving_encoded's decoding map_fn builds a ragged batch of uint8 images: host work at the edge.
