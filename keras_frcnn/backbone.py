@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn.config import BASE_STRIDES
-from keras_frcnn.preprocessing import branchless, valid_mask
+from keras_frcnn.preprocessing import converting, valid_mask
 
 # conv1_1..conv2_2 of VGG-16 stay frozen in every stage of the paper's training.
 ALWAYS_FROZEN = {
@@ -55,7 +55,7 @@ class PaddingMask(keras.layers.Layer):
         # Every image filling the map (one image, or a batch of one size): nothing to zero, and
         # the multiply, a full pass over the activations, is skipped (~7% of VGG-16's time).
         masked = lambda: x * tf.cast(valid_mask(sizes, shape[1], shape[2]), x.dtype)  # noqa: E731
-        if branchless():
+        if converting():
             return masked()
         padded = tf.reduce_any(sizes < tf.cast(shape[1:3], sizes.dtype))
         return tf.cond(padded, masked, lambda: tf.identity(x))

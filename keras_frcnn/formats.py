@@ -12,7 +12,8 @@ but for what these runtimes lack:
 - no string output: the class names travel as the format's metadata (ONNX ``metadata_props``,
   OpenVINO ``rt_info``) or, for LiteRT, a labels file beside the model (``<name>.labels.txt``, one
   name per line, TFLite's usual label file);
-- no ``tf.cond`` shortcuts (``preprocessing.without_branches``): the same values, no ``If`` nodes;
+- traced inside ``preprocessing.for_converters``: no ``tf.cond`` shortcuts, no float64, the
+  same values;
 - the uint8 image is widened to float32 before the row gathers of the resize (no bitcast, an op
   the converters do not map); the same values;
 - a batch must hold at least one image (the SavedModel answers an empty batch).
@@ -57,7 +58,7 @@ def detection_function(model):
 
     from keras_frcnn.export import od_api_outputs
     from keras_frcnn.models import forward
-    from keras_frcnn.preprocessing import without_branches
+    from keras_frcnn.preprocessing import for_converters
 
     layers, class_names = model.layers_, tuple(model.class_names)
 
@@ -70,21 +71,35 @@ def detection_function(model):
 
     function = tf.function(detect, autograph=False, input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
-    with without_branches():
+    with for_converters():
         function.get_concrete_function()
     return function
 
 
-def _write_function(model, directory):
-    """The detection function as a one-signature SavedModel, the converters' input."""
+def _write_function(model, directory, frozen=False):
+    """The detection function as a one-signature SavedModel, the converters' input; ``frozen``:
+    its weights as constants (LiteRT's converter keeps variables otherwise, which its runtime
+    then reads uninitialised)."""
     import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     function = detection_function(model)
+    concrete = function.get_concrete_function()
     module = tf.Module()
+    if frozen:
+        constants = convert_variables_to_constants_v2(concrete)
+        keys = sorted(concrete.structured_outputs)  # a dict's outputs are flattened in key order
+
+        def named(input_tensor):
+            return dict(zip(keys, constants(input_tensor)))
+
+        function = tf.function(named, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
+        concrete = function.get_concrete_function()
+    else:
+        module.weights = list(model.weights)
     module.detect = function
-    module.weights = list(model.weights)
-    with_branches_off = function.get_concrete_function()
-    tf.saved_model.save(module, directory, signatures={"serving_default": with_branches_off})
+    tf.saved_model.save(module, directory, signatures={"serving_default": concrete})
 
 
 def export_runtime_model(model, path, fmt=None):
@@ -103,7 +118,7 @@ def export_runtime_model(model, path, fmt=None):
     work = tempfile.mkdtemp(prefix="keras_frcnn_export_")
     try:
         saved = os.path.join(work, "saved_model")
-        _write_function(model, saved)
+        _write_function(model, saved, frozen=fmt == "litert")
         return {"onnx": _to_onnx, "openvino": _to_openvino, "litert": _to_litert}[fmt](
             saved, path, names, work)
     finally:

@@ -60,7 +60,7 @@ class Detections(keras.layers.Layer):
         raw_boxes = tf.gather(pred_boxes, best, batch_dims=2) * factor
         raw_boxes = tf.where(tf.expand_dims(valid_roi, -1), raw_boxes, 0.0)
         raw_scores = tf.where(tf.expand_dims(valid_roi, -1), probabilities, 0.0)
-        keep = valid_roi[:, :, None] & (scores > self.score_threshold)
+        keep = tf.expand_dims(valid_roi, -1) & (scores > self.score_threshold)
         scores = tf.where(keep, scores, _DROPPED)
 
         scores = tf.reshape(scores, [batch, -1])  # [B, R * N]
@@ -71,7 +71,7 @@ class Detections(keras.layers.Layer):
         classes = tf.gather(classes, order)  # [B, R * N]
 
         offset = tf.reduce_max(image_info[:, :2]) + 1.0
-        shifted = pred_boxes + tf.cast(classes, tf.float32)[..., None] * offset
+        shifted = pred_boxes + tf.expand_dims(tf.cast(classes, tf.float32), -1) * offset
         selected, num_detections = box_ops.batched_nms(shifted, scores, self.max_detections,
                                                        self.nms_iou, _DROPPED / 2)
         valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]

@@ -20,23 +20,24 @@ _TRACING = threading.local()
 
 
 @contextlib.contextmanager
-def without_branches():
-    """Layers traced inside this context take no ``tf.cond`` shortcut: the padding masks always
-    multiply and images already at their size are resampled anyway (exactly: a resize at scale 1
-    samples each pixel with weight 0 on its neighbour). Same values, a graph with no ``If`` for
-    the converters of other runtimes (OpenVINO computes wrong values from some ``If`` outputs of
-    dynamic shape)."""
-    previous = getattr(_TRACING, "branchless", False)
-    _TRACING.branchless = True
+def for_converters():
+    """Layers traced inside this context build a graph that other runtimes' converters (tf2onnx,
+    OpenVINO, LiteRT) map exactly, with the same values: no ``tf.cond`` shortcut (the padding
+    masks always multiply, and images already at their size are resampled anyway, which at scale
+    1 gives each pixel back: its neighbour's weight is 0; OpenVINO computes wrong values from
+    some ``If`` outputs of dynamic shape) and no float64 (RoI pooling's bin lengths come from a
+    table; LiteRT has no float64 division)."""
+    previous = getattr(_TRACING, "converting", False)
+    _TRACING.converting = True
     try:
         yield
     finally:
-        _TRACING.branchless = previous
+        _TRACING.converting = previous
 
 
-def branchless():
-    """Whether layers are being traced inside ``without_branches()``."""
-    return getattr(_TRACING, "branchless", False)
+def converting():
+    """Whether layers are being traced inside ``for_converters()``."""
+    return getattr(_TRACING, "converting", False)
 
 
 def scaled_size(image_sizes, min_side, max_side):
@@ -58,8 +59,10 @@ def valid_mask(valid_sizes, height, width):
     valid_sizes = tf.cast(valid_sizes, tf.int32)
     rows = tf.range(height)[None, :] < valid_sizes[:, 0:1]  # [B, H]
     cols = tf.range(width)[None, :] < valid_sizes[:, 1:2]  # [B, W]
-    mask = tf.logical_and(rows[:, :, None], cols[:, None, :])
-    return tf.cast(mask, tf.float32)[..., None]
+    # expand_dims rather than [:, :, None]: LiteRT's converter cannot map a strided slice that
+    # adds an axis between dynamic ones.
+    mask = tf.logical_and(tf.expand_dims(rows, 2), tf.expand_dims(cols, 1))
+    return tf.expand_dims(tf.cast(mask, tf.float32), -1)
 
 
 def _interpolation(out_size, valid_in, valid_out):
@@ -117,8 +120,8 @@ def resize_bilinear(images, valid_sizes, new_sizes):
 
     tl, tr = columns(rows_top)
     bl, br = columns(rows_bottom)
-    wx = wx[:, None, :, None]
-    wy = wy[:, :, None, None]
+    wx = tf.expand_dims(tf.expand_dims(wx, 1), -1)  # [B, 1, w, 1]
+    wy = tf.expand_dims(tf.expand_dims(wy, -1), -1)  # [B, h, 1, 1]
     upper = tl + (tr - tl) * wx
     lower = bl + (br - bl) * wx
     return upper + (lower - upper) * wy
@@ -172,7 +175,7 @@ class Preprocess(keras.layers.Layer):
             # Images already at their size (a 600 x 1000 photo for the paper's rule) skip the
             # resampling, which would return them unchanged.
             height, width = tf.reduce_max(new_sizes[:, 0]), tf.reduce_max(new_sizes[:, 1])
-            if branchless():
+            if converting():
                 images = resize_bilinear(images, valid, new_sizes)
             else:
                 images = tf.cond(tf.reduce_all(new_sizes == valid),

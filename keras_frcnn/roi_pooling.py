@@ -24,11 +24,16 @@ constants), so they are wrapped in ``tf.stop_gradient``.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from keras_frcnn.preprocessing import converting
 
 # Scaled RoI coordinates are clipped to +-2**22 cells: keeps the int32 arithmetic defined for absurd
 # boxes, and keeps RoIs short enough for the exact float32 division argument in ``caffe_bin_edges``.
 _CELL_LIMIT = 2.0**22
+# RoI lengths (in feature cells) the converters' bin table covers: a 65536 px side at stride 16.
+_BIN_TABLE_SIZE = 4097
 
 
 def round_half_away_from_zero(x):
@@ -62,7 +67,12 @@ def caffe_bin_edges(roi_start, roi_end, pool_size, size):
     # which for roi_len < 2**24 is never that close to a float32 rounding boundary, and double
     # rounding via float64 (more than 2 * 24 + 2 bits) is harmless. The tests check every
     # roi_len up to 4096 in eager, graph and XLA modes.
-    bin_len = tf.cast(tf.cast(roi_len, tf.float64) / float(pool_size), tf.float32)[..., None]
+    if converting():
+        # No float64 for the converters: the same correctly rounded quotients, from a table.
+        table = (np.arange(_BIN_TABLE_SIZE, dtype=np.float64) / pool_size).astype(np.float32)
+        bin_len = tf.gather(tf.constant(table), tf.minimum(roi_len, _BIN_TABLE_SIZE - 1))[..., None]
+    else:
+        bin_len = tf.cast(tf.cast(roi_len, tf.float64) / float(pool_size), tf.float32)[..., None]
     j = tf.range(pool_size, dtype=tf.float32)
     start = roi_start[..., None]
     lo = tf.cast(tf.floor(j * bin_len), tf.int32) + start
@@ -133,7 +143,8 @@ def _block_corners(lo, hi, num_levels):
     for j in range(1, num_levels):
         level += tf.cast(length >= 2**j, tf.int32)
     first = tf.where(non_empty, lo, 0)
-    last = tf.where(non_empty, hi - tf.bitwise.left_shift(1, level), 0)
+    block = tf.gather(tf.constant([2**j for j in range(num_levels)], tf.int32), level)  # 2**level
+    last = tf.where(non_empty, hi - block, 0)
     return level, first, last, non_empty
 
 

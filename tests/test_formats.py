@@ -1,0 +1,215 @@
+"""Exports for other runtimes (ONNX Runtime, OpenVINO, LiteRT): each artifact, written by
+export.py, runs in its runtime in a fresh process where keras_frcnn and Keras cannot be imported,
+and gives the Keras model's detections."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from conftest import synthetic_batch, tiny_config
+from keras_frcnn import boxes as box_ops
+from keras_frcnn import formats
+from keras_frcnn.models import build_models, forward
+from keras_frcnn.preprocessing import for_converters
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASS_NAMES = ["square", "wide"]
+RUNTIMES = ["onnx", "openvino", "litert"]
+
+# A user's own code: the runtime's API only, keras_frcnn and Keras made unimportable.
+RUNTIME_CHILD = textwrap.dedent(r"""
+    import sys
+    sys.modules["keras_frcnn"] = None
+    sys.modules["keras"] = None
+    import json
+    import numpy as np
+
+    fmt, path, images_npz, out_npz, out_json = sys.argv[1:6]
+    images = [v for _, v in sorted(np.load(images_npz).items(), key=lambda kv: int(kv[0][1:]))]
+    if fmt == "onnx":
+        import onnxruntime as ort
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        names = json.loads(session.get_modelmeta().custom_metadata_map["class_names"])
+        outputs = [o.name for o in session.get_outputs()]
+        run = lambda x: dict(zip(outputs, session.run(None, {"input_tensor": x})))
+    elif fmt == "openvino":
+        import openvino as ov
+        core = ov.Core()
+        model = core.read_model(path)
+        names = json.loads(model.get_rt_info(["model_info", "class_names"]).astype(str))
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        run = lambda x: {o.get_any_name(): v for o, v in compiled(x).items()}
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+        runner = Interpreter(model_path=path).get_signature_runner("serving_default")
+        names = open(path[: -len(".tflite")] + ".labels.txt").read().split("\n")[:-1]
+        run = lambda x: runner(input_tensor=x)
+    arrays = {}
+    for i, image in enumerate(images):
+        for k, v in run(image[None]).items():
+            arrays[f"{i}_{k}"] = np.asarray(v)
+    # A batch of two images of one size (a dynamic batch dimension).
+    for k, v in run(np.stack([images[0], images[1]])).items():
+        arrays[f"batch_{k}"] = np.asarray(v)
+    np.savez(out_npz, **arrays)
+    with open(out_json, "w") as f:
+        json.dump({"names": names}, f)
+""")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("formats")
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_config(), 2, weights=None, class_names=CLASS_NAMES)
+    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(150), verbose=0)
+    net.model.save(root / "model.keras")
+    # Two trained-on images (one size) and one of another size and aspect.
+    images = list(synthetic_batch(2)["images"]) + [synthetic_batch(1, size=144, seed=3)["images"][0][:, :120]]
+    reference = [{k: v.numpy()[0] for k, v in net.model(image[None]).items()} for image in images]
+    np.savez(root / "images.npz", **{f"i{i}": im for i, im in enumerate(images)})
+    return types.SimpleNamespace(root=root, model=net.model, images=images, reference=reference)
+
+
+def export(trained, fmt, *extra):
+    out = trained.root / f"frcnn{formats.SUFFIXES[fmt]}"
+    if not out.exists():
+        result = subprocess.run([sys.executable, "export.py", "--model", str(trained.root / "model.keras"),
+                                 "--format", fmt, "--out", str(out), *extra], cwd=REPO,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"({fmt}; 2 classes: square, wide)" in result.stdout
+    return out
+
+
+def candidates(model, image):
+    """Every (RoI, class) candidate of the Keras model for ``image``: boxes ``[R, N, 4]`` in
+    input pixels and scores ``[R, N]``, before the threshold and NMS."""
+    layers, images = model.layers_, tf.constant(image[None])
+    processed, info = layers.preprocess(images)
+    features = layers.base([processed, info])
+    logits, deltas, anchors = layers.rpn(features)
+    rois, _, _ = layers.proposals([logits, deltas, anchors, info])
+    class_logits, box_deltas = layers.detector(features, rois)
+    scores = tf.nn.softmax(class_logits, -1)[0, :, 1:].numpy()
+    boxes = box_ops.decode(box_deltas[:, :, 1:], rois[:, :, None, :], layers.detections.box_stds)
+    boxes = box_ops.clip(boxes, info[:, None, :2])[0].numpy() * np.tile(image.shape[:2] / info[0, :2].numpy(), 2)
+    return boxes, scores
+
+
+def assert_same_detections(out, reference, size, tied=None):
+    """The four OD API outputs of one image vs the Keras model's detections of it: the same
+    detections in the same order, boxes within 1 px. ``tied``: the Keras model's candidates; a
+    box that differs must then be another candidate of the same class with the same score (two
+    RoIs that pool identical features tie exactly, and a runtime whose top-k is not stable may
+    order them the other way)."""
+    n = int(reference["num_detections"])
+    assert int(out["num_detections"]) == n and n > 0
+    h, w = size
+    np.testing.assert_array_equal(out["detection_classes"][:n], reference["labels"][:n] + 1)
+    assert not out["detection_classes"][n:].any()
+    np.testing.assert_allclose(out["detection_scores"], reference["confidence"], atol=1e-4)
+    boxes = out["detection_boxes"][:n] * [h, w, h, w]
+    for i in range(n):
+        if np.abs(boxes[i] - reference["boxes"][i]).max() <= 1.0:
+            continue
+        assert tied is not None, f"detection {i}: {boxes[i]} != {reference['boxes'][i]}"
+        cls, score = reference["labels"][i], reference["confidence"][i]
+        same = (np.abs(tied[1][:, cls] - score) <= 1e-5) & (np.abs(tied[0][:, cls] - boxes[i]).max(-1) <= 1.0)
+        assert same.any(), f"detection {i}: {boxes[i]} is no candidate of class {cls} scoring {score}"
+
+
+@pytest.mark.parametrize("fmt", RUNTIMES)
+def test_export_runs_in_its_runtime_without_keras_frcnn(trained, fmt):
+    path = export(trained, fmt)
+    out_npz, out_json = trained.root / f"{fmt}.npz", trained.root / f"{fmt}.json"
+    subprocess.run([sys.executable, "-c", RUNTIME_CHILD, fmt, str(path), str(trained.root / "images.npz"),
+                    str(out_npz), str(out_json)], check=True, timeout=600)
+    arrays = dict(np.load(out_npz))
+    assert json.loads(out_json.read_text())["names"] == CLASS_NAMES
+    for i, (image, reference) in enumerate(zip(trained.images, trained.reference)):
+        # LiteRT's TopK breaks exact ties in its own order.
+        tied = candidates(trained.model, image) if fmt == "litert" else None
+        out = {k: arrays[f"{i}_{k}"][0] for k in formats.OUTPUT_NAMES}
+        assert out["detection_boxes"].shape == (100, 4)
+        assert_same_detections(out, reference, image.shape[:2], tied)
+        if i < 2:
+            batched = {k: arrays[f"batch_{k}"][i] for k in formats.OUTPUT_NAMES}
+            assert_same_detections(batched, reference, image.shape[:2], tied)
+
+
+@pytest.mark.parametrize("fmt", ["onnx"])
+def test_predict_draws_the_detections_of_an_exported_model(trained, fmt, tmp_path):
+    path = export(trained, fmt)
+    image_path = tmp_path / "image.png"
+    Image.fromarray(trained.images[2]).save(image_path)
+    lines = {}
+    for model in (trained.root / "model.keras", path):
+        result = subprocess.run([sys.executable, "-m", "keras_frcnn.predict", "--model", str(model),
+                                 str(image_path), "--out", str(tmp_path / model.name)], cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        lines[model.suffix] = result.stdout.strip().rsplit(" -> ", 1)[0]
+        assert (tmp_path / model.name / "image.png").exists()
+    assert lines[".onnx"] == lines[".keras"] and "detections >= 0.3" in lines[".onnx"]
+
+
+def test_runtime_model_interface_matches_the_keras_model(trained):
+    """``formats.load_runtime_model`` (what predict uses) gives the Keras model's dict."""
+    model = formats.load_runtime_model(export(trained, "openvino"))
+    assert model.class_names == tuple(CLASS_NAMES)
+    out = {k: v[0] for k, v in model(trained.images[2][None]).items()}
+    reference = trained.reference[2]
+    n = int(reference["num_detections"])
+    assert int(out["num_detections"]) == n
+    np.testing.assert_array_equal(out["labels"], reference["labels"])
+    np.testing.assert_allclose(out["boxes"], reference["boxes"], atol=1.0)
+
+
+def test_export_format_errors(trained, tmp_path):
+    base = [sys.executable, "export.py", "--model", str(trained.root / "model.keras")]
+    result = subprocess.run(base + ["--format", "onnx", "--out", str(tmp_path / "m"), "--version", "2"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "--version" in result.stderr
+    with pytest.raises(FileExistsError):
+        formats.export_runtime_model(trained.model, export(trained, "onnx"))
+    with pytest.raises(ValueError, match=r"\.xml"):
+        formats.export_runtime_model(trained.model, tmp_path / "m.onnx", "openvino")
+    with pytest.raises(ValueError, match="not an exported model"):
+        formats.load_runtime_model(tmp_path / "model.pt")
+
+
+def test_the_branch_free_trace_computes_the_same_detections(trained):
+    """What the converters get (no tf.cond shortcuts, float32 input) equals the model exactly,
+    on a padded batch of two sizes and on one image at its own size."""
+    layers = trained.model.layers_
+    a, b = trained.images[0], trained.images[2]
+    batch = np.zeros((2, 144, 128, 3), np.uint8)
+    batch[0, :128, :128], batch[1, :144, :120] = a, b
+    sizes = np.array([[128, 128], [144, 120]], np.int32)
+
+    def run(images, image_sizes, branchless):
+        function = tf.function(lambda x, s: forward(layers, x, s), autograph=False)
+        if branchless:
+            with for_converters():
+                concrete = function.get_concrete_function(tf.TensorSpec([None, None, None, 3], tf.float32),
+                                                          tf.TensorSpec([None, 2], tf.int32))
+            graph_ops = {op.type for op in concrete.graph.get_operations()}
+            assert not graph_ops & {"If", "StatelessIf"}
+            return {k: v.numpy() for k, v in concrete(tf.cast(images, tf.float32), image_sizes).items()}
+        return {k: v.numpy() for k, v in function(tf.constant(images), image_sizes).items()}
+
+    for images, image_sizes in ((batch, sizes), (a[None], np.array([[128, 128]], np.int32))):
+        plain, branchless = run(images, image_sizes, False), run(images, image_sizes, True)
+        for k in plain:
+            np.testing.assert_array_equal(branchless[k], plain[k], err_msg=k)
