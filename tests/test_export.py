@@ -342,6 +342,8 @@ def test_every_op_on_the_serving_path_has_a_gpu_kernel(exported, tmp_path):
     on its CPU, but decoding and the ragged batch it builds; no Python ops anywhere."""
     assert export.ops_without_gpu_kernels(exported.path, "serving_default") == {}
     assert set(export.ops_without_gpu_kernels(exported.path, "serving_encoded")) <= DECODING_OPS
+    # tf_example parses the proto on the host, then decodes as serving_encoded.
+    assert set(export.ops_without_gpu_kernels(exported.path, "tf_example")) <= DECODING_OPS | {"ParseExampleV2"}
     ops = export.graph_op_types(exported.path)
     assert "Conv2D" in ops and "DecodeImage" in ops  # the walk reaches the nested functions
     assert not ops & export.PYTHON_OPS
