@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn import boxes as box_ops
+from keras_frcnn.preprocessing import converting
 
 _DROPPED = -1.0
 
@@ -66,9 +67,15 @@ class Detections(keras.layers.Layer):
         scores = tf.reshape(scores, [batch, -1])  # [B, R * N]
         pred_boxes = tf.reshape(pred_boxes, [batch, -1, 4])
         classes = tf.tile(tf.range(num_classes), [num_rois_padded])  # the class of each column
-        scores, order = tf.math.top_k(scores, k=tf.shape(scores)[1], sorted=True)
-        pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
-        classes = tf.gather(classes, order)  # [B, R * N]
+        if converting():
+            # No sort: NMS orders by score itself, ties to the lower index, which is the order
+            # of the stable sort below (OpenVINO's sorted TopK is O(n k): ~180 ms for 6000).
+            order = tf.tile(tf.range(tf.shape(scores)[1])[None], [batch, 1])
+            classes = tf.tile(classes[None], [batch, 1])
+        else:
+            scores, order = tf.math.top_k(scores, k=tf.shape(scores)[1], sorted=True)
+            pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
+            classes = tf.gather(classes, order)  # [B, R * N]
 
         offset = tf.reduce_max(image_info[:, :2]) + 1.0
         shifted = pred_boxes + tf.expand_dims(tf.cast(classes, tf.float32), -1) * offset

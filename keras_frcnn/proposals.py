@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn import boxes as box_ops
+from keras_frcnn.preprocessing import converting
 
 # Scores of dropped boxes; probabilities are >= 0, so NMS's score threshold below excludes them.
 _DROPPED = -1.0
@@ -33,6 +34,20 @@ def feature_position_mask(anchors, image_info, stride, rounding):
     sizes = tf.floor(sizes) if rounding == "floor" else tf.math.ceil(sizes)
     inside = positions[None, :, :] < sizes[:, None, :]  # [B, A, 2]
     return tf.reduce_all(inside, axis=-1)
+
+
+def _keep_top_k_in_place(scores, k):
+    """``scores [B, A]`` with all but the ``k`` best of each row set to ``_DROPPED``, in place:
+    the set a stable sorted top-k keeps (ties at the k-th score go to the lower indices). NMS
+    then orders by score itself, breaking ties by the lower index, so its selection equals that
+    from the sorted top-k. For the converters: OpenVINO's sorted TopK takes ~180 ms for 6000 of
+    10000 scores (O(n k)), its unsorted one 1 ms."""
+    kth = tf.reduce_min(tf.math.top_k(scores, k=k, sorted=False).values, axis=1, keepdims=True)
+    above = scores > kth
+    tied = tf.equal(scores, kth)
+    room = k - tf.reduce_sum(tf.cast(above, tf.int32), axis=1, keepdims=True)
+    keep = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=1) <= room))
+    return tf.where(keep, scores, _DROPPED)
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
@@ -81,8 +96,11 @@ class Proposals(keras.layers.Layer):
 
         num_anchors = tf.shape(scores)[1]
         k = num_anchors if pre_nms_top_n <= 0 else tf.minimum(pre_nms_top_n, num_anchors)
-        scores, order = tf.math.top_k(scores, k=k, sorted=True)
-        pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
+        if converting():
+            scores = _keep_top_k_in_place(scores, k)
+        else:
+            scores, order = tf.math.top_k(scores, k=k, sorted=True)
+            pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
 
         selected, num_proposals = box_ops.batched_nms(pred_boxes, scores, post_nms_top_n,
                                                       self.nms_iou, _DROPPED / 2)
