@@ -93,7 +93,7 @@ def export_runtime(args, model, started):
     out = args.out if args.out.endswith(formats.SUFFIXES[args.format]) else args.out + formats.SUFFIXES[args.format]
     try:
         written = formats.export_runtime_model(model, out, args.format)
-    except (FileExistsError, ValueError) as error:
+    except (FileExistsError, ValueError, ImportError) as error:
         raise cli.UsageError(str(error)) from None
     print(f"exported {args.model} -> {', '.join(written)} ({args.format}; "
           f"{len(model.class_names)} classes: {', '.join(model.class_names)}) in "

@@ -111,6 +111,7 @@ def main():
     from keras_frcnn.export import export_saved_model
 
     out = args.out or tempfile.mkdtemp(prefix="bench_runtimes_")
+    os.makedirs(out, exist_ok=True)
     try:
         if args.model:
             from keras_frcnn import cli

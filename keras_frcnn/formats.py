@@ -24,6 +24,7 @@ Keras model's interface (for ``keras_frcnn.predict`` and the tests).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -38,6 +39,19 @@ SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
 INPUT_NAME = "input_tensor"
 OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 CLASS_NAMES_KEY = "class_names"
+
+
+@contextlib.contextmanager
+def _runtime_needed(fmt):
+    """An ImportError of a runtime's package says which extra installs it."""
+    try:
+        yield
+    except ImportError as error:
+        extra = {"onnx": "onnx", "openvino": "openvino", "litert": "litert"}.get(fmt)
+        if extra is None:
+            raise
+        raise ImportError(f"the {fmt} format needs {error.name or 'its runtime'}: "
+                          f"pip install 'keras-frcnn[{extra}]'") from error
 
 
 def format_of(path) -> str:
@@ -115,6 +129,8 @@ def export_runtime_model(model, path, fmt=None):
         raise FileExistsError(f"{path} exists: remove it or choose another --out")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     names = list(model.class_names)
+    with _runtime_needed(fmt):  # before the trace: a missing converter fails at once
+        __import__({"onnx": "tf2onnx", "openvino": "openvino", "litert": "ai_edge_litert"}[fmt])
     work = tempfile.mkdtemp(prefix="keras_frcnn_export_")
     try:
         saved = os.path.join(work, "saved_model")
@@ -181,7 +197,8 @@ class RuntimeModel:
         self.format = fmt or format_of(self.path)
         opener = {"onnx": self._open_onnx, "openvino": self._open_openvino,
                   "litert": self._open_litert, "saved_model": self._open_saved_model}[self.format]
-        self._run, names = opener(threads)
+        with _runtime_needed(self.format):
+            self._run, names = opener(threads)
         self.class_names = names if isinstance(names, _NamesSeen) else tuple(names)
 
     def _open_onnx(self, threads):

@@ -87,8 +87,9 @@ def _predict(args):
 
         try:
             model = load_runtime_model(args.model)
-        except (ValueError, OSError) as error:
-            raise cli.UsageError(f"--model {args.model}: {error}") from None
+        except Exception as error:  # each runtime has exceptions of its own for a bad file
+            raise cli.UsageError(f"--model {args.model}: cannot be opened "
+                                 f"({type(error).__name__}: {error})") from None
     _, failed = predict_files(model, args.images, args.out, args.min_score)
     return 1 if failed else 0
 

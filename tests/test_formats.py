@@ -193,6 +193,20 @@ def test_export_format_errors(trained, tmp_path):
         formats.export_runtime_model(trained.model, tmp_path / "m.onnx", "openvino")
     with pytest.raises(ValueError, match="not an exported model"):
         formats.load_runtime_model(tmp_path / "model.pt")
+    # A corrupt artifact: predict names it and fails cleanly.
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    Image.fromarray(trained.images[0]).save(tmp_path / "image.png")
+    result = subprocess.run([sys.executable, "-m", "keras_frcnn.predict", "--model", str(tmp_path / "broken.onnx"),
+                             str(tmp_path / "image.png"), "--out", str(tmp_path / "drawn")], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "broken.onnx: cannot be opened" in result.stderr
+    assert "Traceback" not in result.stderr
+    # A runtime that is not installed: the error says which extra brings it.
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from keras_frcnn.formats import load_runtime_model\n"
+            f"load_runtime_model({str(tmp_path / 'broken.onnx')!r})")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert "pip install 'keras-frcnn[onnx]'" in result.stderr
 
 
 def test_the_branch_free_trace_computes_the_same_detections(trained):
