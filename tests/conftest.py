@@ -66,3 +66,23 @@ def synthetic_batch(n=4, size=128, seed=0):
         "gt_classes": gt_classes,
         "num_gt": np.full((n,), 2, np.int32),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory):
+    """One tiny two-class model ("square", "wide") trained 200 joint steps on ``synthetic_batch``,
+    saved as ``root / "model.keras"``, shared by the export tests (training it takes ~10 s)."""
+    import types
+
+    import keras
+    import tensorflow as tf
+
+    from keras_frcnn.models import build_models
+
+    root = tmp_path_factory.mktemp("tiny_trained")
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_config(), 2, weights=None, class_names=["square", "wide"])
+    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(200), verbose=0)
+    net.model.save(root / "model.keras")
+    return types.SimpleNamespace(root=root, model=net.model)

@@ -10,12 +10,12 @@ gRPC and REST APIs on localhost.
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import types
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -23,7 +23,6 @@ from PIL import Image
 
 from conftest import synthetic_batch, tiny_config
 from keras_frcnn import export
-from keras_frcnn.models import build_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections", "detection_class_names",
@@ -177,16 +176,13 @@ def sample_images():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_trained, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    keras.utils.set_random_seed(0)
-    net = build_models(tiny_config(), 2, weights=None, class_names=CLASS_NAMES)
-    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
-    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(200), verbose=0)
-    net.model.save(root / "model.keras")
+    shutil.copy(tiny_trained.root / "model.keras", root / "model.keras")
+    model = tiny_trained.model
     images = sample_images()
-    reference = [{k: v.numpy()[0] for k, v in net.model(image[None]).items()} for image in images]
-    return types.SimpleNamespace(root=root, model=net.model, images=images, reference=reference)
+    reference = [{k: v.numpy()[0] for k, v in model(image[None]).items()} for image in images]
+    return types.SimpleNamespace(root=root, model=model, images=images, reference=reference)
 
 
 @pytest.fixture(scope="module")
