@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import synthetic_batch
+from conftest import synthetic_batch, tiny_config
 from keras_frcnn import boxes as box_ops
 from keras_frcnn import formats, predict
 from keras_frcnn.models import forward
@@ -67,16 +67,42 @@ RUNTIME_CHILD = textwrap.dedent(r"""
 """)
 
 
+def with_images(model, root):
+    """Two trained-on images (one size) and one of another size and aspect, with ``model``'s
+    detections of each, as the tests' fixture."""
+    images = list(synthetic_batch(2)["images"]) + [synthetic_batch(1, size=144, seed=3)["images"][0][:, :120]]
+    reference = [{k: v.numpy()[0] for k, v in model(image[None]).items()} for image in images]
+    np.savez(root / "images.npz", **{f"i{i}": im for i, im in enumerate(images)})
+    return types.SimpleNamespace(root=root, model=model, images=images, reference=reference)
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_trained, tmp_path_factory):
     root = tmp_path_factory.mktemp("formats")
     shutil.copy(tiny_trained.root / "model.keras", root / "model.keras")
-    net = tiny_trained
-    # Two trained-on images (one size) and one of another size and aspect.
-    images = list(synthetic_batch(2)["images"]) + [synthetic_batch(1, size=144, seed=3)["images"][0][:, :120]]
-    reference = [{k: v.numpy()[0] for k, v in net.model(image[None]).items()} for image in images]
-    np.savez(root / "images.npz", **{f"i{i}": im for i, im in enumerate(images)})
-    return types.SimpleNamespace(root=root, model=net.model, images=images, reference=reference)
+    return with_images(tiny_trained.model, root)
+
+
+@pytest.fixture(scope="module")
+def trained_bn8(tmp_path_factory):
+    """The shapes preset's kind of base: ZF with batch norm (folded or not by each converter)
+    and feature stride 8."""
+    import dataclasses
+
+    import keras
+
+    from keras_frcnn import config as C
+    from keras_frcnn.models import build_models
+
+    root = tmp_path_factory.mktemp("formats_bn8")
+    cfg = dataclasses.replace(tiny_config(), base_batch_norm=True,
+                              anchors=C.AnchorConfig(stride=8, base_size=8, scales=(3.0, 6.0)))
+    keras.utils.set_random_seed(0)
+    net = build_models(cfg, 2, weights=None, class_names=CLASS_NAMES)
+    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(150), verbose=0)
+    net.model.save(root / "model.keras")
+    return with_images(net.model, root)
 
 
 def export_script():
@@ -135,7 +161,9 @@ def assert_same_detections(out, reference, size, tied=None):
 
 
 @pytest.mark.parametrize("fmt", RUNTIMES)
-def test_export_runs_in_its_runtime_without_keras_frcnn(trained, fmt):
+@pytest.mark.parametrize("kind", ["tiny", "batch norm, stride 8"])
+def test_export_runs_in_its_runtime_without_keras_frcnn(request, kind, fmt):
+    trained = request.getfixturevalue("trained" if kind == "tiny" else "trained_bn8")
     path = export(trained, fmt)
     out_npz, out_json = trained.root / f"{fmt}.npz", trained.root / f"{fmt}.json"
     subprocess.run([sys.executable, "-c", RUNTIME_CHILD, fmt, str(path), str(trained.root / "images.npz"),
