@@ -12,8 +12,8 @@ but for what these runtimes lack:
 - no string output: the class names travel as the format's metadata (ONNX ``metadata_props``,
   OpenVINO ``rt_info``) or, for LiteRT, a labels file beside the model (``<name>.labels.txt``, one
   name per line, TFLite's usual label file);
-- traced inside ``preprocessing.for_converters``: no ``tf.cond`` shortcuts, no float64, the
-  same values;
+- traced inside ``preprocessing.for_converters``: no ``tf.cond`` shortcuts, no float64, no
+  sorted top-k; the same values;
 - the uint8 image is widened to float32 before the row gathers of the resize (no bitcast, an op
   the converters do not map); the same values;
 - a batch must hold at least one image (the SavedModel answers an empty batch).

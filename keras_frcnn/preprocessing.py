@@ -25,8 +25,9 @@ def for_converters():
     OpenVINO, LiteRT) map exactly, with the same values: no ``tf.cond`` shortcut (the padding
     masks always multiply, and images already at their size are resampled anyway, which at scale
     1 gives each pixel back: its neighbour's weight is 0; OpenVINO computes wrong values from
-    some ``If`` outputs of dynamic shape) and no float64 (RoI pooling's bin lengths come from a
-    table; LiteRT has no float64 division)."""
+    some ``If`` outputs of dynamic shape), no float64 (RoI pooling's bin lengths come from a
+    table; LiteRT has no float64 division) and no sorted top-k (proposals keep the top-k set in
+    place, detections go to NMS unsorted, the same selection; OpenVINO's sorted TopK is O(n k))."""
     previous = getattr(_TRACING, "converting", False)
     _TRACING.converting = True
     try:
