@@ -22,6 +22,7 @@ import sys
 import time
 
 from keras_frcnn import cli
+from keras_frcnn.formats import FORMATS
 
 
 def parse_args(argv=None):
@@ -31,8 +32,7 @@ def parse_args(argv=None):
                         help="saved_model: the model's base path DIR/NAME (TF Serving's "
                         "--model_base_path); other formats: the file to write (its suffix is added "
                         "if missing)")
-    parser.add_argument("--format", default="saved_model",
-                        choices=["saved_model", "onnx", "openvino", "litert"],
+    parser.add_argument("--format", default="saved_model", choices=FORMATS,
                         help="saved_model (TF Serving, the default), onnx (ONNX Runtime), openvino "
                         "(OpenVINO IR) or litert (.tflite)")
     parser.add_argument("--version", type=int,

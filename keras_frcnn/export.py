@@ -76,19 +76,16 @@ def od_api_outputs(detections, image_sizes, class_names):
     scale = tf.tile(tf.cast(image_sizes, tf.float32), [1, 2])[:, None, :]
     boxes = tf.clip_by_value(detections["boxes"] / scale, 0.0, 1.0)
     names = tf.constant(list(class_names), tf.string)
-    extra = {}
-    if "raw_boxes" in detections:
-        k = len(class_names) + 1
-        extra = {"detection_multiclass_scores": tf.ensure_shape(detections["multiclass_scores"],
-                                                                [None, None, k]),
-                 "raw_detection_boxes": tf.clip_by_value(detections["raw_boxes"] / scale, 0.0, 1.0),
-                 "raw_detection_scores": tf.ensure_shape(detections["raw_scores"], [None, None, k])}
-    return {**extra,
+    k = len(class_names) + 1
+    return {
         "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
         "detection_scores": detections["confidence"],
         "detection_classes": tf.where(valid, tf.cast(labels + 1, tf.float32), 0.0),
         "num_detections": tf.cast(detections["num_detections"], tf.float32),
         "detection_class_names": tf.where(valid, tf.gather(names, tf.maximum(labels, 0)), ""),
+        "detection_multiclass_scores": tf.ensure_shape(detections["multiclass_scores"], [None, None, k]),
+        "raw_detection_boxes": tf.clip_by_value(detections["raw_boxes"] / scale, 0.0, 1.0),
+        "raw_detection_scores": tf.ensure_shape(detections["raw_scores"], [None, None, k]),
     }
 
 
