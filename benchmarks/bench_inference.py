@@ -5,6 +5,7 @@ float32, mixed bfloat16 (float32 weights cast on every call) and bfloat16 (the m
 rounds, medians).
 
     python benchmarks/bench_inference.py [--reps 5] [--batch 1] [--precisions float32,mixed_bfloat16,bfloat16] [--jit]
+    python benchmarks/bench_inference.py --preset resnet50-voc   # another base (its conv5 head)
 
 Peak memory: TensorFlow's CPU allocator peak during one call of each (``tf.config.experimental
 .get_memory_info`` on "CPU:0"), reset before the call.
@@ -42,6 +43,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--precisions", default="float32,mixed_bfloat16,bfloat16")
     parser.add_argument("--jit", action="store_true", help="also time the whole model under XLA")
+    parser.add_argument("--preset", default="voc", help="the network's preset (default voc: VGG-16)")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)  # the same random weights every run
@@ -49,7 +51,7 @@ def main():
     candidates = {}
     for precision in args.precisions.split(","):
         mixed = MIXED_PRECISIONS.get(precision, precision)
-        model = build_models(dataclasses.replace(preset("voc"), precision=mixed), 20, weights=None).model
+        model = build_models(dataclasses.replace(preset(args.preset), precision=mixed), 20, weights=None).model
         if mixed != precision:
             model = model.for_inference()
         layers = model.layers_
@@ -74,7 +76,7 @@ def main():
     medians = {name: statistics.median(t) for name, t in times.items()}
 
     print(f"machine: {machine()}")
-    print(f"batch {args.batch}, 600 x 1000, 300 proposals; median of {args.reps} interleaved rounds")
+    print(f"{args.preset}: batch {args.batch}, 600 x 1000, 300 proposals; median of {args.reps} interleaved rounds")
     fp32_whole = medians.get("float32 whole model")
     for name, seconds in medians.items():
         precision = name.split(" ")[0]

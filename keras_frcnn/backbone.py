@@ -1,4 +1,5 @@
-"""The shared convolutional bases: VGG-16 (conv1_1..conv5_3) and ZF (conv1..conv5), stride 16.
+"""The shared convolutional bases: VGG-16 (conv1_1..conv5_3), ZF (conv1..conv5) and ResNet-50 /
+101 (conv1..conv4, the "C4" base), stride 16.
 
 A base is a ``keras.Model`` ``[images, image_info] -> features``: images ``[B, H, W, 3]``
 preprocessed (``Preprocess``), ``image_info`` ``[B, 3]`` (valid h, valid w, scale) of each image of
@@ -8,7 +9,7 @@ or padded in a batch with larger images: the zero padding of the next convolutio
 either way.
 
 Feature sizes: VGG-16's 2x2 / 2 max pools floor, so an image side n gives floor(n / 16); ZF's
-padded stride-2 layers give ceil(n / 16) (``config.feature_rounding``).
+and ResNet's padded stride-2 layers give ceil(n / 16) (``config.feature_rounding``).
 
 Departures from the paper, on purpose: ZF's local response normalisation layers are left out
 (Keras has no within-channel LRN, and they add little); ``width`` scales the channel counts for
@@ -25,7 +26,16 @@ from keras_frcnn.preprocessing import converting, valid_mask
 ALWAYS_FROZEN = {
     "vgg16": ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2"),
     "zf": (),
+    "resnet50": (),
+    "resnet101": (),
 }
+# An ImageNet ResNet keeps its stem and first stage (conv1, conv2_x) and every batch norm frozen:
+# Detectron's RESNETS.FREEZE_AT 2 with frozen (affine) batch norm, tf-faster-rcnn's
+# RESNET.FIXED_BLOCKS 1 with its batch norm in inference mode. A detector's batch of one or two
+# images cannot estimate batch statistics. From random weights nothing is frozen.
+RESNET_FROZEN_PREFIXES = ("conv1_", "conv2_")
+RESNET_STAGES = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+RESNET_EPSILON = 1.001e-5  # keras.applications' ResNet batch norm
 
 _VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
@@ -91,7 +101,7 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
-def _batch_norm(name):
+def _batch_norm(name, epsilon=1e-3):
     # Built under a multi-replica tf.distribute strategy, synchronised over the replicas: a
     # detector's per-replica batch is one or two images, and the statistics of the global batch
     # make a split batch train as it would on one device. Otherwise the fused layer: the
@@ -101,7 +111,7 @@ def _batch_norm(name):
     # the same arithmetic as the mixed policy the network was trained under.
     policy = keras.config.dtype_policy()
     dtype = f"mixed_{policy.name}" if policy.variable_dtype in ("bfloat16", "float16") else None
-    return FusedBatchNorm(synchronized=replicas > 1, name=name, dtype=dtype)
+    return FusedBatchNorm(synchronized=replicas > 1, epsilon=epsilon, name=name, dtype=dtype)
 
 
 def _channels(n, width):
@@ -212,7 +222,100 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
     return base
 
 
-BACKBONES = {"vgg16": vgg16, "zf": zf}
+def bottleneck(x, filters, stride, conv_shortcut, name, width=1.0, kernel_initializer="he_normal",
+               mask=None):
+    """One ResNet v1 bottleneck block as ``keras.applications``' ResNet builds it (its layer names,
+    so its ImageNet weights copy in by name): 1x1 (``stride``) -> 3x3 -> 1x1 (4 x ``filters``),
+    batch norm after each, a 1x1 projection shortcut (``stride``) when ``conv_shortcut``, ReLU
+    after the sum. The stride sits on the 1x1 convolutions, as in the original (Caffe) ResNet.
+    ``mask(x, stride)`` zeroes a padded batch's padding before the 3x3 convolution, the only
+    layer that mixes neighbouring positions."""
+    def conv(y, n, size, strides, suffix):
+        y = keras.layers.Conv2D(_channels(n, width), size, strides=strides, padding="same" if size > 1 else "valid",
+                                kernel_initializer=kernel_initializer, name=f"{name}_{suffix}_conv")(y)
+        return _batch_norm(f"{name}_{suffix}_bn", RESNET_EPSILON)(y)
+
+    shortcut = conv(x, 4 * filters, 1, stride, "0") if conv_shortcut else x
+    x = keras.layers.ReLU(name=f"{name}_1_relu")(conv(x, filters, 1, stride, "1"))
+    if mask is not None:
+        x = mask(x, f"{name}_1_mask")
+    x = keras.layers.ReLU(name=f"{name}_2_relu")(conv(x, filters, 3, 1, "2"))
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, conv(x, 4 * filters, 1, 1, "3")])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def resnet_stage(x, stage, blocks, stride, width=1.0, kernel_initializer="he_normal", mask=None):
+    """ResNet stage ``conv{stage}`` (2..5): ``blocks`` bottlenecks of 64 * 2**(stage - 2) filters,
+    the first with a projection shortcut and ``stride``."""
+    filters = 64 * 2 ** (stage - 2)
+    for i in range(1, blocks + 1):
+        x = bottleneck(x, filters, stride if i == 1 else 1, i == 1, f"conv{stage}_block{i}", width,
+                       kernel_initializer, mask)
+    return x
+
+
+def load_resnet_reference(name, weights):
+    """``keras.applications.ResNet50`` / ``ResNet101`` without its classifier, holding ``weights``
+    ("imagenet": Keras's ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, downloaded to
+    or placed in ``~/.keras/models/``; or a path)."""
+    builder = {"resnet50": keras.applications.ResNet50, "resnet101": keras.applications.ResNet101}[name]
+    try:
+        return builder(include_top=False, weights=weights, input_shape=(None, None, 3))
+    except Exception as error:  # the download or the file: say which and how to fix it
+        raise RuntimeError(
+            f"could not load {name} weights {weights!r}: {error}. Offline, put Keras's "
+            f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models/ or pass a "
+            "path with --weights."
+        ) from error
+
+
+def resnet(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_normal", batch_norm=False,
+           stride=16):
+    """ResNet-50 / 101 v1 conv1..conv4 (the "C4" base of Faster R-CNN with ResNets, He et al.
+    2016, Detectron's R-50-C4): stride 16, 1024 channels; conv5 is the detector head
+    (``heads.Res5Head``). ``keras.applications``' layers and names, with ``width`` scaling the
+    channels (1.0 = the real net). ``weights``: None (random), "imagenet" or a path (Keras's
+    ResNet weights file without the top), or a ``keras.applications`` ResNet to copy from.
+    ``batch_norm``: ResNets always have it (accepted for the builders' common signature).
+    ``stride``: 16 only.
+    """
+    del batch_norm
+    name = name or f"resnet{depth}"
+    _check_stride(name, stride)
+    images, image_info = _inputs()
+
+    def mask(at_stride):
+        return lambda x, layer: PaddingMask(at_stride, "ceil", name=layer)([x, image_info])
+
+    x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(images)
+    x = keras.layers.Conv2D(_channels(64, width), 7, strides=2, kernel_initializer=kernel_initializer,
+                            name="conv1_conv")(x)
+    x = _batch_norm("conv1_bn", RESNET_EPSILON)(x)
+    x = keras.layers.ReLU(name="conv1_relu")(x)
+    x = mask(2)(x, "conv1_mask")
+    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # >= 0 after ReLU: zeros pad a max pool
+    x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    blocks = RESNET_STAGES[name]
+    for stage, at_stride in ((2, 4), (3, 8), (4, 16)):
+        x = resnet_stage(x, stage, blocks[stage - 2], 1 if stage == 2 else 2, width, kernel_initializer,
+                         mask(at_stride))
+    x = mask(16)(x, "conv4_mask")
+    base = keras.Model([images, image_info], x, name=name)
+    if weights is not None:
+        reference = weights if isinstance(weights, keras.Model) else load_resnet_reference(name, weights)
+        copy_weights_by_name(base, reference)
+    return base
+
+
+def copy_weights_by_name(model, reference):
+    """Every layer of ``model`` with weights takes those of ``reference``'s layer of its name."""
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(reference.get_layer(layer.name).get_weights())
+
+
+BACKBONES = {"vgg16": vgg16, "zf": zf,
+             "resnet50": lambda **kw: resnet(50, **kw), "resnet101": lambda **kw: resnet(101, **kw)}
 
 ZF_IMAGENET = (
     "ImageNet weights for ZF are not in Keras (it ships VGG-16's): pass --weights PATH, a weights "
@@ -232,7 +335,7 @@ def check_weights(backbone, weights):
 
 def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False,
                stride=16):
-    """The base named ``name`` ("vgg16" or "zf") at feature ``stride`` (``config.BASE_STRIDES``);
+    """The base named ``name`` ("vgg16", "zf", "resnet50", "resnet101") at feature ``stride`` (``config.BASE_STRIDES``);
     ``kernel_initializer`` for random weights."""
     try:
         builder = BACKBONES[name]
@@ -251,3 +354,15 @@ def _check_stride(name, stride):
 def always_frozen_layers(base, name):
     """The layers of ``base`` that the paper never trains (VGG-16 conv1_1..conv2_2)."""
     return [base.get_layer(layer_name) for layer_name in ALWAYS_FROZEN[name]]
+
+
+def frozen_layers(layers, name, pretrained):
+    """Of ``layers`` (a base's or a head's), those that never train for backbone ``name``:
+    VGG-16's conv1_1..conv2_2 always; with pretrained weights, an ImageNet ResNet's stem and
+    conv2 stage and all its batch norms (``RESNET_FROZEN_PREFIXES``)."""
+    if name not in RESNET_STAGES:
+        return [layer for layer in layers if layer.name in ALWAYS_FROZEN[name]]
+    if not pretrained:
+        return []
+    return [layer for layer in layers if layer.name.startswith(RESNET_FROZEN_PREFIXES)
+            or isinstance(layer, keras.layers.BatchNormalization)]

@@ -16,9 +16,12 @@ import json
 import typing
 from dataclasses import dataclass, field
 
-BACKBONES = ("vgg16", "zf")
+BACKBONES = ("vgg16", "zf", "resnet50", "resnet101")
 # The feature strides each base can be built with (anchors.stride): ZF also at 8 (backbone.zf).
-BASE_STRIDES = {"vgg16": (16,), "zf": (8, 16)}
+BASE_STRIDES = {"vgg16": (16,), "zf": (8, 16), "resnet50": (16,), "resnet101": (16,)}
+# Bases whose detector head is their own last stage (ResNet's conv5 on 14 x 14 RoIAlign features,
+# heads.Res5Head) rather than fc6 / fc7 (heads.DetectorHead).
+RES5_HEAD_BACKBONES = ("resnet50", "resnet101")
 SCHEDULES = ("alternating", "joint")
 POOL_MODES = ("max", "align")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16", "float16", "bfloat16")
@@ -214,7 +217,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = "voc"
-    backbone: str = "vgg16"  # "vgg16" or "zf"
+    backbone: str = "vgg16"  # "vgg16", "zf", "resnet50" or "resnet101"
     backbone_width: float = 1.0  # channel multiplier of the base (1.0 = the paper's net)
     weights: typing.Optional[str] = "imagenet"  # "imagenet", None (random) or a path
     base_initializer: str = "glorot_uniform"  # Keras initializer of a randomly initialised base
@@ -250,6 +253,8 @@ class Config:
                "null or a path when backbone_width != 1")
         _check(self.weights != "imagenet" or not self.base_batch_norm, "base_batch_norm",
                self.base_batch_norm, "false with ImageNet weights (VGG-16 has no batch norm)")
+        _check(self.backbone not in RES5_HEAD_BACKBONES or not self.base_batch_norm, "base_batch_norm",
+               self.base_batch_norm, f"false for {self.backbone} (ResNets have their own batch norm)")
         _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
         for name in ("image", "anchors", "rpn", "detector", "train"):
             getattr(self, name).validate(name)
@@ -328,6 +333,21 @@ def _shapes() -> Config:
     )
 
 
+def _shapes_resnet50() -> Config:
+    # ResNet-50 C4 from scratch on the built-in set (issue 17): the shapes preset's data, schedule
+    # and from-scratch input scale, a quarter-width ResNet-50 (batch norm trained: nothing is
+    # frozen without ImageNet weights) at stride 16 on 1.5x images (the smallest shapes span two
+    # cells otherwise), RoIAlign 14 x 14 into conv5.
+    cfg = _shapes()
+    return dataclasses.replace(
+        cfg, name="shapes-resnet50", backbone="resnet50", backbone_width=0.25, base_batch_norm=False,
+        image=dataclasses.replace(cfg.image, min_side=384, max_side=576),
+        anchors=AnchorConfig(stride=16, base_size=16, scales=(2.0, 4.0, 8.0)),
+        rpn=dataclasses.replace(cfg.rpn, min_size=16),
+        detector=DetectorConfig(pool_size=14, pool_mode="align", batch_rois=128),
+    )
+
+
 def _coco() -> Config:
     # The paper's MS COCO settings (Faster R-CNN, TPAMI 2017, "Experiments on MS COCO"; see
     # REFERENCE.md): VGG-16 from ImageNet; anchors of 3 ratios x 4 scales, 64^2 added (4, 8, 16, 32
@@ -356,8 +376,43 @@ def _coco() -> Config:
     )
 
 
+# keras.applications' ResNet input ("caffe" mode): BGR, these means subtracted, 0-255 scale.
+RESNET_PIXEL_MEANS = (103.939, 116.779, 123.68)
+
+
+def _resnet_voc(depth) -> Config:
+    # tf-faster-rcnn's ResNet VOC07 settings (experiments/cfgs/res101.yml, lib/model/config.py,
+    # experiments/scripts/train_faster_rcnn.sh; 75.7 VOC07 mAP for ResNet-101 on VOC07 trainval):
+    # end-to-end (approximate joint) training, 1 image a step, 256 anchors and 256 RoIs per image,
+    # lr 0.001 for 70k steps with a drop at 50k, weight decay 1e-4, 600 / 1000 px, anchors
+    # 128-512 px, RPN 512 channels, 300 test proposals. With the C4 head as Detectron's R-50-C4
+    # (and the issue): RoIAlign 14 x 14, conv5 with stride 2, global average pooling (tf-faster-rcnn
+    # crops 14 x 14, max pools to 7 x 7 and runs conv5 at stride 1). The alternating schedule keeps
+    # the paper's steps (--schedule alternating).
+    return Config(
+        name=f"resnet{depth}-voc", backbone=f"resnet{depth}", weights="imagenet",
+        image=ImageConfig(pixel_means=RESNET_PIXEL_MEANS),
+        detector=DetectorConfig(pool_size=14, pool_mode="align", batch_rois=256),
+        train=TrainConfig(schedule="joint", joint_steps=70000, joint_lr_drop_step=50000, lr=1e-3,
+                          weight_decay=1e-4),
+    )
+
+
+def _resnet101_coco() -> Config:
+    # tf-faster-rcnn's ResNet-101 COCO run (train_faster_rcnn.sh, coco: 490k steps, drop at 350k,
+    # anchors 4-32 x 16 px), on coco/2017 train -> validation.
+    cfg = _resnet_voc(101)
+    return dataclasses.replace(
+        cfg, name="resnet101-coco", dataset="coco/2017", train_split="train", test_split="validation",
+        anchors=AnchorConfig(scales=(4.0, 8.0, 16.0, 32.0)),
+        train=dataclasses.replace(cfg.train, joint_steps=490_000, joint_lr_drop_step=350_000))
+
+
 PRESETS = {
     "voc": lambda: Config(),
+    "resnet50-voc": lambda: _resnet_voc(50),
+    "resnet101-voc": lambda: _resnet_voc(101),
+    "resnet101-coco": _resnet101_coco,
     "coco": _coco,
     # The paper's ZF net (VOC07 59.9 mAP), which starts from ImageNet ZF weights. Keras has none:
     # the preset asks for them (--weights PATH) and says so when they are missing.
@@ -366,12 +421,14 @@ PRESETS = {
         rpn=RPNConfig(channels=256), detector=DetectorConfig(pool_size=6),
     ),
     "shapes": _shapes,
+    "shapes-resnet50": _shapes_resnet50,
 }
 
 
 def preset(name: str) -> Config:
     """The named preset: "voc" (VGG-16, paper settings), "coco" (VGG-16, the paper's COCO
-    settings), "zf-voc" (ZF), "shapes" (built-in set)."""
+    settings), "zf-voc" (ZF), "resnet50-voc", "resnet101-voc", "resnet101-coco" (ResNet C4,
+    tf-faster-rcnn's settings), "shapes" (built-in set)."""
     try:
         return PRESETS[name]()
     except KeyError:
@@ -404,7 +461,8 @@ def resolve_precision(precision: str) -> tuple:
 
 
 def feature_rounding(backbone: str) -> str:
-    """How the base maps an image side n to a feature side: floor(n/16) (VGG-16) or ceil (ZF)."""
+    """How the base maps an image side n to a feature side: floor(n/16) (VGG-16) or ceil (ZF,
+    ResNet)."""
     return "floor" if backbone == "vgg16" else "ceil"
 
 

@@ -13,7 +13,8 @@ but for what these runtimes lack:
   OpenVINO ``rt_info``) or, for LiteRT, a labels file beside the model (``<name>.labels.txt``, one
   name per line, TFLite's usual label file);
 - traced inside ``preprocessing.for_converters``: no ``tf.cond`` shortcuts, no float64, no
-  sorted top-k; the same values;
+  sorted top-k, RoIAlign's samples by gathers (no CropAndResize); the same values (RoIAlign's
+  up to float rounding);
 - the uint8 image is widened to float32 before the row gathers of the resize (no bitcast, an op
   the converters do not map); the same values;
 - a batch must hold at least one image (the SavedModel answers an empty batch).
@@ -131,12 +132,13 @@ def export_runtime_model(model, path, fmt=None):
     names = list(model.class_names)
     with _runtime_needed(fmt):  # before the trace: a missing converter fails at once
         __import__({"onnx": "tf2onnx", "openvino": "openvino", "litert": "ai_edge_litert"}[fmt])
+    if fmt == "openvino":
+        return _to_openvino(model, path, names)
     work = tempfile.mkdtemp(prefix="keras_frcnn_export_")
     try:
         saved = os.path.join(work, "saved_model")
         _write_function(model, saved, frozen=fmt == "litert")
-        return {"onnx": _to_onnx, "openvino": _to_openvino, "litert": _to_litert}[fmt](
-            saved, path, names, work)
+        return {"onnx": _to_onnx, "litert": _to_litert}[fmt](saved, path, names, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -159,10 +161,12 @@ def _to_onnx(saved, path, names, work):
     return [path]
 
 
-def _to_openvino(saved, path, names, work):
+def _to_openvino(model, path, names):
     import openvino as ov
 
-    converted = ov.convert_model(saved)
+    # From the traced function in memory: OpenVINO's SavedModel reader failed to find variables
+    # of a ResNet's SavedModel ("Cannot find requested variable", ~170 variables and more).
+    converted = ov.convert_model(detection_function(model).get_concrete_function())
     converted.set_rt_info(json.dumps(names), ["model_info", CLASS_NAMES_KEY])
     ov.save_model(converted, path, compress_to_fp16=False)
     return [path, path[: -len(".xml")] + ".bin"]

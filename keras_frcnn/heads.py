@@ -1,4 +1,7 @@
-"""The Fast R-CNN detector head: pooled RoI features -> class scores and class-specific deltas.
+"""The detector heads: pooled RoI features -> class scores and class-specific deltas.
+
+``DetectorHead`` is Fast R-CNN's fc6 / fc7 (VGG-16, ZF); ``Res5Head`` a ResNet's conv5 stage (the
+C4 design).
 
 Shape letters: B images, R RoIs per image, P pool size, C channels, K = num_classes + 1 (with
 background at index 0).
@@ -10,6 +13,8 @@ fc2 (a 7 x 7 x 512 input flattened in channels-last order), so ImageNet weights 
 
 import keras
 import tensorflow as tf
+
+from keras_frcnn.backbone import resnet_stage
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
@@ -61,3 +66,52 @@ class DetectorHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "fc_units": self.fc_units,
                 "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class Res5Head(keras.layers.Layer):
+    """The detector head of Faster R-CNN with a ResNet C4 base (He et al. 2016; Detectron's
+    ``add_ResNet_roi_conv5_head``): RoIAlign features ``[B, R, 14, 14, C]`` -> conv5 (three
+    bottlenecks, the first with stride 2: 7 x 7) -> global average pooling (2048 x ``width``) ->
+    ``cls_score`` (K, std 0.01) and ``bbox_pred`` (4K, std 0.001). conv5's layers carry
+    ``keras.applications``' names (``conv5_block1_1_conv`` ...), so ImageNet weights copy in.
+
+    Output as ``DetectorHead``: ``(class_logits [B, R, K], box_deltas [B, R, K, 4])``.
+    """
+
+    def __init__(self, num_classes, in_channels, width=1.0, blocks=3, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.in_channels = int(in_channels)
+        self.width = float(width)
+        self.blocks = int(blocks)
+        k = self.num_classes + 1
+        crops = keras.Input((None, None, self.in_channels), name="roi_features")
+        self.res5 = keras.Model(crops, resnet_stage(crops, 5, self.blocks, 2, self.width), name="res5")
+        self.cls_score = keras.layers.Dense(
+            k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="cls_score")
+        self.bbox_pred = keras.layers.Dense(
+            4 * k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="bbox_pred")
+
+    def build(self, input_shape):
+        units = self.res5.output.shape[-1]
+        self.cls_score.build((None, units))
+        self.bbox_pred.build((None, units))
+
+    def call(self, roi_features, training=False):
+        shape = tf.shape(roi_features)
+        x = tf.reshape(roi_features, [-1, shape[2], shape[3], self.in_channels])
+        x = tf.reduce_mean(self.res5(x, training=training), axis=[1, 2])  # [B * R, 2048]
+        class_logits = tf.reshape(tf.cast(self.cls_score(x), tf.float32), [shape[0], shape[1], -1])
+        box_deltas = tf.cast(self.bbox_pred(x), tf.float32)
+        box_deltas = tf.reshape(box_deltas, [shape[0], shape[1], self.num_classes + 1, 4])
+        return class_logits, box_deltas
+
+    def compute_output_shape(self, input_shape):
+        batch, rois = input_shape[:2]
+        k = self.num_classes + 1
+        return (batch, rois, k), (batch, rois, k, 4)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes, "in_channels": self.in_channels,
+                "width": self.width, "blocks": self.blocks}

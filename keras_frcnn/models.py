@@ -34,10 +34,11 @@ import tensorflow as tf
 
 from keras_frcnn import losses
 from keras_frcnn.anchors import Anchors
-from keras_frcnn.backbone import ALWAYS_FROZEN, build_base, check_weights, load_vgg16_reference
-from keras_frcnn.config import (INFERENCE_PRECISIONS, MIXED_PRECISIONS, Config, feature_rounding,
-                                resolve_precision)
-from keras_frcnn.heads import DetectorHead
+from keras_frcnn.backbone import (build_base, check_weights, copy_weights_by_name, frozen_layers,
+                                  load_resnet_reference, load_vgg16_reference)
+from keras_frcnn.config import (INFERENCE_PRECISIONS, MIXED_PRECISIONS, RES5_HEAD_BACKBONES, Config,
+                                feature_rounding, resolve_precision)
+from keras_frcnn.heads import DetectorHead, Res5Head
 from keras_frcnn.postprocess import Detections
 from keras_frcnn.preprocessing import ImageSizes, Preprocess
 from keras_frcnn.proposals import Proposals
@@ -87,8 +88,12 @@ class _Layers:
         self.roi_pooling = RoIPooling(cfg.detector.pool_size, 1.0 / cfg.anchors.stride,
                                       cfg.detector.pool_mode, max_levels=roi_table_levels(cfg),
                                       name="roi_pooling")
-        self.detector_head = DetectorHead(num_classes, cfg.detector.fc_units, cfg.detector.dropout,
+        if cfg.backbone in RES5_HEAD_BACKBONES:
+            self.detector_head = Res5Head(num_classes, self.base.output.shape[-1], cfg.backbone_width,
                                           name="detector_head")
+        else:
+            self.detector_head = DetectorHead(num_classes, cfg.detector.fc_units, cfg.detector.dropout,
+                                              name="detector_head")
         self.detections = Detections(cfg.detector.score_threshold, cfg.detector.nms_iou,
                                      cfg.detector.max_detections, cfg.detector.box_stds,
                                      name="detections")
@@ -246,14 +251,18 @@ class Networks:
         return self.model.detect(images, image_sizes)
 
     def set_trainable(self, base=True, rpn_head=True, detector_head=True):
-        """Which parts train. The base's always-frozen layers (VGG-16 conv1_1..conv2_2) stay
-        frozen. Views compiled before must be compiled again: use ``prepare``."""
-        frozen = set(ALWAYS_FROZEN[self.config.backbone])
+        """Which parts train. The always-frozen layers stay frozen (VGG-16 conv1_1..conv2_2; an
+        ImageNet ResNet's conv1, conv2 and batch norms, ``backbone.frozen_layers``). Views
+        compiled before must be compiled again: use ``prepare``."""
         self.base.trainable = True
         for layer in self.base.layers:
-            layer.trainable = bool(base) and layer.name not in frozen
+            layer.trainable = bool(base)
         self.rpn_head.trainable = bool(rpn_head)
         self.detector_head.trainable = bool(detector_head)
+        head_layers = getattr(self.detector_head, "res5", None)
+        for layer in frozen_layers(self.base.layers + (head_layers.layers if head_layers else []),
+                                   self.config.backbone, self.config.weights is not None):
+            layer.trainable = False
 
     def prepare(self, view, optimizer, base=True, rpn_head=True, detector_head=True, **compile_kwargs):
         """Set a stage's trainable flags and compile the ``view`` ("rpn", "detector", "joint")
@@ -443,7 +452,8 @@ def build_models(config, num_classes, weights="config", class_names=None):
 
     ``weights``: "config" takes ``config.weights``; None keeps the random initialisation;
     "imagenet" or a path loads VGG-16 weights into the base and, as the paper, VGG-16's fc1 / fc2
-    into fc6 / fc7 (a ZF base takes a path to its own weights file).
+    into fc6 / fc7; a ResNet's into conv1..conv4 and its conv5 into the detector head; a ZF base
+    takes a path to its own weights file.
     """
     cfg = _as_config(config)
     if weights == "config":
@@ -453,6 +463,10 @@ def build_models(config, num_classes, weights="config", class_names=None):
     if weights is not None:
         if cfg.backbone == "vgg16":
             _load_vgg16(net, weights)
+        elif cfg.backbone in RES5_HEAD_BACKBONES:
+            reference = load_resnet_reference(cfg.backbone, weights)
+            copy_weights_by_name(net.base, reference)
+            copy_weights_by_name(net.detector_head.res5, reference)
         else:
             net.base.load_weights(weights)
     net.set_trainable()

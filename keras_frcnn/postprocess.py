@@ -15,7 +15,7 @@ import tensorflow as tf
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.preprocessing import converting
 
-_DROPPED = -1.0
+_DROPPED_RANK = -1e30  # below every log-odds NMS keeps (> logit(score_threshold))
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
@@ -62,25 +62,35 @@ class Detections(keras.layers.Layer):
         raw_boxes = tf.where(tf.expand_dims(valid_roi, -1), raw_boxes, 0.0)
         raw_scores = tf.where(tf.expand_dims(valid_roi, -1), probabilities, 0.0)
         keep = tf.expand_dims(valid_roi, -1) & (scores > self.score_threshold)
-        scores = tf.where(keep, scores, _DROPPED)
-
-        scores = tf.reshape(scores, [batch, -1])  # [B, R * N]
+        # NMS ranks by log-odds, log(p / (1 - p)) = the class's logit minus the log-sum-exp of
+        # the others, the probability's order: a confident detection's probability rounds to
+        # exactly 1.0 in float32 (a logit margin over ~17), as does its log-softmax to 0, and ties
+        # among those would leave the pick to each runtime's NMS sort (LiteRT's kept other
+        # boxes); their log-odds still differ.
+        logits = tf.cast(class_logits, tf.float32)
+        classes_k = tf.range(shape[2])
+        diagonal = tf.equal(tf.expand_dims(classes_k, 1), tf.expand_dims(classes_k, 0))  # no MatrixDiag in LiteRT
+        others = tf.where(diagonal, _DROPPED_RANK, tf.expand_dims(logits, -2))  # [B, R, K, K]
+        log_odds = (logits - tf.reduce_logsumexp(others, axis=-1))[:, :, 1:]  # [B, R, N]
+        ranks = tf.reshape(tf.where(keep, log_odds, _DROPPED_RANK), [batch, -1])  # [B, R * N]
+        scores = tf.reshape(tf.where(keep, scores, 0.0), [batch, -1])
         pred_boxes = tf.reshape(pred_boxes, [batch, -1, 4])
         classes = tf.tile(tf.range(num_classes), [num_rois_padded])  # the class of each column
         if converting():
-            # No sort: NMS orders by score itself, ties to the lower index, which is the order
+            # No sort: NMS orders by rank itself, ties to the lower index, which is the order
             # of the stable sort below (OpenVINO's sorted TopK is O(n k): ~180 ms for 6000).
-            order = tf.tile(tf.range(tf.shape(scores)[1])[None], [batch, 1])
+            order = tf.tile(tf.range(tf.shape(ranks)[1])[None], [batch, 1])
             classes = tf.tile(classes[None], [batch, 1])
         else:
-            scores, order = tf.math.top_k(scores, k=tf.shape(scores)[1], sorted=True)
+            ranks, order = tf.math.top_k(ranks, k=tf.shape(ranks)[1], sorted=True)
+            scores = tf.gather(scores, order, batch_dims=1)
             pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
             classes = tf.gather(classes, order)  # [B, R * N]
 
         offset = tf.reduce_max(image_info[:, :2]) + 1.0
         shifted = pred_boxes + tf.expand_dims(tf.cast(classes, tf.float32), -1) * offset
-        selected, num_detections = box_ops.batched_nms(shifted, scores, self.max_detections,
-                                                       self.nms_iou, _DROPPED / 2)
+        selected, num_detections = box_ops.batched_nms(shifted, ranks, self.max_detections,
+                                                       self.nms_iou, _DROPPED_RANK / 2)
         valid = tf.range(self.max_detections)[None, :] < num_detections[:, None]
         out_boxes = tf.gather(pred_boxes, selected, batch_dims=1) * factor
         source_roi = tf.gather(order, selected, batch_dims=1) // num_classes  # [B, D]

@@ -17,7 +17,8 @@ left empty by the clamping outputs 0; otherwise the maximum, whose gradient goes
 
 ``RoIPooling(mode="align")`` is RoIAlign (Detectron2's ``ROIAlignV2`` / torchvision's
 ``roi_align(aligned=True, sampling_ratio=2)``): the mean of 2 x 2 bilinear samples per bin, with
-no rounding anywhere.
+no rounding anywhere. The samples come from ``tf.image.crop_and_resize``; traced for the
+converters (``preprocessing.for_converters``), from gathers (LiteRT has no CropAndResize).
 
 The RoI boxes get no gradient (Faster R-CNN's approximate joint training treats proposals as
 constants), so they are wrapped in ``tf.stop_gradient``.
@@ -271,15 +272,59 @@ def roi_align(features, rois, pool_size, spatial_scale):
         last_index = tf.cast(size + 1, tf.float32)  # padded size - 1
         return (lo + 0.5 * step) / last_index, (hi - 0.5 * step) / last_index
 
-    y1, y2 = normalised_samples(rois[..., 0], rois[..., 2], height)
-    x1, x2 = normalised_samples(rois[..., 1], rois[..., 3], width)
-    boxes = tf.reshape(tf.stack([y1, x1, y2, x2], axis=-1), [-1, 4])
-    box_indices = tf.repeat(tf.range(batch), num_rois)
-    crops = tf.image.crop_and_resize(padded, boxes, box_indices, [samples, samples])
+    if converting():
+        crops = _bilinear_samples(padded, rois, spatial_scale, samples)
+    else:
+        y1, y2 = normalised_samples(rois[..., 0], rois[..., 2], height)
+        x1, x2 = normalised_samples(rois[..., 1], rois[..., 3], width)
+        boxes = tf.reshape(tf.stack([y1, x1, y2, x2], axis=-1), [-1, 4])
+        box_indices = tf.repeat(tf.range(batch), num_rois)
+        crops = tf.image.crop_and_resize(padded, boxes, box_indices, [samples, samples])
     # avg_pool2d rather than reduce_mean over a 7-D reshape: 15x faster on CPU (benchmarks).
     pooled = tf.nn.avg_pool2d(crops, ksize=2, strides=2, padding="VALID")
     pooled = tf.reshape(pooled, [batch, num_rois, pool_size, pool_size, channels])
     return tf.cast(pooled, features.dtype)
+
+
+def _bilinear_samples(padded, rois, spatial_scale, samples):
+    """``crop_and_resize``'s samples by gathers, for the converters (LiteRT has no CropAndResize):
+    ``padded [B, H + 2, W + 2, C]`` (``roi_align``'s padded map), ``rois [B, R, 4]`` pixels ->
+    ``[B * R, S, S, C]``, the bilinear values at the centres of an S x S grid over each RoI, 0
+    outside the map, with crop_and_resize's arithmetic order (equal up to float rounding)."""
+    shape = tf.shape(padded)
+    batch, height, width = shape[0], shape[1], shape[2]
+    channels = padded.shape[-1] if padded.shape[-1] is not None else shape[3]
+    num_rois = tf.shape(rois)[1]
+    centres = (tf.range(samples, dtype=tf.float32) + 0.5) / samples  # [S]
+
+    def axis(lo, hi, size):
+        # Padded cell-centre coordinates of the S samples along one axis: [B * R, S].
+        lo = tf.reshape(lo, [-1, 1]) * spatial_scale + 0.5
+        hi = tf.reshape(hi, [-1, 1]) * spatial_scale + 0.5
+        at = lo + (hi - lo) * centres[None, :]
+        inside = (at >= 0.0) & (at <= tf.cast(size - 1, tf.float32))
+        low = tf.floor(at)
+        lerp = at - low
+        low = tf.clip_by_value(tf.cast(low, tf.int32), 0, size - 1)
+        high = tf.minimum(low + 1, size - 1)
+        return low, high, lerp, inside
+
+    y_low, y_high, y_lerp, y_in = axis(rois[..., 0], rois[..., 2], height)
+    x_low, x_high, x_lerp, x_in = axis(rois[..., 1], rois[..., 3], width)
+    image = tf.repeat(tf.range(batch), num_rois)[:, None, None] * (height * width)  # [B * R, 1, 1]
+    flat = tf.reshape(padded, [-1, channels])
+
+    def gather(ys, xs):
+        return tf.gather(flat, image + tf.expand_dims(ys, 2) * width + tf.expand_dims(xs, 1))
+
+    top_left, top_right = gather(y_low, x_low), gather(y_low, x_high)
+    bottom_left, bottom_right = gather(y_high, x_low), gather(y_high, x_high)
+    x_lerp = tf.reshape(x_lerp, [-1, 1, samples, 1])
+    top = top_left + (top_right - top_left) * x_lerp
+    bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
+    values = top + (bottom - top) * tf.reshape(y_lerp, [-1, samples, 1, 1])
+    inside = tf.expand_dims(y_in, 2) & tf.expand_dims(x_in, 1)  # [B * R, S, S]
+    return values * tf.cast(tf.expand_dims(inside, 3), values.dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")

@@ -42,6 +42,21 @@ def tiny_config(**overrides):
     return dataclasses.replace(cfg, **overrides)
 
 
+def tiny_resnet_config(**overrides):
+    """``tiny_config`` with a ResNet-50 C4 base at 1/16 width (conv4: 64 channels) from random
+    weights, RoIAlign 14 x 14 into the conv5 head."""
+    import dataclasses
+
+    from keras_frcnn import config as C
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(
+        cfg, name="tiny-resnet", backbone="resnet50", backbone_width=1 / 16, base_initializer="he_normal",
+        anchors=C.AnchorConfig(scales=(1.5, 3.0)),
+        detector=dataclasses.replace(cfg.detector, pool_size=14, pool_mode="align", batch_rois=64))
+    return dataclasses.replace(cfg, **overrides)
+
+
 def synthetic_batch(n=4, size=128, seed=0):
     """``n`` noisy ``size`` px images with a red square (class 1) and a blue wide box (class 2),
     as a training batch dict (boxes in pixels, no resizing needed at min_side == size)."""

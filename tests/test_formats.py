@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import synthetic_batch, tiny_config
+from conftest import synthetic_batch, tiny_config, tiny_resnet_config
 from keras_frcnn import formats, predict
 from keras_frcnn.models import forward
 from keras_frcnn.preprocessing import for_converters
@@ -104,6 +104,26 @@ def trained_bn8(tmp_path_factory):
     return with_images(net.model, root)
 
 
+@pytest.fixture(scope="module")
+def trained_resnet(tmp_path_factory):
+    """A ResNet-50 C4 (tiny): RoIAlign (gathers instead of CropAndResize in the converted graph)
+    into the conv5 head, batch norm throughout."""
+    import keras
+
+    from keras_frcnn.models import build_models
+
+    root = tmp_path_factory.mktemp("formats_resnet")
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_resnet_config(), 2, weights=None, class_names=CLASS_NAMES)
+    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(100), verbose=0)
+    net.model.save(root / "model.keras")
+    return with_images(net.model, root)
+
+
+KINDS = {"tiny": "trained", "batch norm, stride 8": "trained_bn8", "resnet50 C4": "trained_resnet"}
+
+
 def export_script():
     """export.py, the command, loaded as a module: its main() runs in this process."""
     spec = importlib.util.spec_from_file_location("export_script", os.path.join(REPO, "export.py"))
@@ -135,9 +155,9 @@ def assert_same_detections(out, reference, size):
 
 
 @pytest.mark.parametrize("fmt", RUNTIMES)
-@pytest.mark.parametrize("kind", ["tiny", "batch norm, stride 8"])
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_export_runs_in_its_runtime_without_keras_frcnn(request, kind, fmt):
-    trained = request.getfixturevalue("trained" if kind == "tiny" else "trained_bn8")
+    trained = request.getfixturevalue(KINDS[kind])
     path = export(trained, fmt)
     out_npz, out_json = trained.root / f"{fmt}.npz", trained.root / f"{fmt}.json"
     subprocess.run([sys.executable, "-c", RUNTIME_CHILD, fmt, str(path), str(trained.root / "images.npz"),

@@ -333,6 +333,27 @@ def test_align_matches_torchvision_semantics():
     np.testing.assert_allclose(got, roi_align_reference(features, rois, 3, 1 / 16), atol=2e-5)
 
 
+def test_align_for_converters_samples_by_gathers_with_the_same_values():
+    """Traced for the converters (LiteRT has no CropAndResize) RoIAlign gathers its bilinear
+    samples: the same values as crop_and_resize, RoIs reaching past the map included."""
+    from keras_frcnn.preprocessing import for_converters
+
+    rng = np.random.default_rng(5)
+    features = rng.standard_normal((2, 9, 11, 3)).astype(np.float32)
+    rois = np.stack([random_rois(rng, 20, 9 * 16, 11 * 16) for _ in range(2)])
+    rois[0, :3] = [[-40, -40, 60, 60], [100, 120, 200, 230], [0, 0, 144, 176]]  # outside the map
+    layer = RoIPooling(pool_size=4, spatial_scale=1 / 16, mode="align")
+    traced = tf.function(lambda f, r: layer([f, r]))
+    expected = traced(features, rois)
+    with for_converters():
+        converted = tf.function(lambda f, r: layer([f, r]))
+        got = converted(features, rois)
+        ops = {op.type for op in converted.get_concrete_function(features, rois).graph.get_operations()}
+    assert "CropAndResize" not in ops
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    np.testing.assert_allclose(got, roi_align_reference(features, rois, 4, 1 / 16), atol=2e-5)
+
+
 def test_align_gradients_flow_to_features_only():
     rng = np.random.default_rng(4)
     features = tf.constant(rng.standard_normal((1, 10, 12, 1)).astype(np.float32))

@@ -1,0 +1,179 @@
+"""ResNet-50 / 101 C4 (issue 17): the base and conv5 head equal keras.applications' ResNet with
+the same weights, pretrained layers freeze as Detectron / tf-faster-rcnn do, a padded batch equals
+each image alone, and a tiny ResNet trains under joint training, round-trips through .keras, runs
+in bfloat16 and serves from a SavedModel in a TensorFlow-only process. The alternating schedule:
+test_training; the other runtimes: test_formats."""
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_batch, tiny_resnet_config
+from keras_frcnn import backbone, config as C, export
+from keras_frcnn.heads import Res5Head
+from keras_frcnn.models import build_models
+
+
+def _randomise_batch_norm(model, rng):
+    """Batch norm statistics and affine terms far from the identity, so that a layer mixed up
+    between two networks shows."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
+                               rng.normal(0, 0.1, beta.shape).astype("float32"),
+                               rng.normal(0, 0.1, mean.shape).astype("float32"),
+                               rng.uniform(0.5, 1.5, var.shape).astype("float32")])
+
+
+def test_base_and_conv5_head_equal_keras_applications_resnet(rng):
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
+    _randomise_batch_norm(reference, rng)
+    base = backbone.resnet(50, weights=reference)
+    head = Res5Head(3, 1024)
+    backbone.copy_weights_by_name(head.res5, reference)
+    x = rng.normal(0, 50, (1, 100, 130, 3)).astype("float32")
+    features = base([x, np.array([[100, 130, 1.0]], "float32")])
+    assert features.shape == (1, 7, 9, 1024)  # ceil(n / 16)
+    np.testing.assert_allclose(head.res5(features), reference(x), rtol=1e-5, atol=1e-4)
+    # ResNet-101: the same layers and weight shapes as Keras's, conv1..conv4 in the base.
+    ours = backbone.resnet(101)
+    theirs = keras.applications.ResNet101(include_top=False, weights=None, input_shape=(None, None, 3))
+    shapes = {layer.name: [w.shape for w in layer.weights] for layer in ours.layers if layer.weights}
+    assert len(shapes) == 2 + (3 + 4 + 23) * 3 * 2 + 3 * 2  # stem, blocks, projection shortcuts
+    assert all(shapes[name] == [w.shape for w in theirs.get_layer(name).weights] for name in shapes)
+
+
+def test_padded_batch_equals_each_image_alone(rng):
+    base = backbone.resnet(50, width=1 / 16)
+    _randomise_batch_norm(base, rng)
+    sizes = [(97, 130), (64, 50)]
+    images = [rng.normal(0, 1, (h, w, 3)).astype("float32") for h, w in sizes]
+    batch = np.zeros((2, 97, 130, 3), np.float32)
+    for i, image in enumerate(images):
+        batch[i, :image.shape[0], :image.shape[1]] = image
+    info = np.array([[h, w, 1.0] for h, w in sizes], np.float32)
+    padded = base([batch, info]).numpy()
+    for i, (image, (h, w)) in enumerate(zip(images, sizes)):
+        alone = base([image[None], info[i:i + 1]]).numpy()[0]
+        fh, fw = -(-h // 16), -(-w // 16)
+        assert alone.shape[:2] == (fh, fw)
+        np.testing.assert_allclose(padded[i, :fh, :fw], alone, rtol=1e-4, atol=1e-4)
+        assert not padded[i, fh:].any() and not padded[i, :, fw:].any()
+
+
+def _weights(layer):
+    return [w.numpy().copy() for w in layer.weights]
+
+
+def test_pretrained_resnet_freezes_stem_conv2_and_every_batch_norm(tmp_path, rng):
+    """A full-width ResNet-50 from a weights file (Keras's ImageNet file has this format): the
+    weights land in the base and the conv5 head, and a training step moves conv3, conv4, conv5
+    and the heads but neither conv1 / conv2 nor any batch norm statistic or affine term."""
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
+    _randomise_batch_norm(reference, rng)
+    path = str(tmp_path / "resnet50.weights.h5")
+    reference.save_weights(path)
+    cfg = tiny_resnet_config(backbone_width=1.0, weights=path,
+                             detector=dataclasses.replace(tiny_resnet_config().detector, batch_rois=16))
+    net = build_models(cfg, 2)
+    for name in ("conv1_conv", "conv2_block1_1_bn", "conv4_block6_3_conv"):
+        assert all(np.array_equal(a, b) for a, b in zip(_weights(net.base.get_layer(name)),
+                                                         reference.get_layer(name).get_weights()))
+    assert all(np.array_equal(a, b) for a, b in zip(_weights(net.detector_head.res5.get_layer("conv5_block3_3_bn")),
+                                                     reference.get_layer("conv5_block3_3_bn").get_weights()))
+    layers = net.base.layers + net.detector_head.res5.layers
+    frozen = [layer for layer in layers if layer.weights and not layer.trainable]
+    assert {layer.name for layer in frozen} == {
+        layer.name for layer in layers if layer.weights and (
+            layer.name.startswith(("conv1_", "conv2_")) or isinstance(layer, keras.layers.BatchNormalization))}
+    before = {layer.name: _weights(layer) for layer in layers if layer.weights}
+    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(1)).repeat(2), verbose=0)
+    moved = {layer.name for layer in layers if layer.weights and not all(
+        np.array_equal(a, b) for a, b in zip(before[layer.name], _weights(layer)))}
+    assert moved and not moved & {layer.name for layer in frozen}
+    assert {"conv3_block1_1_conv", "conv4_block6_3_conv", "conv5_block3_3_conv"} <= moved
+
+
+@pytest.fixture(scope="module")
+def trained_resnet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resnet")
+    keras.utils.set_random_seed(0)
+    net = build_models(tiny_resnet_config(), 2, weights=None, class_names=["square", "wide"])
+    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+    history = joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(), steps_per_epoch=25,
+                        epochs=4, verbose=0).history
+    net.model.save(root / "model.keras")
+    return net, history, root
+
+
+def test_joint_training_learns_and_the_keras_file_round_trips(trained_resnet):
+    net, history, root = trained_resnet
+    assert all(np.isfinite(v).all() for v in history.values())
+    assert history["loss"][-1] < history["loss"][0]
+    images = synthetic_batch(2)["images"]
+    expected = net.model(images)
+    assert int(expected["num_detections"][0]) > 0
+    loaded = keras.models.load_model(root / "model.keras")
+    assert loaded.frcnn_config.backbone == "resnet50"
+    for key in ("boxes", "confidence", "labels", "num_detections"):
+        np.testing.assert_array_equal(loaded(images)[key], expected[key])
+    # Its training views come back too (and keep their trainable flags' rules).
+    assert loaded.networks().detector_model is not None
+
+
+def test_bfloat16_inference_form_equals_the_mixed_model(trained_resnet):
+    net, _, _ = trained_resnet
+    mixed = net.model.with_precision("mixed_bfloat16")
+    form = mixed.for_inference()
+    assert form.detector_head.res5.get_layer("conv5_block1_1_conv").kernel.dtype == "bfloat16"
+    assert form.detector_head.res5.get_layer("conv5_block1_1_bn").moving_mean.dtype == "float32"
+    images = synthetic_batch(2)["images"]
+    for key, value in mixed(images).items():
+        np.testing.assert_array_equal(form(images)[key], value)
+
+
+SERVE_CHILD = textwrap.dedent(r"""
+    import sys
+    sys.modules["keras_frcnn"] = None
+    sys.modules["keras"] = None
+    import numpy as np, tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    images = np.load(sys.argv[2])["images"]
+    out = model.signatures["serving_default"](input_tensor=tf.constant(images))
+    np.savez(sys.argv[3], **{k: v.numpy() for k, v in out.items()})
+""")
+
+
+def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained_resnet):
+    net, _, root = trained_resnet
+    path = export.export_saved_model(net.model, root / "serving", version=1, warmup=False)
+    images = synthetic_batch(2)["images"]
+    np.savez(root / "images.npz", images=images)
+    subprocess.run([sys.executable, "-c", SERVE_CHILD, str(path), str(root / "images.npz"),
+                    str(root / "out.npz")], check=True, timeout=300)
+    out, expected = np.load(root / "out.npz"), net.model(images)
+    np.testing.assert_array_equal(out["num_detections"], expected["num_detections"])
+    np.testing.assert_allclose(out["detection_scores"], expected["confidence"], atol=1e-5)
+    np.testing.assert_allclose(out["detection_boxes"] * 128, expected["boxes"], atol=1e-3)
+    assert export.ops_without_gpu_kernels(path, "serving_default") == {}
+
+
+def test_resnet_presets():
+    for name, depth in (("resnet50-voc", 50), ("resnet101-voc", 101), ("resnet101-coco", 101)):
+        cfg = C.preset(name)
+        assert cfg.backbone == f"resnet{depth}" and cfg.weights == "imagenet"
+        assert (cfg.detector.pool_size, cfg.detector.pool_mode) == (14, "align")
+        assert cfg.image.pixel_means == C.RESNET_PIXEL_MEANS and cfg.train.weight_decay == 1e-4
+    assert C.preset("resnet101-coco").dataset == "coco/2017"
+    with pytest.raises(C.ConfigError, match="base_batch_norm"):
+        dataclasses.replace(C.preset("resnet50-voc"), weights=None, base_batch_norm=True)
+    with pytest.raises(C.ConfigError, match="anchors.stride"):
+        dataclasses.replace(C.preset("resnet50-voc"), anchors=C.AnchorConfig(stride=8))
