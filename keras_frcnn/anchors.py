@@ -32,6 +32,19 @@ def base_anchors(base_size=16, ratios=(0.5, 1, 2), scales=(8, 16, 32)):
     )
 
 
+def grid_anchors(features, stride, cell):
+    """The ``[k, 4]`` ``cell`` anchors repeated over the ``[B, H, W, C]`` feature map at
+    ``stride``: ``[H * W * k, 4]``, positions row-major, then the k anchors."""
+    cell = tf.constant(cell)
+    shape = tf.shape(features)
+    ys = tf.cast(tf.range(shape[1]) * stride, tf.float32)
+    xs = tf.cast(tf.range(shape[2]) * stride, tf.float32)
+    grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")
+    shifts = tf.stack([grid_y, grid_x, grid_y, grid_x], axis=-1)  # [H, W, 4]
+    anchors = tf.reshape(shifts, [-1, 1, 4]) + tf.expand_dims(cell, 0)  # [H*W, k, 4]
+    return tf.reshape(anchors, [-1, 4])
+
+
 @keras.saving.register_keras_serializable(package="keras_frcnn")
 class Anchors(keras.layers.Layer):
     """All anchors of a feature map, in input-image pixels.
@@ -53,14 +66,7 @@ class Anchors(keras.layers.Layer):
         self.num_anchors = len(self.ratios) * len(self.scales)
 
     def call(self, features):
-        cell = tf.constant(base_anchors(self.base_size, self.ratios, self.scales))  # [k, 4]
-        shape = tf.shape(features)
-        ys = tf.cast(tf.range(shape[1]) * self.stride, tf.float32)
-        xs = tf.cast(tf.range(shape[2]) * self.stride, tf.float32)
-        grid_y, grid_x = tf.meshgrid(ys, xs, indexing="ij")
-        shifts = tf.stack([grid_y, grid_x, grid_y, grid_x], axis=-1)  # [H, W, 4]
-        anchors = tf.reshape(shifts, [-1, 1, 4]) + cell[None]  # [H*W, k, 4]
-        return tf.reshape(anchors, [-1, 4])
+        return grid_anchors(features, self.stride, base_anchors(self.base_size, self.ratios, self.scales))
 
     def compute_output_shape(self, input_shape):
         h, w = input_shape[1], input_shape[2]
@@ -75,3 +81,39 @@ class Anchors(keras.layers.Layer):
             "ratios": list(self.ratios),
             "scales": list(self.scales),
         }
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class PyramidAnchors(keras.layers.Layer):
+    """The anchors of a feature pyramid (FPN, Lin et al. 2017): level l at ``strides[l]`` gets
+    ``base_anchors(stride, ratios, scales)``, i.e. Detectron's FPN anchors (one size, ``scales``
+    times the level's stride: 32-512 px for strides 4-64 at scale 8, per ratio).
+
+    Input: the levels' features ``[[B, H_l, W_l, C], ...]``, finest first. Output:
+    ``(anchors [A, 4], strides [A])``, the levels concatenated in order (each as ``Anchors``),
+    and each anchor's stride (``Proposals`` and ``AnchorTargets`` take it).
+    """
+
+    def __init__(self, strides=(4, 8, 16, 32, 64), ratios=(0.5, 1.0, 2.0), scales=(8.0,), **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.strides = tuple(int(s) for s in strides)
+        self.ratios = tuple(float(r) for r in ratios)
+        self.scales = tuple(float(s) for s in scales)
+        self.num_anchors = len(self.ratios) * len(self.scales)
+
+    def call(self, features):
+        anchors, strides = [], []
+        for stride, level in zip(self.strides, features):
+            level_anchors = grid_anchors(level, stride, base_anchors(stride, self.ratios, self.scales))
+            anchors.append(level_anchors)
+            strides.append(tf.fill(tf.shape(level_anchors)[:1], float(stride)))
+        return tf.concat(anchors, 0), tf.concat(strides, 0)
+
+    def compute_output_shape(self, input_shape):
+        return (None, 4), (None,)
+
+    def get_config(self):
+        return {**super().get_config(), "strides": list(self.strides), "ratios": list(self.ratios),
+                "scales": list(self.scales)}

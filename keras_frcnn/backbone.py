@@ -28,13 +28,14 @@ ALWAYS_FROZEN = {
     "zf": (),
     "resnet50": (),
     "resnet101": (),
+    "resnet50-fpn": (),
 }
 # An ImageNet ResNet keeps its stem and first stage (conv1, conv2_x) and every batch norm frozen:
 # Detectron's RESNETS.FREEZE_AT 2 with frozen (affine) batch norm, tf-faster-rcnn's
 # RESNET.FIXED_BLOCKS 1 with its batch norm in inference mode. A detector's batch of one or two
 # images cannot estimate batch statistics. From random weights nothing is frozen.
 RESNET_FROZEN_PREFIXES = ("conv1_", "conv2_")
-RESNET_STAGES = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+RESNET_STAGES = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet50-fpn": (3, 4, 6, 3)}
 RESNET_EPSILON = 1.001e-5  # keras.applications' ResNet batch norm
 
 _VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -283,7 +284,17 @@ def resnet(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_
     name = name or f"resnet{depth}"
     _check_stride(name, stride)
     images, image_info = _inputs()
+    x = _resnet_stages(images, image_info, depth, (2, 3, 4), width, kernel_initializer)[4]
+    x = PaddingMask(16, "ceil", name="conv4_mask")([x, image_info])
+    base = keras.Model([images, image_info], x, name=name)
+    if weights is not None:
+        reference = weights if isinstance(weights, keras.Model) else load_resnet_reference(name, weights)
+        copy_weights_by_name(base, reference)
+    return base
 
+
+def _resnet_stages(images, image_info, depth, stages, width, kernel_initializer):
+    """ResNet's stem and ``stages`` (2..5) -> ``{stage: its output}`` (padding not yet zeroed)."""
     def mask(at_stride):
         return lambda x, layer: PaddingMask(at_stride, "ceil", name=layer)([x, image_info])
 
@@ -295,27 +306,74 @@ def resnet(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_
     x = mask(2)(x, "conv1_mask")
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # >= 0 after ReLU: zeros pad a max pool
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    blocks = RESNET_STAGES[name]
-    for stage, at_stride in ((2, 4), (3, 8), (4, 16)):
+    blocks = RESNET_STAGES[f"resnet{depth}"]
+    outputs = {}
+    for stage in stages:
         x = resnet_stage(x, stage, blocks[stage - 2], 1 if stage == 2 else 2, width, kernel_initializer,
-                         mask(at_stride))
-    x = mask(16)(x, "conv4_mask")
-    base = keras.Model([images, image_info], x, name=name)
+                         mask(2 ** stage))
+        outputs[stage] = x
+    return outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class TopDown(keras.layers.Layer):
+    """FPN's top-down step: ``[coarse, lateral]`` -> ``lateral`` + ``coarse`` upsampled 2x by
+    nearest neighbour (each cell repeated 2 x 2), cropped to ``lateral``'s size. Cell i reads
+    coarse cell i // 2 whatever the map sizes, so a padded batch equals each image alone."""
+
+    def call(self, inputs):
+        coarse, lateral = inputs
+        up = tf.repeat(tf.repeat(coarse, 2, axis=1), 2, axis=2)
+        shape = tf.shape(lateral)
+        return lateral + up[:, :shape[1], :shape[2], :]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[1]
+
+
+def resnet_fpn(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_normal",
+               batch_norm=False, stride=4, channels=256):
+    """ResNet-50 with a feature pyramid (Lin et al. 2017; torchvision's
+    ``fasterrcnn_resnet50_fpn``): conv1..conv5 (``keras.applications``' layers and names), 1x1
+    laterals on C2..C5 (``channels`` x ``width``), the top-down pathway (nearest 2x + sum), 3x3
+    outputs P2..P5, and P6 = P5 subsampled (1x1 max pool, stride 2). Output: ``[P2, ..., P6]``,
+    strides 4..64, each side ceil(n / stride), zero outside each image of a padded batch.
+    ``weights`` as ``resnet`` (the pyramid's layers start random). ``stride``: the finest, 4."""
+    del batch_norm
+    name = name or f"resnet{depth}-fpn"
+    _check_stride(name, stride)
+    images, image_info = _inputs()
+    c = _resnet_stages(images, image_info, depth, (2, 3, 4, 5), width, kernel_initializer)
+    units = _channels(channels, width)
+    levels, top = {}, None
+    for stage in (5, 4, 3, 2):
+        lateral = keras.layers.Conv2D(units, 1, kernel_initializer=kernel_initializer,
+                                      name=f"fpn_inner{stage}")(c[stage])
+        merged = lateral if top is None else TopDown(name=f"fpn_topdown{stage}")([top, lateral])
+        top = PaddingMask(2 ** stage, "ceil", name=f"fpn_inner{stage}_mask")([merged, image_info])
+        output = keras.layers.Conv2D(units, 3, padding="same", kernel_initializer=kernel_initializer,
+                                     name=f"fpn_layer{stage}")(top)
+        levels[stage] = PaddingMask(2 ** stage, "ceil", name=f"fpn_layer{stage}_mask")([output, image_info])
+    p6 = keras.layers.MaxPooling2D(1, strides=2, name="fpn_p6")(levels[5])  # zeros stay zeros
+    base = keras.Model([images, image_info], [levels[2], levels[3], levels[4], levels[5], p6], name=name)
     if weights is not None:
-        reference = weights if isinstance(weights, keras.Model) else load_resnet_reference(name, weights)
+        reference = weights if isinstance(weights, keras.Model) else load_resnet_reference(f"resnet{depth}", weights)
         copy_weights_by_name(base, reference)
     return base
 
 
 def copy_weights_by_name(model, reference):
-    """Every layer of ``model`` with weights takes those of ``reference``'s layer of its name."""
+    """Every layer of ``model`` with weights takes those of ``reference``'s layer of its name
+    (layers ``reference`` lacks, a feature pyramid's, keep theirs)."""
+    names = {layer.name for layer in reference.layers}
     for layer in model.layers:
-        if layer.weights:
+        if layer.weights and layer.name in names:
             layer.set_weights(reference.get_layer(layer.name).get_weights())
 
 
 BACKBONES = {"vgg16": vgg16, "zf": zf,
-             "resnet50": lambda **kw: resnet(50, **kw), "resnet101": lambda **kw: resnet(101, **kw)}
+             "resnet50": lambda **kw: resnet(50, **kw), "resnet101": lambda **kw: resnet(101, **kw),
+             "resnet50-fpn": lambda **kw: resnet_fpn(50, **kw)}
 
 ZF_IMAGENET = (
     "ImageNet weights for ZF are not in Keras (it ships VGG-16's): pass --weights PATH, a weights "

@@ -16,9 +16,13 @@ import json
 import typing
 from dataclasses import dataclass, field
 
-BACKBONES = ("vgg16", "zf", "resnet50", "resnet101")
-# The feature strides each base can be built with (anchors.stride): ZF also at 8 (backbone.zf).
-BASE_STRIDES = {"vgg16": (16,), "zf": (8, 16), "resnet50": (16,), "resnet101": (16,)}
+BACKBONES = ("vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn")
+# The feature strides each base can be built with (anchors.stride): ZF also at 8 (backbone.zf); a
+# feature pyramid's finest level (its levels: PYRAMID_STRIDES).
+BASE_STRIDES = {"vgg16": (16,), "zf": (8, 16), "resnet50": (16,), "resnet101": (16,), "resnet50-fpn": (4,)}
+# Feature pyramids: the strides of their levels (P2..P6); RoIs pool from all but the last (P2..P5),
+# anchors of one size per level (anchors.scales times the level's stride).
+PYRAMID_STRIDES = {"resnet50-fpn": (4, 8, 16, 32, 64)}
 # Bases whose detector head is their own last stage (ResNet's conv5 on 14 x 14 RoIAlign features,
 # heads.Res5Head) rather than fc6 / fc7 (heads.DetectorHead).
 RES5_HEAD_BACKBONES = ("resnet50", "resnet101")
@@ -217,7 +221,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = "voc"
-    backbone: str = "vgg16"  # "vgg16", "zf", "resnet50" or "resnet101"
+    backbone: str = "vgg16"  # "vgg16", "zf", "resnet50", "resnet101" or "resnet50-fpn"
     backbone_width: float = 1.0  # channel multiplier of the base (1.0 = the paper's net)
     weights: typing.Optional[str] = "imagenet"  # "imagenet", None (random) or a path
     base_initializer: str = "glorot_uniform"  # Keras initializer of a randomly initialised base
@@ -253,8 +257,10 @@ class Config:
                "null or a path when backbone_width != 1")
         _check(self.weights != "imagenet" or not self.base_batch_norm, "base_batch_norm",
                self.base_batch_norm, "false with ImageNet weights (VGG-16 has no batch norm)")
-        _check(self.backbone not in RES5_HEAD_BACKBONES or not self.base_batch_norm, "base_batch_norm",
+        _check(not self.backbone.startswith("resnet") or not self.base_batch_norm, "base_batch_norm",
                self.base_batch_norm, f"false for {self.backbone} (ResNets have their own batch norm)")
+        _check(self.backbone not in PYRAMID_STRIDES or self.detector.pool_mode == "align",
+               "detector.pool_mode", self.detector.pool_mode, f'"align" for {self.backbone} (RoIAlign per level)')
         _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
         for name in ("image", "anchors", "rpn", "detector", "train"):
             getattr(self, name).validate(name)
@@ -348,6 +354,45 @@ def _shapes_resnet50() -> Config:
     )
 
 
+def _resnet50_fpn_coco() -> Config:
+    # torchvision's fasterrcnn_resnet50_fpn (models/detection/faster_rcnn.py and the detection
+    # reference's train.py; 37.0 COCO box AP): images 800 / 1333, anchors 32-512 px (one size per
+    # level P2-P6, 3 ratios), RPN 256 channels, 2000 / 1000 pre-NMS proposals per level and
+    # 2000 / 1000 after NMS (train / test), RPN batch 256 per image, RoIAlign 7 x 7 per level,
+    # two fc layers of 1024 (no dropout), 512 RoIs per image, test NMS 0.5, box coder weights
+    # 10, 10, 5, 5 (stds 0.1, 0.1, 0.2, 0.2), min proposal size 0.001 (none). Its schedule: 26
+    # epochs of coco/2017 train (~118k images) at 16 images a step on 8 GPUs, lr 0.02 dropping
+    # x0.1 at epochs 16 and 22, weight decay 1e-4: on one device with 2 images a step that is 8x
+    # the steps at lr 0.02 / 8 (the linear scaling rule), end to end (joint). Keras's ImageNet
+    # ResNet input (BGR, Caffe means) instead of torchvision's RGB normalisation: the weights'.
+    steps_per_epoch = 118_287 // 2
+    return Config(
+        name="resnet50-fpn-coco", backbone="resnet50-fpn", weights="imagenet",
+        dataset="coco/2017", train_split="train", test_split="validation",
+        image=ImageConfig(min_side=800, max_side=1333, pixel_means=RESNET_PIXEL_MEANS),
+        anchors=AnchorConfig(stride=4, base_size=4, scales=(8.0,)),
+        rpn=RPNConfig(channels=256, pre_nms_top_n=(2000, 1000), post_nms_top_n=(2000, 1000), min_size=0),
+        detector=DetectorConfig(pool_size=7, pool_mode="align", fc_units=1024, dropout=0.0, batch_rois=1024,
+                                nms_iou=0.5),
+        train=TrainConfig(schedule="joint", joint_steps=26 * steps_per_epoch,
+                          joint_lr_drop_step=16 * steps_per_epoch, lr=0.02 / 8, weight_decay=1e-4,
+                          rpn_batch_images=2, detector_batch_images=2),
+    )
+
+
+def _shapes_fpn() -> Config:
+    # ResNet-50-FPN at quarter width from scratch on the built-in set (issue 17): the shapes
+    # preset's data, schedule and input scale, images at their own size (P2 has stride 4),
+    # anchors of 6 x each level's stride (24-384 px), 128 RoIs per image into two fc of 256.
+    cfg = _shapes()
+    return dataclasses.replace(
+        cfg, name="shapes-fpn", backbone="resnet50-fpn", backbone_width=0.25, base_batch_norm=False,
+        anchors=AnchorConfig(stride=4, base_size=4, scales=(6.0,)),
+        rpn=dataclasses.replace(cfg.rpn, channels=64, pre_nms_top_n=(1000, 1000), post_nms_top_n=(300, 300)),
+        detector=DetectorConfig(pool_size=7, pool_mode="align", fc_units=256, dropout=0.0, batch_rois=256),
+    )
+
+
 def _coco() -> Config:
     # The paper's MS COCO settings (Faster R-CNN, TPAMI 2017, "Experiments on MS COCO"; see
     # REFERENCE.md): VGG-16 from ImageNet; anchors of 3 ratios x 4 scales, 64^2 added (4, 8, 16, 32
@@ -422,6 +467,8 @@ PRESETS = {
     ),
     "shapes": _shapes,
     "shapes-resnet50": _shapes_resnet50,
+    "resnet50-fpn-coco": _resnet50_fpn_coco,
+    "shapes-fpn": _shapes_fpn,
 }
 
 

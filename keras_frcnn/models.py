@@ -33,16 +33,16 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn import losses
-from keras_frcnn.anchors import Anchors
+from keras_frcnn.anchors import Anchors, PyramidAnchors
 from keras_frcnn.backbone import (build_base, check_weights, copy_weights_by_name, frozen_layers,
                                   load_resnet_reference, load_vgg16_reference)
-from keras_frcnn.config import (INFERENCE_PRECISIONS, MIXED_PRECISIONS, RES5_HEAD_BACKBONES, Config,
-                                feature_rounding, resolve_precision)
+from keras_frcnn.config import (INFERENCE_PRECISIONS, MIXED_PRECISIONS, PYRAMID_STRIDES, RES5_HEAD_BACKBONES,
+                                Config, feature_rounding, resolve_precision)
 from keras_frcnn.heads import DetectorHead, Res5Head
 from keras_frcnn.postprocess import Detections
 from keras_frcnn.preprocessing import ImageSizes, Preprocess
 from keras_frcnn.proposals import Proposals
-from keras_frcnn.roi_pooling import RoIPooling
+from keras_frcnn.roi_pooling import PyramidRoIAlign, RoIPooling
 from keras_frcnn.rpn import RPNHead
 from keras_frcnn.targets import AnchorTargets, ProposalTargets
 
@@ -81,13 +81,20 @@ class _Layers:
                                kernel_initializer=cfg.base_initializer,
                                batch_norm=cfg.base_batch_norm, stride=cfg.anchors.stride)
         self.rpn_head = RPNHead(cfg.rpn.channels, cfg.anchors.num_anchors, name="rpn_head")
-        self.anchors = Anchors(cfg.anchors.stride, cfg.anchors.base_size, cfg.anchors.ratios,
-                               cfg.anchors.scales, name="anchors")
-        self.proposals = Proposals(cfg.rpn.pre_nms_top_n, cfg.rpn.post_nms_top_n, cfg.rpn.nms_iou,
-                                   cfg.rpn.min_size, cfg.anchors.stride, rounding, name="proposals")
-        self.roi_pooling = RoIPooling(cfg.detector.pool_size, 1.0 / cfg.anchors.stride,
-                                      cfg.detector.pool_mode, max_levels=roi_table_levels(cfg),
-                                      name="roi_pooling")
+        pyramid = PYRAMID_STRIDES.get(cfg.backbone, ())
+        self.pyramid = pyramid
+        if pyramid:
+            self.anchors = PyramidAnchors(pyramid, cfg.anchors.ratios, cfg.anchors.scales, name="anchors")
+        else:
+            self.anchors = Anchors(cfg.anchors.stride, cfg.anchors.base_size, cfg.anchors.ratios,
+                                   cfg.anchors.scales, name="anchors")
+        self.proposals = proposal_layer(cfg, cfg.rpn.pre_nms_top_n, cfg.rpn.post_nms_top_n, name="proposals")
+        if pyramid:  # RoIs pool from P2..P5 (not the extra P6), as torchvision and Detectron
+            self.roi_pooling = PyramidRoIAlign(cfg.detector.pool_size, pyramid[:-1], name="roi_pooling")
+        else:
+            self.roi_pooling = RoIPooling(cfg.detector.pool_size, 1.0 / cfg.anchors.stride,
+                                          cfg.detector.pool_mode, max_levels=roi_table_levels(cfg),
+                                          name="roi_pooling")
         if cfg.backbone in RES5_HEAD_BACKBONES:
             self.detector_head = Res5Head(num_classes, self.base.output.shape[-1], cfg.backbone_width,
                                           name="detector_head")
@@ -102,17 +109,35 @@ class _Layers:
     # dump of the alternating schedule.
 
     def rpn(self, features):
-        """features ``[B, H, W, C]`` -> ``(objectness_logits [B, A], rpn_deltas [B, A, 4],
-        anchors [A, 4])``, A = H * W * k."""
+        """features ``[B, H, W, C]`` (or a pyramid's list) -> ``(objectness_logits [B, A],
+        rpn_deltas [B, A, 4], anchors [A, 4], anchor_strides [A] or None)``, A = H * W * k
+        (summed over a pyramid's levels, whose anchors each carry their level's stride)."""
         objectness_logits, rpn_deltas = self.rpn_head(features)
-        return objectness_logits, rpn_deltas, self.anchors(features)
+        if self.pyramid:
+            anchors, strides = self.anchors(features)
+            return objectness_logits, rpn_deltas, anchors, strides
+        return objectness_logits, rpn_deltas, self.anchors(features), None
+
+    def propose(self, layer, objectness_logits, rpn_deltas, anchors, strides, image_info, training=False):
+        """``layer`` (a ``Proposals``) on the RPN's outputs."""
+        inputs = [objectness_logits, rpn_deltas, anchors, image_info] + ([] if strides is None else [strides])
+        return layer(inputs, training=training)
 
     def detector(self, features, rois, training=False, feature_gradient=False):
         """features and RoIs ``[B, R, 4]`` (input pixels) -> ``(class_logits [B, R, K],
         box_deltas [B, R, K, 4])``. ``feature_gradient``: the features are trained through the
         RoI pooling (not at inference, not on a frozen base)."""
+        if self.pyramid:
+            features = list(features[:len(self.pyramid) - 1])
         roi_features = self.roi_pooling([features, rois], feature_gradient=feature_gradient)
         return self.detector_head(roi_features, training=training)
+
+
+def proposal_layer(cfg: Config, pre_nms_top_n, post_nms_top_n, name=None):
+    """The ``Proposals`` layer of ``cfg``'s network with these top-N pairs."""
+    return Proposals(pre_nms_top_n, post_nms_top_n, cfg.rpn.nms_iou, cfg.rpn.min_size, cfg.anchors.stride,
+                     feature_rounding(cfg.backbone), level_strides=PYRAMID_STRIDES.get(cfg.backbone, ()),
+                     name=name)
 
 
 def roi_table_levels(cfg: Config) -> int:
@@ -134,8 +159,9 @@ def forward(layers, images, image_sizes=None):
         processed, image_info = layers.preprocess([images, image_sizes])
         original_sizes = image_sizes
     features = layers.base([processed, image_info])
-    objectness_logits, rpn_deltas, anchors = layers.rpn(features)
-    proposals, _, num_proposals = layers.proposals([objectness_logits, rpn_deltas, anchors, image_info])
+    objectness_logits, rpn_deltas, anchors, strides = layers.rpn(features)
+    proposals, _, num_proposals = layers.propose(layers.proposals, objectness_logits, rpn_deltas, anchors,
+                                                 strides, image_info)
     class_logits, box_deltas = layers.detector(features, proposals)
     return layers.detections([class_logits, box_deltas, proposals, num_proposals, image_info,
                               original_sizes])
@@ -394,9 +420,9 @@ class JointTrainer(_Trainer):
     def call(self, batch, training=False):
         features, image_info = self.features(batch)
         outputs = rpn_outputs(self, features, image_info, batch)
-        proposals, _, num_proposals = self.proposals(
-            [outputs["objectness_logits"], outputs["rpn_deltas"], outputs["anchors"], image_info],
-            training=True)
+        proposals, _, num_proposals = self.layers_.propose(
+            self.proposals, outputs["objectness_logits"], outputs["rpn_deltas"], outputs["anchors"],
+            outputs.get("anchor_strides"), image_info, training=True)
         outputs.update(detector_outputs(self, features, tf.stop_gradient(proposals), num_proposals,
                                         batch, training))
         return outputs
@@ -427,11 +453,14 @@ def rois_per_image(cfg, images_per_step) -> int:
 
 def rpn_outputs(view, features, image_info, batch):
     """RPN predictions and their anchor targets."""
-    objectness_logits, rpn_deltas, anchors = view.layers_.rpn(features)
+    objectness_logits, rpn_deltas, anchors, strides = view.layers_.rpn(features)
     labels, targets = view.anchor_targets(anchors, batch["gt_boxes"], batch["gt_classes"], image_info,
-                                          batch.get("sample_seed"))
-    return {"objectness_logits": objectness_logits, "rpn_deltas": rpn_deltas, "anchors": anchors,
-            "anchor_labels": labels, "anchor_deltas": targets}
+                                          batch.get("sample_seed"), anchor_strides=strides)
+    outputs = {"objectness_logits": objectness_logits, "rpn_deltas": rpn_deltas, "anchors": anchors,
+               "anchor_labels": labels, "anchor_deltas": targets}
+    if strides is not None:  # a feature pyramid's
+        outputs["anchor_strides"] = strides
+    return outputs
 
 
 def detector_outputs(view, features, proposals, num_proposals, batch, training):

@@ -15,7 +15,8 @@ import tensorflow as tf
 from keras_frcnn import boxes as box_ops
 from keras_frcnn.preprocessing import converting
 
-_DROPPED_RANK = -1e30  # below every log-odds NMS keeps (> logit(score_threshold))
+_MIN_SIDE = 0.01  # px
+_DROPPED_RANK = -1e4  # below every log-odds NMS keeps (> logit(score_threshold)); LiteRT mishandled -1e30
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
@@ -61,7 +62,12 @@ class Detections(keras.layers.Layer):
         raw_boxes = tf.gather(pred_boxes, best, batch_dims=2) * factor
         raw_boxes = tf.where(tf.expand_dims(valid_roi, -1), raw_boxes, 0.0)
         raw_scores = tf.where(tf.expand_dims(valid_roi, -1), probabilities, 0.0)
+        # Empty boxes (clipped to a line at the image border) are no detections: dropped before
+        # NMS as torchvision does (remove_small_boxes, 0.01 px). Runtimes' NMS treat zero-area
+        # boxes differently (LiteRT kept 50 such duplicates where TensorFlow kept 9).
+        sides = pred_boxes[..., 2:] - pred_boxes[..., :2]
         keep = tf.expand_dims(valid_roi, -1) & (scores > self.score_threshold)
+        keep &= tf.reduce_all(sides >= _MIN_SIDE, axis=-1)
         # NMS ranks by log-odds, log(p / (1 - p)) = the class's logit minus the log-sum-exp of
         # the others, the probability's order: a confident detection's probability rounds to
         # exactly 1.0 in float32 (a logit margin over ~17), as does its log-softmax to 0, and ties

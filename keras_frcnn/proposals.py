@@ -27,12 +27,14 @@ def feature_position_mask(anchors, image_info, stride, rounding):
 
     An anchor of position (i, j) is centred on ((i + 0.5) * stride, (j + 0.5) * stride), so its
     row is floor(centre / stride); the image's feature map has floor or ceil(h / stride) rows.
+    ``stride``: a number, or each anchor's ``[A]`` (a feature pyramid's levels).
     """
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # [A, 2] (y, x)
-    positions = tf.floor(centres / float(stride))
-    sizes = image_info[:, :2] / float(stride)
+    stride = tf.reshape(tf.cast(stride, tf.float32), [-1, 1])  # [1, 1] or [A, 1]
+    positions = tf.floor(centres / stride)
+    sizes = tf.expand_dims(image_info[:, :2], 1) / tf.expand_dims(stride, 0)  # [B, 1 or A, 2]
     sizes = tf.floor(sizes) if rounding == "floor" else tf.math.ceil(sizes)
-    inside = positions[None, :, :] < sizes[:, None, :]  # [B, A, 2]
+    inside = tf.expand_dims(positions, 0) < sizes  # [B, A, 2]
     return tf.reduce_all(inside, axis=-1)
 
 
@@ -65,10 +67,14 @@ class Proposals(keras.layers.Layer):
     ``N`` is ``post_nms_top_n[0]`` in training and ``post_nms_top_n[1]`` at inference; the
     ``(train, test)`` pairs default to the paper's (12000, 6000) and (2000, 300). A
     ``pre_nms_top_n`` <= 0 means no cut before NMS.
+
+    A feature pyramid (``level_strides``, e.g. (4, 8, 16, 32, 64)) gives a fifth input,
+    ``anchor_strides [A]`` (``PyramidAnchors``): ``pre_nms_top_n`` then applies per level, and NMS
+    runs per level (one call, the levels' boxes moved apart), ``post_nms_top_n`` over all levels.
     """
 
     def __init__(self, pre_nms_top_n=(12000, 6000), post_nms_top_n=(2000, 300), nms_iou=0.7,
-                 min_size=16, stride=16, feature_rounding="floor", **kwargs):
+                 min_size=16, stride=16, feature_rounding="floor", level_strides=(), **kwargs):
         # Box decoding, clipping and NMS scores stay float32 under mixed precision.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -80,9 +86,11 @@ class Proposals(keras.layers.Layer):
         if feature_rounding not in ("floor", "ceil"):
             raise ValueError(f"feature_rounding must be 'floor' or 'ceil', got {feature_rounding!r}")
         self.feature_rounding = feature_rounding
+        self.level_strides = tuple(int(v) for v in level_strides)
 
     def call(self, inputs, training=False):
-        objectness_logits, deltas, anchors, image_info = inputs
+        objectness_logits, deltas, anchors, image_info = inputs[:4]
+        anchor_strides = inputs[4] if len(inputs) > 4 else self.stride
         phase = 0 if training else 1
         pre_nms_top_n = self.pre_nms_top_n[phase]
         post_nms_top_n = self.post_nms_top_n[phase]
@@ -91,24 +99,57 @@ class Proposals(keras.layers.Layer):
         pred_boxes = box_ops.decode(deltas, anchors[None])  # [B, A, 4]
         pred_boxes = box_ops.clip(pred_boxes, image_info[:, :2])
         keep = box_ops.min_side_mask(pred_boxes, self.min_size * image_info[:, 2:3])
-        keep &= feature_position_mask(anchors, image_info, self.stride, self.feature_rounding)
+        keep &= feature_position_mask(anchors, image_info, anchor_strides, self.feature_rounding)
         scores = tf.where(keep, tf.sigmoid(tf.cast(objectness_logits, tf.float32)), _DROPPED)
 
         num_anchors = tf.shape(scores)[1]
         k = num_anchors if pre_nms_top_n <= 0 else tf.minimum(pre_nms_top_n, num_anchors)
-        if converting():
+        if self.level_strides:
+            scores, pred_boxes = self._top_k_per_level(scores, pred_boxes, anchor_strides, k, image_info)
+        elif converting():
             scores = _keep_top_k_in_place(scores, k)
         else:
             scores, order = tf.math.top_k(scores, k=k, sorted=True)
             pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
 
-        selected, num_proposals = box_ops.batched_nms(pred_boxes, scores, post_nms_top_n,
+        nms_boxes = pred_boxes
+        if self.level_strides:
+            pred_boxes, nms_boxes = pred_boxes
+        selected, num_proposals = box_ops.batched_nms(nms_boxes, scores, post_nms_top_n,
                                                       self.nms_iou, _DROPPED / 2)
         valid = tf.range(post_nms_top_n)[None, :] < num_proposals[:, None]  # [B, N]
         proposals = tf.gather(pred_boxes, selected, batch_dims=1)
         proposals = tf.where(valid[..., None], proposals, 0.0)
         scores = tf.where(valid, tf.gather(scores, selected, batch_dims=1), 0.0)
         return proposals, scores, num_proposals
+
+    def _top_k_per_level(self, scores, pred_boxes, anchor_strides, k, image_info):
+        """A feature pyramid's candidates: the ``k`` best of each level (torchvision's and
+        Detectron's FPN proposals), and their boxes moved apart by level for the one NMS call, so
+        that boxes of two levels never suppress each other (NMS per level, merged by score).
+        Returns ``(scores, (boxes, boxes for NMS))``."""
+        offset = tf.reduce_max(image_info[:, :2]) + 1.0
+        level_of = tf.zeros_like(anchor_strides)
+        for stride in self.level_strides[:-1]:
+            level_of += tf.cast(anchor_strides > float(stride), tf.float32)  # 0, 1, ... by stride
+        shifted = pred_boxes + tf.reshape(level_of * offset, [1, -1, 1])
+        if converting():
+            kept = tf.fill(tf.shape(scores), _DROPPED)
+            for stride in self.level_strides:
+                here = tf.equal(anchor_strides, float(stride))[None]
+                level_k = tf.minimum(k, tf.reduce_sum(tf.cast(here, tf.int32)))
+                kept = tf.where(here, _keep_top_k_in_place(tf.where(here, scores, _DROPPED), level_k), kept)
+            return kept, (pred_boxes, shifted)
+        top_scores, orders = [], []
+        for stride in self.level_strides:
+            here = tf.equal(anchor_strides, float(stride))[None]
+            level_k = tf.minimum(k, tf.reduce_sum(tf.cast(here, tf.int32)))
+            values, order = tf.math.top_k(tf.where(here, scores, _DROPPED), k=level_k, sorted=True)
+            top_scores.append(values)
+            orders.append(order)
+        order = tf.concat(orders, axis=1)
+        return (tf.concat(top_scores, axis=1),
+                (tf.gather(pred_boxes, order, batch_dims=1), tf.gather(shifted, order, batch_dims=1)))
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0][0]
@@ -124,4 +165,5 @@ class Proposals(keras.layers.Layer):
             "min_size": self.min_size,
             "stride": self.stride,
             "feature_rounding": self.feature_rounding,
+            "level_strides": list(self.level_strides),
         }

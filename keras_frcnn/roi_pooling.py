@@ -403,3 +403,46 @@ class RoIPooling(keras.layers.Layer):
             "mode": self.mode,
             "max_levels": self.max_levels,
         }
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class PyramidRoIAlign(keras.layers.Layer):
+    """``[[P2, ..., P5], rois]`` -> ``[B, R, P, P, C]``: RoIAlign of each RoI on the pyramid level
+    the FPN paper assigns it (Lin et al. 2017, eq. 1): ``k = floor(k0 + log2(sqrt(w h) / 224))``
+    with k0 = 4, clamped to the levels, as torchvision's ``MultiScaleRoIAlign`` (its
+    ``LevelMapper``, eps 1e-6) and Detectron. Every level pools every RoI and each RoI keeps its
+    level's (no loop over RoIs; RoIAlign is cheap beside the head). ``strides``: the levels'
+    (4, 8, 16, 32: level k has stride 2**k)."""
+
+    def __init__(self, pool_size=7, strides=(4, 8, 16, 32), canonical_size=224.0, canonical_level=4,
+                 **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+        self.strides = tuple(int(s) for s in strides)
+        self.canonical_size = float(canonical_size)
+        self.canonical_level = int(canonical_level)
+        self.supports_jit = False  # crop_and_resize, as RoIPooling(mode="align")
+
+    def call(self, inputs, feature_gradient=True):
+        features, rois = inputs
+        rois = tf.stop_gradient(tf.cast(rois, tf.float32))
+        sides = tf.sqrt(tf.maximum(rois[..., 2] - rois[..., 0], 0.0) * tf.maximum(rois[..., 3] - rois[..., 1], 0.0))
+        levels = tf.floor(self.canonical_level + tf.math.log(sides / self.canonical_size + 1e-12) / np.log(2.0)
+                          + 1e-6)
+        first, last = (float(np.log2(s)) for s in (self.strides[0], self.strides[-1]))
+        levels = tf.clip_by_value(levels, first, last)  # [B, R]
+        pooled = None
+        for stride, level_features in zip(self.strides, features):
+            level = roi_align(tf.cast(level_features, self.compute_dtype), rois, self.pool_size, 1.0 / stride)
+            here = tf.reshape(tf.equal(levels, float(np.log2(stride))), tf.concat([tf.shape(levels), [1, 1, 1]], 0))
+            pooled = tf.where(here, level, tf.zeros_like(level) if pooled is None else pooled)
+        return pooled
+
+    def compute_output_shape(self, input_shape):
+        features_shape, rois_shape = input_shape
+        return (rois_shape[0], rois_shape[1], self.pool_size, self.pool_size, features_shape[0][-1])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": list(self.strides),
+                "canonical_size": self.canonical_size, "canonical_level": self.canonical_level}

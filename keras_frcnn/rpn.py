@@ -36,12 +36,19 @@ class RPNHead(keras.layers.Layer):
                                           name="rpn_deltas")
 
     def build(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]  # a pyramid: one head for every level
         self.conv.build(input_shape)
         hidden = (*input_shape[:-1], self.channels)
         self.objectness.build(hidden)
         self.deltas.build(hidden)
 
     def call(self, features):
+        if isinstance(features, (list, tuple)):
+            # A feature pyramid (FPN): the same head on every level, outputs concatenated in the
+            # order of PyramidAnchors (levels finest first).
+            outputs = [self.call(level) for level in features]
+            return tf.concat([o[0] for o in outputs], 1), tf.concat([o[1] for o in outputs], 1)
         hidden = self.conv(features)
         batch = tf.shape(features)[0]
         # Logits stay float32 under mixed precision: the loss and the proposal ranking need them.
@@ -50,6 +57,8 @@ class RPNHead(keras.layers.Layer):
         return logits, deltas
 
     def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and isinstance(input_shape[0], (list, tuple)):
+            return (input_shape[0][0], None), (input_shape[0][0], None, 4)
         batch, h, w = input_shape[:3]
         a = None if h is None or w is None else h * w * self.num_anchors
         return (batch, a), (batch, a, 4)

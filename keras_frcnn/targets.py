@@ -106,9 +106,11 @@ class AnchorTargets(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, anchors, gt_boxes, gt_classes, image_info, image_seeds=None):
+    def call(self, anchors, gt_boxes, gt_classes, image_info, image_seeds=None, anchor_strides=None):
         """``image_seeds`` int64 ``[B]``: per-image sampling seeds (the training pipeline's
-        ``sample_seed``); without them, the layer's seed generator draws."""
+        ``sample_seed``); without them, the layer's seed generator draws. ``anchor_strides [A]``:
+        each anchor's stride, for a feature pyramid's anchors (else the layer's ``stride``)."""
+        strides = self.stride if anchor_strides is None else anchor_strides
         gt_boxes, gt_classes = with_padding_column(gt_boxes, gt_classes)
         image_info = tf.cast(image_info, tf.float32)
         valid_gt = gt_classes > 0  # [B, G]
@@ -118,7 +120,7 @@ class AnchorTargets(keras.layers.Layer):
         # inclusive x2 = our continuous xmax - 1.
         inside = ((anchors[None, :, 0] >= -border) & (anchors[None, :, 1] >= -border)
                   & (anchors[None, :, 2] - 1.0 < h + border) & (anchors[None, :, 3] - 1.0 < w + border))
-        inside &= feature_position_mask(anchors, image_info, self.stride, self.feature_rounding)
+        inside &= feature_position_mask(anchors, image_info, strides, self.feature_rounding)
 
         overlaps = box_ops.iou(anchors[None], gt_boxes)  # [B, A, G]
         overlaps = tf.where(valid_gt[:, None, :] & inside[:, :, None], overlaps, -1.0)
@@ -130,7 +132,7 @@ class AnchorTargets(keras.layers.Layer):
         negative = inside & (max_iou < self.negative_iou) & ~positive
         noise = None
         if image_seeds is not None:
-            noise = hash_uniform(image_seeds, self._anchor_ids(anchors), self.seed or 0)
+            noise = hash_uniform(image_seeds, self._anchor_ids(anchors, strides), self.seed or 0)
         # py-faster-rcnn: int(RPN_FG_FRACTION * RPN_BATCHSIZE) positives at most.
         positive, negative = sample_balanced(positive, negative, self.batch_size,
                                              int(self.batch_size * self.positive_fraction),
@@ -142,11 +144,12 @@ class AnchorTargets(keras.layers.Layer):
         deltas = tf.where(positive[..., None], deltas, 0.0)
         return tf.stop_gradient(labels), tf.stop_gradient(deltas)
 
-    def _anchor_ids(self, anchors):
+    def _anchor_ids(self, anchors, strides):
         """``[A]`` ids of the anchors by feature cell and size, not by flat index: an anchor keeps
         its id whatever the width of the (padded) feature map."""
         centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0
-        cells = tf.cast(tf.floor(centres / float(self.stride)), tf.int64) & 4095  # (row, col)
+        strides = tf.reshape(tf.cast(strides, tf.float32), [-1, 1])
+        cells = tf.cast(tf.floor(centres / strides), tf.int64) & 4095  # (row, col)
         sizes = tf.cast(tf.round(anchors[:, 2:] - anchors[:, :2]), tf.int64) & 4095  # (h, w)
         return ((cells[:, 0] * 4096 + cells[:, 1]) * 4096 + sizes[:, 0]) * 4096 + sizes[:, 1]
 

@@ -47,13 +47,13 @@ import typing
 import keras
 import tensorflow as tf
 
-from keras_frcnn.config import Config, feature_rounding
+from keras_frcnn.config import Config
 from keras_frcnn.data.examples import DetectionSource
 from keras_frcnn.data.pipeline import as_source, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
 from keras_frcnn.optimizer import CaffeSGD
-from keras_frcnn.proposals import Proposals
+from keras_frcnn.models import proposal_layer
 from keras_frcnn.tensorboard import StageLog
 
 
@@ -129,16 +129,15 @@ def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, b
     original's dump. Returns the number of examples."""
     layers = net.model.layers_
     post = cfg.rpn.post_nms_top_n[0]
-    proposal_layer = Proposals((0, 0), (post, post), cfg.rpn.nms_iou, cfg.rpn.min_size,
-                               cfg.anchors.stride, feature_rounding(cfg.backbone))
+    dump = proposal_layer(cfg, (0, 0), (post, post))
     to_input = net.rpn_model.to_input
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
                                   tf.TensorSpec([None, 3], tf.float32)])
     def run(images, image_info):
         processed, info = to_input([images, image_info])
-        logits, deltas, anchors = layers.rpn(layers.base([processed, info]))
-        return proposal_layer([logits, deltas, anchors, info])
+        logits, deltas, anchors, strides = layers.rpn(layers.base([processed, info]))
+        return layers.propose(dump, logits, deltas, anchors, strides, info)
 
     dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, flip_probability=0.0,
                             drop_remainder=False)

@@ -57,6 +57,22 @@ def tiny_resnet_config(**overrides):
     return dataclasses.replace(cfg, **overrides)
 
 
+def tiny_fpn_config(**overrides):
+    """``tiny_config`` with a ResNet-50-FPN base at 1/16 width (P2..P6 of 16 channels) from
+    random weights: one anchor size per level (8 x its stride), RoIAlign 7 x 7 per level."""
+    import dataclasses
+
+    from keras_frcnn import config as C
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(
+        cfg, name="tiny-fpn", backbone="resnet50-fpn", backbone_width=1 / 16, base_initializer="he_normal",
+        anchors=C.AnchorConfig(stride=4, base_size=4, scales=(8.0,)),
+        rpn=dataclasses.replace(cfg.rpn, channels=16),
+        detector=dataclasses.replace(cfg.detector, pool_size=7, pool_mode="align", batch_rois=64))
+    return dataclasses.replace(cfg, **overrides)
+
+
 def synthetic_batch(n=4, size=128, seed=0):
     """``n`` noisy ``size`` px images with a red square (class 1) and a blue wide box (class 2),
     as a training batch dict (boxes in pixels, no resizing needed at min_side == size)."""

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import synthetic_batch, tiny_config, tiny_resnet_config
+from conftest import synthetic_batch, tiny_config
 from keras_frcnn import formats, predict
 from keras_frcnn.models import forward
 from keras_frcnn.preprocessing import for_converters
@@ -104,24 +104,7 @@ def trained_bn8(tmp_path_factory):
     return with_images(net.model, root)
 
 
-@pytest.fixture(scope="module")
-def trained_resnet(tmp_path_factory):
-    """A ResNet-50 C4 (tiny): RoIAlign (gathers instead of CropAndResize in the converted graph)
-    into the conv5 head, batch norm throughout."""
-    import keras
-
-    from keras_frcnn.models import build_models
-
-    root = tmp_path_factory.mktemp("formats_resnet")
-    keras.utils.set_random_seed(0)
-    net = build_models(tiny_resnet_config(), 2, weights=None, class_names=CLASS_NAMES)
-    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
-    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(100), verbose=0)
-    net.model.save(root / "model.keras")
-    return with_images(net.model, root)
-
-
-KINDS = {"tiny": "trained", "batch norm, stride 8": "trained_bn8", "resnet50 C4": "trained_resnet"}
+KINDS = {"tiny": "trained", "batch norm, stride 8": "trained_bn8"}  # the ResNets': test_resnet
 
 
 def export_script():
@@ -142,11 +125,11 @@ def export(trained, fmt):
     return out
 
 
-def assert_same_detections(out, reference, size):
+def assert_same_detections(out, reference, size, require_detections=True):
     """The four OD API outputs of one image vs the Keras model's detections of it: the same
     detections in the same order, boxes within 1 px."""
     n = int(reference["num_detections"])
-    assert int(out["num_detections"]) == n and n > 0
+    assert int(out["num_detections"]) == n and (n > 0 or not require_detections)
     h, w = size
     np.testing.assert_array_equal(out["detection_classes"][:n], reference["labels"][:n] + 1)
     assert not out["detection_classes"][n:].any()
@@ -157,7 +140,13 @@ def assert_same_detections(out, reference, size):
 @pytest.mark.parametrize("fmt", RUNTIMES)
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_export_runs_in_its_runtime_without_keras_frcnn(request, kind, fmt):
-    trained = request.getfixturevalue(KINDS[kind])
+    check_runtime(request.getfixturevalue(KINDS[kind]), fmt)
+
+
+def check_runtime(trained, fmt, every_image_detects=True):
+    """``fmt``'s artifact of ``trained`` (``with_images``), run by its runtime in a process
+    without keras_frcnn or Keras, gives the Keras model's detections (``every_image_detects``:
+    and each test image has some; else at least one has)."""
     path = export(trained, fmt)
     out_npz, out_json = trained.root / f"{fmt}.npz", trained.root / f"{fmt}.json"
     subprocess.run([sys.executable, "-c", RUNTIME_CHILD, fmt, str(path), str(trained.root / "images.npz"),
@@ -167,10 +156,11 @@ def test_export_runs_in_its_runtime_without_keras_frcnn(request, kind, fmt):
     for i, (image, reference) in enumerate(zip(trained.images, trained.reference)):
         out = {k: arrays[f"{i}_{k}"][0] for k in formats.OUTPUT_NAMES}
         assert out["detection_boxes"].shape == (100, 4)
-        assert_same_detections(out, reference, image.shape[:2])
+        assert_same_detections(out, reference, image.shape[:2], every_image_detects)
         if i < 2:
             batched = {k: arrays[f"batch_{k}"][i] for k in formats.OUTPUT_NAMES}
-            assert_same_detections(batched, reference, image.shape[:2])
+            assert_same_detections(batched, reference, image.shape[:2], every_image_detects)
+    assert sum(int(r["num_detections"]) for r in trained.reference) > 0
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "saved_model"])

@@ -1,8 +1,10 @@
-"""ResNet-50 / 101 C4 (issue 17): the base and conv5 head equal keras.applications' ResNet with
-the same weights, pretrained layers freeze as Detectron / tf-faster-rcnn do, a padded batch equals
-each image alone, and a tiny ResNet trains under joint training, round-trips through .keras, runs
-in bfloat16 and serves from a SavedModel in a TensorFlow-only process. The alternating schedule:
-test_training; the other runtimes: test_formats."""
+"""ResNet-50 / 101 C4 and ResNet-50-FPN (issue 17): the bases and conv5 head equal
+keras.applications' ResNet with the same weights, pretrained layers freeze as Detectron /
+tf-faster-rcnn / torchvision do, a padded batch equals each image alone (every pyramid level),
+FPN's level rules (anchors, per-level proposals, RoI levels), and a tiny network of each kind
+trains under joint training, round-trips through .keras, runs in bfloat16, serves from a
+SavedModel in a TensorFlow-only process and runs in ONNX Runtime, OpenVINO and LiteRT without
+Keras. The alternating schedule: test_training."""
 
 import dataclasses
 import subprocess
@@ -14,10 +16,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_batch, tiny_resnet_config
+from conftest import synthetic_batch, tiny_fpn_config, tiny_resnet_config
 from keras_frcnn import backbone, config as C, export
+from keras_frcnn.anchors import PyramidAnchors, base_anchors
 from keras_frcnn.heads import Res5Head
 from keras_frcnn.models import build_models
+from keras_frcnn.preprocessing import for_converters
+from keras_frcnn.proposals import Proposals
+from keras_frcnn.roi_pooling import PyramidRoIAlign, RoIPooling
+from test_formats import RUNTIMES, check_runtime, with_images
+
+KINDS = {"c4": tiny_resnet_config, "fpn": tiny_fpn_config}
 
 
 def _randomise_batch_norm(model, rng):
@@ -102,14 +111,14 @@ def test_pretrained_resnet_freezes_stem_conv2_and_every_batch_norm(tmp_path, rng
     assert {"conv3_block1_1_conv", "conv4_block6_3_conv", "conv5_block3_3_conv"} <= moved
 
 
-@pytest.fixture(scope="module")
-def trained_resnet(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resnet")
+@pytest.fixture(scope="module", params=list(KINDS))
+def trained_resnet(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"resnet_{request.param}")
     keras.utils.set_random_seed(0)
-    net = build_models(tiny_resnet_config(), 2, weights=None, class_names=["square", "wide"])
+    net = build_models(KINDS[request.param](), 2, weights=None, class_names=["square", "wide"])
     joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
     history = joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(), steps_per_epoch=25,
-                        epochs=4, verbose=0).history
+                        epochs=4 if request.param == "c4" else 8, verbose=0).history
     net.model.save(root / "model.keras")
     return net, history, root
 
@@ -120,9 +129,9 @@ def test_joint_training_learns_and_the_keras_file_round_trips(trained_resnet):
     assert history["loss"][-1] < history["loss"][0]
     images = synthetic_batch(2)["images"]
     expected = net.model(images)
-    assert int(expected["num_detections"][0]) > 0
+    assert int(tf.reduce_sum(expected["num_detections"])) > 0
     loaded = keras.models.load_model(root / "model.keras")
-    assert loaded.frcnn_config.backbone == "resnet50"
+    assert loaded.frcnn_config.backbone == net.config.backbone
     for key in ("boxes", "confidence", "labels", "num_detections"):
         np.testing.assert_array_equal(loaded(images)[key], expected[key])
     # Its training views come back too (and keep their trainable flags' rules).
@@ -133,8 +142,8 @@ def test_bfloat16_inference_form_equals_the_mixed_model(trained_resnet):
     net, _, _ = trained_resnet
     mixed = net.model.with_precision("mixed_bfloat16")
     form = mixed.for_inference()
-    assert form.detector_head.res5.get_layer("conv5_block1_1_conv").kernel.dtype == "bfloat16"
-    assert form.detector_head.res5.get_layer("conv5_block1_1_bn").moving_mean.dtype == "float32"
+    assert form.base.get_layer("conv4_block1_1_conv").kernel.dtype == "bfloat16"
+    assert form.base.get_layer("conv4_block1_1_bn").moving_mean.dtype == "float32"
     images = synthetic_batch(2)["images"]
     for key, value in mixed(images).items():
         np.testing.assert_array_equal(form(images)[key], value)
@@ -156,14 +165,110 @@ def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained_r
     net, _, root = trained_resnet
     path = export.export_saved_model(net.model, root / "serving", version=1, warmup=False)
     images = synthetic_batch(2)["images"]
-    np.savez(root / "images.npz", images=images)
-    subprocess.run([sys.executable, "-c", SERVE_CHILD, str(path), str(root / "images.npz"),
+    np.savez(root / "serve_images.npz", images=images)
+    subprocess.run([sys.executable, "-c", SERVE_CHILD, str(path), str(root / "serve_images.npz"),
                     str(root / "out.npz")], check=True, timeout=300)
     out, expected = np.load(root / "out.npz"), net.model(images)
     np.testing.assert_array_equal(out["num_detections"], expected["num_detections"])
     np.testing.assert_allclose(out["detection_scores"], expected["confidence"], atol=1e-5)
     np.testing.assert_allclose(out["detection_boxes"] * 128, expected["boxes"], atol=1e-3)
     assert export.ops_without_gpu_kernels(path, "serving_default") == {}
+
+
+@pytest.mark.parametrize("fmt", RUNTIMES)
+def test_runtime_exports_give_the_keras_detections(trained_resnet, fmt):
+    """ONNX Runtime, OpenVINO and LiteRT, each in a process without keras_frcnn or Keras (C4:
+    RoIAlign by gathers into conv5; FPN: five levels, per-level proposals and RoI levels)."""
+    net, _, root = trained_resnet
+    # The tiny FPN (batch norm from scratch, 200 steps) finds the objects of some test images only.
+    check_runtime(with_images(net.model, root), fmt, every_image_detects=net.config.backbone != "resnet50-fpn")
+
+
+def test_fpn_levels_sizes_and_padded_batch(rng):
+    base = backbone.resnet_fpn(50, width=1 / 16)
+    _randomise_batch_norm(base, rng)
+    sizes = [(97, 130), (64, 50)]
+    batch = np.zeros((2, 97, 130, 3), np.float32)
+    images = [rng.normal(0, 1, (h, w, 3)).astype("float32") for h, w in sizes]
+    for i, image in enumerate(images):
+        batch[i, :image.shape[0], :image.shape[1]] = image
+    info = np.array([[h, w, 1.0] for h, w in sizes], np.float32)
+    padded = [p.numpy() for p in base([batch, info])]
+    assert [p.shape[1:] for p in padded] == [(-(-97 // s), -(-130 // s), 16) for s in (4, 8, 16, 32, 64)]
+    for i, (image, (h, w)) in enumerate(zip(images, sizes)):
+        alone = base([image[None], info[i:i + 1]])
+        for level, stride in zip(alone, (4, 8, 16, 32, 64)):
+            fh, fw = -(-h // stride), -(-w // stride)
+            level = level.numpy()[0]
+            assert level.shape[:2] == (fh, fw)
+            p = padded[(4, 8, 16, 32, 64).index(stride)][i]
+            np.testing.assert_allclose(p[:fh, :fw], level, rtol=1e-4, atol=1e-4)
+            assert not p[fh:].any() and not p[:, fw:].any()
+
+
+def test_fpn_base_holds_keras_applications_resnet50(rng):
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
+    _randomise_batch_norm(reference, rng)
+    base = backbone.resnet_fpn(50, weights=reference)
+    c5 = keras.Model(base.inputs, base.get_layer("conv5_block3_out").output)
+    x = rng.normal(0, 50, (1, 96, 128, 3)).astype("float32")
+    np.testing.assert_allclose(c5([x, np.array([[96, 128, 1.0]], "float32")]), reference(x), rtol=1e-5, atol=1e-4)
+    assert {layer.name for layer in base.layers if layer.name.startswith("fpn_") and layer.weights} == {
+        f"fpn_{kind}{stage}" for kind in ("inner", "layer") for stage in (2, 3, 4, 5)}
+
+
+def test_pyramid_anchors_one_size_per_level():
+    features = [tf.zeros((1, -(-64 // s), -(-96 // s), 1)) for s in (4, 8, 16, 32, 64)]
+    anchors, strides = PyramidAnchors((4, 8, 16, 32, 64), (0.5, 1.0, 2.0), (8.0,))(features)
+    counts = [f.shape[1] * f.shape[2] * 3 for f in features]
+    assert anchors.shape == (sum(counts), 4)
+    np.testing.assert_array_equal(strides, np.repeat([4, 8, 16, 32, 64], counts))
+    start = 0
+    for stride, count in zip((4, 8, 16, 32, 64), counts):
+        np.testing.assert_array_equal(anchors[start:start + 3], base_anchors(stride, (0.5, 1, 2), (8,)))
+        square = anchors[start + 1]  # ratio 1
+        assert float(square[2] - square[0]) == 8 * stride
+        start += count
+
+
+def test_fpn_proposals_take_the_top_k_of_every_level(rng):
+    """All the high scores on one level: a global top-k would propose that level only; per level
+    each level gives its k best, and the converters' graph keeps the same boxes."""
+    features = [tf.zeros((1, -(-64 // s), -(-64 // s), 1)) for s in (4, 8, 16, 32, 64)]
+    anchors, strides = PyramidAnchors((4, 8, 16, 32, 64), (1.0,), (1.0,))(features)  # one cell each
+    a = anchors.shape[0]
+    logits = np.where(strides.numpy() == 4, 5.0, -5.0)[None] + rng.normal(0, 0.1, (1, a))
+    deltas = np.zeros((1, a, 4), np.float32)
+    info = np.array([[64, 64, 1.0]], np.float32)
+    info_wide = np.array([[1024, 1024, 1.0]], np.float32)  # no box clipped: each keeps its level's side
+    layer = Proposals((3, 3), (100, 100), nms_iou=1.0, min_size=0, stride=4, feature_rounding="ceil",
+                      level_strides=(4, 8, 16, 32, 64))
+    boxes, scores, count = layer([logits.astype("float32"), deltas, anchors, info_wide, strides])
+    n = int(count[0])
+    assert n == 3 * 4 + 1  # 3 per level; P6 of a 64 px map has one position
+    sides = np.round(boxes[0, :n, 2] - boxes[0, :n, 0])
+    np.testing.assert_array_equal(np.sort(sides), np.repeat([4, 8, 16, 32, 64], [3, 3, 3, 3, 1]))
+    # A 32 px image in the 64 px batch: its P5 and P6 have one position each; the rest is padding.
+    small = layer([logits.astype("float32"), deltas, anchors, np.array([[32, 32, 1.0]], np.float32), strides])
+    assert int(small[2][0]) == 3 * 3 + 2 and float(tf.reduce_max(small[0])) <= 32
+    with for_converters():
+        converted = tf.function(lambda *x: layer(list(x)))(logits.astype("float32"), deltas, anchors, info_wide,
+                                                           strides)
+    assert int(converted[2][0]) == n
+    np.testing.assert_array_equal(np.sort(converted[0][0, :n].numpy(), axis=0), np.sort(boxes[0, :n].numpy(), axis=0))
+
+
+def test_rois_pool_from_the_fpn_paper_level(rng):
+    strides = (4, 8, 16, 32)
+    features = [rng.normal(0, 1, (1, -(-512 // s), -(-512 // s), 3)).astype("float32") for s in strides]
+    # Sides 50 (k = floor(4 + log2(50 / 224)) = 1 -> 2), 112 (3), 224 (4), 500 (5), 1000 (6 -> 5).
+    rois = np.array([[[10, 10, 60, 60], [0, 0, 112, 112], [100, 50, 324, 274], [0, 0, 500, 500],
+                      [0, 0, 512, 1000 ** 2 / 512]]], np.float32)
+    pooled = PyramidRoIAlign(7, strides)([features, rois]).numpy()
+    for i, level in enumerate([2, 3, 4, 5, 5]):
+        stride = 2 ** level
+        expected = RoIPooling(7, 1 / stride, "align")([features[strides.index(stride)], rois[:, i:i + 1]])
+        np.testing.assert_allclose(pooled[:, i:i + 1], expected, atol=1e-6)
 
 
 def test_resnet_presets():
@@ -173,6 +278,13 @@ def test_resnet_presets():
         assert (cfg.detector.pool_size, cfg.detector.pool_mode) == (14, "align")
         assert cfg.image.pixel_means == C.RESNET_PIXEL_MEANS and cfg.train.weight_decay == 1e-4
     assert C.preset("resnet101-coco").dataset == "coco/2017"
+    fpn = C.preset("resnet50-fpn-coco")
+    assert (fpn.backbone, fpn.image.min_side, fpn.image.max_side, fpn.rpn.post_nms_top_n) == (
+        "resnet50-fpn", 800, 1333, (2000, 1000))
+    assert (fpn.detector.fc_units, fpn.detector.dropout, fpn.detector.nms_iou) == (1024, 0.0, 0.5)
+    assert C.preset("shapes-fpn").backbone == "resnet50-fpn"
+    with pytest.raises(C.ConfigError, match="pool_mode"):
+        dataclasses.replace(fpn, detector=dataclasses.replace(fpn.detector, pool_mode="max"))
     with pytest.raises(C.ConfigError, match="base_batch_norm"):
         dataclasses.replace(C.preset("resnet50-voc"), weights=None, base_batch_norm=True)
     with pytest.raises(C.ConfigError, match="anchors.stride"):
