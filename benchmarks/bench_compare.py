@@ -12,6 +12,8 @@ are the medians over rounds of each process's median. Tasks: inference on 600 x 
 process's peak resident set.
 
     python benchmarks/bench_compare.py --side keras --task infer --batch 1      # one measurement
+    python benchmarks/bench_compare.py --torch-python ... --arch resnet50-fpn --tasks infer:1
+        # ResNet-50-FPN: torchvision's fasterrcnn_resnet50_fpn vs the resnet50-fpn-coco preset
 """
 
 import argparse
@@ -24,6 +26,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ARCH = "vgg16"  # --arch, passed to every measurement
 sys.path.insert(0, str(HERE))
 from common import machine, run_times  # noqa: E402
 
@@ -38,10 +41,9 @@ def keras_side(args):
     from keras_frcnn import build_models, preset
 
     keras.utils.set_random_seed(0)  # the same random weights every run
-    cfg = preset("voc")
-    if args.bf16:
-        cfg = dataclasses.replace(cfg, precision="mixed_bfloat16")
-    net = build_models(cfg, 20, weights=None)
+    cfg = preset("voc" if args.arch == "vgg16" else "resnet50-fpn-coco")
+    cfg = dataclasses.replace(cfg, precision="mixed_bfloat16" if args.bf16 else "float32")
+    net = build_models(cfg, 20 if args.arch == "vgg16" else 90, weights=None)
     rng = np.random.default_rng(0)
     if args.task == "infer":
         images = tf.constant(rng.integers(0, 256, (args.batch, 600, 1000, 3)), tf.uint8)
@@ -75,7 +77,8 @@ def keras_side(args):
 
 
 def measure(python, script, task, batch, reps, bf16=False, extra=()):
-    command = [python, str(script), "--task", task, "--batch", str(batch), "--reps", str(reps), *extra]
+    command = [python, str(script), "--task", task, "--batch", str(batch), "--reps", str(reps),
+               "--arch", ARCH, *extra]
     if bf16:
         command.append("--bf16")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -93,10 +96,13 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn"], default="vgg16")
     parser.add_argument("--torch-python", help="python of an environment with torch + torchvision")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tasks", default="infer:1,infer:4,train:1", help="task:batch list")
     args = parser.parse_args()
+    global ARCH
+    ARCH = args.arch
     if args.side == "keras":
         return keras_side(args)
     if not args.torch_python:

@@ -11,6 +11,10 @@ Architecture and settings as keras-frcnn's ``voc`` preset: VGG-16 conv1_1..conv5
 fc6/fc7 4096, 21 classes, 256 anchors and 128 RoIs sampled per image, score threshold 0.05,
 per-class NMS 0.3, 100 detections, images resized to 600 (max 1000) px. Random weights.
 Prints one JSON line: median seconds, the repetitions and the peak resident memory.
+
+``--arch resnet50-fpn``: torchvision's own ``fasterrcnn_resnet50_fpn`` (random weights, 91
+classes, its defaults: 800 / 1333 resize, 1000 test proposals, ...), against keras-frcnn's
+``resnet50-fpn-coco`` preset.
 """
 
 import argparse
@@ -70,11 +74,16 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument("--bf16", action="store_true", help="CPU autocast to bfloat16 (inference)")
+    parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn"], default="vgg16")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = build()
+    if args.arch == "vgg16":
+        model = build()
+    else:
+        model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
+                                                                     num_classes=91)
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, 600, 1000), generator=generator).float() / 255.0
               for _ in range(args.batch)]

@@ -4,7 +4,9 @@ Shape letters: B images, R RoIs, K = N + 1 classes (0 is background), D = max_de
 
 Per image: softmax, class-specific box decoding (deltas times the stds), clipping to the image,
 score threshold 0.05, per-class NMS at IoU 0.3 and the best 100, as the paper's test setting.
-Per-class NMS is one NMS call over boxes shifted by ``class * (largest side + 1)``, so boxes of
+Empty boxes (a side under 0.01 px after clipping) are dropped before NMS, as torchvision does;
+NMS ranks by log-odds, the probability's order without its rounding to 1.0. Per-class NMS is one
+NMS call over boxes shifted by ``class * (largest side + 1)``, so boxes of
 different classes never overlap; ``boxes.batched_nms`` runs it per image with an op that has
 GPU kernels. Boxes are returned in the input image's pixels.
 """
