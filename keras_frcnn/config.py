@@ -177,6 +177,10 @@ class TrainConfig:
     joint_lr_drop_step: int = 50000
     lr: float = 1e-3
     lr_drop: float = 0.1
+    # Linear warm-up over each stage's first steps, from warmup_factor x lr (0: none, the paper's
+    # solvers; torchvision's and Detectron's FPN training warm up).
+    warmup_steps: int = 0
+    warmup_factor: float = 0.001
     momentum: float = 0.9
     # Caffe's L2 decay through the momentum on the weights (not the biases), biases at twice the
     # learning rate, as py-faster-rcnn's solvers and nets (keras_frcnn.optimizer). True: decay
@@ -208,6 +212,9 @@ class TrainConfig:
         _check(self.joint_lr_drop_step >= 0, f"{prefix}.joint_lr_drop_step", self.joint_lr_drop_step, ">= 0")
         _positive(f"{prefix}.lr", self.lr)
         _check(0 < self.lr_drop <= 1, f"{prefix}.lr_drop", self.lr_drop, "in (0, 1]")
+        _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, f"{prefix}.warmup_steps",
+               self.warmup_steps, "an int >= 0")
+        _check(0 < self.warmup_factor <= 1, f"{prefix}.warmup_factor", self.warmup_factor, "in (0, 1]")
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "in [0, 1)")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
         _positive(f"{prefix}.bias_lr_multiplier", self.bias_lr_multiplier)
@@ -362,7 +369,8 @@ def _resnet50_fpn_coco() -> Config:
     # two fc layers of 1024 (no dropout), 512 RoIs per image, test NMS 0.5, box coder weights
     # 10, 10, 5, 5 (stds 0.1, 0.1, 0.2, 0.2), min proposal size 0.001 (none). Its schedule: 26
     # epochs of coco/2017 train (~118k images) at 16 images a step on 8 GPUs, lr 0.02 dropping
-    # x0.1 at epochs 16 and 22, weight decay 1e-4: on one device with 2 images a step that is 8x
+    # x0.1 at epochs 16 and 22 (the second drop is not modelled), weight decay 1e-4, a linear
+    # warm-up from 0.001 x over its first 1000 steps: on one device with 2 images a step that is 8x
     # the steps at lr 0.02 / 8 (the linear scaling rule), end to end (joint). Keras's ImageNet
     # ResNet input (BGR, Caffe means) instead of torchvision's RGB normalisation: the weights'.
     steps_per_epoch = 118_287 // 2
@@ -376,6 +384,7 @@ def _resnet50_fpn_coco() -> Config:
                                 nms_iou=0.5),
         train=TrainConfig(schedule="joint", joint_steps=26 * steps_per_epoch,
                           joint_lr_drop_step=16 * steps_per_epoch, lr=0.02 / 8, weight_decay=1e-4,
+                          warmup_steps=8000, warmup_factor=0.001,  # its 1000 steps of 16 images
                           rpn_batch_images=2, detector_batch_images=2),
     )
 

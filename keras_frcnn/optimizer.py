@@ -80,3 +80,29 @@ class CaffeSGD(keras.optimizers.SGD):
         config.pop("weight_decay", None)
         return {**config, "l2": self.l2, "bias_lr_multiplier": self.bias_lr_multiplier,
                 "decoupled": self.decoupled}
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class StepWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """``lr`` up to ``drop_step``, then ``lr * drop``; over the first ``warmup_steps`` the rate
+    rises linearly from ``warmup_factor * lr`` (Detectron's and torchvision's linear warm-up,
+    ``WARM_UP_METHOD: linear``: factor ``f + (1 - f) * step / warmup_steps``)."""
+
+    def __init__(self, lr, drop_step, drop=0.1, warmup_steps=0, warmup_factor=0.001):
+        self.lr = float(lr)
+        self.drop_step = int(drop_step)
+        self.drop = float(drop)
+        self.warmup_steps = int(warmup_steps)
+        self.warmup_factor = float(warmup_factor)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        rate = ops.where(step <= self.drop_step, self.lr, self.lr * self.drop)  # as PiecewiseConstantDecay
+        if self.warmup_steps > 0:
+            progress = ops.minimum(step / self.warmup_steps, 1.0)
+            rate = rate * (self.warmup_factor + (1.0 - self.warmup_factor) * progress)
+        return rate
+
+    def get_config(self):
+        return {"lr": self.lr, "drop_step": self.drop_step, "drop": self.drop,
+                "warmup_steps": self.warmup_steps, "warmup_factor": self.warmup_factor}

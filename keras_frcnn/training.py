@@ -52,7 +52,7 @@ from keras_frcnn.data.examples import DetectionSource
 from keras_frcnn.data.pipeline import as_source, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
-from keras_frcnn.optimizer import CaffeSGD
+from keras_frcnn.optimizer import CaffeSGD, StepWithWarmup
 from keras_frcnn.models import proposal_layer
 from keras_frcnn.tensorboard import StageLog
 
@@ -111,10 +111,10 @@ JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 def make_optimizer(cfg: Config, stage: Stage) -> keras.optimizers.Optimizer:
     """The paper's solver (``optimizer.CaffeSGD``): momentum 0.9, L2 weight decay 5e-4 through
     the momentum on the weights, biases at twice the learning rate without decay; the learning
-    rate ``lr`` drops by ``lr_drop`` at the stage's drop step."""
+    rate ``lr`` drops by ``lr_drop`` at the stage's drop step, after a linear warm-up over the
+    stage's first ``warmup_steps`` (each stage starts a new optimizer, so each warms up)."""
     t = cfg.train
-    drop = max(1, stage.lr_drop_step)
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([drop], [t.lr, t.lr * t.lr_drop])
+    schedule = StepWithWarmup(t.lr, max(1, stage.lr_drop_step), t.lr_drop, t.warmup_steps, t.warmup_factor)
     return CaffeSGD(learning_rate=schedule, momentum=t.momentum, l2=t.weight_decay,
                     bias_lr_multiplier=t.bias_lr_multiplier, decoupled=t.decoupled_weight_decay)
 

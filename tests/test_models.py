@@ -230,7 +230,8 @@ def test_stride_8_zf_trains_and_detects():
     batch = synthetic_batch(2)
     features, _ = net8.joint_model.features(batch)
     assert features.shape[1:3] == (16, 16)  # 128 px / 8
-    _, _, anchors = net8.model.layers_.rpn(features)
+    _, _, anchors, strides = net8.model.layers_.rpn(features)
+    assert strides is None  # one level
     assert anchors.shape[0] == 16 * 16 * 6
     joint = net8.prepare("joint", keras.optimizers.SGD(0.001))
     history = joint.fit(tf.data.Dataset.from_tensors(batch).repeat(2), verbose=0)

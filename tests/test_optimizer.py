@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_frcnn.optimizer import CaffeSGD
+from keras_frcnn.optimizer import CaffeSGD, StepWithWarmup
 
 LR, MOMENTUM, WD = 0.1, 0.9, 0.01
 
@@ -64,3 +64,28 @@ def test_config_round_trip():
     again = CaffeSGD.from_config(optimizer.get_config())
     assert (again.l2, again.bias_lr_multiplier, again.decoupled, again.momentum) == (5e-4, 2.0, False, 0.9)
     assert keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)).l2 == 5e-4
+
+
+def test_step_schedule_with_linear_warmup():
+    plain = StepWithWarmup(0.01, drop_step=100, drop=0.1)
+    reference = keras.optimizers.schedules.PiecewiseConstantDecay([100], [0.01, 0.001])
+    for step in (0, 1, 99, 100, 101, 500):  # the schedule the runner had before warm-up existed
+        assert float(plain(step)) == pytest.approx(float(reference(step)))
+    warm = StepWithWarmup(0.01, drop_step=100, drop=0.1, warmup_steps=50, warmup_factor=0.001)
+    expected = {0: 0.01 * 0.001, 25: 0.01 * (0.001 + 0.999 * 0.5), 50: 0.01, 99: 0.01, 101: 0.001}
+    for step, rate in expected.items():
+        assert float(warm(step)) == pytest.approx(rate, rel=1e-6)
+    assert StepWithWarmup(**warm.get_config()).get_config() == warm.get_config()
+
+
+def test_the_runner_optimizer_warms_up_each_stage():
+    import dataclasses
+
+    from conftest import tiny_config
+    from keras_frcnn.training import make_optimizer, stages
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, warmup_steps=10, lr=0.02))
+    for stage in stages(cfg, steps=40):
+        schedule = make_optimizer(cfg, stage)._learning_rate  # the schedule (.learning_rate: its value now)
+        assert float(schedule(0)) == pytest.approx(0.02 * 0.001) and float(schedule(10)) == pytest.approx(0.02)
