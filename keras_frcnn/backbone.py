@@ -271,20 +271,21 @@ def load_resnet_reference(name, weights):
 
 
 def resnet(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_normal", batch_norm=False,
-           stride=16):
+           stride=16, blocks=None):
     """ResNet-50 / 101 v1 conv1..conv4 (the "C4" base of Faster R-CNN with ResNets, He et al.
     2016, Detectron's R-50-C4): stride 16, 1024 channels; conv5 is the detector head
     (``heads.Res5Head``). ``keras.applications``' layers and names, with ``width`` scaling the
     channels (1.0 = the real net). ``weights``: None (random), "imagenet" or a path (Keras's
     ResNet weights file without the top), or a ``keras.applications`` ResNet to copy from.
     ``batch_norm``: ResNets always have it (accepted for the builders' common signature).
-    ``stride``: 16 only.
+    ``stride``: 16 only. ``blocks``: bottlenecks per stage conv2..conv5 (default the depth's,
+    e.g. (3, 4, 6, 3); fewer make a shallower net of the same design, for tests).
     """
     del batch_norm
     name = name or f"resnet{depth}"
     _check_stride(name, stride)
     images, image_info = _inputs()
-    x = _resnet_stages(images, image_info, depth, (2, 3, 4), width, kernel_initializer)[4]
+    x = _resnet_stages(images, image_info, depth, (2, 3, 4), width, kernel_initializer, blocks)[4]
     x = PaddingMask(16, "ceil", name="conv4_mask")([x, image_info])
     base = keras.Model([images, image_info], x, name=name)
     if weights is not None:
@@ -293,7 +294,7 @@ def resnet(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_
     return base
 
 
-def _resnet_stages(images, image_info, depth, stages, width, kernel_initializer):
+def _resnet_stages(images, image_info, depth, stages, width, kernel_initializer, blocks=None):
     """ResNet's stem and ``stages`` (2..5) -> ``{stage: its output}`` (padding not yet zeroed)."""
     def mask(at_stride):
         return lambda x, layer: PaddingMask(at_stride, "ceil", name=layer)([x, image_info])
@@ -306,7 +307,7 @@ def _resnet_stages(images, image_info, depth, stages, width, kernel_initializer)
     x = mask(2)(x, "conv1_mask")
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)  # >= 0 after ReLU: zeros pad a max pool
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    blocks = RESNET_STAGES[f"resnet{depth}"]
+    blocks = blocks or RESNET_STAGES[f"resnet{depth}"]
     outputs = {}
     for stage in stages:
         x = resnet_stage(x, stage, blocks[stage - 2], 1 if stage == 2 else 2, width, kernel_initializer,
@@ -332,18 +333,19 @@ class TopDown(keras.layers.Layer):
 
 
 def resnet_fpn(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_normal",
-               batch_norm=False, stride=4, channels=256):
+               batch_norm=False, stride=4, channels=256, blocks=None):
     """ResNet-50 with a feature pyramid (Lin et al. 2017; torchvision's
     ``fasterrcnn_resnet50_fpn``): conv1..conv5 (``keras.applications``' layers and names), 1x1
     laterals on C2..C5 (``channels`` x ``width``), the top-down pathway (nearest 2x + sum), 3x3
     outputs P2..P5, and P6 = P5 subsampled (1x1 max pool, stride 2). Output: ``[P2, ..., P6]``,
     strides 4..64, each side ceil(n / stride), zero outside each image of a padded batch.
-    ``weights`` as ``resnet`` (the pyramid's layers start random). ``stride``: the finest, 4."""
+    ``weights``, ``blocks`` as ``resnet`` (the pyramid's layers start random). ``stride``: the
+    finest, 4."""
     del batch_norm
     name = name or f"resnet{depth}-fpn"
     _check_stride(name, stride)
     images, image_info = _inputs()
-    c = _resnet_stages(images, image_info, depth, (2, 3, 4, 5), width, kernel_initializer)
+    c = _resnet_stages(images, image_info, depth, (2, 3, 4, 5), width, kernel_initializer, blocks)
     units = _channels(channels, width)
     levels, top = {}, None
     for stage in (5, 4, 3, 2):
@@ -392,15 +394,17 @@ def check_weights(backbone, weights):
 
 
 def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False,
-               stride=16):
-    """The base named ``name`` ("vgg16", "zf", "resnet50", "resnet101") at feature ``stride`` (``config.BASE_STRIDES``);
-    ``kernel_initializer`` for random weights."""
+               stride=16, blocks=()):
+    """The base named ``name`` ("vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn") at
+    feature ``stride`` (``config.BASE_STRIDES``); ``kernel_initializer`` for random weights;
+    ``blocks``: a ResNet's bottlenecks per stage (empty: its depth's)."""
     try:
         builder = BACKBONES[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+    extra = {"blocks": tuple(blocks)} if blocks else {}
     return builder(weights=weights, width=width, kernel_initializer=kernel_initializer,
-                   batch_norm=batch_norm, stride=stride)
+                   batch_norm=batch_norm, stride=stride, **extra)
 
 
 def _check_stride(name, stride):

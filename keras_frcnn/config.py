@@ -233,6 +233,9 @@ class Config:
     weights: typing.Optional[str] = "imagenet"  # "imagenet", None (random) or a path
     base_initializer: str = "glorot_uniform"  # Keras initializer of a randomly initialised base
     base_batch_norm: bool = False  # batch normalisation after each conv of a ZF base trained from scratch
+    # A ResNet's bottlenecks per stage conv2..conv5 (empty: the depth's, e.g. (3, 4, 6, 3) for
+    # ResNet-50); fewer give a shallower net of the same design (the tests' tiny ResNets).
+    backbone_blocks: tuple = ()
     # Keras dtype policy of the convolutions and fc layers: "mixed_float16" (GPU) or
     # "mixed_bfloat16" (CPUs with AVX-512 BF16 / AMX, TPUs) compute in 16 bits with float32
     # weights; preprocessing, anchors, proposals, targets, losses and postprocessing stay float32.
@@ -264,6 +267,12 @@ class Config:
                "null or a path when backbone_width != 1")
         _check(self.weights != "imagenet" or not self.base_batch_norm, "base_batch_norm",
                self.base_batch_norm, "false with ImageNet weights (VGG-16 has no batch norm)")
+        _check(not self.backbone_blocks or (
+            self.backbone.startswith("resnet") and len(self.backbone_blocks) == 4
+            and all(isinstance(b, int) and b > 0 for b in self.backbone_blocks)), "backbone_blocks",
+            self.backbone_blocks, "empty, or 4 positive ints for a ResNet base")
+        _check(not self.backbone_blocks or self.weights != "imagenet", "backbone_blocks", self.backbone_blocks,
+               "empty with ImageNet weights (the real depth)")
         _check(not self.backbone.startswith("resnet") or not self.base_batch_norm, "base_batch_norm",
                self.base_batch_norm, f"false for {self.backbone} (ResNets have their own batch norm)")
         _check(self.backbone not in PYRAMID_STRIDES or self.detector.pool_mode == "align",

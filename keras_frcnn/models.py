@@ -79,7 +79,8 @@ class _Layers:
         self.image_sizes = ImageSizes(name="image_sizes")
         self.base = build_base(cfg.backbone, weights=None, width=cfg.backbone_width,
                                kernel_initializer=cfg.base_initializer,
-                               batch_norm=cfg.base_batch_norm, stride=cfg.anchors.stride)
+                               batch_norm=cfg.base_batch_norm, stride=cfg.anchors.stride,
+                               blocks=cfg.backbone_blocks)
         self.rpn_head = RPNHead(cfg.rpn.channels, cfg.anchors.num_anchors, name="rpn_head")
         pyramid = PYRAMID_STRIDES.get(cfg.backbone, ())
         self.pyramid = pyramid
@@ -97,6 +98,7 @@ class _Layers:
                                           name="roi_pooling")
         if cfg.backbone in RES5_HEAD_BACKBONES:
             self.detector_head = Res5Head(num_classes, self.base.output.shape[-1], cfg.backbone_width,
+                                          blocks=cfg.backbone_blocks[3] if cfg.backbone_blocks else 3,
                                           name="detector_head")
         else:
             self.detector_head = DetectorHead(num_classes, cfg.detector.fc_units, cfg.detector.dropout,

@@ -89,7 +89,7 @@ def test_pretrained_resnet_freezes_stem_conv2_and_every_batch_norm(tmp_path, rng
     _randomise_batch_norm(reference, rng)
     path = str(tmp_path / "resnet50.weights.h5")
     reference.save_weights(path)
-    cfg = tiny_resnet_config(backbone_width=1.0, weights=path,
+    cfg = tiny_resnet_config(backbone_width=1.0, backbone_blocks=(), weights=path,
                              detector=dataclasses.replace(tiny_resnet_config().detector, batch_rois=16))
     net = build_models(cfg, 2)
     for name in ("conv1_conv", "conv2_block1_1_bn", "conv4_block6_3_conv"):
@@ -111,16 +111,31 @@ def test_pretrained_resnet_freezes_stem_conv2_and_every_batch_norm(tmp_path, rng
     assert {"conv3_block1_1_conv", "conv4_block6_3_conv", "conv5_block3_3_conv"} <= moved
 
 
-@pytest.fixture(scope="module", params=list(KINDS))
-def trained_resnet(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(f"resnet_{request.param}")
+def _trained(kind, tmp_path_factory):
+    root = tmp_path_factory.mktemp(f"resnet_{kind}")
     keras.utils.set_random_seed(0)
-    net = build_models(KINDS[request.param](), 2, weights=None, class_names=["square", "wide"])
+    net = build_models(KINDS[kind](), 2, weights=None, class_names=["square", "wide"])
     joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
     history = joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(), steps_per_epoch=25,
-                        epochs=4 if request.param == "c4" else 8, verbose=0).history
+                        epochs=4 if kind == "c4" else 8, verbose=0).history
     net.model.save(root / "model.keras")
     return net, history, root
+
+
+@pytest.fixture(scope="module")
+def trained_c4(tmp_path_factory):
+    return _trained("c4", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def trained_fpn(tmp_path_factory):
+    return _trained("fpn", tmp_path_factory)
+
+
+@pytest.fixture(params=list(KINDS))
+def trained_resnet(request):
+    """Each tiny kind, trained once per module (``trained_c4``, ``trained_fpn``)."""
+    return request.getfixturevalue(f"trained_{request.param}")
 
 
 def test_joint_training_learns_and_the_keras_file_round_trips(trained_resnet):
@@ -175,14 +190,13 @@ def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained_r
     assert export.ops_without_gpu_kernels(path, "serving_default") == {}
 
 
-@pytest.mark.parametrize("trained_resnet, fmt", [("c4", "openvino"), ("c4", "litert")] + [
-    ("fpn", fmt) for fmt in RUNTIMES], indirect=["trained_resnet"])
-def test_runtime_exports_give_the_keras_detections(trained_resnet, fmt):
+@pytest.mark.parametrize("kind, fmt", [("c4", "openvino"), ("c4", "litert")] + [("fpn", fmt) for fmt in RUNTIMES])
+def test_runtime_exports_give_the_keras_detections(request, kind, fmt):
     """ONNX Runtime, OpenVINO and LiteRT, each in a process without keras_frcnn or Keras (C4:
     RoIAlign by gathers into conv5; FPN: five levels, per-level proposals and RoI levels). The
     C4 model's ONNX export (tf2onnx, ~50 s of the suite) is left to the FPN one, whose graph has
     every op the C4 graph has (it passed when run)."""
-    net, _, root = trained_resnet
+    net, _, root = request.getfixturevalue(f"trained_{kind}")
     # The tiny FPN (batch norm from scratch, 200 steps) finds the objects of some test images only.
     check_runtime(with_images(net.model, root), fmt, every_image_detects=net.config.backbone != "resnet50-fpn")
 
