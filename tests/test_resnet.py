@@ -190,12 +190,11 @@ def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained_r
     assert export.ops_without_gpu_kernels(path, "serving_default") == {}
 
 
-@pytest.mark.parametrize("kind, fmt", [("c4", "openvino"), ("c4", "litert")] + [("fpn", fmt) for fmt in RUNTIMES])
+@pytest.mark.parametrize("fmt", RUNTIMES)
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_runtime_exports_give_the_keras_detections(request, kind, fmt):
     """ONNX Runtime, OpenVINO and LiteRT, each in a process without keras_frcnn or Keras (C4:
-    RoIAlign by gathers into conv5; FPN: five levels, per-level proposals and RoI levels). The
-    C4 model's ONNX export (tf2onnx, ~50 s of the suite) is left to the FPN one, whose graph has
-    every op the C4 graph has (it passed when run)."""
+    RoIAlign by gathers into conv5; FPN: five levels, per-level proposals and RoI levels)."""
     net, _, root = request.getfixturevalue(f"trained_{kind}")
     # The tiny FPN (batch norm from scratch, 200 steps) finds the objects of some test images only.
     check_runtime(with_images(net.model, root), fmt, every_image_detects=net.config.backbone != "resnet50-fpn")
@@ -300,6 +299,13 @@ def test_resnet_presets():
         "resnet50-fpn", 800, 1333, (2000, 1000))
     assert (fpn.detector.fc_units, fpn.detector.dropout, fpn.detector.nms_iou) == (1024, 0.0, 0.5)
     assert C.preset("shapes-fpn").backbone == "resnet50-fpn"
+    with pytest.raises(C.ConfigError, match="backbone_blocks"):
+        dataclasses.replace(C.preset("resnet50-voc"), backbone_blocks=(1, 1, 1, 1))  # ImageNet: the real depth
+    with pytest.raises(C.ConfigError, match="backbone_blocks"):
+        dataclasses.replace(C.preset("voc"), weights=None, backbone_blocks=(1, 1, 1, 1))  # not a ResNet
+    with pytest.raises(C.ConfigError, match="backbone_blocks"):
+        dataclasses.replace(C.preset("shapes-fpn"), backbone_blocks=(1, 1, 1))
+    assert C.Config.from_json(tiny_fpn_config().to_json()).backbone_blocks == (1, 1, 1, 1)
     with pytest.raises(C.ConfigError, match="pool_mode"):
         dataclasses.replace(fpn, detector=dataclasses.replace(fpn.detector, pool_mode="max"))
     with pytest.raises(C.ConfigError, match="base_batch_norm"):
