@@ -17,23 +17,49 @@ import tensorflow as tf
 from keras_frcnn.backbone import resnet_stage
 
 
-@keras.saving.register_keras_serializable(package="keras_frcnn")
-class DetectorHead(keras.layers.Layer):
-    """roi_features ``[B, R, P, P, C]`` -> ``(class_logits [B, R, K], box_deltas [B, R, K, 4])``."""
+class _BoxPredictor(keras.layers.Layer):
+    """What every detector head ends with: ``cls_score`` (K = num_classes + 1, init std 0.01)
+    and class-specific ``bbox_pred`` (4K, std 0.001) on per-RoI features, returned as
+    ``(class_logits [B, R, K], box_deltas [B, R, K, 4])`` in float32 (the softmax, the loss and
+    the box decoding are numerically sensitive)."""
 
-    def __init__(self, num_classes, fc_units=4096, dropout=0.5, **kwargs):
-        super().__init__(**kwargs)
+    def _make_predictor(self, num_classes):
+        # Called by each head after its own layers, so the weights keep their creation order.
         self.num_classes = int(num_classes)
-        self.fc_units = int(fc_units)
-        self.dropout_rate = float(dropout)
         k = self.num_classes + 1
-        self.fc6 = keras.layers.Dense(self.fc_units, activation="relu", name="fc6")
-        self.fc7 = keras.layers.Dense(self.fc_units, activation="relu", name="fc7")
-        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")  # a stable checkpoint key
         self.cls_score = keras.layers.Dense(
             k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="cls_score")
         self.bbox_pred = keras.layers.Dense(
             4 * k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="bbox_pred")
+
+    def _build_predictor(self, units):
+        self.cls_score.build((None, units))
+        self.bbox_pred.build((None, units))
+
+    def _predict(self, x, batch, rois):
+        """``x [B * R, units]`` -> ``(class_logits, box_deltas)``."""
+        class_logits = tf.reshape(tf.cast(self.cls_score(x), tf.float32), [batch, rois, -1])
+        box_deltas = tf.reshape(tf.cast(self.bbox_pred(x), tf.float32), [batch, rois, self.num_classes + 1, 4])
+        return class_logits, box_deltas
+
+    def compute_output_shape(self, input_shape):
+        batch, rois = input_shape[:2]
+        k = self.num_classes + 1
+        return (batch, rois, k), (batch, rois, k, 4)
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class DetectorHead(_BoxPredictor):
+    """roi_features ``[B, R, P, P, C]`` -> ``(class_logits [B, R, K], box_deltas [B, R, K, 4])``."""
+
+    def __init__(self, num_classes, fc_units=4096, dropout=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.fc_units = int(fc_units)
+        self.dropout_rate = float(dropout)
+        self.fc6 = keras.layers.Dense(self.fc_units, activation="relu", name="fc6")
+        self.fc7 = keras.layers.Dense(self.fc_units, activation="relu", name="fc7")
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")  # a stable checkpoint key
+        self._make_predictor(num_classes)
 
     def build(self, input_shape):
         flat = 1
@@ -41,8 +67,7 @@ class DetectorHead(keras.layers.Layer):
             flat *= d
         self.fc6.build((None, flat))
         self.fc7.build((None, self.fc_units))
-        self.cls_score.build((None, self.fc_units))
-        self.bbox_pred.build((None, self.fc_units))
+        self._build_predictor(self.fc_units)
 
     def call(self, roi_features, training=False):
         shape = tf.shape(roi_features)
@@ -52,16 +77,7 @@ class DetectorHead(keras.layers.Layer):
         x = tf.reshape(roi_features, [-1, flat])
         x = self.dropout(self.fc6(x), training=training)
         x = self.dropout(self.fc7(x), training=training)
-        # Float32 outputs: the softmax, the loss and the box decoding are numerically sensitive.
-        class_logits = tf.reshape(tf.cast(self.cls_score(x), tf.float32), [shape[0], shape[1], -1])
-        box_deltas = tf.cast(self.bbox_pred(x), tf.float32)
-        box_deltas = tf.reshape(box_deltas, [shape[0], shape[1], self.num_classes + 1, 4])
-        return class_logits, box_deltas
-
-    def compute_output_shape(self, input_shape):
-        batch, rois = input_shape[:2]
-        k = self.num_classes + 1
-        return (batch, rois, k), (batch, rois, k, 4)
+        return self._predict(x, shape[0], shape[1])
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "fc_units": self.fc_units,
@@ -69,7 +85,7 @@ class DetectorHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
-class Res5Head(keras.layers.Layer):
+class Res5Head(_BoxPredictor):
     """The detector head of Faster R-CNN with a ResNet C4 base (He et al. 2016; Detectron's
     ``add_ResNet_roi_conv5_head``): RoIAlign features ``[B, R, 14, 14, C]`` -> conv5 (three
     bottlenecks, the first with stride 2: 7 x 7) -> global average pooling (2048 x ``width``) ->
@@ -81,36 +97,21 @@ class Res5Head(keras.layers.Layer):
 
     def __init__(self, num_classes, in_channels, width=1.0, blocks=3, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self.width = float(width)
         self.blocks = int(blocks)
-        k = self.num_classes + 1
         crops = keras.Input((None, None, self.in_channels), name="roi_features")
         self.res5 = keras.Model(crops, resnet_stage(crops, 5, self.blocks, 2, self.width), name="res5")
-        self.cls_score = keras.layers.Dense(
-            k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="cls_score")
-        self.bbox_pred = keras.layers.Dense(
-            4 * k, kernel_initializer=keras.initializers.RandomNormal(stddev=0.001), name="bbox_pred")
+        self._make_predictor(num_classes)
 
     def build(self, input_shape):
-        units = self.res5.output.shape[-1]
-        self.cls_score.build((None, units))
-        self.bbox_pred.build((None, units))
+        self._build_predictor(self.res5.output.shape[-1])
 
     def call(self, roi_features, training=False):
         shape = tf.shape(roi_features)
         x = tf.reshape(roi_features, [-1, shape[2], shape[3], self.in_channels])
         x = tf.reduce_mean(self.res5(x, training=training), axis=[1, 2])  # [B * R, 2048]
-        class_logits = tf.reshape(tf.cast(self.cls_score(x), tf.float32), [shape[0], shape[1], -1])
-        box_deltas = tf.cast(self.bbox_pred(x), tf.float32)
-        box_deltas = tf.reshape(box_deltas, [shape[0], shape[1], self.num_classes + 1, 4])
-        return class_logits, box_deltas
-
-    def compute_output_shape(self, input_shape):
-        batch, rois = input_shape[:2]
-        k = self.num_classes + 1
-        return (batch, rois, k), (batch, rois, k, 4)
+        return self._predict(x, shape[0], shape[1])
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "in_channels": self.in_channels,

@@ -105,16 +105,15 @@ class Proposals(keras.layers.Layer):
         num_anchors = tf.shape(scores)[1]
         k = num_anchors if pre_nms_top_n <= 0 else tf.minimum(pre_nms_top_n, num_anchors)
         if self.level_strides:
-            scores, pred_boxes = self._top_k_per_level(scores, pred_boxes, anchor_strides, k, image_info)
-        elif converting():
-            scores = _keep_top_k_in_place(scores, k)
+            scores, pred_boxes, nms_boxes = self._top_k_per_level(scores, pred_boxes, anchor_strides, k,
+                                                                  image_info)
         else:
-            scores, order = tf.math.top_k(scores, k=k, sorted=True)
-            pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
-
-        nms_boxes = pred_boxes
-        if self.level_strides:
-            pred_boxes, nms_boxes = pred_boxes
+            if converting():
+                scores = _keep_top_k_in_place(scores, k)
+            else:
+                scores, order = tf.math.top_k(scores, k=k, sorted=True)
+                pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
+            nms_boxes = pred_boxes
         selected, num_proposals = box_ops.batched_nms(nms_boxes, scores, post_nms_top_n,
                                                       self.nms_iou, _DROPPED / 2)
         valid = tf.range(post_nms_top_n)[None, :] < num_proposals[:, None]  # [B, N]
@@ -127,7 +126,7 @@ class Proposals(keras.layers.Layer):
         """A feature pyramid's candidates: the ``k`` best of each level (torchvision's and
         Detectron's FPN proposals), and their boxes moved apart by level for the one NMS call, so
         that boxes of two levels never suppress each other (NMS per level, merged by score).
-        Returns ``(scores, (boxes, boxes for NMS))``."""
+        Returns ``(scores, boxes, boxes for NMS)``."""
         offset = tf.reduce_max(image_info[:, :2]) + 1.0
         level_of = tf.zeros_like(anchor_strides)
         for stride in self.level_strides[:-1]:
@@ -139,7 +138,7 @@ class Proposals(keras.layers.Layer):
                 here = tf.equal(anchor_strides, float(stride))[None]
                 level_k = tf.minimum(k, tf.reduce_sum(tf.cast(here, tf.int32)))
                 kept = tf.where(here, _keep_top_k_in_place(tf.where(here, scores, _DROPPED), level_k), kept)
-            return kept, (pred_boxes, shifted)
+            return kept, pred_boxes, shifted
         top_scores, orders = [], []
         for stride in self.level_strides:
             here = tf.equal(anchor_strides, float(stride))[None]
@@ -148,8 +147,8 @@ class Proposals(keras.layers.Layer):
             top_scores.append(values)
             orders.append(order)
         order = tf.concat(orders, axis=1)
-        return (tf.concat(top_scores, axis=1),
-                (tf.gather(pred_boxes, order, batch_dims=1), tf.gather(shifted, order, batch_dims=1)))
+        return (tf.concat(top_scores, axis=1), tf.gather(pred_boxes, order, batch_dims=1),
+                tf.gather(shifted, order, batch_dims=1))
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0][0]
