@@ -34,7 +34,7 @@ def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="shapes", help='"shapes" (default), "voc", "coco", "zf-voc", '
                         '"resnet50-voc", "resnet101-voc", "resnet101-coco", "resnet50-fpn-coco", '
-                        '"shapes-resnet50" or "shapes-fpn"')
+                        '"mobilenetv3-fpn-coco", "shapes-resnet50", "shapes-fpn" or "shapes-mobilenet"')
     parser.add_argument("--config", help="a config.json (e.g. of an earlier run) instead of a preset")
     cli.add_data_args(parser)
     parser.add_argument("--coco-val-json", help="held-out COCO JSON to evaluate a --coco-json run on")
@@ -43,7 +43,8 @@ def parse_args(argv=None):
                         "--voc-dir)")
     parser.add_argument("--test-split", help="evaluation split (default: the data set's held-out "
                         "labelled split; test for --voc-dir)")
-    parser.add_argument("--backbone", choices=["vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn"],
+    parser.add_argument("--backbone", choices=["vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn",
+                                               "mobilenetv3-fpn"],
                         help="the base (a ResNet brings its conv5 head; its presets set the rest)")
     parser.add_argument("--weights", help='"imagenet", "none" or a weights file')
     parser.add_argument("--schedule", choices=["alternating", "joint"])

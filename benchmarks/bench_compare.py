@@ -14,6 +14,7 @@ process's peak resident set.
     python benchmarks/bench_compare.py --side keras --task infer --batch 1      # one measurement
     python benchmarks/bench_compare.py --torch-python ... --arch resnet50-fpn --tasks infer:1
         # ResNet-50-FPN: torchvision's fasterrcnn_resnet50_fpn vs the resnet50-fpn-coco preset
+        # (--arch mobilenetv3-fpn: fasterrcnn_mobilenet_v3_large_fpn vs mobilenetv3-fpn-coco)
 """
 
 import argparse
@@ -41,7 +42,8 @@ def keras_side(args):
     from keras_frcnn import build_models, preset
 
     keras.utils.set_random_seed(0)  # the same random weights every run
-    cfg = preset("voc" if args.arch == "vgg16" else "resnet50-fpn-coco")
+    presets = {"vgg16": "voc", "resnet50-fpn": "resnet50-fpn-coco", "mobilenetv3-fpn": "mobilenetv3-fpn-coco"}
+    cfg = preset(presets[args.arch])
     cfg = dataclasses.replace(cfg, precision="mixed_bfloat16" if args.bf16 else "float32")
     net = build_models(cfg, 20 if args.arch == "vgg16" else 90, weights=None)
     rng = np.random.default_rng(0)
@@ -96,7 +98,7 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn"], default="vgg16")
+    parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn", "mobilenetv3-fpn"], default="vgg16")
     parser.add_argument("--torch-python", help="python of an environment with torch + torchvision")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tasks", default="infer:1,infer:4,train:1", help="task:batch list")

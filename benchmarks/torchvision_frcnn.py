@@ -14,7 +14,8 @@ Prints one JSON line: median seconds, the repetitions and the peak resident memo
 
 ``--arch resnet50-fpn``: torchvision's own ``fasterrcnn_resnet50_fpn`` (random weights, 91
 classes, its defaults: 800 / 1333 resize, 1000 test proposals, ...), against keras-frcnn's
-``resnet50-fpn-coco`` preset.
+``resnet50-fpn-coco`` preset; ``--arch mobilenetv3-fpn``: its ``fasterrcnn_mobilenet_v3_large_fpn``
+against ``mobilenetv3-fpn-coco``.
 """
 
 import argparse
@@ -74,7 +75,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument("--bf16", action="store_true", help="CPU autocast to bfloat16 (inference)")
-    parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn"], default="vgg16")
+    parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn", "mobilenetv3-fpn"], default="vgg16")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,8 +83,9 @@ def main():
     if args.arch == "vgg16":
         model = build()
     else:
-        model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                                                     num_classes=91)
+        builder = {"resnet50-fpn": torchvision.models.detection.fasterrcnn_resnet50_fpn,
+                   "mobilenetv3-fpn": torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn}[args.arch]
+        model = builder(weights=None, weights_backbone=None, num_classes=91)
     generator = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (3, 600, 1000), generator=generator).float() / 255.0
               for _ in range(args.batch)]

@@ -87,33 +87,51 @@ class Anchors(keras.layers.Layer):
 class PyramidAnchors(keras.layers.Layer):
     """The anchors of a feature pyramid (FPN, Lin et al. 2017): level l at ``strides[l]`` gets
     ``base_anchors(stride, ratios, scales)``, i.e. Detectron's FPN anchors (one size, ``scales``
-    times the level's stride: 32-512 px for strides 4-64 at scale 8, per ratio).
+    times the level's stride: 32-512 px for strides 4-64 at scale 8, per ratio); or, given
+    ``sizes``, anchors of every one of these sides (pixels) on every level (torchvision's
+    MobileNetV3-FPN: 32-512 px on each of its three levels).
 
     Input: the levels' features ``[[B, H_l, W_l, C], ...]``, finest first. Output:
-    ``(anchors [A, 4], strides [A])``, the levels concatenated in order (each as ``Anchors``),
-    and each anchor's stride (``Proposals`` and ``AnchorTargets`` take it).
+    ``(anchors [A, 4], levels [A] int32)``, the levels concatenated in order (each as
+    ``Anchors``), and each anchor's level index (``Proposals`` and ``AnchorTargets`` take it;
+    two levels may share a stride).
     """
 
-    def __init__(self, strides=(4, 8, 16, 32, 64), ratios=(0.5, 1.0, 2.0), scales=(8.0,), **kwargs):
+    def __init__(self, strides=(4, 8, 16, 32, 64), ratios=(0.5, 1.0, 2.0), scales=(8.0,), sizes=(), **kwargs):
         kwargs.setdefault("dtype", "float32")
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.strides = tuple(int(s) for s in strides)
         self.ratios = tuple(float(r) for r in ratios)
         self.scales = tuple(float(s) for s in scales)
-        self.num_anchors = len(self.ratios) * len(self.scales)
+        self.sizes = tuple(float(s) for s in sizes)
+        self.num_anchors = len(self.ratios) * len(self.sizes or self.scales)
+
+    def level_cell(self, stride):
+        """The ``[k, 4]`` anchors of a level of ``stride`` around its first cell."""
+        scales = [size / stride for size in self.sizes] if self.sizes else self.scales
+        return base_anchors(stride, self.ratios, scales)
 
     def call(self, features):
-        anchors, strides = [], []
-        for stride, level in zip(self.strides, features):
-            level_anchors = grid_anchors(level, stride, base_anchors(stride, self.ratios, self.scales))
+        anchors, levels = [], []
+        for level, (stride, level_features) in enumerate(zip(self.strides, features)):
+            level_anchors = grid_anchors(level_features, stride, self.level_cell(stride))
             anchors.append(level_anchors)
-            strides.append(tf.fill(tf.shape(level_anchors)[:1], float(stride)))
-        return tf.concat(anchors, 0), tf.concat(strides, 0)
+            levels.append(tf.fill(tf.shape(level_anchors)[:1], level))
+        return tf.concat(anchors, 0), tf.concat(levels, 0)
 
     def compute_output_shape(self, input_shape):
         return (None, 4), (None,)
 
+    def compute_output_spec(self, features):
+        return keras.KerasTensor((None, 4), "float32"), keras.KerasTensor((None,), "int32")
+
     def get_config(self):
         return {**super().get_config(), "strides": list(self.strides), "ratios": list(self.ratios),
-                "scales": list(self.scales)}
+                "scales": list(self.scales), "sizes": list(self.sizes)}
+
+
+def level_strides(levels, strides):
+    """Each anchor's stride ``[A]`` float32 from its pyramid ``levels`` ``[A]`` and the levels'
+    ``strides``."""
+    return tf.gather(tf.constant(strides, tf.float32), levels)

@@ -29,6 +29,7 @@ ALWAYS_FROZEN = {
     "resnet50": (),
     "resnet101": (),
     "resnet50-fpn": (),
+    "mobilenetv3-fpn": (),
 }
 # An ImageNet ResNet keeps its stem and first stage (conv1, conv2_x) and every batch norm frozen:
 # Detectron's RESNETS.FREEZE_AT 2 with frozen (affine) batch norm, tf-faster-rcnn's
@@ -318,18 +319,58 @@ def _resnet_stages(images, image_info, depth, stages, width, kernel_initializer,
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
 class TopDown(keras.layers.Layer):
-    """FPN's top-down step: ``[coarse, lateral]`` -> ``lateral`` + ``coarse`` upsampled 2x by
-    nearest neighbour (each cell repeated 2 x 2), cropped to ``lateral``'s size. Cell i reads
-    coarse cell i // 2 whatever the map sizes, so a padded batch equals each image alone."""
+    """FPN's top-down step: ``[coarse, lateral]`` -> ``lateral`` + ``coarse`` upsampled ``factor``
+    x by nearest neighbour (each cell repeated), cropped to ``lateral``'s size. Cell i reads
+    coarse cell i // factor whatever the map sizes, so a padded batch equals each image alone.
+    ``factor`` 1: two maps of one stride (MobileNetV3-FPN's), summed."""
+
+    def __init__(self, factor=2, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
 
     def call(self, inputs):
         coarse, lateral = inputs
-        up = tf.repeat(tf.repeat(coarse, 2, axis=1), 2, axis=2)
+        if self.factor > 1:
+            coarse = tf.repeat(tf.repeat(coarse, self.factor, axis=1), self.factor, axis=2)
         shape = tf.shape(lateral)
-        return lateral + up[:, :shape[1], :shape[2], :]
+        return lateral + coarse[:, :shape[1], :shape[2], :]
 
     def compute_output_shape(self, input_shape):
         return input_shape[1]
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class MaskedMean(keras.layers.Layer):
+    """``[x, image_info]`` -> ``[B, 1, 1, C]``: the mean of each image's valid region at this
+    stride (a squeeze-and-excitation block's global average pooling, unchanged by a padded batch's
+    padding). The sum runs in float32."""
+
+    def __init__(self, stride=1, rounding="ceil", **kwargs):
+        kwargs.setdefault("autocast", False)
+        super().__init__(**kwargs)
+        self.stride = int(stride)
+        self.rounding = rounding
+
+    def call(self, inputs):
+        x, image_info = inputs
+        sizes = image_info[:, :2] / float(self.stride)
+        sizes = tf.floor(sizes) if self.rounding == "floor" else tf.math.ceil(sizes)
+        shape = tf.shape(x)
+        sizes = tf.minimum(sizes, tf.cast(shape[1:3], sizes.dtype))
+        mask = valid_mask(sizes, shape[1], shape[2])
+        total = tf.reduce_sum(tf.cast(x, tf.float32) * mask, axis=[1, 2], keepdims=True)
+        count = tf.maximum(sizes[:, 0] * sizes[:, 1], 1.0)
+        return tf.cast(total / count[:, None, None, None], x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape[0]
+        return (shape[0], 1, 1, shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "rounding": self.rounding}
 
 
 def resnet_fpn(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_normal",
@@ -346,20 +387,164 @@ def resnet_fpn(depth=50, weights=None, width=1.0, name=None, kernel_initializer=
     _check_stride(name, stride)
     images, image_info = _inputs()
     c = _resnet_stages(images, image_info, depth, (2, 3, 4, 5), width, kernel_initializer, blocks)
-    units = _channels(channels, width)
-    levels, top = {}, None
-    for stage in (5, 4, 3, 2):
-        lateral = keras.layers.Conv2D(units, 1, kernel_initializer=kernel_initializer,
-                                      name=f"fpn_inner{stage}")(c[stage])
-        merged = lateral if top is None else TopDown(name=f"fpn_topdown{stage}")([top, lateral])
-        top = PaddingMask(2 ** stage, "ceil", name=f"fpn_inner{stage}_mask")([merged, image_info])
-        output = keras.layers.Conv2D(units, 3, padding="same", kernel_initializer=kernel_initializer,
-                                     name=f"fpn_layer{stage}")(top)
-        levels[stage] = PaddingMask(2 ** stage, "ceil", name=f"fpn_layer{stage}_mask")([output, image_info])
-    p6 = keras.layers.MaxPooling2D(1, strides=2, name="fpn_p6")(levels[5])  # zeros stay zeros
-    base = keras.Model([images, image_info], [levels[2], levels[3], levels[4], levels[5], p6], name=name)
+    levels = feature_pyramid([(c[stage], 2 ** stage, str(stage)) for stage in (2, 3, 4, 5)], image_info,
+                             _channels(channels, width), kernel_initializer, extra_name="fpn_p6")
+    base = keras.Model([images, image_info], levels, name=name)
     if weights is not None:
         reference = weights if isinstance(weights, keras.Model) else load_resnet_reference(f"resnet{depth}", weights)
+        copy_weights_by_name(base, reference)
+    return base
+
+
+def feature_pyramid(features, image_info, units, kernel_initializer="he_normal", extra_name="fpn_pool",
+                    rounding="ceil"):
+    """FPN's pathways (Lin et al. 2017; torchvision's ``FeaturePyramidNetwork`` and
+    ``LastLevelMaxPool``) on ``features``, ``[(tensor, stride, tag), ...]`` finest first: a 1x1
+    lateral (``units`` channels) on each, the top-down sums (``TopDown``), a 3x3 output conv on
+    each, and one more level, the coarsest output subsampled (1x1 max pool, stride 2). Returns the
+    levels finest first, zero outside each image of a padded batch (valid sides ``rounding`` of
+    n / stride: the extra level's floor(n / 2s) drops the odd last cell of a floor-rounded base,
+    so that a padded batch equals each image alone there too). Layers ``fpn_inner{tag}``,
+    ``fpn_layer{tag}``, ``extra_name``."""
+    levels, top, top_stride = [], None, None
+    for c, stride, tag in reversed(features):
+        lateral = keras.layers.Conv2D(units, 1, kernel_initializer=kernel_initializer, name=f"fpn_inner{tag}")(c)
+        merged = lateral if top is None else TopDown(top_stride // stride, name=f"fpn_topdown{tag}")([top, lateral])
+        top = PaddingMask(stride, rounding, name=f"fpn_inner{tag}_mask")([merged, image_info])
+        output = keras.layers.Conv2D(units, 3, padding="same", kernel_initializer=kernel_initializer,
+                                     name=f"fpn_layer{tag}")(top)
+        levels.insert(0, PaddingMask(stride, rounding, name=f"fpn_layer{tag}_mask")([output, image_info]))
+        top_stride = stride
+    extra = keras.layers.MaxPooling2D(1, strides=2, name=extra_name)(levels[-1])  # zeros stay zeros
+    if rounding == "floor":
+        extra = PaddingMask(2 * top_stride, rounding, name=f"{extra_name}_mask")([extra, image_info])
+    return levels + [extra]
+
+
+# MobileNetV3-Large's inverted residual blocks as keras.applications builds them (block_id 0..14):
+# (expansion, output channels, depthwise kernel, stride, squeeze-and-excite, activation).
+MOBILENET_V3_LARGE = (
+    (1, 16, 3, 1, False, "relu"), (4, 24, 3, 2, False, "relu"), (3, 24, 3, 1, False, "relu"),
+    (3, 40, 5, 2, True, "relu"), (3, 40, 5, 1, True, "relu"), (3, 40, 5, 1, True, "relu"),
+    (6, 80, 3, 2, False, "hard_swish"), (2.5, 80, 3, 1, False, "hard_swish"),
+    (2.3, 80, 3, 1, False, "hard_swish"), (2.3, 80, 3, 1, False, "hard_swish"),
+    (6, 112, 3, 1, True, "hard_swish"), (6, 112, 3, 1, True, "hard_swish"),
+    (6, 160, 5, 2, True, "hard_swish"), (6, 160, 5, 1, True, "hard_swish"), (6, 160, 5, 1, True, "hard_swish"),
+)
+MOBILENET_EPSILON = 1e-3  # keras.applications' MobileNetV3 batch norm
+# With ImageNet weights the stem and blocks 0..5 (up to stride 8) never train, nor any batch norm:
+# torchvision's trainable_backbone_layers=3 for MobileNetV3 (its features[:7] frozen) with
+# FrozenBatchNorm2d.
+MOBILENET_FROZEN_BLOCKS = 6
+
+
+def _divisible(v, divisor=8):
+    """keras.applications' (and TF-slim's) channel rounding: the nearest multiple of 8, at least
+    8 and no less than 90 % of ``v``."""
+    rounded = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * v else rounded
+
+
+def _mobilenet_block_prefix(block_id):
+    return f"expanded_conv_{block_id}_" if block_id else "expanded_conv_"
+
+
+def _inverted_residual(x, image_info, block_id, spec, at_stride, width, kernel_initializer):
+    """One MobileNetV3 block (``keras.applications``' layers and names): 1x1 expansion, k x k
+    depthwise (``stride``), squeeze-and-excitation, 1x1 projection, the residual sum when shapes
+    allow. The padding is zeroed before the depthwise convolution and left out of the squeeze's
+    mean, the layers that mix positions. ``at_stride``: the block input's stride."""
+    expansion, filters, kernel, stride, excite, activation = spec
+    prefix = _mobilenet_block_prefix(block_id)
+    filters = _divisible(filters * width)
+    channels = x.shape[-1]
+
+    def act(y, kind, name):
+        if kind == "relu":
+            return keras.layers.ReLU(name=name)(y)
+        return keras.layers.Activation(kind, name=name)(y)
+
+    shortcut = y = x
+    if block_id:
+        y = keras.layers.Conv2D(_divisible(channels * expansion), 1, use_bias=False,
+                                kernel_initializer=kernel_initializer, name=f"{prefix}expand")(y)
+        y = _batch_norm(f"{prefix}expand_bn", MOBILENET_EPSILON)(y)
+        y = act(y, activation, f"{prefix}expand_{activation}")
+    y = PaddingMask(at_stride, "floor", name=f"{prefix}depthwise_mask")([y, image_info])
+    if stride == 2:  # keras.applications' padding for unknown sizes: floor(n / 2) outputs
+        y = keras.layers.ZeroPadding2D(((kernel // 2 - 1, kernel // 2),) * 2, name=f"{prefix}depthwise_pad")(y)
+    y = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same" if stride == 1 else "valid",
+                                     use_bias=False, depthwise_initializer=kernel_initializer,
+                                     name=f"{prefix}depthwise")(y)
+    y = _batch_norm(f"{prefix}depthwise_bn", MOBILENET_EPSILON)(y)
+    y = act(y, activation, f"{prefix}depthwise_{activation}")
+    if excite:
+        expanded = y.shape[-1]
+        squeeze = MaskedMean(at_stride * stride, "floor", name=f"{prefix}squeeze_excite_avg_pool")([y, image_info])
+        squeeze = keras.layers.Conv2D(_divisible(expanded * 0.25), 1, kernel_initializer=kernel_initializer,
+                                      name=f"{prefix}squeeze_excite_conv")(squeeze)
+        squeeze = keras.layers.ReLU(name=f"{prefix}squeeze_excite_relu")(squeeze)
+        squeeze = keras.layers.Conv2D(expanded, 1, kernel_initializer=kernel_initializer,
+                                      name=f"{prefix}squeeze_excite_conv_1")(squeeze)
+        squeeze = keras.layers.Activation("hard_sigmoid", name=f"{prefix}squeeze_excite_hard_sigmoid")(squeeze)
+        y = keras.layers.Multiply(name=f"{prefix}squeeze_excite_mul")([y, squeeze])
+    y = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=kernel_initializer,
+                            name=f"{prefix}project")(y)
+    y = _batch_norm(f"{prefix}project_bn", MOBILENET_EPSILON)(y)
+    if stride == 1 and channels == filters:
+        y = keras.layers.Add(name=f"{prefix}add")([shortcut, y])
+    return y
+
+
+def load_mobilenet_reference(weights):
+    """``keras.applications.MobileNetV3Large`` without its classifier, holding ``weights``
+    ("imagenet": Keras's ``weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5``, downloaded to
+    or placed in ``~/.keras/models/``; or a path)."""
+    try:
+        return keras.applications.MobileNetV3Large(include_top=False, weights=weights, input_shape=(None, None, 3),
+                                                   include_preprocessing=False)
+    except Exception as error:  # the download or the file: say which and how to fix it
+        raise RuntimeError(
+            f"could not load MobileNetV3-Large weights {weights!r}: {error}. Offline, put Keras's "
+            "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5 in ~/.keras/models/ or pass a "
+            "path with --weights."
+        ) from error
+
+
+def mobilenet_v3_fpn(weights=None, width=1.0, name="mobilenetv3-fpn", kernel_initializer="he_normal",
+                     batch_norm=False, stride=32, channels=256):
+    """MobileNetV3-Large (Howard et al. 2019; ``keras.applications``' layers and names, ``width``
+    its alpha) with torchvision's ``fasterrcnn_mobilenet_v3_large_fpn`` pyramid: FPN on the last
+    strided block's output (block 12, stride 32) and on the final 1x1 conv's (960 channels, stride
+    32), plus their max-pooled stride-64 level. Output ``[P_a, P_b, P_pool]`` (``channels`` x
+    ``width``), each side floor(n / stride), zero outside each image of a padded batch. The stem
+    and strided depthwise convolutions pad as keras.applications' does for unknown sizes (k // 2
+    - 1 rows / columns before, k // 2 after: floor(n / 2) outputs, every input read), fixed
+    whatever the image size, so its ImageNet weights compute as in Keras. ``weights``: None,
+    "imagenet", a path (Keras's MobileNetV3-Large file without the top) or a keras.applications
+    MobileNetV3Large to copy from; the pyramid's layers start random. ``stride``: 32 only."""
+    del batch_norm
+    _check_stride("mobilenetv3-fpn", stride)
+    images, image_info = _inputs()
+    x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name="conv_pad")(images)
+    x = keras.layers.Conv2D(16, 3, strides=2, use_bias=False, kernel_initializer=kernel_initializer,
+                            name="conv")(x)
+    x = _batch_norm("conv_bn", MOBILENET_EPSILON)(x)
+    x = keras.layers.Activation("hard_swish", name="conv_hard_swish")(x)
+    at_stride, outputs = 2, {}
+    for block_id, spec in enumerate(MOBILENET_V3_LARGE):
+        x = _inverted_residual(x, image_info, block_id, spec, at_stride, width, kernel_initializer)
+        at_stride *= spec[3]
+        outputs[block_id] = x
+    x = keras.layers.Conv2D(_divisible(x.shape[-1] * 6), 1, use_bias=False, kernel_initializer=kernel_initializer,
+                            name="conv_1")(x)
+    x = _batch_norm("conv_1_bn", MOBILENET_EPSILON)(x)
+    x = keras.layers.Activation("hard_swish", name="conv_1_hard_swish")(x)
+    levels = feature_pyramid([(outputs[12], 32, "0"), (x, 32, "1")], image_info, _channels(channels, width),
+                             kernel_initializer, extra_name="fpn_pool", rounding="floor")
+    base = keras.Model([images, image_info], levels, name=name)
+    if weights is not None:
+        reference = weights if isinstance(weights, keras.Model) else load_mobilenet_reference(weights)
         copy_weights_by_name(base, reference)
     return base
 
@@ -375,7 +560,7 @@ def copy_weights_by_name(model, reference):
 
 BACKBONES = {"vgg16": vgg16, "zf": zf,
              "resnet50": lambda **kw: resnet(50, **kw), "resnet101": lambda **kw: resnet(101, **kw),
-             "resnet50-fpn": lambda **kw: resnet_fpn(50, **kw)}
+             "resnet50-fpn": lambda **kw: resnet_fpn(50, **kw), "mobilenetv3-fpn": mobilenet_v3_fpn}
 
 ZF_IMAGENET = (
     "ImageNet weights for ZF are not in Keras (it ships VGG-16's): pass --weights PATH, a weights "
@@ -422,9 +607,14 @@ def frozen_layers(layers, name, pretrained):
     """Of ``layers`` (a base's or a head's), those that never train for backbone ``name``:
     VGG-16's conv1_1..conv2_2 always; with pretrained weights, an ImageNet ResNet's stem and
     conv2 stage and all its batch norms (``RESNET_FROZEN_PREFIXES``)."""
-    if name not in RESNET_STAGES:
+    if name not in RESNET_STAGES and name != "mobilenetv3-fpn":
         return [layer for layer in layers if layer.name in ALWAYS_FROZEN[name]]
     if not pretrained:
         return []
+    if name == "mobilenetv3-fpn":
+        prefixes = ("conv_bn", "expanded_conv_depthwise", "expanded_conv_project") + tuple(
+            _mobilenet_block_prefix(i) for i in range(1, MOBILENET_FROZEN_BLOCKS))
+        return [layer for layer in layers if layer.name == "conv" or layer.name.startswith(prefixes)
+                or isinstance(layer, keras.layers.BatchNormalization)]
     return [layer for layer in layers if layer.name.startswith(RESNET_FROZEN_PREFIXES)
             or isinstance(layer, keras.layers.BatchNormalization)]

@@ -16,13 +16,19 @@ import json
 import typing
 from dataclasses import dataclass, field
 
-BACKBONES = ("vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn")
+BACKBONES = ("vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn", "mobilenetv3-fpn")
 # The feature strides each base can be built with (anchors.stride): ZF also at 8 (backbone.zf); a
 # feature pyramid's finest level (its levels: PYRAMID_STRIDES).
-BASE_STRIDES = {"vgg16": (16,), "zf": (8, 16), "resnet50": (16,), "resnet101": (16,), "resnet50-fpn": (4,)}
-# Feature pyramids: the strides of their levels (P2..P6); RoIs pool from all but the last (P2..P5),
-# anchors of one size per level (anchors.scales times the level's stride).
-PYRAMID_STRIDES = {"resnet50-fpn": (4, 8, 16, 32, 64)}
+BASE_STRIDES = {"vgg16": (16,), "zf": (8, 16), "resnet50": (16,), "resnet101": (16,), "resnet50-fpn": (4,),
+                "mobilenetv3-fpn": (32,)}
+# Feature pyramids: the strides of their levels, finest first. ResNet-50-FPN: P2..P6. MobileNetV3-
+# Large-FPN as torchvision's fasterrcnn_mobilenet_v3_large_fpn: two maps at stride 32 (the pyramid
+# on the last strided block's output and on the final 1x1 conv's) and their max-pooled stride 64.
+PYRAMID_STRIDES = {"resnet50-fpn": (4, 8, 16, 32, 64), "mobilenetv3-fpn": (32, 32, 64)}
+# How many of a pyramid's first levels RoIs pool from: P2..P5 (not the extra P6), as torchvision
+# and Detectron; MobileNetV3-FPN's first map only (torchvision's MultiScaleRoIAlign, given two maps
+# of one stride, assigns every RoI to the first).
+PYRAMID_ROI_LEVELS = {"resnet50-fpn": 4, "mobilenetv3-fpn": 1}
 # Bases whose detector head is their own last stage (ResNet's conv5 on 14 x 14 RoIAlign features,
 # heads.Res5Head) rather than fc6 / fc7 (heads.DetectorHead).
 RES5_HEAD_BACKBONES = ("resnet50", "resnet101")
@@ -66,6 +72,7 @@ class ImageConfig:
     max_side: int = 1000  # cap on the longer side
     pixel_means: tuple = (102.9801, 115.9465, 122.7717)  # Caffe VGG-16 BGR means, 0-255 scale
     pixel_scale: float = 1.0  # times the mean-subtracted values (1: Caffe VGG-16 input)
+    channel_order: str = "bgr"  # the base's input channels: "bgr" (Caffe's VGG-16, ResNet) or "rgb"
     flip: bool = True  # random horizontal flip in training
 
     def validate(self, prefix="image"):
@@ -75,6 +82,8 @@ class ImageConfig:
                f">= image.min_side ({self.min_side})")
         _check(len(self.pixel_means) == 3, f"{prefix}.pixel_means", self.pixel_means, "3 numbers (B, G, R)")
         _positive(f"{prefix}.pixel_scale", self.pixel_scale)
+        _check(self.channel_order in ("bgr", "rgb"), f"{prefix}.channel_order", self.channel_order,
+               '"bgr" or "rgb"')
 
 
 @dataclass(frozen=True)
@@ -83,10 +92,13 @@ class AnchorConfig:
     base_size: int = 16  # side of the base anchor cell
     ratios: tuple = (0.5, 1.0, 2.0)  # h / w
     scales: tuple = (8.0, 16.0, 32.0)  # multiples of base_size: 128, 256, 512 px
+    # A feature pyramid's anchor sides in pixels, all on every level (torchvision's MobileNetV3-
+    # FPN: 32-512 on each); empty: one side per level, scales times the level's stride (FPN's).
+    sizes: tuple = ()
 
     @property
     def num_anchors(self) -> int:
-        return len(self.ratios) * len(self.scales)
+        return len(self.ratios) * len(self.sizes or self.scales)
 
     def validate(self, prefix="anchors"):
         _positive(f"{prefix}.stride", self.stride)
@@ -95,6 +107,8 @@ class AnchorConfig:
                self.ratios, "a non-empty tuple of positive numbers")
         _check(len(self.scales) > 0 and all(s > 0 for s in self.scales), f"{prefix}.scales",
                self.scales, "a non-empty tuple of positive numbers")
+        _check(all(isinstance(s, (int, float)) and s > 0 for s in self.sizes), f"{prefix}.sizes",
+               self.sizes, "empty or a tuple of positive numbers")
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,9 @@ class RPNConfig:
     post_nms_top_n: tuple = (2000, 300)  # (train, test)
     nms_iou: float = 0.7
     min_size: int = 16  # minimum proposal side in original-image pixels (times the scale)
+    # Proposals of lower objectness probability are dropped (torchvision's rpn_score_thresh: 0.05
+    # for its MobileNetV3-FPN, 0 elsewhere and in the paper).
+    score_threshold: float = 0.0
     positive_iou: float = 0.7
     negative_iou: float = 0.3
     batch_size: int = 256  # anchors sampled per image
@@ -119,6 +136,7 @@ class RPNConfig:
                self.post_nms_top_n, "positive")
         _fraction(f"{prefix}.nms_iou", self.nms_iou, low_open=True)
         _check(self.min_size >= 0, f"{prefix}.min_size", self.min_size, ">= 0")
+        _check(0 <= self.score_threshold < 1, f"{prefix}.score_threshold", self.score_threshold, "in [0, 1)")
         _fraction(f"{prefix}.positive_iou", self.positive_iou, low_open=True)
         _fraction(f"{prefix}.negative_iou", self.negative_iou)
         _check(self.negative_iou <= self.positive_iou, f"{prefix}.negative_iou", self.negative_iou,
@@ -228,8 +246,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     name: str = "voc"
-    backbone: str = "vgg16"  # "vgg16", "zf", "resnet50", "resnet101" or "resnet50-fpn"
-    backbone_width: float = 1.0  # channel multiplier of the base (1.0 = the paper's net)
+    backbone: str = "vgg16"  # one of BACKBONES
+    # Channel multiplier of the base (1.0 = the paper's net; MobileNetV3's alpha, to multiples of 8)
+    backbone_width: float = 1.0
     weights: typing.Optional[str] = "imagenet"  # "imagenet", None (random) or a path
     base_initializer: str = "glorot_uniform"  # Keras initializer of a randomly initialised base
     base_batch_norm: bool = False  # batch normalisation after each conv of a ZF base trained from scratch
@@ -273,8 +292,10 @@ class Config:
             self.backbone_blocks, "empty, or 4 positive ints for a ResNet base")
         _check(not self.backbone_blocks or self.weights != "imagenet", "backbone_blocks", self.backbone_blocks,
                "empty with ImageNet weights (the real depth)")
-        _check(not self.backbone.startswith("resnet") or not self.base_batch_norm, "base_batch_norm",
-               self.base_batch_norm, f"false for {self.backbone} (ResNets have their own batch norm)")
+        _check(self.backbone in ("vgg16", "zf") or not self.base_batch_norm, "base_batch_norm",
+               self.base_batch_norm, f"false for {self.backbone} (it has its own batch norm)")
+        _check(not self.anchors.sizes or self.backbone in PYRAMID_STRIDES, "anchors.sizes", self.anchors.sizes,
+               f"empty for {self.backbone} (sizes are a feature pyramid's; use anchors.scales)")
         _check(self.backbone not in PYRAMID_STRIDES or self.detector.pool_mode == "align",
                "detector.pool_mode", self.detector.pool_mode, f'"align" for {self.backbone} (RoIAlign per level)')
         _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
@@ -414,6 +435,43 @@ def _shapes_fpn() -> Config:
     )
 
 
+# keras.applications' MobileNetV3 input: RGB, x / 127.5 - 1.
+MOBILENET_IMAGE = dict(pixel_means=(127.5, 127.5, 127.5), pixel_scale=1 / 127.5, channel_order="rgb")
+
+
+def _mobilenetv3_fpn_coco() -> Config:
+    # torchvision's fasterrcnn_mobilenet_v3_large_fpn (models/detection/faster_rcnn.py; 32.8 COCO
+    # box AP): MobileNetV3-Large, the pyramid on its last two stride-32 outputs plus a max-pooled
+    # stride-64 map, every level with anchors of 32-512 px x 3 ratios (15 per position), RPN
+    # score threshold 0.05, and otherwise resnet50-fpn-coco's heads and reference schedule (its
+    # README trains both 26 epochs dropping at 16 and 22, lr 0.02 for 16 images). Keras's
+    # ImageNet MobileNetV3 input instead of torchvision's normalisation: the weights'.
+    cfg = _resnet50_fpn_coco()
+    return dataclasses.replace(
+        cfg, name="mobilenetv3-fpn-coco", backbone="mobilenetv3-fpn",
+        image=ImageConfig(min_side=800, max_side=1333, **MOBILENET_IMAGE),
+        anchors=AnchorConfig(stride=32, base_size=32, scales=(1.0,), sizes=(32.0, 64.0, 128.0, 256.0, 512.0)),
+        rpn=dataclasses.replace(cfg.rpn, score_threshold=0.05),
+    )
+
+
+def _shapes_mobilenet() -> Config:
+    # MobileNetV3-Large-FPN (full width) from scratch on the built-in set (issue 17): the shapes
+    # preset's data and schedule, images at 2x (the pyramid's finest stride is 32: at 1x the
+    # smallest shapes are under a cell), anchors of 32-256 px on every level, torchvision's
+    # learning rate per image (0.0025 for 2 images; shapes-fpn diverged at 0.01).
+    cfg = _shapes()
+    return dataclasses.replace(
+        cfg, name="shapes-mobilenet", backbone="mobilenetv3-fpn", backbone_width=1.0, base_batch_norm=False,
+        image=dataclasses.replace(cfg.image, min_side=512, max_side=768, **MOBILENET_IMAGE),
+        anchors=AnchorConfig(stride=32, base_size=32, scales=(1.0,), sizes=(32.0, 64.0, 128.0, 256.0)),
+        rpn=dataclasses.replace(cfg.rpn, channels=128, pre_nms_top_n=(1000, 1000), post_nms_top_n=(300, 300),
+                                min_size=16),
+        detector=DetectorConfig(pool_size=7, pool_mode="align", fc_units=256, dropout=0.0, batch_rois=256),
+        train=dataclasses.replace(cfg.train, lr=0.0025),
+    )
+
+
 def _coco() -> Config:
     # The paper's MS COCO settings (Faster R-CNN, TPAMI 2017, "Experiments on MS COCO"; see
     # REFERENCE.md): VGG-16 from ImageNet; anchors of 3 ratios x 4 scales, 64^2 added (4, 8, 16, 32
@@ -490,13 +548,17 @@ PRESETS = {
     "shapes-resnet50": _shapes_resnet50,
     "resnet50-fpn-coco": _resnet50_fpn_coco,
     "shapes-fpn": _shapes_fpn,
+    "mobilenetv3-fpn-coco": _mobilenetv3_fpn_coco,
+    "shapes-mobilenet": _shapes_mobilenet,
 }
 
 
 def preset(name: str) -> Config:
     """The named preset: "voc" (VGG-16, paper settings), "coco" (VGG-16, the paper's COCO
     settings), "zf-voc" (ZF), "resnet50-voc", "resnet101-voc", "resnet101-coco" (ResNet C4,
-    tf-faster-rcnn's settings), "shapes" (built-in set)."""
+    tf-faster-rcnn's settings), "resnet50-fpn-coco", "mobilenetv3-fpn-coco" (torchvision's),
+    "shapes" (built-in set; "shapes-resnet50", "shapes-fpn", "shapes-mobilenet" for the other
+    bases)."""
     try:
         return PRESETS[name]()
     except KeyError:
@@ -529,9 +591,9 @@ def resolve_precision(precision: str) -> tuple:
 
 
 def feature_rounding(backbone: str) -> str:
-    """How the base maps an image side n to a feature side: floor(n/16) (VGG-16) or ceil (ZF,
-    ResNet)."""
-    return "floor" if backbone == "vgg16" else "ceil"
+    """How the base maps an image side n to a feature side: floor(n / stride) (VGG-16's pools,
+    MobileNetV3's padding) or ceil (ZF, ResNet)."""
+    return "floor" if backbone in ("vgg16", "mobilenetv3-fpn") else "ceil"
 
 
 __all__ = ["Config", "ConfigError", "PRECISIONS", "INFERENCE_PRECISIONS", "MIXED_PRECISIONS",

@@ -35,9 +35,9 @@ import tensorflow as tf
 from keras_frcnn import losses
 from keras_frcnn.anchors import Anchors, PyramidAnchors
 from keras_frcnn.backbone import (build_base, check_weights, copy_weights_by_name, frozen_layers,
-                                  load_resnet_reference, load_vgg16_reference)
-from keras_frcnn.config import (INFERENCE_PRECISIONS, MIXED_PRECISIONS, PYRAMID_STRIDES, RES5_HEAD_BACKBONES,
-                                Config, feature_rounding, resolve_precision)
+                                  load_mobilenet_reference, load_resnet_reference, load_vgg16_reference)
+from keras_frcnn.config import (INFERENCE_PRECISIONS, MIXED_PRECISIONS, PYRAMID_ROI_LEVELS, PYRAMID_STRIDES,
+                                RES5_HEAD_BACKBONES, Config, feature_rounding, resolve_precision)
 from keras_frcnn.heads import DetectorHead, Res5Head
 from keras_frcnn.postprocess import Detections
 from keras_frcnn.preprocessing import ImageSizes, Preprocess
@@ -75,7 +75,7 @@ class _Layers:
         rounding = feature_rounding(cfg.backbone)
         self.preprocess = Preprocess(cfg.image.min_side, cfg.image.max_side, cfg.image.pixel_means,
                                      pixel_scale=cfg.image.pixel_scale,
-                                     name="preprocess")
+                                     channel_order=cfg.image.channel_order, name="preprocess")
         self.image_sizes = ImageSizes(name="image_sizes")
         self.base = build_base(cfg.backbone, weights=None, width=cfg.backbone_width,
                                kernel_initializer=cfg.base_initializer,
@@ -85,13 +85,15 @@ class _Layers:
         pyramid = PYRAMID_STRIDES.get(cfg.backbone, ())
         self.pyramid = pyramid
         if pyramid:
-            self.anchors = PyramidAnchors(pyramid, cfg.anchors.ratios, cfg.anchors.scales, name="anchors")
+            self.anchors = PyramidAnchors(pyramid, cfg.anchors.ratios, cfg.anchors.scales, cfg.anchors.sizes,
+                                          name="anchors")
         else:
             self.anchors = Anchors(cfg.anchors.stride, cfg.anchors.base_size, cfg.anchors.ratios,
                                    cfg.anchors.scales, name="anchors")
         self.proposals = proposal_layer(cfg, cfg.rpn.pre_nms_top_n, cfg.rpn.post_nms_top_n, name="proposals")
         if pyramid:  # RoIs pool from P2..P5 (not the extra P6), as torchvision and Detectron
-            self.roi_pooling = PyramidRoIAlign(cfg.detector.pool_size, pyramid[:-1], name="roi_pooling")
+            self.roi_levels = PYRAMID_ROI_LEVELS[cfg.backbone]
+            self.roi_pooling = PyramidRoIAlign(cfg.detector.pool_size, pyramid[:self.roi_levels], name="roi_pooling")
         else:
             self.roi_pooling = RoIPooling(cfg.detector.pool_size, 1.0 / cfg.anchors.stride,
                                           cfg.detector.pool_mode, max_levels=roi_table_levels(cfg),
@@ -112,17 +114,17 @@ class _Layers:
 
     def rpn(self, features):
         """features ``[B, H, W, C]`` (or a pyramid's list) -> ``(objectness_logits [B, A],
-        rpn_deltas [B, A, 4], anchors [A, 4], anchor_strides [A] or None)``, A = H * W * k
-        (summed over a pyramid's levels, whose anchors each carry their level's stride)."""
+        rpn_deltas [B, A, 4], anchors [A, 4], anchor_levels [A] or None)``, A = H * W * k
+        (summed over a pyramid's levels, whose anchors each carry their level's index)."""
         objectness_logits, rpn_deltas = self.rpn_head(features)
         if self.pyramid:
-            anchors, strides = self.anchors(features)
-            return objectness_logits, rpn_deltas, anchors, strides
+            anchors, levels = self.anchors(features)
+            return objectness_logits, rpn_deltas, anchors, levels
         return objectness_logits, rpn_deltas, self.anchors(features), None
 
-    def propose(self, layer, objectness_logits, rpn_deltas, anchors, strides, image_info, training=False):
+    def propose(self, layer, objectness_logits, rpn_deltas, anchors, levels, image_info, training=False):
         """``layer`` (a ``Proposals``) on the RPN's outputs."""
-        inputs = [objectness_logits, rpn_deltas, anchors, image_info] + ([] if strides is None else [strides])
+        inputs = [objectness_logits, rpn_deltas, anchors, image_info] + ([] if levels is None else [levels])
         return layer(inputs, training=training)
 
     def detector(self, features, rois, training=False, feature_gradient=False):
@@ -130,7 +132,7 @@ class _Layers:
         box_deltas [B, R, K, 4])``. ``feature_gradient``: the features are trained through the
         RoI pooling (not at inference, not on a frozen base)."""
         if self.pyramid:
-            features = list(features[:len(self.pyramid) - 1])
+            features = list(features[:self.roi_levels])
         roi_features = self.roi_pooling([features, rois], feature_gradient=feature_gradient)
         return self.detector_head(roi_features, training=training)
 
@@ -139,7 +141,7 @@ def proposal_layer(cfg: Config, pre_nms_top_n, post_nms_top_n, name=None):
     """The ``Proposals`` layer of ``cfg``'s network with these top-N pairs."""
     return Proposals(pre_nms_top_n, post_nms_top_n, cfg.rpn.nms_iou, cfg.rpn.min_size, cfg.anchors.stride,
                      feature_rounding(cfg.backbone), level_strides=PYRAMID_STRIDES.get(cfg.backbone, ()),
-                     name=name)
+                     score_threshold=cfg.rpn.score_threshold, name=name)
 
 
 def roi_table_levels(cfg: Config) -> int:
@@ -161,9 +163,9 @@ def forward(layers, images, image_sizes=None):
         processed, image_info = layers.preprocess([images, image_sizes])
         original_sizes = image_sizes
     features = layers.base([processed, image_info])
-    objectness_logits, rpn_deltas, anchors, strides = layers.rpn(features)
+    objectness_logits, rpn_deltas, anchors, levels = layers.rpn(features)
     proposals, _, num_proposals = layers.propose(layers.proposals, objectness_logits, rpn_deltas, anchors,
-                                                 strides, image_info)
+                                                 levels, image_info)
     class_logits, box_deltas = layers.detector(features, proposals)
     return layers.detections([class_logits, box_deltas, proposals, num_proposals, image_info,
                               original_sizes])
@@ -323,7 +325,8 @@ class _Trainer(keras.Model):
         self.cfg = cfg
         # The training pipeline resizes in tf.data; here only the colour conversion and mask.
         self.to_input = Preprocess(pixel_means=cfg.image.pixel_means, resize=False,
-                                   pixel_scale=cfg.image.pixel_scale, name="to_input")
+                                   pixel_scale=cfg.image.pixel_scale, channel_order=cfg.image.channel_order,
+                                   name="to_input")
         self.base = layers.base
         self.layers_ = layers  # the network's stages (the layers themselves are tracked one by one)
         self.loss_trackers = [keras.metrics.Mean(name=n) for n in self.loss_names]
@@ -424,7 +427,7 @@ class JointTrainer(_Trainer):
         outputs = rpn_outputs(self, features, image_info, batch)
         proposals, _, num_proposals = self.layers_.propose(
             self.proposals, outputs["objectness_logits"], outputs["rpn_deltas"], outputs["anchors"],
-            outputs.get("anchor_strides"), image_info, training=True)
+            outputs.get("anchor_levels"), image_info, training=True)
         outputs.update(detector_outputs(self, features, tf.stop_gradient(proposals), num_proposals,
                                         batch, training))
         return outputs
@@ -437,7 +440,8 @@ def _anchor_targets(cfg):
     r = cfg.rpn
     return AnchorTargets(r.positive_iou, r.negative_iou, r.batch_size, r.positive_fraction,
                          r.allowed_border, cfg.anchors.stride, feature_rounding(cfg.backbone),
-                         seed=cfg.train.seed, name="anchor_targets")
+                         seed=cfg.train.seed, level_strides=PYRAMID_STRIDES.get(cfg.backbone, ()),
+                         name="anchor_targets")
 
 
 def _proposal_targets(cfg, images_per_step):
@@ -455,13 +459,13 @@ def rois_per_image(cfg, images_per_step) -> int:
 
 def rpn_outputs(view, features, image_info, batch):
     """RPN predictions and their anchor targets."""
-    objectness_logits, rpn_deltas, anchors, strides = view.layers_.rpn(features)
+    objectness_logits, rpn_deltas, anchors, levels = view.layers_.rpn(features)
     labels, targets = view.anchor_targets(anchors, batch["gt_boxes"], batch["gt_classes"], image_info,
-                                          batch.get("sample_seed"), anchor_strides=strides)
+                                          batch.get("sample_seed"), anchor_levels=levels)
     outputs = {"objectness_logits": objectness_logits, "rpn_deltas": rpn_deltas, "anchors": anchors,
                "anchor_labels": labels, "anchor_deltas": targets}
-    if strides is not None:  # a feature pyramid's
-        outputs["anchor_strides"] = strides
+    if levels is not None:  # a feature pyramid's
+        outputs["anchor_levels"] = levels
     return outputs
 
 
@@ -498,6 +502,10 @@ def build_models(config, num_classes, weights="config", class_names=None):
             reference = load_resnet_reference(cfg.backbone, weights)
             copy_weights_by_name(net.base, reference)
             copy_weights_by_name(net.detector_head.res5, reference)
+        elif cfg.backbone == "resnet50-fpn":  # the pyramid's layers keep their initialisation
+            copy_weights_by_name(net.base, load_resnet_reference("resnet50", weights))
+        elif cfg.backbone == "mobilenetv3-fpn":
+            copy_weights_by_name(net.base, load_mobilenet_reference(weights))
         else:
             net.base.load_weights(weights)
     net.set_trainable()

@@ -143,10 +143,12 @@ class Preprocess(keras.layers.Layer):
     scale given by ``image_sizes`` columns, if it has 3 columns, else 1. ``pixel_scale``
     multiplies the mean-subtracted values: 1 for Caffe's VGG-16 (0-255), about 1/64 for a base
     trained from scratch (unit-scale inputs keep He-initialised activations O(1)).
+    ``channel_order`` "rgb" keeps the input's order (Keras's MobileNetV3 takes RGB; ``pixel_means``
+    are then in R, G, B order).
     """
 
     def __init__(self, min_side=600, max_side=1000, pixel_means=(102.9801, 115.9465, 122.7717),
-                 resize=True, pixel_scale=1.0, **kwargs):
+                 resize=True, pixel_scale=1.0, channel_order="bgr", **kwargs):
         # Resizing and mean subtraction in float32; the base casts to its compute dtype.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -155,6 +157,9 @@ class Preprocess(keras.layers.Layer):
         self.pixel_means = tuple(float(m) for m in pixel_means)
         self.resize = bool(resize)
         self.pixel_scale = float(pixel_scale)
+        if channel_order not in ("bgr", "rgb"):
+            raise ValueError(f"channel_order must be 'bgr' or 'rgb', got {channel_order!r}")
+        self.channel_order = channel_order
 
     def call(self, inputs):
         if isinstance(inputs, (list, tuple)):
@@ -187,9 +192,11 @@ class Preprocess(keras.layers.Layer):
             images = tf.cast(images, tf.float32)
 
         means = tf.constant(self.pixel_means, tf.float32)
-        bgr = (tf.reverse(images, axis=[-1]) - means) * self.pixel_scale
-        out_shape = tf.shape(bgr)
-        processed = bgr * valid_mask(new_sizes, out_shape[1], out_shape[2])
+        if self.channel_order == "bgr":
+            images = tf.reverse(images, axis=[-1])
+        centred = (images - means) * self.pixel_scale
+        out_shape = tf.shape(centred)
+        processed = centred * valid_mask(new_sizes, out_shape[1], out_shape[2])
         image_info = tf.concat([tf.cast(new_sizes, tf.float32), scale[:, None]], axis=-1)
         return processed, image_info
 
@@ -208,6 +215,7 @@ class Preprocess(keras.layers.Layer):
             "pixel_means": list(self.pixel_means),
             "resize": self.resize,
             "pixel_scale": self.pixel_scale,
+            "channel_order": self.channel_order,
         }
 
 

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn import boxes as box_ops
+from keras_frcnn.anchors import level_strides
 from keras_frcnn.preprocessing import converting
 
 # Scores of dropped boxes; probabilities are >= 0, so NMS's score threshold below excludes them.
@@ -69,12 +70,15 @@ class Proposals(keras.layers.Layer):
     ``pre_nms_top_n`` <= 0 means no cut before NMS.
 
     A feature pyramid (``level_strides``, e.g. (4, 8, 16, 32, 64)) gives a fifth input,
-    ``anchor_strides [A]`` (``PyramidAnchors``): ``pre_nms_top_n`` then applies per level, and NMS
-    runs per level (one call, the levels' boxes moved apart), ``post_nms_top_n`` over all levels.
+    ``anchor_levels [A]`` int32 (``PyramidAnchors``): ``pre_nms_top_n`` then applies per level, and
+    NMS runs per level (one call, the levels' boxes moved apart), ``post_nms_top_n`` over all
+    levels. ``score_threshold``: proposals of lower objectness probability are dropped
+    (torchvision's ``rpn_score_thresh``).
     """
 
     def __init__(self, pre_nms_top_n=(12000, 6000), post_nms_top_n=(2000, 300), nms_iou=0.7,
-                 min_size=16, stride=16, feature_rounding="floor", level_strides=(), **kwargs):
+                 min_size=16, stride=16, feature_rounding="floor", level_strides=(), score_threshold=0.0,
+                 **kwargs):
         # Box decoding, clipping and NMS scores stay float32 under mixed precision.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -87,10 +91,12 @@ class Proposals(keras.layers.Layer):
             raise ValueError(f"feature_rounding must be 'floor' or 'ceil', got {feature_rounding!r}")
         self.feature_rounding = feature_rounding
         self.level_strides = tuple(int(v) for v in level_strides)
+        self.score_threshold = float(score_threshold)
 
     def call(self, inputs, training=False):
         objectness_logits, deltas, anchors, image_info = inputs[:4]
-        anchor_strides = inputs[4] if len(inputs) > 4 else self.stride
+        anchor_levels = inputs[4] if len(inputs) > 4 else None
+        anchor_strides = self.stride if anchor_levels is None else level_strides(anchor_levels, self.level_strides)
         phase = 0 if training else 1
         pre_nms_top_n = self.pre_nms_top_n[phase]
         post_nms_top_n = self.post_nms_top_n[phase]
@@ -100,12 +106,15 @@ class Proposals(keras.layers.Layer):
         pred_boxes = box_ops.clip(pred_boxes, image_info[:, :2])
         keep = box_ops.min_side_mask(pred_boxes, self.min_size * image_info[:, 2:3])
         keep &= feature_position_mask(anchors, image_info, anchor_strides, self.feature_rounding)
-        scores = tf.where(keep, tf.sigmoid(tf.cast(objectness_logits, tf.float32)), _DROPPED)
+        scores = tf.sigmoid(tf.cast(objectness_logits, tf.float32))
+        if self.score_threshold > 0:
+            keep &= scores >= self.score_threshold
+        scores = tf.where(keep, scores, _DROPPED)
 
         num_anchors = tf.shape(scores)[1]
         k = num_anchors if pre_nms_top_n <= 0 else tf.minimum(pre_nms_top_n, num_anchors)
         if self.level_strides:
-            scores, pred_boxes, nms_boxes = self._top_k_per_level(scores, pred_boxes, anchor_strides, k,
+            scores, pred_boxes, nms_boxes = self._top_k_per_level(scores, pred_boxes, anchor_levels, k,
                                                                   image_info)
         else:
             if converting():
@@ -122,26 +131,22 @@ class Proposals(keras.layers.Layer):
         scores = tf.where(valid, tf.gather(scores, selected, batch_dims=1), 0.0)
         return proposals, scores, num_proposals
 
-    def _top_k_per_level(self, scores, pred_boxes, anchor_strides, k, image_info):
+    def _top_k_per_level(self, scores, pred_boxes, anchor_levels, k, image_info):
         """A feature pyramid's candidates: the ``k`` best of each level (torchvision's and
         Detectron's FPN proposals), and their boxes moved apart by level for the one NMS call, so
         that boxes of two levels never suppress each other (NMS per level, merged by score).
         Returns ``(scores, boxes, boxes for NMS)``."""
         offset = tf.reduce_max(image_info[:, :2]) + 1.0
-        level_of = tf.zeros_like(anchor_strides)
-        for stride in self.level_strides[:-1]:
-            level_of += tf.cast(anchor_strides > float(stride), tf.float32)  # 0, 1, ... by stride
-        shifted = pred_boxes + tf.reshape(level_of * offset, [1, -1, 1])
+        shifted = pred_boxes + tf.reshape(tf.cast(anchor_levels, tf.float32) * offset, [1, -1, 1])
+        masks = [tf.equal(anchor_levels, level)[None] for level in range(len(self.level_strides))]
         if converting():
             kept = tf.fill(tf.shape(scores), _DROPPED)
-            for stride in self.level_strides:
-                here = tf.equal(anchor_strides, float(stride))[None]
+            for here in masks:
                 level_k = tf.minimum(k, tf.reduce_sum(tf.cast(here, tf.int32)))
                 kept = tf.where(here, _keep_top_k_in_place(tf.where(here, scores, _DROPPED), level_k), kept)
             return kept, pred_boxes, shifted
         top_scores, orders = [], []
-        for stride in self.level_strides:
-            here = tf.equal(anchor_strides, float(stride))[None]
+        for here in masks:
             level_k = tf.minimum(k, tf.reduce_sum(tf.cast(here, tf.int32)))
             values, order = tf.math.top_k(tf.where(here, scores, _DROPPED), k=level_k, sorted=True)
             top_scores.append(values)
@@ -165,4 +170,5 @@ class Proposals(keras.layers.Layer):
             "stride": self.stride,
             "feature_rounding": self.feature_rounding,
             "level_strides": list(self.level_strides),
+            "score_threshold": self.score_threshold,
         }

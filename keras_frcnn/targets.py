@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn import boxes as box_ops
+from keras_frcnn.anchors import level_strides
 from keras_frcnn.proposals import feature_position_mask
 
 
@@ -92,7 +93,7 @@ class AnchorTargets(keras.layers.Layer):
     """
 
     def __init__(self, positive_iou=0.7, negative_iou=0.3, batch_size=256, positive_fraction=0.5,
-                 allowed_border=0, stride=16, feature_rounding="floor", seed=None, **kwargs):
+                 allowed_border=0, stride=16, feature_rounding="floor", seed=None, level_strides=(), **kwargs):
         # IoUs and regression targets stay float32 under mixed precision.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
@@ -103,14 +104,15 @@ class AnchorTargets(keras.layers.Layer):
         self.allowed_border = float(allowed_border)
         self.stride = int(stride)
         self.feature_rounding = feature_rounding
+        self.level_strides = tuple(int(v) for v in level_strides)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, anchors, gt_boxes, gt_classes, image_info, image_seeds=None, anchor_strides=None):
+    def call(self, anchors, gt_boxes, gt_classes, image_info, image_seeds=None, anchor_levels=None):
         """``image_seeds`` int64 ``[B]``: per-image sampling seeds (the training pipeline's
-        ``sample_seed``); without them, the layer's seed generator draws. ``anchor_strides [A]``:
-        each anchor's stride, for a feature pyramid's anchors (else the layer's ``stride``)."""
-        strides = self.stride if anchor_strides is None else anchor_strides
+        ``sample_seed``); without them, the layer's seed generator draws. ``anchor_levels [A]``:
+        each anchor's level of a feature pyramid (``level_strides``; else the layer's ``stride``)."""
+        strides = self.stride if anchor_levels is None else level_strides(anchor_levels, self.level_strides)
         gt_boxes, gt_classes = with_padding_column(gt_boxes, gt_classes)
         image_info = tf.cast(image_info, tf.float32)
         valid_gt = gt_classes > 0  # [B, G]
@@ -132,7 +134,7 @@ class AnchorTargets(keras.layers.Layer):
         negative = inside & (max_iou < self.negative_iou) & ~positive
         noise = None
         if image_seeds is not None:
-            noise = hash_uniform(image_seeds, self._anchor_ids(anchors, strides), self.seed or 0)
+            noise = hash_uniform(image_seeds, self._anchor_ids(anchors, strides, anchor_levels), self.seed or 0)
         # py-faster-rcnn: int(RPN_FG_FRACTION * RPN_BATCHSIZE) positives at most.
         positive, negative = sample_balanced(positive, negative, self.batch_size,
                                              int(self.batch_size * self.positive_fraction),
@@ -144,20 +146,24 @@ class AnchorTargets(keras.layers.Layer):
         deltas = tf.where(positive[..., None], deltas, 0.0)
         return tf.stop_gradient(labels), tf.stop_gradient(deltas)
 
-    def _anchor_ids(self, anchors, strides):
-        """``[A]`` ids of the anchors by feature cell and size, not by flat index: an anchor keeps
-        its id whatever the width of the (padded) feature map."""
+    def _anchor_ids(self, anchors, strides, levels=None):
+        """``[A]`` ids of the anchors by feature cell, size and pyramid level, not by flat index:
+        an anchor keeps its id whatever the width of the (padded) feature map."""
         centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0
         strides = tf.reshape(tf.cast(strides, tf.float32), [-1, 1])
         cells = tf.cast(tf.floor(centres / strides), tf.int64) & 4095  # (row, col)
         sizes = tf.cast(tf.round(anchors[:, 2:] - anchors[:, :2]), tf.int64) & 4095  # (h, w)
-        return ((cells[:, 0] * 4096 + cells[:, 1]) * 4096 + sizes[:, 0]) * 4096 + sizes[:, 1]
+        ids = ((cells[:, 0] * 4096 + cells[:, 1]) * 4096 + sizes[:, 0]) * 4096 + sizes[:, 1]
+        if levels is not None:  # two levels of one stride hold the same boxes
+            ids += tf.cast(levels, tf.int64) * 2 ** 48
+        return ids
 
     def get_config(self):
         return {**super().get_config(), "positive_iou": self.positive_iou,
                 "negative_iou": self.negative_iou, "batch_size": self.batch_size,
                 "positive_fraction": self.positive_fraction, "allowed_border": self.allowed_border,
-                "stride": self.stride, "feature_rounding": self.feature_rounding, "seed": self.seed}
+                "stride": self.stride, "feature_rounding": self.feature_rounding, "seed": self.seed,
+                "level_strides": list(self.level_strides)}
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")

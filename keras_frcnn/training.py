@@ -136,8 +136,8 @@ def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, b
                                   tf.TensorSpec([None, 3], tf.float32)])
     def run(images, image_info):
         processed, info = to_input([images, image_info])
-        logits, deltas, anchors, strides = layers.rpn(layers.base([processed, info]))
-        return layers.propose(dump, logits, deltas, anchors, strides, info)
+        logits, deltas, anchors, levels = layers.rpn(layers.base([processed, info]))
+        return layers.propose(dump, logits, deltas, anchors, levels, info)
 
     dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, flip_probability=0.0,
                             drop_remainder=False)

@@ -77,6 +77,25 @@ def tiny_fpn_config(**overrides):
     return dataclasses.replace(cfg, **overrides)
 
 
+def tiny_mobilenet_config(**overrides):
+    """``tiny_config`` with a MobileNetV3-Large-FPN base at width 0.25 (its pyramid of 16
+    channels: two stride-32 levels and the pooled stride-64 one), from random weights: anchors of
+    32 and 64 px on every level, RoIAlign 7 x 7 on the first level."""
+    import dataclasses
+
+    from keras_frcnn import config as C
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(
+        cfg, name="tiny-mobilenet", backbone="mobilenetv3-fpn", backbone_width=0.25, base_batch_norm=False,
+        base_initializer="he_normal",
+        image=dataclasses.replace(cfg.image, **C.MOBILENET_IMAGE),
+        anchors=C.AnchorConfig(stride=32, base_size=32, scales=(1.0,), sizes=(32.0, 64.0)),
+        rpn=dataclasses.replace(cfg.rpn, channels=16, score_threshold=0.05),
+        detector=dataclasses.replace(cfg.detector, pool_size=7, pool_mode="align", batch_rois=64))
+    return dataclasses.replace(cfg, **overrides)
+
+
 def synthetic_batch(n=4, size=128, seed=0):
     """``n`` noisy ``size`` px images with a red square (class 1) and a blue wide box (class 2),
     as a training batch dict (boxes in pixels, no resizing needed at min_side == size)."""

@@ -14,7 +14,7 @@ import pytest
 from keras_frcnn import data
 from keras_frcnn.models import build_models
 from keras_frcnn.training import ScheduleRunner, stages
-from conftest import tiny_config, tiny_fpn_config, tiny_resnet_config
+from conftest import tiny_config, tiny_fpn_config, tiny_mobilenet_config, tiny_resnet_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_stage_plans():
     assert len(joint) == 1 and joint[0].view == "joint" and joint[0].steps == 10
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "resnet50", "resnet50-fpn"])
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50", "resnet50-fpn", "mobilenetv3-fpn"])
 def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_path, backbone):
     # VGG-16 (tiny) so that the always-frozen conv1_1..conv2_2 are checked too; tiny ResNets from
     # random weights (nothing frozen, batch norm following the stages): C4, whose conv5 head
@@ -65,7 +65,8 @@ def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_
     if backbone == "vgg16":
         cfg = dataclasses.replace(tiny_config(), backbone="vgg16", backbone_width=0.0625)
     else:
-        cfg = tiny_resnet_config() if backbone == "resnet50" else tiny_fpn_config()
+        cfg = {"resnet50": tiny_resnet_config, "resnet50-fpn": tiny_fpn_config,
+               "mobilenetv3-fpn": tiny_mobilenet_config}[backbone]()
     keras.utils.set_random_seed(0)
     source = small_shapes(shapes_dir)
     net = build_models(cfg, source.num_classes, weights=None)
