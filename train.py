@@ -4,6 +4,7 @@ test split, everything written to ``runs/shapes/``.
 
     python train.py                                   # shapes, 4-step alternating schedule
     python train.py --schedule joint                  # approximate joint training
+    python train.py --backbone resnet50-fpn           # another base on shapes (its shapes preset)
     python train.py --preset voc                      # VGG-16, ImageNet weights, TFDS voc/2007
     python train.py --preset coco                     # VGG-16, TFDS coco/2017, COCO AP
     python train.py --voc-dir VOCdevkit/VOC2007       # any VOC folder: trainval -> test
@@ -32,7 +33,8 @@ from keras_frcnn import cli
 
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="shapes", help='"shapes" (default), "voc", "coco", "zf-voc", '
+    parser.add_argument("--preset", help='"shapes" (default; with --backbone, that base\'s shapes preset), "voc", '
+                        '"coco", "zf-voc", '
                         '"resnet50-voc", "resnet101-voc", "resnet101-coco", "resnet50-fpn-coco", '
                         '"mobilenetv3-fpn-coco", "shapes-resnet50", "shapes-fpn" or "shapes-mobilenet"')
     parser.add_argument("--config", help="a config.json (e.g. of an earlier run) instead of a preset")
@@ -90,6 +92,11 @@ def numbers(text, flag):
         raise cli.UsageError(f"{flag} {text}: give comma separated numbers, e.g. 0.5,1,2") from None
 
 
+# The built-in set's preset for each base: `python train.py --backbone B` trains B on it.
+SHAPES_PRESETS = {"zf": "shapes", "resnet50": "shapes-resnet50", "resnet50-fpn": "shapes-fpn",
+                  "mobilenetv3-fpn": "shapes-mobilenet"}
+
+
 def build_config(args):
     from keras_frcnn.config import Config, preset
     from keras_frcnn.data.tfds_sources import canonical_name, default_splits
@@ -101,7 +108,9 @@ def build_config(args):
         except OSError as error:
             raise cli.UsageError(f"--config {args.config}: {error.strerror}") from None
     else:
-        cfg = preset(args.preset)
+        # No preset named: the built-in set, with the shapes preset of the --backbone asked for
+        # (a base brings its anchors' stride, RoI pooling, head and input scale).
+        cfg = preset(args.preset or SHAPES_PRESETS.get(args.backbone, "shapes"))
     changes = {}
     if args.backbone:
         changes["backbone"] = args.backbone

@@ -55,6 +55,7 @@ except ImportError:  # a checkout from before --precision auto (for before / aft
         return ("float32" if precision == "auto" else precision), ""
 
 ARITHMETIC = ("base conv", "rpn_head", "detector_head")  # convolutions and fc layers
+BASES = ("zf", "vgg16", "resnet50", "resnet101", "resnet50_fpn", "mobilenetv3_fpn")
 
 
 def category(name):
@@ -70,11 +71,13 @@ def category(name):
     if not parts:
         return "other", backward
     top = re.sub(r"_\d+$", "", parts[0])
-    if top in ("zf", "vgg16"):
+    if top.replace("-", "_") in BASES:
         sub = re.sub(r"_\d+$", "", parts[1]) if len(parts) > 1 else ""
-        kind = ("batch norm" if "bn" in sub else "padding mask" if "mask" in sub or "pad" in sub
-                else "max pool" if "pool" in sub else "conv" if "conv" in sub else "relu" if "relu" in sub
-                else "other")
+        kind = ("squeeze-excite" if "squeeze_excite" in sub else "batch norm" if "bn" in sub
+                else "padding mask" if "mask" in sub or "pad" in sub
+                else "max pool" if "pool" in sub else "conv" if "conv" in sub or "depthwise" in sub
+                or "expand" in sub or "project" in sub or "fpn_" in sub
+                else "activation" if "relu" in sub or "swish" in sub else "other")
         return f"base {kind}", backward
     if top in ("caffe_sgd", "sgd", "SGD", "loss_scale_optimizer"):
         return "optimizer", False
@@ -98,6 +101,7 @@ def profile(model, dataset, steps, warmup, callbacks):
         space.ParseFromString(f.read())
     plane = next(p for p in space.planes if p.name == "/host:CPU")
     ops, executing, waiting = collections.Counter(), 0.0, 0.0
+    kinds = collections.Counter()
     for line in plane.lines:
         for event in line.events:
             meta = plane.event_metadata[event.metadata_id]
@@ -106,6 +110,7 @@ def profile(model, dataset, steps, warmup, callbacks):
                     and not meta.display_name.startswith("ExecutorState"):
                 name, backward = category(meta.name)
                 ops[(name, backward)] += ms
+                kinds[meta.display_name] += ms
             elif line.name == "python" and meta.name.startswith("EagerLocalExecute"):
                 executing += ms
             elif line.name.startswith("tf_Compute") and meta.name == "IteratorGetNextOp::DoCompute":
@@ -113,7 +118,8 @@ def profile(model, dataset, steps, warmup, callbacks):
             elif line.name.startswith("tf_data_iterator_get_next") and meta.name == "IteratorGetNextOp::DoCompute":
                 waiting += ms
     return {"wall": 1000 * wall / steps, "executing": executing / steps, "waiting": waiting / steps,
-            "ops": {k: v / steps for k, v in ops.items()}}
+            "ops": {k: v / steps for k, v in ops.items()},
+            "op_types": {k: v / steps for k, v in kinds.most_common(12)}}
 
 
 def report(title, result):
@@ -130,6 +136,7 @@ def report(title, result):
     for name in names:
         fwd, bwd = result["ops"].get((name, False), 0.0), result["ops"].get((name, True), 0.0)
         print(f"  {name:34s} {fwd:10.1f} {bwd:11.1f} {100 * (fwd + bwd) / total:5.1f}%")
+    print("  the op types of most time: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["op_types"].items()))
 
 
 def shapes_dataset(cfg, view, batch):

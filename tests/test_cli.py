@@ -181,3 +181,15 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
         assert stderr.startswith("error: ") and stderr.count("\n") == 1, (name, stderr)
         assert needle in stderr, (name, stderr)
         assert "Traceback" not in stderr and stdout == "", (name, stdout)
+
+
+def test_a_backbone_alone_trains_that_base_on_the_shapes_set():
+    """`python train.py --backbone B` takes B's shapes preset (its anchors' stride, RoI pooling,
+    head and input scale come with the base); a named preset stays that preset."""
+    for name, expected in (("resnet50-fpn", "shapes-fpn"), ("mobilenetv3-fpn", "shapes-mobilenet"),
+                           ("resnet50", "shapes-resnet50"), ("zf", "shapes")):
+        cfg = train.build_config(train.parse_args(["--backbone", name]))
+        assert (cfg.name, cfg.backbone, cfg.dataset) == (expected, name, "shapes")
+    assert train.build_config(train.parse_args([])).name == "shapes"
+    cfg = train.build_config(train.parse_args(["--preset", "voc", "--backbone", "resnet50"]))
+    assert (cfg.name, cfg.backbone) == ("voc", "resnet50")
