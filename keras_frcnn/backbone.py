@@ -59,10 +59,14 @@ class PaddingMask(keras.layers.Layer):
         self.stride = int(stride)
         self.rounding = rounding
 
+    def valid_sizes(self, image_info):
+        """``[B, 2]`` float32: each image's valid feature size (rows, columns) at this stride."""
+        sizes = image_info[:, :2] / float(self.stride)
+        return tf.floor(sizes) if self.rounding == "floor" else tf.math.ceil(sizes)
+
     def call(self, inputs):
         x, image_info = inputs
-        sizes = image_info[:, :2] / float(self.stride)
-        sizes = tf.floor(sizes) if self.rounding == "floor" else tf.math.ceil(sizes)
+        sizes = self.valid_sizes(image_info)
         shape = tf.shape(x)
         # Every image filling the map (one image, or a batch of one size): nothing to zero, and
         # the multiply, a full pass over the activations, is skipped (~7% of VGG-16's time).
@@ -132,13 +136,19 @@ def load_vgg16_reference(weights):
     ``weights="imagenet"`` uses Keras's file ``vgg16_weights_tf_dim_ordering_tf_kernels.h5``
     (downloaded to, or placed by hand in, ``~/.keras/models/``); a path loads that file.
     """
+    return _keras_application(keras.applications.VGG16, "VGG-16", "vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+                              weights, include_top=True)
+
+
+def _keras_application(builder, label, filename, weights, **kwargs):
+    """``builder(weights=weights, **kwargs)``, a ``keras.applications`` model; a failed download
+    or file read says which file to put where."""
     try:
-        return keras.applications.VGG16(include_top=True, weights=weights)
+        return builder(weights=weights, **kwargs)
     except Exception as error:  # the download or the file: say which and how to fix it
         raise RuntimeError(
-            f"could not load VGG-16 weights {weights!r}: {error}. Offline, put Keras's "
-            "vgg16_weights_tf_dim_ordering_tf_kernels.h5 in ~/.keras/models/ or pass a path "
-            "with --weights."
+            f"could not load {label} weights {weights!r}: {error}. Offline, put Keras's {filename} in "
+            "~/.keras/models/ or pass a path with --weights."
         ) from error
 
 
@@ -261,14 +271,8 @@ def load_resnet_reference(name, weights):
     ("imagenet": Keras's ``resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5``, downloaded to
     or placed in ``~/.keras/models/``; or a path)."""
     builder = {"resnet50": keras.applications.ResNet50, "resnet101": keras.applications.ResNet101}[name]
-    try:
-        return builder(include_top=False, weights=weights, input_shape=(None, None, 3))
-    except Exception as error:  # the download or the file: say which and how to fix it
-        raise RuntimeError(
-            f"could not load {name} weights {weights!r}: {error}. Offline, put Keras's "
-            f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5 in ~/.keras/models/ or pass a "
-            "path with --weights."
-        ) from error
+    return _keras_application(builder, name, f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5", weights,
+                              include_top=False, input_shape=(None, None, 3))
 
 
 def resnet(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_normal", batch_norm=False,
@@ -343,23 +347,15 @@ class TopDown(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
-class MaskedMean(keras.layers.Layer):
+class MaskedMean(PaddingMask):
     """``[x, image_info]`` -> ``[B, 1, 1, C]``: the mean of each image's valid region at this
     stride (a squeeze-and-excitation block's global average pooling, unchanged by a padded batch's
     padding). The sum runs in float32."""
 
-    def __init__(self, stride=1, rounding="ceil", **kwargs):
-        kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.stride = int(stride)
-        self.rounding = rounding
-
     def call(self, inputs):
         x, image_info = inputs
-        sizes = image_info[:, :2] / float(self.stride)
-        sizes = tf.floor(sizes) if self.rounding == "floor" else tf.math.ceil(sizes)
         shape = tf.shape(x)
-        sizes = tf.minimum(sizes, tf.cast(shape[1:3], sizes.dtype))
+        sizes = tf.minimum(self.valid_sizes(image_info), tf.cast(shape[1:3], tf.float32))
         mask = valid_mask(sizes, shape[1], shape[2])
         total = tf.reduce_sum(tf.cast(x, tf.float32) * mask, axis=[1, 2], keepdims=True)
         count = tf.maximum(sizes[:, 0] * sizes[:, 1], 1.0)
@@ -368,9 +364,6 @@ class MaskedMean(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         shape = input_shape[0]
         return (shape[0], 1, 1, shape[-1])
-
-    def get_config(self):
-        return {**super().get_config(), "stride": self.stride, "rounding": self.rounding}
 
 
 def resnet_fpn(depth=50, weights=None, width=1.0, name=None, kernel_initializer="he_normal",
@@ -500,15 +493,9 @@ def load_mobilenet_reference(weights):
     """``keras.applications.MobileNetV3Large`` without its classifier, holding ``weights``
     ("imagenet": Keras's ``weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5``, downloaded to
     or placed in ``~/.keras/models/``; or a path)."""
-    try:
-        return keras.applications.MobileNetV3Large(include_top=False, weights=weights, input_shape=(None, None, 3),
-                                                   include_preprocessing=False)
-    except Exception as error:  # the download or the file: say which and how to fix it
-        raise RuntimeError(
-            f"could not load MobileNetV3-Large weights {weights!r}: {error}. Offline, put Keras's "
-            "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5 in ~/.keras/models/ or pass a "
-            "path with --weights."
-        ) from error
+    return _keras_application(keras.applications.MobileNetV3Large, "MobileNetV3-Large",
+                              "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5", weights,
+                              include_top=False, input_shape=(None, None, 3), include_preprocessing=False)
 
 
 def mobilenet_v3_fpn(weights=None, width=1.0, name="mobilenetv3-fpn", kernel_initializer="he_normal",

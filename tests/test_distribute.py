@@ -1,5 +1,5 @@
 """tf.distribute: a batch split over replicas trains exactly as on one device (ZF, with and
-without batch norm, ResNet-50-FPN, MobileNetV3-FPN); checkpoints and
+without batch norm, ResNet-50 C4, ResNet-50-FPN, MobileNetV3-FPN); checkpoints and
 --resume under MirroredStrategy; two MultiWorkerMirroredStrategy workers on localhost running
 train.py's 4-step schedule.
 
@@ -27,7 +27,7 @@ MIRRORED_CHILD = textwrap.dedent(r"""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     sys.path.insert(0, sys.argv[1])
-    from conftest import synthetic_batch, tiny_config, tiny_fpn_config, tiny_mobilenet_config
+    from conftest import synthetic_batch, tiny_config, tiny_fpn_config, tiny_mobilenet_config, tiny_resnet_config
     from keras_frcnn.data import load_shapes
     from keras_frcnn.models import build_models
     from keras_frcnn.training import ScheduleRunner
@@ -62,6 +62,7 @@ MIRRORED_CHILD = textwrap.dedent(r"""
     # pyramid bases' own batch norm too, trained from random weights).
     for name, cfg, view in [("joint", base, "joint"),
                             ("joint, batch norm", dataclasses.replace(base, base_batch_norm=True), "joint"),
+                            ("joint, resnet50", tiny_resnet_config(), "joint"),
                             ("joint, resnet50-fpn", tiny_fpn_config(), "joint"),
                             ("joint, mobilenetv3-fpn", tiny_mobilenet_config(), "joint")]:
         before, one = one_step(cfg, tf.distribute.get_strategy(), view)
@@ -98,7 +99,7 @@ def test_mirrored_split_batch_trains_as_one_device_and_resumes(tmp_path):
     subprocess.run([sys.executable, "-c", MIRRORED_CHILD, TESTS, str(tmp_path / "report.json"), str(tmp_path)],
                    check=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     report = json.loads((tmp_path / "report.json").read_text())
-    for name in ("joint", "joint, batch norm", "joint, resnet50-fpn", "joint, mobilenetv3-fpn"):
+    for name in ("joint", "joint, batch norm", "joint, resnet50", "joint, resnet50-fpn", "joint, mobilenetv3-fpn"):
         # One SGD step moves weights by ~1e-2 .. 1; two replicas of one image each give the step of
         # the two-image batch on one device, up to float32 summation order.
         assert report[name]["moved"] > 1e-3, (name, report[name])
