@@ -72,7 +72,6 @@ class _Layers:
     """Every layer of the network, built once from the config."""
 
     def __init__(self, cfg: Config, num_classes: int):
-        rounding = feature_rounding(cfg.backbone)
         self.preprocess = Preprocess(cfg.image.min_side, cfg.image.max_side, cfg.image.pixel_means,
                                      pixel_scale=cfg.image.pixel_scale,
                                      channel_order=cfg.image.channel_order, name="preprocess")
