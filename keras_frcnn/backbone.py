@@ -1,15 +1,18 @@
 """The shared convolutional bases: VGG-16 (conv1_1..conv5_3), ZF (conv1..conv5) and ResNet-50 /
-101 (conv1..conv4, the "C4" base), stride 16.
+101 (conv1..conv4, the "C4" base), stride 16; and two feature pyramids, ResNet-50-FPN (P2..P6)
+and MobileNetV3-Large-FPN (torchvision's: two stride-32 levels and a pooled stride-64 one).
 
 A base is a ``keras.Model`` ``[images, image_info] -> features``: images ``[B, H, W, 3]``
 preprocessed (``Preprocess``), ``image_info`` ``[B, 3]`` (valid h, valid w, scale) of each image of
-a padded batch, features ``[B, H', W', C]``. After every layer the activations outside each
-image's valid region are set to zero (``PaddingMask``), so an image's features are the same alone
-or padded in a batch with larger images: the zero padding of the next convolution sees zeros
-either way.
+a padded batch, features ``[B, H', W', C]`` (a pyramid: a list of levels, finest first). Before
+every layer that mixes neighbouring positions the activations outside each image's valid region
+are set to zero (``PaddingMask``; a squeeze-and-excitation mean leaves them out, ``MaskedMean``),
+so an image's features are the same alone or padded in a batch with larger images: the zero
+padding of the next convolution sees zeros either way.
 
-Feature sizes: VGG-16's 2x2 / 2 max pools floor, so an image side n gives floor(n / 16); ZF's
-and ResNet's padded stride-2 layers give ceil(n / 16) (``config.feature_rounding``).
+Feature sizes: VGG-16's 2x2 / 2 max pools and MobileNetV3's padding (keras.applications') floor,
+so an image side n gives floor(n / stride); ZF's and ResNet's padded stride-2 layers give
+ceil(n / stride) (``config.feature_rounding``).
 
 Departures from the paper, on purpose: ZF's local response normalisation layers are left out
 (Keras has no within-channel LRN, and they add little); ``width`` scales the channel counts for
@@ -593,7 +596,8 @@ def always_frozen_layers(base, name):
 def frozen_layers(layers, name, pretrained):
     """Of ``layers`` (a base's or a head's), those that never train for backbone ``name``:
     VGG-16's conv1_1..conv2_2 always; with pretrained weights, an ImageNet ResNet's stem and
-    conv2 stage and all its batch norms (``RESNET_FROZEN_PREFIXES``)."""
+    conv2 stage and all its batch norms (``RESNET_FROZEN_PREFIXES``), an ImageNet MobileNetV3's
+    stem, blocks 0..5 and all its batch norms (``MOBILENET_FROZEN_BLOCKS``)."""
     if name not in RESNET_STAGES and name != "mobilenetv3-fpn":
         return [layer for layer in layers if layer.name in ALWAYS_FROZEN[name]]
     if not pretrained:

@@ -90,7 +90,7 @@ class _Layers:
             self.anchors = Anchors(cfg.anchors.stride, cfg.anchors.base_size, cfg.anchors.ratios,
                                    cfg.anchors.scales, name="anchors")
         self.proposals = proposal_layer(cfg, cfg.rpn.pre_nms_top_n, cfg.rpn.post_nms_top_n, name="proposals")
-        if pyramid:  # RoIs pool from P2..P5 (not the extra P6), as torchvision and Detectron
+        if pyramid:  # RoIs pool from the first levels (config.PYRAMID_ROI_LEVELS: P2..P5 of P2..P6)
             self.roi_levels = PYRAMID_ROI_LEVELS[cfg.backbone]
             self.roi_pooling = PyramidRoIAlign(cfg.detector.pool_size, pyramid[:self.roi_levels], name="roi_pooling")
         else:
@@ -486,8 +486,9 @@ def build_models(config, num_classes, weights="config", class_names=None):
 
     ``weights``: "config" takes ``config.weights``; None keeps the random initialisation;
     "imagenet" or a path loads VGG-16 weights into the base and, as the paper, VGG-16's fc1 / fc2
-    into fc6 / fc7; a ResNet's into conv1..conv4 and its conv5 into the detector head; a ZF base
-    takes a path to its own weights file.
+    into fc6 / fc7; a ResNet's into conv1..conv4 and its conv5 into the detector head; an FPN
+    base takes Keras's ResNet-50 / MobileNetV3-Large weights by layer name (its pyramid keeps
+    its initialisation); a ZF base takes a path to its own weights file.
     """
     cfg = _as_config(config)
     if weights == "config":
