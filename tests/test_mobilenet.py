@@ -2,9 +2,9 @@
 equals keras.applications' MobileNetV3-Large with the same weights, anchors of every size on
 levels that share a stride, per-level proposals that keep those levels apart, and a tiny network
 trains under joint training, round-trips through .keras, runs in bfloat16, serves from a
-SavedModel in a TensorFlow-only process and runs in ONNX Runtime, OpenVINO and LiteRT without
-Keras. Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
-alternating schedule: test_training; tf.distribute: test_distribute."""
+SavedModel in a TensorFlow-only process and runs in ONNX Runtime (-m slow), OpenVINO and LiteRT
+without Keras. Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
+alternating schedule: test_training and tf.distribute: test_distribute (both -m slow)."""
 
 import keras
 import numpy as np
@@ -45,7 +45,7 @@ def test_runtime_exports_give_the_keras_detections(trained, fmt):
     """Depthwise convolutions, squeeze-and-excitation, two levels of one stride, the RPN score
     threshold: in each runtime, in a process without keras_frcnn or Keras."""
     net, _, root = trained
-    # Batch norm from scratch, 200 steps: it finds the objects of some test images only.
+    # Batch norm from scratch, 125 steps: it finds the objects of some test images only.
     check_runtime(with_images(net.model, root), fmt, every_image_detects=False)
 
 
