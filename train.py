@@ -93,8 +93,8 @@ def numbers(text, flag):
 
 
 # The built-in set's preset for each base: `python train.py --backbone B` trains B on it.
-SHAPES_PRESETS = {"zf": "shapes", "resnet50": "shapes-resnet50", "resnet50-fpn": "shapes-fpn",
-                  "mobilenetv3-fpn": "shapes-mobilenet"}
+SHAPES_PRESETS = {"zf": "shapes", "resnet50": "shapes-resnet50", "resnet101": "shapes-resnet50",
+                  "resnet50-fpn": "shapes-fpn", "mobilenetv3-fpn": "shapes-mobilenet"}
 
 
 def build_config(args):

@@ -187,7 +187,7 @@ def test_a_backbone_alone_trains_that_base_on_the_shapes_set():
     """`python train.py --backbone B` takes B's shapes preset (its anchors' stride, RoI pooling,
     head and input scale come with the base); a named preset stays that preset."""
     for name, expected in (("resnet50-fpn", "shapes-fpn"), ("mobilenetv3-fpn", "shapes-mobilenet"),
-                           ("resnet50", "shapes-resnet50"), ("zf", "shapes")):
+                           ("resnet50", "shapes-resnet50"), ("resnet101", "shapes-resnet50"), ("zf", "shapes")):
         cfg = train.build_config(train.parse_args(["--backbone", name]))
         assert (cfg.name, cfg.backbone, cfg.dataset) == (expected, name, "shapes")
     assert train.build_config(train.parse_args([])).name == "shapes"
