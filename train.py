@@ -66,8 +66,12 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint-every", type=int, help="also write one every this many steps")
     parser.add_argument("--log-every", type=int, default=100,
                         help="steps per progress-bar line and TensorBoard point (default 100)")
-    parser.add_argument("--min-side", type=int)
+    parser.add_argument("--min-side", type=int,
+                        help="shorter side in training and test (clears the preset's --train-min-sides)")
     parser.add_argument("--max-side", type=int)
+    parser.add_argument("--train-min-sides",
+                        help="multi-scale training: comma separated shorter sides, one drawn per image "
+                        "(e.g. 480,576,688,864,1200); test at --min-side")
     parser.add_argument("--anchor-scales", help="comma separated, e.g. 8,16,32")
     parser.add_argument("--anchor-ratios", help="comma separated h/w ratios, e.g. 0.5,1,2")
     parser.add_argument("--batch-size", type=int, help="images per batch (per replica) in every stage")
@@ -125,6 +129,12 @@ def build_config(args):
     image, anchors, train = {}, {}, {}
     if args.min_side:
         image["min_side"] = args.min_side
+        image["train_min_sides"] = ()
+    if args.train_min_sides:
+        sides = numbers(args.train_min_sides, "--train-min-sides")
+        if not all(s == int(s) and s > 0 for s in sides):
+            raise cli.UsageError(f"--train-min-sides {args.train_min_sides}: give positive whole numbers of pixels")
+        image["train_min_sides"] = tuple(int(s) for s in sides)
     if args.max_side:
         image["max_side"] = args.max_side
     if args.anchor_scales:

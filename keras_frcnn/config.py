@@ -70,6 +70,11 @@ def _pair(name, value):
 class ImageConfig:
     min_side: int = 600  # shorter side after resizing
     max_side: int = 1000  # cap on the longer side
+    # Multi-scale training: a training batch's shorter sides are one of these, drawn uniformly
+    # per batch (py-faster-rcnn's TRAIN.SCALES, Detectron's MIN_SIZE_TRAIN, torchvision's min_size
+    # tuple draw per image; per batch the images pad to about one size), still capped by max_side;
+    # empty: min_side. Evaluation, inference and the proposal dump use min_side.
+    train_min_sides: tuple = ()
     pixel_means: tuple = (102.9801, 115.9465, 122.7717)  # Caffe VGG-16 BGR means, 0-255 scale
     pixel_scale: float = 1.0  # times the mean-subtracted values (1: Caffe VGG-16 input)
     channel_order: str = "bgr"  # the base's input channels: "bgr" (Caffe's VGG-16, ResNet) or "rgb"
@@ -80,6 +85,8 @@ class ImageConfig:
         _positive(f"{prefix}.max_side", self.max_side)
         _check(self.max_side >= self.min_side, f"{prefix}.max_side", self.max_side,
                f">= image.min_side ({self.min_side})")
+        _check(all(isinstance(s, int) and s > 0 for s in self.train_min_sides), f"{prefix}.train_min_sides",
+               self.train_min_sides, "empty or a tuple of positive ints")
         _check(len(self.pixel_means) == 3, f"{prefix}.pixel_means", self.pixel_means, "3 numbers (B, G, R)")
         _positive(f"{prefix}.pixel_scale", self.pixel_scale)
         _check(self.channel_order in ("bgr", "rgb"), f"{prefix}.channel_order", self.channel_order,

@@ -3,6 +3,7 @@ through pycocotools for COCO data (with the annotations' areas and crowd flags).
 
     python -m keras_frcnn.evaluate --model runs/shapes/model.keras [--dataset shapes] [--split test]
         [--voc-dir DIR | --coco-json FILE --coco-images DIR] [--out metrics.json] [--plots DIR]
+        [--min-side N [--max-side M]]
 
 The split defaults to the data set's held-out labelled split (voc/2007: test, coco/2017:
 validation, a VOC folder: test); a COCO JSON file is evaluated as a whole.
@@ -59,7 +60,9 @@ def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
     class_names = list(model.class_names)
     detections, ground_truth, sizes = collect(model, source, batch_size)
     result = metrics.evaluate_detections(detections, ground_truth, class_names, inclusive_pixels=False)
-    summary = {"evaluated_on": source.name, **metrics.metrics_json(result)}
+    image = model.frcnn_config.image
+    summary = {"evaluated_on": source.name, **metrics.metrics_json(result),
+               "test_scale": {"min_side": image.min_side, "max_side": image.max_side}}
     if coco:
         summary["coco"] = metrics.coco_ap(detections, ground_truth, class_names, sizes)
     if plot_dir:
@@ -103,8 +106,17 @@ def main(argv=None):
     parser.add_argument("--out", help="write metrics.json here")
     parser.add_argument("--plots", help="write a precision-recall PNG per class here")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--min-side", type=int,
+                        help="test at this shorter side instead of the model's (its config's image.min_side)")
+    parser.add_argument("--max-side", type=int,
+                        help="with --min-side: cap on the longer side (default the model's, or 1.5x --min-side)")
     cli.add_data_args(parser)
     args = parser.parse_args(argv)
+    if args.max_side and not args.min_side:
+        parser.error("--max-side goes with --min-side")
+    for flag in ("min_side", "max_side"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     cli.quiet_tensorflow()
     return cli.run(lambda: _evaluate(args))
 
@@ -112,7 +124,10 @@ def main(argv=None):
 def _evaluate(args):
     from keras_frcnn import metrics
 
-    model = cli.load_model(args.model).for_inference()
+    model = cli.load_model(args.model)
+    if args.min_side:
+        model = model.at_scale(args.min_side, args.max_side)
+    model = model.for_inference()
     choice = cli.choose_data(args, model.frcnn_config, test_split=args.split)
     source = cli.load_source(args, choice, choice.test_split)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)

@@ -227,6 +227,19 @@ class FasterRCNN(keras.Model):
         other.set_weights(self.get_weights())
         return other
 
+    def at_scale(self, min_side, max_side=None):
+        """This network resizing its inputs to another test scale (shorter side ``min_side``,
+        longer at most ``max_side``, default unchanged or 1.5x ``min_side`` if that is larger):
+        a new ``FasterRCNN`` holding copies of these weights."""
+        image = self.frcnn_config.image
+        if max_side is None:
+            max_side = max(image.max_side, int(round(1.5 * min_side)))
+        image = dataclasses.replace(image, min_side=int(min_side), max_side=int(max_side))
+        other = FasterRCNN(dataclasses.replace(self.frcnn_config, image=image), self.num_classes,
+                           self.class_names, name=self.name)
+        other.set_weights(self.get_weights())
+        return other
+
     def for_inference(self):
         """This network as inference needs it: under a mixed policy, a copy with the weights held
         in the compute dtype ("mixed_bfloat16" -> "bfloat16", "mixed_float16" -> "float16"), so

@@ -44,12 +44,13 @@ def converting():
 def scaled_size(image_sizes, min_side, max_side):
     """Resize rule of the paper for ``[..., 2]`` (h, w) sizes -> (new sizes int32 ``[..., 2]``,
     scales float32 ``[...]``): scale = min_side / shorter side, unless that makes the longer side
-    exceed max_side (after rounding), then max_side / longer side.
+    exceed max_side (after rounding), then max_side / longer side. ``min_side`` may be a tensor
+    (multi-scale training draws it per image).
     """
     sizes = tf.cast(image_sizes, tf.float32)
     short = tf.reduce_min(sizes, axis=-1)
     long = tf.reduce_max(sizes, axis=-1)
-    scale = float(min_side) / short
+    scale = (tf.cast(min_side, tf.float32) if tf.is_tensor(min_side) else float(min_side)) / short
     scale = tf.where(tf.round(scale * long) > float(max_side), float(max_side) / long, scale)
     new_sizes = tf.maximum(tf.round(sizes * scale[..., None]), 1.0)
     return tf.cast(new_sizes, tf.int32), scale

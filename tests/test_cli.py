@@ -2,6 +2,7 @@
 to end, and one clean ``error:`` line (exit status 2) for every user mistake, with no traceback
 and no TensorFlow start-up chatter."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from test_data_tfds import _as_dataset_fn
 
 from conftest import tiny_config
 from keras_frcnn import cli
+from keras_frcnn.config import Config, ConfigError
 from keras_frcnn.data import load_voc_folder, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
@@ -193,3 +195,19 @@ def test_a_backbone_alone_trains_that_base_on_the_shapes_set():
     assert train.build_config(train.parse_args([])).name == "shapes"
     cfg = train.build_config(train.parse_args(["--preset", "voc", "--backbone", "resnet50"]))
     assert (cfg.name, cfg.backbone) == ("voc", "resnet50")
+
+
+def test_train_min_sides_flag():
+    """--train-min-sides sets multi-scale training; --min-side alone is one scale for training and
+    test (it clears a preset's training sides); the sides must be whole pixels."""
+    cfg = train.build_config(train.parse_args(["--train-min-sides", "224,256,288"]))
+    assert (cfg.image.train_min_sides, cfg.image.min_side) == ((224, 256, 288), 256)
+    with_sides = dataclasses.replace(cfg.image, train_min_sides=(200, 300))
+    assert Config.from_json(dataclasses.replace(cfg, image=with_sides).to_json()).image.train_min_sides == (200, 300)
+    cfg = train.build_config(train.parse_args(["--preset", "voc", "--train-min-sides", "480,600",
+                                               "--min-side", "500"]))
+    assert (cfg.image.train_min_sides, cfg.image.min_side) == ((480, 600), 500)
+    with pytest.raises(cli.UsageError, match="--train-min-sides 256.5"):
+        train.build_config(train.parse_args(["--train-min-sides", "256.5"]))
+    with pytest.raises(ConfigError, match="image.train_min_sides"):
+        Config.from_dict({"image": {"train_min_sides": [0]}})

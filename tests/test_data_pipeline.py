@@ -204,3 +204,41 @@ def test_xla_batches_are_padded_to_few_shapes(mixed_folder):
         np.testing.assert_array_equal(b["gt_boxes"][:, :g], a["gt_boxes"])
         assert not b["gt_classes"][:, g:].numpy().any()
         np.testing.assert_array_equal(b["image_info"], a["image_info"])
+
+
+def test_multi_scale_training_draws_a_side_per_batch(painted_folder):
+    """image.train_min_sides: each batch's images get one of the sides (seeded, per batch), the
+    ground truth and stored proposals (kept at min_side's scale) follow it; multi_scale=False (the
+    proposal dump) and evaluation stay at min_side."""
+    source = load_voc_folder(painted_folder)
+    sides = (300, 450, 600)
+    config = dataclasses.replace(VOC, image=dataclasses.replace(VOC.image, train_min_sides=sides))
+    stored = tf.constant([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 600.0, 901.0]])
+    with_proposals = source.dataset.map(lambda example: {**example, "proposals": stored})
+
+    def batches(seed, **kwargs):
+        dataset = train_dataset(with_proposals, config, batch_size=2, seed=seed, repeat=True,
+                                flip_probability=0.0, **kwargs)
+        return list(dataset.take(12))
+
+    drawn = batches(0)
+    heights = [b["image_info"].numpy()[:, 0].tolist() for b in drawn]
+    assert all(h[0] == h[1] for h in heights)  # one side per batch
+    assert {h[0] for h in heights} == set(sides)  # every side drawn in 12 batches
+    assert [b["image_info"].numpy().tolist() for b in batches(0)] == [b["image_info"].numpy().tolist() for b in drawn]
+    assert heights != [b["image_info"].numpy()[:, 0].tolist() for b in batches(1)]
+    for batch in drawn:
+        height, width, scale = batch["image_info"].numpy()[0]
+        assert scale == pytest.approx(height / HEIGHT) and width == round(WIDTH * height / HEIGHT)
+        assert tuple(batch["images"].shape[1:3]) == (int(height), int(width))
+        # (the mapped dataset is not a DetectionSource: its VOC numbers are taken as continuous)
+        box = np.array([BOX_XYXY[1], BOX_XYXY[0], BOX_XYXY[3], BOX_XYXY[2]], np.float64)
+        np.testing.assert_allclose(batch["gt_boxes"].numpy()[0, 0], box * scale, rtol=1e-6)
+        ratio = scale / (600 / HEIGHT)
+        expected = np.minimum(stored.numpy() * ratio, [height, width, height, width])
+        np.testing.assert_allclose(batch["proposals"].numpy()[0], expected, rtol=1e-6)
+
+    fixed = batches(0, multi_scale=False)
+    assert {b["image_info"].numpy()[0, 0] for b in fixed} == {600}
+    np.testing.assert_array_equal(fixed[0]["proposals"].numpy()[0], stored.numpy())
+    assert next(iter(eval_dataset(source)))["images"].shape[1:3] == (HEIGHT, WIDTH)

@@ -110,9 +110,12 @@ def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_
 def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path):
     """Killed in the middle of stage 2 (after its step 3; the last checkpoint at its step 2) and
     resumed: the run continues at the checkpoint's step and stream position, and ends with the
-    weights of an uninterrupted run (dropout on, so the layers' random streams matter too)."""
+    weights of an uninterrupted run (dropout on, so the layers' random streams matter too; with
+    multi-scale training, so the per-batch sides resume too, and the detector stages' stored
+    proposals are rescaled to them)."""
     cfg = tiny_config()
-    cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, dropout=0.5))
+    cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, dropout=0.5),
+                              image=dataclasses.replace(cfg.image, train_min_sides=(112, 128, 144)))
     source = small_shapes(shapes_dir)
 
     def run(run_dir, **kwargs):
@@ -219,3 +222,10 @@ def test_short_shapes_run_learns(shapes_dir, tmp_path):
     _, summary = evaluate(net.model, source)
     assert summary["num_images"] == 8
     assert summary["mAP"] >= 0.7, summary
+    assert summary["test_scale"] == {"min_side": 256, "max_side": 320}
+    # Another test scale (evaluate.py --min-side): the same weights, inputs resized to it.
+    scaled = net.model.at_scale(288)
+    assert all(np.array_equal(a, b) for a, b in zip(scaled.get_weights(), net.model.get_weights()))
+    _, at_288 = evaluate(scaled, source)
+    assert at_288["test_scale"] == {"min_side": 288, "max_side": 432}
+    assert at_288["mAP"] >= 0.5 and at_288["num_detections"] != summary["num_detections"], at_288

@@ -129,11 +129,14 @@ def train_dataset(
     pad_multiple: typing.Optional[int] = None,
     proposals=None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
+    multi_scale: bool = True,
 ) -> tf.data.Dataset:
     """Training batches: a dict with these keys (and no others).
 
     - ``images``: uint8 ``[B, H, W, 3]``, each image resized by the config's rule (bilinear,
-      ``tf.image.resize``, rounded back to uint8), zero padded at the bottom / right.
+      ``tf.image.resize``, rounded back to uint8), zero padded at the bottom / right. With
+      ``config.image.train_min_sides`` the shorter sides of a batch's images are one of them,
+      drawn per batch from the seed and stream position (multi-scale training), else ``min_side``.
     - ``image_info``: float32 ``[B, 3]`` = (valid height, valid width, scale) of each image.
     - ``gt_boxes``: float32 ``[B, G, 4]`` yxyx pixels of the resized (flipped) image; zero rows pad.
     - ``gt_classes``: int32 ``[B, G]`` = 0-based label + 1 (1..N objects, 0 padding).
@@ -146,9 +149,9 @@ def train_dataset(
       anchor and RoI sampling (``targets.hash_uniform``).
 
     With stored proposals (``proposals``, a :class:`~keras_frcnn.data.stored_proposals.ProposalStore`,
-    or examples that carry ``proposals`` float32 ``[P, 4]``: yxyx pixels of this pipeline's resize
-    of the example, unflipped) there are two more: ``proposals`` float32 ``[B, P, 4]`` (flipped
-    with the image, zero padded) and ``num_proposals`` int32 ``[B]``.
+    or examples that carry ``proposals`` float32 ``[P, 4]``: yxyx pixels of the example resized to
+    ``min_side``, unflipped) there are two more: ``proposals`` float32 ``[B, P, 4]`` (scaled to the
+    image's drawn side, flipped with it, zero padded) and ``num_proposals`` int32 ``[B]``.
 
     Ground truth: boxes are scaled by the single ``scale`` (as py-faster-rcnn does; dividing by it
     undoes the resize exactly) and clipped to the resized image; difficult / crowd objects are
@@ -159,6 +162,7 @@ def train_dataset(
     start: the stream position to begin at (a resumed run's checkpointed position).
     flip_probability: chance of a horizontal flip; default 0.5 if ``config.image.flip`` else 0.
     repeat: pass after pass without end (each pass reshuffled and re-flipped); False: one pass.
+    multi_scale: False: every image at ``min_side`` even with ``train_min_sides`` (the proposal dump).
     drop_remainder: keep batches full; a short last batch can leave a replica of a distribution
       strategy with zero images, which crashes oneDNN kernels.
     pad_multiple: for XLA-compiled training steps, which compile anew for every input shape: pad
@@ -172,6 +176,7 @@ def train_dataset(
     if flip_probability is None:
         flip_probability = 0.5 if image_config.flip else 0.0
     min_side, max_side = image_config.min_side, image_config.max_side
+    train_sides = tuple(image_config.train_min_sides) if multi_scale else ()
     if seed is None:
         seed = random.getrandbits(62)
     source = as_source(source)
@@ -187,7 +192,14 @@ def train_dataset(
         boxes, labels = tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
 
         shape = tf.shape(image)
-        new_size, scale = scaled_size(shape[:2], min_side, max_side)  # the inference model's rule
+        side = min_side
+        if train_sides:
+            # One draw per batch (its images pad to about one size), from seeds apart from the
+            # flip's and the sampling seed's (which use the positions, >= 0).
+            draw = tf.random.stateless_uniform([], seed=tf.stack([seed, -1 - position // batch_size]),
+                                               minval=0, maxval=len(train_sides), dtype=tf.int32)
+            side = tf.gather(tf.constant(train_sides, tf.int32), draw)
+        new_size, scale = scaled_size(shape[:2], side, max_side)  # the inference model's rule
         image = tf.cond(
             tf.reduce_all(new_size == shape[:2]),
             lambda: image,
@@ -211,6 +223,8 @@ def train_dataset(
             image, boxes = tf.cond(flipped, lambda: _flip(image, boxes, new_w), lambda: (image, boxes))
         else:
             stored = tf.reshape(tf.cast(stored, tf.float32), [-1, 4])
+            if train_sides:  # stored at min_side's scale
+                stored = _clip(stored * (scale / scaled_size(shape[:2], min_side, max_side)[1]), new_h, new_w)
             image, boxes, stored = tf.cond(
                 flipped,
                 lambda: (*_flip(image, boxes, new_w), _flip_boxes(stored, new_w)),
