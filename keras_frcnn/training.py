@@ -123,8 +123,8 @@ def make_optimizer(cfg: Config, stage: Stage) -> keras.optimizers.Optimizer:
 
 
 def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, batch_size: int = 2):
-    """Run the current RPN over ``source`` in order (resized to ``min_side``, unflipped) and store
-    each example's proposals (resized-image pixels, ``[n, 4]`` float32) in ``directory``
+    """Run the current RPN over ``source`` in order (resized to ``image.proposal_side``, unflipped)
+    and store each example's proposals (resized-image pixels, ``[n, 4]`` float32) in ``directory``
     (``data.stored_proposals``). No pre-NMS cut; ``cfg.rpn.post_nms_top_n[0]`` after NMS, as the
     original's dump. Returns the number of examples."""
     layers = net.model.layers_
@@ -140,7 +140,7 @@ def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, b
         return layers.propose(dump, logits, deltas, anchors, levels, info)
 
     dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, flip_probability=0.0,
-                            drop_remainder=False, multi_scale=False)
+                            drop_remainder=False, at_proposal_side=True)
     expected = 0
     with ProposalWriter(directory, source) as writer:
         for batch in dataset:

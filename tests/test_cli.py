@@ -201,12 +201,14 @@ def test_train_min_sides_flag():
     """--train-min-sides sets multi-scale training; --min-side alone is one scale for training and
     test (it clears a preset's training sides); the sides must be whole pixels."""
     cfg = train.build_config(train.parse_args(["--train-min-sides", "224,256,288"]))
-    assert (cfg.image.train_min_sides, cfg.image.min_side) == ((224, 256, 288), 256)
+    assert (cfg.image.train_min_sides, cfg.image.min_side) == ((224, 256, 288), 320)
     with_sides = dataclasses.replace(cfg.image, train_min_sides=(200, 300))
     assert Config.from_json(dataclasses.replace(cfg, image=with_sides).to_json()).image.train_min_sides == (200, 300)
     cfg = train.build_config(train.parse_args(["--preset", "voc", "--train-min-sides", "480,600",
                                                "--min-side", "500"]))
     assert (cfg.image.train_min_sides, cfg.image.min_side) == ((480, 600), 500)
+    cfg = train.build_config(train.parse_args(["--min-side", "300"]))  # the shapes preset trains at 256
+    assert (cfg.image.train_min_sides, cfg.image.min_side, cfg.image.proposal_side) == ((), 300, 300)
     with pytest.raises(cli.UsageError, match="--train-min-sides 256.5"):
         train.build_config(train.parse_args(["--train-min-sides", "256.5"]))
     with pytest.raises(ConfigError, match="image.train_min_sides"):

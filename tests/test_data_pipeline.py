@@ -208,8 +208,9 @@ def test_xla_batches_are_padded_to_few_shapes(mixed_folder):
 
 def test_multi_scale_training_draws_a_side_per_batch(painted_folder):
     """image.train_min_sides: each batch's images get one of the sides (seeded, per batch), the
-    ground truth and stored proposals (kept at min_side's scale) follow it; multi_scale=False (the
-    proposal dump) and evaluation stay at min_side."""
+    ground truth and stored proposals (kept at min_side's scale, the proposal side of several
+    training sides) follow it; the proposal dump's batches (at_proposal_side) and evaluation stay
+    at min_side. With one training side, proposals are stored at it and not rescaled."""
     source = load_voc_folder(painted_folder)
     sides = (300, 450, 600)
     config = dataclasses.replace(VOC, image=dataclasses.replace(VOC.image, train_min_sides=sides))
@@ -238,7 +239,16 @@ def test_multi_scale_training_draws_a_side_per_batch(painted_folder):
         expected = np.minimum(stored.numpy() * ratio, [height, width, height, width])
         np.testing.assert_allclose(batch["proposals"].numpy()[0], expected, rtol=1e-6)
 
-    fixed = batches(0, multi_scale=False)
+    assert config.image.proposal_side == 600
+    fixed = batches(0, at_proposal_side=True)
     assert {b["image_info"].numpy()[0, 0] for b in fixed} == {600}
     np.testing.assert_array_equal(fixed[0]["proposals"].numpy()[0], stored.numpy())
     assert next(iter(eval_dataset(source)))["images"].shape[1:3] == (HEIGHT, WIDTH)
+
+    config = dataclasses.replace(VOC, image=dataclasses.replace(VOC.image, train_min_sides=(450,)))
+    assert config.image.proposal_side == 450
+    for at_proposal_side in (False, True):
+        batch = next(iter(train_dataset(with_proposals, config, batch_size=1, shuffle=False,
+                                        flip_probability=0.0, at_proposal_side=at_proposal_side)))
+        assert batch["image_info"].numpy()[0, 0] == 450
+        np.testing.assert_array_equal(batch["proposals"].numpy()[0], stored.numpy())

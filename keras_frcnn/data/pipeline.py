@@ -49,6 +49,25 @@ SHUFFLE_BUFFER = 1024
 
 _ENDLESS = 2 ** 62  # "no end" for position ranges
 
+PREFETCH_BATCHES = 2
+
+
+def pipeline_options(shard_by_data: bool = False) -> tf.data.Options:
+    """The tf.data options of the package's pipelines. Autotuning is off: a finished autotuned
+    iterator (a stage's training stream, freed by Python's collector at some later moment) blocks
+    the thread that frees it until its autotune thread's timed wait runs out (TF 2.21: the main
+    thread in ``~RootDataset::Iterator`` while the autotune thread sleeps in
+    ``Model::OptimizeLoop``, a wait whose period doubles up to 60 s): 9-60 s stalls with no CPU in
+    use at random points of a run (BENCHMARKS.md, issue 14). Without it parallel maps run on as
+    many threads as there are cores (AUTOTUNE's starting value) and ``PREFETCH_BATCHES`` batches
+    are prefetched. ``shard_by_data``: under tf.distribute every worker reads the whole stream and
+    keeps its share of each batch (auto-shard policy DATA)."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    if shard_by_data:
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
 
 def as_source(source: typing.Union[DetectionSource, tf.data.Dataset]) -> DetectionSource:
     """A ``DetectionSource`` for a source or a bare dataset of examples (counted if its size is
@@ -129,7 +148,7 @@ def train_dataset(
     pad_multiple: typing.Optional[int] = None,
     proposals=None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
-    multi_scale: bool = True,
+    at_proposal_side: bool = False,
 ) -> tf.data.Dataset:
     """Training batches: a dict with these keys (and no others).
 
@@ -150,7 +169,7 @@ def train_dataset(
 
     With stored proposals (``proposals``, a :class:`~keras_frcnn.data.stored_proposals.ProposalStore`,
     or examples that carry ``proposals`` float32 ``[P, 4]``: yxyx pixels of the example resized to
-    ``min_side``, unflipped) there are two more: ``proposals`` float32 ``[B, P, 4]`` (scaled to the
+    ``config.image.proposal_side``, unflipped) there are two more: ``proposals`` float32 ``[B, P, 4]`` (scaled to the
     image's drawn side, flipped with it, zero padded) and ``num_proposals`` int32 ``[B]``.
 
     Ground truth: boxes are scaled by the single ``scale`` (as py-faster-rcnn does; dividing by it
@@ -162,7 +181,7 @@ def train_dataset(
     start: the stream position to begin at (a resumed run's checkpointed position).
     flip_probability: chance of a horizontal flip; default 0.5 if ``config.image.flip`` else 0.
     repeat: pass after pass without end (each pass reshuffled and re-flipped); False: one pass.
-    multi_scale: False: every image at ``min_side`` even with ``train_min_sides`` (the proposal dump).
+    at_proposal_side: every image at ``config.image.proposal_side`` (the proposal dump).
     drop_remainder: keep batches full; a short last batch can leave a replica of a distribution
       strategy with zero images, which crashes oneDNN kernels.
     pad_multiple: for XLA-compiled training steps, which compile anew for every input shape: pad
@@ -175,8 +194,10 @@ def train_dataset(
     image_config = config.image
     if flip_probability is None:
         flip_probability = 0.5 if image_config.flip else 0.0
-    min_side, max_side = image_config.min_side, image_config.max_side
-    train_sides = tuple(image_config.train_min_sides) if multi_scale else ()
+    max_side, stored_side = image_config.max_side, image_config.proposal_side
+    train_sides = tuple(image_config.train_min_sides) or (image_config.min_side,)
+    if at_proposal_side:
+        train_sides = (stored_side,)
     if seed is None:
         seed = random.getrandbits(62)
     source = as_source(source)
@@ -192,8 +213,8 @@ def train_dataset(
         boxes, labels = tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep)
 
         shape = tf.shape(image)
-        side = min_side
-        if train_sides:
+        side = train_sides[0]
+        if len(train_sides) > 1:
             # One draw per batch (its images pad to about one size), from seeds apart from the
             # flip's and the sampling seed's (which use the positions, >= 0).
             draw = tf.random.stateless_uniform([], seed=tf.stack([seed, -1 - position // batch_size]),
@@ -223,8 +244,8 @@ def train_dataset(
             image, boxes = tf.cond(flipped, lambda: _flip(image, boxes, new_w), lambda: (image, boxes))
         else:
             stored = tf.reshape(tf.cast(stored, tf.float32), [-1, 4])
-            if train_sides:  # stored at min_side's scale
-                stored = _clip(stored * (scale / scaled_size(shape[:2], min_side, max_side)[1]), new_h, new_w)
+            if train_sides != (stored_side,):  # stored at proposal_side's scale
+                stored = _clip(stored * (scale / scaled_size(shape[:2], stored_side, max_side)[1]), new_h, new_w)
             image, boxes, stored = tf.cond(
                 flipped,
                 lambda: (*_flip(image, boxes, new_w), _flip_boxes(stored, new_w)),
@@ -250,9 +271,7 @@ def train_dataset(
     if pad_multiple:
         dataset = dataset.map(lambda batch: _pad_to_buckets(batch, pad_multiple),
                               num_parallel_calls=num_parallel_calls)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(AUTOTUNE)
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(pipeline_options(shard_by_data=True))
 
 
 def _pad_to(tensor, axis, multiple):
@@ -320,7 +339,7 @@ def eval_dataset(
 
     dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
     dataset = dataset.padded_batch(batch_size, drop_remainder=False)
-    return dataset.prefetch(AUTOTUNE)
+    return dataset.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
 # --- pieces -------------------------------------------------------------------------------------
