@@ -366,7 +366,7 @@ def _shapes() -> Config:
     # stride 16 needed cost as much as stride 8 at 1x. It trains at the images' own scale (short
     # side 256) and tests at 1.25x (320): the small shapes over more cells at test time; on 500
     # held-out training-distribution images that scored 0.006-0.011 VOC07 mAP above testing at
-    # 256 (3 models), on the test set 0.013-0.042 (BENCHMARKS.md, issue 14).
+    # 256 (3 models), on the test set 0.013-0.041 (BENCHMARKS.md, issue 14).
     return Config(
         name="shapes",
         backbone="zf",

@@ -222,10 +222,7 @@ class FasterRCNN(keras.Model):
         """This network with another dtype policy ("float32", "mixed_float16",
         "mixed_bfloat16", or the 16-bit inference forms "float16", "bfloat16"): a new
         ``FasterRCNN`` holding copies of these weights, rounded to the policy's variable dtype."""
-        cfg = dataclasses.replace(self.frcnn_config, precision=precision)
-        other = FasterRCNN(cfg, self.num_classes, self.class_names, name=self.name)
-        other.set_weights(self.get_weights())
-        return other
+        return self._with_config(dataclasses.replace(self.frcnn_config, precision=precision))
 
     def at_scale(self, min_side, max_side=None):
         """This network resizing its inputs to another test scale (shorter side ``min_side``,
@@ -235,8 +232,10 @@ class FasterRCNN(keras.Model):
         if max_side is None:
             max_side = max(image.max_side, int(round(1.5 * min_side)))
         image = dataclasses.replace(image, min_side=int(min_side), max_side=int(max_side))
-        other = FasterRCNN(dataclasses.replace(self.frcnn_config, image=image), self.num_classes,
-                           self.class_names, name=self.name)
+        return self._with_config(dataclasses.replace(self.frcnn_config, image=image))
+
+    def _with_config(self, cfg):
+        other = FasterRCNN(cfg, self.num_classes, self.class_names, name=self.name)
         other.set_weights(self.get_weights())
         return other
 

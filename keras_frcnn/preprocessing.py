@@ -45,7 +45,7 @@ def scaled_size(image_sizes, min_side, max_side):
     """Resize rule of the paper for ``[..., 2]`` (h, w) sizes -> (new sizes int32 ``[..., 2]``,
     scales float32 ``[...]``): scale = min_side / shorter side, unless that makes the longer side
     exceed max_side (after rounding), then max_side / longer side. ``min_side`` may be a tensor
-    (multi-scale training draws it per image).
+    (multi-scale training draws it per batch).
     """
     sizes = tf.cast(image_sizes, tf.float32)
     short = tf.reduce_min(sizes, axis=-1)

@@ -252,3 +252,14 @@ def test_multi_scale_training_draws_a_side_per_batch(painted_folder):
                                         flip_probability=0.0, at_proposal_side=at_proposal_side)))
         assert batch["image_info"].numpy()[0, 0] == 450
         np.testing.assert_array_equal(batch["proposals"].numpy()[0], stored.numpy())
+
+
+def test_pipelines_run_without_tf_data_autotuning(mixed_folder):
+    """Freeing an autotuned iterator blocked for the autotune thread's timed wait (9-60 s stalls
+    at random points of a run, BENCHMARKS.md): the package's pipelines turn autotuning off, and
+    training streams keep the DATA auto-shard policy."""
+    source = load_voc_folder(mixed_folder)
+    train = train_dataset(source, SMALL, batch_size=2, shuffle=False)
+    assert train.options().autotune.enabled is False
+    assert train.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert eval_dataset(source).options().autotune.enabled is False

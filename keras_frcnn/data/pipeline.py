@@ -169,8 +169,9 @@ def train_dataset(
 
     With stored proposals (``proposals``, a :class:`~keras_frcnn.data.stored_proposals.ProposalStore`,
     or examples that carry ``proposals`` float32 ``[P, 4]``: yxyx pixels of the example resized to
-    ``config.image.proposal_side``, unflipped) there are two more: ``proposals`` float32 ``[B, P, 4]`` (scaled to the
-    image's drawn side, flipped with it, zero padded) and ``num_proposals`` int32 ``[B]``.
+    ``config.image.proposal_side``, unflipped) there are two more: ``proposals`` float32
+    ``[B, P, 4]`` (scaled to the image's drawn side, flipped with it, zero padded) and
+    ``num_proposals`` int32 ``[B]``.
 
     Ground truth: boxes are scaled by the single ``scale`` (as py-faster-rcnn does; dividing by it
     undoes the resize exactly) and clipped to the resized image; difficult / crowd objects are
