@@ -99,7 +99,7 @@ def main():
         write_jpeg_folder(os.path.join(tmp, "voc"))
         write_jpeg_folder(os.path.join(tmp, "voc_small"), height=375, width=500)
         runs = [
-            ("shapes (preset shapes, ~256 px -> 256..384)", preset("shapes"),
+            ("shapes (preset shapes, ~256 px -> trains at 256)", preset("shapes"),
              lambda decode: load_shapes("train", data_dir=os.path.join(tmp, "tfds"), decode_images=decode)),
             ("1000x600 JPEG (preset voc, -> 600x1000)", preset("voc"),
              lambda decode: load_voc_folder(os.path.join(tmp, "voc"), "trainval", decode_images=decode)),
