@@ -70,7 +70,7 @@ def parse_args(argv=None):
                         help="shorter side in training and test (clears the preset's --train-min-sides)")
     parser.add_argument("--max-side", type=int)
     parser.add_argument("--train-min-sides",
-                        help="multi-scale training: comma separated shorter sides, one drawn per image "
+                        help="multi-scale training: comma separated shorter sides, one drawn per batch "
                         "(e.g. 480,576,688,864,1200); test at --min-side")
     parser.add_argument("--anchor-scales", help="comma separated, e.g. 8,16,32")
     parser.add_argument("--anchor-ratios", help="comma separated h/w ratios, e.g. 0.5,1,2")
@@ -82,10 +82,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.coco_val_json and not args.coco_json:
         parser.error("--coco-val-json goes with --coco-json")
-    for flag in ("steps", "checkpoint_every", "log_every", "batch_size", "min_side", "max_side"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    cli.require_positive(parser, args, "steps", "checkpoint_every", "log_every", "batch_size", "min_side",
+                         "max_side")
     return args
 
 

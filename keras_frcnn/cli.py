@@ -96,6 +96,14 @@ def load_model(path):
 # --- data sources -------------------------------------------------------------------------------
 
 
+def require_positive(parser: argparse.ArgumentParser, args, *flags):
+    """Stop with argparse's usage error if any of ``flags`` (dest names) was given and is <= 0."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
+
+
 def add_data_args(parser: argparse.ArgumentParser):
     group = parser.add_argument_group("data (one source; default: the config's dataset)")
     group.add_argument("--dataset", help='a TFDS name ("voc/2007", "voc/2012", "coco/2017") or "shapes"')

@@ -114,9 +114,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.max_side and not args.min_side:
         parser.error("--max-side goes with --min-side")
-    for flag in ("min_side", "max_side"):
-        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            parser.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    cli.require_positive(parser, args, "min_side", "max_side")
     cli.quiet_tensorflow()
     return cli.run(lambda: _evaluate(args))
 
