@@ -60,6 +60,9 @@ def parse_args(argv=None):
                         "AMX, float32 elsewhere; mixed_float16 for GPUs)")
     parser.add_argument("--jit", choices=["auto", "on", "off"],
                         help="XLA for the training steps (default auto: on when a GPU is visible)")
+    parser.add_argument("--steps-per-execution", type=int,
+                        help="training steps per call of the compiled step (default: the preset's, 10); "
+                        "Keras's per-step Python runs once per call")
     parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
                         help="write a checkpoint every this many minutes (default 10; 0: only at the "
                         "end of each stage)")
@@ -83,7 +86,7 @@ def parse_args(argv=None):
     if args.coco_val_json and not args.coco_json:
         parser.error("--coco-val-json goes with --coco-json")
     cli.require_positive(parser, args, "steps", "checkpoint_every", "log_every", "batch_size", "min_side",
-                         "max_side")
+                         "max_side", "steps_per_execution")
     return args
 
 
@@ -149,6 +152,8 @@ def build_config(args):
         train["seed"] = args.seed
     if args.jit:
         train["jit_compile"] = args.jit
+    if args.steps_per_execution:
+        train["steps_per_execution"] = args.steps_per_execution
     return dataclasses.replace(
         cfg, **changes,
         image=dataclasses.replace(cfg.image, **image),

@@ -61,8 +61,10 @@ BASES = ("zf", "vgg16", "resnet50", "resnet101", "resnet50_fpn", "mobilenetv3_fp
 def category(name):
     """An op's node name -> (category, backward?)."""
     parts = name.split(":")[0].split("/")
-    if parts[0] == "StatefulPartitionedCall":
-        parts = parts[1:]
+    # The step's function call; with several steps per call it sits inside Keras's
+    # ``while/body/.../while/cond/`` loop.
+    if "StatefulPartitionedCall" in parts:
+        parts = parts[parts.index("StatefulPartitionedCall") + 1:]
     backward = bool(parts) and parts[0] == "gradient_tape"
     if backward:
         parts = parts[1:]
@@ -162,6 +164,9 @@ def main():
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--steps-per-execution", type=int,
+                        help="steps per compiled call (default: the preset's train.steps_per_execution, "
+                        "as the runner; 1 for a checkout from before it)")
     parser.add_argument("--checkout", help="the repository whose keras_frcnn to profile (default: this one)")
     args = parser.parse_args()
 
@@ -173,14 +178,19 @@ def main():
     plan = {f"stage{number}": stage for number, stage in enumerate(alternating, start=1)}
     plan.update(rpn=alternating[0], detector=alternating[1])
     plan["joint"] = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="joint")))[0]
+    steps_per_execution = args.steps_per_execution or getattr(cfg.train, "steps_per_execution", 1)
+    if args.steps % steps_per_execution or args.warmup % steps_per_execution:
+        parser.error(f"--steps and --warmup must be multiples of the steps per execution ({steps_per_execution})")
     import keras_frcnn
 
-    print(f"machine: {machine()}; preset {args.preset}, {precision}; keras_frcnn from "
+    print(f"machine: {machine()}; preset {args.preset}, {precision}, {steps_per_execution} steps per "
+          f"compiled call; keras_frcnn from "
           f"{os.path.dirname(os.path.dirname(keras_frcnn.__file__))}")
     for view in args.views.split(","):
         stage = plan[view]
         model = net.prepare(stage.view, make_optimizer(cfg, stage), base=stage.train_base,
-                            rpn_head=stage.train_rpn_head, detector_head=stage.train_detector_head)
+                            rpn_head=stage.train_rpn_head, detector_head=stage.train_detector_head,
+                            steps_per_execution=steps_per_execution)
         if args.preset == "shapes":
             dataset = shapes_dataset(cfg, stage.view, stage.batch_images)
         else:

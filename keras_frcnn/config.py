@@ -234,6 +234,12 @@ class TrainConfig:
     # fixed count.
     jit_compile: str = "auto"
     xla_pad_multiple: int = 64
+    # Training steps per call of the compiled step (Keras's steps_per_execution): a loop of steps
+    # inside one TensorFlow function, so Keras's per-step Python (the call, callbacks, progress
+    # bar) runs once per this many steps. Each fit uses the largest count up to this one that
+    # divides its window of logged steps, the steps left and the checkpoint interval, so
+    # checkpoints, logs and a stage's end fall on the same steps as with 1.
+    steps_per_execution: int = 10
 
     def validate(self, prefix="train"):
         _check(self.schedule in SCHEDULES, f"{prefix}.schedule", self.schedule, f"one of {SCHEDULES}")
@@ -256,6 +262,8 @@ class TrainConfig:
         _check(self.jit_compile in ("auto", "on", "off"), f"{prefix}.jit_compile", self.jit_compile,
                '"auto", "on" or "off"')
         _positive(f"{prefix}.xla_pad_multiple", self.xla_pad_multiple)
+        _check(isinstance(self.steps_per_execution, int) and self.steps_per_execution >= 1,
+               f"{prefix}.steps_per_execution", self.steps_per_execution, "an int >= 1")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,13 @@ class StageLog(keras.callbacks.Callback):
         self.log_dir, self.step = log_dir, int(step)
         self.writer = None
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen = 0
+
     def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
+        # ``batch``: the index of the last step of the execution (Keras's steps_per_execution).
+        self.step += batch + 1 - self.seen
+        self.seen = batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
         if self.writer is None:

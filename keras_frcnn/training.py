@@ -287,11 +287,17 @@ class _StageSteps(keras.callbacks.Callback):
         self.runner, self.stage, self.step, self.position, self.batch = runner, stage, step, position, batch
         self.last_save = runner.clock()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen = 0
+
     def on_train_batch_end(self, batch, logs=None):
+        # ``batch`` is the index of the execution's last step in the epoch (Keras's
+        # steps_per_execution): the steps since the last call are counted.
         runner = self.runner
-        self.step += 1
-        self.position += self.batch
-        runner.steps_run += 1
+        steps, self.seen = batch + 1 - self.seen, batch + 1
+        self.step += steps
+        self.position += self.batch * steps
+        runner.steps_run += steps
         if self.step >= self.stage.steps:
             self.model.stop_training = True  # the stage's last step; its checkpoint follows fit
         elif runner.checkpoint_every and self.step % runner.checkpoint_every == 0:
@@ -416,6 +422,18 @@ class ScheduleRunner:
         self.net.set_trainable()
         return True
 
+    def _steps_per_execution(self, step, remaining, window):
+        """The steps per compiled call for a fit from ``step`` with ``remaining`` steps in windows of
+        ``window``: the largest count up to ``train.steps_per_execution`` that divides the window,
+        the steps left, the first step and the checkpoint interval (and a test's interruption), so
+        that Keras calls the callbacks at every step they act on."""
+        limit = self.cfg.train.steps_per_execution
+        if remaining <= 0 or limit <= 1:
+            return 1
+        stop = self.stop_after_steps - self.steps_run if self.stop_after_steps is not None else 0
+        common = math.gcd(window, remaining, step, self.checkpoint_every or 0, max(stop, 0))
+        return max(d for d in range(1, limit + 1) if common % d == 0)
+
     def _run_stage(self, number, stage, step, position, resuming):
         cfg = self.cfg
         replicas = self.strategy.num_replicas_in_sync
@@ -445,11 +463,14 @@ class ScheduleRunner:
                     self._path(os.path.join("initial_weights", "weights"))).expect_partial()
                 self.log(f"   {label} reset to its initial weights")
 
+        remaining = stage.steps - step
+        window = min(self.log_every, remaining)
         with self.strategy.scope():
             model = self.net.prepare(stage.view, make_optimizer(cfg, stage), base=stage.train_base,
                                      rpn_head=stage.train_rpn_head,
                                      detector_head=stage.train_detector_head,
-                                     jit_compile=JIT_COMPILE[cfg.train.jit_compile])
+                                     jit_compile=JIT_COMPILE[cfg.train.jit_compile],
+                                     steps_per_execution=self._steps_per_execution(step, remaining, window))
             # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16: keep the wrapper.
             if resuming and self.checkpoint.restore_optimizer(model.optimizer):
                 self.log(f"   optimizer state restored at step {int(model.optimizer.iterations.numpy())}; "
@@ -462,13 +483,11 @@ class ScheduleRunner:
 
         for hook in self.stage_hooks:
             hook("start", stage, self)
-        remaining = stage.steps - step
         if remaining > 0:
             dataset = train_dataset(self.source, cfg, batch, seed=stage_seed, start=position, repeat=True,
                                     pad_multiple=pad_multiple, proposals=store)
             if self.dataset_hook is not None:
                 dataset = self.dataset_hook(stage, dataset)
-            window = min(self.log_every, remaining)
             self.history.append((stage.name, step, position, remaining))
             fitting = time.perf_counter()
             model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,

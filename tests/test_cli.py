@@ -213,3 +213,15 @@ def test_train_min_sides_flag():
         train.build_config(train.parse_args(["--train-min-sides", "256.5"]))
     with pytest.raises(ConfigError, match="image.train_min_sides"):
         Config.from_dict({"image": {"train_min_sides": [0]}})
+
+
+def test_steps_per_execution_flag(capsys):
+    """--steps-per-execution sets train.steps_per_execution (the preset's is 10); it must be >= 1."""
+    assert train.build_config(train.parse_args([])).train.steps_per_execution == 10
+    cfg = train.build_config(train.parse_args(["--steps-per-execution", "50"]))
+    assert cfg.train.steps_per_execution == 50
+    with pytest.raises(SystemExit):
+        train.parse_args(["--steps-per-execution", "0"])
+    assert "--steps-per-execution must be positive" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="train.steps_per_execution"):
+        Config.from_dict({"train": {"steps_per_execution": 0}})

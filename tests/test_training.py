@@ -144,6 +144,63 @@ def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path):
     assert same(resumed, expected)
 
 
+def _logged_steps(log_dir):
+    """The steps of the "loss" scalar in a stage's TensorBoard log."""
+    import tensorflow as tf
+
+    steps = []
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for value in event.summary.value if value.tag == "loss"]
+    return steps
+
+
+def test_steps_per_execution_trains_the_same_steps(shapes_dir, tmp_path):
+    """Several steps per compiled call (``train.steps_per_execution``): the same weights as one
+    step a call, checkpoints at the same steps, the stage's end on its last step and TensorBoard
+    points at the same step counts; the count per fit divides everything it must."""
+    source = small_shapes(shapes_dir)
+
+    def run(name, steps_per_execution, **kwargs):
+        cfg = tiny_config()
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_execution=steps_per_execution))
+        keras.utils.set_random_seed(0)
+        net = build_models(cfg, 4, weights=None)
+        runner = ScheduleRunner(net, source, cfg, str(tmp_path / name), steps=8, checkpoint_every=4,
+                                log_every=8, verbose=0, log=lambda *a: None, **kwargs)
+        calls = []
+        runner.callbacks.append(keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda batch, logs: calls.append(batch)))
+        assert runner.run()
+        return runner, snapshot(net.model), calls
+
+    one, expected, one_calls = run("one", 1)
+    many, weights, calls = run("many", 10)
+    assert one_calls == list(range(8)) * 4
+    assert calls == [3, 7] * 4  # gcd(8 steps, window 8, checkpoint every 4) = 4 steps a call
+    assert many.saved_at == one.saved_at == [(s, 4) for s in ("stage1_rpn", "stage2_detector",
+                                                              "stage3_rpn", "stage4_detector")]
+    assert many.steps_run == one.steps_run == 32
+    for a, b in zip(weights, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for stage in ("stage1_rpn", "stage4_detector"):
+        assert _logged_steps(tmp_path / "many" / "logs" / stage / "train") == \
+            _logged_steps(tmp_path / "one" / "logs" / stage / "train") == [8]
+
+    # The count per fit: the largest up to the limit dividing the window, the steps left, the
+    # first step, the checkpoint interval and a test's interruption.
+    runner = many
+    assert runner._steps_per_execution(0, 6, 6) == 2  # checkpoint_every 4
+    runner.checkpoint_every = None
+    assert runner._steps_per_execution(0, 700, 100) == 10
+    assert runner._steps_per_execution(0, 6, 6) == 6
+    assert runner._steps_per_execution(0, 250, 100) == 10
+    assert runner._steps_per_execution(300, 37, 37) == 1
+    assert runner._steps_per_execution(96, 104, 100) == 4
+    runner.stop_after_steps, runner.steps_run = 35, 32
+    assert runner._steps_per_execution(0, 700, 100) == 1
+
+
 def _write_tiny_config(path, **train):
     cfg = tiny_config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
