@@ -1,47 +1,103 @@
 """The test objects a model never finds (not a test): every ground-truth object with no detection
 of its class at IoU >= 0.5, with its size, whether it touches the border, the best IoU its class
-reached and the nearest detection of any class.
+reached, the best IoU of the RPN's test-time proposals and the nearest detection of any class;
+then per class: the proposals' recall at IoU 0.5 and 0.7 and the detections' (same class, IoU
+0.5), i.e. whether the RPN or the detector loses the objects.
 
-    python benchmarks/missed_objects.py runs/shapes/model.keras
+    python benchmarks/missed_objects.py runs/shapes/model.keras [--min-side 320 --max-side 480]
+    python benchmarks/missed_objects.py runs/shapes/model.keras --heldout 500 --quiet
+
+``--heldout N``: instead of the test split, N held-out images of the shapes training
+distribution: train split indices 500 .. 500 + N - 1 of a (500 + N)-image build, which a run on
+the default 500 training images never saw (steadier than the 100-image test split).
 """
 
 import argparse
+import collections
 
 import numpy as np
+import tensorflow as tf
 
 from keras_frcnn import cli
+from keras_frcnn.data.examples import DetectionSource
+from keras_frcnn.data.pipeline import eval_dataset
 from keras_frcnn.data.shapes import load_shapes
-from keras_frcnn.evaluate import collect
 from keras_frcnn.metrics import pairwise_iou
+
+
+def best_overlaps(gt_boxes, boxes):
+    """``[G]`` best IoU of each ground-truth box with any of ``boxes`` (0 without boxes)."""
+    if not len(boxes):
+        return np.zeros(len(gt_boxes))
+    return pairwise_iou(gt_boxes, boxes, inclusive_pixels=False).max(axis=1)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--heldout", type=int, help="N held-out shapes training-distribution images instead")
+    parser.add_argument("--min-side", type=int, help="test scale (default: the model's)")
+    parser.add_argument("--max-side", type=int)
+    parser.add_argument("--quiet", action="store_true", help="the per-class table only")
     args = parser.parse_args()
     model = cli.load_model(args.model)
-    detections, ground_truth, sizes = collect(model, load_shapes(args.split))
+    if args.min_side:
+        model = model.at_scale(args.min_side, args.max_side)
+    if args.heldout:
+        full = load_shapes("train", num_train=500 + args.heldout)
+        source = DetectionSource(dataset=full.dataset.skip(500), class_names=full.class_names,
+                                 num_examples=args.heldout, name=f"shapes train {500}..{499 + args.heldout}")
+    else:
+        source = load_shapes(args.split)
+    layers = model.layers_
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
+                                  tf.TensorSpec([None, 2], tf.int32)], autograph=False)
+    def run(images, sizes):
+        processed, image_info = layers.preprocess([images, sizes])
+        logits, deltas, anchors, levels = layers.rpn(layers.base([processed, image_info]))
+        proposals, _, count = layers.propose(layers.proposals, logits, deltas, anchors, levels, image_info)
+        return proposals, count, image_info, model.detect(images, sizes)
+
     names = list(model.class_names)
+    counts = collections.defaultdict(lambda: np.zeros(4, int))  # objects, proposals @0.5, @0.7, detected
     missed = 0
-    for det, gt, (height, width) in zip(detections, ground_truth, sizes):
-        for box, label in zip(gt["boxes"], gt["labels"]):
-            overlaps = pairwise_iou(box[None], det["boxes"], inclusive_pixels=False)[0] \
-                if len(det["boxes"]) else np.zeros(0)
-            same = overlaps[det["labels"] == label]
+    for batch in eval_dataset(source):
+        proposals, count, image_info, det = run(batch["images"], batch["image_size"])
+        num_gt, num_det = int(batch["num_gt"][0]), int(det["num_detections"][0])
+        gt_boxes = batch["gt_boxes"][0, :num_gt].numpy()
+        gt_labels = batch["gt_classes"][0, :num_gt].numpy() - 1
+        height, width = (int(v) for v in batch["image_size"][0].numpy())
+        # Proposals are in resized-image pixels: back to the original image's.
+        proposal_iou = best_overlaps(gt_boxes, proposals[0, :int(count[0])].numpy() / float(image_info[0, 2]))
+        boxes, labels = det["boxes"][0, :num_det].numpy(), det["labels"][0, :num_det].numpy()
+        scores = det["confidence"][0, :num_det].numpy()
+        overlaps = pairwise_iou(gt_boxes, boxes, inclusive_pixels=False) if num_det else np.zeros((num_gt, 0))
+        for i, (box, label) in enumerate(zip(gt_boxes, gt_labels)):
+            same = overlaps[i][labels == label]
             best = float(same.max()) if len(same) else 0.0
+            counts[names[label]] += (1, proposal_iou[i] >= 0.5, proposal_iou[i] >= 0.7, best >= 0.5)
             if best >= 0.5:
                 continue
             missed += 1
+            if args.quiet:
+                continue
             edge = min(box[0], box[1], height - box[2], width - box[3]) < 1
             nearest = "none"
-            if len(overlaps):
-                k = int(np.argmax(overlaps))
-                nearest = f"{names[det['labels'][k]]} IoU {overlaps[k]:.2f} score {det['scores'][k]:.2f}"
+            if num_det:
+                k = int(np.argmax(overlaps[i]))
+                nearest = f"{names[labels[k]]} IoU {overlaps[i][k]:.2f} score {scores[k]:.2f}"
             print(f"{names[label]:10s} {box[2] - box[0]:5.1f} x {box[3] - box[1]:5.1f} px"
-                  f"{' border' if edge else '       '}  best {names[label]} IoU {best:.2f};  nearest: {nearest}")
-    total = sum(len(g["labels"]) for g in ground_truth)
-    print(f"{missed} of {total} objects missed")
+                  f"{' border' if edge else '       '}  best {names[label]} IoU {best:.2f}; best proposal "
+                  f"IoU {proposal_iou[i]:.2f};  nearest: {nearest}")
+    total = sum(int(c[0]) for c in counts.values())
+    print(f"{missed} of {total} objects missed on {source.name}")
+    print(f"{'class':10s} {'objects':>7s} {'proposals@0.5':>13s} {'proposals@0.7':>13s} {'detected':>8s}")
+    for name in names:
+        c = counts[name]
+        if c[0]:
+            print(f"{name:10s} {c[0]:7d} {c[1] / c[0]:13.3f} {c[2] / c[0]:13.3f} {c[3] / c[0]:8.3f}")
 
 
 if __name__ == "__main__":

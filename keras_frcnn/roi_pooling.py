@@ -252,38 +252,51 @@ def roi_align(features, rois, pool_size, spatial_scale):
     the box handed to it spans the first to the last sample.
     """
     shape = tf.shape(features)
-    batch, height, width = shape[0], shape[1], shape[2]
-    num_rois = tf.shape(rois)[1]
+    batch, num_rois = shape[0], tf.shape(rois)[1]
     channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
-    samples = 2 * pool_size
+    padded = _align_source(features)
+    if converting():
+        crops = _bilinear_samples(padded, rois, spatial_scale, 2 * pool_size)
+    else:
+        crops = _crop_samples(padded, tf.reshape(rois, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
+                              spatial_scale, 2 * pool_size)
+    pooled = _mean_of_samples(crops)
+    pooled = tf.reshape(pooled, [batch, num_rois, pool_size, pool_size, channels])
+    return tf.cast(pooled, features.dtype)
 
-    # One replicated cell around the map: RoIAlign reads a sample up to one cell outside the map as
-    # the edge cell and returns 0 further out, while crop_and_resize returns 0 (its extrapolation
-    # value) anywhere outside [0, size - 1]; with the padding the two agree. It also keeps
-    # size - 1 >= 2 for a map one cell high or wide.
-    # crop_and_resize has no bfloat16 kernel (it computes in float32 whatever it is given).
+
+def _align_source(features):
+    """The map RoIAlign samples: float32 for bfloat16 features (crop_and_resize has no bfloat16
+    kernel; it computes in float32 whatever it is given), with one replicated cell around it:
+    RoIAlign reads a sample up to one cell outside the map as the edge cell and returns 0 further
+    out, while crop_and_resize returns 0 (its extrapolation value) anywhere outside
+    [0, size - 1]; with the padding the two agree. It also keeps size - 1 >= 2 for a map one cell
+    high or wide."""
     source = tf.cast(features, tf.float32) if features.dtype == tf.bfloat16 else features
-    padded = tf.pad(source, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    return tf.pad(source, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
 
-    def normalised_samples(lo, hi, size):
+
+def _crop_samples(padded, rois, box_indices, spatial_scale, samples):
+    """``crop_and_resize``: ``padded`` (``_align_source``), ``rois [N, 4]`` pixels of image
+    ``box_indices [N]`` -> ``[N, S, S, C]`` samples at the centres of an S x S grid over each."""
+    shape = tf.shape(padded)
+
+    def normalised_samples(lo, hi, padded_size):
         lo = lo * spatial_scale + 0.5  # - 0.5 to cell-centre coordinates, + 1 for the padding
         hi = hi * spatial_scale + 0.5
         step = (hi - lo) / samples
-        last_index = tf.cast(size + 1, tf.float32)  # padded size - 1
+        last_index = tf.cast(padded_size - 1, tf.float32)
         return (lo + 0.5 * step) / last_index, (hi - 0.5 * step) / last_index
 
-    if converting():
-        crops = _bilinear_samples(padded, rois, spatial_scale, samples)
-    else:
-        y1, y2 = normalised_samples(rois[..., 0], rois[..., 2], height)
-        x1, x2 = normalised_samples(rois[..., 1], rois[..., 3], width)
-        boxes = tf.reshape(tf.stack([y1, x1, y2, x2], axis=-1), [-1, 4])
-        box_indices = tf.repeat(tf.range(batch), num_rois)
-        crops = tf.image.crop_and_resize(padded, boxes, box_indices, [samples, samples])
-    # avg_pool2d rather than reduce_mean over a 7-D reshape: 15x faster on CPU (benchmarks).
-    pooled = tf.nn.avg_pool2d(crops, ksize=2, strides=2, padding="VALID")
-    pooled = tf.reshape(pooled, [batch, num_rois, pool_size, pool_size, channels])
-    return tf.cast(pooled, features.dtype)
+    y1, y2 = normalised_samples(rois[:, 0], rois[:, 2], shape[1])
+    x1, x2 = normalised_samples(rois[:, 1], rois[:, 3], shape[2])
+    return tf.image.crop_and_resize(padded, tf.stack([y1, x1, y2, x2], axis=-1), box_indices, [samples, samples])
+
+
+def _mean_of_samples(crops):
+    """``[N, 2P, 2P, C]`` samples -> ``[N, P, P, C]``, the mean of each bin's 2 x 2. avg_pool2d
+    rather than reduce_mean over a 7-D reshape: 15x faster on CPU (benchmarks)."""
+    return tf.nn.avg_pool2d(crops, ksize=2, strides=2, padding="VALID")
 
 
 def _bilinear_samples(padded, rois, spatial_scale, samples):
@@ -410,9 +423,10 @@ class PyramidRoIAlign(keras.layers.Layer):
     """``[[P2, ..., P5], rois]`` -> ``[B, R, P, P, C]``: RoIAlign of each RoI on the pyramid level
     the FPN paper assigns it (Lin et al. 2017, eq. 1): ``k = floor(k0 + log2(sqrt(w h) / 224))``
     with k0 = 4, clamped to the levels, as torchvision's ``MultiScaleRoIAlign`` (its
-    ``LevelMapper``, eps 1e-6) and Detectron. Every level pools every RoI and each RoI keeps its
-    level's (no loop over RoIs; RoIAlign is cheap beside the head). ``strides``: the levels'
-    (4, 8, 16, 32: level k has stride 2**k)."""
+    ``LevelMapper``, eps 1e-6) and Detectron. Each level crops only its own RoIs, which are then
+    stitched back in order (``Where``, ``GatherV2``, ``CropAndResize``, ``DynamicStitch``: all with
+    GPU kernels); traced for the converters, every level pools every RoI and each RoI keeps its
+    level's (fixed shapes). ``strides``: the levels' (4, 8, 16, 32: level k has stride 2**k)."""
 
     def __init__(self, pool_size=7, strides=(4, 8, 16, 32), canonical_size=224.0, canonical_level=4,
                  **kwargs):
@@ -432,12 +446,27 @@ class PyramidRoIAlign(keras.layers.Layer):
                           + 1e-6)
         first, last = (float(np.log2(s)) for s in (self.strides[0], self.strides[-1]))
         levels = tf.clip_by_value(levels, first, last)  # [B, R]
-        pooled = None
+        if converting():  # every level pools every RoI, each RoI keeps its level's (no dynamic shapes)
+            pooled = None
+            for stride, level_features in zip(self.strides, features):
+                level = roi_align(tf.cast(level_features, self.compute_dtype), rois, self.pool_size, 1.0 / stride)
+                here = tf.reshape(tf.equal(levels, float(np.log2(stride))),
+                                  tf.concat([tf.shape(levels), [1, 1, 1]], 0))
+                pooled = tf.where(here, level, tf.zeros_like(level) if pooled is None else pooled)
+            return pooled
+        # Each level pools its own RoIs (torchvision's MultiScaleRoIAlign): gathered, cropped,
+        # stitched back in order.
+        shape = tf.shape(rois)
+        flat_rois, flat_levels = tf.reshape(rois, [-1, 4]), tf.reshape(levels, [-1])
+        indices, parts = [], []
         for stride, level_features in zip(self.strides, features):
-            level = roi_align(tf.cast(level_features, self.compute_dtype), rois, self.pool_size, 1.0 / stride)
-            here = tf.reshape(tf.equal(levels, float(np.log2(stride))), tf.concat([tf.shape(levels), [1, 1, 1]], 0))
-            pooled = tf.where(here, level, tf.zeros_like(level) if pooled is None else pooled)
-        return pooled
+            here = tf.cast(tf.where(tf.equal(flat_levels, float(np.log2(stride))))[:, 0], tf.int32)
+            crops = _crop_samples(_align_source(tf.cast(level_features, self.compute_dtype)),
+                                  tf.gather(flat_rois, here), here // shape[1], 1.0 / stride, 2 * self.pool_size)
+            indices.append(here)
+            parts.append(tf.cast(_mean_of_samples(crops), self.compute_dtype))
+        pooled = tf.dynamic_stitch(indices, parts)  # [B * R, P, P, C]
+        return tf.reshape(pooled, tf.concat([shape[:2], tf.shape(pooled)[1:]], 0))
 
     def compute_output_shape(self, input_shape):
         features_shape, rois_shape = input_shape

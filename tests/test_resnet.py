@@ -241,6 +241,42 @@ def test_rois_pool_from_the_fpn_paper_level(rng):
         np.testing.assert_allclose(pooled[:, i:i + 1], expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_per_level_pooling_equals_every_level_pooling_every_roi(rng, dtype):
+    """PyramidRoIAlign crops each level's RoIs only and stitches them back in order: the same
+    values and feature gradients as every level pooling every RoI with each RoI keeping its
+    level's (the FPN paper's), over a batch of two images with zero (padding) RoIs."""
+    from keras_frcnn.roi_pooling import roi_align
+
+    strides = (4, 8, 16, 32)
+    features = [tf.cast(rng.normal(0, 1, (2, -(-300 // s), -(-400 // s), 4)), dtype) for s in strides]
+    corner = rng.uniform(0, 280, (2, 40, 2))
+    rois = np.concatenate([corner, corner + np.exp(rng.uniform(np.log(4), np.log(500), (2, 40, 2)))], -1)
+    rois[:, -5:] = 0.0  # padding
+    rois[:, 0] = [20, 10, 620, 610]  # side 600: P5
+    sides = np.sqrt((rois[..., 2] - rois[..., 0]) * (rois[..., 3] - rois[..., 1]))
+    levels = np.clip(np.floor(4 + np.log2(sides / 224 + 1e-12) + 1e-6), 2, 5)
+    assert set(np.unique(levels)) == {2, 3, 4, 5}
+    rois = tf.constant(rois.astype(np.float32))
+
+    def pooled_and_gradients(pool):
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            pooled = pool()
+            total = tf.reduce_sum(tf.cast(pooled, tf.float32) * tf.range(7.0)[:, None, None])
+        return [pooled] + tape.gradient(total, features)
+
+    def every_level():
+        pooled = [roi_align(f, rois, 7, 1 / s) for f, s in zip(features, strides)]
+        return tf.gather(tf.stack(pooled, 2), levels.astype(np.int32) - 2, axis=2, batch_dims=2)
+
+    per_level = pooled_and_gradients(lambda: PyramidRoIAlign(7, strides, dtype=dtype)([features, rois]))
+    expected = pooled_and_gradients(every_level)
+    assert per_level[0].shape == (2, 40, 7, 7, 4) and per_level[0].dtype == dtype
+    for a, b in zip(per_level, expected):
+        np.testing.assert_array_equal(tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy())
+
+
 def test_resnet_presets():
     for name, depth in (("resnet50-voc", 50), ("resnet101-voc", 101), ("resnet101-coco", 101)):
         cfg = C.preset(name)
