@@ -238,7 +238,9 @@ class TrainConfig:
     # inside one TensorFlow function, so Keras's per-step Python (the call, callbacks, progress
     # bar) runs once per this many steps. Each fit uses the largest count up to this one that
     # divides its window of logged steps, the steps left and the checkpoint interval, so
-    # checkpoints, logs and a stage's end fall on the same steps as with 1.
+    # checkpoints, logs and a stage's end fall on the same steps as with 1. Under a tf.distribute
+    # strategy (--strategy mirrored / multi-worker) steps run one per call (TF 2.21's step loop
+    # fails there).
     steps_per_execution: int = 10
 
     def validate(self, prefix="train"):

@@ -428,11 +428,17 @@ class ScheduleRunner:
         the steps left, the first step and the checkpoint interval (and a test's interruption), so
         that Keras calls the callbacks at every step they act on."""
         limit = self.cfg.train.steps_per_execution
-        if remaining <= 0 or limit <= 1:
+        if remaining <= 0 or limit <= 1 or not self._default_strategy():
+            # Under a tf.distribute strategy Keras's loop of steps fails on our steps in TF 2.21
+            # ("You must feed a value for placeholder tensor .../while/cond/Placeholder_1"):
+            # one step per call there.
             return 1
         stop = self.stop_after_steps - self.steps_run if self.stop_after_steps is not None else 0
         common = math.gcd(window, remaining, step, self.checkpoint_every or 0, max(stop, 0))
         return max(d for d in range(1, limit + 1) if common % d == 0)
+
+    def _default_strategy(self):
+        return self.strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
 
     def _run_stage(self, number, stage, step, position, resuming):
         cfg = self.cfg
