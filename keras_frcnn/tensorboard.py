@@ -6,7 +6,22 @@ import numpy as np
 import tensorflow as tf
 
 
-class StageLog(keras.callbacks.Callback):
+class StepCounting(keras.callbacks.Callback):
+    """A callback that counts training steps: with Keras's ``steps_per_execution``,
+    ``on_train_batch_end`` runs once per call of the compiled step, with the index (in the epoch)
+    of its last step; ``new_steps(batch)`` is the number of steps since the previous call."""
+
+    _seen = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._seen = 0
+
+    def new_steps(self, batch):
+        steps, self._seen = batch + 1 - self._seen, batch + 1
+        return steps
+
+
+class StageLog(StepCounting):
     """Writes a stage's losses (Keras's means over each epoch, i.e. each window of steps) and the
     learning rate to TensorBoard in ``log_dir``, at the stage's step count, which continues
     across a resume (``step``: the steps done before this ``fit``)."""
@@ -16,13 +31,8 @@ class StageLog(keras.callbacks.Callback):
         self.log_dir, self.step = log_dir, int(step)
         self.writer = None
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.seen = 0
-
     def on_train_batch_end(self, batch, logs=None):
-        # ``batch``: the index of the last step of the execution (Keras's steps_per_execution).
-        self.step += batch + 1 - self.seen
-        self.seen = batch + 1
+        self.step += self.new_steps(batch)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.writer is None:

@@ -54,7 +54,7 @@ from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
 from keras_frcnn.optimizer import CaffeSGD, StepWithWarmup
 from keras_frcnn.models import proposal_layer
-from keras_frcnn.tensorboard import StageLog
+from keras_frcnn.tensorboard import StageLog, StepCounting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,7 +279,7 @@ class _Interrupted(Exception):
     """Raised by tests' ``stop_after_steps``: the run stops as if killed."""
 
 
-class _StageSteps(keras.callbacks.Callback):
+class _StageSteps(StepCounting):
     """Counts a stage's steps, writes its checkpoints when due and stops ``fit`` at its last step."""
 
     def __init__(self, runner, stage, step, position, batch):
@@ -287,14 +287,9 @@ class _StageSteps(keras.callbacks.Callback):
         self.runner, self.stage, self.step, self.position, self.batch = runner, stage, step, position, batch
         self.last_save = runner.clock()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.seen = 0
-
     def on_train_batch_end(self, batch, logs=None):
-        # ``batch`` is the index of the execution's last step in the epoch (Keras's
-        # steps_per_execution): the steps since the last call are counted.
         runner = self.runner
-        steps, self.seen = batch + 1 - self.seen, batch + 1
+        steps = self.new_steps(batch)
         self.step += steps
         self.position += self.batch * steps
         runner.steps_run += steps
