@@ -4,7 +4,7 @@ tf-faster-rcnn / torchvision do (MobileNetV3-FPN's too), a padded batch equals e
 (every pyramid level, both FPN bases), FPN's level rules (anchors, per-level proposals, RoI
 levels), and a tiny network of each kind trains under joint training, round-trips through
 .keras, runs in bfloat16, serves from a SavedModel in a TensorFlow-only process and runs in ONNX
-Runtime, OpenVINO and LiteRT without Keras. MobileNetV3-FPN's own: test_mobilenet. The
+Runtime (-m slow), OpenVINO and LiteRT without Keras. MobileNetV3-FPN's own: test_mobilenet. The
 alternating schedule: test_training."""
 
 import dataclasses
@@ -111,10 +111,12 @@ def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained):
     check_saved_model(trained)
 
 
-@pytest.mark.parametrize("fmt", RUNTIMES)
+# ONNX's conversion of the ResNets takes 17-33 s each: under -m slow (the suite's budget); the
+# tiny ZF model's ONNX export stays in the default suite (test_formats).
+@pytest.mark.parametrize("fmt", [pytest.param(f, marks=pytest.mark.slow) if f == "onnx" else f for f in RUNTIMES])
 def test_runtime_exports_give_the_keras_detections(trained, fmt):
-    """ONNX Runtime, OpenVINO and LiteRT, each in a process without keras_frcnn or Keras (C4:
-    RoIAlign by gathers into conv5; FPN: five levels, per-level proposals and RoI levels)."""
+    """ONNX Runtime (-m slow), OpenVINO and LiteRT, each in a process without keras_frcnn or Keras
+    (C4: RoIAlign by gathers into conv5; FPN: five levels, per-level proposals and RoI levels)."""
     net, _, root = trained
     # The tiny FPN (batch norm from scratch, 200 steps) finds the objects of some test images only.
     check_runtime(with_images(net.model, root), fmt, every_image_detects=net.config.backbone == "resnet50")
@@ -244,8 +246,8 @@ def test_rois_pool_from_the_fpn_paper_level(rng):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_per_level_pooling_equals_every_level_pooling_every_roi(rng, dtype):
     """PyramidRoIAlign crops each level's RoIs only and stitches them back in order: the same
-    values and feature gradients as every level pooling every RoI with each RoI keeping its
-    level's (the FPN paper's), over a batch of two images with zero (padding) RoIs."""
+    values (and feature gradients up to rounding) as every level pooling every RoI with each RoI
+    keeping its level's (the FPN paper's), over a batch of two images with zero (padding) RoIs."""
     from keras_frcnn.roi_pooling import roi_align
 
     strides = (4, 8, 16, 32)
@@ -273,8 +275,16 @@ def test_per_level_pooling_equals_every_level_pooling_every_roi(rng, dtype):
     per_level = pooled_and_gradients(lambda: PyramidRoIAlign(7, strides, dtype=dtype)([features, rois]))
     expected = pooled_and_gradients(every_level)
     assert per_level[0].shape == (2, 40, 7, 7, 4) and per_level[0].dtype == dtype
-    for a, b in zip(per_level, expected):
-        np.testing.assert_array_equal(tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy())
+    np.testing.assert_array_equal(tf.cast(per_level[0], tf.float32).numpy(), tf.cast(expected[0], tf.float32).numpy())
+    # The gradients sum each level's crops in another order: equal up to float32 rounding (then
+    # rounded to the features' dtype), except that TensorFlow's CPU CropAndResizeGradImage is
+    # itself nondeterministic (threads race on shared cells; tensorflow/tensorflow#42033): a
+    # run now and then loses or doubles one sample's share of a cell (seen: 1 cell of 3800).
+    tolerance = 1e-5 if dtype == "float32" else 1e-2
+    for a, b in zip(per_level[1:], expected[1:]):
+        a, b = tf.cast(a, tf.float32).numpy(), tf.cast(b, tf.float32).numpy()
+        assert np.mean(~np.isclose(a, b, rtol=tolerance, atol=tolerance)) <= 1e-3
+        assert np.abs(a).sum() > 0
 
 
 def test_resnet_presets():
