@@ -466,7 +466,8 @@ class PyramidRoIAlign(keras.layers.Layer):
             indices.append(here)
             parts.append(tf.cast(_mean_of_samples(crops), self.compute_dtype))
         pooled = tf.dynamic_stitch(indices, parts)  # [B * R, P, P, C]
-        return tf.reshape(pooled, tf.concat([shape[:2], tf.shape(pooled)[1:]], 0))
+        channels = features[0].shape[-1] or tf.shape(pooled)[-1]
+        return tf.reshape(pooled, [shape[0], shape[1], self.pool_size, self.pool_size, channels])
 
     def compute_output_shape(self, input_shape):
         features_shape, rois_shape = input_shape
