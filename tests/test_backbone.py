@@ -79,3 +79,51 @@ def test_vgg16_copies_weights_from_a_reference_model(tmp_path):
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="could not load VGG-16 weights"):
         backbone.vgg16(weights=str(tmp_path / "nope.h5"))
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_computes_as_keras_batch_norm(policy):
+    """backbone.FusedBatchNorm (TensorFlow's fused kernel) against Keras's BatchNormalization with
+    the same weights: training outputs, input and weight gradients and moving averages; inference
+    outputs; and a frozen layer (trainable False) in a training call, which normalises with the
+    moving statistics as Keras does."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, (2, 5, 7, 6)).astype(np.float32))
+    weights = [rng.uniform(0.5, 1.5, 6), rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2.0, 6)]
+    layers = []
+    with _policy(policy):
+        for cls in (backbone.FusedBatchNorm, keras.layers.BatchNormalization):
+            layer = cls(epsilon=1e-3, momentum=0.9)
+            layer.build(x.shape)
+            layer.set_weights([w.astype(np.float32) for w in weights])
+            layers.append(layer)
+    upstream = tf.constant(rng.normal(size=x.shape).astype(np.float32))
+    tolerance = dict(rtol=1e-5, atol=1e-5) if policy == "float32" else dict(rtol=2e-2, atol=5e-2)
+
+    def forward(layer, training):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) * upstream)
+        return [y, *tape.gradient(loss, [x, layer.gamma, layer.beta])]
+
+    for training in (True, False):
+        fused, reference = forward(layers[0], training), forward(layers[1], training)
+        assert fused[0].dtype == reference[0].dtype
+        for a, b in zip(fused, reference):
+            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), **tolerance)
+    for a, b in zip(layers[0].get_weights(), layers[1].get_weights()):  # moving averages moved alike
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for layer in layers:
+        layer.trainable = False
+    np.testing.assert_allclose(np.asarray(layers[0](x, training=True), np.float32),
+                               np.asarray(layers[1](x, training=True), np.float32), **tolerance)
+    np.testing.assert_array_equal(np.asarray(layers[0](x, training=True), np.float32),
+                                  np.asarray(layers[0](x, training=False), np.float32))
+
+
+def _policy(name):
+    from keras_frcnn.models import dtype_policy
+    return dtype_policy(name)
