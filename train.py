@@ -154,12 +154,27 @@ def build_config(args):
         train["jit_compile"] = args.jit
     if args.steps_per_execution:
         train["steps_per_execution"] = args.steps_per_execution
+    train = dataclasses.replace(cfg.train, **train)
+    if args.steps:  # in the run's config.json: --resume continues the same schedule
+        train = train.with_steps(args.steps)
     return dataclasses.replace(
         cfg, **changes,
         image=dataclasses.replace(cfg.image, **image),
         anchors=dataclasses.replace(cfg.anchors, **anchors),
-        train=dataclasses.replace(cfg.train, **train),
+        train=train,
     )
+
+
+def differing_fields(asked: dict, run: dict, prefix="") -> list:
+    """Dotted names of the config fields whose values differ between two config dicts."""
+    names = []
+    for key in sorted(set(asked) | set(run)):
+        a, b = asked.get(key), run.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            names += differing_fields(a, b, f"{prefix}{key}.")
+        elif a != b:
+            names.append(f"{prefix}{key}")
+    return names
 
 
 def make_strategy(name):
@@ -206,8 +221,11 @@ def train(args):
     config_path = os.path.join(out, "config.json")
     if args.resume and os.path.exists(config_path):
         with open(config_path) as f:
-            cfg = Config.from_json(f.read())
-        print(f"resume: using the run's own {config_path}")
+            asked, cfg = cfg, Config.from_json(f.read())
+        asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
+        ignored = differing_fields(asked.to_dict(), cfg.to_dict())
+        print(f"resume: using the run's own {config_path}"
+              + (f"; not applied (the run's values stay): {', '.join(ignored)}" if ignored else ""))
     precision, why = resolve_precision(cfg.precision)
     cfg = dataclasses.replace(cfg, precision=precision)
     # A multi-worker strategy must exist before TensorFlow runs its first op.
@@ -247,8 +265,7 @@ def train(args):
           f"precision {cfg.precision} ({why})")
 
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
-    runner = ScheduleRunner(net, train_source, cfg, run_dir, steps=args.steps,
-                            checkpoint_every=args.checkpoint_every,
+    runner = ScheduleRunner(net, train_source, cfg, run_dir, checkpoint_every=args.checkpoint_every,
                             checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every,
                             strategy=strategy, verbose=_verbosity(args.verbose))
     runner.run(resume=args.resume)

@@ -243,6 +243,18 @@ class TrainConfig:
     # fails there).
     steps_per_execution: int = 10
 
+    def with_steps(self, steps: int) -> "TrainConfig":
+        """Every stage, and joint training, ``steps`` long (``train.py --steps``), each
+        learning-rate drop step moved in proportion. Kept in the run's config.json, so that
+        ``--resume`` continues the same schedule."""
+        def drop(n, at):
+            return int(round(at * steps / n)) if n else steps
+
+        return dataclasses.replace(
+            self, stage_steps=(int(steps),) * len(self.stage_steps),
+            stage_lr_drop_steps=tuple(drop(n, at) for n, at in zip(self.stage_steps, self.stage_lr_drop_steps)),
+            joint_steps=int(steps), joint_lr_drop_step=drop(self.joint_steps, self.joint_lr_drop_step))
+
     def validate(self, prefix="train"):
         _check(self.schedule in SCHEDULES, f"{prefix}.schedule", self.schedule, f"one of {SCHEDULES}")
         for name in ("stage_steps", "stage_lr_drop_steps"):

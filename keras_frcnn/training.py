@@ -76,17 +76,10 @@ class Stage:
 
 def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
     """The stages of ``cfg.train.schedule``; ``steps`` overrides the steps of every stage (the
-    total for joint training), scaling the learning-rate drop step alike."""
-    t = cfg.train
-
-    def scaled(n, drop):
-        if steps is None:
-            return n, drop
-        return steps, int(round(drop * steps / n)) if n else steps
-
+    total for joint training), scaling the learning-rate drop step alike (``TrainConfig.with_steps``)."""
+    t = cfg.train if steps is None else cfg.train.with_steps(steps)
     if t.schedule == "joint":
-        n, drop = scaled(t.joint_steps, t.joint_lr_drop_step)
-        return [Stage("joint", "joint", True, True, True, n, drop, t.rpn_batch_images)]
+        return [Stage("joint", "joint", True, True, True, t.joint_steps, t.joint_lr_drop_step, t.rpn_batch_images)]
     plan = []
     # Stage 3's RPN starts from the initialiser again, as py-faster-rcnn's (its net is initialised
     # from the stage-2 Fast R-CNN model, which has no RPN layers), unless told to continue stage 1's.
@@ -99,7 +92,6 @@ def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
     ]
     for (name, view, base, rpn, det, batch, source, reset, reset_rpn), n, drop in zip(
             specs, t.stage_steps, t.stage_lr_drop_steps):
-        n, drop = scaled(n, drop)
         plan.append(Stage(name, view, base, rpn, det, n, drop, batch, source, reset, reset_rpn))
     return plan
 

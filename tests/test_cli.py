@@ -215,6 +215,16 @@ def test_train_min_sides_flag():
         Config.from_dict({"image": {"train_min_sides": [0]}})
 
 
+def test_steps_flag_is_kept_in_the_config():
+    """--steps sets every stage's steps (and joint training's) in the config the run writes, each
+    learning-rate drop moved in proportion, so --resume continues the same schedule."""
+    cfg = train.build_config(train.parse_args(["--steps", "100"])).train
+    assert cfg.stage_steps == (100, 100, 100, 100)
+    assert cfg.stage_lr_drop_steps == (75, 75, 75, 50)  # the preset's 525 / 700, ..., 250 / 500
+    assert (cfg.joint_steps, cfg.joint_lr_drop_step) == (100, 75)
+    assert train.differing_fields({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 2, "d": 4}}) == ["b.d"]
+
+
 def test_steps_per_execution_flag(capsys):
     """--steps-per-execution sets train.steps_per_execution (the preset's is 10); it must be >= 1."""
     assert train.build_config(train.parse_args([])).train.steps_per_execution == 10

@@ -214,9 +214,9 @@ def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path):
     config = _write_tiny_config(tmp_path / "tiny.json")
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), "--config", str(config), "--data-dir", str(shapes_dir),
-               "--shapes-images", "8,4", "--steps", "6", "--checkpoint-every", "2", "--out", str(out), "--verbose", "0"]
+               "--shapes-images", "8,4", "--checkpoint-every", "2", "--out", str(out), "--verbose", "0"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command + ["--steps", "6"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_file = out / "checkpoint" / "state.json"
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
@@ -228,9 +228,13 @@ def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path):
     assert state_file.exists(), "no checkpoint before the kill"
     before = json.loads(state_file.read_text())
     assert "stage4_detector" not in before["completed"]
+    # Resumed without --steps: the run's config.json holds its 6-step schedule.
     result = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming: completed" in result.stdout
+    assert "stage4_detector done: 6 steps" in result.stdout
+    assert "not applied (the run's values stay): train.joint_lr_drop_step, train.joint_steps, " \
+           "train.stage_lr_drop_steps, train.stage_steps" in result.stdout
     after = json.loads(state_file.read_text())
     assert after["completed"] == ["stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"]
     metrics = json.loads((out / "metrics.json").read_text())
