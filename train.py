@@ -213,7 +213,7 @@ def train(args):
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation
-    from keras_frcnn.training import ScheduleRunner
+    from keras_frcnn.training import ScheduleRunner, unfinished_run
 
     cfg = build_config(args)
     check_weights(cfg.backbone, cfg.weights)
@@ -231,6 +231,11 @@ def train(args):
     # A multi-worker strategy must exist before TensorFlow runs its first op.
     strategy = make_strategy(args.strategy)
     chief = is_chief(strategy)
+    run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
+    left = None if args.resume else unfinished_run(run_dir)
+    if left:
+        raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
+                             "or give another --out (or delete that folder) to start a new one")
     choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
     if choice.kind == "tfds":
         cfg = dataclasses.replace(cfg, dataset=choice.name, train_split=choice.train_split,
@@ -264,7 +269,6 @@ def train(args):
           f"parameters; schedule {cfg.train.schedule}; replicas {strategy.num_replicas_in_sync}; "
           f"precision {cfg.precision} ({why})")
 
-    run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
     runner = ScheduleRunner(net, train_source, cfg, run_dir, checkpoint_every=args.checkpoint_every,
                             checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every,
                             strategy=strategy, verbose=_verbosity(args.verbose))

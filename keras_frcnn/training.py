@@ -41,6 +41,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 import typing
 
@@ -204,6 +205,33 @@ def optimizer_variables(optimizer) -> dict:
             key, number = f"{variable.name}#{number}", number + 1
         keyed[key] = variable
     return keyed
+
+
+# What the runner writes into a run's folder (besides proposals_<stage>): a new run in the folder
+# of an earlier one starts without them.
+EARLIER_RUN_STATE = ("checkpoint", "initial_weights", "logs")
+
+
+def unfinished_run(run_dir) -> typing.Optional[str]:
+    """What is left to train of the run whose checkpoint ``run_dir`` holds (e.g. "stage2_detector
+    at step 1200 of 1800"), or None: no checkpoint, or every stage of the run's own
+    ``config.json`` schedule done."""
+    checkpoint = TrainingCheckpoint(run_dir)
+    if not checkpoint.exists():
+        return None
+    state = checkpoint.state()
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            plan = stages(Config.from_json(f.read()))
+    except (OSError, ValueError):
+        plan = []
+    if state["stage"] is not None:
+        steps = next((s.steps for s in plan if s.name == state["stage"]), None)
+        return f"{state['stage']} at step {state['step']}" + (f" of {steps}" if steps else "")
+    left = [s.name for s in plan if s.name not in state["completed"]]
+    if plan and not left:
+        return None
+    return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
 
 
 class TrainingCheckpoint:
@@ -384,8 +412,10 @@ class ScheduleRunner:
             self.checkpoint.restore_network(self.net)
             self.log(f"resuming: completed {state['completed'] or 'nothing'}; "
                      f"{state['stage'] or 'next stage'} at step {state['step']}")
-        elif resume:
-            self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")
+        else:
+            if resume:
+                self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")
+            self._clear_earlier_run()
         self.completed = list(state["completed"])
         # The starting weights that stage 2 (base) and stage 3 (RPN head) begin from again.
         initial = self._path("initial_weights")
@@ -408,6 +438,22 @@ class ScheduleRunner:
             self.checkpoint.save(self.net, None, self.state_of())
         self.net.set_trainable()
         return True
+
+    def _clear_earlier_run(self):
+        """A new run must not reuse what an earlier run left in its folder: its checkpoint, the
+        initial weights stages 2 and 3 start from again, its stored proposals (an earlier RPN's),
+        its TensorBoard logs."""
+        names = [name for name in sorted(os.listdir(self.run_dir))
+                 if name in (*EARLIER_RUN_STATE, *(f"{n}.partial" for n in EARLIER_RUN_STATE))
+                 or name.startswith("proposals_")]
+        for name in names:
+            path = self._path(name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+        if names:
+            self.log(f"   a new run in {self.run_dir}: removed the earlier run's {', '.join(names)}")
 
     def _steps_per_execution(self, step, remaining, window):
         """The steps per compiled call for a fit from ``step`` with ``remaining`` steps in windows of

@@ -154,3 +154,48 @@ def test_keras_internals_this_package_relies_on_are_there():
     from keras_frcnn.training import network_variables
 
     assert "detector_head/dropout/seed_generator_0" in network_variables(net.model)
+
+
+def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_path):
+    """Alternating schedule, 2 steps a stage: a finished run, then a new one (not resumed) with
+    another seed in the same folder. The new run writes its own stored proposals (the earlier
+    RPN's are removed), keeps its own initial weights for stages 2 and 3 to start from again (the
+    earlier run's are replaced) and its own checkpoint; ``unfinished_run`` tells an interrupted
+    run from a finished one by the run's config.json."""
+    from keras_frcnn.training import _weights_by_path, unfinished_run
+
+    cfg = tiny_config()
+    (tmp_path / "config.json").write_text(cfg.to_json())
+    logs = []
+
+    def runner(seed, **kwargs):
+        keras.utils.set_random_seed(seed)
+        return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=2,
+                              log_every=2, verbose=0, log=logs.append, **kwargs)
+
+    def stored_initial_base():
+        keras.utils.set_random_seed(7)
+        net = build_models(cfg, 4, weights=None)
+        tf.train.Checkpoint(base=_weights_by_path(net.base)).read(
+            str(tmp_path / "initial_weights" / "weights")).expect_partial()
+        return [w.numpy() for w in net.base.weights]
+
+    assert not runner(0, stop_after_steps=3).run()
+    assert unfinished_run(str(tmp_path)) == "stage2_detector, stage3_rpn, stage4_detector to train"
+    assert runner(0).run(resume=True)
+    assert unfinished_run(str(tmp_path)) is None
+    earlier = stored_initial_base()
+    marker = tmp_path / "proposals_stage2_detector" / "earlier.txt"
+    marker.write_text("the earlier run's")
+    logs.clear()
+    second = runner(1)
+    initial = [w.numpy() for w in second.net.base.weights]
+    assert second.run()
+    assert not marker.exists()
+    assert any("removed the earlier run's checkpoint, initial_weights, logs, proposals_stage2_detector, "
+               "proposals_stage4_detector" in line for line in logs)
+    assert sum("proposals of the" in line for line in logs) == 2  # both dumps written again
+    now = stored_initial_base()
+    for a, b, c in zip(now, initial, earlier):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, c) for a, c in zip(now, earlier))

@@ -228,6 +228,11 @@ def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path):
     assert state_file.exists(), "no checkpoint before the kill"
     before = json.loads(state_file.read_text())
     assert "stage4_detector" not in before["completed"]
+    # Started again without --resume: refused, nothing of the run touched.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "holds an unfinished run (" in again.stderr
+    assert "add --resume to continue it" in again.stderr
+    assert json.loads(state_file.read_text()) == before
     # Resumed without --steps: the run's config.json holds its 6-step schedule.
     result = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
