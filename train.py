@@ -224,6 +224,8 @@ def train(args):
             asked, cfg = cfg, Config.from_json(f.read())
         asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
         ignored = differing_fields(asked.to_dict(), cfg.to_dict())
+        if len(ignored) > 8:
+            ignored = ignored[:8] + [f"and {len(ignored) - 8} more"]
         print(f"resume: using the run's own {config_path}"
               + (f"; not applied (the run's values stay): {', '.join(ignored)}" if ignored else ""))
     precision, why = resolve_precision(cfg.precision)
@@ -232,7 +234,7 @@ def train(args):
     strategy = make_strategy(args.strategy)
     chief = is_chief(strategy)
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
-    left = None if args.resume else unfinished_run(run_dir)
+    left = None if args.resume else unfinished_run(run_dir, config_path)
     if left:
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
                              "or give another --out (or delete that folder) to start a new one")

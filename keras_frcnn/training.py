@@ -212,16 +212,16 @@ def optimizer_variables(optimizer) -> dict:
 EARLIER_RUN_STATE = ("checkpoint", "initial_weights", "logs")
 
 
-def unfinished_run(run_dir) -> typing.Optional[str]:
+def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     """What is left to train of the run whose checkpoint ``run_dir`` holds (e.g. "stage2_detector
-    at step 1200 of 1800"), or None: no checkpoint, or every stage of the run's own
-    ``config.json`` schedule done."""
+    at step 1200 of 1800"), or None: no checkpoint, or every stage of the run's schedule done (the
+    run's ``config_path``, default ``run_dir/config.json``)."""
     checkpoint = TrainingCheckpoint(run_dir)
     if not checkpoint.exists():
         return None
     state = checkpoint.state()
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
+        with open(config_path or os.path.join(run_dir, "config.json")) as f:
             plan = stages(Config.from_json(f.read()))
     except (OSError, ValueError):
         plan = []
