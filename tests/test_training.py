@@ -18,6 +18,8 @@ from keras_frcnn.training import ScheduleRunner, stages
 from conftest import tiny_config, tiny_fpn_config, tiny_mobilenet_config, tiny_resnet_config
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402  (the repository's train.py)
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +212,7 @@ def _write_tiny_config(path, **train):
     return path
 
 
-def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path):
+def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path, capsys):
     config = _write_tiny_config(tmp_path / "tiny.json")
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "train.py"), "--config", str(config), "--data-dir", str(shapes_dir),
@@ -228,10 +230,10 @@ def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path):
     assert state_file.exists(), "no checkpoint before the kill"
     before = json.loads(state_file.read_text())
     assert "stage4_detector" not in before["completed"]
-    # Started again without --resume: refused, nothing of the run touched.
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "holds an unfinished run (" in again.stderr
-    assert "add --resume to continue it" in again.stderr
+    # Started again without --resume (train.py's main, in this process): refused before anything
+    # is read or built, nothing of the run touched.
+    assert train.main(command[2:]) == 2
+    assert "holds an unfinished run (" in capsys.readouterr().err
     assert json.loads(state_file.read_text()) == before
     # Resumed without --steps: the run's config.json holds its 6-step schedule.
     result = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
