@@ -219,7 +219,10 @@ def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     checkpoint = TrainingCheckpoint(run_dir)
     if not checkpoint.exists():
         return None
-    state = checkpoint.state()
+    try:
+        state = checkpoint.state()
+    except DataError:  # nothing a new run could lose: it starts over (ScheduleRunner.run)
+        return None
     try:
         with open(config_path or os.path.join(run_dir, "config.json")) as f:
             plan = stages(Config.from_json(f.read()))
@@ -271,8 +274,15 @@ class TrainingCheckpoint:
 
     def state(self) -> dict:
         holder = tf.Variable("", dtype=tf.string, trainable=False)
-        tf.train.Checkpoint(state=holder).read(self.latest()).expect_partial()
+        try:
+            tf.train.Checkpoint(state=holder).read(self.latest()).expect_partial()
+        except tf.errors.OpError as error:
+            raise self._unreadable(error) from None
         return json.loads(holder.numpy().decode())
+
+    def _unreadable(self, error) -> DataError:
+        return DataError(f"{self.latest()}: the checkpoint cannot be read ({error.message}); restore its "
+                         f"files, or delete {self.dir} to train from the beginning")
 
     def restore_network(self, net):
         self._restore(network=network_variables(net.model))
@@ -288,6 +298,8 @@ class TrainingCheckpoint:
         try:
             status = tf.train.Checkpoint(**objects).read(path)
             status.assert_existing_objects_matched()
+        except tf.errors.OpError as error:
+            raise self._unreadable(error) from None
         except (AssertionError, ValueError) as error:  # a variable missing; another shape
             raise DataError(f"{path}: the checkpoint does not match this model ({error}); it was "
                             "written by another configuration: resume with the run's own "

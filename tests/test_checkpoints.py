@@ -199,3 +199,31 @@ def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_pa
     for a, b in zip(now, initial):
         np.testing.assert_array_equal(a, b)
     assert not all(np.array_equal(a, c) for a, c in zip(now, earlier))
+
+
+def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp_path):
+    """A checkpoint whose data file is gone: resuming stops with one error naming it; a new run
+    in the folder has nothing to lose and starts over."""
+    from keras_frcnn.training import unfinished_run
+
+    cfg = joint_config()
+    cfg = dataclasses.replace(cfg, train=cfg.train.with_steps(4))  # as train.py --steps 4
+    (tmp_path / "config.json").write_text(cfg.to_json())
+
+    def runner():
+        keras.utils.set_random_seed(0)
+        return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path),
+                              checkpoint_every=2, log_every=2, verbose=0, log=lambda *a: None,
+                              stop_after_steps=2)
+
+    assert not runner().run()
+    assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
+    for data_file in (tmp_path / "checkpoint").glob("*.data-*"):
+        data_file.unlink()
+    with pytest.raises(DataError, match=r"checkpoint[/\\]ckpt-\d+: the checkpoint cannot be read"):
+        TrainingCheckpoint(str(tmp_path)).state()
+    with pytest.raises(DataError, match="the checkpoint cannot be read"):
+        runner().run(resume=True)
+    assert unfinished_run(str(tmp_path)) is None
+    assert not runner().run()  # a new run: the unreadable checkpoint replaced by its own
+    assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
