@@ -218,6 +218,8 @@ def train(args):
     cfg = build_config(args)
     check_weights(cfg.backbone, cfg.weights)
     out = args.out or os.path.join("runs", cfg.name)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise cli.UsageError(f"--out {out}: a file, not a folder")
     config_path = os.path.join(out, "config.json")
     if args.resume and os.path.exists(config_path):
         with open(config_path) as f:

@@ -43,7 +43,7 @@ def run(command) -> int:
     from keras_frcnn.data.problems import DataError
 
     user_errors = (UsageError, DataError, ConfigError, FileNotFoundError, IsADirectoryError,
-                   PermissionError)
+                   NotADirectoryError, FileExistsError, PermissionError)
     try:
         return command()
     except user_errors as error:

@@ -166,6 +166,7 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
         "refused XML": ([str(ROOT / "train.py"), "--voc-dir", str(bomb), "--out", "run"],
                         "a.xml: refused to parse XML"),
         "bad flag": ([str(ROOT / "train.py"), "--anchor-scales", "8,x"], "--anchor-scales 8,x"),
+        "out a file": ([str(ROOT / "train.py"), "--out", str(image)], "x.jpg: a file, not a folder"),
         "evaluate": (["-m", "keras_frcnn.evaluate", "--model", str(tmp_path / "none.keras")], "none.keras"),
         "export": ([str(ROOT / "export.py"), "--model", str(not_a_model), "--out", str(tmp_path / "e")],
                    "not a keras_frcnn .keras model"),
