@@ -199,7 +199,8 @@ def is_chief(strategy) -> bool:
 def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
-    return cli.run(lambda: train(args))
+    return cli.run(lambda: train(args), interrupted="interrupted: add --resume to the same command to "
+                   "continue from the last checkpoint (every stage's end, --checkpoint-minutes, --checkpoint-every)")
 
 
 def train(args):

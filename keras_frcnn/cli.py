@@ -36,9 +36,10 @@ def quiet_tensorflow():
     load_tensorflow_quietly()
 
 
-def run(command) -> int:
+def run(command, interrupted="interrupted") -> int:
     """``command()`` (a command's work, returning its exit status) with user errors turned into
-    one ``error: ...`` line and exit status 2."""
+    one ``error: ...`` line and exit status 2, and Ctrl-C into the line ``interrupted`` and exit
+    status 130 (the shell's for SIGINT)."""
     from keras_frcnn.config import ConfigError
     from keras_frcnn.data.problems import DataError
 
@@ -46,6 +47,9 @@ def run(command) -> int:
                    NotADirectoryError, FileExistsError, PermissionError)
     try:
         return command()
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        return 130
     except user_errors as error:
         return _fail(error)
     except Exception as error:

@@ -236,3 +236,12 @@ def test_steps_per_execution_flag(capsys):
     assert "--steps-per-execution must be positive" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="train.steps_per_execution"):
         Config.from_dict({"train": {"steps_per_execution": 0}})
+
+
+def test_ctrl_c_is_one_line_and_exit_status_130(capsys):
+    """Ctrl-C in a command: its own line (train.py's says how to continue) and the shell's status."""
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli.run(interrupted, interrupted="interrupted: add --resume") == 130
+    assert capsys.readouterr().err == "interrupted: add --resume\n"
