@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_frcnn import backbone
+from keras_frcnn.models import dtype_policy
 from keras_frcnn.preprocessing import Preprocess
 
 
@@ -93,7 +94,7 @@ def test_fused_batch_norm_computes_as_keras_batch_norm(policy):
     x = tf.constant(rng.normal(2.0, 3.0, (2, 5, 7, 6)).astype(np.float32))
     weights = [rng.uniform(0.5, 1.5, 6), rng.normal(size=6), rng.normal(size=6), rng.uniform(0.5, 2.0, 6)]
     layers = []
-    with _policy(policy):
+    with dtype_policy(policy):
         for cls in (backbone.FusedBatchNorm, keras.layers.BatchNormalization):
             layer = cls(epsilon=1e-3, momentum=0.9)
             layer.build(x.shape)
@@ -122,8 +123,3 @@ def test_fused_batch_norm_computes_as_keras_batch_norm(policy):
                                np.asarray(layers[1](x, training=True), np.float32), **tolerance)
     np.testing.assert_array_equal(np.asarray(layers[0](x, training=True), np.float32),
                                   np.asarray(layers[0](x, training=False), np.float32))
-
-
-def _policy(name):
-    from keras_frcnn.models import dtype_policy
-    return dtype_policy(name)
