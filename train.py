@@ -282,7 +282,9 @@ def train(args):
     if not chief:
         return 0
     model_path = os.path.join(out, "model.keras")
-    net.model.save(model_path)
+    partial = os.path.join(out, "model.partial.keras")  # a killed save leaves no torn model.keras
+    net.model.save(partial)
+    os.replace(partial, model_path)
     print(f"saved {model_path}")
     if test_source is None:
         summary = no_evaluation(train_source)

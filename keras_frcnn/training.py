@@ -210,6 +210,9 @@ def optimizer_variables(optimizer) -> dict:
 # What the runner writes into a run's folder (besides proposals_<stage>): a new run in the folder
 # of an earlier one starts without them.
 EARLIER_RUN_STATE = ("checkpoint", "initial_weights", "logs")
+# What train.py writes at a run's end: removed too, so that a new run's folder never shows the
+# earlier run's model beside the new run's config.json.
+EARLIER_RUN_OUTPUTS = ("model.keras", "model.partial.keras", "metrics.json", "pr_curves")
 
 
 def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
@@ -454,9 +457,10 @@ class ScheduleRunner:
     def _clear_earlier_run(self):
         """A new run must not reuse what an earlier run left in its folder: its checkpoint, the
         initial weights stages 2 and 3 start from again, its stored proposals (an earlier RPN's),
-        its TensorBoard logs."""
+        its TensorBoard logs; nor show its model and metrics as the new run's."""
         names = [name for name in sorted(os.listdir(self.run_dir))
-                 if name in (*EARLIER_RUN_STATE, *(f"{n}.partial" for n in EARLIER_RUN_STATE))
+                 if name in (*EARLIER_RUN_STATE, *(f"{n}.partial" for n in EARLIER_RUN_STATE),
+                             *EARLIER_RUN_OUTPUTS)
                  or name.startswith("proposals_")]
         for name in names:
             path = self._path(name)

@@ -185,13 +185,16 @@ def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_pa
     earlier = stored_initial_base()
     marker = tmp_path / "proposals_stage2_detector" / "earlier.txt"
     marker.write_text("the earlier run's")
+    for output in ("model.keras", "metrics.json"):  # what train.py writes at a run's end
+        (tmp_path / output).write_text("the earlier run's")
     logs.clear()
     second = runner(1, stop_after_steps=3)  # stopped in stage 2, after its proposals
     initial = [w.numpy() for w in second.net.base.weights]
     assert not second.run()
     assert not marker.exists() and (tmp_path / "proposals_stage2_detector").is_dir()
-    assert any("removed the earlier run's checkpoint, initial_weights, logs, proposals_stage2_detector, "
-               "proposals_stage4_detector" in line for line in logs)
+    assert any("removed the earlier run's checkpoint, initial_weights, logs, metrics.json, model.keras, "
+               "proposals_stage2_detector, proposals_stage4_detector" in line for line in logs)
+    assert not (tmp_path / "model.keras").exists() and not (tmp_path / "metrics.json").exists()
     assert any("proposals of the stage1_rpn RPN" in line for line in logs)  # written again
     assert not (tmp_path / "proposals_stage4_detector").exists()
     assert unfinished_run(str(tmp_path)) == "stage2_detector, stage3_rpn, stage4_detector to train"

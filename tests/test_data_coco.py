@@ -110,3 +110,17 @@ def test_annotation_areas_reach_the_evaluation(coco):
     first = batches[0]  # a.jpg: the car and the crowd, both written with area 1.0
     assert first["image/filename"].numpy()[0] == b"a.jpg"
     np.testing.assert_array_equal(first["gt_area"].numpy()[0], [1.0, 1.0])
+
+
+def test_no_usable_image_is_one_clear_error(coco, tmp_path):
+    """The image folder given is not the one the JSON's file names are relative to: one error
+    saying so, with the first file of each problem, not a traceback deep in the pipeline."""
+    json_path, _ = coco
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(DataError, match=r"instances\.json: no usable example \(6 bad image file, e\.g\. "
+                                        r".*elsewhere/a\.jpg: image file is missing; 1 unknown image id, "
+                                        r".*are the JSON's file_name values relative to .*elsewhere\?"):
+        load_coco_json(json_path, tmp_path / "elsewhere")
+    json_path, image_dir = write_coco(tmp_path / "none", [], [], CATEGORIES)
+    with pytest.raises(DataError, match=r"instances\.json: no usable example listed$"):
+        load_coco_json(json_path, image_dir)

@@ -179,3 +179,16 @@ def test_a_stray_name_among_voc_names_is_flagged(tmp_path, caplog):
     assert "['dgo']" in caplog.text
     voc = load_voc_folder(tmp_path, classes=VOC_CLASSES)
     assert voc.problems == {"unknown class": 1}
+
+
+def test_no_usable_image_is_one_clear_error(tmp_path):
+    """Images named otherwise than their annotations (or none at all): one error naming the
+    folder and the first missing file, not a traceback deep in the pipeline."""
+    write_voc_folder(tmp_path, {i: {"image": False, "objects": [("dog", (1, 1, 9, 9), False)]} for i in "ab"},
+                     {"trainval": ["a", "b"], "test": []})
+    with pytest.raises(DataError, match=r"\(trainval\): no usable example \(2 missing image file, e\.g\. "
+                                        r".*JPEGImages/a\.jpg: image file is missing\); do .*JPEGImages's files "
+                                        r"have the annotations' names\?"):
+        load_voc_folder(tmp_path, "trainval")
+    with pytest.raises(DataError, match=r"\(test\): no usable example listed$"):
+        load_voc_folder(tmp_path, "test")

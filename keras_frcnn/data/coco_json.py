@@ -141,7 +141,8 @@ def load_coco_json(
             area=np.asarray(areas, np.float32),
         ))
 
-    problems.summary(len(records))
+    problems.summary(len(records), hint=f"are the JSON's file_name values relative to {image_dir}?"
+                     if problems.counts["bad image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images)
 

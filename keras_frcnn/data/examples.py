@@ -119,7 +119,7 @@ def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: boo
 
     def flat(values, dtype, shape):
         values = [np.asarray(v, dtype).reshape(shape) for v in values]
-        return tf.constant(np.concatenate(values) if values else np.zeros(shape, dtype))
+        return tf.constant(np.concatenate(values) if values else np.zeros((0, *shape[1:]), dtype))
 
     all_boxes = flat([r.boxes for r in records], np.float32, (-1, 4))
     all_labels = flat([r.labels for r in records], np.int64, (-1,))

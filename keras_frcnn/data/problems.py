@@ -30,18 +30,21 @@ class DataProblems:
 
     ``warn(kind, path, message, action)`` logs ``"<path>: <message>; <action>"`` and counts
     ``kind`` (or, when strict, raises ``DataError("<path>: <message>")``);
-    ``counts`` maps kind -> count; ``summary()`` logs one line with the totals.
+    ``counts`` maps kind -> count; ``summary()`` logs one line with the totals, or raises
+    ``DataError`` when no example is left.
     """
 
     def __init__(self, source: str, strict: bool = False):
         self.source = source
         self.strict = strict
         self.counts: collections.Counter = collections.Counter()
+        self.first: dict = {}  # kind -> its first message
 
     def warn(self, kind: str, path, message: str, action: str = "") -> None:
         text = f"{os.fspath(path)}: {message}"
         if self.strict:
             raise DataError(text)
+        self.first.setdefault(kind, text)
         if action:
             text = f"{text}; {action}"
         self.counts[kind] += 1
@@ -50,7 +53,13 @@ class DataProblems:
         elif self.counts[kind] == MAX_MESSAGES_PER_KIND + 1:
             logger.warning("%s: more '%s' problems; only counted from here on", self.source, kind)
 
-    def summary(self, num_examples: int) -> str:
+    def summary(self, num_examples: int, hint: str = "") -> str:
+        """Logs the totals of a listing that gave ``num_examples`` examples; none is a
+        ``DataError`` saying why (each kind of problem with its first message) and ``hint``."""
+        if not num_examples:
+            why = "; ".join(f"{count} {kind}, e.g. {self.first[kind]}" for kind, count in sorted(self.counts.items()))
+            raise DataError(f"{self.source}: no usable example" + (f" ({why})" if why else " listed")
+                            + (f"; {hint}" if hint else ""))
         if self.counts:
             details = ", ".join(f"{count} {kind}" for kind, count in sorted(self.counts.items()))
             text = f"{self.source}: {num_examples} examples; problems: {details}"

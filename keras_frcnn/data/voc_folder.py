@@ -249,7 +249,8 @@ def load_voc_folder(
             difficult=np.asarray(difficult, np.bool_),
         ))
 
-    problems.summary(len(records))
+    problems.summary(len(records), hint=f"do {images_dir}'s files have the annotations' names?"
+                     if problems.counts["missing image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images, voc_pixel_numbers=True)
 
