@@ -56,8 +56,12 @@ def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
     (``DetectionSource.voc_pixel_numbers``), on which the continuous IoU is the VOC devkit's
     inclusive-pixel IoU of the original numbers."""
     from keras_frcnn import metrics
+    from keras_frcnn.data.problems import DataError
 
     class_names = list(model.class_names)
+    if list(source.class_names) != class_names:  # labels would be read as other classes
+        raise DataError(f"{source.name} has the classes {list(source.class_names)}, the model "
+                        f"{class_names}: evaluate it on data with its classes, in its order")
     detections, ground_truth, sizes = collect(model, source, batch_size)
     result = metrics.evaluate_detections(detections, ground_truth, class_names, inclusive_pixels=False)
     image = model.frcnn_config.image

@@ -23,6 +23,7 @@ from keras_frcnn.data import load_voc_folder, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
 from keras_frcnn.evaluate import headline
+from keras_frcnn.evaluate import main as evaluate_main
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -78,6 +79,14 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     assert set(metrics["coco"]) >= {"AP", "AP50", "AP_small", "AP_medium", "AP_large"}
     assert f"evaluating on COCO {val_json} (3 images)" in out
     assert "COCO AP@[.5:.95]" in out and f"on COCO {val_json}" in out  # the headline names the data
+
+    # evaluate.py without data options takes the config's data set (shapes): other classes, refused.
+    model = str(tmp_path / "held_out" / "model.keras")
+    assert evaluate_main(["--model", model, "--shapes-images", "4,2", "--data-dir", str(tmp_path / "tfds")]) == 2
+    err = capsys.readouterr().err
+    assert "has the classes ['circle', 'square', 'triangle', 'cross'], the model ['square', 'wide']" in err
+    assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-images", val_images]) == 0
+    assert f"on COCO {val_json}, 3 images" in capsys.readouterr().out
 
 
 def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_config_file, capsys):
