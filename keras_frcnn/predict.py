@@ -5,8 +5,10 @@
 ``--model`` also takes an exported artifact, run in its own runtime: a SavedModel version folder
 (``exported/shapes/1``), ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO) or ``.tflite`` (LiteRT).
 
-An unreadable image is reported on stderr (naming the file) and skipped; the others are still
-done; the exit status is 1 if any image failed.
+A folder stands for its image files (JPEG, PNG, BMP, GIF, WebP; not its subfolders). Each image's
+PNG is named after it (``photo.jpg`` -> ``photo.png``; ``photo_2.png`` for a second image of that
+name). An unreadable image is reported on stderr (naming the file and what is wrong) and skipped;
+the others are still done; the exit status is 1 if any image failed.
 """
 
 from __future__ import annotations
@@ -18,19 +20,35 @@ import sys
 from keras_frcnn import cli
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+def image_paths(paths) -> list:
+    """``paths`` with each folder replaced by its image files, sorted by name."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            found += sorted(os.path.join(path, name) for name in os.listdir(path)
+                            if name.lower().endswith(IMAGE_SUFFIXES)
+                            and os.path.isfile(os.path.join(path, name)))
+        else:
+            found.append(path)
+    return found
+
+
 def read_image(path):
-    """uint8 ``[H, W, 3]`` of an image file (JPEG, PNG, BMP, GIF: first frame), or ValueError
-    naming the file."""
+    """uint8 ``[H, W, 3]`` of an image file (JPEG, PNG, BMP, GIF: first frame, WebP), or
+    ValueError naming the file and what is wrong with it (the folder sources' check)."""
     import tensorflow as tf
 
+    from keras_frcnn.data.examples import decode_image
+    from keras_frcnn.data.image_files import check_image
+
     try:
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    except (tf.errors.OpError, OSError) as error:
-        raise ValueError(f"{path}: not a readable image ({error.message if hasattr(error, 'message') else error})") from None
-    if image.dtype != tf.uint8:
-        image = tf.image.convert_image_dtype(image, tf.uint8)
-    return image.numpy()
+        check_image(path)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return decode_image(tf.io.read_file(path)).numpy()
 
 
 def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
@@ -42,7 +60,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
     warn = warn or (lambda message: print(message, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
     written, failed = [], []
-    for path in paths:
+    for path in image_paths(paths):
         try:
             image = read_image(path)
         except ValueError as error:
@@ -53,7 +71,11 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
         n = int(out["num_detections"])
         drawn = draw_detections(image, out["boxes"][:n], out["confidence"][:n], out["labels"][:n],
                                 model.class_names, min_score=min_score)
-        target = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
+        target, number = stem + ".png", 1
+        while target in written:  # a/x.jpg and b/x.jpg, or x.jpg and x.png
+            number += 1
+            target = f"{stem}_{number}.png"
         from PIL import Image
 
         Image.fromarray(np.asarray(drawn)).save(target)
@@ -71,7 +93,7 @@ def main(argv=None):
     parser.add_argument("--model", required=True,
                         help="a .keras file written by train.py, or an exported model (SavedModel "
                         "folder, .onnx, .xml, .tflite)")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--out", required=True, help="folder for the PNGs")
     parser.add_argument("--min-score", type=float, default=0.3, help="draw detections above this")
     args = parser.parse_args(argv)
@@ -80,6 +102,8 @@ def main(argv=None):
 
 
 def _predict(args):
+    if not image_paths(args.images):
+        raise cli.UsageError(f"no image files in {', '.join(args.images)}")
     if args.model.endswith(".keras"):
         model = cli.load_model(args.model).for_inference()
     else:

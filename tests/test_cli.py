@@ -181,6 +181,8 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
                    "not a keras_frcnn .keras model"),
         "predict": (["-m", "keras_frcnn.predict", "--model", str(tmp_path / "none.keras"), str(image),
                      "--out", str(tmp_path / "p")], "none.keras: no such file"),
+        "predict, no images": (["-m", "keras_frcnn.predict", "--model", str(not_a_model), str(bomb / "Annotations"),
+                                "--out", str(tmp_path / "p")], "no image files in " + str(bomb / "Annotations")),
     }
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell
     running = {name: subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=env, text=True,

@@ -188,6 +188,23 @@ def test_predict_draws_the_detections_of_an_exported_model(trained, fmt, tmp_pat
     assert printed == expected[0].rsplit(" -> ", 1)[0] and "detections >= 0.3" in printed
 
 
+def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(trained.images[0]).save(folder / "a.jpg")
+    Image.fromarray(trained.images[1]).save(folder / "a.png")  # the same name: its own drawing
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    (folder / "notes.txt").write_text("not an image")
+    Image.fromarray(trained.images[2]).save(folder / "sub" / "deeper.png")  # subfolders are not read
+    warnings = []
+    written, failed = predict.predict_files(trained.model, [str(folder)], str(tmp_path / "out"),
+                                            log=lambda line: None, warn=warnings.append)
+    assert [os.path.basename(p) for p in written] == ["a.png", "a_2.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a_2.png"]
+    assert failed == [str(folder / "broken.jpg")]
+    assert len(warnings) == 1 and f"error: {folder / 'broken.jpg'}: image file is corrupt" in warnings[0]
+
+
 def test_runtime_model_interface_matches_the_keras_model(trained):
     """``formats.load_runtime_model`` (what predict uses) gives the Keras model's dict."""
     model = formats.load_runtime_model(export(trained, "openvino"))
