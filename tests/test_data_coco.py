@@ -1,10 +1,11 @@
 """COCO instances JSON: contiguous labels, xywh conversion, crowd boxes, bad data."""
 
+import json
 import logging
 
 import numpy as np
 import pytest
-from test_data_fixtures import examples, write_coco
+from test_data_fixtures import examples, write_coco, write_turned_photo
 
 from keras_frcnn.config import preset
 from keras_frcnn.data import DataError, eval_dataset, load_coco_json, train_dataset
@@ -124,3 +125,19 @@ def test_no_usable_image_is_one_clear_error(coco, tmp_path):
     json_path, image_dir = write_coco(tmp_path / "none", [], [], CATEGORIES)
     with pytest.raises(DataError, match=r"instances\.json: no usable example listed$"):
         load_coco_json(json_path, image_dir)
+
+
+def test_boxes_drawn_on_a_turned_photo_as_shown_land_on_its_stored_pixels(tmp_path):
+    """COCO exporters of browser-based tools write the size and boxes of a phone photo as shown
+    (EXIF applied); TensorFlow decodes the stored pixels: the boxes are turned onto them."""
+    images, annotations = [], []
+    for number, orientation in enumerate((1, 5, 6, 7, 8)):
+        (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "images" / f"{number}.jpg", orientation)
+        images.append({"id": number, "file_name": f"{number}.jpg", "height": int(height), "width": int(width)})
+        annotations.append(_annotation(number, number, 1, [int(c0), int(r0), int(c1 - c0 + 1), int(r1 - r0 + 1)]))
+    (tmp_path / "instances.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    source = load_coco_json(tmp_path / "instances.json", tmp_path / "images")
+    for example in examples(source):  # each the stored rows 10-24, columns 60-89 of 60 x 100
+        np.testing.assert_allclose(example["objects/bbox"], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
+    assert source.problems == {"EXIF orientation": 4}

@@ -7,7 +7,7 @@ import json
 import os
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def write_image(path, height, width, mode="RGB", seed=0, fmt=None):
@@ -19,6 +19,24 @@ def write_image(path, height, width, mode="RGB", seed=0, fmt=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     image.save(path, format=fmt)
     return pixels
+
+
+def write_turned_photo(path, orientation, stored=(60, 100), rect=(10, 60, 25, 90)):
+    """A JPEG of ``stored`` (h, w) pixels, white inside ``rect`` (continuous ``yxyx``) and black
+    elsewhere, tagged with EXIF ``orientation``. Returns what a viewer shows (Pillow's
+    ``exif_transpose``, independent of the code under test): ``(height, width)`` and the white
+    pixels' first and last row and column ``(r0, c0, r1, c1)``."""
+    pixels = np.zeros((*stored, 3), np.uint8)
+    pixels[rect[0]:rect[2], rect[1]:rect[3]] = 255
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image.save(path, exif=exif, quality=100)
+    with Image.open(path) as saved:
+        shown = np.asarray(ImageOps.exif_transpose(saved))[..., 0] > 128
+    rows, cols = np.nonzero(shown)
+    return shown.shape, (rows.min(), cols.min(), rows.max(), cols.max())
 
 
 def voc_xml(filename, width, height, objects, extra=""):

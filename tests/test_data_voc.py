@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 from tensorflow_datasets.object_detection import voc as tfds_voc
-from test_data_fixtures import examples, voc_xml, write_image, write_voc_folder
+from test_data_fixtures import examples, voc_xml, write_image, write_turned_photo, write_voc_folder
 
 from keras_frcnn.data import VOC_CLASSES, DataError, load_voc_folder, parse_voc_xml
 
@@ -192,3 +192,32 @@ def test_no_usable_image_is_one_clear_error(tmp_path):
         load_voc_folder(tmp_path, "trainval")
     with pytest.raises(DataError, match=r"\(test\): no usable example listed$"):
         load_voc_folder(tmp_path, "test")
+
+
+def test_boxes_drawn_on_a_turned_photo_as_shown_land_on_its_stored_pixels(tmp_path, caplog):
+    """A phone photo stored 100 x 60 with an EXIF orientation: a tool that shows it turned writes
+    the turned size and boxes; TensorFlow decodes the stored pixels, so the boxes are turned back
+    (orientations 5-8, told by the stated size); where the frame cannot be told (3: the same
+    size either way) or the size is the stored one, the boxes are taken as stored."""
+    write_voc_folder(tmp_path, {}, {})
+    stored_rect = np.float32([11 / 60, 61 / 100, 25 / 60, 90 / 100])  # rows 10-24, cols 60-89 as VOC numbers
+    cases = {"o5": 5, "o6": 6, "o7": 7, "o8": 8, "o3": 3, "o6stored": 6}
+    for image_id, orientation in cases.items():
+        (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "JPEGImages" / f"{image_id}.jpg", orientation)
+        if image_id == "o6stored":  # drawn on the stored pixels: the stored size and rectangle
+            (height, width), (r0, c0, r1, c1) = (60, 100), (10, 60, 24, 89)
+        (tmp_path / "Annotations" / f"{image_id}.xml").write_text(
+            voc_xml(f"{image_id}.jpg", width, height, [("dog", (c0 + 1, r0 + 1, c1 + 1, r1 + 1), False)]))
+    (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(cases))
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_voc_folder(tmp_path, classes=["dog"])
+    got = {e["image/filename"].decode(): e["objects/bbox"][0] for e in examples(source)}
+    for image_id in ("o5", "o6", "o7", "o8", "o6stored"):
+        np.testing.assert_allclose(got[f"{image_id}.jpg"], stored_rect, atol=1e-6, err_msg=image_id)
+    # Orientation 3 shows the image upside down at the same size: its boxes are taken as stored.
+    np.testing.assert_allclose(got["o3.jpg"], [(60 - 24) / 60, (100 - 89) / 100, (60 - 10) / 60, (100 - 60) / 100],
+                               atol=1e-6)
+    assert source.problems == {"EXIF orientation": 5}
+    assert "o6.xml: <size> 60 x 100 (w x h) is o6.jpg as shown (EXIF orientation 6; stored 100 x 60); " \
+           "boxes turned onto the stored pixels" in caplog.text
+    assert "o3.jpg: EXIF orientation 3: viewers show this image mirrored or turned" in caplog.text

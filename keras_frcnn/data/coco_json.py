@@ -25,7 +25,8 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import check_images
+from keras_frcnn.data.image_files import (annotated_as_shown, check_images, exif_undecided, shown_size,
+                                          to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems
 
 
@@ -108,12 +109,21 @@ def load_coco_json(
         if isinstance(size, Exception):
             problems.warn("bad image file", path, str(size), "image skipped")
             continue
-        height, width = size
         info = images[image_id]
-        if (info.get("height"), info.get("width")) not in ((None, None), (height, width)):
+        stated = (info.get("height"), info.get("width"))
+        as_shown = annotated_as_shown(size, stated)
+        if as_shown:
+            problems.warn("EXIF orientation", json_path,
+                          f"image id {image_id} ({info['file_name']}): JSON's {stated[1]} x {stated[0]} (w x h) "
+                          f"is the image as shown (EXIF orientation {size.orientation}; stored {size.width} x "
+                          f"{size.height})", "boxes turned onto the stored pixels")
+        elif stated not in ((None, None), tuple(size[:2])):
             problems.warn("size mismatch", json_path,
                           f"image id {image_id} ({info['file_name']}): JSON says {info.get('width')} x "
-                          f"{info.get('height')} (w x h), the file is {width} x {height}", "using the file's")
+                          f"{info.get('height')} (w x h), the file is {size.width} x {size.height}", "using the file's")
+        elif size.orientation != 1 and (stated == (None, None) or size.orientation < 5):
+            problems.warn("EXIF orientation", path, exif_undecided(size), "boxes taken as stored")
+        height, width = shown_size(size) if as_shown else size[:2]
         boxes, labels, crowd, areas = [], [], [], []
         for number, annotation in annotations[image_id]:
             where = f"annotations[{number}] (image {info['file_name']})"
@@ -131,11 +141,12 @@ def load_coco_json(
             areas.append(_area(annotation.get("area")))
         if skip_empty and not boxes:
             continue
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         records.append(ImageRecord(
             path=path,
             filename=info["file_name"],
             image_id=image_id,
-            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            boxes=to_stored_frame(boxes, size.orientation) if as_shown else boxes,
             labels=np.asarray(labels, np.int64),
             difficult=np.asarray(crowd, np.bool_),
             area=np.asarray(areas, np.float32),

@@ -7,21 +7,40 @@ list their examples and skip (with a warning naming the file) whatever fails her
 The check decodes each file with Pillow, in the formats ``tf.io.decode_image`` reads. JPEGs are
 decoded at 1/8 scale (``Image.draft``): libjpeg still reads every entropy-coded block, so a
 truncated file is still caught, at a fraction of the cost of a full decode.
+
+EXIF orientation (phone photos): TensorFlow decodes the stored pixels and ignores it, while viewers
+and browser-based annotation tools show the image turned. Where an annotation states the turned
+size (orientations 5-8), its boxes were drawn on the image as shown and the folder sources turn
+them onto the stored pixels (:func:`to_stored_frame`); where it cannot be told (orientations 2-4,
+or no stated size), the boxes are taken as stored, with a warning.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import typing
 
+import numpy as np
 from PIL import Image
 
 # What tf.io.decode_image can decode.
 TF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: how a viewer turns the stored pixels to show them
 
-def check_image(path) -> tuple:
-    """Decode ``path`` -> ``(height, width)``; raises ``ValueError`` saying what is wrong."""
+
+class CheckedImage(typing.NamedTuple):
+    """An image file's stored size (what ``tf.io.decode_image`` gives: it ignores EXIF) and its
+    EXIF orientation (1: shown as stored; 2-8: mirrored and / or turned for display)."""
+
+    height: int
+    width: int
+    orientation: int = 1
+
+
+def check_image(path) -> CheckedImage:
+    """Decode ``path`` -> its :class:`CheckedImage`; raises ``ValueError`` saying what is wrong."""
     if not os.path.isfile(path):
         raise ValueError("image file is missing")
     try:
@@ -29,6 +48,7 @@ def check_image(path) -> tuple:
             if image.format not in TF_FORMATS:
                 raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}")
             width, height = image.size
+            orientation = image.getexif().get(ORIENTATION_TAG, 1)
             if image.format == "JPEG":
                 image.draft(image.mode, (max(width // 8, 1), max(height // 8, 1)))
             image.load()
@@ -38,13 +58,56 @@ def check_image(path) -> tuple:
         raise ValueError(f"image file is corrupt or unreadable ({type(error).__name__}: {error})") from None
     if width < 1 or height < 1:
         raise ValueError(f"image is empty ({width} x {height})")
-    return height, width
+    return CheckedImage(height, width, orientation if orientation in range(1, 9) else 1)
+
+
+def shown_size(image: CheckedImage) -> tuple:
+    """``(height, width)`` of the image as viewers (and annotation tools in a browser) show it."""
+    return (image.width, image.height) if image.orientation >= 5 else (image.height, image.width)
+
+
+def annotated_as_shown(image: CheckedImage, stated_size) -> bool:
+    """Whether boxes given with ``stated_size`` ``(height, width)`` were drawn on the image as shown
+    (EXIF applied) rather than as stored: decidable only where the orientation turns the image by
+    90 degrees (5-8) and the stated size is the turned one."""
+    return (image.orientation >= 5 and image.height != image.width
+            and tuple(stated_size) == shown_size(image))
+
+
+def exif_undecided(image: CheckedImage) -> str:
+    """The warning for an EXIF orientation whose annotations' frame cannot be told."""
+    return (f"EXIF orientation {image.orientation}: viewers show this image "
+            + ("mirrored or turned" if image.orientation < 5 else "turned by 90 degrees")
+            + "; its boxes are read as drawn on the stored pixels (as TensorFlow decodes it), which "
+            "the annotation's stated size cannot confirm")
+
+
+def to_stored_frame(boxes, orientation: int) -> np.ndarray:
+    """Normalised ``[ymin, xmin, ymax, xmax]`` boxes on the image as shown -> on the stored pixels.
+
+    EXIF orientation ``o`` shows stored point ``(x, y)`` (normalised) at: 2 ``(1 - x, y)``,
+    3 ``(1 - x, 1 - y)``, 4 ``(x, 1 - y)``, 5 ``(y, x)``, 6 ``(1 - y, x)``, 7 ``(1 - y, 1 - x)``,
+    8 ``(y, 1 - x)``; this is its inverse, corner by corner.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    y0, x0, y1, x1 = boxes.T
+    ys, xs = {  # the stored y and x of each shown corner pair
+        1: ((y0, y1), (x0, x1)),
+        2: ((y0, y1), (1 - x1, 1 - x0)),
+        3: ((1 - y1, 1 - y0), (1 - x1, 1 - x0)),
+        4: ((1 - y1, 1 - y0), (x0, x1)),
+        5: ((x0, x1), (y0, y1)),
+        6: ((1 - x1, 1 - x0), (y0, y1)),
+        7: ((1 - x1, 1 - x0), (1 - y1, 1 - y0)),
+        8: ((x0, x1), (1 - y1, 1 - y0)),
+    }[orientation]
+    return np.stack([ys[0], xs[0], ys[1], xs[1]], axis=1)
 
 
 def check_images(paths, max_workers=None) -> list:
     """:func:`check_image` over ``paths`` in threads (Pillow decodes without the GIL).
 
-    Returns one entry per path: ``(height, width)`` or the ``ValueError`` it raised.
+    Returns one entry per path: its :class:`CheckedImage` or the ``ValueError`` it raised.
     """
 
     def one(path):

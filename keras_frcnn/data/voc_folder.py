@@ -29,7 +29,8 @@ import defusedxml.ElementTree
 import numpy as np
 
 from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import check_images
+from keras_frcnn.data.image_files import (annotated_as_shown, check_images, exif_undecided, shown_size,
+                                          to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG", ".JPEG", ".PNG")
@@ -220,12 +221,20 @@ def load_voc_folder(
         if isinstance(size, Exception):
             problems.warn("bad image file", image_path, str(size), "image skipped")
             continue
-        height, width = size
         annotation = parsed[image_id]
-        if annotation.size is not None and annotation.size != (float(height), float(width)):
+        as_shown = annotation.size is not None and annotated_as_shown(size, annotation.size)
+        if as_shown:
+            problems.warn("EXIF orientation", xml_path,
+                          f"<size> {annotation.size[1]:g} x {annotation.size[0]:g} (w x h) is "
+                          f"{os.path.basename(image_path)} as shown (EXIF orientation {size.orientation}; "
+                          f"stored {size.width} x {size.height})", "boxes turned onto the stored pixels")
+        elif annotation.size is not None and annotation.size != (float(size.height), float(size.width)):
             problems.warn("size mismatch", xml_path,
                           f"<size> says {annotation.size[1]:g} x {annotation.size[0]:g} (w x h) but "
-                          f"{os.path.basename(image_path)} is {width} x {height}", "using the image's size")
+                          f"{os.path.basename(image_path)} is {size.width} x {size.height}", "using the image's size")
+        elif size.orientation != 1 and (annotation.size is None or size.orientation < 5):
+            problems.warn("EXIF orientation", image_path, exif_undecided(size), "boxes taken as stored")
+        height, width = shown_size(size) if as_shown else size[:2]
         boxes, labels, difficult = [], [], []
         for obj in annotation.objects:
             name = obj.name.lower() if voc_names else obj.name
@@ -241,10 +250,11 @@ def load_voc_folder(
             difficult.append(obj.difficult)
         if skip_empty and not boxes:
             continue
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         records.append(ImageRecord(
             path=image_path,
             filename=os.path.basename(image_path),
-            boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
+            boxes=_onto_stored_pixels(boxes, size) if as_shown else boxes,
             labels=np.asarray(labels, np.int64),
             difficult=np.asarray(difficult, np.bool_),
         ))
@@ -274,6 +284,17 @@ def _normalised_box(box_xyxy, height, width, path, problems):
     xmin, ymin, xmax, ymax = clipped
     # Same arithmetic as TFDS (Python floats, then float32): xmin / width, no offset.
     return [ymin / height, xmin / width, ymax / height, xmax / width]
+
+
+def _onto_stored_pixels(boxes, image):
+    """Boxes of VOC pixel numbers (normalised) drawn on ``image`` as shown -> on its stored pixels:
+    turned as continuous boxes (a number ``n`` as a minimum is the edge ``n - 1``), then numbered
+    again, so a mirrored box covers exactly the mirrored pixels."""
+    shown = np.tile(shown_size(image), 2).astype(np.float32)
+    stored = np.tile((image.height, image.width), 2).astype(np.float32)
+    first = np.float32([1, 1, 0, 0])
+    turned = to_stored_frame((boxes * shown - first) / shown, image.orientation)
+    return (turned * stored + first) / stored
 
 
 def _image_index(images_dir) -> dict:
