@@ -20,11 +20,10 @@ import sys
 from keras_frcnn import cli
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-
-
 def image_paths(paths) -> list:
     """``paths`` with each folder replaced by its image files, sorted by name."""
+    from keras_frcnn.data.image_files import IMAGE_SUFFIXES
+
     found = []
     for path in paths:
         if os.path.isdir(path):

@@ -24,8 +24,9 @@ import typing
 import numpy as np
 from PIL import Image
 
-# What tf.io.decode_image can decode.
+# What tf.io.decode_image can decode, and the file name suffixes (any case) taken for images.
 TF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: how a viewer turns the stored pixels to show them
 

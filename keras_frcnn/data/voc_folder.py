@@ -29,11 +29,9 @@ import defusedxml.ElementTree
 import numpy as np
 
 from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import (annotated_as_shown, check_images, exif_undecided, shown_size,
-                                          to_stored_frame)
+from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
+                                          shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".JPG", ".JPEG", ".PNG")
 
 
 class VocObject(typing.NamedTuple):
@@ -302,7 +300,7 @@ def _image_index(images_dir) -> dict:
     index = {}
     for name in os.listdir(images_dir):
         stem, extension = os.path.splitext(name)
-        if extension in IMAGE_EXTENSIONS:
+        if extension.lower() in IMAGE_SUFFIXES:
             index.setdefault(stem, []).append(name)
     return index
 
