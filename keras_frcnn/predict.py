@@ -50,6 +50,17 @@ def read_image(path):
     return decode_image(tf.io.read_file(path)).numpy()
 
 
+def _one_graph(model):
+    """A Keras model's call as one TensorFlow graph for images of any size (on the shapes model
+    ~5x faster a file than calling it eagerly); an exported model's runtime as it is."""
+    import keras
+    import tensorflow as tf
+
+    if not isinstance(model, keras.Model):
+        return model
+    return tf.function(model, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
+
+
 def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
     """Write ``out_dir/<name>.png`` for every readable image of ``paths``; returns (written, failed)."""
     import numpy as np
@@ -58,6 +69,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
 
     warn = warn or (lambda message: print(message, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
+    detect = _one_graph(model)
     written, failed = [], []
     for path in image_paths(paths):
         try:
@@ -66,7 +78,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
             warn(f"error: {error}")
             failed.append(path)
             continue
-        out = {k: np.asarray(v)[0] for k, v in model(image[None]).items()}
+        out = {k: np.asarray(v)[0] for k, v in detect(image[None]).items()}
         n = int(out["num_detections"])
         drawn = draw_detections(image, out["boxes"][:n], out["confidence"][:n], out["labels"][:n],
                                 model.class_names, min_score=min_score)
