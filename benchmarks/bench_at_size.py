@@ -2,12 +2,20 @@
 the shapes generator) through ``--voc-dir``, not a test.
 
     python benchmarks/bench_at_size.py write DIR [--images 5000] [--test-images 500]
+    python benchmarks/bench_at_size.py write-coco DIR [--images 3000] [--test-images 300] [--faults]
     python benchmarks/bench_at_size.py pipeline DIR [--passes 1]          # the input pipeline alone
     python benchmarks/bench_at_size.py old-pipeline DIR --old-checkout OLD  # the code before issue 12
     python benchmarks/bench_at_size.py train DIR [--out runs/at_size]     # one pass, shapes model
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
-(the folder is data: never commit it). ``pipeline``: the training stream of the ``shapes`` preset
+(the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
+``DIR/train``, ``DIR/val`` as exporters write them (category ids 3 / 7 / 12 / 90, image ids with
+gaps, half the files in a subfolder, polygon segmentations with their own areas); ``--faults`` adds
+to train.json what real exports hold (a missing and a corrupt image, an annotation of an unknown
+image and one of an unknown category, a zero-width and a missing bbox, a box reaching outside, a
+crowd region, a wrong stated size, an image without annotations, a greyscale image, a phone photo
+with EXIF orientation 6 annotated as shown). Train on it with ``python train.py --coco-json
+DIR/train.json --coco-images DIR/train --coco-val-json DIR/val.json --coco-val-images DIR/val``. ``pipeline``: the training stream of the ``shapes`` preset
 over trainval at 2 images a step for ``--passes`` passes, in this process alone: distinct images
 delivered, steps, wall time and the process's peak memory (the input pipeline's). ``old-pipeline``:
 the same number of steps through the pipeline of an older checkout as its runner used it (a new
@@ -65,6 +73,90 @@ def write(root, images, test_images, seed=12):
     size = sum(os.path.getsize(os.path.join(root, "JPEGImages", n + ".jpg")) for n in names)
     print(f"wrote {images} trainval + {test_images} test scenes to {root} ({size / 2**20:.0f} MB of JPEG) "
           f"in {time.perf_counter() - started:.0f} s")
+
+
+COCO_CATEGORY_IDS = (3, 7, 12, 90)  # SHAPE_CLASSES' ids: COCO's have gaps too
+
+
+def _write_coco_one(args):
+    folder, number, seed, image_id = args
+    from PIL import Image
+
+    from keras_frcnn.data.shapes import render_example
+
+    image, boxes, labels = render_example(np.random.default_rng([seed, number]))
+    height, width = image.shape[:2]
+    name = f"{image_id:012d}.jpg" if number % 2 else f"sub/{image_id:012d}.jpg"
+    Image.fromarray(image).save(os.path.join(folder, name), quality=90)
+    annotations = []
+    for (ymin, xmin, ymax, xmax), label in zip(boxes, labels):
+        w, h = float(xmax - xmin), float(ymax - ymin)
+        annotations.append({"image_id": image_id, "category_id": COCO_CATEGORY_IDS[label],
+                            "bbox": [round(float(xmin), 2), round(float(ymin), 2), round(w, 2), round(h, 2)],
+                            "area": round(0.8 * w * h, 2), "iscrowd": 0,
+                            "segmentation": [[float(xmin), float(ymin), float(xmax), float(ymin),
+                                              float(xmax), float(ymax), float(xmin), float(ymax)]]})
+    return {"id": image_id, "file_name": name, "height": height, "width": width}, annotations
+
+
+def _coco_faults(folder, images, annotations):
+    """What real exports hold, added to one split (each one is warned about and counted)."""
+    from PIL import Image
+
+    image_at = {image["id"]: image for image in images}
+    first = [image["id"] for image in images[:12]]
+    os.remove(os.path.join(folder, image_at[first[0]]["file_name"]))                      # missing image
+    with open(os.path.join(folder, image_at[first[1]]["file_name"]), "wb") as f:         # corrupt image
+        f.write(b"\xff\xd8\xff\xe0 cut short")
+    extra = [
+        {"image_id": 10**9, "category_id": 3, "bbox": [1, 1, 5, 5]},                       # unknown image
+        {"image_id": first[2], "category_id": 55, "bbox": [1, 1, 5, 5]},                   # unknown category
+        {"image_id": first[3], "category_id": 3, "bbox": [1, 1, 0, 5]},                    # zero width
+        {"image_id": first[4], "category_id": 7, "bbox": None},                            # no bbox
+        {"image_id": first[5], "category_id": 7, "bbox": [-5, -5, 30, 30]},                # reaches outside
+        {"image_id": first[6], "category_id": 7, "bbox": [10, 10, 40, 40], "iscrowd": 1,   # a crowd region
+         "segmentation": {"counts": [0, 10], "size": [image_at[first[6]]["height"], image_at[first[6]]["width"]]}},
+    ]
+    annotations += [{"area": 100.0, "iscrowd": 0, **a} for a in extra]
+    image_at[first[7]]["height"] += 1                                                      # wrong stated size
+    Image.fromarray(np.full((300, 400, 3), 128, np.uint8)).save(os.path.join(folder, "empty.png"))
+    images.append({"id": 1, "file_name": "empty.png", "height": 300, "width": 400})       # no annotations
+    Image.fromarray(np.full((300, 400), 90, np.uint8)).save(os.path.join(folder, "grey.jpg"))
+    images.append({"id": 2, "file_name": "grey.jpg", "height": 300, "width": 400})        # greyscale
+    annotations.append({"image_id": 2, "category_id": 12, "bbox": [100, 100, 50, 50], "area": 2000, "iscrowd": 0})
+    # A phone photo stored 400 x 300 with EXIF orientation 6 (shown turned to 300 x 400), its square
+    # annotated as shown: stored rows 50-149, columns 200-299 are shown at x 150-249, y 200-299.
+    pixels = np.full((300, 400, 3), 40, np.uint8)
+    pixels[50:150, 200:300] = 220
+    photo = Image.fromarray(pixels)
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(os.path.join(folder, "phone.jpg"), exif=exif, quality=95)
+    images.append({"id": 4, "file_name": "phone.jpg", "height": 400, "width": 300})
+    annotations.append({"image_id": 4, "category_id": 7, "bbox": [150, 200, 100, 100], "area": 10000, "iscrowd": 0})
+
+
+def write_coco(root, images, test_images, faults=False, seed=13):
+    started = time.perf_counter()
+    for split, count, first_id in (("train", images, 1000), ("val", test_images, 10**6)):
+        folder = os.path.join(root, split)
+        os.makedirs(os.path.join(folder, "sub"), exist_ok=True)
+        jobs = [(folder, n, seed + (split == "val"), first_id + 3 * n) for n in range(count)]
+        with ProcessPoolExecutor() as pool:
+            written = list(pool.map(_write_coco_one, jobs, chunksize=64))
+        entries = [image for image, _ in written]
+        annotations = [a for _, image_annotations in written for a in image_annotations]
+        if faults and split == "train":
+            _coco_faults(folder, entries, annotations)
+        for number, annotation in enumerate(annotations, start=1):
+            annotation["id"] = number
+        categories = [{"id": i, "name": n, "supercategory": "shape"}
+                      for i, n in zip(COCO_CATEGORY_IDS, ("circle", "square", "triangle", "cross"))]
+        with open(os.path.join(root, split + ".json"), "w") as f:
+            json.dump({"info": {"description": "shapes as COCO"}, "licenses": [], "images": entries,
+                       "annotations": annotations, "categories": categories}, f)
+        print(f"{split}: {len(entries)} images, {len(annotations)} annotations")
+    print(f"wrote {root} in {time.perf_counter() - started:.0f} s")
 
 
 def _source(root):
@@ -172,16 +264,19 @@ def train(root, out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["write", "pipeline", "old-pipeline", "train"])
+    parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train"])
     parser.add_argument("dir")
-    parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--test-images", type=int, default=500)
+    parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
+    parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
+    parser.add_argument("--faults", action="store_true", help="write-coco: add real exports' faults")
     parser.add_argument("--passes", type=float, default=1.0)
     parser.add_argument("--old-checkout")
     parser.add_argument("--out", default="runs/at_size")
     args = parser.parse_args()
     if args.what == "write":
-        write(args.dir, args.images, args.test_images)
+        write(args.dir, args.images or 5000, args.test_images or 500)
+    elif args.what == "write-coco":
+        write_coco(args.dir, args.images or 3000, args.test_images or 300, args.faults)
     elif args.what == "pipeline":
         pipeline(args.dir, args.passes)
     elif args.what == "old-pipeline":
