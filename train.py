@@ -200,7 +200,9 @@ def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
     return cli.run(lambda: train(args), interrupted="interrupted: add --resume to the same command to "
-                   "continue from the last checkpoint (every stage's end, --checkpoint-minutes, --checkpoint-every)")
+                   "continue from the last checkpoint (every stage's end, --checkpoint-minutes, --checkpoint-every)",
+                   data_error_hint="reading the data; once it is whole again, add --resume to the same command to "
+                   "continue from the last checkpoint")
 
 
 def train(args):

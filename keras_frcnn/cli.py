@@ -36,10 +36,11 @@ def quiet_tensorflow():
     load_tensorflow_quietly()
 
 
-def run(command, interrupted="interrupted") -> int:
+def run(command, interrupted="interrupted", data_error_hint="") -> int:
     """``command()`` (a command's work, returning its exit status) with user errors turned into
-    one ``error: ...`` line and exit status 2, and Ctrl-C into the line ``interrupted`` and exit
-    status 130 (the shell's for SIGINT)."""
+    one ``error: ...`` line and exit status 2 (``data_error_hint`` added to an error met while
+    reading data in a TensorFlow graph), and Ctrl-C into the line ``interrupted`` and exit status
+    130 (the shell's for SIGINT)."""
     from keras_frcnn.config import ConfigError
     from keras_frcnn.data.problems import DataError
 
@@ -58,7 +59,7 @@ def run(command, interrupted="interrupted") -> int:
         tf = sys.modules.get("tensorflow")
         if tf is not None and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
                                                  tf.errors.DataLossError)):
-            return _fail(error, describe_tf_error(error))
+            return _fail(error, describe_tf_error(error) + (f" ({data_error_hint})" if data_error_hint else ""))
         raise
 
 
@@ -74,11 +75,18 @@ def _fail(error, text=None) -> int:
 
 
 def describe_tf_error(error) -> str:
-    """The useful part of a TensorFlow op error: its message without graph-node decorations."""
+    """The useful part of a TensorFlow op error: its message without graph-node decorations, and
+    (an error in a compiled step, e.g. a file gone while ``fit`` reads it) without the "Graph
+    execution error" header, where the failing node was defined and the tf.data iterator's name."""
     message = getattr(error, "message", str(error))
     message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
-    message = message.split("\n\t [[")[0].split("\n\n")[0]
-    return message.strip()
+    message = message.split("\n\t [[")[0].strip()
+    message = re.sub(r"^Graph execution error:\s*", "", message)
+    message = re.sub(r"^Detected at node .*?\(most recent call last\):\n(?:(?:  .*|<stack traces unavailable>)\n)*",
+                     "", message)
+    message = re.sub(r"^Error in user-defined function passed to \S+ transformation with iterator: \S+?: ", "",
+                     message)
+    return message.split("\n\n")[0].strip()
 
 
 def load_model(path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -127,6 +128,18 @@ def test_headline_of_a_split_without_labels():
     summary = {"evaluated_on": "x test", "mAP": None, "mAP_area": None, "num_images": 5,
                "num_positives": {"a": 0, "b": 0}}
     assert headline(summary) == "x test has no labelled objects: mAP undefined (5 images)"
+
+
+def test_a_file_gone_while_fit_reads_it_is_one_line_naming_it(tmp_path, capsys):
+    """An image removed after the data was listed fails inside Keras's compiled step: one line
+    with the file, not "Graph execution error:" and where the node was defined."""
+    missing = str(tmp_path / "gone.jpg")
+    data = tf.data.Dataset.from_tensor_slices(([missing], [[0.0]])).map(
+        lambda path, y: (tf.reshape(tf.cast(tf.strings.length(tf.io.read_file(path)), tf.float32), [1]), y))
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    assert cli.run(lambda: model.fit(data.batch(1), verbose=0), data_error_hint="add --resume") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {missing}; No such file or directory (add --resume)"
 
 
 def test_stored_proposals_of_another_example_are_an_error_naming_it(tmp_path, capsys):
