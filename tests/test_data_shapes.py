@@ -1,11 +1,15 @@
 """The built-in shapes set: deterministic, local, in the TFDS detection layout."""
 
+import threading
+
 import numpy as np
+import tensorflow_datasets as tfds
 from test_data_fixtures import examples
 
 from keras_frcnn.config import preset
 from keras_frcnn.data import SHAPE_CLASSES, load_shapes, train_dataset
-from keras_frcnn.data.shapes import render_example
+from keras_frcnn.data.shapes import render_example, shapes_builder
+from keras_frcnn.data.tfds_sources import build_lock
 
 
 def _build(data_dir, split):
@@ -59,3 +63,25 @@ def test_rendered_objects_vary():
     a, _, _ = render_example(np.random.default_rng([0, 1, 5]))
     b, _, _ = render_example(np.random.default_rng([0, 1, 5]))
     np.testing.assert_array_equal(a, b)
+
+
+def test_a_run_started_while_another_builds_the_set_waits_and_reads_it(tmp_path):
+    """Two ``train.py`` runs started together on a new machine: TFDS's second build failed to
+    rename its folder into place. Here one build holds the lock while a second load starts (it makes
+    its builder on the empty folder, then waits); once the first is done, the second reads it."""
+    loaded = {}
+
+    def second_run():
+        loaded["source"] = load_shapes("train", data_dir=tmp_path, num_train=6, num_test=2)
+
+    first = shapes_builder(tmp_path, num_train=6, num_test=2)
+    with build_lock(first):
+        waiting = threading.Thread(target=second_run)
+        waiting.start()
+        waiting.join(timeout=3)
+        assert waiting.is_alive()  # at the lock, not building beside the first
+        first.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    waiting.join(timeout=120)
+    assert loaded["source"].num_examples == 6
+    assert len(examples(loaded["source"])) == 6

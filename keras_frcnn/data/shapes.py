@@ -20,6 +20,7 @@ Features are the TFDS detection layout (``image``, ``image/filename``, ``image/i
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -28,6 +29,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_frcnn.data.examples import DetectionSource, from_tfds_example
+from keras_frcnn.data.tfds_sources import prepared
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
@@ -120,9 +122,9 @@ def load_shapes(split: str = "train", data_dir=None, num_train: int = 500, num_t
       ``$TFDS_DATA_DIR``); the set lands in ``data_dir/shapes/<config name>/<version>/``.
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded JPEG bytes (False).
     """
-    builder = shapes_builder(data_dir, num_train=num_train, num_test=num_test, seed=seed)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    builder = prepared(  # two runs started together build it once
+        functools.partial(shapes_builder, data_dir, num_train=num_train, num_test=num_test, seed=seed),
+        tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
     decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
     dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
     dataset = dataset.map(from_tfds_example, num_parallel_calls=1, deterministic=True)

@@ -24,6 +24,7 @@ An unpacked ``VOCdevkit/VOC2007`` folder can also be read directly with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import typing
@@ -77,6 +78,40 @@ def check_labelled(name: str, split: str, role: str = "evaluation"):
                             "(evaluation): see --train-split / --test-split")
 
 
+@contextlib.contextmanager
+def build_lock(builder):
+    """Holds a lock file beside ``builder``'s data (a local data directory) while one process
+    builds it: TFDS renames a finished build into place and fails in a second process building the
+    same set at the same time ("Cannot rename ... already exists", seen with two ``train.py`` runs
+    started together on a new machine). The second waits, then finds the set built."""
+    root = os.fspath(builder.data_dir_root)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None
+    if fcntl is None or "://" in root:  # or a bucket (gs://...): no file locks there
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    config = builder.builder_config.name if builder.builder_config else "default"
+    with open(os.path.join(root, f".{builder.name}-{config}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def prepared(make_builder, download_config):
+    """``make_builder()``'s set built if needed, one process at a time (:func:`build_lock`); the
+    builder returned has the finished set's info (one made while another process was still
+    building read an empty folder)."""
+    builder = make_builder()
+    with build_lock(builder):
+        builder.download_and_prepare(download_config=download_config)
+    return builder if builder.info.splits else make_builder()
+
+
 def load_tfds(
     name: str,
     split: str,
@@ -106,8 +141,8 @@ def load_tfds(
     builder = tfds.builder(name, data_dir=data_dir)
     if download:
         try:
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+            builder = prepared(functools.partial(tfds.builder, name, data_dir=data_dir),
+                               tfds.download.DownloadConfig(manual_dir=manual_dir))
         except Exception as error:  # network, checksum, disk ... errors of many types
             manual = manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
             files = ", ".join(OFFLINE_FILES.get(name, ("the dataset's archives",)))
