@@ -22,6 +22,7 @@ minutes and at the end of each stage).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -205,7 +206,39 @@ def main(argv=None):
                    "continue from the last checkpoint")
 
 
+@contextlib.contextmanager
+def run_folder_lock(run_dir):
+    """One train.py at a time in a run folder: a second one (the same command started twice, or
+    into a folder a run is still using) would clear or overwrite the first's checkpoint, stored
+    proposals and initial weights under it. The lock is the kernel's (``flock``), so a killed run
+    (even by kill -9) leaves none behind."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, ".train.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise cli.UsageError(f"{run_dir} is in use by another train.py (process {holder}): wait for it "
+                                 "to end, or give another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        yield
+
+
 def train(args):
+    with contextlib.ExitStack() as held:  # the run folder's lock, once it is known
+        return _train(args, held)
+
+
+def _train(args, held):
     started = time.perf_counter()
 
     import keras
@@ -239,11 +272,12 @@ def train(args):
     strategy = make_strategy(args.strategy)
     chief = is_chief(strategy)
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
+    choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
+    held.enter_context(run_folder_lock(run_dir))
     left = None if args.resume else unfinished_run(run_dir, config_path)
     if left:
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
                              "or give another --out (or delete that folder) to start a new one")
-    choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
     if choice.kind == "tfds":
         cfg = dataclasses.replace(cfg, dataset=choice.name, train_split=choice.train_split,
                                   test_split=choice.test_split)

@@ -116,6 +116,23 @@ def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_co
     assert "training on coco/2017 train" in out and "evaluating on coco/2017 validation" in out
 
 
+def test_a_second_train_py_in_a_folder_in_use_is_refused(tmp_path, tiny_config_file, capsys):
+    """The same command started twice: the second stops before touching the first's folder (the
+    lock is the kernel's: here held by this process through another open file, as a second
+    process would meet it)."""
+    out = tmp_path / "run"
+    with train.run_folder_lock(str(out)):
+        (out / "marker").write_text("the first run's")
+        code, stdout, err = _train(["--config", str(tiny_config_file), "--out", str(out), "--steps", "2"], capsys)
+        assert code == 2 and stdout == ""
+        assert err == f"error: {out} is in use by another train.py (process {os.getpid()}): wait for it to end, " \
+                      "or give another --out\n"
+        assert sorted(p.name for p in out.iterdir()) == [".train.lock", "marker"]
+    # Released with the first run: the folder is usable again (here: the lock alone).
+    with train.run_folder_lock(str(out)):
+        pass
+
+
 def test_an_unlabelled_split_is_refused_before_training(tmp_path, tiny_config_file, capsys):
     code, out, err = _train(["--config", str(tiny_config_file), "--dataset", "coco/2017", "--test-split", "test",
                              "--out", str(tmp_path / "run")], capsys)
