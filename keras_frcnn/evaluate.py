@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
 from keras_frcnn import cli
@@ -126,6 +127,11 @@ def main(argv=None):
 def _evaluate(args):
     from keras_frcnn import metrics
 
+    if args.out:  # checked before the evaluation, not after it
+        if os.path.isdir(args.out):
+            raise cli.UsageError(f"--out {args.out}: a folder; give the metrics file's name, e.g. "
+                                 f"{os.path.join(args.out, 'metrics.json')}")
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     model = cli.load_model(args.model)
     if args.min_side:
         model = model.at_scale(args.min_side, args.max_side)

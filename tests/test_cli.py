@@ -86,8 +86,14 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     assert evaluate_main(["--model", model, "--shapes-images", "4,2", "--data-dir", str(tmp_path / "tfds")]) == 2
     err = capsys.readouterr().err
     assert "has the classes ['circle', 'square', 'triangle', 'cross'], the model ['square', 'wide']" in err
-    assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-images", val_images]) == 0
+    written = tmp_path / "results" / "new" / "metrics.json"  # its folders made first
+    assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-images", val_images,
+                          "--out", str(written)]) == 0
     assert f"on COCO {val_json}, 3 images" in capsys.readouterr().out
+    assert json.loads(written.read_text())["evaluated_on"] == f"COCO {val_json}"
+    assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-images", val_images,
+                          "--out", str(tmp_path)]) == 2
+    assert "a folder; give the metrics file's name" in capsys.readouterr().err
 
 
 def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_config_file, capsys):
