@@ -70,7 +70,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
     warn = warn or (lambda message: print(message, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
-    written, failed = [], []
+    written, failed, taken = [], [], set()
     for path in image_paths(paths):
         try:
             image = read_image(path)
@@ -84,9 +84,10 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
                                 model.class_names, min_score=min_score)
         stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
         target, number = stem + ".png", 1
-        while target in written:  # a/x.jpg and b/x.jpg, or x.jpg and x.png
+        while target in taken:  # a/x.jpg and b/x.jpg, or x.jpg and x.png
             number += 1
             target = f"{stem}_{number}.png"
+        taken.add(target)
         from PIL import Image
 
         Image.fromarray(np.asarray(drawn)).save(target)
