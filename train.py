@@ -210,26 +210,14 @@ def main(argv=None):
 def run_folder_lock(run_dir):
     """One train.py at a time in a run folder: a second one (the same command started twice, or
     into a folder a run is still using) would clear or overwrite the first's checkpoint, stored
-    proposals and initial weights under it. The lock is the kernel's (``flock``), so a killed run
-    (even by kill -9) leaves none behind."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        yield
-        return
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, ".train.lock"), "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "?"
+    proposals and initial weights under it. The lock is the kernel's (``keras_frcnn.locks``), so a
+    killed run (even by kill -9) leaves none behind."""
+    from keras_frcnn.locks import file_lock
+
+    with file_lock(os.path.join(run_dir, ".train.lock"), wait=False) as holder:
+        if holder is not None:
             raise cli.UsageError(f"{run_dir} is in use by another train.py (process {holder}): wait for it "
-                                 "to end, or give another --out") from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
+                                 "to end, or give another --out")
         yield
 
 

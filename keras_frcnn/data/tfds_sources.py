@@ -24,7 +24,6 @@ An unpacked ``VOCdevkit/VOC2007`` folder can also be read directly with
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import typing
@@ -33,6 +32,7 @@ import tensorflow_datasets as tfds
 
 from keras_frcnn.data.examples import DetectionSource, from_tfds_example
 from keras_frcnn.data.problems import DataError
+from keras_frcnn.locks import file_lock
 
 OFFLINE_FILES = {
     "voc/2007": ("VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar"),
@@ -78,35 +78,20 @@ def check_labelled(name: str, split: str, role: str = "evaluation"):
                             "(evaluation): see --train-split / --test-split")
 
 
-@contextlib.contextmanager
 def build_lock(builder):
-    """Holds a lock file beside ``builder``'s data (a local data directory) while one process
-    builds it: TFDS renames a finished build into place and fails in a second process building the
-    same set at the same time ("Cannot rename ... already exists", seen with two ``train.py`` runs
-    started together on a new machine). The second waits, then finds the set built."""
-    root = os.fspath(builder.data_dir_root)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock
-        fcntl = None
-    if fcntl is None or "://" in root:  # or a bucket (gs://...): no file locks there
-        yield
-        return
-    os.makedirs(root, exist_ok=True)
+    """A lock file beside ``builder``'s data, held while one process builds it: TFDS renames a
+    finished build into place and fails in a second process building the same set at the same
+    time ("Cannot rename ... already exists", seen with two ``train.py`` runs started together on a
+    new machine). The second waits, then finds the set built."""
     config = builder.builder_config.name if builder.builder_config else "default"
-    with open(os.path.join(root, f".{builder.name}-{config}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return file_lock(os.path.join(os.fspath(builder.data_dir_root), f".{builder.name}-{config}.lock"))
 
 
-def prepared(make_builder, download_config):
-    """``make_builder()``'s set built if needed, one process at a time (:func:`build_lock`); the
-    builder returned has the finished set's info (one made while another process was still
-    building read an empty folder)."""
-    builder = make_builder()
+def prepared(make_builder, download_config, builder=None):
+    """The set of ``builder`` (default ``make_builder()``) built if needed, one process at a time
+    (:func:`build_lock`); the builder returned has the finished set's info (one made while another
+    process was still building read an empty folder: ``make_builder()`` makes it again)."""
+    builder = builder or make_builder()
     with build_lock(builder):
         builder.download_and_prepare(download_config=download_config)
     return builder if builder.info.splits else make_builder()
@@ -138,11 +123,11 @@ def load_tfds(
         from keras_frcnn.data.shapes import load_shapes  # a TFDS builder of its own
         return load_shapes(split, data_dir=data_dir, decode_images=decode_images)
 
-    builder = tfds.builder(name, data_dir=data_dir)
+    make_builder = functools.partial(tfds.builder, name, data_dir=data_dir)
+    builder = make_builder()
     if download:
         try:
-            builder = prepared(functools.partial(tfds.builder, name, data_dir=data_dir),
-                               tfds.download.DownloadConfig(manual_dir=manual_dir))
+            builder = prepared(make_builder, tfds.download.DownloadConfig(manual_dir=manual_dir), builder)
         except Exception as error:  # network, checksum, disk ... errors of many types
             manual = manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
             files = ", ".join(OFFLINE_FILES.get(name, ("the dataset's archives",)))
