@@ -20,7 +20,7 @@ from test_data_tfds import _as_dataset_fn
 from conftest import tiny_config
 from keras_frcnn import cli
 from keras_frcnn.config import Config, ConfigError
-from keras_frcnn.data import load_voc_folder, train_dataset
+from keras_frcnn.data import load_shapes, load_voc_folder, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
 from keras_frcnn.evaluate import headline
@@ -145,6 +145,22 @@ def test_an_unlabelled_split_is_refused_before_training(tmp_path, tiny_config_fi
     assert code == 2 and out == ""
     assert err.startswith("error: coco/2017 split 'test' has no annotations") and err.count("\n") == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_a_split_that_is_not_there_is_refused_before_training(tmp_path, tiny_config_file, capsys):
+    load_shapes("train", data_dir=str(tmp_path / "tfds"), num_train=6, num_test=3)
+    capsys.readouterr()  # the build's own lines
+    common = ["--config", str(tiny_config_file), "--dataset", "shapes", "--shapes-images", "6,3",
+              "--data-dir", str(tmp_path / "tfds"), "--out", str(tmp_path / "run")]
+    for flag, split, says in [("--train-split", "val", "Unknown split 'val'"),
+                              ("--test-split", "test[:2", "Error parsing split 'test[:2'"),
+                              ("--train-split", "train[4:2]", "selects no examples"),
+                              ("--train-split", "train[:0]", "corresponds to no data")]:
+        code, out, err = _train(common + [flag, split], capsys)
+        assert code == 2 and out == ""
+        assert err.startswith(f"error: TFDS shapes/train6_test3_seed0: split '{split}'") and says in err
+        assert err.endswith("(its splits: test (3), train (6))\n") and err.count("\n") == 1
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_headline_of_a_split_without_labels():

@@ -29,7 +29,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_frcnn.data.examples import DetectionSource, from_tfds_example
-from keras_frcnn.data.tfds_sources import prepared
+from keras_frcnn.data.tfds_sources import prepared, read_split
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
@@ -125,13 +125,12 @@ def load_shapes(split: str = "train", data_dir=None, num_train: int = 500, num_t
     builder = prepared(  # two runs started together build it once
         functools.partial(shapes_builder, data_dir, num_train=num_train, num_test=num_test, seed=seed),
         tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
-    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
-    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    dataset, num_examples = read_split(builder, split, decode_images)
     dataset = dataset.map(from_tfds_example, num_parallel_calls=1, deterministic=True)
     return DetectionSource(
         dataset=dataset,
         class_names=SHAPE_CLASSES,
-        num_examples=builder.info.splits[split].num_examples,
+        num_examples=num_examples,
         name=f"shapes/{builder.builder_config.name} {split}",
     )
 

@@ -97,6 +97,27 @@ def prepared(make_builder, download_config, builder=None):
     return builder if builder.info.splits else make_builder()
 
 
+def read_split(builder, split: str, decode_images: bool = True):
+    """``(dataset, num_examples)`` of a built set's ``split`` in TFDS's fixed order (``num_examples``
+    None where TFDS cannot count the expression or has no count, e.g. mocked), or a ``DataError`` naming the split and the set's
+    splits: an unknown name or a malformed expression (TFDS's ``ValueError``), or one that selects
+    nothing (``"train[200:100]"``, ``"train[:0]"``); found before anything is trained."""
+    where = f"TFDS {builder.name}" + (f"/{builder.builder_config.name}" if builder.builder_config else "")
+    splits = ", ".join(f"{name} ({info.num_examples})" for name, info in sorted(builder.info.splits.items()))
+    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
+    try:
+        dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    except ValueError as error:
+        raise DataError(f"{where}: split {split!r}: {' '.join(str(error).split())} (its splits: {splits})") from None
+    try:
+        num_examples = builder.info.splits[split].num_examples
+    except Exception:  # split expressions TFDS cannot count (or no split info, e.g. mocked)
+        num_examples = None
+    if num_examples is not None and num_examples < 0:  # an empty slice (TFDS counts 0 as no info)
+        raise DataError(f"{where}: split {split!r} selects no examples (its splits: {splits})")
+    return dataset, num_examples or None
+
+
 def load_tfds(
     name: str,
     split: str,
@@ -141,17 +162,12 @@ def load_tfds(
     difficult_key: typing.Optional[str] = next(
         (key for key in ("is_difficult", "is_crowd") if key in object_features), None)
 
-    decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
-    dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+    dataset, num_examples = read_split(builder, split, decode_images)
     dataset = dataset.map(functools.partial(from_tfds_example, difficult_key=difficult_key))
-    try:
-        num_examples = builder.info.splits[split].num_examples
-    except Exception:  # split expressions TFDS cannot count (or no split info, e.g. mocked)
-        num_examples = None
     return DetectionSource(
         dataset=dataset,
         class_names=tuple(object_features["label"].names),
-        num_examples=num_examples or None,
+        num_examples=num_examples,
         name=f"{name} {split}",
         # TFDS's voc builder divides the XML's 1-based pixel numbers by the size, no offset.
         voc_pixel_numbers=canonical_name(name).startswith("voc/"),
