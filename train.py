@@ -200,10 +200,9 @@ def is_chief(strategy) -> bool:
 def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
-    return cli.run(lambda: train(args), interrupted="interrupted: add --resume to the same command to "
-                   "continue from the last checkpoint (every stage's end, --checkpoint-minutes, --checkpoint-every)",
-                   data_error_hint="reading the data; once it is whole again, add --resume to the same command to "
-                   "continue from the last checkpoint")
+    resume = "add --resume to the same command to continue from the last checkpoint"
+    return cli.run(lambda: train(args), resume_hint=resume, interrupted=f"interrupted: {resume} (every "
+                   "stage's end, --checkpoint-minutes, --checkpoint-every)")
 
 
 @contextlib.contextmanager
@@ -237,7 +236,7 @@ def _train(args, held):
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation
-    from keras_frcnn.training import ScheduleRunner, unfinished_run
+    from keras_frcnn.training import ScheduleRunner, remove_path, unfinished_run
 
     cfg = build_config(args)
     check_weights(cfg.backbone, cfg.weights)
@@ -307,7 +306,11 @@ def _train(args, held):
         return 0
     model_path = os.path.join(out, "model.keras")
     partial = os.path.join(out, "model.partial.keras")  # a killed save leaves no torn model.keras
-    net.model.save(partial)
+    try:
+        net.model.save(partial)
+    except BaseException:
+        remove_path(partial)  # a full disk's torn file
+        raise
     os.replace(partial, model_path)
     print(f"saved {model_path}")
     if test_source is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import re
 import sys
@@ -36,16 +37,19 @@ def quiet_tensorflow():
     load_tensorflow_quietly()
 
 
-def run(command, interrupted="interrupted", data_error_hint="") -> int:
+def run(command, interrupted="interrupted", resume_hint="") -> int:
     """``command()`` (a command's work, returning its exit status) with user errors turned into
-    one ``error: ...`` line and exit status 2 (``data_error_hint`` added to an error met while
-    reading data in a TensorFlow graph), and Ctrl-C into the line ``interrupted`` and exit status
-    130 (the shell's for SIGINT)."""
+    one ``error: ...`` line and exit status 2, and Ctrl-C into the line ``interrupted`` and exit
+    status 130 (the shell's for SIGINT). A full disk (Python's or TensorFlow's "No space left on
+    device", e.g. a checkpoint, a model or stored proposals being written) and an error met while
+    reading data in a TensorFlow graph are such errors too; ``resume_hint`` (how to continue the
+    work once the cause is gone) is added to both."""
     from keras_frcnn.config import ConfigError
     from keras_frcnn.data.problems import DataError
 
     user_errors = (UsageError, DataError, ConfigError, FileNotFoundError, IsADirectoryError,
                    NotADirectoryError, FileExistsError, PermissionError)
+    then = f", then {resume_hint}" if resume_hint else ""
     try:
         return command()
     except KeyboardInterrupt:
@@ -54,13 +58,27 @@ def run(command, interrupted="interrupted", data_error_hint="") -> int:
     except user_errors as error:
         return _fail(error)
     except Exception as error:
+        tf = sys.modules.get("tensorflow")
+        tf_error = tf is not None and isinstance(error, tf.errors.OpError)
+        if (isinstance(error, OSError) and error.errno in DISK_FULL) or (
+                tf_error and any(os.strerror(code) in error.message for code in DISK_FULL)):
+            text = describe_tf_error(error) if tf_error else None
+            return _fail(error, f"{text or _os_error_text(error)} (make room on that disk{then})")
         # Errors raised in tf.data graphs while reading data (an unreadable file, stored proposals
         # of another example) are TensorFlow's InvalidArgument / NotFound errors.
-        tf = sys.modules.get("tensorflow")
-        if tf is not None and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
-                                                 tf.errors.DataLossError)):
-            return _fail(error, describe_tf_error(error) + (f" ({data_error_hint})" if data_error_hint else ""))
+        if tf_error and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
+                                           tf.errors.DataLossError)):
+            return _fail(error, describe_tf_error(error) + (
+                f" (reading the data; once it is whole again, {resume_hint})" if resume_hint else ""))
         raise
+
+
+# "No space left on device", "Disk quota exceeded"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _os_error_text(error) -> str:
+    return str(error) if not isinstance(error, OSError) or not error.filename else f"{error.filename}: {error.strerror}"
 
 
 def _fail(error, text=None) -> int:
@@ -68,8 +86,7 @@ def _fail(error, text=None) -> int:
         import traceback
 
         traceback.print_exception(error)
-    text = text or (str(error) if not isinstance(error, OSError) or not error.filename
-                    else f"{error.filename}: {error.strerror}")
+    text = text or _os_error_text(error)
     print(f"error: {' '.join(text.split())}", file=sys.stderr)
     return 2
 
@@ -81,6 +98,7 @@ def describe_tf_error(error) -> str:
     message = getattr(error, "message", str(error))
     message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)
     message = message.split("\n\t [[")[0].strip()
+    message = re.sub(r" \[Op:\w+\]( name: \S*)?$", "", message)  # an eager op's name
     message = re.sub(r"^Graph execution error:\s*", "", message)
     message = re.sub(r"^Detected at node .*?\(most recent call last\):\n(?:(?:  .*|<stack traces unavailable>)\n)*",
                      "", message)

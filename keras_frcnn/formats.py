@@ -132,21 +132,29 @@ def export_runtime_model(model, path, fmt=None):
     names = list(model.class_names)
     with _runtime_needed(fmt):  # before the trace: a missing converter fails at once
         __import__({"onnx": "tf2onnx", "openvino": "openvino", "litert": "ai_edge_litert"}[fmt])
-    if fmt == "openvino":
-        return _to_openvino(model, path, names)
-    work = tempfile.mkdtemp(prefix="keras_frcnn_export_")
+    # Written beside ``path`` under a temporary folder and renamed into place, the model file last:
+    # a failed export (a full disk, a kill) leaves no torn model for a runtime to load, nor a file
+    # that would refuse the next try.
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=os.path.dirname(path))
     try:
-        saved = os.path.join(work, "saved_model")
-        _write_function(model, saved, frozen=fmt == "litert")
-        return {"onnx": _to_onnx, "litert": _to_litert}[fmt](saved, path, names, work)
+        staged = os.path.join(staging, os.path.basename(path))
+        if fmt == "openvino":
+            written = _to_openvino(model, staged, names)
+        else:
+            saved = os.path.join(staging, "saved_model")
+            _write_function(model, saved, frozen=fmt == "litert")
+            written = {"onnx": _to_onnx, "litert": _to_litert}[fmt](saved, staged, names, staging)
+        for file in sorted(written, key=lambda file: file == staged):
+            os.replace(file, os.path.join(os.path.dirname(path), os.path.basename(file)))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    return [os.path.join(os.path.dirname(path), os.path.basename(file)) for file in written]
 
 
 def _to_onnx(saved, path, names, work):
     import onnx
 
-    staging = os.path.join(work, "model.onnx")
+    staging = os.path.join(work, "tf2onnx_output.onnx")
     # tf2onnx's command line: its Python API wants a Keras model or a graph def, and converts
     # a SavedModel's signature only from here.
     result = subprocess.run(

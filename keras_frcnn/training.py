@@ -38,6 +38,7 @@ so the summed gradients are those of the whole batch on one device.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -240,6 +241,14 @@ def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
 
 
+def remove_path(path):
+    """Remove a file or a folder with its contents (nothing if it is not there)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
 class TrainingCheckpoint:
     """The whole training state in ``run_dir/checkpoint``: TensorFlow checkpoints written by a
     ``tf.train.CheckpointManager`` (the newest kept; a checkpoint counts only once it is complete),
@@ -268,7 +277,14 @@ class TrainingCheckpoint:
         manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=1)
         # A new number every time: the previous checkpoint stays whole until this one is complete.
         latest = self.latest()
-        path = manager.save(checkpoint_number=int(latest.rsplit("-", 1)[1]) + 1 if latest else 1)
+        number = int(latest.rsplit("-", 1)[1]) + 1 if latest else 1
+        try:
+            path = manager.save(checkpoint_number=number)
+        except BaseException:  # e.g. a full disk: its parts would hold space the next try needs
+            if self.latest() != os.path.join(self.dir, f"ckpt-{number}"):  # not yet the one to resume from
+                for part in glob.glob(os.path.join(glob.escape(self.dir), f"ckpt-{number}[._]*")):
+                    remove_path(part)
+            raise
         tmp = os.path.join(self.dir, "state.json.partial")
         with open(tmp, "w") as f:
             json.dump({**state, "checkpoint": os.path.basename(path)}, f, indent=2)
@@ -463,11 +479,7 @@ class ScheduleRunner:
                              *EARLIER_RUN_OUTPUTS)
                  or name.startswith("proposals_")]
         for name in names:
-            path = self._path(name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+            remove_path(self._path(name))
         if names:
             self.log(f"   a new run in {self.run_dir}: removed the earlier run's {', '.join(names)}")
 

@@ -4,6 +4,7 @@ by position; a checkpoint of another configuration refused with a clear error.""
 
 import dataclasses
 import json
+import os
 
 import keras
 import numpy as np
@@ -79,6 +80,35 @@ def test_optimizer_slots_are_matched_by_variable_path(tmp_path):
     for a, b in zip(net.model.weights, other.model.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert checkpoint.state()["position"] == 4
+
+
+def test_a_checkpoint_the_disk_cannot_hold_leaves_the_last_one_whole(tmp_path, monkeypatch):
+    """A save that fails part-way (here: a full disk, as TensorFlow reports it) removes its own
+    parts, which would hold space the next try needs, and the previous checkpoint stays the one to
+    resume from."""
+    net, model = _trained_joint(tiny_config())
+    checkpoint = TrainingCheckpoint(str(tmp_path))
+    state = {"completed": [], "stage": "joint", "step": 2, "position": 4}
+    checkpoint.save(net, model.optimizer, state)
+    kept = sorted(os.listdir(checkpoint.dir))
+
+    def full_disk(manager, checkpoint_number=None, **kwargs):
+        temp = os.path.join(manager.directory, f"ckpt-{checkpoint_number}_temp")
+        os.makedirs(temp)
+        with open(os.path.join(temp, "part-00000-of-00001.data-00000-of-00001.tempstate1"), "wb") as f:
+            f.write(bytes(1000))
+        with open(os.path.join(manager.directory, f"ckpt-{checkpoint_number}.index"), "wb") as f:
+            f.write(b"torn")
+        raise tf.errors.ResourceExhaustedError(None, None, f"{temp}/part-00000: No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf.train.CheckpointManager, "save", full_disk)
+        with pytest.raises(tf.errors.ResourceExhaustedError):
+            checkpoint.save(net, model.optimizer, {**state, "step": 3})
+    assert sorted(os.listdir(checkpoint.dir)) == kept
+    assert checkpoint.latest().endswith("ckpt-1") and checkpoint.state()["step"] == 2
+    checkpoint.save(net, model.optimizer, {**state, "step": 3})  # with the space back
+    assert checkpoint.latest().endswith("ckpt-2") and checkpoint.state()["step"] == 3
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):

@@ -3,6 +3,7 @@ to end, and one clean ``error:`` line (exit status 2) for every user mistake, wi
 and no TensorFlow start-up chatter."""
 
 import dataclasses
+import errno
 import json
 import os
 import subprocess
@@ -177,8 +178,9 @@ def test_a_file_gone_while_fit_reads_it_is_one_line_naming_it(tmp_path, capsys):
         lambda path, y: (tf.reshape(tf.cast(tf.strings.length(tf.io.read_file(path)), tf.float32), [1]), y))
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile("sgd", "mse")
-    assert cli.run(lambda: model.fit(data.batch(1), verbose=0), data_error_hint="add --resume") == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"error: {missing}; No such file or directory (add --resume)"
+    assert cli.run(lambda: model.fit(data.batch(1), verbose=0), resume_hint="add --resume") == 2
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        f"error: {missing}; No such file or directory (reading the data; once it is whole again, add --resume)"
 
 
 def test_stored_proposals_of_another_example_are_an_error_naming_it(tmp_path, capsys):
@@ -299,6 +301,30 @@ def test_steps_per_execution_flag(capsys):
     assert "--steps-per-execution must be positive" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="train.steps_per_execution"):
         Config.from_dict({"train": {"steps_per_execution": 0}})
+
+
+def test_a_full_disk_is_one_line_saying_how_to_go_on(tmp_path, capsys):
+    """No space left, from Python (a write names no file) or from a TensorFlow op (a checkpoint):
+    one line with what failed and how to continue; a proposals dump that fails leaves no part."""
+    write_voc_folder(tmp_path / "voc", {"a": {"objects": [("dog", (5, 5, 40, 30), False)]}}, {"trainval": ["a"]})
+    source = load_voc_folder(tmp_path / "voc")
+
+    def dump():
+        with ProposalWriter(tmp_path / "proposals", source):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    assert cli.run(dump, resume_hint="add --resume") == 2
+    assert capsys.readouterr().err == f"error: [Errno {errno.ENOSPC}] No space left on device (make room on " \
+                                      "that disk, then add --resume)\n"
+    assert not (tmp_path / "proposals.partial").exists() and not (tmp_path / "proposals").exists()
+
+    def checkpoint():
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "run/checkpoint/ckpt-1_temp/part-0; No space left on device [Op:SaveV2]")
+
+    assert cli.run(checkpoint) == 2
+    assert capsys.readouterr().err == "error: run/checkpoint/ckpt-1_temp/part-0; No space left on device (make " \
+                                      "room on that disk)\n"
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(capsys):

@@ -2,6 +2,7 @@
 export.py, runs in its runtime in a fresh process where keras_frcnn and Keras cannot be imported,
 and gives the Keras model's detections."""
 
+import errno
 import importlib.util
 import json
 import os
@@ -242,6 +243,21 @@ def test_export_format_errors(trained, tmp_path, capsys):
             f"load_runtime_model({str(tmp_path / 'broken.onnx')!r})")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert "pip install 'keras-frcnn[onnx]'" in result.stderr
+
+
+def test_a_failed_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
+    """A conversion that fails part-way (a full disk, a kill) leaves no torn model where a runtime
+    would load it, nor a file that would refuse the next export."""
+    def full_disk(saved, path, names, work):
+        with open(path, "wb") as f:
+            f.write(b"half a model")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(formats, "_to_litert", full_disk)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OSError):
+        formats.export_runtime_model(trained.model, tmp_path / "out" / "m.tflite")
+    assert os.listdir(tmp_path / "out") == []
 
 
 def test_the_branch_free_trace_computes_the_same_detections(trained):

@@ -55,12 +55,17 @@ class ProposalWriter:
             "key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key])),
             "boxes": tf.train.Feature(float_list=tf.train.FloatList(value=boxes.reshape(-1))),
         }))
-        with open(os.path.join(self.partial, _file_name(int(index))), "wb") as f:
-            f.write(record.SerializeToString())
+        path = os.path.join(self.partial, _file_name(int(index)))
+        try:
+            with open(path, "wb") as f:
+                f.write(record.SerializeToString())
+        except OSError as error:  # a full disk: a write's error names no file
+            raise OSError(error.errno, error.strerror, path) from None
         self.count += 1
 
     def __exit__(self, kind, error, traceback):
-        if kind is not None:
+        if kind is not None:  # e.g. a full disk: the next try starts over, with the space back
+            shutil.rmtree(self.partial, ignore_errors=True)
             return False
         if self.count != self.source.num_examples:
             raise RuntimeError(f"{self.partial}: wrote proposals for {self.count} of "
