@@ -239,7 +239,7 @@ def _train(args, held):
     from keras_frcnn.training import ScheduleRunner, remove_path, unfinished_run
 
     cfg = build_config(args)
-    check_weights(cfg.backbone, cfg.weights)
+    check_weights(cfg.backbone, cfg.weights, fetch=True)  # before the data is read
     out = args.out or os.path.join("runs", cfg.name)
     if os.path.exists(out) and not os.path.isdir(out):
         raise cli.UsageError(f"--out {out}: a file, not a folder")

@@ -19,10 +19,13 @@ Departures from the paper, on purpose: ZF's local response normalisation layers 
 small CPU presets (1.0 is the paper's net).
 """
 
+import functools
+import os
+
 import keras
 import tensorflow as tf
 
-from keras_frcnn.config import BASE_STRIDES
+from keras_frcnn.config import BASE_STRIDES, ConfigError
 from keras_frcnn.preprocessing import converting, valid_mask
 
 # conv1_1..conv2_2 of VGG-16 stay frozen in every stage of the paper's training.
@@ -149,10 +152,10 @@ def _keras_application(builder, label, filename, weights, **kwargs):
     try:
         return builder(weights=weights, **kwargs)
     except Exception as error:  # the download or the file: say which and how to fix it
-        raise RuntimeError(
+        raise ConfigError(
             f"could not load {label} weights {weights!r}: {error}. Offline, put Keras's {filename} in "
             "~/.keras/models/ or pass a path with --weights."
-        ) from error
+        ) from None
 
 
 def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_uniform", batch_norm=False,
@@ -559,13 +562,27 @@ ZF_IMAGENET = (
     "shapes preset shows what training from scratch needs: batch norm, He init, unit-scale input)")
 
 
-def check_weights(backbone, weights):
-    """``ConfigError`` when ``weights`` cannot be had for ``backbone`` (before anything is loaded
-    or trained)."""
-    from keras_frcnn.config import ConfigError
-
+def check_weights(backbone, weights, fetch=False):
+    """``ConfigError`` when ``weights`` cannot be had for ``backbone``: ImageNet weights for ZF, a
+    weights file that is not there; with ``fetch``, ImageNet weights Keras can neither find in its
+    cache nor download (they are fetched now, once, so that a run stops before its data is read,
+    not after)."""
     if backbone == "zf" and weights == "imagenet":
         raise ConfigError(ZF_IMAGENET)
+    if isinstance(weights, str) and weights != "imagenet" and not os.path.isfile(weights):
+        raise ConfigError(f"--weights {weights}: no such file")
+    if fetch and weights == "imagenet":
+        IMAGENET_REFERENCES[backbone]("imagenet")
+
+
+# The keras.applications model whose ImageNet weights each base starts from.
+IMAGENET_REFERENCES = {
+    "vgg16": load_vgg16_reference,
+    "resnet50": functools.partial(load_resnet_reference, "resnet50"),
+    "resnet101": functools.partial(load_resnet_reference, "resnet101"),
+    "resnet50-fpn": functools.partial(load_resnet_reference, "resnet50"),
+    "mobilenetv3-fpn": load_mobilenet_reference,
+}
 
 
 def build_base(name, weights=None, width=1.0, kernel_initializer="glorot_uniform", batch_norm=False,

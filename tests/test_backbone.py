@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from keras_frcnn import backbone
+from keras_frcnn.config import ConfigError
 from keras_frcnn.models import dtype_policy
 from keras_frcnn.preprocessing import Preprocess
 
@@ -78,8 +79,10 @@ def test_vgg16_copies_weights_from_a_reference_model(tmp_path):
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
-    with pytest.raises(RuntimeError, match="could not load VGG-16 weights"):
+    with pytest.raises(ConfigError, match="could not load VGG-16 weights"):
         backbone.vgg16(weights=str(tmp_path / "nope.h5"))
+    with pytest.raises(ConfigError, match="nope.h5: no such file"):
+        backbone.check_weights("vgg16", str(tmp_path / "nope.h5"))
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])

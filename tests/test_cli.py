@@ -164,6 +164,25 @@ def test_a_split_that_is_not_there_is_refused_before_training(tmp_path, tiny_con
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_weights_that_cannot_be_had_stop_the_run_before_its_data_is_read(tmp_path, tiny_config_file, capsys,
+                                                                        monkeypatch):
+    nowhere = ["--voc-dir", str(tmp_path / "not-read"), "--out", str(tmp_path / "run")]
+    missing = str(tmp_path / "nope.h5")
+    code, out, err = _train(["--config", str(tiny_config_file), "--weights", missing] + nowhere, capsys)
+    assert code == 2 and out == "" and err == f"error: --weights {missing}: no such file\n"
+
+    def offline(**kwargs):  # what Keras raises without a network
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -2] Name or "
+                        "service not known")
+
+    monkeypatch.setattr(keras.applications, "VGG16", offline)
+    code, out, err = _train(["--preset", "voc"] + nowhere, capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("error: could not load VGG-16 weights 'imagenet': URL fetch failure")
+    assert "put Keras's vgg16_weights_tf_dim_ordering_tf_kernels.h5 in ~/.keras/models/" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_headline_of_a_split_without_labels():
     summary = {"evaluated_on": "x test", "mAP": None, "mAP_area": None, "num_images": 5,
                "num_positives": {"a": 0, "b": 0}}
