@@ -109,8 +109,7 @@ def build_config(args):
 
     if args.config:
         try:
-            with open(args.config) as f:
-                cfg = Config.from_json(f.read())
+            cfg = Config.from_file(args.config)
         except OSError as error:
             raise cli.UsageError(f"--config {args.config}: {error.strerror}") from None
     else:
@@ -236,7 +235,7 @@ def _train(args, held):
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation
-    from keras_frcnn.training import ScheduleRunner, remove_path, unfinished_run
+    from keras_frcnn.training import ScheduleRunner, remove_path, unfinished_run, write_atomically
 
     cfg = build_config(args)
     check_weights(cfg.backbone, cfg.weights, fetch=True)  # before the data is read
@@ -245,8 +244,7 @@ def _train(args, held):
         raise cli.UsageError(f"--out {out}: a file, not a folder")
     config_path = os.path.join(out, "config.json")
     if args.resume and os.path.exists(config_path):
-        with open(config_path) as f:
-            asked, cfg = cfg, Config.from_json(f.read())
+        asked, cfg = cfg, Config.from_file(config_path)
         asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
         ignored = differing_fields(asked.to_dict(), cfg.to_dict())
         if len(ignored) > 8:
@@ -289,8 +287,7 @@ def _train(args, held):
     keras.utils.set_random_seed(cfg.train.seed)
     os.makedirs(out, exist_ok=True)
     if chief:
-        with open(config_path, "w") as f:
-            f.write(cfg.to_json())
+        write_atomically(config_path, cfg.to_json())
     with strategy.scope():
         net = build_models(cfg, train_source.num_classes, class_names=train_source.class_names)
     print(f"model: {cfg.backbone} base (width {cfg.backbone_width:g}), {net.model.count_params():,} "
@@ -322,8 +319,7 @@ def _train(args, held):
         print(metrics.format_table(result))
     summary["stage_seconds"] = {k: round(v, 1) for k, v in runner.stage_seconds.items()}
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_atomically(os.path.join(out, "metrics.json"), json.dumps(summary, indent=2))
     print(f"{headline(summary)}; {summary['wall_seconds']:.0f} s in all; wrote "
           f"{os.path.join(out, 'metrics.json')}")
     return 0

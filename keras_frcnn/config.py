@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 
@@ -357,6 +358,17 @@ class Config:
         except json.JSONDecodeError as error:
             raise ConfigError(f"config JSON is malformed: {error}") from None
         return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path) -> "Config":
+        """``from_json`` of the file ``path`` (a run's ``config.json``, a ``--config``); its
+        ``ConfigError`` names the file. ``OSError`` if it cannot be read."""
+        with open(path) as f:
+            text = f.read()
+        try:
+            return cls.from_json(text)
+        except ConfigError as error:
+            raise ConfigError(f"{os.fspath(path)}: {error}") from None
 
 
 def _from_dict(cls, data, prefix):

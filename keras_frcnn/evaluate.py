@@ -126,6 +126,7 @@ def main(argv=None):
 
 def _evaluate(args):
     from keras_frcnn import metrics
+    from keras_frcnn.training import write_atomically
 
     if args.out:  # checked before the evaluation, not after it
         if os.path.isdir(args.out):
@@ -142,8 +143,7 @@ def _evaluate(args):
     print(metrics.format_table(result))
     print(headline(summary))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(summary, f, indent=2)
+        write_atomically(args.out, json.dumps(summary, indent=2))
         print(f"wrote {args.out}")
     return 0
 

@@ -228,8 +228,7 @@ def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     except DataError:  # nothing a new run could lose: it starts over (ScheduleRunner.run)
         return None
     try:
-        with open(config_path or os.path.join(run_dir, "config.json")) as f:
-            plan = stages(Config.from_json(f.read()))
+        plan = stages(Config.from_file(config_path or os.path.join(run_dir, "config.json")))
     except (OSError, ValueError):
         plan = []
     if state["stage"] is not None:
@@ -239,6 +238,19 @@ def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     if plan and not left:
         return None
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
+
+
+def write_atomically(path, text: str):
+    """Write ``text`` to ``path`` under a temporary name and rename it into place: a kill or a full
+    disk while writing leaves the previous file (or none), never a torn one."""
+    partial = f"{path}.partial"
+    try:
+        with open(partial, "w") as f:
+            f.write(text)
+    except BaseException:
+        remove_path(partial)
+        raise
+    os.replace(partial, path)
 
 
 def remove_path(path):
@@ -285,10 +297,8 @@ class TrainingCheckpoint:
                 for part in glob.glob(os.path.join(glob.escape(self.dir), f"ckpt-{number}[._]*")):
                     remove_path(part)
             raise
-        tmp = os.path.join(self.dir, "state.json.partial")
-        with open(tmp, "w") as f:
-            json.dump({**state, "checkpoint": os.path.basename(path)}, f, indent=2)
-        os.replace(tmp, os.path.join(self.dir, "state.json"))
+        write_atomically(os.path.join(self.dir, "state.json"),
+                         json.dumps({**state, "checkpoint": os.path.basename(path)}, indent=2))
         return path
 
     def state(self) -> dict:

@@ -260,3 +260,15 @@ def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp
     assert unfinished_run(str(tmp_path)) is None
     assert not runner().run()  # a new run: the unreadable checkpoint replaced by its own
     assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
+
+
+def test_a_file_written_atomically_is_whole_or_the_previous_one(tmp_path):
+    from keras_frcnn.training import write_atomically
+
+    path = tmp_path / "config.json"
+    write_atomically(path, "first")
+    with pytest.raises(TypeError):
+        write_atomically(path, b"a write that fails part-way")
+    assert path.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    write_atomically(path, "second")
+    assert path.read_text() == "second"

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -125,3 +126,15 @@ def test_precision_auto_follows_the_hardware(monkeypatch, tmp_path):
     monkeypatch.setattr(tf.config, "list_physical_devices",
                         lambda kind=None: ["GPU:0"] if kind == "GPU" else [])
     assert C.resolve_precision("auto")[0] == "float32"
+
+
+def test_a_config_files_error_names_the_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"backbone": "zf", "train": {"steps"')  # torn, or edited by hand
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: config JSON is malformed"):
+        Config.from_file(path)
+    path.write_text('{"backbone": "zf", "trian": {}}')
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(path))}: unknown config field trian"):
+        Config.from_file(path)
+    path.write_text(Config().to_json())
+    assert Config.from_file(path) == Config()
