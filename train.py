@@ -183,6 +183,10 @@ def make_strategy(name):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
+        try:  # TensorFlow reads it as JSON and tracebacks on a typo
+            json.loads(os.environ.get("TF_CONFIG") or "{}")
+        except json.JSONDecodeError as error:
+            raise cli.UsageError(f"TF_CONFIG is not valid JSON ({error}): see README, Distributed training") from None
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 

@@ -183,6 +183,13 @@ def test_weights_that_cannot_be_had_stop_the_run_before_its_data_is_read(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+def test_a_malformed_tf_config_is_one_line(tmp_path, tiny_config_file, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker"')
+    code, out, err = _train(["--config", str(tiny_config_file), "--strategy", "multi-worker",
+                             "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and out == "" and err.startswith("error: TF_CONFIG is not valid JSON (") and err.count("\n") == 1
+
+
 def test_headline_of_a_split_without_labels():
     summary = {"evaluated_on": "x test", "mAP": None, "mAP_area": None, "num_images": 5,
                "num_positives": {"a": 0, "b": 0}}
