@@ -184,9 +184,14 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
         try:  # TensorFlow reads it as JSON and tracebacks on a typo
-            json.loads(os.environ.get("TF_CONFIG") or "{}")
+            tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
         except json.JSONDecodeError as error:
             raise cli.UsageError(f"TF_CONFIG is not valid JSON ({error}): see README, Distributed training") from None
+        cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+        if cluster:  # TensorFlow waits, silently and without end, until every worker has started
+            print(f"multi-worker: this is {task.get('type')} {task.get('index')} of a cluster of "
+                  f"{sum(len(hosts) for hosts in cluster.values())} ({', '.join(sorted(cluster))}); waiting "
+                  "until every one of them has started", flush=True)
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
 

@@ -167,6 +167,8 @@ def test_two_workers_train_py_multi_worker_end_with_identical_weights(tmp_path):
     for worker, log in zip(workers, logs):
         assert worker.returncode == 0, log[-3000:]
     assert "replicas 2" in logs[0]
+    for index, log in enumerate(logs):  # said before TensorFlow waits for the other worker
+        assert f"multi-worker: this is worker {index} of a cluster of 2 (worker); waiting" in log
     chief = network_weights(out / "checkpoint")
     other = network_weights(out / "worker_1" / "checkpoint")
     assert chief.keys() == other.keys() and len(chief) > 10
