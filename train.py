@@ -26,7 +26,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 from keras_frcnn import cli
@@ -208,9 +210,39 @@ def is_chief(strategy) -> bool:
 def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
-    resume = "add --resume to the same command to continue from the last checkpoint"
-    return cli.run(lambda: train(args), resume_hint=resume, interrupted=f"interrupted: {resume} (every "
+    return cli.run(lambda: train(args), resume_hint=RESUME, interrupted=f"interrupted: {RESUME} (every "
                    "stage's end, --checkpoint-minutes, --checkpoint-every)")
+
+
+RESUME = "add --resume to the same command to continue from the last checkpoint"
+
+
+@contextlib.contextmanager
+def stop_gracefully(runner):
+    """Ctrl-C or SIGTERM (a scheduler preempting the job, ``docker stop``, ``kill``) while a stage
+    trains: the runner stops after the current step with a checkpoint there (nothing trained is
+    lost). Outside training (a proposals dump), or a second time: stop at once, as before (the last
+    checkpoint stays). Yields a list that receives the signal's number. Main thread only (Python's
+    signal handlers); elsewhere a no-op."""
+    received = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handle(signum, frame):
+        if received or not runner.fitting:
+            raise KeyboardInterrupt
+        received.append(signum)
+        runner.request_stop()
+        print(f"\n{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
+              "(Ctrl-C again: stop at once)", file=sys.stderr, flush=True)
+
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextlib.contextmanager
@@ -306,7 +338,13 @@ def _train(args, held):
     runner = ScheduleRunner(net, train_source, cfg, run_dir, checkpoint_every=args.checkpoint_every,
                             checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every,
                             strategy=strategy, verbose=_verbosity(args.verbose))
-    runner.run(resume=args.resume)
+    with stop_gracefully(runner) as stopped_by:
+        finished = runner.run(resume=args.resume)
+    if not finished:
+        stage, step = runner.stopped_at
+        print(f"interrupted: checkpoint written at {stage} step {step}; {RESUME}", file=sys.stderr)
+        # The shell's status for the signal (130 Ctrl-C, 143 SIGTERM; a worker that only agreed: 143).
+        return 128 + (stopped_by[0] if stopped_by else signal.SIGTERM)
 
     if not chief:
         return 0

@@ -337,7 +337,8 @@ class TrainingCheckpoint:
 
 
 class _Interrupted(Exception):
-    """Raised by tests' ``stop_after_steps``: the run stops as if killed."""
+    """Raised by tests' ``stop_after_steps`` (the run stops as if killed) and after the checkpoint
+    of a requested stop (``ScheduleRunner.request_stop``)."""
 
 
 class _StageSteps(StepCounting):
@@ -356,6 +357,8 @@ class _StageSteps(StepCounting):
         runner.steps_run += steps
         if self.step >= self.stage.steps:
             self.model.stop_training = True  # the stage's last step; its checkpoint follows fit
+        elif runner.stop_requested and not runner.multi_worker:  # workers agree at a window's end
+            self.stop()
         elif runner.checkpoint_every and self.step % runner.checkpoint_every == 0:
             self.save()
         if runner.stop_after_steps is not None and runner.steps_run >= runner.stop_after_steps:
@@ -363,10 +366,19 @@ class _StageSteps(StepCounting):
 
     def on_epoch_end(self, epoch, logs=None):
         runner = self.runner
+        if self.step >= self.stage.steps:
+            return
+        if runner.multi_worker and runner.agree(runner.stop_requested):
+            self.stop()
         due = bool(runner.checkpoint_minutes) and (
             runner.clock() - self.last_save >= 60.0 * runner.checkpoint_minutes)
-        if self.step < self.stage.steps and runner.agree(due):
+        if runner.agree(due):
             self.save()
+
+    def stop(self):
+        self.save()
+        self.runner.stopped_at = (self.stage.name, self.step)
+        raise _Interrupted()
 
     def save(self):
         runner = self.runner
@@ -392,6 +404,12 @@ class ScheduleRunner:
     dataset_hook: ``fn(stage, dataset) -> dataset`` applied to each stage's stream of batches
       (for audits and benchmarks).
     stop_after_steps / clock: for tests (an interruption after that many steps; the time source).
+
+    ``request_stop()`` (train.py calls it on Ctrl-C and SIGTERM) ends a stage's training after its
+    current step (under a multi-worker strategy: its current ``log_every`` window, every worker at
+    the same step) with a checkpoint there; ``run`` then returns False and ``stopped_at`` holds
+    ``(stage, step)``. Requested outside training (a proposals dump), the run stops before the next
+    stage.
     """
 
     def __init__(self, net, source: DetectionSource, cfg: Config, run_dir: str,
@@ -417,7 +435,24 @@ class ScheduleRunner:
         self.saved_at = []  # (stage name, step) of every mid-stage checkpoint
         self.steps_run = 0
         self.completed = []
+        self.stop_requested = False
+        self.stopped_at = None  # (stage name, step) of a requested stop's checkpoint
+        self.fitting = False  # inside a stage's Keras fit, where a requested stop is honoured
         os.makedirs(run_dir, exist_ok=True)
+
+    def request_stop(self):
+        """Stop at the next step with a checkpoint (see the class docstring); safe to call from a
+        signal handler."""
+        self.stop_requested = True
+
+    @property
+    def multi_worker(self) -> bool:
+        """More than one worker: flags must be agreed (``agree``) before anything acts on them."""
+        strategy = self.strategy
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return False
+        cluster = strategy.cluster_resolver.cluster_spec()
+        return sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")) > 1
 
     def _path(self, name):
         return os.path.join(self.run_dir, name)
@@ -431,16 +466,13 @@ class ScheduleRunner:
         """``flag`` on every worker if it is on any (checkpoints must be written by all workers of
         a multi-worker strategy at the same step, or their resumes would diverge)."""
         strategy = self.strategy
-        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return flag
-        cluster = strategy.cluster_resolver.cluster_spec()
-        if sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")) <= 1:
+        if not self.multi_worker:
             return flag
         votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
         return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
 
     def run(self, resume=False):
-        """Run the remaining stages; False if interrupted (tests' ``stop_after_steps``)."""
+        """Run the remaining stages; False if stopped (``request_stop``, tests' ``stop_after_steps``)."""
         state = self.state_of()
         if resume and self.checkpoint.exists():
             state = self.checkpoint.state()
@@ -470,6 +502,9 @@ class ScheduleRunner:
             if stage.name in self.completed:
                 continue
             resuming = state["stage"] == stage.name
+            if self.agree(self.stop_requested):  # asked between stages: the last one's checkpoint is written
+                self.stopped_at = (stage.name, state["step"] if resuming else 0)
+                return False
             try:
                 self._run_stage(number, stage, state["step"] if resuming else 0,
                                 state["position"] if resuming else 0, resuming)
@@ -567,11 +602,15 @@ class ScheduleRunner:
                 dataset = self.dataset_hook(stage, dataset)
             self.history.append((stage.name, step, position, remaining))
             fitting = time.perf_counter()
-            model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
-                      shuffle=False, verbose=self.verbose,
-                      callbacks=[_StageSteps(self, stage, step, position, batch),
-                                 StageLog(self._path(os.path.join("logs", stage.name, "train")), step),
-                                 *self.callbacks])
+            self.fitting = True
+            try:
+                model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
+                          shuffle=False, verbose=self.verbose,
+                          callbacks=[_StageSteps(self, stage, step, position, batch),
+                                     StageLog(self._path(os.path.join("logs", stage.name, "train")), step),
+                                     *self.callbacks])
+            finally:
+                self.fitting = False
         for hook in self.stage_hooks:
             hook("end", stage, self)
         seconds = time.perf_counter() - began

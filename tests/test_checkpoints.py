@@ -111,6 +111,39 @@ def test_a_checkpoint_the_disk_cannot_hold_leaves_the_last_one_whole(tmp_path, m
     assert checkpoint.latest().endswith("ckpt-2") and checkpoint.state()["step"] == 3
 
 
+def test_a_requested_stop_writes_a_checkpoint_at_that_step_and_loses_nothing(source, tmp_path):
+    """``request_stop`` (train.py's Ctrl-C / SIGTERM) mid-stage: a checkpoint at the next step, then
+    ``run`` returns False; resumed, the run ends with the weights of one never stopped."""
+    cfg = joint_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train.with_steps(6), steps_per_execution=1))
+
+    class StopAfter(keras.callbacks.Callback):
+        def __init__(self, steps):
+            super().__init__()
+            self.steps = steps
+
+        def on_train_batch_end(self, batch, logs=None):
+            if runner.steps_run == self.steps:
+                runner.request_stop()
+
+    def make(run_dir, callbacks=()):
+        keras.utils.set_random_seed(0)
+        return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(run_dir),
+                              checkpoint_minutes=None, log_every=6, verbose=0, log=lambda *a: None,
+                              callbacks=callbacks)
+
+    runner = make(tmp_path / "stopped", [StopAfter(3)])
+    assert not runner.run()
+    assert runner.stopped_at == ("joint", 4) and runner.saved_at == [("joint", 4)]
+    assert TrainingCheckpoint(str(tmp_path / "stopped")).state()["step"] == 4
+    resumed = make(tmp_path / "stopped")
+    assert resumed.run(resume=True)
+    whole = make(tmp_path / "whole")
+    assert whole.run()
+    for a, b in zip(resumed.net.model.weights, whole.net.model.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     net, model = _trained_joint(tiny_config())
     checkpoint = TrainingCheckpoint(str(tmp_path))

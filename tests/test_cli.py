@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -351,6 +352,35 @@ def test_a_full_disk_is_one_line_saying_how_to_go_on(tmp_path, capsys):
     assert cli.run(checkpoint) == 2
     assert capsys.readouterr().err == "error: run/checkpoint/ckpt-1_temp/part-0; No space left on device (make " \
                                       "room on that disk)\n"
+
+
+def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_config_file, capsys, monkeypatch):
+    """The first Ctrl-C (or SIGTERM) while a stage trains: train.py stops after that step with a
+    checkpoint there, exit status 130; --resume continues from it."""
+    from keras_frcnn import training
+
+    count = training._StageSteps.on_train_batch_end
+
+    def ctrl_c_at_step_2(self, batch, logs=None):
+        count(self, batch, logs)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs at once, in this (the main) thread
+
+    monkeypatch.setattr(training._StageSteps, "on_train_batch_end", ctrl_c_at_step_2)
+    load_shapes("train", data_dir=str(tmp_path / "tfds"), num_train=6, num_test=3)
+    out = tmp_path / "run"
+    args = ["--config", str(tiny_config_file), "--dataset", "shapes", "--shapes-images", "6,3", "--data-dir",
+            str(tmp_path / "tfds"), "--schedule", "joint", "--steps", "6", "--steps-per-execution", "1",
+            "--log-every", "6", "--verbose", "0", "--out", str(out)]
+    code, _, err = _train(args, capsys)
+    assert code == 130
+    assert err.endswith("SIGINT: stopping after this step to write a checkpoint (Ctrl-C again: stop at once)\n"
+                        "interrupted: checkpoint written at joint step 3; add --resume to the same command to "
+                        "continue from the last checkpoint\n")
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    code, stdout, _ = _train(args + ["--resume"], capsys)
+    assert code == 0 and "joint at step 3" in stdout and (out / "model.keras").exists()
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(capsys):
