@@ -111,9 +111,13 @@ def test_a_checkpoint_the_disk_cannot_hold_leaves_the_last_one_whole(tmp_path, m
     assert checkpoint.latest().endswith("ckpt-2") and checkpoint.state()["step"] == 3
 
 
-def test_a_requested_stop_writes_a_checkpoint_at_that_step_and_loses_nothing(source, tmp_path):
-    """``request_stop`` (train.py's Ctrl-C / SIGTERM) mid-stage: a checkpoint at the next step, then
-    ``run`` returns False; resumed, the run ends with the weights of one never stopped."""
+@pytest.mark.parametrize("multi_worker, stop_step", [(False, 2), (True, 5)])
+def test_a_requested_stop_writes_a_checkpoint_at_that_step_and_loses_nothing(source, tmp_path, monkeypatch,
+                                                                             multi_worker, stop_step):
+    """``request_stop`` (train.py's Ctrl-C / SIGTERM) mid-stage: a checkpoint at the next step (with
+    several workers: at the end of the 5-step window, where they agree), then ``run`` returns
+    False; resumed, the run ends with the weights of one never stopped."""
+    monkeypatch.setattr(ScheduleRunner, "multi_worker", property(lambda runner: multi_worker))
     cfg = joint_config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train.with_steps(6), steps_per_execution=1))
 
@@ -129,13 +133,13 @@ def test_a_requested_stop_writes_a_checkpoint_at_that_step_and_loses_nothing(sou
     def make(run_dir, callbacks=()):
         keras.utils.set_random_seed(0)
         return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(run_dir),
-                              checkpoint_minutes=None, log_every=6, verbose=0, log=lambda *a: None,
+                              checkpoint_minutes=None, log_every=5, verbose=0, log=lambda *a: None,
                               callbacks=callbacks)
 
-    runner = make(tmp_path / "stopped", [StopAfter(3)])
+    runner = make(tmp_path / "stopped", [StopAfter(1)])
     assert not runner.run()
-    assert runner.stopped_at == ("joint", 4) and runner.saved_at == [("joint", 4)]
-    assert TrainingCheckpoint(str(tmp_path / "stopped")).state()["step"] == 4
+    assert runner.stopped_at == ("joint", stop_step) and runner.saved_at == [("joint", stop_step)]
+    assert TrainingCheckpoint(str(tmp_path / "stopped")).state()["step"] == stop_step
     resumed = make(tmp_path / "stopped")
     assert resumed.run(resume=True)
     whole = make(tmp_path / "whole")
