@@ -41,9 +41,9 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
     """``command()`` (a command's work, returning its exit status) with user errors turned into
     one ``error: ...`` line and exit status 2, and Ctrl-C into the line ``interrupted`` and exit
     status 130 (the shell's for SIGINT). A full disk (Python's or TensorFlow's "No space left on
-    device", e.g. a checkpoint, a model or stored proposals being written) and an error met while
-    reading data in a TensorFlow graph are such errors too; ``resume_hint`` (how to continue the
-    work once the cause is gone) is added to both."""
+    device", e.g. a checkpoint, a model or stored proposals being written), a read-only folder and
+    an error met while reading data in a TensorFlow graph are such errors too; ``resume_hint`` (how
+    to continue the work once the cause is gone) is added to the first and the last."""
     from keras_frcnn.config import ConfigError
     from keras_frcnn.data.problems import DataError
 
@@ -57,13 +57,19 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         return 130
     except user_errors as error:
         return _fail(error)
+    except OSError as error:
+        if error.errno == errno.EROFS:  # a read-only folder given where something must be written
+            return _fail(error)
+        if error.errno in DISK_FULL:
+            return _fail(error, f"{_os_error_text(error)} (make room on that disk{then})")
+        raise
     except Exception as error:
         tf = sys.modules.get("tensorflow")
         tf_error = tf is not None and isinstance(error, tf.errors.OpError)
-        if (isinstance(error, OSError) and error.errno in DISK_FULL) or (
-                tf_error and any(os.strerror(code) in error.message for code in DISK_FULL)):
-            text = describe_tf_error(error) if tf_error else None
-            return _fail(error, f"{text or _os_error_text(error)} (make room on that disk{then})")
+        if tf_error and any(os.strerror(code) in error.message for code in DISK_FULL):
+            return _fail(error, f"{describe_tf_error(error)} (make room on that disk{then})")
+        if tf_error and os.strerror(errno.EROFS) in error.message:
+            return _fail(error, describe_tf_error(error))
         # Errors raised in tf.data graphs while reading data (an unreadable file, stored proposals
         # of another example) are TensorFlow's InvalidArgument / NotFound errors.
         if tf_error and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,

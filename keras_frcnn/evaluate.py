@@ -132,7 +132,10 @@ def _evaluate(args):
         if os.path.isdir(args.out):
             raise cli.UsageError(f"--out {args.out}: a folder; give the metrics file's name, e.g. "
                                  f"{os.path.join(args.out, 'metrics.json')}")
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        folder = os.path.dirname(args.out) or "."
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise cli.UsageError(f"--out {args.out}: {folder} cannot be written to")
     model = cli.load_model(args.model)
     if args.min_side:
         model = model.at_scale(args.min_side, args.max_side)

@@ -330,7 +330,7 @@ def test_steps_per_execution_flag(capsys):
         Config.from_dict({"train": {"steps_per_execution": 0}})
 
 
-def test_a_full_disk_is_one_line_saying_how_to_go_on(tmp_path, capsys):
+def test_a_full_disk_or_a_read_only_folder_is_one_line(tmp_path, capsys):
     """No space left, from Python (a write names no file) or from a TensorFlow op (a checkpoint):
     one line with what failed and how to continue; a proposals dump that fails leaves no part."""
     write_voc_folder(tmp_path / "voc", {"a": {"objects": [("dog", (5, 5, 40, 30), False)]}}, {"trainval": ["a"]})
@@ -352,6 +352,12 @@ def test_a_full_disk_is_one_line_saying_how_to_go_on(tmp_path, capsys):
     assert cli.run(checkpoint) == 2
     assert capsys.readouterr().err == "error: run/checkpoint/ckpt-1_temp/part-0; No space left on device (make " \
                                       "room on that disk)\n"
+
+    def read_only():  # --out or --data-dir on a read-only mount
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/data/run")
+
+    assert cli.run(read_only, resume_hint="add --resume") == 2
+    assert capsys.readouterr().err == "error: /mnt/data/run: Read-only file system\n"
 
 
 def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_config_file, capsys, monkeypatch):

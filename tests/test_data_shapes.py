@@ -1,8 +1,11 @@
 """The built-in shapes set: deterministic, local, in the TFDS detection layout."""
 
+import errno
+import os
 import threading
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 from test_data_fixtures import examples
 
@@ -85,3 +88,19 @@ def test_a_run_started_while_another_builds_the_set_waits_and_reads_it(tmp_path)
     waiting.join(timeout=120)
     assert loaded["source"].num_examples == 6
     assert len(examples(loaded["source"])) == 6
+
+
+def test_a_set_built_already_is_read_without_its_lock(tmp_path, monkeypatch):
+    """A prebuilt data directory may be read-only (shared, or in a container image): a built set
+    is read without creating the lock file beside it; only a build takes the lock."""
+    from keras_frcnn.data import tfds_sources
+
+    _build(tmp_path, "train")
+
+    def read_only(path, wait=True):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+
+    monkeypatch.setattr(tfds_sources, "file_lock", read_only)
+    assert len(examples(_build(tmp_path, "test"))) == 3
+    with pytest.raises(OSError, match="Read-only file system"):
+        _build(tmp_path / "unbuilt", "test")

@@ -90,8 +90,12 @@ def build_lock(builder):
 def prepared(make_builder, download_config, builder=None):
     """The set of ``builder`` (default ``make_builder()``) built if needed, one process at a time
     (:func:`build_lock`); the builder returned has the finished set's info (one made while another
-    process was still building read an empty folder: ``make_builder()`` makes it again)."""
+    process was still building read an empty folder: ``make_builder()`` makes it again). A set
+    built already is used as it is, without the lock (its folder may be read-only: a shared,
+    prebuilt data directory)."""
     builder = builder or make_builder()
+    if builder.is_prepared():  # nothing to build, no lock: a read-only data directory is fine
+        return builder
     with build_lock(builder):
         builder.download_and_prepare(download_config=download_config)
     return builder if builder.info.splits else make_builder()
@@ -99,9 +103,10 @@ def prepared(make_builder, download_config, builder=None):
 
 def read_split(builder, split: str, decode_images: bool = True):
     """``(dataset, num_examples)`` of a built set's ``split`` in TFDS's fixed order (``num_examples``
-    None where TFDS cannot count the expression or has no count, e.g. mocked), or a ``DataError`` naming the split and the set's
-    splits: an unknown name or a malformed expression (TFDS's ``ValueError``), or one that selects
-    nothing (``"train[200:100]"``, ``"train[:0]"``); found before anything is trained."""
+    None where TFDS cannot count the expression or has no count, e.g. mocked), or a ``DataError``
+    naming the split and the set's splits: an unknown name or a malformed expression (TFDS's
+    ``ValueError``), or one that selects nothing (``"train[4:2]"``, ``"train[:0]"``); found before
+    anything is trained."""
     where = f"TFDS {builder.name}" + (f"/{builder.builder_config.name}" if builder.builder_config else "")
     splits = ", ".join(f"{name} ({info.num_examples})" for name, info in sorted(builder.info.splits.items()))
     decoders = None if decode_images else {"image": tfds.decode.SkipDecoding()}
