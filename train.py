@@ -188,7 +188,8 @@ def make_strategy(name):
         try:  # TensorFlow reads it as JSON and tracebacks on a typo
             tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
         except json.JSONDecodeError as error:
-            raise cli.UsageError(f"TF_CONFIG is not valid JSON ({error}): see README, Distributed training") from None
+            raise cli.UsageError(f"TF_CONFIG is not valid JSON ({error}): see README, Distributed "
+                                 "training") from None
         cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
         if cluster:  # TensorFlow waits, silently and without end, until every worker has started
             print(f"multi-worker: this is {task.get('type')} {task.get('index')} of a cluster of "
@@ -276,7 +277,7 @@ def _train(args, held):
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation
-    from keras_frcnn.training import ScheduleRunner, remove_path, unfinished_run, write_atomically
+    from keras_frcnn.training import ScheduleRunner, unfinished_run, write_atomically
 
     cfg = build_config(args)
     check_weights(cfg.backbone, cfg.weights, fetch=True)  # before the data is read
@@ -349,13 +350,7 @@ def _train(args, held):
     if not chief:
         return 0
     model_path = os.path.join(out, "model.keras")
-    partial = os.path.join(out, "model.partial.keras")  # a killed save leaves no torn model.keras
-    try:
-        net.model.save(partial)
-    except BaseException:
-        remove_path(partial)  # a full disk's torn file
-        raise
-    os.replace(partial, model_path)
+    write_atomically(model_path, net.model.save, partial=os.path.join(out, "model.partial.keras"))
     print(f"saved {model_path}")
     if test_source is None:
         summary = no_evaluation(train_source)

@@ -84,7 +84,9 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _os_error_text(error) -> str:
-    return str(error) if not isinstance(error, OSError) or not error.filename else f"{error.filename}: {error.strerror}"
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
 
 
 def _fail(error, text=None) -> int:

@@ -240,13 +240,18 @@ def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
 
 
-def write_atomically(path, text: str):
-    """Write ``text`` to ``path`` under a temporary name and rename it into place: a kill or a full
-    disk while writing leaves the previous file (or none), never a torn one."""
-    partial = f"{path}.partial"
+def write_atomically(path, content, partial=None):
+    """Write ``content`` (a text, or a function writing the file named by its argument, e.g. a
+    model's ``save``) to ``path`` under a temporary name (``partial``, default ``path.partial``) and
+    rename it into place: a kill or a full disk while writing leaves the previous file (or none),
+    never a torn one, and no partial file holding the space."""
+    partial = partial or f"{path}.partial"
     try:
-        with open(partial, "w") as f:
-            f.write(text)
+        if callable(content):
+            content(partial)
+        else:
+            with open(partial, "w") as f:
+                f.write(content)
     except BaseException:
         remove_path(partial)
         raise

@@ -113,7 +113,8 @@ def read_split(builder, split: str, decode_images: bool = True):
     try:
         dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
     except ValueError as error:
-        raise DataError(f"{where}: split {split!r}: {' '.join(str(error).split())} (its splits: {splits})") from None
+        raise DataError(f"{where}: split {split!r}: {' '.join(str(error).split())} "
+                        f"(its splits: {splits})") from None
     try:
         num_examples = builder.info.splits[split].num_examples
     except Exception:  # split expressions TFDS cannot count (or no split info, e.g. mocked)
