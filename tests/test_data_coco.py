@@ -97,6 +97,12 @@ def test_malformed_json_is_a_clear_error(tmp_path):
         load_coco_json(json_path, image_dir)
     with pytest.raises(DataError, match="not found"):
         load_coco_json(tmp_path / "nope.json", image_dir)
+    # Two categories of one name (datasets merged by an exporter): refused before training, not
+    # when the evaluation or the export tells classes apart by name.
+    json_path, image_dir = write_coco(tmp_path, [], [], [{"id": 1, "name": "person"}, {"id": 5, "name": "car"},
+                                                         {"id": 9, "name": "person"}])
+    with pytest.raises(DataError, match="categories 1 and 9 are both named 'person'"):
+        load_coco_json(json_path, image_dir)
 
 
 def test_strict_raises_on_first_problem(coco):

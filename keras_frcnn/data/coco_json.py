@@ -72,6 +72,12 @@ def load_coco_json(
         raise DataError(f"{json_path}: duplicate category ids")
     label_of = {category_id: label for label, category_id in enumerate(ids)}
     class_names = tuple(name for _, name in categories)
+    named = {}
+    for category_id, name in categories:  # a model's classes are told apart by name (evaluation, export)
+        if name in named:
+            raise DataError(f"{json_path}: categories {named[name]} and {category_id} are both named {name!r}: "
+                            "give them distinct names, or merge them into one category")
+        named[name] = category_id
 
     images = {}
     for number, image in enumerate(data["images"]):
