@@ -6,6 +6,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py pipeline DIR [--passes 1]          # the input pipeline alone
     python benchmarks/bench_at_size.py old-pipeline DIR --old-checkout OLD  # the code before issue 12
     python benchmarks/bench_at_size.py train DIR [--out runs/at_size]     # one pass, shapes model
+    python benchmarks/bench_at_size.py tfds-stream DIR [--images 5000]    # a TFDS set's stream
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -22,6 +23,10 @@ the same number of steps through the pipeline of an older checkout as its runner
 pipeline every 100-step chunk). ``train``: joint training of the shapes model for one pass over
 trainval (``python train.py --voc-dir DIR --schedule joint`` with the steps of one pass), each
 position of the stream recorded as the model consumes it; then the evaluation on test.
+``tfds-stream``: the TFDS path (no random access: a shuffle buffer of encoded records) on the
+shapes set built with ``--images`` training images under the TFDS data directory DIR: three passes
+of the training stream (each must visit every example once), how far an example moves from one
+pass to the next, and a stream resumed mid-pass against the uninterrupted one.
 """
 
 import argparse
@@ -262,9 +267,39 @@ def train(root, out):
                       "headline": headline(summary)}))
 
 
+def tfds_stream(data_dir, images, start_fraction=1.469):
+    from benchmarks.common import machine
+    from keras_frcnn.data import load_shapes
+    from keras_frcnn.data.pipeline import SHUFFLE_BUFFER, example_stream
+
+    source = load_shapes("train", data_dir=data_dir, num_train=images, num_test=100, decode_images=False)
+    n = source.num_examples
+
+    def indices(start, count):
+        stream = example_stream(source, seed=5, start=start).take(count)
+        return [int(i) for i in stream.map(lambda example: example["index"])]
+
+    started = time.perf_counter()
+    every = indices(0, 3 * n)
+    seconds = time.perf_counter() - started
+    passes = [every[p * n:(p + 1) * n] for p in range(3)]
+    place = [{index: k for k, index in enumerate(order)} for order in passes]
+    moves = np.array([abs(place[0][i] - place[1][i]) for i in range(n)])
+    start = int(start_fraction * n)  # mid-way through the second pass
+    print(json.dumps({
+        "what": "tfds-stream", "machine": machine(), "examples": n, "shuffle_buffer": SHUFFLE_BUFFER,
+        "seconds_for_3_passes": round(seconds, 1),
+        "distinct_per_pass": [len(set(order)) for order in passes],
+        "move_between_passes_median": float(np.median(moves)), "p90": float(np.percentile(moves, 90)),
+        "first_half_in_both_first_halves": len(set(passes[0][:n // 2]) & set(passes[1][:n // 2])),
+        "of": n // 2, "resumed_at": start,
+        "resumed_stream_equal": indices(start, 2 * n - start) == every[start:2 * n]}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train"])
+    parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
+                                         "tfds-stream"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -281,6 +316,8 @@ def main():
         pipeline(args.dir, args.passes)
     elif args.what == "old-pipeline":
         old_pipeline(args.dir, args.old_checkout, args.passes)
+    elif args.what == "tfds-stream":
+        tfds_stream(args.dir, args.images or 5000)
     else:
         train(args.dir, args.out)
 
