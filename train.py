@@ -280,7 +280,7 @@ def _train(args, held):
     from keras_frcnn.training import ScheduleRunner, unfinished_run, write_atomically
 
     cfg = build_config(args)
-    check_weights(cfg.backbone, cfg.weights, fetch=True)  # before the data is read
+    check_weights(cfg.backbone, cfg.weights)
     out = args.out or os.path.join("runs", cfg.name)
     if os.path.exists(out) and not os.path.isdir(out):
         raise cli.UsageError(f"--out {out}: a file, not a folder")
@@ -297,6 +297,7 @@ def _train(args, held):
     cfg = dataclasses.replace(cfg, precision=precision)
     # A multi-worker strategy must exist before TensorFlow runs its first op.
     strategy = make_strategy(args.strategy)
+    check_weights(cfg.backbone, cfg.weights, fetch=True)  # downloaded now, before the data is read
     chief = is_chief(strategy)
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
     choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
