@@ -120,6 +120,7 @@ def test_mirrored_split_batch_trains_as_one_device_with_the_pyramid_bases(tmp_pa
     assert set(mirrored_report(tmp_path, "bases")) == {"joint, resnet50-fpn", "rpn, mobilenetv3-fpn"}
 
 
+@pytest.mark.slow  # ~50 s (the suite's 10-minute budget); the two-worker train.py test stays in it
 def test_mirrored_split_batch_trains_as_one_device_and_resumes(tmp_path):
     report = mirrored_report(tmp_path, "core")
     assert {"joint", "joint, batch norm"} <= set(report)

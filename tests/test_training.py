@@ -60,8 +60,9 @@ def test_stage_plans():
     assert len(joint) == 1 and joint[0].view == "joint" and joint[0].steps == 10
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "resnet50", "resnet50-fpn",
-                                      # ~300 layers: a minute, over the suite's budget
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50",
+                                      # the pyramids: 30 s and a minute, over the suite's budget
+                                      pytest.param("resnet50-fpn", marks=pytest.mark.slow),
                                       pytest.param("mobilenetv3-fpn", marks=pytest.mark.slow)])
 def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_path, backbone):
     # VGG-16 (tiny) so that the always-frozen conv1_1..conv2_2 are checked too; tiny ResNets from
