@@ -7,13 +7,14 @@ test split, everything written to ``runs/shapes/``.
     python train.py --backbone resnet50-fpn           # another base on shapes (its shapes preset)
     python train.py --preset voc                      # VGG-16, ImageNet weights, TFDS voc/2007
     python train.py --preset coco                     # VGG-16, TFDS coco/2017, COCO AP
-    python train.py --voc-dir VOCdevkit/VOC2007       # any VOC folder: trainval -> test
+    python train.py --voc-dir VOCdevkit/VOC2007       # a VOC folder: trainval -> test (2012: train -> val)
     python train.py --coco-json train.json --coco-images train/ \
         --coco-val-json val.json --coco-val-images val/
     python train.py --resume                          # continue after an interruption
 
 Evaluation is on held-out data only: TFDS voc/2007 train+validation -> test, coco/2017 train ->
-validation, a VOC folder trainval -> test, a COCO JSON file -> --coco-val-json (none without it).
+validation, a VOC folder trainval -> test (train -> val without a labelled test split), a COCO
+JSON file -> --coco-val-json (none without it).
 Outputs in ``--out`` (default ``runs/<preset>``): ``model.keras``, ``config.json``,
 ``metrics.json``, ``pr_curves/``, TensorBoard logs in ``logs/`` and the checkpoint (every 10
 minutes and at the end of each stage).
@@ -45,9 +46,9 @@ def parse_args(argv=None):
     parser.add_argument("--coco-val-json", help="held-out COCO JSON to evaluate a --coco-json run on")
     parser.add_argument("--coco-val-images", help="its images (default: --coco-images)")
     parser.add_argument("--train-split", help="training split (default: the data set's; trainval for "
-                        "--voc-dir)")
+                        "--voc-dir, train where it has no labelled test split)")
     parser.add_argument("--test-split", help="evaluation split (default: the data set's held-out "
-                        "labelled split; test for --voc-dir)")
+                        "labelled split; test for --voc-dir, else val)")
     parser.add_argument("--backbone", choices=["vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn",
                                                "mobilenetv3-fpn"],
                         help="the base (a ResNet brings its conv5 head; its presets set the rest)")

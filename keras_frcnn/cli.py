@@ -172,15 +172,18 @@ class DataChoice:
 
 def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
     """The source the options name and its splits: ``--train-split`` / ``--test-split`` if given,
-    else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test;
+    else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test,
+    or train -> val without a labelled test split (VOC 2012);
     a COCO JSON file: itself -> ``--coco-val-json``). Checked before anything is trained: an
     unlabelled evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import canonical_name, check_labelled, default_splits
+    from keras_frcnn.data.voc_folder import default_splits as default_voc_splits
 
     if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.dataset)) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir or --coco-json")
     if args.voc_dir:
-        return DataChoice("voc-dir", args.voc_dir, train_split or "trainval", test_split or "test")
+        splits = default_voc_splits(args.voc_dir)
+        return DataChoice("voc-dir", args.voc_dir, train_split or splits[0], test_split or splits[1])
     if args.coco_json:
         if not args.coco_images:
             raise UsageError("--coco-json needs --coco-images (the folder of its images)")

@@ -1,5 +1,6 @@
 """VOC folders: TFDS's box conversion, classes, bad data, entity-expansion attacks."""
 
+import argparse
 import logging
 import os
 
@@ -8,7 +9,10 @@ import pytest
 from tensorflow_datasets.object_detection import voc as tfds_voc
 from test_data_fixtures import examples, voc_xml, write_image, write_turned_photo, write_voc_folder
 
+from keras_frcnn.cli import add_data_args, choose_data
+from keras_frcnn.config import Config
 from keras_frcnn.data import VOC_CLASSES, DataError, load_voc_folder, parse_voc_xml
+from keras_frcnn.data.voc_folder import default_splits
 
 BILLION_LAUGHS = """<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -137,6 +141,28 @@ def test_split_files_by_name(tmp_path):
     assert names(load_voc_folder(tmp_path, None)) == ["a.jpg", "b.jpg", "c.jpg"]
     with pytest.raises(DataError, match=r"trainval\.txt.*train"):
         load_voc_folder(tmp_path, "trainval")
+
+
+def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):
+    # VOC 2012 ships train / val / trainval and no test.txt; its test archive adds a test.txt whose
+    # images have no annotation files. Either way the folder's own splits are train -> val.
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c")}
+    entries["t"] = {"xml": False}
+    write_voc_folder(tmp_path, entries, {"train": ["a", "b"], "val": ["c"], "trainval": ["a", "b", "c"]})
+    assert default_splits(tmp_path) == ("train", "val")
+    with open(tmp_path / "ImageSets" / "Main" / "test.txt", "w") as f:
+        f.write("t\n")
+    assert default_splits(tmp_path) == ("train", "val")
+    with pytest.raises(DataError, match=r"split 'test': none of its 1 images has an annotation file.*e\.g\. val"):
+        load_voc_folder(tmp_path, "test")
+    parser = argparse.ArgumentParser()
+    add_data_args(parser)
+    choice = choose_data(parser.parse_args(["--voc-dir", str(tmp_path)]), Config())
+    assert (choice.train_split, choice.test_split) == ("train", "val")
+    # A labelled test split (VOC 2007) keeps trainval -> test; so does a folder with neither.
+    write_voc_folder(tmp_path, {"t": {"objects": [("dog", (1, 1, 9, 9), False)]}}, {"test": ["t"]})
+    assert default_splits(tmp_path) == ("trainval", "test")
+    assert default_splits(tmp_path / "nowhere") == ("trainval", "test")
 
 
 def test_strict_and_skip_empty(edge_folder, tmp_path):

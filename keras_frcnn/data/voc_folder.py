@@ -119,6 +119,25 @@ def split_ids(voc_dir, split) -> list:
     return ids
 
 
+def default_splits(voc_dir) -> tuple:
+    """The folder's own (training, evaluation) splits: ``trainval`` -> ``test`` as VOC 2007 ships
+    them; ``train`` -> ``val`` when the folder has no labelled ``test`` split but has ``val``, as
+    VOC 2012 does (its ``test.txt``, from the test archive, lists images without annotation files),
+    which is also TFDS ``voc/2012``'s choice."""
+    main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
+    has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test")}
+    if has["test"] and _labelled(voc_dir, "test") or not (has["train"] and has["val"]):
+        return "trainval", "test"
+    return "train", "val"
+
+
+def _labelled(voc_dir, split) -> bool:
+    """Whether any image of ``split`` has an annotation file."""
+    annotations = os.path.join(os.fspath(voc_dir), "Annotations")
+    return any(os.path.isfile(os.path.join(annotations, f"{image_id}.xml"))
+               for image_id in split_ids(voc_dir, split))
+
+
 def load_voc_folder(
     voc_dir,
     split: typing.Optional[str] = "trainval",
@@ -151,6 +170,11 @@ def load_voc_folder(
                             "and ImageSets/Main/")
     problems = DataProblems(f"VOC folder {voc_dir} ({split or 'all'})", strict=strict)
     ids = split_ids(voc_dir, split)
+    if ids and not _labelled(voc_dir, split):
+        # VOC 2012's test.txt: a split of unlabelled images, not len(ids) separate faults.
+        raise DataError(f"{os.path.join(voc_dir, 'ImageSets', 'Main')}: split {split!r}: none of its {len(ids)} "
+                        f"images has an annotation file in {annotations_dir} (an unlabelled test set, as "
+                        "VOC 2012's); evaluate on a labelled split, e.g. val")
 
     # Parse the split's annotations (warnings count here) ...
     parsed = {}
