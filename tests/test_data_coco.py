@@ -71,6 +71,31 @@ def test_coco_end_to_end(coco, caplog):
         assert name in caplog.text
 
 
+def test_ids_written_as_floats_or_strings_read_as_integers(coco):
+    """Tools that write JSON through pandas or from spreadsheets store ids as ``3.0`` or ``"3"``:
+    the same data, not a file of unknown categories; ``3.5`` or ``true`` is no id."""
+    json_path, image_dir = coco
+    expected = examples(load_coco_json(json_path, image_dir))
+    with open(json_path) as f:
+        data = json.load(f)
+    for image in data["images"]:
+        image["id"] = float(image["id"])
+    for annotation in data["annotations"]:
+        annotation["image_id"] = str(annotation["image_id"])
+        annotation["category_id"] = float(annotation["category_id"])
+    data["categories"][0]["id"] = "7"
+    data["annotations"][0]["category_id"] = 3.5  # a.jpg's car
+    data["annotations"][2]["category_id"] = True  # b.jpg's train
+    with open(json_path, "w") as f:
+        json.dump(data, f)
+    source = load_coco_json(json_path, image_dir)
+    assert source.problems["unknown class"] == 3
+    got = examples(source)
+    assert [e["image/id"] for e in got] == [e["image/id"] for e in expected]
+    assert got[0]["objects/label"].tolist() == [0] and got[3]["objects/label"].tolist() == [0]
+    np.testing.assert_array_equal(got[2]["objects/bbox"], expected[2]["objects/bbox"])
+
+
 def test_crowd_never_trained_kept_for_evaluation(coco):
     source = load_coco_json(*coco)
     train = next(iter(train_dataset(source, preset("shapes"), batch_size=4, shuffle=False, flip_probability=0.0)))

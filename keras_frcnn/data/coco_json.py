@@ -64,7 +64,7 @@ def load_coco_json(
     problems = DataProblems(f"COCO {json_path}", strict=strict)
 
     try:
-        categories = sorted(((int(c["id"]), str(c["name"])) for c in data["categories"]))
+        categories = sorted(((_whole(c["id"]), str(c["name"])) for c in data["categories"]))
     except (KeyError, TypeError, ValueError) as error:
         raise DataError(f"{json_path}: malformed category ({error!r})") from None
     ids = [category_id for category_id, _ in categories]
@@ -82,7 +82,7 @@ def load_coco_json(
     images = {}
     for number, image in enumerate(data["images"]):
         try:
-            image_id = int(image["id"])
+            image_id = _whole(image["id"])
             image["file_name"] = str(image["file_name"])
         except (KeyError, TypeError, ValueError):
             problems.warn("malformed image entry", json_path, f"images[{number}] has no id / file_name",
@@ -95,7 +95,7 @@ def load_coco_json(
     annotations = {image_id: [] for image_id in images}
     for number, annotation in enumerate(data.get("annotations") or []):
         try:
-            image_id = int(annotation["image_id"])
+            image_id = _whole(annotation["image_id"])
         except (KeyError, TypeError, ValueError):
             problems.warn("malformed annotation", json_path, f"annotations[{number}] has no image_id",
                           "skipped")
@@ -133,10 +133,13 @@ def load_coco_json(
         boxes, labels, crowd, areas = [], [], [], []
         for number, annotation in annotations[image_id]:
             where = f"annotations[{number}] (image {info['file_name']})"
-            category = annotation.get("category_id")
-            if not isinstance(category, int) or category not in label_of:
-                problems.warn("unknown class", json_path, f"{where}: unknown category_id {category!r}",
-                              "skipped")
+            try:
+                category = _whole(annotation.get("category_id"))
+            except (TypeError, ValueError):
+                category = None
+            if category not in label_of:
+                problems.warn("unknown class", json_path,
+                              f"{where}: unknown category_id {annotation.get('category_id')!r}", "skipped")
                 continue
             box = _normalised_box(annotation.get("bbox"), height, width, json_path, where, problems)
             if box is None:
@@ -162,6 +165,18 @@ def load_coco_json(
                      if problems.counts["bad image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images)
+
+
+def _whole(value) -> int:
+    """A COCO id: an integer, also as written by tools that store numbers as floats (``3.0``) or
+    strings (``"3"``); ``ValueError`` for anything else (``3.5``, ``"a"``, ``true``)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not an id")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError(f"{value!r} is not an id")
 
 
 def _area(value) -> float:
