@@ -1,6 +1,7 @@
 """VOC folders: TFDS's box conversion, classes, bad data, entity-expansion attacks."""
 
 import argparse
+import io
 import logging
 import os
 
@@ -163,6 +164,30 @@ def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):
     write_voc_folder(tmp_path, {"t": {"objects": [("dog", (1, 1, 9, 9), False)]}}, {"test": ["t"]})
     assert default_splits(tmp_path) == ("trainval", "test")
     assert default_splits(tmp_path / "nowhere") == ("trainval", "test")
+
+
+def test_bmp_files_tensorflow_would_misread_are_skipped_by_name(tmp_path, caplog):
+    """TensorFlow's BMP decoder takes every file as 8-bit grey, 24-bit or 32-bit: a palette BMP
+    would train as grey index values, a 1-bit one fail mid-training. Those are skipped, named;
+    the BMPs it reads right are kept and decode as Pillow shows them."""
+    from PIL import Image
+
+    rgb = (np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)
+    encoded = {}
+    for name, mode in (("rgb", "RGB"), ("grey", "L"), ("palette", "P"), ("bits", "1")):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).convert(mode).save(buffer, format="BMP")
+        encoded[name] = buffer.getvalue()
+    entries = {name: {"image": data, "ext": ".bmp", "size": (30, 40), "objects": [("dog", (1, 1, 9, 9), False)]}
+               for name, data in encoded.items()}
+    write_voc_folder(tmp_path, entries, {"trainval": list(entries)})
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_voc_folder(tmp_path)
+    assert source.problems == {"bad image file": 2}
+    assert "palette.bmp: BMP with a colour palette" in caplog.text and "bits.bmp: BMP with 1-bit pixels" in caplog.text
+    for example in examples(source):
+        shown = Image.open(tmp_path / "JPEGImages" / example["image/filename"].decode()).convert("RGB")
+        np.testing.assert_array_equal(example["image"], np.asarray(shown))
 
 
 def test_strict_and_skip_empty(edge_folder, tmp_path):

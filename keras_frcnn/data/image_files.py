@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import struct
 import typing
 
 import numpy as np
@@ -49,6 +50,8 @@ def check_image(path) -> CheckedImage:
             if image.format not in TF_FORMATS:
                 raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}")
             width, height = image.size
+            if image.format == "BMP":
+                _check_bmp(path, image.mode)
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
             if image.format == "JPEG":
                 image.draft(image.mode, (max(width // 8, 1), max(height // 8, 1)))
@@ -60,6 +63,31 @@ def check_image(path) -> CheckedImage:
     if width < 1 or height < 1:
         raise ValueError(f"image is empty ({width} x {height})")
     return CheckedImage(height, width, orientation if orientation in range(1, 9) else 1)
+
+
+# BI_BITFIELDS' red, green and blue masks in the order TensorFlow's BMP decoder reads the bytes.
+_BMP_BGR_MASKS = struct.pack("<III", 0x00FF0000, 0x0000FF00, 0x000000FF)
+
+
+def _check_bmp(path, mode):
+    """Refuse the BMP variants that Pillow reads but ``tf.io.decode_bmp`` does not read right: it
+    takes every file as uncompressed 8-bit grey, 24-bit BGR or 32-bit BGRA, so a colour palette
+    comes out as grey index values, RLE data as noise, other masks with swapped channels, and 1,
+    4 or 16 bits per pixel fail while training."""
+    with open(path, "rb") as f:
+        header = f.read(66)
+    header_size, = struct.unpack_from("<I", header, 14) if len(header) >= 18 else (0,)
+    if header_size < 40 or len(header) < 34:
+        raise ValueError(f"BMP with a {header_size}-byte (OS/2) header, which TensorFlow does not decode; "
+                         "save it as PNG or JPEG")
+    bits, compression = struct.unpack_from("<HI", header, 28)
+    if (bits in (24, 32) and compression == 0 or bits == 8 and compression == 0 and mode == "L"
+            or bits == 32 and compression == 3 and header[54:66] == _BMP_BGR_MASKS):
+        return
+    kind = "a colour palette" if mode == "P" else f"compression {compression}" if compression not in (0, 3) \
+        else "its channel masks" if compression == 3 else f"{bits}-bit pixels"
+    raise ValueError(f"BMP with {kind}, which TensorFlow's decoder reads wrong or not at all; "
+                     "save it as PNG or JPEG (or 24-bit BMP)")
 
 
 def shown_size(image: CheckedImage) -> tuple:
