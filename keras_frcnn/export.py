@@ -103,14 +103,55 @@ def empty_outputs(max_detections, num_rois, num_classes):
     }
 
 
-def decode_images(encoded):
+def _little_endian(data, offset, size):
+    """The unsigned ``size``-byte little-endian integer at ``offset`` of a string (int64; 0 past
+    its end)."""
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, size), tf.uint8), tf.int64)
+    return tf.reduce_sum(digits * 256 ** tf.range(tf.size(digits, tf.int64), dtype=tf.int64))
+
+
+def bmp_read_right(data):
+    """False for a BMP that ``DecodeBmp`` reads wrong (the rule of
+    ``data.image_files._check_bmp``): it takes every BMP as uncompressed 8-bit grey, 24-bit BGR or
+    32-bit BGRA, so a colour palette comes out as grey index values and RLE data as noise. True
+    for every other string (other formats are their decoders' to judge)."""
+
+    def judge():
+        header_size, bits = _little_endian(data, 14, 4), _little_endian(data, 28, 2)
+        compression = _little_endian(data, 30, 4)
+        masks = tf.strings.substr(data, 54, 12) == b"\x00\x00\xff\x00\x00\xff\x00\x00\xff\x00\x00\x00"
+        colors = _little_endian(data, 46, 4)
+        colors = tf.where(colors == 0, tf.constant(256, tf.int64), tf.minimum(colors, 256))
+        start = tf.minimum(14 + header_size, tf.cast(tf.strings.length(data), tf.int64))
+        palette = tf.io.decode_raw(tf.strings.substr(data, start, 4 * colors), tf.uint8)
+
+        def grey_palette():  # entry i is (i, i, i): the index is the grey level
+            entries = tf.cast(tf.reshape(palette, [-1, 4])[:, :3], tf.int64)
+            return tf.reduce_all(entries == tf.range(colors)[:, None])
+
+        whole_palette = tf.size(palette, tf.int64) == 4 * colors
+        return (header_size >= 40) & (
+            ((bits == 24) | (bits == 32)) & (compression == 0)
+            | (bits == 32) & (compression == 3) & masks
+            | (bits == 8) & (compression == 0) & tf.cond(whole_palette, grey_palette, lambda: False))
+
+    is_bmp = (tf.strings.substr(data, 0, 2) == b"BM") & (tf.strings.length(data) >= 54)
+    return tf.cond(is_bmp, judge, lambda: True)
+
+
+def decode_images(encoded, name=ENCODED_INPUT):
     """string ``[B]`` of encoded images -> (uint8 ``[B, H, W, 3]`` zero padded to the largest,
     int32 ``[B, 2]`` each image's (h, w)). One ``DecodeImage`` per element in a ``map_fn`` loop
     of the graph; a ragged stack pads the images without knowing their sizes in advance. A single
-    image (the usual request) skips the ragged stack and its two copies of the decoded pixels."""
+    image (the usual request) skips the ragged stack and its two copies of the decoded pixels.
+    A BMP TensorFlow would misread fails the request, ``name`` (the input) in its message."""
 
     def decode(data):
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+        check = tf.debugging.Assert(bmp_read_right(data), [
+            f"{name}: a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, which "
+            "TensorFlow's decoder reads wrong: send PNG, JPEG or 24-bit BMP"])
+        with tf.control_dependencies([check]):
+            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
         image.set_shape([None, None, 3])
         return image
 
@@ -192,7 +233,7 @@ class ServingFunctions:
         tf_example = tf.ensure_shape(tf_example, [None], name=EXAMPLE_INPUT)
         features = tf.io.parse_example(
             tf_example, {EXAMPLE_IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        images, sizes = decode_images(features[EXAMPLE_IMAGE_KEY])
+        images, sizes = decode_images(features[EXAMPLE_IMAGE_KEY], EXAMPLE_INPUT)
         return self._detect_batch(images, sizes, EXAMPLE_INPUT)
 
 
@@ -371,9 +412,10 @@ def _has_kernel(node, device_types):
     return False
 
 
-# Ops a GPU server may run on its CPU: image decoding at the input (string ops are let through by
-# their dtype).
-HOST_OPS = frozenset({"DecodeImage", "DecodeJpeg", "DecodePng", "DecodeBmp", "DecodeGif"})
+# Ops a GPU server may run on its CPU: image decoding at the input and the byte reads of a BMP's
+# header before it (string ops are let through by their dtype; these have integer attributes).
+HOST_OPS = frozenset({"DecodeImage", "DecodeJpeg", "DecodePng", "DecodeBmp", "DecodeGif", "DecodeRaw",
+                      "Substr", "StringLength"})
 
 
 def ops_without_gpu_kernels(saved_model_dir, signature=None) -> dict:

@@ -83,6 +83,8 @@ CONTRACT_CHILD = textwrap.dedent(r"""
     frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
     gif = io.BytesIO(); frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:]); gif = gif.getvalue()
     bmp = io.BytesIO(); Image.fromarray(rgb).save(bmp, format="BMP"); bmp = bmp.getvalue()
+    palette_bmp = io.BytesIO(); Image.fromarray(rgb).convert("P").save(palette_bmp, format="BMP")
+    palette_bmp = palette_bmp.getvalue()  # DecodeBmp would read its indices as grey levels
     with open(large_path, "rb") as f:
         large = f.read()
     requests = {
@@ -98,6 +100,8 @@ CONTRACT_CHILD = textwrap.dedent(r"""
         "16-bit png": (encoded, {"encoded_image_string_tensor": np.array([tf.io.encode_png(rgb.astype(np.uint16) * 257).numpy()], object)}),
         "animated gif": (encoded, {"encoded_image_string_tensor": np.array([gif], object)}),
         "bmp": (encoded, {"encoded_image_string_tensor": np.array([bmp], object)}),
+        "palette bmp": (encoded, {"encoded_image_string_tensor": np.array([palette_bmp], object)}),
+        "palette bmp in an example": (examples, {"tf_example": np.array([example(palette_bmp)], object)}),
         "empty batch (encoded)": (encoded, {"encoded_image_string_tensor": np.array([], object)}),
         "example without image/encoded": (examples, {"tf_example": np.array([example(png(rgb), "image/data")], object)}),
         "not an example": (examples, {"tf_example": np.array([b"not a proto"], object)}),
@@ -302,6 +306,9 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
         key = "encoded_image_string_tensor" if "string" in name else "input_tensor"
         assert bad[name]["error"][0] == "InvalidArgumentError" and key in bad[name]["error"][1], (name, bad[name])
     assert "height and a width" in bad["zero-height input_tensor"]["error"][1]
+    for name, key in (("palette bmp", "encoded_image_string_tensor"), ("palette bmp in an example", "tf_example")):
+        assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
+        assert f"{key}: a BMP with a colour palette" in bad[name]["error"][1], (name, bad[name])
     for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp"):
         assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])
         assert bad[name]["shapes"]["detection_boxes"] == [1, 100, 4]
