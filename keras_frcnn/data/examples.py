@@ -68,6 +68,8 @@ class DetectionSource:
       continuous coordinates, ``[xmin - 1, xmax]`` in pixels (py-faster-rcnn's 0-based inclusive
       box ``(xmin - 1, ..., xmax - 1)``), so training matches the paper's code and evaluation's
       continuous IoU equals the VOC devkit's.
+    num_objects: objects a detector is trained on (difficult and crowd ones not counted), when
+      known (folder sources).
     """
 
     dataset: tf.data.Dataset
@@ -77,6 +79,7 @@ class DetectionSource:
     problems: dict = dataclasses.field(default_factory=dict)
     example_at: typing.Optional[typing.Callable] = None
     voc_pixel_numbers: bool = False
+    num_objects: typing.Optional[int] = None
 
     @property
     def num_classes(self) -> int:
@@ -164,7 +167,8 @@ def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: 
     dataset, example_at = records_to_dataset(records, decode_images=decode_images)
     return DetectionSource(dataset=dataset, class_names=tuple(class_names), num_examples=len(records),
                            name=name, problems=dict(problems), example_at=example_at,
-                           voc_pixel_numbers=voc_pixel_numbers)
+                           voc_pixel_numbers=voc_pixel_numbers,
+                           num_objects=int(sum((~record.difficult).sum() for record in records)))
 
 
 def example_key(example):
