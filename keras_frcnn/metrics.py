@@ -346,6 +346,8 @@ def plot_pr_curves(result, out_dir):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from keras_frcnn.training import write_atomically
+
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for k, name in enumerate(result.class_names):
@@ -371,7 +373,7 @@ def plot_pr_curves(result, out_dir):
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path = os.path.join(out_dir, f"pr_{k:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
-        fig.savefig(path)
+        write_atomically(path, lambda partial: fig.savefig(partial, format="png"))  # never a torn plot
         paths.append(path)
     return paths
 

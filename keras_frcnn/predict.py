@@ -88,15 +88,28 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
             number += 1
             target = f"{stem}_{number}.png"
         taken.add(target)
-        from PIL import Image
-
-        Image.fromarray(np.asarray(drawn)).save(target)
+        _write_png(np.asarray(drawn), target)
         kept = [(model.class_names[int(l)], float(s)) for l, s in
                 zip(out["labels"][:n], out["confidence"][:n]) if s >= min_score]
         log(f"{path}: {len(kept)} detections >= {min_score:g} "
             + ", ".join(f"{name} {score:.2f}" for name, score in kept[:10]) + f" -> {target}")
         written.append(target)
     return written, failed
+
+
+def _write_png(pixels, path):
+    """``pixels`` as a PNG at ``path``, whole or not at all (a full disk leaves no torn drawing);
+    an ``OSError`` names the file."""
+    from PIL import Image
+
+    from keras_frcnn.training import write_atomically
+
+    try:
+        write_atomically(path, lambda partial: Image.fromarray(pixels).save(partial, format="PNG"))
+    except OSError as error:
+        if error.filename is None:  # Pillow's write errors name no file
+            raise OSError(error.errno, error.strerror or str(error), path) from None
+        raise
 
 
 def main(argv=None):

@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import synthetic_batch, tiny_config
-from keras_frcnn import formats, predict
+from keras_frcnn import cli, formats, predict
 from keras_frcnn.models import forward
 from keras_frcnn.preprocessing import for_converters
 
@@ -205,6 +205,33 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
     assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a_2.png"]
     assert failed == [str(folder / "broken.jpg")]
     assert len(warnings) == 1 and f"error: {folder / 'broken.jpg'}: image file is corrupt" in warnings[0]
+
+
+def test_predict_on_a_full_disk_names_the_drawing_and_leaves_no_torn_one(trained, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, image in zip("ab", trained.images):
+        Image.fromarray(image).save(folder / f"{name}.jpg")
+    save = Image.Image.save
+
+    def filling_the_disk(self, path, *args, **kwargs):  # the second drawing finds the disk full
+        if "b.png" in str(path):
+            with open(path, "wb") as f:
+                f.write(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as Pillow raises it: no file name
+        return save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", filling_the_disk)
+    out = tmp_path / "out"
+
+    def command():
+        predict.predict_files(trained.model, [str(folder)], str(out), log=lambda line: None)
+        return 0
+
+    assert cli.run(command) == 2
+    assert capsys.readouterr().err == f"error: {out / 'b.png'}: No space left on device (make room on that disk)\n"
+    assert sorted(os.listdir(out)) == ["a.png"]  # whole; b.png neither torn nor left partial
+    Image.open(out / "a.png").verify()
 
 
 def test_runtime_model_interface_matches_the_keras_model(trained):
