@@ -7,6 +7,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py old-pipeline DIR --old-checkout OLD  # the code before issue 12
     python benchmarks/bench_at_size.py train DIR [--out runs/at_size]     # one pass, shapes model
     python benchmarks/bench_at_size.py tfds-stream DIR [--images 5000]    # a TFDS set's stream
+    python benchmarks/bench_at_size.py coco-scale DIR [--images 118287]   # COCO train2017's size
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -26,7 +27,11 @@ position of the stream recorded as the model consumes it; then the evaluation on
 ``tfds-stream``: the TFDS path (no random access: a shuffle buffer of encoded records) on the
 shapes set built with ``--images`` training images under the TFDS data directory DIR: three passes
 of the training stream (each must visit every example once), how far an example moves from one
-pass to the next, and a stream resumed mid-pass against the uninterrupted one.
+pass to the next, and a stream resumed mid-pass against the uninterrupted one. ``coco-scale``: a
+COCO JSON of train2017's size (118,287 images, ~7 annotations each, 80 category ids of 1..90 with
+polygons) whose images are hard links to 50 distinct 640 x 480 JPEGs (~100 KB, COCO's own average
+is ~160 KB): how long ``load_coco_json`` takes (the JSON, every image checked, the records), its
+memory, and the training stream's first batch and rate.
 """
 
 import argparse
@@ -296,10 +301,59 @@ def tfds_stream(data_dir, images, start_fraction=1.469):
         "resumed_stream_equal": indices(start, 2 * n - start) == every[start:2 * n]}))
 
 
+def coco_scale(root, images):
+    from PIL import Image, ImageFilter
+
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import load_coco_json, train_dataset
+
+    rng = np.random.default_rng(0)
+    json_path, image_dir = os.path.join(root, "instances_train.json"), os.path.join(root, "images")
+    if not os.path.exists(json_path):
+        os.makedirs(image_dir, exist_ok=True)
+        distinct = []
+        for n in range(50):
+            noise = Image.fromarray((rng.random((480, 640, 3)) * 255).astype(np.uint8))
+            distinct.append(os.path.join(root, f"distinct_{n}.jpg"))
+            noise.filter(ImageFilter.GaussianBlur(1.2)).save(distinct[-1], quality=90)
+        ids = [c for c in range(1, 91) if c not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
+        entries, annotations = [], []
+        for n in range(images):
+            name = f"{n + 1:012d}.jpg"
+            os.link(distinct[n % 50], os.path.join(image_dir, name))
+            entries.append({"id": n + 1, "file_name": name, "height": 480, "width": 640})
+            for _ in range(int(rng.integers(1, 14))):
+                x, y = rng.uniform(0, 600), rng.uniform(0, 440)
+                w, h = rng.uniform(2, 640 - x), rng.uniform(2, 480 - y)
+                annotations.append({"id": len(annotations) + 1, "image_id": n + 1, "category_id": int(rng.choice(ids)),
+                                    "bbox": [round(v, 2) for v in (x, y, w, h)], "area": round(0.7 * w * h, 2),
+                                    "iscrowd": int(rng.random() < 0.01),
+                                    "segmentation": [[round(v, 2) for v in (x, y, x + w, y, x + w, y + h)]]})
+        with open(json_path, "w") as f:
+            json.dump({"images": entries, "annotations": annotations,
+                       "categories": [{"id": c, "name": f"class{c}"} for c in ids]}, f)
+    started = time.perf_counter()
+    source = load_coco_json(json_path, image_dir, decode_images=False)
+    loaded = time.perf_counter() - started
+    started = time.perf_counter()
+    stream = iter(train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0, repeat=True))
+    next(stream)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(200):
+        next(stream)
+    print(json.dumps({"what": "coco-scale", "machine": machine(), "json_mb": round(os.path.getsize(json_path) / 2**20),
+                      "images": source.num_examples, "objects": source.num_objects,
+                      "load_seconds": round(loaded, 1), "first_batch_seconds": round(first, 1),
+                      "images_per_second": round(200 * BATCH / (time.perf_counter() - started)),
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
-                                         "tfds-stream"])
+                                         "tfds-stream", "coco-scale"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -318,6 +372,8 @@ def main():
         old_pipeline(args.dir, args.old_checkout, args.passes)
     elif args.what == "tfds-stream":
         tfds_stream(args.dir, args.images or 5000)
+    elif args.what == "coco-scale":
+        coco_scale(args.dir, args.images or 118287)
     else:
         train(args.dir, args.out)
 
