@@ -278,7 +278,8 @@ def _train(args, held):
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation
-    from keras_frcnn.training import ScheduleRunner, unfinished_run, write_atomically
+    from keras_frcnn.files import write_atomically
+    from keras_frcnn.training import ScheduleRunner, unfinished_run
 
     cfg = build_config(args)
     check_weights(cfg.backbone, cfg.weights)

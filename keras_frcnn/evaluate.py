@@ -126,7 +126,7 @@ def main(argv=None):
 
 def _evaluate(args):
     from keras_frcnn import metrics
-    from keras_frcnn.training import write_atomically
+    from keras_frcnn.files import write_atomically
 
     if args.out:  # checked before the evaluation, not after it
         if os.path.isdir(args.out):

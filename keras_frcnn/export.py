@@ -40,13 +40,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn.files import staging_folder
 from keras_frcnn.models import forward
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -314,8 +313,7 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
     archive.add_endpoint(DEFAULT_SIGNATURE, functions.serving_default)
     archive.add_endpoint(ENCODED_SIGNATURE, functions.serving_encoded)
     archive.add_endpoint(EXAMPLE_SIGNATURE, functions.serving_tf_example)
-    staging = tempfile.mkdtemp(prefix=f".{version}-", dir=base_path)  # not a number: TF Serving skips it
-    try:
+    with staging_folder(base_path, str(version)) as staging:  # not a number: TF Serving skips it
         archive.write_out(staging, verbose=verbose)
         if warmup:
             os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
@@ -324,9 +322,6 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
                 for log in warmup_requests(name, warmup_image_size):
                     writer.write(log.SerializeToString())
         os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

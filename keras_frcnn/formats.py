@@ -28,12 +28,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
+
+from keras_frcnn.files import staging_folder
 
 FORMATS = ("saved_model", "onnx", "openvino", "litert")
 SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "litert": ".tflite"}
@@ -135,8 +135,7 @@ def export_runtime_model(model, path, fmt=None):
     # Written beside ``path`` under a temporary folder and renamed into place, the model file last:
     # a failed export (a full disk, a kill) leaves no torn model for a runtime to load, nor a file
     # that would refuse the next try.
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.partial-", dir=os.path.dirname(path))
-    try:
+    with staging_folder(os.path.dirname(path), os.path.basename(path)) as staging:
         staged = os.path.join(staging, os.path.basename(path))
         if fmt == "openvino":
             written = _to_openvino(model, staged, names)
@@ -146,8 +145,6 @@ def export_runtime_model(model, path, fmt=None):
             written = {"onnx": _to_onnx, "litert": _to_litert}[fmt](saved, staged, names, staging)
         for file in sorted(written, key=lambda file: file == staged):
             os.replace(file, os.path.join(os.path.dirname(path), os.path.basename(file)))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return [os.path.join(os.path.dirname(path), os.path.basename(file)) for file in written]
 
 

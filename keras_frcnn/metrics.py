@@ -346,7 +346,7 @@ def plot_pr_curves(result, out_dir):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from keras_frcnn.training import write_atomically
+    from keras_frcnn.files import write_atomically
 
     os.makedirs(out_dir, exist_ok=True)
     paths = []

@@ -102,7 +102,7 @@ def _write_png(pixels, path):
     an ``OSError`` names the file."""
     from PIL import Image
 
-    from keras_frcnn.training import write_atomically
+    from keras_frcnn.files import write_atomically
 
     try:
         write_atomically(path, lambda partial: Image.fromarray(pixels).save(partial, format="PNG"))

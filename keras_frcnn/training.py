@@ -42,7 +42,6 @@ import glob
 import json
 import math
 import os
-import shutil
 import time
 import typing
 
@@ -54,6 +53,7 @@ from keras_frcnn.data.examples import DetectionSource
 from keras_frcnn.data.pipeline import as_source, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
+from keras_frcnn.files import remove_path, write_atomically
 from keras_frcnn.optimizer import CaffeSGD, StepWithWarmup
 from keras_frcnn.models import proposal_layer
 from keras_frcnn.tensorboard import StageLog, StepCounting
@@ -238,32 +238,6 @@ def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     if plan and not left:
         return None
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
-
-
-def write_atomically(path, content, partial=None):
-    """Write ``content`` (a text, or a function writing the file named by its argument, e.g. a
-    model's ``save``) to ``path`` under a temporary name (``partial``, default ``path.partial``) and
-    rename it into place: a kill or a full disk while writing leaves the previous file (or none),
-    never a torn one, and no partial file holding the space."""
-    partial = partial or f"{path}.partial"
-    try:
-        if callable(content):
-            content(partial)
-        else:
-            with open(partial, "w") as f:
-                f.write(content)
-    except BaseException:
-        remove_path(partial)
-        raise
-    os.replace(partial, path)
-
-
-def remove_path(path):
-    """Remove a file or a folder with its contents (nothing if it is not there)."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
 
 
 class TrainingCheckpoint:

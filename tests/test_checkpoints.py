@@ -302,7 +302,7 @@ def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp
 
 
 def test_a_file_written_atomically_is_whole_or_the_previous_one(tmp_path):
-    from keras_frcnn.training import write_atomically
+    from keras_frcnn.files import write_atomically
 
     path = tmp_path / "config.json"
     write_atomically(path, "first")

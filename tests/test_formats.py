@@ -287,6 +287,28 @@ def test_a_failed_export_leaves_nothing_behind(trained, tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "out") == []
 
 
+def test_an_export_killed_with_9_leaves_a_folder_the_next_one_removes(tmp_path):
+    """kill -9 skips every cleanup: the staging folder (up to a model's size) stays. The next
+    export into that folder removes it; one of a process still running is left alone."""
+    import socket
+
+    from keras_frcnn.files import staging_folder
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    killed = tmp_path / f".1.partial-{host}-{dead.pid}-k1ll3d"
+    running = tmp_path / f".2.partial-{host}-{os.getpid()}-runn1ng"
+    other_host = tmp_path / f".1.partial-elsewhere-{dead.pid}-x"  # shared disk: not ours to judge
+    for folder in (killed, running, other_host, tmp_path / ".cache"):
+        folder.mkdir()
+        (folder / "saved_model.pb").write_bytes(b"half")
+    with staging_folder(tmp_path, "3") as staging:
+        assert os.path.basename(staging).startswith(f".3.partial-{host}-{os.getpid()}-")
+        assert not killed.exists() and running.exists() and other_host.exists() and (tmp_path / ".cache").exists()
+    assert sorted(os.listdir(tmp_path)) == sorted([running.name, other_host.name, ".cache"])
+
+
 def test_the_branch_free_trace_computes_the_same_detections(trained):
     """What the converters get (no tf.cond shortcuts, float32 input) equals the model exactly,
     on a padded batch of two sizes and on one image at its own size."""
