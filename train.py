@@ -323,6 +323,7 @@ def _train(args, held):
         raise cli.UsageError(f"the evaluation data {test_source.name} has other classes than the "
                              f"training data {train_source.name}: {list(test_source.class_names)} vs "
                              f"{list(train_source.class_names)}")
+    cli.warn_if_not_held_out(train_source, test_source)
     if train_source.num_objects == 0:
         raise cli.UsageError(f"the training data {train_source.name} has no objects to learn from "
                              f"(its {train_source.num_examples} images have none, or only difficult / crowd "

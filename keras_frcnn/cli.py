@@ -220,6 +220,18 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
     return data.load_tfds(choice.name, split, data_dir=args.data_dir, decode_images=decode_images)
 
 
+def warn_if_not_held_out(train_source, test_source):
+    """A warning on stderr when the evaluation data shares image files with the training data
+    (split files or JSON files that overlap): its figures would not be held-out ones."""
+    if test_source is None or not train_source.files or not test_source.files:
+        return
+    shared = len(train_source.files & test_source.files)
+    if shared:
+        print(f"warning: {shared} of the {test_source.num_examples} evaluation images are training images "
+              f"too (the same files in {train_source.name} and {test_source.name}): the evaluation is "
+              "not on held-out data", file=sys.stderr)
+
+
 def _voc_split(split: str) -> str:
     # TFDS's "train+validation" is the VOC folder's trainval.txt.
     return {"train+validation": "trainval", "validation": "val"}.get(split, split)

@@ -10,7 +10,7 @@ import pytest
 from tensorflow_datasets.object_detection import voc as tfds_voc
 from test_data_fixtures import examples, voc_xml, write_image, write_turned_photo, write_voc_folder
 
-from keras_frcnn.cli import add_data_args, choose_data
+from keras_frcnn.cli import add_data_args, choose_data, warn_if_not_held_out
 from keras_frcnn.config import Config
 from keras_frcnn.data import VOC_CLASSES, DataError, load_voc_folder, parse_voc_xml
 from keras_frcnn.data.voc_folder import default_splits
@@ -164,6 +164,15 @@ def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):
     write_voc_folder(tmp_path, {"t": {"objects": [("dog", (1, 1, 9, 9), False)]}}, {"test": ["t"]})
     assert default_splits(tmp_path) == ("trainval", "test")
     assert default_splits(tmp_path / "nowhere") == ("trainval", "test")
+
+
+def test_evaluation_images_that_are_training_images_are_warned_about(tmp_path, capsys):
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c")}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b"], "test": ["b", "c"], "held": ["c"]})
+    warn_if_not_held_out(load_voc_folder(tmp_path, "trainval"), load_voc_folder(tmp_path, "test"))
+    assert "warning: 1 of the 2 evaluation images are training images too" in capsys.readouterr().err
+    warn_if_not_held_out(load_voc_folder(tmp_path, "trainval"), load_voc_folder(tmp_path, "held"))
+    assert capsys.readouterr().err == ""
 
 
 def test_bmp_files_tensorflow_would_misread_are_skipped_by_name(tmp_path, caplog):

@@ -37,6 +37,7 @@ proposal read for another example is an error naming both.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 
 import numpy as np
@@ -70,6 +71,8 @@ class DetectionSource:
       continuous IoU equals the VOC devkit's.
     num_objects: objects a detector is trained on (difficult and crowd ones not counted), when
       known (folder sources).
+    files: the real paths of the image files, when known (folder sources): two sources that share
+      images can be told.
     """
 
     dataset: tf.data.Dataset
@@ -80,6 +83,7 @@ class DetectionSource:
     example_at: typing.Optional[typing.Callable] = None
     voc_pixel_numbers: bool = False
     num_objects: typing.Optional[int] = None
+    files: typing.Optional[frozenset] = None
 
     @property
     def num_classes(self) -> int:
@@ -168,7 +172,8 @@ def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: 
     return DetectionSource(dataset=dataset, class_names=tuple(class_names), num_examples=len(records),
                            name=name, problems=dict(problems), example_at=example_at,
                            voc_pixel_numbers=voc_pixel_numbers,
-                           num_objects=int(sum((~record.difficult).sum() for record in records)))
+                           num_objects=int(sum((~record.difficult).sum() for record in records)),
+                           files=frozenset(os.path.realpath(record.path) for record in records))
 
 
 def example_key(example):
