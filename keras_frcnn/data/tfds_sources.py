@@ -87,6 +87,39 @@ def build_lock(builder):
     return file_lock(os.path.join(os.fspath(builder.data_dir_root), f".{builder.name}-{config}.lock"))
 
 
+def check_reachable(builder, manual_dir=None, timeout=10.0):
+    """Before building ``builder``'s set: unless every archive it needs is in the manual directory,
+    a ``ConnectionError`` now if a server it downloads from (or the proxy the environment names)
+    cannot be reached (no network, no DNS, a firewall). TFDS would retry each download for minutes
+    before failing."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    manual = os.fspath(manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual"))
+    needed = OFFLINE_FILES.get(builder.info.full_name.rsplit("/", 1)[0])
+    if needed and all(os.path.exists(os.path.join(manual, name)) for name in needed):
+        return
+    try:
+        urls = builder.url_infos or {}  # from the builder's checksums file
+    except Exception:  # a builder without one: nothing to probe
+        urls = {}
+    proxies = urllib.request.getproxies()  # $https_proxy, $http_proxy ...: connections go there
+    servers = {}  # (host, port) -> what it is
+    for parts in map(urllib.parse.urlsplit, urls):
+        what = f"{parts.hostname}, where TFDS downloads {builder.info.full_name} from"
+        if parts.hostname and parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname):
+            what = f"the proxy {proxies[parts.scheme]} (${parts.scheme}_proxy) for {what}"
+            parts = urllib.parse.urlsplit(proxies[parts.scheme])
+        if parts.hostname:
+            servers[parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)] = what
+    for (host, port), what in sorted(servers.items()):
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as error:
+            raise ConnectionError(f"cannot reach {what} ({error.strerror or error})") from None
+
+
 def prepared(make_builder, download_config, builder=None):
     """The set of ``builder`` (default ``make_builder()``) built if needed, one process at a time
     (:func:`build_lock`); the builder returned has the finished set's info (one made while another
@@ -96,6 +129,7 @@ def prepared(make_builder, download_config, builder=None):
     builder = builder or make_builder()
     if builder.is_prepared():  # nothing to build, no lock: a read-only data directory is fine
         return builder
+    check_reachable(builder, download_config.manual_dir)
     with build_lock(builder):
         builder.download_and_prepare(download_config=download_config)
     return builder if builder.info.splits else make_builder()
