@@ -142,6 +142,15 @@ def test_split_files_by_name(tmp_path):
     assert names(load_voc_folder(tmp_path, None)) == ["a.jpg", "b.jpg", "c.jpg"]
     with pytest.raises(DataError, match=r"trainval\.txt.*train"):
         load_voc_folder(tmp_path, "trainval")
+    # Parts of a split file, as TFDS's split expressions take them (one file from an annotation tool).
+    assert names(load_voc_folder(tmp_path, "train[:50%]+val")) == ["a.jpg", "c.jpg"]  # 1 of 2: halves up
+    assert names(load_voc_folder(tmp_path, "train[1:]")) == ["b.jpg"]
+    assert names(load_voc_folder(tmp_path, "train[-1:] + val[:100%]")) == ["b.jpg", "c.jpg"]
+    with pytest.raises(DataError, match=r"split 'train\[:x\]': not a split name or a slice"):
+        load_voc_folder(tmp_path, "train[:x]")
+    (tmp_path / "ImageSets" / "Main" / "val.txt").unlink()
+    with pytest.raises(DataError, match=r"splits here: \['train'\], or a part of one: train\[:90%\] and train\[90%:\]"):
+        load_voc_folder(tmp_path, "trainval")
 
 
 def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import typing
 
 import defusedxml
@@ -96,9 +97,15 @@ def parse_voc_xml(path, problems: typing.Optional[DataProblems] = None) -> VocAn
     return VocAnnotation(filename, size, objects)
 
 
+_SLICE = re.compile(r"^(?P<name>[^\[\]]+?)\s*(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
 def split_ids(voc_dir, split) -> list:
     """Image ids of ``split`` (``"trainval"``, ``"test"``, ``"train+val"`` ...), in file order.
 
+    A split file's part can be taken as in TFDS's split expressions: ``"default[:90%]"`` and
+    ``"default[90%:]"`` (percentages rounded to the nearest image), ``"trainval[100:]"``, so that a
+    folder with one split file (an annotation tool's export) can hold part of it out.
     ``split=None`` means every ``Annotations/*.xml``, sorted by id.
     """
     if split is None:
@@ -106,17 +113,30 @@ def split_ids(voc_dir, split) -> list:
         return sorted(n[:-4] for n in names if n.endswith(".xml"))
     ids = []
     for part in str(split).split("+"):
-        path = os.path.join(voc_dir, "ImageSets", "Main", f"{part.strip()}.txt")
-        if not os.path.isfile(path):
+        match = _SLICE.match(part.strip())
+        path = os.path.join(voc_dir, "ImageSets", "Main", f"{match['name'] if match else part.strip()}.txt")
+        if match is None or not os.path.isfile(path):
             main = os.path.join(voc_dir, "ImageSets", "Main")
             available = sorted(n[:-4] for n in os.listdir(main) if n.endswith(".txt") and "_" not in n) \
                 if os.path.isdir(main) else []
-            raise DataError(f"{path}: split file not found (splits here: {available}; "
-                            "split=None takes every annotation file)")
+            hint = f", or a part of one: {available[0]}[:90%] and {available[0]}[90%:]" if len(available) == 1 else ""
+            raise DataError(f"{path}: split file not found (splits here: {available}{hint}; "
+                            "split=None takes every annotation file)" if match else
+                            f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
         with open(path, encoding="utf-8") as f:
             # Lines are "<id>" (or "<id> <flag>" in the per-class files): the first token is the id.
-            ids.extend(line.split()[0] for line in f if line.strip())
+            listed = [line.split()[0] for line in f if line.strip()]
+        ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
     return ids
+
+
+def _position(bound, count):
+    """A slice bound of a split expression (``"90%"``, ``"-10"``, ``None``) in ``count`` ids."""
+    if bound is None:
+        return None
+    if bound.endswith("%"):
+        return int(math.floor(count * int(bound[:-1]) / 100 + 0.5))  # nearest, halves up
+    return int(bound)
 
 
 def default_splits(voc_dir) -> tuple:
