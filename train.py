@@ -323,11 +323,11 @@ def _train(args, held):
         raise cli.UsageError(f"the evaluation data {test_source.name} has other classes than the "
                              f"training data {train_source.name}: {list(test_source.class_names)} vs "
                              f"{list(train_source.class_names)}")
-    cli.warn_if_not_held_out(train_source, test_source)
     if train_source.num_objects == 0:
         raise cli.UsageError(f"the training data {train_source.name} has no objects to learn from "
                              f"(its {train_source.num_examples} images have none, or only difficult / crowd "
                              "ones): check its annotations, or the split chosen")
+    cli.warn_if_not_held_out(train_source, test_source)
     print(f"data: training on {train_source.name} ({train_source.num_examples} images); "
           + (f"evaluating on {test_source.name} ({test_source.num_examples} images)" if test_source else
              "no evaluation: a --coco-json run evaluates only on held-out images "
