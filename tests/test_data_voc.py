@@ -149,7 +149,7 @@ def test_split_files_by_name(tmp_path):
     with pytest.raises(DataError, match=r"split 'train\[:x\]': not a split name or a slice"):
         load_voc_folder(tmp_path, "train[:x]")
     (tmp_path / "ImageSets" / "Main" / "val.txt").unlink()
-    with pytest.raises(DataError, match=r"splits here: \['train'\], or a part of one: train\[:90%\] and train\[90%:\]"):
+    with pytest.raises(DataError, match=r"splits here: \['train'\]; parts of one as in TFDS, e\.g\. train\[:90%\] and train\[90%:\]\)$"):
         load_voc_folder(tmp_path, "trainval")
 
 

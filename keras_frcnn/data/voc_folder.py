@@ -119,9 +119,9 @@ def split_ids(voc_dir, split) -> list:
             main = os.path.join(voc_dir, "ImageSets", "Main")
             available = sorted(n[:-4] for n in os.listdir(main) if n.endswith(".txt") and "_" not in n) \
                 if os.path.isdir(main) else []
-            hint = f", or a part of one: {available[0]}[:90%] and {available[0]}[90%:]" if len(available) == 1 else ""
-            raise DataError(f"{path}: split file not found (splits here: {available}{hint}; "
-                            "split=None takes every annotation file)" if match else
+            hint = f"; parts of one as in TFDS, e.g. {available[0]}[:90%] and {available[0]}[90%:]" \
+                if available else ""
+            raise DataError(f"{path}: split file not found (splits here: {available}{hint})" if match else
                             f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
         with open(path, encoding="utf-8") as f:
             # Lines are "<id>" (or "<id> <flag>" in the per-class files): the first token is the id.
