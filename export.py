@@ -72,11 +72,15 @@ def export(args):
                                   warmup=not args.no_warmup)
     except (FileExistsError, ValueError) as error:
         raise cli.UsageError(str(error)) from None
-    print(f"exported {args.model} -> {path} ({len(model.class_names)} classes: "
+    print(f"exported {args.model} -> {path} ({_count(model.class_names)}: "
           f"{', '.join(model.class_names)}; {model.frcnn_config.precision}) in "
           f"{time.perf_counter() - started:.0f} s")
     print(f"serve it: see serving/README.md (model_base_path {os.path.abspath(args.out)})")
     return 0
+
+
+def _count(class_names) -> str:
+    return f"{len(class_names)} class{'es' if len(class_names) != 1 else ''}"
 
 
 def export_runtime(args, model, started):
@@ -96,7 +100,7 @@ def export_runtime(args, model, started):
     except (FileExistsError, ValueError, ImportError) as error:
         raise cli.UsageError(str(error)) from None
     print(f"exported {args.model} -> {', '.join(written)} ({args.format}; "
-          f"{len(model.class_names)} classes: {', '.join(model.class_names)}) in "
+          f"{_count(model.class_names)}: {', '.join(model.class_names)}) in "
           f"{time.perf_counter() - started:.0f} s")
     print(f"check it: python -m keras_frcnn.predict --model {written[0]} IMAGE --out DIR")
     return 0

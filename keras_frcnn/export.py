@@ -38,6 +38,7 @@ the encoded signatures build; no Python ops. ``jit_compile=True`` compiles the n
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -296,13 +297,13 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
     sees half a model. Returns the version folder's path.
     """
     base_path = os.path.abspath(os.fspath(base_path))
-    version = next_version(base_path) if version is None else int(version)
+    chosen = version is not None
+    version = int(version) if chosen else next_version(base_path)
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}")
     target = os.path.join(base_path, str(version))
     if os.path.exists(target):
-        raise FileExistsError(f"{target} exists: TF Serving versions are immutable, pick another "
-                              "--version (or leave it out for the next one)")
+        raise FileExistsError(_taken(target))
     os.makedirs(base_path, exist_ok=True)
     functions = ServingFunctions(model, jit_compile=jit_compile)
     archive = keras.export.ExportArchive()
@@ -321,8 +322,21 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
             with tf.io.TFRecordWriter(os.path.join(staging, WARMUP_FILE)) as writer:
                 for log in warmup_requests(name, warmup_image_size):
                     writer.write(log.SerializeToString())
-        os.rename(staging, target)
-    return target
+        while True:
+            try:
+                os.rename(staging, target)
+                return target
+            except OSError as error:  # another export took the version meanwhile
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                if chosen:
+                    raise FileExistsError(_taken(target)) from None
+                target = os.path.join(base_path, str(next_version(base_path)))
+
+
+def _taken(target) -> str:
+    return (f"{target} exists: TF Serving versions are immutable, pick another --version (or leave it "
+            "out for the next one)")
 
 
 def _graph_nodes(saved_model_dir, signature=None):

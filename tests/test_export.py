@@ -387,6 +387,24 @@ def test_versions_are_numbered_and_never_overwritten(trained, exported):
     assert result.returncode != 0 and "missing.keras" in result.stderr
 
 
+def test_two_exports_at_once_take_two_versions(trained, tmp_path, monkeypatch):
+    """Two exports into one base path both see version 1 free; the one that renames second takes
+    the next version (or, with --version given, fails as a taken version does)."""
+    rename = os.rename
+
+    def other_export_first(source, target):  # the other export's version 1 lands meanwhile
+        if target.endswith(os.sep + "1") and not os.path.exists(target):
+            os.makedirs(os.path.join(target, "variables"))
+        return rename(source, target)
+
+    monkeypatch.setattr(os, "rename", other_export_first)
+    assert export.export_saved_model(trained.model, tmp_path / "m", warmup=False) == str(tmp_path / "m" / "2")
+    assert sorted(os.listdir(tmp_path / "m")) == ["1", "2"]  # no staging folder left
+    with pytest.raises(FileExistsError, match="immutable"):
+        export.export_saved_model(trained.model, tmp_path / "n", version=1, warmup=False)
+    assert sorted(os.listdir(tmp_path / "n")) == ["1"]
+
+
 def test_bfloat16_export_for_cpu_serving(trained, tmp_path):
     """``--precision bfloat16`` (what export.py does with a mixed_bfloat16 model): bf16
     convolutions and fc layers in the graph, their weights stored in bf16 (no cast per request),
