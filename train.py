@@ -52,7 +52,8 @@ def parse_args(argv=None):
     parser.add_argument("--backbone", choices=["vgg16", "zf", "resnet50", "resnet101", "resnet50-fpn",
                                                "mobilenetv3-fpn"],
                         help="the base (a ResNet brings its conv5 head; its presets set the rest)")
-    parser.add_argument("--weights", help='"imagenet", "none" or a weights file')
+    parser.add_argument("--weights", help='"imagenet", "none", a weights file, or a trained model.keras to '
+                        'start from (fine-tuning: its weights where the shapes match)')
     parser.add_argument("--schedule", choices=["alternating", "joint"])
     parser.add_argument("--steps", type=int, help="steps per stage (the total for --schedule joint)")
     parser.add_argument("--out", help="output folder (default runs/<preset>)")

@@ -508,7 +508,9 @@ def build_models(config, num_classes, weights="config", class_names=None):
     check_weights(cfg.backbone, weights)
     net = FasterRCNN(cfg, num_classes, class_names).networks()
     if weights is not None:
-        if cfg.backbone == "vgg16":
+        if str(weights).endswith(".keras"):
+            _load_detector(net, weights)
+        elif cfg.backbone == "vgg16":
             _load_vgg16(net, weights)
         elif cfg.backbone in RES5_HEAD_BACKBONES:
             reference = load_resnet_reference(cfg.backbone, weights)
@@ -522,6 +524,42 @@ def build_models(config, num_classes, weights="config", class_names=None):
             net.base.load_weights(weights)
     net.set_trainable()
     return net
+
+
+def _load_detector(net, path):
+    """Start from a trained keras_frcnn model (``model.keras``), e.g. to fine-tune a detector on
+    other data: every weight of the same path and shape is copied (base, RPN, detector head); the
+    layers whose shapes differ (the class scores and boxes for other classes, the RPN's for other
+    anchors) keep their initialisation, and are named in a warning."""
+    import logging
+
+    from keras_frcnn.config import ConfigError
+
+    try:
+        source = keras.models.load_model(path)
+        theirs = {variable.path: variable for variable in source.weights}
+        source_backbone = source.frcnn_config.backbone
+    except Exception as error:  # not a zip, another Keras model ...
+        raise ConfigError(f"--weights {path}: not a keras_frcnn .keras model ({type(error).__name__}: "
+                          f"{str(error)[:200]})") from None
+    base = {id(variable) for variable in net.base.weights}
+    copied, left = set(), []
+    for variable in net.model.weights:
+        other = theirs.get(variable.path)
+        if other is not None and tuple(other.shape) == tuple(variable.shape):
+            variable.assign(keras.ops.cast(other, variable.dtype))
+            copied.add(id(variable))
+        else:
+            left.append(variable.path)
+    if not base & copied:
+        raise ConfigError(f"--weights {path}: its base ({source_backbone}) has none of this run's base's "
+                          f"weights ({net.model.frcnn_config.backbone}, {net.model.frcnn_config.backbone_width}x "
+                          "width): give the same --backbone and width, or another starting point")
+    if left:
+        layers = sorted({name.rsplit("/", 1)[0] for name in left})
+        logging.getLogger("keras_frcnn").warning(
+            "--weights %s: %d of %d weights copied; these layers start anew (other shapes here: other "
+            "classes or anchors): %s", path, len(copied), len(net.model.weights), ", ".join(layers))
 
 
 def _load_vgg16(net, weights):

@@ -49,3 +49,36 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path):
     assert list(got["class_names"]) == ["square", "wide"]
     for key in ("boxes", "confidence", "labels", "num_detections"):
         np.testing.assert_array_equal(got[key], expected[key].numpy())
+
+
+def test_a_trained_model_is_the_starting_point_of_another_run(tmp_path, caplog):
+    """``--weights model.keras`` (fine-tuning a detector on other data): every weight of the same
+    path and shape is copied; the class layers of other classes start anew, named in a warning;
+    another base, or a file that is not a model, is a ConfigError naming it."""
+    import logging
+
+    import pytest
+
+    from conftest import tiny_resnet_config
+    from keras_frcnn.config import ConfigError
+
+    keras.utils.set_random_seed(0)
+    source = build_models(tiny_config(), 2, weights=None, class_names=["a", "b"])
+    path = str(tmp_path / "model.keras")
+    source.model.save(path)
+    keras.utils.set_random_seed(1)  # another initialisation: every copied weight is seen
+    same = build_models(tiny_config(), 2, weights=path, class_names=["a", "b"])
+    for mine, theirs in zip(same.model.weights, source.model.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn"):
+        other = build_models(tiny_config(), 3, weights=path, class_names=["a", "b", "c"])
+    assert "these layers start anew (other shapes here: other classes or anchors): detector_head/bbox_pred, " \
+           "detector_head/cls_score" in caplog.text
+    for mine, theirs in zip(other.model.weights, source.model.weights, strict=True):
+        assert np.array_equal(mine.numpy(), theirs.numpy()) != (mine.path.split("/")[-2] in ("bbox_pred", "cls_score")), \
+            mine.path
+    with pytest.raises(ConfigError, match=r"model\.keras: its base \(zf\) has none of this run's base's weights"):
+        build_models(tiny_resnet_config(), 2, weights=path, class_names=["a", "b"])
+    (tmp_path / "junk.keras").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match=r"junk\.keras: not a keras_frcnn \.keras model"):
+        build_models(tiny_config(), 2, weights=str(tmp_path / "junk.keras"), class_names=["a", "b"])
