@@ -528,9 +528,10 @@ def build_models(config, num_classes, weights="config", class_names=None):
 
 def _load_detector(net, path):
     """Start from a trained keras_frcnn model (``model.keras``), e.g. to fine-tune a detector on
-    other data: every weight of the same path and shape is copied (base, RPN, detector head); the
-    layers whose shapes differ (the class scores and boxes for other classes, the RPN's for other
-    anchors) keep their initialisation, and are named in a warning."""
+    other data: every weight of the same path and shape is copied (base, RPN, detector head). The
+    class score and box layers are copied class by class, by name (background too): a class the
+    model does not know starts anew; the layers whose shapes differ otherwise (the RPN's for other
+    anchors) keep their initialisation. What starts anew is named in a warning."""
     import logging
 
     from keras_frcnn.config import ConfigError
@@ -538,15 +539,27 @@ def _load_detector(net, path):
     try:
         source = keras.models.load_model(path)
         theirs = {variable.path: variable for variable in source.weights}
-        source_backbone = source.frcnn_config.backbone
+        source_backbone, source_classes = source.frcnn_config.backbone, list(source.class_names)
     except Exception as error:  # not a zip, another Keras model ...
         raise ConfigError(f"--weights {path}: not a keras_frcnn .keras model ({type(error).__name__}: "
                           f"{str(error)[:200]})") from None
+    # Column c of cls_score (c = 0: background) and columns 4c..4c+3 of bbox_pred, by class name.
+    columns = [0] + [source_classes.index(name) + 1 if name in source_classes else -1
+                     for name in net.model.class_names]
     base = {id(variable) for variable in net.base.weights}
     copied, left = set(), []
     for variable in net.model.weights:
         other = theirs.get(variable.path)
-        if other is not None and tuple(other.shape) == tuple(variable.shape):
+        layer = variable.path.split("/")[-2]
+        if other is not None and layer in ("cls_score", "bbox_pred") and other.shape[:-1] == variable.shape[:-1]:
+            width = 1 if layer == "cls_score" else 4
+            value, given = variable.numpy(), keras.ops.convert_to_numpy(other).astype(variable.dtype)
+            for mine, its in enumerate(columns):
+                if its >= 0 and (its + 1) * width <= given.shape[-1]:
+                    value[..., mine * width:(mine + 1) * width] = given[..., its * width:(its + 1) * width]
+            variable.assign(value)
+            copied.add(id(variable))
+        elif other is not None and tuple(other.shape) == tuple(variable.shape):
             variable.assign(keras.ops.cast(other, variable.dtype))
             copied.add(id(variable))
         else:
@@ -555,11 +568,14 @@ def _load_detector(net, path):
         raise ConfigError(f"--weights {path}: its base ({source_backbone}) has none of this run's base's "
                           f"weights ({net.model.frcnn_config.backbone}, {net.model.frcnn_config.backbone_width}x "
                           "width): give the same --backbone and width, or another starting point")
+    log = logging.getLogger("keras_frcnn")
     if left:
         layers = sorted({name.rsplit("/", 1)[0] for name in left})
-        logging.getLogger("keras_frcnn").warning(
-            "--weights %s: %d of %d weights copied; these layers start anew (other shapes here: other "
-            "classes or anchors): %s", path, len(copied), len(net.model.weights), ", ".join(layers))
+        log.warning("--weights %s: these layers start anew (other shapes here): %s", path, ", ".join(layers))
+    new = [name for name, its in zip(net.model.class_names, columns[1:]) if its < 0]
+    if new:
+        log.warning("--weights %s: classes it does not know start anew in the class score and box layers: %s",
+                    path, ", ".join(new))
 
 
 def _load_vgg16(net, weights):

@@ -70,13 +70,27 @@ def test_a_trained_model_is_the_starting_point_of_another_run(tmp_path, caplog):
     same = build_models(tiny_config(), 2, weights=path, class_names=["a", "b"])
     for mine, theirs in zip(same.model.weights, source.model.weights, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    # Other classes: "b" first, then a class the model does not know. Class layers are copied
+    # class by class by name (background, column 0, too); the new class keeps its initialisation.
     with caplog.at_level(logging.WARNING, logger="keras_frcnn"):
-        other = build_models(tiny_config(), 3, weights=path, class_names=["a", "b", "c"])
-    assert "these layers start anew (other shapes here: other classes or anchors): detector_head/bbox_pred, " \
-           "detector_head/cls_score" in caplog.text
-    for mine, theirs in zip(other.model.weights, source.model.weights, strict=True):
-        assert np.array_equal(mine.numpy(), theirs.numpy()) != (mine.path.split("/")[-2] in ("bbox_pred", "cls_score")), \
-            mine.path
+        other = build_models(tiny_config(), 2, weights=path, class_names=["b", "new"])
+    assert "classes it does not know start anew in the class score and box layers: new" in caplog.text
+    theirs = {v.path: v.numpy() for v in source.model.weights}
+    for mine in other.model.weights:
+        value, layer = mine.numpy(), mine.path.split("/")[-2]
+        if layer not in ("cls_score", "bbox_pred"):
+            np.testing.assert_array_equal(value, theirs[mine.path], err_msg=mine.path)
+            continue
+        width = 1 if layer == "cls_score" else 4
+        given = theirs[mine.path]
+        np.testing.assert_array_equal(value[..., :width], given[..., :width])  # background
+        np.testing.assert_array_equal(value[..., width:2 * width], given[..., 2 * width:3 * width])  # "b"
+        if mine.path.endswith("kernel"):  # "new" keeps its random initialisation (biases start at 0)
+            assert not np.array_equal(value[..., 2 * width:], given[..., width:2 * width])
+    more = build_models(tiny_config(), 3, weights=path, class_names=["c", "a", "b"])  # another count
+    score = {v.path.split("/")[-2] + "/" + v.path.split("/")[-1]: v.numpy() for v in more.model.weights}
+    given = theirs[next(p for p in theirs if p.endswith("cls_score/kernel"))]
+    np.testing.assert_array_equal(score["cls_score/kernel"][:, [0, 2, 3]], given)  # background, "a", "b"
     with pytest.raises(ConfigError, match=r"model\.keras: its base \(zf\) has none of this run's base's weights"):
         build_models(tiny_resnet_config(), 2, weights=path, class_names=["a", "b"])
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
