@@ -146,16 +146,15 @@ def default_splits(voc_dir) -> tuple:
     which is also TFDS ``voc/2012``'s choice."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
     has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test")}
-    if has["test"] and _labelled(voc_dir, "test") or not (has["train"] and has["val"]):
+    if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")) or not (has["train"] and has["val"]):
         return "trainval", "test"
     return "train", "val"
 
 
-def _labelled(voc_dir, split) -> bool:
-    """Whether any image of ``split`` has an annotation file."""
+def _any_annotated(voc_dir, ids) -> bool:
+    """Whether any of the images ``ids`` has an annotation file."""
     annotations = os.path.join(os.fspath(voc_dir), "Annotations")
-    return any(os.path.isfile(os.path.join(annotations, f"{image_id}.xml"))
-               for image_id in split_ids(voc_dir, split))
+    return any(os.path.isfile(os.path.join(annotations, f"{image_id}.xml")) for image_id in ids)
 
 
 def load_voc_folder(
@@ -190,7 +189,7 @@ def load_voc_folder(
                             "and ImageSets/Main/")
     problems = DataProblems(f"VOC folder {voc_dir} ({split or 'all'})", strict=strict)
     ids = split_ids(voc_dir, split)
-    if ids and not _labelled(voc_dir, split):
+    if ids and not _any_annotated(voc_dir, ids):
         # VOC 2012's test.txt: a split of unlabelled images, not len(ids) separate faults.
         raise DataError(f"{os.path.join(voc_dir, 'ImageSets', 'Main')}: split {split!r}: none of its {len(ids)} "
                         f"images has an annotation file in {annotations_dir} (an unlabelled test set, as "
