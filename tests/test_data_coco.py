@@ -96,6 +96,29 @@ def test_ids_written_as_floats_or_strings_read_as_integers(coco):
     np.testing.assert_array_equal(got[2]["objects/bbox"], expected[2]["objects/bbox"])
 
 
+def test_lvis_entries_with_only_a_coco_url_find_their_images(tmp_path):
+    """LVIS's JSON is COCO's but its images have no ``file_name``, only a ``coco_url``: the URL's
+    file, in the image folder or in its COCO folder (train2017/) there."""
+    (tmp_path / "images" / "train2017").mkdir(parents=True)
+    images = [{"id": 1, "file_name": "000000000001.jpg", "size": (40, 60)},
+              {"id": 2, "file_name": "train2017/000000000002.jpg", "size": (50, 30)}]
+    annotations = [_annotation(1, 1, 7, [1, 1, 10, 10]), _annotation(2, 2, 1, [2, 2, 5, 5])]
+    json_path, image_dir = write_coco(tmp_path, images, annotations, CATEGORIES)
+    with open(json_path) as f:
+        data = json.load(f)
+    for entry, folder in zip(data["images"], ("val2017", "train2017")):
+        name = entry.pop("file_name").split("/")[-1]
+        entry["coco_url"] = f"http://images.cocodataset.org/{folder}/{name}"
+    data["images"].append({"id": 3, "coco_url": "http://images.cocodataset.org/", "height": 9, "width": 9})
+    with open(json_path, "w") as f:
+        json.dump(data, f)
+    source = load_coco_json(json_path, image_dir)
+    got = examples(source)
+    assert [e["image/filename"].decode() for e in got] == ["000000000001.jpg", "train2017/000000000002.jpg"]
+    assert [e["objects/label"].tolist() for e in got] == [[2], [0]]
+    assert source.problems == {"malformed image entry": 1}
+
+
 def test_crowd_never_trained_kept_for_evaluation(coco):
     source = load_coco_json(*coco)
     train = next(iter(train_dataset(source, preset("shapes"), batch_size=4, shuffle=False, flip_probability=0.0)))

@@ -11,6 +11,8 @@
   treats them as VOC treats difficult objects (COCO AP: as crowd regions).
 - ``area`` -> ``objects/area``: COCO AP's small / medium / large bins use it, as the official
   evaluation does (-1 where an annotation has none: the box's area then).
+- LVIS files (COCO's format; image entries with a ``coco_url`` and no ``file_name``) read the
+  same way: each image is the URL's file, in the image folder or its ``train2017/`` / ``val2017/``.
 - Images are in increasing image id order (as TFDS's builder writes them); ``image/id`` keeps the
   COCO id for writing results back in COCO's format.
 """
@@ -83,10 +85,10 @@ def load_coco_json(
     for number, image in enumerate(data["images"]):
         try:
             image_id = _whole(image["id"])
-            image["file_name"] = str(image["file_name"])
+            image["file_name"] = _file_name(image, image_dir)
         except (KeyError, TypeError, ValueError):
-            problems.warn("malformed image entry", json_path, f"images[{number}] has no id / file_name",
-                          "skipped")
+            problems.warn("malformed image entry", json_path, f"images[{number}] has no id / file_name "
+                          "(or coco_url)", "skipped")
             continue
         if image_id in images:
             problems.warn("malformed image entry", json_path, f"duplicate image id {image_id}", "skipped")
@@ -165,6 +167,22 @@ def load_coco_json(
                      if problems.counts["bad image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images)
+
+
+def _file_name(image, image_dir) -> str:
+    """An image entry's file, relative to ``image_dir``: its ``file_name``, or for LVIS, whose
+    entries have only a ``coco_url`` (``http://images.cocodataset.org/train2017/000000391895.jpg``),
+    the URL's file name, in ``image_dir`` itself or in its COCO folder (``train2017/``) there."""
+    if "file_name" in image:
+        return str(image["file_name"])
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(str(image["coco_url"])).path.split("/")
+    if not parts[-1]:
+        raise ValueError("coco_url names no file")
+    nested = "/".join(parts[-2:])
+    return nested if not os.path.exists(os.path.join(image_dir, parts[-1])) and \
+        os.path.exists(os.path.join(image_dir, nested)) else parts[-1]
 
 
 def _whole(value) -> int:
