@@ -13,6 +13,8 @@
   evaluation does (-1 where an annotation has none: the box's area then).
 - LVIS files (COCO's format; image entries with a ``coco_url`` and no ``file_name``) read the
   same way: each image is the URL's file, in the image folder or its ``train2017/`` / ``val2017/``.
+  Evaluation stays COCO's (pycocotools), not LVIS's federated one (``neg_category_ids`` and
+  ``not_exhaustive_category_ids`` are not read).
 - Images are in increasing image id order (as TFDS's builder writes them); ``image/id`` keeps the
   COCO id for writing results back in COCO's format.
 """
