@@ -277,13 +277,14 @@ def _train(args, held):
     from keras_frcnn.backbone import check_weights
     from keras_frcnn.config import Config, resolve_precision
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
+    from keras_frcnn.files import write_atomically
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation
-    from keras_frcnn.files import write_atomically
-    from keras_frcnn.training import ScheduleRunner, unfinished_run
+    from keras_frcnn.training import ScheduleRunner, holds_every_weight, unfinished_run
 
     cfg = build_config(args)
-    check_weights(cfg.backbone, cfg.weights)
+    if not args.resume:  # a resume checks the run's own config below
+        check_weights(cfg.backbone, cfg.weights)
     out = args.out or os.path.join("runs", cfg.name)
     if os.path.exists(out) and not os.path.isdir(out):
         raise cli.UsageError(f"--out {out}: a file, not a folder")
@@ -300,9 +301,13 @@ def _train(args, held):
     cfg = dataclasses.replace(cfg, precision=precision)
     # A multi-worker strategy must exist before TensorFlow runs its first op.
     strategy = make_strategy(args.strategy)
-    check_weights(cfg.backbone, cfg.weights, fetch=True)  # downloaded now, before the data is read
     chief = is_chief(strategy)
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
+    # A resume whose checkpoint holds every weight needs no starting weights (ImageNet's, a file
+    # since moved, a model.keras fine-tuned from): they are neither fetched nor read.
+    restoring = args.resume and holds_every_weight(run_dir)
+    if not restoring:
+        check_weights(cfg.backbone, cfg.weights, fetch=True)  # downloaded now, before the data is read
     choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
     held.enter_context(run_folder_lock(run_dir))
     left = None if args.resume else unfinished_run(run_dir, config_path)
@@ -340,7 +345,8 @@ def _train(args, held):
     if chief:
         write_atomically(config_path, cfg.to_json())
     with strategy.scope():
-        net = build_models(cfg, train_source.num_classes, class_names=train_source.class_names)
+        net = build_models(cfg, train_source.num_classes, weights=None if restoring else "config",
+                           class_names=train_source.class_names)
     print(f"model: {cfg.backbone} base (width {cfg.backbone_width:g}), {net.model.count_params():,} "
           f"parameters; schedule {cfg.train.schedule}; replicas {strategy.num_replicas_in_sync}; "
           f"precision {cfg.precision} ({why})")

@@ -216,6 +216,12 @@ EARLIER_RUN_STATE = ("checkpoint", "initial_weights", "logs")
 EARLIER_RUN_OUTPUTS = ("model.keras", "model.partial.keras", "metrics.json", "pr_curves")
 
 
+def holds_every_weight(run_dir) -> bool:
+    """Whether ``run_dir`` holds what ``--resume`` restores every weight from: a checkpoint and the
+    stored initial weights (which stages 2 and 3 start again from)."""
+    return TrainingCheckpoint(run_dir).exists() and os.path.isdir(os.path.join(run_dir, "initial_weights"))
+
+
 def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
     """What is left to train of the run whose checkpoint ``run_dir`` holds (e.g. "stage2_detector
     at step 1200 of 1800"), or None: no checkpoint, or every stage of the run's schedule done (the

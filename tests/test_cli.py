@@ -367,8 +367,11 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line(tmp_path, capsys):
 
 def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_config_file, capsys, monkeypatch):
     """The first Ctrl-C (or SIGTERM) while a stage trains: train.py stops after that step with a
-    checkpoint there, exit status 130; --resume continues from it."""
+    checkpoint there, exit status 130; --resume continues from it. The run starts from a trained
+    model (--weights model.keras, fine-tuning) that is gone by the resume: the checkpoint holds
+    every weight, so the resume neither needs nor reads it."""
     from keras_frcnn import training
+    from keras_frcnn.models import build_models
 
     count = training._StageSteps.on_train_batch_end
 
@@ -378,13 +381,16 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
             os.kill(os.getpid(), signal.SIGINT)  # the handler runs at once, in this (the main) thread
 
     monkeypatch.setattr(training._StageSteps, "on_train_batch_end", ctrl_c_at_step_2)
-    load_shapes("train", data_dir=str(tmp_path / "tfds"), num_train=6, num_test=3)
+    source = load_shapes("train", data_dir=str(tmp_path / "tfds"), num_train=6, num_test=3)
+    start = tmp_path / "start.keras"
+    build_models(tiny_config(), source.num_classes, weights=None, class_names=source.class_names).model.save(start)
     out = tmp_path / "run"
     args = ["--config", str(tiny_config_file), "--dataset", "shapes", "--shapes-images", "6,3", "--data-dir",
             str(tmp_path / "tfds"), "--schedule", "joint", "--steps", "6", "--steps-per-execution", "1",
-            "--log-every", "6", "--verbose", "0", "--out", str(out)]
+            "--log-every", "6", "--verbose", "0", "--out", str(out), "--weights", str(start)]
     code, _, err = _train(args, capsys)
     assert code == 130
+    start.unlink()
     assert err.endswith("SIGINT: stopping after this step to write a checkpoint (Ctrl-C again: stop at once)\n"
                         "interrupted: checkpoint written at joint step 3; add --resume to the same command to "
                         "continue from the last checkpoint\n")
