@@ -333,6 +333,10 @@ def _train(args, held):
         raise cli.UsageError(f"the training data {train_source.name} has no objects to learn from "
                              f"(its {train_source.num_examples} images have none, or only difficult / crowd "
                              "ones): check its annotations, or the split chosen")
+    if test_source is not None and test_source.num_objects == 0:
+        raise cli.UsageError(f"the evaluation data {test_source.name} has no labelled objects (its "
+                             f"{test_source.num_examples} images have none, or only difficult / crowd ones: an "
+                             "unlabelled test set?): give a labelled split or file to evaluate on")
     cli.warn_if_not_held_out(train_source, test_source)
     print(f"data: training on {train_source.name} ({train_source.num_examples} images); "
           + (f"evaluating on {test_source.name} ({test_source.num_examples} images)" if test_source else

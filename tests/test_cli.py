@@ -247,8 +247,9 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
     write_voc_folder(bomb, {"a": {"xml": '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]>'
                                          "<annotation>&lol;</annotation>"}}, {"trainval": ["a"], "test": ["a"]})
     nothing = tmp_path / "nothing"  # images without objects, or with difficult ones only
-    write_voc_folder(nothing, {"a": {}, "b": {"objects": [("dog", (1, 1, 9, 9), True)]}},
-                     {"trainval": ["a", "b"], "test": ["b"]})
+    write_voc_folder(nothing, {"a": {}, "b": {"objects": [("dog", (1, 1, 9, 9), True)]},
+                               "c": {"objects": [("dog", (1, 1, 9, 9), False)]}},
+                     {"trainval": ["a", "b"], "test": ["b"], "labelled": ["c"]})
     not_a_model = tmp_path / "model.keras"
     not_a_model.write_text("not a zip")
     image = tmp_path / "x.jpg"
@@ -258,8 +259,10 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
                            str(tmp_path / "nowhere" / "Annotations")),
         "refused XML": ([str(ROOT / "train.py"), "--voc-dir", str(bomb), "--out", "run"],
                         "a.xml: refused to parse XML"),
-        "no objects": ([str(ROOT / "train.py"), "--voc-dir", str(nothing), "--out", "run"],
+        "no objects": ([str(ROOT / "train.py"), "--voc-dir", str(nothing), "--out", "run_a"],
                        "nothing (trainval) has no objects to learn from (its 2 images"),
+        "nothing to evaluate": ([str(ROOT / "train.py"), "--voc-dir", str(nothing), "--train-split", "labelled",
+                                 "--out", "run_b"], "nothing (test) has no labelled objects (its 1 images"),
         "bad flag": ([str(ROOT / "train.py"), "--anchor-scales", "8,x"], "--anchor-scales 8,x"),
         "out a file": ([str(ROOT / "train.py"), "--out", str(image)], "x.jpg: a file, not a folder"),
         "evaluate": (["-m", "keras_frcnn.evaluate", "--model", str(tmp_path / "none.keras")], "none.keras"),
