@@ -132,6 +132,16 @@ def test_crowd_never_trained_kept_for_evaluation(coco):
     assert evaluation["image/id"].numpy().tolist() == [7]
 
 
+def test_a_json_file_saved_with_a_byte_order_mark_reads_the_same(coco):
+    json_path, image_dir = coco
+    expected = examples(load_coco_json(json_path, image_dir))
+    with open(json_path, encoding="utf-8") as f:
+        text = f.read()
+    with open(json_path, "w", encoding="utf-8-sig") as f:  # as Windows tools save it
+        f.write(text)
+    assert [e["image/id"] for e in examples(load_coco_json(json_path, image_dir))] == [e["image/id"] for e in expected]
+
+
 def test_skip_empty(coco):
     assert [e["image/id"] for e in examples(load_coco_json(*coco, skip_empty=True))] == [7, 13, 42]
 

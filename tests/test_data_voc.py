@@ -145,6 +145,9 @@ def test_split_files_by_name(tmp_path):
     # Parts of a split file, as TFDS's split expressions take them (one file from an annotation tool).
     assert names(load_voc_folder(tmp_path, "train[:50%]+val")) == ["a.jpg", "c.jpg"]  # 1 of 2: halves up
     assert names(load_voc_folder(tmp_path, "train[1:]")) == ["b.jpg"]
+    (tmp_path / "ImageSets" / "Main" / "notepad.txt").write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")  # BOM, CRLF
+    assert names(load_voc_folder(tmp_path, "notepad")) == ["a.jpg", "b.jpg"]
+    (tmp_path / "ImageSets" / "Main" / "notepad.txt").unlink()
     assert names(load_voc_folder(tmp_path, "train[-1:] + val[:100%]")) == ["b.jpg", "c.jpg"]
     with pytest.raises(DataError, match=r"split 'train\[:x\]': not a split name or a slice"):
         load_voc_folder(tmp_path, "train[:x]")

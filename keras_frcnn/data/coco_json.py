@@ -54,7 +54,7 @@ def load_coco_json(
     """
     json_path, image_dir = os.fspath(json_path), os.fspath(image_dir)
     try:
-        with open(json_path, encoding="utf-8") as f:
+        with open(json_path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
             data = json.load(f)
     except FileNotFoundError:
         raise DataError(f"{json_path}: COCO JSON file not found") from None

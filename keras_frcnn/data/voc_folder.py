@@ -123,7 +123,7 @@ def split_ids(voc_dir, split) -> list:
                 if available else ""
             raise DataError(f"{path}: split file not found (splits here: {available}{hint})" if match else
                             f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
             # Lines are "<id>" (or "<id> <flag>" in the per-class files): the first token is the id.
             listed = [line.split()[0] for line in f if line.strip()]
         ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
