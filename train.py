@@ -226,7 +226,7 @@ def stop_gracefully(runner):
     trains: the runner stops after the current step with a checkpoint there (nothing trained is
     lost). Outside training (a proposals dump), or a second time: stop at once, as before (the last
     checkpoint stays). Yields a list that receives the signal's number. Main thread only (Python's
-    signal handlers); elsewhere a no-op."""
+    signal handlers); elsewhere a no-op. A signal ignored when the process started stays ignored."""
     received = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -240,7 +240,9 @@ def stop_gracefully(runner):
         print(f"\n{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
               "(Ctrl-C again: stop at once)", file=sys.stderr, flush=True)
 
-    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+    # A signal the process was started ignoring (SIGINT of a job started with & or nohup) stays ignored.
+    previous = {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(number) is not signal.SIG_IGN}
     try:
         yield received
     finally:

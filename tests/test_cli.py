@@ -368,7 +368,29 @@ def test_a_full_disk_or_a_read_only_folder_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == "error: /mnt/data/run: Read-only file system\n"
 
 
-def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_config_file, capsys, monkeypatch):
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT as a terminal's Ctrl-C delivers it (a test run started in the background, with & or
+    nohup, ignores SIGINT, and so does train.py then: test_a_signal_ignored_at_start_stays_ignored)."""
+    at_start = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, at_start)
+
+
+def test_a_signal_ignored_at_start_stays_ignored(terminal_sigint):
+    import types
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    runner = types.SimpleNamespace(fitting=True, request_stop=lambda: None)
+    with train.stop_gracefully(runner):
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, sigterm)  # the graceful stop's
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is sigterm
+
+
+def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_config_file, capsys, monkeypatch,
+                                                                terminal_sigint):
     """The first Ctrl-C (or SIGTERM) while a stage trains: train.py stops after that step with a
     checkpoint there, exit status 130; --resume continues from it. The run starts from a trained
     model (--weights model.keras, fine-tuning) that is gone by the resume: the checkpoint holds
