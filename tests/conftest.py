@@ -1,6 +1,9 @@
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The image-check cache of the tests' own files (and of train.py runs they start): not the user's.
+os.environ["KERAS_FRCNN_CACHE"] = tempfile.mkdtemp(prefix="keras_frcnn_cache_")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

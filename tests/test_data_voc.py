@@ -187,6 +187,32 @@ def test_evaluation_images_that_are_training_images_are_warned_about(tmp_path, c
     assert capsys.readouterr().err == ""
 
 
+def test_image_checks_are_kept_per_file_version(tmp_path, monkeypatch):
+    """A file checked once is not decoded again (COCO's 118k images: 83 s a start on 2 cores)
+    until it changes; errors are kept too; a cache that cannot be written is passed over."""
+    from keras_frcnn.data import image_files
+
+    monkeypatch.setenv("KERAS_FRCNN_CACHE", str(tmp_path / "cache"))
+    write_image(tmp_path / "a.jpg", 30, 40)
+    (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    paths = [str(tmp_path / name) for name in ("a.jpg", "b.jpg", "gone.jpg")]
+    first = image_files.check_images(paths)
+    decoded = []
+    check = image_files.check_image
+    monkeypatch.setattr(image_files, "check_image", lambda path: decoded.append(path) or check(path))
+    again = image_files.check_images(paths)
+    assert decoded == [paths[2]]  # only the file that is not there (nothing to key it by)
+    assert again[0] == first[0] == (30, 40, 1)
+    assert [type(r).__name__ for r in again[1:]] == ["ValueError", "ValueError"]
+    assert str(again[1]) == str(first[1]) and "corrupt" in str(again[1])
+    write_image(tmp_path / "a.jpg", 50, 20)  # changed: checked again
+    decoded.clear()
+    assert image_files.check_images(paths)[0] == (50, 20, 1) and paths[0] in decoded
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("KERAS_FRCNN_CACHE", str(tmp_path / "not_a_folder"))
+    assert image_files.check_images(paths)[0] == (50, 20, 1)
+
+
 def test_bmp_files_tensorflow_would_misread_are_skipped_by_name(tmp_path, caplog):
     """TensorFlow's BMP decoder takes every file as 8-bit grey, 24-bit or 32-bit: a palette BMP
     would train as grey index values, a 1-bit one fail mid-training. Those are skipped, named;

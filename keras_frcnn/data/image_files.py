@@ -18,6 +18,7 @@ or no stated size), the boxes are taken as stored, with a warning.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import struct
 import typing
@@ -133,10 +134,14 @@ def to_stored_frame(boxes, orientation: int) -> np.ndarray:
     return np.stack([ys[0], xs[0], ys[1], xs[1]], axis=1)
 
 
-def check_images(paths, max_workers=None) -> list:
+def check_images(paths, max_workers=None, cache=True) -> list:
     """:func:`check_image` over ``paths`` in threads (Pillow decodes without the GIL).
 
     Returns one entry per path: its :class:`CheckedImage` or the ``ValueError`` it raised.
+    ``cache``: results are kept per file (its real path, size and modification time) in
+    :func:`cache_path`, so a file checked once is not decoded again by the next run, ``--resume``
+    or evaluation (COCO's 118k images: 83 s of checks on 2 cores, then a stat each). A cache that
+    cannot be read or written is passed over.
     """
 
     def one(path):
@@ -145,6 +150,88 @@ def check_images(paths, max_workers=None) -> list:
         except ValueError as error:
             return error
 
+    keys = [_file_key(path) for path in paths]
+    known = _ImageCheckCache.read([key for key in keys if key]) if cache else {}
+    todo = [i for i, key in enumerate(keys) if key not in known]
     workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, paths))
+        checked = dict(zip(todo, pool.map(one, [paths[i] for i in todo]), strict=True))
+    if cache:
+        _ImageCheckCache.write({keys[i]: result for i, result in checked.items() if keys[i]})
+    return [checked[i] if i in checked else known[key] for i, key in enumerate(keys)]
+
+
+def cache_path() -> str:
+    """The image-check cache: ``$KERAS_FRCNN_CACHE``, else ``$XDG_CACHE_HOME/keras_frcnn`` (default
+    ``~/.cache/keras_frcnn``), file ``image_checks.sqlite3``."""
+    folder = os.environ.get("KERAS_FRCNN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "keras_frcnn")
+    return os.path.join(folder, "image_checks.sqlite3")
+
+
+def _file_key(path):
+    """(real path, size, modification time in ns) of a file, or None if it is not there."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+class _ImageCheckCache:
+    """SQLite (safe between processes) rows of a file key -> its check's result, for this version
+    of the rules (``RULES``) and of Pillow."""
+
+    RULES = 1  # bump when check_image's rules change: older rows are then ignored
+
+    @classmethod
+    def _connect(cls):
+        import sqlite3
+
+        import PIL
+
+        path = cache_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        connection = sqlite3.connect(path, timeout=60)
+        connection.execute("CREATE TABLE IF NOT EXISTS checks (path TEXT, size INTEGER, mtime INTEGER, "
+                           "rules TEXT, height INTEGER, width INTEGER, orientation INTEGER, error TEXT, "
+                           "PRIMARY KEY (path, size, mtime, rules))")
+        return connection, f"{cls.RULES}/{PIL.__version__}"
+
+    @classmethod
+    def read(cls, keys) -> dict:
+        import sqlite3
+
+        found = {}
+        try:
+            connection, rules = cls._connect()
+            with contextlib.closing(connection):
+                wanted = set(keys)
+                for chunk in range(0, len(keys), 500):
+                    paths = [key[0] for key in keys[chunk:chunk + 500]]
+                    rows = connection.execute(
+                        f"SELECT path, size, mtime, height, width, orientation, error FROM checks WHERE rules = ? "
+                        f"AND path IN ({', '.join('?' * len(paths))})", [rules, *paths])
+                    for path, size, mtime, height, width, orientation, error in rows:
+                        if (path, size, mtime) in wanted:
+                            found[path, size, mtime] = ValueError(error) if error is not None else \
+                                CheckedImage(height, width, orientation)
+        except (sqlite3.Error, OSError):
+            return {}
+        return found
+
+    @classmethod
+    def write(cls, results):
+        import sqlite3
+
+        if not results:
+            return
+        try:
+            connection, rules = cls._connect()
+            with contextlib.closing(connection), connection:
+                connection.executemany(
+                    "INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*key, rules, None, None, None, str(result)) if isinstance(result, Exception) else
+                     (*key, rules, *result, None) for key, result in results.items()])
+        except (sqlite3.Error, OSError):
+            pass
