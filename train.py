@@ -333,11 +333,11 @@ def _train(args, held):
                              f"{list(train_source.class_names)}")
     if train_source.num_objects == 0:
         raise cli.UsageError(f"the training data {train_source.name} has no objects to learn from "
-                             f"(its {train_source.num_examples} images have none, or only difficult / crowd "
+                             f"(none in its {train_source.num_examples} image(s), or only difficult / crowd "
                              "ones): check its annotations, or the split chosen")
     if test_source is not None and test_source.num_objects == 0:
-        raise cli.UsageError(f"the evaluation data {test_source.name} has no labelled objects (its "
-                             f"{test_source.num_examples} images have none, or only difficult / crowd ones: an "
+        raise cli.UsageError(f"the evaluation data {test_source.name} has no labelled objects (none in "
+                             f"its {test_source.num_examples} image(s), or only difficult / crowd ones: an "
                              "unlabelled test set?): give a labelled split or file to evaluate on")
     cli.warn_if_not_held_out(train_source, test_source)
     print(f"data: training on {train_source.name} ({train_source.num_examples} images); "

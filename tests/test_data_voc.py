@@ -267,6 +267,16 @@ def test_voc_xml_helper_is_valid_voc():
     assert "<difficult>1</difficult>" in voc_xml("a.jpg", 10, 10, [("dog", (1, 1, 5, 5), True)])
 
 
+def test_class_names_differing_only_in_case_are_flagged(tmp_path, caplog):
+    entries = {"a": {"objects": [("Tree", (1, 1, 9, 9), False)]}, "b": {"objects": [("tree", (1, 1, 9, 9), False)]},
+               "c": {"objects": [("rock", (1, 1, 9, 9), False)]}}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b", "c"]})
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_voc_folder(tmp_path)
+    assert source.class_names == ("Tree", "rock", "tree")
+    assert "the class names ['Tree', 'tree'] differ only in case and are 2 classes" in caplog.text
+
+
 def test_a_stray_name_among_voc_names_is_flagged(tmp_path, caplog):
     entries = {"a": {"objects": [("dog", (1, 1, 9, 9), False), ("cat", (1, 1, 9, 9), False)]},
                "b": {"objects": [("dgo", (1, 1, 9, 9), False), ("person", (1, 1, 9, 9), False)]}}
