@@ -234,13 +234,13 @@ def load_voc_folder(
             logger.warning("%s: names that are not VOC classes %s make the classes the %d names found, "
                            "sorted; pass classes=VOC_CLASSES to skip those objects instead",
                            annotations_dir, strays, len(names))
-        by_case = {}
-        for name in () if voc_names else class_names:
+        by_case = {}  # (VOC names are compared in lower case already)
+        for name in class_names if not voc_names else ():
             by_case.setdefault(name.lower(), []).append(name)
-        for spellings in (group for group in by_case.values() if len(group) > 1):
-            # "Dog" in some files and "dog" in others (typed by hand): two classes, each half the data.
-            logger.warning("%s: the class names %s differ only in case and are %d classes; fix the odd "
-                           "files to merge them", annotations_dir, spellings, len(spellings))
+        for spellings in by_case.values():
+            if len(spellings) > 1:  # "Tree" in some files, "tree" in others: two classes, each part of the data
+                logger.warning("%s: the class names %s differ only in case and are %d classes; fix the odd "
+                               "files to merge them", annotations_dir, spellings, len(spellings))
     else:
         voc_names = False
         class_names = tuple(str(c) for c in classes)
