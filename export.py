@@ -22,7 +22,7 @@ import sys
 import time
 
 from keras_frcnn import cli
-from keras_frcnn.formats import FORMATS
+from keras_frcnn.formats import FORMATS, SUFFIXES
 
 
 def parse_args(argv=None):
@@ -45,7 +45,14 @@ def parse_args(argv=None):
                         "(default: the model's own); bfloat16 for CPU servers with AVX-512 BF16 or "
                         "AMX, float16 for GPUs (mixed_* are the same)")
     parser.add_argument("--no-warmup", action="store_true", help="leave out assets.extra/ warm-up")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Checked before the model is loaded: a folder where a file goes, or the other way round.
+    if args.format == "saved_model" and os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: a file; --format saved_model writes a folder of versions")
+    if args.format != "saved_model" and (os.path.isdir(args.out) or args.out.endswith(("/", os.sep))):
+        parser.error(f"--out {args.out}: a folder; --format {args.format} writes one file "
+                     f"(e.g. --out {os.path.join(args.out, 'model' + SUFFIXES[args.format])})")
+    return args
 
 
 def main(argv=None):

@@ -90,6 +90,11 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.coco_val_json and not args.coco_json:
         parser.error("--coco-val-json goes with --coco-json")
+    if args.coco_val_images and not args.coco_val_json:
+        parser.error("--coco-val-images goes with --coco-val-json")
+    if not args.checkpoint_minutes >= 0:  # nan too
+        parser.error(f"--checkpoint-minutes must be >= 0 (0: only at the end of each stage), got "
+                     f"{args.checkpoint_minutes}")
     cli.require_positive(parser, args, "steps", "checkpoint_every", "log_every", "batch_size", "min_side",
                          "max_side", "steps_per_execution")
     return args

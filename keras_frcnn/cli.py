@@ -150,7 +150,7 @@ def add_data_args(parser: argparse.ArgumentParser):
     group.add_argument("--coco-images", help="the folder of the COCO JSON's images")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
-    group.add_argument("--shapes-images", default="500,100",
+    group.add_argument("--shapes-images",
                        help="train,test image counts of the built-in shapes set (default 500,100)")
     return group
 
@@ -181,6 +181,7 @@ def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
 
     if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.dataset)) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir or --coco-json")
+    _refuse_unused_data_options(args, cfg)
     if args.voc_dir:
         splits = default_voc_splits(args.voc_dir)
         return DataChoice("voc-dir", args.voc_dir, train_split or splits[0], test_split or splits[1])
@@ -199,6 +200,30 @@ def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
     return choice
 
 
+def _refuse_unused_data_options(args, cfg):
+    """An option of another source than the one chosen (``--classes`` for a COCO JSON, say) would
+    be ignored: a usage error instead, so that nobody trains on what they did not ask for."""
+    from keras_frcnn.data.tfds_sources import canonical_name
+
+    if args.voc_dir:
+        source = "voc-dir"
+    elif args.coco_json:
+        source = "coco-json"
+    else:
+        source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
+    owners = {"classes": ("voc-dir",), "coco_images": ("coco-json",), "shapes_images": ("shapes",),
+              "data_dir": ("tfds", "shapes")}
+    for option, sources in owners.items():
+        if getattr(args, option, None) is not None and source not in sources:
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} goes with {' or '.join(SOURCE_FLAGS[s] for s in sources)}, "
+                             f"not with this run's data ({SOURCE_FLAGS[source]})")
+
+
+SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "shapes": "--dataset shapes",
+                "tfds": "--dataset (TFDS)"}
+
+
 def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_images: bool = True):
     """The ``DetectionSource`` of ``choice``'s ``split`` (a VOC split-file name or a TFDS split
     expression; ignored for a COCO JSON file, which is one split)."""
@@ -212,7 +237,7 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_coco_json(args.coco_json, args.coco_images, decode_images=decode_images)
     if choice.name == "shapes":
         try:
-            num_train, num_test = (int(n) for n in args.shapes_images.split(","))
+            num_train, num_test = (int(n) for n in (args.shapes_images or "500,100").split(","))
         except ValueError:
             raise UsageError(f"--shapes-images {args.shapes_images}: give two counts, e.g. 500,100") from None
         return data.load_shapes(split=split, data_dir=args.data_dir, num_train=num_train,

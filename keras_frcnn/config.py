@@ -279,6 +279,9 @@ class TrainConfig:
         _positive(f"{prefix}.xla_pad_multiple", self.xla_pad_multiple)
         _check(isinstance(self.steps_per_execution, int) and self.steps_per_execution >= 1,
                f"{prefix}.steps_per_execution", self.steps_per_execution, "an int >= 1")
+        # NumPy's and TensorFlow's generators take an unsigned 32-bit seed.
+        _check(isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"{prefix}.seed", self.seed,
+               "an int in [0, 2**32)")
 
 
 @dataclass(frozen=True)

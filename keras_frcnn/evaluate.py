@@ -119,7 +119,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.max_side and not args.min_side:
         parser.error("--max-side goes with --min-side")
-    cli.require_positive(parser, args, "min_side", "max_side")
+    cli.require_positive(parser, args, "min_side", "max_side", "batch_size")
     cli.quiet_tensorflow()
     return cli.run(lambda: _evaluate(args))
 

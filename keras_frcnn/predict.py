@@ -122,6 +122,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for the PNGs")
     parser.add_argument("--min-score", type=float, default=0.3, help="draw detections above this")
     args = parser.parse_args(argv)
+    if not 0 <= args.min_score <= 1:  # nan too
+        parser.error(f"--min-score is a score in [0, 1], got {args.min_score}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        parser.error(f"--out {args.out}: a file, not a folder")
     cli.quiet_tensorflow()
     return cli.run(lambda: _predict(args))
 

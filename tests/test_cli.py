@@ -286,6 +286,57 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
         assert "Traceback" not in stderr and stdout == "", (name, stdout)
 
 
+def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys):
+    """Each command refuses, before loading anything, a value it cannot use (a seed NumPy would
+    reject mid-start, a negative checkpoint interval that checkpointed every window, a score outside
+    [0, 1], a folder where a file goes) and an option of another data source than the run's (it
+    was ignored: --classes with the shapes set trained on every class)."""
+    import export
+    from keras_frcnn import predict
+
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("x")
+    refused = {
+        "--checkpoint-minutes must be >= 0": lambda: train.parse_args(["--checkpoint-minutes", "-3"]),
+        "--checkpoint-minutes must be >= 0 ": lambda: train.parse_args(["--checkpoint-minutes", "nan"]),
+        "--coco-val-images goes with --coco-val-json": lambda: train.parse_args(["--coco-val-images", "v"]),
+        "--min-score is a score in [0, 1], got 2.0": lambda: predict.main(["--model", "m.keras", "--out", "p",
+                                                                            "--min-score", "2", "x.jpg"]),
+        f"--out {a_file}: a file, not a folder": lambda: predict.main(["--model", "m.keras", "--out", str(a_file),
+                                                                         "x.jpg"]),
+        f"--out {a_file}: a file; --format saved_model": lambda: export.parse_args(["--model", "m.keras", "--out",
+                                                                                      str(a_file)]),
+        f"(e.g. --out {tmp_path / 'model.onnx'})": lambda: export.parse_args(["--model", "m.keras", "--format", "onnx",
+                                                                              "--out", str(tmp_path)]),
+        "--batch-size must be positive": lambda: evaluate_main(["--model", "m.keras", "--batch-size", "0"]),
+    }
+    for message, call in refused.items():
+        with pytest.raises(SystemExit) as stop:
+            call()
+        assert stop.value.code == 2 and message.strip() in capsys.readouterr().err, message
+    for seed in ("-1", str(2**32)):
+        with pytest.raises(ConfigError, match=r"train.seed must be an int in \[0, 2\*\*32\)"):
+            train.build_config(train.parse_args(["--seed", seed]))
+    assert train.build_config(train.parse_args(["--seed", str(2**32 - 1)])).train.seed == 2**32 - 1
+
+    def choose(*argv):
+        parser = cli.ArgumentParser()
+        cli.add_data_args(parser)
+        return cli.choose_data(parser.parse_args(list(argv)), Config(dataset="shapes"))
+
+    for argv, message in ((["--classes", "dog"], "--classes goes with --voc-dir, not with this run's data "
+                                                  "(--dataset shapes)"),
+                          (["--coco-json", "a.json", "--coco-images", "i", "--classes", "dog"], "(--coco-json)"),
+                          (["--voc-dir", str(tmp_path), "--coco-images", "i"], "--coco-images goes with --coco-json"),
+                          (["--voc-dir", str(tmp_path), "--data-dir", "d"], "--data-dir goes with --dataset"),
+                          (["--dataset", "voc/2007", "--shapes-images", "9,9"], "--shapes-images goes with --dataset "
+                                                                                "shapes")):
+        with pytest.raises(cli.UsageError) as error:
+            choose(*argv)
+        assert message in str(error.value), (argv, str(error.value))
+    assert choose("--shapes-images", "9,9", "--data-dir", "d").name == "shapes"
+
+
 def test_a_backbone_alone_trains_that_base_on_the_shapes_set():
     """`python train.py --backbone B` takes B's shapes preset (its anchors' stride, RoI pooling,
     head and input scale come with the base); a named preset stays that preset."""

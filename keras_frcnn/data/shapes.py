@@ -24,6 +24,7 @@ import functools
 import io
 import math
 
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
@@ -111,7 +112,14 @@ def shapes_builder(data_dir=None, num_train: int = 500, num_test: int = 100, see
     # TFDS refuses a custom config object named like one of the class's own: pass that by name.
     if config.name in Shapes.builder_configs:
         config = config.name
-    return Shapes(config=config, data_dir=data_dir)
+    # Another size is a config object of its own, which TFDS announces with a warning carrying the
+    # whole object ("Using custom data configuration: ShapesConfig(...)") on every load: left out.
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        return Shapes(config=config, data_dir=data_dir)
+    finally:
+        absl_logging.set_verbosity(verbosity)
 
 
 def load_shapes(split: str = "train", data_dir=None, num_train: int = 500, num_test: int = 100,
