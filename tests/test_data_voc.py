@@ -156,6 +156,25 @@ def test_split_files_by_name(tmp_path):
         load_voc_folder(tmp_path, "trainval")
 
 
+def test_image_ids_with_spaces_and_per_class_split_files(tmp_path):
+    """A split file's line is the image id, spaces and all (annotation tools name images after
+    their files: "IMG 0001", "été 2"); a per-class file's "<id> <flag>" is its id; a line that reads
+    both ways is the id of the annotation file that exists. The first token alone took "IMG 0001"
+    for "IMG" ("annotation file is missing")."""
+    ids = ["IMG 0001", "été 2", "写真", "plain", "IMG"]
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ids}
+    write_voc_folder(tmp_path, entries, {"default": ids[:4]})
+    with open(tmp_path / "ImageSets" / "Main" / "dog_default.txt", "w", encoding="utf-8") as f:
+        f.write("IMG 0001  1\nété 2 -1\n写真 0\nplain\t1\n")
+    names = lambda s: [e["image/filename"].decode() for e in examples(s)]  # noqa: E731
+    whole = load_voc_folder(tmp_path, "default")
+    assert names(whole) == ["IMG 0001.jpg", "été 2.jpg", "写真.jpg", "plain.jpg"] and not whole.problems
+    assert names(load_voc_folder(tmp_path, "dog_default")) == ["IMG 0001.jpg", "été 2.jpg", "写真.jpg", "plain.jpg"]
+    with open(tmp_path / "ImageSets" / "Main" / "flags.txt", "w", encoding="utf-8") as f:
+        f.write("IMG 1\nIMG 0001 1\n")  # no "IMG 1.xml": the image IMG, flag 1
+    assert names(load_voc_folder(tmp_path, "flags")) == ["IMG.jpg", "IMG 0001.jpg"]
+
+
 def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):
     # VOC 2012 ships train / val / trainval and no test.txt; its test archive adds a test.txt whose
     # images have no annotation files. Either way the folder's own splits are train -> val.

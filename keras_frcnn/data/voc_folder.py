@@ -124,10 +124,23 @@ def split_ids(voc_dir, split) -> list:
             raise DataError(f"{path}: split file not found (splits here: {available}{hint})" if match else
                             f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
         with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
-            # Lines are "<id>" (or "<id> <flag>" in the per-class files): the first token is the id.
-            listed = [line.split()[0] for line in f if line.strip()]
+            listed = [_listed_id(voc_dir, line.strip()) for line in f if line.strip()]
         ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
     return ids
+
+
+_FLAGGED = re.compile(r"^(?P<id>.*\S)\s+(?:-1|0|1)$")
+
+
+def _listed_id(voc_dir, line) -> str:
+    """The image id of a split file's line: the whole line (ids an annotation tool took from file
+    names may hold spaces: "IMG 0001"), or ``<id>`` of a per-class file's ``"<id> <flag>"`` (flag
+    -1, 0 or 1). A line that reads both ways ("IMG 1") is the whole line if it names an
+    annotation file."""
+    flagged = _FLAGGED.match(line)
+    if flagged and not os.path.isfile(os.path.join(voc_dir, "Annotations", line + ".xml")):
+        return flagged["id"]
+    return line
 
 
 def _position(bound, count):
