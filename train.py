@@ -114,7 +114,7 @@ SHAPES_PRESETS = {"zf": "shapes", "resnet50": "shapes-resnet50", "resnet101": "s
 
 def build_config(args):
     from keras_frcnn.config import Config, preset
-    from keras_frcnn.data.tfds_sources import canonical_name, default_splits
+    from keras_frcnn.data.tfds_sources import default_splits
 
     if args.config:
         try:
@@ -130,10 +130,12 @@ def build_config(args):
         changes["backbone"] = args.backbone
     if args.weights:
         changes["weights"] = None if args.weights.lower() == "none" else args.weights
-    if args.dataset and canonical_name(args.dataset) != canonical_name(cfg.dataset):
-        # Another data set brings its own splits (a preset's are its own data set's).
-        changes["dataset"] = canonical_name(args.dataset)
-        changes["train_split"], changes["test_split"] = default_splits(args.dataset)
+    if args.dataset and cli.tfds_names(args.dataset) != cli.tfds_names(cfg.dataset):
+        # Another data set brings its own splits (a preset's are its own data set's); of several
+        # joined by +, the first's (the others': cli.choose_data).
+        names = cli.tfds_names(args.dataset)
+        changes["dataset"] = "+".join(names)
+        changes["train_split"], changes["test_split"] = default_splits(names[0])
     if args.precision:
         changes["precision"] = args.precision
     image, anchors, train = {}, {}, {}
@@ -322,11 +324,11 @@ def _train(args, held):
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
                              "or give another --out (or delete that folder) to start a new one")
     if choice.kind == "tfds":
-        cfg = dataclasses.replace(cfg, dataset=choice.name, train_split=choice.train_split,
+        cfg = dataclasses.replace(cfg, dataset=choice.full_name, train_split=choice.train_split,
                                   test_split=choice.test_split)
 
     # Everything is read and checked before anything is trained.
-    train_source = cli.load_source(args, choice, choice.train_split, decode_images=False)
+    train_source = cli.load_training_source(args, choice, decode_images=False)
     if choice.kind == "coco-json":
         test_source = data.load_coco_json(args.coco_val_json, args.coco_val_images or args.coco_images) \
             if args.coco_val_json else None
@@ -346,7 +348,7 @@ def _train(args, held):
                              "unlabelled test set?): give a labelled split or file to evaluate on")
     cli.warn_if_not_held_out(train_source, test_source)
     print(f"data: training on {train_source.name} ({train_source.num_examples} images); "
-          + (f"evaluating on {test_source.name} ({test_source.num_examples} images)" if test_source else
+          + (f"evaluating on {test_source.name} ({test_source.num_examples or 'uncounted'} images)" if test_source else
              "no evaluation: a --coco-json run evaluates only on held-out images "
              "(--coco-val-json, --coco-val-images), never on its training images")
           + f"; {train_source.num_classes} classes: {', '.join(train_source.class_names)}")

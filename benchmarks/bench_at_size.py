@@ -8,6 +8,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py train DIR [--out runs/at_size]     # one pass, shapes model
     python benchmarks/bench_at_size.py tfds-stream DIR [--images 5000]    # a TFDS set's stream
     python benchmarks/bench_at_size.py coco-scale DIR [--images 118287]   # COCO train2017's size
+    python benchmarks/bench_at_size.py voc07-12 DIR                       # two folders of VOC's sizes
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -31,10 +32,17 @@ pass to the next, and a stream resumed mid-pass against the uninterrupted one. `
 COCO JSON of train2017's size (118,287 images, ~7 annotations each, 80 category ids of 1..90 with
 polygons) whose images are hard links to 50 distinct 640 x 480 JPEGs (~100 KB, COCO's own average
 is ~160 KB): how long ``load_coco_json`` takes (the JSON, every image checked, the records), its
-memory, and the training stream's first batch and rate.
+memory, and the training stream's first batch and rate. ``voc07-12``: ``DIR/VOC2007`` (5,011
+trainval + 4,952 test scenes) and ``DIR/VOC2012`` (train 5,717, val 5,823, and 5,585 annotated
+images in no Main split, as VOC 2012's action and layout images) trained on together as
+``train.py --voc-dir DIR/VOC2007 --voc-dir DIR/VOC2012`` reads them: load time, counts, one pass of
+the training stream (every image once? VOC 2012's share in each tenth of the pass), and the same
+two sets read without random access (TFDS's path: a shuffle buffer of 1,024), interleaved as
+``data.combined`` does and, for comparison, simply appended.
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -350,10 +358,71 @@ def coco_scale(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+def voc07_12(root):
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn import cli
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import train_dataset
+    from keras_frcnn.data.combined import combine_sources, interleaving_order
+    from keras_frcnn.data.pipeline import example_stream
+
+    folders = [os.path.join(root, "VOC2007"), os.path.join(root, "VOC2012")]
+    if not os.path.isdir(folders[0]):
+        write(folders[0], 5011, 4952, seed=7)
+    if not os.path.isdir(folders[1]):
+        write(folders[1], 11540, 5585, seed=12)
+        main = os.path.join(folders[1], "ImageSets", "Main")
+        with open(os.path.join(main, "trainval.txt")) as f:
+            ids = f.read().split()
+        for split, part in (("train", ids[:5717]), ("val", ids[5717:])):
+            with open(os.path.join(main, split + ".txt"), "w") as f:
+                f.write("".join(n + "\n" for n in part))
+        os.remove(os.path.join(main, "test.txt"))  # its 5,585 images: annotated, in no Main split
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    args = parser.parse_args(["--voc-dir", folders[0], "--voc-dir", folders[1]])
+    started = time.perf_counter()
+    choice = cli.choose_data(args, preset("shapes"))
+    source = cli.load_training_source(args, choice, decode_images=False)
+    test_source = cli.load_source(args, choice, choice.test_split, decode_images=False)
+    loaded = time.perf_counter() - started
+    parts = [cli.load_source(args, choice, choice.train_split, decode_images=False),
+             cli.load_source(args, dataclasses.replace(choice, name=choice.more[0][0]), choice.more[0][1],
+                             decode_images=False)]
+    first = parts[0].num_examples
+
+    def shares(from_second):  # VOC 2012's share of each tenth of a pass
+        return [round(float(np.mean(part)), 3) for part in np.array_split(np.asarray(from_second), 10)]
+
+    started = time.perf_counter()
+    seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
+            for i in batch["index"]]
+    pass_seconds = time.perf_counter() - started
+    result = {"what": "voc07-12", "machine": machine(),
+              "choice": [choice.train_split, choice.test_split, [list(m) for m in choice.more]],
+              "train_images": source.num_examples, "test_images": test_source.num_examples,
+              "shared_files": len(source.files & test_source.files), "load_seconds": round(loaded, 1),
+              "pass": {"images": len(seen), "distinct": len(set(seen)), "seconds": round(pass_seconds, 1),
+                       "voc2012_share_per_tenth": shares([i >= first for i in seen])},
+              "expected_share": round((source.num_examples - first) / source.num_examples, 3)}
+    # TFDS's path (no random access), the two ways of joining: which set each stream index is from.
+    unindexed = [dataclasses.replace(part, example_at=None) for part in parts]
+    interleaved = combine_sources(unindexed)
+    appended = dataclasses.replace(interleaved, dataset=unindexed[0].dataset.concatenate(unindexed[1].dataset))
+    from_second = {"tfds_path_interleaved": interleaving_order([first, parts[1].num_examples]) == 1,
+                   "tfds_path_appended": np.arange(source.num_examples) >= first}
+    for name, combined in (("tfds_path_interleaved", interleaved), ("tfds_path_appended", appended)):
+        indices = [int(i) for i in example_stream(combined, seed=0, repeat=False).map(
+            lambda e: e["index"]).as_numpy_iterator()]
+        result[name] = {"distinct": len(set(indices)), "voc2012_share_per_tenth": shares(from_second[name][indices])}
+    result["peak_rss_mb"] = round(peak_rss_mb())
+    print(json.dumps(result))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
-                                         "tfds-stream", "coco-scale"])
+                                         "tfds-stream", "coco-scale", "voc07-12"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -374,6 +443,8 @@ def main():
         tfds_stream(args.dir, args.images or 5000)
     elif args.what == "coco-scale":
         coco_scale(args.dir, args.images or 118287)
+    elif args.what == "voc07-12":
+        voc07_12(args.dir)
     else:
         train(args.dir, args.out)
 

@@ -143,9 +143,13 @@ def require_positive(parser: argparse.ArgumentParser, args, *flags):
 
 
 def add_data_args(parser: argparse.ArgumentParser):
-    group = parser.add_argument_group("data (one source; default: the config's dataset)")
-    group.add_argument("--dataset", help='a TFDS name ("voc/2007", "voc/2012", "coco/2017") or "shapes"')
-    group.add_argument("--voc-dir", help="a VOC folder: Annotations/, JPEGImages/, ImageSets/Main/")
+    group = parser.add_argument_group("data (one kind of source; default: the config's dataset)")
+    group.add_argument("--dataset", help='a TFDS name ("voc/2007", "voc/2012", "coco/2017") or "shapes"; '
+                       'sets joined by + are trained on together, the first one tests ("voc/2007+voc/2012": '
+                       "the paper's 07+12)")
+    group.add_argument("--voc-dir", action="append",
+                       help="a VOC folder: Annotations/, JPEGImages/, ImageSets/Main/ (repeat it to train on "
+                       "several; the first one tests)")
     group.add_argument("--coco-json", help="a COCO instances JSON file (with --coco-images)")
     group.add_argument("--coco-images", help="the folder of the COCO JSON's images")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
@@ -160,9 +164,18 @@ class DataChoice:
     """What a command's data options mean: the source kind, its name and splits."""
 
     kind: str  # "tfds" (shapes included), "voc-dir" or "coco-json"
-    name: str  # the TFDS name, the VOC folder or the COCO JSON file
+    name: str  # the TFDS name, the VOC folder or the COCO JSON file (the first, of several)
     train_split: typing.Optional[str]
     test_split: typing.Optional[str]
+    # Further sets of the same kind trained on with the first: (name, training split) each; a
+    # split None is a VOC folder's every annotation file.
+    more: tuple = ()
+    classes: typing.Optional[tuple] = None  # VOC folders' class names (--classes, or several folders')
+
+    @property
+    def full_name(self) -> str:
+        """Every set trained on, as ``--dataset`` takes them (``"voc/2007+voc/2012"``)."""
+        return "+".join([self.name] + [name for name, _ in self.more])
 
     @property
     def coco(self) -> bool:
@@ -174,30 +187,80 @@ def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
     """The source the options name and its splits: ``--train-split`` / ``--test-split`` if given,
     else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test,
     or train -> val without a labelled test split (VOC 2012);
-    a COCO JSON file: itself -> ``--coco-val-json``). Checked before anything is trained: an
-    unlabelled evaluation split is a ``DataError`` now, not after training."""
-    from keras_frcnn.data.tfds_sources import canonical_name, check_labelled, default_splits
-    from keras_frcnn.data.voc_folder import default_splits as default_voc_splits
+    a COCO JSON file: itself -> ``--coco-val-json``). Several TFDS sets (``voc/2007+voc/2012``) or
+    VOC folders (``--voc-dir`` repeated): the first as alone, each further one trained on with all
+    its labelled data (``DataChoice.more``). Checked before anything is trained: an unlabelled
+    evaluation split is a ``DataError`` now, not after training."""
+    from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
     if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.dataset)) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir or --coco-json")
     _refuse_unused_data_options(args, cfg)
     if args.voc_dir:
-        splits = default_voc_splits(args.voc_dir)
-        return DataChoice("voc-dir", args.voc_dir, train_split or splits[0], test_split or splits[1])
+        return _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split)
     if args.coco_json:
         if not args.coco_images:
             raise UsageError("--coco-json needs --coco-images (the folder of its images)")
         return DataChoice("coco-json", args.coco_json, None, None)
-    name = canonical_name(args.dataset or cfg.dataset)
-    if name == canonical_name(cfg.dataset):
+    names = tfds_names(args.dataset or cfg.dataset)
+    if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
         splits = (cfg.train_split, cfg.test_split)
     else:
-        splits = default_splits(name)
-    choice = DataChoice("tfds", name, train_split or splits[0], test_split or splits[1])
-    check_labelled(name, choice.train_split, "training")
-    check_labelled(name, choice.test_split, "evaluation")
+        splits = default_splits(names[0])
+    _check_tfds_together(names)
+    # A further set gives every labelled split of its own (the paper's 07+12: VOC 2012's train and
+    # validation); the first set's evaluation split stays held out.
+    more = tuple((name, train_split or "+".join(default_splits(name))) for name in names[1:])
+    choice = DataChoice("tfds", names[0], train_split or splits[0], test_split or splits[1], more=more)
+    for name, split in ((choice.name, choice.train_split),) + more:
+        check_labelled(name, split, "training")
+    check_labelled(choice.name, choice.test_split, "evaluation")
     return choice
+
+
+def tfds_names(dataset: str) -> list:
+    """The TFDS sets of ``--dataset`` (``"voc+voc/2012"`` -> ``["voc/2007", "voc/2012"]``)."""
+    from keras_frcnn.data.tfds_sources import canonical_name
+
+    names = [canonical_name(part.strip()) for part in str(dataset).split("+")]
+    if not all(names):
+        raise UsageError(f"--dataset {dataset}: give TFDS names joined by +, e.g. voc/2007+voc/2012")
+    return names
+
+
+def _check_tfds_together(names):
+    if len(names) == 1:
+        return
+    if len(set(names)) < len(names):
+        raise UsageError(f"--dataset {'+'.join(names)}: a set named twice")
+    if "shapes" in names:
+        raise UsageError("--dataset: the built-in shapes set is trained on alone")
+    years = [name for name in names if name.startswith("coco")]
+    if len(years) > 1:  # coco/2017's train and validation are coco/2014's images, split anew
+        raise UsageError(f"--dataset {'+'.join(names)}: {' and '.join(years)} hold the same images; "
+                         "train on one COCO year")
+
+
+def _choose_voc_folders(folders, classes, train_split, test_split) -> DataChoice:
+    """The first folder trains on its training split and tests on its evaluation split; each
+    further one trains on every labelled image of its own splits (``voc_folder.labelled_split``).
+    Several folders get the class names of all of them (unless ``--classes`` names them)."""
+    from keras_frcnn.data import voc_folder
+
+    seen = {}
+    for folder in folders:
+        real = os.path.realpath(folder)
+        if real in seen:
+            raise UsageError(f"--voc-dir {folder}: the same folder as --voc-dir {seen[real]}")
+        seen[real] = folder
+    splits = voc_folder.default_splits(folders[0])
+    more = tuple((folder, train_split or voc_folder.labelled_split(folder)) for folder in folders[1:])
+    if classes:
+        names = tuple(c.strip() for c in classes.split(","))
+    else:
+        names = voc_folder.common_class_names(folders) if more else None
+    return DataChoice("voc-dir", folders[0], train_split or splits[0], test_split or splits[1], more=more,
+                      classes=names)
 
 
 def _refuse_unused_data_options(args, cfg):
@@ -230,8 +293,7 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
     from keras_frcnn import data
 
     if choice.kind == "voc-dir":
-        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-        return data.load_voc_folder(args.voc_dir, split=_voc_split(split), classes=classes,
+        return data.load_voc_folder(choice.name, split=_voc_split(split), classes=choice.classes,
                                     decode_images=decode_images)
     if choice.kind == "coco-json":
         return data.load_coco_json(args.coco_json, args.coco_images, decode_images=decode_images)
@@ -243,6 +305,17 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_shapes(split=split, data_dir=args.data_dir, num_train=num_train,
                                 num_test=num_test, decode_images=decode_images)
     return data.load_tfds(choice.name, split, data_dir=args.data_dir, decode_images=decode_images)
+
+
+def load_training_source(args, choice: DataChoice, decode_images: bool = True):
+    """The training data of ``choice``: its training split, and with several sets each one's
+    (``DataChoice.more``), combined (``data.combined``)."""
+    from keras_frcnn.data.combined import combine_sources
+
+    sources = [load_source(args, choice, choice.train_split, decode_images)]
+    for name, split in choice.more:
+        sources.append(load_source(args, dataclasses.replace(choice, name=name), split, decode_images))
+    return combine_sources(sources)
 
 
 def warn_if_not_held_out(train_source, test_source):
@@ -257,6 +330,6 @@ def warn_if_not_held_out(train_source, test_source):
               "not on held-out data", file=sys.stderr)
 
 
-def _voc_split(split: str) -> str:
+def _voc_split(split: typing.Optional[str]) -> typing.Optional[str]:
     # TFDS's "train+validation" is the VOC folder's trainval.txt.
     return {"train+validation": "trainval", "validation": "val"}.get(split, split)

@@ -12,6 +12,7 @@ validation, a VOC folder: test); a COCO JSON file is evaluated as a whole.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -120,12 +121,15 @@ def main(argv=None):
     if args.max_side and not args.min_side:
         parser.error("--max-side goes with --min-side")
     cli.require_positive(parser, args, "min_side", "max_side", "batch_size")
+    if args.voc_dir and len(args.voc_dir) > 1:
+        parser.error("--voc-dir: evaluate one folder at a time")
     cli.quiet_tensorflow()
     return cli.run(lambda: _evaluate(args))
 
 
 def _evaluate(args):
     from keras_frcnn import metrics
+    from keras_frcnn.data import VOC_CLASSES
     from keras_frcnn.files import write_atomically
 
     if args.out:  # checked before the evaluation, not after it
@@ -141,6 +145,11 @@ def _evaluate(args):
         model = model.at_scale(args.min_side, args.max_side)
     model = model.for_inference()
     choice = cli.choose_data(args, model.frcnn_config, test_split=args.split)
+    if choice.kind == "voc-dir" and choice.classes is None and tuple(model.class_names) != VOC_CLASSES:
+        # A VOC folder lists no classes (its own would be the names found in its files, those of
+        # a test folder without every class among them): read with the model's, objects of other
+        # names skipped and counted.
+        choice = dataclasses.replace(choice, classes=tuple(model.class_names))
     source = cli.load_source(args, choice, choice.test_split)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from test_data_fixtures import write_coco, write_voc_folder
-from test_data_tfds import _as_dataset_fn, mock_tfds
+from test_data_tfds import VOC_EXTRAS, _as_dataset_fn, mock_tfds
 
 from conftest import tiny_config
 from keras_frcnn import cli
@@ -95,6 +95,14 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-images", val_images,
                           "--out", str(tmp_path)]) == 2
     assert "a folder; give the metrics file's name" in capsys.readouterr().err
+    # A VOC folder is read with the model's classes: its own would be the names found in its files
+    # ("other" besides them here, none of "wide"), which no model of this run has.
+    write_voc_folder(tmp_path / "voc", {"a": {"objects": [("square", (1, 1, 9, 9), False), ("other", (2, 2, 8, 8), False)]},
+                                        "b": {"objects": [("square", (3, 3, 9, 9), False)]}}, {"test": ["a", "b"]})
+    assert evaluate_main(["--model", model, "--voc-dir", str(tmp_path / "voc")]) == 0
+    out = capsys.readouterr().out
+    assert f"on VOC folder {tmp_path / 'voc'} (test), 2 images" in out
+    assert [line.split()[-2] for line in out.splitlines() if line.startswith("square ")] == ["2"]  # positives
 
 
 def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_config_file, capsys):
@@ -121,6 +129,34 @@ def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_co
     metrics = json.loads((out_dir / "metrics.json").read_text())
     assert metrics["evaluated_on"] == "coco/2017 validation" and "coco" in metrics
     assert "training on coco/2017 train" in out and "evaluating on coco/2017 validation" in out
+
+
+def test_tfds_voc_07_plus_12_trains_on_both_and_tests_on_2007(tmp_path, tiny_config_file, capsys):
+    """--dataset voc/2007+voc/2012: the paper's 07+12 (VOC 2007 trainval and VOC 2012 trainval,
+    tested on VOC 2007 test), kept in the run's config for evaluate and --resume."""
+    requested = []
+    mock = _as_dataset_fn(VOC_EXTRAS)
+
+    def recording(self, split, decoders=None, **kwargs):
+        requested.append((self.builder_config.name, str(split)))
+        return mock(self, split, decoders=decoders, **kwargs)
+
+    out_dir = tmp_path / "run"
+    with mock_tfds(as_dataset_fn=recording, data_dir=str(tmp_path / "tfds"), num_examples=3):
+        code, out, err = _train(["--config", str(tiny_config_file), "--dataset", "voc/2007+voc/2012", "--data-dir",
+                                 str(tmp_path / "tfds"), "--schedule", "joint", "--steps", "2", "--verbose", "0",
+                                 "--out", str(out_dir)], capsys)
+        assert code == 0, err
+        assert sorted(set(requested)) == [("2007", "test"), ("2007", "train+validation"),
+                                          ("2012", "train+validation")]
+        assert "training on voc/2007 train+validation + voc/2012 train+validation (6 images); evaluating on " \
+               "voc/2007 test (" in out
+        config = json.loads((out_dir / "config.json").read_text())
+        assert (config["dataset"], config["train_split"], config["test_split"]) == ("voc/2007+voc/2012",
+                                                                                    "train+validation", "test")
+        requested.clear()
+        assert evaluate_main(["--model", str(out_dir / "model.keras"), "--data-dir", str(tmp_path / "tfds")]) == 0
+        assert requested == [("2007", "test")] and "on voc/2007 test, 3 images" in capsys.readouterr().out
 
 
 def test_a_second_train_py_in_a_folder_in_use_is_refused(tmp_path, tiny_config_file, capsys):

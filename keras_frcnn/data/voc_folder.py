@@ -164,6 +164,75 @@ def default_splits(voc_dir) -> tuple:
     return "train", "val"
 
 
+def labelled_split(voc_dir) -> typing.Optional[str]:
+    """Every labelled image of a folder trained on beside another one: its own training and
+    (labelled) evaluation split, ``"trainval+test"`` for VOC 2007, ``"train+val"`` (trainval) for
+    VOC 2012; ``None`` (every annotation file) for a folder with neither split file (an annotation
+    tool's export). VOC 2012's other annotation files (its action and layout tasks' images, most
+    objects unlabelled) are in no Main split, and so left out."""
+    main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
+    parts = [name for name in default_splits(voc_dir) if os.path.isfile(os.path.join(main, f"{name}.txt"))
+             and _any_annotated(voc_dir, split_ids(voc_dir, name))]
+    return "+".join(parts) or None
+
+
+def common_class_names(folders) -> typing.Optional[tuple]:
+    """The class names of several folders trained on together, by :func:`load_voc_folder`'s rule
+    over all their annotation files: ``None`` (each folder's own VOC names) when every name is a VOC
+    class, else every name found, sorted."""
+    names = set()
+    for folder in folders:
+        annotations_dir = os.path.join(os.fspath(folder), "Annotations")
+        if not os.path.isdir(annotations_dir):
+            raise DataError(f"{annotations_dir}: not found; a VOC folder holds Annotations/, JPEGImages/ "
+                            "and ImageSets/Main/")
+        names |= _names_in(annotations_dir, {})
+    voc_names, class_names = _class_names(names, " + ".join(os.fspath(folder) for folder in folders))
+    return None if voc_names else class_names
+
+
+def _class_names(names, where) -> tuple:
+    """``(voc_names, class_names)`` of the object names found: the 20 VOC names (TFDS's order) when
+    every one is a VOC class (compared in lower case), else the names, sorted; a warning when they
+    are mostly VOC names or some differ only in case."""
+    voc_names = all(n.lower() in VOC_CLASSES for n in names)
+    class_names = VOC_CLASSES if voc_names else tuple(sorted(names))
+    strays = sorted(n for n in names if n.lower() not in VOC_CLASSES)
+    if not voc_names and len(strays) < len(names) / 2:
+        # Mostly VOC names: a typo in one file would silently renumber every class.
+        logger.warning("%s: names that are not VOC classes %s make the classes the %d names found, "
+                       "sorted; pass classes=VOC_CLASSES to skip those objects instead", where, strays, len(names))
+    by_case = {}  # (VOC names are compared in lower case already)
+    for name in class_names if not voc_names else ():
+        by_case.setdefault(name.lower(), []).append(name)
+    for spellings in by_case.values():
+        if len(spellings) > 1:  # "Tree" in some files, "tree" in others: two classes, each part of the data
+            logger.warning("%s: the class names %s differ only in case and are %d classes; fix the odd "
+                           "files to merge them", where, spellings, len(spellings))
+    return voc_names, class_names
+
+
+def _names_in(annotations_dir, parsed) -> set:
+    """The object names of every annotation file in ``annotations_dir`` (``parsed``: id ->
+    :class:`VocAnnotation` already read)."""
+    names = set()
+    for filename in sorted(os.listdir(annotations_dir)):
+        image_id = filename[:-4]
+        if not filename.endswith(".xml"):
+            continue
+        if image_id not in parsed:
+            try:
+                parsed_other = parse_voc_xml(os.path.join(annotations_dir, filename))
+            except DataError:
+                raise
+            except ValueError:
+                continue  # warned about when a split containing it is loaded
+            names.update(o.name for o in parsed_other.objects)
+        else:
+            names.update(o.name for o in parsed[image_id].objects)
+    return names
+
+
 def _any_annotated(voc_dir, ids) -> bool:
     """Whether any of the images ``ids`` has an annotation file."""
     annotations = os.path.join(os.fspath(voc_dir), "Annotations")
@@ -224,36 +293,8 @@ def load_voc_folder(
 
     # ... and the names of every annotation file, so that all splits agree on the labels.
     if classes is None:
-        names = set()
-        for filename in sorted(os.listdir(annotations_dir)):
-            image_id = filename[:-4]
-            if not filename.endswith(".xml"):
-                continue
-            if image_id not in parsed:
-                try:
-                    parsed_other = parse_voc_xml(os.path.join(annotations_dir, filename))
-                except DataError:
-                    raise
-                except ValueError:
-                    continue  # warned about when a split containing it is loaded
-                names.update(o.name for o in parsed_other.objects)
-            else:
-                names.update(o.name for o in parsed[image_id].objects)
-        voc_names = all(n.lower() in VOC_CLASSES for n in names)
-        class_names = VOC_CLASSES if voc_names else tuple(sorted(names))
-        strays = sorted(n for n in names if n.lower() not in VOC_CLASSES)
-        if not voc_names and len(strays) < len(names) / 2:
-            # Mostly VOC names: a typo in one file would silently renumber every class.
-            logger.warning("%s: names that are not VOC classes %s make the classes the %d names found, "
-                           "sorted; pass classes=VOC_CLASSES to skip those objects instead",
-                           annotations_dir, strays, len(names))
-        by_case = {}  # (VOC names are compared in lower case already)
-        for name in class_names if not voc_names else ():
-            by_case.setdefault(name.lower(), []).append(name)
-        for spellings in by_case.values():
-            if len(spellings) > 1:  # "Tree" in some files, "tree" in others: two classes, each part of the data
-                logger.warning("%s: the class names %s differ only in case and are %d classes; fix the odd "
-                               "files to merge them", annotations_dir, spellings, len(spellings))
+        names = _names_in(annotations_dir, parsed)
+        voc_names, class_names = _class_names(names, annotations_dir)
     else:
         voc_names = False
         class_names = tuple(str(c) for c in classes)

@@ -1,0 +1,96 @@
+"""Several data sets trained on as one: the paper's "07+12" (VOC 2007 trainval and VOC 2012
+trainval, tested on VOC 2007 test), or one's own data spread over several VOC folders.
+
+:func:`combine_sources` joins sources of the same classes into one :class:`DetectionSource`. The
+training stream shuffles a source with random access (folder sources) over all its examples,
+whatever its size; a source without it (TFDS) is read through a shuffle buffer of a thousand
+records, so two sets simply appended would come one after the other in every pass (all of VOC
+2007, then all of VOC 2012). Their examples are therefore interleaved in proportion to the sets'
+sizes (every stretch of the stream holds both, as the whole does), in a fixed order.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.data.examples import DetectionSource
+from keras_frcnn.data.pipeline import as_source
+from keras_frcnn.data.problems import DataError
+
+
+def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSource:
+    """``sources`` as one source: their examples, class names (which must be the same), problem
+    counts, object counts and image files. Examples are in the sources' order one after the
+    other when every source has random access (``example_at`` too), else interleaved in
+    proportion to their sizes (see the module docstring)."""
+    sources = list(sources)
+    if len(sources) == 1:
+        return sources[0]
+    first = sources[0]
+    for other in sources[1:]:
+        if tuple(other.class_names) != tuple(first.class_names):
+            raise DataError(f"{other.name} has other classes than {first.name}: "
+                            f"{list(other.class_names)} vs {list(first.class_names)}; data sets trained on "
+                            "together need the same classes in the same order")
+        if other.voc_pixel_numbers != first.voc_pixel_numbers:
+            raise DataError(f"{other.name} and {first.name} write boxes in other conventions (VOC's "
+                            "pixel numbers, COCO's continuous coordinates): train on sets of one kind")
+    sources = [as_source(source) for source in sources]  # counted where TFDS cannot tell
+    counts = [source.num_examples for source in sources]
+    problems = {}
+    for source in sources:
+        for kind, count in source.problems.items():
+            problems[kind] = problems.get(kind, 0) + count
+    random_access = all(source.example_at is not None for source in sources)
+    if random_access:
+        dataset, example_at = _appended(sources)
+    else:
+        dataset, example_at = _interleaved(sources), None
+    return DetectionSource(
+        dataset=dataset,
+        class_names=tuple(first.class_names),
+        num_examples=int(sum(counts)),
+        name=" + ".join(source.name for source in sources),
+        problems=problems,
+        example_at=example_at,
+        voc_pixel_numbers=first.voc_pixel_numbers,
+        num_objects=None if any(s.num_objects is None for s in sources) else sum(s.num_objects for s in sources),
+        files=None if any(s.files is None for s in sources) else frozenset().union(*(s.files for s in sources)),
+    )
+
+
+def interleaving_order(counts: typing.Sequence[int]) -> np.ndarray:
+    """The source of each position when sources of ``counts`` examples are interleaved in
+    proportion: source ``k``'s ``j``-th example sits at the fraction ``(j + 1/2) / counts[k]`` of
+    the whole (ties in source order), so that any stretch holds each source's share to within one
+    example."""
+    fractions = np.concatenate([(np.arange(n) + 0.5) / n for n in counts if n] or [np.zeros(0)])
+    which = np.concatenate([np.full(n, k, np.int64) for k, n in enumerate(counts) if n] or [np.zeros(0, np.int64)])
+    return which[np.argsort(fractions, kind="stable")]
+
+
+def _interleaved(sources) -> tf.data.Dataset:
+    order = interleaving_order([source.num_examples for source in sources])
+    return tf.data.Dataset.choose_from_datasets([source.dataset for source in sources],
+                                                tf.data.Dataset.from_tensor_slices(order),
+                                                stop_on_empty_dataset=False)
+
+
+def _appended(sources):
+    dataset = sources[0].dataset
+    for source in sources[1:]:
+        dataset = dataset.concatenate(source.dataset)
+    ends = tf.constant(np.cumsum([source.num_examples for source in sources]), tf.int64)
+    starts = [int(start) for start in np.cumsum([0] + [source.num_examples for source in sources[:-1]])]
+
+    def example_at(index):
+        index = tf.cast(index, tf.int64)
+        part = tf.searchsorted(ends, tf.reshape(index, [1]), side="right")[0]
+        branches = [lambda source=source, start=start: source.example_at(index - start)
+                    for source, start in zip(sources, starts)]
+        return tf.switch_case(tf.cast(part, tf.int32), branches)
+
+    return dataset, example_at

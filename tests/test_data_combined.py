@@ -1,0 +1,146 @@
+"""Several data sets trained on together: ``--dataset voc/2007+voc/2012`` (the paper's 07+12) and
+``--voc-dir A --voc-dir B`` (keras_frcnn.data.combined, keras_frcnn.cli)."""
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_data_fixtures import examples, write_voc_folder
+
+from keras_frcnn import cli
+from keras_frcnn.config import Config
+from keras_frcnn.data import VOC_CLASSES, load_voc_folder
+from keras_frcnn.data.combined import combine_sources, interleaving_order
+from keras_frcnn.data.pipeline import example_stream
+from keras_frcnn.data.problems import DataError
+
+
+def _folder(root, prefix, count, names, splits, extra_ids=()):
+    """A VOC folder of ``count`` images named ``prefix0000`` ..., one object each (of ``names`` in
+    turn); ``splits``: name -> slice of the ids; ``extra_ids``: annotated images in no split."""
+    ids = [f"{prefix}{i:04d}" for i in range(count)]
+    entries = {i: {"size": (40, 50), "objects": [(names[n % len(names)], (3, 4, 30, 35), False)]}
+               for n, i in enumerate(ids + list(extra_ids))}
+    write_voc_folder(root, entries, {name: ids[part] for name, part in splits.items()})
+    return ids
+
+
+def _choose(*argv, cfg=Config(dataset="shapes")):
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    parser.add_argument("--train-split")
+    args = parser.parse_args(list(argv))
+    return args, cli.choose_data(args, cfg, args.train_split)
+
+
+def test_interleaving_keeps_each_sets_share_in_every_stretch():
+    for counts in ((5011, 11540), (3, 7, 1), (0, 4), (1, 1)):
+        order = interleaving_order(counts)
+        assert np.bincount(order, minlength=len(counts)).tolist() == list(counts)
+        total = sum(counts)
+        for k, count in enumerate(counts):
+            seen = np.cumsum(order == k)
+            expected = np.arange(1, total + 1) * count / total
+            assert np.abs(seen - expected).max() <= 1.0, (counts, k)
+
+
+def test_sources_combine_in_order_with_random_access_and_interleaved_without(tmp_path):
+    a_ids = _folder(tmp_path / "a", "a", 6, ["dog"], {"trainval": slice(None)})
+    b_ids = _folder(tmp_path / "b", "b", 12, ["dog", "cat"], {"trainval": slice(None)})
+    a, b = load_voc_folder(tmp_path / "a", "trainval"), load_voc_folder(tmp_path / "b", "trainval")
+    both = combine_sources([a, b])
+    assert (both.num_examples, both.num_objects, both.class_names) == (18, 18, VOC_CLASSES)
+    assert both.files == a.files | b.files and both.voc_pixel_numbers
+    assert both.name == f"VOC folder {tmp_path / 'a'} (trainval) + VOC folder {tmp_path / 'b'} (trainval)"
+    names = [e["image/filename"].decode()[:-4] for e in examples(both)]
+    assert names == a_ids + b_ids
+    at = [both.example_at(tf.constant(i, tf.int64))["image/filename"].numpy().decode()[:-4] for i in range(18)]
+    assert at == names
+    # One shuffled pass of the training stream visits every image of both once.
+    stream = example_stream(both, seed=3, repeat=False)
+    assert sorted(int(e["index"]) for e in stream) == list(range(18))
+
+    # A source read through a shuffle buffer (TFDS): interleaved, so that a buffer far smaller than
+    # the sets mixes them from the first batch on.
+    unindexed = [dataclasses.replace(s, example_at=None) for s in (a, b)]
+    mixed = combine_sources(unindexed)
+    assert mixed.example_at is None
+    names = [e["image/filename"].decode()[:-4] for e in examples(mixed)]
+    assert sorted(names) == sorted(a_ids + b_ids)
+    assert names[:3] == ["b0000", "a0000", "b0001"]
+    first_half = [str(e["example"]["image/filename"].numpy()) for e in
+                  example_stream(mixed, seed=3, repeat=False, shuffle_buffer=2).take(9)]
+    assert 2 <= sum("a0" in n for n in first_half) <= 4  # a third of them from a (appended: 6 of 9)
+
+    with pytest.raises(DataError, match="has other classes than"):
+        combine_sources([a, load_voc_folder(tmp_path / "b", "trainval", classes=["cat", "dog"])])
+    with pytest.raises(DataError, match="other conventions"):
+        combine_sources([a, dataclasses.replace(b, voc_pixel_numbers=False)])
+
+
+def test_voc_folders_given_twice_train_on_both_and_test_on_the_first(tmp_path):
+    # A VOC 2007-style folder, and a VOC 2012-style one: train / val / trainval, annotations of
+    # other tasks in no split, and the test archive's unlabelled test.txt.
+    _folder(tmp_path / "VOC2007", "07_", 10, ["dog"], {"trainval": slice(0, 6), "test": slice(6, None)})
+    ids12 = _folder(tmp_path / "VOC2012", "12_", 9, ["cat"], {"train": slice(0, 4), "val": slice(4, 8),
+                                                              "trainval": slice(0, 8)}, extra_ids=["action"])
+    (tmp_path / "VOC2012" / "ImageSets" / "Main" / "test.txt").write_text("unlabelled\n")
+    args, choice = _choose("--voc-dir", str(tmp_path / "VOC2007"), "--voc-dir", str(tmp_path / "VOC2012"))
+    assert (choice.train_split, choice.test_split) == ("trainval", "test")
+    assert choice.more == ((str(tmp_path / "VOC2012"), "train+val"),) and choice.classes is None
+    train_source = cli.load_training_source(args, choice)
+    test_source = cli.load_source(args, choice, choice.test_split)
+    assert train_source.num_examples == 6 + 8 and test_source.num_examples == 4
+    assert not train_source.files & test_source.files and train_source.class_names == VOC_CLASSES
+    for left_out in (ids12[8], "action"):  # annotated, in no Main split
+        assert os.path.realpath(tmp_path / "VOC2012" / "JPEGImages" / f"{left_out}.jpg") not in train_source.files
+    # The other way round: VOC 2012's val tests, VOC 2007's trainval and test train (07++12).
+    _, choice = _choose("--voc-dir", str(tmp_path / "VOC2012"), "--voc-dir", str(tmp_path / "VOC2007"))
+    assert (choice.train_split, choice.test_split, choice.more) == ("train", "val", ((str(tmp_path / "VOC2007"),
+                                                                                         "trainval+test"),))
+    # --train-split names each folder's part; a folder of one tool's export (no VOC splits) gives
+    # every annotation file.
+    _folder(tmp_path / "export", "x", 3, ["dog"], {"default": slice(None)})
+    _, choice = _choose("--voc-dir", str(tmp_path / "VOC2007"), "--voc-dir", str(tmp_path / "export"))
+    assert choice.more == ((str(tmp_path / "export"), None),)
+    _, choice = _choose("--voc-dir", str(tmp_path / "VOC2007"), "--voc-dir", str(tmp_path / "export"),
+                        "--train-split", "trainval[:50%]")
+    assert choice.train_split == "trainval[:50%]" and choice.more == ((str(tmp_path / "export"), "trainval[:50%]"),)
+    with pytest.raises(cli.UsageError, match="the same folder as --voc-dir"):
+        _choose("--voc-dir", str(tmp_path / "VOC2007"), "--voc-dir", str(tmp_path / "VOC2007" / "."))
+
+
+def test_folders_of_other_names_get_every_name_of_all_of_them(tmp_path):
+    """Each folder alone would number its own names; together every folder's examples carry the
+    labels of all names found (sorted), so that a class seen in one folder only is still one class."""
+    _folder(tmp_path / "a", "a", 4, ["widget", "gadget"], {"trainval": slice(0, 3), "test": slice(3, None)})
+    _folder(tmp_path / "b", "b", 4, ["widget", "gizmo"], {"trainval": slice(None)})
+    args, choice = _choose("--voc-dir", str(tmp_path / "a"), "--voc-dir", str(tmp_path / "b"))
+    assert choice.classes == ("gadget", "gizmo", "widget")
+    train_source = cli.load_training_source(args, choice)
+    test_source = cli.load_source(args, choice, choice.test_split)
+    assert train_source.class_names == test_source.class_names == ("gadget", "gizmo", "widget")
+    labels = {e["image/filename"].decode(): e["objects/label"].tolist() for e in examples(train_source)}
+    assert labels["a0000.jpg"] == [2] and labels["a0001.jpg"] == [0] and labels["b0001.jpg"] == [1]
+    args, choice = _choose("--voc-dir", str(tmp_path / "a"), "--voc-dir", str(tmp_path / "b"),
+                           "--classes", "widget,gizmo")
+    assert choice.classes == ("widget", "gizmo")
+
+
+def test_tfds_sets_joined_by_plus():
+    _, choice = _choose("--dataset", "voc+voc/2012")
+    assert (choice.name, choice.train_split, choice.test_split) == ("voc/2007", "train+validation", "test")
+    assert choice.more == (("voc/2012", "train+validation"),) and choice.full_name == "voc/2007+voc/2012"
+    _, choice = _choose("--dataset", "voc/2012+voc/2007")  # 07++12: VOC 2007's test trains too
+    assert (choice.train_split, choice.test_split, choice.more) == ("train", "validation",
+                                                                    (("voc/2007", "train+validation+test"),))
+    # A run's config holds the joined name: evaluate and --resume read the same sets.
+    _, again = _choose(cfg=Config(dataset="voc/2007+voc/2012", train_split="train+validation", test_split="test"))
+    assert (again.name, again.test_split, again.more) == ("voc/2007", "test", (("voc/2012", "train+validation"),))
+    for dataset, message in (("voc/2007+voc", "a set named twice"), ("coco/2014+coco/2017", "hold the same images"),
+                             ("shapes+voc/2007", "trained on alone"), ("voc/2007+", "joined by +")):
+        with pytest.raises(cli.UsageError, match=message):
+            _choose("--dataset", dataset)
