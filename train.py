@@ -44,7 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--config", help="a config.json (e.g. of an earlier run) instead of a preset")
     cli.add_data_args(parser)
     parser.add_argument("--coco-val-json", help="held-out COCO JSON to evaluate a --coco-json run on")
-    parser.add_argument("--coco-val-images", help="its images (default: --coco-images)")
+    parser.add_argument("--coco-val-images", help="its images (default: --coco-images or the JSON's own "
+                        "folder, the one holding them)")
     parser.add_argument("--train-split", help="training split (default: the data set's; trainval for "
                         "--voc-dir, train where it has no labelled test split)")
     parser.add_argument("--test-split", help="evaluation split (default: the data set's held-out "
@@ -329,9 +330,13 @@ def _train(args, held):
 
     # Everything is read and checked before anything is trained.
     train_source = cli.load_training_source(args, choice, decode_images=False)
-    if choice.kind == "coco-json":
-        test_source = data.load_coco_json(args.coco_val_json, args.coco_val_images or args.coco_images) \
-            if args.coco_val_json else None
+    if choice.kind == "coco-json" and args.coco_val_json:
+        # Its images: --coco-val-images, else --coco-images or the JSON's own folder, whichever
+        # holds them (one folder for both JSONs, or train/ and valid/ as Roboflow exports them).
+        test_source = data.load_coco_json(args.coco_val_json, args.coco_val_images or [
+            args.coco_images, os.path.dirname(os.path.abspath(args.coco_val_json))])
+    elif choice.kind == "coco-json":
+        test_source = None
     else:
         test_source = cli.load_source(args, choice, choice.test_split)
     if test_source is not None and tuple(test_source.class_names) != tuple(train_source.class_names):

@@ -151,7 +151,8 @@ def add_data_args(parser: argparse.ArgumentParser):
                        help="a VOC folder: Annotations/, JPEGImages/, ImageSets/Main/ (repeat it to train on "
                        "several; the first one tests)")
     group.add_argument("--coco-json", help="a COCO instances JSON file (with --coco-images)")
-    group.add_argument("--coco-images", help="the folder of the COCO JSON's images")
+    group.add_argument("--coco-images", help="the folder of the COCO JSON's images (default: the JSON's own "
+                       "folder, as Roboflow's exports keep them)")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -199,8 +200,6 @@ def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
     if args.voc_dir:
         return _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split)
     if args.coco_json:
-        if not args.coco_images:
-            raise UsageError("--coco-json needs --coco-images (the folder of its images)")
         return DataChoice("coco-json", args.coco_json, None, None)
     names = tfds_names(args.dataset or cfg.dataset)
     if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
@@ -295,7 +294,7 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
     if choice.kind == "voc-dir":
         return data.load_voc_folder(choice.name, split=_voc_split(split), classes=choice.classes,
                                     decode_images=decode_images)
-    if choice.kind == "coco-json":
+    if choice.kind == "coco-json":  # without --coco-images: the JSON's own folder
         return data.load_coco_json(args.coco_json, args.coco_images, decode_images=decode_images)
     if choice.name == "shapes":
         try:

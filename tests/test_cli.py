@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,8 +74,13 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     assert metrics["evaluated_on"] is None and metrics["mAP"] is None
     assert (tmp_path / "alone" / "model.keras").exists()
 
-    code, out, _ = _train(common + ["--out", str(tmp_path / "held_out"), "--coco-val-json", val_json,
-                                    "--coco-val-images", val_images], capsys)
+    # Each JSON beside its images, as Roboflow exports them (train/_annotations.coco.json, valid/...):
+    # no image folder options needed.
+    train_json, val_json = (shutil.copy(json_path, os.path.join(images, "_annotations.coco.json"))
+                            for json_path, images in ((train_json, train_images), (val_json, val_images)))
+    code, out, _ = _train(["--config", str(tiny_config_file), "--coco-json", train_json, "--schedule", "joint",
+                           "--steps", "2", "--verbose", "0", "--out", str(tmp_path / "held_out"),
+                           "--coco-val-json", val_json], capsys)
     assert code == 0
     metrics = json.loads((tmp_path / "held_out" / "metrics.json").read_text())
     assert metrics["evaluated_on"] == f"COCO {val_json}" and metrics["num_images"] == 3

@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -205,3 +207,21 @@ def test_boxes_drawn_on_a_turned_photo_as_shown_land_on_its_stored_pixels(tmp_pa
     for example in examples(source):  # each the stored rows 10-24, columns 60-89 of 60 x 100
         np.testing.assert_allclose(example["objects/bbox"], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
     assert source.problems == {"EXIF orientation": 4}
+
+
+def test_image_folders_default_to_the_json_s_own_or_the_one_holding_its_images(tmp_path):
+    """Roboflow's COCO export keeps each split's JSON beside its images (``train/``, ``valid/``):
+    without an image folder the JSON's own is read; of several folders, the one holding its images
+    (the training images' folder is not the validation JSON's)."""
+    sets = {}
+    for name, count in (("train", 3), ("valid", 2)):
+        json_path, images = write_coco(tmp_path / name, [{"id": i, "file_name": f"{name}_{i}.jpg", "size": (40, 60)}
+                                                         for i in range(count)], [], CATEGORIES)
+        sets[name] = (shutil.move(json_path, os.path.join(images, "_annotations.coco.json")), images)
+    train = load_coco_json(sets["train"][0], None)
+    assert train.num_examples == 3 and not train.problems
+    valid = load_coco_json(sets["valid"][0], [sets["train"][1], sets["valid"][1]])
+    assert valid.num_examples == 2 and not valid.problems
+    assert load_coco_json(sets["valid"][0], [None, sets["valid"][1]]).num_examples == 2
+    with pytest.raises(DataError, match="nowhere: image directory not found"):
+        load_coco_json(sets["valid"][0], str(tmp_path / "nowhere"))

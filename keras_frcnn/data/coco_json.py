@@ -43,6 +43,10 @@ def load_coco_json(
 ) -> DetectionSource:
     """COCO instances ``json_path`` with images in ``image_dir`` as a :class:`DetectionSource`.
 
+    image_dir: the folder of the images, or several folders to choose from: the first that holds
+      any of the JSON's first image files (``None``: the JSON's own folder, as Roboflow's exports
+      keep ``train/_annotations.coco.json`` beside its images).
+
     skip_empty: leave out images without annotations (by default they are kept, as negatives).
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded file bytes (False).
     strict: raise ``DataError`` on the first problem instead of warning and skipping.
@@ -52,7 +56,7 @@ def load_coco_json(
     malformed or degenerate boxes (width or height <= 0), missing or corrupt image files; boxes
     reaching outside the image are clipped (warned).
     """
-    json_path, image_dir = os.fspath(json_path), os.fspath(image_dir)
+    json_path = os.fspath(json_path)
     try:
         with open(json_path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
             data = json.load(f)
@@ -63,8 +67,6 @@ def load_coco_json(
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("categories"), list):
         raise DataError(f"{json_path}: not a COCO instances file (needs 'images' and 'categories' lists)")
-    if not os.path.isdir(image_dir):
-        raise DataError(f"{image_dir}: image directory not found")
     problems = DataProblems(f"COCO {json_path}", strict=strict)
 
     try:
@@ -83,6 +85,7 @@ def load_coco_json(
                             "give them distinct names, or merge them into one category")
         named[name] = category_id
 
+    image_dir = _images_folder(json_path, image_dir, data["images"])
     images = {}
     for number, image in enumerate(data["images"]):
         try:
@@ -169,6 +172,31 @@ def load_coco_json(
                      if problems.counts["bad image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images)
+
+
+def _images_folder(json_path, image_dir, entries) -> str:
+    """The one of the folders ``image_dir`` names (see :func:`load_coco_json`) that holds any of
+    the first image files ``entries`` name; the first folder if none does (its missing files are
+    then named one by one)."""
+    if image_dir is None:
+        folders = [os.path.dirname(os.path.abspath(json_path))]
+    elif isinstance(image_dir, (str, os.PathLike)):
+        folders = [os.fspath(image_dir)]
+    else:
+        folders = [os.fspath(folder) for folder in image_dir if folder is not None]
+    existing = [folder for folder in folders if os.path.isdir(folder)]
+    if not existing:
+        raise DataError(f"{folders[0]}: image directory not found")
+    if len(existing) == 1:
+        return existing[0]
+    for folder in existing:
+        for image in entries[:20]:
+            try:
+                if os.path.isfile(os.path.join(folder, _file_name(image, folder))):
+                    return folder
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+    return existing[0]
 
 
 def _file_name(image, image_dir) -> str:
