@@ -225,3 +225,24 @@ def test_image_folders_default_to_the_json_s_own_or_the_one_holding_its_images(t
     assert load_coco_json(sets["valid"][0], [None, sets["valid"][1]]).num_examples == 2
     with pytest.raises(DataError, match="nowhere: image directory not found"):
         load_coco_json(sets["valid"][0], str(tmp_path / "nowhere"))
+
+
+def test_a_category_grouping_the_others_without_annotations_is_no_class(tmp_path, caplog):
+    """Roboflow's exports put a category 0 named after the project, the others' supercategory,
+    with no annotations: not a class. COCO's own "person" (its own supercategory) stays one, with
+    or without annotations."""
+    categories = [{"id": 0, "name": "pets", "supercategory": "none"},
+                  {"id": 1, "name": "cat", "supercategory": "pets"}, {"id": 2, "name": "dog", "supercategory": "pets"},
+                  {"id": 3, "name": "person", "supercategory": "person"}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 20, 20], "area": 400, "iscrowd": 0}]
+    json_path, images = write_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "size": (40, 60)}], annotations,
+                                   categories)
+    with caplog.at_level(logging.WARNING):
+        source = load_coco_json(json_path, images)
+    assert source.class_names == ("cat", "dog", "person")
+    assert examples(source)[0]["objects/label"].tolist() == [1]
+    assert "category 0 'pets' has no annotations and groups the others" in caplog.text
+    annotations.append({"id": 2, "image_id": 1, "category_id": 0, "bbox": [2, 2, 20, 20], "area": 400, "iscrowd": 0})
+    json_path, images = write_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "size": (40, 60)}], annotations,
+                                   categories)
+    assert load_coco_json(json_path, images).class_names == ("pets", "cat", "dog", "person")  # annotated: a class

@@ -31,7 +31,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, check_images, exif_undecided, shown_size,
                                           to_stored_frame)
-from keras_frcnn.data.problems import DataError, DataProblems
+from keras_frcnn.data.problems import DataError, DataProblems, logger
 
 
 def load_coco_json(
@@ -76,6 +76,8 @@ def load_coco_json(
     ids = [category_id for category_id, _ in categories]
     if len(set(ids)) != len(ids):
         raise DataError(f"{json_path}: duplicate category ids")
+    categories = _without_group_categories(json_path, data, categories)
+    ids = [category_id for category_id, _ in categories]
     label_of = {category_id: label for label, category_id in enumerate(ids)}
     class_names = tuple(name for _, name in categories)
     named = {}
@@ -172,6 +174,28 @@ def load_coco_json(
                      if problems.counts["bad image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images)
+
+
+def _without_group_categories(json_path, data, categories) -> list:
+    """``categories`` without those that only group others: no annotation, and the
+    ``supercategory`` of other categories (Roboflow's exports add one such, id 0, named after the
+    project, to every JSON; as a class it would be one no image holds)."""
+    used = set()
+    for annotation in data.get("annotations") or []:
+        try:
+            used.add(_whole(annotation["category_id"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # warned about when annotations are read
+    groups = set()
+    for category in data["categories"]:
+        parent = category.get("supercategory") if isinstance(category, dict) else None
+        if isinstance(parent, str) and parent != category.get("name"):
+            groups.add(parent)
+    dropped = [(category_id, name) for category_id, name in categories if category_id not in used and name in groups]
+    for category_id, name in dropped:
+        logger.warning("%s: category %d %r has no annotations and groups the others (their supercategory): "
+                    "not a class", json_path, category_id, name)
+    return [category for category in categories if category not in dropped]
 
 
 def _images_folder(json_path, image_dir, entries) -> str:
