@@ -104,3 +104,16 @@ def test_a_set_built_already_is_read_without_its_lock(tmp_path, monkeypatch):
     assert len(examples(_build(tmp_path, "test"))) == 3
     with pytest.raises(OSError, match="Read-only file system"):
         _build(tmp_path / "unbuilt", "test")
+
+
+def test_a_build_killed_midway_leaves_nothing_behind_the_next(tmp_path):
+    """TFDS builds into ``incomplete.XXXXXX_<version>/`` and renames it when done; a build killed
+    with -9 left that folder (as large as what it wrote) for ever, beside the set the next run
+    built. The next build, holding the build lock, removes it."""
+    config_dir = tmp_path / "shapes" / "train6_test2_seed0"
+    dead = config_dir / "incomplete.9FOIL6_1.1.0"
+    dead.mkdir(parents=True)
+    (dead / "shapes-train.tfrecord-00000-of-00001").write_bytes(b"x" * 1000)
+    source = load_shapes("train", data_dir=tmp_path, num_train=6, num_test=2)
+    assert len(examples(source)) == 6
+    assert sorted(p.name for p in config_dir.iterdir()) == ["1.1.0"]

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import shutil
 import typing
 
 import tensorflow_datasets as tfds
 
 from keras_frcnn.data.examples import DetectionSource, from_tfds_example
-from keras_frcnn.data.problems import DataError
+from keras_frcnn.data.problems import DataError, logger
 from keras_frcnn.locks import file_lock
 
 OFFLINE_FILES = {
@@ -131,8 +133,23 @@ def prepared(make_builder, download_config, builder=None):
         return builder
     check_reachable(builder, download_config.manual_dir)
     with build_lock(builder):
+        remove_dead_builds(builder)
         builder.download_and_prepare(download_config=download_config)
     return builder if builder.info.splits else make_builder()
+
+
+def remove_dead_builds(builder):
+    """Remove what builds of ``builder``'s set that were killed left: TFDS builds into
+    ``incomplete.XXXXXX_<version>/`` beside the version's folder and renames it when done, so a
+    killed build (kill -9, a machine lost) leaves that folder, as large as the data written, for
+    ever. Called with :func:`build_lock` held, when no other process is building the set."""
+    parent = os.path.dirname(os.path.normpath(os.fspath(builder.data_dir)))
+    pattern = re.compile(r"^incomplete\.[0-9A-Z]{6}_.+$")
+    for name in os.listdir(parent) if os.path.isdir(parent) else ():
+        if pattern.match(name) and os.path.isdir(os.path.join(parent, name)):
+            logger.warning("%s: removing %s, left by a build of %s that did not finish", parent, name,
+                           builder.name)
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
 
 
 def read_split(builder, split: str, decode_images: bool = True):
