@@ -64,6 +64,10 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
             return _fail(error, f"{_os_error_text(error)} (make room on that disk{then})")
         raise
     except Exception as error:
+        training = sys.modules.get("keras_frcnn.training")
+        if training is not None and isinstance(error, training.TrainingDiverged):
+            _fail(error)
+            return 1  # the training failed, not its command line
         tf = sys.modules.get("tensorflow")
         tf_error = tf is not None and isinstance(error, tf.errors.OpError)
         if tf_error and any(os.strerror(code) in error.message for code in DISK_FULL):

@@ -321,6 +321,11 @@ class TrainingCheckpoint:
         status.expect_partial()
 
 
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite: the weights are lost from there on, so the run
+    stops without checkpointing them (the checkpoints written before stay)."""
+
+
 class _Interrupted(Exception):
     """Raised by tests' ``stop_after_steps`` (the run stops as if killed) and after the checkpoint
     of a requested stop (``ScheduleRunner.request_stop``)."""
@@ -333,8 +338,14 @@ class _StageSteps(StepCounting):
         super().__init__()
         self.runner, self.stage, self.step, self.position, self.batch = runner, stage, step, position, batch
         self.last_save = runner.clock()
+        self.window_start, self.logs = step, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)  # (StepCounting's count of the window's steps)
+        self.window_start = self.step
 
     def on_train_batch_end(self, batch, logs=None):
+        self.logs = logs  # the window's running means: checked before anything is saved
         runner = self.runner
         steps = self.new_steps(batch)
         self.step += steps
@@ -351,6 +362,8 @@ class _StageSteps(StepCounting):
 
     def on_epoch_end(self, epoch, logs=None):
         runner = self.runner
+        self.logs = logs
+        self.check_finite()  # the stage's own checkpoint follows fit: not of diverged weights either
         if self.step >= self.stage.steps:
             return
         if runner.multi_worker and runner.agree(runner.stop_requested):
@@ -365,8 +378,24 @@ class _StageSteps(StepCounting):
         self.runner.stopped_at = (self.stage.name, self.step)
         raise _Interrupted()
 
+    def check_finite(self):
+        """``TrainingDiverged`` if a loss of the logs so far is NaN or infinite (the window's running
+        means: one such step makes them so)."""
+        bad = {name: float(value) for name, value in (self.logs or {}).items()
+               if name.startswith("loss") and not math.isfinite(float(value))}
+        if bad:
+            runner = self.runner
+            kinds = " and ".join(sorted({"NaN" if math.isnan(v) else "infinite" for v in bad.values()}))
+            raise TrainingDiverged(
+                f"the training loss became {kinds} ({', '.join(sorted(bad))}) between steps "
+                f"{self.window_start} and {self.step} of {self.stage.name} (learning rate {runner.cfg.train.lr:g}): the "
+                "weights diverged, so they were not checkpointed (checkpoints written before stay). Start a new "
+                f"run with a lower --lr (another --out, or delete {runner.run_dir}); if it diverges at any rate, "
+                "look for boxes or images in the data that are not what they say")
+
     def save(self):
         runner = self.runner
+        self.check_finite()
         runner.checkpoint.save(runner.net, self.model.optimizer, runner.state_of(
             stage=self.stage.name, step=self.step, position=self.position))
         runner.saved_at.append((self.stage.name, self.step))

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,6 +164,24 @@ def test_tfds_voc_07_plus_12_trains_on_both_and_tests_on_2007(tmp_path, tiny_con
         requested.clear()
         assert evaluate_main(["--model", str(out_dir / "model.keras"), "--data-dir", str(tmp_path / "tfds")]) == 0
         assert requested == [("2007", "test")] and "on voc/2007 test, 3 images" in capsys.readouterr().out
+
+
+def test_a_diverging_run_stops_at_its_first_nan_and_checkpoints_nothing_of_it(tmp_path, tiny_config_file, capsys):
+    """A learning rate far too high: the loss turns NaN within the first steps. The run stops at
+    the end of that log window (exit status 1, one line saying what to do), and neither the
+    step-interval checkpoint nor the stage's end checkpoints the diverged weights; it used to train
+    NaN to the end, save that model and report mAP 0."""
+    out_dir = tmp_path / "run"
+    code, out, err = _train(["--config", str(tiny_config_file), "--shapes-images", "6,2", "--data-dir",
+                             str(tmp_path / "tfds"), "--schedule", "joint", "--steps", "20", "--lr", "500",
+                             "--log-every", "10", "--checkpoint-every", "5", "--verbose", "0", "--out", str(out_dir)],
+                            capsys)
+    assert code == 1, err
+    last = err.rstrip("\n").split("\n")[-1].split("\r")[-1].strip()  # (after the shapes build's progress)
+    assert last.startswith("error: the training loss became NaN (loss, ")
+    # Found by the step-interval checkpoint (step 5) or the log window's end (10), whichever comes first.
+    assert re.search(r"between steps 0 and (5|10) of joint \(learning rate 500\)", last) and "lower --lr" in last
+    assert not (out_dir / "checkpoint").exists() and not (out_dir / "model.keras").exists()
 
 
 def test_a_second_train_py_in_a_folder_in_use_is_refused(tmp_path, tiny_config_file, capsys):
