@@ -302,7 +302,9 @@ def _train(args, held):
     if args.resume and os.path.exists(config_path):
         asked, cfg = cfg, Config.from_file(config_path)
         asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
-        ignored = differing_fields(asked.to_dict(), cfg.to_dict())
+        # (The data comes from the options given now, checked against the checkpoint's.)
+        ignored = [name for name in differing_fields(asked.to_dict(), cfg.to_dict())
+                   if name not in ("dataset", "data_paths", "train_split", "test_split")]
         if len(ignored) > 8:
             ignored = ignored[:8] + [f"and {len(ignored) - 8} more"]
         print(f"resume: using the run's own {config_path}"
@@ -324,9 +326,19 @@ def _train(args, held):
     if left:
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
                              "or give another --out (or delete that folder) to start a new one")
+    # The run's config.json says what it trained on (and a later --config or evaluate reads it).
     if choice.kind == "tfds":
-        cfg = dataclasses.replace(cfg, dataset=choice.full_name, train_split=choice.train_split,
+        cfg = dataclasses.replace(cfg, dataset=choice.full_name, data_paths=(), train_split=choice.train_split,
                                   test_split=choice.test_split)
+    elif choice.kind == "voc-dir":
+        folders = [choice.name] + [name for name, _ in choice.more]
+        cfg = dataclasses.replace(cfg, dataset="voc-dir", data_paths=tuple(os.path.abspath(f) for f in folders),
+                                  train_split=choice.train_split, test_split=choice.test_split)
+    else:
+        paths = (args.coco_json, args.coco_images, args.coco_val_json, args.coco_val_images)
+        cfg = dataclasses.replace(cfg, dataset="coco-json", data_paths=tuple(os.path.abspath(p) if p else ""
+                                                                                for p in paths),
+                                  train_split="", test_split="")
 
     # Everything is read and checked before anything is trained.
     train_source = cli.load_training_source(args, choice, decode_images=False)
@@ -392,6 +404,7 @@ def _train(args, held):
                                    plot_dir=os.path.join(out, "pr_curves"))
         log_evaluation(net.model, test_source, summary, os.path.join(out, "logs", "eval"))
         print(metrics.format_table(result))
+    summary["trained_on"] = train_source.name
     summary["stage_seconds"] = {k: round(v, 1) for k, v in runner.stage_seconds.items()}
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     write_atomically(os.path.join(out, "metrics.json"), json.dumps(summary, indent=2))

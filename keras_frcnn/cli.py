@@ -188,7 +188,7 @@ class DataChoice:
         return self.kind == "coco-json" or self.name.startswith("coco")
 
 
-def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
+def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) -> DataChoice:
     """The source the options name and its splits: ``--train-split`` / ``--test-split`` if given,
     else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test,
     or train -> val without a labelled test split (VOC 2012);
@@ -200,6 +200,10 @@ def choose_data(args, cfg, train_split=None, test_split=None) -> DataChoice:
 
     if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.dataset)) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir or --coco-json")
+    if not (args.voc_dir or args.coco_json or args.dataset) and cfg.dataset in ("voc-dir", "coco-json"):
+        _options_of_the_run(args, cfg, evaluation)
+        if args.voc_dir:
+            train_split, test_split = train_split or cfg.train_split, test_split or cfg.test_split
     _refuse_unused_data_options(args, cfg)
     if args.voc_dir:
         return _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split)
@@ -264,6 +268,26 @@ def _choose_voc_folders(folders, classes, train_split, test_split) -> DataChoice
         names = voc_folder.common_class_names(folders) if more else None
     return DataChoice("voc-dir", folders[0], train_split or splits[0], test_split or splits[1], more=more,
                       classes=names)
+
+
+def _options_of_the_run(args, cfg, evaluation):
+    """The data options of the run ``cfg`` is the config of (a VOC folder or COCO JSON run; see
+    ``Config.dataset``), set in ``args``: the same folders, or the JSON files, with evaluation
+    on the held-out JSON it was evaluated on."""
+    if cfg.dataset == "voc-dir":
+        args.voc_dir = list(cfg.data_paths)
+        return
+    json_path, images, held_out, held_out_images = cfg.data_paths
+    if evaluation:
+        if not held_out:
+            raise UsageError(f"the model was trained on COCO JSON {json_path} without a held-out file: give "
+                             "the data to evaluate on (--coco-json, --coco-images, or another source)")
+        # Its images where train.py found them: the folder given, or --coco-images or its own folder.
+        args.coco_json = held_out
+        args.coco_images = held_out_images or [folder for folder in (images, os.path.dirname(held_out)) if folder]
+    else:
+        args.coco_json, args.coco_images = json_path, images or None
+        args.coco_val_json, args.coco_val_images = held_out or None, held_out_images or None
 
 
 def _refuse_unused_data_options(args, cfg):

@@ -303,7 +303,12 @@ class Config:
     # native bfloat16 (AVX512_BF16 or AMX), float32 elsewhere, GPUs included. "bfloat16" /
     # "float16": a mixed policy's inference form, weights held in 16 bits (for_inference, export).
     precision: str = "auto"
-    dataset: str = "voc/2007"  # a TFDS name, or "shapes" for the built-in set
+    # A TFDS name ("voc/2007", several joined by +), "shapes" for the built-in set, or what a run
+    # trained on otherwise: "voc-dir" (data_paths: the folders, the first one tests) or
+    # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images; "" where
+    # not given). The data a later train.py --config or evaluate reads when given no data option.
+    dataset: str = "voc/2007"
+    data_paths: tuple = ()
     train_split: str = "train+validation"
     test_split: str = "test"
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -317,6 +322,11 @@ class Config:
 
     def validate(self):
         _check(self.backbone in BACKBONES, "backbone", self.backbone, f"one of {BACKBONES}")
+        _check(isinstance(self.data_paths, tuple) and all(isinstance(p, str) for p in self.data_paths)
+               and (len(self.data_paths) >= 1 if self.dataset == "voc-dir" else
+                    len(self.data_paths) == 4 if self.dataset == "coco-json" else not self.data_paths),
+               "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json", '
+               "else empty")
         strides = BASE_STRIDES[self.backbone]
         _check(self.anchors.stride in strides, "anchors.stride", self.anchors.stride,
                f"the {self.backbone} base's feature stride: {' or '.join(map(str, strides))}")

@@ -144,7 +144,7 @@ def _evaluate(args):
     if args.min_side:
         model = model.at_scale(args.min_side, args.max_side)
     model = model.for_inference()
-    choice = cli.choose_data(args, model.frcnn_config, test_split=args.split)
+    choice = cli.choose_data(args, model.frcnn_config, test_split=args.split, evaluation=True)
     if choice.kind == "voc-dir" and choice.classes is None and tuple(model.class_names) != VOC_CLASSES:
         # A VOC folder lists no classes (its own would be the names found in its files, those of
         # a test folder without every class among them): read with the model's, objects of other

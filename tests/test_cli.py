@@ -89,9 +89,19 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     assert f"evaluating on COCO {val_json} (3 images)" in out
     assert "COCO AP@[.5:.95]" in out and f"on COCO {val_json}" in out  # the headline names the data
 
-    # evaluate.py without data options takes the config's data set (shapes): other classes, refused.
+    # The run's config.json says what it trained on; evaluate.py without data options evaluates on
+    # the held-out file the run was evaluated on (a run without one: say so).
+    config = json.loads((tmp_path / "held_out" / "config.json").read_text())
+    assert (config["dataset"], config["data_paths"]) == ("coco-json", [train_json, "", val_json, ""])
+    assert metrics["trained_on"] == f"COCO {train_json}"
     model = str(tmp_path / "held_out" / "model.keras")
-    assert evaluate_main(["--model", model, "--shapes-images", "4,2", "--data-dir", str(tmp_path / "tfds")]) == 2
+    assert evaluate_main(["--model", model]) == 0
+    assert f"on COCO {val_json}, 3 images" in capsys.readouterr().out
+    assert evaluate_main(["--model", str(tmp_path / "alone" / "model.keras")]) == 2
+    assert "without a held-out file: give the data to evaluate on" in capsys.readouterr().err
+    # Other data of other classes: refused.
+    assert evaluate_main(["--model", model, "--dataset", "shapes", "--shapes-images", "4,2", "--data-dir",
+                          str(tmp_path / "tfds")]) == 2
     err = capsys.readouterr().err
     assert "has the classes ['circle', 'square', 'triangle', 'cross'], the model ['square', 'wide']" in err
     written = tmp_path / "results" / "new" / "metrics.json"  # its folders made first

@@ -3,12 +3,17 @@
 
 import argparse
 import dataclasses
+import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from test_data_fixtures import examples, write_voc_folder
+
+from conftest import tiny_config
 
 from keras_frcnn import cli
 from keras_frcnn.config import Config
@@ -16,6 +21,10 @@ from keras_frcnn.data import VOC_CLASSES, load_voc_folder
 from keras_frcnn.data.combined import combine_sources, interleaving_order
 from keras_frcnn.data.pipeline import example_stream
 from keras_frcnn.data.problems import DataError
+from keras_frcnn.evaluate import main as evaluate_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train  # noqa: E402  (the repository's train.py)
 
 
 def _folder(root, prefix, count, names, splits, extra_ids=()):
@@ -144,3 +153,27 @@ def test_tfds_sets_joined_by_plus():
                              ("shapes+voc/2007", "trained on alone"), ("voc/2007+", "joined by +")):
         with pytest.raises(cli.UsageError, match=message):
             _choose("--dataset", dataset)
+
+
+def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, capsys):
+    """train.py --voc-dir A --voc-dir B: config.json says so (it said the preset's "shapes"), and
+    metrics.json what was trained on; evaluate.py without data options evaluates on A's test split
+    as the run did, and train.py --config of that run trains on the same folders."""
+    _folder(tmp_path / "A", "a", 6, ["widget", "gadget"], {"trainval": slice(0, 4), "test": slice(4, None)})
+    _folder(tmp_path / "B", "b", 4, ["widget", "gizmo"], {"trainval": slice(None)})
+    (tmp_path / "tiny.json").write_text(tiny_config().to_json())
+    common = ["--schedule", "joint", "--steps", "2", "--verbose", "0"]
+    assert train.main(["--config", str(tmp_path / "tiny.json"), "--voc-dir", str(tmp_path / "A"), "--voc-dir",
+                       str(tmp_path / "B"), "--out", str(tmp_path / "run"), *common]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["dataset"], config["data_paths"], config["train_split"], config["test_split"]) == (
+        "voc-dir", [str(tmp_path / "A"), str(tmp_path / "B")], "trainval", "test")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["trained_on"] == f"VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (trainval)"
+    capsys.readouterr()
+    assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras")]) == 0
+    assert f"on VOC folder {tmp_path / 'A'} (test), 2 images" in capsys.readouterr().out
+    assert train.main(["--config", str(tmp_path / "run" / "config.json"), "--out", str(tmp_path / "again"),
+                       *common]) == 0
+    assert f"training on VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (trainval) (8 images)" \
+        in capsys.readouterr().out
