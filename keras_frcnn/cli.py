@@ -200,13 +200,16 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
 
     if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.dataset)) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir or --coco-json")
-    if not (args.voc_dir or args.coco_json or args.dataset) and cfg.dataset in ("voc-dir", "coco-json"):
+    of_the_run = not (args.voc_dir or args.coco_json or args.dataset) and cfg.dataset in ("voc-dir", "coco-json")
+    if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
-        if args.voc_dir:
-            train_split, test_split = train_split or cfg.train_split, test_split or cfg.test_split
     _refuse_unused_data_options(args, cfg)
     if args.voc_dir:
-        return _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split)
+        choice = _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split)
+        if of_the_run:  # the first folder's splits as the run had them; the others' are their own
+            choice = dataclasses.replace(choice, train_split=train_split or cfg.train_split,
+                                         test_split=test_split or cfg.test_split)
+        return choice
     if args.coco_json:
         return DataChoice("coco-json", args.coco_json, None, None)
     names = tfds_names(args.dataset or cfg.dataset)

@@ -160,7 +160,8 @@ def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, cap
     metrics.json what was trained on; evaluate.py without data options evaluates on A's test split
     as the run did, and train.py --config of that run trains on the same folders."""
     _folder(tmp_path / "A", "a", 6, ["widget", "gadget"], {"trainval": slice(0, 4), "test": slice(4, None)})
-    _folder(tmp_path / "B", "b", 4, ["widget", "gizmo"], {"trainval": slice(None)})
+    _folder(tmp_path / "B", "b", 4, ["widget", "gizmo"], {"train": slice(0, 2), "val": slice(2, None),
+                                                          "trainval": slice(None)})
     (tmp_path / "tiny.json").write_text(tiny_config().to_json())
     common = ["--schedule", "joint", "--steps", "2", "--verbose", "0"]
     assert train.main(["--config", str(tmp_path / "tiny.json"), "--voc-dir", str(tmp_path / "A"), "--voc-dir",
@@ -169,11 +170,11 @@ def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, cap
     assert (config["dataset"], config["data_paths"], config["train_split"], config["test_split"]) == (
         "voc-dir", [str(tmp_path / "A"), str(tmp_path / "B")], "trainval", "test")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["trained_on"] == f"VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (trainval)"
+    assert metrics["trained_on"] == f"VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (train+val)"
     capsys.readouterr()
     assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras")]) == 0
     assert f"on VOC folder {tmp_path / 'A'} (test), 2 images" in capsys.readouterr().out
     assert train.main(["--config", str(tmp_path / "run" / "config.json"), "--out", str(tmp_path / "again"),
                        *common]) == 0
-    assert f"training on VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (trainval) (8 images)" \
+    assert f"training on VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (train+val) (8 images)" \
         in capsys.readouterr().out
