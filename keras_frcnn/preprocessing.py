@@ -129,6 +129,30 @@ def resize_bilinear(images, valid_sizes, new_sizes):
     return upper + (lower - upper) * wy
 
 
+# The smallest input side (pixels) a base is given: at least one cell at every base's stride
+# (VGG-16 / ZF 16, MobileNetV3 32, the pyramid's P6 64).
+MIN_INPUT_SIDE = 64
+
+
+def _at_least(images, side):
+    """``images`` ``[B, H, W, C]`` with ``H`` and ``W`` grown to at least ``side`` by rows and
+    columns below and right (their values are the caller's to mask). A side under ``side`` (a
+    12 x 3000 strip scaled to 4 x 1000) would leave a base no feature cell: VGG-16's fourth pooling
+    of a 1-row map is empty, and oneDNN's pooling aborts on it. For the converters the rows and
+    columns are gathers (the last one repeated), whose shape keeps the channel count that a
+    computed ``tf.pad`` loses (LiteRT then cannot convert the first convolution)."""
+    shape = tf.shape(images)
+    if converting():
+        rows = tf.minimum(tf.range(tf.maximum(shape[1], side)), shape[1] - 1)
+        columns = tf.minimum(tf.range(tf.maximum(shape[2], side)), shape[2] - 1)
+        return tf.gather(tf.gather(images, rows, axis=1), columns, axis=2)
+    grow = tf.maximum(side - shape[1:3], 0)
+    grown = tf.cond(tf.reduce_any(grow > 0),
+                    lambda: tf.pad(images, [[0, 0], [0, grow[0]], [0, grow[1]], [0, 0]]), lambda: images)
+    grown.set_shape(images.shape[:1].concatenate([None, None]).concatenate(images.shape[3:]))
+    return grown
+
+
 @keras.saving.register_keras_serializable(package="keras_frcnn")
 class Preprocess(keras.layers.Layer):
     """RGB images -> resized, BGR mean-subtracted float32 images and ``image_info``.
@@ -195,7 +219,7 @@ class Preprocess(keras.layers.Layer):
         means = tf.constant(self.pixel_means, tf.float32)
         if self.channel_order == "bgr":
             images = tf.reverse(images, axis=[-1])
-        centred = (images - means) * self.pixel_scale
+        centred = _at_least((images - means) * self.pixel_scale, MIN_INPUT_SIDE)
         out_shape = tf.shape(centred)
         processed = centred * valid_mask(new_sizes, out_shape[1], out_shape[2])
         image_info = tf.concat([tf.cast(new_sizes, tf.float32), scale[:, None]], axis=-1)

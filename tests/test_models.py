@@ -238,3 +238,34 @@ def test_stride_8_zf_trains_and_detects():
     assert np.isfinite(history.history["loss"]).all()
     out = net8.model.detect(batch["images"])
     assert out["boxes"].shape[0] == 2 and out["num_detections"].shape == (2,)
+
+
+def test_strips_too_thin_for_a_base_are_padded_not_aborted(tmp_path):
+    """A 12 x 3000 strip scaled by the max-side rule is a few pixels high: VGG-16's fourth pooling
+    met an empty row and oneDNN aborted (AbortedError; MobileNetV3: a ValueError), in inference,
+    serving and training alike. Inputs are now padded to MIN_INPUT_SIDE; detections stay inside
+    the image, and a VGG-16 model trains on a data set of such strips."""
+    from conftest import tiny_mobilenet_config
+    from test_data_fixtures import write_voc_folder
+
+    from keras_frcnn.data import load_voc_folder
+    from keras_frcnn.training import ScheduleRunner
+
+    vgg = dataclasses.replace(tiny_config(), backbone="vgg16", weights=None,
+                              anchors=dataclasses.replace(tiny_config().anchors, stride=16))
+    for cfg in (vgg, tiny_mobilenet_config()):
+        model = build_models(cfg, 2, weights=None).model
+        for height, width in ((12, 3000), (3000, 12), (1, 1)):
+            out = model(np.full((1, height, width, 3), 128, np.uint8))
+            n = int(out["num_detections"][0])
+            boxes = out["boxes"][0, :n].numpy()
+            assert np.isfinite(out["boxes"].numpy()).all()
+            assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= height).all() and (boxes[:, [1, 3]] <= width).all()
+
+    entries = {f"s{i}": {"size": (6, 900), "objects": [("dog", (10, 1, 200, 6), False)]} for i in range(4)}
+    write_voc_folder(tmp_path / "strips", entries, {"trainval": list(entries)})
+    source = load_voc_folder(tmp_path / "strips", "trainval", decode_images=False)
+    vgg = dataclasses.replace(vgg, train=dataclasses.replace(vgg.train, schedule="joint"))
+    net = build_models(vgg, source.num_classes, weights=None)
+    runner = ScheduleRunner(net, source, vgg, str(tmp_path / "run"), steps=2, verbose=0, log=lambda *a: None)
+    assert runner.run()

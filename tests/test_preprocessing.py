@@ -45,7 +45,9 @@ def test_padded_batch_matches_each_image_alone(rng):
 def test_without_resize_only_converts(rng):
     image = rng.integers(0, 256, (1, 20, 30, 3)).astype(np.uint8)
     processed, info = Preprocess(resize=False)([image, np.array([[20.0, 30.0, 1.5]])])
-    np.testing.assert_allclose(processed.numpy(), caffe(image), atol=1e-4)
+    assert processed.shape == (1, 64, 64, 3)  # padded to MIN_INPUT_SIDE with zeros
+    np.testing.assert_allclose(processed.numpy()[:, :20, :30], caffe(image), atol=1e-4)
+    assert not processed.numpy()[:, 20:].any() and not processed.numpy()[:, :, 30:].any()
     np.testing.assert_allclose(info.numpy(), [[20, 30, 1.5]])
 
 
