@@ -175,6 +175,23 @@ def test_image_ids_with_spaces_and_per_class_split_files(tmp_path):
     assert names(load_voc_folder(tmp_path, "flags")) == ["IMG.jpg", "IMG 0001.jpg"]
 
 
+def test_an_image_of_another_suffix_is_checked_not_called_missing(tmp_path):
+    """JPEGImages/a.tif where the annotation says a.jpg: "image file is missing" sent users looking
+    for a file that is there. The id's file of another suffix is checked: a TIFF is named as a
+    format TensorFlow does not decode, a JPEG saved as .jfif is read."""
+    from PIL import Image
+
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c")}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b", "c"]})
+    images = tmp_path / "JPEGImages"
+    Image.open(images / "a.jpg").save(images / "a.tif")
+    (images / "a.jpg").unlink()
+    (images / "b.jpg").rename(images / "b.jfif")
+    source = load_voc_folder(tmp_path, "trainval")
+    assert source.problems == {"bad image file": 1}
+    assert [e["image/filename"].decode() for e in examples(source)] == ["b.jfif", "c.jpg"]
+
+
 def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):
     # VOC 2012 ships train / val / trainval and no test.txt; its test archive adds a test.txt whose
     # images have no annotation files. Either way the folder's own splits are train -> val.

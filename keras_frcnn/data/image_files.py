@@ -49,7 +49,8 @@ def check_image(path) -> CheckedImage:
     try:
         with Image.open(path) as image:
             if image.format not in TF_FORMATS:
-                raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}")
+                raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}: "
+                                 "convert it to JPEG or PNG")
             width, height = image.size
             if image.format == "BMP":
                 _check_bmp(path, image.mode)

@@ -403,9 +403,7 @@ def _image_index(images_dir) -> dict:
     """stem -> file names in ``images_dir`` (listed once: a stat per candidate is slow on NFS)."""
     index = {}
     for name in os.listdir(images_dir):
-        stem, extension = os.path.splitext(name)
-        if extension.lower() in IMAGE_SUFFIXES:
-            index.setdefault(stem, []).append(name)
+        index.setdefault(os.path.splitext(name)[0], []).append(name)
     return index
 
 
@@ -416,4 +414,7 @@ def _find_image(images_dir, image_files, image_id, xml_filename):
             return os.path.join(images_dir, preferred)
     if xml_filename and os.path.isfile(os.path.join(images_dir, xml_filename)):
         return os.path.join(images_dir, xml_filename)
-    return os.path.join(images_dir, sorted(candidates)[0]) if candidates else None
+    # An image suffix first; else the id's file of another suffix (a.tif, a.jfif), whose check then
+    # says what it is rather than "missing".
+    candidates = sorted(candidates, key=lambda name: (os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES, name))
+    return os.path.join(images_dir, candidates[0]) if candidates else None
