@@ -20,16 +20,21 @@ import sys
 from keras_frcnn import cli
 
 
-def image_paths(paths) -> list:
-    """``paths`` with each folder replaced by its image files, sorted by name."""
-    from keras_frcnn.data.image_files import IMAGE_SUFFIXES
+def image_paths(paths, warn=None) -> list:
+    """``paths`` with each folder replaced by its image files, sorted by name; ``warn`` (a
+    function of one line) is told of a folder's image files of formats TensorFlow does not
+    decode (TIFF, HEIC, ...), which are left out."""
+    from keras_frcnn.data.image_files import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES
 
     found = []
     for path in paths:
         if os.path.isdir(path):
-            found += sorted(os.path.join(path, name) for name in os.listdir(path)
-                            if name.lower().endswith(IMAGE_SUFFIXES)
-                            and os.path.isfile(os.path.join(path, name)))
+            names = [name for name in os.listdir(path) if os.path.isfile(os.path.join(path, name))]
+            found += sorted(os.path.join(path, name) for name in names if name.lower().endswith(IMAGE_SUFFIXES))
+            others = [name for name in names if name.lower().endswith(OTHER_IMAGE_SUFFIXES)]
+            if others and warn is not None:
+                warn(f"warning: {path}: {len(others)} image file(s) of formats TensorFlow does not decode left out "
+                     f"(e.g. {sorted(others)[0]}): convert them to JPEG or PNG")
         else:
             found.append(path)
     return found
@@ -131,7 +136,7 @@ def main(argv=None):
 
 
 def _predict(args):
-    if not image_paths(args.images):
+    if not image_paths(args.images, warn=lambda message: print(message, file=sys.stderr)):
         raise cli.UsageError(f"no image files in {', '.join(args.images)}")
     if args.model.endswith(".keras"):
         model = cli.load_model(args.model).for_inference()

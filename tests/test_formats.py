@@ -207,6 +207,15 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
     assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a_2.png"]
     assert failed == [str(folder / "broken.jpg")]
     assert len(warnings) == 1 and f"error: {folder / 'broken.jpg'}: image file is corrupt" in warnings[0]
+    # A folder's TIFF or HEIC files are named as left out, not passed over in silence; a JPEG saved
+    # as .jfif is read.
+    Image.fromarray(trained.images[0]).save(folder / "scan.tif")
+    Image.fromarray(trained.images[0]).save(folder / "c.jfif", format="JPEG")
+    told = []
+    assert [os.path.basename(p) for p in predict.image_paths([str(folder)], warn=told.append)] == [
+        "a.jpg", "a.png", "broken.jpg", "c.jfif"]
+    assert told == [f"warning: {folder}: 1 image file(s) of formats TensorFlow does not decode left out (e.g. "
+                    "scan.tif): convert them to JPEG or PNG"]
 
 
 def test_predict_on_a_full_disk_names_the_drawing_and_leaves_no_torn_one(trained, tmp_path, monkeypatch, capsys):

@@ -28,7 +28,9 @@ from PIL import Image
 
 # What tf.io.decode_image can decode, and the file name suffixes (any case) taken for images.
 TF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
+# Image files of formats TensorFlow does not decode: left out of a folder with a warning.
+OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".cr2", ".nef", ".psd")
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: how a viewer turns the stored pixels to show them
 
