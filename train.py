@@ -343,10 +343,8 @@ def _train(args, held):
     # Everything is read and checked before anything is trained.
     train_source = cli.load_training_source(args, choice, decode_images=False)
     if choice.kind == "coco-json" and args.coco_val_json:
-        # Its images: --coco-val-images, else --coco-images or the JSON's own folder, whichever
-        # holds them (one folder for both JSONs, or train/ and valid/ as Roboflow exports them).
-        test_source = data.load_coco_json(args.coco_val_json, args.coco_val_images or [
-            args.coco_images, os.path.dirname(os.path.abspath(args.coco_val_json))])
+        test_source = data.load_coco_json(args.coco_val_json, cli.held_out_images_of(
+            args.coco_val_json, args.coco_val_images, args.coco_images))
     elif choice.kind == "coco-json":
         test_source = None
     else:

@@ -285,12 +285,17 @@ def _options_of_the_run(args, cfg, evaluation):
         if not held_out:
             raise UsageError(f"the model was trained on COCO JSON {json_path} without a held-out file: give "
                              "the data to evaluate on (--coco-json, --coco-images, or another source)")
-        # Its images where train.py found them: the folder given, or --coco-images or its own folder.
-        args.coco_json = held_out
-        args.coco_images = held_out_images or [folder for folder in (images, os.path.dirname(held_out)) if folder]
+        args.coco_json, args.coco_images = held_out, held_out_images_of(held_out, held_out_images, images or None)
     else:
         args.coco_json, args.coco_images = json_path, images or None
         args.coco_val_json, args.coco_val_images = held_out or None, held_out_images or None
+
+
+def held_out_images_of(held_out_json, held_out_images, images):
+    """Where a held-out COCO JSON's images are: ``--coco-val-images`` if given, else whichever of
+    ``--coco-images`` and the JSON's own folder holds them (one folder for both JSONs, or
+    ``train/`` and ``valid/`` as Roboflow exports them; ``load_coco_json`` chooses)."""
+    return held_out_images or [images, os.path.dirname(os.path.abspath(held_out_json))]
 
 
 def _refuse_unused_data_options(args, cfg):
