@@ -158,7 +158,7 @@ def test_tfds_sets_joined_by_plus():
 def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, capsys):
     """train.py --voc-dir A --voc-dir B: config.json says so (it said the preset's "shapes"), and
     metrics.json what was trained on; evaluate.py without data options evaluates on A's test split
-    as the run did, and train.py --config of that run trains on the same folders."""
+    as the run did, and train.py --config of that run reads the same folders."""
     _folder(tmp_path / "A", "a", 6, ["widget", "gadget"], {"trainval": slice(0, 4), "test": slice(4, None)})
     _folder(tmp_path / "B", "b", 4, ["widget", "gizmo"], {"train": slice(0, 2), "val": slice(2, None),
                                                           "trainval": slice(None)})
@@ -174,7 +174,9 @@ def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, cap
     capsys.readouterr()
     assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras")]) == 0
     assert f"on VOC folder {tmp_path / 'A'} (test), 2 images" in capsys.readouterr().out
-    assert train.main(["--config", str(tmp_path / "run" / "config.json"), "--out", str(tmp_path / "again"),
-                       *common]) == 0
-    assert f"training on VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (train+val) (8 images)" \
-        in capsys.readouterr().out
+    # train.py --config of the run (or a plain --resume) without data options: the same folders, the
+    # first with the run's splits, the others with their own (B's train+val, not A's trainval).
+    args = train.parse_args(["--config", str(tmp_path / "run" / "config.json")])
+    choice = cli.choose_data(args, train.build_config(args))
+    assert (choice.name, choice.train_split, choice.test_split) == (str(tmp_path / "A"), "trainval", "test")
+    assert choice.more == ((str(tmp_path / "B"), "train+val"),)
