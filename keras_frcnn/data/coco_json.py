@@ -194,7 +194,7 @@ def _without_group_categories(json_path, data, categories) -> list:
     dropped = [(category_id, name) for category_id, name in categories if category_id not in used and name in groups]
     for category_id, name in dropped:
         logger.warning("%s: category %d %r has no annotations and groups the others (their supercategory): "
-                    "not a class", json_path, category_id, name)
+                       "not a class", json_path, category_id, name)
     return [category for category in categories if category not in dropped]
 
 

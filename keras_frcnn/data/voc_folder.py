@@ -182,13 +182,20 @@ def common_class_names(folders) -> typing.Optional[tuple]:
     class, else every name found, sorted."""
     names = set()
     for folder in folders:
-        annotations_dir = os.path.join(os.fspath(folder), "Annotations")
-        if not os.path.isdir(annotations_dir):
-            raise DataError(f"{annotations_dir}: not found; a VOC folder holds Annotations/, JPEGImages/ "
-                            "and ImageSets/Main/")
+        annotations_dir, _ = _voc_subfolders(folder)
         names |= _names_in(annotations_dir, {})
     voc_names, class_names = _class_names(names, " + ".join(os.fspath(folder) for folder in folders))
     return None if voc_names else class_names
+
+
+def _voc_subfolders(voc_dir) -> tuple:
+    """``(Annotations/, JPEGImages/)`` of a VOC folder, or a ``DataError`` naming the one missing."""
+    folders = tuple(os.path.join(os.fspath(voc_dir), name) for name in ("Annotations", "JPEGImages"))
+    for directory in folders:
+        if not os.path.isdir(directory):
+            raise DataError(f"{directory}: not found; a VOC folder holds Annotations/, JPEGImages/ "
+                            "and ImageSets/Main/")
+    return folders
 
 
 def _class_names(names, where) -> tuple:
@@ -263,12 +270,7 @@ def load_voc_folder(
     reaching outside the image (clipped), an XML ``<size>`` that disagrees with the image.
     """
     voc_dir = os.fspath(voc_dir)
-    annotations_dir = os.path.join(voc_dir, "Annotations")
-    images_dir = os.path.join(voc_dir, "JPEGImages")
-    for directory in (annotations_dir, images_dir):
-        if not os.path.isdir(directory):
-            raise DataError(f"{directory}: not found; a VOC folder holds Annotations/, JPEGImages/ "
-                            "and ImageSets/Main/")
+    annotations_dir, images_dir = _voc_subfolders(voc_dir)
     problems = DataProblems(f"VOC folder {voc_dir} ({split or 'all'})", strict=strict)
     ids = split_ids(voc_dir, split)
     if ids and not _any_annotated(voc_dir, ids):
