@@ -339,14 +339,16 @@ def format_table(result):
 def plot_pr_curves(result, out_dir):
     """One PNG per class in ``out_dir``: the precision-recall curve and its interpolated envelope.
 
-    Files are ``pr_<index>_<class name>.png`` (name reduced to ``[A-Za-z0-9_.-]``). Drawn with
+    Files are ``pr_<index>_<class name>.png`` (name reduced to letters, digits and ``_.-``). Drawn with
     Matplotlib's Agg canvas directly, so pyplot's global state and backend are left alone.
     Returns the paths in class order.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
 
     from keras_frcnn.files import write_atomically
+    from keras_frcnn.visualize import font_file_for
 
     os.makedirs(out_dir, exist_ok=True)
     paths = []
@@ -369,10 +371,12 @@ def plot_pr_curves(result, out_dir):
             title = f"{name}: AP07 {result.ap[k]:.3f}, AP area {result.ap_area[k]:.3f}"
         else:
             title = f"{name}: no ground truth, AP undefined"
-        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=title)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+        ax.set_title(title, fontproperties=FontProperties(fname=font_file_for(title), size="large"))
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = os.path.join(out_dir, f"pr_{k:03d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.png")
+        stem = re.sub(r"[^\w.-]+", "_", name)
+        path = os.path.join(out_dir, f"pr_{k:03d}_{stem}.png")
         write_atomically(path, lambda partial: fig.savefig(partial, format="png"))  # never a torn plot
         paths.append(path)
     return paths

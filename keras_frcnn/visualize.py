@@ -1,10 +1,13 @@
 """Drawing detections (predict output, TensorBoard images, the serving client) with Pillow.
 
 ``keras.visualization.draw_bounding_boxes`` needs OpenCV; Pillow is already a dependency and its
-``ImageDraw`` does the job in a few lines.
+``ImageDraw`` does the job in a few lines. Class names are drawn in Matplotlib's DejaVu Sans (Latin,
+Greek, Cyrillic), or for other scripts (a class named 猫) in the first of the system's fonts that
+has every character (:func:`font_file_for`), at a size that grows with the image.
 """
 
 import colorsys
+import functools
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -21,8 +24,8 @@ def draw_detections(image, boxes, scores, labels, class_names, min_score=0.0):
     scores drawn -> uint8 ``[H, W, 3]``. Labels are 0-based; negative labels (padding) are skipped."""
     canvas = Image.fromarray(np.asarray(image, np.uint8)).convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
     thickness = max(1, round(min(canvas.size) / 200))
+    text_size = max(11, round(min(canvas.size) / 50))
     for box, score, label in zip(np.asarray(boxes), np.asarray(scores), np.asarray(labels)):
         if label < 0 or score < min_score:
             continue
@@ -31,8 +34,45 @@ def draw_detections(image, boxes, scores, labels, class_names, min_score=0.0):
         draw.rectangle([xmin, ymin, xmax, ymax], outline=colour, width=thickness)
         name = class_names[int(label)] if int(label) < len(class_names) else str(int(label))
         text = f"{name} {score:.2f}"
+        font = _font(font_file_for(text), text_size)
         left, top, right, bottom = draw.textbbox((xmin, ymin), text, font=font)
         y = max(0.0, ymin - (bottom - top) - 2)
         draw.rectangle([xmin, y, xmin + (right - left) + 4, y + (bottom - top) + 2], fill=colour)
         draw.text((xmin + 2, y), text, fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
+
+
+def font_file_for(text) -> str:
+    """The font file to write ``text`` in: Matplotlib's DejaVu Sans if it has every character, else
+    the first of the system's fonts that has (DejaVu Sans again if none has: missing characters
+    are then drawn as boxes)."""
+    wanted = frozenset(ord(c) for c in text if not c.isspace())
+    files = _font_files()
+    return next((path for path in files if wanted <= _characters(path)), files[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _font_files() -> tuple:
+    from matplotlib import font_manager
+
+    first = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
+    return (first, *sorted(set(font_manager.findSystemFonts()) - {first}))
+
+
+@functools.lru_cache(maxsize=None)
+def _characters(path) -> frozenset:
+    """The characters ``path`` has glyphs for (none if it cannot be read)."""
+    from matplotlib import ft2font
+
+    try:
+        return frozenset(ft2font.FT2Font(path).get_charmap())
+    except (OSError, RuntimeError, ValueError):
+        return frozenset()
+
+
+@functools.lru_cache(maxsize=64)
+def _font(path, size):
+    try:
+        return ImageFont.truetype(path, size)
+    except OSError:
+        return ImageFont.load_default(size)

@@ -365,3 +365,29 @@ def test_boxes_drawn_on_a_turned_photo_as_shown_land_on_its_stored_pixels(tmp_pa
     assert "o6.xml: <size> 60 x 100 (w x h) is o6.jpg as shown (EXIF orientation 6; stored 100 x 60); " \
            "boxes turned onto the stored pixels" in caplog.text
     assert "o3.jpg: EXIF orientation 3: viewers show this image mirrored or turned" in caplog.text
+
+
+def test_large_photos_are_read_and_those_tensorflow_cannot_decode_are_named(tmp_path, monkeypatch):
+    """A 108-megapixel phone photo drew Pillow's "could be decompression bomb DOS attack" warning and
+    a 200-megapixel one was "corrupt or unreadable"; Pillow's limit is not applied now, and an image
+    over what TensorFlow's JPEG decoder takes is skipped with its size (both limits scaled down here)."""
+    import warnings
+
+    from PIL import Image
+
+    from keras_frcnn.data import image_files
+
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)], "size": size}
+               for i, size in (("a", (60, 80)), ("b", (80, 100)), ("c", (40, 50)))}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b", "c"]})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # "a" and "b" are bombs to Pillow
+    monkeypatch.setattr(image_files, "MAX_PIXELS", 60 * 80)  # "b" is too large to decode
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        source = load_voc_folder(tmp_path, "trainval")
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own setting is left as it was
+    assert source.problems == {"bad image file": 1}
+    assert [e["image/filename"].decode() for e in examples(source)] == ["a.jpg", "c.jpg"]
+    with pytest.raises(ValueError, match=r"100 x 80 pixels \(0 megapixels\), more than the 0 TensorFlow"):
+        image_files.check_image(tmp_path / "JPEGImages" / "b.jpg")

@@ -3,6 +3,7 @@ cross-checks on random data, and the outputs (metrics.json dict, table, PR plots
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -362,6 +363,28 @@ def test_pr_plots_are_written(tmp_path):
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert paths[1].endswith("pr_001_dog_with_spaces.png")
+
+
+def test_class_names_of_any_script_are_written_and_drawn_in_a_font_that_has_them(tmp_path):
+    """Class names like "Ünïcode", "кошка" or "猫" were drawn as boxes (Pillow's built-in font has
+    ASCII only), at 11 px on a 4000-pixel photo, and lost from the PR plots' file names."""
+    from keras_frcnn import visualize
+
+    result = metrics.evaluate_detections([dets([A], [0.9])], [gts([A])], ["Ünïcode кошка", "猫"])
+    paths = metrics.plot_pr_curves(result, tmp_path / "pr")
+    assert [os.path.basename(p) for p in paths] == ["pr_000_Ünïcode_кошка.png", "pr_001_猫.png"]
+    assert visualize.font_file_for("Ünïcode кошка 0.90").endswith("DejaVuSans.ttf")
+    han = [path for path in visualize._font_files() if ord("猫") in visualize._characters(path)]
+    assert visualize.font_file_for("猫 0.90") == (han[0] if han else visualize._font_files()[0])
+
+    def label_rows(side):  # rows of the filled label band above a box
+        image = np.zeros((side, side, 3), np.uint8)
+        box = [side / 2, side / 4, side * 3 / 4, side * 3 / 4]
+        drawn = visualize.draw_detections(image, [box], [0.9], [0], ["Ünïcode"])
+        above = drawn[: int(side / 2) - side // 100 - 1]
+        return int((above.reshape(len(above), -1).max(axis=1) > 0).sum())
+
+    assert label_rows(4000) > 5 * label_rows(400)
 
 
 # --- COCO ---------------------------------------------------------------------------------------

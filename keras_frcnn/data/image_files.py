@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import os
 import struct
+import threading
 import typing
 
 import numpy as np
@@ -33,6 +34,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".we
 OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".cr2", ".nef", ".psd")
 
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: how a viewer turns the stored pixels to show them
+
+# The largest image read: tf.io.decode_jpeg refuses more than 2**29 bytes of pixels (178,956,970 RGB
+# pixels; a 200-megapixel phone photo is over it). Pillow's decompression-bomb check, which would call a
+# 108-megapixel photo a possible attack and anything over this limit corrupt, is not applied.
+MAX_PIXELS = 2 ** 29 // 3
+_PILLOW_LIMIT = threading.Lock()  # Image.MAX_IMAGE_PIXELS is one global: changed under this lock only
 
 
 class CheckedImage(typing.NamedTuple):
@@ -49,11 +56,15 @@ def check_image(path) -> CheckedImage:
     if not os.path.isfile(path):
         raise ValueError("image file is missing")
     try:
-        with Image.open(path) as image:
+        with _open_without_pillow_limit(path) as image:
             if image.format not in TF_FORMATS:
                 raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}: "
                                  "convert it to JPEG or PNG")
             width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ValueError(f"image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), more "
+                                 f"than the {MAX_PIXELS / 1e6:.0f} TensorFlow's JPEG decoder takes; scale it down (the "
+                                 "model shrinks it to its max_side anyway) or cut it into tiles")
             if image.format == "BMP":
                 _check_bmp(path, image.mode)
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
@@ -67,6 +78,17 @@ def check_image(path) -> CheckedImage:
     if width < 1 or height < 1:
         raise ValueError(f"image is empty ({width} x {height})")
     return CheckedImage(height, width, orientation if orientation in range(1, 9) else 1)
+
+
+def _open_without_pillow_limit(path):
+    """``Image.open(path)`` without Pillow's decompression-bomb warning and error (the size is
+    checked against :data:`MAX_PIXELS` instead)."""
+    with _PILLOW_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 # BI_BITFIELDS' red, green and blue masks in the order TensorFlow's BMP decoder reads the bytes.
@@ -185,7 +207,7 @@ class _ImageCheckCache:
     """SQLite (safe between processes) rows of a file key -> its check's result, for this version
     of the rules (``RULES``) and of Pillow."""
 
-    RULES = 1  # bump when check_image's rules change: older rows are then ignored
+    RULES = 2  # bump when check_image's rules change: older rows are then ignored
 
     @classmethod
     def _connect(cls):
