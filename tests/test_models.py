@@ -269,3 +269,26 @@ def test_strips_too_thin_for_a_base_are_padded_not_aborted(tmp_path):
     net = build_models(vgg, source.num_classes, weights=None)
     runner = ScheduleRunner(net, source, vgg, str(tmp_path / "run"), steps=2, verbose=0, log=lambda *a: None)
     assert runner.run()
+
+
+def test_detections_of_many_classes_take_memory_linear_in_the_classes():
+    """The log-odds NMS ranks by were computed through a [B, R, K, K] table: 5.9 GB and 0.5 s for
+    one image of an LVIS-sized model (1,204 classes), 20 GB at batch 4. No tensor of the layer's
+    graph may now hold more than a few [B, R, K] of values, and the log-odds stay exact."""
+    from keras_frcnn import postprocess
+
+    rng = np.random.default_rng(0)
+    b, r, k = 1, 300, 1204
+    inputs = [rng.normal(size=(b, r, k)).astype(np.float32), rng.normal(size=(b, r, k, 4)).astype(np.float32),
+              np.tile([[[10.0, 10.0, 50.0, 60.0]]], (b, r, 1)).astype(np.float32), np.array([r], np.int32),
+              np.array([[96.0, 128.0, 1.0]], np.float32), np.array([[96, 128]], np.int32)]
+    layer = postprocess.Detections()
+    graph = tf.function(lambda *x: layer(list(x))).get_concrete_function(*inputs).graph
+    largest = max(output.shape.num_elements() or 0 for op in graph.get_operations() for output in op.outputs)
+    assert largest <= 4 * b * r * k * 4
+    assert int(layer(inputs)["num_detections"][0]) > 0
+    # Log-odds against float64 (k = 0 the top class, whose probability rounds to 1.0 in float32).
+    logits = np.concatenate([rng.normal(0, 20, (200, 81)), [[40.0] + [0.0] * 80]]).astype(np.float32)
+    others = np.where(np.eye(81, dtype=bool), -np.inf, logits[:, None, :].astype(np.float64))
+    exact = logits - np.log(np.exp(others).sum(-1))
+    np.testing.assert_allclose(postprocess._log_odds(tf.constant(logits)).numpy(), exact, rtol=1e-5, atol=1e-4)
