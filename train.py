@@ -101,11 +101,15 @@ def parse_args(argv=None):
     return args
 
 
+# An example of each comma separated option's value, for its error.
+NUMBERS_EXAMPLES = {"--train-min-sides": "480,576,688", "--anchor-scales": "8,16,32", "--anchor-ratios": "0.5,1,2"}
+
+
 def numbers(text, flag):
     try:
         return tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise cli.UsageError(f"{flag} {text}: give comma separated numbers, e.g. 0.5,1,2") from None
+        raise cli.UsageError(f"{flag} {text}: give comma separated numbers, e.g. {NUMBERS_EXAMPLES[flag]}") from None
 
 
 # The built-in set's preset for each base: `python train.py --backbone B` trains B on it.

@@ -267,6 +267,8 @@ def _choose_voc_folders(folders, classes, train_split, test_split) -> DataChoice
     more = tuple((folder, train_split or voc_folder.labelled_split(folder)) for folder in folders[1:])
     if classes:
         names = tuple(c.strip() for c in classes.split(","))
+        if "" in names:
+            raise UsageError(f"--classes {classes}: an empty class name (two commas, or one at an end)")
     else:
         names = voc_folder.common_class_names(folders) if more else None
     return DataChoice("voc-dir", folders[0], train_split or splits[0], test_split or splits[1], more=more,

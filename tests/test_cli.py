@@ -401,11 +401,15 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
                           (["--voc-dir", str(tmp_path), "--coco-images", "i"], "--coco-images goes with --coco-json"),
                           (["--voc-dir", str(tmp_path), "--data-dir", "d"], "--data-dir goes with --dataset"),
                           (["--dataset", "voc/2007", "--shapes-images", "9,9"], "--shapes-images goes with --dataset "
-                                                                                "shapes")):
+                                                                                "shapes"),
+                          (["--voc-dir", str(tmp_path), "--classes", "cat,dog,"], "--classes cat,dog,: an empty "
+                                                                                 "class name")):
         with pytest.raises(cli.UsageError) as error:
             choose(*argv)
         assert message in str(error.value), (argv, str(error.value))
     assert choose("--shapes-images", "9,9", "--data-dir", "d").name == "shapes"
+    with pytest.raises(cli.UsageError, match="e.g. 480,576,688"):
+        train.build_config(train.parse_args(["--train-min-sides", "480;576"]))
 
 
 def test_a_backbone_alone_trains_that_base_on_the_shapes_set():

@@ -300,7 +300,7 @@ def load_voc_folder(
     else:
         voc_names = False
         class_names = tuple(str(c) for c in classes)
-        if len(set(class_names)) != len(class_names) or not class_names:
+        if len(set(class_names)) != len(class_names) or not all(class_names):
             raise DataError(f"classes must be distinct, non-empty names; got {class_names}")
     label_of = {name: i for i, name in enumerate(class_names)}
 
