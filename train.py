@@ -13,7 +13,8 @@ test split, everything written to ``runs/shapes/``.
     python train.py --resume                          # continue after an interruption
 
 Evaluation is on held-out data only: TFDS voc/2007 train+validation -> test, coco/2017 train ->
-validation, a VOC folder trainval -> test (train -> val without a labelled test split), a COCO
+validation, a VOC folder trainval -> test (train -> val without a labelled test split; all[:90%] ->
+all[90%:] without split files), a COCO
 JSON file -> --coco-val-json (none without it).
 Outputs in ``--out`` (default ``runs/<preset>``): ``model.keras``, ``config.json``,
 ``metrics.json``, ``pr_curves/``, TensorBoard logs in ``logs/`` and the checkpoint (every 10

@@ -152,8 +152,9 @@ def add_data_args(parser: argparse.ArgumentParser):
                        'sets joined by + are trained on together, the first one tests ("voc/2007+voc/2012": '
                        "the paper's 07+12)")
     group.add_argument("--voc-dir", action="append",
-                       help="a VOC folder: Annotations/, JPEGImages/, ImageSets/Main/ (repeat it to train on "
-                       "several; the first one tests)")
+                       help="a VOC folder: Annotations/, JPEGImages/ (or images/), ImageSets/Main/, or XML files "
+                       "beside their images (LabelImg, Roboflow); without split files it trains on all[:90%%] and "
+                       "tests on all[90%%:]; repeat it to train on several (the first one tests)")
     group.add_argument("--coco-json", help="a COCO instances JSON file (with --coco-images)")
     group.add_argument("--coco-images", help="the folder of the COCO JSON's images (default: the JSON's own "
                        "folder, as Roboflow's exports keep them)")

@@ -327,7 +327,7 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
     image.write_bytes(b"")
     commands = {
         "missing folder": ([str(ROOT / "train.py"), "--voc-dir", str(tmp_path / "nowhere"), "--out", "run"],
-                           str(tmp_path / "nowhere" / "Annotations")),
+                           str(tmp_path / "nowhere") + ": no such folder"),
         "refused XML": ([str(ROOT / "train.py"), "--voc-dir", str(bomb), "--out", "run"],
                         "a.xml: refused to parse XML"),
         "no objects": ([str(ROOT / "train.py"), "--voc-dir", str(nothing), "--out", "run_a"],

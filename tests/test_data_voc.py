@@ -294,8 +294,10 @@ def test_encoded_images_on_request(tmp_path):
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="Annotations"):
+    with pytest.raises(DataError, match="nowhere: no such folder"):
         load_voc_folder(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="Annotations: not found, and no XML file in"):
+        load_voc_folder(tmp_path)
 
 
 def test_voc_xml_helper_is_valid_voc():
@@ -391,3 +393,44 @@ def test_large_photos_are_read_and_those_tensorflow_cannot_decode_are_named(tmp_
     assert [e["image/filename"].decode() for e in examples(source)] == ["a.jpg", "c.jpg"]
     with pytest.raises(ValueError, match=r"100 x 80 pixels \(0 megapixels\), more than the 0 TensorFlow"):
         image_files.check_image(tmp_path / "JPEGImages" / "b.jpg")
+
+
+def test_folders_as_annotation_tools_write_them(tmp_path):
+    """LabelImg and Roboflow's "Pascal VOC" export put each XML beside its image, Label Studio's
+    VOC export names the image folder images/, and none writes split files (CVAT writes
+    default.txt): each was "Annotations (or JPEGImages) not found" or "split file not found
+    (splits here: [])". They are read, and without VOC's split files a folder trains on the
+    split all[:90%] (every annotation file, sorted by id) and evaluates on all[90%:]."""
+    import shutil
+
+    entries = {f"img_{i:02d}_jpg.rf.{i}": {"objects": [("dog", (1, 1, 9, 9), False)]} for i in range(10)}
+    ids = sorted(entries)
+    write_voc_folder(tmp_path / "voc", entries, {"trainval": ids[:8], "test": ids[8:]})
+    flat, studio, cvat = tmp_path / "flat", tmp_path / "studio", tmp_path / "cvat"
+    shutil.copytree(tmp_path / "voc", studio)
+    shutil.rmtree(studio / "ImageSets")
+    (studio / "JPEGImages").rename(studio / "images")
+    shutil.copytree(tmp_path / "voc", cvat)
+    (cvat / "ImageSets" / "Main" / "trainval.txt").rename(cvat / "ImageSets" / "Main" / "default.txt")
+    (cvat / "ImageSets" / "Main" / "test.txt").unlink()
+    flat.mkdir()
+    for name in os.listdir(tmp_path / "voc" / "JPEGImages"):
+        shutil.copy(tmp_path / "voc" / "JPEGImages" / name, flat / name)
+    for name in os.listdir(tmp_path / "voc" / "Annotations"):
+        shutil.copy(tmp_path / "voc" / "Annotations" / name, flat / name)
+
+    parser = argparse.ArgumentParser()
+    add_data_args(parser)
+    for folder in (flat, studio, cvat):
+        assert default_splits(folder) == ("all[:90%]", "all[90%:]")
+        choice = choose_data(parser.parse_args(["--voc-dir", str(folder)]), Config())
+        train = load_voc_folder(folder, choice.train_split)
+        test = load_voc_folder(folder, choice.test_split)
+        assert not train.problems and not test.problems, folder
+        assert [e["image/filename"].decode() for e in examples(test)] == [ids[9] + ".jpg"]
+        assert len(examples(train)) == 9 and train.class_names == VOC_CLASSES
+    # VOC's own layout keeps its splits; "all" is every annotation file there too.
+    assert default_splits(tmp_path / "voc") == ("trainval", "test")
+    assert len(examples(load_voc_folder(tmp_path / "voc", "all"))) == 10
+    with pytest.raises(DataError, match=r"split file not found \(splits here: \[\]; 'all' is every annotation"):
+        load_voc_folder(studio, "trainval")

@@ -6,6 +6,11 @@ The folder is laid out like ``VOCdevkit/VOC2007``::
     DIR/JPEGImages/<id>.jpg           the image (or the file named by the XML's <filename>)
     DIR/ImageSets/Main/<split>.txt    the ids of a split, one per line ("trainval", "test", ...)
 
+or as annotation tools write it: ``images/`` in place of ``JPEGImages/`` (Label Studio), or the
+XML files beside their images in ``DIR`` itself (LabelImg's default, Roboflow's "Pascal VOC"
+export); see :func:`voc_layout`. Without split files the split ``all`` is every annotation file,
+and a folder trains on ``all[:90%]`` and evaluates on ``all[90%:]`` (:func:`default_splits`).
+
 Boxes are converted exactly as TFDS's ``voc`` builder converts them: the XML's 1-based pixel
 numbers are divided by the image's width and height with no offset (``xmin / width``,
 ``ymax / height``, ...), so the same box read from the folder and from ``tfds.load("voc/2007")``
@@ -106,27 +111,39 @@ def split_ids(voc_dir, split) -> list:
     A split file's part can be taken as in TFDS's split expressions: ``"default[:90%]"`` and
     ``"default[90%:]"`` (percentages rounded to the nearest image), ``"trainval[100:]"``, so that a
     folder with one split file (an annotation tool's export) can hold part of it out.
-    ``split=None`` means every ``Annotations/*.xml``, sorted by id.
+    ``split=None`` or ``"all"`` (where no ``all.txt`` split file exists) is every annotation file,
+    sorted by id.
     """
     if split is None:
-        names = os.listdir(os.path.join(voc_dir, "Annotations"))
-        return sorted(n[:-4] for n in names if n.endswith(".xml"))
+        return _annotated_ids(voc_dir)
     ids = []
     for part in str(split).split("+"):
         match = _SLICE.match(part.strip())
         path = os.path.join(voc_dir, "ImageSets", "Main", f"{match['name'] if match else part.strip()}.txt")
+        if match and match["name"] == ALL and not os.path.isfile(path):
+            listed = _annotated_ids(voc_dir)
+            ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
+            continue
         if match is None or not os.path.isfile(path):
             main = os.path.join(voc_dir, "ImageSets", "Main")
             available = sorted(n[:-4] for n in os.listdir(main) if n.endswith(".txt") and "_" not in n) \
                 if os.path.isdir(main) else []
             hint = f"; parts of one as in TFDS, e.g. {available[0]}[:90%] and {available[0]}[90%:]" \
-                if available else ""
+                if available else f"; {ALL!r} is every annotation file, e.g. {ALL}[:90%] and {ALL}[90%:]"
             raise DataError(f"{path}: split file not found (splits here: {available}{hint})" if match else
                             f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
         with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
             listed = [_listed_id(voc_dir, line.strip()) for line in f if line.strip()]
         ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
     return ids
+
+
+ALL = "all"  # the split of every annotation file (where no all.txt says otherwise)
+
+
+def _annotated_ids(voc_dir) -> list:
+    annotations_dir, _ = voc_layout(voc_dir)
+    return sorted(n[:-4] for n in os.listdir(annotations_dir) if n.endswith(".xml"))
 
 
 _FLAGGED = re.compile(r"^(?P<id>.*\S)\s+(?:-1|0|1)$")
@@ -138,7 +155,7 @@ def _listed_id(voc_dir, line) -> str:
     -1, 0 or 1). A line that reads both ways ("IMG 1") is the whole line if it names an
     annotation file."""
     flagged = _FLAGGED.match(line)
-    if flagged and not os.path.isfile(os.path.join(voc_dir, "Annotations", line + ".xml")):
+    if flagged and not os.path.isfile(os.path.join(voc_layout(voc_dir)[0], line + ".xml")):
         return flagged["id"]
     return line
 
@@ -156,9 +173,13 @@ def default_splits(voc_dir) -> tuple:
     """The folder's own (training, evaluation) splits: ``trainval`` -> ``test`` as VOC 2007 ships
     them; ``train`` -> ``val`` when the folder has no labelled ``test`` split but has ``val``, as
     VOC 2012 does (its ``test.txt``, from the test archive, lists images without annotation files),
-    which is also TFDS ``voc/2012``'s choice."""
+    which is also TFDS ``voc/2012``'s choice. A folder with none of these split files (an annotation
+    tool's) holds the last tenth of its annotation files (sorted by id) out: ``all[:90%]`` ->
+    ``all[90%:]``."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
-    has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test")}
+    has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test", "trainval")}
+    if not any(has.values()) and os.path.isdir(voc_dir):
+        return f"{ALL}[:90%]", f"{ALL}[90%:]"
     if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")) or not (has["train"] and has["val"]):
         return "trainval", "test"
     return "train", "val"
@@ -171,6 +192,8 @@ def labelled_split(voc_dir) -> typing.Optional[str]:
     tool's export). VOC 2012's other annotation files (its action and layout tasks' images, most
     objects unlabelled) are in no Main split, and so left out."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
+    if default_splits(voc_dir)[0].startswith(f"{ALL}["):
+        return None
     parts = [name for name in default_splits(voc_dir) if os.path.isfile(os.path.join(main, f"{name}.txt"))
              and _any_annotated(voc_dir, split_ids(voc_dir, name))]
     return "+".join(parts) or None
@@ -182,20 +205,34 @@ def common_class_names(folders) -> typing.Optional[tuple]:
     class, else every name found, sorted."""
     names = set()
     for folder in folders:
-        annotations_dir, _ = _voc_subfolders(folder)
+        annotations_dir, _ = voc_layout(folder)
         names |= _names_in(annotations_dir, {})
     voc_names, class_names = _class_names(names, " + ".join(os.fspath(folder) for folder in folders))
     return None if voc_names else class_names
 
 
-def _voc_subfolders(voc_dir) -> tuple:
-    """``(Annotations/, JPEGImages/)`` of a VOC folder, or a ``DataError`` naming the one missing."""
-    folders = tuple(os.path.join(os.fspath(voc_dir), name) for name in ("Annotations", "JPEGImages"))
-    for directory in folders:
-        if not os.path.isdir(directory):
-            raise DataError(f"{directory}: not found; a VOC folder holds Annotations/, JPEGImages/ "
-                            "and ImageSets/Main/")
-    return folders
+# Image folders beside Annotations/: VOC's, then Label Studio's VOC export's.
+IMAGE_FOLDERS = ("JPEGImages", "images", "Images")
+
+
+def voc_layout(voc_dir) -> tuple:
+    """``(annotations folder, images folder)`` of a VOC folder: ``Annotations/`` and the first of
+    ``IMAGE_FOLDERS`` beside it; or, where there is no ``Annotations/`` but XML files, the folder
+    itself for both (LabelImg, Roboflow). A ``DataError`` says what is missing."""
+    voc_dir = os.fspath(voc_dir)
+    annotations = os.path.join(voc_dir, "Annotations")
+    if os.path.isdir(annotations):
+        for name in IMAGE_FOLDERS:
+            if os.path.isdir(os.path.join(voc_dir, name)):
+                return annotations, os.path.join(voc_dir, name)
+        raise DataError(f"{os.path.join(voc_dir, 'JPEGImages')}: not found; a VOC folder holds Annotations/ and "
+                        "JPEGImages/ (or images/), or XML files beside their images")
+    if not os.path.isdir(voc_dir):
+        raise DataError(f"{voc_dir}: no such folder")
+    if any(name.endswith(".xml") for name in os.listdir(voc_dir)):
+        return voc_dir, voc_dir
+    raise DataError(f"{annotations}: not found, and no XML file in {voc_dir}; a VOC folder holds Annotations/ "
+                    "and JPEGImages/ (or images/), or XML files beside their images")
 
 
 def _class_names(names, where) -> tuple:
@@ -242,7 +279,7 @@ def _names_in(annotations_dir, parsed) -> set:
 
 def _any_annotated(voc_dir, ids) -> bool:
     """Whether any of the images ``ids`` has an annotation file."""
-    annotations = os.path.join(os.fspath(voc_dir), "Annotations")
+    annotations, _ = voc_layout(voc_dir)
     return any(os.path.isfile(os.path.join(annotations, f"{image_id}.xml")) for image_id in ids)
 
 
@@ -270,7 +307,7 @@ def load_voc_folder(
     reaching outside the image (clipped), an XML ``<size>`` that disagrees with the image.
     """
     voc_dir = os.fspath(voc_dir)
-    annotations_dir, images_dir = _voc_subfolders(voc_dir)
+    annotations_dir, images_dir = voc_layout(voc_dir)
     problems = DataProblems(f"VOC folder {voc_dir} ({split or 'all'})", strict=strict)
     ids = split_ids(voc_dir, split)
     if ids and not _any_annotated(voc_dir, ids):
@@ -405,6 +442,8 @@ def _image_index(images_dir) -> dict:
     """stem -> file names in ``images_dir`` (listed once: a stat per candidate is slow on NFS)."""
     index = {}
     for name in os.listdir(images_dir):
+        if name.lower().endswith(".xml"):  # (annotations beside their images)
+            continue
         index.setdefault(os.path.splitext(name)[0], []).append(name)
     return index
 
