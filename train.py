@@ -306,10 +306,14 @@ def _train(args, held):
     config_path = os.path.join(out, "config.json")
     if args.resume and os.path.exists(config_path):
         asked, cfg = cfg, Config.from_file(config_path)
+        # Named: the options given now that would change the run's config (the data comes from the
+        # options given now, checked against the checkpoint's).
+        preset_alone = build_config(parse_args([token for flag in ("preset", "config") if getattr(args, flag)
+                                                for token in (f"--{flag}", getattr(args, flag))]))
+        given = set(differing_fields(preset_alone.to_dict(), asked.to_dict()))
         asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
-        # (The data comes from the options given now, checked against the checkpoint's.)
-        ignored = [name for name in differing_fields(asked.to_dict(), cfg.to_dict())
-                   if name not in ("dataset", "data_paths", "train_split", "test_split")]
+        ignored = [name for name in differing_fields(asked.to_dict(), cfg.to_dict()) if name in given
+                   and name not in ("dataset", "data_paths", "classes", "train_split", "test_split")]
         if len(ignored) > 8:
             ignored = ignored[:8] + [f"and {len(ignored) - 8} more"]
         print(f"resume: using the run's own {config_path}"
@@ -333,17 +337,18 @@ def _train(args, held):
                              "or give another --out (or delete that folder) to start a new one")
     # The run's config.json says what it trained on (and a later --config or evaluate reads it).
     if choice.kind == "tfds":
-        cfg = dataclasses.replace(cfg, dataset=choice.full_name, data_paths=(), train_split=choice.train_split,
-                                  test_split=choice.test_split)
+        cfg = dataclasses.replace(cfg, dataset=choice.full_name, data_paths=(), classes=(),
+                                  train_split=choice.train_split, test_split=choice.test_split)
     elif choice.kind == "voc-dir":
         folders = [choice.name] + [name for name, _ in choice.more]
         cfg = dataclasses.replace(cfg, dataset="voc-dir", data_paths=tuple(os.path.abspath(f) for f in folders),
-                                  train_split=choice.train_split, test_split=choice.test_split)
+                                  classes=tuple(choice.classes or ()), train_split=choice.train_split,
+                                  test_split=choice.test_split)
     else:
         paths = (args.coco_json, args.coco_images, args.coco_val_json, args.coco_val_images)
         cfg = dataclasses.replace(cfg, dataset="coco-json", data_paths=tuple(os.path.abspath(p) if p else ""
                                                                                 for p in paths),
-                                  train_split="", test_split="")
+                                  classes=(), train_split="", test_split="")
 
     # Everything is read and checked before anything is trained.
     train_source = cli.load_training_source(args, choice, decode_images=False)

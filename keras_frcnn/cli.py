@@ -207,9 +207,10 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     _refuse_unused_data_options(args, cfg)
     if args.voc_dir:
         choice = _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split)
-        if of_the_run:  # the first folder's splits as the run had them; the others' are their own
+        if of_the_run:  # the first folder's splits and the classes as the run had them; the others' splits
             choice = dataclasses.replace(choice, train_split=train_split or cfg.train_split,
-                                         test_split=test_split or cfg.test_split)
+                                         test_split=test_split or cfg.test_split,
+                                         classes=tuple(cfg.classes) or choice.classes)
         return choice
     if args.coco_json:
         return DataChoice("coco-json", args.coco_json, None, None)

@@ -309,6 +309,9 @@ class Config:
     # not given). The data a later train.py --config or evaluate reads when given no data option.
     dataset: str = "voc/2007"
     data_paths: tuple = ()
+    # A "voc-dir" run's class names where they were not the folder's own (--classes, or the names
+    # of several folders), in label order; empty otherwise.
+    classes: tuple = ()
     train_split: str = "train+validation"
     test_split: str = "test"
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -327,6 +330,9 @@ class Config:
                     len(self.data_paths) == 4 if self.dataset == "coco-json" else not self.data_paths),
                "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json", '
                "else empty")
+        _check(isinstance(self.classes, tuple) and all(isinstance(c, str) and c for c in self.classes)
+               and len(set(self.classes)) == len(self.classes), "classes", self.classes,
+               "distinct non-empty class names (or empty)")
         strides = BASE_STRIDES[self.backbone]
         _check(self.anchors.stride in strides, "anchors.stride", self.anchors.stride,
                f"the {self.backbone} base's feature stride: {' or '.join(map(str, strides))}")

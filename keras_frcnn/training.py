@@ -474,7 +474,8 @@ class ScheduleRunner:
     def state_of(self, stage=None, step=0, position=0) -> dict:
         return {"completed": list(self.completed), "stage": stage, "step": int(step),
                 "position": int(position),
-                "data": {"name": self.source.name, "num_examples": self.source.num_examples}}
+                "data": {"name": self.source.name, "identity": self.source.identity,
+                         "num_examples": self.source.num_examples}}
 
     def agree(self, flag: bool) -> bool:
         """``flag`` on every worker if it is on any (checkpoints must be written by all workers of
@@ -491,7 +492,9 @@ class ScheduleRunner:
         if resume and self.checkpoint.exists():
             state = self.checkpoint.state()
             data = state.get("data", {})
-            if (data.get("name"), data.get("num_examples")) != (self.source.name, self.source.num_examples):
+            same = data["identity"] == self.source.identity if "identity" in data else \
+                data.get("name") == self.source.name  # (a checkpoint written before identities)
+            if not same or data.get("num_examples") != self.source.num_examples:
                 raise DataError(
                     f"{self.checkpoint.dir}: the run was trained on {data.get('name')!r} "
                     f"({data.get('num_examples')} examples), not {self.source.name!r} "

@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -180,3 +181,33 @@ def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, cap
     choice = cli.choose_data(args, train.build_config(args))
     assert (choice.name, choice.train_split, choice.test_split) == (str(tmp_path / "A"), "trainval", "test")
     assert choice.more == ((str(tmp_path / "B"), "train+val"),)
+
+
+def test_a_run_resumes_from_another_directory_with_its_classes(tmp_path, monkeypatch, capsys):
+    """A run on a folder named relatively (--voc-dir flat) with --classes: a plain --resume read the
+    folder from config.json by its absolute path and was refused ("the run was trained on 'VOC
+    folder flat (...)', not 'VOC folder /.../flat (...)'"), and without the classes it would have
+    read the folder's own names. Checkpoints now tell data by its files, config.json keeps the
+    classes, and only the options given on the command line are named as not applied."""
+    _folder(tmp_path / "data" / "flat", "f", 6, ["widget", "gadget", "gizmo"], {})
+    for name in os.listdir(tmp_path / "data" / "flat" / "Annotations"):  # a LabelImg-style flat folder
+        os.replace(tmp_path / "data" / "flat" / "Annotations" / name, tmp_path / "data" / "flat" / name)
+    for name in os.listdir(tmp_path / "data" / "flat" / "JPEGImages"):
+        os.replace(tmp_path / "data" / "flat" / "JPEGImages" / name, tmp_path / "data" / "flat" / name)
+    for name in ("Annotations", "JPEGImages", "ImageSets"):
+        shutil.rmtree(tmp_path / "data" / "flat" / name)
+    (tmp_path / "tiny.json").write_text(tiny_config().to_json())
+    monkeypatch.chdir(tmp_path / "data")
+    assert train.main(["--config", str(tmp_path / "tiny.json"), "--voc-dir", "flat", "--classes", "widget,gizmo",
+                       "--out", str(tmp_path / "run"), "--schedule", "joint", "--steps", "2", "--verbose", "0"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["classes"], config["train_split"], config["test_split"]) == (["widget", "gizmo"], "all[:90%]",
+                                                                                 "all[90%:]")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert train.main(["--out", "run", "--resume", "--verbose", "0", "--lr", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming: completed ['joint']" in out
+    assert "; not applied (the run's values stay): train.lr\n" in out
+    assert f"data: training on VOC folder {tmp_path / 'data' / 'flat'} (all[:90%]) (5 images)" in out
+    assert "2 classes: widget, gizmo" in out

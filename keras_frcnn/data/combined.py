@@ -16,7 +16,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.data.examples import DetectionSource
+from keras_frcnn.data.examples import DetectionSource, fingerprint
 from keras_frcnn.data.pipeline import as_source
 from keras_frcnn.data.problems import DataError
 
@@ -54,6 +54,8 @@ def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSourc
         class_names=tuple(first.class_names),
         num_examples=int(sum(counts)),
         name=" + ".join(source.name for source in sources),
+        fingerprint=fingerprint(source.identity for source in sources)
+        if any(source.fingerprint for source in sources) else "",
         problems=problems,
         example_at=example_at,
         voc_pixel_numbers=first.voc_pixel_numbers,

@@ -37,6 +37,7 @@ proposal read for another example is an error naming both.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import typing
 
@@ -73,6 +74,8 @@ class DetectionSource:
       known (folder sources).
     files: the real paths of the image files, when known (folder sources): two sources that share
       images can be told.
+    fingerprint: the image file names in order (hashed), when known (folder sources): the same data
+      however its folder was named (relative or absolute, from another directory). See ``identity``.
     """
 
     dataset: tf.data.Dataset
@@ -84,10 +87,17 @@ class DetectionSource:
     voc_pixel_numbers: bool = False
     num_objects: typing.Optional[int] = None
     files: typing.Optional[frozenset] = None
+    fingerprint: str = ""
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def identity(self) -> str:
+        """What a checkpoint or stored proposals compare to tell the same data: the fingerprint of
+        a folder source (its ``name`` holds the path as typed), else the name."""
+        return self.fingerprint or self.name
 
 
 @dataclasses.dataclass
@@ -173,7 +183,13 @@ def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: 
                            name=name, problems=dict(problems), example_at=example_at,
                            voc_pixel_numbers=voc_pixel_numbers,
                            num_objects=int(sum((~record.difficult).sum() for record in records)),
-                           files=frozenset(os.path.realpath(record.path) for record in records))
+                           files=frozenset(os.path.realpath(record.path) for record in records),
+                           fingerprint=fingerprint(os.path.basename(record.path) for record in records))
+
+
+def fingerprint(parts) -> str:
+    """A short hash of the strings ``parts``, in order."""
+    return hashlib.sha256("\n".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
 def example_key(example):

@@ -71,7 +71,8 @@ class ProposalWriter:
             raise RuntimeError(f"{self.partial}: wrote proposals for {self.count} of "
                                f"{self.source.num_examples} examples")
         with open(os.path.join(self.partial, MANIFEST), "w") as f:
-            json.dump({"source": self.source.name, "num_examples": self.count}, f, indent=2)
+            json.dump({"source": self.source.name, "identity": self.source.identity, "num_examples": self.count},
+                      f, indent=2)
         shutil.rmtree(self.directory, ignore_errors=True)
         os.replace(self.partial, self.directory)
         return False
@@ -91,11 +92,16 @@ class ProposalStore:
             raise DataError(f"{path}: not found: {self.directory} holds no complete proposals") from None
         except (OSError, json.JSONDecodeError) as error:
             raise DataError(f"{path}: unreadable ({error})") from None
-        if manifest.get("num_examples") != source.num_examples or manifest.get("source") != source.name:
+        same = manifest["identity"] == source.identity if "identity" in manifest else \
+            manifest.get("source") == source.name  # (written before identities)
+        if manifest.get("num_examples") != source.num_examples or not same:
             raise DataError(
                 f"{self.directory}: proposals of {manifest.get('source')!r} "
                 f"({manifest.get('num_examples')} examples), but training reads {source.name!r} "
-                f"({source.num_examples} examples): the run was started on other data; start a new "
+                f"({source.num_examples} examples"
+                + (" of other image files or order" if manifest.get("source") == source.name
+                   and manifest.get("num_examples") == source.num_examples else "")
+                + "): the run was started on other data; start a new "
                 "run (another --out) or resume on the data it was started on")
 
     @staticmethod
