@@ -9,6 +9,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py tfds-stream DIR [--images 5000]    # a TFDS set's stream
     python benchmarks/bench_at_size.py coco-scale DIR [--images 118287]   # COCO train2017's size
     python benchmarks/bench_at_size.py voc07-12 DIR                       # two folders of VOC's sizes
+    python benchmarks/bench_at_size.py flat DIR [--images 20000]          # a LabelImg / Roboflow folder
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -38,7 +39,11 @@ images in no Main split, as VOC 2012's action and layout images) trained on toge
 ``train.py --voc-dir DIR/VOC2007 --voc-dir DIR/VOC2012`` reads them: load time, counts, one pass of
 the training stream (every image once? VOC 2012's share in each tenth of the pass), and the same
 two sets read without random access (TFDS's path: a shuffle buffer of 1,024), interleaved as
-``data.combined`` does and, for comparison, simply appended.
+``data.combined`` does and, for comparison, simply appended. ``flat``: ``--images`` scenes (default
+20,000) as LabelImg and Roboflow's "Pascal VOC" export keep them, each XML beside its JPEG in one
+folder with no split files (``DIR/flat``, hard links to the scenes of ``DIR/voc``): the splits
+``train.py --voc-dir DIR/flat`` chooses, their load time against the same files in VOC's layout,
+files shared between them, and one pass of the training stream.
 """
 
 import argparse
@@ -419,10 +424,47 @@ def voc07_12(root):
     print(json.dumps(result))
 
 
+def flat(root, images):
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn import cli
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import load_voc_folder, train_dataset
+
+    voc, folder = os.path.join(root, "voc"), os.path.join(root, "flat")
+    if not os.path.isdir(voc):
+        write(voc, images, 0, seed=21)
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+        for sub in ("JPEGImages", "Annotations"):
+            for name in os.listdir(os.path.join(voc, sub)):
+                os.link(os.path.join(voc, sub, name), os.path.join(folder, name))
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    started = time.perf_counter()
+    choice = cli.choose_data(parser.parse_args(["--voc-dir", folder]), preset("shapes"))
+    source = load_voc_folder(folder, choice.train_split, decode_images=False)
+    test_source = load_voc_folder(folder, choice.test_split, decode_images=False)
+    loaded = time.perf_counter() - started  # (image checks: cached after the first run)
+    started = time.perf_counter()
+    whole = load_voc_folder(voc, "all", decode_images=False)
+    voc_loaded = time.perf_counter() - started
+    started = time.perf_counter()
+    seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
+            for i in batch["index"]]
+    print(json.dumps({"what": "flat", "machine": machine(), "files_in_folder": len(os.listdir(folder)),
+                      "splits": [choice.train_split, choice.test_split], "train_images": source.num_examples,
+                      "test_images": test_source.num_examples, "problems": {**source.problems, **test_source.problems},
+                      "shared_files": len(source.files & test_source.files),
+                      "load_seconds": round(loaded, 1), "voc_layout_all_load_seconds": round(voc_loaded, 1),
+                      "pass": {"images": len(seen), "distinct": len(set(seen)),
+                               "seconds": round(time.perf_counter() - started, 1)},
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
-                                         "tfds-stream", "coco-scale", "voc07-12"])
+                                         "tfds-stream", "coco-scale", "voc07-12", "flat"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -445,6 +487,8 @@ def main():
         coco_scale(args.dir, args.images or 118287)
     elif args.what == "voc07-12":
         voc07_12(args.dir)
+    elif args.what == "flat":
+        flat(args.dir, args.images or 20000)
     else:
         train(args.dir, args.out)
 

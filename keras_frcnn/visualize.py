@@ -47,15 +47,25 @@ def font_file_for(text) -> str:
     the first of the system's fonts that has (DejaVu Sans again if none has: missing characters
     are then drawn as boxes)."""
     wanted = frozenset(ord(c) for c in text if not c.isspace())
-    files = _font_files()
-    return next((path for path in files if wanted <= _characters(path)), files[0])
+    first = _dejavu_sans()
+    if wanted <= _characters(first):
+        return first
+    return next((path for path in _font_files()[1:] if wanted <= _characters(path)), first)
+
+
+@functools.lru_cache(maxsize=None)
+def _dejavu_sans() -> str:
+    from matplotlib import font_manager
+
+    return font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
 
 
 @functools.lru_cache(maxsize=None)
 def _font_files() -> tuple:
+    """DejaVu Sans, then the system's fonts (listed once, when a name needs them)."""
     from matplotlib import font_manager
 
-    first = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"))
+    first = _dejavu_sans()
     return (first, *sorted(set(font_manager.findSystemFonts()) - {first}))
 
 

@@ -133,7 +133,8 @@ def split_ids(voc_dir, split) -> list:
             raise DataError(f"{path}: split file not found (splits here: {available}{hint})" if match else
                             f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
         with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
-            listed = [_listed_id(voc_dir, line.strip()) for line in f if line.strip()]
+            annotations_dir = voc_layout(voc_dir)[0]
+            listed = [_listed_id(annotations_dir, line.strip()) for line in f if line.strip()]
         ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
     return ids
 
@@ -149,13 +150,13 @@ def _annotated_ids(voc_dir) -> list:
 _FLAGGED = re.compile(r"^(?P<id>.*\S)\s+(?:-1|0|1)$")
 
 
-def _listed_id(voc_dir, line) -> str:
+def _listed_id(annotations_dir, line) -> str:
     """The image id of a split file's line: the whole line (ids an annotation tool took from file
     names may hold spaces: "IMG 0001"), or ``<id>`` of a per-class file's ``"<id> <flag>"`` (flag
     -1, 0 or 1). A line that reads both ways ("IMG 1") is the whole line if it names an
     annotation file."""
     flagged = _FLAGGED.match(line)
-    if flagged and not os.path.isfile(os.path.join(voc_layout(voc_dir)[0], line + ".xml")):
+    if flagged and not os.path.isfile(os.path.join(annotations_dir, line + ".xml")):
         return flagged["id"]
     return line
 
