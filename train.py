@@ -14,7 +14,7 @@ test split, everything written to ``runs/shapes/``.
 
 Evaluation is on held-out data only: TFDS voc/2007 train+validation -> test, coco/2017 train ->
 validation, a VOC folder trainval -> test (train -> val without a labelled test split; all[:90%] ->
-all[90%:] without split files), a COCO
+all[90%:] without split files; all of it -> all of --voc-val-dir), a COCO
 JSON file -> --coco-val-json (none without it).
 Outputs in ``--out`` (default ``runs/<preset>``): ``model.keras``, ``config.json``,
 ``metrics.json``, ``pr_curves/``, TensorBoard logs in ``logs/`` and the checkpoint (every 10
@@ -47,6 +47,8 @@ def parse_args(argv=None):
     parser.add_argument("--coco-val-json", help="held-out COCO JSON to evaluate a --coco-json run on")
     parser.add_argument("--coco-val-images", help="its images (default: --coco-images or the JSON's own "
                         "folder, the one holding them)")
+    parser.add_argument("--voc-val-dir", help="a VOC folder to evaluate a --voc-dir run on, all its labelled "
+                        "images (Roboflow's valid/); the --voc-dir folders then train on all of theirs")
     parser.add_argument("--train-split", help="training split (default: the data set's; trainval for "
                         "--voc-dir, train where it has no labelled test split)")
     parser.add_argument("--test-split", help="evaluation split (default: the data set's held-out "
@@ -94,6 +96,8 @@ def parse_args(argv=None):
         parser.error("--coco-val-json goes with --coco-json")
     if args.coco_val_images and not args.coco_val_json:
         parser.error("--coco-val-images goes with --coco-val-json")
+    if args.voc_val_dir and not args.voc_dir:
+        parser.error("--voc-val-dir goes with --voc-dir")
     if not args.checkpoint_minutes >= 0:  # nan too
         parser.error(f"--checkpoint-minutes must be >= 0 (0: only at the end of each stage), got "
                      f"{args.checkpoint_minutes}")
@@ -313,7 +317,7 @@ def _train(args, held):
         given = set(differing_fields(preset_alone.to_dict(), asked.to_dict()))
         asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
         ignored = [name for name in differing_fields(asked.to_dict(), cfg.to_dict()) if name in given
-                   and name not in ("dataset", "data_paths", "classes", "train_split", "test_split")]
+                   and name not in ("dataset", "data_paths", "classes", "voc_test_dir", "train_split", "test_split")]
         if len(ignored) > 8:
             ignored = ignored[:8] + [f"and {len(ignored) - 8} more"]
         print(f"resume: using the run's own {config_path}"
@@ -337,18 +341,19 @@ def _train(args, held):
                              "or give another --out (or delete that folder) to start a new one")
     # The run's config.json says what it trained on (and a later --config or evaluate reads it).
     if choice.kind == "tfds":
-        cfg = dataclasses.replace(cfg, dataset=choice.full_name, data_paths=(), classes=(),
+        cfg = dataclasses.replace(cfg, dataset=choice.full_name, data_paths=(), classes=(), voc_test_dir="",
                                   train_split=choice.train_split, test_split=choice.test_split)
     elif choice.kind == "voc-dir":
         folders = [choice.name] + [name for name, _ in choice.more]
         cfg = dataclasses.replace(cfg, dataset="voc-dir", data_paths=tuple(os.path.abspath(f) for f in folders),
                                   classes=tuple(choice.classes or ()), train_split=choice.train_split,
-                                  test_split=choice.test_split)
+                                  test_split=choice.test_split,
+                                  voc_test_dir=os.path.abspath(choice.test_name) if choice.test_name else "")
     else:
         paths = (args.coco_json, args.coco_images, args.coco_val_json, args.coco_val_images)
         cfg = dataclasses.replace(cfg, dataset="coco-json", data_paths=tuple(os.path.abspath(p) if p else ""
                                                                                 for p in paths),
-                                  classes=(), train_split="", test_split="")
+                                  classes=(), voc_test_dir="", train_split="", test_split="")
 
     # Everything is read and checked before anything is trained.
     train_source = cli.load_training_source(args, choice, decode_images=False)
@@ -358,7 +363,7 @@ def _train(args, held):
     elif choice.kind == "coco-json":
         test_source = None
     else:
-        test_source = cli.load_source(args, choice, choice.test_split)
+        test_source = cli.load_test_source(args, choice)
     if test_source is not None and tuple(test_source.class_names) != tuple(train_source.class_names):
         raise cli.UsageError(f"the evaluation data {test_source.name} has other classes than the "
                              f"training data {train_source.name}: {list(test_source.class_names)} vs "

@@ -177,6 +177,7 @@ class DataChoice:
     # split None is a VOC folder's every annotation file.
     more: tuple = ()
     classes: typing.Optional[tuple] = None  # VOC folders' class names (--classes, or several folders')
+    test_name: typing.Optional[str] = None  # a VOC folder tested on in place of the first (--voc-val-dir)
 
     @property
     def full_name(self) -> str:
@@ -206,7 +207,8 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
         _options_of_the_run(args, cfg, evaluation)
     _refuse_unused_data_options(args, cfg)
     if args.voc_dir:
-        choice = _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split)
+        choice = _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split,
+                                     getattr(args, "voc_val_dir", None))
         if of_the_run:  # the first folder's splits and the classes as the run had them; the others' splits
             choice = dataclasses.replace(choice, train_split=train_split or cfg.train_split,
                                          test_split=test_split or cfg.test_split,
@@ -253,28 +255,34 @@ def _check_tfds_together(names):
                          "train on one COCO year")
 
 
-def _choose_voc_folders(folders, classes, train_split, test_split) -> DataChoice:
+def _choose_voc_folders(folders, classes, train_split, test_split, test_folder=None) -> DataChoice:
     """The first folder trains on its training split and tests on its evaluation split; each
     further one trains on every labelled image of its own splits (``voc_folder.labelled_split``).
-    Several folders get the class names of all of them (unless ``--classes`` names them)."""
+    With a ``test_folder`` (``--voc-val-dir``) every folder trains on all its labelled images and
+    the test folder is evaluated on all of its. Several folders get the class names of all of them
+    (unless ``--classes`` names them)."""
     from keras_frcnn.data import voc_folder
 
     seen = {}
-    for folder in folders:
+    for flag, folder in [("--voc-dir", f) for f in folders] + ([("--voc-val-dir", test_folder)] if test_folder else []):
         real = os.path.realpath(folder)
         if real in seen:
-            raise UsageError(f"--voc-dir {folder}: the same folder as --voc-dir {seen[real]}")
-        seen[real] = folder
+            raise UsageError(f"{flag} {folder}: the same folder as {seen[real]}")
+        seen[real] = f"{flag} {folder}"
     splits = voc_folder.default_splits(folders[0])
+    if test_folder:
+        splits = (voc_folder.labelled_split(folders[0]) or voc_folder.ALL,
+                  voc_folder.labelled_split(test_folder) or voc_folder.ALL)
     more = tuple((folder, train_split or voc_folder.labelled_split(folder)) for folder in folders[1:])
     if classes:
         names = tuple(c.strip() for c in classes.split(","))
         if "" in names:
             raise UsageError(f"--classes {classes}: an empty class name (two commas, or one at an end)")
     else:
-        names = voc_folder.common_class_names(folders) if more else None
+        names = voc_folder.common_class_names(folders + [test_folder] * bool(test_folder)) \
+            if more or test_folder else None
     return DataChoice("voc-dir", folders[0], train_split or splits[0], test_split or splits[1], more=more,
-                      classes=names)
+                      classes=names, test_name=test_folder)
 
 
 def _options_of_the_run(args, cfg, evaluation):
@@ -283,6 +291,7 @@ def _options_of_the_run(args, cfg, evaluation):
     on the held-out JSON it was evaluated on."""
     if cfg.dataset == "voc-dir":
         args.voc_dir = list(cfg.data_paths)
+        args.voc_val_dir = cfg.voc_test_dir or None
         return
     json_path, images, held_out, held_out_images = cfg.data_paths
     if evaluation:
@@ -313,7 +322,8 @@ def _refuse_unused_data_options(args, cfg):
         source = "coco-json"
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
-    owners = {"classes": ("voc-dir",), "coco_images": ("coco-json",), "shapes_images": ("shapes",),
+    owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
+              "shapes_images": ("shapes",),
               "data_dir": ("tfds", "shapes")}
     for option, sources in owners.items():
         if getattr(args, option, None) is not None and source not in sources:
@@ -344,6 +354,12 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_shapes(split=split, data_dir=args.data_dir, num_train=num_train,
                                 num_test=num_test, decode_images=decode_images)
     return data.load_tfds(choice.name, split, data_dir=args.data_dir, decode_images=decode_images)
+
+
+def load_test_source(args, choice: DataChoice, decode_images: bool = True):
+    """The evaluation data of ``choice``: its test split, of ``--voc-val-dir``'s folder if given."""
+    return load_source(args, dataclasses.replace(choice, name=choice.test_name or choice.name), choice.test_split,
+                       decode_images)
 
 
 def load_training_source(args, choice: DataChoice, decode_images: bool = True):

@@ -312,6 +312,9 @@ class Config:
     # A "voc-dir" run's class names where they were not the folder's own (--classes, or the names
     # of several folders), in label order; empty otherwise.
     classes: tuple = ()
+    # A "voc-dir" run's evaluation folder (--voc-val-dir), evaluated on in place of the first
+    # folder's test split; "" otherwise.
+    voc_test_dir: str = ""
     train_split: str = "train+validation"
     test_split: str = "test"
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -330,6 +333,8 @@ class Config:
                     len(self.data_paths) == 4 if self.dataset == "coco-json" else not self.data_paths),
                "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json", '
                "else empty")
+        _check(isinstance(self.voc_test_dir, str) and (not self.voc_test_dir or self.dataset == "voc-dir"),
+               "voc_test_dir", self.voc_test_dir, 'a folder of dataset "voc-dir", or ""')
         _check(isinstance(self.classes, tuple) and all(isinstance(c, str) and c for c in self.classes)
                and len(set(self.classes)) == len(self.classes), "classes", self.classes,
                "distinct non-empty class names (or empty)")

@@ -150,7 +150,7 @@ def _evaluate(args):
         # a test folder without every class among them): read with the model's, objects of other
         # names skipped and counted.
         choice = dataclasses.replace(choice, classes=tuple(model.class_names))
-    source = cli.load_source(args, choice, choice.test_split)
+    source = cli.load_test_source(args, choice)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))
     print(headline(summary))

@@ -38,6 +38,16 @@ def _folder(root, prefix, count, names, splits, extra_ids=()):
     return ids
 
 
+def _flat_folder(root, prefix, count, names):
+    """A folder as LabelImg and Roboflow's "Pascal VOC" export keep it: each XML beside its image."""
+    _folder(root, prefix, count, names, {})
+    for sub in ("Annotations", "JPEGImages"):
+        for name in os.listdir(root / sub):
+            os.replace(root / sub / name, root / name)
+    for sub in ("Annotations", "JPEGImages", "ImageSets"):
+        shutil.rmtree(root / sub)
+
+
 def _choose(*argv, cfg=Config(dataset="shapes")):
     parser = argparse.ArgumentParser()
     cli.add_data_args(parser)
@@ -189,13 +199,7 @@ def test_a_run_resumes_from_another_directory_with_its_classes(tmp_path, monkeyp
     folder flat (...)', not 'VOC folder /.../flat (...)'"), and without the classes it would have
     read the folder's own names. Checkpoints now tell data by its files, config.json keeps the
     classes, and only the options given on the command line are named as not applied."""
-    _folder(tmp_path / "data" / "flat", "f", 6, ["widget", "gadget", "gizmo"], {})
-    for name in os.listdir(tmp_path / "data" / "flat" / "Annotations"):  # a LabelImg-style flat folder
-        os.replace(tmp_path / "data" / "flat" / "Annotations" / name, tmp_path / "data" / "flat" / name)
-    for name in os.listdir(tmp_path / "data" / "flat" / "JPEGImages"):
-        os.replace(tmp_path / "data" / "flat" / "JPEGImages" / name, tmp_path / "data" / "flat" / name)
-    for name in ("Annotations", "JPEGImages", "ImageSets"):
-        shutil.rmtree(tmp_path / "data" / "flat" / name)
+    _flat_folder(tmp_path / "data" / "flat", "f", 6, ["widget", "gadget", "gizmo"])
     (tmp_path / "tiny.json").write_text(tiny_config().to_json())
     monkeypatch.chdir(tmp_path / "data")
     assert train.main(["--config", str(tmp_path / "tiny.json"), "--voc-dir", "flat", "--classes", "widget,gizmo",
@@ -211,3 +215,34 @@ def test_a_run_resumes_from_another_directory_with_its_classes(tmp_path, monkeyp
     assert "; not applied (the run's values stay): train.lr\n" in out
     assert f"data: training on VOC folder {tmp_path / 'data' / 'flat'} (all[:90%]) (5 images)" in out
     assert "2 classes: widget, gizmo" in out
+
+
+def test_a_voc_val_dir_is_evaluated_on_whole_and_the_folders_train_on_all_theirs(tmp_path, capsys):
+    """Roboflow's "Pascal VOC" export: train/, valid/ and test/, each a flat folder. --voc-dir
+    train --voc-val-dir valid trains on all of train/ and evaluates on all of valid/ (as
+    --coco-json / --coco-val-json do); config.json keeps it, evaluate without data options
+    evaluates valid/ again, and test/ is evaluated with --split all."""
+    for name, count in (("train", 6), ("valid", 3), ("test", 2)):
+        _flat_folder(tmp_path / name, name[0], count, ["widget", "gadget"])
+    (tmp_path / "tiny.json").write_text(tiny_config().to_json())
+    args = ["--config", str(tmp_path / "tiny.json"), "--voc-dir", str(tmp_path / "train"), "--out", str(tmp_path / "run"),
+            "--schedule", "joint", "--steps", "2", "--verbose", "0"]
+    for extra, message in ((["--voc-val-dir", str(tmp_path / "train")], "the same folder as --voc-dir"),
+                           (["--voc-dir", str(tmp_path / "valid"), "--voc-val-dir", str(tmp_path / "valid")],
+                            "the same folder as --voc-dir")):
+        assert train.main(args + extra) == 2 and message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--voc-val-dir", str(tmp_path / "valid")])
+    assert "--voc-val-dir goes with --voc-dir" in capsys.readouterr().err
+    assert train.main(args + ["--voc-val-dir", str(tmp_path / "valid")]) == 0
+    out = capsys.readouterr().out
+    assert (f"data: training on VOC folder {tmp_path / 'train'} (all) (6 images); evaluating on VOC folder "
+            f"{tmp_path / 'valid'} (all) (3 images)") in out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["voc_test_dir"], config["train_split"], config["test_split"]) == (str(tmp_path / "valid"), "all",
+                                                                                    "all")
+    assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras")]) == 0
+    assert f"on VOC folder {tmp_path / 'valid'} (all), 3 images" in capsys.readouterr().out
+    assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras"), "--voc-dir", str(tmp_path / "test"),
+                          "--split", "all"]) == 0
+    assert f"on VOC folder {tmp_path / 'test'} (all), 2 images" in capsys.readouterr().out
