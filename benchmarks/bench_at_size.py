@@ -456,6 +456,7 @@ def flat(root, images):
                       "test_images": test_source.num_examples, "problems": {**source.problems, **test_source.problems},
                       "shared_files": len(source.files & test_source.files),
                       "load_seconds": round(loaded, 1), "voc_layout_all_load_seconds": round(voc_loaded, 1),
+                      "voc_layout_all_images": whole.num_examples,
                       "pass": {"images": len(seen), "distinct": len(set(seen)),
                                "seconds": round(time.perf_counter() - started, 1)},
                       "peak_rss_mb": round(peak_rss_mb())}))
