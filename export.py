@@ -80,7 +80,7 @@ def export(args):
     except (FileExistsError, ValueError) as error:
         raise cli.UsageError(str(error)) from None
     print(f"exported {args.model} -> {path} ({_count(model.class_names)}: "
-          f"{', '.join(model.class_names)}; {model.frcnn_config.precision}) in "
+          f"{cli.class_list(model.class_names)}; {model.frcnn_config.precision}) in "
           f"{time.perf_counter() - started:.0f} s")
     print(f"serve it: see serving/README.md (model_base_path {os.path.abspath(args.out)})")
     return 0
@@ -107,7 +107,7 @@ def export_runtime(args, model, started):
     except (FileExistsError, ValueError, ImportError) as error:
         raise cli.UsageError(str(error)) from None
     print(f"exported {args.model} -> {', '.join(written)} ({args.format}; "
-          f"{_count(model.class_names)}: {', '.join(model.class_names)}) in "
+          f"{_count(model.class_names)}: {cli.class_list(model.class_names)}) in "
           f"{time.perf_counter() - started:.0f} s")
     print(f"check it: python -m keras_frcnn.predict --model {written[0]} IMAGE --out DIR")
     return 0

@@ -381,7 +381,7 @@ def _train(args, held):
           + (f"evaluating on {test_source.name} ({test_source.num_examples or 'uncounted'} images)" if test_source else
              "no evaluation: a --coco-json run evaluates only on held-out images "
              "(--coco-val-json, --coco-val-images), never on its training images")
-          + f"; {train_source.num_classes} classes: {_names(train_source.class_names)}")
+          + f"; {train_source.num_classes} classes: {cli.class_list(train_source.class_names)}")
 
     keras.utils.set_random_seed(cfg.train.seed)
     os.makedirs(out, exist_ok=True)
@@ -424,12 +424,6 @@ def _train(args, held):
     print(f"{headline(summary)}; {summary['wall_seconds']:.0f} s in all; wrote "
           f"{os.path.join(out, 'metrics.json')}")
     return 0
-
-
-def _names(class_names, shown=80):
-    """The class names for the data line: all of COCO's 80, the first 80 of more (LVIS's 1,203)."""
-    names = ", ".join(class_names[:shown])
-    return names if len(class_names) <= shown else f"{names} and {len(class_names) - shown} more"
 
 
 def _verbosity(value):

@@ -356,6 +356,12 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
     return data.load_tfds(choice.name, split, data_dir=args.data_dir, decode_images=decode_images)
 
 
+def class_list(class_names, shown=80) -> str:
+    """Class names for a line of output: all of COCO's 80, the first 80 of more (LVIS's 1,203)."""
+    names = ", ".join(class_names[:shown])
+    return names if len(class_names) <= shown else f"{names} and {len(class_names) - shown} more"
+
+
 def load_test_source(args, choice: DataChoice, decode_images: bool = True):
     """The evaluation data of ``choice``: its test split, of ``--voc-val-dir``'s folder if given."""
     return load_source(args, dataclasses.replace(choice, name=choice.test_name or choice.name), choice.test_split,

@@ -565,3 +565,10 @@ def test_ctrl_c_is_one_line_and_exit_status_130(capsys):
 
     assert cli.run(interrupted, interrupted="interrupted: add --resume") == 130
     assert capsys.readouterr().err == "interrupted: add --resume\n"
+
+
+def test_class_lists_in_output_lines_stop_after_80_names():
+    """An LVIS-sized model's 1,203 class names filled the data line and export's line."""
+    assert cli.class_list(["a", "b"]) == "a, b"
+    assert cli.class_list([f"c{i}" for i in range(80)]).endswith("c78, c79")
+    assert cli.class_list([f"c{i}" for i in range(1203)]).endswith("c78, c79 and 1123 more")
