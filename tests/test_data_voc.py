@@ -434,3 +434,18 @@ def test_folders_as_annotation_tools_write_them(tmp_path):
     assert len(examples(load_voc_folder(tmp_path / "voc", "all"))) == 10
     with pytest.raises(DataError, match=r"split file not found \(splits here: \[\]; 'all' is every annotation"):
         load_voc_folder(studio, "trainval")
+
+
+def test_a_filename_with_the_folder_it_was_annotated_in_finds_its_image(tmp_path):
+    """<filename>images/photo 1.jpg</filename> or a Windows path, where the XML is not named after
+    the image: the image was "missing"; the name's last part is looked for."""
+    entries = {"x1": {"objects": [("dog", (1, 1, 9, 9), False)], "image": False,
+                      "xml": voc_xml("images/photo 1.jpg", 80, 60, [("dog", (1, 1, 9, 9), False)])},
+               "x2": {"objects": [("dog", (1, 1, 9, 9), False)], "image": False,
+                      "xml": voc_xml("C:\\Users\\me\\data\\p2.jpg", 80, 60, [("dog", (1, 1, 9, 9), False)])}}
+    write_voc_folder(tmp_path, entries, {"trainval": ["x1", "x2"]})
+    write_image(str(tmp_path / "JPEGImages" / "photo 1.jpg"), 60, 80)
+    write_image(str(tmp_path / "JPEGImages" / "p2.jpg"), 60, 80)
+    source = load_voc_folder(tmp_path, "trainval")
+    assert not source.problems
+    assert [e["image/filename"].decode() for e in examples(source)] == ["photo 1.jpg", "p2.jpg"]

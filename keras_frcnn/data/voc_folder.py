@@ -456,6 +456,10 @@ def _find_image(images_dir, image_files, image_id, xml_filename):
             return os.path.join(images_dir, preferred)
     if xml_filename and os.path.isfile(os.path.join(images_dir, xml_filename)):
         return os.path.join(images_dir, xml_filename)
+    # A <filename> with the folder it was annotated in ("images/a.jpg", "C:\\data\\a.jpg"): its name.
+    name = re.split(r"[\\/]", xml_filename or "")[-1]
+    if name and os.path.isfile(os.path.join(images_dir, name)):
+        return os.path.join(images_dir, name)
     # An image suffix first; else the id's file of another suffix (a.tif, a.jfif), whose check then
     # says what it is rather than "missing".
     candidates = sorted(candidates, key=lambda name: (os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES, name))
