@@ -434,6 +434,10 @@ def test_folders_as_annotation_tools_write_them(tmp_path):
     assert len(examples(load_voc_folder(tmp_path / "voc", "all"))) == 10
     with pytest.raises(DataError, match=r"split file not found \(splits here: \[\]; 'all' is every annotation"):
         load_voc_folder(studio, "trainval")
+    # Under ten images a tenth rounds to none: the last one is held out.
+    write_voc_folder(tmp_path / "few", {i: entries[i] for i in ids[:4]}, {})
+    assert default_splits(tmp_path / "few") == ("all[:-1]", "all[-1:]")
+    assert len(examples(load_voc_folder(tmp_path / "few", "all[-1:]"))) == 1
 
 
 def test_a_filename_with_the_folder_it_was_annotated_in_finds_its_image(tmp_path):

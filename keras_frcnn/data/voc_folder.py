@@ -176,10 +176,12 @@ def default_splits(voc_dir) -> tuple:
     VOC 2012 does (its ``test.txt``, from the test archive, lists images without annotation files),
     which is also TFDS ``voc/2012``'s choice. A folder with none of these split files (an annotation
     tool's) holds the last tenth of its annotation files (sorted by id) out: ``all[:90%]`` ->
-    ``all[90%:]``."""
+    ``all[90%:]`` (``all[:-1]`` -> ``all[-1:]`` for fewer than ten)."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
     has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test", "trainval")}
     if not any(has.values()) and os.path.isdir(voc_dir):
+        if 2 <= len(_annotated_ids(voc_dir)) < 10:  # a tenth would round to no image: one held out
+            return f"{ALL}[:-1]", f"{ALL}[-1:]"
         return f"{ALL}[:90%]", f"{ALL}[90%:]"
     if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")) or not (has["train"] and has["val"]):
         return "trainval", "test"
