@@ -323,8 +323,7 @@ def _refuse_unused_data_options(args, cfg):
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
-              "shapes_images": ("shapes",),
-              "data_dir": ("tfds", "shapes")}
+              "shapes_images": ("shapes",), "data_dir": ("tfds", "shapes")}
     for option, sources in owners.items():
         if getattr(args, option, None) is not None and source not in sources:
             flag = "--" + option.replace("_", "-")
