@@ -205,15 +205,15 @@ def test_a_run_resumes_from_another_directory_with_its_classes(tmp_path, monkeyp
     assert train.main(["--config", str(tmp_path / "tiny.json"), "--voc-dir", "flat", "--classes", "widget,gizmo",
                        "--out", str(tmp_path / "run"), "--schedule", "joint", "--steps", "2", "--verbose", "0"]) == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (config["classes"], config["train_split"], config["test_split"]) == (["widget", "gizmo"], "all[:90%]",
-                                                                                 "all[90%:]")
+    assert (config["classes"], config["train_split"], config["test_split"]) == (["widget", "gizmo"], "all[:-1]",
+                                                                                 "all[-1:]")
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
     assert train.main(["--out", "run", "--resume", "--verbose", "0", "--lr", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "resuming: completed ['joint']" in out
     assert "; not applied (the run's values stay): train.lr\n" in out
-    assert f"data: training on VOC folder {tmp_path / 'data' / 'flat'} (all[:90%]) (5 images)" in out
+    assert f"data: training on VOC folder {tmp_path / 'data' / 'flat'} (all[:-1]) (5 images)" in out
     assert "2 classes: widget, gizmo" in out
 
 

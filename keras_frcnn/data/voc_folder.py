@@ -180,7 +180,11 @@ def default_splits(voc_dir) -> tuple:
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
     has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test", "trainval")}
     if not any(has.values()) and os.path.isdir(voc_dir):
-        if 2 <= len(_annotated_ids(voc_dir)) < 10:  # a tenth would round to no image: one held out
+        try:
+            count = len(_annotated_ids(voc_dir))
+        except DataError:  # not a VOC folder: loading it says so
+            count = 0
+        if 2 <= count < 10:  # a tenth would round to no image: one held out
             return f"{ALL}[:-1]", f"{ALL}[-1:]"
         return f"{ALL}[:90%]", f"{ALL}[90%:]"
     if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")) or not (has["train"] and has["val"]):
