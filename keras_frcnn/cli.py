@@ -269,10 +269,11 @@ def _choose_voc_folders(folders, classes, train_split, test_split, test_folder=N
         if real in seen:
             raise UsageError(f"{flag} {folder}: the same folder as {seen[real]}")
         seen[real] = f"{flag} {folder}"
-    splits = voc_folder.default_splits(folders[0])
     if test_folder:
         splits = (voc_folder.labelled_split(folders[0]) or voc_folder.ALL,
                   voc_folder.labelled_split(test_folder) or voc_folder.ALL)
+    else:
+        splits = voc_folder.default_splits(folders[0])
     more = tuple((folder, train_split or voc_folder.labelled_split(folder)) for folder in folders[1:])
     if classes:
         names = tuple(c.strip() for c in classes.split(","))

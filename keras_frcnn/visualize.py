@@ -50,7 +50,7 @@ def font_file_for(text) -> str:
     first = _dejavu_sans()
     if wanted <= _characters(first):
         return first
-    return next((path for path in _font_files()[1:] if wanted <= _characters(path)), first)
+    return next((path for path in _system_fonts() if wanted <= _characters(path)), first)
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,12 +61,11 @@ def _dejavu_sans() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _font_files() -> tuple:
-    """DejaVu Sans, then the system's fonts (listed once, when a name needs them)."""
+def _system_fonts() -> tuple:
+    """The system's font files but DejaVu Sans, sorted (listed once, when a name needs them)."""
     from matplotlib import font_manager
 
-    first = _dejavu_sans()
-    return (first, *sorted(set(font_manager.findSystemFonts()) - {first}))
+    return tuple(sorted(set(font_manager.findSystemFonts()) - {_dejavu_sans()}))
 
 
 @functools.lru_cache(maxsize=None)

@@ -374,8 +374,8 @@ def test_class_names_of_any_script_are_written_and_drawn_in_a_font_that_has_them
     paths = metrics.plot_pr_curves(result, tmp_path / "pr")
     assert [os.path.basename(p) for p in paths] == ["pr_000_Ünïcode_кошка.png", "pr_001_猫.png"]
     assert visualize.font_file_for("Ünïcode кошка 0.90").endswith("DejaVuSans.ttf")
-    han = [path for path in visualize._font_files() if ord("猫") in visualize._characters(path)]
-    assert visualize.font_file_for("猫 0.90") == (han[0] if han else visualize._font_files()[0])
+    han = [path for path in visualize._system_fonts() if ord("猫") in visualize._characters(path)]
+    assert visualize.font_file_for("猫 0.90") == (han[0] if han else visualize._dejavu_sans())
 
     def label_rows(side):  # rows of the filled label band above a box
         image = np.zeros((side, side, 3), np.uint8)

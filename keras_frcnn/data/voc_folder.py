@@ -199,9 +199,10 @@ def labelled_split(voc_dir) -> typing.Optional[str]:
     tool's export). VOC 2012's other annotation files (its action and layout tasks' images, most
     objects unlabelled) are in no Main split, and so left out."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
-    if default_splits(voc_dir)[0].startswith(f"{ALL}["):
+    splits = default_splits(voc_dir)
+    if splits[0].startswith(f"{ALL}["):
         return None
-    parts = [name for name in default_splits(voc_dir) if os.path.isfile(os.path.join(main, f"{name}.txt"))
+    parts = [name for name in splits if os.path.isfile(os.path.join(main, f"{name}.txt"))
              and _any_annotated(voc_dir, split_ids(voc_dir, name))]
     return "+".join(parts) or None
 
