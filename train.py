@@ -45,8 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--config", help="a config.json (e.g. of an earlier run) instead of a preset")
     cli.add_data_args(parser)
     parser.add_argument("--coco-val-json", help="held-out COCO JSON to evaluate a --coco-json run on")
-    parser.add_argument("--coco-val-images", help="its images (default: --coco-images or the JSON's own "
-                        "folder, the one holding them)")
+    parser.add_argument("--coco-val-images", help="its images (default: --coco-images, the JSON's own "
+                        "folder or COCO's val2017/, the one holding them)")
     parser.add_argument("--voc-val-dir", help="a VOC folder to evaluate a --voc-dir run on, all its labelled "
                         "images (Roboflow's valid/); the --voc-dir folders then train on all of theirs")
     parser.add_argument("--train-split", help="training split (default: the data set's; trainval for "

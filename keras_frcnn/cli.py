@@ -157,7 +157,8 @@ def add_data_args(parser: argparse.ArgumentParser):
                        "tests on all[90%%:]; repeat it to train on several (the first one tests)")
     group.add_argument("--coco-json", help="a COCO instances JSON file (with --coco-images)")
     group.add_argument("--coco-images", help="the folder of the COCO JSON's images (default: the JSON's own "
-                       "folder, as Roboflow's exports keep them)")
+                       "folder, as Roboflow's exports keep them, or COCO's train2017/ for "
+                       "annotations/instances_train2017.json)")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",

@@ -225,6 +225,14 @@ def test_image_folders_default_to_the_json_s_own_or_the_one_holding_its_images(t
     assert load_coco_json(sets["valid"][0], [None, sets["valid"][1]]).num_examples == 2
     with pytest.raises(DataError, match="nowhere: image directory not found"):
         load_coco_json(sets["valid"][0], str(tmp_path / "nowhere"))
+    # COCO's own layout: annotations/instances_val2017.json beside val2017/ (Ultralytics: images/val2017/)
+    for images_folder in ("val2017", "images/val2017"):
+        root = tmp_path / images_folder.replace("/", "_")
+        os.makedirs(root / "annotations")
+        json_path = shutil.copy(sets["valid"][0], root / "annotations" / "instances_val2017.json")
+        shutil.copytree(sets["valid"][1], root / images_folder)
+        assert load_coco_json(json_path, None).num_examples == 2
+        assert load_coco_json(json_path, [sets["train"][1]]).num_examples == 2
 
 
 def test_a_category_grouping_the_others_without_annotations_is_no_class(tmp_path, caplog):

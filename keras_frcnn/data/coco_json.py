@@ -44,8 +44,9 @@ def load_coco_json(
     """COCO instances ``json_path`` with images in ``image_dir`` as a :class:`DetectionSource`.
 
     image_dir: the folder of the images, or several folders to choose from: the first that holds
-      any of the JSON's first image files (``None``: the JSON's own folder, as Roboflow's exports
-      keep ``train/_annotations.coco.json`` beside its images).
+      any of the JSON's first image files; the JSON's own folder (Roboflow's exports keep
+      ``train/_annotations.coco.json`` beside its images) and COCO's (``train2017/`` for
+      ``annotations/instances_train2017.json``) are tried after them, or alone for ``None``.
 
     skip_empty: leave out images without annotations (by default they are kept, as negatives).
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded file bytes (False).
@@ -170,7 +171,8 @@ def load_coco_json(
             area=np.asarray(areas, np.float32),
         ))
 
-    problems.summary(len(records), hint=f"are the JSON's file_name values relative to {image_dir}?"
+    problems.summary(len(records), hint=f"are the JSON's file_name values relative to {image_dir}? "
+                     "(another image folder: --coco-images)"
                      if problems.counts["bad image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images)
@@ -202,12 +204,11 @@ def _images_folder(json_path, image_dir, entries) -> str:
     """The one of the folders ``image_dir`` names (see :func:`load_coco_json`) that holds any of
     the first image files ``entries`` name; the first folder if none does (its missing files are
     then named one by one)."""
-    if image_dir is None:
-        folders = [os.path.dirname(os.path.abspath(json_path))]
-    elif isinstance(image_dir, (str, os.PathLike)):
+    if isinstance(image_dir, (str, os.PathLike)):
         folders = [os.fspath(image_dir)]
-    else:
-        folders = [os.fspath(folder) for folder in image_dir if folder is not None]
+    else:  # None, or folders to choose from: the JSON's own and those of COCO's layout come last
+        folders = [os.fspath(folder) for folder in image_dir or () if folder is not None]
+        folders += [folder for folder in _folders_by_layout(json_path) if folder not in folders]
     existing = [folder for folder in folders if os.path.isdir(folder)]
     if not existing:
         raise DataError(f"{folders[0]}: image directory not found")
@@ -221,6 +222,18 @@ def _images_folder(json_path, image_dir, entries) -> str:
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
     return existing[0]
+
+
+def _folders_by_layout(json_path) -> list:
+    """The folders that may hold a JSON's images when none is given: its own (Roboflow's
+    ``train/_annotations.coco.json``), and for COCO's layout, ``annotations/instances_train2017.json``
+    beside ``train2017/`` (or ``images/train2017/``, as Ultralytics lays COCO out)."""
+    own = os.path.dirname(os.path.abspath(json_path))
+    stem = os.path.splitext(os.path.basename(json_path))[0]
+    if os.path.basename(own) != "annotations" or not stem.startswith("instances_"):
+        return [own]
+    split, root = stem[len("instances_"):], os.path.dirname(own)
+    return [own, os.path.join(root, split), os.path.join(root, "images", split)]
 
 
 def _file_name(image, image_dir) -> str:
