@@ -159,6 +159,8 @@ def add_data_args(parser: argparse.ArgumentParser):
     group.add_argument("--coco-images", help="the folder of the COCO JSON's images (default: the JSON's own "
                        "folder, as Roboflow's exports keep them, or COCO's train2017/ for "
                        "annotations/instances_train2017.json)")
+    group.add_argument("--yolo-data", help="a data set in the YOLO format: its data.yaml (Ultralytics'; Roboflow's "
+                       "YOLO exports): trains on train, tests on val")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -170,8 +172,8 @@ def add_data_args(parser: argparse.ArgumentParser):
 class DataChoice:
     """What a command's data options mean: the source kind, its name and splits."""
 
-    kind: str  # "tfds" (shapes included), "voc-dir" or "coco-json"
-    name: str  # the TFDS name, the VOC folder or the COCO JSON file (the first, of several)
+    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json" or "yolo"
+    name: str  # the TFDS name, the VOC folder, the COCO JSON file (the first, of several) or the YOLO data.yaml
     train_split: typing.Optional[str]
     test_split: typing.Optional[str]
     # Further sets of the same kind trained on with the first: (name, training split) each; a
@@ -187,23 +189,25 @@ class DataChoice:
 
     @property
     def coco(self) -> bool:
-        """COCO data: COCO AP (pycocotools) is the headline figure."""
-        return self.kind == "coco-json" or self.name.startswith("coco")
+        """COCO data, and YOLO data (Ultralytics reports mAP50-95): COCO AP (pycocotools) is the
+        headline figure."""
+        return self.kind in ("coco-json", "yolo") or (self.kind == "tfds" and self.name.startswith("coco"))
 
 
 def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) -> DataChoice:
     """The source the options name and its splits: ``--train-split`` / ``--test-split`` if given,
     else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test,
     or train -> val without a labelled test split (VOC 2012);
-    a COCO JSON file: itself -> ``--coco-val-json``). Several TFDS sets (``voc/2007+voc/2012``) or
+    a COCO JSON file: itself -> ``--coco-val-json``; a YOLO data set: train -> val). Several TFDS sets (``voc/2007+voc/2012``) or
     VOC folders (``--voc-dir`` repeated): the first as alone, each further one trained on with all
     its labelled data (``DataChoice.more``). Checked before anything is trained: an unlabelled
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.dataset)) > 1:
-        raise UsageError("give one data source: --dataset, --voc-dir or --coco-json")
-    of_the_run = not (args.voc_dir or args.coco_json or args.dataset) and cfg.dataset in ("voc-dir", "coco-json")
+    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.yolo_data, args.dataset)) > 1:
+        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json or --yolo-data")
+    of_the_run = not (args.voc_dir or args.coco_json or args.yolo_data or args.dataset) \
+        and cfg.dataset in ("voc-dir", "coco-json", "yolo")
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
     _refuse_unused_data_options(args, cfg)
@@ -217,6 +221,14 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
         return choice
     if args.coco_json:
         return DataChoice("coco-json", args.coco_json, None, None)
+    if args.yolo_data:
+        from keras_frcnn.data import yolo_folder
+
+        if of_the_run:
+            splits = (cfg.train_split, cfg.test_split)
+        else:
+            splits = yolo_folder.default_splits(args.yolo_data)
+        return DataChoice("yolo", args.yolo_data, train_split or splits[0], test_split or splits[1])
     names = tfds_names(args.dataset or cfg.dataset)
     if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
         splits = (cfg.train_split, cfg.test_split)
@@ -295,6 +307,9 @@ def _options_of_the_run(args, cfg, evaluation):
         args.voc_dir = list(cfg.data_paths)
         args.voc_val_dir = cfg.voc_test_dir or None
         return
+    if cfg.dataset == "yolo":
+        args.yolo_data = cfg.data_paths[0]
+        return
     json_path, images, held_out, held_out_images = cfg.data_paths
     if evaluation:
         if not held_out:
@@ -322,6 +337,8 @@ def _refuse_unused_data_options(args, cfg):
         source = "voc-dir"
     elif args.coco_json:
         source = "coco-json"
+    elif args.yolo_data:
+        source = "yolo"
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
@@ -333,7 +350,7 @@ def _refuse_unused_data_options(args, cfg):
                              f"not with this run's data ({SOURCE_FLAGS[source]})")
 
 
-SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "shapes": "--dataset shapes",
+SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data", "shapes": "--dataset shapes",
                 "tfds": "--dataset (TFDS)"}
 
 
@@ -347,6 +364,8 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
                                     decode_images=decode_images)
     if choice.kind == "coco-json":  # without --coco-images: the JSON's own folder
         return data.load_coco_json(args.coco_json, args.coco_images, decode_images=decode_images)
+    if choice.kind == "yolo":
+        return data.load_yolo(choice.name, split=split, decode_images=decode_images)
     if choice.name == "shapes":
         try:
             num_train, num_test = (int(n) for n in (args.shapes_images or "500,100").split(","))

@@ -125,3 +125,36 @@ def examples(source):
         flat.update({f"objects/{k}": v for k, v in example["objects"].items()})
         out.append(flat)
     return out
+
+
+def write_yolo(root, splits, names, layout="ultralytics", yaml_text=None):
+    """A YOLO data set under ``root``; returns its ``data.yaml``.
+
+    splits: split key ("train", "val", ...) -> image name -> label lines (a list of strings; None:
+      no label file), each image 60 x 80.
+    layout: "ultralytics" (``images/<split>/``, ``labels/<split>/``, ``path: .``) or "roboflow"
+      (``<split>/images/``, ``<split>/labels/``, paths "../train/images" and names as a list).
+    """
+    root = str(root)
+    entries = {}
+    for number, (key, images) in enumerate(splits.items()):
+        folder = {"ultralytics": f"images/{key}", "roboflow": f"{'valid' if key == 'val' else key}/images"}[layout]
+        entries[key] = folder
+        for offset, (name, lines) in enumerate(images.items()):
+            write_image(os.path.join(root, folder, name + ".jpg"), 60, 80, seed=100 * number + offset)
+            if lines is not None:
+                label = os.path.join(root, folder.replace("images", "labels"), name + ".txt")
+                os.makedirs(os.path.dirname(label), exist_ok=True)
+                with open(label, "w") as f:
+                    f.write("".join(line + "\n" for line in lines))
+    if yaml_text is None:
+        if layout == "ultralytics":
+            yaml_text = "path: .\n" + "".join(f"{k}: {v}\n" for k, v in entries.items()) + "names:\n" + \
+                "".join(f"  {i}: {name}\n" for i, name in enumerate(names))
+        else:
+            yaml_text = "".join(f"{k}: ../{v}\n" for k, v in entries.items()) + \
+                f"nc: {len(names)}\nnames: {json.dumps(list(names))}\n"
+    path = os.path.join(root, "data.yaml")
+    with open(path, "w") as f:
+        f.write(yaml_text)
+    return path

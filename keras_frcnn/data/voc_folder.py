@@ -102,7 +102,7 @@ def parse_voc_xml(path, problems: typing.Optional[DataProblems] = None) -> VocAn
     return VocAnnotation(filename, size, objects)
 
 
-_SLICE = re.compile(r"^(?P<name>[^\[\]]+?)\s*(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+SPLIT_SLICE = re.compile(r"^(?P<name>[^\[\]]+?)\s*(?:\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
 
 
 def split_ids(voc_dir, split) -> list:
@@ -118,11 +118,11 @@ def split_ids(voc_dir, split) -> list:
         return _annotated_ids(voc_dir)
     ids = []
     for part in str(split).split("+"):
-        match = _SLICE.match(part.strip())
+        match = SPLIT_SLICE.match(part.strip())
         path = os.path.join(voc_dir, "ImageSets", "Main", f"{match['name'] if match else part.strip()}.txt")
         if match and match["name"] == ALL and not os.path.isfile(path):
             listed = _annotated_ids(voc_dir)
-            ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
+            ids.extend(sliced(listed, match))
             continue
         if match is None or not os.path.isfile(path):
             main = os.path.join(voc_dir, "ImageSets", "Main")
@@ -135,7 +135,7 @@ def split_ids(voc_dir, split) -> list:
         with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
             annotations_dir = voc_layout(voc_dir)[0]
             listed = [_listed_id(annotations_dir, line.strip()) for line in f if line.strip()]
-        ids.extend(listed[slice(_position(match["start"], len(listed)), _position(match["stop"], len(listed)))])
+        ids.extend(sliced(listed, match))
     return ids
 
 
@@ -161,7 +161,12 @@ def _listed_id(annotations_dir, line) -> str:
     return line
 
 
-def _position(bound, count):
+def sliced(listed, match) -> list:
+    """The part of ``listed`` a :data:`SPLIT_SLICE` match takes (all of it without brackets)."""
+    return listed[slice(slice_position(match["start"], len(listed)), slice_position(match["stop"], len(listed)))]
+
+
+def slice_position(bound, count):
     """A slice bound of a split expression (``"90%"``, ``"-10"``, ``None``) in ``count`` ids."""
     if bound is None:
         return None

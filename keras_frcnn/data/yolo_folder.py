@@ -1,0 +1,307 @@
+"""A data set in the YOLO format (an Ultralytics ``data.yaml``) -> examples in the layout of
+:mod:`keras_frcnn.data.examples`.
+
+The YAML names the images of each split and the classes, as Ultralytics reads it and as
+Roboflow's "YOLO" exports and Label Studio / CVAT's "YOLO" exports write it::
+
+    path: ../datasets/coco8   # the root (default: the YAML's folder); relative: to the YAML's folder
+    train: images/train       # a folder of images (searched through), a .txt file listing image
+    val: images/val           #   paths, or a list of these; relative to the root
+    test:                     # optional
+    names: {0: person, 1: bicycle}   # or a list; without names, nc: 80 gives class_0 ... class_79
+
+Each image's labels are a ``.txt`` file at its path with the last ``/images/`` replaced by
+``/labels/`` (``images/train/a.jpg`` -> ``labels/train/a.txt``; beside the image where the path has
+no ``images`` folder), one object a line: ``class x_center y_center width height``, normalised to
+the image. Segment and oriented-box lines (``class x1 y1 x2 y2 ...``) give the box around their
+points; pose lines (with ``kpt_shape`` in the YAML) their box. An image without a label file, or
+with an empty one, is a negative (Ultralytics' background images).
+
+Coordinates are normalised to the image as shown (EXIF orientation applied: Ultralytics reads
+images so), and turned onto the stored pixels TensorFlow decodes (:func:`to_stored_frame`). They
+are continuous (a box's edges, no pixel numbering), so they pass to the example layout unchanged.
+
+As Ultralytics does, an image whose label file cannot be read entirely (a malformed line, a class
+beyond the names, coordinates outside [0, 1], which pixel coordinates are) is skipped, warned and
+counted: training on part of its objects would teach the others as background. The splits are the
+YAML's keys (``train``, ``val``, ``test``), their parts as in TFDS (``train[:90%]``); a data set
+trains on ``train`` and evaluates on ``val`` (without ``val``: ``train[:90%]`` -> ``train[90%:]``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import typing
+
+import numpy as np
+
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.image_files import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, check_images, to_stored_frame
+from keras_frcnn.data.problems import DataError, DataProblems, logger
+from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
+
+SPLITS = ("train", "val", "test")
+# Coordinates this far outside [0, 1] are rounding (exports write 1.0000001): clipped without a word.
+_ROUNDING = 1e-3
+
+
+class YoloData(typing.NamedTuple):
+    path: str  # the YAML file
+    root: str  # the folder the splits are relative to
+    splits: dict  # split key -> list of its entries (folders or .txt files) as written
+    class_names: tuple
+    keypoint_values: int  # numbers after the box on a pose line (kpt_shape's product); 0 without
+
+
+def read_data_yaml(yaml_path) -> YoloData:
+    """The data set ``yaml_path`` describes; a ``DataError`` naming the file and field otherwise."""
+    import yaml
+
+    yaml_path = os.path.abspath(os.fspath(yaml_path))
+    try:
+        with open(yaml_path, encoding="utf-8-sig") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise DataError(f"{yaml_path}: YOLO data YAML file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{yaml_path}: a folder; give the data set's YAML file (data.yaml)") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise DataError(f"{yaml_path}: malformed YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(data, dict) or "train" not in data:
+        raise DataError(f"{yaml_path}: not a YOLO data YAML (needs 'train' and 'names', as Ultralytics' data.yaml)")
+    return YoloData(yaml_path, _root(yaml_path, data.get("path")), _split_entries(yaml_path, data),
+                    _class_names(yaml_path, data), _keypoint_values(yaml_path, data.get("kpt_shape")))
+
+
+def _root(yaml_path, path) -> str:
+    """The folder the splits are relative to: ``path`` (relative: to the YAML's folder, else to the
+    working directory, as Ultralytics' own YAMLs name ``../datasets/coco8`` from where it runs), or
+    the YAML's folder."""
+    here = os.path.dirname(yaml_path)
+    if path in (None, ""):
+        return here
+    candidates = [os.path.join(here, str(path)), os.path.abspath(str(path))]
+    for candidate in candidates:
+        if os.path.isdir(candidate):
+            return os.path.normpath(candidate)
+    raise DataError(f"{yaml_path}: path: {path} is not a folder (looked at {', '.join(candidates)})")
+
+
+def _split_entries(yaml_path, data) -> dict:
+    splits = {}
+    for key in SPLITS:
+        value = data.get(key)
+        if value in (None, "", []):
+            continue
+        entries = value if isinstance(value, list) else [value]
+        if not all(isinstance(entry, str) and entry for entry in entries):
+            raise DataError(f"{yaml_path}: {key}: {value!r} is not a folder, a .txt file or a list of these")
+        splits[key] = entries
+    if "train" not in splits:
+        raise DataError(f"{yaml_path}: train: no images named")
+    return splits
+
+
+def _class_names(yaml_path, data) -> tuple:
+    names, count = data.get("names"), data.get("nc")
+    if names is None and isinstance(count, int) and count > 0:
+        return tuple(f"class_{i}" for i in range(count))  # Ultralytics' names for an unnamed nc
+    if isinstance(names, dict):
+        if sorted(names, key=str) != sorted(range(len(names)), key=str):
+            raise DataError(f"{yaml_path}: names: the keys must be the class ids 0 .. {len(names) - 1}, "
+                            f"got {sorted(names, key=str)}")
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{yaml_path}: names: give the class names, a list or {{0: name, ...}} (got {names!r})")
+    names = tuple(str(name).strip() for name in names)
+    if not all(names):
+        raise DataError(f"{yaml_path}: names: an empty class name")
+    if len(set(names)) != len(names):  # a model's classes are told apart by name (evaluation, export)
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise DataError(f"{yaml_path}: names: {twice} named twice: give the classes distinct names")
+    if isinstance(count, int) and count != len(names):
+        raise DataError(f"{yaml_path}: nc: {count}, but names has {len(names)}")
+    return names
+
+
+def _keypoint_values(yaml_path, kpt_shape) -> int:
+    if kpt_shape is None:
+        return 0
+    if not (isinstance(kpt_shape, list) and len(kpt_shape) == 2 and all(isinstance(n, int) and n > 0 for n in kpt_shape)):
+        raise DataError(f"{yaml_path}: kpt_shape: {kpt_shape!r} is not [keypoints, 2 or 3]")
+    return kpt_shape[0] * kpt_shape[1]
+
+
+def default_splits(yaml_path) -> tuple:
+    """The data set's own (training, evaluation) splits: ``train`` -> ``val``, or without ``val``
+    ``train[:90%]`` -> ``train[90%:]``."""
+    return ("train", "val") if "val" in read_data_yaml(yaml_path).splits else ("train[:90%]", "train[90%:]")
+
+
+def load_yolo(
+    yaml_path,
+    split: str = "train",
+    skip_empty: bool = False,
+    decode_images: bool = True,
+    strict: bool = False,
+) -> DetectionSource:
+    """The images of ``split`` (``"train"``, ``"val"``, ``"train+val"``, ``"train[:90%]"`` ...) of the
+    data set ``yaml_path`` describes, as a :class:`DetectionSource`.
+
+    skip_empty: leave out images without objects (by default they are kept, as negatives).
+    strict: raise ``DataError`` on the first problem instead of warning and skipping.
+    """
+    data = read_data_yaml(yaml_path)
+    problems = DataProblems(f"YOLO {os.fspath(yaml_path)} {split}", strict=strict)
+    paths = []
+    for part in str(split).split("+"):
+        match = SPLIT_SLICE.match(part.strip())
+        if match is None or match["name"] not in data.splits:
+            raise DataError(f"{data.path}: split {part.strip()!r}: not one of its splits {list(data.splits)} "
+                            "(or a part of one such as train[:90%])")
+        paths.extend(sliced(_split_images(data, match["name"], problems), match))
+
+    checked = check_images(paths)
+    records, labelled = [], 0
+    for image_path, image in zip(paths, checked, strict=True):
+        if isinstance(image, Exception):
+            problems.warn("bad image file", image_path, str(image), "image skipped")
+            continue
+        label_path = label_file(image_path)
+        boxes, labels = _read_labels(label_path, data, problems)
+        if boxes is None:
+            continue
+        labelled += os.path.isfile(label_path)
+        if skip_empty and not len(labels):
+            continue
+        if image.orientation != 1:
+            boxes = to_stored_frame(boxes, image.orientation)
+        records.append(ImageRecord(
+            path=image_path,
+            filename=os.path.relpath(image_path, data.root),
+            boxes=boxes,
+            labels=labels,
+            difficult=np.zeros(len(labels), np.bool_),
+        ))
+    if records and not labelled:
+        logger.warning("%s: no image has a label file (%s for %s): every image is a negative", problems.source,
+                       label_file(paths[0]), paths[0])
+    problems.summary(len(records))
+    return records_to_source(records, data.class_names, problems.source, problems.counts,
+                             decode_images=decode_images)
+
+
+def label_file(image_path) -> str:
+    """An image's label file, as Ultralytics finds it: the last ``/images/`` of its path made
+    ``/labels/``, the suffix ``.txt``."""
+    head, images, tail = image_path.rpartition(f"{os.sep}images{os.sep}")
+    path = f"{head}{os.sep}labels{os.sep}{tail}" if images else image_path
+    return os.path.splitext(path)[0] + ".txt"
+
+
+def _split_images(data: YoloData, key, problems) -> list:
+    """Every image file of split ``key``: each folder's, searched through in name order, and each
+    .txt list's, in its order."""
+    images = []
+    for entry in data.splits[key]:
+        path = os.path.join(data.root, entry)
+        if not os.path.exists(path) and entry.startswith("../"):  # Roboflow: "../train/images" from the root
+            path = os.path.join(data.root, entry[3:])
+        path = os.path.normpath(path)
+        if os.path.isdir(path):
+            images.extend(sorted(
+                os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
+                if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES + OTHER_IMAGE_SUFFIXES))
+        elif os.path.isfile(path) and path.lower().endswith(".txt"):
+            images.extend(_listed_images(path, data.root, problems))
+        else:
+            raise DataError(f"{data.path}: {key}: {entry} is not a folder or a .txt file of image paths "
+                            f"(looked for {path})")
+    return images
+
+
+def _listed_images(list_path, root, problems) -> list:
+    """The image paths a .txt list names, one a line: ``./`` and other relative paths are the list's
+    folder's (or the root's, where that has the file)."""
+    folder = os.path.dirname(list_path)
+    images = []
+    with open(list_path, encoding="utf-8-sig") as f:
+        for line in f:
+            name = line.strip()
+            if not name:
+                continue
+            path = os.path.normpath(os.path.join(folder, name))
+            if not os.path.isabs(name) and not os.path.isfile(path) and os.path.isfile(os.path.join(root, name)):
+                path = os.path.normpath(os.path.join(root, name))
+            images.append(path)
+    return images
+
+
+def _read_labels(path, data: YoloData, problems):
+    """A label file -> (normalised ``yxyx`` float32 ``[N, 4]``, int64 labels ``[N]``); ``(None, None)``
+    for an image to skip (warned). No file: no objects."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = [line.split() for line in f]
+    except FileNotFoundError:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    except (OSError, UnicodeDecodeError) as error:
+        problems.warn("unreadable label file", path, f"cannot be read ({type(error).__name__}: {error})",
+                      "image skipped")
+        return None, None
+    boxes, labels, seen = [], [], set()
+    for number, values in enumerate(lines, 1):
+        if not values:
+            continue
+        try:
+            box, label = _object(values, data)
+        except ValueError as error:
+            problems.warn("malformed label file", path, f"line {number}: {error}", "image skipped")
+            return None, None
+        key = (label, *box)
+        if key in seen:
+            problems.warn("duplicate label", path, f"line {number}: the same object as an earlier line",
+                          "kept once")
+            continue
+        seen.add(key)
+        xmin, ymin, xmax, ymax = clipped = tuple(min(max(c, 0.0), 1.0) for c in box)
+        if max(abs(a - b) for a, b in zip(box, clipped)) > _ROUNDING:
+            problems.warn("box clipped", path, f"line {number}: the box reaches outside the image "
+                          f"(x {box[0]:.4f} .. {box[2]:.4f}, y {box[1]:.4f} .. {box[3]:.4f})", "clipped to it")
+        if xmax <= xmin or ymax <= ymin:
+            problems.warn("degenerate box", path, f"line {number}: a box of no width or height", "object skipped")
+            continue
+        boxes.append((ymin, xmin, ymax, xmax))
+        labels.append(label)
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
+
+
+def _object(values, data: YoloData):
+    """One label line's box ``(xmin, ymin, xmax, ymax)`` (normalised, unclipped) and class."""
+    try:
+        numbers = [float(value) for value in values]
+    except ValueError:
+        raise ValueError(f"not numbers: {' '.join(values)[:80]!r}") from None
+    if not all(math.isfinite(n) for n in numbers):
+        raise ValueError(f"a number that is not finite: {' '.join(values)[:80]!r}")
+    label = numbers[0]
+    if label != int(label) or not 0 <= label < len(data.class_names):
+        raise ValueError(f"class {values[0]} is not one of the {len(data.class_names)} class ids 0 .. "
+                         f"{len(data.class_names) - 1} of names")
+    coordinates = numbers[1:]
+    if data.keypoint_values and len(coordinates) == 4 + data.keypoint_values:
+        coordinates = coordinates[:4]  # a pose line: its box
+    if any(c < -_ROUNDING or c > 1 + _ROUNDING for c in coordinates):
+        raise ValueError(f"coordinates outside [0, 1] ({' '.join(values[1:])[:60]}): YOLO labels are "
+                         "normalised to the image's width and height, not pixels")
+    if len(coordinates) == 4:
+        x, y, width, height = coordinates
+        box = (x - width / 2, y - height / 2, x + width / 2, y + height / 2)
+    elif len(coordinates) >= 6 and len(coordinates) % 2 == 0:  # a segment or an oriented box: its points
+        xs, ys = coordinates[0::2], coordinates[1::2]
+        box = (min(xs), min(ys), max(xs), max(ys))
+    else:
+        raise ValueError(f"{len(values)} numbers: a box line has 5 (class x_center y_center width height), "
+                         "a segment line an odd number >= 7")
+    return box, int(label)
