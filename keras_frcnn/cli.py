@@ -159,8 +159,9 @@ def add_data_args(parser: argparse.ArgumentParser):
     group.add_argument("--coco-images", help="the folder of the COCO JSON's images (default: the JSON's own "
                        "folder, as Roboflow's exports keep them, or COCO's train2017/ for "
                        "annotations/instances_train2017.json)")
-    group.add_argument("--yolo-data", help="a data set in the YOLO format: its data.yaml (Ultralytics'; Roboflow's "
-                       "YOLO exports): trains on train, tests on val")
+    group.add_argument("--yolo-data", help="a data set in the YOLO format: its data.yaml (Ultralytics, Roboflow), "
+                       "obj.data (Darknet, CVAT's YOLO 1.1) or folder (Label Studio's, with classes.txt): trains on "
+                       "train, tests on val")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",

@@ -63,6 +63,39 @@ def test_lists_of_image_paths_pose_lines_and_a_data_set_without_val(tmp_path):
     assert _objects(load_yolo(data, "train[90%:]")).keys() == {"i9.jpg"}
 
 
+def test_darknet_s_obj_data_and_a_folder_with_classes_txt(tmp_path):
+    """CVAT's "YOLO 1.1" export (obj.data, obj.names, train.txt of data/obj_train_data/a.jpg, labels
+    beside their images) and Label Studio's (images/, labels/, classes.txt, no split): given as the
+    file or the folder."""
+    cvat = tmp_path / "cvat"
+    for key, folder in (("train", "obj_train_data"), ("valid", "obj_valid_data")):
+        for n in range(3):
+            write_image(str(cvat / folder / f"{key}{n}.jpg"), 60, 80, seed=n)
+            (cvat / folder / f"{key}{n}.txt").write_text(f"{n % 2} 0.5 0.5 0.25 0.5\n")
+        (cvat / f"{key}.txt").write_text("".join(f"data/{folder}/{key}{n}.jpg\n" for n in range(3)))
+    (cvat / "obj.names").write_text("cat\ndog\n")
+    (cvat / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nvalid = data/valid.txt\n"
+                                   "names = data/obj.names\nbackup = backup/\n")
+    for given in (cvat, cvat / "obj.data"):
+        assert default_splits(given) == ("train", "val")
+        objects = _objects(load_yolo(given, "val"))
+        assert sorted(objects) == ["valid0.jpg", "valid1.jpg", "valid2.jpg"] and objects["valid1.jpg"][1] == [1]
+        np.testing.assert_allclose(objects["valid0.jpg"][0], [[0.25, 0.375, 0.75, 0.625]], atol=1e-6)
+    studio = tmp_path / "studio"
+    for n in range(10):
+        write_image(str(studio / "images" / f"{n}.jpg"), 60, 80, seed=n)
+        (studio / "labels").mkdir(exist_ok=True)
+        (studio / "labels" / f"{n}.txt").write_text("1 0.5 0.5 0.25 0.5\n")
+    (studio / "classes.txt").write_text("cat\ndog\n")
+    (studio / "notes.json").write_text("{}")
+    assert default_splits(studio) == ("train[:90%]", "train[90%:]")
+    source = load_yolo(studio, "train[:90%]")
+    assert source.num_examples == 9 and source.class_names == NAMES and not source.problems
+    assert _objects(source)["0.jpg"][1] == [1]
+    with pytest.raises(DataError, match="not a YOLO data set"):
+        load_yolo(studio / "images")
+
+
 def test_a_label_file_that_cannot_be_read_whole_skips_its_image_named_and_counted(tmp_path, caplog):
     """As Ultralytics does: pixel coordinates, a class beyond the names, words, a line of six
     numbers skip the image (part of its objects would teach the others as background); duplicates
@@ -121,6 +154,12 @@ def test_a_data_yaml_that_cannot_be_used_is_an_error_naming_it_and_its_field(tmp
             load_yolo(path, "train")
     with pytest.raises(DataError, match="data.yaml: YOLO data YAML file not found"):
         load_yolo(tmp_path / "nowhere" / "data.yaml")
+    (tmp_path / "obj.names").write_text("a\nb\n")
+    for text, message in (("train = train.txt\n", "names: missing"),
+                          ("classes = 3\nnames = obj.names\ntrain = train.txt\n", "classes = 3, but obj.names names 2")):
+        (tmp_path / "obj.data").write_text(text)
+        with pytest.raises(DataError, match=f"{tmp_path / 'obj.data'}: {message}"):
+            load_yolo(tmp_path / "obj.data")
 
 
 def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_path, capsys):

@@ -1,14 +1,20 @@
-"""A data set in the YOLO format (an Ultralytics ``data.yaml``) -> examples in the layout of
-:mod:`keras_frcnn.data.examples`.
+"""A data set in the YOLO format (an Ultralytics ``data.yaml``, Darknet's ``obj.data``, or a folder
+with ``classes.txt``) -> examples in the layout of :mod:`keras_frcnn.data.examples`.
 
 The YAML names the images of each split and the classes, as Ultralytics reads it and as
-Roboflow's "YOLO" exports and Label Studio / CVAT's "YOLO" exports write it::
+Roboflow's "YOLO" exports write it::
 
     path: ../datasets/coco8   # the root (default: the YAML's folder); relative: to the YAML's folder
     train: images/train       # a folder of images (searched through), a .txt file listing image
     val: images/val           #   paths, or a list of these; relative to the root
     test:                     # optional
     names: {0: person, 1: bicycle}   # or a list; without names, nc: 80 gives class_0 ... class_79
+
+Darknet's ``obj.data`` (CVAT's "YOLO 1.1" export) names the same in ``key = value`` lines:
+``names = obj.names`` (a class a line), ``train = train.txt``, ``valid = valid.txt`` (the val split),
+paths relative to its folder (Darknet's ``data/`` before them is taken off where needed). A folder
+without either, but with ``classes.txt`` or ``obj.names`` (Label Studio's YOLO export: ``images/``,
+``labels/``, ``classes.txt``), is one split ``train`` of every image in it.
 
 Each image's labels are a ``.txt`` file at its path with the last ``/images/`` replaced by
 ``/labels/`` (``images/train/a.jpg`` -> ``labels/train/a.txt``; beside the image where the path has
@@ -54,11 +60,74 @@ class YoloData(typing.NamedTuple):
     keypoint_values: int  # numbers after the box on a pose line (kpt_shape's product); 0 without
 
 
-def read_data_yaml(yaml_path) -> YoloData:
-    """The data set ``yaml_path`` describes; a ``DataError`` naming the file and field otherwise."""
+# The files that describe a data set given as its folder, in the order they are looked for.
+DESCRIPTIONS = ("data.yaml", "data.yml", "dataset.yaml", "obj.data")
+NAME_FILES = ("classes.txt", "obj.names")
+
+
+def read_yolo(path) -> YoloData:
+    """The data set ``path`` describes (a ``data.yaml``, an ``obj.data``, or the data set's folder);
+    a ``DataError`` naming the file and field otherwise."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        for name in DESCRIPTIONS:
+            if os.path.isfile(os.path.join(path, name)):
+                return read_yolo(os.path.join(path, name))
+        for name in NAME_FILES:
+            if os.path.isfile(os.path.join(path, name)):
+                return YoloData(path, path, {"train": ["."]}, _names_file(os.path.join(path, name)), 0)
+        raise DataError(f"{path}: not a YOLO data set (none of {', '.join(DESCRIPTIONS + NAME_FILES)} in it)")
+    if path.endswith(".data"):
+        return _read_darknet(path)
+    return _read_yaml(path)
+
+
+def _read_darknet(path) -> YoloData:
+    """Darknet's ``obj.data``: ``key = value`` lines."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            fields = dict(line.split("=", 1) for line in f if "=" in line and not line.lstrip().startswith("#"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: Darknet obj.data file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    root = os.path.dirname(path)
+    for key in ("names", "train"):
+        if not fields.get(key):
+            raise DataError(f"{path}: {key}: missing (an obj.data names its names file and train list)")
+    splits = {"train": [fields["train"]]}
+    if fields.get("valid"):
+        splits["val"] = [fields["valid"]]
+    names = _names_file(_existing(root, fields["names"]) or os.path.join(root, fields["names"]))
+    if fields.get("classes", "").isdigit() and int(fields["classes"]) != len(names):
+        raise DataError(f"{path}: classes = {fields['classes']}, but {fields['names']} names {len(names)}")
+    return YoloData(path, root, splits, names, 0)
+
+
+def _names_file(path) -> tuple:
+    """Class names a line (``obj.names``, ``classes.txt``)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as error:
+        raise DataError(f"{path}: the class names cannot be read ({type(error).__name__})") from None
+    return _distinct_names(path, names)
+
+
+def _existing(root, entry) -> typing.Optional[str]:
+    """``entry`` in ``root``, or, where that is not there, without its first folder (Roboflow's
+    ``../train/images`` written from a level up, Darknet's ``data/obj_train_data/a.jpg``)."""
+    for candidate in (entry, entry.replace("\\", "/").split("/", 1)[-1]):
+        path = os.path.normpath(os.path.join(root, candidate))
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _read_yaml(yaml_path) -> YoloData:
     import yaml
 
-    yaml_path = os.path.abspath(os.fspath(yaml_path))
     try:
         with open(yaml_path, encoding="utf-8-sig") as f:
             data = yaml.safe_load(f)
@@ -117,12 +186,18 @@ def _class_names(yaml_path, data) -> tuple:
     names = tuple(str(name).strip() for name in names)
     if not all(names):
         raise DataError(f"{yaml_path}: names: an empty class name")
-    if len(set(names)) != len(names):  # a model's classes are told apart by name (evaluation, export)
-        twice = sorted({name for name in names if names.count(name) > 1})
-        raise DataError(f"{yaml_path}: names: {twice} named twice: give the classes distinct names")
     if isinstance(count, int) and count != len(names):
         raise DataError(f"{yaml_path}: nc: {count}, but names has {len(names)}")
-    return names
+    return _distinct_names(f"{yaml_path}: names", names)
+
+
+def _distinct_names(where, names) -> tuple:
+    if not names:
+        raise DataError(f"{where}: no class names")
+    if len(set(names)) != len(names):  # a model's classes are told apart by name (evaluation, export)
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise DataError(f"{where}: {twice} named twice: give the classes distinct names")
+    return tuple(names)
 
 
 def _keypoint_values(yaml_path, kpt_shape) -> int:
@@ -136,7 +211,7 @@ def _keypoint_values(yaml_path, kpt_shape) -> int:
 def default_splits(yaml_path) -> tuple:
     """The data set's own (training, evaluation) splits: ``train`` -> ``val``, or without ``val``
     ``train[:90%]`` -> ``train[90%:]``."""
-    return ("train", "val") if "val" in read_data_yaml(yaml_path).splits else ("train[:90%]", "train[90%:]")
+    return ("train", "val") if "val" in read_yolo(yaml_path).splits else ("train[:90%]", "train[90%:]")
 
 
 def load_yolo(
@@ -147,12 +222,13 @@ def load_yolo(
     strict: bool = False,
 ) -> DetectionSource:
     """The images of ``split`` (``"train"``, ``"val"``, ``"train+val"``, ``"train[:90%]"`` ...) of the
-    data set ``yaml_path`` describes, as a :class:`DetectionSource`.
+    data set ``yaml_path`` describes (a ``data.yaml``, an ``obj.data`` or a folder; see
+    :func:`read_yolo`), as a :class:`DetectionSource`.
 
     skip_empty: leave out images without objects (by default they are kept, as negatives).
     strict: raise ``DataError`` on the first problem instead of warning and skipping.
     """
-    data = read_data_yaml(yaml_path)
+    data = read_yolo(yaml_path)
     problems = DataProblems(f"YOLO {os.fspath(yaml_path)} {split}", strict=strict)
     paths = []
     for part in str(split).split("+"):
@@ -160,7 +236,7 @@ def load_yolo(
         if match is None or match["name"] not in data.splits:
             raise DataError(f"{data.path}: split {part.strip()!r}: not one of its splits {list(data.splits)} "
                             "(or a part of one such as train[:90%])")
-        paths.extend(sliced(_split_images(data, match["name"], problems), match))
+        paths.extend(sliced(_split_images(data, match["name"]), match))
 
     checked = check_images(paths)
     records, labelled = [], 0
@@ -200,42 +276,33 @@ def label_file(image_path) -> str:
     return os.path.splitext(path)[0] + ".txt"
 
 
-def _split_images(data: YoloData, key, problems) -> list:
+def _split_images(data: YoloData, key) -> list:
     """Every image file of split ``key``: each folder's, searched through in name order, and each
     .txt list's, in its order."""
     images = []
     for entry in data.splits[key]:
-        path = os.path.join(data.root, entry)
-        if not os.path.exists(path) and entry.startswith("../"):  # Roboflow: "../train/images" from the root
-            path = os.path.join(data.root, entry[3:])
-        path = os.path.normpath(path)
+        path = _existing(data.root, entry) or os.path.normpath(os.path.join(data.root, entry))
         if os.path.isdir(path):
             images.extend(sorted(
                 os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
                 if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES + OTHER_IMAGE_SUFFIXES))
         elif os.path.isfile(path) and path.lower().endswith(".txt"):
-            images.extend(_listed_images(path, data.root, problems))
+            images.extend(_listed_images(path, data.root))
         else:
             raise DataError(f"{data.path}: {key}: {entry} is not a folder or a .txt file of image paths "
                             f"(looked for {path})")
     return images
 
 
-def _listed_images(list_path, root, problems) -> list:
+def _listed_images(list_path, root) -> list:
     """The image paths a .txt list names, one a line: ``./`` and other relative paths are the list's
-    folder's (or the root's, where that has the file)."""
+    folder's, or the root's, or either without the first folder (:func:`_existing`); a path found
+    nowhere is kept as the list's, and named missing when checked."""
     folder = os.path.dirname(list_path)
-    images = []
     with open(list_path, encoding="utf-8-sig") as f:
-        for line in f:
-            name = line.strip()
-            if not name:
-                continue
-            path = os.path.normpath(os.path.join(folder, name))
-            if not os.path.isabs(name) and not os.path.isfile(path) and os.path.isfile(os.path.join(root, name)):
-                path = os.path.normpath(os.path.join(root, name))
-            images.append(path)
-    return images
+        names = [line.strip() for line in f if line.strip()]
+    return [name if os.path.isabs(name) else _existing(folder, name) or _existing(root, name)
+            or os.path.normpath(os.path.join(folder, name)) for name in names]
 
 
 def _read_labels(path, data: YoloData, problems):
