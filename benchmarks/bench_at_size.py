@@ -10,6 +10,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py coco-scale DIR [--images 118287]   # COCO train2017's size
     python benchmarks/bench_at_size.py voc07-12 DIR                       # two folders of VOC's sizes
     python benchmarks/bench_at_size.py flat DIR [--images 20000]          # a LabelImg / Roboflow folder
+    python benchmarks/bench_at_size.py yolo DIR [--images 20000]          # the YOLO format (Ultralytics)
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -43,7 +44,10 @@ two sets read without random access (TFDS's path: a shuffle buffer of 1,024), in
 20,000) as LabelImg and Roboflow's "Pascal VOC" export keep them, each XML beside its JPEG in one
 folder with no split files (``DIR/flat``, hard links to the scenes of ``DIR/voc``): the splits
 ``train.py --voc-dir DIR/flat`` chooses, their load time against the same files in VOC's layout,
-files shared between them, and one pass of the training stream.
+files shared between them, and one pass of the training stream. ``yolo``: the same ``--images``
+scenes in Ultralytics' layout (``DIR/yolo/images/{train,val}`` hard links, ``labels/`` converted
+from the XML files, the last tenth as val, ``data.yaml``): the splits ``--yolo-data`` chooses, load
+time, every box against the VOC folder's (continuous pixels), and one pass of the training stream.
 """
 
 import argparse
@@ -462,10 +466,77 @@ def flat(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+def yolo(root, images):
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn import cli
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import SHAPE_CLASSES, load_voc_folder, load_yolo, train_dataset
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    voc, folder = os.path.join(root, "voc"), os.path.join(root, "yolo")
+    if not os.path.isdir(voc):
+        write(voc, images, 0, seed=21)
+    ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
+    held_out = len(ids) - len(ids) // 10
+    if not os.path.isdir(folder):
+        for split, part in (("train", ids[:held_out]), ("val", ids[held_out:])):
+            for sub in ("images", "labels"):
+                os.makedirs(os.path.join(folder, sub, split))
+            for image_id in part:
+                os.link(os.path.join(voc, "JPEGImages", f"{image_id}.jpg"),
+                        os.path.join(folder, "images", split, f"{image_id}.jpg"))
+                annotation = parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml"))
+                height, width = annotation.size
+                lines = []
+                for o in annotation.objects:  # pixel numbers -> continuous edges, inside the image
+                    x0, y0, x1, y1 = max(o.box[0] - 1, 0), max(o.box[1] - 1, 0), o.box[2], o.box[3]
+                    lines.append(f"{SHAPE_CLASSES.index(o.name)} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
+                                 f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
+                with open(os.path.join(folder, "labels", split, f"{image_id}.txt"), "w") as f:
+                    f.write("".join(lines))
+        with open(os.path.join(folder, "data.yaml"), "w") as f:
+            f.write("path: .\ntrain: images/train\nval: images/val\nnames:\n"
+                    + "".join(f"  {i}: {name}\n" for i, name in enumerate(SHAPE_CLASSES)))
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    data = os.path.join(folder, "data.yaml")
+    started = time.perf_counter()
+    choice = cli.choose_data(parser.parse_args(["--yolo-data", data]), preset("shapes"))
+    source = load_yolo(data, choice.train_split, decode_images=False)
+    test_source = load_yolo(data, choice.test_split, decode_images=False)
+    loaded = time.perf_counter() - started  # (image checks: cached after the first run)
+    # Every box against the VOC folder's, both as continuous normalised coordinates.
+    voc_boxes, voc_source = {}, load_voc_folder(voc, "trainval", decode_images=False)
+    for example in voc_source.dataset.as_numpy_iterator():
+        name = example["image/filename"].decode()
+        height, width = parse_voc_xml(os.path.join(voc, "Annotations", name[:-4] + ".xml")).size
+        # VOC pixel numbers -> continuous: the pipelines' [xmin - 1, xmax]
+        voc_boxes[name] = (np.maximum(example["objects"]["bbox"] - np.float32([1 / height, 1 / width, 0, 0]), 0),
+                           [voc_source.class_names[label] for label in example["objects"]["label"]])
+    largest, compared = 0.0, 0
+    for part in (source, test_source):
+        for example in part.dataset.as_numpy_iterator():
+            boxes, labels = voc_boxes[os.path.basename(example["image/filename"].decode())]
+            assert [source.class_names[label] for label in example["objects"]["label"]] == labels
+            largest = max(largest, float(np.abs(example["objects"]["bbox"] - boxes).max(initial=0.0)))
+            compared += len(labels)
+    started = time.perf_counter()
+    seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
+            for i in batch["index"]]
+    print(json.dumps({"what": "yolo", "machine": machine(), "splits": [choice.train_split, choice.test_split],
+                      "train_images": source.num_examples, "test_images": test_source.num_examples,
+                      "problems": {**source.problems, **test_source.problems},
+                      "shared_files": len(source.files & test_source.files), "load_seconds": round(loaded, 1),
+                      "boxes_compared": compared, "largest_difference_from_voc": largest,
+                      "pass": {"images": len(seen), "distinct": len(set(seen)),
+                               "seconds": round(time.perf_counter() - started, 1)},
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
-                                         "tfds-stream", "coco-scale", "voc07-12", "flat"])
+                                         "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -490,6 +561,8 @@ def main():
         voc07_12(args.dir)
     elif args.what == "flat":
         flat(args.dir, args.images or 20000)
+    elif args.what == "yolo":
+        yolo(args.dir, args.images or 20000)
     else:
         train(args.dir, args.out)
 
