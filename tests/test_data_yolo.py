@@ -145,13 +145,17 @@ def test_a_data_yaml_that_cannot_be_used_is_an_error_naming_it_and_its_field(tmp
              "train: images/train\nnc: 3\nnames: [a, b]\n": "nc: 3, but names has 2",
              "train: images/train\n": "names: give the class names",
              "train: images/nowhere\nnames: [a]\n": "train: images/nowhere is not a folder or a .txt file",
-             "path: elsewhere\ntrain: images/train\nnames: [a]\n": "path: elsewhere is not a folder",
+             "path: elsewhere\ntrain: images/other\nnames: [a]\n": "path: elsewhere is not a folder",
              "names: [a]\n": "not a YOLO data YAML",
              "train: [images/train\n": "malformed YAML"}
     for text, message in cases.items():
         path.write_text(text)
         with pytest.raises(DataError, match=f"{path}: {message}"):
             load_yolo(path, "train")
+    # A path of the machine the set was made on (a notebook's), the YAML now beside the images;
+    # names keyed by quoted ids
+    path.write_text("path: /content/datasets/gone\ntrain: images/train\nnames: {'0': a}\n")
+    assert load_yolo(path, "train").class_names == ("a",)
     with pytest.raises(DataError, match="data.yaml: YOLO data YAML file not found"):
         load_yolo(tmp_path / "nowhere" / "data.yaml")
     (tmp_path / "obj.names").write_text("a\nb\n")

@@ -139,14 +139,16 @@ def _read_yaml(yaml_path) -> YoloData:
         raise DataError(f"{yaml_path}: malformed YAML ({' '.join(str(error).split())})") from None
     if not isinstance(data, dict) or "train" not in data:
         raise DataError(f"{yaml_path}: not a YOLO data YAML (needs 'train' and 'names', as Ultralytics' data.yaml)")
-    return YoloData(yaml_path, _root(yaml_path, data.get("path")), _split_entries(yaml_path, data),
+    splits = _split_entries(yaml_path, data)
+    return YoloData(yaml_path, _root(yaml_path, data.get("path"), splits["train"][0]), splits,
                     _class_names(yaml_path, data), _keypoint_values(yaml_path, data.get("kpt_shape")))
 
 
-def _root(yaml_path, path) -> str:
+def _root(yaml_path, path, train) -> str:
     """The folder the splits are relative to: ``path`` (relative: to the YAML's folder, else to the
     working directory, as Ultralytics' own YAMLs name ``../datasets/coco8`` from where it runs), or
-    the YAML's folder."""
+    the YAML's folder. A ``path`` of another machine (``/content/datasets/x`` of a notebook, the data
+    set since copied) is passed over, warned, where the YAML's folder holds the ``train`` entry."""
     here = os.path.dirname(yaml_path)
     if path in (None, ""):
         return here
@@ -154,6 +156,10 @@ def _root(yaml_path, path) -> str:
     for candidate in candidates:
         if os.path.isdir(candidate):
             return os.path.normpath(candidate)
+    if _existing(here, train):
+        logger.warning("%s: path: %s is not a folder here; the YAML's own folder holds train: %s and is used",
+                       yaml_path, path, train)
+        return here
     raise DataError(f"{yaml_path}: path: {path} is not a folder (looked at {', '.join(candidates)})")
 
 
@@ -177,6 +183,7 @@ def _class_names(yaml_path, data) -> tuple:
     if names is None and isinstance(count, int) and count > 0:
         return tuple(f"class_{i}" for i in range(count))  # Ultralytics' names for an unnamed nc
     if isinstance(names, dict):
+        names = {int(key) if isinstance(key, str) and key.isdigit() else key: name for key, name in names.items()}
         if sorted(names, key=str) != sorted(range(len(names)), key=str):
             raise DataError(f"{yaml_path}: names: the keys must be the class ids 0 .. {len(names) - 1}, "
                             f"got {sorted(names, key=str)}")
