@@ -13,12 +13,20 @@ import dataclasses
 import errno
 import os
 import re
+import signal
 import sys
+import threading
 import typing
 
 
 class UsageError(Exception):
     """A mistake in how a command was called (a flag, a file): printed as one ``error:`` line."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``docker stop``) during a command that has no handler of its own: raised
+    in the main thread, so a file being written is removed (``files.write_atomically``) and the
+    command ends with the shell's status 143 instead of dying mid-write."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -40,7 +48,7 @@ def quiet_tensorflow():
 def run(command, interrupted="interrupted", resume_hint="") -> int:
     """``command()`` (a command's work, returning its exit status) with user errors turned into
     one ``error: ...`` line and exit status 2, and Ctrl-C into the line ``interrupted`` and exit
-    status 130 (the shell's for SIGINT). A full disk (Python's or TensorFlow's "No space left on
+    status 130 (the shell's for SIGINT), SIGTERM into "terminated" and 143. A full disk (Python's or TensorFlow's "No space left on
     device", e.g. a checkpoint, a model or stored proposals being written), a read-only folder and
     an error met while reading data in a TensorFlow graph are such errors too; ``resume_hint`` (how
     to continue the work once the cause is gone) is added to the first and the last."""
@@ -50,8 +58,12 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
     user_errors = (UsageError, DataError, ConfigError, FileNotFoundError, IsADirectoryError,
                    NotADirectoryError, FileExistsError, PermissionError)
     then = f", then {resume_hint}" if resume_hint else ""
+    restore = _raise_on_sigterm()
     try:
         return command()
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
@@ -81,6 +93,23 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
             return _fail(error, describe_tf_error(error) + (
                 f" (reading the data; once it is whole again, {resume_hint})" if resume_hint else ""))
         raise
+    finally:
+        restore()
+
+
+def _raise_on_sigterm():
+    """SIGTERM raises :class:`Terminated` until the returned function restores the handler before;
+    left alone where the signal is ignored (``nohup``, a parent's choice) or handled already, or
+    off the main thread (a command called from a thread of a user's program)."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def terminate(number, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # "No space left on device", "Disk quota exceeded"

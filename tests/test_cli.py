@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -565,6 +566,29 @@ def test_ctrl_c_is_one_line_and_exit_status_130(capsys):
 
     assert cli.run(interrupted, interrupted="interrupted: add --resume") == 130
     assert capsys.readouterr().err == "interrupted: add --resume\n"
+
+
+def test_sigterm_removes_the_file_being_written_and_is_one_line_and_exit_status_143(tmp_path, capsys):
+    """``kill`` (SIGTERM) while predict / export / evaluate writes a file: the file being written is
+    removed, not left as ``*.partial``, the earlier one kept; "terminated" and the shell's 143."""
+    from keras_frcnn.files import write_atomically
+
+    target = tmp_path / "drawing.png"
+    target.write_text("the earlier one")
+
+    def killed_while_writing():
+        def content(partial):
+            with open(partial, "w") as f:
+                f.write("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # (the signal arrives here)
+        write_atomically(str(target), content)
+        return 0
+
+    assert cli.run(killed_while_writing) == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert os.listdir(tmp_path) == ["drawing.png"] and target.read_text() == "the earlier one"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # (restored)
 
 
 def test_class_lists_in_output_lines_stop_after_80_names():
