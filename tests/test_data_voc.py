@@ -187,9 +187,14 @@ def test_an_image_of_another_suffix_is_checked_not_called_missing(tmp_path):
     Image.open(images / "a.jpg").save(images / "a.tif")
     (images / "a.jpg").unlink()
     (images / "b.jpg").rename(images / "b.jfif")
+    # A phone photo with a depth map or gain map after it (Pillow: "MPO"): TensorFlow decodes the photo
+    photo = Image.open(images / "c.jpg")
+    photo.save(images / "c.jpg", format="MPO", save_all=True, append_images=[Image.new("RGB", (8, 8))])
+    assert Image.open(images / "c.jpg").format == "MPO"
     source = load_voc_folder(tmp_path, "trainval")
     assert source.problems == {"bad image file": 1}
     assert [e["image/filename"].decode() for e in examples(source)] == ["b.jfif", "c.jpg"]
+    assert examples(source)[1]["image"].shape == (*photo.size[::-1], 3)
 
 
 def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):

@@ -28,7 +28,9 @@ import numpy as np
 from PIL import Image
 
 # What tf.io.decode_image can decode, and the file name suffixes (any case) taken for images.
-TF_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+# "MPO" is Pillow's name for a JPEG holding further pictures after the photo (the MPF of phone photos
+# with a depth map or HDR gain map, of 3D cameras): TensorFlow decodes its first picture, the photo.
+TF_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
 # Image files of formats TensorFlow does not decode: left out of a folder with a warning.
 OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".cr2", ".nef", ".psd")
@@ -68,7 +70,7 @@ def check_image(path) -> CheckedImage:
             if image.format == "BMP":
                 _check_bmp(path, image.mode)
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
-            if image.format == "JPEG":
+            if image.format in ("JPEG", "MPO"):
                 image.draft(image.mode, (max(width // 8, 1), max(height // 8, 1)))
             image.load()
     except ValueError:
