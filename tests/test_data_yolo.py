@@ -63,6 +63,26 @@ def test_lists_of_image_paths_pose_lines_and_a_data_set_without_val(tmp_path):
     assert _objects(load_yolo(data, "train[90%:]")).keys() == {"i9.jpg"}
 
 
+def test_split_folders_as_ultralytics_lists_them(tmp_path):
+    """A split folder linked from elsewhere finds its labels where it points (Ultralytics resolves
+    it); hidden files and folders (.ipynb_checkpoints) and GIFs are not images of the set;
+    "validation" is val, and without val the set is evaluated on test."""
+    elsewhere = tmp_path / "elsewhere"
+    write_yolo(elsewhere, {"train": {"a": ["0 0.5 0.5 0.2 0.2"], "b": ["1 0.5 0.5 0.2 0.2"]}}, NAMES)
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    os.symlink(elsewhere / "images" / "train", root / "images" / "train")
+    write_image(str(elsewhere / "images" / "train" / ".ipynb_checkpoints" / "a-checkpoint.jpg"), 20, 20)
+    write_image(str(elsewhere / "images" / "train" / "._a.jpg"), 20, 20)
+    write_image(str(elsewhere / "images" / "train" / "c.gif"), 20, 20, fmt="GIF")
+    (root / "data.yaml").write_text("train: images/train\nvalidation: images/train\nnames: [cat, dog]\n")
+    objects = _objects(load_yolo(root / "data.yaml", "val"))
+    assert sorted(objects) == ["a.jpg", "b.jpg"] and objects["b.jpg"][1] == [1]
+    assert default_splits(root / "data.yaml") == ("train", "val")
+    (root / "data.yaml").write_text("train: images/train\ntest: images/train\nnames: [cat, dog]\n")
+    assert default_splits(root / "data.yaml") == ("train", "test")
+
+
 def test_darknet_s_obj_data_and_a_folder_with_classes_txt(tmp_path):
     """CVAT's "YOLO 1.1" export (obj.data, obj.names, train.txt of data/obj_train_data/a.jpg, labels
     beside their images) and Label Studio's (images/, labels/, classes.txt, no split): given as the
@@ -74,8 +94,8 @@ def test_darknet_s_obj_data_and_a_folder_with_classes_txt(tmp_path):
             (cvat / folder / f"{key}{n}.txt").write_text(f"{n % 2} 0.5 0.5 0.25 0.5\n")
         (cvat / f"{key}.txt").write_text("".join(f"data/{folder}/{key}{n}.jpg\n" for n in range(3)))
     (cvat / "obj.names").write_text("cat\ndog\n")
-    (cvat / "obj.data").write_text("classes = 2\ntrain = data/train.txt\nvalid = data/valid.txt\n"
-                                   "names = data/obj.names\nbackup = backup/\n")
+    (cvat / "obj.data").write_text("classes = 2\nTrain = data/train.txt\nValidation = data/valid.txt\n"
+                                   "names = data/obj.names\nbackup = backup/\n")  # (CVAT: subsets as typed)
     for given in (cvat, cvat / "obj.data"):
         assert default_splits(given) == ("train", "val")
         objects = _objects(load_yolo(given, "val"))
@@ -103,15 +123,17 @@ def test_a_label_file_that_cannot_be_read_whole_skips_its_image_named_and_counte
     lines = {"ok": ["0 0.5 0.5 0.2 0.2"], "pixels": ["0 40 30 20 10"], "class": ["2 0.5 0.5 0.2 0.2"],
              "words": ["cat 0.5 0.5 0.2 0.2"], "six": ["0 0.5 0.5 0.2 0.2 0.1"],
              "twice": ["1 0.5 0.5 0.2 0.2", "1 0.5 0.5 0.2 0.2"], "edge": ["0 0.02 0.5 0.1 0.2"],
+             "tall": ["0 0.5 0.5 0.2 1.005", "1 0.9 0.1 1.02 0.1 1.02 0.3 0.9 0.3"],  # (Ultralytics: 1 % out)
              "flat": ["0 0.5 0.5 0 0.2", "1 0.5 0.5 0.4 0.4"], "corrupt": ["0 0.5 0.5 0.2 0.2"]}
     data = write_yolo(tmp_path, {"train": lines}, NAMES)
     (tmp_path / "images" / "train" / "corrupt.jpg").write_bytes(b"not a jpeg")
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_yolo(data, "train")
-    assert source.problems == {"malformed label file": 4, "duplicate label": 1, "box clipped": 1,
+    assert source.problems == {"malformed label file": 4, "duplicate label": 1, "box clipped": 3,
                                "degenerate box": 1, "bad image file": 1}
     objects = _objects(source)
-    assert sorted(objects) == ["edge.jpg", "flat.jpg", "ok.jpg", "twice.jpg"]
+    assert sorted(objects) == ["edge.jpg", "flat.jpg", "ok.jpg", "tall.jpg", "twice.jpg"]
+    np.testing.assert_allclose(objects["tall.jpg"][0], [[0.0, 0.4, 1.0, 0.6], [0.1, 0.9, 0.3, 1.0]], atol=1e-6)
     np.testing.assert_allclose(objects["edge.jpg"][0], [[0.4, 0.0, 0.6, 0.07]], atol=1e-6)
     assert objects["twice.jpg"][1] == [1] and objects["flat.jpg"][1] == [1]
     label = tmp_path / "labels" / "train"

@@ -28,10 +28,12 @@ images so), and turned onto the stored pixels TensorFlow decodes (:func:`to_stor
 are continuous (a box's edges, no pixel numbering), so they pass to the example layout unchanged.
 
 As Ultralytics does, an image whose label file cannot be read entirely (a malformed line, a class
-beyond the names, coordinates outside [0, 1], which pixel coordinates are) is skipped, warned and
-counted: training on part of its objects would teach the others as background. The splits are the
-YAML's keys (``train``, ``val``, ``test``), their parts as in TFDS (``train[:90%]``); a data set
-trains on ``train`` and evaluates on ``val`` (without ``val``: ``train[:90%]`` -> ``train[90%:]``).
+beyond the names, a box whose centre or size lies more than 1 % outside [0, 1], as pixel
+coordinates do) is skipped, warned and counted: training on part of its objects would teach the
+others as background; boxes reaching out of the image are clipped to it. The splits are the YAML's
+keys (``train``, ``val`` or ``validation``, ``test``), their parts as in TFDS (``train[:90%]``); a
+data set trains on ``train`` and evaluates on ``val`` (without it, on ``test``; with neither,
+``train[:90%]`` -> ``train[90%:]``).
 """
 
 from __future__ import annotations
@@ -43,12 +45,20 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES, check_images, to_stored_frame
+from keras_frcnn.data.image_files import check_images, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
 
 SPLITS = ("train", "val", "test")
-# Coordinates this far outside [0, 1] are rounding (exports write 1.0000001): clipped without a word.
+# The other names of the splits: Ultralytics renames "validation" to val; Darknet's obj.data has "valid"
+# (CVAT writes its subsets' names as typed: "Train", "Validation").
+SPLIT_NAMES = {"validation": "val", "valid": "val"}
+# The files taken for images, Ultralytics' list (its IMG_FORMATS: not GIF); those TensorFlow does not
+# decode (TIFF, DNG, HEIC, PFM) are named when checked.
+IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
+# How far a box's centre and size may lie outside [0, 1] (Ultralytics allows 1 %; beyond it the
+# numbers are pixels, or wrong), and how far its edges may reach out unwarned (exports' rounding).
+_TOLERANCE = 0.01
 _ROUNDING = 1e-3
 
 
@@ -91,14 +101,13 @@ def _read_darknet(path) -> YoloData:
         raise DataError(f"{path}: Darknet obj.data file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    fields = {key.strip().lower(): value.strip() for key, value in fields.items()}
     root = os.path.dirname(path)
+    splits = {SPLIT_NAMES.get(key, key): [value] for key, value in fields.items()
+              if SPLIT_NAMES.get(key, key) in SPLITS and value}
     for key in ("names", "train"):
-        if not fields.get(key):
+        if not (fields if key == "names" else splits).get(key):
             raise DataError(f"{path}: {key}: missing (an obj.data names its names file and train list)")
-    splits = {"train": [fields["train"]]}
-    if fields.get("valid"):
-        splits["val"] = [fields["valid"]]
     names = _names_file(_existing(root, fields["names"]) or os.path.join(root, fields["names"]))
     if fields.get("classes", "").isdigit() and int(fields["classes"]) != len(names):
         raise DataError(f"{path}: classes = {fields['classes']}, but {fields['names']} names {len(names)}")
@@ -146,13 +155,13 @@ def _read_yaml(yaml_path) -> YoloData:
 
 def _root(yaml_path, path, train) -> str:
     """The folder the splits are relative to: ``path`` (relative: to the YAML's folder, else to the
-    working directory, as Ultralytics' own YAMLs name ``../datasets/coco8`` from where it runs), or
-    the YAML's folder. A ``path`` of another machine (``/content/datasets/x`` of a notebook, the data
+    working directory, or its ``datasets/``, as Ultralytics' own YAMLs name ``coco8`` or
+    ``../datasets/coco8`` from where it runs), or the YAML's folder. A ``path`` of another machine (``/content/datasets/x`` of a notebook, the data
     set since copied) is passed over, warned, where the YAML's folder holds the ``train`` entry."""
     here = os.path.dirname(yaml_path)
     if path in (None, ""):
         return here
-    candidates = [os.path.join(here, str(path)), os.path.abspath(str(path))]
+    candidates = [os.path.join(here, str(path)), os.path.abspath(str(path)), os.path.abspath(os.path.join("datasets", str(path)))]
     for candidate in candidates:
         if os.path.isdir(candidate):
             return os.path.normpath(candidate)
@@ -165,9 +174,9 @@ def _root(yaml_path, path, train) -> str:
 
 def _split_entries(yaml_path, data) -> dict:
     splits = {}
-    for key in SPLITS:
-        value = data.get(key)
-        if value in (None, "", []):
+    for key, value in data.items():
+        key = SPLIT_NAMES.get(key, key)
+        if key not in SPLITS or value in (None, "", []):
             continue
         entries = value if isinstance(value, list) else [value]
         if not all(isinstance(entry, str) and entry for entry in entries):
@@ -216,9 +225,13 @@ def _keypoint_values(yaml_path, kpt_shape) -> int:
 
 
 def default_splits(yaml_path) -> tuple:
-    """The data set's own (training, evaluation) splits: ``train`` -> ``val``, or without ``val``
-    ``train[:90%]`` -> ``train[90%:]``."""
-    return ("train", "val") if "val" in read_yolo(yaml_path).splits else ("train[:90%]", "train[90%:]")
+    """The data set's own (training, evaluation) splits: ``train`` -> ``val``, or as Ultralytics
+    validates without ``val``, ``test``; with neither, ``train[:90%]`` -> ``train[90%:]``."""
+    splits = read_yolo(yaml_path).splits
+    for held_out in ("val", "test"):
+        if held_out in splits:
+            return "train", held_out
+    return "train[:90%]", "train[90%:]"
 
 
 def load_yolo(
@@ -284,16 +297,16 @@ def label_file(image_path) -> str:
 
 
 def _split_images(data: YoloData, key) -> list:
-    """Every image file of split ``key``: each folder's, searched through in name order, and each
-    .txt list's, in its order."""
+    """Every image file of split ``key``: each folder's, searched through in name order (hidden
+    files and folders left out, linked folders followed, a linked split folder taken where it
+    points, as Ultralytics resolves it, so its labels are found there), and each list file's, in
+    its order."""
     images = []
     for entry in data.splits[key]:
         path = _existing(data.root, entry) or os.path.normpath(os.path.join(data.root, entry))
         if os.path.isdir(path):
-            images.extend(sorted(
-                os.path.join(folder, name) for folder, _, names in os.walk(path) for name in names
-                if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES + OTHER_IMAGE_SUFFIXES))
-        elif os.path.isfile(path) and path.lower().endswith(".txt"):
+            images.extend(sorted(_image_files(os.path.realpath(path))))
+        elif os.path.isfile(path):
             images.extend(_listed_images(path, data.root))
         else:
             raise DataError(f"{data.path}: {key}: {entry} is not a folder or a .txt file of image paths "
@@ -301,15 +314,27 @@ def _split_images(data: YoloData, key) -> list:
     return images
 
 
+def _image_files(folder):
+    for parent, folders, names in os.walk(folder, followlinks=True):
+        folders[:] = [name for name in folders if not name.startswith(".")]  # .ipynb_checkpoints, ...
+        yield from (os.path.join(parent, name) for name in names
+                    if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
+
+
 def _listed_images(list_path, root) -> list:
-    """The image paths a .txt list names, one a line: ``./`` and other relative paths are the list's
-    folder's, or the root's, or either without the first folder (:func:`_existing`); a path found
-    nowhere is kept as the list's, and named missing when checked."""
+    """The image paths a list file names, one a line (of image suffixes): ``./`` and other relative
+    paths are the list's folder's, or the root's, or either without the first folder
+    (:func:`_existing`), or the working directory's; a path found nowhere is kept as the list's,
+    and named missing when checked."""
     folder = os.path.dirname(list_path)
-    with open(list_path, encoding="utf-8-sig") as f:
-        names = [line.strip() for line in f if line.strip()]
+    try:
+        with open(list_path, encoding="utf-8-sig") as f:
+            names = [line.strip() for line in f if os.path.splitext(line.strip())[1].lower() in IMAGE_SUFFIXES]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{list_path}: not a list of image paths ({type(error).__name__}: {error})") from None
     return [name if os.path.isabs(name) else _existing(folder, name) or _existing(root, name)
-            or os.path.normpath(os.path.join(folder, name)) for name in names]
+            or (os.path.abspath(name) if os.path.isfile(name) else os.path.normpath(os.path.join(folder, name)))
+            for name in names]
 
 
 def _read_labels(path, data: YoloData, problems):
@@ -366,16 +391,15 @@ def _object(values, data: YoloData):
     coordinates = numbers[1:]
     if data.keypoint_values and len(coordinates) == 4 + data.keypoint_values:
         coordinates = coordinates[:4]  # a pose line: its box
-    if any(c < -_ROUNDING or c > 1 + _ROUNDING for c in coordinates):
-        raise ValueError(f"coordinates outside [0, 1] ({' '.join(values[1:])[:60]}): YOLO labels are "
-                         "normalised to the image's width and height, not pixels")
     if len(coordinates) == 4:
         x, y, width, height = coordinates
-        box = (x - width / 2, y - height / 2, x + width / 2, y + height / 2)
     elif len(coordinates) >= 6 and len(coordinates) % 2 == 0:  # a segment or an oriented box: its points
         xs, ys = coordinates[0::2], coordinates[1::2]
-        box = (min(xs), min(ys), max(xs), max(ys))
+        x, y, width, height = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)
     else:
         raise ValueError(f"{len(values)} numbers: a box line has 5 (class x_center y_center width height), "
                          "a segment line an odd number >= 7")
-    return box, int(label)
+    if any(c < -_TOLERANCE or c > 1 + _TOLERANCE for c in (x, y, width, height)):
+        raise ValueError(f"coordinates outside [0, 1] ({' '.join(values[1:])[:60]}): YOLO labels are "
+                         "normalised to the image's width and height, not pixels")
+    return (x - width / 2, y - height / 2, x + width / 2, y + height / 2), int(label)
