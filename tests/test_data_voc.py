@@ -181,9 +181,10 @@ def test_an_image_of_another_suffix_is_checked_not_called_missing(tmp_path):
     format TensorFlow does not decode, a JPEG saved as .jfif is read."""
     from PIL import Image
 
-    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c")}
-    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b", "c"]})
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c", "d")}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a", "b", "c", "d"]})
     images = tmp_path / "JPEGImages"
+    (images / "d.jpg").rename(images / "D.JPG")  # (a folder made on Windows, read on Linux)
     Image.open(images / "a.jpg").save(images / "a.tif")
     (images / "a.jpg").unlink()
     (images / "b.jpg").rename(images / "b.jfif")
@@ -193,7 +194,7 @@ def test_an_image_of_another_suffix_is_checked_not_called_missing(tmp_path):
     assert Image.open(images / "c.jpg").format == "MPO"
     source = load_voc_folder(tmp_path, "trainval")
     assert source.problems == {"bad image file": 1}
-    assert [e["image/filename"].decode() for e in examples(source)] == ["b.jfif", "c.jpg"]
+    assert [e["image/filename"].decode() for e in examples(source)] == ["b.jfif", "c.jpg", "D.JPG"]
     assert examples(source)[1]["image"].shape == (*photo.size[::-1], 3)
 
 

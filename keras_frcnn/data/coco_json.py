@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, check_images, exif_undecided, shown_size,
-                                          to_stored_frame)
+                                          to_stored_frame, with_letter_case_on_disk)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
 
@@ -117,7 +117,10 @@ def load_coco_json(
         annotations[image_id].append((number, annotation))
 
     order = sorted(images)
-    paths = [os.path.join(image_dir, images[i]["file_name"]) for i in order]
+    paths, recased = with_letter_case_on_disk([os.path.join(image_dir, images[i]["file_name"]) for i in order])
+    if recased:
+        logger.warning("%s: %d file_name values name their image in other letter case (e.g. %s is on disk): "
+                       "read as on disk", json_path, len(recased), recased[0])
     checked = check_images(paths)
 
     records = []

@@ -451,18 +451,25 @@ def _onto_stored_pixels(boxes, image):
     return (turned * stored + first) / stored
 
 
-def _image_index(images_dir) -> dict:
-    """stem -> file names in ``images_dir`` (listed once: a stat per candidate is slow on NFS)."""
-    index = {}
+class _ImageIndex(typing.NamedTuple):
+    by_stem: dict  # stem -> file names
+    by_lower_stem: dict  # the same in lower case (a folder made on Windows or macOS, read on Linux)
+
+
+def _image_index(images_dir) -> _ImageIndex:
+    """The files of ``images_dir`` by stem (listed once: a stat per candidate is slow on NFS)."""
+    index = _ImageIndex({}, {})
     for name in os.listdir(images_dir):
         if name.lower().endswith(".xml"):  # (annotations beside their images)
             continue
-        index.setdefault(os.path.splitext(name)[0], []).append(name)
+        stem = os.path.splitext(name)[0]
+        index.by_stem.setdefault(stem, []).append(name)
+        index.by_lower_stem.setdefault(stem.lower(), []).append(name)
     return index
 
 
-def _find_image(images_dir, image_files, image_id, xml_filename):
-    candidates = image_files.get(image_id, [])
+def _find_image(images_dir, image_files: _ImageIndex, image_id, xml_filename):
+    candidates = image_files.by_stem.get(image_id, [])
     for preferred in (f"{image_id}.jpg", xml_filename):
         if preferred and preferred in candidates:
             return os.path.join(images_dir, preferred)
@@ -475,4 +482,9 @@ def _find_image(images_dir, image_files, image_id, xml_filename):
     # An image suffix first; else the id's file of another suffix (a.tif, a.jfif), whose check then
     # says what it is rather than "missing".
     candidates = sorted(candidates, key=lambda name: (os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES, name))
-    return os.path.join(images_dir, candidates[0]) if candidates else None
+    if candidates:
+        return os.path.join(images_dir, candidates[0])
+    # In other letter case (a folder made on Windows or macOS, read on Linux): img_1.jpg for IMG_1.
+    recased = [name for name in image_files.by_lower_stem.get(image_id.lower(), [])
+               if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
+    return os.path.join(images_dir, recased[0]) if len(recased) == 1 else None

@@ -45,7 +45,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import check_images, to_stored_frame
+from keras_frcnn.data.image_files import check_images, to_stored_frame, with_letter_case_on_disk
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
 
@@ -332,9 +332,10 @@ def _listed_images(list_path, root) -> list:
             names = [line.strip() for line in f if os.path.splitext(line.strip())[1].lower() in IMAGE_SUFFIXES]
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{list_path}: not a list of image paths ({type(error).__name__}: {error})") from None
-    return [name if os.path.isabs(name) else _existing(folder, name) or _existing(root, name)
-            or (os.path.abspath(name) if os.path.isfile(name) else os.path.normpath(os.path.join(folder, name)))
-            for name in names]
+    paths = [name if os.path.isabs(name) else _existing(folder, name) or _existing(root, name)
+             or (os.path.abspath(name) if os.path.isfile(name) else os.path.normpath(os.path.join(folder, name)))
+             for name in names]
+    return with_letter_case_on_disk(paths)[0]  # (a list written on Windows: IMG_1.jpg for IMG_1.JPG)
 
 
 def _read_labels(path, data: YoloData, problems):
