@@ -225,8 +225,9 @@ def test_image_folders_default_to_the_json_s_own_or_the_one_holding_its_images(t
     assert load_coco_json(sets["valid"][0], [None, sets["valid"][1]]).num_examples == 2
     with pytest.raises(DataError, match="nowhere: image directory not found"):
         load_coco_json(sets["valid"][0], str(tmp_path / "nowhere"))
-    # COCO's own layout: annotations/instances_val2017.json beside val2017/ (Ultralytics: images/val2017/)
-    for images_folder in ("val2017", "images/val2017"):
+    # COCO's own layout: annotations/instances_val2017.json beside val2017/ (Ultralytics, CVAT:
+    # images/val2017/; CVAT's older exports, Supervisely: images/)
+    for images_folder in ("val2017", "images/val2017", "images"):
         root = tmp_path / images_folder.replace("/", "_")
         os.makedirs(root / "annotations")
         json_path = shutil.copy(sets["valid"][0], root / "annotations" / "instances_val2017.json")

@@ -46,7 +46,8 @@ def load_coco_json(
     image_dir: the folder of the images, or several folders to choose from: the first that holds
       any of the JSON's first image files; the JSON's own folder (Roboflow's exports keep
       ``train/_annotations.coco.json`` beside its images) and COCO's (``train2017/`` for
-      ``annotations/instances_train2017.json``) are tried after them, or alone for ``None``.
+      ``annotations/instances_train2017.json``; see :func:`_folders_by_layout`) are tried after
+      them, or alone for ``None``.
 
     skip_empty: leave out images without annotations (by default they are kept, as negatives).
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded file bytes (False).
@@ -229,14 +230,17 @@ def _images_folder(json_path, image_dir, entries) -> str:
 
 def _folders_by_layout(json_path) -> list:
     """The folders that may hold a JSON's images when none is given: its own (Roboflow's
-    ``train/_annotations.coco.json``), and for COCO's layout, ``annotations/instances_train2017.json``
-    beside ``train2017/`` (or ``images/train2017/``, as Ultralytics lays COCO out)."""
+    ``train/_annotations.coco.json``), and beside an ``annotations/`` folder: for
+    ``annotations/instances_train2017.json`` COCO's ``train2017/`` (or ``images/train2017/``, as
+    Ultralytics and CVAT's exports lay it out), and ``images/`` (CVAT's older exports, Supervisely)."""
     own = os.path.dirname(os.path.abspath(json_path))
-    stem = os.path.splitext(os.path.basename(json_path))[0]
-    if os.path.basename(own) != "annotations" or not stem.startswith("instances_"):
+    if os.path.basename(own) != "annotations":
         return [own]
-    split, root = stem[len("instances_"):], os.path.dirname(own)
-    return [own, os.path.join(root, split), os.path.join(root, "images", split)]
+    stem = os.path.splitext(os.path.basename(json_path))[0]
+    root = os.path.dirname(own)
+    split = [os.path.join(root, stem[len("instances_"):]), os.path.join(root, "images", stem[len("instances_"):])] \
+        if stem.startswith("instances_") else []
+    return [own, *split, os.path.join(root, "images")]
 
 
 def _file_name(image, image_dir) -> str:
