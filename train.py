@@ -80,6 +80,10 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint-every", type=int, help="also write one every this many steps")
     parser.add_argument("--log-every", type=int, default=100,
                         help="steps per progress-bar line and TensorBoard point (default 100)")
+    parser.add_argument("--eval-every", type=int,
+                        help="also evaluate on the held-out data every this many steps (at the end of the "
+                        "--log-every window reaching it) once the detector has trained (joint; alternating "
+                        "stages 2-4): mAP to the console and TensorBoard (logs/<stage>/eval)")
     parser.add_argument("--min-side", type=int,
                         help="shorter side in training and test (clears the preset's --train-min-sides)")
     parser.add_argument("--max-side", type=int)
@@ -103,7 +107,7 @@ def parse_args(argv=None):
     if not args.checkpoint_minutes >= 0:  # nan too
         parser.error(f"--checkpoint-minutes must be >= 0 (0: only at the end of each stage), got "
                      f"{args.checkpoint_minutes}")
-    cli.require_positive(parser, args, "steps", "checkpoint_every", "log_every", "batch_size", "min_side",
+    cli.require_positive(parser, args, "steps", "checkpoint_every", "log_every", "eval_every", "batch_size", "min_side",
                          "max_side", "steps_per_execution")
     return args
 
@@ -300,7 +304,7 @@ def _train(args, held):
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.files import write_atomically
     from keras_frcnn.models import build_models
-    from keras_frcnn.tensorboard import log_evaluation
+    from keras_frcnn.tensorboard import log_evaluation, log_scalars
     from keras_frcnn.training import ScheduleRunner, holds_every_weight, unfinished_run
 
     cfg = build_config(args)
@@ -399,8 +403,19 @@ def _train(args, held):
           f"parameters; schedule {cfg.train.schedule}; replicas {strategy.num_replicas_in_sync}; "
           f"precision {cfg.precision} ({why})")
 
+    def evaluate_now(stage, step):  # --eval-every: the detector as it is at this step
+        if not chief:
+            return
+        began = time.perf_counter()
+        _, summary = evaluate(net.model, test_source, coco=choice.coco)
+        log_scalars(summary, os.path.join(out, "logs", stage.name, "eval"), step)
+        print(f"   {stage.name} step {step}: {headline(summary)} ({time.perf_counter() - began:.0f} s)")
+
+    if args.eval_every and test_source is None:
+        raise cli.UsageError("--eval-every: this run has no held-out data to evaluate on (--coco-val-json)")
     runner = ScheduleRunner(net, train_source, cfg, run_dir, checkpoint_every=args.checkpoint_every,
                             checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every,
+                            eval_every=args.eval_every, evaluator=evaluate_now,
                             strategy=strategy, verbose=_verbosity(args.verbose))
     with stop_gracefully(runner) as stopped_by:
         finished = runner.run(resume=args.resume)

@@ -53,8 +53,22 @@ class StageLog(StepCounting):
             self.writer = None
 
 
+def log_scalars(summary, log_dir, step):
+    """An evaluation's figures (``evaluate``'s dict) at ``step``: VOC07 mAP, area mAP, and COCO AP
+    and AP50 where it has them."""
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        tf.summary.scalar("mAP_voc07", summary["mAP"] or 0.0, step=step)
+        tf.summary.scalar("mAP_area", summary["mAP_area"] or 0.0, step=step)
+        if "coco" in summary:
+            tf.summary.scalar("coco_AP", summary["coco"]["AP"], step=step)
+            tf.summary.scalar("coco_AP50", summary["coco"]["AP50"], step=step)
+    writer.close()
+
+
 def log_evaluation(model, source, summary, log_dir, num_images=4):
-    """Write the mAP scalars and ``num_images`` test images with drawn detections."""
+    """Write the evaluation's scalars (:func:`log_scalars`) and ``num_images`` test images with
+    drawn detections."""
     from keras_frcnn.data.pipeline import eval_dataset
     from keras_frcnn.visualize import draw_detections
 
@@ -66,9 +80,8 @@ def log_evaluation(model, source, summary, log_dir, num_images=4):
         n = int(out["num_detections"])
         drawn.append(draw_detections(image, out["boxes"][:n], out["confidence"][:n], out["labels"][:n],
                                      model.class_names, min_score=0.3))
+    log_scalars(summary, log_dir, step=0)
     with writer.as_default():
-        tf.summary.scalar("mAP_voc07", summary["mAP"] or 0.0, step=0)
-        tf.summary.scalar("mAP_area", summary["mAP_area"] or 0.0, step=0)
         for i, image in enumerate(drawn):
             tf.summary.image(f"detections/{i}", image[None], step=0)
     writer.flush()

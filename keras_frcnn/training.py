@@ -321,6 +321,13 @@ class TrainingCheckpoint:
         status.expect_partial()
 
 
+def detector_trained(plan) -> set:
+    """The names of the stages of ``plan`` from the first that trains the detector head on: those
+    whose detector is worth evaluating (the joint stage; the alternating schedule's 2-4)."""
+    first = next((i for i, stage in enumerate(plan) if stage.train_detector_head), len(plan))
+    return {stage.name for stage in plan[first:]}
+
+
 class TrainingDiverged(RuntimeError):
     """A training loss became NaN or infinite: the weights are lost from there on, so the run
     stops without checkpointing them (the checkpoints written before stay)."""
@@ -339,6 +346,7 @@ class _StageSteps(StepCounting):
         self.runner, self.stage, self.step, self.position, self.batch = runner, stage, step, position, batch
         self.last_save = runner.clock()
         self.window_start, self.logs = step, None
+        self.evaluated = step // runner.eval_every if runner.eval_every else 0  # multiples of eval_every done
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)  # (StepCounting's count of the window's steps)
@@ -364,6 +372,10 @@ class _StageSteps(StepCounting):
         runner = self.runner
         self.logs = logs
         self.check_finite()  # the stage's own checkpoint follows fit: not of diverged weights either
+        if runner.eval_every and runner.evaluator and self.step // runner.eval_every > self.evaluated \
+                and self.stage.name in runner.evaluated_stages:
+            self.evaluated = self.step // runner.eval_every
+            runner.evaluator(self.stage, self.step)
         if self.step >= self.stage.steps:
             return
         if runner.multi_worker and runner.agree(runner.stop_requested):
@@ -415,6 +427,9 @@ class ScheduleRunner:
       checked at the end of every ``log_every``-step window (None or 0: off).
     checkpoint_every: also write one every this many steps (None: off).
     log_every: steps per Keras epoch (progress bar line, TensorBoard point).
+    eval_every / evaluator: ``evaluator(stage, step)`` (the detector evaluated on held-out data) at
+      the end of each ``log_every`` window that reaches a multiple of ``eval_every`` steps, in the
+      stages whose detector head has been trained (the joint stage; the alternating schedule's 2-4).
     dataset_hook: ``fn(stage, dataset) -> dataset`` applied to each stage's stream of batches
       (for audits and benchmarks).
     stop_after_steps / clock: for tests (an interruption after that many steps; the time source).
@@ -430,13 +445,15 @@ class ScheduleRunner:
                  steps: typing.Optional[int] = None, checkpoint_every: typing.Optional[int] = None,
                  checkpoint_minutes: typing.Optional[float] = 10.0, log_every: int = 100,
                  verbose="auto", log=print, callbacks=(), strategy=None, stop_after_steps=None,
-                 stage_hooks=(), dataset_hook=None, clock=time.monotonic):
+                 stage_hooks=(), dataset_hook=None, clock=time.monotonic, eval_every=None, evaluator=None):
         self.net, self.cfg, self.run_dir = net, cfg, run_dir
         self.source = as_source(source)
         self.plan = stages(cfg, steps)
         self.checkpoint_every = int(checkpoint_every) if checkpoint_every else None
         self.checkpoint_minutes = checkpoint_minutes
         self.log_every = max(1, int(log_every))
+        self.eval_every, self.evaluator = (int(eval_every) if eval_every else None), evaluator
+        self.evaluated_stages = detector_trained(self.plan)
         self.verbose, self.log, self.callbacks = verbose, log, list(callbacks)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.checkpoint = TrainingCheckpoint(run_dir)

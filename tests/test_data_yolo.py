@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from test_data_fixtures import examples, write_image, write_turned_photo, write_yolo
 
 from conftest import tiny_config
@@ -202,13 +203,17 @@ def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_
                       layout="roboflow")
     (tmp_path / "tiny.json").write_text(tiny_config().to_json())
     args = ["--config", str(tmp_path / "tiny.json"), "--yolo-data", data, "--out", str(tmp_path / "run"),
-            "--schedule", "joint", "--steps", "2", "--verbose", "0"]
+            "--schedule", "joint", "--steps", "3", "--verbose", "0"]
     assert train.main(args + ["--classes", "a,b"]) == 2
     assert "--classes goes with --voc-dir, not with this run's data (--yolo-data)" in capsys.readouterr().err
-    assert train.main(args) == 0
+    assert train.main(args + ["--log-every", "1", "--eval-every", "2"]) == 0  # (and evaluated at step 2)
     out = capsys.readouterr().out
     assert f"data: training on YOLO {data} train (6 images); evaluating on YOLO {data} val (3 images)" in out
     assert "COCO AP@[.5:.95]" in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("   joint step")] == ["   joint step 2"]
+    events = tf.compat.v1.train.summary_iterator(str(next((tmp_path / "run" / "logs" / "joint" / "eval").iterdir())))
+    assert {(v.tag, e.step) for e in events for v in e.summary.value} == {
+        ("mAP_voc07", 2), ("mAP_area", 2), ("coco_AP", 2), ("coco_AP50", 2)}
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["dataset"], config["data_paths"], config["train_split"], config["test_split"]) == (
         "yolo", [data], "train", "val")

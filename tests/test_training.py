@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from keras_frcnn import data
 from keras_frcnn.models import build_models
-from keras_frcnn.training import ScheduleRunner, stages
+from keras_frcnn.training import ScheduleRunner, detector_trained, stages
 from conftest import tiny_config, tiny_fpn_config, tiny_mobilenet_config, tiny_resnet_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +58,9 @@ def test_stage_plans():
         (100, round(100 * d / n)) for n, d in zip(cfg.train.stage_steps, cfg.train.stage_lr_drop_steps)]
     joint = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="joint")), steps=10)
     assert len(joint) == 1 and joint[0].view == "joint" and joint[0].steps == 10
+    # --eval-every evaluates the stages whose detector has trained (stage 1's is untrained)
+    assert detector_trained(plan) == {"stage2_detector", "stage3_rpn", "stage4_detector"}
+    assert detector_trained(joint) == {"joint"}
 
 
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50",
