@@ -1,4 +1,5 @@
-"""Detect objects in image files and write PNGs with the boxes, class names and scores drawn.
+"""Detect objects in image files and write PNGs with the boxes, class names and scores drawn, and
+the detections as data in ``detections.json``.
 
     python -m keras_frcnn.predict --model runs/shapes/model.keras IMAGE [IMAGE ...] --out DIR
 
@@ -9,6 +10,11 @@ A folder stands for its image files (JPEG, PNG, BMP, GIF, WebP; not its subfolde
 PNG is named after it (``photo.jpg`` -> ``photo.png``; ``photo_2.png`` for a second image of that
 name). An unreadable image is reported on stderr (naming the file and what is wrong) and skipped;
 the others are still done; the exit status is 1 if any image failed.
+
+``DIR/detections.json`` lists every image done, in order: ``{"image": its path, "drawing": its PNG,
+"height", "width", "detections": [{"class": name, "label": 0-based class, "score": probability,
+"box": [xmin, ymin, xmax, ymax]}, ...]}`` with the detections at ``--min-score`` or above, boxes in
+pixels of the image as decoded (continuous: a box of the whole image is ``[0, 0, width, height]``).
 """
 
 from __future__ import annotations
@@ -67,15 +73,19 @@ def _one_graph(model):
 
 
 def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
-    """Write ``out_dir/<name>.png`` for every readable image of ``paths``; returns (written, failed)."""
+    """Write ``out_dir/<name>.png`` for every readable image of ``paths`` and ``out_dir/detections.json``
+    (see the module's docstring); returns (written, failed)."""
+    import json
+
     import numpy as np
 
+    from keras_frcnn.files import write_atomically
     from keras_frcnn.visualize import draw_detections
 
     warn = warn or (lambda message: print(message, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
-    written, failed, taken = [], [], set()
+    written, failed, taken, listed = [], [], set(), []
     for path in image_paths(paths):
         try:
             image = read_image(path)
@@ -94,11 +104,17 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
             target = f"{stem}_{number}.png"
         taken.add(target)
         _write_png(np.asarray(drawn), target)
-        kept = [(model.class_names[int(l)], float(s)) for l, s in
-                zip(out["labels"][:n], out["confidence"][:n]) if s >= min_score]
+        kept = [{"class": model.class_names[int(label)], "label": int(label), "score": round(float(score), 6),
+                 "box": [round(float(c), 2) for c in (box[1], box[0], box[3], box[2])]}
+                for box, score, label in zip(out["boxes"][:n], out["confidence"][:n], out["labels"][:n])
+                if score >= min_score]
         log(f"{path}: {len(kept)} detections >= {min_score:g} "
-            + ", ".join(f"{name} {score:.2f}" for name, score in kept[:10]) + f" -> {target}")
+            + ", ".join(f"{d['class']} {d['score']:.2f}" for d in kept[:10]) + f" -> {target}")
         written.append(target)
+        listed.append({"image": path, "drawing": target, "height": int(image.shape[0]), "width": int(image.shape[1]),
+                       "detections": kept})
+    if listed:
+        write_atomically(os.path.join(out_dir, "detections.json"), json.dumps(listed, indent=1, ensure_ascii=False))
     return written, failed
 
 
@@ -124,8 +140,8 @@ def main(argv=None):
                         help="a .keras file written by train.py, or an exported model (SavedModel "
                         "folder, .onnx, .xml, .tflite)")
     parser.add_argument("images", nargs="+", help="image files or folders of them")
-    parser.add_argument("--out", required=True, help="folder for the PNGs")
-    parser.add_argument("--min-score", type=float, default=0.3, help="draw detections above this")
+    parser.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
+    parser.add_argument("--min-score", type=float, default=0.3, help="draw and list detections above this")
     args = parser.parse_args(argv)
     if not 0 <= args.min_score <= 1:  # nan too
         parser.error(f"--min-score is a score in [0, 1], got {args.min_score}")

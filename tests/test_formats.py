@@ -204,7 +204,18 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
     written, failed = predict.predict_files(trained.model, [str(folder)], str(tmp_path / "out"),
                                             log=lambda line: None, warn=warnings.append)
     assert [os.path.basename(p) for p in written] == ["a.png", "a_2.png"]
-    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a_2.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "a_2.png", "detections.json"]
+    # The detections as data: every image done, boxes as [xmin, ymin, xmax, ymax] pixels
+    listed = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert [(os.path.basename(e["image"]), os.path.basename(e["drawing"])) for e in listed] == [
+        ("a.jpg", "a.png"), ("a.png", "a_2.png")]
+    out = {k: np.asarray(v)[0] for k, v in trained.model(np.asarray(Image.open(folder / "a.png"))[None]).items()}
+    kept = out["confidence"][:int(out["num_detections"])] >= 0.3
+    assert kept.any() and listed[1]["height"] == trained.images[1].shape[0]
+    np.testing.assert_allclose([d["box"] for d in listed[1]["detections"]],
+                               out["boxes"][:len(kept)][kept][:, [1, 0, 3, 2]], atol=0.01)
+    assert [d["class"] for d in listed[1]["detections"]] == [
+        trained.model.class_names[label] for label in out["labels"][:len(kept)][kept]]
     assert failed == [str(folder / "broken.jpg")]
     assert len(warnings) == 1 and f"error: {folder / 'broken.jpg'}: image file is corrupt" in warnings[0]
     # A folder's TIFF or HEIC files are named as left out, not passed over in silence; a JPEG saved
