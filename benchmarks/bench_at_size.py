@@ -490,8 +490,8 @@ def yolo(root, images):
                 lines = []
                 for o in annotation.objects:  # pixel numbers -> continuous edges, inside the image
                     x0, y0, x1, y1 = max(o.box[0] - 1, 0), max(o.box[1] - 1, 0), o.box[2], o.box[3]
-                    lines.append(f"{SHAPE_CLASSES.index(o.name)} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
-                                 f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
+                    lines.append(f"{SHAPE_CLASSES.index(o.name)} {(x0 + x1) / 2 / width:.6f} "
+                                 f"{(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
                 with open(os.path.join(folder, "labels", split, f"{image_id}.txt"), "w") as f:
                     f.write("".join(lines))
         with open(os.path.join(folder, "data.yaml"), "w") as f:

@@ -47,9 +47,10 @@ def quiet_tensorflow():
 
 def run(command, interrupted="interrupted", resume_hint="") -> int:
     """``command()`` (a command's work, returning its exit status) with user errors turned into
-    one ``error: ...`` line and exit status 2, and Ctrl-C into the line ``interrupted`` and exit
-    status 130 (the shell's for SIGINT), SIGTERM into "terminated" and 143. A full disk (Python's or TensorFlow's "No space left on
-    device", e.g. a checkpoint, a model or stored proposals being written), a read-only folder and
+    one ``error: ...`` line and exit status 2, Ctrl-C into the line ``interrupted`` and exit
+    status 130 (the shell's for SIGINT), and SIGTERM into "terminated" and 143. A full disk
+    (Python's or TensorFlow's "No space left on device", e.g. a checkpoint, a model or stored
+    proposals being written), a read-only folder and
     an error met while reading data in a TensorFlow graph are such errors too; ``resume_hint`` (how
     to continue the work once the cause is gone) is added to the first and the last."""
     from keras_frcnn.config import ConfigError
@@ -228,8 +229,9 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     """The source the options name and its splits: ``--train-split`` / ``--test-split`` if given,
     else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test,
     or train -> val without a labelled test split (VOC 2012);
-    a COCO JSON file: itself -> ``--coco-val-json``; a YOLO data set: train -> val). Several TFDS sets (``voc/2007+voc/2012``) or
-    VOC folders (``--voc-dir`` repeated): the first as alone, each further one trained on with all
+    a COCO JSON file: itself -> ``--coco-val-json``; a YOLO data set: train -> val, see
+    ``yolo_folder.default_splits``). Several TFDS sets (``voc/2007+voc/2012``) or VOC folders
+    (``--voc-dir`` repeated): the first as alone, each further one trained on with all
     its labelled data (``DataChoice.more``). Checked before anything is trained: an unlabelled
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
@@ -380,8 +382,8 @@ def _refuse_unused_data_options(args, cfg):
                              f"not with this run's data ({SOURCE_FLAGS[source]})")
 
 
-SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data", "shapes": "--dataset shapes",
-                "tfds": "--dataset (TFDS)"}
+SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data",
+                "shapes": "--dataset shapes", "tfds": "--dataset (TFDS)"}
 
 
 def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_images: bool = True):

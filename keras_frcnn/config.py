@@ -306,7 +306,8 @@ class Config:
     # A TFDS name ("voc/2007", several joined by +), "shapes" for the built-in set, or what a run
     # trained on otherwise: "voc-dir" (data_paths: the folders, the first one tests) or
     # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images; "" where
-    # not given), "yolo" (data_paths: the data.yaml). The data a later train.py --config or evaluate reads when given no data option.
+    # not given), "yolo" (data_paths: the data.yaml). The data a later train.py --config or
+    # evaluate reads when given no data option.
     dataset: str = "voc/2007"
     data_paths: tuple = ()
     # A "voc-dir" run's class names where they were not the folder's own (--classes, or the names

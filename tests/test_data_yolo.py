@@ -153,7 +153,8 @@ def test_boxes_of_a_turned_photo_are_on_it_as_shown_and_land_on_its_stored_pixel
     for orientation in (3, 6, 8):
         (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "images" / "train" / f"o{orientation}.jpg",
                                                                orientation)
-        x, y, w, h = (c0 + c1 + 1) / 2 / width, (r0 + r1 + 1) / 2 / height, (c1 + 1 - c0) / width, (r1 + 1 - r0) / height
+        x, y = (c0 + c1 + 1) / 2 / width, (r0 + r1 + 1) / 2 / height
+        w, h = (c1 + 1 - c0) / width, (r1 + 1 - r0) / height
         (tmp_path / "labels" / "train").mkdir(parents=True, exist_ok=True)
         (tmp_path / "labels" / "train" / f"o{orientation}.txt").write_text(f"1 {x} {y} {w} {h}\n")
     for name, (boxes, _) in _objects(load_yolo(data, "train")).items():
@@ -183,7 +184,8 @@ def test_a_data_yaml_that_cannot_be_used_is_an_error_naming_it_and_its_field(tmp
         load_yolo(tmp_path / "nowhere" / "data.yaml")
     (tmp_path / "obj.names").write_text("a\nb\n")
     for text, message in (("train = train.txt\n", "names: missing"),
-                          ("classes = 3\nnames = obj.names\ntrain = train.txt\n", "classes = 3, but obj.names names 2")):
+                          ("classes = 3\nnames = obj.names\ntrain = train.txt\n",
+                           "classes = 3, but obj.names names 2")):
         (tmp_path / "obj.data").write_text(text)
         with pytest.raises(DataError, match=f"{tmp_path / 'obj.data'}: {message}"):
             load_yolo(tmp_path / "obj.data")

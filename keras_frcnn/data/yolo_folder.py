@@ -156,12 +156,14 @@ def _read_yaml(yaml_path) -> YoloData:
 def _root(yaml_path, path, train) -> str:
     """The folder the splits are relative to: ``path`` (relative: to the YAML's folder, else to the
     working directory, or its ``datasets/``, as Ultralytics' own YAMLs name ``coco8`` or
-    ``../datasets/coco8`` from where it runs), or the YAML's folder. A ``path`` of another machine (``/content/datasets/x`` of a notebook, the data
-    set since copied) is passed over, warned, where the YAML's folder holds the ``train`` entry."""
+    ``../datasets/coco8`` from where it runs), or the YAML's folder. A ``path`` of another machine
+    (``/content/datasets/x`` of a notebook, the data set since copied) is passed over, warned,
+    where the YAML's folder holds the ``train`` entry."""
     here = os.path.dirname(yaml_path)
     if path in (None, ""):
         return here
-    candidates = [os.path.join(here, str(path)), os.path.abspath(str(path)), os.path.abspath(os.path.join("datasets", str(path)))]
+    candidates = [os.path.join(here, str(path)), os.path.abspath(str(path)),
+                  os.path.abspath(os.path.join("datasets", str(path)))]
     for candidate in candidates:
         if os.path.isdir(candidate):
             return os.path.normpath(candidate)
@@ -219,7 +221,8 @@ def _distinct_names(where, names) -> tuple:
 def _keypoint_values(yaml_path, kpt_shape) -> int:
     if kpt_shape is None:
         return 0
-    if not (isinstance(kpt_shape, list) and len(kpt_shape) == 2 and all(isinstance(n, int) and n > 0 for n in kpt_shape)):
+    if not (isinstance(kpt_shape, list) and len(kpt_shape) == 2
+            and all(isinstance(n, int) and n > 0 for n in kpt_shape)):
         raise DataError(f"{yaml_path}: kpt_shape: {kpt_shape!r} is not [keypoints, 2 or 3]")
     return kpt_shape[0] * kpt_shape[1]
 
