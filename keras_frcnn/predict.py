@@ -11,7 +11,8 @@ PNG is named after it (``photo.jpg`` -> ``photo.png``; ``photo_2.png`` for a sec
 name). An unreadable image is reported on stderr (naming the file and what is wrong) and skipped;
 the others are still done; the exit status is 1 if any image failed.
 
-``DIR/detections.json`` lists every image done, in order: ``{"image": its path, "drawing": its PNG,
+``DIR/detections.json`` lists every image done, in order (also when stopped by Ctrl-C, ``kill`` or
+an error: the images done so far): ``{"image": its path, "drawing": its PNG,
 "height", "width", "detections": [{"class": name, "label": 0-based class, "score": probability,
 "box": [xmin, ymin, xmax, ymax]}, ...]}`` with the detections at ``--min-score`` or above, boxes in
 pixels of the image as decoded (continuous: a box of the whole image is ``[0, 0, width, height]``).
@@ -75,47 +76,70 @@ def _one_graph(model):
 def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
     """Write ``out_dir/<name>.png`` for every readable image of ``paths`` and ``out_dir/detections.json``
     (see the module's docstring); returns (written, failed)."""
+    import contextlib
     import json
 
-    import numpy as np
-
     from keras_frcnn.files import write_atomically
-    from keras_frcnn.visualize import draw_detections
 
     warn = warn or (lambda message: print(message, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
-    written, failed, taken, listed = [], [], set(), []
-    for path in image_paths(paths):
-        try:
-            image = read_image(path)
-        except ValueError as error:
-            warn(f"error: {error}")
-            failed.append(path)
-            continue
-        out = {k: np.asarray(v)[0] for k, v in detect(image[None]).items()}
-        n = int(out["num_detections"])
-        drawn = draw_detections(image, out["boxes"][:n], out["confidence"][:n], out["labels"][:n],
-                                model.class_names, min_score=min_score)
-        stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
-        target, number = stem + ".png", 1
-        while target in taken:  # a/x.jpg and b/x.jpg, or x.jpg and x.png
-            number += 1
-            target = f"{stem}_{number}.png"
-        taken.add(target)
-        _write_png(np.asarray(drawn), target)
-        kept = [{"class": model.class_names[int(label)], "label": int(label), "score": round(float(score), 6),
-                 "box": [round(float(c), 2) for c in (box[1], box[0], box[3], box[2])]}
-                for box, score, label in zip(out["boxes"][:n], out["confidence"][:n], out["labels"][:n])
-                if score >= min_score]
-        log(f"{path}: {len(kept)} detections >= {min_score:g} "
-            + ", ".join(f"{d['class']} {d['score']:.2f}" for d in kept[:10]) + f" -> {target}")
-        written.append(target)
-        listed.append({"image": path, "drawing": target, "height": int(image.shape[0]), "width": int(image.shape[1]),
-                       "detections": kept})
-    if listed:
-        write_atomically(os.path.join(out_dir, "detections.json"), json.dumps(listed, indent=1, ensure_ascii=False))
-    return written, failed
+    failed, taken, listed = [], set(), []
+
+    def save_listing():
+        if listed:
+            write_atomically(os.path.join(out_dir, "detections.json"), json.dumps(listed, indent=1, ensure_ascii=False))
+
+    try:  # (stopped by Ctrl-C, kill or an error: the images done so far are listed)
+        for path in image_paths(paths):
+            try:
+                image = read_image(path)
+            except ValueError as error:
+                warn(f"error: {error}")
+                failed.append(path)
+                continue
+            record = _detect_and_draw(detect, model.class_names, image, path, _drawing(out_dir, path, taken),
+                                      min_score)
+            log(f"{path}: {len(record['detections'])} detections >= {min_score:g} "
+                + ", ".join(f"{d['class']} {d['score']:.2f}" for d in record["detections"][:10])
+                + f" -> {record['drawing']}")
+            listed.append(record)
+    except BaseException:
+        with contextlib.suppress(OSError):  # (a full disk: the error of the drawing is the one told)
+            save_listing()
+        raise
+    save_listing()
+    return [record["drawing"] for record in listed], failed
+
+
+def _drawing(out_dir, path, taken) -> str:
+    """The PNG of image ``path``: named after it, numbered where a name is ``taken`` already (a/x.jpg
+    and b/x.jpg, or x.jpg and x.png)."""
+    stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
+    target, number = stem + ".png", 1
+    while target in taken:
+        number += 1
+        target = f"{stem}_{number}.png"
+    taken.add(target)
+    return target
+
+
+def _detect_and_draw(detect, class_names, image, path, target, min_score) -> dict:
+    """Detect in ``image``, draw the detections at ``min_score`` or above into ``target``; their
+    record in ``detections.json``."""
+    import numpy as np
+
+    from keras_frcnn.visualize import draw_detections
+
+    out = {k: np.asarray(v)[0] for k, v in detect(image[None]).items()}
+    n = int(out["num_detections"])
+    boxes, scores, labels = out["boxes"][:n], out["confidence"][:n], out["labels"][:n]
+    _write_png(np.asarray(draw_detections(image, boxes, scores, labels, class_names, min_score=min_score)), target)
+    kept = [{"class": class_names[int(label)], "label": int(label), "score": round(float(score), 6),
+             "box": [round(float(c), 2) for c in (box[1], box[0], box[3], box[2])]}
+            for box, score, label in zip(boxes, scores, labels) if score >= min_score]
+    return {"image": path, "drawing": target, "height": int(image.shape[0]), "width": int(image.shape[1]),
+            "detections": kept}
 
 
 def _write_png(pixels, path):

@@ -252,8 +252,9 @@ def test_predict_on_a_full_disk_names_the_drawing_and_leaves_no_torn_one(trained
 
     assert cli.run(command) == 2
     assert capsys.readouterr().err == f"error: {out / 'b.png'}: No space left on device (make room on that disk)\n"
-    assert sorted(os.listdir(out)) == ["a.png"]  # whole; b.png neither torn nor left partial
+    assert sorted(os.listdir(out)) == ["a.png", "detections.json"]  # whole; b.png neither torn nor left partial
     Image.open(out / "a.png").verify()
+    assert [os.path.basename(e["drawing"]) for e in json.loads((out / "detections.json").read_text())] == ["a.png"]
 
 
 def test_runtime_model_interface_matches_the_keras_model(trained):
