@@ -125,9 +125,11 @@ def _names_file(path) -> tuple:
 
 
 def _existing(root, entry) -> typing.Optional[str]:
-    """``entry`` in ``root``, or, where that is not there, without its first folder (Roboflow's
-    ``../train/images`` written from a level up, Darknet's ``data/obj_train_data/a.jpg``)."""
-    for candidate in (entry, entry.replace("\\", "/").split("/", 1)[-1]):
+    """``entry`` in ``root`` (its folders parted by ``/`` or, written on Windows, ``\\``), or, where
+    that is not there, without its first folder (Roboflow's ``../train/images`` written from a level
+    up, Darknet's ``data/obj_train_data/a.jpg``)."""
+    portable = entry.replace("\\", "/")
+    for candidate in (entry, portable, portable.split("/", 1)[-1]):
         path = os.path.normpath(os.path.join(root, candidate))
         if os.path.exists(path):
             return path
