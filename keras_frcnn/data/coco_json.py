@@ -29,8 +29,8 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import (annotated_as_shown, check_images, exif_undecided, shown_size,
-                                          to_stored_frame, with_letter_case_on_disk)
+from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided,
+                                          shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
 
@@ -118,10 +118,11 @@ def load_coco_json(
         annotations[image_id].append((number, annotation))
 
     order = sorted(images)
-    paths, recased = with_letter_case_on_disk([os.path.join(image_dir, images[i]["file_name"]) for i in order])
-    if recased:
-        logger.warning("%s: %d file_name values name their image in other letter case (e.g. %s is on disk): "
-                       "read as on disk", json_path, len(recased), recased[0])
+    paths, moved = as_on_disk([os.path.join(image_dir, images[i]["file_name"]) for i in order])
+    if moved:
+        logger.warning("%s: %d file_name values name their image as written on Windows or macOS (folders "
+                       "parted by \\ or the name in other letter case; e.g. %s is on disk): read as on disk",
+                       json_path, len(moved), moved[0])
     checked = check_images(paths)
 
     records = []

@@ -161,29 +161,35 @@ def to_stored_frame(boxes, orientation: int) -> np.ndarray:
     return np.stack([ys[0], xs[0], ys[1], xs[1]], axis=1)
 
 
-def with_letter_case_on_disk(paths) -> tuple:
-    """``paths`` with each missing file that is there in other letter case (``IMG_1.jpg`` named,
-    ``IMG_1.JPG`` on disk: a data set made on Windows or macOS, whose file systems ignore case, read
-    on Linux) replaced by the file on disk, where exactly one matches; and the files so found.
-    Each folder of a missing file is listed once."""
+def as_on_disk(paths) -> tuple:
+    """``paths`` with each missing file that is there as written on Windows or macOS replaced by the
+    file on disk: folders parted by ``\\`` (``images\\a.jpg``), or the name in other letter case
+    (``IMG_1.jpg`` named, ``IMG_1.JPG`` on disk: those file systems ignore case) where exactly one
+    file matches; and the files so found. Each folder of a missing file is listed once."""
     listings, found, replaced = {}, [], []
     for path in paths:
         if not os.path.exists(path):
-            folder, name = os.path.split(path)
-            if folder not in listings:
-                names = {}
-                try:
-                    for entry in os.listdir(folder or "."):
-                        names.setdefault(entry.lower(), []).append(entry)
-                except OSError:
-                    pass
-                listings[folder] = names
-            matches = listings[folder].get(name.lower(), [])
+            portable = path.replace("\\", "/")
+            folder, name = os.path.split(portable)
+            if os.path.exists(portable):
+                matches = [name]
+            else:
+                if folder not in listings:
+                    listings[folder] = _names_in_lower_case(folder or ".")
+                matches = listings[folder].get(name.lower(), [])
             if len(matches) == 1:
                 path = os.path.join(folder, matches[0])
                 replaced.append(path)
         found.append(path)
     return found, replaced
+
+
+def _names_in_lower_case(folder) -> dict:
+    names = {}
+    with contextlib.suppress(OSError):  # (no such folder: nothing found there)
+        for entry in os.listdir(folder):
+            names.setdefault(entry.lower(), []).append(entry)
+    return names
 
 
 def check_images(paths, max_workers=None, cache=True) -> list:

@@ -45,7 +45,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import check_images, to_stored_frame, with_letter_case_on_disk
+from keras_frcnn.data.image_files import as_on_disk, check_images, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
 
@@ -340,7 +340,7 @@ def _listed_images(list_path, root) -> list:
     paths = [name if os.path.isabs(name) else _existing(folder, name) or _existing(root, name)
              or (os.path.abspath(name) if os.path.isfile(name) else os.path.normpath(os.path.join(folder, name)))
              for name in names]
-    return with_letter_case_on_disk(paths)[0]  # (a list written on Windows: IMG_1.jpg for IMG_1.JPG)
+    return as_on_disk(paths)[0]  # (a list written on Windows: IMG_1.jpg for IMG_1.JPG)
 
 
 def _read_labels(path, data: YoloData, problems):
