@@ -16,6 +16,12 @@ an error: the images done so far): ``{"image": its path, "drawing": its PNG,
 "height", "width", "detections": [{"class": name, "label": 0-based class, "score": probability,
 "box": [xmin, ymin, xmax, ymax]}, ...]}`` with the detections at ``--min-score`` or above, boxes in
 pixels of the image as decoded (continuous: a box of the whole image is ``[0, 0, width, height]``).
+
+``--labels voc`` / ``--labels yolo`` also write those detections as labels an annotation tool opens,
+to correct rather than draw (model-assisted labelling): ``DIR/annotations/<name>.xml`` in Pascal VOC
+as LabelImg writes it (1-based pixel numbers; CVAT and Label Studio import it too), or
+``DIR/labels/<name>.txt`` in the YOLO format with ``DIR/classes.txt``. Both read back through this
+package's own loaders as the same boxes (to the pixel; the YOLO format to its six decimals).
 """
 
 from __future__ import annotations
@@ -73,9 +79,10 @@ def _one_graph(model):
     return tf.function(model, input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])
 
 
-def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
-    """Write ``out_dir/<name>.png`` for every readable image of ``paths`` and ``out_dir/detections.json``
-    (see the module's docstring); returns (written, failed)."""
+def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, labels=None):
+    """Write ``out_dir/<name>.png`` for every readable image of ``paths`` and ``out_dir/detections.json``,
+    and with ``labels`` ("voc" or "yolo") each image's labels (see the module's docstring); returns
+    (written, failed)."""
     import contextlib
     import json
 
@@ -85,6 +92,8 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
     failed, taken, listed = [], set(), []
+    if labels == "yolo":
+        write_atomically(os.path.join(out_dir, "classes.txt"), "".join(f"{name}\n" for name in model.class_names))
 
     def save_listing():
         if listed:
@@ -103,6 +112,8 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None):
             log(f"{path}: {len(record['detections'])} detections >= {min_score:g} "
                 + ", ".join(f"{d['class']} {d['score']:.2f}" for d in record["detections"][:10])
                 + f" -> {record['drawing']}")
+            if labels:
+                _write_labels(record, labels, out_dir, model.class_names)
             listed.append(record)
     except BaseException:
         with contextlib.suppress(OSError):  # (a full disk: the error of the drawing is the one told)
@@ -142,6 +153,57 @@ def _detect_and_draw(detect, class_names, image, path, target, min_score) -> dic
             "detections": kept}
 
 
+def _write_labels(record, kind, out_dir, class_names):
+    """A ``detections.json`` record as the labels of its image: Pascal VOC XML or YOLO lines."""
+    from keras_frcnn.files import write_atomically
+
+    name = os.path.splitext(os.path.basename(record["drawing"]))[0]
+    height, width = record["height"], record["width"]
+    if kind == "yolo":
+        lines = []
+        for detection in record["detections"]:
+            x0, y0, x1, y1 = detection["box"]
+            lines.append(f"{detection['label']} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
+                         f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
+        path = os.path.join(out_dir, "labels", f"{name}.txt")
+        text = "".join(lines)
+    else:
+        path = os.path.join(out_dir, "annotations", f"{name}.xml")
+        text = _voc_xml(record)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomically(path, text)
+
+
+def _voc_xml(record) -> str:
+    """Pascal VOC XML of a record, as LabelImg writes it: continuous edges ``x0 .. x1`` become the
+    1-based pixel numbers ``round(x0) + 1 .. round(x1)`` (the inverse of how the loaders read them)."""
+    import xml.etree.ElementTree as ElementTree
+
+    height, width = record["height"], record["width"]
+    root = ElementTree.Element("annotation")
+    for tag, text in (("folder", os.path.basename(os.path.dirname(os.path.abspath(record["image"])))),
+                      ("filename", os.path.basename(record["image"])), ("path", os.path.abspath(record["image"]))):
+        ElementTree.SubElement(root, tag).text = text
+    ElementTree.SubElement(ElementTree.SubElement(root, "source"), "database").text = "Unknown"
+    size = ElementTree.SubElement(root, "size")
+    for tag, value in (("width", width), ("height", height), ("depth", 3)):
+        ElementTree.SubElement(size, tag).text = str(value)
+    ElementTree.SubElement(root, "segmented").text = "0"
+    for detection in record["detections"]:
+        x0, y0, x1, y1 = detection["box"]
+        xmin, ymin = min(max(round(x0) + 1, 1), width), min(max(round(y0) + 1, 1), height)
+        box = (xmin, ymin, min(max(round(x1), xmin), width), min(max(round(y1), ymin), height))
+        node = ElementTree.SubElement(root, "object")
+        for tag, text in (("name", detection["class"]), ("pose", "Unspecified"), ("truncated", "0"),
+                          ("difficult", "0")):
+            ElementTree.SubElement(node, tag).text = text
+        bndbox = ElementTree.SubElement(node, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box):
+            ElementTree.SubElement(bndbox, tag).text = str(value)
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
 def _write_png(pixels, path):
     """``pixels`` as a PNG at ``path``, whole or not at all (a full disk leaves no torn drawing);
     an ``OSError`` names the file."""
@@ -166,6 +228,9 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
     parser.add_argument("--min-score", type=float, default=0.3, help="draw and list detections above this")
+    parser.add_argument("--labels", choices=["voc", "yolo"],
+                        help="also write the detections as labels to correct in an annotation tool: Pascal VOC "
+                        "XML in DIR/annotations/ (LabelImg), or YOLO lines in DIR/labels/ with DIR/classes.txt")
     args = parser.parse_args(argv)
     if not 0 <= args.min_score <= 1:  # nan too
         parser.error(f"--min-score is a score in [0, 1], got {args.min_score}")
@@ -188,7 +253,7 @@ def _predict(args):
         except Exception as error:  # each runtime has exceptions of its own for a bad file
             raise cli.UsageError(f"--model {args.model}: cannot be opened "
                                  f"({type(error).__name__}: {error})") from None
-    _, failed = predict_files(model, args.images, args.out, args.min_score)
+    _, failed = predict_files(model, args.images, args.out, args.min_score, labels=args.labels)
     return 1 if failed else 0
 
 

@@ -229,6 +229,47 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
                     "scan.tif): convert them to JPEG or PNG"]
 
 
+def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained, tmp_path):
+    """Model-assisted labelling: ``--labels voc`` writes each image's detections as LabelImg's
+    Pascal VOC XML, ``--labels yolo`` as YOLO lines with classes.txt; a folder of the images with
+    them reads back through load_voc_folder / load_yolo as the same boxes (to the pixel; YOLO's six
+    decimals)."""
+    from keras_frcnn.data import load_voc_folder, load_yolo
+    from test_data_fixtures import examples
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for number, image in enumerate(trained.images[:3]):
+        Image.fromarray(image).save(folder / f"p{number}.png")
+    for kind in ("voc", "yolo"):
+        out = tmp_path / kind
+        predict.predict_files(trained.model, [str(folder)], str(out), log=lambda line: None, labels=kind)
+        listed = {os.path.basename(e["image"]): e for e in json.loads((out / "detections.json").read_text())}
+        assert sum(len(e["detections"]) for e in listed.values()) >= 3
+        if kind == "voc":  # a folder as LabelImg keeps it: each XML beside its image
+            shutil.copytree(folder, tmp_path / "flat")
+            for name in listed:
+                shutil.copy(out / "annotations" / f"{name[:-4]}.xml", tmp_path / "flat")
+            source = load_voc_folder(tmp_path / "flat", "all", classes=trained.model.class_names)
+            first = np.float32([1, 1, 0, 0])  # VOC pixel numbers -> continuous edges
+            tolerance = 0.5
+        else:  # Label Studio's layout: images/, labels/, classes.txt
+            shutil.copytree(folder, tmp_path / "set" / "images")
+            shutil.copytree(out / "labels", tmp_path / "set" / "labels")
+            shutil.copy(out / "classes.txt", tmp_path / "set")
+            source = load_yolo(tmp_path / "set", "train")
+            first, tolerance = np.float32([0, 0, 0, 0]), 0.01
+        assert source.num_examples == 3 and not source.problems
+        for example in examples(source):
+            height, width = example["image"].shape[:2]
+            expected = listed[os.path.basename(example["image/filename"].decode())]["detections"]
+            read = example["objects/bbox"] * np.float32([height, width, height, width]) - first
+            np.testing.assert_allclose(read[:, [1, 0, 3, 2]], [d["box"] for d in expected], atol=tolerance,
+                                       err_msg=kind)
+            assert [trained.model.class_names[label] for label in example["objects/label"]] == [
+                d["class"] for d in expected]
+
+
 def test_predict_on_a_full_disk_names_the_drawing_and_leaves_no_torn_one(trained, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
