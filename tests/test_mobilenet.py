@@ -2,8 +2,8 @@
 equals keras.applications' MobileNetV3-Large with the same weights, anchors of every size on
 levels that share a stride, per-level proposals that keep those levels apart, and a tiny network
 trains under joint training, round-trips through .keras, runs in bfloat16, serves from a
-SavedModel in a TensorFlow-only process and runs in ONNX Runtime (-m slow), OpenVINO and LiteRT
-without Keras. Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
+SavedModel in a TensorFlow-only process and runs in ONNX Runtime, OpenVINO and LiteRT without
+Keras (the three under -m slow). Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
 alternating schedule: test_training and tf.distribute: test_distribute (both -m slow)."""
 
 import keras
@@ -39,9 +39,10 @@ def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained):
     check_saved_model(trained)
 
 
-# ONNX's and OpenVINO's conversions of this ~300-layer graph take ~35 s and ~23 s: under -m slow
-# (the suite's budget); LiteRT's stays, and the tiny ZF models' exports to every runtime.
-@pytest.mark.parametrize("fmt", [f if f == "litert" else pytest.param(f, marks=pytest.mark.slow) for f in RUNTIMES])
+# ONNX's, OpenVINO's and LiteRT's conversions of this ~300-layer graph take ~35, ~23 and ~24 s: under
+# -m slow (the suite's budget); the tiny ZF models' and the ResNets' exports to the runtimes stay.
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", RUNTIMES)
 def test_runtime_exports_give_the_keras_detections(trained, fmt):
     """Depthwise convolutions, squeeze-and-excitation, two levels of one stride, the RPN score
     threshold: in each runtime, in a process without keras_frcnn or Keras."""
