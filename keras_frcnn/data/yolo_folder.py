@@ -126,10 +126,11 @@ def _names_file(path) -> tuple:
 
 def _existing(root, entry) -> typing.Optional[str]:
     """``entry`` in ``root`` (its folders parted by ``/`` or, written on Windows, ``\\``), or, where
-    that is not there, without its first folder (Roboflow's ``../train/images`` written from a level
-    up, Darknet's ``data/obj_train_data/a.jpg``)."""
+    that is not there, without a first ``../`` or ``data/`` (Roboflow's ``../train/images`` written
+    from a level up, as Ultralytics reads it; Darknet's ``data/obj_train_data/a.jpg``)."""
     portable = entry.replace("\\", "/")
-    for candidate in (entry, portable, portable.split("/", 1)[-1]):
+    first, _, after = portable.partition("/")
+    for candidate in (entry, portable, *([after] if first in ("..", "data") and after else [])):
         path = os.path.normpath(os.path.join(root, candidate))
         if os.path.exists(path):
             return path
