@@ -406,7 +406,8 @@ def test_folders_as_annotation_tools_write_them(tmp_path):
     VOC export names the image folder images/, and none writes split files (CVAT writes
     default.txt): each was "Annotations (or JPEGImages) not found" or "split file not found
     (splits here: [])". They are read, and without VOC's split files a folder trains on the
-    split all[:90%] (every annotation file, sorted by id) and evaluates on all[90%:]."""
+    split all[:90%] (every annotation file, sorted by id) and evaluates on all[90%:]. CVAT's
+    labelmap.txt gives the classes and their order."""
     import shutil
 
     entries = {f"img_{i:02d}_jpg.rf.{i}": {"objects": [("dog", (1, 1, 9, 9), False)]} for i in range(10)}
@@ -440,6 +441,17 @@ def test_folders_as_annotation_tools_write_them(tmp_path):
     assert len(examples(load_voc_folder(tmp_path / "voc", "all"))) == 10
     with pytest.raises(DataError, match=r"split file not found \(splits here: \[\]; 'all' is every annotation"):
         load_voc_folder(studio, "trainval")
+    # CVAT's labelmap.txt: its labels, in the project's order (background left out), are the classes;
+    # a name not in it is an unknown class. A labelmap of VOC's names keeps VOC's order.
+    (cvat / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\nzebra:250,50,83::\n"
+                                       "dog:51,221,255::\ncat:52,209,183::\n")
+    labelled = load_voc_folder(cvat, "all")
+    assert labelled.class_names == ("zebra", "dog", "cat") and not labelled.problems
+    assert {int(label) for e in examples(labelled) for label in e["objects/label"]} == {1}
+    (cvat / "labelmap.txt").write_text("background:0,0,0::\nzebra:250,50,83::\ncat:52,209,183::\n")
+    assert load_voc_folder(cvat, "all").problems == {"unknown class": 10}
+    (cvat / "labelmap.txt").write_text("background:0,0,0::\ncat:1,2,3::\ndog:4,5,6::\n")
+    assert load_voc_folder(cvat, "all").class_names == VOC_CLASSES
     # Under ten images a tenth rounds to none: the last one is held out.
     write_voc_folder(tmp_path / "few", {i: entries[i] for i in ids[:4]}, {})
     assert default_splits(tmp_path / "few") == ("all[:-1]", "all[-1:]")

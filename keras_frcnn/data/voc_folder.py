@@ -212,6 +212,25 @@ def labelled_split(voc_dir) -> typing.Optional[str]:
     return "+".join(parts) or None
 
 
+def labelmap_names(voc_dir) -> typing.Optional[tuple]:
+    """The labels of CVAT's ``labelmap.txt`` in ``voc_dir`` (its Pascal VOC export's: a
+    ``name:color:parts:actions`` line a label, ``#`` comments, ``background`` first), in the
+    project's order, without ``background``; ``None`` without the file."""
+    path = os.path.join(os.fspath(voc_dir), "labelmap.txt")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = [line.strip() for line in f]
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot be read ({type(error).__name__}: {error})") from None
+    names = tuple(name for name in (line.split(":", 1)[0].strip() for line in lines
+                                    if line and not line.startswith("#")) if name and name != "background")
+    if len(set(names)) != len(names):
+        raise DataError(f"{path}: a label named twice")
+    return names or None
+
+
 def common_class_names(folders) -> typing.Optional[tuple]:
     """The class names of several folders trained on together, by :func:`load_voc_folder`'s rule
     over all their annotation files: ``None`` (each folder's own VOC names) when every name is a VOC
@@ -308,8 +327,9 @@ def load_voc_folder(
 
     classes: the class names, in label order. ``None``: the 20 VOC names (TFDS's order) when every
       name in ``Annotations/`` is one of them (compared in lower case, as TFDS does), otherwise the
-      names found in ``Annotations/``, sorted. Names are gathered from every annotation file, not
-      just the split's, so that all splits of a folder get the same labels.
+      names found in ``Annotations/``, sorted; or, where the folder has CVAT's ``labelmap.txt`` (of
+      names other than VOC's), its labels in its order. Names are gathered from every annotation
+      file, not just the split's, so that all splits of a folder get the same labels.
     skip_empty: leave out images without objects (by default they are kept, as negatives).
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded file bytes (False).
     strict: raise ``DataError`` on the first problem instead of warning and skipping.
@@ -344,7 +364,10 @@ def load_voc_folder(
             problems.warn("malformed XML", path, str(error), "image skipped")
 
     # ... and the names of every annotation file, so that all splits agree on the labels.
-    if classes is None:
+    listed = labelmap_names(voc_dir) if classes is None else None
+    if listed and not all(name.lower() in VOC_CLASSES for name in listed):
+        voc_names, class_names = False, listed
+    elif classes is None:
         names = _names_in(annotations_dir, parsed)
         voc_names, class_names = _class_names(names, annotations_dir)
     else:
