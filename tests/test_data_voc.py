@@ -13,7 +13,7 @@ from test_data_fixtures import examples, voc_xml, write_image, write_turned_phot
 from keras_frcnn.cli import add_data_args, choose_data, warn_if_not_held_out
 from keras_frcnn.config import Config
 from keras_frcnn.data import VOC_CLASSES, DataError, load_voc_folder, parse_voc_xml
-from keras_frcnn.data.voc_folder import default_splits
+from keras_frcnn.data.voc_folder import common_class_names, default_splits
 
 BILLION_LAUGHS = """<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -450,6 +450,7 @@ def test_folders_as_annotation_tools_write_them(tmp_path):
     assert {int(label) for e in examples(labelled) for label in e["objects/label"]} == {1}
     (cvat / "labelmap.txt").write_text("background:0,0,0::\nzebra:250,50,83::\ncat:52,209,183::\n")
     assert load_voc_folder(cvat, "all").problems == {"unknown class": 10}
+    assert common_class_names([cvat, flat]) == ("zebra", "cat")  # (with --voc-val-dir or more folders)
     (cvat / "labelmap.txt").write_text("background:0,0,0::\ncat:1,2,3::\ndog:4,5,6::\n")
     assert load_voc_folder(cvat, "all").class_names == VOC_CLASSES
     # Under ten images a tenth rounds to none: the last one is held out.

@@ -212,10 +212,11 @@ def labelled_split(voc_dir) -> typing.Optional[str]:
     return "+".join(parts) or None
 
 
-def labelmap_names(voc_dir) -> typing.Optional[tuple]:
-    """The labels of CVAT's ``labelmap.txt`` in ``voc_dir`` (its Pascal VOC export's: a
-    ``name:color:parts:actions`` line a label, ``#`` comments, ``background`` first), in the
-    project's order, without ``background``; ``None`` without the file."""
+def labelmap_classes(voc_dir) -> typing.Optional[tuple]:
+    """The classes of CVAT's ``labelmap.txt`` in ``voc_dir`` (its Pascal VOC export's: a
+    ``name:color:parts:actions`` line a label, ``#`` comments, ``background`` first): its labels in
+    the project's order, without ``background``; ``None`` without the file, or where they are VOC's
+    names (which keep VOC's order, as without it)."""
     path = os.path.join(os.fspath(voc_dir), "labelmap.txt")
     try:
         with open(path, encoding="utf-8-sig") as f:
@@ -228,13 +229,17 @@ def labelmap_names(voc_dir) -> typing.Optional[tuple]:
                                     if line and not line.startswith("#")) if name and name != "background")
     if len(set(names)) != len(names):
         raise DataError(f"{path}: a label named twice")
-    return names or None
+    return None if all(name.lower() in VOC_CLASSES for name in names) else names
 
 
 def common_class_names(folders) -> typing.Optional[tuple]:
     """The class names of several folders trained on together, by :func:`load_voc_folder`'s rule
     over all their annotation files: ``None`` (each folder's own VOC names) when every name is a VOC
-    class, else every name found, sorted."""
+    class, else every name found, sorted; or the first folder's CVAT ``labelmap.txt``, where it has
+    one (of names other than VOC's)."""
+    listed = labelmap_classes(folders[0])
+    if listed:
+        return listed
     names = set()
     for folder in folders:
         annotations_dir, _ = voc_layout(folder)
@@ -364,8 +369,8 @@ def load_voc_folder(
             problems.warn("malformed XML", path, str(error), "image skipped")
 
     # ... and the names of every annotation file, so that all splits agree on the labels.
-    listed = labelmap_names(voc_dir) if classes is None else None
-    if listed and not all(name.lower() in VOC_CLASSES for name in listed):
+    listed = labelmap_classes(voc_dir) if classes is None else None
+    if listed:
         voc_names, class_names = False, listed
     elif classes is None:
         names = _names_in(annotations_dir, parsed)
