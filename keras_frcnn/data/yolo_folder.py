@@ -270,11 +270,10 @@ def load_yolo(
         if isinstance(image, Exception):
             problems.warn("bad image file", image_path, str(image), "image skipped")
             continue
-        label_path = label_file(image_path)
-        boxes, labels = _read_labels(label_path, data, problems)
+        boxes, labels, found = _read_labels(label_file(image_path), data, problems)
         if boxes is None:
             continue
-        labelled += os.path.isfile(label_path)
+        labelled += found
         if skip_empty and not len(labels):
             continue
         if image.orientation != 1:
@@ -345,17 +344,17 @@ def _listed_images(list_path, root) -> list:
 
 
 def _read_labels(path, data: YoloData, problems):
-    """A label file -> (normalised ``yxyx`` float32 ``[N, 4]``, int64 labels ``[N]``); ``(None, None)``
-    for an image to skip (warned). No file: no objects."""
+    """A label file -> (normalised ``yxyx`` float32 ``[N, 4]``, int64 labels ``[N]``, whether the file
+    is there); ``(None, None, True)`` for an image to skip (warned). No file: no objects."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             lines = [line.split() for line in f]
     except FileNotFoundError:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), False
     except (OSError, UnicodeDecodeError) as error:
         problems.warn("unreadable label file", path, f"cannot be read ({type(error).__name__}: {error})",
                       "image skipped")
-        return None, None
+        return None, None, True
     boxes, labels, seen = [], [], set()
     for number, values in enumerate(lines, 1):
         if not values:
@@ -364,7 +363,7 @@ def _read_labels(path, data: YoloData, problems):
             box, label = _object(values, data)
         except ValueError as error:
             problems.warn("malformed label file", path, f"line {number}: {error}", "image skipped")
-            return None, None
+            return None, None, True
         key = (label, *box)
         if key in seen:
             problems.warn("duplicate label", path, f"line {number}: the same object as an earlier line",
@@ -380,7 +379,7 @@ def _read_labels(path, data: YoloData, problems):
             continue
         boxes.append((ymin, xmin, ymax, xmax))
         labels.append(label)
-    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), True
 
 
 def _object(values, data: YoloData):
