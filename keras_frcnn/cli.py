@@ -192,6 +192,11 @@ def add_data_args(parser: argparse.ArgumentParser):
     group.add_argument("--yolo-data", help="a data set in the YOLO format: its data.yaml (Ultralytics, Roboflow), "
                        "obj.data (Darknet, CVAT's YOLO 1.1) or folder (Label Studio's, with classes.txt): trains on "
                        "train, tests on val")
+    group.add_argument("--tfrecord", help="TFRecord files in the TF Object Detection API's layout: a pipeline.config, "
+                       "a folder (Roboflow's train/ valid/ test/, or *_train.record and *_val.record files), a file "
+                       "or a quoted glob; trains on train, tests on val (train[:90%%] -> train[90%%:] with one split)")
+    group.add_argument("--label-map", help="the label map (.pbtxt) of --tfrecord (default: the pipeline.config's, "
+                       "or the one beside the records)")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -203,8 +208,9 @@ def add_data_args(parser: argparse.ArgumentParser):
 class DataChoice:
     """What a command's data options mean: the source kind, its name and splits."""
 
-    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json" or "yolo"
-    name: str  # the TFDS name, the VOC folder, the COCO JSON file (the first, of several) or the YOLO data.yaml
+    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo" or "tfrecord"
+    name: str  # the TFDS name, the VOC folder, the COCO JSON file (the first, of several), the YOLO data.yaml
+    # or what --tfrecord names
     train_split: typing.Optional[str]
     test_split: typing.Optional[str]
     # Further sets of the same kind trained on with the first: (name, training split) each; a
@@ -220,9 +226,9 @@ class DataChoice:
 
     @property
     def coco(self) -> bool:
-        """COCO data, and YOLO data (Ultralytics reports mAP50-95): COCO AP (pycocotools) is the
-        headline figure."""
-        return self.kind in ("coco-json", "yolo") or (self.kind == "tfds" and self.name.startswith("coco"))
+        """COCO data, YOLO data (Ultralytics reports mAP50-95) and TFRecord data (the TF OD API's
+        default metrics are COCO's): COCO AP (pycocotools) is the headline figure."""
+        return self.kind in ("coco-json", "yolo", "tfrecord") or (self.kind == "tfds" and self.name.startswith("coco"))
 
 
 def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) -> DataChoice:
@@ -230,16 +236,17 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     else the source's own (``data.tfds_sources.DEFAULT_SPLITS``; a VOC folder: trainval -> test,
     or train -> val without a labelled test split (VOC 2012);
     a COCO JSON file: itself -> ``--coco-val-json``; a YOLO data set: train -> val, see
-    ``yolo_folder.default_splits``). Several TFDS sets (``voc/2007+voc/2012``) or VOC folders
+    ``yolo_folder.default_splits``; TFRecord files alike, ``tfrecord_files.default_splits``, and
+    all of a single split named for evaluation). Several TFDS sets (``voc/2007+voc/2012``) or VOC folders
     (``--voc-dir`` repeated): the first as alone, each further one trained on with all
     its labelled data (``DataChoice.more``). Checked before anything is trained: an unlabelled
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.yolo_data, args.dataset)) > 1:
-        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json or --yolo-data")
-    of_the_run = not (args.voc_dir or args.coco_json or args.yolo_data or args.dataset) \
-        and cfg.dataset in ("voc-dir", "coco-json", "yolo")
+    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.dataset)) > 1:
+        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data or --tfrecord")
+    of_the_run = not (args.voc_dir or args.coco_json or args.yolo_data or args.tfrecord or args.dataset) \
+        and cfg.dataset in ("voc-dir", "coco-json", "yolo", "tfrecord")
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
     _refuse_unused_data_options(args, cfg)
@@ -261,6 +268,16 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
         else:
             splits = yolo_folder.default_splits(args.yolo_data)
         return DataChoice("yolo", args.yolo_data, train_split or splits[0], test_split or splits[1])
+    if args.tfrecord:
+        from keras_frcnn.data import tfrecord_files
+
+        if of_the_run:
+            splits = (cfg.train_split, cfg.test_split)
+        else:
+            splits = tfrecord_files.default_splits(args.tfrecord, args.label_map)
+            if evaluation and splits[0].endswith("[:90%]"):  # one split, named to be evaluated on: all of it
+                splits = (splits[0], splits[0][:-len("[:90%]")])
+        return DataChoice("tfrecord", args.tfrecord, train_split or splits[0], test_split or splits[1])
     names = tfds_names(args.dataset or cfg.dataset)
     if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
         splits = (cfg.train_split, cfg.test_split)
@@ -342,6 +359,9 @@ def _options_of_the_run(args, cfg, evaluation):
     if cfg.dataset == "yolo":
         args.yolo_data = cfg.data_paths[0]
         return
+    if cfg.dataset == "tfrecord":
+        args.tfrecord, args.label_map = cfg.data_paths[0], cfg.data_paths[1] or args.label_map
+        return
     json_path, images, held_out, held_out_images = cfg.data_paths
     if evaluation:
         if not held_out:
@@ -371,10 +391,12 @@ def _refuse_unused_data_options(args, cfg):
         source = "coco-json"
     elif args.yolo_data:
         source = "yolo"
+    elif args.tfrecord:
+        source = "tfrecord"
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
-              "shapes_images": ("shapes",), "data_dir": ("tfds", "shapes")}
+              "shapes_images": ("shapes",), "data_dir": ("tfds", "shapes"), "label_map": ("tfrecord",)}
     for option, sources in owners.items():
         if getattr(args, option, None) is not None and source not in sources:
             flag = "--" + option.replace("_", "-")
@@ -382,7 +404,7 @@ def _refuse_unused_data_options(args, cfg):
                              f"not with this run's data ({SOURCE_FLAGS[source]})")
 
 
-SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data",
+SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data", "tfrecord": "--tfrecord",
                 "shapes": "--dataset shapes", "tfds": "--dataset (TFDS)"}
 
 
@@ -398,6 +420,8 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_coco_json(args.coco_json, args.coco_images, decode_images=decode_images)
     if choice.kind == "yolo":
         return data.load_yolo(choice.name, split=split, decode_images=decode_images)
+    if choice.kind == "tfrecord":
+        return data.load_tfrecord(choice.name, split=split, label_map=args.label_map, decode_images=decode_images)
     if choice.name == "shapes":
         try:
             num_train, num_test = (int(n) for n in (args.shapes_images or "500,100").split(","))

@@ -306,7 +306,8 @@ class Config:
     # A TFDS name ("voc/2007", several joined by +), "shapes" for the built-in set, or what a run
     # trained on otherwise: "voc-dir" (data_paths: the folders, the first one tests) or
     # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images; "" where
-    # not given), "yolo" (data_paths: the data.yaml). The data a later train.py --config or
+    # not given), "yolo" (data_paths: the data.yaml), "tfrecord" (data_paths: what --tfrecord named, the
+    # --label-map or ""). The data a later train.py --config or
     # evaluate reads when given no data option.
     dataset: str = "voc/2007"
     data_paths: tuple = ()
@@ -332,9 +333,10 @@ class Config:
         _check(isinstance(self.data_paths, tuple) and all(isinstance(p, str) for p in self.data_paths)
                and (len(self.data_paths) >= 1 if self.dataset == "voc-dir" else
                     len(self.data_paths) == 4 if self.dataset == "coco-json" else
-                    len(self.data_paths) == 1 if self.dataset == "yolo" else not self.data_paths),
+                    len(self.data_paths) == 1 if self.dataset == "yolo" else
+                    len(self.data_paths) == 2 if self.dataset == "tfrecord" else not self.data_paths),
                "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json", '
-               'the data.yaml of "yolo", else empty')
+               'the data.yaml of "yolo", the records and label map of "tfrecord", else empty')
         _check(isinstance(self.voc_test_dir, str) and (not self.voc_test_dir or self.dataset == "voc-dir"),
                "voc_test_dir", self.voc_test_dir, 'a folder of dataset "voc-dir", or ""')
         _check(isinstance(self.classes, tuple) and all(isinstance(c, str) and c for c in self.classes)

@@ -7,6 +7,7 @@ Files, in the order data flows:
 - ``voc_folder``: a ``VOCdevkit/VOC2007``-style folder (defusedxml; TFDS's box conversion).
 - ``coco_json``: a COCO instances JSON file and its image folder.
 - ``yolo_folder``: a data set in the YOLO format (Ultralytics' ``data.yaml``, label ``.txt`` files).
+- ``tfrecord_files``: TFRecord files in the TF Object Detection API's layout (and its label map).
 - ``shapes``: the built-in synthetic set, a TFDS builder generated locally.
 - ``image_files`` / ``problems``: bad data caught in Python, warned about by file name.
 - ``pipeline``: ``train_dataset`` (resize, flip, padded batches) and ``eval_dataset``.
@@ -18,11 +19,12 @@ from keras_frcnn.data.pipeline import eval_dataset, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.shapes import SHAPE_CLASSES, Shapes, ShapesConfig, load_shapes, shapes_builder
 from keras_frcnn.data.tfds_sources import load_tfds
+from keras_frcnn.data.tfrecord_files import load_tfrecord
 from keras_frcnn.data.voc_folder import load_voc_folder, parse_voc_xml
 from keras_frcnn.data.yolo_folder import load_yolo
 
 __all__ = [
     "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
-    "eval_dataset", "load_coco_json", "load_shapes", "load_tfds", "load_voc_folder",
+    "eval_dataset", "load_coco_json", "load_shapes", "load_tfds", "load_tfrecord", "load_voc_folder",
     "load_yolo", "parse_voc_xml", "shapes_builder", "train_dataset",
 ]

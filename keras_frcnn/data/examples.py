@@ -76,6 +76,10 @@ class DetectionSource:
       images can be told.
     fingerprint: the image file names in order (hashed), when known (folder sources): the same data
       however its folder was named (relative or absolute, from another directory). See ``identity``.
+    shuffled_records: for a source without random access that can read its examples in another
+      order than ``dataset``'s (TFRecord files, read in a seeded order of files): int64 seed ->
+      ``tf.data.Dataset`` of ``(index, example)``, each example once, ``index`` its position in
+      ``dataset``. The training stream then shuffles these (instead of ``dataset.enumerate()``).
     """
 
     dataset: tf.data.Dataset
@@ -88,6 +92,7 @@ class DetectionSource:
     num_objects: typing.Optional[int] = None
     files: typing.Optional[frozenset] = None
     fingerprint: str = ""
+    shuffled_records: typing.Optional[typing.Callable] = None
 
     @property
     def num_classes(self) -> int:

@@ -54,8 +54,9 @@ class CheckedImage(typing.NamedTuple):
 
 
 def check_image(path) -> CheckedImage:
-    """Decode ``path`` -> its :class:`CheckedImage`; raises ``ValueError`` saying what is wrong."""
-    if not os.path.isfile(path):
+    """Decode ``path`` (a file's path, or a binary file object: an image held in a TFRecord) -> its
+    :class:`CheckedImage`; raises ``ValueError`` saying what is wrong."""
+    if not hasattr(path, "read") and not os.path.isfile(path):
         raise ValueError("image file is missing")
     try:
         with _open_without_pillow_limit(path) as image:
@@ -102,8 +103,12 @@ def _check_bmp(path, mode):
     takes every file as uncompressed 8-bit grey, 24-bit BGR or 32-bit BGRA, so a colour palette
     comes out as grey index values, RLE data as noise, other masks with swapped channels, and 1,
     4 or 16 bits per pixel fail while training."""
-    with open(path, "rb") as f:
-        header = f.read(66)
+    if hasattr(path, "read"):
+        path.seek(0)
+        header = path.read(66)
+    else:
+        with open(path, "rb") as f:
+            header = f.read(66)
     header_size, = struct.unpack_from("<I", header, 14) if len(header) >= 18 else (0,)
     if header_size < 40 or len(header) < 34:
         raise ValueError(f"BMP with a {header_size}-byte (OS/2) header, which TensorFlow does not decode; "

@@ -11,7 +11,9 @@ is pass ``p // N`` over the ``N`` examples, and every pass visits each example e
 order of its own. A source with random access (a VOC folder, a COCO JSON file) shuffles indices:
 position ``p`` is example ``index_shuffle(p % N, seed=(seed, p // N))``, a uniform permutation per
 pass with nothing buffered. A TFDS source is read in its stored order (TFDS writes examples in a
-hashed order) through a seeded shuffle buffer of encoded records, reseeded every pass. Images are
+hashed order) through a seeded shuffle buffer of encoded records, reseeded every pass; TFRecord
+files likewise, read each pass in a seeded order of files, several in turns
+(``DetectionSource.shuffled_records``). Images are
 decoded after shuffling, so no buffer ever holds decoded images. Everything random about position
 ``p`` (its flip, its anchor and RoI sampling seed) is a stateless function of ``(seed, p)``, so the
 stream started at position ``p`` continues exactly where an uninterrupted one would be: a resumed
@@ -122,7 +124,10 @@ def example_stream(
         # tf.data mixes a shuffle's seed with the global seed (keras.utils.set_random_seed) of the
         # graph being traced: clear it in this function's graph, so the order depends on ``seed``.
         tf.compat.v1.get_default_graph().seed = None
-        records = source.dataset.enumerate()
+        if shuffle and source.shuffled_records is not None:  # TFRecord files: their order, then the buffer
+            records = source.shuffled_records(seed * 1_000_003 + number)
+        else:
+            records = source.dataset.enumerate()
         if shuffle:
             records = records.shuffle(shuffle_buffer, seed=seed * 1_000_003 + number,
                                       reshuffle_each_iteration=False)

@@ -1,0 +1,765 @@
+"""TFRecord files of ``tf.train.Example`` records in the TF Object Detection API's layout (``--tfrecord``),
+as the TF OD API's ``create_*_tf_record.py`` scripts, TF Model Garden and Roboflow's "TFRecord"
+export write them.
+
+What ``--tfrecord PATH`` names (:func:`read_tfrecord_data`):
+
+- a TF OD API ``pipeline.config``: ``train_input_reader``'s ``input_path`` (files or glob patterns)
+  is the ``train`` split, the first ``eval_input_reader``'s the ``val`` split, and ``label_map_path``
+  gives the classes;
+- a folder of split folders as Roboflow exports them: ``train/``, ``valid/`` (or ``val/``,
+  ``validation/``), ``test/``, each holding its record files and a ``*_label_map.pbtxt``;
+- a folder of record files (``*.tfrecord``, ``*.record``, ``*.tfrecords``, ``*.tfrec``, and shards
+  such as ``train.record-00003-of-00010``): split by the words of their names
+  (``pascal_train.record`` -> ``train``, ``pascal_val.record`` -> ``val``, ``test``), or one split
+  ``all`` where a name says none;
+- a record file, or a glob pattern of files: one split, ``all``.
+
+Splits take parts as TFDS's do (``all[:90%]``). A set trains on ``train`` and evaluates on ``val``,
+else ``test``, else on ``train[90%:]`` after training on ``train[:90%]`` (``all`` alike).
+
+Classes: the label map, ``item { id: 1 name: "cat" display_name: "Cat" }`` (``--label-map``, else the
+pipeline config's, else the ``.pbtxt`` beside the records), ordered by id (ids may have gaps, as
+COCO's 1..90), named by ``display_name`` where it has one. As the TF OD API's decoder does, an
+object's class is its ``image/object/class/text`` looked up by ``name`` (or ``display_name``) and,
+without a text, its ``image/object/class/label`` id. Without a label map the records' own ids and
+texts make the classes: ``id -> text`` ordered by id where every object has an id (``class_<id>``
+without texts), else the texts sorted.
+
+Keys read (the TF OD API's ``tf_example_decoder``): ``image/encoded`` (JPEG, PNG, ...),
+``image/filename`` (else ``image/source_id``), ``image/source_id`` (COCO's image id where it is a
+number), ``image/object/bbox/{ymin,xmin,ymax,xmax}`` normalised to the image, continuous,
+``image/object/class/{text,label}``, ``image/object/difficult`` (VOC) or ``image/object/is_crowd``
+(COCO) as never-positive objects, ``image/object/area`` (COCO's area). Other keys are ignored.
+
+Checks (every record read once when the data is loaded, in Python, and remembered per file in the
+image-check cache, keyed by the file's path, size and modification time): a record that is not a
+``tf.train.Example`` in this layout, whose image TensorFlow cannot decode, whose lists disagree in
+length, whose coordinates are not normalised (pixels: beyond [0, 1] by more than 1 %) or not
+ordered, or whose class is not in the label map is skipped, named by file, record number and image
+file name, and counted; boxes reaching out are clipped, degenerate ones dropped (counted). A file
+that is corrupt or cut short from some record on (a copy that did not finish) gives the records
+before it. GZIP-compressed files are read as such.
+
+Order: a TFRecord file can only be read from its start, so unlike a folder source there is no
+random access. Each pass reads the files in a seeded order of its own, up to
+``INTERLEAVE_FILES`` of them in turns, one record each (as the TF OD API reads them), and the
+training stream's shuffle buffer of encoded records (``pipeline.SHUFFLE_BUFFER``) mixes those.
+Sets written in shards (the TF OD API scripts write 10-100) or in a shuffled order mix well; one
+file written in an order (all of one class, then the next) cannot be mixed by a window of records,
+and such a set is reported when loaded (:func:`_report_order`).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import glob
+import io
+import json
+import os
+import re
+import typing
+
+import numpy as np
+import tensorflow as tf
+
+from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
+from keras_frcnn.data.image_files import cache_path, check_image
+from keras_frcnn.data.problems import DataError, DataProblems, logger
+from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
+
+# A record file's name: TFRecord suffixes, sharded ("-00003-of-00010") or not.
+RECORD_NAME = re.compile(r"\.(tfrecords?|records?|tfrec)(-\d+-of-\d+)?$", re.IGNORECASE)
+# Words of a file or folder name -> the split they name.
+SPLIT_WORDS = {"train": "train", "trainval": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "eval": "val", "test": "test", "testing": "test"}
+ALL = "all"
+# Files read in turns in a training pass (the TF OD API's ``num_readers`` default is 64).
+INTERLEAVE_FILES = 64
+# Coordinates beyond [0, 1] by more than this are not normalised (pixels, or wrong).
+TOLERANCE = 0.01
+
+_FLOAT, _INT, _BYTES = "float_list", "int64_list", "bytes_list"
+_KINDS = {
+    "image/encoded": _BYTES, "image/filename": _BYTES, "image/source_id": _BYTES,
+    "image/object/bbox/ymin": _FLOAT, "image/object/bbox/xmin": _FLOAT,
+    "image/object/bbox/ymax": _FLOAT, "image/object/bbox/xmax": _FLOAT,
+    "image/object/class/text": _BYTES, "image/object/class/label": _INT,
+    "image/object/difficult": _INT, "image/object/is_crowd": _INT, "image/object/area": _FLOAT,
+}
+_BOX_KEYS = ("image/object/bbox/ymin", "image/object/bbox/xmin", "image/object/bbox/ymax",
+             "image/object/bbox/xmax")
+_PER_OBJECT = ("image/object/difficult", "image/object/is_crowd", "image/object/area")
+
+
+class TFRecordData(typing.NamedTuple):
+    """What ``--tfrecord`` names: its record files by split, and its label map (or None)."""
+
+    path: str
+    splits: dict  # split name -> tuple of record files
+    label_map: typing.Optional[str]
+
+
+class LabelMap(typing.NamedTuple):
+    """A label map: ``names[i]`` the class of label ``i``; ``ids[i]`` its id; ``by_text`` name (or
+    display name) -> label."""
+
+    names: tuple
+    ids: tuple
+    by_text: dict
+
+
+# --- what --tfrecord names -----------------------------------------------------------------------
+
+
+def read_tfrecord_data(path, label_map=None) -> TFRecordData:
+    """The record files and label map of ``path`` (see the module docstring); ``label_map``: a
+    ``.pbtxt`` file that overrides the one found."""
+    path = os.fspath(path)
+    if os.path.isfile(path) and not RECORD_NAME.search(path) and _is_pipeline_config(path):
+        splits, found_map = _read_pipeline_config(path)
+    elif os.path.isdir(path):
+        splits = _split_folders(path) or _named_splits(path)
+        found_map = None
+    else:
+        files = _matching(path)
+        if not files:
+            raise DataError(f"--tfrecord {path}: no such file, folder or files matching it")
+        splits, found_map = {ALL: files}, None
+    for name, files in splits.items():
+        if not files:
+            raise DataError(f"{path}: split {name!r} names no record file")
+    label_map = label_map or found_map or _label_map_beside(splits)
+    return TFRecordData(path, splits, os.fspath(label_map) if label_map else None)
+
+
+def _matching(pattern) -> tuple:
+    if os.path.isfile(pattern):
+        return (pattern,)
+    return tuple(sorted(name for name in glob.glob(pattern) if os.path.isfile(name)))
+
+
+def _record_files(folder) -> list:
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if RECORD_NAME.search(name) and not name.startswith(".")
+                  and os.path.isfile(os.path.join(folder, name)))
+
+
+def _split_of(name) -> typing.Optional[str]:
+    """The split the words of a file or folder name say (``pascal_train.record`` -> ``train``)."""
+    words = re.split(r"[^a-z0-9]+", RECORD_NAME.sub("", name.lower()))
+    found = {SPLIT_WORDS[word] for word in words if word in SPLIT_WORDS}
+    return found.pop() if len(found) == 1 else None
+
+
+def _split_folders(folder) -> dict:
+    """Roboflow's layout: split folders (``train``, ``valid``, ``test``) of record files."""
+    splits = {}
+    for name in sorted(os.listdir(folder)):
+        split = SPLIT_WORDS.get(name.lower())
+        sub = os.path.join(folder, name)
+        if split and os.path.isdir(sub) and _record_files(sub):
+            splits.setdefault(split, []).extend(_record_files(sub))
+    return {name: tuple(files) for name, files in splits.items()}
+
+
+def _named_splits(folder) -> dict:
+    files = _record_files(folder)
+    if not files:
+        raise DataError(f"--tfrecord {folder}: no record files (*.tfrecord, *.record, *.tfrecords, *.tfrec, or "
+                        "shards such as *.record-00000-of-00010) in it or in train/, valid/, test/ folders")
+    named = {file: _split_of(os.path.basename(file)) for file in files}
+    if all(named.values()) and "train" in named.values():
+        splits = collections.defaultdict(list)
+        for file, split in named.items():
+            splits[split].append(file)
+        return {name: tuple(files) for name, files in splits.items()}
+    return {ALL: tuple(files)}
+
+
+def _is_pipeline_config(path) -> bool:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "input_reader" in f.read(1 << 20)
+    except OSError:
+        return False
+
+
+def _read_pipeline_config(path):
+    """A TF OD API ``pipeline.config`` -> (splits, label map path)."""
+    from google.protobuf import text_format
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = text_format.Parse(f.read(), _messages()["Pipeline"](), allow_unknown_field=True)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
+        raise DataError(f"{path}: not a TF Object Detection API pipeline config ({error})") from None
+    folder = os.path.dirname(os.path.abspath(path))
+
+    def located(name):  # as written (the TF OD API runs from its own folder), else beside the config
+        return name if glob.glob(name) or os.path.exists(name) else os.path.join(folder, name)
+
+    def files(reader, what):
+        paths = list(reader.tf_record_input_reader.input_path)
+        if not paths:
+            raise DataError(f"{path}: {what} has no tf_record_input_reader {{ input_path: ... }}")
+        found = []
+        for pattern in paths:
+            matched = _matching(located(pattern))
+            if not matched:
+                raise DataError(f"{path}: {what}: input_path {pattern!r} matches no file")
+            found.extend(matched)
+        return tuple(found)
+
+    if not config.HasField("train_input_reader"):
+        raise DataError(f"{path}: no train_input_reader")
+    splits = {"train": files(config.train_input_reader, "train_input_reader")}
+    if config.eval_input_reader:
+        splits["val"] = files(config.eval_input_reader[0], "eval_input_reader")
+    label_map = config.train_input_reader.label_map_path
+    return splits, (located(label_map) if label_map else None)
+
+
+def _label_map_beside(splits) -> typing.Optional[str]:
+    """The ``.pbtxt`` beside the first record file (in its folder, else the folder above): the
+    one there, or the one named ``*label_map*``."""
+    first = next(iter(splits.values()))[0]
+    folder = os.path.dirname(os.path.abspath(first))
+    for where in (folder, os.path.dirname(folder)):
+        found = sorted(glob.glob(os.path.join(glob.escape(where), "*.pbtxt")))
+        named = [name for name in found if "label_map" in os.path.basename(name).lower()]
+        if len(found) == 1 or len(named) == 1:
+            return found[0] if len(found) == 1 else named[0]
+        if found:
+            raise DataError(f"{where}: several label maps ({', '.join(map(os.path.basename, found))}): "
+                            "name one with --label-map")
+    return None
+
+
+def _messages() -> dict:
+    """The TF OD API's label map and pipeline config messages, the fields read here only (others
+    are skipped when parsing): built from descriptors, as the TF OD API is not a dependency."""
+    if not hasattr(_messages, "classes"):
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        field = descriptor_pb2.FieldDescriptorProto
+        file = descriptor_pb2.FileDescriptorProto(name="keras_frcnn_od_api.proto", package="keras_frcnn_od_api")
+        layout = {
+            "Item": [("name", field.TYPE_STRING, False), ("id", field.TYPE_INT32, False),
+                     ("display_name", field.TYPE_STRING, False)],
+            "LabelMap": [("item", "Item", True)],
+            "TFRecordInputReader": [("input_path", field.TYPE_STRING, True)],
+            "InputReader": [("label_map_path", field.TYPE_STRING, False),
+                            ("tf_record_input_reader", "TFRecordInputReader", False)],
+            "Pipeline": [("train_input_reader", "InputReader", False), ("eval_input_reader", "InputReader", True)],
+        }
+        for name, fields in layout.items():
+            message = file.message_type.add(name=name)
+            for number, (field_name, kind, repeated) in enumerate(fields, 1):
+                entry = message.field.add(name=field_name, number=number,
+                                          label=field.LABEL_REPEATED if repeated else field.LABEL_OPTIONAL)
+                if isinstance(kind, str):
+                    entry.type, entry.type_name = field.TYPE_MESSAGE, f".keras_frcnn_od_api.{kind}"
+                else:
+                    entry.type = kind
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(file)
+        _messages.classes = {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(
+            f"keras_frcnn_od_api.{name}")) for name in layout}
+    return _messages.classes
+
+
+def read_label_map(path) -> LabelMap:
+    """A TF OD API label map (``.pbtxt``) -> :class:`LabelMap`, ordered by id."""
+    from google.protobuf import text_format
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            items = text_format.Parse(f.read(), _messages()["LabelMap"](), allow_unknown_field=True).item
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
+        raise DataError(f"{path}: not a label map ({error})") from None
+    items = sorted(items, key=lambda item: item.id)
+    ids = [item.id for item in items]
+    if not items:
+        raise DataError(f"{path}: no item {{ id: ... name: ... }}")
+    if len(set(ids)) < len(ids):
+        raise DataError(f"{path}: id {next(i for i in ids if ids.count(i) > 1)} is given twice")
+    names = tuple(item.display_name or item.name or f"class_{item.id}" for item in items)
+    if len(set(names)) < len(names):
+        raise DataError(f"{path}: class name {next(n for n in names if names.count(n) > 1)!r} is given twice")
+    by_text = {}
+    for label, item in enumerate(items):  # names first: the TF OD API looks texts up by name
+        for text in (item.display_name, item.name):
+            if text:
+                by_text.setdefault(text, label)
+    for label, item in enumerate(items):
+        if item.name:
+            by_text[item.name] = label
+    return LabelMap(names, tuple(ids), by_text)
+
+
+def default_splits(path, label_map=None) -> tuple:
+    """The (training, evaluation) splits of ``--tfrecord path``: ``train`` -> ``val``, else
+    ``test``, else ``train[:90%]`` -> ``train[90%:]`` (a single split ``all`` alike)."""
+    splits = read_tfrecord_data(path, label_map).splits
+    first = "train" if "train" in splits else next(iter(splits))
+    for held_out in ("val", "test"):
+        if held_out in splits:
+            return first, held_out
+    return f"{first}[:90%]", f"{first}[90%:]"
+
+
+# --- reading the records once --------------------------------------------------------------------
+
+
+class FileFacts(typing.NamedTuple):
+    """What one record file holds, found by reading it once.
+
+    records: one entry per record read: ``[problem, ids, texts, notes, name]``: ``problem`` what
+      makes it unusable whatever the label map ("" if nothing), each object's class id and text (as
+      stored; ``None`` for a list the record has not), ``notes`` the kinds of its lesser problems
+      (a box clipped, a degenerate box), ``name`` its image file name.
+    stop: why reading stopped before the end of the file ("" if it did not).
+    """
+
+    compression: str
+    records: list
+    stop: str
+
+
+def _compression(path) -> str:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return "GZIP" if f.read(2) == b"\x1f\x8b" else ""
+
+
+def file_facts(path, cache=True) -> FileFacts:
+    """:class:`FileFacts` of a record file (cached, as image checks are)."""
+    key = _file_key(path)
+    if cache and key:
+        known = _FactsCache.read(key)
+        if known is not None:
+            return known
+    compression = _compression(path)
+    records, stop = [], ""
+    reader = iter(tf.data.TFRecordDataset(path, compression_type=compression).batch(64))
+    workers = min(32, (os.cpu_count() or 1) + 4)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        while True:
+            try:
+                batch = next(reader).numpy()
+            except StopIteration:
+                break
+            except tf.errors.OpError as error:  # DataLossError: a corrupt or truncated record
+                stop = f"{type(error).__name__}: {' '.join(error.message.split())[:200]}"
+                break
+            records.extend(pool.map(record_facts, batch))
+    if stop:  # the records of the last full batch may be followed by readable ones: read them singly
+        for serialized in _readable_records(path, compression, len(records)):
+            records.append(record_facts(serialized))
+    facts = FileFacts(compression, records, stop)
+    if cache and key:
+        _FactsCache.write(key, facts)
+    return facts
+
+
+def _readable_records(path, compression, start):
+    """The records of a file from ``start`` on, up to the first that cannot be read."""
+    reader = iter(tf.data.TFRecordDataset(path, compression_type=compression).skip(start))
+    while True:
+        try:
+            yield next(reader).numpy()
+        except (StopIteration, tf.errors.OpError):
+            return
+
+
+def record_facts(serialized: bytes) -> list:
+    """One record's ``[problem, ids, texts, notes, name]`` (see :class:`FileFacts`)."""
+    try:
+        feature = tf.train.Example.FromString(serialized).features.feature
+    except Exception:  # protobuf's DecodeError, and others
+        return ["not a tf.train.Example record", None, None, [], ""]
+
+    def values(key):
+        if key not in feature:
+            return None
+        kind = feature[key].WhichOneof("kind")
+        if kind not in (None, _KINDS[key]):
+            raise ValueError(f"{key} is a {kind.replace('_', ' ')}, not a {_KINDS[key].replace('_', ' ')}")
+        return list(getattr(feature[key], kind).value) if kind else []
+
+    name = ""
+    try:
+        names = values("image/filename") or values("image/source_id") or [b""]
+        name = names[0].decode("utf-8", "replace")
+        encoded = values("image/encoded")
+        if not encoded:
+            keys = ", ".join(sorted(feature)[:8])
+            return [f"no image/encoded: not the TF Object Detection API's layout (its keys: {keys}"
+                    + ("; a TFDS set's record: read it with --dataset NAME --data-dir DIR)" if "objects/bbox" in feature
+                       else ")"), None, None, [], name]
+        boxes = [values(key) or [] for key in _BOX_KEYS]
+        ids, texts = values("image/object/class/label"), values("image/object/class/text")
+        count = len(boxes[0])
+        problem = _layout_problem(boxes, ids, texts, count, values)
+        if problem:
+            return [problem, None, None, [], name]
+        try:
+            check_image(io.BytesIO(encoded[0]))
+        except ValueError as error:
+            return [f"bad image: {error}", None, None, [], name]
+        notes = _box_notes(np.array(boxes, np.float64).T.reshape(-1, 4))
+        texts = [text.decode("utf-8", "replace") for text in texts] if texts else texts
+        return ["", ids if ids else None, texts if texts else None, notes, name]
+    except ValueError as error:
+        return [str(error), None, None, [], name]
+
+
+def _layout_problem(boxes, ids, texts, count, values) -> str:
+    lengths = [len(b) for b in boxes]
+    if len(set(lengths)) > 1:
+        return "the box lists differ in length (" + ", ".join(
+            f"{key.rsplit('/', 1)[1]} {n}" for key, n in zip(_BOX_KEYS, lengths)) + ")"
+    if count and not (ids and len(ids) == count or texts and len(texts) == count):
+        return (f"{count} boxes but {len(ids or [])} image/object/class/label ids and {len(texts or [])} "
+                "image/object/class/text names")
+    for key, given in (("image/object/class/label", ids), ("image/object/class/text", texts)):
+        if given and len(given) != count:
+            return f"{count} boxes but {len(given)} {key} values"
+    for key in _PER_OBJECT:
+        given = values(key)
+        if given and len(given) != count:
+            return f"{count} boxes but {len(given)} {key} values"
+    if not count:
+        return ""
+    ymin, xmin, ymax, xmax = (np.array(b, np.float64) for b in boxes)
+    every = np.concatenate([ymin, xmin, ymax, xmax])
+    if not np.all(np.isfinite(every)):
+        return "a box coordinate is not a number"
+    if every.min() < -TOLERANCE or every.max() > 1 + TOLERANCE:
+        worst = every[np.argmax(np.abs(every - 0.5))]
+        return (f"box coordinates are not normalised to the image (e.g. {worst:g}, outside [0, 1]): "
+                "the TF OD API's boxes are fractions of the image's height and width")
+    if np.any(ymin > ymax) or np.any(xmin > xmax):
+        return "a box with ymin > ymax or xmin > xmax"
+    return ""
+
+
+def _box_notes(boxes) -> list:
+    notes = []
+    if len(boxes) and (boxes.min() < -1e-3 or boxes.max() > 1 + 1e-3):
+        notes.append("box clipped")
+    clipped = np.clip(boxes, 0.0, 1.0)
+    if np.any((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])):
+        notes.append("degenerate box")
+    return notes
+
+
+def _file_key(path):
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+class _FactsCache:
+    """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
+    checks (:func:`image_files.cache_path`)."""
+
+    RULES = 1  # bump when record_facts's rules change
+
+    @classmethod
+    def _connect(cls):
+        import sqlite3
+
+        import PIL
+
+        path = cache_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        connection = sqlite3.connect(path, timeout=60)
+        connection.execute("CREATE TABLE IF NOT EXISTS tfrecord_files (path TEXT, size INTEGER, mtime INTEGER, "
+                           "rules TEXT, facts TEXT, PRIMARY KEY (path, size, mtime, rules))")
+        return connection, f"{cls.RULES}/{PIL.__version__}"
+
+    @classmethod
+    def read(cls, key) -> typing.Optional[FileFacts]:
+        import sqlite3
+
+        try:
+            connection, rules = cls._connect()
+            with contextlib.closing(connection):
+                row = connection.execute("SELECT facts FROM tfrecord_files WHERE path = ? AND size = ? AND "
+                                         "mtime = ? AND rules = ?", [*key, rules]).fetchone()
+        except (sqlite3.Error, OSError):
+            return None
+        return FileFacts(*json.loads(row[0])) if row else None
+
+    @classmethod
+    def write(cls, key, facts: FileFacts):
+        import sqlite3
+
+        try:
+            connection, rules = cls._connect()
+            with contextlib.closing(connection), connection:
+                connection.execute("INSERT OR REPLACE INTO tfrecord_files VALUES (?, ?, ?, ?, ?)",
+                                   [*key, rules, json.dumps(list(facts))])
+        except (sqlite3.Error, OSError):
+            pass
+
+
+# --- classes ---------------------------------------------------------------------------------------
+
+
+def class_map(data: TFRecordData, facts: dict) -> LabelMap:
+    """The label map of the data, or the classes its records hold (every split's files, so that
+    training and evaluation agree)."""
+    if data.label_map:
+        return read_label_map(data.label_map)
+    named, texts, every_id = {}, set(), True
+    for file in sorted(facts):
+        for problem, ids, names, _, _ in facts[file].records:
+            if problem:
+                continue
+            texts.update(names or ())
+            every_id &= ids is not None or not names
+            for i, text in zip(ids or (), names or [None] * len(ids or ())):
+                if text is not None and named.setdefault(i, text) != text:
+                    raise DataError(f"{file}: class id {i} is {named[i]!r} in one record and {text!r} in another: "
+                                    "give a label map (--label-map)")
+                named.setdefault(i, None)
+    if every_id and named:
+        ids = sorted(named)
+        names = tuple(named[i] or f"class_{i}" for i in ids)
+        if len(set(names)) == len(names):
+            return LabelMap(names, tuple(ids), {name: label for label, name in enumerate(names)})
+    if not texts:
+        raise DataError(f"{data.path}: no object has a class (image/object/class/text or /label)")
+    names = tuple(sorted(texts))
+    return LabelMap(names, (), {name: label for label, name in enumerate(names)})
+
+
+def _labels(ids, texts, classes: LabelMap):
+    """A record's 0-based labels as the graph will find them, or a problem."""
+    by_id = {i: label for label, i in enumerate(classes.ids)}
+    labels = []
+    for k in range(len(ids or texts or ())):
+        text = texts[k] if texts else None
+        if text is not None and text in classes.by_text:
+            labels.append(classes.by_text[text])
+        elif ids is not None and ids[k] in by_id:  # no text, or one the label map has not
+            labels.append(by_id[ids[k]])
+        else:
+            what = f"class {text!r}" if text is not None else f"class id {ids[k]}"
+            return None, f"{what} is not in the label map"
+    return labels, ""
+
+
+# --- the source ---------------------------------------------------------------------------------
+
+
+def load_tfrecord(
+    path,
+    split: str = "train",
+    label_map=None,
+    decode_images: bool = True,
+    strict: bool = False,
+) -> DetectionSource:
+    """The records of ``split`` (``"train"``, ``"val"``, ``"all"``, ``"train[:90%]"``, ``"train+val"``)
+    of ``--tfrecord path`` (see :func:`read_tfrecord_data`) as a :class:`DetectionSource`: in
+    file order, each usable record once; ``shuffled_records`` gives a pass in a seeded order.
+
+    label_map: a ``.pbtxt`` file (default: the one found). strict: raise ``DataError`` on the
+    first problem instead of warning and skipping.
+    """
+    data = read_tfrecord_data(path, label_map)
+    problems = DataProblems(f"TFRecord {os.fspath(path)} {split}", strict=strict)
+    parts = []
+    for part in str(split).split("+"):
+        match = SPLIT_SLICE.match(part.strip())
+        if match is None or match["name"] not in data.splits:
+            raise DataError(f"{data.path}: split {part.strip()!r}: not one of its splits {list(data.splits)} "
+                            "(or a part of one such as train[:90%])")
+        parts.append((match, data.splits[match["name"]]))
+    every_file = sorted({file for files in data.splits.values() for file in files})
+    facts = {file: file_facts(file) for file in every_file}
+    classes = class_map(data, facts)
+
+    files, raw_starts, counts, kept, objects = [], [], [], [], 0
+    for match, split_files in parts:
+        usable = []  # (file number in ``files``, record number): this part's usable records in order
+        for file in split_files:
+            if file in files:
+                raise DataError(f"{data.path}: {file} is read twice by split {split!r}")
+            number, file_facts_ = len(files), facts[file]
+            files.append(file)
+            raw_starts.append(sum(counts))
+            counts.append(len(file_facts_.records))
+            if file_facts_.stop:
+                problems.warn("unreadable record", file, f"record {len(file_facts_.records)} cannot be read "
+                              f"({file_facts_.stop})", "the records after it are skipped")
+            for record, (problem, ids, texts, notes, name) in enumerate(file_facts_.records):
+                where = f"{file}: record {record}" + (f" ({name})" if name else "")
+                if not problem and (ids or texts):
+                    labels, problem = _labels(ids, texts, classes)
+                if problem:
+                    problems.warn("bad record", where, problem, "record skipped")
+                    continue
+                for note in notes:
+                    problems.warn(note, where, "a box reaching outside the image" if note == "box clipped"
+                                  else "a box of no width or height", "clipped" if note == "box clipped" else
+                                  "box dropped")
+                usable.append((number, record, len(ids or texts or ())))
+        for number, record, count in sliced(usable, match):
+            kept.append(raw_starts[number] + record)
+            objects += count
+    problems.summary(len(kept))
+    compression = {file: facts[file].compression for file in files}
+    _report_order(facts, files, kept, problems.source)
+    reader = _Reader(files, raw_starts, counts, kept, compression, classes, decode_images)
+    return DetectionSource(
+        dataset=reader.in_order(),
+        class_names=classes.names,
+        num_examples=len(kept),
+        name=problems.source,
+        problems=dict(problems.counts),
+        num_objects=objects,
+        fingerprint=fingerprint([f"{os.path.basename(f)}:{n}" for f, n in zip(files, counts)]
+                                + [str(len(kept)), str(kept[0]), str(kept[-1])]),
+        shuffled_records=reader.shuffled,
+    )
+
+
+class _Reader:
+    """Graph code reading the kept records of ``files``: ``in_order()`` the examples in file
+    order; ``shuffled(seed)`` ``(index, example)`` pairs in a seeded order of files read in turns.
+    ``index`` is a record's position among the kept ones (its ``global record number`` found in
+    ``kept`` by binary search)."""
+
+    def __init__(self, files, raw_starts, counts, kept, compression, classes: LabelMap, decode_images):
+        kept = np.asarray(kept, np.int64)
+        self.kept = tf.constant(kept)
+        # Each file's window of records holding kept ones: records [first, last] of it.
+        rows = []
+        for number, file in enumerate(files):
+            start, end = raw_starts[number], raw_starts[number] + counts[number]
+            lo, hi = np.searchsorted(kept, [start, end])
+            if hi > lo:
+                rows.append((file, compression[file], int(kept[lo]), int(kept[lo] - start), int(kept[hi - 1] - kept[lo] + 1)))
+        self.table = {key: tf.constant([row[i] for row in rows], dtype) for i, (key, dtype) in enumerate(
+            [("path", tf.string), ("compression", tf.string), ("first", tf.int64), ("skip", tf.int64),
+             ("take", tf.int64)])}
+        self.num_files = len(rows)
+        self.by_text = _table(list(classes.by_text), list(classes.by_text.values()), tf.string)
+        self.by_id = _table(list(classes.ids), list(range(len(classes.ids))), tf.int64)
+        self.decode_images = decode_images
+
+    def _file_records(self, row):
+        """One file's window of records, numbered globally: (record number, serialized)."""
+        records = tf.data.TFRecordDataset(row["path"], compression_type=row["compression"])
+        return records.skip(row["skip"]).take(row["take"]).enumerate(row["first"])
+
+    def _records(self, files: tf.data.Dataset, interleave: int):
+        if interleave > 1:
+            records = files.interleave(self._file_records, cycle_length=interleave, block_length=1,
+                                       num_parallel_calls=min(interleave, 8), deterministic=True)
+        else:
+            records = files.flat_map(self._file_records)
+        kept = self.kept
+
+        def is_kept(number, _):
+            at = tf.minimum(tf.searchsorted(kept, tf.reshape(number, [1]), out_type=tf.int64)[0], tf.size(kept, tf.int64) - 1)
+            return tf.equal(kept[at], number)
+
+        def to_example(number, serialized):
+            index = tf.searchsorted(kept, tf.reshape(number, [1]), out_type=tf.int64)[0]
+            return index, self.parse(serialized)
+
+        return records.filter(is_kept).map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def in_order(self) -> tf.data.Dataset:
+        files = tf.data.Dataset.from_tensor_slices(self.table)
+        return self._records(files, 1).map(lambda index, example: example)
+
+    def shuffled(self, seed) -> tf.data.Dataset:
+        files = tf.data.Dataset.from_tensor_slices(self.table).shuffle(
+            max(self.num_files, 1), seed=seed, reshuffle_each_iteration=False)
+        return self._records(files, min(self.num_files, INTERLEAVE_FILES))
+
+    def parse(self, serialized):
+        """A serialized record -> an example in the layout (its objects' classes mapped to labels)."""
+        parsed = tf.io.parse_single_example(serialized, {
+            "image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "image/source_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            **{key: tf.io.VarLenFeature(tf.float32) for key in _BOX_KEYS + ("image/object/area",)},
+            "image/object/class/text": tf.io.VarLenFeature(tf.string),
+            "image/object/class/label": tf.io.VarLenFeature(tf.int64),
+            "image/object/difficult": tf.io.VarLenFeature(tf.int64),
+            "image/object/is_crowd": tf.io.VarLenFeature(tf.int64),
+        })
+        dense = {key: value.values if isinstance(value, tf.sparse.SparseTensor) else value
+                 for key, value in parsed.items()}
+        boxes = tf.stack([dense[key] for key in _BOX_KEYS], axis=-1)
+        count = tf.shape(boxes)[0]
+
+        def per_object(key, missing):  # a list of the boxes' length, else ``missing`` for each
+            values = dense[key]
+            return tf.cond(tf.equal(tf.size(values), count), lambda: values,
+                           lambda: tf.fill([count], tf.constant(missing, values.dtype)))
+
+        by_text = self.by_text.lookup(per_object("image/object/class/text", ""))
+        by_id = self.by_id.lookup(per_object("image/object/class/label", -1))
+        labels = tf.where(by_text >= 0, by_text, by_id)
+        difficult = (per_object("image/object/difficult", 0) > 0) | (per_object("image/object/is_crowd", 0) > 0)
+        source_id = dense["image/source_id"]
+        image_id = tf.cond(tf.strings.regex_full_match(source_id, r"[0-9]{1,18}"),
+                           lambda: tf.strings.to_number(source_id, tf.int64), lambda: tf.constant(-1, tf.int64))
+        filename = tf.where(tf.strings.length(dense["image/filename"]) > 0, dense["image/filename"], source_id)
+        image = dense["image/encoded"]
+        return {
+            "image": decode_image(image) if self.decode_images else image,
+            "image/filename": filename,
+            "image/id": image_id,
+            "objects": {
+                "bbox": tf.clip_by_value(boxes, 0.0, 1.0),
+                "label": labels,
+                "is_difficult": difficult,
+                "area": per_object("image/object/area", -1.0),
+            },
+        }
+
+
+def _table(keys, values, key_dtype):
+    if not keys:  # a table needs a key: one that no record holds
+        keys, values = [tf.constant("", key_dtype).numpy() if key_dtype == tf.string else -(2 ** 62)], [-1]
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(keys, key_dtype), tf.constant(values, tf.int64)),
+        default_value=-1)
+
+
+def _report_order(facts, files, kept, source):
+    """Warn where the training stream's window cannot mix the records: few files whose records
+    come grouped by class (neighbours share their first class far more often than in a random
+    order)."""
+    from keras_frcnn.data.pipeline import SHUFFLE_BUFFER
+
+    if len(kept) <= 4 * SHUFFLE_BUFFER or len(files) >= INTERLEAVE_FILES:
+        return
+    firsts = []
+    for file in files:
+        for problem, ids, texts, _, _ in facts[file].records:
+            firsts.append((texts or ids or [None])[0] if not problem else None)
+    sequence = [firsts[k] for k in kept if firsts[k] is not None]
+    if len(sequence) < 2:
+        return
+    same = np.mean([a == b for a, b in zip(sequence, sequence[1:])])
+    shares = np.array(list(collections.Counter(sequence).values()), np.float64) / len(sequence)
+    chance = float(np.sum(shares ** 2))
+    if same > 0.5 and same > 2 * chance:
+        logger.warning("%s: the records are stored grouped by class (%.0f%% of neighbours share their first class, "
+                       "%.0f%% in a random order) in %d file(s): the training stream mixes records within a window of "
+                       "%d from up to %d files, so it trains on one class at a time; write the records shuffled, or "
+                       "in more shards", source, 100 * same, 100 * chance, len(files), SHUFFLE_BUFFER,
+                       INTERLEAVE_FILES)
