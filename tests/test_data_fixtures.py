@@ -158,3 +158,57 @@ def write_yolo(root, splits, names, layout="ultralytics", yaml_text=None):
     with open(path, "w") as f:
         f.write(yaml_text)
     return path
+
+
+def tf_example(name, boxes=(), texts=None, ids=None, size=(60, 80), seed=0, fmt="PNG", encoded=None, **extra):
+    """A serialized ``tf.train.Example`` in the TF Object Detection API's layout: an image of
+    ``size`` (h, w), ``boxes`` normalised ``yxyx``, class ``texts`` and / or ``ids``; ``extra``:
+    further features by key with ``/`` written ``__`` (``image__object__difficult=[1]``), a list of
+    ints, floats or bytes."""
+    import io
+
+    import tensorflow as tf
+
+    if encoded is None:
+        pixels = np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format=fmt)
+        encoded = buffer.getvalue()
+
+    def feature(values):
+        values = list(values)
+        if values and isinstance(values[0], bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+        if values and isinstance(values[0], float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    features = {"image/encoded": feature([encoded]), "image/filename": feature([name.encode()]),
+                "image/source_id": feature([name.encode()]), "image/height": feature([size[0]]),
+                "image/width": feature([size[1]])}
+    for column, key in enumerate(("ymin", "xmin", "ymax", "xmax")):
+        features[f"image/object/bbox/{key}"] = tf.train.Feature(
+            float_list=tf.train.FloatList(value=boxes[:, column].tolist()))
+    if texts is not None:
+        features["image/object/class/text"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[t.encode() for t in texts]))
+    if ids is not None:
+        features["image/object/class/label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=list(ids)))
+    for key, values in extra.items():
+        features[key.replace("__", "/")] = feature(values)
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+
+
+def write_records(path, records, compression=None):
+    """Serialized records into a TFRecord file (``compression``: None or "GZIP"); returns its path."""
+    import tensorflow as tf
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(str(path), options=compression) as writer:
+        for record in records:
+            writer.write(record)
+    return str(path)
+
+
+LABEL_MAP = 'item {\n  id: 1\n  name: "cat"\n}\nitem {\n  name: "dog"\n  id: 3\n  display_name: "Dog"\n}\n'

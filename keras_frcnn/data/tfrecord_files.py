@@ -317,10 +317,11 @@ def default_splits(path, label_map=None) -> tuple:
 class FileFacts(typing.NamedTuple):
     """What one record file holds, found by reading it once.
 
-    records: one entry per record read: ``[problem, ids, texts, notes, name]``: ``problem`` what
-      makes it unusable whatever the label map ("" if nothing), each object's class id and text (as
-      stored; ``None`` for a list the record has not), ``notes`` the kinds of its lesser problems
-      (a box clipped, a degenerate box), ``name`` its image file name.
+    records: one entry per record read: ``[problem, ids, texts, notes, name, never]``: ``problem``
+      what makes it unusable whatever the label map ("" if nothing), each object's class id and text
+      (as stored; ``None`` for a list the record has not), ``notes`` the kinds of its lesser problems
+      (a box clipped, a degenerate box), ``name`` its image file name, ``never`` how many of its
+      objects are difficult or crowd ones.
     stop: why reading stopped before the end of the file ("" if it did not).
     """
 
@@ -375,11 +376,11 @@ def _readable_records(path, compression, start):
 
 
 def record_facts(serialized: bytes) -> list:
-    """One record's ``[problem, ids, texts, notes, name]`` (see :class:`FileFacts`)."""
+    """One record's ``[problem, ids, texts, notes, name, never]`` (see :class:`FileFacts`)."""
     try:
         feature = tf.train.Example.FromString(serialized).features.feature
     except Exception:  # protobuf's DecodeError, and others
-        return ["not a tf.train.Example record", None, None, [], ""]
+        return ["not a tf.train.Example record", None, None, [], "", 0]
 
     def values(key):
         if key not in feature:
@@ -398,22 +399,24 @@ def record_facts(serialized: bytes) -> list:
             keys = ", ".join(sorted(feature)[:8])
             return [f"no image/encoded: not the TF Object Detection API's layout (its keys: {keys}"
                     + ("; a TFDS set's record: read it with --dataset NAME --data-dir DIR)" if "objects/bbox" in feature
-                       else ")"), None, None, [], name]
+                       else ")"), None, None, [], name, 0]
         boxes = [values(key) or [] for key in _BOX_KEYS]
         ids, texts = values("image/object/class/label"), values("image/object/class/text")
         count = len(boxes[0])
         problem = _layout_problem(boxes, ids, texts, count, values)
         if problem:
-            return [problem, None, None, [], name]
+            return [problem, None, None, [], name, 0]
         try:
             check_image(io.BytesIO(encoded[0]))
         except ValueError as error:
-            return [f"bad image: {error}", None, None, [], name]
+            return [f"bad image: {error}", None, None, [], name, 0]
         notes = _box_notes(np.array(boxes, np.float64).T.reshape(-1, 4))
         texts = [text.decode("utf-8", "replace") for text in texts] if texts else texts
-        return ["", ids if ids else None, texts if texts else None, notes, name]
+        never = np.maximum(np.array(values("image/object/difficult") or [0] * count),
+                           np.array(values("image/object/is_crowd") or [0] * count))
+        return ["", ids if ids else None, texts if texts else None, notes, name, int(np.count_nonzero(never))]
     except ValueError as error:
-        return [str(error), None, None, [], name]
+        return [str(error), None, None, [], name, 0]
 
 
 def _layout_problem(boxes, ids, texts, count, values) -> str:
@@ -519,7 +522,7 @@ def class_map(data: TFRecordData, facts: dict) -> LabelMap:
         return read_label_map(data.label_map)
     named, texts, every_id = {}, set(), True
     for file in sorted(facts):
-        for problem, ids, names, _, _ in facts[file].records:
+        for problem, ids, names, *_ in facts[file].records:
             if problem:
                 continue
             texts.update(names or ())
@@ -599,7 +602,7 @@ def load_tfrecord(
             if file_facts_.stop:
                 problems.warn("unreadable record", file, f"record {len(file_facts_.records)} cannot be read "
                               f"({file_facts_.stop})", "the records after it are skipped")
-            for record, (problem, ids, texts, notes, name) in enumerate(file_facts_.records):
+            for record, (problem, ids, texts, notes, name, never) in enumerate(file_facts_.records):
                 where = f"{file}: record {record}" + (f" ({name})" if name else "")
                 if not problem and (ids or texts):
                     labels, problem = _labels(ids, texts, classes)
@@ -610,7 +613,7 @@ def load_tfrecord(
                     problems.warn(note, where, "a box reaching outside the image" if note == "box clipped"
                                   else "a box of no width or height", "clipped" if note == "box clipped" else
                                   "box dropped")
-                usable.append((number, record, len(ids or texts or ())))
+                usable.append((number, record, len(ids or texts or ()) - never))
         for number, record, count in sliced(usable, match):
             kept.append(raw_starts[number] + record)
             objects += count
@@ -742,14 +745,14 @@ def _table(keys, values, key_dtype):
 def _report_order(facts, files, kept, source):
     """Warn where the training stream's window cannot mix the records: few files whose records
     come grouped by class (neighbours share their first class far more often than in a random
-    order)."""
+    order: over half the way from a random order's share to a sorted one's, 100 %)."""
     from keras_frcnn.data.pipeline import SHUFFLE_BUFFER
 
     if len(kept) <= 4 * SHUFFLE_BUFFER or len(files) >= INTERLEAVE_FILES:
         return
     firsts = []
     for file in files:
-        for problem, ids, texts, _, _ in facts[file].records:
+        for problem, ids, texts, *_ in facts[file].records:
             firsts.append((texts or ids or [None])[0] if not problem else None)
     sequence = [firsts[k] for k in kept if firsts[k] is not None]
     if len(sequence) < 2:
@@ -757,7 +760,7 @@ def _report_order(facts, files, kept, source):
     same = np.mean([a == b for a, b in zip(sequence, sequence[1:])])
     shares = np.array(list(collections.Counter(sequence).values()), np.float64) / len(sequence)
     chance = float(np.sum(shares ** 2))
-    if same > 0.5 and same > 2 * chance:
+    if chance < 0.99 and (same - chance) / (1 - chance) > 0.5:  # over half the way from random to sorted
         logger.warning("%s: the records are stored grouped by class (%.0f%% of neighbours share their first class, "
                        "%.0f%% in a random order) in %d file(s): the training stream mixes records within a window of "
                        "%d from up to %d files, so it trains on one class at a time; write the records shuffled, or "

@@ -1,0 +1,278 @@
+"""TFRecord files in the TF Object Detection API's layout (``--tfrecord``; keras_frcnn.data.tfrecord_files):
+the layouts the TF OD API, its pipeline.config and Roboflow write, label maps, the records' faults,
+the training stream's order, and a run trained and evaluated on them."""
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_data_fixtures import LABEL_MAP, examples, tf_example, write_records
+
+from conftest import tiny_config
+
+from keras_frcnn.data import DataError, load_tfrecord, pipeline
+from keras_frcnn.data import tfrecord_files
+from keras_frcnn.data.tfrecord_files import default_splits, read_tfrecord_data
+from keras_frcnn.evaluate import main as evaluate_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train  # noqa: E402  (the repository's train.py)
+
+A = tf_example("a.jpg", [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]], ["cat", "dog"], [1, 3], seed=1,
+               image__object__difficult=[0, 1], image__object__area=[12.5, 4800.0])
+B = tf_example("b.jpg", [[0.2, 0.2, 0.4, 0.9]], None, [3], seed=2, fmt="JPEG")  # an id alone
+C = tf_example("000000397133", [], [], [], seed=3, image__object__is_crowd=[])  # COCO's numeric id; a negative
+D = tf_example("d.jpg", [[0.5, 0.5, 0.75, 0.75]], ["Dog"], None, seed=4)  # a display name alone
+
+
+def _objects(source):
+    return {e["image/filename"].decode(): (e["objects/bbox"].astype(np.float64).round(4).tolist(), e["objects/label"].tolist(),
+                                           e["objects/is_difficult"].tolist(), e["objects/area"].tolist(),
+                                           int(e["image/id"]), e["image"].shape)
+            for e in examples(source)}
+
+
+EXPECTED = {
+    "a.jpg": ([[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]], [0, 1], [False, True], [12.5, 4800.0], -1, (60, 80, 3)),
+    "b.jpg": ([[0.2, 0.2, 0.4, 0.9]], [1], [False], [-1.0], -1, (60, 80, 3)),
+    "000000397133": ([], [], [], [], 397133, (60, 80, 3)),
+    "d.jpg": ([[0.5, 0.5, 0.75, 0.75]], [1], [False], [-1.0], -1, (60, 80, 3)),
+}
+
+
+@pytest.mark.parametrize("layout", ["od_api", "pipeline_config", "roboflow"])
+def test_the_layouts_the_tf_od_api_its_pipeline_config_and_roboflow_write(tmp_path, layout):
+    """Sharded ``*_train.record-*`` files beside ``*_val.record`` and a label map; the same named by a
+    pipeline.config (a glob, paths as written or beside it); Roboflow's train/ valid/ folders with
+    a label map in each. Classes by the label map's ids (gap kept out), named by display name;
+    texts looked up by name or display name, ids without texts; difficult, crowd and area kept."""
+    if layout == "roboflow":
+        write_records(tmp_path / "set" / "train" / "cells.tfrecord", [A, B, C])
+        write_records(tmp_path / "set" / "valid" / "cells.tfrecord", [D])
+        for split in ("train", "valid"):
+            (tmp_path / "set" / split / "cells_label_map.pbtxt").write_text(LABEL_MAP)
+        path = tmp_path / "set"
+    else:
+        write_records(tmp_path / "set" / "pets_train.record-00000-of-00002", [A, B])
+        write_records(tmp_path / "set" / "pets_train.record-00001-of-00002", [C])
+        write_records(tmp_path / "set" / "pets_val.record", [D])
+        (tmp_path / "set" / "pet_label_map.pbtxt").write_text(LABEL_MAP)
+        path = tmp_path / "set"
+        if layout == "pipeline_config":
+            (tmp_path / "set" / "pipeline.config").write_text(
+                "model { faster_rcnn { num_classes: 2 } }\ntrain_config { batch_size: 1 }\n"
+                'train_input_reader: {\n  tf_record_input_reader { input_path: "pets_train.record-?????-of-00002" }\n'
+                '  label_map_path: "pet_label_map.pbtxt"\n}\neval_config { metrics_set: "coco_detection_metrics" }\n'
+                'eval_input_reader: {\n  tf_record_input_reader { input_path: "' + str(tmp_path / "set" / "pets_val.record")
+                + '" }\n  label_map_path: "pet_label_map.pbtxt"\n  shuffle: false\n}\n')
+            (tmp_path / "set" / "other.pbtxt").write_text(LABEL_MAP)  # the config names its own
+            path = tmp_path / "set" / "pipeline.config"
+    assert default_splits(path) == ("train", "val")
+    train_source = load_tfrecord(path, "train", decode_images=True)
+    assert train_source.class_names == ("cat", "Dog")
+    assert (train_source.num_examples, train_source.num_objects, train_source.problems) == (3, 2, {})
+    val_source = load_tfrecord(path, "val")
+    assert _objects(train_source) | _objects(val_source) == EXPECTED
+    encoded = load_tfrecord(path, "train+val", decode_images=False)
+    assert [type(e["image"]) for e in examples(encoded)] == [bytes] * 4
+    assert load_tfrecord(path, "train[1:]").num_examples == 2
+
+
+def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
+    """A single record file (or a glob) is one split, ``all``: trained on all[:90%], tested on
+    all[90%:]; without a label map the records' ids name the classes by their texts, ordered by
+    id, or, where some object has no id, the texts sorted."""
+    records = [tf_example(f"{n}.jpg", [[0.1, 0.1, 0.9, 0.9]], [["zebra", "ant"][n % 2]], [[7, 2][n % 2]], seed=n)
+               for n in range(20)]
+    path = write_records(tmp_path / "all.tfrecord", records)
+    assert read_tfrecord_data(path).splits == {"all": (path,)}
+    assert default_splits(path) == ("all[:90%]", "all[90%:]")
+    assert read_tfrecord_data(str(tmp_path / "*.tfrecord")).splits == {"all": (path,)}
+    source = load_tfrecord(path, "all[90%:]")
+    assert source.class_names == ("ant", "zebra")  # ids 2, 7
+    assert [e["image/filename"] for e in examples(source)] == [b"18.jpg", b"19.jpg"]
+    assert [e["objects/label"].tolist() for e in examples(source)] == [[1], [0]]
+    texts_only = write_records(tmp_path / "texts" / "x.record", [tf_example("t.jpg", [[0, 0, 1, 1]] * 2, ["b", "a"])])
+    assert load_tfrecord(texts_only, "all").class_names == ("a", "b")
+    ids_only = write_records(tmp_path / "ids" / "x.record", [tf_example("i.jpg", [[0, 0, 1, 1]] * 2, None, [5, 2])])
+    assert load_tfrecord(ids_only, "all").class_names == ("class_2", "class_5")
+    with pytest.raises(DataError, match="split 'train': not one of its splits"):
+        load_tfrecord(path, "train")
+
+
+def _cut(path, keep_bytes):
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:keep_bytes])
+
+
+def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, caplog):
+    """Each fault a record can hold skips it with a warning naming the file, the record and its
+    image; a file cut short gives the records before the cut; GZIP files are read; boxes reaching
+    out are clipped, degenerate ones dropped; strict stops at the first."""
+    good = [tf_example(f"ok{n}.jpg", [[0.1, 0.1, 0.6, 0.6]], ["cat"], [1], seed=n) for n in range(3)]
+    faults = {
+        "not a tf.train.Example record": b"\x07\x07\x07",
+        "no image/encoded: not the TF Object Detection API's layout": tf.train.Example().SerializeToString(),
+        "box coordinates are not normalised": tf_example("pixels.jpg", [[10, 20, 50, 60]], ["cat"], [1]),
+        "the box lists differ in length": tf_example("short.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1],
+                                                     image__object__bbox__xmax=[0.5, 0.6]),
+        "1 boxes but 2 image/object/class/label values": tf_example("ids.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1, 1]),
+        "class 'cow' is not in the label map": tf_example("cow.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cow"], [9]),
+        "class id 2 is not in the label map": tf_example("two.jpg", [[0.1, 0.1, 0.5, 0.5]], None, [2]),
+        "a box with ymin > ymax": tf_example("order.jpg", [[0.5, 0.1, 0.1, 0.5]], ["cat"], [1]),
+        "bad image: image file is corrupt": tf_example("broken.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1],
+                                                       encoded=b"\xff\xd8\xff\xe0 not a jpeg"),
+        "image/object/bbox/xmin is a int64 list, not a float list": tf_example(
+            "kind.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1], image__object__bbox__xmin=[0]),
+    }
+    lesser = [tf_example("out.jpg", [[-0.005, 0.1, 0.5, 1.005]], ["cat"], [1]),
+              tf_example("flat.jpg", [[0.3, 0.1, 0.3, 0.5], [0.1, 0.1, 0.5, 0.5]], ["cat", "Dog"], [1, 3])]
+    folder = tmp_path / "set"
+    write_records(folder / "a_train.record", good[:1] + list(faults.values()) + lesser)
+    cut = write_records(folder / "b_train.record", good[1:] + [tf_example("lost.jpg", [], [], [])])
+    _cut(cut, os.path.getsize(cut) - 20)  # the last record cut short: a copy that did not finish
+    write_records(folder / "c_train.record.gz", [tf_example("zipped.jpg", [], [], [])], compression="GZIP")
+    os.rename(folder / "c_train.record.gz", folder / "c_train.record")
+    (folder / "label_map.pbtxt").write_text(LABEL_MAP)
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_tfrecord(folder, "train")
+    assert sorted(e["image/filename"].decode() for e in examples(source)) == [
+        "flat.jpg", "ok0.jpg", "ok1.jpg", "ok2.jpg", "out.jpg", "zipped.jpg"]
+    assert source.problems == {"bad record": len(faults), "unreadable record": 1, "box clipped": 1,
+                               "degenerate box": 1}
+    messages = caplog.text
+    for number, message in enumerate(faults, 1):
+        assert f"a_train.record: record {number}" in messages and message in messages, message
+    assert "(pixels.jpg): box coordinates are not normalised to the image (e.g. 60" in messages
+    assert f"{cut}: record 2 cannot be read (DataLossError" in messages
+    flat = next(e for e in examples(source) if e["image/filename"] == b"flat.jpg")
+    assert flat["objects/label"].tolist() == [0, 1]  # kept here; the pipelines drop the degenerate one
+    out = next(e for e in examples(source) if e["image/filename"] == b"out.jpg")
+    assert out["objects/bbox"].tolist() == [[0.0, 0.10000000149011612, 0.5, 1.0]]
+    with pytest.raises(DataError, match="record 1: not a tf.train.Example record"):
+        load_tfrecord(folder, "train", strict=True)
+    with pytest.raises(DataError, match="no usable example"):
+        load_tfrecord(write_records(tmp_path / "bad.record", [faults["box coordinates are not normalised"]]),
+                      "all", label_map=folder / "label_map.pbtxt")
+
+
+def test_what_cannot_be_read_is_an_error_naming_it(tmp_path):
+    with pytest.raises(DataError, match="no such file, folder or files matching it"):
+        read_tfrecord_data(tmp_path / "none.record")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no record files"):
+        read_tfrecord_data(tmp_path / "empty")
+    write_records(tmp_path / "two" / "x.record", [A])
+    (tmp_path / "two" / "a.pbtxt").write_text(LABEL_MAP)
+    (tmp_path / "two" / "b.pbtxt").write_text(LABEL_MAP)
+    with pytest.raises(DataError, match="several label maps .*name one with --label-map"):
+        read_tfrecord_data(tmp_path / "two")
+    for text, message in [("item { id: 1 name: 'a' } item { id: 1 name: 'b' }", "id 1 is given twice"),
+                          ("item { id: 1 name: 'a' } item { id: 2 name: 'a' }", "class name 'a' is given twice"),
+                          ("item { id: 1 name: 'a' ", "not a label map"), ("", "no item")]:
+        (tmp_path / "map.pbtxt").write_text(text)
+        with pytest.raises(DataError, match=message):
+            load_tfrecord(tmp_path / "two" / "x.record", "all", label_map=tmp_path / "map.pbtxt")
+    config = tmp_path / "pipeline.config"
+    config.write_text('train_input_reader { tf_record_input_reader { input_path: "nowhere-*.record" } }')
+    with pytest.raises(DataError, match="input_path 'nowhere-\\*.record' matches no file"):
+        read_tfrecord_data(config)
+    config.write_text('train_input_reader { label_map_path: "x" } eval_input_reader { tf_record_input_reader {')
+    with pytest.raises(DataError, match="not a TF Object Detection API pipeline config"):
+        read_tfrecord_data(config)
+
+
+def test_the_stream_reads_files_in_a_new_order_each_pass_every_record_once_and_resumes_exactly(tmp_path, monkeypatch,
+                                                                                             caplog):
+    """Each pass of the training stream visits every record once, the files in a seeded order of
+    its own read in turns; started mid-pass it continues exactly as the uninterrupted stream; the
+    check of a file is remembered (not read again) until the file changes; one file grouped by
+    class is reported."""
+    for shard in range(4):
+        write_records(tmp_path / "set" / f"x_train.record-{shard:05d}-of-00004",
+                      [tf_example(f"{shard}-{n}.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1], size=(8, 8))
+                       for n in range(5)])
+    (tmp_path / "set" / "label_map.pbtxt").write_text(LABEL_MAP)
+    source = load_tfrecord(tmp_path / "set", "train", decode_images=False)
+    names = [e["image/filename"] for e in examples(source)]
+    stream = pipeline.example_stream(source, seed=3)
+    positions = [(int(e["index"]), e["example"]["image/filename"].numpy()) for e in stream.take(60)]
+    for number in range(3):
+        one_pass = positions[20 * number:20 * number + 20]
+        assert sorted(index for index, _ in one_pass) == list(range(20))
+        assert all(names[index] == name for index, name in one_pass)
+    assert positions[:20] != positions[20:40]
+    for seed in (0, 1):  # before the shuffle buffer: the four files in turns, in an order of the seed's
+        read = [e["image/filename"].numpy().split(b"-")[0] for _, e in source.shuffled_records(tf.constant(seed, tf.int64))]
+        assert sorted(read[:4]) == [b"0", b"1", b"2", b"3"] and read[4:8] == read[:4]
+        orders = orders + [read[:4]] if seed else [read[:4]]
+    assert orders[0] != orders[1]
+    resumed = [(int(e["index"]), e["example"]["image/filename"].numpy())
+               for e in pipeline.example_stream(source, seed=3, start=27).take(20)]
+    assert resumed == positions[27:47]
+
+    monkeypatch.setattr(tfrecord_files, "record_facts", lambda _: pytest.fail("a record read again"))
+    assert load_tfrecord(tmp_path / "set", "train").num_examples == 20
+    monkeypatch.undo()
+    changed = write_records(tmp_path / "set" / "x_train.record-00003-of-00004", [A])
+    os.utime(changed, ns=(1, 1))
+    assert load_tfrecord(tmp_path / "set", "train").num_examples == 16
+
+    monkeypatch.setattr(pipeline, "SHUFFLE_BUFFER", 2)
+    grouped = write_records(tmp_path / "grouped.record", [
+        tf_example(f"{n}.jpg", [[0.1, 0.1, 0.5, 0.5]], [name], [1 if name == "cat" else 3], size=(8, 8))
+        for name in ("cat", "dog") for n in range(10)])
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        load_tfrecord(grouped, "all", label_map=tmp_path / "set" / "label_map.pbtxt")
+    assert "records are stored grouped by class (95% of neighbours share their first class, 50% in a random" \
+        " order) in 1 file(s)" in caplog.text
+
+
+def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_path, capsys):
+    """``train.py --tfrecord pipeline.config``: trained on the train records, evaluated on the val
+    records with COCO AP (the TF OD API's default metrics) as the headline; config.json keeps the
+    config, so evaluate without data options evaluates val again; evaluate on one record file
+    evaluates all of it; --label-map goes with --tfrecord only."""
+    rng = np.random.default_rng(0)
+
+    def records(count, stem):
+        out = []
+        for n in range(count):
+            y, x = rng.uniform(0.1, 0.5, 2)
+            out.append(tf_example(f"{stem}{n}.jpg", [[y, x, y + 0.4, x + 0.4]], [("cat", "dog")[n % 2]],
+                                  [(1, 3)[n % 2]], seed=n, size=(96, 128)))
+        return out
+
+    write_records(tmp_path / "data" / "shapes_train.record-00000-of-00002", records(4, "a"))
+    write_records(tmp_path / "data" / "shapes_train.record-00001-of-00002", records(3, "b"))
+    val = write_records(tmp_path / "data" / "shapes_val.record", records(3, "v"))
+    (tmp_path / "data" / "label_map.pbtxt").write_text(LABEL_MAP)
+    config = tmp_path / "data" / "pipeline.config"
+    config.write_text('train_input_reader { tf_record_input_reader { input_path: "shapes_train.record-*" }\n'
+                      '  label_map_path: "label_map.pbtxt" }\n'
+                      'eval_input_reader { tf_record_input_reader { input_path: "shapes_val.record" } }\n')
+    (tmp_path / "tiny.json").write_text(tiny_config().to_json())
+    args = ["--config", str(tmp_path / "tiny.json"), "--tfrecord", str(config), "--out", str(tmp_path / "run"),
+            "--schedule", "joint", "--steps", "3", "--verbose", "0"]
+    assert train.main(args + ["--classes", "a,b"]) == 2
+    assert "--classes goes with --voc-dir, not with this run's data (--tfrecord)" in capsys.readouterr().err
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert (f"data: training on TFRecord {config} train (7 images); evaluating on TFRecord {config} val "
+            "(3 images); 2 classes: cat, Dog") in out
+    assert "COCO AP@[.5:.95]" in out
+    run_config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (run_config["dataset"], run_config["data_paths"], run_config["train_split"],
+            run_config["test_split"]) == ("tfrecord", [str(config), ""], "train", "val")
+    model = str(tmp_path / "run" / "model.keras")
+    assert evaluate_main(["--model", model]) == 0
+    assert f"on TFRecord {config} val, 3 images" in capsys.readouterr().out
+    assert evaluate_main(["--model", model, "--tfrecord", val]) == 0
+    assert f"on TFRecord {val} all, 3 images" in capsys.readouterr().out
+    assert evaluate_main(["--model", model, "--dataset", "shapes", "--label-map", "x.pbtxt"]) == 2
+    assert "--label-map goes with --tfrecord" in capsys.readouterr().err
