@@ -11,6 +11,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py voc07-12 DIR                       # two folders of VOC's sizes
     python benchmarks/bench_at_size.py flat DIR [--images 20000]          # a LabelImg / Roboflow folder
     python benchmarks/bench_at_size.py yolo DIR [--images 20000]          # the YOLO format (Ultralytics)
+    python benchmarks/bench_at_size.py tfrecord DIR [--images 20000]      # TF OD API TFRecord files
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -48,6 +49,14 @@ files shared between them, and one pass of the training stream. ``yolo``: the sa
 scenes in Ultralytics' layout (``DIR/yolo/images/{train,val}`` hard links, ``labels/`` converted
 from the XML files, the last tenth as val, ``data.yaml``): the splits ``--yolo-data`` chooses, load
 time, every box against the VOC folder's (continuous pixels), and one pass of the training stream.
+``tfrecord``: the same scenes as the TF Object Detection API's scripts write them (``DIR/tfrecord``:
+``scenes_train.record-000NN-of-00010``, records dealt to the shards in turn as its COCO script
+does, the last tenth in ``scenes_val.record``, a ``label_map.pbtxt``) and as one file in name
+order (``DIR/tfrecord_one/scenes_train.record``, as its Pascal script writes one): the splits
+``--tfrecord`` chooses, load time (every record checked, then cached), every box against the VOC
+folder's, and for each layout one pass of the training stream (every record once?) and how far its
+order is from the files' (Spearman's correlation of stream position and record number: about 0
+for a random order, 1 for the files' own).
 """
 
 import argparse
@@ -533,10 +542,123 @@ def yolo(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+def _tfrecord_writer_example(voc, image_id, class_ids):
+    """One VOC scene as the TF OD API's create_pascal_tf_record writes it, boxes continuous."""
+    import tensorflow as tf
+
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    annotation = parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml"))
+    height, width = annotation.size
+    with open(os.path.join(voc, "JPEGImages", f"{image_id}.jpg"), "rb") as f:
+        encoded = f.read()
+    boxes = [(max(o.box[1] - 1, 0) / height, max(o.box[0] - 1, 0) / width, o.box[3] / height, o.box[2] / width)
+             for o in annotation.objects]
+
+    def floats(values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    def strings(values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+    feature = {"image/height": ints([int(height)]), "image/width": ints([int(width)]),
+               "image/filename": strings([f"{image_id}.jpg".encode()]), "image/source_id": strings([image_id.encode()]),
+               "image/encoded": strings([encoded]), "image/format": strings([b"jpeg"]),
+               "image/object/class/text": strings([o.name.encode() for o in annotation.objects]),
+               "image/object/class/label": ints([class_ids[o.name] for o in annotation.objects]),
+               "image/object/difficult": ints([int(o.difficult) for o in annotation.objects])}
+    for k, key in enumerate(("ymin", "xmin", "ymax", "xmax")):
+        feature[f"image/object/bbox/{key}"] = floats([b[k] for b in boxes])
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def tfrecord(root, images, shards=10):
+    import tensorflow as tf
+
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn import cli
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import SHAPE_CLASSES, load_tfrecord, load_voc_folder, train_dataset
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    voc, folder, one = (os.path.join(root, name) for name in ("voc", "tfrecord", "tfrecord_one"))
+    if not os.path.isdir(voc):
+        write(voc, images, 0, seed=21)
+    ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
+    held_out = len(ids) - len(ids) // 10
+    class_ids = {name: i + 1 for i, name in enumerate(SHAPE_CLASSES)}
+    label_map = "".join(f'item {{\n  id: {i}\n  name: "{name}"\n}}\n' for name, i in class_ids.items())
+    if not os.path.isdir(folder):
+        started = time.perf_counter()
+        os.makedirs(folder)
+        os.makedirs(one)
+        writers = [tf.io.TFRecordWriter(os.path.join(folder, f"scenes_train.record-{k:05d}-of-{shards:05d}"))
+                   for k in range(shards)]
+        with tf.io.TFRecordWriter(os.path.join(one, "scenes_train.record")) as single:
+            for n, image_id in enumerate(ids[:held_out]):
+                record = _tfrecord_writer_example(voc, image_id, class_ids)
+                writers[n % shards].write(record)
+                single.write(record)
+        for writer in writers:
+            writer.close()
+        with tf.io.TFRecordWriter(os.path.join(folder, "scenes_val.record")) as writer:
+            for image_id in ids[held_out:]:
+                writer.write(_tfrecord_writer_example(voc, image_id, class_ids))
+        for where in (folder, one):
+            with open(os.path.join(where, "label_map.pbtxt"), "w") as f:
+                f.write(label_map)
+        print(f"wrote the records in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    result = {"what": "tfrecord", "machine": machine(), "shards": shards}
+    voc_boxes = None
+    for layout, where in (("sharded", folder), ("one_file", one)):
+        started = time.perf_counter()
+        choice = cli.choose_data(parser.parse_args(["--tfrecord", where]), preset("shapes"))
+        source = load_tfrecord(where, choice.train_split, decode_images=False)
+        test_source = load_tfrecord(where, choice.test_split, decode_images=False) if layout == "sharded" else None
+        loaded = time.perf_counter() - started
+        started = time.perf_counter()
+        load_tfrecord(where, choice.train_split, decode_images=False)
+        cached = time.perf_counter() - started
+        entry = {"splits": [choice.train_split, choice.test_split], "train_images": source.num_examples,
+                 "test_images": test_source.num_examples if test_source else None,
+                 "problems": {**source.problems, **(test_source.problems if test_source else {})},
+                 "load_seconds": round(loaded, 1), "load_seconds_cached": round(cached, 1)}
+        if voc_boxes is None:  # every box against the VOC folder's, as continuous normalised coordinates
+            voc_boxes, voc_source = {}, load_voc_folder(voc, "trainval", decode_images=False)
+            for example in voc_source.dataset.as_numpy_iterator():
+                name = example["image/filename"].decode()
+                height, width = parse_voc_xml(os.path.join(voc, "Annotations", name[:-4] + ".xml")).size
+                voc_boxes[name] = (np.maximum(example["objects"]["bbox"] - np.float32([1 / height, 1 / width, 0, 0]), 0),
+                                   [voc_source.class_names[label] for label in example["objects"]["label"]])
+            largest, compared = 0.0, 0
+            for part in (source, test_source):
+                for example in part.dataset.as_numpy_iterator():
+                    boxes, labels = voc_boxes[example["image/filename"].decode()]
+                    assert [source.class_names[label] for label in example["objects"]["label"]] == labels
+                    largest = max(largest, float(np.abs(example["objects"]["bbox"] - boxes).max(initial=0.0)))
+                    compared += len(labels)
+            entry.update(boxes_compared=compared, largest_difference_from_voc=largest)
+        started = time.perf_counter()
+        seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
+                for i in batch["index"]]
+        ranks = np.argsort(np.argsort(seen))
+        entry["pass"] = {"images": len(seen), "distinct": len(set(seen)),
+                         "seconds": round(time.perf_counter() - started, 1),
+                         "order_vs_files_spearman": round(float(np.corrcoef(np.arange(len(seen)), ranks)[0, 1]), 3)}
+        result[layout] = entry
+    result["peak_rss_mb"] = round(peak_rss_mb())
+    print(json.dumps(result))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
-                                         "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo"])
+                                         "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -563,6 +685,8 @@ def main():
         flat(args.dir, args.images or 20000)
     elif args.what == "yolo":
         yolo(args.dir, args.images or 20000)
+    elif args.what == "tfrecord":
+        tfrecord(args.dir, args.images or 20000)
     else:
         train(args.dir, args.out)
 

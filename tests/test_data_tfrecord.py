@@ -112,7 +112,7 @@ def _cut(path, keep_bytes):
 
 def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, caplog):
     """Each fault a record can hold skips it with a warning naming the file, the record and its
-    image; a file cut short gives the records before the cut; GZIP files are read; boxes reaching
+    image; a file cut short gives the records before the cut; boxes reaching
     out are clipped, degenerate ones dropped; strict stops at the first."""
     good = [tf_example(f"ok{n}.jpg", [[0.1, 0.1, 0.6, 0.6]], ["cat"], [1], seed=n) for n in range(3)]
     faults = {
@@ -136,13 +136,13 @@ def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, cap
     write_records(folder / "a_train.record", good[:1] + list(faults.values()) + lesser)
     cut = write_records(folder / "b_train.record", good[1:] + [tf_example("lost.jpg", [], [], [])])
     _cut(cut, os.path.getsize(cut) - 20)  # the last record cut short: a copy that did not finish
-    write_records(folder / "c_train.record.gz", [tf_example("zipped.jpg", [], [], [])], compression="GZIP")
-    os.rename(folder / "c_train.record.gz", folder / "c_train.record")
     (folder / "label_map.pbtxt").write_text(LABEL_MAP)
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_tfrecord(folder, "train")
     assert sorted(e["image/filename"].decode() for e in examples(source)) == [
-        "flat.jpg", "ok0.jpg", "ok1.jpg", "ok2.jpg", "out.jpg", "zipped.jpg"]
+        "flat.jpg", "ok0.jpg", "ok1.jpg", "ok2.jpg", "out.jpg"]
+    assert [source.example_at(tf.constant(i, tf.int64))["image/filename"].numpy() for i in range(5)] == [
+        e["image/filename"] for e in examples(source)]  # each at its offset, past the skipped ones
     assert source.problems == {"bad record": len(faults), "unreadable record": 1, "box clipped": 1,
                                "degenerate box": 1}
     messages = caplog.text
@@ -187,18 +187,22 @@ def test_what_cannot_be_read_is_an_error_naming_it(tmp_path):
         read_tfrecord_data(config)
 
 
-def test_the_stream_reads_files_in_a_new_order_each_pass_every_record_once_and_resumes_exactly(tmp_path, monkeypatch,
-                                                                                             caplog):
-    """Each pass of the training stream visits every record once, the files in a seeded order of
-    its own read in turns; started mid-pass it continues exactly as the uninterrupted stream; the
-    check of a file is remembered (not read again) until the file changes; one file grouped by
-    class is reported."""
+@pytest.mark.parametrize("compression", [None, "GZIP"])
+def test_each_pass_of_the_stream_visits_every_record_once_in_an_order_of_its_own_and_resumes_exactly(
+        tmp_path, monkeypatch, caplog, compression):
+    """Uncompressed files are read at each record's byte offset: random access, a permutation per
+    pass. GZIP files are read from their start: each pass the files in a seeded order of its own,
+    read in turns, then the shuffle buffer. Either way each pass visits every record once, passes
+    differ, and a stream started mid-pass continues exactly as the uninterrupted one. A file's
+    check is remembered (not read again) until the file changes; GZIP records grouped by class are
+    reported."""
     for shard in range(4):
         write_records(tmp_path / "set" / f"x_train.record-{shard:05d}-of-00004",
                       [tf_example(f"{shard}-{n}.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1], size=(8, 8))
-                       for n in range(5)])
+                       for n in range(5)], compression)
     (tmp_path / "set" / "label_map.pbtxt").write_text(LABEL_MAP)
     source = load_tfrecord(tmp_path / "set", "train", decode_images=False)
+    assert (source.example_at is None, source.shuffled_records is None) == (bool(compression), not compression)
     names = [e["image/filename"] for e in examples(source)]
     stream = pipeline.example_stream(source, seed=3)
     positions = [(int(e["index"]), e["example"]["image/filename"].numpy()) for e in stream.take(60)]
@@ -207,30 +211,36 @@ def test_the_stream_reads_files_in_a_new_order_each_pass_every_record_once_and_r
         assert sorted(index for index, _ in one_pass) == list(range(20))
         assert all(names[index] == name for index, name in one_pass)
     assert positions[:20] != positions[20:40]
-    for seed in (0, 1):  # before the shuffle buffer: the four files in turns, in an order of the seed's
-        read = [e["image/filename"].numpy().split(b"-")[0] for _, e in source.shuffled_records(tf.constant(seed, tf.int64))]
-        assert sorted(read[:4]) == [b"0", b"1", b"2", b"3"] and read[4:8] == read[:4]
-        orders = orders + [read[:4]] if seed else [read[:4]]
-    assert orders[0] != orders[1]
     resumed = [(int(e["index"]), e["example"]["image/filename"].numpy())
                for e in pipeline.example_stream(source, seed=3, start=27).take(20)]
     assert resumed == positions[27:47]
+    if compression:  # before the shuffle buffer: the four files in turns, in an order of the seed's
+        orders = []
+        for seed in (0, 1):
+            read = [e["image/filename"].numpy().split(b"-")[0]
+                    for _, e in source.shuffled_records(tf.constant(seed, tf.int64))]
+            assert sorted(read[:4]) == [b"0", b"1", b"2", b"3"] and read[4:8] == read[:4]
+            orders.append(read[:4])
+        assert orders[0] != orders[1]
+    else:
+        assert [source.example_at(tf.constant(i, tf.int64))["image/filename"].numpy() for i in range(20)] == names
 
     monkeypatch.setattr(tfrecord_files, "record_facts", lambda _: pytest.fail("a record read again"))
     assert load_tfrecord(tmp_path / "set", "train").num_examples == 20
     monkeypatch.undo()
-    changed = write_records(tmp_path / "set" / "x_train.record-00003-of-00004", [A])
+    changed = write_records(tmp_path / "set" / "x_train.record-00003-of-00004", [A, B], compression)
     os.utime(changed, ns=(1, 1))
-    assert load_tfrecord(tmp_path / "set", "train").num_examples == 16
+    changed_source = load_tfrecord(tmp_path / "set", "train")
+    assert [e["image/filename"] for e in examples(changed_source)][-3:] == [b"2-4.jpg", b"a.jpg", b"b.jpg"]
 
     monkeypatch.setattr(pipeline, "SHUFFLE_BUFFER", 2)
     grouped = write_records(tmp_path / "grouped.record", [
         tf_example(f"{n}.jpg", [[0.1, 0.1, 0.5, 0.5]], [name], [1 if name == "cat" else 3], size=(8, 8))
-        for name in ("cat", "dog") for n in range(10)])
+        for name in ("cat", "dog") for n in range(10)], compression)
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         load_tfrecord(grouped, "all", label_map=tmp_path / "set" / "label_map.pbtxt")
-    assert "records are stored grouped by class (95% of neighbours share their first class, 50% in a random" \
-        " order) in 1 file(s)" in caplog.text
+    assert ("records are stored grouped by class (95% of neighbours share their first class, 50% in a random"
+            " order) in 1 file(s)" in caplog.text) == bool(compression)
 
 
 def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_path, capsys):

@@ -41,13 +41,15 @@ file name, and counted; boxes reaching out are clipped, degenerate ones dropped 
 that is corrupt or cut short from some record on (a copy that did not finish) gives the records
 before it. GZIP-compressed files are read as such.
 
-Order: a TFRecord file can only be read from its start, so unlike a folder source there is no
-random access. Each pass reads the files in a seeded order of its own, up to
-``INTERLEAVE_FILES`` of them in turns, one record each (as the TF OD API reads them), and the
-training stream's shuffle buffer of encoded records (``pipeline.SHUFFLE_BUFFER``) mixes those.
-Sets written in shards (the TF OD API scripts write 10-100) or in a shuffled order mix well; one
-file written in an order (all of one class, then the next) cannot be mixed by a window of records,
-and such a set is reported when loaded (:func:`_report_order`).
+Order: the check notes each record's size, so each record's byte offset in its file is known;
+the training stream reads records at their offsets (``TFRecordDatasetV2``'s ``byte_offsets``), a
+source with random access as folder sources are: each pass a uniform permutation of every usable
+record, nothing buffered, however the files were written (one file sorted by class included).
+GZIP files cannot be read from the middle: each pass reads them in a seeded order of its own, up
+to ``INTERLEAVE_FILES`` in turns, one record each (as the TF OD API reads files), through the
+training stream's shuffle buffer of encoded records (``pipeline.SHUFFLE_BUFFER``); records written
+in shards or shuffled mix well, and a set whose records are grouped by class is reported when
+loaded (:func:`_report_order`).
 """
 
 from __future__ import annotations
@@ -317,11 +319,12 @@ def default_splits(path, label_map=None) -> tuple:
 class FileFacts(typing.NamedTuple):
     """What one record file holds, found by reading it once.
 
-    records: one entry per record read: ``[problem, ids, texts, notes, name, never]``: ``problem``
+    records: one entry per record read: ``[problem, ids, texts, notes, name, never, size]``: ``problem``
       what makes it unusable whatever the label map ("" if nothing), each object's class id and text
       (as stored; ``None`` for a list the record has not), ``notes`` the kinds of its lesser problems
       (a box clipped, a degenerate box), ``name`` its image file name, ``never`` how many of its
-      objects are difficult or crowd ones.
+      objects are difficult or crowd ones, ``size`` its length in bytes (the next record of an
+      uncompressed file starts ``size + 16`` bytes after it: a length, two checksums).
     stop: why reading stopped before the end of the file ("" if it did not).
     """
 
@@ -376,7 +379,11 @@ def _readable_records(path, compression, start):
 
 
 def record_facts(serialized: bytes) -> list:
-    """One record's ``[problem, ids, texts, notes, name, never]`` (see :class:`FileFacts`)."""
+    """One record's ``[problem, ids, texts, notes, name, never, size]`` (see :class:`FileFacts`)."""
+    return _facts_of(serialized) + [len(serialized)]
+
+
+def _facts_of(serialized: bytes) -> list:
     try:
         feature = tf.train.Example.FromString(serialized).features.feature
     except Exception:  # protobuf's DecodeError, and others
@@ -471,7 +478,7 @@ class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
 
-    RULES = 1  # bump when record_facts's rules change
+    RULES = 2  # bump when record_facts's rules change
 
     @classmethod
     def _connect(cls):
@@ -571,7 +578,8 @@ def load_tfrecord(
 ) -> DetectionSource:
     """The records of ``split`` (``"train"``, ``"val"``, ``"all"``, ``"train[:90%]"``, ``"train+val"``)
     of ``--tfrecord path`` (see :func:`read_tfrecord_data`) as a :class:`DetectionSource`: in
-    file order, each usable record once; ``shuffled_records`` gives a pass in a seeded order.
+    file order, each usable record once; with random access (``example_at``) where no file is
+    compressed, else ``shuffled_records`` (a pass in a seeded order of files).
 
     label_map: a ``.pbtxt`` file (default: the one found). strict: raise ``DataError`` on the
     first problem instead of warning and skipping.
@@ -602,7 +610,7 @@ def load_tfrecord(
             if file_facts_.stop:
                 problems.warn("unreadable record", file, f"record {len(file_facts_.records)} cannot be read "
                               f"({file_facts_.stop})", "the records after it are skipped")
-            for record, (problem, ids, texts, notes, name, never) in enumerate(file_facts_.records):
+            for record, (problem, ids, texts, notes, name, never, _) in enumerate(file_facts_.records):
                 where = f"{file}: record {record}" + (f" ({name})" if name else "")
                 if not problem and (ids or texts):
                     labels, problem = _labels(ids, texts, classes)
@@ -619,8 +627,11 @@ def load_tfrecord(
             objects += count
     problems.summary(len(kept))
     compression = {file: facts[file].compression for file in files}
-    _report_order(facts, files, kept, problems.source)
     reader = _Reader(files, raw_starts, counts, kept, compression, classes, decode_images)
+    if any(compression.values()):  # read from the start only: files in turns, then the buffer
+        _report_order(facts, files, kept, problems.source)
+    else:
+        reader.locate([facts[file].records for file in files])
     return DetectionSource(
         dataset=reader.in_order(),
         class_names=classes.names,
@@ -630,15 +641,17 @@ def load_tfrecord(
         num_objects=objects,
         fingerprint=fingerprint([f"{os.path.basename(f)}:{n}" for f, n in zip(files, counts)]
                                 + [str(len(kept)), str(kept[0]), str(kept[-1])]),
-        shuffled_records=reader.shuffled,
+        example_at=reader.example_at if reader.offsets is not None else None,
+        shuffled_records=None if reader.offsets is not None else reader.shuffled,
     )
 
 
 class _Reader:
     """Graph code reading the kept records of ``files``: ``in_order()`` the examples in file
-    order; ``shuffled(seed)`` ``(index, example)`` pairs in a seeded order of files read in turns.
-    ``index`` is a record's position among the kept ones (its ``global record number`` found in
-    ``kept`` by binary search)."""
+    order; ``example_at(index)`` one of them (random access, uncompressed files, after
+    :meth:`locate`); ``shuffled(seed)`` ``(index, example)`` pairs in a seeded order of files read
+    in turns (any files). ``index`` is a record's position among the kept ones (its global record
+    number found in ``kept`` by binary search)."""
 
     def __init__(self, files, raw_starts, counts, kept, compression, classes: LabelMap, decode_images):
         kept = np.asarray(kept, np.int64)
@@ -654,9 +667,39 @@ class _Reader:
             [("path", tf.string), ("compression", tf.string), ("first", tf.int64), ("skip", tf.int64),
              ("take", tf.int64)])}
         self.num_files = len(rows)
-        self.by_text = _table(list(classes.by_text), list(classes.by_text.values()), tf.string)
-        self.by_id = _table(list(classes.ids), list(range(len(classes.ids))), tf.int64)
+        self.by_text = (list(classes.by_text), list(classes.by_text.values()))
+        self.by_id = (list(classes.ids), list(range(len(classes.ids))))
         self.decode_images = decode_images
+        self.files, self.raw_starts, self.kept_numbers = list(files), list(raw_starts), kept
+        self.offsets = None
+
+    def locate(self, records_of_files):
+        """Where each kept record is: its file, byte offset and size (from the records' sizes)."""
+        file_of, offset_of, size_of = [], [], []
+        for number, records in enumerate(records_of_files):
+            sizes = np.array([facts[-1] for facts in records], np.int64)
+            offsets = np.concatenate([[0], np.cumsum(sizes + 16)[:-1]]).astype(np.int64)
+            start = self.raw_starts[number]
+            lo, hi = np.searchsorted(self.kept_numbers, [start, start + len(records)])
+            local = self.kept_numbers[lo:hi] - start
+            file_of.append(np.full(len(local), number, np.int32))
+            offset_of.append(offsets[local])
+            size_of.append(sizes[local])
+        self.paths = tf.constant(self.files, tf.string)
+        self.file_of = tf.constant(np.concatenate(file_of))
+        self.offsets = tf.constant(np.concatenate(offset_of))
+        self.sizes = tf.constant(np.concatenate(size_of))
+
+    def example_at(self, index):
+        """The example of kept record ``index`` (int64 scalar), read at its byte offset:
+        ``TFRecordDatasetV2``'s ``byte_offsets`` seek there (the public ``TFRecordDataset`` reads
+        a file from its start only), one record, its checksums verified."""
+        variant = tf.raw_ops.TFRecordDatasetV2(
+            filenames=tf.reshape(tf.gather(self.paths, tf.gather(self.file_of, index)), [1]),
+            compression_type="", buffer_size=tf.gather(self.sizes, index) + 16,
+            byte_offsets=tf.reshape(tf.gather(self.offsets, index), [1]))
+        records = tf.data.experimental.from_variant(variant, tf.TensorSpec([], tf.string))
+        return self.parse(records.take(1).get_single_element())
 
     def _file_records(self, row):
         """One file's window of records, numbered globally: (record number, serialized)."""
@@ -712,8 +755,8 @@ class _Reader:
             return tf.cond(tf.equal(tf.size(values), count), lambda: values,
                            lambda: tf.fill([count], tf.constant(missing, values.dtype)))
 
-        by_text = self.by_text.lookup(per_object("image/object/class/text", ""))
-        by_id = self.by_id.lookup(per_object("image/object/class/label", -1))
+        by_text = _lookup(per_object("image/object/class/text", ""), *self.by_text, tf.string)
+        by_id = _lookup(per_object("image/object/class/label", -1), *self.by_id, tf.int64)
         labels = tf.where(by_text >= 0, by_text, by_id)
         difficult = (per_object("image/object/difficult", 0) > 0) | (per_object("image/object/is_crowd", 0) > 0)
         source_id = dense["image/source_id"]
@@ -734,12 +777,15 @@ class _Reader:
         }
 
 
-def _table(keys, values, key_dtype):
-    if not keys:  # a table needs a key: one that no record holds
-        keys, values = [tf.constant("", key_dtype).numpy() if key_dtype == tf.string else -(2 ** 62)], [-1]
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(keys, key_dtype), tf.constant(values, tf.int64)),
-        default_value=-1)
+def _lookup(found, keys, values, dtype):
+    """``values[keys.index(f)]`` for each of ``found`` (-1 where it is not a key), by comparison
+    with every key: no lookup table, a resource that tf.distribute's auto-sharding of the input
+    pipeline cannot always carry (a few thousand classes at most)."""
+    if not keys:
+        return -tf.ones_like(found, tf.int64)
+    match = tf.equal(found[:, None], tf.constant(keys, dtype)[None, :])
+    position = tf.argmax(tf.cast(match, tf.int32), axis=1)
+    return tf.where(tf.reduce_any(match, axis=1), tf.gather(tf.constant(values, tf.int64), position), -1)
 
 
 def _report_order(facts, files, kept, source):
