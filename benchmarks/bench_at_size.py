@@ -56,7 +56,8 @@ order (``DIR/tfrecord_one/scenes_train.record``, as its Pascal script writes one
 ``--tfrecord`` chooses, load time (every record checked, then cached), every box against the VOC
 folder's, and for each layout one pass of the training stream (every record once?) and how far its
 order is from the files' (Spearman's correlation of stream position and record number: about 0
-for a random order, 1 for the files' own).
+for a random order, 1 for the files' own); ``--gzip`` writes and reads the files GZIP-compressed
+(``DIR/tfrecord_gzip``, ``DIR/tfrecord_one_gzip``: no random access).
 """
 
 import argparse
@@ -575,7 +576,7 @@ def _tfrecord_writer_example(voc, image_id, class_ids):
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def tfrecord(root, images, shards=10):
+def tfrecord(root, images, shards=10, gzip=False):
     import tensorflow as tf
 
     from benchmarks.common import machine, peak_rss_mb
@@ -584,7 +585,9 @@ def tfrecord(root, images, shards=10):
     from keras_frcnn.data import SHAPE_CLASSES, load_tfrecord, load_voc_folder, train_dataset
     from keras_frcnn.data.voc_folder import parse_voc_xml
 
-    voc, folder, one = (os.path.join(root, name) for name in ("voc", "tfrecord", "tfrecord_one"))
+    suffix = "_gzip" if gzip else ""
+    options = "GZIP" if gzip else None
+    voc, folder, one = (os.path.join(root, name) for name in ("voc", "tfrecord" + suffix, "tfrecord_one" + suffix))
     if not os.path.isdir(voc):
         write(voc, images, 0, seed=21)
     ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
@@ -595,16 +598,16 @@ def tfrecord(root, images, shards=10):
         started = time.perf_counter()
         os.makedirs(folder)
         os.makedirs(one)
-        writers = [tf.io.TFRecordWriter(os.path.join(folder, f"scenes_train.record-{k:05d}-of-{shards:05d}"))
+        writers = [tf.io.TFRecordWriter(os.path.join(folder, f"scenes_train.record-{k:05d}-of-{shards:05d}"), options)
                    for k in range(shards)]
-        with tf.io.TFRecordWriter(os.path.join(one, "scenes_train.record")) as single:
+        with tf.io.TFRecordWriter(os.path.join(one, "scenes_train.record"), options) as single:
             for n, image_id in enumerate(ids[:held_out]):
                 record = _tfrecord_writer_example(voc, image_id, class_ids)
                 writers[n % shards].write(record)
                 single.write(record)
         for writer in writers:
             writer.close()
-        with tf.io.TFRecordWriter(os.path.join(folder, "scenes_val.record")) as writer:
+        with tf.io.TFRecordWriter(os.path.join(folder, "scenes_val.record"), options) as writer:
             for image_id in ids[held_out:]:
                 writer.write(_tfrecord_writer_example(voc, image_id, class_ids))
         for where in (folder, one):
@@ -613,7 +616,7 @@ def tfrecord(root, images, shards=10):
         print(f"wrote the records in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     parser = argparse.ArgumentParser()
     cli.add_data_args(parser)
-    result = {"what": "tfrecord", "machine": machine(), "shards": shards}
+    result = {"what": "tfrecord", "machine": machine(), "shards": shards, "gzip": gzip}
     voc_boxes = None
     for layout, where in (("sharded", folder), ("one_file", one)):
         started = time.perf_counter()
@@ -624,7 +627,8 @@ def tfrecord(root, images, shards=10):
         started = time.perf_counter()
         load_tfrecord(where, choice.train_split, decode_images=False)
         cached = time.perf_counter() - started
-        entry = {"splits": [choice.train_split, choice.test_split], "train_images": source.num_examples,
+        entry = {"random_access": source.example_at is not None,
+                 "splits": [choice.train_split, choice.test_split], "train_images": source.num_examples,
                  "test_images": test_source.num_examples if test_source else None,
                  "problems": {**source.problems, **(test_source.problems if test_source else {})},
                  "load_seconds": round(loaded, 1), "load_seconds_cached": round(cached, 1)}
@@ -663,6 +667,7 @@ def main():
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
     parser.add_argument("--faults", action="store_true", help="write-coco: add real exports' faults")
+    parser.add_argument("--gzip", action="store_true", help="tfrecord: GZIP-compressed files")
     parser.add_argument("--passes", type=float, default=1.0)
     parser.add_argument("--old-checkout")
     parser.add_argument("--out", default="runs/at_size")
@@ -686,7 +691,7 @@ def main():
     elif args.what == "yolo":
         yolo(args.dir, args.images or 20000)
     elif args.what == "tfrecord":
-        tfrecord(args.dir, args.images or 20000)
+        tfrecord(args.dir, args.images or 20000, gzip=args.gzip)
     else:
         train(args.dir, args.out)
 
