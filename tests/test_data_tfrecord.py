@@ -54,8 +54,10 @@ def test_the_layouts_the_tf_od_api_its_pipeline_config_and_roboflow_write(tmp_pa
     if layout == "roboflow":
         write_records(tmp_path / "set" / "train" / "cells.tfrecord", [A, B, C])
         write_records(tmp_path / "set" / "valid" / "cells.tfrecord", [D])
-        for split in ("train", "valid"):
-            (tmp_path / "set" / split / "cells_label_map.pbtxt").write_text(LABEL_MAP)
+        for split in ("train", "valid"):  # as Roboflow writes it: commas between the fields
+            (tmp_path / "set" / split / "cells_label_map.pbtxt").write_text(
+                'item {\n    name: "cat",\n    id: 1,\n    display_name: "cat"\n}\n'
+                'item {\n    name: "dog",\n    id: 3,\n    display_name: "Dog"\n}\n')
         path = tmp_path / "set"
     else:
         write_records(tmp_path / "set" / "pets_train.record-00000-of-00002", [A, B])
