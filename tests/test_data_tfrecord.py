@@ -63,7 +63,7 @@ def test_the_layouts_the_tf_od_api_its_pipeline_config_and_roboflow_write(tmp_pa
         write_records(tmp_path / "set" / "pets_train.record-00000-of-00002", [A, B])
         write_records(tmp_path / "set" / "pets_train.record-00001-of-00002", [C])
         write_records(tmp_path / "set" / "pets_val.record", [D])
-        (tmp_path / "set" / "pet_label_map.pbtxt").write_text(LABEL_MAP)
+        (tmp_path / "set" / "pet_label_map.pbtxt").write_text("item { id: 0 name: 'background' }\n" + LABEL_MAP)
         path = tmp_path / "set"
         if layout == "pipeline_config":
             (tmp_path / "set" / "pipeline.config").write_text(
@@ -176,7 +176,8 @@ def test_what_cannot_be_read_is_an_error_naming_it(tmp_path):
         read_tfrecord_data(tmp_path / "two")
     for text, message in [("item { id: 1 name: 'a' } item { id: 1 name: 'b' }", "id 1 is given twice"),
                           ("item { id: 1 name: 'a' } item { id: 2 name: 'a' }", "class name 'a' is given twice"),
-                          ("item { id: 1 name: 'a' ", "not a label map"), ("", "no item")]:
+                          ("item { id: 1 name: 'a' ", "not a label map"), ("", "no item"),
+                          ("item { id: 0 name: 'a' }", "item 'a' has id 0: label map ids start at 1")]:
         (tmp_path / "map.pbtxt").write_text(text)
         with pytest.raises(DataError, match=message):
             load_tfrecord(tmp_path / "two" / "x.record", "all", label_map=tmp_path / "map.pbtxt")

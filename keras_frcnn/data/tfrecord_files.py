@@ -274,7 +274,8 @@ def _messages() -> dict:
 
 
 def read_label_map(path) -> LabelMap:
-    """A TF OD API label map (``.pbtxt``) -> :class:`LabelMap`, ordered by id."""
+    """A TF OD API label map (``.pbtxt``) -> :class:`LabelMap`, ordered by id (an item ``id: 0
+    name: "background"`` is not a class)."""
     from google.protobuf import text_format
 
     try:
@@ -282,7 +283,11 @@ def read_label_map(path) -> LabelMap:
             items = text_format.Parse(f.read(), _messages()["LabelMap"](), allow_unknown_field=True).item
     except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
         raise DataError(f"{path}: not a label map ({error})") from None
-    items = sorted(items, key=lambda item: item.id)
+    for item in items:  # as the TF OD API's label_map_util: ids from 1, 0 only for the background
+        if item.id < 0 or item.id == 0 and item.name != "background":
+            raise DataError(f"{path}: item {item.name or item.display_name!r} has id {item.id}: label map ids "
+                            "start at 1 (0 is the background)")
+    items = sorted((item for item in items if item.id), key=lambda item: item.id)
     ids = [item.id for item in items]
     if not items:
         raise DataError(f"{path}: no item {{ id: ... name: ... }}")
