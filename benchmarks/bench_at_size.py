@@ -476,11 +476,34 @@ def flat(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+def _against_voc(voc, sources):
+    """Every box of ``sources`` against the VOC folder's, both as continuous normalised
+    coordinates: (boxes compared, the largest difference); classes must agree."""
+    from keras_frcnn.data import load_voc_folder
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    voc_boxes, voc_source = {}, load_voc_folder(voc, "trainval", decode_images=False)
+    for example in voc_source.dataset.as_numpy_iterator():
+        name = example["image/filename"].decode()
+        height, width = parse_voc_xml(os.path.join(voc, "Annotations", name[:-4] + ".xml")).size
+        # VOC pixel numbers -> continuous: the pipelines' [xmin - 1, xmax]
+        voc_boxes[name] = (np.maximum(example["objects"]["bbox"] - np.float32([1 / height, 1 / width, 0, 0]), 0),
+                           [voc_source.class_names[label] for label in example["objects"]["label"]])
+    largest, compared = 0.0, 0
+    for source in sources:
+        for example in source.dataset.as_numpy_iterator():
+            boxes, labels = voc_boxes[os.path.basename(example["image/filename"].decode())]
+            assert [source.class_names[label] for label in example["objects"]["label"]] == labels
+            largest = max(largest, float(np.abs(example["objects"]["bbox"] - boxes).max(initial=0.0)))
+            compared += len(labels)
+    return compared, largest
+
+
 def yolo(root, images):
     from benchmarks.common import machine, peak_rss_mb
     from keras_frcnn import cli
     from keras_frcnn.config import preset
-    from keras_frcnn.data import SHAPE_CLASSES, load_voc_folder, load_yolo, train_dataset
+    from keras_frcnn.data import SHAPE_CLASSES, load_yolo, train_dataset
     from keras_frcnn.data.voc_folder import parse_voc_xml
 
     voc, folder = os.path.join(root, "voc"), os.path.join(root, "yolo")
@@ -515,21 +538,7 @@ def yolo(root, images):
     source = load_yolo(data, choice.train_split, decode_images=False)
     test_source = load_yolo(data, choice.test_split, decode_images=False)
     loaded = time.perf_counter() - started  # (image checks: cached after the first run)
-    # Every box against the VOC folder's, both as continuous normalised coordinates.
-    voc_boxes, voc_source = {}, load_voc_folder(voc, "trainval", decode_images=False)
-    for example in voc_source.dataset.as_numpy_iterator():
-        name = example["image/filename"].decode()
-        height, width = parse_voc_xml(os.path.join(voc, "Annotations", name[:-4] + ".xml")).size
-        # VOC pixel numbers -> continuous: the pipelines' [xmin - 1, xmax]
-        voc_boxes[name] = (np.maximum(example["objects"]["bbox"] - np.float32([1 / height, 1 / width, 0, 0]), 0),
-                           [voc_source.class_names[label] for label in example["objects"]["label"]])
-    largest, compared = 0.0, 0
-    for part in (source, test_source):
-        for example in part.dataset.as_numpy_iterator():
-            boxes, labels = voc_boxes[os.path.basename(example["image/filename"].decode())]
-            assert [source.class_names[label] for label in example["objects"]["label"]] == labels
-            largest = max(largest, float(np.abs(example["objects"]["bbox"] - boxes).max(initial=0.0)))
-            compared += len(labels)
+    compared, largest = _against_voc(voc, (source, test_source))
     started = time.perf_counter()
     seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
             for i in batch["index"]]
@@ -582,8 +591,7 @@ def tfrecord(root, images, shards=10, gzip=False):
     from benchmarks.common import machine, peak_rss_mb
     from keras_frcnn import cli
     from keras_frcnn.config import preset
-    from keras_frcnn.data import SHAPE_CLASSES, load_tfrecord, load_voc_folder, train_dataset
-    from keras_frcnn.data.voc_folder import parse_voc_xml
+    from keras_frcnn.data import SHAPE_CLASSES, load_tfrecord, train_dataset
 
     suffix = "_gzip" if gzip else ""
     options = "GZIP" if gzip else None
@@ -617,7 +625,6 @@ def tfrecord(root, images, shards=10, gzip=False):
     parser = argparse.ArgumentParser()
     cli.add_data_args(parser)
     result = {"what": "tfrecord", "machine": machine(), "shards": shards, "gzip": gzip}
-    voc_boxes = None
     for layout, where in (("sharded", folder), ("one_file", one)):
         started = time.perf_counter()
         choice = cli.choose_data(parser.parse_args(["--tfrecord", where]), preset("shapes"))
@@ -632,20 +639,8 @@ def tfrecord(root, images, shards=10, gzip=False):
                  "test_images": test_source.num_examples if test_source else None,
                  "problems": {**source.problems, **(test_source.problems if test_source else {})},
                  "load_seconds": round(loaded, 1), "load_seconds_cached": round(cached, 1)}
-        if voc_boxes is None:  # every box against the VOC folder's, as continuous normalised coordinates
-            voc_boxes, voc_source = {}, load_voc_folder(voc, "trainval", decode_images=False)
-            for example in voc_source.dataset.as_numpy_iterator():
-                name = example["image/filename"].decode()
-                height, width = parse_voc_xml(os.path.join(voc, "Annotations", name[:-4] + ".xml")).size
-                voc_boxes[name] = (np.maximum(example["objects"]["bbox"] - np.float32([1 / height, 1 / width, 0, 0]), 0),
-                                   [voc_source.class_names[label] for label in example["objects"]["label"]])
-            largest, compared = 0.0, 0
-            for part in (source, test_source):
-                for example in part.dataset.as_numpy_iterator():
-                    boxes, labels = voc_boxes[example["image/filename"].decode()]
-                    assert [source.class_names[label] for label in example["objects"]["label"]] == labels
-                    largest = max(largest, float(np.abs(example["objects"]["bbox"] - boxes).max(initial=0.0)))
-                    compared += len(labels)
+        if layout == "sharded":
+            compared, largest = _against_voc(voc, (source, test_source))
             entry.update(boxes_compared=compared, largest_difference_from_voc=largest)
         started = time.perf_counter()
         seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)

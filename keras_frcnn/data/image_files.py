@@ -213,7 +213,7 @@ def check_images(paths, max_workers=None, cache=True) -> list:
         except ValueError as error:
             return error
 
-    keys = [_file_key(path) for path in paths]
+    keys = [file_key(path) for path in paths]
     known = _ImageCheckCache.read([key for key in keys if key]) if cache else {}
     todo = [i for i, key in enumerate(keys) if key not in known]
     workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
@@ -232,13 +232,29 @@ def cache_path() -> str:
     return os.path.join(folder, "image_checks.sqlite3")
 
 
-def _file_key(path):
+def file_key(path):
     """(real path, size, modification time in ns) of a file, or None if it is not there."""
     try:
         stat = os.stat(path)
     except OSError:
         return None
     return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
+def connect_cache(table: str, columns: str, rules: int):
+    """(a connection to the check cache (:func:`cache_path`) with ``table`` of rows keyed by a
+    file's real path, size and modification time and the rules they were made by, then
+    ``columns``; the rules key of this version: ``rules`` and Pillow's version)."""
+    import sqlite3
+
+    import PIL
+
+    path = cache_path()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    connection = sqlite3.connect(path, timeout=60)
+    connection.execute(f"CREATE TABLE IF NOT EXISTS {table} (path TEXT, size INTEGER, mtime INTEGER, rules TEXT, "
+                       f"{columns}, PRIMARY KEY (path, size, mtime, rules))")
+    return connection, f"{rules}/{PIL.__version__}"
 
 
 class _ImageCheckCache:
@@ -249,17 +265,7 @@ class _ImageCheckCache:
 
     @classmethod
     def _connect(cls):
-        import sqlite3
-
-        import PIL
-
-        path = cache_path()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        connection = sqlite3.connect(path, timeout=60)
-        connection.execute("CREATE TABLE IF NOT EXISTS checks (path TEXT, size INTEGER, mtime INTEGER, "
-                           "rules TEXT, height INTEGER, width INTEGER, orientation INTEGER, error TEXT, "
-                           "PRIMARY KEY (path, size, mtime, rules))")
-        return connection, f"{cls.RULES}/{PIL.__version__}"
+        return connect_cache("checks", "height INTEGER, width INTEGER, orientation INTEGER, error TEXT", cls.RULES)
 
     @classmethod
     def read(cls, keys) -> dict:

@@ -68,7 +68,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
-from keras_frcnn.data.image_files import cache_path, check_image
+from keras_frcnn.data.image_files import check_image, connect_cache, file_key
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
 
@@ -345,7 +345,7 @@ def _compression(path) -> str:
 
 def file_facts(path, cache=True) -> FileFacts:
     """:class:`FileFacts` of a record file (cached, as image checks are)."""
-    key = _file_key(path)
+    key = file_key(path)
     if cache and key:
         known = _FactsCache.read(key)
         if known is not None:
@@ -471,14 +471,6 @@ def _box_notes(boxes) -> list:
     return notes
 
 
-def _file_key(path):
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
-
-
 class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
@@ -487,16 +479,7 @@ class _FactsCache:
 
     @classmethod
     def _connect(cls):
-        import sqlite3
-
-        import PIL
-
-        path = cache_path()
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        connection = sqlite3.connect(path, timeout=60)
-        connection.execute("CREATE TABLE IF NOT EXISTS tfrecord_files (path TEXT, size INTEGER, mtime INTEGER, "
-                           "rules TEXT, facts TEXT, PRIMARY KEY (path, size, mtime, rules))")
-        return connection, f"{cls.RULES}/{PIL.__version__}"
+        return connect_cache("tfrecord_files", "facts TEXT", cls.RULES)
 
     @classmethod
     def read(cls, key) -> typing.Optional[FileFacts]:
