@@ -96,6 +96,8 @@ def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
     assert default_splits(path) == ("all[:90%]", "all[90%:]")
     assert read_tfrecord_data(str(tmp_path / "*.tfrecord")).splits == {"all": (path,)}
     source = load_tfrecord(path, "all[90%:]")
+    assert not source.files & load_tfrecord(path, "all[:90%]").files  # records told apart: none shared
+    assert len(source.files & load_tfrecord(path, "all[-5:]").files) == 2
     assert source.class_names == ("ant", "zebra")  # ids 2, 7
     assert [e["image/filename"] for e in examples(source)] == [b"18.jpg", b"19.jpg"]
     assert [e["objects/label"].tolist() for e in examples(source)] == [[1], [0]]

@@ -627,11 +627,21 @@ def load_tfrecord(
         name=problems.source,
         problems=dict(problems.counts),
         num_objects=objects,
+        # Records by file and number: a split that shares records with another (an eval_input_reader
+        # naming the training files) is told, as folder sources tell shared image files.
+        files=frozenset(f"{os.path.realpath(files[number])}#{number_in_file}" for number, number_in_file in
+                        _file_and_number(kept, raw_starts)),
         fingerprint=fingerprint([f"{os.path.basename(f)}:{n}" for f, n in zip(files, counts)]
                                 + [str(len(kept)), str(kept[0]), str(kept[-1])]),
         example_at=reader.example_at if reader.offsets is not None else None,
         shuffled_records=None if reader.offsets is not None else reader.shuffled,
     )
+
+
+def _file_and_number(kept, raw_starts):
+    """(file number, record number in it) of each global record number of ``kept``."""
+    files = np.searchsorted(np.asarray(raw_starts), np.asarray(kept, np.int64), side="right") - 1
+    return zip(files.tolist(), (np.asarray(kept, np.int64) - np.asarray(raw_starts)[files]).tolist())
 
 
 class _Reader:
