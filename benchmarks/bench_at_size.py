@@ -12,6 +12,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py flat DIR [--images 20000]          # a LabelImg / Roboflow folder
     python benchmarks/bench_at_size.py yolo DIR [--images 20000]          # the YOLO format (Ultralytics)
     python benchmarks/bench_at_size.py tfrecord DIR [--images 20000]      # TF OD API TFRecord files
+    python benchmarks/bench_at_size.py tfrecord-scale DIR [--images 118287]  # COCO train2017's size, as records
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -57,10 +58,15 @@ order (``DIR/tfrecord_one/scenes_train.record``, as its Pascal script writes one
 folder's, and for each layout one pass of the training stream (every record once?) and how far its
 order is from the files' (Spearman's correlation of stream position and record number: about 0
 for a random order, 1 for the files' own); ``--gzip`` writes and reads the files GZIP-compressed
-(``DIR/tfrecord_gzip``, ``DIR/tfrecord_one_gzip``: no random access).
+(``DIR/tfrecord_gzip``, ``DIR/tfrecord_one_gzip``: no random access). ``tfrecord-scale``: the
+``coco-scale`` set as the TF OD API's COCO script writes it: 118,287 records (the 50 distinct JPEGs
+stored in them, ~12 GB) dealt to 100 shards, classes as text and ids of 1..90 with a label map:
+the first load (every record checked), the load again (cached), the training stream's first batch
+and rate, memory.
 """
 
 import argparse
+import io
 import dataclasses
 import json
 import math
@@ -377,6 +383,80 @@ def coco_scale(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+def tfrecord_scale(root, images, shards=100):
+    import tensorflow as tf
+    from PIL import Image, ImageFilter
+
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import load_tfrecord, train_dataset
+
+    rng = np.random.default_rng(0)
+    folder = os.path.join(root, "records")
+    ids = [c for c in range(1, 91) if c not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
+    if not os.path.isdir(folder):
+        started = time.perf_counter()
+        os.makedirs(folder)
+        distinct = []
+        for _ in range(50):
+            noise = Image.fromarray((rng.random((480, 640, 3)) * 255).astype(np.uint8))
+            buffer = io.BytesIO()
+            noise.filter(ImageFilter.GaussianBlur(1.2)).save(buffer, format="JPEG", quality=90)
+            distinct.append(buffer.getvalue())
+
+        def feature(kind, values):
+            return tf.train.Feature(**{kind: {"bytes_list": tf.train.BytesList, "float_list": tf.train.FloatList,
+                                              "int64_list": tf.train.Int64List}[kind](value=values)})
+
+        writers = [tf.io.TFRecordWriter(os.path.join(folder, f"coco_train.record-{k:05d}-of-{shards:05d}"))
+                   for k in range(shards)]
+        for n in range(images):
+            count = int(rng.integers(1, 14))
+            x, y = rng.uniform(0, 600, count), rng.uniform(0, 440, count)
+            w, h = rng.uniform(2, 640 - x), rng.uniform(2, 480 - y)
+            classes = rng.choice(ids, count)
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "image/encoded": feature("bytes_list", [distinct[n % 50]]),
+                "image/filename": feature("bytes_list", [f"{n + 1:012d}.jpg".encode()]),
+                "image/source_id": feature("bytes_list", [str(n + 1).encode()]),
+                "image/height": feature("int64_list", [480]), "image/width": feature("int64_list", [640]),
+                "image/object/bbox/xmin": feature("float_list", x / 640), "image/object/bbox/xmax": feature("float_list", (x + w) / 640),
+                "image/object/bbox/ymin": feature("float_list", y / 480), "image/object/bbox/ymax": feature("float_list", (y + h) / 480),
+                "image/object/class/text": feature("bytes_list", [f"class{c}".encode() for c in classes]),
+                "image/object/class/label": feature("int64_list", classes.tolist()),
+                "image/object/is_crowd": feature("int64_list", (rng.random(count) < 0.01).astype(int).tolist()),
+                "image/object/area": feature("float_list", 0.7 * w * h)}))
+            writers[n % shards].write(example.SerializeToString())
+        for writer in writers:
+            writer.close()
+        with open(os.path.join(folder, "label_map.pbtxt"), "w") as f:
+            f.write("".join(f'item {{ id: {c} name: "class{c}" }}\n' for c in ids))
+        print(f"wrote the records in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    size = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
+    started = time.perf_counter()
+    source = load_tfrecord(folder, "train", decode_images=False)
+    loaded = time.perf_counter() - started
+    rss_after_load = peak_rss_mb()
+    started = time.perf_counter()
+    load_tfrecord(folder, "train", decode_images=False)
+    cached = time.perf_counter() - started
+    started = time.perf_counter()
+    stream = iter(train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0, repeat=True))
+    next(stream)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(200):
+        next(stream)
+    print(json.dumps({"what": "tfrecord-scale", "machine": machine(), "records_gb": round(size / 2**30, 1),
+                      "files": shards, "images": source.num_examples, "objects": source.num_objects,
+                      "classes": len(source.class_names), "problems": source.problems,
+                      "random_access": source.example_at is not None,
+                      "load_seconds": round(loaded, 1), "load_seconds_cached": round(cached, 1),
+                      "peak_rss_mb_after_load": round(rss_after_load), "first_batch_seconds": round(first, 1),
+                      "images_per_second": round(200 * BATCH / (time.perf_counter() - started)),
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def voc07_12(root):
     from benchmarks.common import machine, peak_rss_mb
     from keras_frcnn import cli
@@ -657,7 +737,8 @@ def tfrecord(root, images, shards=10, gzip=False):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
-                                         "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord"])
+                                         "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord",
+                                         "tfrecord-scale"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -687,6 +768,8 @@ def main():
         yolo(args.dir, args.images or 20000)
     elif args.what == "tfrecord":
         tfrecord(args.dir, args.images or 20000, gzip=args.gzip)
+    elif args.what == "tfrecord-scale":
+        tfrecord_scale(args.dir, args.images or 118287)
     else:
         train(args.dir, args.out)
 

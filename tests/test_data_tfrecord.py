@@ -131,8 +131,9 @@ def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, cap
         "a box with ymin > ymax": tf_example("order.jpg", [[0.5, 0.1, 0.1, 0.5]], ["cat"], [1]),
         "bad image: image file is corrupt": tf_example("broken.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1],
                                                        encoded=b"\xff\xd8\xff\xe0 not a jpeg"),
-        "image/object/bbox/xmin is a int64 list, not a float list": tf_example(
+        "image/object/bbox/xmin is an int64_list feature, not a float_list one": tf_example(
             "kind.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1], image__object__bbox__xmin=[0]),
+        "image/source_id holds 2 values, not one": tf_example("ids2.jpg", [], [], [], image__source_id=[b"1", b"2"]),
     }
     lesser = [tf_example("out.jpg", [[-0.005, 0.1, 0.5, 1.005]], ["cat"], [1]),
               tf_example("flat.jpg", [[0.3, 0.1, 0.3, 0.5], [0.1, 0.1, 0.5, 0.5]], ["cat", "Dog"], [1, 3])]

@@ -94,6 +94,11 @@ _KINDS = {
 _BOX_KEYS = ("image/object/bbox/ymin", "image/object/bbox/xmin", "image/object/bbox/ymax",
              "image/object/bbox/xmax")
 _PER_OBJECT = ("image/object/difficult", "image/object/is_crowd", "image/object/area")
+_ONE_VALUE = ("image/encoded", "image/filename", "image/source_id")
+
+
+def _a(word) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
 class TFRecordData(typing.NamedTuple):
@@ -399,11 +404,16 @@ def _facts_of(serialized: bytes) -> list:
             return None
         kind = feature[key].WhichOneof("kind")
         if kind not in (None, _KINDS[key]):
-            raise ValueError(f"{key} is a {kind.replace('_', ' ')}, not a {_KINDS[key].replace('_', ' ')}")
-        return list(getattr(feature[key], kind).value) if kind else []
+            raise ValueError(f"{key} is {_a(kind)} feature, not {_a(_KINDS[key])} one")
+        found = list(getattr(feature[key], kind).value) if kind else []
+        if key in _ONE_VALUE and len(found) > 1:
+            raise ValueError(f"{key} holds {len(found)} values, not one")
+        return found
 
     name = ""
     try:
+        for key in _ONE_VALUE:  # the graph parses these as one value each
+            values(key)
         names = values("image/filename") or values("image/source_id") or [b""]
         name = names[0].decode("utf-8", "replace")
         encoded = values("image/encoded")
@@ -475,7 +485,7 @@ class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
 
-    RULES = 2  # bump when record_facts's rules change
+    RULES = 3  # bump when record_facts's rules change
 
     @classmethod
     def _connect(cls):
