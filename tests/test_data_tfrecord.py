@@ -236,7 +236,11 @@ def test_each_pass_of_the_stream_visits_every_record_once_in_an_order_of_its_own
     monkeypatch.undo()
     changed = write_records(tmp_path / "set" / "x_train.record-00003-of-00004", [A, B], compression)
     os.utime(changed, ns=(1, 1))
-    changed_source = load_tfrecord(tmp_path / "set", "train")
+    monkeypatch.setattr(tfrecord_files, "LONG_CHECK", 0)  # said before a long check: here the changed file's
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        changed_source = load_tfrecord(tmp_path / "set", "train")
+    assert "checking 0.0 GB of records in 1 files, once" in caplog.text
+    monkeypatch.undo()
     assert [e["image/filename"] for e in examples(changed_source)][-3:] == [b"2-4.jpg", b"a.jpg", b"b.jpg"]
 
     monkeypatch.setattr(pipeline, "SHUFFLE_BUFFER", 2)

@@ -229,7 +229,7 @@ def test_evaluation_images_that_are_training_images_are_warned_about(tmp_path, c
     assert capsys.readouterr().err == ""
 
 
-def test_image_checks_are_kept_per_file_version(tmp_path, monkeypatch):
+def test_image_checks_are_kept_per_file_version(tmp_path, monkeypatch, caplog):
     """A file checked once is not decoded again (COCO's 118k images: 83 s a start on 2 cores)
     until it changes; errors are kept too; a cache that cannot be written is passed over."""
     from keras_frcnn.data import image_files
@@ -238,7 +238,10 @@ def test_image_checks_are_kept_per_file_version(tmp_path, monkeypatch):
     write_image(tmp_path / "a.jpg", 30, 40)
     (tmp_path / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     paths = [str(tmp_path / name) for name in ("a.jpg", "b.jpg", "gone.jpg")]
-    first = image_files.check_images(paths)
+    monkeypatch.setattr(image_files, "LONG_CHECK", 3)  # a long check says so first
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        first = image_files.check_images(paths)
+    assert f"checking 3 images ({tmp_path}), once: the results are remembered in {tmp_path / 'cache'}" in caplog.text
     decoded = []
     check = image_files.check_image
     monkeypatch.setattr(image_files, "check_image", lambda path: decoded.append(path) or check(path))

@@ -197,6 +197,10 @@ def _names_in_lower_case(folder) -> dict:
     return names
 
 
+# Checks of at least this many files (or records) say so first: ~1 ms each on two cores.
+LONG_CHECK = 10_000
+
+
 def check_images(paths, max_workers=None, cache=True) -> list:
     """:func:`check_image` over ``paths`` in threads (Pillow decodes without the GIL).
 
@@ -216,6 +220,11 @@ def check_images(paths, max_workers=None, cache=True) -> list:
     keys = [file_key(path) for path in paths]
     known = _ImageCheckCache.read([key for key in keys if key]) if cache else {}
     todo = [i for i, key in enumerate(keys) if key not in known]
+    if len(todo) >= LONG_CHECK:  # a minute or more of silence otherwise
+        from keras_frcnn.data.problems import logger
+
+        logger.warning("checking %d images (%s), once: the results are remembered in %s", len(todo),
+                       os.path.dirname(paths[todo[0]]) or ".", cache_path() if cache else "no cache")
     workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         checked = dict(zip(todo, pool.map(one, [paths[i] for i in todo]), strict=True))

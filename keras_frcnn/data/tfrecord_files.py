@@ -68,7 +68,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
-from keras_frcnn.data.image_files import check_image, connect_cache, file_key
+from keras_frcnn.data.image_files import LONG_CHECK, cache_path, check_image, connect_cache, file_key
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
 
@@ -592,7 +592,13 @@ def load_tfrecord(
                             "(or a part of one such as train[:90%])")
         parts.append((match, data.splits[match["name"]]))
     every_file = sorted({file for files in data.splits.values() for file in files})
-    facts = {file: file_facts(file) for file in every_file}
+    facts = {file: _FactsCache.read(file_key(file)) for file in every_file}  # None: not checked yet
+    unchecked = [file for file, known in facts.items() if known is None]
+    size = sum(os.path.getsize(file) for file in unchecked)
+    if size >= LONG_CHECK * 100_000:  # records of ~100 kB: a minute or more of silence otherwise
+        logger.warning("%s: checking %.1f GB of records in %d files, once: the results are remembered in %s",
+                       data.path, size / 2 ** 30, len(unchecked), cache_path())
+    facts.update({file: file_facts(file) for file in unchecked})
     classes = class_map(data, facts)
 
     files, raw_starts, counts, kept, objects = [], [], [], [], 0
