@@ -161,6 +161,11 @@ def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, cap
     assert out["objects/bbox"].tolist() == [[0.0, 0.10000000149011612, 0.5, 1.0]]
     with pytest.raises(DataError, match="record 1: not a tf.train.Example record"):
         load_tfrecord(folder, "train", strict=True)
+    tfds_like = tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"..."])),
+        "objects/bbox": tf.train.Feature(float_list=tf.train.FloatList(value=[0.1, 0.1, 0.5, 0.5]))}))
+    with pytest.raises(DataError, match="no usable example .*a TFDS set's record: read it with --dataset NAME"):
+        load_tfrecord(write_records(tmp_path / "x-train.tfrecord-00000-of-00001", [tfds_like.SerializeToString()]), "all")
     with pytest.raises(DataError, match="no usable example"):
         load_tfrecord(write_records(tmp_path / "bad.record", [faults["box coordinates are not normalised"]]),
                       "all", label_map=folder / "label_map.pbtxt")

@@ -525,11 +525,12 @@ def class_map(data: TFRecordData, facts: dict) -> LabelMap:
     training and evaluation agree)."""
     if data.label_map:
         return read_label_map(data.label_map)
-    named, texts, every_id = {}, set(), True
+    named, texts, every_id, usable = {}, set(), True, False
     for file in sorted(facts):
         for problem, ids, names, *_ in facts[file].records:
             if problem:
                 continue
+            usable = True
             texts.update(names or ())
             every_id &= ids is not None or not names
             for i, text in zip(ids or (), names or [None] * len(ids or ())):
@@ -542,6 +543,8 @@ def class_map(data: TFRecordData, facts: dict) -> LabelMap:
         names = tuple(named[i] or f"class_{i}" for i in ids)
         if len(set(names)) == len(names):
             return LabelMap(names, tuple(ids), {name: label for label, name in enumerate(names)})
+    if not usable:  # no record to take classes from: the listing says why, record by record
+        return LabelMap((), (), {})
     if not texts:
         raise DataError(f"{data.path}: no object has a class (image/object/class/text or /label)")
     names = tuple(sorted(texts))
