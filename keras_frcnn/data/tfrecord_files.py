@@ -10,7 +10,7 @@ What ``--tfrecord PATH`` names (:func:`read_tfrecord_data`):
 - a folder of split folders as Roboflow exports them: ``train/``, ``valid/`` (or ``val/``,
   ``validation/``), ``test/``, each holding its record files and a ``*_label_map.pbtxt``;
 - a folder of record files (``*.tfrecord``, ``*.record``, ``*.tfrecords``, ``*.tfrec``, and shards
-  such as ``train.record-00003-of-00010``): split by the words of their names
+  such as ``train.record-00003-of-00010`` or ``train-00003-of-00010``): split by the words of their names
   (``pascal_train.record`` -> ``train``, ``pascal_val.record`` -> ``val``, ``test``), or one split
   ``all`` where a name says none;
 - a record file, or a glob pattern of files: one split, ``all``.
@@ -72,8 +72,9 @@ from keras_frcnn.data.image_files import LONG_CHECK, cache_path, check_image, co
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
 
-# A record file's name: TFRecord suffixes, sharded ("-00003-of-00010") or not.
-RECORD_NAME = re.compile(r"\.(tfrecords?|records?|tfrec)(-\d+-of-\d+)?$", re.IGNORECASE)
+# A record file's name: TFRecord suffixes, sharded ("-00003-of-00010") or not, or a shard's number alone
+# (the TF OD API's COCO script given an output path without a suffix writes "train-00003-of-00100").
+RECORD_NAME = re.compile(r"(\.(tfrecords?|records?|tfrec)(-\d+-of-\d+)?|-\d{5}-of-\d{5})$", re.IGNORECASE)
 # Words of a file or folder name -> the split they name.
 SPLIT_WORDS = {"train": "train", "trainval": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "eval": "val", "test": "test", "testing": "test"}
