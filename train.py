@@ -360,8 +360,11 @@ def _train(args, held):
         cfg = dataclasses.replace(cfg, dataset="yolo", data_paths=(os.path.abspath(choice.name),), classes=(),
                                   voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
     elif choice.kind == "tfrecord":
+        def absolute(path):  # gs://, s3:// ... paths as given
+            return path if "://" in path else os.path.abspath(path)
+
         cfg = dataclasses.replace(cfg, dataset="tfrecord", data_paths=(
-            os.path.abspath(choice.name), os.path.abspath(args.label_map) if args.label_map else ""), classes=(),
+            absolute(choice.name), absolute(args.label_map) if args.label_map else ""), classes=(),
             voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
     else:
         paths = (args.coco_json, args.coco_images, args.coco_val_json, args.coco_val_images)

@@ -261,6 +261,31 @@ def test_each_pass_of_the_stream_visits_every_record_once_in_an_order_of_its_own
             " order) in 1 file(s)" in caplog.text) == bool(compression)
 
 
+def test_records_on_another_file_system_are_read_through_gfile():
+    """Paths go through tf.io.gfile as TensorFlow's readers do: gs:// (where the TF OD API's guides
+    keep records), s3:// ...; TensorFlow's in-memory ram:// file system stands in for them here:
+    the folder's splits and label map, a glob, the check, random access at byte offsets."""
+    for shard in range(2):
+        with tf.io.TFRecordWriter(f"ram://tfr/x_train.record-{shard:05d}-of-00002") as writer:
+            for n in range(3):
+                writer.write(tf_example(f"{shard}-{n}.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1], size=(8, 8)))
+    with tf.io.TFRecordWriter("ram://tfr/x_val.record") as writer:
+        writer.write(D)
+    with tf.io.gfile.GFile("ram://tfr/label_map.pbtxt", "w") as f:
+        f.write(LABEL_MAP)
+    assert read_tfrecord_data("ram://tfr") == (
+        "ram://tfr", {"train": ("ram://tfr/x_train.record-00000-of-00002", "ram://tfr/x_train.record-00001-of-00002"),
+                      "val": ("ram://tfr/x_val.record",)}, "ram://tfr/label_map.pbtxt")
+    source = load_tfrecord("ram://tfr", "train")
+    assert (source.num_examples, source.class_names, source.example_at is not None) == (6, ("cat", "Dog"), True)
+    names = [e["image/filename"] for e in examples(source)]
+    one_pass = [(int(e["index"]), e["example"]["image/filename"].numpy())
+                for e in pipeline.example_stream(source, seed=0, repeat=False)]
+    assert sorted(one_pass) == sorted(enumerate(names))
+    assert load_tfrecord("ram://tfr/x_train.record-*", "all").num_examples == 6
+    assert _objects(load_tfrecord("ram://tfr", "val")) == {"d.jpg": EXPECTED["d.jpg"]}
+
+
 def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_path, capsys):
     """``train.py --tfrecord pipeline.config``: trained on the train records, evaluated on the val
     records with COCO AP (the TF OD API's default metrics) as the headline; config.json keeps the

@@ -242,7 +242,16 @@ def cache_path() -> str:
 
 
 def file_key(path):
-    """(real path, size, modification time in ns) of a file, or None if it is not there."""
+    """(real path, size, modification time in ns) of a file, or None if it is not there (a gs://,
+    s3:// ... path through tf.io.gfile)."""
+    if "://" in os.fspath(path):
+        import tensorflow as tf
+
+        try:
+            stat = tf.io.gfile.stat(path)
+        except tf.errors.OpError:
+            return None
+        return os.fspath(path), stat.length, stat.mtime_nsec
     try:
         stat = os.stat(path)
     except OSError:

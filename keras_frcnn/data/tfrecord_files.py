@@ -15,6 +15,9 @@ What ``--tfrecord PATH`` names (:func:`read_tfrecord_data`):
   ``all`` where a name says none;
 - a record file, or a glob pattern of files: one split, ``all``.
 
+Paths may be local or on any file system ``tf.io.gfile`` reads (``gs://``, where the TF OD API's
+guides keep records, ``s3://``, ...).
+
 Splits take parts as TFDS's do (``all[:90%]``). A set trains on ``train`` and evaluates on ``val``,
 else ``test``, else on ``train[90%:]`` after training on ``train[:90%]`` (``all`` alike).
 
@@ -57,7 +60,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import glob
 import io
 import json
 import os
@@ -126,9 +128,9 @@ def read_tfrecord_data(path, label_map=None) -> TFRecordData:
     """The record files and label map of ``path`` (see the module docstring); ``label_map``: a
     ``.pbtxt`` file that overrides the one found."""
     path = os.fspath(path)
-    if os.path.isfile(path) and not RECORD_NAME.search(path) and _is_pipeline_config(path):
+    if _isfile(path) and not RECORD_NAME.search(path) and _is_pipeline_config(path):
         splits, found_map = _read_pipeline_config(path)
-    elif os.path.isdir(path):
+    elif tf.io.gfile.isdir(path):
         splits = _split_folders(path) or _named_splits(path)
         found_map = None
     else:
@@ -143,16 +145,40 @@ def read_tfrecord_data(path, label_map=None) -> TFRecordData:
     return TFRecordData(path, splits, os.fspath(label_map) if label_map else None)
 
 
+# Paths go through tf.io.gfile, as TensorFlow's readers do: local ones, and gs:// (where the TF OD API's
+# guides keep their records), s3://, hdfs:// ... alike.
+
+
+def _isfile(path) -> bool:
+    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+
+
+def _names(folder) -> list:
+    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(folder))
+
+
+def _read_text(path) -> str:
+    with tf.io.gfile.GFile(path, "r") as f:
+        return f.read()
+
+
+def _real(path) -> str:
+    """A path's real form (links resolved) where it is local; others as given."""
+    return path if "://" in path else os.path.realpath(path)
+
+
 def _matching(pattern) -> tuple:
-    if os.path.isfile(pattern):
+    if _isfile(pattern):
         return (pattern,)
-    return tuple(sorted(name for name in glob.glob(pattern) if os.path.isfile(name)))
+    try:
+        return tuple(sorted(name for name in tf.io.gfile.glob(pattern) if _isfile(name)))
+    except tf.errors.OpError:  # a folder in the pattern that is not there
+        return ()
 
 
 def _record_files(folder) -> list:
-    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                  if RECORD_NAME.search(name) and not name.startswith(".")
-                  and os.path.isfile(os.path.join(folder, name)))
+    return [os.path.join(folder, name) for name in _names(folder)
+            if RECORD_NAME.search(name) and not name.startswith(".") and _isfile(os.path.join(folder, name))]
 
 
 def _split_of(name) -> typing.Optional[str]:
@@ -165,10 +191,10 @@ def _split_of(name) -> typing.Optional[str]:
 def _split_folders(folder) -> dict:
     """Roboflow's layout: split folders (``train``, ``valid``, ``test``) of record files."""
     splits = {}
-    for name in sorted(os.listdir(folder)):
+    for name in _names(folder):
         split = SPLIT_WORDS.get(name.lower())
         sub = os.path.join(folder, name)
-        if split and os.path.isdir(sub) and _record_files(sub):
+        if split and tf.io.gfile.isdir(sub) and _record_files(sub):
             splits.setdefault(split, []).extend(_record_files(sub))
     return {name: tuple(files) for name, files in splits.items()}
 
@@ -189,9 +215,9 @@ def _named_splits(folder) -> dict:
 
 def _is_pipeline_config(path) -> bool:
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return "input_reader" in f.read(1 << 20)
-    except OSError:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return b"input_reader" in f.read(1 << 20)
+    except tf.errors.OpError:
         return False
 
 
@@ -200,14 +226,13 @@ def _read_pipeline_config(path):
     from google.protobuf import text_format
 
     try:
-        with open(path, encoding="utf-8") as f:
-            config = text_format.Parse(f.read(), _messages()["Pipeline"](), allow_unknown_field=True)
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
+        config = text_format.Parse(_read_text(path), _messages()["Pipeline"](), allow_unknown_field=True)
+    except (tf.errors.OpError, UnicodeDecodeError, text_format.ParseError) as error:
         raise DataError(f"{path}: not a TF Object Detection API pipeline config ({error})") from None
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(path if "://" in path else os.path.abspath(path))
 
     def located(name):  # as written (the TF OD API runs from its own folder), else beside the config
-        return name if glob.glob(name) or os.path.exists(name) else os.path.join(folder, name)
+        return name if "://" in name or _matching(name) else os.path.join(folder, name)
 
     def files(reader, what):
         paths = list(reader.tf_record_input_reader.input_path)
@@ -234,9 +259,9 @@ def _label_map_beside(splits) -> typing.Optional[str]:
     """The ``.pbtxt`` beside the first record file (in its folder, else the folder above): the
     one there, or the one named ``*label_map*``."""
     first = next(iter(splits.values()))[0]
-    folder = os.path.dirname(os.path.abspath(first))
+    folder = os.path.dirname(first if "://" in first else os.path.abspath(first))
     for where in (folder, os.path.dirname(folder)):
-        found = sorted(glob.glob(os.path.join(glob.escape(where), "*.pbtxt")))
+        found = [os.path.join(where, name) for name in _names(where) if name.endswith(".pbtxt")]
         named = [name for name in found if "label_map" in os.path.basename(name).lower()]
         if len(found) == 1 or len(named) == 1:
             return found[0] if len(found) == 1 else named[0]
@@ -285,9 +310,8 @@ def read_label_map(path) -> LabelMap:
     from google.protobuf import text_format
 
     try:
-        with open(path, encoding="utf-8") as f:
-            items = text_format.Parse(f.read(), _messages()["LabelMap"](), allow_unknown_field=True).item
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as error:
+        items = text_format.Parse(_read_text(path), _messages()["LabelMap"](), allow_unknown_field=True).item
+    except (tf.errors.OpError, UnicodeDecodeError, text_format.ParseError) as error:
         raise DataError(f"{path}: not a label map ({error})") from None
     for item in items:  # as the TF OD API's label_map_util: ids from 1, 0 only for the background
         if item.id < 0 or item.id == 0 and item.name != "background":
@@ -598,7 +622,7 @@ def load_tfrecord(
     every_file = sorted({file for files in data.splits.values() for file in files})
     facts = {file: _FactsCache.read(file_key(file)) for file in every_file}  # None: not checked yet
     unchecked = [file for file, known in facts.items() if known is None]
-    size = sum(os.path.getsize(file) for file in unchecked)
+    size = sum(tf.io.gfile.stat(file).length for file in unchecked)
     if size >= LONG_CHECK * 100_000:  # records of ~100 kB: a minute or more of silence otherwise
         logger.warning("%s: checking %.1f GB of records in %d files, once: the results are remembered in %s",
                        data.path, size / 2 ** 30, len(unchecked), cache_path())
@@ -649,7 +673,7 @@ def load_tfrecord(
         num_objects=objects,
         # Records by file and number: a split that shares records with another (an eval_input_reader
         # naming the training files) is told, as folder sources tell shared image files.
-        files=frozenset(f"{os.path.realpath(files[number])}#{number_in_file}" for number, number_in_file in
+        files=frozenset(f"{_real(files[number])}#{number_in_file}" for number, number_in_file in
                         _file_and_number(kept, raw_starts)),
         fingerprint=fingerprint([f"{os.path.basename(f)}:{n}" for f, n in zip(files, counts)]
                                 + [str(len(kept)), str(kept[0]), str(kept[-1])]),
