@@ -576,20 +576,18 @@ def class_map(data: TFRecordData, facts: dict) -> LabelMap:
     return LabelMap(names, (), {name: label for label, name in enumerate(names)})
 
 
-def _labels(ids, texts, classes: LabelMap):
-    """A record's 0-based labels as the graph will find them, or a problem."""
-    by_id = {i: label for label, i in enumerate(classes.ids)}
-    labels = []
+def _class_problem(ids, texts, by_text: dict, by_id: dict) -> str:
+    """Why a record's objects have no class as the graph finds them (its text, else its id), or ""."""
     for k in range(len(ids or texts or ())):
         text = texts[k] if texts else None
-        if text is not None and text in classes.by_text:
-            labels.append(classes.by_text[text])
-        elif ids is not None and ids[k] in by_id:  # no text, or one the label map has not
-            labels.append(by_id[ids[k]])
-        else:
-            what = f"class {text!r}" if text is not None else f"class id {ids[k]}"
-            return None, f"{what} is not in the label map"
-    return labels, ""
+        if not (text is not None and text in by_text or ids is not None and ids[k] in by_id):
+            return f"{f'class {text!r}' if text is not None else f'class id {ids[k]}'} is not in the label map"
+    return ""
+
+
+# The lesser problems of a record (``FileFacts`` notes): what is said, and what is done.
+NOTES = {"box clipped": ("a box reaching outside the image", "clipped"),
+         "degenerate box": ("a box of no width or height", "box dropped")}
 
 
 # --- the source ---------------------------------------------------------------------------------
@@ -628,6 +626,7 @@ def load_tfrecord(
                        data.path, size / 2 ** 30, len(unchecked), cache_path())
     facts.update({file: file_facts(file) for file in unchecked})
     classes = class_map(data, facts)
+    by_id = {i: label for label, i in enumerate(classes.ids)}
 
     files, raw_starts, counts, kept, objects = [], [], [], [], 0
     for match, split_files in parts:
@@ -644,15 +643,12 @@ def load_tfrecord(
                               f"({file_facts_.stop})", "the records after it are skipped")
             for record, (problem, ids, texts, notes, name, never, _) in enumerate(file_facts_.records):
                 where = f"{file}: record {record}" + (f" ({name})" if name else "")
-                if not problem and (ids or texts):
-                    labels, problem = _labels(ids, texts, classes)
+                problem = problem or _class_problem(ids, texts, classes.by_text, by_id)
                 if problem:
                     problems.warn("bad record", where, problem, "record skipped")
                     continue
                 for note in notes:
-                    problems.warn(note, where, "a box reaching outside the image" if note == "box clipped"
-                                  else "a box of no width or height", "clipped" if note == "box clipped" else
-                                  "box dropped")
+                    problems.warn(note, where, *NOTES[note])
                 usable.append((number, record, len(ids or texts or ()) - never))
         for number, record, count in sliced(usable, match):
             kept.append(raw_starts[number] + record)
