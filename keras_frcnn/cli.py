@@ -194,7 +194,8 @@ def add_data_args(parser: argparse.ArgumentParser):
                        "train, tests on val")
     group.add_argument("--tfrecord", help="TFRecord files in the TF Object Detection API's layout: a pipeline.config, "
                        "a folder (Roboflow's train/ valid/ test/, or *_train.record and *_val.record files), a file "
-                       "or a quoted glob; trains on train, tests on val (a file or glob is one split: all[:90%%] -> all[90%%:])")
+                       "or a quoted glob; trains on train, tests on val (a file or glob is one split: all[:90%%] -> "
+                       "all[90%%:])")
     group.add_argument("--label-map", help="the label map (.pbtxt) of --tfrecord (default: the pipeline.config's, "
                        "or the one beside the records)")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")

@@ -700,7 +700,8 @@ class _Reader:
             start, end = raw_starts[number], raw_starts[number] + counts[number]
             lo, hi = np.searchsorted(kept, [start, end])
             if hi > lo:
-                rows.append((file, compression[file], int(kept[lo]), int(kept[lo] - start), int(kept[hi - 1] - kept[lo] + 1)))
+                first, last = int(kept[lo]), int(kept[hi - 1])
+                rows.append((file, compression[file], first, first - start, last - first + 1))
         self.table = {key: tf.constant([row[i] for row in rows], dtype) for i, (key, dtype) in enumerate(
             [("path", tf.string), ("compression", tf.string), ("first", tf.int64), ("skip", tf.int64),
              ("take", tf.int64)])}
@@ -752,13 +753,14 @@ class _Reader:
             records = files.flat_map(self._file_records)
         kept = self.kept
 
+        def position(number):  # where ``number`` is, or would be, in ``kept``
+            return tf.searchsorted(kept, tf.reshape(number, [1]), out_type=tf.int64)[0]
+
         def is_kept(number, _):
-            at = tf.minimum(tf.searchsorted(kept, tf.reshape(number, [1]), out_type=tf.int64)[0], tf.size(kept, tf.int64) - 1)
-            return tf.equal(kept[at], number)
+            return tf.equal(kept[tf.minimum(position(number), tf.size(kept, tf.int64) - 1)], number)
 
         def to_example(number, serialized):
-            index = tf.searchsorted(kept, tf.reshape(number, [1]), out_type=tf.int64)[0]
-            return index, self.parse(serialized)
+            return position(number), self.parse(serialized)
 
         return records.filter(is_kept).map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
