@@ -391,7 +391,8 @@ def file_facts(path, cache=True) -> FileFacts:
             except StopIteration:
                 break
             except tf.errors.OpError as error:  # DataLossError: a corrupt or truncated record
-                stop = f"{type(error).__name__}: {' '.join(error.message.split())[:200]}"
+                message = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]?|\s*name:\s*$", "", error.message)  # TensorFlow's node names
+                stop = f"{type(error).__name__}: {' '.join(message.split())[:200]}"
                 break
             records.extend(pool.map(record_facts, batch))
     if stop:  # the records of the last full batch may be followed by readable ones: read them singly
