@@ -42,13 +42,13 @@ length, whose coordinates are not normalised (pixels: beyond [0, 1] by more than
 ordered, or whose class is not in the label map is skipped, named by file, record number and image
 file name, and counted; boxes reaching out are clipped, degenerate ones dropped (counted). A file
 that is corrupt or cut short from some record on (a copy that did not finish) gives the records
-before it. GZIP-compressed files are read as such.
+before it. GZIP- and ZLIB-compressed files are read as such.
 
 Order: the check notes each record's size, so each record's byte offset in its file is known;
 the training stream reads records at their offsets (``TFRecordDatasetV2``'s ``byte_offsets``), a
 source with random access as folder sources are: each pass a uniform permutation of every usable
 record, nothing buffered, however the files were written (one file sorted by class included).
-GZIP files cannot be read from the middle: each pass reads them in a seeded order of its own, up
+Compressed files cannot be read from the middle: each pass reads them in a seeded order of its own, up
 to ``INTERLEAVE_FILES`` in turns, one record each (as the TF OD API reads files), through the
 training stream's shuffle buffer of encoded records (``pipeline.SHUFFLE_BUFFER``); records written
 in shards or shuffled mix well, and a set whose records are grouped by class is reported when
@@ -369,8 +369,20 @@ class FileFacts(typing.NamedTuple):
 
 
 def _compression(path) -> str:
+    """The file's compression: "GZIP" (its magic bytes), "ZLIB" (it has none: a file whose first
+    record reads so and not uncompressed) or "" (none)."""
     with tf.io.gfile.GFile(path, "rb") as f:
-        return "GZIP" if f.read(2) == b"\x1f\x8b" else ""
+        if f.read(2) == b"\x1f\x8b":
+            return "GZIP"
+
+    def readable(compression):
+        try:
+            next(iter(tf.data.TFRecordDataset(path, compression_type=compression).take(1)), None)
+            return True
+        except tf.errors.OpError:
+            return False
+
+    return "ZLIB" if not readable("") and readable("ZLIB") else ""
 
 
 def file_facts(path, cache=True) -> FileFacts:
