@@ -334,12 +334,27 @@ def tfds_stream(data_dir, images, start_fraction=1.469):
         "resumed_stream_equal": indices(start, 2 * n - start) == every[start:2 * n]}))
 
 
+def _stream_rate(source, batches=200):
+    """The training stream of the shapes preset over ``source``: seconds to its first batch, then
+    images a second over ``batches`` batches."""
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import train_dataset
+
+    started = time.perf_counter()
+    stream = iter(train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0, repeat=True))
+    next(stream)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(batches):
+        next(stream)
+    return round(first, 1), round(batches * BATCH / (time.perf_counter() - started))
+
+
 def coco_scale(root, images):
     from PIL import Image, ImageFilter
 
     from benchmarks.common import machine, peak_rss_mb
-    from keras_frcnn.config import preset
-    from keras_frcnn.data import load_coco_json, train_dataset
+    from keras_frcnn.data import load_coco_json
 
     rng = np.random.default_rng(0)
     json_path, image_dir = os.path.join(root, "instances_train.json"), os.path.join(root, "images")
@@ -369,17 +384,11 @@ def coco_scale(root, images):
     started = time.perf_counter()
     source = load_coco_json(json_path, image_dir, decode_images=False)
     loaded = time.perf_counter() - started
-    started = time.perf_counter()
-    stream = iter(train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0, repeat=True))
-    next(stream)
-    first = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(200):
-        next(stream)
+    first, rate = _stream_rate(source)
     print(json.dumps({"what": "coco-scale", "machine": machine(), "json_mb": round(os.path.getsize(json_path) / 2**20),
                       "images": source.num_examples, "objects": source.num_objects,
                       "load_seconds": round(loaded, 1), "first_batch_seconds": round(first, 1),
-                      "images_per_second": round(200 * BATCH / (time.perf_counter() - started)),
+                      "images_per_second": rate,
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
@@ -388,8 +397,7 @@ def tfrecord_scale(root, images, shards=100):
     from PIL import Image, ImageFilter
 
     from benchmarks.common import machine, peak_rss_mb
-    from keras_frcnn.config import preset
-    from keras_frcnn.data import load_tfrecord, train_dataset
+    from keras_frcnn.data import load_tfrecord
 
     rng = np.random.default_rng(0)
     folder = os.path.join(root, "records")
@@ -440,20 +448,14 @@ def tfrecord_scale(root, images, shards=100):
     started = time.perf_counter()
     load_tfrecord(folder, "train", decode_images=False)
     cached = time.perf_counter() - started
-    started = time.perf_counter()
-    stream = iter(train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0, repeat=True))
-    next(stream)
-    first = time.perf_counter() - started
-    started = time.perf_counter()
-    for _ in range(200):
-        next(stream)
+    first, rate = _stream_rate(source)
     print(json.dumps({"what": "tfrecord-scale", "machine": machine(), "records_gb": round(size / 2**30, 1),
                       "files": shards, "images": source.num_examples, "objects": source.num_objects,
                       "classes": len(source.class_names), "problems": source.problems,
                       "random_access": source.example_at is not None,
                       "load_seconds": round(loaded, 1), "load_seconds_cached": round(cached, 1),
                       "peak_rss_mb_after_load": round(rss_after_load), "first_batch_seconds": round(first, 1),
-                      "images_per_second": round(200 * BATCH / (time.perf_counter() - started)),
+                      "images_per_second": rate,
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
