@@ -671,10 +671,13 @@ def load_tfrecord(
     reader = _Reader(files, raw_starts, counts, kept, compression, classes, decode_images)
     if any(compression.values()):  # read from the start only: files in turns, then the buffer
         _report_order(facts, files, kept, problems.source)
-    else:
+        dataset = reader.in_order()
+    else:  # each record at its offset, in order too: a part of a file is read without the rest before it
         reader.locate([facts[file].records for file in files])
+        dataset = tf.data.Dataset.range(len(kept)).map(reader.example_at, num_parallel_calls=tf.data.AUTOTUNE,
+                                                       deterministic=True)
     return DetectionSource(
-        dataset=reader.in_order(),
+        dataset=dataset,
         class_names=classes.names,
         num_examples=len(kept),
         name=problems.source,
@@ -698,10 +701,10 @@ def _file_and_number(kept, raw_starts):
 
 
 class _Reader:
-    """Graph code reading the kept records of ``files``: ``in_order()`` the examples in file
-    order; ``example_at(index)`` one of them (random access, uncompressed files, after
-    :meth:`locate`); ``shuffled(seed)`` ``(index, example)`` pairs in a seeded order of files read
-    in turns (any files). ``index`` is a record's position among the kept ones (its global record
+    """Graph code reading the kept records of ``files``: ``example_at(index)`` one of them (random
+    access, uncompressed files, after :meth:`locate`); for compressed files, read from their start
+    only, ``in_order()`` the examples in file order and ``shuffled(seed)`` ``(index, example)``
+    pairs in a seeded order of files read in turns. ``index`` is a record's position among the kept ones (its global record
     number found in ``kept`` by binary search)."""
 
     def __init__(self, files, raw_starts, counts, kept, compression, classes: LabelMap, decode_images):
