@@ -72,7 +72,7 @@ import tensorflow as tf
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import LONG_CHECK, cache_path, check_image, connect_cache, file_key
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
+from keras_frcnn.data.voc_folder import sliced, split_parts
 
 # A record file's name: TFRecord suffixes, sharded ("-00003-of-00010") or not, or a shard's number alone
 # (the TF OD API's COCO script given an output path without a suffix writes "train-00003-of-00100").
@@ -623,13 +623,7 @@ def load_tfrecord(
     """
     data = read_tfrecord_data(path, label_map)
     problems = DataProblems(f"TFRecord {os.fspath(path)} {split}", strict=strict)
-    parts = []
-    for part in str(split).split("+"):
-        match = SPLIT_SLICE.match(part.strip())
-        if match is None or match["name"] not in data.splits:
-            raise DataError(f"{data.path}: split {part.strip()!r}: not one of its splits {list(data.splits)} "
-                            "(or a part of one such as train[:90%])")
-        parts.append((match, data.splits[match["name"]]))
+    parts = [(match, data.splits[match["name"]]) for match in split_parts(split, data.splits, data.path)]
     every_file = sorted({file for files in data.splits.values() for file in files})
     facts = {file: _FactsCache.read(file_key(file)) for file in every_file}  # None: not checked yet
     unchecked = [file for file, known in facts.items() if known is None]

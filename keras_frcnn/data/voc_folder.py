@@ -161,6 +161,19 @@ def _listed_id(annotations_dir, line) -> str:
     return line
 
 
+def split_parts(split, names, where) -> list:
+    """The :data:`SPLIT_SLICE` matches of ``split``'s ``+``-joined parts (``"train[:90%]+val"``),
+    each naming one of ``names``; else a ``DataError`` from ``where`` (a data set's file)."""
+    matches = []
+    for part in str(split).split("+"):
+        match = SPLIT_SLICE.match(part.strip())
+        if match is None or match["name"] not in names:
+            raise DataError(f"{where}: split {part.strip()!r}: not one of its splits {list(names)} "
+                            "(or a part of one such as train[:90%])")
+        matches.append(match)
+    return matches
+
+
 def sliced(listed, match) -> list:
     """The part of ``listed`` a :data:`SPLIT_SLICE` match takes (all of it without brackets)."""
     return listed[slice(slice_position(match["start"], len(listed)), slice_position(match["stop"], len(listed)))]

@@ -47,7 +47,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-from keras_frcnn.data.voc_folder import SPLIT_SLICE, sliced
+from keras_frcnn.data.voc_folder import sliced, split_parts
 
 SPLITS = ("train", "val", "test")
 # The other names of the splits: Ultralytics renames "validation" to val; Darknet's obj.data has "valid"
@@ -257,11 +257,7 @@ def load_yolo(
     data = read_yolo(yaml_path)
     problems = DataProblems(f"YOLO {os.fspath(yaml_path)} {split}", strict=strict)
     paths = []
-    for part in str(split).split("+"):
-        match = SPLIT_SLICE.match(part.strip())
-        if match is None or match["name"] not in data.splits:
-            raise DataError(f"{data.path}: split {part.strip()!r}: not one of its splits {list(data.splits)} "
-                            "(or a part of one such as train[:90%])")
+    for match in split_parts(split, data.splits, data.path):
         paths.extend(sliced(_split_images(data, match["name"]), match))
 
     checked = check_images(paths)
