@@ -13,6 +13,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py yolo DIR [--images 20000]          # the YOLO format (Ultralytics)
     python benchmarks/bench_at_size.py tfrecord DIR [--images 20000]      # TF OD API TFRecord files
     python benchmarks/bench_at_size.py tfrecord-scale DIR [--images 118287]  # COCO train2017's size, as records
+    python benchmarks/bench_at_size.py csv DIR [--images 20000]           # detection CSV files
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -736,11 +737,73 @@ def tfrecord(root, images, shards=10, gzip=False):
     print(json.dumps(result))
 
 
+def csv_files(root, images):
+    """The scenes of ``write`` as the two CSV layouts: the TF OD API tutorials' ``data/train_labels.csv``
+    and ``data/test_labels.csv`` (headed, pixel corners, the last tenth held out) beside ``images/``, and
+    keras-retinanet's one header-less file of ``images/<name>,x1,y1,x2,y2,class`` rows with
+    ``classes.csv``; both read, every box against the VOC folder's, one pass of the training stream."""
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn import cli
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import SHAPE_CLASSES, load_csv, train_dataset
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    voc, folder = os.path.join(root, "voc"), os.path.join(root, "csv")
+    if not os.path.isdir(voc):
+        write(voc, images, 0, seed=21)
+    ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
+    held_out = len(ids) - len(ids) // 10
+    if not os.path.isdir(folder):
+        os.makedirs(os.path.join(folder, "images"))
+        os.makedirs(os.path.join(folder, "data"))
+        rows = {}
+        for image_id in ids:
+            os.link(os.path.join(voc, "JPEGImages", f"{image_id}.jpg"), os.path.join(folder, "images", f"{image_id}.jpg"))
+            annotation = parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml"))
+            height, width = annotation.size
+            # pixel numbers -> continuous edges
+            rows[image_id] = [(int(width), int(height), o.name, max(o.box[0] - 1, 0), max(o.box[1] - 1, 0), o.box[2],
+                               o.box[3]) for o in annotation.objects]
+        for split, part in (("train", ids[:held_out]), ("test", ids[held_out:])):
+            with open(os.path.join(folder, "data", f"{split}_labels.csv"), "w") as f:
+                f.write("filename,width,height,class,xmin,ymin,xmax,ymax\n")
+                f.write("".join(f"{i}.jpg,{w},{h},{c},{x0:g},{y0:g},{x1:g},{y1:g}\n" for i in part
+                                for w, h, c, x0, y0, x1, y1 in rows[i]))
+        with open(os.path.join(folder, "annotations.csv"), "w") as f:
+            f.write("".join(f"images/{i}.jpg,{x0:g},{y0:g},{x1:g},{y1:g},{c}\n" if rows[i] else f"images/{i}.jpg,,,,,\n"
+                            for i in ids for _, _, c, x0, y0, x1, y1 in (rows[i] or [(0,) * 7])))
+        with open(os.path.join(folder, "classes.csv"), "w") as f:
+            f.write("".join(f"{name},{i}\n" for i, name in enumerate(SHAPE_CLASSES)))
+    result = {"what": "csv", "machine": machine()}
+    for layout, path in (("tf_od_api_tutorial", os.path.join(folder, "data")),
+                         ("keras_retinanet", os.path.join(folder, "annotations.csv"))):
+        parser = argparse.ArgumentParser()
+        cli.add_data_args(parser)
+        started = time.perf_counter()
+        choice = cli.choose_data(parser.parse_args(["--csv", path]), preset("shapes"))
+        source = load_csv(path, choice.train_split, decode_images=False)
+        test_source = load_csv(path, choice.test_split, decode_images=False)
+        loaded = time.perf_counter() - started  # (image checks: cached after the first run)
+        compared, largest = _against_voc(voc, (source, test_source))
+        started = time.perf_counter()
+        seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
+                for i in batch["index"]]
+        result[layout] = {"splits": [choice.train_split, choice.test_split], "classes": list(source.class_names),
+                          "train_images": source.num_examples, "test_images": test_source.num_examples,
+                          "problems": {**source.problems, **test_source.problems},
+                          "shared_files": len(source.files & test_source.files), "load_seconds": round(loaded, 1),
+                          "boxes_compared": compared, "largest_difference_from_voc": largest,
+                          "pass": {"images": len(seen), "distinct": len(set(seen)),
+                                   "seconds": round(time.perf_counter() - started, 1)}}
+    result["peak_rss_mb"] = round(peak_rss_mb())
+    print(json.dumps(result))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
                                          "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord",
-                                         "tfrecord-scale"])
+                                         "tfrecord-scale", "csv"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -772,6 +835,8 @@ def main():
         tfrecord(args.dir, args.images or 20000, gzip=args.gzip)
     elif args.what == "tfrecord-scale":
         tfrecord_scale(args.dir, args.images or 118287)
+    elif args.what == "csv":
+        csv_files(args.dir, args.images or 20000)
     else:
         train(args.dir, args.out)
 

@@ -198,6 +198,14 @@ def add_data_args(parser: argparse.ArgumentParser):
                        "all[90%%:])")
     group.add_argument("--label-map", help="the label map (.pbtxt) of --tfrecord (default: the pipeline.config's, "
                        "or the one beside the records)")
+    group.add_argument("--csv", help="detection CSV files: one (path,x1,y1,x2,y2,class rows as keras-retinanet's; or with "
+                       "a header row: filename,width,height,class,xmin,ymin,xmax,ymax as the TF OD API's tutorials and "
+                       "Roboflow write), or a folder of them (train/ valid/ test/ folders, or train_labels.csv and "
+                       "test_labels.csv); trains on train, tests on val (a file: all[:90%%] -> all[90%%:])")
+    group.add_argument("--csv-images", help="the folder --csv's image paths are relative to (default: looked for beside "
+                       "the CSV file, in its images/ folder, the folder above, its images/, the working directory)")
+    group.add_argument("--csv-classes", help="the classes of --csv: keras-retinanet's name,id rows or a name a line "
+                       "(default: _classes.csv or classes.csv beside the CSV files, else the names in them, sorted)")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -209,9 +217,9 @@ def add_data_args(parser: argparse.ArgumentParser):
 class DataChoice:
     """What a command's data options mean: the source kind, its name and splits."""
 
-    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo" or "tfrecord"
+    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo", "tfrecord" or "csv"
     name: str  # the TFDS name, the VOC folder, the COCO JSON file (the first, of several), the YOLO data.yaml
-    # or what --tfrecord names
+    # or what --tfrecord or --csv names
     train_split: typing.Optional[str]
     test_split: typing.Optional[str]
     # Further sets of the same kind trained on with the first: (name, training split) each; a
@@ -244,10 +252,10 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.dataset)) > 1:
-        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data or --tfrecord")
-    of_the_run = not (args.voc_dir or args.coco_json or args.yolo_data or args.tfrecord or args.dataset) \
-        and cfg.dataset in ("voc-dir", "coco-json", "yolo", "tfrecord")
+    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.dataset)) > 1:
+        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord or --csv")
+    of_the_run = not (args.voc_dir or args.coco_json or args.yolo_data or args.tfrecord or args.csv or args.dataset) \
+        and cfg.dataset in ("voc-dir", "coco-json", "yolo", "tfrecord", "csv")
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
     _refuse_unused_data_options(args, cfg)
@@ -279,6 +287,16 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
             if evaluation and splits[0].endswith("[:90%]"):  # one split, named to be evaluated on: all of it
                 splits = (splits[0], splits[0][:-len("[:90%]")])
         return DataChoice("tfrecord", args.tfrecord, train_split or splits[0], test_split or splits[1])
+    if args.csv:
+        from keras_frcnn.data import csv_files
+
+        if of_the_run:
+            splits = (cfg.train_split, cfg.test_split)
+        else:
+            splits = csv_files.default_splits(args.csv)
+            if evaluation and splits[0].endswith("[:90%]"):  # one split, named to be evaluated on: all of it
+                splits = (splits[0], splits[0][:-len("[:90%]")])
+        return DataChoice("csv", args.csv, train_split or splits[0], test_split or splits[1])
     names = tfds_names(args.dataset or cfg.dataset)
     if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
         splits = (cfg.train_split, cfg.test_split)
@@ -363,6 +381,11 @@ def _options_of_the_run(args, cfg, evaluation):
     if cfg.dataset == "tfrecord":
         args.tfrecord, args.label_map = cfg.data_paths[0], cfg.data_paths[1] or args.label_map
         return
+    if cfg.dataset == "csv":
+        args.csv = cfg.data_paths[0]
+        args.csv_images = args.csv_images or cfg.data_paths[1] or None
+        args.csv_classes = args.csv_classes or cfg.data_paths[2] or None
+        return
     json_path, images, held_out, held_out_images = cfg.data_paths
     if evaluation:
         if not held_out:
@@ -394,10 +417,13 @@ def _refuse_unused_data_options(args, cfg):
         source = "yolo"
     elif args.tfrecord:
         source = "tfrecord"
+    elif args.csv:
+        source = "csv"
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
-              "shapes_images": ("shapes",), "data_dir": ("tfds", "shapes"), "label_map": ("tfrecord",)}
+              "shapes_images": ("shapes",), "data_dir": ("tfds", "shapes"), "label_map": ("tfrecord",),
+              "csv_images": ("csv",), "csv_classes": ("csv",)}
     for option, sources in owners.items():
         if getattr(args, option, None) is not None and source not in sources:
             flag = "--" + option.replace("_", "-")
@@ -406,6 +432,7 @@ def _refuse_unused_data_options(args, cfg):
 
 
 SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data", "tfrecord": "--tfrecord",
+                "csv": "--csv",
                 "shapes": "--dataset shapes", "tfds": "--dataset (TFDS)"}
 
 
@@ -423,6 +450,9 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_yolo(choice.name, split=split, decode_images=decode_images)
     if choice.kind == "tfrecord":
         return data.load_tfrecord(choice.name, split=split, label_map=args.label_map, decode_images=decode_images)
+    if choice.kind == "csv":
+        return data.load_csv(choice.name, split=split, images=args.csv_images, classes_file=args.csv_classes,
+                             decode_images=decode_images)
     if choice.name == "shapes":
         try:
             num_train, num_test = (int(n) for n in (args.shapes_images or "500,100").split(","))

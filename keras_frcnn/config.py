@@ -307,7 +307,8 @@ class Config:
     # trained on otherwise: "voc-dir" (data_paths: the folders, the first one tests) or
     # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images; "" where
     # not given), "yolo" (data_paths: the data.yaml), "tfrecord" (data_paths: what --tfrecord named, the
-    # --label-map or ""). The data a later train.py --config or
+    # --label-map or ""), "csv" (data_paths: what --csv named, --csv-images, --csv-classes; "" where not
+    # given). The data a later train.py --config or
     # evaluate reads when given no data option.
     dataset: str = "voc/2007"
     data_paths: tuple = ()
@@ -334,9 +335,11 @@ class Config:
                and (len(self.data_paths) >= 1 if self.dataset == "voc-dir" else
                     len(self.data_paths) == 4 if self.dataset == "coco-json" else
                     len(self.data_paths) == 1 if self.dataset == "yolo" else
-                    len(self.data_paths) == 2 if self.dataset == "tfrecord" else not self.data_paths),
+                    len(self.data_paths) == 2 if self.dataset == "tfrecord" else
+                    len(self.data_paths) == 3 if self.dataset == "csv" else not self.data_paths),
                "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json", '
-               'the data.yaml of "yolo", the records and label map of "tfrecord", else empty')
+               'the data.yaml of "yolo", the records and label map of "tfrecord", the CSV, its images and classes '
+               'of "csv", else empty')
         _check(isinstance(self.voc_test_dir, str) and (not self.voc_test_dir or self.dataset == "voc-dir"),
                "voc_test_dir", self.voc_test_dir, 'a folder of dataset "voc-dir", or ""')
         _check(isinstance(self.classes, tuple) and all(isinstance(c, str) and c for c in self.classes)

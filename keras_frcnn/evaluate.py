@@ -2,13 +2,14 @@
 through pycocotools for COCO, YOLO and TFRecord data (with COCO's areas and crowd flags).
 
     python -m keras_frcnn.evaluate --model runs/shapes/model.keras [--dataset shapes] [--split test]
-        [--voc-dir DIR | --coco-json FILE --coco-images DIR | --yolo-data data.yaml | --tfrecord FILES]
+        [--voc-dir DIR | --coco-json FILE --coco-images DIR | --yolo-data data.yaml | --tfrecord FILES
+         | --csv FILE]
         [--out metrics.json] [--plots DIR]
         [--min-side N [--max-side M]]
 
 The split defaults to the data set's held-out labelled split (voc/2007: test, coco/2017:
-validation, a VOC folder: test, a YOLO data set or TFRecord files: val); a COCO JSON file, or
-TFRecord files of one split, are evaluated as a whole.
+validation, a VOC folder: test, a YOLO data set, TFRecord or CSV files: val); a COCO JSON file, or
+TFRecord or CSV files of one split, are evaluated as a whole.
 """
 
 from __future__ import annotations

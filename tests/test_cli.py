@@ -321,7 +321,10 @@ def test_stored_proposals_of_another_example_are_an_error_naming_it(tmp_path, ca
         ProposalStore(directory, load_voc_folder(tmp_path))
 
 
-def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path, monkeypatch, capsys):
+    """Each command's user errors: one line on stderr, exit status 2, no traceback; one of each
+    command run as a user's shell runs it (TensorFlow's own start-up lines included), the other
+    train.py errors in this process."""
     bomb = tmp_path / "bomb"
     write_voc_folder(bomb, {"a": {"xml": '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]>'
                                          "<annotation>&lol;</annotation>"}}, {"trainval": ["a"], "test": ["a"]})
@@ -334,16 +337,8 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
     image = tmp_path / "x.jpg"
     image.write_bytes(b"")
     commands = {
-        "missing folder": ([str(ROOT / "train.py"), "--voc-dir", str(tmp_path / "nowhere"), "--out", "run"],
-                           str(tmp_path / "nowhere") + ": no such folder"),
-        "refused XML": ([str(ROOT / "train.py"), "--voc-dir", str(bomb), "--out", "run"],
-                        "a.xml: refused to parse XML"),
         "no objects": ([str(ROOT / "train.py"), "--voc-dir", str(nothing), "--out", "run_a"],
                        "nothing (trainval) has no objects to learn from (none in its 2 image(s)"),
-        "nothing to evaluate": ([str(ROOT / "train.py"), "--voc-dir", str(nothing), "--train-split", "labelled",
-                                 "--out", "run_b"], "nothing (test) has no labelled objects (none in its 1 image(s)"),
-        "bad flag": ([str(ROOT / "train.py"), "--anchor-scales", "8,x"], "--anchor-scales 8,x"),
-        "out a file": ([str(ROOT / "train.py"), "--out", str(image)], "x.jpg: a file, not a folder"),
         "evaluate": (["-m", "keras_frcnn.evaluate", "--model", str(tmp_path / "none.keras")], "none.keras"),
         "export": ([str(ROOT / "export.py"), "--model", str(not_a_model), "--out", str(tmp_path / "e")],
                    "not a keras_frcnn .keras model"),
@@ -356,6 +351,18 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path):
     running = {name: subprocess.Popen([sys.executable, *command], cwd=tmp_path, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                for name, (command, _) in commands.items()}
+    monkeypatch.chdir(tmp_path)
+    for args, needle in (
+            (["--voc-dir", str(tmp_path / "nowhere"), "--out", "run"], str(tmp_path / "nowhere") + ": no such folder"),
+            (["--voc-dir", str(bomb), "--out", "run"], "a.xml: refused to parse XML"),
+            (["--voc-dir", str(nothing), "--train-split", "labelled", "--out", "run_b"],
+             "nothing (test) has no labelled objects (none in its 1 image(s)"),
+            (["--anchor-scales", "8,x"], "--anchor-scales 8,x"),
+            (["--out", str(image)], "x.jpg: a file, not a folder")):
+        assert train.main(args) == 2, args
+        stdout, stderr = capsys.readouterr()
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1 and needle in stderr, (args, stderr)
+        assert stdout == "", (args, stdout)
     for name, process in running.items():
         stdout, stderr = process.communicate(timeout=300)
         needle = commands[name][1]
