@@ -99,6 +99,10 @@ def test_spreadsheet_and_windows_files_open_images_columns_and_a_turned_photo(tm
     np.testing.assert_allclose(objects["id42"][0], [[0.2, 0.1, 0.6, 0.5], [0.2, 0.5, 0.6, 0.9]], atol=1e-6)
     assert objects["id42"][2] == [False, True]
 
+    (tmp_path / "ids.csv").write_text("frame,xmin,xmax,ymin,ymax,class_id\n" + "".join(
+        f"pics/Sub/One.JPG,8,40,5,25,{n}\n" for n in (10, 2, 1)))  # Udacity's columns: classes are ids
+    assert load_csv(tmp_path / "ids.csv", "all").class_names == ("1", "2", "10")
+
     (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "phone" / "p.jpg", 6)
     (tmp_path / "phone" / "p.csv").write_text(HEADER + f"p.jpg,{width},{height},cat,{c0},{r0},{c1 + 1},{r1 + 1}\n")
     objects = _objects(load_csv(tmp_path / "phone" / "p.csv", "all"))

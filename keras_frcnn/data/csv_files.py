@@ -38,7 +38,8 @@ Images' ``ImageID``) is the image file of that name with an image suffix.
 Classes: a classes file (``--csv-classes``, or ``_classes.csv`` / ``classes.csv`` beside the
 annotations: keras-retinanet's ``name,id`` rows, ids 0 .. N-1 in any order, or a name a line) sets
 them and their order; an object of another class is skipped, warned. Without one the classes are
-the names in every CSV file of the data set (all splits), sorted, so every split has the same labels.
+the names in every CSV file of the data set (all splits), sorted (class ids as numbers: a
+``class_id`` column), so every split has the same labels.
 
 Splits: a CSV file is one split, ``all`` (trained on ``all[:90%]``, evaluated on ``all[90%:]``); a
 folder holds split folders (Roboflow's ``train/``, ``valid/``, ``test/``, each with its
@@ -75,8 +76,9 @@ SPLIT_WORDS = {"train": "train", "trainval": "train", "training": "train", "val"
                "validation": "val", "eval": "val", "test": "test", "testing": "test"}
 # Header names (lower case, without " ", "_" and "-") of each column read.
 IMAGE_COLUMNS = ("filename", "file", "filepath", "path", "image", "imagename", "imagepath", "imagefile", "img",
-                 "imageid", "imagefilename")
-CLASS_COLUMNS = ("class", "classname", "label", "labelname", "category", "categoryname", "name", "classtitle")
+                 "imageid", "imagefilename", "frame")
+CLASS_COLUMNS = ("class", "classname", "label", "labelname", "category", "categoryname", "name", "classtitle",
+                 "classid", "labelid", "categoryid")  # (ids: the classes are their numbers, in order)
 BOX_COLUMNS = (("xmin", "ymin", "xmax", "ymax"), ("x1", "y1", "x2", "y2"), ("left", "top", "right", "bottom"),
                ("bboxxmin", "bboxymin", "bboxxmax", "bboxymax"))
 SIZE_COLUMNS = (("width", "height"), ("imagewidth", "imageheight"), ("imgwidth", "imgheight"))
@@ -378,7 +380,8 @@ def load_csv(
     if data.classes_file:
         class_names = read_classes(data.classes_file)
     else:
-        class_names = tuple(sorted({entry[2] for table in tables.values() for entry in table.rows if entry[2]}))
+        class_names = tuple(sorted({entry[2] for table in tables.values() for entry in table.rows if entry[2]},
+                                   key=_in_order))
         if not class_names:
             raise DataError(f"{data.path}: no row names a class")
     label_of = {name: label for label, name in enumerate(class_names)}
@@ -487,6 +490,11 @@ def _objects(table: Table, name, rows, image, label_of, problems):
     if as_shown:
         boxes = to_stored_frame(boxes, image.orientation)
     return boxes, np.asarray(labels, np.int64), np.asarray(difficult, np.bool_)
+
+
+def _in_order(name):
+    """Names sorted as words, class ids (``2`` before ``10``) as numbers."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
 def _fault(class_name, box) -> str:
