@@ -81,12 +81,12 @@ def test_the_tf_od_api_tutorials_layout_roboflow_s_two_csv_exports_and_keras_ret
 
 
 def test_spreadsheet_and_windows_files_open_images_columns_and_a_turned_photo(tmp_path):
-    """A semicolon-delimited file with a byte-order mark, paths written on Windows in another letter
-    case, quoted names; Open Images' columns (ImageID without a suffix, normalised XMin/XMax/YMin/YMax,
+    """A semicolon-delimited file with a byte-order mark and decimal commas, paths written on Windows
+    in another letter case, quoted names; Open Images' columns (ImageID without a suffix, normalised XMin/XMax/YMin/YMax,
     IsGroupOf: never a positive); a phone photo whose rows give its size as shown."""
     _images(tmp_path / "pics" / "Sub", ["One.JPG", "id42.jpg"])
     (tmp_path / "sheet.csv").write_bytes("\ufeffImage Path;Label;X_Min;Y_Min;X_Max;Y_Max\r\n"
-                                         'pics\\sub\\one.jpg;"big, red";8;5;40;25\r\n'.encode("utf-8"))
+                                         'pics\\sub\\one.jpg;"big, red";8,0;5;40;25,00\r\n'.encode("utf-8"))
     objects = _objects(load_csv(tmp_path / "sheet.csv", "all", classes_file=None))
     assert list(objects) == ["pics/sub/one.jpg"]
     np.testing.assert_allclose(objects["pics/sub/one.jpg"][0], [[0.1, 0.1, 0.5, 0.5]], atol=1e-6)

@@ -26,7 +26,8 @@ coordinate of a file lies in [0, 1], normalised ones (Open Images' ``XMin,XMax,Y
 the rows give the image's size and it is the image turned by its EXIF orientation (5-8), the boxes
 were drawn on the image as shown and are turned onto the stored pixels, as for VOC folders; a size
 that disagrees otherwise is warned and the file's size used. The delimiter is found from the first
-row (``,``, ``;`` as spreadsheets write in many locales, or a tab); a byte-order mark is ignored.
+row (``,``, ``;`` as spreadsheets write in many locales, with decimal commas then read, or a tab); a
+byte-order mark is ignored.
 
 An image path is looked up, in order, relative to the ``images`` folder given (``--csv-images``),
 the CSV file's folder (keras-retinanet's rule), its ``images/`` folder, the folder above and its
@@ -212,7 +213,7 @@ def read_table(path) -> Table:
                     else:
                         columns, header = _columns(path, row), row
                         continue
-                entry = _entry(reader.line_num, row, columns)
+                entry = _entry(reader.line_num, row, columns, decimal_comma=dialect.delimiter == ";")
                 numbers = [float(v) for v in entry[3] if _number(v)]
                 low, high = min([low, *numbers]), max([high, *numbers])
                 table.append(entry)
@@ -227,16 +228,20 @@ def read_table(path) -> Table:
 HEADERLESS = {"image": 0, "box": (1, 2, 3, 4), "class": 5, "size": None, "difficult": None, "count": 6}
 
 
-def _entry(number, row, columns) -> tuple:
+def _entry(number, row, columns, decimal_comma=False) -> tuple:
     """A row -> ``(row number, image, class, box strings, size strings or None, fault or None,
-    difficult)``."""
+    difficult)``; ``decimal_comma``: numbers may be written ``12,5`` (a spreadsheet's ``;``-delimited
+    file in the many locales that write decimals so)."""
     if len(row) < columns["count"]:
         image = row[columns["image"]].strip() if len(row) > columns["image"] else ""
         return number, image, None, (), None, f"{len(row)} fields, {columns['count']} expected", False
     size = tuple(row[i].strip() for i in columns["size"]) if columns["size"] else None
     difficult = columns["difficult"] is not None and row[columns["difficult"]].strip().lower() in ("1", "true", "yes")
-    return (number, row[columns["image"]].strip(), row[columns["class"]].strip(),
-            tuple(row[i].strip() for i in columns["box"]), size, None, difficult)
+    box = tuple(row[i].strip() for i in columns["box"])
+    if decimal_comma:
+        box = tuple(v.replace(",", ".") for v in box)
+        size = size and tuple(v.replace(",", ".") for v in size)
+    return number, row[columns["image"]].strip(), row[columns["class"]].strip(), box, size, None, difficult
 
 
 def _columns(path, header) -> dict:
