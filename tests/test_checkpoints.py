@@ -55,8 +55,9 @@ def _trained_joint(cfg, steps=2):
     keras.utils.set_random_seed(0)
     net = build_models(cfg, 2, weights=None)
     model = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
-    batch = {**synthetic_batch(2), "sample_seed": np.array([1, 2], np.int64)}
-    model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps, verbose=0)
+    if steps:  # (0: the optimizer's variables built, nothing trained)
+        batch = {**synthetic_batch(2), "sample_seed": np.array([1, 2], np.int64)}
+        model.fit(tf.data.Dataset.from_tensors(batch).repeat(), steps_per_epoch=steps, verbose=0)
     return net, model
 
 
@@ -151,7 +152,7 @@ def test_a_requested_stop_writes_a_checkpoint_at_that_step_and_loses_nothing(sou
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
-    net, model = _trained_joint(tiny_config())
+    net, model = _trained_joint(tiny_config(), steps=0)
     checkpoint = TrainingCheckpoint(str(tmp_path))
     checkpoint.save(net, model.optimizer, {"completed": [], "stage": "joint", "step": 2, "position": 4})
     wider = dataclasses.replace(tiny_config(), detector=dataclasses.replace(tiny_config().detector, fc_units=32))
