@@ -198,12 +198,14 @@ def add_data_args(parser: argparse.ArgumentParser):
                        "all[90%%:])")
     group.add_argument("--label-map", help="the label map (.pbtxt) of --tfrecord (default: the pipeline.config's, "
                        "or the one beside the records)")
-    group.add_argument("--csv", help="detection CSV files: one (path,x1,y1,x2,y2,class rows as keras-retinanet's; or with "
-                       "a header row: filename,width,height,class,xmin,ymin,xmax,ymax as the TF OD API's tutorials and "
-                       "Roboflow write), or a folder of them (train/ valid/ test/ folders, or train_labels.csv and "
-                       "test_labels.csv); trains on train, tests on val (a file: all[:90%%] -> all[90%%:])")
-    group.add_argument("--csv-images", help="the folder --csv's image paths are relative to (default: looked for beside "
-                       "the CSV file, in its images/ folder, the folder above, its images/, the working directory)")
+    group.add_argument("--csv", help="detection CSV files: one (path,x1,y1,x2,y2,class rows as keras-retinanet's; "
+                       "or with a header row: filename,width,height,class,xmin,ymin,xmax,ymax as the TF OD API's "
+                       "tutorials and Roboflow write), or a folder of them (train/ valid/ test/ folders, or "
+                       "train_labels.csv and test_labels.csv); trains on train, tests on val (a file: all[:90%%] -> "
+                       "all[90%%:])")
+    group.add_argument("--csv-images", help="the folder --csv's image paths are relative to (default: looked for "
+                       "beside the CSV file, in its images/ folder, the folder above, its images/, the working "
+                       "directory)")
     group.add_argument("--csv-classes", help="the classes of --csv: keras-retinanet's name,id rows or a name a line "
                        "(default: _classes.csv or classes.csv beside the CSV files, else the names in them, sorted)")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")

@@ -137,7 +137,8 @@ def _csv_files(folder) -> list:
 
 def _split_of(name) -> typing.Optional[str]:
     """The split the words of a file or folder name say (``train_labels.csv`` -> ``train``)."""
-    words = re.split(r"[^a-z0-9]+", os.path.splitext(name.lower())[0] if name.lower().endswith(".csv") else name.lower())
+    name = name.lower()
+    words = re.split(r"[^a-z0-9]+", name[:-len(".csv")] if name.endswith(".csv") else name)
     found = {SPLIT_WORDS[word] for word in words if word in SPLIT_WORDS}
     return found.pop() if len(found) == 1 else None
 
@@ -482,12 +483,12 @@ def _objects(table: Table, name, rows, image, label_of, problems):
         clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
                    min(max(y2, 0.0), height))
         if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-            problems.warn("box outside the image", here, f"box ({','.join(box)}) lies outside the {width:g} x {height:g} image",
-                          "object skipped")
+            problems.warn("box outside the image", here,
+                          f"box ({','.join(box)}) lies outside the {width:g} x {height:g} image", "object skipped")
             continue
         if max(abs(a - b) for a, b in zip(clipped, (x1, y1, x2, y2))) > slack:
-            problems.warn("box clipped", here, f"box ({','.join(box)}) reaches outside the {width:g} x {height:g} image",
-                          "clipped to it")
+            problems.warn("box clipped", here,
+                          f"box ({','.join(box)}) reaches outside the {width:g} x {height:g} image", "clipped to it")
         boxes.append((clipped[1] / height, clipped[0] / width, clipped[3] / height, clipped[2] / width))
         labels.append(label_of[class_name])
         difficult.append(hard)
