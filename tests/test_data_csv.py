@@ -99,6 +99,9 @@ def test_spreadsheet_and_windows_files_open_images_columns_and_a_turned_photo(tm
     np.testing.assert_allclose(objects["id42"][0], [[0.2, 0.1, 0.6, 0.5], [0.2, 0.5, 0.6, 0.9]], atol=1e-6)
     assert objects["id42"][2] == [False, True]
 
+    windows, notebook = "C:\\Users\\me\\set\\pics\\Sub\\One.JPG", "/content/drive/MyDrive/set/pics/Sub/id42.jpg"
+    (tmp_path / "moved.csv").write_text(f"{windows},8,5,40,25,a\n{notebook},8,5,40,25,a\n")  # another machine's paths
+    assert list(_objects(load_csv(tmp_path / "moved.csv", "all"))) == [windows.replace("\\", "/"), notebook]
     (tmp_path / "ids.csv").write_text("frame,xmin,xmax,ymin,ymax,class_id\n" + "".join(
         f"pics/Sub/One.JPG,8,40,5,25,{n}\n" for n in (10, 2, 1)))  # Udacity's columns: classes are ids
     assert load_csv(tmp_path / "ids.csv", "all").class_names == ("1", "2", "10")

@@ -32,9 +32,11 @@ byte-order mark is ignored.
 An image path is looked up, in order, relative to the ``images`` folder given (``--csv-images``),
 the CSV file's folder (keras-retinanet's rule), its ``images/`` folder, the folder above and its
 ``images/`` (the TF OD API tutorials' ``data/train_labels.csv`` beside ``images/``), and the working
-directory (the earlier keras-frcnn's rule); absolute paths as they are; folders parted by ``\\``
-(written on Windows) and names in another letter case are found; a name without a suffix (Open
-Images' ``ImageID``) is the image file of that name with an image suffix.
+directory (the earlier keras-frcnn's rule); absolute paths as they are, or, where they are not on
+this machine (``C:\\Users\\...``, a notebook's ``/content/drive/...``), by their last folders and name
+under those folders (warned); folders parted by ``\\`` (written on Windows) and names in another
+letter case are found; a name without a suffix (Open Images' ``ImageID``) is the image file of that
+name with an image suffix.
 
 Classes: a classes file (``--csv-classes``, or ``_classes.csv`` / ``classes.csv`` beside the
 annotations: keras-retinanet's ``name,id`` rows, ids 0 .. N-1 in any order, or a name a line) sets
@@ -68,7 +70,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images,
                                           exif_undecided, shown_size, to_stored_frame)
-from keras_frcnn.data.problems import DataError, DataProblems
+from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
@@ -305,9 +307,24 @@ class _ImageFinder:
         roots += [here, os.path.join(here, "images"), up, os.path.join(up, "images"), os.getcwd()]
         self.roots = list(dict.fromkeys(root for root in roots if os.path.isdir(root)))
         self.listings = {}  # folder -> {lower-case name or stem: [file names]}
+        self.moved = []  # (path as written, file found) of absolute paths of another machine
 
     def find(self, name) -> typing.Optional[str]:
         portable = name.replace("\\", "/")
+        found = self._under_roots(portable)
+        if found or not re.match(r"^(/|[A-Za-z]:/)", portable):
+            return found
+        # An absolute path of another machine (C:\Users\..., a notebook's /content/drive/...): its
+        # last folders and name under the roots, the longest that is there.
+        parts = [part for part in portable.split("/") if part and not part.endswith(":")]
+        for start in range(1, len(parts)):
+            found = self._under_roots("/".join(parts[start:]))
+            if found:
+                self.moved.append((name, found))
+                return found
+        return None
+
+    def _under_roots(self, portable) -> typing.Optional[str]:
         for root in self.roots:
             found = self._resolve(os.path.normpath(os.path.join(root, portable)))
             if found:
@@ -410,6 +427,10 @@ def load_csv(
     for table, name, _ in listed:
         finder = finders.setdefault(table.path, _ImageFinder(table.path, images))
         paths.append(finder.find(name))
+    for table_path, finder in finders.items():
+        if finder.moved:
+            logger.warning("%s: %d image paths are not on this machine (e.g. %s); found by their last folders and "
+                           "name (%s)", table_path, len(finder.moved), *finder.moved[0])
     found = [(item, path) for item, path in zip(listed, paths, strict=True) if path is not None]
     for (table, name, rows), path in zip(listed, paths, strict=True):
         if path is None:
