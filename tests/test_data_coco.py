@@ -238,14 +238,15 @@ def test_image_folders_default_to_the_json_s_own_or_the_one_holding_its_images(t
 
 def test_file_names_in_other_letter_case_than_on_disk_find_their_images(tmp_path, caplog):
     """A set made on Windows (whose file system ignores case) read on Linux: file_name "IMG_1.jpg",
-    the file IMG_1.JPG; "sub\\IMG_3.jpg". Read as on disk, said once; two files that differ only in
-    case stay missing."""
+    the file IMG_1.JPG; "sub\\IMG_3.jpg"; an absolute path of that machine. Read as on disk, said
+    once; two files that differ only in case stay missing."""
     json_path, images = write_coco(tmp_path, [{"id": i, "file_name": f"IMG_{i}.jpg", "size": (40, 60)}
                                               for i in range(4)], [], CATEGORIES)
     os.makedirs(os.path.join(images, "sub"))
     os.rename(os.path.join(images, "IMG_3.jpg"), os.path.join(images, "sub", "IMG_3.jpg"))
     data = json.loads(open(json_path).read())
     data["images"][3]["file_name"] = "sub\\IMG_3.jpg"  # (a tool on Windows)
+    data["images"][0]["file_name"] = "C:\\Users\\me\\set\\IMG_0.jpg"
     open(json_path, "w").write(json.dumps(data))
     os.rename(os.path.join(images, "IMG_1.jpg"), os.path.join(images, "IMG_1.JPG"))
     os.rename(os.path.join(images, "IMG_2.jpg"), os.path.join(images, "img_2.JPG"))
@@ -254,6 +255,7 @@ def test_file_names_in_other_letter_case_than_on_disk_find_their_images(tmp_path
         source = load_coco_json(json_path, images)
     assert source.num_examples == 4 and not source.problems
     assert "3 file_name values name their image as written on Windows or macOS" in caplog.text
+    assert "1 file_name values are paths of another machine (e.g. C:\\Users\\me\\set\\IMG_0.jpg)" in caplog.text
     shutil.copy(os.path.join(images, "img_2.JPG"), os.path.join(images, "Img_2.jpg"))
     assert load_coco_json(json_path, images).problems == {"bad image file": 1}  # two candidates: missing
 

@@ -52,11 +52,14 @@ def test_the_layouts_ultralytics_and_roboflow_write_read_boxes_segments_and_nega
 
 def test_lists_of_image_paths_pose_lines_and_a_data_set_without_val(tmp_path):
     """A split given as a .txt list of image paths (COCO's train2017.txt; lines written on Windows,
-    in other letter case), pose lines (their box) and a YAML without val (train[:90%] -> train[90%:])."""
+    in other letter case, absolute paths of another machine), pose lines (their box) and a YAML
+    without val (train[:90%] -> train[90%:])."""
     data = write_yolo(tmp_path, {"train": {f"i{n}": ["0 0.5 0.5 0.2 0.4 0.5 0.5 2 0.6 0.6 1"] for n in range(10)}},
                       ["person"], yaml_text="train: train.txt\nkpt_shape: [2, 3]\nnames: [person]\n")
-    (tmp_path / "train.txt").write_text("./images/train/I0.JPG\nimages\\train\\i1.jpg\n" + "".join(
-        f"{tmp_path}/images/train/i{n}.jpg\n" for n in range(2, 10)))
+    (tmp_path / "train.txt").write_text("./images/train/I0.JPG\nimages\\train\\i1.jpg\n"
+                                        "/content/drive/MyDrive/set/images/train/i2.jpg\n"
+                                        "D:\\data\\set\\images\\train\\i3.jpg\n" + "".join(
+                                            f"{tmp_path}/images/train/i{n}.jpg\n" for n in range(4, 10)))
     assert default_splits(data) == ("train[:90%]", "train[90%:]")
     source = load_yolo(data, "train[:90%]")
     assert source.num_examples == 9 and not source.problems

@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided,
-                                          shown_size, to_stored_frame)
+                                          path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
 
@@ -119,6 +119,18 @@ def load_coco_json(
 
     order = sorted(images)
     paths, moved = as_on_disk([os.path.join(image_dir, images[i]["file_name"]) for i in order])
+    elsewhere = []  # absolute file_name values of another machine, found here by their last folders and name
+    for n, (path, image_id) in enumerate(zip(paths, order)):
+        if not os.path.exists(path):
+            found = next((candidate for tail in path_tails(images[image_id]["file_name"])
+                          for candidate in [os.path.join(image_dir, tail)] if os.path.isfile(candidate)), None)
+            if found:
+                paths[n] = found
+                elsewhere.append((images[image_id]["file_name"], found))
+    if elsewhere:
+        logger.warning("%s: %d file_name values are paths of another machine (e.g. %s); found under %s by their "
+                       "last folders and name (%s)", json_path, len(elsewhere), elsewhere[0][0], image_dir,
+                       elsewhere[0][1])
     if moved:
         logger.warning("%s: %d file_name values name their image as written on Windows or macOS (folders "
                        "parted by \\ or the name in other letter case; e.g. %s is on disk): read as on disk",

@@ -68,8 +68,8 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images,
-                                          exif_undecided, shown_size, to_stored_frame)
+from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
+                                          path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
@@ -312,13 +312,10 @@ class _ImageFinder:
     def find(self, name) -> typing.Optional[str]:
         portable = name.replace("\\", "/")
         found = self._under_roots(portable)
-        if found or not re.match(r"^(/|[A-Za-z]:/)", portable):
+        if found:
             return found
-        # An absolute path of another machine (C:\Users\..., a notebook's /content/drive/...): its
-        # last folders and name under the roots, the longest that is there.
-        parts = [part for part in portable.split("/") if part and not part.endswith(":")]
-        for start in range(1, len(parts)):
-            found = self._under_roots("/".join(parts[start:]))
+        for tail in path_tails(portable):  # an absolute path of another machine: the longest tail here
+            found = self._under_roots(tail)
             if found:
                 self.moved.append((name, found))
                 return found

@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import re
 import struct
 import threading
 import typing
@@ -187,6 +188,18 @@ def as_on_disk(paths) -> tuple:
                 replaced.append(path)
         found.append(path)
     return found, replaced
+
+
+def path_tails(path) -> list:
+    """An absolute path as another machine wrote it (``C:\\Users\\me\\set\\a.jpg``, a notebook's
+    ``/content/drive/MyDrive/set/a.jpg``) -> its last folders and name, longest first
+    (``Users/me/set/a.jpg`` ... ``a.jpg``), to look for under this machine's folders; a relative
+    path -> ``[]``."""
+    portable = str(path).replace("\\", "/")
+    if not re.match(r"^(/|[A-Za-z]:/)", portable):
+        return []
+    parts = [part for part in portable.split("/") if part and not part.endswith(":")]
+    return ["/".join(parts[start:]) for start in range(1, len(parts))]
 
 
 def _names_in_lower_case(folder) -> dict:

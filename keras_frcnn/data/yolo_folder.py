@@ -45,7 +45,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import as_on_disk, check_images, to_stored_frame
+from keras_frcnn.data.image_files import as_on_disk, check_images, path_tails, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
@@ -333,9 +333,24 @@ def _listed_images(list_path, root) -> list:
             names = [line.strip() for line in f if os.path.splitext(line.strip())[1].lower() in IMAGE_SUFFIXES]
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{list_path}: not a list of image paths ({type(error).__name__}: {error})") from None
-    paths = [name if os.path.isabs(name) else _existing(folder, name) or _existing(root, name)
-             or (os.path.abspath(name) if os.path.isfile(name) else os.path.normpath(os.path.join(folder, name)))
-             for name in names]
+
+    def where(name):
+        if os.path.isabs(name) and os.path.exists(name):
+            return name
+        found = None if os.path.isabs(name) else (_existing(folder, name) or _existing(root, name)
+                                                  or (os.path.abspath(name) if os.path.isfile(name) else None))
+        # An absolute path of another machine (a list written where the data was made): its last folders and name.
+        found = found or next((path for tail in path_tails(name) for base in (folder, root)
+                               for path in [os.path.join(base, tail)] if os.path.isfile(path)), None)
+        if found and path_tails(name):
+            elsewhere.append((name, found))
+        return found or (name if os.path.isabs(name) else os.path.normpath(os.path.join(folder, name)))
+
+    elsewhere = []
+    paths = [where(name) for name in names]
+    if elsewhere:
+        logger.warning("%s: %d image paths are paths of another machine (e.g. %s); found by their last folders and "
+                       "name (%s)", list_path, len(elsewhere), *elsewhere[0])
     return as_on_disk(paths)[0]  # (a list written on Windows: IMG_1.jpg for IMG_1.JPG)
 
 
