@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -85,7 +86,8 @@ def parse_args(argv=None):
     parser.add_argument("--eval-every", type=int,
                         help="also evaluate on the held-out data every this many steps (at the end of the "
                         "--log-every window reaching it) once the detector has trained (joint; alternating "
-                        "stages 2-4): mAP to the console and TensorBoard (logs/<stage>/eval)")
+                        "stages 2-4): mAP to the console and TensorBoard (logs/<stage>/eval); the best "
+                        "model so far (the end's included) kept as best.keras")
     parser.add_argument("--min-side", type=int,
                         help="shorter side in training and test (clears the preset's --train-min-sides)")
     parser.add_argument("--max-side", type=int)
@@ -416,6 +418,21 @@ def _train(args, held):
           f"parameters; schedule {cfg.train.schedule}; replicas {strategy.num_replicas_in_sync}; "
           f"precision {cfg.precision} ({why})")
 
+    # --eval-every keeps the best model evaluated so far (best.json: where and its figure; a resumed run
+    # continues from the one it had).
+    best_path, best_json = os.path.join(out, "best.keras"), os.path.join(out, "best.json")
+    best = read_best(best_json) if args.resume and args.eval_every else None
+
+    def keep_if_best(summary, stage_name, step, save):
+        nonlocal best
+        metric, value = headline_value(summary)
+        if value is None or (best is not None and value <= best["value"]):
+            return
+        write_atomically(best_path, save, partial=os.path.join(out, "best.partial.keras"))
+        best = {"stage": stage_name, "step": step, "metric": metric, "value": value}
+        write_atomically(best_json, json.dumps(best, indent=2))
+        print(f"   best so far: {metric} {value:.4f} ({stage_name} step {step}), saved {best_path}")
+
     def evaluate_now(stage, step):  # --eval-every: the detector as it is at this step
         if not chief:
             return
@@ -423,6 +440,7 @@ def _train(args, held):
         _, summary = evaluate(net.model, test_source, coco=choice.coco)
         log_scalars(summary, os.path.join(out, "logs", stage.name, "eval"), step)
         print(f"   {stage.name} step {step}: {headline(summary)} ({time.perf_counter() - began:.0f} s)")
+        keep_if_best(summary, stage.name, step, net.model.save)
 
     if args.eval_every and test_source is None:
         raise cli.UsageError("--eval-every: this run has no held-out data to evaluate on (--coco-val-json)")
@@ -450,6 +468,10 @@ def _train(args, held):
                                    plot_dir=os.path.join(out, "pr_curves"))
         log_evaluation(net.model, test_source, summary, os.path.join(out, "logs", "eval"))
         print(metrics.format_table(result))
+        if args.eval_every:
+            last = runner.plan[-1]
+            keep_if_best(summary, last.name, last.steps, lambda path: shutil.copyfile(model_path, path))
+            summary["best"] = best
     summary["trained_on"] = train_source.name
     summary["stage_seconds"] = {k: round(v, 1) for k, v in runner.stage_seconds.items()}
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -457,6 +479,23 @@ def _train(args, held):
     print(f"{headline(summary)}; {summary['wall_seconds']:.0f} s in all; wrote "
           f"{os.path.join(out, 'metrics.json')}")
     return 0
+
+
+def headline_value(summary) -> tuple:
+    """(name, value) of an evaluation's headline figure: COCO AP for COCO-style data, else VOC07
+    mAP; value None where it is undefined (no labelled objects)."""
+    metric, value = ("COCO AP", summary["coco"]["AP"]) if "coco" in summary else ("VOC07 mAP", summary.get("mAP"))
+    return metric, None if value is None or value != value else float(value)
+
+
+def read_best(path):
+    """A resumed run's best.json (None where there is none, or it cannot be read)."""
+    try:
+        with open(path) as f:
+            best = json.load(f)
+        return best if isinstance(best.get("value"), (int, float)) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _verbosity(value):

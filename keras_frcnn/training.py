@@ -213,7 +213,8 @@ def optimizer_variables(optimizer) -> dict:
 EARLIER_RUN_STATE = ("checkpoint", "initial_weights", "logs")
 # What train.py writes at a run's end: removed too, so that a new run's folder never shows the
 # earlier run's model beside the new run's config.json.
-EARLIER_RUN_OUTPUTS = ("model.keras", "model.partial.keras", "metrics.json", "pr_curves")
+EARLIER_RUN_OUTPUTS = ("model.keras", "model.partial.keras", "metrics.json", "pr_curves", "best.keras",
+                       "best.partial.keras", "best.json")
 
 
 def holds_every_weight(run_dir) -> bool:

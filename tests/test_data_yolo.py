@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -196,7 +197,7 @@ def test_a_data_yaml_that_cannot_be_used_is_an_error_naming_it_and_its_field(tmp
 
 def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_path, capsys):
     """``train.py --yolo-data`` (Roboflow's layout): trained on train/, evaluated on valid/ with
-    COCO AP (Ultralytics' mAP50-95) as the headline; config.json keeps the YAML, so evaluate
+    COCO AP (Ultralytics' mAP50-95) as the headline, at step 2 too (--eval-every; the best kept); config.json keeps the YAML, so evaluate
     without data options evaluates valid/ again, and --split test the test images."""
     rng = np.random.default_rng(0)
 
@@ -219,6 +220,12 @@ def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_
     events = tf.compat.v1.train.summary_iterator(str(next((tmp_path / "run" / "logs" / "joint" / "eval").iterdir())))
     assert {(v.tag, e.step) for e in events for v in e.summary.value} == {
         ("mAP_voc07", 2), ("mAP_area", 2), ("coco_AP", 2), ("coco_AP50", 2)}
+    # The best evaluation (step 2's, or the end's where it is higher) kept as best.keras, named in metrics.json.
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert best["stage"] == "joint" and best["step"] in (2, 3) and best["metric"] == "COCO AP"
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best"] == best
+    assert f"best so far: COCO AP {best['value']:.4f} (joint step 2)" in out
+    assert keras.models.load_model(tmp_path / "run" / "best.keras").class_names == NAMES
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["dataset"], config["data_paths"], config["train_split"], config["test_split"]) == (
         "yolo", [data], "train", "val")
