@@ -584,9 +584,7 @@ def _against_voc(voc, sources):
 
 def yolo(root, images):
     from benchmarks.common import machine, peak_rss_mb
-    from keras_frcnn import cli
-    from keras_frcnn.config import preset
-    from keras_frcnn.data import SHAPE_CLASSES, load_yolo, train_dataset
+    from keras_frcnn.data import SHAPE_CLASSES, load_yolo
     from keras_frcnn.data.voc_folder import parse_voc_xml
 
     voc, folder = os.path.join(root, "voc"), os.path.join(root, "yolo")
@@ -613,26 +611,36 @@ def yolo(root, images):
         with open(os.path.join(folder, "data.yaml"), "w") as f:
             f.write("path: .\ntrain: images/train\nval: images/val\nnames:\n"
                     + "".join(f"  {i}: {name}\n" for i, name in enumerate(SHAPE_CLASSES)))
+    print(json.dumps({"what": "yolo", "machine": machine(),
+                      **_as_train_py_reads(voc, "--yolo-data", os.path.join(folder, "data.yaml"), load_yolo),
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
+def _as_train_py_reads(voc, flag, path, load):
+    """``train.py FLAG PATH``'s two splits loaded as it loads them (timed: the image checks are cached
+    after a first run), every box against the VOC folder's, and one pass of the training stream."""
+    from keras_frcnn import cli
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import train_dataset
+
     parser = argparse.ArgumentParser()
     cli.add_data_args(parser)
-    data = os.path.join(folder, "data.yaml")
     started = time.perf_counter()
-    choice = cli.choose_data(parser.parse_args(["--yolo-data", data]), preset("shapes"))
-    source = load_yolo(data, choice.train_split, decode_images=False)
-    test_source = load_yolo(data, choice.test_split, decode_images=False)
-    loaded = time.perf_counter() - started  # (image checks: cached after the first run)
+    choice = cli.choose_data(parser.parse_args([flag, path]), preset("shapes"))
+    source = load(path, choice.train_split, decode_images=False)
+    test_source = load(path, choice.test_split, decode_images=False)
+    loaded = time.perf_counter() - started
     compared, largest = _against_voc(voc, (source, test_source))
     started = time.perf_counter()
     seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
             for i in batch["index"]]
-    print(json.dumps({"what": "yolo", "machine": machine(), "splits": [choice.train_split, choice.test_split],
-                      "train_images": source.num_examples, "test_images": test_source.num_examples,
-                      "problems": {**source.problems, **test_source.problems},
-                      "shared_files": len(source.files & test_source.files), "load_seconds": round(loaded, 1),
-                      "boxes_compared": compared, "largest_difference_from_voc": largest,
-                      "pass": {"images": len(seen), "distinct": len(set(seen)),
-                               "seconds": round(time.perf_counter() - started, 1)},
-                      "peak_rss_mb": round(peak_rss_mb())}))
+    return {"splits": [choice.train_split, choice.test_split], "classes": list(source.class_names),
+            "train_images": source.num_examples, "test_images": test_source.num_examples,
+            "problems": {**source.problems, **test_source.problems},
+            "shared_files": len(source.files & test_source.files), "load_seconds": round(loaded, 1),
+            "boxes_compared": compared, "largest_difference_from_voc": largest,
+            "pass": {"images": len(seen), "distinct": len(set(seen)),
+                     "seconds": round(time.perf_counter() - started, 1)}}
 
 
 def _tfrecord_writer_example(voc, image_id, class_ids):
@@ -743,9 +751,7 @@ def csv_files(root, images):
     keras-retinanet's one header-less file of ``images/<name>,x1,y1,x2,y2,class`` rows with
     ``classes.csv``; both read, every box against the VOC folder's, one pass of the training stream."""
     from benchmarks.common import machine, peak_rss_mb
-    from keras_frcnn import cli
-    from keras_frcnn.config import preset
-    from keras_frcnn.data import SHAPE_CLASSES, load_csv, train_dataset
+    from keras_frcnn.data import SHAPE_CLASSES, load_csv
     from keras_frcnn.data.voc_folder import parse_voc_xml
 
     voc, folder = os.path.join(root, "voc"), os.path.join(root, "csv")
@@ -758,7 +764,8 @@ def csv_files(root, images):
         os.makedirs(os.path.join(folder, "data"))
         rows = {}
         for image_id in ids:
-            os.link(os.path.join(voc, "JPEGImages", f"{image_id}.jpg"), os.path.join(folder, "images", f"{image_id}.jpg"))
+            os.link(os.path.join(voc, "JPEGImages", f"{image_id}.jpg"),
+                    os.path.join(folder, "images", f"{image_id}.jpg"))
             annotation = parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml"))
             height, width = annotation.size
             # pixel numbers -> continuous edges
@@ -777,24 +784,7 @@ def csv_files(root, images):
     result = {"what": "csv", "machine": machine()}
     for layout, path in (("tf_od_api_tutorial", os.path.join(folder, "data")),
                          ("keras_retinanet", os.path.join(folder, "annotations.csv"))):
-        parser = argparse.ArgumentParser()
-        cli.add_data_args(parser)
-        started = time.perf_counter()
-        choice = cli.choose_data(parser.parse_args(["--csv", path]), preset("shapes"))
-        source = load_csv(path, choice.train_split, decode_images=False)
-        test_source = load_csv(path, choice.test_split, decode_images=False)
-        loaded = time.perf_counter() - started  # (image checks: cached after the first run)
-        compared, largest = _against_voc(voc, (source, test_source))
-        started = time.perf_counter()
-        seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
-                for i in batch["index"]]
-        result[layout] = {"splits": [choice.train_split, choice.test_split], "classes": list(source.class_names),
-                          "train_images": source.num_examples, "test_images": test_source.num_examples,
-                          "problems": {**source.problems, **test_source.problems},
-                          "shared_files": len(source.files & test_source.files), "load_seconds": round(loaded, 1),
-                          "boxes_compared": compared, "largest_difference_from_voc": largest,
-                          "pass": {"images": len(seen), "distinct": len(set(seen)),
-                                   "seconds": round(time.perf_counter() - started, 1)}}
+        result[layout] = _as_train_py_reads(voc, "--csv", path, load_csv)
     result["peak_rss_mb"] = round(peak_rss_mb())
     print(json.dumps(result))
 
