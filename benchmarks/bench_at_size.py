@@ -559,6 +559,16 @@ def flat(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+def _scenes(root, images):
+    """``root/voc``, the VOC folder of ``images`` scenes the format benchmarks convert (written on
+    first use): (its path, its ids sorted, where the held-out last tenth starts)."""
+    voc = os.path.join(root, "voc")
+    if not os.path.isdir(voc):
+        write(voc, images, 0, seed=21)
+    ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
+    return voc, ids, len(ids) - len(ids) // 10
+
+
 def _against_voc(voc, sources):
     """Every box of ``sources`` against the VOC folder's, both as continuous normalised
     coordinates: (boxes compared, the largest difference); classes must agree."""
@@ -587,11 +597,8 @@ def yolo(root, images):
     from keras_frcnn.data import SHAPE_CLASSES, load_yolo
     from keras_frcnn.data.voc_folder import parse_voc_xml
 
-    voc, folder = os.path.join(root, "voc"), os.path.join(root, "yolo")
-    if not os.path.isdir(voc):
-        write(voc, images, 0, seed=21)
-    ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
-    held_out = len(ids) - len(ids) // 10
+    voc, ids, held_out = _scenes(root, images)
+    folder = os.path.join(root, "yolo")
     if not os.path.isdir(folder):
         for split, part in (("train", ids[:held_out]), ("val", ids[held_out:])):
             for sub in ("images", "labels"):
@@ -686,11 +693,8 @@ def tfrecord(root, images, shards=10, gzip=False):
 
     suffix = "_gzip" if gzip else ""
     options = "GZIP" if gzip else None
-    voc, folder, one = (os.path.join(root, name) for name in ("voc", "tfrecord" + suffix, "tfrecord_one" + suffix))
-    if not os.path.isdir(voc):
-        write(voc, images, 0, seed=21)
-    ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
-    held_out = len(ids) - len(ids) // 10
+    voc, ids, held_out = _scenes(root, images)
+    folder, one = os.path.join(root, "tfrecord" + suffix), os.path.join(root, "tfrecord_one" + suffix)
     class_ids = {name: i + 1 for i, name in enumerate(SHAPE_CLASSES)}
     label_map = "".join(f'item {{\n  id: {i}\n  name: "{name}"\n}}\n' for name, i in class_ids.items())
     if not os.path.isdir(folder):
@@ -754,11 +758,8 @@ def csv_files(root, images):
     from keras_frcnn.data import SHAPE_CLASSES, load_csv
     from keras_frcnn.data.voc_folder import parse_voc_xml
 
-    voc, folder = os.path.join(root, "voc"), os.path.join(root, "csv")
-    if not os.path.isdir(voc):
-        write(voc, images, 0, seed=21)
-    ids = sorted(n[:-4] for n in os.listdir(os.path.join(voc, "Annotations")))
-    held_out = len(ids) - len(ids) // 10
+    voc, ids, held_out = _scenes(root, images)
+    folder = os.path.join(root, "csv")
     if not os.path.isdir(folder):
         os.makedirs(os.path.join(folder, "images"))
         os.makedirs(os.path.join(folder, "data"))
