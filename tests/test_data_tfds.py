@@ -13,6 +13,8 @@ from test_data_fixtures import examples
 from keras_frcnn.config import preset
 from keras_frcnn.data import VOC_CLASSES, DataError, load_tfds, train_dataset
 from keras_frcnn.data import shapes as shapes_module
+from keras_frcnn.data.tfds_sources import check_labelled
+from keras_frcnn.data.tfds_sources import default_splits as tfds_default_splits
 
 # (height, width, [(normalised yxyx box, label, difficult)])
 VOC_EXAMPLES = [
@@ -29,10 +31,11 @@ def _jpeg(height, width, seed):
     return pixels, buffer.getvalue()
 
 
-def _as_dataset_fn(object_extras):
+def _as_dataset_fn(object_extras, sequence="objects", label="label", filename="image/filename", classes=None):
     """A mock ``_as_dataset`` yielding well-formed examples of VOC_EXAMPLES (random mock examples
     are inconsistent: boxes outside [0, 1], ymin > ymax ...). ``object_extras`` adds the set's
-    other per-object features (name -> (dtype, value per object))."""
+    other per-object features (name -> (dtype, value per object)); ``sequence``, ``label`` (None:
+    none) and ``filename`` name the set's features; ``classes``: labels taken modulo it."""
 
     def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
         del self, split, read_config, kwargs
@@ -42,10 +45,10 @@ def _as_dataset_fn(object_extras):
             pixels, encoded = _jpeg(height, width, number)
             row = {
                 "image": encoded if skip_decoding else tf.io.decode_jpeg(encoded).numpy(),
-                "image/filename": f"{number:06d}.jpg",
-                "objects": {
+                filename: f"{number:06d}.jpg",
+                sequence: {
                     "bbox": np.array([o[0] for o in objects], np.float32).reshape(-1, 4),
-                    "label": np.array([o[1] for o in objects], np.int64),
+                    **({label: np.array([o[1] % (classes or 1000) for o in objects], np.int64)} if label else {}),
                     **{name: np.array([value(o) for o in objects], dtype)
                        for name, (dtype, value) in object_extras.items()},
                 },
@@ -56,8 +59,8 @@ def _as_dataset_fn(object_extras):
                                     tf.string if isinstance(v, (bytes, str)) else tf.as_dtype(np.asarray(v).dtype)),
             rows[0])
         signature["image"] = tf.TensorSpec([], tf.string) if skip_decoding else tf.TensorSpec([None, None, 3], tf.uint8)
-        signature["objects"] = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype),
-                                                     signature["objects"])
+        signature[sequence] = tf.nest.map_structure(lambda s: tf.TensorSpec([None, *s.shape[1:]], s.dtype),
+                                                    signature[sequence])
         return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature)
 
     return as_dataset
@@ -116,6 +119,45 @@ def test_coco_crowd_becomes_difficult(tmp_path):
         got = examples(source)
     np.testing.assert_array_equal(got[0]["objects/is_difficult"], [False, True])
     assert len(source.class_names) == 80
+
+
+def test_other_tfds_detection_sets_kitti_wider_face_and_open_images(tmp_path):
+    """Any TFDS set in the detection layout: KITTI's objects/type (and image/file_name), WIDER
+    FACE's faces without a class (one class, "face"; its invalid faces never positives), Open
+    Images' bobjects (its image-level objects have no boxes; is_group_of 1 never a positive, -1
+    unknown); a set without boxes is refused by name."""
+    kitti = {"truncated": (np.float32, lambda o: 0.0), "occluded": (np.int64, lambda o: 0),
+             "alpha": (np.float32, lambda o: 0.0), "rotation_y": (np.float32, lambda o: 0.0)}
+    cases = {
+        "kitti": (_as_dataset_fn(kitti, label="type", filename="image/file_name", classes=8), "train", 8, "Car"),
+        "open_images_v4": (_as_dataset_fn({"is_group_of": (np.int8, lambda o: 1 if o[2] else -1),
+                                           "source": (np.int64, lambda o: 0),
+                                           **{flag: (np.int8, lambda o: 0) for flag in (
+                                               "is_occluded", "is_truncated", "is_depiction", "is_inside")}},
+                                          sequence="bobjects"), "validation", 601, "/m/011k07"),
+        "wider_face": (_as_dataset_fn({"invalid": (np.bool_, lambda o: o[2]), "blur": (np.uint8, lambda o: 0),
+                                       "expression": (np.bool_, lambda o: False),
+                                       "illumination": (np.bool_, lambda o: False),
+                                       "occlusion": (np.uint8, lambda o: 0), "pose": (np.bool_, lambda o: False)},
+                                      sequence="faces", label=None), "validation", 1, "face"),
+    }
+    for name, (as_dataset, split, num_classes, first_class) in cases.items():
+        with mock_tfds(as_dataset_fn=as_dataset, data_dir=str(tmp_path)):
+            source = load_tfds(name, split, data_dir=str(tmp_path))
+            got = examples(source)
+        assert len(source.class_names) == num_classes and source.class_names[0] == first_class, name
+        assert [len(e["objects/label"]) for e in got] == [2, 0, 1] and got[0]["image/filename"] == b"000000.jpg"
+        np.testing.assert_allclose(got[0]["objects/bbox"][0], [0.1, 0.2, 0.5, 0.6])
+        labels = {"kitti": [3, 6], "wider_face": [0, 0], "open_images_v4": [11, 14]}[name]
+        np.testing.assert_array_equal(got[0]["objects/label"], labels)
+        np.testing.assert_array_equal(got[0]["objects/is_difficult"], [False, name != "kitti"])
+    assert [tfds_default_splits(name) for name in cases] == [("train", "validation")] * 3
+    with pytest.raises(DataError, match="wider_face split 'test' has no annotations"):
+        check_labelled("wider_face", "test")
+    with mock_tfds(data_dir=str(tmp_path)):
+        with pytest.raises(DataError, match="TFDS 'mnist' is not a detection set: no sequence of objects with a "
+                                            "bounding box feature"):
+            load_tfds("mnist", "train", data_dir=str(tmp_path))
 
 
 def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):

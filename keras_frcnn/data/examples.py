@@ -204,18 +204,24 @@ def example_key(example):
     return tf.strings.join([filename, "#", tf.strings.as_string(image_id)])
 
 
-def from_tfds_example(example, difficult_key: str = "is_difficult"):
-    """A TFDS detection example (voc, coco, shapes, ...) -> the layout; extra features dropped.
+def from_tfds_example(example, difficult_key: typing.Optional[str] = "is_difficult", objects_key: str = "objects",
+                      label_key: typing.Optional[str] = "label"):
+    """A TFDS detection example (voc, coco, shapes, kitti, wider_face, open_images_v4 ...) -> the
+    layout; extra features dropped.
 
-    ``difficult_key`` names the boolean object feature that marks objects never trained as
-    positives: ``"is_difficult"`` for VOC, ``"is_crowd"`` for COCO, or ``None``.
+    ``objects_key``: the sequence feature holding the boxes (``"objects"``; ``"faces"`` in
+    wider_face, ``"bobjects"`` in open_images_v4); ``label_key``: its class feature (``"label"``;
+    ``"type"`` in kitti; None: one class). ``difficult_key`` names the object feature that marks
+    objects never trained as positives where it is 1 (``"is_difficult"`` for VOC, ``"is_crowd"`` for
+    COCO, ``"is_group_of"`` for Open Images, ``"invalid"`` for WIDER FACE), or ``None``.
     """
-    objects = example["objects"]
-    labels = tf.cast(objects["label"], tf.int64)
+    objects = example[objects_key]
+    boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4])
+    labels = tf.zeros(tf.shape(boxes)[:1], tf.int64) if label_key is None else tf.cast(objects[label_key], tf.int64)
     if difficult_key is None:
         difficult = tf.zeros_like(labels, tf.bool)
-    else:
-        difficult = tf.cast(objects[difficult_key], tf.bool)
+    else:  # (Open Images' -1: unknown, not a group)
+        difficult = tf.equal(tf.cast(objects[difficult_key], tf.int64), 1)
     image = example["image"]
     if image.dtype != tf.string:
         image = tf.cast(image, tf.uint8)
@@ -227,10 +233,10 @@ def from_tfds_example(example, difficult_key: str = "is_difficult"):
         area = -tf.ones_like(labels, tf.float32)
     return {
         "image": image,
-        "image/filename": example.get("image/filename", tf.constant("", tf.string)),
+        "image/filename": example.get("image/filename", example.get("image/file_name", tf.constant("", tf.string))),
         "image/id": tf.cast(example.get("image/id", tf.constant(-1, tf.int64)), tf.int64),
         "objects": {
-            "bbox": tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4]),
+            "bbox": boxes,
             "label": labels,
             "is_difficult": difficult,
             "area": area,

@@ -1,7 +1,9 @@
-"""TFDS detection sets (``voc/2007``, ``voc/2012``, ``coco/2017``, the built-in ``shapes``) as
+"""TFDS detection sets (``voc/2007``, ``voc/2012``, ``coco/2017``, the built-in ``shapes``; and any
+other in TFDS's detection layout: ``kitti``, ``wider_face``, ``open_images_v4``, ``lvis`` ...) as
 sources in the layout of :mod:`keras_frcnn.data.examples`.
 
-Class names come from the builder's ``info.features["objects"]["label"].names``. VOC's splits are
+Class names come from the builder's ``info.features["objects"]["label"].names`` (another set's
+sequence and class feature: :func:`detection_layout`). VOC's splits are
 ``train``, ``validation`` and ``test`` (``"trainval"`` is accepted for ``"train+validation"``,
 the paper's training set); VOC 2012's test split has no annotations. COCO 2017's are ``train``,
 ``validation`` and ``test`` (no annotations); its ``is_crowd`` becomes ``is_difficult``.
@@ -54,8 +56,14 @@ DEFAULT_SPLITS = {
     "coco/2017": ("train", "validation"),
     "coco/2014": ("train", "validation"),
     "shapes": ("train", "test"),
+    # TFDS's own KITTI split of the labelled images (10 % of the drives each for validation and test): test
+    # kept for a last figure. WIDER FACE publishes no test annotations; Open Images is evaluated on validation.
+    "kitti": ("train", "validation"),
+    "wider_face": ("train", "validation"),
+    "open_images_v4": ("train", "validation"),
 }
-UNLABELLED_SPLITS = {"voc/2012": ("test",), "coco/2017": ("test",), "coco/2014": ("test", "test2015")}
+UNLABELLED_SPLITS = {"voc/2012": ("test",), "coco/2017": ("test",), "coco/2014": ("test", "test2015"),
+                     "wider_face": ("test",)}
 
 
 def canonical_name(name: str) -> str:
@@ -175,6 +183,46 @@ def read_split(builder, split: str, decode_images: bool = True):
     return dataset, num_examples or None
 
 
+class DetectionLayout(typing.NamedTuple):
+    """Where a TFDS set keeps its boxes: the sequence feature (``objects``), its class feature
+    (None: one class) and names, its never-a-positive flag (or None)."""
+
+    objects: str
+    label: typing.Optional[str]
+    class_names: tuple
+    difficult: typing.Optional[str]
+
+
+# A sequence's class feature and never-a-positive flag, in the order looked for: VOC, COCO, LVIS and
+# Open Images have "label", KITTI "type"; VOC marks "is_difficult", COCO "is_crowd", Open Images
+# "is_group_of", WIDER FACE "invalid" (faces its evaluation ignores).
+LABEL_KEYS = ("label", "type", "category", "class")
+DIFFICULT_KEYS = ("is_difficult", "is_crowd", "is_group_of", "invalid")
+
+
+def detection_layout(name, features) -> DetectionLayout:
+    """The :class:`DetectionLayout` of a TFDS set's features: the top-level sequence holding a
+    ``BBoxFeature`` (``objects``; ``faces`` in wider_face, ``bobjects`` in open_images_v4), its
+    class label (one class, named after the sequence, where it has none: ``face``); a
+    ``DataError`` for a set without one."""
+    sequences = [key for key, feature in features.items() if isinstance(feature, tfds.features.Sequence)
+                 and isinstance(feature.feature, tfds.features.FeaturesDict)
+                 and any(isinstance(f, tfds.features.BBoxFeature) for f in feature.feature.values())]
+    if not sequences:
+        raise DataError(f"TFDS {name!r} is not a detection set: no sequence of objects with a bounding box feature "
+                        f"(its features: {', '.join(features.keys())})")
+    key = "objects" if "objects" in sequences else sequences[0]
+    objects = dict(features[key].feature.items())
+    if [k for k, f in objects.items() if isinstance(f, tfds.features.BBoxFeature)] != ["bbox"]:
+        raise DataError(f"TFDS {name!r}: {key} has no single 'bbox' box feature")
+    labels = [k for k in LABEL_KEYS if isinstance(objects.get(k), tfds.features.ClassLabel)] or \
+        [k for k, f in objects.items() if isinstance(f, tfds.features.ClassLabel)]
+    label = labels[0] if labels else None
+    names = tuple(objects[label].names) if label else (key[:-1] if key.endswith("s") else key,)
+    difficult = next((k for k in DIFFICULT_KEYS if k in objects), None)
+    return DetectionLayout(key, label, names, difficult)
+
+
 def load_tfds(
     name: str,
     split: str,
@@ -186,7 +234,8 @@ def load_tfds(
     """A TFDS detection set's ``split`` as a :class:`DetectionSource`, in TFDS's (fixed) order.
 
     name: ``"voc/2007"``, ``"voc/2012"``, ``"coco/2017"``, ``"shapes"`` (the built-in set, built
-      locally), or another TFDS set with ``objects/bbox`` and ``objects/label``.
+      locally), or another TFDS detection set (:func:`detection_layout`: kitti, wider_face,
+      open_images_v4, lvis ...).
     split: a TFDS split expression (``"train+validation"``, ``"test"``, ``"train[:10%]"``);
       ``"trainval"`` means ``"train+validation"``.
     data_dir: TFDS's data directory (default ``~/tensorflow_datasets`` or ``$TFDS_DATA_DIR``).
@@ -212,18 +261,13 @@ def load_tfds(
             raise DataError(
                 f"could not build TFDS {name!r} in {builder.data_dir_root}: {type(error).__name__}: "
                 f"{error}\nOffline: put {files} in {manual} and run again.") from error
-    features = builder.info.features
-    if "objects" not in features or "bbox" not in features["objects"] or "label" not in features["objects"]:
-        raise DataError(f"TFDS {name!r} is not a detection set (no objects/bbox and objects/label)")
-    object_features = features["objects"]
-    difficult_key: typing.Optional[str] = next(
-        (key for key in ("is_difficult", "is_crowd") if key in object_features), None)
-
+    layout = detection_layout(name, builder.info.features)
     dataset, num_examples = read_split(builder, split, decode_images)
-    dataset = dataset.map(functools.partial(from_tfds_example, difficult_key=difficult_key))
+    dataset = dataset.map(functools.partial(from_tfds_example, objects_key=layout.objects, label_key=layout.label,
+                                            difficult_key=layout.difficult))
     return DetectionSource(
         dataset=dataset,
-        class_names=tuple(object_features["label"].names),
+        class_names=layout.class_names,
         num_examples=num_examples,
         name=f"{name} {split}",
         # TFDS's voc builder divides the XML's 1-based pixel numbers by the size, no offset.
