@@ -208,6 +208,9 @@ def add_data_args(parser: argparse.ArgumentParser):
                        "directory)")
     group.add_argument("--csv-classes", help="the classes of --csv: keras-retinanet's name,id rows or a name a line "
                        "(default: _classes.csv or classes.csv beside the CSV files, else the names in them, sorted)")
+    group.add_argument("--labelme", help="a folder of LabelMe JSON files (beside their images; train/ val/ test/ "
+                       "folders of them, or one split: all[:90%%] -> all[90%%:]); classes from its labels.txt, else "
+                       "the labels found, sorted")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -219,9 +222,9 @@ def add_data_args(parser: argparse.ArgumentParser):
 class DataChoice:
     """What a command's data options mean: the source kind, its name and splits."""
 
-    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo", "tfrecord" or "csv"
+    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo", "tfrecord", "csv" or "labelme"
     name: str  # the TFDS name, the VOC folder, the COCO JSON file (the first, of several), the YOLO data.yaml
-    # or what --tfrecord or --csv names
+    # or what --tfrecord, --csv or --labelme names
     train_split: typing.Optional[str]
     test_split: typing.Optional[str]
     # Further sets of the same kind trained on with the first: (name, training split) each; a
@@ -254,10 +257,11 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    if sum(bool(v) for v in (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.dataset)) > 1:
-        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord or --csv")
-    of_the_run = not (args.voc_dir or args.coco_json or args.yolo_data or args.tfrecord or args.csv or args.dataset) \
-        and cfg.dataset in ("voc-dir", "coco-json", "yolo", "tfrecord", "csv")
+    given = (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.labelme, args.dataset)
+    if sum(bool(v) for v in given) > 1:
+        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord, --csv or "
+                         "--labelme")
+    of_the_run = not any(given) and cfg.dataset in ("voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme")
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
     _refuse_unused_data_options(args, cfg)
@@ -286,8 +290,8 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
             splits = (cfg.train_split, cfg.test_split)
         else:
             splits = tfrecord_files.default_splits(args.tfrecord, args.label_map)
-            if evaluation and splits[0].endswith("[:90%]"):  # one split, named to be evaluated on: all of it
-                splits = (splits[0], splits[0][:-len("[:90%]")])
+            if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
+                splits = (splits[0], splits[0].split("[")[0])
         return DataChoice("tfrecord", args.tfrecord, train_split or splits[0], test_split or splits[1])
     if args.csv:
         from keras_frcnn.data import csv_files
@@ -296,9 +300,19 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
             splits = (cfg.train_split, cfg.test_split)
         else:
             splits = csv_files.default_splits(args.csv)
-            if evaluation and splits[0].endswith("[:90%]"):  # one split, named to be evaluated on: all of it
-                splits = (splits[0], splits[0][:-len("[:90%]")])
+            if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
+                splits = (splits[0], splits[0].split("[")[0])
         return DataChoice("csv", args.csv, train_split or splits[0], test_split or splits[1])
+    if args.labelme:
+        from keras_frcnn.data import labelme_folder
+
+        if of_the_run:
+            splits = (cfg.train_split, cfg.test_split)
+        else:
+            splits = labelme_folder.default_splits(args.labelme)
+            if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
+                splits = (splits[0], splits[0].split("[")[0])
+        return DataChoice("labelme", args.labelme, train_split or splits[0], test_split or splits[1])
     names = tfds_names(args.dataset or cfg.dataset)
     if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
         splits = (cfg.train_split, cfg.test_split)
@@ -383,6 +397,9 @@ def _options_of_the_run(args, cfg, evaluation):
     if cfg.dataset == "tfrecord":
         args.tfrecord, args.label_map = cfg.data_paths[0], cfg.data_paths[1] or args.label_map
         return
+    if cfg.dataset == "labelme":
+        args.labelme = cfg.data_paths[0]
+        return
     if cfg.dataset == "csv":
         args.csv = cfg.data_paths[0]
         args.csv_images = args.csv_images or cfg.data_paths[1] or None
@@ -421,6 +438,8 @@ def _refuse_unused_data_options(args, cfg):
         source = "tfrecord"
     elif args.csv:
         source = "csv"
+    elif args.labelme:
+        source = "labelme"
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
@@ -434,7 +453,7 @@ def _refuse_unused_data_options(args, cfg):
 
 
 SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data", "tfrecord": "--tfrecord",
-                "csv": "--csv",
+                "csv": "--csv", "labelme": "--labelme",
                 "shapes": "--dataset shapes", "tfds": "--dataset (TFDS)"}
 
 
@@ -452,6 +471,8 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_yolo(choice.name, split=split, decode_images=decode_images)
     if choice.kind == "tfrecord":
         return data.load_tfrecord(choice.name, split=split, label_map=args.label_map, decode_images=decode_images)
+    if choice.kind == "labelme":
+        return data.load_labelme(choice.name, split=split, decode_images=decode_images)
     if choice.kind == "csv":
         return data.load_csv(choice.name, split=split, images=args.csv_images, classes_file=args.csv_classes,
                              decode_images=decode_images)

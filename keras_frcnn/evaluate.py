@@ -3,13 +3,13 @@ through pycocotools for COCO, YOLO and TFRecord data (with COCO's areas and crow
 
     python -m keras_frcnn.evaluate --model runs/shapes/model.keras [--dataset shapes] [--split test]
         [--voc-dir DIR | --coco-json FILE --coco-images DIR | --yolo-data data.yaml | --tfrecord FILES
-         | --csv FILE]
+         | --csv FILE | --labelme DIR]
         [--out metrics.json] [--plots DIR]
         [--min-side N [--max-side M]]
 
 The split defaults to the data set's held-out labelled split (voc/2007: test, coco/2017:
-validation, a VOC folder: test, a YOLO data set, TFRecord or CSV files: val); a COCO JSON file, or
-TFRecord or CSV files of one split, are evaluated as a whole.
+validation, a VOC folder: test, a YOLO data set, TFRecord, CSV or LabelMe files: val); a COCO JSON
+file, or TFRecord, CSV or LabelMe files of one split, are evaluated as a whole.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def test_the_tf_od_api_tutorials_layout_roboflow_s_two_csv_exports_and_keras_ret
     _images(tmp_path / "kr" / "imgs", ["x.png", "y.png", "z.png"])
     (tmp_path / "kr" / "ann.csv").write_text("imgs/x.png,8,5,40,25,cat\nimgs/y.png,,,,,\nimgs/z.png,0,0,80,50,cat\n")
     (tmp_path / "kr" / "classes.csv").write_text("cat,0\n")
-    assert default_splits(tmp_path / "kr" / "ann.csv") == ("all[:90%]", "all[90%:]")
+    assert default_splits(tmp_path / "kr" / "ann.csv") == ("all[:-1]", "all[-1:]")  # (a tenth of 3: none)
     source = load_csv(tmp_path / "kr" / "ann.csv", "all")
     assert [(name, labels) for name, (_, labels, _) in _objects(source).items()] == [
         ("imgs/x.png", [0]), ("imgs/y.png", []), ("imgs/z.png", [0])]

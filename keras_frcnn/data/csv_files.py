@@ -71,7 +71,7 @@ from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_s
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-from keras_frcnn.data.voc_folder import sliced, split_parts
+from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 ALL = "all"
 # Words of a CSV file's or folder's name -> the split they name.
@@ -170,13 +170,15 @@ def _named_splits(folder) -> dict:
 
 def default_splits(path) -> tuple:
     """The (training, evaluation) splits of ``--csv path``: ``train`` -> ``val``, else ``test``, else
-    ``train[:90%]`` -> ``train[90%:]`` (a single split ``all`` alike)."""
+    ``train[:90%]`` -> ``train[90%:]`` (a single split ``all`` alike; under ten images the last one:
+    :func:`~keras_frcnn.data.voc_folder.held_out_tenth`)."""
     splits = read_csv_data(path).splits
     first = "train" if "train" in splits else next(iter(splits))
     for held_out in ("val", "test"):
         if held_out in splits:
             return first, held_out
-    return f"{first}[:90%]", f"{first}[90%:]"
+    images = {entry[1] for file in splits[first] for entry in read_table(file).rows if entry[1]}
+    return held_out_tenth(first, len(images))
 
 
 # --- reading a CSV file -----------------------------------------------------------------------------

@@ -202,12 +202,19 @@ def default_splits(voc_dir) -> tuple:
             count = len(_annotated_ids(voc_dir))
         except DataError:  # not a VOC folder: loading it says so
             count = 0
-        if 2 <= count < 10:  # a tenth would round to no image: one held out
-            return f"{ALL}[:-1]", f"{ALL}[-1:]"
-        return f"{ALL}[:90%]", f"{ALL}[90%:]"
+        return held_out_tenth(ALL, count)
     if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")) or not (has["train"] and has["val"]):
         return "trainval", "test"
     return "train", "val"
+
+
+def held_out_tenth(split, count) -> tuple:
+    """``split``'s (training, evaluation) parts where a data set has no held-out split of its own:
+    ``split[:90%]`` -> ``split[90%:]``, or for 2 to 9 images, whose tenth would round to none,
+    ``split[:-1]`` -> ``split[-1:]``."""
+    if 2 <= count < 10:
+        return f"{split}[:-1]", f"{split}[-1:]"
+    return f"{split}[:90%]", f"{split}[90%:]"
 
 
 def labelled_split(voc_dir) -> typing.Optional[str]:

@@ -47,7 +47,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, path_tails, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-from keras_frcnn.data.voc_folder import sliced, split_parts
+from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 SPLITS = ("train", "val", "test")
 # The other names of the splits: Ultralytics renames "validation" to val; Darknet's obj.data has "valid"
@@ -232,12 +232,13 @@ def _keypoint_values(yaml_path, kpt_shape) -> int:
 
 def default_splits(yaml_path) -> tuple:
     """The data set's own (training, evaluation) splits: ``train`` -> ``val``, or as Ultralytics
-    validates without ``val``, ``test``; with neither, ``train[:90%]`` -> ``train[90%:]``."""
-    splits = read_yolo(yaml_path).splits
+    validates without ``val``, ``test``; with neither, ``train[:90%]`` -> ``train[90%:]``
+    (:func:`~keras_frcnn.data.voc_folder.held_out_tenth`)."""
+    data = read_yolo(yaml_path)
     for held_out in ("val", "test"):
-        if held_out in splits:
+        if held_out in data.splits:
             return "train", held_out
-    return "train[:90%]", "train[90%:]"
+    return held_out_tenth("train", len(_split_images(data, "train")))
 
 
 def load_yolo(

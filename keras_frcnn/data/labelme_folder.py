@@ -1,0 +1,262 @@
+"""A folder of LabelMe JSON files -> examples in the layout of :mod:`keras_frcnn.data.examples`.
+
+LabelMe (github.com/wkentaro/labelme) saves one JSON file per image, beside it by default::
+
+    DIR/0001.jpg
+    DIR/0001.json   {"shapes": [{"label": "cat", "points": [[x1, y1], [x2, y2]],
+                                 "shape_type": "rectangle", "flags": {}}, ...],
+                     "imagePath": "0001.jpg", "imageHeight": 480, "imageWidth": 640,
+                     "imageData": "<base64, or null with --nodata>"}
+
+Each shape gives a box: a rectangle its two corners, a polygon (LabelMe's default shape) the box
+around its points, a circle (centre, a point on it) the box around it; points, lines and line
+strips are no objects (counted). A shape whose ``flags`` mark it ``difficult`` (or whose
+``difficult`` key is true, as some exports write) is never a positive. ``imagePath`` is relative to
+the JSON file (LabelMe writes ``..\\images\\a.jpg`` on Windows); where it is not there, the image
+file of the JSON's own name beside it; an image that exists only inside the JSON (``imageData``) is
+named and skipped. LabelMe applies EXIF orientation when it shows an image, so the coordinates are
+on the image as shown: where ``imageHeight`` / ``imageWidth`` are the turned size (orientations
+5-8) the boxes are turned onto the stored pixels, as for VOC folders.
+
+Classes: ``labels.txt`` in the folder (or the one above; labelme2voc's and labelme2coco's file, a
+name a line, its ``__ignore__`` and ``_background_`` lines passed over), else every label in the
+folder's JSON files, sorted. Splits: split folders (``train/``, ``val/`` or ``valid/``, ``test/``)
+of JSON files, else one split ``all`` of every JSON file in the folder and its subfolders, held out
+as the other folder sources are (``all[:90%]`` -> ``all[90%:]``). Files in name order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import typing
+
+import numpy as np
+
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
+                                          shown_size, to_stored_frame)
+from keras_frcnn.data.problems import DataError, DataProblems
+from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+
+ALL = "all"
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+NOT_OBJECTS = ("point", "line", "linestrip")  # LabelMe shapes that mark no object
+LABEL_LISTS = ("labels.txt", "classes.txt")
+_LIST_MARKERS = ("__ignore__", "_background_")
+
+
+class LabelMeData(typing.NamedTuple):
+    path: str  # the folder
+    splits: dict  # split name -> sorted JSON files
+    labels_file: typing.Optional[str]
+
+
+def read_labelme(path) -> LabelMeData:
+    """The JSON files of the folder ``path`` by split (see the module docstring)."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise DataError(f"--labelme {path}: not a folder (give the folder of LabelMe's JSON files)")
+    splits = {}
+    for name in sorted(os.listdir(path)):
+        split = SPLIT_FOLDERS.get(name.lower())
+        if split and os.path.isdir(os.path.join(path, name)):
+            splits.setdefault(split, []).extend(_json_files(os.path.join(path, name)))
+    splits = {split: files for split, files in splits.items() if files}
+    if not splits:
+        splits = {ALL: _json_files(path)}
+        if not splits[ALL]:
+            raise DataError(f"--labelme {path}: no JSON files in it or in its train/, val/, test/ folders")
+    labels = next((os.path.join(folder, name) for folder in (path, os.path.dirname(path)) for name in LABEL_LISTS
+                   if os.path.isfile(os.path.join(folder, name))), None)
+    return LabelMeData(path, {split: sorted(files) for split, files in splits.items()}, labels)
+
+
+def _json_files(folder) -> list:
+    found = []
+    for parent, folders, names in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        found.extend(os.path.join(parent, name) for name in names
+                     if name.lower().endswith(".json") and not name.startswith("."))
+    return found
+
+
+def default_splits(path) -> tuple:
+    """``train`` -> ``val`` (else ``test``); a folder without split folders: ``all[:90%]`` ->
+    ``all[90%:]`` (``held_out_tenth``)."""
+    data = read_labelme(path)
+    first = "train" if "train" in data.splits else next(iter(data.splits))
+    for held_out in ("val", "test"):
+        if held_out in data.splits:
+            return first, held_out
+    return held_out_tenth(first, len(data.splits[first]))
+
+
+class _Annotation(typing.NamedTuple):
+    image: typing.Optional[str]  # the image file found, or None
+    written: str  # imagePath as written
+    size: typing.Optional[tuple]  # (height, width) stated
+    shapes: list  # [(label, shape_type, points, difficult)]
+    embedded: bool  # imageData present
+
+
+def _read(path) -> _Annotation:
+    """One LabelMe JSON file (``ValueError`` saying what is wrong)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"not JSON ({type(error).__name__}: {error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
+        raise ValueError("not a LabelMe file (no 'shapes' list)")
+    shapes = []
+    for number, shape in enumerate(data["shapes"]):
+        if not isinstance(shape, dict) or not isinstance(shape.get("points"), list):
+            raise ValueError(f"shapes[{number}]: no 'points' list")
+        flags = shape.get("flags") if isinstance(shape.get("flags"), dict) else {}
+        difficult = bool(flags.get("difficult") or shape.get("difficult"))
+        shapes.append((str(shape.get("label", "")).strip(), str(shape.get("shape_type") or "polygon"),
+                       shape["points"], difficult))
+    written = str(data.get("imagePath") or "")
+    folder = os.path.dirname(path)
+    candidates = [os.path.normpath(os.path.join(folder, written.replace("\\", "/")))] if written else []
+    stem = os.path.splitext(path)[0]
+    candidates += [stem + suffix for suffix in IMAGE_SUFFIXES] + [stem + suffix.upper() for suffix in IMAGE_SUFFIXES]
+    image = next((candidate for candidate in candidates if os.path.isfile(candidate)), None)
+    try:
+        size = (float(data["imageHeight"]), float(data["imageWidth"]))
+    except (KeyError, TypeError, ValueError):
+        size = None
+    return _Annotation(image, written, size, shapes, bool(data.get("imageData")))
+
+
+def _box(shape_type, points) -> tuple:
+    """(xmin, ymin, xmax, ymax) of a shape's points (``ValueError`` where they are not numbers)."""
+    try:
+        xy = np.asarray(points, np.float64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise ValueError(f"points that are not [x, y] pairs: {str(points)[:60]}") from None
+    if not len(xy) or not np.isfinite(xy).all():
+        raise ValueError(f"no points, or points that are not finite: {str(points)[:60]}")
+    if shape_type == "circle":
+        if len(xy) != 2:
+            raise ValueError("a circle has two points (its centre and one on it)")
+        radius = float(np.hypot(*(xy[1] - xy[0])))
+        return xy[0, 0] - radius, xy[0, 1] - radius, xy[0, 0] + radius, xy[0, 1] + radius
+    return float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())
+
+
+def load_labelme(path, split: str = "all", skip_empty: bool = False, decode_images: bool = True,
+                 strict: bool = False) -> DetectionSource:
+    """The images of ``split`` (``"all"``, ``"train"``, ``"val"``, ``"all[:90%]"`` ...) of the LabelMe
+    folder ``path`` as a :class:`DetectionSource` with random access. A file that cannot be read, a
+    shape that cannot (an image skipped: part of its objects would teach the others as
+    background), an image missing, corrupt or only inside its JSON: named, counted, skipped."""
+    data = read_labelme(path)
+    problems = DataProblems(f"LabelMe {data.path} {split}", strict=strict)
+    parts = split_parts(split, data.splits, data.path)
+    in_split = {file for match in parts for file in data.splits[match["name"]]}
+    annotations = {}
+    for file in sorted({file for files in data.splits.values() for file in files}):  # (every split's labels)
+        try:
+            annotations[file] = _read(file)
+        except ValueError as error:
+            if file in in_split:
+                problems.warn("malformed JSON", file, str(error), "image skipped")
+    if data.labels_file:
+        class_names = _labels(data.labels_file)
+    else:
+        class_names = tuple(sorted({shape[0] for a in annotations.values() for shape in a.shapes
+                                    if shape[0] and shape[1] not in NOT_OBJECTS}))
+    if not class_names:
+        raise DataError(f"{data.path}: no shape has a label")
+    label_of = {name: label for label, name in enumerate(class_names)}
+
+    listed = []
+    for match in parts:
+        listed.extend(file for file in sliced(data.splits[match["name"]], match) if file in annotations)
+    found = []
+    for file in listed:
+        annotation = annotations[file]
+        if annotation.image is None:
+            why = ("its image is only inside the JSON (imageData): save it beside the file (LabelMe's "
+                   "'Save image data' off, or labelme_export_json)") if annotation.embedded else \
+                f"its image {annotation.written or '(no imagePath)'} is not there, nor one of the file's own name"
+            problems.warn("missing image file", file, why, "image skipped")
+        else:
+            found.append(file)
+    checked = check_images([annotations[file].image for file in found])
+
+    records = []
+    for file, image in zip(found, checked, strict=True):
+        annotation = annotations[file]
+        if isinstance(image, Exception):
+            problems.warn("bad image file", annotation.image, str(image), "image skipped")
+            continue
+        objects = _objects(file, annotation, image, label_of, problems)
+        if objects is None or (skip_empty and not len(objects[1])):
+            continue
+        boxes, labels, difficult = objects
+        records.append(ImageRecord(path=annotation.image, filename=os.path.relpath(annotation.image, data.path),
+                                   boxes=boxes, labels=labels, difficult=difficult))
+    problems.summary(len(records))
+    return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)
+
+
+def _labels(path) -> tuple:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            names = [line.strip() for line in f if line.strip() and line.strip() not in _LIST_MARKERS]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: the labels cannot be read ({type(error).__name__})") from None
+    if not names or len(set(names)) != len(names):
+        raise DataError(f"{path}: give distinct class names, one a line")
+    return tuple(names)
+
+
+def _objects(file, annotation: _Annotation, image, label_of, problems):
+    """An annotation's shapes -> (normalised ``yxyx`` [N, 4], labels, difficult), or None for an
+    image to skip (warned)."""
+    stated = annotation.size
+    as_shown = stated is not None and annotated_as_shown(image, stated)
+    if as_shown:
+        problems.warn("EXIF orientation", file, f"imageWidth x imageHeight {stated[1]:g} x {stated[0]:g} is the "
+                      f"image as shown (EXIF orientation {image.orientation})", "boxes turned onto the stored pixels")
+    elif stated is not None and stated != (float(image.height), float(image.width)):
+        problems.warn("size mismatch", file, f"imageWidth x imageHeight {stated[1]:g} x {stated[0]:g}, but the image "
+                      f"is {image.width} x {image.height}", "using the image's size")
+    elif image.orientation != 1 and stated is None:
+        problems.warn("EXIF orientation", file, exif_undecided(image), "boxes taken as stored")
+    height, width = shown_size(image) if as_shown else (image.height, image.width)
+    boxes, labels, difficult = [], [], []
+    for number, (label, shape_type, points, hard) in enumerate(annotation.shapes):
+        where = f"{file}: shapes[{number}]"
+        if shape_type in NOT_OBJECTS:
+            problems.warn("not an object", where, f"a {shape_type} marks no object", "passed over")
+            continue
+        try:
+            xmin, ymin, xmax, ymax = _box(shape_type, points)
+        except ValueError as error:
+            problems.warn("malformed shape", where, str(error), "image skipped")
+            return None
+        if label not in label_of:
+            problems.warn("unknown class", where, f"label {label!r} is not one of the classes", "object skipped")
+            continue
+        clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height), min(max(xmax, 0.0), width),
+                   min(max(ymax, 0.0), height))
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            problems.warn("degenerate box", where, f"a {shape_type} of no width or height inside the image",
+                          "object skipped")
+            continue
+        if max(abs(a - b) for a, b in zip(clipped, (xmin, ymin, xmax, ymax))) > 1.0:
+            problems.warn("box clipped", where, f"a {shape_type} reaching outside the {width} x {height} image",
+                          "clipped to it")
+        boxes.append((clipped[1] / height, clipped[0] / width, clipped[3] / height, clipped[2] / width))
+        labels.append(label_of[label])
+        difficult.append(hard)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if as_shown:
+        boxes = to_stored_frame(boxes, image.orientation)
+    return boxes, np.asarray(labels, np.int64), np.asarray(difficult, np.bool_)
+
