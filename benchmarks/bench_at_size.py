@@ -14,6 +14,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py tfrecord DIR [--images 20000]      # TF OD API TFRecord files
     python benchmarks/bench_at_size.py tfrecord-scale DIR [--images 118287]  # COCO train2017's size, as records
     python benchmarks/bench_at_size.py csv DIR [--images 20000]           # detection CSV files
+    python benchmarks/bench_at_size.py labelme DIR [--images 20000]       # LabelMe JSON files
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -790,11 +791,42 @@ def csv_files(root, images):
     print(json.dumps(result))
 
 
+def labelme(root, images):
+    """The scenes of ``write`` as LabelMe saves them: a JSON file beside each image (hard links), its
+    objects as rectangles (continuous corners) and every fifth as a polygon of its box's four corners
+    in another order; read as ``train.py --labelme`` reads the folder (``all[:90%]`` -> ``all[90%:]``),
+    every box against the VOC folder's, one pass of the training stream."""
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn.data import load_labelme
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    voc, ids, _ = _scenes(root, images)
+    folder = os.path.join(root, "labelme")
+    if not os.path.isdir(folder):
+        os.makedirs(folder)
+        for n, image_id in enumerate(ids):
+            os.link(os.path.join(voc, "JPEGImages", f"{image_id}.jpg"), os.path.join(folder, f"{image_id}.jpg"))
+            annotation = parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml"))
+            shapes = []
+            for k, o in enumerate(annotation.objects):  # pixel numbers -> continuous edges
+                x0, y0, x1, y1 = max(o.box[0] - 1, 0), max(o.box[1] - 1, 0), o.box[2], o.box[3]
+                polygon = (n + k) % 5 == 0
+                points = [[x1, y0], [x0, y0], [x0, y1], [x1, y1]] if polygon else [[x1, y1], [x0, y0]]
+                shapes.append({"label": o.name, "points": points, "group_id": None, "flags": {},
+                               "shape_type": "polygon" if polygon else "rectangle"})
+            with open(os.path.join(folder, f"{image_id}.json"), "w") as f:
+                json.dump({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": f"{image_id}.jpg",
+                           "imageData": None, "imageHeight": int(annotation.size[0]),
+                           "imageWidth": int(annotation.size[1])}, f)
+    print(json.dumps({"what": "labelme", "machine": machine(),
+                      **_as_train_py_reads(voc, "--labelme", folder, load_labelme), "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
                                          "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord",
-                                         "tfrecord-scale", "csv"])
+                                         "tfrecord-scale", "csv", "labelme"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -828,6 +860,8 @@ def main():
         tfrecord_scale(args.dir, args.images or 118287)
     elif args.what == "csv":
         csv_files(args.dir, args.images or 20000)
+    elif args.what == "labelme":
+        labelme(args.dir, args.images or 20000)
     else:
         train(args.dir, args.out)
 
