@@ -17,11 +17,14 @@ an error: the images done so far): ``{"image": its path, "drawing": its PNG,
 "box": [xmin, ymin, xmax, ymax]}, ...]}`` with the detections at ``--min-score`` or above, boxes in
 pixels of the image as decoded (continuous: a box of the whole image is ``[0, 0, width, height]``).
 
-``--labels voc`` / ``--labels yolo`` also write those detections as labels an annotation tool opens,
-to correct rather than draw (model-assisted labelling): ``DIR/annotations/<name>.xml`` in Pascal VOC
-as LabelImg writes it (1-based pixel numbers; CVAT and Label Studio import it too), or
-``DIR/labels/<name>.txt`` in the YOLO format with ``DIR/classes.txt``. Both read back through this
-package's own loaders as the same boxes (to the pixel; the YOLO format to its six decimals).
+``--labels voc`` / ``yolo`` / ``labelme`` also write those detections as labels an annotation tool
+opens, to correct rather than draw (model-assisted labelling): ``DIR/annotations/<name>.xml`` in
+Pascal VOC as LabelImg writes it (1-based pixel numbers; CVAT and Label Studio import it too),
+``DIR/labels/<name>.txt`` in the YOLO format with ``DIR/classes.txt``, or ``DIR/labelme/<name>.json``
+as LabelMe saves it (rectangles; ``imagePath`` relative to the JSON file, so LabelMe opens the image
+where it is; no ``imageData``) with ``DIR/labelme/labels.txt``. All read back through this package's
+own loaders as the same boxes (to the pixel; the YOLO format to its six decimals). Boxes are on the
+image as TensorFlow decodes it (its stored pixels; EXIF orientation not applied).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def _one_graph(model):
 
 def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, labels=None):
     """Write ``out_dir/<name>.png`` for every readable image of ``paths`` and ``out_dir/detections.json``,
-    and with ``labels`` ("voc" or "yolo") each image's labels (see the module's docstring); returns
+    and with ``labels`` ("voc", "yolo" or "labelme") each image's labels (see the module's docstring); returns
     (written, failed)."""
     import contextlib
     import json
@@ -92,8 +95,10 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
     failed, taken, listed = [], set(), []
-    if labels == "yolo":
-        write_atomically(os.path.join(out_dir, "classes.txt"), "".join(f"{name}\n" for name in model.class_names))
+    if labels in ("yolo", "labelme"):
+        lists = os.path.join(out_dir, *(("labelme", "labels.txt") if labels == "labelme" else ("classes.txt",)))
+        os.makedirs(os.path.dirname(lists), exist_ok=True)
+        write_atomically(lists, "".join(f"{name}\n" for name in model.class_names))
 
     def save_listing():
         if listed:
@@ -154,7 +159,10 @@ def _detect_and_draw(detect, class_names, image, path, target, min_score) -> dic
 
 
 def _write_labels(record, kind, out_dir, class_names):
-    """A ``detections.json`` record as the labels of its image: Pascal VOC XML or YOLO lines."""
+    """A ``detections.json`` record as the labels of its image: Pascal VOC XML, YOLO lines or a
+    LabelMe JSON file."""
+    import json
+
     from keras_frcnn.files import write_atomically
 
     name = os.path.splitext(os.path.basename(record["drawing"]))[0]
@@ -167,6 +175,14 @@ def _write_labels(record, kind, out_dir, class_names):
                          f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
         path = os.path.join(out_dir, "labels", f"{name}.txt")
         text = "".join(lines)
+    elif kind == "labelme":
+        path = os.path.join(out_dir, "labelme", f"{name}.json")
+        shapes = [{"label": d["class"], "points": [d["box"][:2], d["box"][2:]], "group_id": None,
+                   "description": f"score {d['score']:.3f}", "shape_type": "rectangle", "flags": {}}
+                  for d in record["detections"]]
+        image = os.path.relpath(os.path.abspath(record["image"]), os.path.dirname(os.path.abspath(path)))
+        text = json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image, "imageData": None,
+                           "imageHeight": height, "imageWidth": width}, indent=2, ensure_ascii=False)
     else:
         path = os.path.join(out_dir, "annotations", f"{name}.xml")
         text = _voc_xml(record)
@@ -228,9 +244,10 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
     parser.add_argument("--min-score", type=float, default=0.3, help="draw and list detections above this")
-    parser.add_argument("--labels", choices=["voc", "yolo"],
+    parser.add_argument("--labels", choices=["voc", "yolo", "labelme"],
                         help="also write the detections as labels to correct in an annotation tool: Pascal VOC "
-                        "XML in DIR/annotations/ (LabelImg), or YOLO lines in DIR/labels/ with DIR/classes.txt")
+                        "XML in DIR/annotations/ (LabelImg), YOLO lines in DIR/labels/ with DIR/classes.txt, or "
+                        "LabelMe JSON files in DIR/labelme/ (LabelMe opens the folder)")
     args = parser.parse_args(argv)
     if not 0 <= args.min_score <= 1:  # nan too
         parser.error(f"--min-score is a score in [0, 1], got {args.min_score}")

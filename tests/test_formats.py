@@ -231,17 +231,17 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
 
 def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained, tmp_path):
     """Model-assisted labelling: ``--labels voc`` writes each image's detections as LabelImg's
-    Pascal VOC XML, ``--labels yolo`` as YOLO lines with classes.txt; a folder of the images with
-    them reads back through load_voc_folder / load_yolo as the same boxes (to the pixel; YOLO's six
-    decimals)."""
-    from keras_frcnn.data import load_voc_folder, load_yolo
+    Pascal VOC XML, ``--labels yolo`` as YOLO lines with classes.txt, ``--labels labelme`` as
+    LabelMe's JSON files pointing to the images where they are; read back through load_voc_folder /
+    load_yolo / load_labelme as the same boxes (to the pixel; YOLO's six decimals)."""
+    from keras_frcnn.data import load_labelme, load_voc_folder, load_yolo
     from test_data_fixtures import examples
 
     folder = tmp_path / "photos"
     folder.mkdir()
     for number, image in enumerate(trained.images[:3]):
         Image.fromarray(image).save(folder / f"p{number}.png")
-    for kind in ("voc", "yolo"):
+    for kind in ("voc", "yolo", "labelme"):
         out = tmp_path / kind
         predict.predict_files(trained.model, [str(folder)], str(out), log=lambda line: None, labels=kind)
         listed = {os.path.basename(e["image"]): e for e in json.loads((out / "detections.json").read_text())}
@@ -253,11 +253,15 @@ def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained,
             source = load_voc_folder(tmp_path / "flat", "all", classes=trained.model.class_names)
             first = np.float32([1, 1, 0, 0])  # VOC pixel numbers -> continuous edges
             tolerance = 0.5
-        else:  # Label Studio's layout: images/, labels/, classes.txt
+        elif kind == "yolo":  # Label Studio's layout: images/, labels/, classes.txt
             shutil.copytree(folder, tmp_path / "set" / "images")
             shutil.copytree(out / "labels", tmp_path / "set" / "labels")
             shutil.copy(out / "classes.txt", tmp_path / "set")
             source = load_yolo(tmp_path / "set", "train")
+            first, tolerance = np.float32([0, 0, 0, 0]), 0.01
+        else:  # the output folder as it is: the JSON files find the images in photos/, labels.txt the classes
+            source = load_labelme(out / "labelme", "all")
+            assert source.class_names == trained.model.class_names
             first, tolerance = np.float32([0, 0, 0, 0]), 0.01
         assert source.num_examples == 3 and not source.problems
         for example in examples(source):
