@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import importlib
 import os
 import re
 import signal
@@ -211,6 +212,9 @@ def add_data_args(parser: argparse.ArgumentParser):
     group.add_argument("--labelme", help="a folder of LabelMe JSON files (beside their images; train/ val/ test/ "
                        "folders of them, or one split: all[:90%%] -> all[90%%:]); classes from its labels.txt, else "
                        "the labels found, sorted")
+    group.add_argument("--via", help="VGG Image Annotator JSON (via_region_data.json, as the Keras Mask R-CNN balloon "
+                       "tutorial keeps it): a folder of train/ val/ folders each with its file beside its images, "
+                       "or one file or folder (all[:90%%] -> all[90%%:])")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -222,9 +226,9 @@ def add_data_args(parser: argparse.ArgumentParser):
 class DataChoice:
     """What a command's data options mean: the source kind, its name and splits."""
 
-    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo", "tfrecord", "csv" or "labelme"
+    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme" or "via"
     name: str  # the TFDS name, the VOC folder, the COCO JSON file (the first, of several), the YOLO data.yaml
-    # or what --tfrecord, --csv or --labelme names
+    # or what --tfrecord, --csv, --labelme or --via names
     train_split: typing.Optional[str]
     test_split: typing.Optional[str]
     # Further sets of the same kind trained on with the first: (name, training split) each; a
@@ -257,11 +261,12 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    given = (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.labelme, args.dataset)
+    given = (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.labelme, args.via,
+             args.dataset)
     if sum(bool(v) for v in given) > 1:
-        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord, --csv or "
-                         "--labelme")
-    of_the_run = not any(given) and cfg.dataset in ("voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme")
+        raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord, --csv, "
+                         "--labelme or --via")
+    of_the_run = not any(given) and cfg.dataset in FOLDER_KINDS
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
     _refuse_unused_data_options(args, cfg)
@@ -303,16 +308,15 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
             if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
                 splits = (splits[0], splits[0].split("[")[0])
         return DataChoice("csv", args.csv, train_split or splits[0], test_split or splits[1])
-    if args.labelme:
-        from keras_frcnn.data import labelme_folder
-
-        if of_the_run:
-            splits = (cfg.train_split, cfg.test_split)
-        else:
-            splits = labelme_folder.default_splits(args.labelme)
-            if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
-                splits = (splits[0], splits[0].split("[")[0])
-        return DataChoice("labelme", args.labelme, train_split or splits[0], test_split or splits[1])
+    for kind, given_path, module in (("labelme", args.labelme, "labelme_folder"), ("via", args.via, "via_json")):
+        if given_path:
+            if of_the_run:
+                splits = (cfg.train_split, cfg.test_split)
+            else:
+                splits = importlib.import_module(f"keras_frcnn.data.{module}").default_splits(given_path)
+                if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
+                    splits = (splits[0], splits[0].split("[")[0])
+            return DataChoice(kind, given_path, train_split or splits[0], test_split or splits[1])
     names = tfds_names(args.dataset or cfg.dataset)
     if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
         splits = (cfg.train_split, cfg.test_split)
@@ -397,8 +401,8 @@ def _options_of_the_run(args, cfg, evaluation):
     if cfg.dataset == "tfrecord":
         args.tfrecord, args.label_map = cfg.data_paths[0], cfg.data_paths[1] or args.label_map
         return
-    if cfg.dataset == "labelme":
-        args.labelme = cfg.data_paths[0]
+    if cfg.dataset in ("labelme", "via"):
+        setattr(args, cfg.dataset, cfg.data_paths[0])
         return
     if cfg.dataset == "csv":
         args.csv = cfg.data_paths[0]
@@ -440,6 +444,8 @@ def _refuse_unused_data_options(args, cfg):
         source = "csv"
     elif args.labelme:
         source = "labelme"
+    elif args.via:
+        source = "via"
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
@@ -452,8 +458,10 @@ def _refuse_unused_data_options(args, cfg):
                              f"not with this run's data ({SOURCE_FLAGS[source]})")
 
 
+# The sources a run's config.json names by its files (Config.dataset; data_paths: their paths).
+FOLDER_KINDS = ("voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme", "via")
 SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data", "tfrecord": "--tfrecord",
-                "csv": "--csv", "labelme": "--labelme",
+                "csv": "--csv", "labelme": "--labelme", "via": "--via",
                 "shapes": "--dataset shapes", "tfds": "--dataset (TFDS)"}
 
 
@@ -473,6 +481,8 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_tfrecord(choice.name, split=split, label_map=args.label_map, decode_images=decode_images)
     if choice.kind == "labelme":
         return data.load_labelme(choice.name, split=split, decode_images=decode_images)
+    if choice.kind == "via":
+        return data.load_via(choice.name, split=split, decode_images=decode_images)
     if choice.kind == "csv":
         return data.load_csv(choice.name, split=split, images=args.csv_images, classes_file=args.csv_classes,
                              decode_images=decode_images)

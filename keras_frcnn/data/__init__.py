@@ -8,7 +8,7 @@ Files, in the order data flows:
 - ``coco_json``: a COCO instances JSON file and its image folder.
 - ``yolo_folder``: a data set in the YOLO format (Ultralytics' ``data.yaml``, label ``.txt`` files).
 - ``tfrecord_files``: TFRecord files in the TF Object Detection API's layout (and its label map).
-- ``labelme_folder``: a folder of LabelMe JSON files.
+- ``labelme_folder``: a folder of LabelMe JSON files; ``via_json``: VGG Image Annotator exports.
 - ``csv_files``: detection CSV files (keras-retinanet's rows, the TF OD API tutorials' and Roboflow's
   headed ones).
 - ``shapes``: the built-in synthetic set, a TFDS builder generated locally.
@@ -25,11 +25,12 @@ from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.shapes import SHAPE_CLASSES, Shapes, ShapesConfig, load_shapes, shapes_builder
 from keras_frcnn.data.tfds_sources import load_tfds
 from keras_frcnn.data.tfrecord_files import load_tfrecord
+from keras_frcnn.data.via_json import load_via
 from keras_frcnn.data.voc_folder import load_voc_folder, parse_voc_xml
 from keras_frcnn.data.yolo_folder import load_yolo
 
 __all__ = [
     "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
-    "eval_dataset", "load_coco_json", "load_csv", "load_labelme", "load_shapes", "load_tfds", "load_tfrecord", "load_voc_folder",
-    "load_yolo", "parse_voc_xml", "shapes_builder", "train_dataset",
+    "eval_dataset", "load_coco_json", "load_csv", "load_labelme", "load_shapes", "load_tfds", "load_tfrecord",
+    "load_via", "load_voc_folder", "load_yolo", "parse_voc_xml", "shapes_builder", "train_dataset",
 ]

@@ -1,0 +1,225 @@
+"""VGG Image Annotator (VIA) JSON files -> examples in the layout of :mod:`keras_frcnn.data.examples`.
+
+VIA (robots.ox.ac.uk/~vgg/software/via) exports its regions as one JSON file per folder of images,
+``via_region_data.json`` as the Keras Mask R-CNN balloon tutorial keeps them (``train/``, ``val/``
+each with its file beside its images), or inside a VIA 2 project file (``_via_img_metadata``)::
+
+    {"a.jpg12345": {"filename": "a.jpg", "size": 12345, "file_attributes": {},
+                    "regions": [{"shape_attributes": {"name": "polygon", "all_points_x": [...],
+                                                      "all_points_y": [...]},
+                                 "region_attributes": {"class": "balloon"}}]}}
+
+``regions`` is a list (VIA 2) or a dict of them (VIA 1). Each region gives a box: a ``rect`` its
+``x, y, width, height``, a ``polygon`` / ``polyline`` the box around its points, a ``circle`` /
+``ellipse`` the box around it (an ellipse's rotation ``theta`` taken into account); a ``point`` is no
+object (counted). The class is the region's attribute named ``class``, ``label``, ``name``, ``type``
+or ``category`` (or its only attribute), a text or the option ticked; a region without one is of
+the class ``object`` (the balloon set's regions have no attributes). Coordinates are pixels of the
+image as VIA shows it (a browser applies EXIF orientation): boxes of a turned photo (orientations
+5-8) cannot be told from its size here and are taken as stored, warned.
+
+Classes: the names found in every file of the data set, sorted. Splits: split folders (``train/``,
+``val/`` or ``valid/``, ``test/``) each with one JSON file, else a folder or file is one split
+``all`` (``all[:90%]`` -> ``all[90%:]``). Images in the file's order, found beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import typing
+
+import numpy as np
+
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.image_files import as_on_disk, check_images, exif_undecided
+from keras_frcnn.data.problems import DataError, DataProblems
+from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+
+ALL = "all"
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+CLASS_ATTRIBUTES = ("class", "label", "name", "type", "category")
+NO_CLASS = "object"
+
+
+def read_via(path) -> dict:
+    """``--via path``'s JSON files by split (see the module docstring)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(path):
+        return {ALL: [path]}
+    if not os.path.isdir(path):
+        raise DataError(f"--via {path}: no such file or folder")
+    splits = {}
+    for name in sorted(os.listdir(path)):
+        split, sub = SPLIT_FOLDERS.get(name.lower()), os.path.join(path, name)
+        if split and os.path.isdir(sub) and _json_files(sub):
+            splits.setdefault(split, []).extend(_json_files(sub))
+    if not splits and _json_files(path):
+        splits = {ALL: _json_files(path)}
+    if not splits:
+        raise DataError(f"--via {path}: no VIA JSON file (via_region_data.json) in it or in train/, val/, test/ "
+                        "folders")
+    return splits
+
+
+def _json_files(folder) -> list:
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                  if name.lower().endswith(".json") and not name.startswith(".")
+                  and os.path.isfile(os.path.join(folder, name)))
+
+
+def default_splits(path) -> tuple:
+    """``train`` -> ``val`` (else ``test``); one split: ``all[:90%]`` -> ``all[90%:]``."""
+    splits = read_via(path)
+    first = "train" if "train" in splits else next(iter(splits))
+    for held_out in ("val", "test"):
+        if held_out in splits:
+            return first, held_out
+    return held_out_tenth(first, sum(len(_entries(file)) for file in splits[first]))
+
+
+def _entries(path) -> list:
+    """The image entries of a VIA file, in its order (``DataError`` naming it where it is not one)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: not JSON ({type(error).__name__}: {error})") from None
+    if isinstance(data, dict) and isinstance(data.get("_via_img_metadata"), dict):  # a VIA 2 project file
+        data = data["_via_img_metadata"]
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and "filename" in v for v in data.values()):
+        raise DataError(f"{path}: not a VIA export (a JSON object of image entries with 'filename' and 'regions')")
+    return list(data.values())
+
+
+def _class_of(attributes) -> typing.Optional[str]:
+    """A region's class from its attributes: the text (or ticked option) of the first of
+    :data:`CLASS_ATTRIBUTES` it has, or of its only attribute; ``object`` without attributes."""
+    if not isinstance(attributes, dict) or not attributes:
+        return NO_CLASS
+    key = next((k for k in CLASS_ATTRIBUTES if k in attributes),
+               next(iter(attributes)) if len(attributes) == 1 else None)
+    if key is None:
+        return None
+    value = attributes[key]
+    if isinstance(value, dict):  # a checkbox / radio attribute: the option ticked
+        ticked = [option for option, on in value.items() if on]
+        value = ticked[0] if len(ticked) == 1 else ""
+    value = str(value).strip()
+    return value or None
+
+
+def _box(shape) -> tuple:
+    """(xmin, ymin, xmax, ymax) of a VIA shape (``ValueError`` saying what is wrong)."""
+    name = shape.get("name")
+    try:
+        if name == "rect":
+            x, y, w, h = (float(shape[k]) for k in ("x", "y", "width", "height"))
+            box = (x, y, x + w, y + h)
+        elif name in ("polygon", "polyline"):
+            xs = np.asarray(shape["all_points_x"], np.float64)
+            ys = np.asarray(shape["all_points_y"], np.float64)
+            if not len(xs) or xs.shape != ys.shape:
+                raise ValueError(f"a {name} of {len(xs)} x and {len(ys)} y points")
+            box = (xs.min(), ys.min(), xs.max(), ys.max())
+        elif name == "circle":
+            cx, cy, r = (float(shape[k]) for k in ("cx", "cy", "r"))
+            box = (cx - r, cy - r, cx + r, cy + r)
+        elif name == "ellipse":
+            cx, cy, rx, ry = (float(shape[k]) for k in ("cx", "cy", "rx", "ry"))
+            theta = float(shape.get("theta", 0.0))
+            dx, dy = math.hypot(rx * math.cos(theta), ry * math.sin(theta)), math.hypot(rx * math.sin(theta),
+                                                                                          ry * math.cos(theta))
+            box = (cx - dx, cy - dy, cx + dx, cy + dy)
+        else:
+            raise ValueError(f"shape {name!r} is not a rect, polygon, polyline, circle or ellipse")
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"a {name} without its {error}") from None
+    box = tuple(float(v) for v in box)
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"a {name} with coordinates that are not finite")
+    return box
+
+
+def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: bool = True,
+             strict: bool = False) -> DetectionSource:
+    """The images of ``split`` of ``--via path`` as a :class:`DetectionSource` with random access.
+    A region that cannot be read skips its image (part of its objects would teach the others as
+    background); a point is no object; a region without a class of its attributes, a missing or
+    corrupt image: named, counted, skipped."""
+    splits = read_via(path)
+    where = os.path.abspath(os.fspath(path))
+    problems = DataProblems(f"VIA {where} {split}", strict=strict)
+    entries = {file: _entries(file) for files in splits.values() for file in files}
+    names = set()
+    for file_entries in entries.values():
+        for entry in file_entries:
+            regions = entry.get("regions") or []
+            for region in regions.values() if isinstance(regions, dict) else regions:
+                if isinstance(region, dict) and (region.get("shape_attributes") or {}).get("name") != "point":
+                    names.add(_class_of(region.get("region_attributes")))
+    class_names = tuple(sorted(name for name in names if name))
+    if not class_names:
+        raise DataError(f"{where}: no region with a class")
+    label_of = {name: label for label, name in enumerate(class_names)}
+
+    listed = []  # (file, entry number, entry)
+    for match in split_parts(split, splits, where):
+        part = [(file, number, entry) for file in splits[match["name"]] for number, entry in enumerate(entries[file])]
+        listed.extend(sliced(part, match))
+    paths = as_on_disk([os.path.join(os.path.dirname(file), str(entry["filename"])) for file, _, entry in listed])[0]
+    checked = check_images(paths)
+    records = []
+    for (file, number, entry), image_path, image in zip(listed, paths, checked, strict=True):
+        here = f"{file}: {entry['filename']}"
+        if isinstance(image, Exception):
+            problems.warn("bad image file", image_path, str(image), "image skipped")
+            continue
+        if image.orientation != 1:
+            problems.warn("EXIF orientation", image_path, exif_undecided(image), "boxes taken as stored")
+        objects = _objects(here, entry, image, label_of, problems)
+        if objects is None or (skip_empty and not len(objects[1])):
+            continue
+        records.append(ImageRecord(path=image_path, filename=str(entry["filename"]), boxes=objects[0],
+                                   labels=objects[1], difficult=np.zeros(len(objects[1]), np.bool_)))
+    problems.summary(len(records))
+    return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)
+
+
+def _objects(here, entry, image, label_of, problems):
+    regions = entry.get("regions") or []
+    regions = list(regions.values()) if isinstance(regions, dict) else regions
+    height, width = image.height, image.width
+    boxes, labels = [], []
+    for number, region in enumerate(regions):
+        where = f"{here}: regions[{number}]"
+        shape = region.get("shape_attributes") if isinstance(region, dict) else None
+        if not isinstance(shape, dict):
+            problems.warn("malformed region", where, "no shape_attributes", "image skipped")
+            return None
+        if shape.get("name") == "point":
+            problems.warn("not an object", where, "a point marks no object", "passed over")
+            continue
+        try:
+            xmin, ymin, xmax, ymax = _box(shape)
+        except ValueError as error:
+            problems.warn("malformed region", where, str(error), "image skipped")
+            return None
+        name = _class_of(region.get("region_attributes"))
+        if name is None:
+            problems.warn("no class", where, f"region_attributes {region.get('region_attributes')} name no class "
+                          f"(an attribute {' / '.join(CLASS_ATTRIBUTES)})", "image skipped")
+            return None
+        clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height), min(max(xmax, 0.0), width),
+                   min(max(ymax, 0.0), height))
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            problems.warn("degenerate box", where, "a region of no width or height inside the image", "object skipped")
+            continue
+        if max(abs(a - b) for a, b in zip(clipped, (xmin, ymin, xmax, ymax))) > 1.0:
+            problems.warn("box clipped", where, f"a region reaching outside the {width} x {height} image",
+                          "clipped to it")
+        boxes.append((clipped[1] / height, clipped[0] / width, clipped[3] / height, clipped[2] / width))
+        labels.append(label_of[name])
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
