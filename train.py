@@ -445,7 +445,8 @@ def _train(args, held):
         _, summary = evaluate(net.model, test_source, coco=choice.coco)
         log_scalars(summary, os.path.join(out, "logs", stage.name, "eval"), step)
         print(f"   {stage.name} step {step}: {headline(summary)} ({time.perf_counter() - began:.0f} s)")
-        keep_if_best(summary, stage.name, step, net.model.save)
+        if stage.train_rpn_head or not stage.train_base:  # (stage 2's RPN head is of another base: no model)
+            keep_if_best(summary, stage.name, step, net.model.save)
 
     if args.eval_every and test_source is None:
         raise cli.UsageError("--eval-every: this run has no held-out data to evaluate on (--coco-val-json)")

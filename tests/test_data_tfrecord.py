@@ -87,7 +87,7 @@ def test_the_layouts_the_tf_od_api_its_pipeline_config_and_roboflow_write(tmp_pa
 
 def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
     """A single record file (or a glob) is one split, ``all``: trained on all[:90%], tested on
-    all[90%:]; without a label map the records' ids name the classes by their texts, ordered by
+    all[90%:] (under ten records: on the last one); without a label map the records' ids name the classes by their texts, ordered by
     id, or, where some object has no id, the texts sorted."""
     records = [tf_example(f"{n}.jpg", [[0.1, 0.1, 0.9, 0.9]], [["zebra", "ant"][n % 2]], [[7, 2][n % 2]], seed=n)
                for n in range(20)]
@@ -108,6 +108,8 @@ def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
     assert load_tfrecord(texts_only, "all").class_names == ("a", "b")
     ids_only = write_records(tmp_path / "ids" / "x.record", [tf_example("i.jpg", [[0, 0, 1, 1]] * 2, None, [5, 2])])
     assert load_tfrecord(ids_only, "all").class_names == ("class_2", "class_5")
+    few = write_records(tmp_path / "few" / "x.record", records[:3])
+    assert default_splits(few) == ("all[:-1]", "all[-1:]")  # (a tenth of three: none) the last one held out
     with pytest.raises(DataError, match="split 'train': not one of its splits"):
         load_tfrecord(path, "train")
 

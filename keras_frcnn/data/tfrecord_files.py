@@ -72,7 +72,7 @@ import tensorflow as tf
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import LONG_CHECK, cache_path, check_image, connect_cache, file_key
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-from keras_frcnn.data.voc_folder import sliced, split_parts
+from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 # A record file's name: TFRecord suffixes, sharded ("-00003-of-00010") or not, or a shard's number alone
 # (the TF OD API's COCO script given an output path without a suffix writes "train-00003-of-00100").
@@ -345,6 +345,8 @@ def default_splits(path, label_map=None) -> tuple:
     for held_out in ("val", "test"):
         if held_out in splits:
             return first, held_out
+    if sum(tf.io.gfile.stat(file).length for file in splits[first]) < 2 ** 26:  # few records, maybe under ten
+        return held_out_tenth(first, sum(len(file_facts(file).records) for file in splits[first]))
     return f"{first}[:90%]", f"{first}[90%:]"
 
 
