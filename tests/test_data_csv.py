@@ -69,12 +69,13 @@ def test_the_tf_od_api_tutorials_layout_roboflow_s_two_csv_exports_and_keras_ret
         assert load_csv(root, "val").num_examples == 1
 
     _images(tmp_path / "kr" / "imgs", ["x.png", "y.png", "z.png"])
-    (tmp_path / "kr" / "ann.csv").write_text("imgs/x.png,8,5,40,25,cat\nimgs/y.png,,,,,\nimgs/z.png,0,0,80,50,cat\n")
+    (tmp_path / "kr" / "ann.csv").write_text("imgs/x.png,8,5,40,25,cat\nimgs/y.png,,,,,\nimgs/z.png,0,0,80,50,cat\n"
+                                             "./imgs/x.png,40,5,80,25,cat\n")  # (x.png's second object)
     (tmp_path / "kr" / "classes.csv").write_text("cat,0\n")
     assert default_splits(tmp_path / "kr" / "ann.csv") == ("all[:-1]", "all[-1:]")  # (a tenth of 3: none)
     source = load_csv(tmp_path / "kr" / "ann.csv", "all")
     assert [(name, labels) for name, (_, labels, _) in _objects(source).items()] == [
-        ("imgs/x.png", [0]), ("imgs/y.png", []), ("imgs/z.png", [0])]
+        ("imgs/x.png", [0, 0]), ("imgs/y.png", []), ("imgs/z.png", [0])]
     assert [load_csv(tmp_path / "kr" / "ann.csv", split).num_examples for split in ("all[:2]", "all[67%:]")] == [2, 1]
     with pytest.raises(DataError, match=r"split 'train': not one of its splits \['all'\]"):
         load_csv(tmp_path / "kr" / "ann.csv", "train")

@@ -417,7 +417,8 @@ def load_csv(
                 if not entry[1]:
                     problems.warn("malformed row", f"{file}: row {entry[0]}", "no image named", "row skipped")
                     continue
-                by_image.setdefault(entry[1], []).append(entry)
+                # one image however its rows write it (./a.jpg, a.jpg; images\a.jpg, images/a.jpg)
+                by_image.setdefault(os.path.normpath(entry[1].replace("\\", "/")), []).append(entry)
             images_of_part.extend((tables[file], name, rows) for name, rows in by_image.items())
         listed.extend(sliced(images_of_part, match))
 
