@@ -140,7 +140,7 @@ def test_rows_that_cannot_be_used_are_named_by_file_and_row_and_counted(tmp_path
     for message in ("row 3 (short.jpg): 4 fields, 6 expected; image skipped",
                     "row 4 (words.jpg): a box that is not numbers (a,b,c,d); image skipped",
                     "row 5 (nobox.jpg): a box without a class; image skipped", "row 16: no image named; row skipped",
-                    "row 6 (flat.jpg): box (x1, y1, x2, y2) = (8,5,8,25) has no width or height; object skipped",
+                    "row 6 (flat.jpg): box (8,5,8,25) has no width or height; object skipped",
                     "row 8 (out.jpg): box (90,5,99,25) lies outside the 80 x 50 image; object skipped",
                     "row 9 (edge.jpg): box (-5,5,90,25) reaches outside the 80 x 50 image; clipped to it",
                     "row 11 (twice.jpg): the same object as an earlier row; kept once",

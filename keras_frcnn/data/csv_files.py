@@ -70,7 +70,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           path_tails, shown_size, to_stored_frame)
-from keras_frcnn.data.problems import DataError, DataProblems, logger
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 ALL = "all"
@@ -497,20 +497,10 @@ def _objects(table: Table, name, rows, image, label_of, problems):
             problems.warn("duplicate row", here, "the same object as an earlier row", "kept once")
             continue
         seen.add((class_name, x1, y1, x2, y2))
-        if x2 <= x1 or y2 <= y1:
-            problems.warn("degenerate box", here, f"box (x1, y1, x2, y2) = ({','.join(box)}) has no width or height",
-                          "object skipped")
+        normalised = box_in_image((x1, y1, x2, y2), height, width, problems, here, f"box ({','.join(box)})", slack)
+        if normalised is None:
             continue
-        clipped = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width),
-                   min(max(y2, 0.0), height))
-        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-            problems.warn("box outside the image", here,
-                          f"box ({','.join(box)}) lies outside the {width:g} x {height:g} image", "object skipped")
-            continue
-        if max(abs(a - b) for a, b in zip(clipped, (x1, y1, x2, y2))) > slack:
-            problems.warn("box clipped", here,
-                          f"box ({','.join(box)}) reaches outside the {width:g} x {height:g} image", "clipped to it")
-        boxes.append((clipped[1] / height, clipped[0] / width, clipped[3] / height, clipped[2] / width))
+        boxes.append(normalised)
         labels.append(label_of[class_name])
         difficult.append(hard)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)

@@ -27,7 +27,6 @@ as the other folder sources are (``all[:90%]`` -> ``all[90%:]``). Files in name 
 
 from __future__ import annotations
 
-import json
 import os
 import typing
 
@@ -36,7 +35,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           shown_size, to_stored_frame)
-from keras_frcnn.data.problems import DataError, DataProblems
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, read_json
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 ALL = "all"
@@ -103,11 +102,7 @@ class _Annotation(typing.NamedTuple):
 
 def _read(path) -> _Annotation:
     """One LabelMe JSON file (``ValueError`` saying what is wrong)."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"not JSON ({type(error).__name__}: {error})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         raise ValueError("not a LabelMe file (no 'shapes' list)")
     shapes = []
@@ -243,16 +238,10 @@ def _objects(file, annotation: _Annotation, image, label_of, problems):
         if label not in label_of:
             problems.warn("unknown class", where, f"label {label!r} is not one of the classes", "object skipped")
             continue
-        clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height), min(max(xmax, 0.0), width),
-                   min(max(ymax, 0.0), height))
-        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-            problems.warn("degenerate box", where, f"a {shape_type} of no width or height inside the image",
-                          "object skipped")
+        normalised = box_in_image((xmin, ymin, xmax, ymax), height, width, problems, where, f"a {shape_type}")
+        if normalised is None:
             continue
-        if max(abs(a - b) for a, b in zip(clipped, (xmin, ymin, xmax, ymax))) > 1.0:
-            problems.warn("box clipped", where, f"a {shape_type} reaching outside the {width} x {height} image",
-                          "clipped to it")
-        boxes.append((clipped[1] / height, clipped[0] / width, clipped[3] / height, clipped[2] / width))
+        boxes.append(normalised)
         labels.append(label_of[label])
         difficult.append(hard)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)

@@ -68,3 +68,35 @@ class DataProblems:
             text = f"{self.source}: {num_examples} examples, no problems"
             logger.info(text)
         return text
+
+
+def read_json(path):
+    """A JSON file as annotation tools write it (a byte-order mark passed over); ``ValueError``
+    saying what is wrong where it cannot be read or is not JSON."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"not JSON ({type(error).__name__}: {error})") from None
+
+
+def box_in_image(box, height, width, problems: DataProblems, where, what, slack=1.0):
+    """``box`` (xmin, ymin, xmax, ymax) in the frame of a ``height`` x ``width`` image -> its
+    normalised ``(ymin, xmin, ymax, xmax)`` clipped to the image, or None: a box of no width or
+    height, or none inside the image, is skipped; one reaching out by more than ``slack`` is
+    clipped; both warned in ``problems`` at ``where``, ``what`` naming the box."""
+    xmin, ymin, xmax, ymax = box
+    if xmax <= xmin or ymax <= ymin:
+        problems.warn("degenerate box", where, f"{what} has no width or height", "object skipped")
+        return None
+    clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height), min(max(xmax, 0.0), width),
+               min(max(ymax, 0.0), height))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        problems.warn("box outside the image", where, f"{what} lies outside the {width:g} x {height:g} image",
+                      "object skipped")
+        return None
+    if max(abs(a - b) for a, b in zip(clipped, box)) > slack:
+        problems.warn("box clipped", where, f"{what} reaches outside the {width:g} x {height:g} image", "clipped to it")
+    return clipped[1] / height, clipped[0] / width, clipped[3] / height, clipped[2] / width

@@ -25,7 +25,6 @@ Classes: the names found in every file of the data set, sorted. Splits: split fo
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import typing
@@ -34,7 +33,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, exif_undecided
-from keras_frcnn.data.problems import DataError, DataProblems
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, read_json
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 ALL = "all"
@@ -83,10 +82,9 @@ def default_splits(path) -> tuple:
 def _entries(path) -> list:
     """The image entries of a VIA file, in its order (``DataError`` naming it where it is not one)."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path}: not JSON ({type(error).__name__}: {error})") from None
+        data = read_json(path)
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
     if isinstance(data, dict) and isinstance(data.get("_via_img_metadata"), dict):  # a VIA 2 project file
         data = data["_via_img_metadata"]
     if not isinstance(data, dict) or not all(isinstance(v, dict) and "filename" in v for v in data.values()):
@@ -212,14 +210,9 @@ def _objects(here, entry, image, label_of, problems):
             problems.warn("no class", where, f"region_attributes {region.get('region_attributes')} name no class "
                           f"(an attribute {' / '.join(CLASS_ATTRIBUTES)})", "image skipped")
             return None
-        clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height), min(max(xmax, 0.0), width),
-                   min(max(ymax, 0.0), height))
-        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-            problems.warn("degenerate box", where, "a region of no width or height inside the image", "object skipped")
+        normalised = box_in_image((xmin, ymin, xmax, ymax), height, width, problems, where, f"a {shape['name']}")
+        if normalised is None:
             continue
-        if max(abs(a - b) for a, b in zip(clipped, (xmin, ymin, xmax, ymax))) > 1.0:
-            problems.warn("box clipped", where, f"a region reaching outside the {width} x {height} image",
-                          "clipped to it")
-        boxes.append((clipped[1] / height, clipped[0] / width, clipped[3] / height, clipped[2] / width))
+        boxes.append(normalised)
         labels.append(label_of[name])
     return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
