@@ -15,6 +15,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py tfrecord-scale DIR [--images 118287]  # COCO train2017's size, as records
     python benchmarks/bench_at_size.py csv DIR [--images 20000]           # detection CSV files
     python benchmarks/bench_at_size.py labelme DIR [--images 20000]       # LabelMe JSON files
+    python benchmarks/bench_at_size.py via DIR [--images 20000]           # VGG Image Annotator JSON
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -819,14 +820,48 @@ def labelme(root, images):
                            "imageData": None, "imageHeight": int(annotation.size[0]),
                            "imageWidth": int(annotation.size[1])}, f)
     print(json.dumps({"what": "labelme", "machine": machine(),
-                      **_as_train_py_reads(voc, "--labelme", folder, load_labelme), "peak_rss_mb": round(peak_rss_mb())}))
+                      **_as_train_py_reads(voc, "--labelme", folder, load_labelme),
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
+def via(root, images):
+    """The scenes of ``write`` in the balloon tutorial's layout: ``train/`` and ``val/`` (the last
+    tenth) each with one ``via_region_data.json`` beside its images (hard links), objects as ``rect``
+    regions (continuous corners) or, every fifth, a polygon of their corners, the class a ``class``
+    attribute; read as ``train.py --via`` reads it, every box against the VOC folder's, one pass."""
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn.data import load_via
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    voc, ids, held_out = _scenes(root, images)
+    folder = os.path.join(root, "via")
+    if not os.path.isdir(folder):
+        for split, part in (("train", ids[:held_out]), ("val", ids[held_out:])):
+            os.makedirs(os.path.join(folder, split))
+            data = {}
+            for n, image_id in enumerate(part):
+                name = f"{image_id}.jpg"
+                os.link(os.path.join(voc, "JPEGImages", name), os.path.join(folder, split, name))
+                regions = []
+                for k, o in enumerate(parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml")).objects):
+                    x0, y0, x1, y1 = max(o.box[0] - 1, 0), max(o.box[1] - 1, 0), o.box[2], o.box[3]
+                    shape = ({"name": "polygon", "all_points_x": [x0, x1, x1, x0], "all_points_y": [y0, y0, y1, y1]}
+                             if (n + k) % 5 == 0 else {"name": "rect", "x": x0, "y": y0, "width": x1 - x0,
+                                                       "height": y1 - y0})
+                    regions.append({"shape_attributes": shape, "region_attributes": {"class": o.name}})
+                size = os.path.getsize(os.path.join(folder, split, name))
+                data[f"{name}{size}"] = {"filename": name, "size": size, "regions": regions, "file_attributes": {}}
+            with open(os.path.join(folder, split, "via_region_data.json"), "w") as f:
+                json.dump(data, f)
+    print(json.dumps({"what": "via", "machine": machine(), **_as_train_py_reads(voc, "--via", folder, load_via),
+                      "peak_rss_mb": round(peak_rss_mb())}))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
                                          "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord",
-                                         "tfrecord-scale", "csv", "labelme"])
+                                         "tfrecord-scale", "csv", "labelme", "via"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -862,6 +897,8 @@ def main():
         csv_files(args.dir, args.images or 20000)
     elif args.what == "labelme":
         labelme(args.dir, args.images or 20000)
+    elif args.what == "via":
+        via(args.dir, args.images or 20000)
     else:
         train(args.dir, args.out)
 
