@@ -24,7 +24,8 @@ Pascal VOC as LabelImg writes it (1-based pixel numbers; CVAT and Label Studio i
 as LabelMe saves it (rectangles; ``imagePath`` relative to the JSON file, so LabelMe opens the image
 where it is; no ``imageData``) with ``DIR/labelme/labels.txt``. All read back through this package's
 own loaders as the same boxes (to the pixel; the YOLO format to its six decimals). Boxes are on the
-image as TensorFlow decodes it (its stored pixels; EXIF orientation not applied).
+image as TensorFlow decodes it (its stored pixels; EXIF orientation not applied), LabelMe's turned
+onto the image as LabelMe shows it (EXIF orientation applied, as it loads every image).
 """
 
 from __future__ import annotations
@@ -177,9 +178,10 @@ def _write_labels(record, kind, out_dir, class_names):
         text = "".join(lines)
     elif kind == "labelme":
         path = os.path.join(out_dir, "labelme", f"{name}.json")
-        shapes = [{"label": d["class"], "points": [d["box"][:2], d["box"][2:]], "group_id": None,
+        (height, width), boxes = _as_shown(record)
+        shapes = [{"label": d["class"], "points": [box[:2], box[2:]], "group_id": None,
                    "description": f"score {d['score']:.3f}", "shape_type": "rectangle", "flags": {}}
-                  for d in record["detections"]]
+                  for d, box in zip(record["detections"], boxes)]
         image = os.path.relpath(os.path.abspath(record["image"]), os.path.dirname(os.path.abspath(path)))
         text = json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image, "imageData": None,
                            "imageHeight": height, "imageWidth": width}, indent=2, ensure_ascii=False)
@@ -188,6 +190,31 @@ def _write_labels(record, kind, out_dir, class_names):
         text = _voc_xml(record)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_atomically(path, text)
+
+
+def _as_shown(record):
+    """A record's size and boxes (``[xmin, ymin, xmax, ymax]`` lists) on its image as LabelMe shows
+    it, with its EXIF orientation applied (the detections are on the stored pixels)."""
+    import numpy as np
+
+    from keras_frcnn.data.image_files import CheckedImage, check_image, shown_size, to_stored_frame
+
+    height, width = record["height"], record["width"]
+    boxes = [d["box"] for d in record["detections"]]
+    try:
+        orientation = check_image(record["image"]).orientation
+    except ValueError:  # (read by TensorFlow, not by Pillow: as stored)
+        orientation = 1
+    if orientation == 1 or not boxes:
+        return (height, width), boxes
+    stored = np.float32([height, width, height, width])
+    yxyx = np.asarray(boxes, np.float32)[:, [1, 0, 3, 2]] / stored
+    # The turn from the stored pixels to the shown ones undoes orientation o's: the turn of 8 for 6, of 6 for 8,
+    # and of o itself for the others (mirrors and half turns).
+    shown = to_stored_frame(yxyx, {6: 8, 8: 6}.get(orientation, orientation))
+    size = shown_size(CheckedImage(height, width, orientation))
+    scaled = shown * np.float32([size[0], size[1], size[0], size[1]])
+    return size, [[round(float(v), 2) for v in (b[1], b[0], b[3], b[2])] for b in scaled]
 
 
 def _voc_xml(record) -> str:

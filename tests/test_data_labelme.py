@@ -74,17 +74,18 @@ def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_
     _labelme(str(tmp_path / "inside.json"), [("cat", "rectangle", [[1, 1], [9, 9]])],
              image_data=base64.b64encode(b"jpeg bytes").decode())
     _labelme(str(tmp_path / "gone.json"), [("cat", "rectangle", [[1, 1], [9, 9]])])
-    (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "phone.jpg", 6)
-    _labelme(str(tmp_path / "phone.json"), [("cat", "rectangle", [[int(c0), int(r0)], [int(c1) + 1, int(r1) + 1]])],
-             size=(height, width))
+    for orientation in (3, 6):  # (LabelMe shows every orientation applied: 180 degrees too, of the same size)
+        (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / f"phone{orientation}.jpg", orientation)
+        _labelme(str(tmp_path / f"phone{orientation}.json"),
+                 [("cat", "rectangle", [[int(c0), int(r0)], [int(c1) + 1, int(r1) + 1]])], size=(height, width))
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_labelme(tmp_path, "all")
-    assert source.problems == {"malformed JSON": 2, "malformed shape": 1, "missing image file": 2, "box clipped": 1,
-                               "EXIF orientation": 1}
+    assert source.problems == {"malformed JSON": 2, "malformed shape": 1, "missing image file": 2, "box clipped": 1}
     objects = _objects(source)
-    assert sorted(objects) == ["ok.jpg", "phone.jpg"]
+    assert sorted(objects) == ["ok.jpg", "phone3.jpg", "phone6.jpg"]
     np.testing.assert_allclose(objects["ok.jpg"][0][1], [0.1, 0.875, 0.5, 1.0], atol=1e-6)
-    np.testing.assert_allclose(objects["phone.jpg"][0], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
+    for name in ("phone3.jpg", "phone6.jpg"):
+        np.testing.assert_allclose(objects[name][0], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
     for message in ("bad.json: not JSON", "notlabelme.json: not a LabelMe file (no 'shapes' list)",
                     "words.json: shapes[0]: points that are not [x, y] pairs", "inside.json: its image is only inside "
                     "the JSON (imageData)", "gone.json: its image gone.jpg is not there"):

@@ -14,9 +14,9 @@ strips are no objects (counted). A shape whose ``flags`` mark it ``difficult`` (
 ``difficult`` key is true, as some exports write) is never a positive. ``imagePath`` is relative to
 the JSON file (LabelMe writes ``..\\images\\a.jpg`` on Windows); where it is not there, the image
 file of the JSON's own name beside it; an image that exists only inside the JSON (``imageData``) is
-named and skipped. LabelMe applies EXIF orientation when it shows an image, so the coordinates are
-on the image as shown: where ``imageHeight`` / ``imageWidth`` are the turned size (orientations
-5-8) the boxes are turned onto the stored pixels, as for VOC folders.
+named and skipped. LabelMe applies EXIF orientation when it loads an image (its ``LabelFile``), so
+the coordinates are on the image as shown, for every orientation: they are turned onto the stored
+pixels TensorFlow decodes.
 
 Classes: ``labels.txt`` in the folder (or the one above; labelme2voc's and labelme2coco's file, a
 name a line, its ``__ignore__`` and ``_background_`` lines passed over), else every label in the
@@ -33,8 +33,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
-                                          shown_size, to_stored_frame)
+from keras_frcnn.data.image_files import IMAGE_SUFFIXES, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, read_json
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
@@ -213,17 +212,12 @@ def _labels(path) -> tuple:
 def _objects(file, annotation: _Annotation, image, label_of, problems):
     """An annotation's shapes -> (normalised ``yxyx`` [N, 4], labels, difficult), or None for an
     image to skip (warned)."""
-    stated = annotation.size
-    as_shown = stated is not None and annotated_as_shown(image, stated)
-    if as_shown:
-        problems.warn("EXIF orientation", file, f"imageWidth x imageHeight {stated[1]:g} x {stated[0]:g} is the "
-                      f"image as shown (EXIF orientation {image.orientation})", "boxes turned onto the stored pixels")
-    elif stated is not None and stated != (float(image.height), float(image.width)):
-        problems.warn("size mismatch", file, f"imageWidth x imageHeight {stated[1]:g} x {stated[0]:g}, but the image "
-                      f"is {image.width} x {image.height}", "using the image's size")
-    elif image.orientation != 1 and stated is None:
-        problems.warn("EXIF orientation", file, exif_undecided(image), "boxes taken as stored")
-    height, width = shown_size(image) if as_shown else (image.height, image.width)
+    # LabelMe shows (and stores in imageData) every image with its EXIF orientation applied: the points are
+    # on the image as shown, whatever the orientation.
+    height, width = shown_size(image)
+    if annotation.size is not None and annotation.size != (float(height), float(width)):
+        problems.warn("size mismatch", file, f"imageWidth x imageHeight {annotation.size[1]:g} x "
+                      f"{annotation.size[0]:g}, but the image is {width} x {height} as shown", "using the image's size")
     boxes, labels, difficult = [], [], []
     for number, (label, shape_type, points, hard) in enumerate(annotation.shapes):
         where = f"{file}: shapes[{number}]"
@@ -245,7 +239,7 @@ def _objects(file, annotation: _Annotation, image, label_of, problems):
         labels.append(label_of[label])
         difficult.append(hard)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    if as_shown:
+    if image.orientation != 1:
         boxes = to_stored_frame(boxes, image.orientation)
     return boxes, np.asarray(labels, np.int64), np.asarray(difficult, np.bool_)
 
