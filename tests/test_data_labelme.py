@@ -2,6 +2,7 @@
 faults, and a run trained and evaluated on it."""
 
 import base64
+import io
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_data_fixtures import examples, write_image, write_turned_photo
 
 from conftest import tiny_config
@@ -62,8 +64,9 @@ def test_shapes_as_labelme_saves_them_split_folders_and_labels_txt(tmp_path):
 
 
 def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_path, caplog):
-    """A file that is not JSON or not LabelMe's, a shape without numbers (its image skipped), an
-    image only inside its JSON (imageData), a missing image; a phone photo annotated as shown."""
+    """A file that is not JSON or not LabelMe's, a shape without numbers (its image skipped), a
+    missing image, an imageData that is not base64; an image only inside its JSON (imageData: read
+    from there); phone photos annotated as shown."""
     for name in ("ok", "words", "notlabelme", "bad"):
         write_image(str(tmp_path / f"{name}.jpg"), 50, 80, seed=1)
     _labelme(str(tmp_path / "ok.json"), [("cat", "rectangle", [[8, 5], [40, 25]]),
@@ -71,8 +74,11 @@ def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_
     _labelme(str(tmp_path / "words.json"), [("cat", "polygon", [["a", "b"], [1, 2]])])
     (tmp_path / "notlabelme.json").write_text('{"images": []}')
     (tmp_path / "bad.json").write_text("{not json")
-    _labelme(str(tmp_path / "inside.json"), [("cat", "rectangle", [[1, 1], [9, 9]])],
-             image_data=base64.b64encode(b"jpeg bytes").decode())
+    inside = io.BytesIO()
+    Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(inside, format="PNG")
+    _labelme(str(tmp_path / "inside.json"), [("cat", "rectangle", [[4, 3], [20, 15]])],
+             image_data=base64.b64encode(inside.getvalue()).decode(), size=(30, 40))
+    _labelme(str(tmp_path / "notbase64.json"), [("cat", "rectangle", [[1, 1], [9, 9]])], image_data="%%%")
     _labelme(str(tmp_path / "gone.json"), [("cat", "rectangle", [[1, 1], [9, 9]])])
     for orientation in (3, 6):  # (LabelMe shows every orientation applied: 180 degrees too, of the same size)
         (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / f"phone{orientation}.jpg", orientation)
@@ -80,15 +86,17 @@ def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_
                  [("cat", "rectangle", [[int(c0), int(r0)], [int(c1) + 1, int(r1) + 1]])], size=(height, width))
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_labelme(tmp_path, "all")
-    assert source.problems == {"malformed JSON": 2, "malformed shape": 1, "missing image file": 2, "box clipped": 1}
+    assert source.problems == {"malformed JSON": 3, "malformed shape": 1, "missing image file": 1, "box clipped": 1}
     objects = _objects(source)
-    assert sorted(objects) == ["ok.jpg", "phone3.jpg", "phone6.jpg"]
+    assert sorted(objects) == ["inside.png", "ok.jpg", "phone3.jpg", "phone6.jpg"]
+    np.testing.assert_allclose(objects["inside.png"][0], [[0.1, 0.1, 0.5, 0.5]], atol=1e-6)
+    assert "1 images only inside their LabelMe files (imageData) read from there" in caplog.text
     np.testing.assert_allclose(objects["ok.jpg"][0][1], [0.1, 0.875, 0.5, 1.0], atol=1e-6)
     for name in ("phone3.jpg", "phone6.jpg"):
         np.testing.assert_allclose(objects[name][0], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
     for message in ("bad.json: not JSON", "notlabelme.json: not a LabelMe file (no 'shapes' list)",
-                    "words.json: shapes[0]: points that are not [x, y] pairs", "inside.json: its image is only inside "
-                    "the JSON (imageData)", "gone.json: its image gone.jpg is not there"):
+                    "words.json: shapes[0]: points that are not [x, y] pairs",
+                    "notbase64.json: imageData is not base64", "gone.json: its image gone.jpg is not there"):
         assert f"{tmp_path}/{message}" in caplog.text
     with pytest.raises(DataError, match="not a folder"):
         load_labelme(tmp_path / "ok.json")

@@ -13,10 +13,11 @@ around its points, a circle (centre, a point on it) the box around it; points, l
 strips are no objects (counted). A shape whose ``flags`` mark it ``difficult`` (or whose
 ``difficult`` key is true, as some exports write) is never a positive. ``imagePath`` is relative to
 the JSON file (LabelMe writes ``..\\images\\a.jpg`` on Windows); where it is not there, the image
-file of the JSON's own name beside it; an image that exists only inside the JSON (``imageData``) is
-named and skipped. LabelMe applies EXIF orientation when it loads an image (its ``LabelFile``), so
-the coordinates are on the image as shown, for every orientation: they are turned onto the stored
-pixels TensorFlow decodes.
+file of the JSON's own name beside it; an image that exists only inside the JSON (``imageData``: a
+file shared alone) is taken from there, written once, named by its content, to ``labelme_images/``
+beside the image-check cache (:func:`extracted_folder`). LabelMe applies EXIF orientation when it
+loads an image (its ``LabelFile``), so the coordinates are on the image as shown, for every
+orientation: they are turned onto the stored pixels TensorFlow decodes.
 
 Classes: ``labels.txt`` in the folder (or the one above; labelme2voc's and labelme2coco's file, a
 name a line, its ``__ignore__`` and ``_background_`` lines passed over), else every label in the
@@ -27,15 +28,19 @@ as the other folder sources are (``all[:90%]`` -> ``all[90%:]``). Files in name 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import os
 import typing
 
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import IMAGE_SUFFIXES, check_images, shown_size, to_stored_frame
-from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, read_json
+from keras_frcnn.data.image_files import IMAGE_SUFFIXES, cache_path, check_images, shown_size, to_stored_frame
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, read_json
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+from keras_frcnn.files import write_atomically
 
 ALL = "all"
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
@@ -96,7 +101,7 @@ class _Annotation(typing.NamedTuple):
     written: str  # imagePath as written
     size: typing.Optional[tuple]  # (height, width) stated
     shapes: list  # [(label, shape_type, points, difficult)]
-    embedded: bool  # imageData present
+    embedded: bool  # the image taken from the file's imageData (written to extracted_folder())
 
 
 def _read(path) -> _Annotation:
@@ -118,11 +123,44 @@ def _read(path) -> _Annotation:
     stem = os.path.splitext(path)[0]
     candidates += [stem + suffix for suffix in IMAGE_SUFFIXES] + [stem + suffix.upper() for suffix in IMAGE_SUFFIXES]
     image = next((candidate for candidate in candidates if os.path.isfile(candidate)), None)
+    embedded = bool(data.get("imageData"))
+    if image is None and embedded:  # a file shared alone: its image is the one inside it
+        image = _extracted(data["imageData"])
     try:
         size = (float(data["imageHeight"]), float(data["imageWidth"]))
     except (KeyError, TypeError, ValueError):
         size = None
-    return _Annotation(image, written, size, shapes, bool(data.get("imageData")))
+    return _Annotation(image, written, size, shapes, embedded and image is not None and image.startswith(
+        extracted_folder()))
+
+
+def extracted_folder() -> str:
+    """Where images found only inside their LabelMe files (``imageData``) are written, once each,
+    named by their content: ``labelme_images/`` beside the image-check cache."""
+    return os.path.join(os.path.dirname(cache_path()), "labelme_images")
+
+
+def _extracted(image_data) -> str:
+    """The file of an ``imageData`` value (base64 of the image LabelMe showed: EXIF orientation
+    applied), written if not there yet (``ValueError`` where it is not base64)."""
+    try:
+        encoded = base64.b64decode(str(image_data), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("imageData is not base64") from None
+    suffix = ".png" if encoded.startswith(b"\x89PNG") else ".jpg" if encoded.startswith(b"\xff\xd8") else ".img"
+    path = os.path.join(extracted_folder(), hashlib.sha256(encoded).hexdigest()[:32] + suffix)
+    def write(partial):
+        with open(partial, "wb") as f:
+            f.write(encoded)
+
+    if not os.path.isfile(path):
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_atomically(path, write, partial=f"{path}.partial-{os.getpid()}")
+        except OSError as error:
+            raise ValueError(f"its image is only inside it (imageData) and cannot be written to {path} "
+                             f"({error.strerror or error})") from None
+    return path
 
 
 def _box(shape_type, points) -> tuple:
@@ -174,12 +212,14 @@ def load_labelme(path, split: str = "all", skip_empty: bool = False, decode_imag
     for file in listed:
         annotation = annotations[file]
         if annotation.image is None:
-            why = ("its image is only inside the JSON (imageData): save it beside the file (LabelMe's "
-                   "'Save image data' off, or labelme_export_json)") if annotation.embedded else \
-                f"its image {annotation.written or '(no imagePath)'} is not there, nor one of the file's own name"
-            problems.warn("missing image file", file, why, "image skipped")
+            problems.warn("missing image file", file, f"its image {annotation.written or '(no imagePath)'} is not "
+                          "there, nor one of the file's own name, nor inside it (imageData)", "image skipped")
         else:
             found.append(file)
+    taken = sum(annotations[file].embedded for file in found)
+    if taken:
+        logger.warning("%s: %d images only inside their LabelMe files (imageData) read from there (written once to "
+                       "%s)", data.path, taken, extracted_folder())
     checked = check_images([annotations[file].image for file in found])
 
     records = []
@@ -192,8 +232,11 @@ def load_labelme(path, split: str = "all", skip_empty: bool = False, decode_imag
         if objects is None or (skip_empty and not len(objects[1])):
             continue
         boxes, labels, difficult = objects
-        records.append(ImageRecord(path=annotation.image, filename=os.path.relpath(annotation.image, data.path),
-                                   boxes=boxes, labels=labels, difficult=difficult))
+        # (an image taken from its file's imageData is named after the file)
+        name = os.path.splitext(file)[0] + os.path.splitext(annotation.image)[1] if annotation.embedded \
+            else annotation.image
+        records.append(ImageRecord(path=annotation.image, filename=os.path.relpath(name, data.path), boxes=boxes,
+                                   labels=labels, difficult=difficult))
     problems.summary(len(records))
     return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)
 
