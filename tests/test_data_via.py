@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_fixtures import examples, write_image
+from test_data_fixtures import examples, write_image, write_turned_photo
 
 from conftest import tiny_config
 
@@ -71,17 +71,24 @@ def test_the_balloon_layout_via_1_and_2_and_a_project_file(tmp_path):
     assert load_via(tmp_path / "v1" / "project.json", "all").class_names == ("dog",)
 
 
-def test_what_cannot_be_used_is_named_and_counted(tmp_path, caplog):
+def test_what_cannot_be_used_is_named_and_counted_and_a_turned_photo(tmp_path, caplog):
+    """A region without its points or a class (its image skipped), a missing image; a phone photo
+    annotated as the browser shows it (turned), its box turned onto the stored pixels (warned)."""
     for name in ("ok.jpg", "nopoints.jpg", "noclass.jpg"):
         write_image(str(tmp_path / name), 50, 80, seed=1)
+    (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "phone.jpg", 6)
     _via(tmp_path / "via.json", {"ok.jpg": [(RECT, {"class": "dog"})],
                                  "nopoints.jpg": [({"name": "polygon", "all_points_x": [1, 2]}, {"class": "dog"})],
                                  "noclass.jpg": [(RECT, {"colour": "red", "size": "big"})],
-                                 "gone.jpg": [(RECT, {"class": "dog"})]})
+                                 "gone.jpg": [(RECT, {"class": "dog"})],
+                                 "phone.jpg": [({"name": "rect", "x": int(c0), "y": int(r0), "width": int(c1 + 1 - c0),
+                                                 "height": int(r1 + 1 - r0)}, {"class": "dog"})]})
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_via(tmp_path / "via.json", "all")
-    assert source.problems == {"malformed region": 1, "no class": 1, "bad image file": 1}
-    assert list(_objects(source)) == ["ok.jpg"]
+    assert source.problems == {"malformed region": 1, "no class": 1, "bad image file": 1, "EXIF orientation": 1}
+    objects = _objects(source)
+    assert list(objects) == ["ok.jpg", "phone.jpg"]
+    np.testing.assert_allclose(objects["phone.jpg"][0], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
     assert f"{tmp_path / 'via.json'}: nopoints.jpg: regions[0]: a polygon without its 'all_points_y'" in caplog.text
     (tmp_path / "bad.json").write_text('{"a": 1}')
     with pytest.raises(DataError, match="bad.json: not a VIA export"):

@@ -15,8 +15,9 @@ each with its file beside its images), or inside a VIA 2 project file (``_via_im
 object (counted). The class is the region's attribute named ``class``, ``label``, ``name``, ``type``
 or ``category`` (or its only attribute), a text or the option ticked; a region without one is of
 the class ``object`` (the balloon set's regions have no attributes). Coordinates are pixels of the
-image as VIA shows it (a browser applies EXIF orientation): boxes of a turned photo (orientations
-5-8) cannot be told from its size here and are taken as stored, warned.
+image as VIA shows it: browsers show a photo with its EXIF orientation applied (all of them since
+2020, CSS's ``image-orientation: from-image``), so a turned or mirrored photo's boxes are turned
+onto the stored pixels TensorFlow decodes, warned (the files state no size to confirm it).
 
 Classes: the names found in every file of the data set, sorted. Splits: split folders (``train/``,
 ``val/`` or ``valid/``, ``test/``) each with one JSON file, else a folder or file is one split
@@ -32,7 +33,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import as_on_disk, check_images, exif_undecided
+from keras_frcnn.data.image_files import as_on_disk, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, read_json
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
@@ -176,7 +177,9 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
             problems.warn("bad image file", image_path, str(image), "image skipped")
             continue
         if image.orientation != 1:
-            problems.warn("EXIF orientation", image_path, exif_undecided(image), "boxes taken as stored")
+            problems.warn("EXIF orientation", image_path, f"EXIF orientation {image.orientation}: read as drawn on the "
+                          "photo as the browser showed it (turned, as browsers show photos since 2020)",
+                          "boxes turned onto the stored pixels")
         objects = _objects(here, entry, image, label_of, problems)
         if objects is None or (skip_empty and not len(objects[1])):
             continue
@@ -189,7 +192,7 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
 def _objects(here, entry, image, label_of, problems):
     regions = entry.get("regions") or []
     regions = list(regions.values()) if isinstance(regions, dict) else regions
-    height, width = image.height, image.width
+    height, width = shown_size(image)  # (a browser shows a photo with its EXIF orientation applied)
     boxes, labels = [], []
     for number, region in enumerate(regions):
         where = f"{here}: regions[{number}]"
@@ -215,4 +218,5 @@ def _objects(here, entry, image, label_of, problems):
             continue
         boxes.append(normalised)
         labels.append(label_of[name])
-    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return to_stored_frame(boxes, image.orientation) if image.orientation != 1 else boxes, np.asarray(labels, np.int64)
