@@ -288,32 +288,16 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
         else:
             splits = yolo_folder.default_splits(args.yolo_data)
         return DataChoice("yolo", args.yolo_data, train_split or splits[0], test_split or splits[1])
-    if args.tfrecord:
-        from keras_frcnn.data import tfrecord_files
-
-        if of_the_run:
-            splits = (cfg.train_split, cfg.test_split)
-        else:
-            splits = tfrecord_files.default_splits(args.tfrecord, args.label_map)
-            if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
-                splits = (splits[0], splits[0].split("[")[0])
-        return DataChoice("tfrecord", args.tfrecord, train_split or splits[0], test_split or splits[1])
-    if args.csv:
-        from keras_frcnn.data import csv_files
-
-        if of_the_run:
-            splits = (cfg.train_split, cfg.test_split)
-        else:
-            splits = csv_files.default_splits(args.csv)
-            if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
-                splits = (splits[0], splits[0].split("[")[0])
-        return DataChoice("csv", args.csv, train_split or splits[0], test_split or splits[1])
-    for kind, given_path, module in (("labelme", args.labelme, "labelme_folder"), ("via", args.via, "via_json")):
+    # Files of one kind named by path: their own splits (one split alone: all of it when evaluated).
+    for kind, given_path, module, extra in (("tfrecord", args.tfrecord, "tfrecord_files", (args.label_map,)),
+                                            ("csv", args.csv, "csv_files", ()),
+                                            ("labelme", args.labelme, "labelme_folder", ()),
+                                            ("via", args.via, "via_json", ())):
         if given_path:
             if of_the_run:
                 splits = (cfg.train_split, cfg.test_split)
             else:
-                splits = importlib.import_module(f"keras_frcnn.data.{module}").default_splits(given_path)
+                splits = importlib.import_module(f"keras_frcnn.data.{module}").default_splits(given_path, *extra)
                 if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
                     splits = (splits[0], splits[0].split("[")[0])
             return DataChoice(kind, given_path, train_split or splits[0], test_split or splits[1])
