@@ -24,8 +24,9 @@ Pascal VOC as LabelImg writes it (1-based pixel numbers; CVAT and Label Studio i
 as LabelMe saves it (rectangles; ``imagePath`` relative to the JSON file, so LabelMe opens the image
 where it is; no ``imageData``) with ``DIR/labelme/labels.txt``. All read back through this package's
 own loaders as the same boxes (to the pixel; the YOLO format to its six decimals). Boxes are on the
-image as TensorFlow decodes it (its stored pixels; EXIF orientation not applied), LabelMe's turned
-onto the image as LabelMe shows it (EXIF orientation applied, as it loads every image).
+image as TensorFlow decodes it (its stored pixels; EXIF orientation not applied, as LabelImg shows
+it), YOLO's and LabelMe's turned onto the image as shown (EXIF orientation applied, as Ultralytics
+reads and LabelMe shows every image).
 """
 
 from __future__ import annotations
@@ -168,10 +169,10 @@ def _write_labels(record, kind, out_dir, class_names):
 
     name = os.path.splitext(os.path.basename(record["drawing"]))[0]
     height, width = record["height"], record["width"]
-    if kind == "yolo":
+    if kind == "yolo":  # normalised on the image as shown, as Ultralytics reads it (EXIF applied)
+        (height, width), boxes = _as_shown(record)
         lines = []
-        for detection in record["detections"]:
-            x0, y0, x1, y1 = detection["box"]
+        for detection, (x0, y0, x1, y1) in zip(record["detections"], boxes):
             lines.append(f"{detection['label']} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
                          f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
         path = os.path.join(out_dir, "labels", f"{name}.txt")
@@ -194,7 +195,8 @@ def _write_labels(record, kind, out_dir, class_names):
 
 def _as_shown(record):
     """A record's size and boxes (``[xmin, ymin, xmax, ymax]`` lists) on its image as LabelMe shows
-    it, with its EXIF orientation applied (the detections are on the stored pixels)."""
+    it and Ultralytics reads it, with its EXIF orientation applied (the detections are on the stored
+    pixels)."""
     import numpy as np
 
     from keras_frcnn.data.image_files import CheckedImage, check_image, shown_size, to_stored_frame

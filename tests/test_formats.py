@@ -274,11 +274,12 @@ def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained,
                 d["class"] for d in expected]
 
 
-def test_predict_labelme_labels_of_a_turned_photo_are_on_it_as_labelme_shows_it(trained, tmp_path):
-    """LabelMe shows a phone photo with its EXIF orientation applied: ``--labels labelme`` writes the
-    detections (on the stored pixels) turned onto it, with its shown size; read back as the same
-    boxes."""
-    from keras_frcnn.data import load_labelme
+def test_predict_labels_of_a_turned_photo_are_on_it_as_shown_for_yolo_and_labelme(trained, tmp_path):
+    """LabelMe shows a phone photo with its EXIF orientation applied and Ultralytics reads YOLO
+    labels on it so: ``--labels labelme`` / ``yolo`` write the detections (on the stored pixels)
+    turned onto it, with its shown size; read back through load_labelme / load_yolo (which turn
+    them onto the stored pixels again) as the same boxes."""
+    from keras_frcnn.data import load_labelme, load_yolo
     from test_data_fixtures import examples
 
     image = Image.fromarray(trained.images[0])
@@ -286,15 +287,25 @@ def test_predict_labelme_labels_of_a_turned_photo_are_on_it_as_labelme_shows_it(
     exif[0x0112] = 6  # shown turned by 90 degrees
     (tmp_path / "photos").mkdir()
     image.save(tmp_path / "photos" / "phone.jpg", exif=exif, quality=100)
-    out = tmp_path / "out"
-    predict.predict_files(trained.model, [str(tmp_path / "photos")], str(out), log=lambda line: None, labels="labelme")
-    (record,) = json.loads((out / "detections.json").read_text())
-    assert record["detections"]
-    written = json.loads((out / "labelme" / "phone.json").read_text())
-    assert (written["imageHeight"], written["imageWidth"]) == (record["width"], record["height"])
-    (example,) = examples(load_labelme(out / "labelme", "all"))
-    read = example["objects/bbox"] * np.float32([record["height"], record["width"]] * 2)
-    np.testing.assert_allclose(read[:, [1, 0, 3, 2]], [d["box"] for d in record["detections"]], atol=0.01)
+    for kind in ("labelme", "yolo"):
+        out = tmp_path / kind
+        predict.predict_files(trained.model, [str(tmp_path / "photos")], str(out), log=lambda line: None,
+                              labels=kind)
+        (record,) = json.loads((out / "detections.json").read_text())
+        assert record["detections"]
+        if kind == "labelme":
+            written = json.loads((out / "labelme" / "phone.json").read_text())
+            assert (written["imageHeight"], written["imageWidth"]) == (record["width"], record["height"])
+            source = load_labelme(out / "labelme", "all")
+        else:  # Label Studio's layout: images/, labels/, classes.txt
+            shutil.copytree(tmp_path / "photos", out / "set" / "images")
+            shutil.copytree(out / "labels", out / "set" / "labels")
+            shutil.copy(out / "classes.txt", out / "set")
+            source = load_yolo(out / "set", "train")
+        (example,) = examples(source)
+        read = example["objects/bbox"] * np.float32([record["height"], record["width"]] * 2)
+        np.testing.assert_allclose(read[:, [1, 0, 3, 2]], [d["box"] for d in record["detections"]], atol=0.01,
+                                   err_msg=kind)
 
 
 def test_predict_on_a_full_disk_names_the_drawing_and_leaves_no_torn_one(trained, tmp_path, monkeypatch, capsys):
