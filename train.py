@@ -411,6 +411,9 @@ def _train(args, held):
              "no evaluation: a --coco-json run evaluates only on held-out images "
              "(--coco-val-json, --coco-val-images), never on its training images")
           + f"; {train_source.num_classes} classes: {cli.class_list(train_source.class_names)}")
+    per_class = cli.objects_per_class(train_source)
+    if per_class:
+        print(f"objects to train on, by class ({train_source.num_objects:,}): {per_class}")
 
     keras.utils.set_random_seed(cfg.train.seed)
     os.makedirs(out, exist_ok=True)

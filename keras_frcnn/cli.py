@@ -486,6 +486,30 @@ def class_list(class_names, shown=80) -> str:
     return names if len(class_names) <= shown else f"{names} and {len(class_names) - shown} more"
 
 
+def objects_per_class(source, shown=80) -> str:
+    """The objects of each class a source trains on, for a line of output (as detectron2 tables its
+    instances per category), "" where the source does not know them (TFDS): ``circle 1,213, square
+    1,190, ...``; of more than ``shown`` classes the fewest and the most, with a warning on stderr
+    for every class without an object (it cannot be learned: a misspelt ``--classes`` name, a
+    split without it)."""
+    counts = source.objects_per_class
+    if counts is None:
+        return ""
+    names = list(source.class_names)
+    missing = [name for name, count in zip(names, counts) if count == 0]
+    if missing:
+        print(f"warning: {len(missing)} of the {len(names)} classes have no object to train on in "
+              f"{source.name}: {class_list(missing, 20)}; the model cannot learn them (check the class "
+              "names and the annotations, or the split)", file=sys.stderr)
+    pairs = [f"{name} {count:,}" for name, count in zip(names, counts)]
+    if len(pairs) > shown:
+        order = sorted(range(len(pairs)), key=lambda k: (counts[k], k))
+        half = shown // 2
+        pairs = ([pairs[k] for k in order[:half]] + [f"... {len(pairs) - 2 * half} more ..."]
+                 + [pairs[k] for k in order[-half:]])
+    return ", ".join(pairs)
+
+
 def load_test_source(args, choice: DataChoice, decode_images: bool = True):
     """The evaluation data of ``choice``: its test split, of ``--voc-val-dir``'s folder if given."""
     return load_source(args, dataclasses.replace(choice, name=choice.test_name or choice.name), choice.test_split,

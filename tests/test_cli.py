@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import keras
@@ -603,3 +604,20 @@ def test_class_lists_in_output_lines_stop_after_80_names():
     assert cli.class_list(["a", "b"]) == "a, b"
     assert cli.class_list([f"c{i}" for i in range(80)]).endswith("c78, c79")
     assert cli.class_list([f"c{i}" for i in range(1203)]).endswith("c78, c79 and 1123 more")
+
+
+def test_objects_per_class_line_names_the_classes_without_objects(capsys):
+    """The data's objects by class (folder sources know them); a class with none cannot be learned:
+    warned by name. Of LVIS's 1,203 classes the line gives the 40 fewest and the 40 most."""
+    source = types.SimpleNamespace(class_names=("cat", "dog", "dgo"), objects_per_class=(3, 1204, 0),
+                                   name="VOC folder pets (trainval)")
+    assert cli.objects_per_class(source) == "cat 3, dog 1,204, dgo 0"
+    assert capsys.readouterr().err == (
+        "warning: 1 of the 3 classes have no object to train on in VOC folder pets (trainval): dgo; the model "
+        "cannot learn them (check the class names and the annotations, or the split)\n")
+    many = types.SimpleNamespace(class_names=tuple(f"c{i}" for i in range(1203)),
+                                 objects_per_class=tuple(range(1, 1204)), name="LVIS")
+    line = cli.objects_per_class(many)
+    assert line.startswith("c0 1, c1 2, ") and "c39 40, ... 1123 more ..., c1163 1,164, " in line
+    assert line.endswith("c1202 1,203") and not capsys.readouterr().err
+    assert cli.objects_per_class(types.SimpleNamespace(objects_per_class=None)) == ""  # TFDS: not counted

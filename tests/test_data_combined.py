@@ -73,6 +73,9 @@ def test_sources_combine_in_order_with_random_access_and_interleaved_without(tmp
     a, b = load_voc_folder(tmp_path / "a", "trainval"), load_voc_folder(tmp_path / "b", "trainval")
     both = combine_sources([a, b])
     assert (both.num_examples, both.num_objects, both.class_names) == (18, 18, VOC_CLASSES)
+    per_class = dict(zip(VOC_CLASSES, both.objects_per_class))
+    assert (per_class["dog"], per_class["cat"], sum(both.objects_per_class)) == (12, 6, 18)
+    assert tuple(np.add(a.objects_per_class, b.objects_per_class)) == both.objects_per_class
     assert both.files == a.files | b.files and both.voc_pixel_numbers
     assert both.name == f"VOC folder {tmp_path / 'a'} (trainval) + VOC folder {tmp_path / 'b'} (trainval)"
     names = [e["image/filename"].decode()[:-4] for e in examples(both)]
@@ -182,7 +185,9 @@ def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, cap
         "voc-dir", [str(tmp_path / "A"), str(tmp_path / "B")], "trainval", "test")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["trained_on"] == f"VOC folder {tmp_path / 'A'} (trainval) + VOC folder {tmp_path / 'B'} (train+val)"
-    capsys.readouterr()
+    # Each class's objects, as detectron2 tables them (A's 4 training images: widget, gadget in turn;
+    # B's: widget, gizmo).
+    assert "objects to train on, by class (8): gadget 2, gizmo 2, widget 4\n" in capsys.readouterr().out
     assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras")]) == 0
     assert f"on VOC folder {tmp_path / 'A'} (test), 2 images" in capsys.readouterr().out
     # train.py --config of the run (or a plain --resume) without data options: the same folders, the

@@ -60,6 +60,8 @@ def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSourc
         example_at=example_at,
         voc_pixel_numbers=first.voc_pixel_numbers,
         num_objects=None if any(s.num_objects is None for s in sources) else sum(s.num_objects for s in sources),
+        objects_per_class=None if any(s.objects_per_class is None for s in sources)
+        else tuple(int(n) for n in np.sum([s.objects_per_class for s in sources], axis=0)),
         files=None if any(s.files is None for s in sources) else frozenset().union(*(s.files for s in sources)),
     )
 

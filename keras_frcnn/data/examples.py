@@ -71,7 +71,9 @@ class DetectionSource:
       box ``(xmin - 1, ..., xmax - 1)``), so training matches the paper's code and evaluation's
       continuous IoU equals the VOC devkit's.
     num_objects: objects a detector is trained on (difficult and crowd ones not counted), when
-      known (folder sources).
+      known (folder sources, TFRecord files).
+    objects_per_class: those objects of each class (``objects_per_class[label]``), when known
+      (folder sources).
     files: the real paths of the image files, when known (folder sources): two sources that share
       images can be told.
     fingerprint: the image file names in order (hashed), when known (folder sources): the same data
@@ -90,6 +92,7 @@ class DetectionSource:
     example_at: typing.Optional[typing.Callable] = None
     voc_pixel_numbers: bool = False
     num_objects: typing.Optional[int] = None
+    objects_per_class: typing.Optional[tuple] = None
     files: typing.Optional[frozenset] = None
     fingerprint: str = ""
     shuffled_records: typing.Optional[typing.Callable] = None
@@ -184,10 +187,14 @@ def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: 
                       decode_images: bool = True, voc_pixel_numbers: bool = False) -> DetectionSource:
     """A folder source's checked records as a :class:`DetectionSource` with random access."""
     dataset, example_at = records_to_dataset(records, decode_images=decode_images)
+    trained_on = [record.labels[~record.difficult] for record in records]
+    per_class = np.bincount(np.concatenate(trained_on or [np.zeros(0, np.int64)]).astype(np.int64),
+                            minlength=len(class_names))
     return DetectionSource(dataset=dataset, class_names=tuple(class_names), num_examples=len(records),
                            name=name, problems=dict(problems), example_at=example_at,
                            voc_pixel_numbers=voc_pixel_numbers,
-                           num_objects=int(sum((~record.difficult).sum() for record in records)),
+                           num_objects=int(per_class.sum()),
+                           objects_per_class=tuple(int(count) for count in per_class),
                            files=frozenset(os.path.realpath(record.path) for record in records),
                            fingerprint=fingerprint(os.path.basename(record.path) for record in records))
 
