@@ -518,13 +518,15 @@ def load_test_source(args, choice: DataChoice, decode_images: bool = True):
 
 def load_training_source(args, choice: DataChoice, decode_images: bool = True):
     """The training data of ``choice``: its training split, and with several sets each one's
-    (``DataChoice.more``), combined (``data.combined``)."""
+    (``DataChoice.more``), combined (``data.combined``); counted once here where TFDS cannot tell
+    its size (a split expression, images without their box left out), not in every stage."""
     from keras_frcnn.data.combined import combine_sources
+    from keras_frcnn.data.pipeline import as_source
 
     sources = [load_source(args, choice, choice.train_split, decode_images)]
     for name, split in choice.more:
         sources.append(load_source(args, dataclasses.replace(choice, name=name), split, decode_images))
-    return combine_sources(sources)
+    return as_source(combine_sources(sources))
 
 
 def warn_if_not_held_out(train_source, test_source):

@@ -150,6 +150,31 @@ def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_co
     assert "training on coco/2017 train" in out and "evaluating on coco/2017 validation" in out
 
 
+def test_tfds_oxford_pets_trains_on_its_head_boxes_and_tests_on_a_tenth_of_train(tmp_path):
+    """The TF OD API's pet tutorial set: one head box an image, the breed its class; its test split
+    has no boxes, so train.py holds out the last tenth of train (and never reads test). The
+    training data is counted once when loaded (images without a head box are left out, so TFDS's
+    count is not the data's; train.py's data line said "None images")."""
+    from test_data_tfds import _image_labelled_fn
+
+    requested = []
+    mock = _image_labelled_fn("head_bbox", lambda n: 30 + n, {
+        "species": lambda n: np.int64(n % 2), "segmentation_mask": lambda n: np.zeros((1, 1, 1), np.uint8)},
+        filename="file_name")
+
+    def recording(self, split, decoders=None, **kwargs):
+        requested.append(str(split))
+        return mock(self, split, decoders=decoders, **kwargs)
+
+    args = train.parse_args(["--dataset", "oxford_iiit_pet", "--data-dir", str(tmp_path)])
+    with mock_tfds(as_dataset_fn=recording, data_dir=str(tmp_path)):
+        choice = cli.choose_data(args, train.build_config(args))
+        assert (choice.train_split, choice.test_split) == ("train[:90%]", "train[90%:]")
+        source = cli.load_training_source(args, choice, decode_images=False)
+    assert source.num_examples == 2 and len(source.class_names) == 37
+    assert requested == ["train[:90%]"]
+
+
 def test_tfds_voc_07_plus_12_trains_on_both_and_tests_on_2007(tmp_path, tiny_config_file, capsys):
     """--dataset voc/2007+voc/2012: the paper's 07+12 (VOC 2007 trainval and VOC 2012 trainval,
     tested on VOC 2007 test), kept in the run's config for evaluate and --resume."""

@@ -156,8 +156,69 @@ def test_other_tfds_detection_sets_kitti_wider_face_and_open_images(tmp_path):
         check_labelled("wider_face", "test")
     with mock_tfds(data_dir=str(tmp_path)):
         with pytest.raises(DataError, match="TFDS 'mnist' is not a detection set: no sequence of objects with a "
-                                            "bounding box feature"):
+                                            "bounding box feature, nor a box and a class label of the image"):
             load_tfds("mnist", "train", data_dir=str(tmp_path))
+
+
+def _image_labelled_fn(box_key, label_of, extras=None, sequence=False, filename="image/filename"):
+    """A mock ``_as_dataset`` of a fine-grained set with boxes: VOC_EXAMPLES' first box of each image
+    (an empty one where it has none) as the image's top-level ``box_key``, or all its boxes in a
+    ``sequence`` of objects without a class (stanford_dogs), and the image's class ``label_of(n)``."""
+
+    def as_dataset(self, split, decoders=None, read_config=None, **kwargs):
+        skip_decoding = bool(decoders) and "image" in decoders
+        rows = []
+        for number, (height, width, objects) in enumerate(VOC_EXAMPLES):
+            _, encoded = _jpeg(height, width, number)
+            boxes = np.array([o[0] for o in objects], np.float32).reshape(-1, 4)
+            rows.append({"image": encoded if skip_decoding else tf.io.decode_jpeg(encoded).numpy(),
+                         filename: f"{number:06d}.jpg", "label": np.int64(label_of(number)),
+                         **{key: value(number) for key, value in (extras or {}).items()},
+                         **({"objects": {"bbox": boxes}} if sequence else
+                            {box_key: boxes[0] if len(boxes) else np.zeros(4, np.float32)})})
+        signature = {key: tf.TensorSpec(np.shape(value), tf.as_dtype(np.asarray(value).dtype))
+                     for key, value in rows[0].items() if key not in ("image", filename, "objects")}
+        signature.update({"image": tf.TensorSpec([], tf.string) if skip_decoding else
+                          tf.TensorSpec([None, None, 3], tf.uint8), filename: tf.TensorSpec([], tf.string)})
+        if sequence:
+            signature["objects"] = {"bbox": tf.TensorSpec([None, 4], tf.float32)}
+        return tf.data.Dataset.from_generator(lambda: iter(rows), output_signature=signature)
+
+    return as_dataset
+
+
+def test_fine_grained_sets_with_boxes_take_the_class_of_the_image(tmp_path):
+    """stanford_dogs' objects have boxes and no class: each takes the image's breed.
+    caltech_birds2011 and oxford_iiit_pet have one box an image (``bbox``; the pets' ``head_bbox``,
+    as the TF OD API's pet tutorial trains on) and the image's class: one object an image. An image
+    whose box is empty (a pet without its head annotation) is left out, not made a negative; the
+    pets' test split has no boxes, so the set trains on train[:90%] and tests on train[90%:]."""
+    cases = {  # name: (mock, images kept, boxes of the first, class names: count and first)
+        "stanford_dogs": (_image_labelled_fn(None, lambda n: 7 * n, sequence=True), 3, [2, 0, 1], 120),
+        "caltech_birds2011": (_image_labelled_fn("bbox", lambda n: 5 + n, {
+            "label_name": lambda n: "bird", "segmentation_mask": lambda n: np.zeros((1, 1, 1), np.uint8)}), 2,
+            [1, 1], 200),
+        "oxford_iiit_pet": (_image_labelled_fn("head_bbox", lambda n: 30 + n, {
+            "species": lambda n: np.int64(n % 2), "segmentation_mask": lambda n: np.zeros((1, 1, 1), np.uint8)},
+            filename="file_name"), 2, [1, 1], 37),
+    }
+    for name, (as_dataset, kept, counts, num_classes) in cases.items():
+        split = tfds_default_splits(name)[0]
+        with mock_tfds(as_dataset_fn=as_dataset, data_dir=str(tmp_path)):
+            source = load_tfds(name, split, data_dir=str(tmp_path), decode_images=False)
+            got = examples(source)
+        assert len(source.class_names) == num_classes, name
+        assert [len(e["objects/label"]) for e in got] == counts, name
+        np.testing.assert_allclose(got[0]["objects/bbox"][0], [0.1, 0.2, 0.5, 0.6])
+        assert got[0]["image/filename"] == b"000000.jpg"
+        labels = {"stanford_dogs": [[0, 0], [], [14]], "caltech_birds2011": [[5], [7]],
+                  "oxford_iiit_pet": [[30], [32]]}[name]
+        assert [e["objects/label"].tolist() for e in got] == labels and not any(
+            e["objects/is_difficult"].any() for e in got)
+        assert len(got) == kept and source.num_examples in (None, kept)
+    assert tfds_default_splits("oxford_iiit_pet") == ("train[:90%]", "train[90%:]")
+    with pytest.raises(DataError, match="oxford_iiit_pet split 'test' has no annotations"):
+        check_labelled("oxford_iiit_pet", "test")
 
 
 def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):

@@ -211,24 +211,39 @@ def example_key(example):
     return tf.strings.join([filename, "#", tf.strings.as_string(image_id)])
 
 
-def from_tfds_example(example, difficult_key: typing.Optional[str] = "is_difficult", objects_key: str = "objects",
-                      label_key: typing.Optional[str] = "label"):
-    """A TFDS detection example (voc, coco, shapes, kitti, wider_face, open_images_v4 ...) -> the
-    layout; extra features dropped.
+def from_tfds_example(example, boxes: tuple = ("objects", "bbox"), label: typing.Optional[tuple] = ("objects", "label"),
+                      difficult: typing.Optional[tuple] = ("objects", "is_difficult")):
+    """A TFDS detection example (voc, coco, shapes, kitti, wider_face, open_images_v4, stanford_dogs,
+    caltech_birds2011 ...) -> the layout; extra features dropped. The features are paths of keys
+    (``tfds_sources.DetectionLayout``):
 
-    ``objects_key``: the sequence feature holding the boxes (``"objects"``; ``"faces"`` in
-    wider_face, ``"bobjects"`` in open_images_v4); ``label_key``: its class feature (``"label"``;
-    ``"type"`` in kitti; None: one class). ``difficult_key`` names the object feature that marks
-    objects never trained as positives where it is 1 (``"is_difficult"`` for VOC, ``"is_crowd"`` for
-    COCO, ``"is_group_of"`` for Open Images, ``"invalid"`` for WIDER FACE), or ``None``.
+    ``boxes``: the boxes, a sequence's (``("objects", "bbox")``; ``("faces", "bbox")`` in
+    wider_face, ``("bobjects", "bbox")`` in open_images_v4) or the image's one box
+    (``("head_bbox",)`` in oxford_iiit_pet). ``label``: each object's class (``("objects",
+    "label")``; ``("objects", "type")`` in kitti), the image's class for all its boxes
+    (``("label",)``), or None (one class). ``difficult``: the object feature that marks objects
+    never trained as positives where it is 1 (``("objects", "is_difficult")`` for VOC,
+    ``is_crowd`` for COCO, ``is_group_of`` for Open Images, ``invalid`` for WIDER FACE), or None.
     """
-    objects = example[objects_key]
-    boxes = tf.reshape(tf.cast(objects["bbox"], tf.float32), [-1, 4])
-    labels = tf.zeros(tf.shape(boxes)[:1], tf.int64) if label_key is None else tf.cast(objects[label_key], tf.int64)
-    if difficult_key is None:
-        difficult = tf.zeros_like(labels, tf.bool)
+    def feature(path):
+        value = example
+        for key in path:
+            value = value[key]
+        return value
+
+    objects = example[boxes[0]] if len(boxes) > 1 else {}
+    box_rows = tf.reshape(tf.cast(feature(boxes), tf.float32), [-1, 4])
+    count = tf.shape(box_rows)[:1]
+    if label is None:
+        labels = tf.zeros(count, tf.int64)
+    elif len(label) == 1:  # the image's class, for each of its boxes
+        labels = tf.fill(count, tf.cast(feature(label), tf.int64))
+    else:
+        labels = tf.cast(feature(label), tf.int64)
+    if difficult is None:
+        is_difficult = tf.zeros_like(labels, tf.bool)
     else:  # (Open Images' -1: unknown, not a group)
-        difficult = tf.equal(tf.cast(objects[difficult_key], tf.int64), 1)
+        is_difficult = tf.equal(tf.cast(feature(difficult), tf.int64), 1)
     image = example["image"]
     if image.dtype != tf.string:
         image = tf.cast(image, tf.uint8)
@@ -238,14 +253,16 @@ def from_tfds_example(example, difficult_key: typing.Optional[str] = "is_difficu
         area = tf.cast(objects["area"], tf.float32)
     else:
         area = -tf.ones_like(labels, tf.float32)
+    filename = next((example[key] for key in ("image/filename", "image/file_name", "file_name") if key in example),
+                    tf.constant("", tf.string))
     return {
         "image": image,
-        "image/filename": example.get("image/filename", example.get("image/file_name", tf.constant("", tf.string))),
+        "image/filename": filename,
         "image/id": tf.cast(example.get("image/id", tf.constant(-1, tf.int64)), tf.int64),
         "objects": {
-            "bbox": boxes,
+            "bbox": box_rows,
             "label": labels,
-            "is_difficult": difficult,
+            "is_difficult": is_difficult,
             "area": area,
         },
     }

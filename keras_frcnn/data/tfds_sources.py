@@ -1,9 +1,10 @@
 """TFDS detection sets (``voc/2007``, ``voc/2012``, ``coco/2017``, the built-in ``shapes``; and any
-other in TFDS's detection layout: ``kitti``, ``wider_face``, ``open_images_v4``, ``lvis`` ...) as
-sources in the layout of :mod:`keras_frcnn.data.examples`.
+other in TFDS's detection layout: ``kitti``, ``wider_face``, ``open_images_v4``, ``lvis``, ``bccd``
+...; and the fine-grained sets with boxes: ``stanford_dogs``, ``caltech_birds2011``, ``cars196``,
+``oxford_iiit_pet``) as sources in the layout of :mod:`keras_frcnn.data.examples`.
 
 Class names come from the builder's ``info.features["objects"]["label"].names`` (another set's
-sequence and class feature: :func:`detection_layout`). VOC's splits are
+boxes and class feature: :func:`detection_layout`). VOC's splits are
 ``train``, ``validation`` and ``test`` (``"trainval"`` is accepted for ``"train+validation"``,
 the paper's training set); VOC 2012's test split has no annotations. COCO 2017's are ``train``,
 ``validation`` and ``test`` (no annotations); its ``is_crowd`` becomes ``is_difficult``.
@@ -32,6 +33,7 @@ import re
 import shutil
 import typing
 
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_frcnn.data.examples import DetectionSource, from_tfds_example
@@ -61,9 +63,11 @@ DEFAULT_SPLITS = {
     "kitti": ("train", "validation"),
     "wider_face": ("train", "validation"),
     "open_images_v4": ("train", "validation"),
+    # Oxford-IIIT Pet's head boxes are drawn for its trainval images only (TFDS's "train").
+    "oxford_iiit_pet": ("train[:90%]", "train[90%:]"),
 }
 UNLABELLED_SPLITS = {"voc/2012": ("test",), "coco/2017": ("test",), "coco/2014": ("test", "test2015"),
-                     "wider_face": ("test",)}
+                     "wider_face": ("test",), "oxford_iiit_pet": ("test",)}
 
 
 def canonical_name(name: str) -> str:
@@ -184,13 +188,22 @@ def read_split(builder, split: str, decode_images: bool = True):
 
 
 class DetectionLayout(typing.NamedTuple):
-    """Where a TFDS set keeps its boxes: the sequence feature (``objects``), its class feature
-    (None: one class) and names, its never-a-positive flag (or None)."""
+    """Where a TFDS set keeps its boxes, as paths of feature keys: ``boxes`` a sequence's box
+    feature (``("objects", "bbox")``), or a box of the image (``("head_bbox",)``: one object an
+    image); ``label`` the class feature of each object (``("objects", "label")``), of the image
+    (``("label",)``: every box of the image is of its class) or None (one class); its class names;
+    ``difficult`` the objects' never-a-positive flag (or None)."""
 
-    objects: str
-    label: typing.Optional[str]
+    boxes: tuple
+    label: typing.Optional[tuple]
     class_names: tuple
-    difficult: typing.Optional[str]
+    difficult: typing.Optional[tuple]
+
+    @property
+    def one_box(self) -> bool:
+        """One box an image (a top-level box feature): an image whose box is empty has none drawn
+        (Oxford-IIIT Pet's images without a head annotation), and is left out, not a negative."""
+        return len(self.boxes) == 1
 
 
 # A sequence's class feature and never-a-positive flag, in the order looked for: VOC, COCO, LVIS and
@@ -202,25 +215,44 @@ DIFFICULT_KEYS = ("is_difficult", "is_crowd", "is_group_of", "invalid")
 
 def detection_layout(name, features) -> DetectionLayout:
     """The :class:`DetectionLayout` of a TFDS set's features: the top-level sequence holding a
-    ``BBoxFeature`` (``objects``; ``faces`` in wider_face, ``bobjects`` in open_images_v4), its
-    class label (one class, named after the sequence, where it has none: ``face``); a
-    ``DataError`` for a set without one."""
+    ``BBoxFeature`` (``objects``; ``faces`` in wider_face, ``bobjects`` in open_images_v4) and its
+    class label; objects without one take the image's class label (stanford_dogs' breeds), else
+    one class named after the sequence (``face``). Without such a sequence, a top-level box with the
+    image's class label is one object an image (the fine-grained sets: caltech_birds2011, cars196,
+    oxford_iiit_pet's ``head_bbox``, as the TF Object Detection API's pet tutorial trains on it). A
+    ``DataError`` for a set without boxes."""
+    def class_labels(found):
+        keys = [k for k in LABEL_KEYS if isinstance(found.get(k), tfds.features.ClassLabel)]
+        return keys + [k for k, f in found.items() if isinstance(f, tfds.features.ClassLabel) and k not in keys]
+
+    def boxes_of(found):
+        return [k for k, f in found.items() if isinstance(f, tfds.features.BBoxFeature)]
+
+    features = dict(features.items())
+    image_labels = class_labels(features)
     sequences = [key for key, feature in features.items() if isinstance(feature, tfds.features.Sequence)
-                 and isinstance(feature.feature, tfds.features.FeaturesDict)
-                 and any(isinstance(f, tfds.features.BBoxFeature) for f in feature.feature.values())]
-    if not sequences:
-        raise DataError(f"TFDS {name!r} is not a detection set: no sequence of objects with a bounding box feature "
-                        f"(its features: {', '.join(features.keys())})")
-    key = "objects" if "objects" in sequences else sequences[0]
-    objects = dict(features[key].feature.items())
-    if [k for k, f in objects.items() if isinstance(f, tfds.features.BBoxFeature)] != ["bbox"]:
-        raise DataError(f"TFDS {name!r}: {key} has no single 'bbox' box feature")
-    labels = [k for k in LABEL_KEYS if isinstance(objects.get(k), tfds.features.ClassLabel)] or \
-        [k for k, f in objects.items() if isinstance(f, tfds.features.ClassLabel)]
-    label = labels[0] if labels else None
-    names = tuple(objects[label].names) if label else (key[:-1] if key.endswith("s") else key,)
-    difficult = next((k for k in DIFFICULT_KEYS if k in objects), None)
-    return DetectionLayout(key, label, names, difficult)
+                 and isinstance(feature.feature, tfds.features.FeaturesDict) and boxes_of(feature.feature)]
+    if sequences:
+        key = "objects" if "objects" in sequences else sequences[0]
+        objects = dict(features[key].feature.items())
+        if boxes_of(objects) != ["bbox"]:
+            raise DataError(f"TFDS {name!r}: {key} has no single 'bbox' box feature")
+        labels = class_labels(objects)
+        difficult = next(((key, k) for k in DIFFICULT_KEYS if k in objects), None)
+        if labels:
+            return DetectionLayout((key, "bbox"), (key, labels[0]), tuple(objects[labels[0]].names), difficult)
+        if image_labels:
+            return DetectionLayout((key, "bbox"), (image_labels[0],), tuple(features[image_labels[0]].names),
+                                   difficult)
+        return DetectionLayout((key, "bbox"), None, (key[:-1] if key.endswith("s") else key,), difficult)
+    boxes = boxes_of(features)
+    if len(boxes) == 1 and image_labels:
+        return DetectionLayout((boxes[0],), (image_labels[0],), tuple(features[image_labels[0]].names), None)
+    if len(boxes) > 1:
+        raise DataError(f"TFDS {name!r}: several box features ({', '.join(boxes)}) and no sequence of objects: "
+                        "which one is the object's cannot be told")
+    raise DataError(f"TFDS {name!r} is not a detection set: no sequence of objects with a bounding box feature, "
+                    f"nor a box and a class label of the image (its features: {', '.join(features.keys())})")
 
 
 def load_tfds(
@@ -263,8 +295,12 @@ def load_tfds(
                 f"{error}\nOffline: put {files} in {manual} and run again.") from error
     layout = detection_layout(name, builder.info.features)
     dataset, num_examples = read_split(builder, split, decode_images)
-    dataset = dataset.map(functools.partial(from_tfds_example, objects_key=layout.objects, label_key=layout.label,
-                                            difficult_key=layout.difficult))
+    dataset = dataset.map(functools.partial(from_tfds_example, boxes=layout.boxes, label=layout.label,
+                                            difficult=layout.difficult))
+    if layout.one_box:  # an image without its box drawn is left out (counted by the pipeline), not a negative
+        dataset = dataset.filter(lambda example: tf.reduce_all(
+            example["objects"]["bbox"][:, 2:] > example["objects"]["bbox"][:, :2]))
+        num_examples = None
     return DetectionSource(
         dataset=dataset,
         class_names=layout.class_names,
