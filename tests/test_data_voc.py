@@ -41,11 +41,13 @@ def edge_folder(tmp_path):
     root = tmp_path / "VOC2007"
     entries = {
         "000001": {"size": (60, 80), "objects": [("dog", (10, 5, 40, 30), False), ("cat", (1, 1, 80, 60), True)]},
-        "000002": {"size": (50, 70), "objects": [("person", (30, 10, 30, 40), False),  # xmax == xmin
+        "000002": {"size": (50, 70), "objects": [("person", (30, 10, 30, 40), False),  # xmax == xmin: 1 px
                                                  ("person", (40, 10, 20, 40), False),  # xmax < xmin
+                                                 ("person", (9, 12, 9, 11), False),    # ymax < ymin
                                                  ("car", (5, 6, 25, 26), False)]},
         "000003": {"size": (40, 50), "objects": [("bus", (-5, 10, 60, 30), False),      # clipped
-                                                 ("bus", (70, 10, 90, 30), False)]},    # outside
+                                                 ("bus", (70, 10, 90, 30), False),      # outside
+                                                 ("bus", (50, 35, 55, 38), False)]},    # its last column
         "000004": {"size": (30, 30), "objects": []},                                    # a negative
         "000005": {"image": b"this is not an image", "objects": [("dog", (1, 1, 5, 5), False)]},
         "000006": {"image": False, "objects": [("dog", (1, 1, 5, 5), False)]},          # missing image
@@ -70,8 +72,14 @@ def test_edge_cases_load_end_to_end(edge_folder, caplog):
     assert source.num_examples == 7
     assert source.problems == {
         "bad image file": 2, "missing image file": 1, "malformed XML": 1, "missing annotation file": 1,
-        "degenerate box": 2, "box clipped": 1, "box outside the image": 1, "size mismatch": 1,
+        "degenerate box": 2, "box clipped": 2, "box outside the image": 1, "size mismatch": 1,
     }
+    # VOC's pixel numbers include both ends: xmin == xmax is one pixel (pixel 30, [29, 30] as
+    # continuous edges), and a box reaching past the border from its last column keeps that column.
+    two, three = got["000002.jpg"], got["000003.jpg"]
+    np.testing.assert_allclose(two["objects/bbox"][0] * [50, 70, 50, 70], [10, 30, 40, 30], rtol=1e-6)
+    assert len(two["objects/label"]) == 2 and len(three["objects/label"]) == 2
+    np.testing.assert_allclose(three["objects/bbox"][1] * [40, 50, 40, 50], [35, 50, 38, 50], rtol=1e-6)
 
     one = got["000001.jpg"]
     assert one["image"].shape == (60, 80, 3) and one["image"].dtype == np.uint8
@@ -79,8 +87,8 @@ def test_edge_cases_load_end_to_end(edge_folder, caplog):
     np.testing.assert_array_equal(one["objects/is_difficult"], [False, True])
     # TFDS's conversion: the 1-based numbers divided by the size, no offset.
     np.testing.assert_array_equal(one["objects/bbox"][0], np.float32([5 / 60, 10 / 80, 30 / 60, 40 / 80]))
-    np.testing.assert_array_equal(got["000002.jpg"]["objects/label"], [VOC_CLASSES.index("car")])
-    np.testing.assert_array_equal(got["000003.jpg"]["objects/bbox"], np.float32([[10 / 40, 0, 30 / 40, 1]]))
+    np.testing.assert_array_equal(got["000002.jpg"]["objects/label"], [VOC_CLASSES.index(c) for c in ("person", "car")])
+    np.testing.assert_array_equal(got["000003.jpg"]["objects/bbox"][:1], np.float32([[10 / 40, 0, 30 / 40, 1]]))
     assert got["000004.jpg"]["objects/bbox"].shape == (0, 4)
     assert got["000009.jpg"]["image"].shape == (40, 40, 3)  # grayscale -> 3 channels
     assert got["000010.png"]["image"].shape == (40, 40, 3)  # RGBA -> 3 channels
@@ -286,9 +294,9 @@ def test_strict_and_skip_empty(edge_folder, tmp_path):
     with pytest.raises(DataError, match=r"000007\.xml: malformed XML"):
         load_voc_folder(edge_folder, "trainval", strict=True)
     write_voc_folder(tmp_path, {"a": {"objects": []}, "b": {"objects": [("dog", (1, 1, 9, 9), False)]},
-                                "c": {"objects": [("dog", (9, 1, 9, 9), False)]}},
+                                "c": {"objects": [("dog", (9, 1, 8, 9), False)]}},
                      {"trainval": ["a", "b"], "bad": ["c"]})
-    with pytest.raises(DataError, match=r"c\.xml: degenerate box \(xmin, ymin, xmax, ymax\) = \(9\.0, 1\.0, 9\.0"):
+    with pytest.raises(DataError, match=r"c\.xml: degenerate box \(xmin, ymin, xmax, ymax\) = \(9\.0, 1\.0, 8\.0"):
         load_voc_folder(tmp_path, "bad", strict=True)
     assert load_voc_folder(tmp_path).num_examples == 2
     skipped = load_voc_folder(tmp_path, skip_empty=True)

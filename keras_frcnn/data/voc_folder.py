@@ -468,16 +468,20 @@ def load_voc_folder(
 
 
 def _normalised_box(box_xyxy, height, width, path, problems):
-    """XML ``(xmin, ymin, xmax, ymax)`` -> normalised ``[ymin, xmin, ymax, xmax]``, or ``None``."""
+    """XML ``(xmin, ymin, xmax, ymax)`` -> normalised ``[ymin, xmin, ymax, xmax]``, or ``None``.
+
+    The numbers are VOC's pixel numbers, both ends included (pixels 1 .. width): ``xmin == xmax``
+    is a box one pixel wide (as the devkit and py-faster-rcnn read it), and a box is outside the
+    image only where none of its pixels is in it."""
     xmin, ymin, xmax, ymax = box_xyxy
-    if xmax <= xmin or ymax <= ymin:
+    if xmax < xmin or ymax < ymin:
         problems.warn("degenerate box", path,
                       f"degenerate box (xmin, ymin, xmax, ymax) = {box_xyxy}", "object skipped")
         return None
     clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height),
                min(max(xmax, 0.0), width), min(max(ymax, 0.0), height))
     if clipped != tuple(box_xyxy):
-        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        if xmin > width or ymin > height or xmax < 1 or ymax < 1:
             problems.warn("box outside the image", path,
                           f"box {box_xyxy} lies outside the {width} x {height} image", "object skipped")
             return None
