@@ -19,7 +19,9 @@ pixels of the image as decoded (continuous: a box of the whole image is ``[0, 0,
 
 ``--labels voc`` / ``yolo`` / ``labelme`` also write those detections as labels an annotation tool
 opens, to correct rather than draw (model-assisted labelling): ``DIR/annotations/<name>.xml`` in
-Pascal VOC as LabelImg writes it (1-based pixel numbers; CVAT and Label Studio import it too),
+Pascal VOC as LabelImg writes it (1-based pixel numbers; CVAT and Label Studio import it too, but
+show a photo with an EXIF orientation turned, where these stored-pixel boxes are not: use ``yolo``
+or ``labelme`` for such photos there),
 ``DIR/labels/<name>.txt`` in the YOLO format with ``DIR/classes.txt``, or ``DIR/labelme/<name>.json``
 as LabelMe saves it (rectangles; ``imagePath`` relative to the JSON file, so LabelMe opens the image
 where it is; no ``imageData``) with ``DIR/labelme/labels.txt``. All read back through this package's
@@ -96,7 +98,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
     warn = warn or (lambda message: print(message, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
-    failed, taken, listed = [], set(), []
+    failed, taken, listed, labelled = [], set(), [], set()
     if labels in ("yolo", "labelme"):
         lists = os.path.join(out_dir, *(("labelme", "labels.txt") if labels == "labelme" else ("classes.txt",)))
         os.makedirs(os.path.dirname(lists), exist_ok=True)
@@ -120,7 +122,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
                 + ", ".join(f"{d['class']} {d['score']:.2f}" for d in record["detections"][:10])
                 + f" -> {record['drawing']}")
             if labels:
-                _write_labels(record, labels, out_dir, model.class_names)
+                _write_labels(record, labels, out_dir, model.class_names, labelled, warn)
             listed.append(record)
     except BaseException:
         with contextlib.suppress(OSError):  # (a full disk: the error of the drawing is the one told)
@@ -160,9 +162,12 @@ def _detect_and_draw(detect, class_names, image, path, target, min_score) -> dic
             "detections": kept}
 
 
-def _write_labels(record, kind, out_dir, class_names):
+def _write_labels(record, kind, out_dir, class_names, labelled, warn):
     """A ``detections.json`` record as the labels of its image: Pascal VOC XML, YOLO lines or a
-    LabelMe JSON file."""
+    LabelMe JSON file. VOC and LabelMe files name their image inside and are named as its drawing;
+    a YOLO file is found by the image's name without its suffix, so it is named so, and a second
+    image of that name (``x.jpg`` and ``x.png``; ``a/x.jpg`` and ``b/x.jpg``) gets none, warned:
+    its file would be the first one's (``labelled``: the names written)."""
     import json
 
     from keras_frcnn.files import write_atomically
@@ -170,6 +175,13 @@ def _write_labels(record, kind, out_dir, class_names):
     name = os.path.splitext(os.path.basename(record["drawing"]))[0]
     height, width = record["height"], record["width"]
     if kind == "yolo":  # normalised on the image as shown, as Ultralytics reads it (EXIF applied)
+        name = os.path.splitext(os.path.basename(record["image"]))[0]
+        if name in labelled:
+            warn(f"warning: {record['image']}: no YOLO labels written: labels/{name}.txt is another image's of "
+                 "that name (YOLO finds labels by the image's name without its suffix); its detections are in "
+                 "detections.json")
+            return
+        labelled.add(name)
         (height, width), boxes = _as_shown(record)
         lines = []
         for detection, (x0, y0, x1, y1) in zip(record["detections"], boxes):
