@@ -114,6 +114,20 @@ def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
         load_tfrecord(path, "train")
 
 
+def _turned_jpeg(height, width):
+    """A JPEG of ``height`` x ``width`` stored pixels that viewers show turned (EXIF orientation 6)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.fromarray(np.zeros((height, width, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    return buffer.getvalue()
+
+
 def _cut(path, keep_bytes):
     data = Path(path).read_bytes()
     Path(path).write_bytes(data[:keep_bytes])
@@ -141,7 +155,12 @@ def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, cap
         "image/source_id holds 2 values, not one": tf_example("ids2.jpg", [], [], [], image__source_id=[b"1", b"2"]),
     }
     lesser = [tf_example("out.jpg", [[-0.005, 0.1, 0.5, 1.005]], ["cat"], [1]),
-              tf_example("flat.jpg", [[0.3, 0.1, 0.3, 0.5], [0.1, 0.1, 0.5, 0.5]], ["cat", "Dog"], [1, 3])]
+              tf_example("flat.jpg", [[0.3, 0.1, 0.3, 0.5], [0.1, 0.1, 0.5, 0.5]], ["cat", "Dog"], [1, 3]),
+              # Phone photos (EXIF 6: shown turned): read on the stored pixels as the TF OD API reads them,
+              # warned; the more so where image/height and image/width are the size as shown.
+              tf_example("turned.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1], encoded=_turned_jpeg(60, 80),
+                         size=(80, 60)),
+              tf_example("phone.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1], encoded=_turned_jpeg(60, 80))]
     folder = tmp_path / "set"
     write_records(folder / "a_train.record", good[:1] + list(faults.values()) + lesser)
     cut = write_records(folder / "b_train.record", good[1:] + [tf_example("lost.jpg", [], [], [])])
@@ -150,11 +169,13 @@ def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_tfrecord(folder, "train")
     assert sorted(e["image/filename"].decode() for e in examples(source)) == [
-        "flat.jpg", "ok0.jpg", "ok1.jpg", "ok2.jpg", "out.jpg"]
-    assert [source.example_at(tf.constant(i, tf.int64))["image/filename"].numpy() for i in range(5)] == [
+        "flat.jpg", "ok0.jpg", "ok1.jpg", "ok2.jpg", "out.jpg", "phone.jpg", "turned.jpg"]
+    assert [source.example_at(tf.constant(i, tf.int64))["image/filename"].numpy() for i in range(7)] == [
         e["image/filename"] for e in examples(source)]  # each at its offset, past the skipped ones
     assert source.problems == {"bad record": len(faults), "unreadable record": 1, "box clipped": 1,
-                               "degenerate box": 1}
+                               "degenerate box": 1, "EXIF orientation as shown": 1, "EXIF orientation": 1}
+    assert "(turned.jpg): an EXIF-turned photo whose image/height and image/width are its size as shown" in \
+        caplog.text and "(phone.jpg): an image with an EXIF orientation" in caplog.text
     messages = caplog.text
     for number, message in enumerate(faults, 1):
         assert f"a_train.record: record {number}" in messages and message in messages, message

@@ -70,7 +70,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
-from keras_frcnn.data.image_files import LONG_CHECK, cache_path, check_image, connect_cache, file_key
+from keras_frcnn.data.image_files import (LONG_CHECK, annotated_as_shown, cache_path, check_image, connect_cache,
+                                          file_key)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
@@ -469,10 +470,14 @@ def _facts_of(serialized: bytes) -> list:
         if problem:
             return [problem, None, None, [], name, 0]
         try:
-            check_image(io.BytesIO(encoded[0]))
+            checked = check_image(io.BytesIO(encoded[0]))
         except ValueError as error:
             return [f"bad image: {error}", None, None, [], name, 0]
         notes = _box_notes(np.array(boxes, np.float64).T.reshape(-1, 4))
+        if checked.orientation != 1:  # read as the TF OD API reads it: on the stored pixels
+            stated = tuple(feature[key].int64_list.value[0] if key in feature and feature[key].int64_list.value
+                           else None for key in ("image/height", "image/width"))
+            notes.append("EXIF orientation as shown" if annotated_as_shown(checked, stated) else "EXIF orientation")
         texts = [text.decode("utf-8", "replace") for text in texts] if texts else texts
         never = np.maximum(np.array(values("image/object/difficult") or [0] * count),
                            np.array(values("image/object/is_crowd") or [0] * count))
@@ -525,7 +530,7 @@ class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
 
-    RULES = 3  # bump when record_facts's rules change
+    RULES = 4  # bump when record_facts's rules change
 
     @classmethod
     def _connect(cls):
@@ -602,7 +607,15 @@ def _class_problem(ids, texts, by_text: dict, by_id: dict) -> str:
 
 # The lesser problems of a record (``FileFacts`` notes): what is said, and what is done.
 NOTES = {"box clipped": ("a box reaching outside the image", "clipped"),
-         "degenerate box": ("a box of no width or height", "box dropped")}
+         "degenerate box": ("a box of no width or height", "box dropped"),
+         # A phone photo: viewers show it turned. The boxes are read on its stored pixels, as the TF Object
+         # Detection API's own input pipeline decodes it (the other sources turn boxes drawn on it as shown).
+         "EXIF orientation as shown": ("an EXIF-turned photo whose image/height and image/width are its size as "
+                                       "shown: its boxes were likely drawn on it turned",
+                                       "boxes read on the stored pixels, as the TF Object Detection API reads "
+                                       "them; write the record from the image turned (Pillow's exif_transpose)"),
+         "EXIF orientation": ("an image with an EXIF orientation (viewers show it turned or mirrored)",
+                              "boxes read on the stored pixels, as the TF Object Detection API reads them")}
 
 
 # --- the source ---------------------------------------------------------------------------------
