@@ -24,9 +24,12 @@ VOC semantics follow the devkit's ``VOCevaldet.m`` and py-faster-rcnn's ``voc_ev
   leaves such categories out the same way).
 - IoU with ``inclusive_pixels=True`` (the default) counts pixels as the devkit does: a box covers
   ``ymax - ymin + 1`` rows and ``xmax - xmin + 1`` columns, i.e. ``ymax``/``xmax`` are the indices
-  of the last pixel inside. That is what VOC XML coordinates mean, and the loaders keep them as
-  written (TFDS's convention, no offset), so VOC numbers reproduce the devkit's. With
-  ``inclusive_pixels=False`` the IoU is the continuous one of ``keras_frcnn.boxes``.
+  of the last pixel inside: for VOC numbers as written (a devkit results file and its XML), which
+  then reproduce the devkit's. With ``inclusive_pixels=False`` the IoU is the continuous one of
+  ``keras_frcnn.boxes``: **pass it for the package's own boxes**, ``keras_frcnn.evaluate.collect``'s
+  detections and ground truth (the pipelines turn VOC numbers into continuous edges ``[xmin - 1,
+  xmax]``, whose continuous IoU is the devkit's), as ``evaluate`` does; the default on them would
+  add the pixel twice (an IoU of 0.5 read as 0.545).
 
 Shape letters: ``D`` detections and ``G`` ground-truth boxes of one image, ``K`` classes, ``N`` the
 detections of one class over the data set.
@@ -118,7 +121,9 @@ class DetectionMetrics:
 def evaluate_detections(
     detections, ground_truth, class_names, iou_threshold=0.5, inclusive_pixels=True
 ):
-    """VOC evaluation (module docstring) of per-image ``detections`` against ``ground_truth``.
+    """VOC evaluation (module docstring) of per-image ``detections`` against ``ground_truth``:
+    ``inclusive_pixels=False`` for boxes in continuous pixels (``keras_frcnn.evaluate.collect``'s),
+    True for VOC's pixel numbers as written.
 
     Returns a ``DetectionMetrics``; ``metrics_json`` turns it into the ``metrics.json`` dict.
     """
