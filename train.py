@@ -379,7 +379,8 @@ def _train(args, held):
             os.path.abspath(path) if path else "" for path in (choice.name, args.csv_images, args.csv_classes)),
             classes=(), voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
     else:
-        paths = (args.coco_json, args.coco_images, args.coco_val_json, args.coco_val_images)
+        paths = (args.coco_json[0], cli.coco_images(args), args.coco_val_json, args.coco_val_images,
+                 *[part for path in args.coco_json[1:] for part in (path, cli.coco_images(args, path))])
         cfg = dataclasses.replace(cfg, dataset="coco-json", data_paths=tuple(os.path.abspath(p) if p else ""
                                                                                 for p in paths),
                                   classes=(), voc_test_dir="", train_split="", test_split="")
@@ -388,7 +389,7 @@ def _train(args, held):
     train_source = cli.load_training_source(args, choice, decode_images=False)
     if choice.kind == "coco-json" and args.coco_val_json:
         test_source = data.load_coco_json(args.coco_val_json, cli.held_out_images_of(
-            args.coco_val_json, args.coco_val_images, args.coco_images))
+            args.coco_val_json, args.coco_val_images, cli.coco_images(args)))
     elif choice.kind == "coco-json":
         test_source = None
     else:

@@ -186,10 +186,14 @@ def add_data_args(parser: argparse.ArgumentParser):
                        help="a VOC folder: Annotations/, JPEGImages/ (or images/), ImageSets/Main/, or XML files "
                        "beside their images (LabelImg, Roboflow); without split files it trains on all[:90%%] and "
                        "tests on all[90%%:]; repeat it to train on several (the first one tests)")
-    group.add_argument("--coco-json", help="a COCO instances JSON file (with --coco-images)")
-    group.add_argument("--coco-images", help="the folder of the COCO JSON's images (default: the JSON's own "
-                       "folder, as Roboflow's exports keep them, or COCO's train2017/ for "
-                       "annotations/instances_train2017.json)")
+    group.add_argument("--coco-json", action="append",
+                       help="a COCO instances JSON file (with --coco-images); repeat it to train on several of "
+                       "the same categories")
+    group.add_argument("--coco-images", action="append",
+                       help="the folder of the COCO JSON's images (default: the JSON's own folder, as "
+                       "Roboflow's exports keep them, or COCO's train2017/ for "
+                       "annotations/instances_train2017.json); once for all the --coco-json files, or once "
+                       "for each, in their order")
     group.add_argument("--yolo-data", help="a data set in the YOLO format: its data.yaml (Ultralytics, Roboflow), "
                        "obj.data (Darknet, CVAT's YOLO 1.1) or folder (Label Studio's, with classes.txt): trains on "
                        "train, tests on val")
@@ -279,7 +283,7 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
                                          classes=tuple(cfg.classes) or choice.classes)
         return choice
     if args.coco_json:
-        return DataChoice("coco-json", args.coco_json, None, None)
+        return _choose_coco_files(args, evaluation)
     if args.yolo_data:
         from keras_frcnn.data import yolo_folder
 
@@ -315,6 +319,33 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
         check_labelled(name, split, "training")
     check_labelled(choice.name, choice.test_split, "evaluation")
     return choice
+
+
+def _choose_coco_files(args, evaluation) -> DataChoice:
+    """Several ``--coco-json`` files train together (the first named first, each one all of it);
+    ``--coco-images`` is given once for all of them, or once for each. Evaluation reads one file."""
+    files, folders = list(args.coco_json), list(args.coco_images or [])
+    if evaluation and len(files) > 1:
+        raise UsageError(f"--coco-json given {len(files)} times: evaluate one file (--coco-json F [--coco-images D])")
+    if len(folders) not in (0, 1, len(files)):
+        raise UsageError(f"--coco-images given {len(folders)} times for {len(files)} --coco-json files: give it once "
+                         "for all of them, or once for each, in their order")
+    seen = {}
+    for path in files:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UsageError(f"--coco-json {path}: the same file as --coco-json {seen[real]}")
+        seen[real] = path
+    return DataChoice("coco-json", files[0], None, None, more=tuple((path, None) for path in files[1:]))
+
+
+def coco_images(args, json_path=None):
+    """The ``--coco-images`` folder of ``--coco-json`` file ``json_path`` (default: the first), or
+    None for the JSON's own (see ``load_coco_json``)."""
+    folders = list(args.coco_images or [])
+    if len(folders) <= 1:
+        return folders[0] if folders else None
+    return folders[list(args.coco_json).index(json_path) if json_path else 0]
 
 
 def tfds_names(dataset: str) -> list:
@@ -393,14 +424,17 @@ def _options_of_the_run(args, cfg, evaluation):
         args.csv_images = args.csv_images or cfg.data_paths[1] or None
         args.csv_classes = args.csv_classes or cfg.data_paths[2] or None
         return
-    json_path, images, held_out, held_out_images = cfg.data_paths
+    # (json, images, held-out json, its images, then json, images of each further file trained on)
+    json_path, images, held_out, held_out_images = cfg.data_paths[:4]
     if evaluation:
         if not held_out:
             raise UsageError(f"the model was trained on COCO JSON {json_path} without a held-out file: give "
                              "the data to evaluate on (--coco-json, --coco-images, or another source)")
-        args.coco_json, args.coco_images = held_out, held_out_images_of(held_out, held_out_images, images or None)
+        args.coco_json, args.coco_images = [held_out], [held_out_images_of(held_out, held_out_images, images or None)]
     else:
-        args.coco_json, args.coco_images = json_path, images or None
+        pairs = [(json_path, images)] + list(zip(cfg.data_paths[4::2], cfg.data_paths[5::2]))
+        args.coco_json = [path for path, _ in pairs]
+        args.coco_images = [folder or None for _, folder in pairs] if any(folder for _, folder in pairs) else None
         args.coco_val_json, args.coco_val_images = held_out or None, held_out_images or None
 
 
@@ -458,7 +492,7 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_voc_folder(choice.name, split=_voc_split(split), classes=choice.classes,
                                     decode_images=decode_images)
     if choice.kind == "coco-json":  # without --coco-images: the JSON's own folder
-        return data.load_coco_json(args.coco_json, args.coco_images, decode_images=decode_images)
+        return data.load_coco_json(choice.name, coco_images(args, choice.name), decode_images=decode_images)
     if choice.kind == "yolo":
         return data.load_yolo(choice.name, split=split, decode_images=decode_images)
     if choice.kind == "tfrecord":

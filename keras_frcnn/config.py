@@ -305,8 +305,8 @@ class Config:
     precision: str = "auto"
     # A TFDS name ("voc/2007", several joined by +), "shapes" for the built-in set, or what a run
     # trained on otherwise: "voc-dir" (data_paths: the folders, the first one tests) or
-    # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images; "" where
-    # not given), "yolo" (data_paths: the data.yaml), "tfrecord" (data_paths: what --tfrecord named, the
+    # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images, then a JSON and
+    # its images for each further file trained on; "" where not given), "yolo" (data_paths: the data.yaml), "tfrecord" (data_paths: what --tfrecord named, the
     # --label-map or ""), "csv" (data_paths: what --csv named, --csv-images, --csv-classes; "" where not
     # given), "labelme" (data_paths: the folder), "via" (data_paths: the file or folder). The data a later
     # train.py --config or evaluate reads when given no data option.
@@ -333,12 +333,13 @@ class Config:
         _check(self.backbone in BACKBONES, "backbone", self.backbone, f"one of {BACKBONES}")
         _check(isinstance(self.data_paths, tuple) and all(isinstance(p, str) for p in self.data_paths)
                and (len(self.data_paths) >= 1 if self.dataset == "voc-dir" else
-                    len(self.data_paths) == 4 if self.dataset == "coco-json" else
+                    len(self.data_paths) >= 4 and len(self.data_paths) % 2 == 0 if self.dataset == "coco-json" else
                     len(self.data_paths) == 1 if self.dataset == "yolo" else
                     len(self.data_paths) == 2 if self.dataset == "tfrecord" else
                     len(self.data_paths) == 3 if self.dataset == "csv" else
                     len(self.data_paths) == 1 if self.dataset in ("labelme", "via") else not self.data_paths),
-               "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json", '
+               "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json" (and a '
+               'JSON and its images for each further file), '
                'the data.yaml of "yolo", the records and label map of "tfrecord", the CSV, its images and classes '
                'of "csv", the folder of "labelme" or "via", else empty')
         _check(isinstance(self.voc_test_dir, str) and (not self.voc_test_dir or self.dataset == "voc-dir"),

@@ -67,15 +67,32 @@ def _train(argv, capsys):
 def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path, tiny_config_file, capsys):
     train_json, train_images = _coco_split(tmp_path / "train", 4, seed=1)
     val_json, val_images = _coco_split(tmp_path / "val", 3, seed=2)
+    more_json, more_images = _coco_split(tmp_path / "more", 2, seed=3)
     common = ["--config", str(tiny_config_file), "--coco-json", train_json, "--coco-images", train_images,
               "--schedule", "joint", "--steps", "2", "--verbose", "0"]
 
-    code, out, _ = _train(common + ["--out", str(tmp_path / "alone")], capsys)
+    # Two files of the same categories train together (--coco-json repeated; --coco-images once for
+    # each); config.json keeps both, and the run's config reads both again.
+    code, out, _ = _train(common + ["--coco-json", more_json, "--coco-images", more_images,
+                                    "--out", str(tmp_path / "alone")], capsys)
     assert code == 0
     assert "no evaluation: a --coco-json run evaluates only on held-out images" in out
+    assert f"training on COCO {train_json} + COCO {more_json} (6 images)" in out
     metrics = json.loads((tmp_path / "alone" / "metrics.json").read_text())
     assert metrics["evaluated_on"] is None and metrics["mAP"] is None
     assert (tmp_path / "alone" / "model.keras").exists()
+    config = json.loads((tmp_path / "alone" / "config.json").read_text())
+    assert config["data_paths"] == [train_json, train_images, "", "", more_json, more_images]
+    args = train.parse_args(["--config", str(tmp_path / "alone" / "config.json")])
+    choice = cli.choose_data(args, train.build_config(args))
+    assert (choice.name, choice.more) == (train_json, ((more_json, None),))
+    assert cli.load_training_source(args, choice).num_examples == 6
+    for argv, message in (([train_json, train_json], "the same file as --coco-json"),
+                          ([train_json, more_json, "--coco-images", train_images, "--coco-images", more_images,
+                            "--coco-images", val_images], "--coco-images given 3 times for 2 --coco-json files")):
+        args = train.parse_args(["--coco-json", argv[0], "--coco-json", *argv[1:]])
+        with pytest.raises(cli.UsageError, match=message):
+            cli.choose_data(args, train.build_config(args))
 
     # Each JSON beside its images, as Roboflow exports them (train/_annotations.coco.json, valid/...):
     # no image folder options needed.
@@ -106,6 +123,8 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
                           str(tmp_path / "tfds")]) == 2
     err = capsys.readouterr().err
     assert "has the classes ['circle', 'square', 'triangle', 'cross'], the model ['square', 'wide']" in err
+    assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-json", more_json]) == 2
+    assert "--coco-json given 2 times: evaluate one file" in capsys.readouterr().err
     written = tmp_path / "results" / "new" / "metrics.json"  # its folders made first
     assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-images", val_images,
                           "--out", str(written)]) == 0
