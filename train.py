@@ -15,13 +15,14 @@ test split, everything written to ``runs/shapes/``.
     python train.py --csv annotations.csv             # CSV rows: path,x1,y1,x2,y2,class (or a headed CSV, a folder)
     python train.py --labelme DIR                     # LabelMe JSON files beside their images
     python train.py --via balloon/                    # VIA JSON (train/ val/ via_region_data.json)
+    python train.py --cvat export/                    # CVAT for images 1.1 (annotations.xml, images/)
     python train.py --resume                          # continue after an interruption
 
 Evaluation is on held-out data only: TFDS voc/2007 train+validation -> test, coco/2017 train ->
 validation, a VOC folder trainval -> test (train -> val without a labelled test split; all[:90%] ->
 all[90%:] without split files; all of it -> all of --voc-val-dir), a COCO
-JSON file -> --coco-val-json (none without it), a YOLO data set, TFRecord, CSV, LabelMe or VIA files train -> val
-(train[:90%] -> train[90%:] without val).
+JSON file -> --coco-val-json (none without it), a YOLO data set, TFRecord, CSV, LabelMe or VIA files, a CVAT
+project's subsets train -> val (train[:90%] -> train[90%:] without val; one split all[:90%] -> all[90%:]).
 Outputs in ``--out`` (default ``runs/<preset>``): ``model.keras``, ``config.json``,
 ``metrics.json``, ``pr_curves/``, TensorBoard logs in ``logs/`` and the checkpoint (every 10
 minutes and at the end of each stage).
@@ -371,7 +372,7 @@ def _train(args, held):
         cfg = dataclasses.replace(cfg, dataset="tfrecord", data_paths=(
             absolute(choice.name), absolute(args.label_map) if args.label_map else ""), classes=(),
             voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
-    elif choice.kind in ("labelme", "via"):
+    elif choice.kind in ("labelme", "via", "cvat"):
         cfg = dataclasses.replace(cfg, dataset=choice.kind, data_paths=(os.path.abspath(choice.name),), classes=(),
                                   voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
     elif choice.kind == "csv":

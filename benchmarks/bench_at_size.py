@@ -16,6 +16,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py csv DIR [--images 20000]           # detection CSV files
     python benchmarks/bench_at_size.py labelme DIR [--images 20000]       # LabelMe JSON files
     python benchmarks/bench_at_size.py via DIR [--images 20000]           # VGG Image Annotator JSON
+    python benchmarks/bench_at_size.py coco-joined DIR [--images 10000]   # two COCO JSON files together
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -523,6 +524,43 @@ def voc07_12(root):
     print(json.dumps(result))
 
 
+def coco_joined(root, images):
+    """``train.py --coco-json A --coco-json B`` at size: two COCO exports (``write-coco``, other
+    seeds) of ``images`` training images each, loaded as train.py loads them; load time, counts, one
+    pass of the training stream (every image once? B's share in each tenth)."""
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn import cli
+    from keras_frcnn.config import preset
+    from keras_frcnn.data import train_dataset
+
+    folders = [os.path.join(root, name) for name in ("a", "b")]
+    for folder, seed in zip(folders, (13, 31)):
+        if not os.path.isfile(os.path.join(folder, "train.json")):
+            write_coco(folder, images, 300, seed=seed)
+    parser = argparse.ArgumentParser()
+    cli.add_data_args(parser)
+    args = parser.parse_args([part for folder in folders for part in (
+        "--coco-json", os.path.join(folder, "train.json"), "--coco-images", os.path.join(folder, "train"))])
+    started = time.perf_counter()
+    choice = cli.choose_data(args, preset("shapes"))
+    source = cli.load_training_source(args, choice, decode_images=False)
+    loaded = time.perf_counter() - started
+    first = cli.load_source(args, choice, None, decode_images=False).num_examples
+    started = time.perf_counter()
+    seen = [int(i) for batch in train_dataset(source, preset("shapes"), batch_size=BATCH, seed=0)
+            for i in batch["index"]]
+    shares = [round(float(np.mean(part)), 3) for part in np.array_split(np.asarray(seen) >= first, 10)]
+    print(json.dumps({"what": "coco-joined", "machine": machine(), "name": source.name,
+                      "train_images": source.num_examples, "first_file_images": first,
+                      "objects": source.num_objects, "problems": source.problems,
+                      "load_seconds": round(loaded, 1),
+                      "pass": {"images": len(seen), "distinct": len(set(seen)),
+                               "seconds": round(time.perf_counter() - started, 1),
+                               "second_file_share_per_tenth": shares},
+                      "expected_share": round((source.num_examples - first) / source.num_examples, 3),
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def flat(root, images):
     from benchmarks.common import machine, peak_rss_mb
     from keras_frcnn import cli
@@ -861,7 +899,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
                                          "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord",
-                                         "tfrecord-scale", "csv", "labelme", "via"])
+                                         "tfrecord-scale", "csv", "labelme", "via", "coco-joined"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -899,6 +937,8 @@ def main():
         labelme(args.dir, args.images or 20000)
     elif args.what == "via":
         via(args.dir, args.images or 20000)
+    elif args.what == "coco-joined":
+        coco_joined(args.dir, args.images or 10000)
     else:
         train(args.dir, args.out)
 

@@ -219,6 +219,9 @@ def add_data_args(parser: argparse.ArgumentParser):
     group.add_argument("--via", help="VGG Image Annotator JSON (via_region_data.json, as the Keras Mask R-CNN balloon "
                        "tutorial keeps it): a folder of train/ val/ folders each with its file beside its images, "
                        "or one file or folder (all[:90%%] -> all[90%%:])")
+    group.add_argument("--cvat", help="CVAT's own export, \"CVAT for images 1.1\": its annotations.xml or the "
+                       "unzipped folder (images in images/); a project's subsets train -> val, a task's all[:90%%] "
+                       "-> all[90%%:]")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -230,9 +233,9 @@ def add_data_args(parser: argparse.ArgumentParser):
 class DataChoice:
     """What a command's data options mean: the source kind, its name and splits."""
 
-    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme" or "via"
+    kind: str  # "tfds" (shapes included), "voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme", "via", "cvat"
     name: str  # the TFDS name, the VOC folder, the COCO JSON file (the first, of several), the YOLO data.yaml
-    # or what --tfrecord, --csv, --labelme or --via names
+    # or what --tfrecord, --csv, --labelme, --via or --cvat names
     train_split: typing.Optional[str]
     test_split: typing.Optional[str]
     # Further sets of the same kind trained on with the first: (name, training split) each; a
@@ -265,11 +268,11 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    given = (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.labelme, args.via,
+    given = (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.labelme, args.via, args.cvat,
              args.dataset)
     if sum(bool(v) for v in given) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord, --csv, "
-                         "--labelme or --via")
+                         "--labelme, --via or --cvat")
     of_the_run = not any(given) and cfg.dataset in FOLDER_KINDS
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
@@ -296,7 +299,8 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     for kind, given_path, module, extra in (("tfrecord", args.tfrecord, "tfrecord_files", (args.label_map,)),
                                             ("csv", args.csv, "csv_files", ()),
                                             ("labelme", args.labelme, "labelme_folder", ()),
-                                            ("via", args.via, "via_json", ())):
+                                            ("via", args.via, "via_json", ()),
+                                            ("cvat", args.cvat, "cvat_xml", ())):
         if given_path:
             if of_the_run:
                 splits = (cfg.train_split, cfg.test_split)
@@ -416,7 +420,7 @@ def _options_of_the_run(args, cfg, evaluation):
     if cfg.dataset == "tfrecord":
         args.tfrecord, args.label_map = cfg.data_paths[0], cfg.data_paths[1] or args.label_map
         return
-    if cfg.dataset in ("labelme", "via"):
+    if cfg.dataset in ("labelme", "via", "cvat"):
         setattr(args, cfg.dataset, cfg.data_paths[0])
         return
     if cfg.dataset == "csv":
@@ -464,6 +468,8 @@ def _refuse_unused_data_options(args, cfg):
         source = "labelme"
     elif args.via:
         source = "via"
+    elif args.cvat:
+        source = "cvat"
     else:
         source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
@@ -477,9 +483,9 @@ def _refuse_unused_data_options(args, cfg):
 
 
 # The sources a run's config.json names by its files (Config.dataset; data_paths: their paths).
-FOLDER_KINDS = ("voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme", "via")
+FOLDER_KINDS = ("voc-dir", "coco-json", "yolo", "tfrecord", "csv", "labelme", "via", "cvat")
 SOURCE_FLAGS = {"voc-dir": "--voc-dir", "coco-json": "--coco-json", "yolo": "--yolo-data", "tfrecord": "--tfrecord",
-                "csv": "--csv", "labelme": "--labelme", "via": "--via",
+                "csv": "--csv", "labelme": "--labelme", "via": "--via", "cvat": "--cvat",
                 "shapes": "--dataset shapes", "tfds": "--dataset (TFDS)"}
 
 
@@ -501,6 +507,8 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
         return data.load_labelme(choice.name, split=split, decode_images=decode_images)
     if choice.kind == "via":
         return data.load_via(choice.name, split=split, decode_images=decode_images)
+    if choice.kind == "cvat":
+        return data.load_cvat(choice.name, split=split, decode_images=decode_images)
     if choice.kind == "csv":
         return data.load_csv(choice.name, split=split, images=args.csv_images, classes_file=args.csv_classes,
                              decode_images=decode_images)

@@ -3,7 +3,7 @@ through pycocotools for COCO, YOLO and TFRecord data (with COCO's areas and crow
 
     python -m keras_frcnn.evaluate --model runs/shapes/model.keras [--dataset shapes] [--split test]
         [--voc-dir DIR | --coco-json FILE --coco-images DIR | --yolo-data data.yaml | --tfrecord FILES
-         | --csv FILE | --labelme DIR | --via PATH]
+         | --csv FILE | --labelme DIR | --via PATH | --cvat PATH]
         [--out metrics.json] [--plots DIR]
         [--min-side N [--max-side M]]
 

@@ -17,7 +17,7 @@ FILE_SECONDS = {"test_training": 119, "test_resnet": 99, "test_cli": 79, "test_f
                 "test_checkpoints": 65, "test_models": 60, "test_mobilenet": 60, "test_distribute": 39,
                 "test_data_combined": 29, "test_data_tfrecord": 28, "test_stream": 26, "test_data_yolo": 14,
                 "test_python_api": 14, "test_data_csv": 12, "test_data_labelme": 9,
-                "test_data_via": 9, "test_data_pipeline": 9}
+                "test_data_via": 9, "test_data_cvat": 9, "test_data_pipeline": 9}
 
 
 def pytest_collection_modifyitems(items):

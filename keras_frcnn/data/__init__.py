@@ -8,7 +8,8 @@ Files, in the order data flows:
 - ``coco_json``: a COCO instances JSON file and its image folder.
 - ``yolo_folder``: a data set in the YOLO format (Ultralytics' ``data.yaml``, label ``.txt`` files).
 - ``tfrecord_files``: TFRecord files in the TF Object Detection API's layout (and its label map).
-- ``labelme_folder``: a folder of LabelMe JSON files; ``via_json``: VGG Image Annotator exports.
+- ``labelme_folder``: a folder of LabelMe JSON files; ``via_json``: VGG Image Annotator exports;
+  ``cvat_xml``: CVAT's own export (CVAT for images 1.1).
 - ``csv_files``: detection CSV files (keras-retinanet's rows, the TF OD API tutorials' and Roboflow's
   headed ones).
 - ``shapes``: the built-in synthetic set, a TFDS builder generated locally.
@@ -18,6 +19,7 @@ Files, in the order data flows:
 
 from keras_frcnn.data.coco_json import load_coco_json
 from keras_frcnn.data.csv_files import load_csv
+from keras_frcnn.data.cvat_xml import load_cvat
 from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource
 from keras_frcnn.data.labelme_folder import load_labelme
 from keras_frcnn.data.pipeline import eval_dataset, train_dataset
@@ -31,6 +33,6 @@ from keras_frcnn.data.yolo_folder import load_yolo
 
 __all__ = [
     "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
-    "eval_dataset", "load_coco_json", "load_csv", "load_labelme", "load_shapes", "load_tfds", "load_tfrecord",
+    "eval_dataset", "load_coco_json", "load_csv", "load_cvat", "load_labelme", "load_shapes", "load_tfds", "load_tfrecord",
     "load_via", "load_voc_folder", "load_yolo", "parse_voc_xml", "shapes_builder", "train_dataset",
 ]
