@@ -17,6 +17,7 @@ the shapes generator) through ``--voc-dir``, not a test.
     python benchmarks/bench_at_size.py labelme DIR [--images 20000]       # LabelMe JSON files
     python benchmarks/bench_at_size.py via DIR [--images 20000]           # VGG Image Annotator JSON
     python benchmarks/bench_at_size.py coco-joined DIR [--images 10000]   # two COCO JSON files together
+    python benchmarks/bench_at_size.py cvat DIR [--images 20000]          # CVAT for images 1.1 (a project)
 
 ``write``: ``DIR/JPEGImages``, ``DIR/Annotations``, ``DIR/ImageSets/Main/{trainval,test}.txt``
 (the folder is data: never commit it). ``write-coco``: ``DIR/{train,val}.json`` and their images in
@@ -895,11 +896,56 @@ def via(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+def cvat(root, images):
+    """The scenes of ``write`` as a CVAT project's export, "CVAT for images 1.1": one
+    ``annotations.xml`` (image ``subset`` Train, or Validation for the last tenth; objects as
+    ``box`` elements with continuous corners or, every fifth, a ``polygon`` of them), the images in
+    ``images/<subset>/`` (hard links); read as ``train.py --cvat`` reads it, every box against the
+    VOC folder's, one pass."""
+    from xml.sax.saxutils import quoteattr
+
+    from benchmarks.common import machine, peak_rss_mb
+    from keras_frcnn.data import load_cvat
+    from keras_frcnn.data.voc_folder import parse_voc_xml
+
+    voc, ids, held_out = _scenes(root, images)
+    folder = os.path.join(root, "cvat")
+    if not os.path.isdir(folder):
+        names = sorted({o.name for image_id in ids[:50]
+                        for o in parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml")).objects})
+        lines = ['<?xml version="1.0" encoding="utf-8"?>', "<annotations>", "<version>1.1</version>",
+                 "<meta><project><labels>" + "".join(f"<label><name>{n}</name><type>any</type></label>" for n in names)
+                 + "</labels></project></meta>"]
+        for n, image_id in enumerate(ids):
+            subset = "Train" if n < held_out else "Validation"
+            os.makedirs(os.path.join(folder, "images", subset), exist_ok=True)
+            name = f"{image_id}.jpg"
+            os.link(os.path.join(voc, "JPEGImages", name), os.path.join(folder, "images", subset, name))
+            annotation = parse_voc_xml(os.path.join(voc, "Annotations", f"{image_id}.xml"))
+            shapes = []
+            for k, o in enumerate(annotation.objects):
+                x0, y0, x1, y1 = max(o.box[0] - 1, 0), max(o.box[1] - 1, 0), o.box[2], o.box[3]
+                shapes.append(f'<polygon label={quoteattr(o.name)} source="manual" occluded="0" '
+                              f'points="{x0:.2f},{y0:.2f};{x1:.2f},{y0:.2f};{x1:.2f},{y1:.2f};{x0:.2f},{y1:.2f}" '
+                              'z_order="0"/>' if (n + k) % 5 == 0 else
+                              f'<box label={quoteattr(o.name)} source="manual" occluded="0" xtl="{x0:.2f}" '
+                              f'ytl="{y0:.2f}" xbr="{x1:.2f}" ybr="{y1:.2f}" z_order="0"/>')
+            height, width = annotation.size
+            lines.append(f'<image id="{n}" name="{name}" subset="{subset}" task_id="1" width="{width}" '
+                         f'height="{height}">{"".join(shapes)}</image>')
+        lines.append("</annotations>")
+        with open(os.path.join(folder, "annotations.xml"), "w") as f:
+            f.write("\n".join(lines))
+    print(json.dumps({"what": "cvat", "machine": machine(), **_as_train_py_reads(voc, "--cvat", folder, load_cvat),
+                      "xml_mb": round(os.path.getsize(os.path.join(folder, "annotations.xml")) / 2 ** 20, 1),
+                      "peak_rss_mb": round(peak_rss_mb())}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
                                          "tfds-stream", "coco-scale", "voc07-12", "flat", "yolo", "tfrecord",
-                                         "tfrecord-scale", "csv", "labelme", "via", "coco-joined"])
+                                         "tfrecord-scale", "csv", "labelme", "via", "coco-joined", "cvat"])
     parser.add_argument("dir")
     parser.add_argument("--images", type=int, help="training images (default 5000; write-coco: 3000)")
     parser.add_argument("--test-images", type=int, help="test images (default 500; write-coco: 300)")
@@ -939,6 +985,8 @@ def main():
         via(args.dir, args.images or 20000)
     elif args.what == "coco-joined":
         coco_joined(args.dir, args.images or 10000)
+    elif args.what == "cvat":
+        cvat(args.dir, args.images or 20000)
     else:
         train(args.dir, args.out)
 

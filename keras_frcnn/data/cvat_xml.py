@@ -28,6 +28,7 @@ images" instead. The file is read as a stream (an export of 100,000 images is no
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -107,10 +108,24 @@ class CvatFile:
         return splits
 
 
+def read_cvat(path) -> CvatFile:
+    """``--cvat path``'s export, parsed once in a process while the file stays as it is (train.py
+    reads it for its splits, then each split)."""
+    path = annotations_file(path)
+    stat = os.stat(path)
+    return _parsed(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _parsed(path, size, mtime_ns) -> CvatFile:
+    del size, mtime_ns  # (the cache's key: a file rewritten is read again)
+    return CvatFile(path)
+
+
 def default_splits(path) -> tuple:
     """``train`` -> ``val`` (else ``test``) of a project's subsets, ``train[:90%]`` ->
     ``train[90%:]`` without either; no subsets: ``all[:90%]`` -> ``all[90%:]``."""
-    splits = CvatFile(path).splits
+    splits = read_cvat(path).splits
     first = "train" if "train" in splits else ALL
     held = next((name for name in ("val", "test") if name in splits), None) if first == "train" else None
     return (first, held) if held else held_out_tenth(first, len(splits[first]))
@@ -160,7 +175,7 @@ def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: b
     ``images/`` and beside the file, by the name CVAT gives them (which may hold folders). A shape
     that cannot be read skips its image; a point, a skeleton, a tag are no objects; a missing or
     corrupt image: named, counted, skipped."""
-    export = CvatFile(path)
+    export = read_cvat(path)
     splits = export.splits
     problems = DataProblems(f"CVAT {export.path} {split}", strict=strict)
     label_of = {name: label for label, name in enumerate(export.labels)}
