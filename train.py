@@ -87,8 +87,8 @@ def parse_args(argv=None):
     parser.add_argument("--log-every", type=int, default=100,
                         help="steps per progress-bar line and TensorBoard point (default 100)")
     parser.add_argument("--eval-every", type=int,
-                        help="also evaluate on the held-out data every this many steps (at the end of the "
-                        "--log-every window reaching it) once the detector has trained (joint; alternating "
+                        help="also evaluate on the held-out data every this many steps (at each multiple, "
+                        "an interrupted and resumed run too) once the detector has trained (joint; alternating "
                         "stages 2-4): mAP to the console and TensorBoard (logs/<stage>/eval); the best "
                         "model so far (the end's included) kept as best.keras")
     parser.add_argument("--min-side", type=int,
@@ -263,8 +263,8 @@ def stop_gracefully(runner):
         return
 
     def handle(signum, frame):
-        if received or not runner.fitting:
-            raise KeyboardInterrupt
+        if received or not runner.fitting:  # (the shell's status follows the signal: 130 Ctrl-C, 143 SIGTERM)
+            raise KeyboardInterrupt if signum == signal.SIGINT else cli.Terminated
         received.append(signum)
         runner.request_stop()
         print(f"\n{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
@@ -348,7 +348,7 @@ def _train(args, held):
         check_weights(cfg.backbone, cfg.weights, fetch=True)  # downloaded now, before the data is read
     choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
     held.enter_context(run_folder_lock(run_dir))
-    left = None if args.resume else unfinished_run(run_dir, config_path)
+    left = None if args.resume else unfinished_run(run_dir, config_path, ended=os.path.join(out, "metrics.json"))
     if left:
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
                              "or give another --out (or delete that folder) to start a new one")
@@ -419,8 +419,6 @@ def _train(args, held):
 
     keras.utils.set_random_seed(cfg.train.seed)
     os.makedirs(out, exist_ok=True)
-    if chief:
-        write_atomically(config_path, cfg.to_json())
     with strategy.scope():
         net = build_models(cfg, train_source.num_classes, weights=None if restoring else "config",
                            class_names=train_source.class_names)
@@ -459,6 +457,11 @@ def _train(args, held):
                             checkpoint_minutes=args.checkpoint_minutes, log_every=args.log_every,
                             eval_every=args.eval_every, evaluator=evaluate_now,
                             strategy=strategy, verbose=_verbosity(args.verbose))
+    # config.json once the folder is this run's: a resume's checkpoint checked against the data (a refused
+    # resume leaves the run's config as it was), a new run's folder cleared of an earlier run.
+    runner.start(resume=args.resume)
+    if chief:
+        write_atomically(config_path, cfg.to_json())
     with stop_gracefully(runner) as stopped_by:
         finished = runner.run(resume=args.resume)
     if not finished:

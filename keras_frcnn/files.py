@@ -23,6 +23,11 @@ def write_atomically(path, content, partial=None):
         else:
             with open(partial, "w") as f:
                 f.write(content)
+    except OSError as error:
+        remove_path(partial)
+        if error.filename is None and error.errno is not None:  # (Keras's and Pillow's write errors name no file)
+            raise OSError(error.errno, error.strerror or str(error), path) from error
+        raise
     except BaseException:
         remove_path(partial)
         raise

@@ -223,10 +223,12 @@ def holds_every_weight(run_dir) -> bool:
     return TrainingCheckpoint(run_dir).exists() and os.path.isdir(os.path.join(run_dir, "initial_weights"))
 
 
-def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
+def unfinished_run(run_dir, config_path=None, ended=None) -> typing.Optional[str]:
     """What is left to train of the run whose checkpoint ``run_dir`` holds (e.g. "stage2_detector
     at step 1200 of 1800"), or None: no checkpoint, or every stage of the run's schedule done (the
-    run's ``config_path``, default ``run_dir/config.json``)."""
+    run's ``config_path``, default ``run_dir/config.json``) and, given ``ended`` (the file a run
+    writes last, train.py's metrics.json), that file written: a run killed after its last stage,
+    while saving its model or evaluating it, is not finished."""
     checkpoint = TrainingCheckpoint(run_dir)
     if not checkpoint.exists():
         return None
@@ -243,7 +245,8 @@ def unfinished_run(run_dir, config_path=None) -> typing.Optional[str]:
         return f"{state['stage']} at step {state['step']}" + (f" of {steps}" if steps else "")
     left = [s.name for s in plan if s.name not in state["completed"]]
     if plan and not left:
-        return None
+        return None if ended is None or os.path.exists(ended) else "every stage trained; its model and evaluation " \
+            "not yet written"
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
 
 
@@ -275,6 +278,8 @@ class TrainingCheckpoint:
         manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=1)
         # A new number every time: the previous checkpoint stays whole until this one is complete.
         latest = self.latest()
+        for left in glob.glob(os.path.join(glob.escape(self.dir), "ckpt-*_temp*")):  # a save killed (-9) half-way
+            remove_path(left)
         number = int(latest.rsplit("-", 1)[1]) + 1 if latest else 1
         try:
             path = manager.save(checkpoint_number=number)
@@ -342,12 +347,26 @@ class _Interrupted(Exception):
 class _StageSteps(StepCounting):
     """Counts a stage's steps, writes its checkpoints when due and stops ``fit`` at its last step."""
 
-    def __init__(self, runner, stage, step, position, batch):
+    def __init__(self, runner, stage, step, position, batch, evaluated=None):
         super().__init__()
         self.runner, self.stage, self.step, self.position, self.batch = runner, stage, step, position, batch
         self.last_save = runner.clock()
         self.window_start, self.logs = step, None
-        self.evaluated = step // runner.eval_every if runner.eval_every else 0  # multiples of eval_every done
+        # The multiples of eval_every evaluated (a resumed stage: as its checkpoint says).
+        self.evaluated = evaluated if evaluated is not None else step // runner.eval_every if runner.eval_every else 0
+
+    def on_train_begin(self, logs=None):
+        self.evaluate_if_due()  # a resume at a multiple whose evaluation a stop put off: its weights are these
+
+    def evaluate_if_due(self):
+        """The evaluation of every multiple of ``eval_every`` reached, at that step (before its
+        checkpoint, so that a run killed while evaluating evaluates it again when resumed); put off
+        by a requested stop (the checkpoint says so, and the resumed run evaluates first)."""
+        runner = self.runner
+        if runner.eval_every and runner.evaluator and self.step // runner.eval_every > self.evaluated \
+                and self.stage.name in runner.evaluated_stages and not runner.stop_requested:
+            self.evaluated = self.step // runner.eval_every
+            runner.evaluator(self.stage, self.step)
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)  # (StepCounting's count of the window's steps)
@@ -360,6 +379,7 @@ class _StageSteps(StepCounting):
         self.step += steps
         self.position += self.batch * steps
         runner.steps_run += steps
+        self.evaluate_if_due()
         if self.step >= self.stage.steps:
             self.model.stop_training = True  # the stage's last step; its checkpoint follows fit
         elif runner.stop_requested and not runner.multi_worker:  # workers agree at a window's end
@@ -373,10 +393,6 @@ class _StageSteps(StepCounting):
         runner = self.runner
         self.logs = logs
         self.check_finite()  # the stage's own checkpoint follows fit: not of diverged weights either
-        if runner.eval_every and runner.evaluator and self.step // runner.eval_every > self.evaluated \
-                and self.stage.name in runner.evaluated_stages:
-            self.evaluated = self.step // runner.eval_every
-            runner.evaluator(self.stage, self.step)
         if self.step >= self.stage.steps:
             return
         if runner.multi_worker and runner.agree(runner.stop_requested):
@@ -410,7 +426,7 @@ class _StageSteps(StepCounting):
         runner = self.runner
         self.check_finite()
         runner.checkpoint.save(runner.net, self.model.optimizer, runner.state_of(
-            stage=self.stage.name, step=self.step, position=self.position))
+            stage=self.stage.name, step=self.step, position=self.position, evaluated=self.evaluated))
         runner.saved_at.append((self.stage.name, self.step))
         self.last_save = runner.clock()
 
@@ -429,8 +445,10 @@ class ScheduleRunner:
     checkpoint_every: also write one every this many steps (None: off).
     log_every: steps per Keras epoch (progress bar line, TensorBoard point).
     eval_every / evaluator: ``evaluator(stage, step)`` (the detector evaluated on held-out data) at
-      the end of each ``log_every`` window that reaches a multiple of ``eval_every`` steps, in the
-      stages whose detector head has been trained (the joint stage; the alternating schedule's 2-4).
+      every multiple of ``eval_every`` steps, in the stages whose detector head has been trained (the
+      joint stage; the alternating schedule's 2-4); the same steps when the run is interrupted and
+      resumed (a checkpoint is written after its step's evaluation, and says whether a stop put
+      one off).
     dataset_hook: ``fn(stage, dataset) -> dataset`` applied to each stage's stream of batches
       (for audits and benchmarks).
     stop_after_steps / clock: for tests (an interruption after that many steps; the time source).
@@ -469,6 +487,7 @@ class ScheduleRunner:
         self.completed = []
         self.stop_requested = False
         self.stopped_at = None  # (stage name, step) of a requested stop's checkpoint
+        self.started = None  # the schedule state ``start`` began from
         self.fitting = False  # inside a stage's Keras fit, where a requested stop is honoured
         os.makedirs(run_dir, exist_ok=True)
 
@@ -489,9 +508,10 @@ class ScheduleRunner:
     def _path(self, name):
         return os.path.join(self.run_dir, name)
 
-    def state_of(self, stage=None, step=0, position=0) -> dict:
+    def state_of(self, stage=None, step=0, position=0, evaluated=None) -> dict:
         return {"completed": list(self.completed), "stage": stage, "step": int(step),
-                "position": int(position),
+                "position": int(position), "evaluated": evaluated,
+                "stage_seconds": {name: round(seconds, 1) for name, seconds in self.stage_seconds.items()},
                 "data": {"name": self.source.name, "identity": self.source.identity,
                          "num_examples": self.source.num_examples}}
 
@@ -504,8 +524,12 @@ class ScheduleRunner:
         votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
         return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
 
-    def run(self, resume=False):
-        """Run the remaining stages; False if stopped (``request_stop``, tests' ``stop_after_steps``)."""
+    def start(self, resume=False) -> dict:
+        """Before anything is trained or written: a resume's checkpoint checked against the data
+        (``DataError`` for other data) and restored; a new run's folder cleared of an earlier run's
+        state and outputs. train.py writes the run's config.json after it, so that neither a refused
+        resume nor a new run killed while it builds its model leaves a config.json that is not the
+        folder's run. ``run`` calls it if not called."""
         state = self.state_of()
         if resume and self.checkpoint.exists():
             state = self.checkpoint.state()
@@ -518,12 +542,19 @@ class ScheduleRunner:
                     f"({data.get('num_examples')} examples), not {self.source.name!r} "
                     f"({self.source.num_examples}): resume on the same data, or start a new run")
             self.checkpoint.restore_network(self.net)
+            self.stage_seconds = dict(state.get("stage_seconds") or {})  # (the stages an earlier process trained)
             self.log(f"resuming: completed {state['completed'] or 'nothing'}; "
                      f"{state['stage'] or 'next stage'} at step {state['step']}")
         else:
             if resume:
                 self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")
             self._clear_earlier_run()
+        self.started = state
+        return state
+
+    def run(self, resume=False):
+        """Run the remaining stages; False if stopped (``request_stop``, tests' ``stop_after_steps``)."""
+        state = self.started if self.started is not None else self.start(resume)
         self.completed = list(state["completed"])
         # The starting weights that stage 2 (base) and stage 3 (RPN head) begin from again.
         initial = self._path("initial_weights")
@@ -542,11 +573,15 @@ class ScheduleRunner:
                 return False
             try:
                 self._run_stage(number, stage, state["step"] if resuming else 0,
+                                state.get("evaluated") if resuming else None,
                                 state["position"] if resuming else 0, resuming)
             except _Interrupted:
                 return False
             self.completed.append(stage.name)
             self.checkpoint.save(self.net, None, self.state_of())
+            if stage is self.plan[-1] and self.agree(self.stop_requested):  # asked in its last steps: stopped,
+                self.stopped_at = (stage.name, stage.steps)  # as told (its checkpoint is written)
+                return False
         self.net.set_trainable()
         return True
 
@@ -575,13 +610,13 @@ class ScheduleRunner:
             # one step per call there.
             return 1
         stop = self.stop_after_steps - self.steps_run if self.stop_after_steps is not None else 0
-        common = math.gcd(window, remaining, step, self.checkpoint_every or 0, max(stop, 0))
+        common = math.gcd(window, remaining, step, self.checkpoint_every or 0, self.eval_every or 0, max(stop, 0))
         return max(d for d in range(1, limit + 1) if common % d == 0)
 
     def _default_strategy(self):
         return self.strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
 
-    def _run_stage(self, number, stage, step, position, resuming):
+    def _run_stage(self, number, stage, step, evaluated, position, resuming):
         cfg = self.cfg
         replicas = self.strategy.num_replicas_in_sync
         batch = stage.batch_images * replicas
@@ -641,7 +676,7 @@ class ScheduleRunner:
             try:
                 model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
                           shuffle=False, verbose=self.verbose,
-                          callbacks=[_StageSteps(self, stage, step, position, batch),
+                          callbacks=[_StageSteps(self, stage, step, position, batch, evaluated),
                                      StageLog(self._path(os.path.join("logs", stage.name, "train")), step),
                                      *self.callbacks])
             finally:

@@ -252,6 +252,10 @@ def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_pa
 
     assert runner(0).run()
     assert unfinished_run(str(tmp_path)) is None
+    # train.py's run ends with metrics.json: a run killed after its last stage (saving its model,
+    # evaluating it) is not finished, and a new run in its folder is refused.
+    assert unfinished_run(str(tmp_path), ended=tmp_path / "metrics.json") == \
+        "every stage trained; its model and evaluation not yet written"
     earlier = stored_initial_base()
     marker = tmp_path / "proposals_stage2_detector" / "earlier.txt"
     marker.write_text("the earlier run's")
@@ -312,3 +316,64 @@ def test_a_file_written_atomically_is_whole_or_the_previous_one(tmp_path):
     assert path.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
     write_atomically(path, "second")
     assert path.read_text() == "second"
+
+    def disk_full(partial):  # Keras's model save and Pillow raise write errors naming no file
+        open(partial, "w").close()
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as raised:
+        write_atomically(tmp_path / "model.keras", disk_full)
+    assert (raised.value.errno, raised.value.filename) == (28, tmp_path / "model.keras")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+
+
+def test_evaluations_every_n_steps_are_the_same_steps_when_a_run_is_killed_and_resumed(source, tmp_path):
+    """--eval-every 2 over 6 joint steps in windows of 4: evaluated at 2, 4, 6, whatever the window
+    (it was at the window's end: a run resumed at step 3 evaluated 6 only, one killed while
+    evaluating step 4 after its checkpoint never evaluated 4). Here: killed after step 3 (its
+    checkpoint written), resumed; killed while evaluating step 4 (the checkpoint is step 2's),
+    resumed: the same steps evaluated, step 4 again; a stale half-written checkpoint removed."""
+    cfg = joint_config()
+
+    def run(folder, evaluator, resume=False, **kwargs):
+        keras.utils.set_random_seed(0)
+        runner = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(folder), steps=6,
+                                log_every=4, eval_every=2, evaluator=evaluator, verbose=0, log=lambda *a: None,
+                                **kwargs)
+        return runner.run(resume=resume)
+
+    seen = []
+    assert run(tmp_path / "whole", lambda stage, step: seen.append(step))
+    assert seen == [2, 4, 6]
+
+    seen = []
+    assert not run(tmp_path / "killed", lambda stage, step: seen.append(step), checkpoint_every=3,
+                   stop_after_steps=3)
+    (tmp_path / "killed" / "checkpoint" / "ckpt-9_temp").mkdir()  # what a kill -9 in a save leaves
+    assert run(tmp_path / "killed", lambda stage, step: seen.append(step), resume=True)
+    assert seen == [2, 4, 6] and not (tmp_path / "killed" / "checkpoint" / "ckpt-9_temp").exists()
+
+    seen = []
+
+    def killed_at_4(stage, step):
+        seen.append(step)
+        if seen == [2, 4]:
+            raise KeyboardInterrupt  # as a kill while evaluating
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "evaluating", killed_at_4, checkpoint_every=2)
+    assert json.loads((tmp_path / "evaluating" / "checkpoint" / "state.json").read_text())["step"] == 2
+    assert run(tmp_path / "evaluating", lambda stage, step: seen.append(step), resume=True, checkpoint_every=2)
+    assert seen == [2, 4, 4, 6]
+
+
+def test_a_stop_asked_in_the_last_steps_of_the_last_stage_stops(source, tmp_path):
+    """SIGTERM while the last stage's last window trains: "stopping after this step" said, and done
+    (the run returned finished, saved and evaluated its model, and exited 0)."""
+    cfg = joint_config()
+    keras.utils.set_random_seed(0)
+    runner = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=2, log_every=2,
+                            verbose=0, log=lambda *a: None,
+                            stage_hooks=[lambda event, stage, runner: event == "end" and runner.request_stop()])
+    assert not runner.run() and runner.stopped_at == ("joint", 2)
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["completed"] == ["joint"]

@@ -573,6 +573,11 @@ def test_a_signal_ignored_at_start_stays_ignored(terminal_sigint):
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, sigterm)  # the graceful stop's
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is sigterm
+    # Outside a stage's training (a proposals dump): SIGTERM stops at once as SIGTERM (143), not as Ctrl-C.
+    runner.fitting = False
+    with pytest.raises(cli.Terminated), train.stop_gracefully(runner):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # (the signal arrives here)
 
 
 def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_config_file, capsys, monkeypatch,
@@ -607,8 +612,22 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
                         "continue from the last checkpoint\n")
     assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    # A resume on other data is refused, and leaves the run's config.json as it was (it said the
+    # refused data, and the right resume was refused after it).
+    config = (out / "config.json").read_text()
+    other = [token if token != "6,3" else "7,3" for token in args]
+    code, _, err = _train(other + ["--resume"], capsys)
+    assert code == 2 and "the run was trained on" in err and (out / "config.json").read_text() == config
     code, stdout, _ = _train(args + ["--resume"], capsys)
     assert code == 0 and "joint at step 3" in stdout and (out / "model.keras").exists()
+    # Killed after its last step, while saving or evaluating its model (no metrics.json yet): a new
+    # run in the folder is refused; --resume saves and evaluates it.
+    (out / "metrics.json").unlink()
+    code, _, err = _train(args[:-2] + ["--weights", "none"], capsys)  # (the starting model is gone)
+    assert code == 2 and "holds an unfinished run (every stage trained; its model and evaluation not yet written)" \
+        in err
+    code, stdout, _ = _train(args + ["--resume"], capsys)
+    assert code == 0 and (out / "metrics.json").exists()
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(capsys):

@@ -251,3 +251,17 @@ def test_a_voc_val_dir_is_evaluated_on_whole_and_the_folders_train_on_all_theirs
     assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras"), "--voc-dir", str(tmp_path / "test"),
                           "--split", "all"]) == 0
     assert f"on VOC folder {tmp_path / 'test'} (all), 2 images" in capsys.readouterr().out
+
+
+def test_a_folder_source_is_told_by_its_image_names_and_sizes(tmp_path):
+    """What a checkpoint compares to tell its data (``DetectionSource.identity``): the same folder
+    moved or named otherwise is the same data; another set exported alike (the same file names,
+    other images) is not (it was: a resume trained on it with the first set's stored proposals)."""
+    _flat_folder(tmp_path / "a", "x", 4, ["widget"])
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    _flat_folder(tmp_path / "b", "x", 4, ["widget"])
+    first = load_voc_folder(tmp_path / "a", "all").identity
+    assert load_voc_folder(tmp_path / "moved", "all").identity == first
+    image = next(p for p in sorted((tmp_path / "b").iterdir()) if p.suffix == ".jpg")
+    image.write_bytes(image.read_bytes() + b"\0" * 64)  # another image of that name (and size)
+    assert load_voc_folder(tmp_path / "b", "all").identity != first

@@ -76,8 +76,10 @@ class DetectionSource:
       (folder sources).
     files: the real paths of the image files, when known (folder sources): two sources that share
       images can be told.
-    fingerprint: the image file names in order (hashed), when known (folder sources): the same data
-      however its folder was named (relative or absolute, from another directory). See ``identity``.
+    fingerprint: the image file names and sizes in order (hashed), when known (folder sources): the
+      same data however its folder was named (relative or absolute, from another directory), and
+      other images of the same names (another set exported alike: ``im0.jpg`` ...) told apart. See
+      ``identity``.
     shuffled_records: for a source without random access that can read its examples in another
       order than ``dataset``'s (TFRecord files, read in a seeded order of files): int64 seed ->
       ``tf.data.Dataset`` of ``(index, example)``, each example once, ``index`` its position in
@@ -196,7 +198,8 @@ def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: 
                            num_objects=int(per_class.sum()),
                            objects_per_class=tuple(int(count) for count in per_class),
                            files=frozenset(os.path.realpath(record.path) for record in records),
-                           fingerprint=fingerprint(os.path.basename(record.path) for record in records))
+                           fingerprint=fingerprint(f"{os.path.basename(record.path)}:{os.path.getsize(record.path)}"
+                                                   for record in records))
 
 
 def fingerprint(parts) -> str:
