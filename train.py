@@ -442,7 +442,7 @@ def _train(args, held):
         print(f"   best so far: {metric} {value:.4f} ({stage_name} step {step}), saved {best_path}")
 
     def evaluate_now(stage, step):  # --eval-every: the detector as it is at this step
-        if not chief:
+        if not chief or (stage is runner.plan[-1] and step >= stage.steps):  # (the end's evaluation follows)
             return
         began = time.perf_counter()
         _, summary = evaluate(net.model, test_source, coco=choice.coco)
