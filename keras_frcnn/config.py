@@ -306,9 +306,10 @@ class Config:
     # A TFDS name ("voc/2007", several joined by +), "shapes" for the built-in set, or what a run
     # trained on otherwise: "voc-dir" (data_paths: the folders, the first one tests) or
     # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images, then a JSON and
-    # its images for each further file trained on; "" where not given), "yolo" (data_paths: the data.yaml), "tfrecord" (data_paths: what --tfrecord named, the
-    # --label-map or ""), "csv" (data_paths: what --csv named, --csv-images, --csv-classes; "" where not
-    # given), "labelme" (data_paths: the folder), "via" or "cvat" (data_paths: the file or folder). The data a later
+    # its images for each further file trained on; "" where not given), "yolo" (data_paths: the
+    # data.yaml), "tfrecord" (data_paths: what --tfrecord named, the --label-map or ""), "csv"
+    # (data_paths: what --csv named, --csv-images, --csv-classes; "" where not given), "labelme"
+    # (data_paths: the folder), "via" or "cvat" (data_paths: the file or folder). The data a later
     # train.py --config or evaluate reads when given no data option.
     dataset: str = "voc/2007"
     data_paths: tuple = ()

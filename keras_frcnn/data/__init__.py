@@ -33,6 +33,7 @@ from keras_frcnn.data.yolo_folder import load_yolo
 
 __all__ = [
     "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
-    "eval_dataset", "load_coco_json", "load_csv", "load_cvat", "load_labelme", "load_shapes", "load_tfds", "load_tfrecord",
+    "eval_dataset", "load_coco_json", "load_csv", "load_cvat", "load_labelme", "load_shapes", "load_tfds",
+    "load_tfrecord",
     "load_via", "load_voc_folder", "load_yolo", "parse_voc_xml", "shapes_builder", "train_dataset",
 ]

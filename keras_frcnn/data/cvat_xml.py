@@ -20,10 +20,11 @@ CVAT showed it at: a phone photo's (EXIF 5-8) turned size means boxes drawn on i
 are turned onto the stored pixels (warned; where it cannot be told, taken as stored, warned).
 
 Classes: the meta's labels in their order (labels only for tags, points or skeletons, and a
-skeleton's own points, left out), then any other label a shape names, sorted. Splits: the images' ``subset`` (a project's
-Train / Validation / Test: ``train``, ``val``, ``test``); without subsets the file is one split,
-``all`` (``all[:90%]`` -> ``all[90%:]``). "CVAT for video" (tracks) is refused: export "CVAT for
-images" instead. The file is read as a stream (an export of 100,000 images is not held as a tree).
+skeleton's own points, left out), then any other label a shape names, sorted. Splits: the images'
+``subset`` (a project's Train / Validation / Test: ``train``, ``val``, ``test``); without subsets the
+file is one split, ``all`` (``all[:90%]`` -> ``all[90%:]``). "CVAT for video" (tracks) is refused:
+export "CVAT for images" instead. The file is read as a stream (an export of 100,000 images is not
+held as a tree).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, shown_size,
                                           to_stored_frame)
-from keras_frcnn.data.problems import DataError, DataProblems, box_in_image
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 ALL = "all"
@@ -134,19 +135,15 @@ def default_splits(path) -> tuple:
 def shape_box(tag, attributes) -> tuple:
     """(xmin, ymin, xmax, ymax) of a CVAT shape (``ValueError`` saying what is wrong)."""
     try:
-        if tag in ("box", "ellipse"):
-            if tag == "box":
-                xtl, ytl, xbr, ybr = (float(attributes[k]) for k in ("xtl", "ytl", "xbr", "ybr"))
-                cx, cy, rx, ry = (xtl + xbr) / 2, (ytl + ybr) / 2, (xbr - xtl) / 2, (ybr - ytl) / 2
-            else:
-                cx, cy, rx, ry = (float(attributes[k]) for k in ("cx", "cy", "rx", "ry"))
-            theta = math.radians(float(attributes.get("rotation", 0.0)))
-            cos, sin = abs(math.cos(theta)), abs(math.sin(theta))
-            if tag == "box":  # the box around the turned rectangle
-                dx, dy = rx * cos + ry * sin, rx * sin + ry * cos
-            else:  # around the turned ellipse
-                dx, dy = math.hypot(rx * cos, ry * sin), math.hypot(rx * sin, ry * cos)
+        theta = math.radians(float(attributes.get("rotation", 0.0)))  # degrees about the centre
+        if tag == "box":  # the box around the turned rectangle
+            xtl, ytl, xbr, ybr = (float(attributes[k]) for k in ("xtl", "ytl", "xbr", "ybr"))
+            cx, cy, rx, ry = (xtl + xbr) / 2, (ytl + ybr) / 2, (xbr - xtl) / 2, (ybr - ytl) / 2
+            dx = rx * abs(math.cos(theta)) + ry * abs(math.sin(theta))
+            dy = rx * abs(math.sin(theta)) + ry * abs(math.cos(theta))
             box = (cx - dx, cy - dy, cx + dx, cy + dy)
+        elif tag == "ellipse":
+            box = ellipse_extent(*(float(attributes[k]) for k in ("cx", "cy", "rx", "ry")), theta)
         elif tag == "mask":
             left, top, width, height = (float(attributes[k]) for k in ("left", "top", "width", "height"))
             box = (left, top, left + width, top + height)
@@ -162,10 +159,7 @@ def shape_box(tag, attributes) -> tuple:
         raise ValueError(f"a {tag} without its {error}") from None
     except (TypeError, ValueError) as error:
         raise ValueError(f"a {tag} with coordinates that are not numbers ({error})") from None
-    box = tuple(float(v) for v in box)
-    if not all(math.isfinite(v) for v in box):
-        raise ValueError(f"a {tag} with coordinates that are not finite")
-    return box
+    return finite_box(box, f"a {tag}")
 
 
 def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: bool = True,

@@ -82,6 +82,26 @@ def read_json(path):
         raise ValueError(f"not JSON ({type(error).__name__}: {error})") from None
 
 
+def ellipse_extent(cx, cy, rx, ry, theta=0.0) -> tuple:
+    """(xmin, ymin, xmax, ymax) around an ellipse of radii ``rx``, ``ry`` turned by ``theta``
+    radians about its centre."""
+    import math
+
+    dx = math.hypot(rx * math.cos(theta), ry * math.sin(theta))
+    dy = math.hypot(rx * math.sin(theta), ry * math.cos(theta))
+    return cx - dx, cy - dy, cx + dx, cy + dy
+
+
+def finite_box(box, what) -> tuple:
+    """``box`` as floats, or ``ValueError`` naming ``what`` where a coordinate is NaN or infinite."""
+    import math
+
+    box = tuple(float(v) for v in box)
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"{what} with coordinates that are not finite")
+    return box
+
+
 def box_in_image(box, height, width, problems: DataProblems, where, what, slack=1.0):
     """``box`` (xmin, ymin, xmax, ymax) in the frame of a ``height`` x ``width`` image -> its
     normalised ``(ymin, xmin, ymax, xmax)`` clipped to the image, or None: a box of no width or

@@ -26,7 +26,6 @@ Classes: the names found in every file of the data set, sorted. Splits: split fo
 
 from __future__ import annotations
 
-import math
 import os
 import typing
 
@@ -34,7 +33,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, shown_size, to_stored_frame
-from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, read_json
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box, read_json
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
 ALL = "all"
@@ -129,19 +128,12 @@ def _box(shape) -> tuple:
             cx, cy, r = (float(shape[k]) for k in ("cx", "cy", "r"))
             box = (cx - r, cy - r, cx + r, cy + r)
         elif name == "ellipse":
-            cx, cy, rx, ry = (float(shape[k]) for k in ("cx", "cy", "rx", "ry"))
-            theta = float(shape.get("theta", 0.0))
-            dx, dy = math.hypot(rx * math.cos(theta), ry * math.sin(theta)), math.hypot(rx * math.sin(theta),
-                                                                                          ry * math.cos(theta))
-            box = (cx - dx, cy - dy, cx + dx, cy + dy)
+            box = ellipse_extent(*(float(shape[k]) for k in ("cx", "cy", "rx", "ry")), float(shape.get("theta", 0.0)))
         else:
             raise ValueError(f"shape {name!r} is not a rect, polygon, polyline, circle or ellipse")
     except (KeyError, TypeError) as error:
         raise ValueError(f"a {name} without its {error}") from None
-    box = tuple(float(v) for v in box)
-    if not all(math.isfinite(v) for v in box):
-        raise ValueError(f"a {name} with coordinates that are not finite")
-    return box
+    return finite_box(box, f"a {name}")
 
 
 def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: bool = True,
