@@ -573,8 +573,8 @@ class ScheduleRunner:
                 return False
             try:
                 self._run_stage(number, stage, state["step"] if resuming else 0,
-                                state.get("evaluated") if resuming else None,
-                                state["position"] if resuming else 0, resuming)
+                                state["position"] if resuming else 0, resuming,
+                                evaluated=state.get("evaluated") if resuming else None)
             except _Interrupted:
                 return False
             self.completed.append(stage.name)
@@ -616,7 +616,7 @@ class ScheduleRunner:
     def _default_strategy(self):
         return self.strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
 
-    def _run_stage(self, number, stage, step, evaluated, position, resuming):
+    def _run_stage(self, number, stage, step, position, resuming, evaluated=None):
         cfg = self.cfg
         replicas = self.strategy.num_replicas_in_sync
         batch = stage.batch_images * replicas
