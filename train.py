@@ -373,7 +373,8 @@ def _train(args, held):
             absolute(choice.name), absolute(args.label_map) if args.label_map else ""), classes=(),
             voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
     elif choice.kind in ("labelme", "via", "cvat"):
-        cfg = dataclasses.replace(cfg, dataset=choice.kind, data_paths=(os.path.abspath(choice.name),), classes=(),
+        cfg = dataclasses.replace(cfg, dataset=choice.kind, data_paths=tuple(
+            os.path.abspath(path) for path in [choice.name] + [name for name, _ in choice.more]), classes=(),
                                   voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
     elif choice.kind == "csv":
         cfg = dataclasses.replace(cfg, dataset="csv", data_paths=tuple(

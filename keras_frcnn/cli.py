@@ -213,15 +213,15 @@ def add_data_args(parser: argparse.ArgumentParser):
                        "directory)")
     group.add_argument("--csv-classes", help="the classes of --csv: keras-retinanet's name,id rows or a name a line "
                        "(default: _classes.csv or classes.csv beside the CSV files, else the names in them, sorted)")
-    group.add_argument("--labelme", help="a folder of LabelMe JSON files (beside their images; train/ val/ test/ "
+    group.add_argument("--labelme", action="append", help="a folder of LabelMe JSON files (beside their images; train/ val/ test/ "
                        "folders of them, or one split: all[:90%%] -> all[90%%:]); classes from its labels.txt, else "
-                       "the labels found, sorted")
-    group.add_argument("--via", help="VGG Image Annotator JSON (via_region_data.json, as the Keras Mask R-CNN balloon "
+                       "the labels found, sorted; repeat it to train on several (the first one tests)")
+    group.add_argument("--via", action="append", help="VGG Image Annotator JSON (via_region_data.json, as the Keras Mask R-CNN balloon "
                        "tutorial keeps it): a folder of train/ val/ folders each with its file beside its images, "
-                       "or one file or folder (all[:90%%] -> all[90%%:])")
-    group.add_argument("--cvat", help="CVAT's own export, \"CVAT for images 1.1\": its annotations.xml or the "
+                       "or one file or folder (all[:90%%] -> all[90%%:]); repeat it to train on several (the first one tests)")
+    group.add_argument("--cvat", action="append", help="CVAT's own export, \"CVAT for images 1.1\": its annotations.xml or the "
                        "unzipped folder (images in images/); a project's subsets train -> val, a task's all[:90%%] "
-                       "-> all[90%%:]")
+                       "-> all[90%%:]; repeat it to train on several exports (tasks) of the same labels (the first one tests)")
     group.add_argument("--classes", help="class names for --voc-dir, comma separated, in label order")
     group.add_argument("--data-dir", help="TFDS's data directory (default ~/tensorflow_datasets)")
     group.add_argument("--shapes-images",
@@ -302,13 +302,18 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
                                             ("via", args.via, "via_json", ()),
                                             ("cvat", args.cvat, "cvat_xml", ())):
         if given_path:
+            # --labelme, --via, --cvat repeated: the first as alone, each further one all of its images.
+            paths = list(given_path) if isinstance(given_path, list) else [given_path]
+            _refuse_repeated([(SOURCE_FLAGS[kind], path) for path in paths], "file or folder")
+            source_module = importlib.import_module(f"keras_frcnn.data.{module}")
             if of_the_run:
                 splits = (cfg.train_split, cfg.test_split)
             else:
-                splits = importlib.import_module(f"keras_frcnn.data.{module}").default_splits(given_path, *extra)
+                splits = source_module.default_splits(paths[0], *extra)
                 if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
                     splits = (splits[0], splits[0].split("[")[0])
-            return DataChoice(kind, given_path, train_split or splits[0], test_split or splits[1])
+            more = tuple((path, train_split or source_module.labelled_splits(path)) for path in paths[1:])
+            return DataChoice(kind, paths[0], train_split or splits[0], test_split or splits[1], more=more)
     names = tfds_names(args.dataset or cfg.dataset)
     if "+".join(names) == "+".join(tfds_names(cfg.dataset)):
         splits = (cfg.train_split, cfg.test_split)
@@ -334,13 +339,19 @@ def _choose_coco_files(args, evaluation) -> DataChoice:
     if len(folders) not in (0, 1, len(files)):
         raise UsageError(f"--coco-images given {len(folders)} times for {len(files)} --coco-json files: give it once "
                          "for all of them, or once for each, in their order")
+    _refuse_repeated([("--coco-json", path) for path in files], "file")
+    return DataChoice("coco-json", files[0], None, None, more=tuple((path, None) for path in files[1:]))
+
+
+def _refuse_repeated(given, noun):
+    """``UsageError`` where two of ``given`` ((flag, path) pairs) name one ``noun`` (a file or
+    folder, however written): it would be trained on twice, or tested on as trained."""
     seen = {}
-    for path in files:
+    for flag, path in given:
         real = os.path.realpath(path)
         if real in seen:
-            raise UsageError(f"--coco-json {path}: the same file as --coco-json {seen[real]}")
-        seen[real] = path
-    return DataChoice("coco-json", files[0], None, None, more=tuple((path, None) for path in files[1:]))
+            raise UsageError(f"{flag} {path}: the same {noun} as {seen[real]}")
+        seen[real] = f"{flag} {path}"
 
 
 def coco_images(args, json_path=None):
@@ -383,12 +394,8 @@ def _choose_voc_folders(folders, classes, train_split, test_split, test_folder=N
     (unless ``--classes`` names them)."""
     from keras_frcnn.data import voc_folder
 
-    seen = {}
-    for flag, folder in [("--voc-dir", f) for f in folders] + ([("--voc-val-dir", test_folder)] if test_folder else []):
-        real = os.path.realpath(folder)
-        if real in seen:
-            raise UsageError(f"{flag} {folder}: the same folder as {seen[real]}")
-        seen[real] = f"{flag} {folder}"
+    _refuse_repeated([("--voc-dir", f) for f in folders] + ([("--voc-val-dir", test_folder)] if test_folder else []),
+                     "folder")
     if test_folder:
         splits = (voc_folder.labelled_split(folders[0]) or voc_folder.ALL,
                   voc_folder.labelled_split(test_folder) or voc_folder.ALL)
@@ -421,7 +428,7 @@ def _options_of_the_run(args, cfg, evaluation):
         args.tfrecord, args.label_map = cfg.data_paths[0], cfg.data_paths[1] or args.label_map
         return
     if cfg.dataset in ("labelme", "via", "cvat"):
-        setattr(args, cfg.dataset, cfg.data_paths[0])
+        setattr(args, cfg.dataset, list(cfg.data_paths))
         return
     if cfg.dataset == "csv":
         args.csv = cfg.data_paths[0]

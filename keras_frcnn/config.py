@@ -309,7 +309,7 @@ class Config:
     # its images for each further file trained on; "" where not given), "yolo" (data_paths: the
     # data.yaml), "tfrecord" (data_paths: what --tfrecord named, the --label-map or ""), "csv"
     # (data_paths: what --csv named, --csv-images, --csv-classes; "" where not given), "labelme"
-    # (data_paths: the folder), "via" or "cvat" (data_paths: the file or folder). The data a later
+    # (data_paths: the folders), "via" or "cvat" (data_paths: the files or folders). The data a later
     # train.py --config or evaluate reads when given no data option.
     dataset: str = "voc/2007"
     data_paths: tuple = ()
@@ -338,11 +338,11 @@ class Config:
                     len(self.data_paths) == 1 if self.dataset == "yolo" else
                     len(self.data_paths) == 2 if self.dataset == "tfrecord" else
                     len(self.data_paths) == 3 if self.dataset == "csv" else
-                    len(self.data_paths) == 1 if self.dataset in ("labelme", "via", "cvat") else not self.data_paths),
+                    len(self.data_paths) >= 1 if self.dataset in ("labelme", "via", "cvat") else not self.data_paths),
                "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json" (and a '
                'JSON and its images for each further file), '
                'the data.yaml of "yolo", the records and label map of "tfrecord", the CSV, its images and classes '
-               'of "csv", the folder of "labelme", the file or folder of "via" or "cvat", else empty')
+               'of "csv", the folders of "labelme", the files or folders of "via" or "cvat", else empty')
         _check(isinstance(self.voc_test_dir, str) and (not self.voc_test_dir or self.dataset == "voc-dir"),
                "voc_test_dir", self.voc_test_dir, 'a folder of dataset "voc-dir", or ""')
         _check(isinstance(self.classes, tuple) and all(isinstance(c, str) and c for c in self.classes)

@@ -162,3 +162,32 @@ def test_a_run_trains_and_evaluate_reads_it_again(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data_paths"] == [data]
     assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras")]) == 0
     assert f"on CVAT {data}/annotations.xml val, 2 images" in capsys.readouterr().out
+
+
+def test_several_exports_train_together_and_the_first_tests(tmp_path):
+    """CVAT exports a project's tasks one by one: --cvat repeated trains on all of each further
+    export beside the first one's training part, and the first tests (as --voc-dir repeated);
+    config.json keeps them all for --resume and evaluate; one export named twice is refused."""
+    import dataclasses
+
+    from keras_frcnn import cli
+
+    for task, count in (("task1", 3), ("task2", 2)):
+        images = []
+        for n in range(count):
+            write_image(str(tmp_path / task / "images" / f"{task}_{n}.jpg"), 50, 80, seed=n)
+            images.append((f"{task}_{n}.jpg", 80, 50, None, [_box("car", 10, 10, 40, 40)]))
+        _cvat(tmp_path / task / "annotations.xml", images)
+    first, second = str(tmp_path / "task1"), str(tmp_path / "task2")
+    args = train.parse_args(["--cvat", first, "--cvat", second])
+    choice = cli.choose_data(args, train.build_config(args))
+    assert (choice.name, choice.train_split, choice.test_split, choice.more) == (
+        first, "all[:-1]", "all[-1:]", ((second, "all"),))
+    assert cli.load_training_source(args, choice).num_examples == 2 + 2
+    assert cli.load_test_source(args, choice).num_examples == 1
+    run = dataclasses.replace(train.build_config(args), dataset="cvat", data_paths=(first, second),
+                              train_split="all[:-1]", test_split="all[-1:]")
+    assert cli.choose_data(train.parse_args([]), run).more == ((second, "all"),)  # a run's config: both again
+    args = train.parse_args(["--cvat", first, "--cvat", str(tmp_path / "task1" / ".")])
+    with pytest.raises(cli.UsageError, match="the same file or folder as --cvat"):
+        cli.choose_data(args, train.build_config(args))

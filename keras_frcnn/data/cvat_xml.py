@@ -132,6 +132,11 @@ def default_splits(path) -> tuple:
     return (first, held) if held else held_out_tenth(first, len(splits[first]))
 
 
+def labelled_splits(path) -> str:
+    """What an export trains on beside a first one: all of its images."""
+    return ALL
+
+
 def shape_box(tag, attributes) -> tuple:
     """(xmin, ymin, xmax, ymax) of a CVAT shape (``ValueError`` saying what is wrong)."""
     try:

@@ -76,6 +76,11 @@ def read_labelme(path) -> LabelMeData:
     return LabelMeData(path, {split: sorted(files) for split, files in splits.items()}, labels)
 
 
+def labelled_splits(path) -> str:
+    """Every split of the folder joined (``train+val``; ``all``): what it trains on beside a first one."""
+    return "+".join(read_labelme(path).splits)
+
+
 def _json_files(folder) -> list:
     found = []
     for parent, folders, names in os.walk(folder):

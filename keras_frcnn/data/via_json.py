@@ -63,6 +63,11 @@ def read_via(path) -> dict:
     return splits
 
 
+def labelled_splits(path) -> str:
+    """Every split of ``--via path`` joined (``train+val``; ``all``): what it trains on beside a first one."""
+    return "+".join(read_via(path))
+
+
 def _json_files(folder) -> list:
     return sorted(os.path.join(folder, name) for name in os.listdir(folder)
                   if name.lower().endswith(".json") and not name.startswith(".")
