@@ -164,24 +164,27 @@ def _detect_and_draw(detect, class_names, image, path, target, min_score) -> dic
 
 def _write_labels(record, kind, out_dir, class_names, labelled, warn):
     """A ``detections.json`` record as the labels of its image: Pascal VOC XML, YOLO lines or a
-    LabelMe JSON file. VOC and LabelMe files name their image inside and are named as its drawing;
-    a YOLO file is found by the image's name without its suffix, so it is named so, and a second
-    image of that name (``x.jpg`` and ``x.png``; ``a/x.jpg`` and ``b/x.jpg``) gets none, warned:
-    its file would be the first one's (``labelled``: the names written)."""
+    LabelMe JSON file. LabelMe files name their image inside (``imagePath``) and are named as its
+    drawing; YOLO and VOC files are found by the image's name without its suffix (Ultralytics,
+    LabelImg), so they are named so, and a second image of that name (``x.jpg`` and ``x.png``;
+    ``a/x.jpg`` and ``b/x.jpg``) gets none, warned: its file would be the first one's
+    (``labelled``: the names written)."""
     import json
 
     from keras_frcnn.files import write_atomically
 
     name = os.path.splitext(os.path.basename(record["drawing"]))[0]
     height, width = record["height"], record["width"]
-    if kind == "yolo":  # normalised on the image as shown, as Ultralytics reads it (EXIF applied)
+    if kind in ("yolo", "voc"):
         name = os.path.splitext(os.path.basename(record["image"]))[0]
         if name in labelled:
-            warn(f"warning: {record['image']}: no YOLO labels written: labels/{name}.txt is another image's of "
-                 "that name (YOLO finds labels by the image's name without its suffix); its detections are in "
+            file, tool = (f"labels/{name}.txt", "YOLO") if kind == "yolo" else (f"annotations/{name}.xml", "LabelImg")
+            warn(f"warning: {record['image']}: no {kind.upper()} labels written: {file} is another image's of that "
+                 f"name ({tool} finds labels by the image's name without its suffix); its detections are in "
                  "detections.json")
             return
         labelled.add(name)
+    if kind == "yolo":  # normalised on the image as shown, as Ultralytics reads it (EXIF applied)
         (height, width), boxes = _as_shown(record)
         lines = []
         for detection, (x0, y0, x1, y1) in zip(record["detections"], boxes):

@@ -274,25 +274,28 @@ def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained,
                 d["class"] for d in expected]
 
 
-def test_predict_yolo_labels_of_two_images_of_one_name_are_not_mixed_up(trained, tmp_path):
-    """YOLO finds an image's labels by its name without the suffix: x.jpg and x.png would share
-    labels/x.txt. The first image's are written as x.txt (not named after its drawing, x_2.png for
-    the second), the second gets none, warned; both are in detections.json."""
+def test_predict_yolo_and_voc_labels_of_two_images_of_one_name_are_not_mixed_up(trained, tmp_path):
+    """YOLO (Ultralytics) and LabelImg find an image's labels by its name without the suffix: x.jpg
+    and x.png would share labels/x.txt or annotations/x.xml. The first image's are written under
+    that name (not named after its drawing, x_2.png for the second), the second gets none, warned;
+    both are in detections.json."""
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.fromarray(trained.images[0]).save(folder / "x.jpg", quality=100)
     Image.fromarray(trained.images[1]).save(folder / "x.png")
-    told = []
-    predict.predict_files(trained.model, [str(folder)], str(tmp_path / "out"), log=lambda line: None,
-                          warn=told.append, labels="yolo")
-    assert sorted(os.listdir(tmp_path / "out" / "labels")) == ["x.txt"]
-    records = json.loads((tmp_path / "out" / "detections.json").read_text())
-    assert [os.path.basename(r["image"]) for r in records] == ["x.jpg", "x.png"]
-    lines = (tmp_path / "out" / "labels" / "x.txt").read_text().splitlines()
-    assert len(lines) == len(records[0]["detections"])
-    assert told == [f"warning: {folder / 'x.png'}: no YOLO labels written: labels/x.txt is another image's of that "
-                    "name (YOLO finds labels by the image's name without its suffix); its detections are in "
-                    "detections.json"]
+    for kind, sub, file, tool in (("yolo", "labels", "x.txt", "YOLO"), ("voc", "annotations", "x.xml", "LabelImg")):
+        told = []
+        predict.predict_files(trained.model, [str(folder)], str(tmp_path / kind), log=lambda line: None,
+                              warn=told.append, labels=kind)
+        assert sorted(os.listdir(tmp_path / kind / sub)) == [file]
+        records = json.loads((tmp_path / kind / "detections.json").read_text())
+        assert [os.path.basename(r["image"]) for r in records] == ["x.jpg", "x.png"]
+        written = (tmp_path / kind / sub / file).read_text()
+        assert (len(written.splitlines()) if kind == "yolo" else written.count("<object>")) == len(
+            records[0]["detections"]) and (kind == "yolo" or "<filename>x.jpg</filename>" in written)
+        assert told == [f"warning: {folder / 'x.png'}: no {kind.upper()} labels written: {sub}/{file} is another "
+                        f"image's of that name ({tool} finds labels by the image's name without its suffix); its "
+                        "detections are in detections.json"]
 
 
 def test_predict_labels_of_a_turned_photo_are_on_it_as_shown_for_yolo_and_labelme(trained, tmp_path):
