@@ -353,9 +353,11 @@ def _train(args, held):
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
                              "or give another --out (or delete that folder) to start a new one")
     # The run's config.json says what it trained on (and a later --config or evaluate reads it).
-    if choice.kind == "tfds":
-        cfg = dataclasses.replace(cfg, dataset=choice.full_name, data_paths=(), classes=(), voc_test_dir="",
-                                  train_split=choice.train_split, test_split=choice.test_split)
+    if choice.kind == "tfds":  # (its TFDS folder and the built-in set's size, where not the defaults)
+        where = (os.path.abspath(args.data_dir) if args.data_dir else "",) + (
+            (args.shapes_images,) if choice.name == "shapes" and args.shapes_images else ())
+        cfg = dataclasses.replace(cfg, dataset=choice.full_name, data_paths=where if any(where) else (), classes=(),
+                                  voc_test_dir="", train_split=choice.train_split, test_split=choice.test_split)
     elif choice.kind == "voc-dir":
         folders = [choice.name] + [name for name, _ in choice.more]
         cfg = dataclasses.replace(cfg, dataset="voc-dir", data_paths=tuple(os.path.abspath(f) for f in folders),

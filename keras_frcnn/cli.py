@@ -276,6 +276,10 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     of_the_run = not any(given) and cfg.dataset in FOLDER_KINDS
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
+    elif not any(given) and cfg.data_paths:  # the run's TFDS folder and the built-in set's size, unless given now
+        args.data_dir = args.data_dir or cfg.data_paths[0] or None
+        if len(cfg.data_paths) > 1:
+            args.shapes_images = args.shapes_images or cfg.data_paths[1]
     _refuse_unused_data_options(args, cfg)
     if args.voc_dir:
         choice = _choose_voc_folders(args.voc_dir, args.classes, train_split, test_split,

@@ -309,8 +309,9 @@ class Config:
     # its images for each further file trained on; "" where not given), "yolo" (data_paths: the
     # data.yaml), "tfrecord" (data_paths: what --tfrecord named, the --label-map or ""), "csv"
     # (data_paths: what --csv named, --csv-images, --csv-classes; "" where not given), "labelme"
-    # (data_paths: the folders), "via" or "cvat" (data_paths: the files or folders). The data a later
-    # train.py --config or evaluate reads when given no data option.
+    # (data_paths: the folders), "via" or "cvat" (data_paths: the files or folders); a TFDS set's
+    # data_paths: its --data-dir ("" for TFDS's default) and for "shapes" its --shapes-images, where
+    # given. The data a later train.py --config, --resume or evaluate reads when given no data option.
     dataset: str = "voc/2007"
     data_paths: tuple = ()
     # A "voc-dir" run's class names where they were not the folder's own (--classes, or the names
@@ -338,11 +339,13 @@ class Config:
                     len(self.data_paths) == 1 if self.dataset == "yolo" else
                     len(self.data_paths) == 2 if self.dataset == "tfrecord" else
                     len(self.data_paths) == 3 if self.dataset == "csv" else
-                    len(self.data_paths) >= 1 if self.dataset in ("labelme", "via", "cvat") else not self.data_paths),
+                    len(self.data_paths) >= 1 if self.dataset in ("labelme", "via", "cvat") else
+                    len(self.data_paths) <= (2 if self.dataset == "shapes" else 1)),
                "data_paths", self.data_paths, 'the folders of dataset "voc-dir", the four paths of "coco-json" (and a '
                'JSON and its images for each further file), '
                'the data.yaml of "yolo", the records and label map of "tfrecord", the CSV, its images and classes '
-               'of "csv", the folders of "labelme", the files or folders of "via" or "cvat", else empty')
+               'of "csv", the folders of "labelme", the files or folders of "via" or "cvat"; for a TFDS set its '
+               '--data-dir (or "") and for shapes its --shapes-images, or empty')
         _check(isinstance(self.voc_test_dir, str) and (not self.voc_test_dir or self.dataset == "voc-dir"),
                "voc_test_dir", self.voc_test_dir, 'a folder of dataset "voc-dir", or ""')
         _check(isinstance(self.classes, tuple) and all(isinstance(c, str) and c for c in self.classes)

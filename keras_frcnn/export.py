@@ -60,6 +60,8 @@ OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_
                "detection_class_names", "detection_multiclass_scores", "raw_detection_boxes",
                "raw_detection_scores")
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The class names in label order, a line each, for clients and tools (TF Serving ignores the file).
+LABELS_FILE = os.path.join("assets.extra", "labels.txt")
 
 # Op types that call back into Python (absent in TF Serving). Ops without a GPU kernel are found
 # from TensorFlow's kernel registry: ops_without_gpu_kernels.
@@ -316,8 +318,10 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
     archive.add_endpoint(EXAMPLE_SIGNATURE, functions.serving_tf_example)
     with staging_folder(base_path, str(version)) as staging:  # not a number: TF Serving skips it
         archive.write_out(staging, verbose=verbose)
+        os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
+        with open(os.path.join(staging, LABELS_FILE), "w", encoding="utf-8") as f:
+            f.write("".join(f"{name}\n" for name in functions.class_names))
         if warmup:
-            os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
             name = os.path.basename(base_path)
             with tf.io.TFRecordWriter(os.path.join(staging, WARMUP_FILE)) as writer:
                 for log in warmup_requests(name, warmup_image_size):

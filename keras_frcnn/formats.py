@@ -261,7 +261,8 @@ class RuntimeModel:
         if not os.path.exists(os.path.join(path, "saved_model.pb")) and versions:
             path = os.path.join(path, max(versions, key=int))  # a TF Serving base path: the newest
         signature = tf.saved_model.load(path).signatures["serving_default"]
-        names = {}  # class id -> name, as the outputs show them
+        labels = os.path.join(path, "assets.extra", "labels.txt")  # (export.LABELS_FILE)
+        names = {}  # class id -> name, as the outputs show them (a SavedModel exported without the labels file)
 
         def run(images):
             out = {k: v.numpy() for k, v in signature(**{INPUT_NAME: tf.constant(images)}).items()}
@@ -269,6 +270,9 @@ class RuntimeModel:
                 if cls >= 1:
                     names[int(cls) - 1] = name.decode()
             return out
+        if os.path.isfile(labels):
+            with open(labels, encoding="utf-8") as f:
+                return run, tuple(line.rstrip("\n") for line in f)
         return run, _NamesSeen(names)
 
     def raw(self, images):

@@ -98,7 +98,9 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
     warn = warn or (lambda message: print(message, file=sys.stderr))
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
-    failed, taken, listed, labelled = [], set(), [], set()
+    inputs = image_paths(paths)
+    # Drawings are named after their images, never over one of them (--out the images' own folder).
+    failed, taken, listed, labelled = [], {os.path.realpath(path) for path in inputs}, [], set()
     if labels in ("yolo", "labelme"):
         lists = os.path.join(out_dir, *(("labelme", "labels.txt") if labels == "labelme" else ("classes.txt",)))
         os.makedirs(os.path.dirname(lists), exist_ok=True)
@@ -109,7 +111,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
             write_atomically(os.path.join(out_dir, "detections.json"), json.dumps(listed, indent=1, ensure_ascii=False))
 
     try:  # (stopped by Ctrl-C, kill or an error: the images done so far are listed)
-        for path in image_paths(paths):
+        for path in inputs:
             try:
                 image = read_image(path)
             except ValueError as error:
@@ -133,14 +135,14 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
 
 
 def _drawing(out_dir, path, taken) -> str:
-    """The PNG of image ``path``: named after it, numbered where a name is ``taken`` already (a/x.jpg
-    and b/x.jpg, or x.jpg and x.png)."""
+    """The PNG of image ``path``: named after it, numbered where a name is ``taken`` already (real
+    paths: a/x.jpg and b/x.jpg, or x.jpg and x.png; an input image, x.png drawn into its own folder)."""
     stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
     target, number = stem + ".png", 1
-    while target in taken:
+    while os.path.realpath(target) in taken:
         number += 1
         target = f"{stem}_{number}.png"
-    taken.add(target)
+    taken.add(os.path.realpath(target))
     return target
 
 

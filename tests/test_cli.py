@@ -626,8 +626,12 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
     code, _, err = _train(args[:-2] + ["--weights", "none"], capsys)  # (the starting model is gone)
     assert code == 2 and "holds an unfinished run (every stage trained; its model and evaluation not yet written)" \
         in err
-    code, stdout, _ = _train(args + ["--resume"], capsys)
-    assert code == 0 and (out / "metrics.json").exists()
+    # The run's config.json holds its TFDS folder and the built-in set's size: a plain --resume (and
+    # evaluate without data options) reads the same data (it read the default 500,100 set in
+    # ~/tensorflow_datasets, and was refused as other data).
+    assert json.loads((out / "config.json").read_text())["data_paths"] == [str(tmp_path / "tfds"), "6,3"]
+    code, stdout, _ = _train(["--out", str(out), "--resume", "--verbose", "0"], capsys)
+    assert code == 0 and (out / "metrics.json").exists() and "shapes/train6_test3_seed0 train (6 images)" in stdout
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(capsys):

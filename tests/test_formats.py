@@ -184,10 +184,13 @@ def test_predict_draws_the_detections_of_an_exported_model(trained, fmt, tmp_pat
     expected = []
     predict.predict_files(trained.model, [str(image_path)], str(tmp_path / "keras"), log=expected.append)
     result = subprocess.run([sys.executable, "-m", "keras_frcnn.predict", "--model", str(path),
-                             str(image_path), "--out", str(tmp_path / "drawn")], cwd=REPO,
+                             str(image_path), "--out", str(tmp_path / "drawn"), "--labels", "yolo"], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "drawn" / "image.png").exists()
+    # The class list of YOLO's labels: every runtime knows it (a SavedModel wrote an empty one: its
+    # names came from the detections seen; export writes assets.extra/labels.txt now).
+    assert (tmp_path / "drawn" / "classes.txt").read_text().split("\n")[:-1] == list(trained.model.class_names)
     printed = result.stdout.strip().rsplit(" -> ", 1)[0]
     assert printed == expected[0].rsplit(" -> ", 1)[0] and "detections >= 0.3" in printed
 
@@ -218,6 +221,13 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
         trained.model.class_names[label] for label in out["labels"][:len(kept)][kept]]
     assert failed == [str(folder / "broken.jpg")]
     assert len(warnings) == 1 and f"error: {folder / 'broken.jpg'}: image file is corrupt" in warnings[0]
+    # Drawn into the images' own folder: a.png (an input) is not written over; its drawing is a_3.png.
+    before = (folder / "a.png").read_bytes()
+    written, _ = predict.predict_files(trained.model, [str(folder / "a.jpg"), str(folder / "a.png")], str(folder),
+                                       log=lambda line: None)
+    assert [os.path.basename(p) for p in written] == ["a_2.png", "a_3.png"] and (folder / "a.png").read_bytes() == before
+    for name in ("a_2.png", "a_3.png", "detections.json"):
+        (folder / name).unlink()
     # A folder's TIFF or HEIC files are named as left out, not passed over in silence; a JPEG saved
     # as .jfif is read.
     Image.fromarray(trained.images[0]).save(folder / "scan.tif")
@@ -227,6 +237,28 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
         "a.jpg", "a.png", "broken.jpg", "c.jfif"]
     assert told == [f"warning: {folder}: 1 image file(s) of formats TensorFlow does not decode left out (e.g. "
                     "scan.tif): convert them to JPEG or PNG"]
+
+
+def test_predict_reads_a_webp_with_transparency_and_names_an_animated_one(trained, tmp_path):
+    """TensorFlow's WebP decoder gives a WebP with transparency as RGBA and failed when asked for
+    3 channels: the whole predict run stopped with an error naming no file. It is read now (its
+    alpha dropped), the same pixels as the opaque one; an animated WebP, on which that decoder
+    corrupts its memory, is named and skipped, the others done."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rgb = trained.images[0]
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "alpha.webp", lossless=True)
+    Image.fromarray(rgb).save(folder / "opaque.webp", lossless=True)
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+    frames[0].save(folder / "moving.webp", save_all=True, append_images=frames[1:], lossless=True)
+    told = []
+    written, failed = predict.predict_files(trained.model, [str(folder)], str(tmp_path / "out"), log=lambda line: None,
+                                            warn=told.append)
+    assert [os.path.basename(p) for p in written] == ["alpha.png", "opaque.png"]
+    assert failed == [str(folder / "moving.webp")] and "an animated WebP (2 frames)" in told[0]
+    np.testing.assert_array_equal(predict.read_image(str(folder / "alpha.webp")), rgb)
+    listed = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert listed[0]["detections"] == listed[1]["detections"]
 
 
 def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained, tmp_path):

@@ -65,12 +65,16 @@ def check_image(path) -> CheckedImage:
                 raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}: "
                                  "convert it to JPEG or PNG")
             width, height = image.size
-            if width * height > MAX_PIXELS:
+            if width * height > MAX_PIXELS and image.format in ("JPEG", "MPO"):
                 raise ValueError(f"image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), more "
                                  f"than the {MAX_PIXELS / 1e6:.0f} TensorFlow's JPEG decoder takes; scale it down (the "
                                  "model shrinks it to its max_side anyway) or cut it into tiles")
             if image.format == "BMP":
                 _check_bmp(path, image.mode)
+            if image.format == "WEBP" and getattr(image, "n_frames", 1) > 1:
+                raise ValueError(f"an animated WebP ({image.n_frames} frames): TensorFlow's WebP decoder corrupts its "
+                                 "memory on some (the process dies), so it is not read: save its first frame as PNG "
+                                 "or JPEG")
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
             if image.format in ("JPEG", "MPO"):
                 image.draft(image.mode, (max(width // 8, 1), max(height // 8, 1)))
@@ -292,7 +296,7 @@ class _ImageCheckCache:
     """SQLite (safe between processes) rows of a file key -> its check's result, for this version
     of the rules (``RULES``) and of Pillow."""
 
-    RULES = 2  # bump when check_image's rules change: older rows are then ignored
+    RULES = 3  # bump when check_image's rules change: older rows are then ignored
 
     @classmethod
     def _connect(cls):

@@ -530,7 +530,7 @@ class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
 
-    RULES = 4  # bump when record_facts's rules change
+    RULES = 5  # bump when record_facts's rules change
 
     @classmethod
     def _connect(cls):
