@@ -105,6 +105,11 @@ def parse_args(argv=None):
     parser.add_argument("--verbose", default="auto", choices=["auto", "0", "1", "2"],
                         help="Keras fit verbosity")
     args = parser.parse_args(argv)
+    for name, value in vars(args).items():  # (an empty value would read as one not given: the default)
+        if value == "" or isinstance(value, list) and "" in value:
+            parser.error(f"--{name.replace('_', '-')} was given an empty value")
+    if args.preset and args.config:
+        parser.error("give --preset or --config, not both (a run's config.json holds its preset's settings)")
     if args.coco_val_json and not args.coco_json:
         parser.error("--coco-val-json goes with --coco-json")
     if args.coco_val_images and not args.coco_val_json:
@@ -115,7 +120,9 @@ def parse_args(argv=None):
         parser.error(f"--checkpoint-minutes must be >= 0 (0: only at the end of each stage), got "
                      f"{args.checkpoint_minutes}")
     cli.require_positive(parser, args, "steps", "checkpoint_every", "log_every", "eval_every", "batch_size", "min_side",
-                         "max_side", "steps_per_execution")
+                         "max_side", "steps_per_execution", "lr")
+    if args.lr is not None and not args.lr < float("inf"):
+        parser.error(f"--lr must be a finite number, got {args.lr}")
     return args
 
 
@@ -136,7 +143,7 @@ SHAPES_PRESETS = {"zf": "shapes", "resnet50": "shapes-resnet50", "resnet101": "s
 
 
 def build_config(args):
-    from keras_frcnn.config import Config, preset
+    from keras_frcnn.config import Config, ConfigError, preset
     from keras_frcnn.data.tfds_sources import default_splits
 
     if args.config:
@@ -147,6 +154,9 @@ def build_config(args):
     else:
         # No preset named: the built-in set, with the shapes preset of the --backbone asked for
         # (a base brings its anchors' stride, RoI pooling, head and input scale).
+        if not args.preset and args.backbone and args.backbone not in SHAPES_PRESETS:
+            raise cli.UsageError(f"--backbone {args.backbone} has no preset of the built-in set: train it with "
+                                 f"--preset voc (VGG-16; on the built-in set: --preset voc --dataset shapes)")
         cfg = preset(args.preset or SHAPES_PRESETS.get(args.backbone, "shapes"))
     changes = {}
     if args.backbone:
@@ -180,7 +190,7 @@ def build_config(args):
         train["schedule"] = args.schedule
     if args.batch_size:
         train["rpn_batch_images"] = train["detector_batch_images"] = args.batch_size
-    if args.lr:
+    if args.lr is not None:
         train["lr"] = args.lr
     if args.seed is not None:
         train["seed"] = args.seed
@@ -188,15 +198,31 @@ def build_config(args):
         train["jit_compile"] = args.jit
     if args.steps_per_execution:
         train["steps_per_execution"] = args.steps_per_execution
-    train = dataclasses.replace(cfg.train, **train)
-    if args.steps:  # in the run's config.json: --resume continues the same schedule
-        train = train.with_steps(args.steps)
-    return dataclasses.replace(
-        cfg, **changes,
-        image=dataclasses.replace(cfg.image, **image),
-        anchors=dataclasses.replace(cfg.anchors, **anchors),
-        train=train,
-    )
+    try:
+        train = dataclasses.replace(cfg.train, **train)
+        if args.steps:  # in the run's config.json: --resume continues the same schedule
+            train = train.with_steps(args.steps)
+        return dataclasses.replace(
+            cfg, **changes,
+            image=dataclasses.replace(cfg.image, **image),
+            anchors=dataclasses.replace(cfg.anchors, **anchors),
+            train=train,
+        )
+    except ConfigError as error:  # named by the options typed that set the fields it names
+        given = [f"{flag} {getattr(args, dest)}" for field, (flag, dest) in FIELD_OPTIONS.items()
+                 if getattr(args, dest) is not None and f"{field} " in str(error)]
+        hint = " (a base brings its own stride: use one of its presets, see --preset)" \
+            if "anchors.stride" in str(error) else ""
+        raise ConfigError(f"{', '.join(dict.fromkeys(given))}: {error}{hint}" if given else f"{error}{hint}") from None
+
+
+# The config fields options set: an error about one names the option.
+FIELD_OPTIONS = {"train.lr": ("--lr", "lr"), "train.seed": ("--seed", "seed"),
+                 "anchors.scales": ("--anchor-scales", "anchor_scales"),
+                 "anchors.ratios": ("--anchor-ratios", "anchor_ratios"),
+                 "image.min_side": ("--min-side", "min_side"), "image.max_side": ("--max-side", "max_side"),
+                 "image.train_min_sides": ("--train-min-sides", "train_min_sides"),
+                 "anchors.stride": ("--backbone", "backbone")}
 
 
 def differing_fields(asked: dict, run: dict, prefix="") -> list:

@@ -80,6 +80,7 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
     except Exception as error:
         training = sys.modules.get("keras_frcnn.training")
         if training is not None and isinstance(error, training.TrainingDiverged):
+            print(flush=True)  # (Keras's progress bar leaves its line open)
             _fail(error)
             return 1  # the training failed, not its command line
         tf = sys.modules.get("tensorflow")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ def _check(condition, name, value, requirement):
 
 
 def _positive(name, value):
-    _check(isinstance(value, (int, float)) and value > 0, name, value, "> 0")
+    _check(isinstance(value, (int, float)) and 0 < value < math.inf, name, value, "> 0 (and finite)")
 
 
 def _fraction(name, value, low_open=False):
@@ -246,15 +247,18 @@ class TrainConfig:
 
     def with_steps(self, steps: int) -> "TrainConfig":
         """Every stage, and joint training, ``steps`` long (``train.py --steps``), each
-        learning-rate drop step moved in proportion. Kept in the run's config.json, so that
-        ``--resume`` continues the same schedule."""
+        learning-rate drop step and the warm-up moved in proportion (a preset's 8,000 warm-up
+        steps would otherwise outlast a short run, its rate never reached). Kept in the run's
+        config.json, so that ``--resume`` continues the same schedule."""
         def drop(n, at):
             return int(round(at * steps / n)) if n else steps
 
+        longest = self.joint_steps if self.schedule == "joint" else max(self.stage_steps, default=0)
         return dataclasses.replace(
             self, stage_steps=(int(steps),) * len(self.stage_steps),
             stage_lr_drop_steps=tuple(drop(n, at) for n, at in zip(self.stage_steps, self.stage_lr_drop_steps)),
-            joint_steps=int(steps), joint_lr_drop_step=drop(self.joint_steps, self.joint_lr_drop_step))
+            joint_steps=int(steps), joint_lr_drop_step=drop(self.joint_steps, self.joint_lr_drop_step),
+            warmup_steps=drop(longest, self.warmup_steps) if self.warmup_steps else 0)
 
     def validate(self, prefix="train"):
         _check(self.schedule in SCHEDULES, f"{prefix}.schedule", self.schedule, f"one of {SCHEDULES}")

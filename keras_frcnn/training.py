@@ -627,7 +627,8 @@ class ScheduleRunner:
                  + (f" per replica x {replicas} replicas" if replicas > 1 else "")
                  + f" ({stage.steps * batch / self.source.num_examples:.1f} passes over "
                  f"{self.source.num_examples} images), lr {cfg.train.lr:g} "
-                 f"(x{cfg.train.lr_drop:g} at step {stage.lr_drop_step})")
+                 f"(x{cfg.train.lr_drop:g} at step {max(1, stage.lr_drop_step)}"
+                 + (f", after {cfg.train.warmup_steps} steps of warm-up" if cfg.train.warmup_steps else "") + ")")
         began = time.perf_counter()
         store = None
         if stage.proposals_from:

@@ -440,14 +440,28 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
         f"(e.g. --out {tmp_path / 'model.onnx'})": lambda: export.parse_args(["--model", "m.keras", "--format", "onnx",
                                                                               "--out", str(tmp_path)]),
         "--batch-size must be positive": lambda: evaluate_main(["--model", "m.keras", "--batch-size", "0"]),
+        # Values read as "not given" (the preset's used in silence): refused.
+        "--lr must be positive, got 0.0": lambda: train.parse_args(["--lr", "0"]),
+        "--lr must be a finite number, got inf": lambda: train.parse_args(["--lr", "inf"]),
+        "--anchor-scales was given an empty value": lambda: train.parse_args(["--anchor-scales", ""]),
+        "--out was given an empty value": lambda: train.parse_args(["--out", ""]),
+        "--voc-dir was given an empty value": lambda: train.parse_args(["--voc-dir", "a", "--voc-dir", ""]),
+        "give --preset or --config, not both": lambda: train.parse_args(["--preset", "voc", "--config", "c.json"]),
     }
     for message, call in refused.items():
         with pytest.raises(SystemExit) as stop:
             call()
         assert stop.value.code == 2 and message.strip() in capsys.readouterr().err, message
-    for seed in ("-1", str(2**32)):
-        with pytest.raises(ConfigError, match=r"train.seed must be an int in \[0, 2\*\*32\)"):
+    for seed in ("-1", str(2**32)):  # named by the option typed, not only the config field
+        with pytest.raises(ConfigError, match=rf"^--seed {seed}: config field train.seed must be an int in \[0, 2\*\*32\)"):
             train.build_config(train.parse_args(["--seed", seed]))
+    with pytest.raises(ConfigError, match="^--min-side 4000: config field image.max_side must be >= image.min_side"):
+        train.build_config(train.parse_args(["--min-side", "4000"]))
+    with pytest.raises(cli.UsageError, match="--backbone vgg16 has no preset of the built-in set: train it with "
+                                             "--preset voc"):
+        train.build_config(train.parse_args(["--backbone", "vgg16"]))
+    with pytest.raises(ConfigError, match="^--backbone resnet50-fpn: .*anchors.stride.* use one of its presets"):
+        train.build_config(train.parse_args(["--preset", "voc", "--backbone", "resnet50-fpn"]))
     assert train.build_config(train.parse_args(["--seed", str(2**32 - 1)])).train.seed == 2**32 - 1
 
     def choose(*argv):
@@ -509,6 +523,12 @@ def test_steps_flag_is_kept_in_the_config():
     assert cfg.stage_steps == (100, 100, 100, 100)
     assert cfg.stage_lr_drop_steps == (75, 75, 75, 50)  # the preset's 525 / 700, ..., 250 / 500
     assert (cfg.joint_steps, cfg.joint_lr_drop_step) == (100, 75)
+    # A preset's warm-up moves in proportion too (resnet50-fpn-coco: 8,000 steps of its joint schedule; left
+    # as it was, a short run warmed up past its end and never reached its learning rate).
+    fpn = train.build_config(train.parse_args(["--preset", "resnet50-fpn-coco"])).train
+    short = train.build_config(train.parse_args(["--preset", "resnet50-fpn-coco", "--steps", "900"])).train
+    assert short.warmup_steps == round(fpn.warmup_steps * 900 / fpn.joint_steps) < short.joint_lr_drop_step
+    assert cfg.warmup_steps == 0
     assert train.differing_fields({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 2, "d": 4}}) == ["b.d"]
 
 
