@@ -328,43 +328,32 @@ def test_a_file_written_atomically_is_whole_or_the_previous_one(tmp_path):
 
 
 def test_evaluations_every_n_steps_are_the_same_steps_when_a_run_is_killed_and_resumed(source, tmp_path):
-    """--eval-every 2 over 6 joint steps in windows of 4: evaluated at 2, 4, 6, whatever the window
-    (it was at the window's end: a run resumed at step 3 evaluated 6 only, one killed while
-    evaluating step 4 after its checkpoint never evaluated 4). Here: killed after step 3 (its
-    checkpoint written), resumed; killed while evaluating step 4 (the checkpoint is step 2's),
-    resumed: the same steps evaluated, step 4 again; a stale half-written checkpoint removed."""
+    """--eval-every 2 over 6 joint steps in windows of 4, a checkpoint every 3: evaluated at 2, 4 and 6
+    whatever the windows. It was at the end of the window reaching a multiple (4, not 2), a run
+    resumed at step 3 evaluated the end of its window only (6), and one killed while evaluating
+    after that step's checkpoint never evaluated the step. Here killed while evaluating step 4 (the
+    last checkpoint step 3's), resumed: 2, then 4 again and 6; a stale half-written checkpoint
+    removed."""
     cfg = joint_config()
+    seen = []
 
-    def run(folder, evaluator, resume=False, **kwargs):
+    def run(evaluator, resume=False):
         keras.utils.set_random_seed(0)
-        runner = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(folder), steps=6,
-                                log_every=4, eval_every=2, evaluator=evaluator, verbose=0, log=lambda *a: None,
-                                **kwargs)
+        runner = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=6, log_every=4,
+                                checkpoint_every=3, eval_every=2, evaluator=evaluator, verbose=0, log=lambda *a: None)
         return runner.run(resume=resume)
-
-    seen = []
-    assert run(tmp_path / "whole", lambda stage, step: seen.append(step))
-    assert seen == [2, 4, 6]
-
-    seen = []
-    assert not run(tmp_path / "killed", lambda stage, step: seen.append(step), checkpoint_every=3,
-                   stop_after_steps=3)
-    (tmp_path / "killed" / "checkpoint" / "ckpt-9_temp").mkdir()  # what a kill -9 in a save leaves
-    assert run(tmp_path / "killed", lambda stage, step: seen.append(step), resume=True)
-    assert seen == [2, 4, 6] and not (tmp_path / "killed" / "checkpoint" / "ckpt-9_temp").exists()
-
-    seen = []
 
     def killed_at_4(stage, step):
         seen.append(step)
-        if seen == [2, 4]:
+        if step == 4:
             raise KeyboardInterrupt  # as a kill while evaluating
 
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "evaluating", killed_at_4, checkpoint_every=2)
-    assert json.loads((tmp_path / "evaluating" / "checkpoint" / "state.json").read_text())["step"] == 2
-    assert run(tmp_path / "evaluating", lambda stage, step: seen.append(step), resume=True, checkpoint_every=2)
-    assert seen == [2, 4, 4, 6]
+        run(killed_at_4)
+    assert seen == [2, 4] and json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 3
+    (tmp_path / "checkpoint" / "ckpt-9_temp").mkdir()  # what a kill -9 in a save leaves
+    assert run(lambda stage, step: seen.append(step), resume=True)
+    assert seen == [2, 4, 4, 6] and not (tmp_path / "checkpoint" / "ckpt-9_temp").exists()
 
 
 def test_a_stop_asked_in_the_last_steps_of_the_last_stage_stops(source, tmp_path):
