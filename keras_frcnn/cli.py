@@ -269,15 +269,14 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     evaluation split is a ``DataError`` now, not after training."""
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    given = (args.voc_dir, args.coco_json, args.yolo_data, args.tfrecord, args.csv, args.labelme, args.via, args.cvat,
-             args.dataset)
-    if sum(bool(v) for v in given) > 1:
+    given = _sources_given(args) + (["tfds"] if args.dataset else [])
+    if len(given) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord, --csv, "
                          "--labelme, --via or --cvat")
-    of_the_run = not any(given) and cfg.dataset in FOLDER_KINDS
+    of_the_run = not given and cfg.dataset in FOLDER_KINDS
     if of_the_run:
         _options_of_the_run(args, cfg, evaluation)
-    elif not any(given) and cfg.data_paths:  # the run's TFDS folder and the built-in set's size, unless given now
+    elif not given and cfg.data_paths:  # the run's TFDS folder and the built-in set's size, unless given now
         args.data_dir = args.data_dir or cfg.data_paths[0] or None
         if len(cfg.data_paths) > 1:
             args.shapes_images = args.shapes_images or cfg.data_paths[1]
@@ -466,24 +465,8 @@ def _refuse_unused_data_options(args, cfg):
     be ignored: a usage error instead, so that nobody trains on what they did not ask for."""
     from keras_frcnn.data.tfds_sources import canonical_name
 
-    if args.voc_dir:
-        source = "voc-dir"
-    elif args.coco_json:
-        source = "coco-json"
-    elif args.yolo_data:
-        source = "yolo"
-    elif args.tfrecord:
-        source = "tfrecord"
-    elif args.csv:
-        source = "csv"
-    elif args.labelme:
-        source = "labelme"
-    elif args.via:
-        source = "via"
-    elif args.cvat:
-        source = "cvat"
-    else:
-        source = "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
+    named = _sources_given(args)
+    source = named[0] if named else "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
               "shapes_images": ("shapes",), "data_dir": ("tfds", "shapes"), "label_map": ("tfrecord",),
               "csv_images": ("csv",), "csv_classes": ("csv",)}
@@ -492,6 +475,11 @@ def _refuse_unused_data_options(args, cfg):
             flag = "--" + option.replace("_", "-")
             raise UsageError(f"{flag} goes with {' or '.join(SOURCE_FLAGS[s] for s in sources)}, "
                              f"not with this run's data ({SOURCE_FLAGS[source]})")
+
+
+def _sources_given(args) -> list:
+    """The kinds of file source (``FOLDER_KINDS``) the options name, each by its flag."""
+    return [kind for kind in FOLDER_KINDS if getattr(args, SOURCE_FLAGS[kind][2:].replace("-", "_"), None)]
 
 
 # The sources a run's config.json names by its files (Config.dataset; data_paths: their paths).
