@@ -941,6 +941,11 @@ def cvat(root, images):
                       "peak_rss_mb": round(peak_rss_mb())}))
 
 
+# The format benchmarks: what --images defaults to for each.
+FORMATS = {"flat": (flat, 20000), "yolo": (yolo, 20000), "csv": (csv_files, 20000), "labelme": (labelme, 20000),
+           "via": (via, 20000), "cvat": (cvat, 20000), "coco-joined": (coco_joined, 10000)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["write", "write-coco", "pipeline", "old-pipeline", "train",
@@ -969,24 +974,13 @@ def main():
         coco_scale(args.dir, args.images or 118287)
     elif args.what == "voc07-12":
         voc07_12(args.dir)
-    elif args.what == "flat":
-        flat(args.dir, args.images or 20000)
-    elif args.what == "yolo":
-        yolo(args.dir, args.images or 20000)
     elif args.what == "tfrecord":
         tfrecord(args.dir, args.images or 20000, gzip=args.gzip)
     elif args.what == "tfrecord-scale":
         tfrecord_scale(args.dir, args.images or 118287)
-    elif args.what == "csv":
-        csv_files(args.dir, args.images or 20000)
-    elif args.what == "labelme":
-        labelme(args.dir, args.images or 20000)
-    elif args.what == "via":
-        via(args.dir, args.images or 20000)
-    elif args.what == "coco-joined":
-        coco_joined(args.dir, args.images or 10000)
-    elif args.what == "cvat":
-        cvat(args.dir, args.images or 20000)
+    elif args.what in FORMATS:  # the scenes in another format, read as train.py reads it
+        measure, images = FORMATS[args.what]
+        measure(args.dir, args.images or images)
     else:
         train(args.dir, args.out)
 
