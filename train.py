@@ -76,7 +76,8 @@ def parse_args(argv=None):
                         help="Keras dtype policy (default auto: mixed_bfloat16 on CPUs with AVX512_BF16 / "
                         "AMX, float32 elsewhere; mixed_float16 for GPUs)")
     parser.add_argument("--jit", choices=["auto", "on", "off"],
-                        help="XLA for the training steps (default auto: on when a GPU is visible)")
+                        help="XLA for the training steps (default auto: on when a GPU is visible, "
+                             "without --strategy; on is refused with --strategy)")
     parser.add_argument("--steps-per-execution", type=int,
                         help="training steps per call of the compiled step (default: the preset's, 10); "
                         "Keras's per-step Python runs once per call")
@@ -338,7 +339,7 @@ def _train(args, held):
     from keras_frcnn.files import write_atomically
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation, log_scalars
-    from keras_frcnn.training import ScheduleRunner, holds_every_weight, unfinished_run
+    from keras_frcnn.training import ScheduleRunner, check_jit_under, holds_every_weight, unfinished_run
 
     cfg = build_config(args)
     if not args.resume:  # a resume checks the run's own config below
@@ -365,6 +366,8 @@ def _train(args, held):
     cfg = dataclasses.replace(cfg, precision=precision)
     # A multi-worker strategy must exist before TensorFlow runs its first op.
     strategy = make_strategy(args.strategy)
+    with strategy.scope():
+        check_jit_under(strategy, cfg)  # before the data is read
     chief = is_chief(strategy)
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
     # A resume whose checkpoint holds every weight needs no starting weights (ImageNet's, a file

@@ -10,13 +10,17 @@ are set to zero (``PaddingMask``; a squeeze-and-excitation mean leaves them out,
 so an image's features are the same alone or padded in a batch with larger images: the zero
 padding of the next convolution sees zeros either way.
 
-Feature sizes: VGG-16's 2x2 / 2 max pools and MobileNetV3's padding (keras.applications') floor,
-so an image side n gives floor(n / stride); ZF's and ResNet's padded stride-2 layers give
-ceil(n / stride) (``config.feature_rounding``).
+Feature sizes: VGG-16's 2x2 / 2 max pools round up as Caffe's pooling does (ceil mode: a
+600 x 1000 image gives a 38 x 63 conv5 map, as py-faster-rcnn's), ZF's and ResNet's padded
+stride-2 layers too: an image side n gives ceil(n / stride); MobileNetV3's padding
+(keras.applications') floor(n / stride) (``config.feature_rounding``).
 
 Departures from the paper, on purpose: ZF's local response normalisation layers are left out
-(Keras has no within-channel LRN, and they add little); ``width`` scales the channel counts for
-small CPU presets (1.0 is the paper's net).
+(Keras has no within-channel LRN, and they add little); ZF's 3x3 / 2 pools give ceil(n / 2)
+outputs where Caffe's (pad 1, ceil mode) give floor(n / 2) + 1: for an even side Caffe's last
+window starts on the padding row and its conv5 map has one more row or column of cells centred
+past the image (39 x 64 for 600 x 1000, here 38 x 63; every cell here covers the image);
+``width`` scales the channel counts for small CPU presets (1.0 is the paper's net).
 """
 
 import functools
@@ -173,9 +177,10 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
     at_stride = 1  # of the layer being built
     for block, (filters, convs) in enumerate(_VGG16_BLOCKS, start=1):
         if block > 1:
-            x = keras.layers.MaxPooling2D(2, 2, name=f"block{block - 1}_pool")(x)
+            # Caffe's ceil mode: an odd side's last window holds its last row (or column) alone.
+            x = keras.layers.MaxPooling2D(2, 2, padding="same", name=f"block{block - 1}_pool")(x)
             at_stride *= 2
-            x = PaddingMask(at_stride, "floor", name=f"block{block - 1}_pool_mask")([x, image_info])
+            x = PaddingMask(at_stride, "ceil", name=f"block{block - 1}_pool_mask")([x, image_info])
         for i in range(1, convs + 1):
             x = keras.layers.Conv2D(_channels(filters, width), 3, padding="same",
                                     activation=None if batch_norm else "relu",
@@ -183,7 +188,7 @@ def vgg16(weights=None, width=1.0, name="vgg16", kernel_initializer="glorot_unif
             if batch_norm:
                 x = _batch_norm(f"block{block}_conv{i}_bn")(x)
                 x = keras.layers.ReLU(name=f"block{block}_conv{i}_relu")(x)
-            x = PaddingMask(at_stride, "floor", name=f"block{block}_conv{i}_mask")([x, image_info])
+            x = PaddingMask(at_stride, "ceil", name=f"block{block}_conv{i}_mask")([x, image_info])
     base = keras.Model([images, image_info], x, name=name)
 
     if weights is not None:
@@ -220,8 +225,9 @@ def zf(weights=None, width=1.0, name="zf", kernel_initializer="glorot_uniform", 
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])
 
     def pool(x, name, at_stride, step=2):
-        # Caffe's 3x3/2 pool with pad 1 and ceil mode == zero padding (inputs are >= 0 after ReLU)
-        # + a valid pool: ceil(n / 2) outputs (n outputs with step 1).
+        # Caffe's 3x3/2 pool with pad 1: zero padding (inputs are >= 0 after ReLU) + a valid pool,
+        # windows aligned as Caffe's; ceil(n / 2) outputs, Caffe's ceil mode floor(n / 2) + 1 (one
+        # more for an even n: the module docstring) (n outputs with step 1, as Caffe's).
         x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
         x = keras.layers.MaxPooling2D(3, step, name=name)(x)
         return PaddingMask(at_stride, "ceil", name=f"{name}_mask")([x, image_info])

@@ -217,11 +217,14 @@ class TrainConfig:
     warmup_steps: int = 0
     warmup_factor: float = 0.001
     momentum: float = 0.9
-    # Caffe's L2 decay through the momentum on the weights (not the biases), biases at twice the
-    # learning rate, as py-faster-rcnn's solvers and nets (keras_frcnn.optimizer). True: decay
-    # decoupled from the momentum instead (Keras's SGD(weight_decay=...)).
+    # Caffe's L2 decay through the momentum, biases at twice the learning rate and decayed as the
+    # weights, as py-faster-rcnn's solvers and nets (``param { lr_mult: 2 }``: Caffe's default
+    # ``decay_mult: 1``; keras_frcnn.optimizer). bias_decay_multiplier 0 leaves biases undecayed
+    # (tf-faster-rcnn's BIAS_DECAY: False). True: decay decoupled from the momentum instead
+    # (Keras's SGD(weight_decay=...)).
     weight_decay: float = 5e-4
     bias_lr_multiplier: float = 2.0
+    bias_decay_multiplier: float = 1.0
     decoupled_weight_decay: bool = False
     # Stage 3 (RPN on the frozen shared base) starts its RPN head from the initialiser, as
     # py-faster-rcnn; True continues stage 1's head instead.
@@ -229,7 +232,8 @@ class TrainConfig:
     rpn_batch_images: int = 1  # images per batch in RPN stages (and joint training)
     detector_batch_images: int = 2  # images per batch in detector stages
     seed: int = 0
-    # XLA for the training steps: "auto" (Keras: on when a GPU is visible), "on" or "off". On the
+    # XLA for the training steps: "auto" (Keras: on when a GPU is visible, off under a
+    # tf.distribute strategy), "on" (refused under a strategy) or "off". On the
     # CPU it makes steps slower (BENCHMARKS.md). A compiled step is recompiled for every new input
     # shape, so compiled steps get batches padded to a few shapes: image sides to a multiple of
     # xla_pad_multiple pixels, ground truth to a multiple of 16 boxes, stored proposals to their
@@ -276,6 +280,8 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", self.momentum, "in [0, 1)")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", self.weight_decay, ">= 0")
         _positive(f"{prefix}.bias_lr_multiplier", self.bias_lr_multiplier)
+        _check(isinstance(self.bias_decay_multiplier, (int, float)) and 0 <= self.bias_decay_multiplier < math.inf,
+               f"{prefix}.bias_decay_multiplier", self.bias_decay_multiplier, ">= 0 (and finite)")
         _positive(f"{prefix}.rpn_batch_images", self.rpn_batch_images)
         _positive(f"{prefix}.detector_batch_images", self.detector_batch_images)
         _check(self.jit_compile in ("auto", "on", "off"), f"{prefix}.jit_compile", self.jit_compile,
@@ -507,6 +513,7 @@ def _resnet50_fpn_coco() -> Config:
                                 nms_iou=0.5),
         train=TrainConfig(schedule="joint", joint_steps=26 * steps_per_epoch,
                           joint_lr_drop_step=16 * steps_per_epoch, lr=0.02 / 8, weight_decay=1e-4,
+                          bias_lr_multiplier=1.0,  # torchvision: one rate and decay for every parameter
                           warmup_steps=8000, warmup_factor=0.001,  # its 1000 steps of 16 images
                           rpn_batch_images=2, detector_batch_images=2),
     )
@@ -613,7 +620,7 @@ def _resnet_voc(depth) -> Config:
         image=ImageConfig(pixel_means=RESNET_PIXEL_MEANS),
         detector=DetectorConfig(pool_size=14, pool_mode="align", batch_rois=256),
         train=TrainConfig(schedule="joint", joint_steps=70000, joint_lr_drop_step=50000, lr=1e-3,
-                          weight_decay=1e-4),
+                          weight_decay=1e-4, bias_decay_multiplier=0.0),  # DOUBLE_BIAS, BIAS_DECAY: False
     )
 
 
@@ -686,9 +693,9 @@ def resolve_precision(precision: str) -> tuple:
 
 
 def feature_rounding(backbone: str) -> str:
-    """How the base maps an image side n to a feature side: floor(n / stride) (VGG-16's pools,
-    MobileNetV3's padding) or ceil (ZF, ResNet)."""
-    return "floor" if backbone in ("vgg16", "mobilenetv3-fpn") else "ceil"
+    """How the base maps an image side n to a feature side: floor(n / stride) (MobileNetV3's
+    padding) or ceil (VGG-16's ceil-mode pools, ZF, ResNet)."""
+    return "floor" if backbone == "mobilenetv3-fpn" else "ceil"
 
 
 __all__ = ["Config", "ConfigError", "PRECISIONS", "INFERENCE_PRECISIONS", "MIXED_PRECISIONS",

@@ -32,8 +32,9 @@ dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch ret
 outputs.
 
 Every op the signatures run has a GPU kernel for its dtypes in this TensorFlow build
-(``ops_without_gpu_kernels``), but image decoding, ``tf_example``'s parsing and the ragged batch
-the encoded signatures build; no Python ops. ``jit_compile=True`` compiles the network (everything after decoding) with XLA.
+(``ops_without_gpu_kernels``), but image decoding, ``tf_example``'s parsing, the ragged batch
+the encoded signatures build and the string ops (``detection_class_names``' lookup of the class
+names at the output, run on the host; the network itself has no string tensor); no Python ops. ``jit_compile=True`` compiles the network (everything after decoding) with XLA.
 """
 
 from __future__ import annotations

@@ -11,10 +11,16 @@ fc6 (4096) -> ReLU -> dropout 0.5 -> fc7 (4096) -> ReLU -> dropout 0.5 -> cls_sc
 fc2 (a 7 x 7 x 512 input flattened in channels-last order), so ImageNet weights copy straight in.
 """
 
+import zlib
+
 import keras
 import tensorflow as tf
 
 from keras_frcnn.backbone import resnet_stage
+from keras_frcnn.targets import hash_uniform
+
+# The salts of fc6's and fc7's dropout draws (distinct from the samplers' seeds).
+_DROPOUT_SALTS = (zlib.crc32(b"fc6 dropout"), zlib.crc32(b"fc7 dropout"))
 
 
 class _BoxPredictor(keras.layers.Layer):
@@ -69,15 +75,30 @@ class DetectorHead(_BoxPredictor):
         self.fc7.build((None, self.fc_units))
         self._build_predictor(self.fc_units)
 
-    def call(self, roi_features, training=False):
+    def call(self, roi_features, training=False, image_seeds=None):
+        """``image_seeds`` int64 ``[B]`` (training: the pipeline's per-image ``sample_seed``): each
+        image's dropout masks drawn from its own seed (``targets.hash_uniform``), so that a batch
+        split over replicas drops exactly as on one device (Keras's ``Dropout`` gives every
+        replica the same mask: its seed state is one mirrored variable) and a resumed run as an
+        uninterrupted one. Without them, Keras's ``Dropout``."""
         shape = tf.shape(roi_features)
         flat = roi_features.shape[2] * roi_features.shape[3] * roi_features.shape[4]
         # One [B * R, flat] matrix: a plain MatMul that fuses with its bias and ReLU (a 3-D input
         # would be a batched matmul, a few % slower on CPU).
         x = tf.reshape(roi_features, [-1, flat])
-        x = self.dropout(self.fc6(x), training=training)
-        x = self.dropout(self.fc7(x), training=training)
+        x = self._dropout(self.fc6(x), training, image_seeds, _DROPOUT_SALTS[0])
+        x = self._dropout(self.fc7(x), training, image_seeds, _DROPOUT_SALTS[1])
         return self._predict(x, shape[0], shape[1])
+
+    def _dropout(self, x, training, image_seeds, salt):
+        """Dropout of ``x [B * R, units]`` (inverted: kept units scaled by 1 / (1 - rate))."""
+        if not training or not self.dropout_rate:
+            return x
+        if image_seeds is None:
+            return self.dropout(x, training=training)
+        per_image = tf.shape(x)[0] // tf.shape(image_seeds)[0] * self.fc_units
+        keep = hash_uniform(image_seeds, tf.range(per_image, dtype=tf.int64), salt) >= self.dropout_rate
+        return x * tf.cast(tf.reshape(keep, tf.shape(x)), x.dtype) * tf.cast(1.0 / (1.0 - self.dropout_rate), x.dtype)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "fc_units": self.fc_units,

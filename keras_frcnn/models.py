@@ -126,14 +126,17 @@ class _Layers:
         inputs = [objectness_logits, rpn_deltas, anchors, image_info] + ([] if levels is None else [levels])
         return layer(inputs, training=training)
 
-    def detector(self, features, rois, training=False, feature_gradient=False):
+    def detector(self, features, rois, training=False, feature_gradient=False, image_seeds=None):
         """features and RoIs ``[B, R, 4]`` (input pixels) -> ``(class_logits [B, R, K],
         box_deltas [B, R, K, 4])``. ``feature_gradient``: the features are trained through the
-        RoI pooling (not at inference, not on a frozen base)."""
+        RoI pooling (not at inference, not on a frozen base). ``image_seeds``: per-image seeds of
+        the training draws (the head's dropout)."""
         if self.pyramid:
             features = list(features[:self.roi_levels])
         roi_features = self.roi_pooling([features, rois], feature_gradient=feature_gradient)
-        return self.detector_head(roi_features, training=training)
+        if image_seeds is None or not isinstance(self.detector_head, DetectorHead):
+            return self.detector_head(roi_features, training=training)
+        return self.detector_head(roi_features, training=training, image_seeds=image_seeds)
 
 
 def proposal_layer(cfg: Config, pre_nms_top_n, post_nms_top_n, name=None):
@@ -486,7 +489,8 @@ def detector_outputs(view, features, proposals, num_proposals, batch, training):
                                                          batch["gt_classes"], batch.get("sample_seed"))
     # The base's trainable flags are set before the view is compiled and traced.
     class_logits, box_deltas = view.layers_.detector(features, rois, training=training,
-                                                     feature_gradient=bool(view.base.trainable_weights))
+                                                     feature_gradient=bool(view.base.trainable_weights),
+                                                     image_seeds=batch.get("sample_seed"))
     return {"class_logits": class_logits, "box_deltas": box_deltas, "rois": rois,
             "roi_labels": labels, "roi_deltas": targets, "roi_valid": valid}
 

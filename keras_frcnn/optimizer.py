@@ -1,8 +1,9 @@
 """The paper's solver: Caffe's SGD with momentum, L2 weight decay and the nets' per-layer multipliers.
 
 py-faster-rcnn's VGG-16 and ZF solvers (``solver.prototxt``: ``momentum: 0.9``, ``weight_decay:
-0.0005``) and nets (every conv / fc layer: ``lr_mult: 1, decay_mult: 1`` on the weights,
-``lr_mult: 2, decay_mult: 0`` on the biases) update each parameter ``w`` with gradient ``g`` as
+0.0005``) and nets (every conv / fc layer: ``param { lr_mult: 1 } param { lr_mult: 2 }``, the
+weights and the biases, both with Caffe's default ``decay_mult: 1``) update each parameter ``w``
+with gradient ``g`` as
 
     v = momentum * v + lr_mult * lr * (g + decay_mult * weight_decay * w)
     w = w - v
@@ -12,7 +13,8 @@ weights ``1 / (1 - momentum)`` = 10 times harder than Keras's ``SGD(weight_decay
 subtracts ``lr * weight_decay * w`` outside the momentum (decoupled decay, as AdamW).
 
 ``CaffeSGD`` is Keras's ``SGD`` with that rule: weights (Keras variables named ``kernel``) get the
-L2 term, biases (``bias``) twice the learning rate and no decay, and the other trainable variables
+L2 term, biases (``bias``) twice the learning rate and the L2 term times ``bias_decay_multiplier``
+(1 as py-faster-rcnn; 0 as tf-faster-rcnn's ``BIAS_DECAY: False``), and the other trainable variables
 (batch-norm ``gamma`` / ``beta`` of the shapes preset's base, which Caffe's VGG-16 and ZF do not
 have) the plain learning rate and no decay. ``decoupled=True`` instead decays weights outside the
 momentum, as Keras's own SGD (kept as an option for nets with batch norm, where it is the common
@@ -31,16 +33,18 @@ class CaffeSGD(keras.optimizers.SGD):
     Args:
       learning_rate, momentum: as ``keras.optimizers.SGD``.
       l2: the weight decay (Caffe's ``weight_decay``) of the variables named ``kernel``.
-      bias_lr_multiplier: Caffe's ``lr_mult`` of the variables named ``bias`` (their decay is 0).
+      bias_lr_multiplier: Caffe's ``lr_mult`` of the variables named ``bias``.
+      bias_decay_multiplier: Caffe's ``decay_mult`` of the variables named ``bias``.
       decoupled: decay outside the momentum (``w -= lr * l2 * w``) instead of Caffe's L2.
     """
 
     def __init__(self, learning_rate=0.001, momentum=0.9, l2=5e-4, bias_lr_multiplier=2.0,
-                 decoupled=False, **kwargs):
+                 decoupled=False, bias_decay_multiplier=1.0, **kwargs):
         kwargs.pop("weight_decay", None)  # the decay is this class's own (l2)
         super().__init__(learning_rate=learning_rate, momentum=float(momentum), **kwargs)
         self.l2 = float(l2)
         self.bias_lr_multiplier = float(bias_lr_multiplier)
+        self.bias_decay_multiplier = float(bias_decay_multiplier)
         self.decoupled = bool(decoupled)
 
     def build(self, variables):
@@ -56,11 +60,12 @@ class CaffeSGD(keras.optimizers.SGD):
         kind = self._kinds[index]
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
-        if kind == "kernel" and self.l2:
+        decay = self.l2 * {"kernel": 1.0, "bias": self.bias_decay_multiplier}.get(kind, 0.0)
+        if decay:
             if self.decoupled:
-                self.assign_sub(variable, ops.multiply(variable, learning_rate * self.l2))
+                self.assign_sub(variable, ops.multiply(variable, learning_rate * decay))
             else:
-                gradient = ops.add(gradient, ops.multiply(variable, ops.cast(self.l2, variable.dtype)))
+                gradient = ops.add(gradient, ops.multiply(variable, ops.cast(decay, variable.dtype)))
         if kind == "bias":
             learning_rate = learning_rate * self.bias_lr_multiplier
         if self.momentum and not self.nesterov and not tf.distribute.has_strategy() \
@@ -79,14 +84,17 @@ class CaffeSGD(keras.optimizers.SGD):
         config = super().get_config()
         config.pop("weight_decay", None)
         return {**config, "l2": self.l2, "bias_lr_multiplier": self.bias_lr_multiplier,
-                "decoupled": self.decoupled}
+                "bias_decay_multiplier": self.bias_decay_multiplier, "decoupled": self.decoupled}
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
 class StepWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """``lr`` up to ``drop_step``, then ``lr * drop``; over the first ``warmup_steps`` the rate
-    rises linearly from ``warmup_factor * lr`` (Detectron's and torchvision's linear warm-up,
-    ``WARM_UP_METHOD: linear``: factor ``f + (1 - f) * step / warmup_steps``)."""
+    """``lr`` for the updates before ``drop_step``, then ``lr * drop`` (Caffe's ``lr_policy:
+    "step"``, ``lr * drop ** floor(iter / stepsize)`` with one drop: the update of iteration
+    ``drop_step``, counted from 0 as Keras's ``iterations``, is the first at the lower rate); over
+    the first ``warmup_steps`` the rate rises linearly from ``warmup_factor * lr`` (Detectron's and
+    torchvision's linear warm-up, ``WARM_UP_METHOD: linear``: factor
+    ``f + (1 - f) * step / warmup_steps``)."""
 
     def __init__(self, lr, drop_step, drop=0.1, warmup_steps=0, warmup_factor=0.001):
         self.lr = float(lr)
@@ -97,7 +105,7 @@ class StepWithWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        rate = ops.where(step <= self.drop_step, self.lr, self.lr * self.drop)  # as PiecewiseConstantDecay
+        rate = ops.where(step < self.drop_step, self.lr, self.lr * self.drop)
         if self.warmup_steps > 0:
             progress = ops.minimum(step / self.warmup_steps, 1.0)
             rate = rate * (self.warmup_factor + (1.0 - self.warmup_factor) * progress)

@@ -48,7 +48,7 @@ import typing
 import keras
 import tensorflow as tf
 
-from keras_frcnn.config import Config
+from keras_frcnn.config import Config, ConfigError
 from keras_frcnn.data.examples import DetectionSource
 from keras_frcnn.data.pipeline import as_source, train_dataset
 from keras_frcnn.data.problems import DataError
@@ -102,15 +102,28 @@ def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
+def check_jit_under(strategy, cfg: Config):
+    """``ConfigError`` for ``jit_compile: "on"`` under a tf.distribute strategy: XLA cannot
+    compile a step whose mirrored variables live on other devices (TensorFlow's XLA known
+    issues: a ``tf.Variable`` on a different device), and Keras's own ``"auto"`` turns XLA off
+    under tf.distribute for that reason."""
+    default = strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+    if cfg.train.jit_compile == "on" and not default:
+        raise ConfigError(f"train.jit_compile \"on\" (--jit on) cannot run under a tf.distribute strategy "
+                          f"({type(strategy).__name__}): XLA cannot compile a step over mirrored variables; "
+                          "use \"auto\" (Keras then trains without XLA under a strategy) or \"off\"")
+
+
 def make_optimizer(cfg: Config, stage: Stage) -> keras.optimizers.Optimizer:
     """The paper's solver (``optimizer.CaffeSGD``): momentum 0.9, L2 weight decay 5e-4 through
-    the momentum on the weights, biases at twice the learning rate without decay; the learning
+    the momentum on the weights and biases, biases at twice the learning rate; the learning
     rate ``lr`` drops by ``lr_drop`` at the stage's drop step, after a linear warm-up over the
     stage's first ``warmup_steps`` (each stage starts a new optimizer, so each warms up)."""
     t = cfg.train
     schedule = StepWithWarmup(t.lr, max(1, stage.lr_drop_step), t.lr_drop, t.warmup_steps, t.warmup_factor)
     return CaffeSGD(learning_rate=schedule, momentum=t.momentum, l2=t.weight_decay,
-                    bias_lr_multiplier=t.bias_lr_multiplier, decoupled=t.decoupled_weight_decay)
+                    bias_lr_multiplier=t.bias_lr_multiplier, bias_decay_multiplier=t.bias_decay_multiplier,
+                    decoupled=t.decoupled_weight_decay)
 
 
 # --- proposals for the detector stages --------------------------------------------------------
@@ -475,6 +488,7 @@ class ScheduleRunner:
         self.evaluated_stages = detector_trained(self.plan)
         self.verbose, self.log, self.callbacks = verbose, log, list(callbacks)
         self.strategy = strategy or tf.distribute.get_strategy()
+        check_jit_under(self.strategy, cfg)
         self.checkpoint = TrainingCheckpoint(run_dir)
         self.stop_after_steps = stop_after_steps
         self.stage_hooks = list(stage_hooks)  # fn(event, stage, runner), event "start" or "end"
@@ -627,7 +641,7 @@ class ScheduleRunner:
                  + (f" per replica x {replicas} replicas" if replicas > 1 else "")
                  + f" ({stage.steps * batch / self.source.num_examples:.1f} passes over "
                  f"{self.source.num_examples} images), lr {cfg.train.lr:g} "
-                 f"(x{cfg.train.lr_drop:g} at step {max(1, stage.lr_drop_step)}"
+                 f"(x{cfg.train.lr_drop:g} after step {max(1, stage.lr_drop_step)}"
                  + (f", after {cfg.train.warmup_steps} steps of warm-up" if cfg.train.warmup_steps else "") + ")")
         began = time.perf_counter()
         store = None

@@ -15,7 +15,8 @@ def run(base, images, sizes=None):
 
 
 @pytest.mark.parametrize("name,stride,size,expected", [
-    ("vgg16", 16, (70, 100), (4, 6)),  # floor(n / 16)
+    ("vgg16", 16, (70, 100), (5, 7)),  # ceil(n / 16): Caffe's ceil-mode pools
+    ("vgg16", 16, (600, 1000), (38, 63)),  # py-faster-rcnn's conv5_3 of a 600 x 1000 image
     ("zf", 16, (70, 100), (5, 7)),  # ceil(n / 16)
     ("zf", 8, (70, 100), (9, 13)),  # ceil(n / 8)
 ])

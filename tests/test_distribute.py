@@ -63,8 +63,12 @@ MIRRORED_CHILD = textwrap.dedent(r"""
     # the pyramid bases' own batch norm too, from random weights (ResNet-50-FPN joint; MobileNetV3-
     # FPN's RPN view: its untrained RPN scores many boxes alike, and float32 summation order then
     # changed which proposals its joint view kept, by 4.7 % of the step in one run, 0.2 % in another).
+    # "dropout": the detector head's masks are drawn per image too (Keras's Dropout would give
+    # both replicas one mask).
     cases = {"core": [("joint", base, "joint"),
-                      ("joint, batch norm", dataclasses.replace(base, base_batch_norm=True), "joint")],
+                      ("joint, batch norm", dataclasses.replace(base, base_batch_norm=True), "joint"),
+                      ("detector, dropout", dataclasses.replace(
+                          base, detector=dataclasses.replace(base.detector, dropout=0.5)), "detector")],
              "bases": [("joint, resnet50-fpn", tiny_fpn_config(), "joint"),
                        ("rpn, mobilenetv3-fpn", tiny_mobilenet_config(), "rpn")]}[part]
     for name, cfg, view in cases:
@@ -123,7 +127,7 @@ def test_mirrored_split_batch_trains_as_one_device_with_the_pyramid_bases(tmp_pa
 @pytest.mark.slow  # ~50 s (the suite's 10-minute budget); the two-worker train.py test stays in it
 def test_mirrored_split_batch_trains_as_one_device_and_resumes(tmp_path):
     report = mirrored_report(tmp_path, "core")
-    assert {"joint", "joint, batch norm"} <= set(report)
+    assert {"joint", "joint, batch norm", "detector, dropout"} <= set(report)
     resume = report["resume"]
     assert resume["replicas"] == 2 and resume["stopped"] and resume["finished"]
     assert resume["difference"] < 1e-6, resume

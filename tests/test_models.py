@@ -292,3 +292,28 @@ def test_detections_of_many_classes_take_memory_linear_in_the_classes():
     others = np.where(np.eye(81, dtype=bool), -np.inf, logits[:, None, :].astype(np.float64))
     exact = logits - np.log(np.exp(others).sum(-1))
     np.testing.assert_allclose(postprocess._log_odds(tf.constant(logits)).numpy(), exact, rtol=1e-5, atol=1e-4)
+
+
+def test_detector_dropout_is_drawn_per_image_from_its_seed():
+    """With the pipeline's per-image seeds the head's dropout masks depend on each image's seed
+    alone: an image drops the same units alone as in a batch (so replicas of a strategy, which
+    Keras's Dropout would give one shared mask, train as one device), other seeds other masks,
+    at the rate, kept units scaled by 1 / (1 - rate); without training nothing is dropped."""
+    from keras_frcnn.heads import DetectorHead
+
+    head = DetectorHead(2, fc_units=256, dropout=0.5)
+    features = tf.random.stateless_uniform([3, 40, 2, 2, 8], seed=[1, 2])
+    head(features)
+    ones = tf.ones([3 * 40, 256])
+    seeds = tf.constant([7, -123456789012, 7], tf.int64)
+    masks = head._dropout(ones, True, seeds, 1).numpy().reshape(3, 40, 256)
+    alone = head._dropout(ones[40:80], True, seeds[1:2], 1).numpy()
+    np.testing.assert_array_equal(masks[1], alone.reshape(40, 256))
+    np.testing.assert_array_equal(masks[0], masks[2])  # one seed, one mask
+    assert (masks[0] != masks[1]).mean() > 0.4
+    assert set(np.unique(masks)) == {0.0, 2.0} and abs((masks == 0).mean() - 0.5) < 0.02
+    assert (head._dropout(ones, True, seeds, 1).numpy() != head._dropout(ones, True, seeds, 2).numpy()).any()
+    np.testing.assert_array_equal(head._dropout(ones, False, seeds, 1), ones)
+    logits, _ = head(features, training=True, image_seeds=seeds)
+    again, _ = head(features, training=True, image_seeds=seeds)
+    np.testing.assert_array_equal(logits, again)

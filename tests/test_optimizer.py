@@ -22,12 +22,13 @@ def _layer_and_gradients(seed=0):
     return layer, gradients
 
 
-def caffe_steps(kernel, bias, gradients, decoupled=False):
-    """Caffe's SGDSolver (ComputeUpdateValue with L2 Regularize) in numpy, float64."""
+def caffe_steps(kernel, bias, gradients, decoupled=False, bias_decay_mult=1):
+    """Caffe's SGDSolver (ComputeUpdateValue with L2 Regularize) in numpy, float64; the nets'
+    ``param { lr_mult: 1 } param { lr_mult: 2 }``: ``decay_mult`` 1 (Caffe's default) on both."""
     params = {"kernel": kernel.astype(np.float64), "bias": bias.astype(np.float64)}
     history = {k: np.zeros_like(v) for k, v in params.items()}
     for g_kernel, g_bias in gradients:
-        for name, g, lr_mult, decay_mult in (("kernel", g_kernel, 1, 1), ("bias", g_bias, 2, 0)):
+        for name, g, lr_mult, decay_mult in (("kernel", g_kernel, 1, 1), ("bias", g_bias, 2, bias_decay_mult)):
             w = params[name]
             if decoupled:
                 w = w - LR * WD * decay_mult * w
@@ -39,12 +40,13 @@ def caffe_steps(kernel, bias, gradients, decoupled=False):
     return params
 
 
-@pytest.mark.parametrize("decoupled", [False, True], ids=["caffe L2", "decoupled"])
-def test_two_steps_equal_caffes_update(decoupled):
+@pytest.mark.parametrize("decoupled, bias_decay", [(False, 1.0), (True, 1.0), (False, 0.0)],
+                         ids=["caffe L2", "decoupled", "biases undecayed"])
+def test_two_steps_equal_caffes_update(decoupled, bias_decay):
     layer, gradients = _layer_and_gradients()
-    expected = caffe_steps(layer.kernel.numpy(), layer.bias.numpy(), gradients, decoupled)
+    expected = caffe_steps(layer.kernel.numpy(), layer.bias.numpy(), gradients, decoupled, bias_decay)
     optimizer = CaffeSGD(learning_rate=LR, momentum=MOMENTUM, l2=WD, bias_lr_multiplier=2.0,
-                         decoupled=decoupled)
+                         decoupled=decoupled, bias_decay_multiplier=bias_decay)
     for g_kernel, g_bias in gradients:
         optimizer.apply_gradients([(tf.constant(g_kernel), layer.kernel), (tf.constant(g_bias), layer.bias)])
     np.testing.assert_allclose(layer.kernel.numpy(), expected["kernel"], rtol=1e-5, atol=1e-6)
@@ -60,19 +62,19 @@ def test_two_steps_equal_caffes_update(decoupled):
 
 
 def test_config_round_trip():
-    optimizer = CaffeSGD(learning_rate=0.01, momentum=0.9, l2=5e-4, bias_lr_multiplier=2.0)
+    optimizer = CaffeSGD(learning_rate=0.01, momentum=0.9, l2=5e-4, bias_lr_multiplier=2.0, bias_decay_multiplier=0.0)
     again = CaffeSGD.from_config(optimizer.get_config())
-    assert (again.l2, again.bias_lr_multiplier, again.decoupled, again.momentum) == (5e-4, 2.0, False, 0.9)
+    assert (again.l2, again.bias_lr_multiplier, again.bias_decay_multiplier, again.decoupled, again.momentum) \
+        == (5e-4, 2.0, 0.0, False, 0.9)
     assert keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)).l2 == 5e-4
 
 
 def test_step_schedule_with_linear_warmup():
     plain = StepWithWarmup(0.01, drop_step=100, drop=0.1)
-    reference = keras.optimizers.schedules.PiecewiseConstantDecay([100], [0.01, 0.001])
-    for step in (0, 1, 99, 100, 101, 500):  # the schedule the runner had before warm-up existed
-        assert float(plain(step)) == pytest.approx(float(reference(step)))
+    for step in (0, 1, 99, 100, 101, 500):  # Caffe's "step" policy: base_lr * gamma^floor(iter / stepsize)
+        assert float(plain(step)) == pytest.approx(0.01 * 0.1 ** min(step // 100, 1))
     warm = StepWithWarmup(0.01, drop_step=100, drop=0.1, warmup_steps=50, warmup_factor=0.001)
-    expected = {0: 0.01 * 0.001, 25: 0.01 * (0.001 + 0.999 * 0.5), 50: 0.01, 99: 0.01, 101: 0.001}
+    expected = {0: 0.01 * 0.001, 25: 0.01 * (0.001 + 0.999 * 0.5), 50: 0.01, 99: 0.01, 100: 0.001, 101: 0.001}
     for step, rate in expected.items():
         assert float(warm(step)) == pytest.approx(rate, rel=1e-6)
     assert StepWithWarmup(**warm.get_config()).get_config() == warm.get_config()

@@ -63,6 +63,23 @@ def test_stage_plans():
     assert detector_trained(joint) == {"joint"}
 
 
+def test_xla_on_is_refused_under_a_strategy():
+    """XLA cannot compile a step over mirrored variables (Keras's "auto" turns it off under
+    tf.distribute): "on" with a strategy is one error naming the field and the option."""
+    from keras_frcnn.config import ConfigError
+    from keras_frcnn.training import check_jit_under
+
+    cfg = tiny_config()
+    on = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile="on"))
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    with pytest.raises(ConfigError, match=r"train.jit_compile \"on\" \(--jit on\).*OneDeviceStrategy"):
+        check_jit_under(strategy, on)
+    with strategy.scope(), pytest.raises(ConfigError):
+        check_jit_under(strategy, on)
+    check_jit_under(strategy, cfg)  # auto
+    check_jit_under(tf.distribute.get_strategy(), on)
+
+
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50",
                                       # the pyramids: 30 s and a minute, over the suite's budget
                                       pytest.param("resnet50-fpn", marks=pytest.mark.slow),
