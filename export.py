@@ -6,9 +6,10 @@ OpenVINO or LiteRT.
     python export.py --model runs/shapes/model.keras --format onnx --out exported/shapes.onnx
 
 writes ``exported/shapes/<version>/`` in TF Serving's layout, with a warm-up file in
-``assets.extra/``. Signatures: ``serving_default`` (``input_tensor`` uint8 [B, H, W, 3]) and
-``serving_encoded`` (``encoded_image_string_tensor`` string [B] of JPEG/PNG/BMP/GIF bytes), both
-with the TF Object Detection API's outputs. ``--format onnx|openvino|litert`` writes one file
+``assets.extra/``. Signatures: ``serving_default`` (``input_tensor`` uint8 [B, H, W, 3]),
+``serving_encoded`` (``encoded_image_string_tensor`` string [B] of JPEG/PNG/BMP/GIF bytes) and
+``tf_example`` (``tf_example`` string [B] of serialized ``tf.train.Example``), all with the TF
+Object Detection API's outputs. ``--format onnx|openvino|litert`` writes one file
 (``.onnx``; ``.xml`` + ``.bin``; ``.tflite`` + ``.labels.txt``) with the same four detection outputs
 (boxes, scores, classes, count), NMS inside, float32 weights (the runtime picks its own compute
 precision). See ``keras_frcnn/export.py``, ``keras_frcnn/formats.py`` and ``serving/README.md``.
@@ -100,7 +101,8 @@ def export_runtime(args, model, started):
                              "OpenVINO and LiteRT choose their own compute precision): leave out "
                              "--precision")
     # A mixed model's float32 master weights, not its 16-bit inference form.
-    model = model.with_precision("float32") if model.frcnn_config.precision != "float32" else model
+    trained_in = model.frcnn_config.precision
+    model = model.with_precision("float32") if trained_in != "float32" else model
     out = args.out if args.out.endswith(formats.SUFFIXES[args.format]) else args.out + formats.SUFFIXES[args.format]
     try:
         written = formats.export_runtime_model(model, out, args.format)
@@ -109,6 +111,10 @@ def export_runtime(args, model, started):
     print(f"exported {args.model} -> {', '.join(written)} ({args.format}; "
           f"{_count(model.class_names)}: {cli.class_list(model.class_names)}) in "
           f"{time.perf_counter() - started:.0f} s")
+    if trained_in != "float32":
+        print(f"the {args.format} file computes in float32 (the {trained_in} model's float32 weights): its "
+              f"detections are those of the float32 SavedModel (--precision float32), near but not always "
+              f"equal to the {trained_in} model's (a score's second decimal, a box near --min-score)")
     print(f"check it: python -m keras_frcnn.predict --model {written[0]} IMAGE --out DIR")
     return 0
 

@@ -23,7 +23,7 @@ validation, a VOC folder trainval -> test (train -> val without a labelled test 
 all[90%:] without split files; all of it -> all of --voc-val-dir), a COCO
 JSON file -> --coco-val-json (none without it), a YOLO data set, TFRecord, CSV, LabelMe or VIA files, a CVAT
 project's subsets train -> val (train[:90%] -> train[90%:] without val; one split all[:90%] -> all[90%:]).
-Outputs in ``--out`` (default ``runs/<preset>``): ``model.keras``, ``config.json``,
+Outputs in ``--out`` (default ``runs/<preset>``; with ``--config``, ``runs/<the config's name>``): ``model.keras``, ``config.json``,
 ``metrics.json``, ``pr_curves/``, TensorBoard logs in ``logs/`` and the checkpoint (every 10
 minutes and at the end of each stage).
 """
@@ -68,7 +68,8 @@ def parse_args(argv=None):
                         'start from (fine-tuning: its weights where the shapes match)')
     parser.add_argument("--schedule", choices=["alternating", "joint"])
     parser.add_argument("--steps", type=int, help="steps per stage (the total for --schedule joint)")
-    parser.add_argument("--out", help="output folder (default runs/<preset>)")
+    parser.add_argument("--out", help="output folder (default runs/<preset>; with --config, runs/<the config's "
+                        "name>: a finished run there is replaced)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     parser.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default="default",
                         help="mirrored: every local GPU; multi-worker: the cluster of TF_CONFIG (see README)")

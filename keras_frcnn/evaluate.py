@@ -59,7 +59,10 @@ def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
 
     IoUs are continuous: the pipeline has turned VOC's pixel numbers into continuous boxes
     (``DetectionSource.voc_pixel_numbers``), on which the continuous IoU is the VOC devkit's
-    inclusive-pixel IoU of the original numbers."""
+    inclusive-pixel IoU of the original numbers, up to float32: the data sets hold boxes as
+    float32 fractions of the image size (TFDS's layout), so a ground-truth edge comes back within
+    ~1e-5 px of its number, and an overlap exactly on a threshold (or a COCO area exactly on a
+    size bin's edge) may fall on either side of it."""
     from keras_frcnn import metrics
     from keras_frcnn.data.problems import DataError
 

@@ -289,7 +289,7 @@ def main(argv=None):
                         "folder, .onnx, .xml, .tflite)")
     parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
-    parser.add_argument("--min-score", type=float, default=0.3, help="draw and list detections above this")
+    parser.add_argument("--min-score", type=float, default=0.3, help="draw and list detections scoring at least this (default 0.3)")
     parser.add_argument("--labels", choices=["voc", "yolo", "labelme"],
                         help="also write the detections as labels to correct in an annotation tool: Pascal VOC "
                         "XML in DIR/annotations/ (LabelImg), YOLO lines in DIR/labels/ with DIR/classes.txt, or "
