@@ -467,7 +467,7 @@ def _shapes() -> Config:
         # 128 RoIs per image (256 a step of 2 images): 64 made the detector stage's step 14 %
         # faster and gave 0.844 mAP against 0.865 (one run each, BENCHMARKS.md, issue 14).
         detector=DetectorConfig(pool_size=6, fc_units=512, batch_rois=256),
-        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): these give VOC07 mAP 0.860-0.889
+        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): these give VOC07 mAP 0.867-0.897
         # (3 seeds, tested at 320) in 5.4-5.9 minutes; 800 / 2000 / 400 / 500 took 6.5 minutes.
         train=TrainConfig(stage_steps=(700, 1800, 400, 500), stage_lr_drop_steps=(525, 1350, 300, 250),
                           joint_steps=4000, joint_lr_drop_step=3000, lr=1e-2,
