@@ -527,7 +527,7 @@ class ScheduleRunner:
                 "position": int(position), "evaluated": evaluated,
                 "stage_seconds": {name: round(seconds, 1) for name, seconds in self.stage_seconds.items()},
                 "data": {"name": self.source.name, "identity": self.source.identity,
-                         "num_examples": self.source.num_examples}}
+                         "num_examples": self.source.num_examples, "class_names": list(self.source.class_names)}}
 
     def agree(self, flag: bool) -> bool:
         """``flag`` on every worker if it is on any (checkpoints must be written by all workers of
@@ -555,6 +555,10 @@ class ScheduleRunner:
                     f"{self.checkpoint.dir}: the run was trained on {data.get('name')!r} "
                     f"({data.get('num_examples')} examples), not {self.source.name!r} "
                     f"({self.source.num_examples}): resume on the same data, or start a new run")
+            if "class_names" in data and list(data["class_names"]) != list(self.source.class_names):
+                raise DataError(  # the same images, their classes numbered otherwise: labels would swap
+                    f"{self.checkpoint.dir}: the run was trained on the classes {data['class_names']}, the data "
+                    f"now gives {list(self.source.class_names)}: resume on the same classes in the same order")
             self.checkpoint.restore_network(self.net)
             self.stage_seconds = dict(state.get("stage_seconds") or {})  # (the stages an earlier process trained)
             self.log(f"resuming: completed {state['completed'] or 'nothing'}; "

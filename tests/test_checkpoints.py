@@ -172,6 +172,12 @@ def test_resume_on_other_data_is_refused(source, tmp_path):
                            verbose=0, log=lambda *a: None)
     with pytest.raises(DataError, match=r"trained on 'shapes/train8_test2_seed0 train' \(8 examples\)"):
         again.run(resume=True)
+    # The same images with their classes numbered otherwise (a reader's class order changed): refused.
+    renamed = dataclasses.replace(source, class_names=tuple(reversed(source.class_names)))
+    again = ScheduleRunner(build_models(cfg, 4, weights=None), renamed, cfg, str(tmp_path), steps=4,
+                           verbose=0, log=lambda *a: None)
+    with pytest.raises(DataError, match=r"trained on the classes \['circle', .*resume on the same classes"):
+        again.run(resume=True)
 
 
 def test_resume_restores_the_optimizers_step_count_and_momentum(source, tmp_path):

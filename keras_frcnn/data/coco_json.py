@@ -66,6 +66,8 @@ def load_coco_json(
         raise DataError(f"{json_path}: COCO JSON file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{json_path}: malformed JSON ({error})") from None
+    except RecursionError:
+        raise DataError(f"{json_path}: malformed JSON (nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("categories"), list):
         raise DataError(f"{json_path}: not a COCO instances file (needs 'images' and 'categories' lists)")
@@ -95,9 +97,9 @@ def load_coco_json(
         try:
             image_id = _whole(image["id"])
             image["file_name"] = _file_name(image, image_dir)
-        except (KeyError, TypeError, ValueError):
-            problems.warn("malformed image entry", json_path, f"images[{number}] has no id / file_name "
-                          "(or coco_url)", "skipped")
+        except (KeyError, TypeError, ValueError) as error:
+            problems.warn("malformed image entry", json_path, f"images[{number}] has no usable id / file_name "
+                          f"(or coco_url): {error}", "skipped")
             continue
         if image_id in images:
             problems.warn("malformed image entry", json_path, f"duplicate image id {image_id}", "skipped")
@@ -173,7 +175,7 @@ def load_coco_json(
                 continue
             boxes.append(box)
             labels.append(label_of[category])
-            crowd.append(bool(annotation.get("iscrowd", 0)))
+            crowd.append(_flag(annotation.get("iscrowd", 0), json_path, f"{where}: iscrowd", problems))
             areas.append(_area(annotation.get("area")))
         if skip_empty and not boxes:
             continue
@@ -279,9 +281,24 @@ def _whole(value) -> int:
         raise ValueError(f"{value!r} is not an id")
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("-").isascii() \
+            and value.strip().lstrip("-").isdigit():
+        if not -2**63 <= int(value) < 2**63:
+            raise ValueError(f"{value!r} is outside the 64-bit ids")
         return int(value)
     raise ValueError(f"{value!r} is not an id")
+
+
+def _flag(value, path, where, problems) -> bool:
+    """A 0 / 1 flag (``iscrowd``): numbers, booleans, and those written as strings ("0", "false");
+    anything else is warned about and read as 0."""
+    if isinstance(value, (bool, int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("0", "1", "true", "false", "0.0", "1.0"):
+        return text in ("1", "true", "1.0")
+    problems.warn("malformed annotation", path, f"{where} is {value!r}, not 0 or 1", "read as 0")
+    return False
 
 
 def _area(value) -> float:

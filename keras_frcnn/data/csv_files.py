@@ -512,8 +512,9 @@ def _objects(table: Table, name, rows, image, label_of, problems):
 
 
 def _in_order(name):
-    """Names sorted as words, class ids (``2`` before ``10``) as numbers."""
-    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+    """Names sorted as words, class ids (``2`` before ``10``) as numbers; ids of one number
+    (``1``, ``01``) by their text, so the order never depends on the set's iteration order."""
+    return (0, int(name), name) if name.isascii() and name.isdigit() else (1, 0, name)
 
 
 def _fault(class_name, box) -> str:

@@ -192,7 +192,7 @@ def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: b
         here = f"{export.path}: image {name}"
         try:
             stated = (int(float(height)), int(float(width)))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # missing, not a number, inf
             stated = None
         as_shown = stated is not None and annotated_as_shown(image, stated)
         if as_shown:

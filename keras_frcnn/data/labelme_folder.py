@@ -109,6 +109,13 @@ class _Annotation(typing.NamedTuple):
     embedded: bool  # the image taken from the file's imageData (written to extracted_folder())
 
 
+def _ticked(value) -> bool:
+    """A flag as tools write it: true / 1, and "false" / "0" / "no" written as text are not set."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off", "none", "null")
+    return bool(value)
+
+
 def _read(path) -> _Annotation:
     """One LabelMe JSON file (``ValueError`` saying what is wrong)."""
     data = read_json(path)
@@ -119,9 +126,10 @@ def _read(path) -> _Annotation:
         if not isinstance(shape, dict) or not isinstance(shape.get("points"), list):
             raise ValueError(f"shapes[{number}]: no 'points' list")
         flags = shape.get("flags") if isinstance(shape.get("flags"), dict) else {}
-        difficult = bool(flags.get("difficult") or shape.get("difficult"))
-        shapes.append((str(shape.get("label", "")).strip(), str(shape.get("shape_type") or "polygon"),
-                       shape["points"], difficult))
+        difficult = _ticked(flags.get("difficult")) or _ticked(shape.get("difficult"))
+        label = shape.get("label")
+        label = "" if label is None or isinstance(label, (dict, list)) else str(label).strip()  # null: no class
+        shapes.append((label, str(shape.get("shape_type") or "polygon"), shape["points"], difficult))
     written = str(data.get("imagePath") or "")
     folder = os.path.dirname(path)
     candidates = [os.path.normpath(os.path.join(folder, written.replace("\\", "/")))] if written else []

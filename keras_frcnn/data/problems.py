@@ -72,14 +72,28 @@ class DataProblems:
 
 def read_json(path):
     """A JSON file as annotation tools write it (a byte-order mark passed over); ``ValueError``
-    saying what is wrong where it cannot be read or is not JSON."""
+    saying what is wrong where it cannot be read, is not a regular file (a FIFO would block), is
+    not JSON, nests too deeply, or gives one key twice in an object (JSON readers keep the last
+    and lose the others without a word)."""
     import json
 
+    def distinct_keys(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key[:60]!r} twice in one object (the first would be lost)")
+            seen.add(key)
+        return dict(pairs)
+
+    if not os.path.isfile(path):
+        raise ValueError("not a regular file")
     try:
         with open(path, encoding="utf-8-sig") as f:
-            return json.load(f)
+            return json.load(f, object_pairs_hook=distinct_keys)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"not JSON ({type(error).__name__}: {error})") from None
+    except RecursionError:
+        raise ValueError("not JSON a reader can take (nested too deeply)") from None
 
 
 def ellipse_extent(cx, cy, rx, ry, theta=0.0) -> tuple:

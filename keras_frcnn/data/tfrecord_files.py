@@ -160,7 +160,7 @@ def _names(folder) -> list:
 
 def _read_text(path) -> str:
     with tf.io.gfile.GFile(path, "r") as f:
-        return f.read()
+        return f.read().lstrip("\ufeff")  # Windows tools start files with a byte-order mark
 
 
 def _real(path) -> str:
@@ -478,7 +478,10 @@ def _facts_of(serialized: bytes) -> list:
             stated = tuple(feature[key].int64_list.value[0] if key in feature and feature[key].int64_list.value
                            else None for key in ("image/height", "image/width"))
             notes.append("EXIF orientation as shown" if annotated_as_shown(checked, stated) else "EXIF orientation")
-        texts = [text.decode("utf-8", "replace") for text in texts] if texts else texts
+        try:  # the graph looks classes up by these bytes: text it cannot name is no class
+            texts = [text.decode("utf-8") for text in texts] if texts else texts
+        except UnicodeDecodeError:
+            return ["a class text that is not UTF-8", None, None, [], name, 0]
         never = np.maximum(np.array(values("image/object/difficult") or [0] * count),
                            np.array(values("image/object/is_crowd") or [0] * count))
         return ["", ids if ids else None, texts if texts else None, notes, name, int(np.count_nonzero(never))]
@@ -530,7 +533,7 @@ class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
 
-    RULES = 5  # bump when record_facts's rules change
+    RULES = 6  # bump when record_facts's rules change
 
     @classmethod
     def _connect(cls):

@@ -112,6 +112,8 @@ def _class_of(attributes) -> typing.Optional[str]:
     if isinstance(value, dict):  # a checkbox / radio attribute: the option ticked
         ticked = [option for option, on in value.items() if on]
         value = ticked[0] if len(ticked) == 1 else ""
+    if value is None or isinstance(value, (dict, list)):  # null, or not a name
+        return None
     value = str(value).strip()
     return value or None
 
@@ -156,7 +158,8 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
         for entry in file_entries:
             regions = entry.get("regions") or []
             for region in regions.values() if isinstance(regions, dict) else regions:
-                if isinstance(region, dict) and (region.get("shape_attributes") or {}).get("name") != "point":
+                shape = region.get("shape_attributes") if isinstance(region, dict) else None
+                if isinstance(region, dict) and (shape if isinstance(shape, dict) else {}).get("name") != "point":
                     names.add(_class_of(region.get("region_attributes")))
     class_names = tuple(sorted(name for name in names if name))
     if not class_names:

@@ -38,6 +38,7 @@ data set trains on ``train`` and evaluates on ``val`` (without it, on ``test``; 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import typing
@@ -109,7 +110,8 @@ def _read_darknet(path) -> YoloData:
         if not (fields if key == "names" else splits).get(key):
             raise DataError(f"{path}: {key}: missing (an obj.data names its names file and train list)")
     names = _names_file(_existing(root, fields["names"]) or os.path.join(root, fields["names"]))
-    if fields.get("classes", "").isdigit() and int(fields["classes"]) != len(names):
+    if fields.get("classes", "").isascii() and fields.get("classes", "").isdigit() \
+            and int(fields["classes"]) != len(names):
         raise DataError(f"{path}: classes = {fields['classes']}, but {fields['names']} names {len(names)}")
     return YoloData(path, root, splits, names, 0)
 
@@ -119,8 +121,10 @@ def _names_file(path) -> tuple:
     try:
         with open(path, encoding="utf-8-sig") as f:
             names = [line.strip() for line in f if line.strip()]
-    except OSError as error:
-        raise DataError(f"{path}: the class names cannot be read ({type(error).__name__})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: the class names cannot be read ({type(error).__name__}: save it as "
+                        "UTF-8)" if isinstance(error, UnicodeDecodeError) else
+                        f"{path}: the class names cannot be read ({type(error).__name__})") from None
     return _distinct_names(path, names)
 
 
@@ -192,18 +196,28 @@ def _split_entries(yaml_path, data) -> dict:
     return splits
 
 
+def _shown(value, limit=60) -> str:
+    text = repr(value) if isinstance(value, (str, bool, int, float, type(None))) else type(value).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _class_names(yaml_path, data) -> tuple:
     names, count = data.get("names"), data.get("nc")
     if names is None and isinstance(count, int) and count > 0:
         return tuple(f"class_{i}" for i in range(count))  # Ultralytics' names for an unnamed nc
     if isinstance(names, dict):
-        names = {int(key) if isinstance(key, str) and key.isdigit() else key: name for key, name in names.items()}
+        names = {int(key) if isinstance(key, str) and key.isascii() and key.isdigit() else key: name
+                 for key, name in names.items()}
         if sorted(names, key=str) != sorted(range(len(names)), key=str):
             raise DataError(f"{yaml_path}: names: the keys must be the class ids 0 .. {len(names) - 1}, "
                             f"got {sorted(names, key=str)}")
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
         raise DataError(f"{yaml_path}: names: give the class names, a list or {{0: name, ...}} (got {names!r})")
+    for i, name in enumerate(names):  # YAML reads yes / no / null / 1.0 as other types
+        if isinstance(name, bool) or not isinstance(name, (str, int)):
+            raise DataError(f"{yaml_path}: names[{i}]: {_shown(name)} is not a class name (YAML read it as "
+                            f"{type(name).__name__}: quote it)")
     names = tuple(str(name).strip() for name in names)
     if not all(names):
         raise DataError(f"{yaml_path}: names: an empty class name")
@@ -317,7 +331,13 @@ def _split_images(data: YoloData, key) -> list:
 
 
 def _image_files(folder):
+    visited = set()  # real folders: a link back up (``again -> .``) is walked once
     for parent, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in visited:
+            folders[:] = []
+            continue
+        visited.add(real)
         folders[:] = [name for name in folders if not name.startswith(".")]  # .ipynb_checkpoints, ...
         yield from (os.path.join(parent, name) for name in names
                     if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES)
@@ -359,6 +379,8 @@ def _read_labels(path, data: YoloData, problems):
     """A label file -> (normalised ``yxyx`` float32 ``[N, 4]``, int64 labels ``[N]``, whether the file
     is there); ``(None, None, True)`` for an image to skip (warned). No file: no objects."""
     try:
+        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block, a folder fail
+            raise OSError(errno.EINVAL, "not a regular file")
         with open(path, encoding="utf-8-sig") as f:
             lines = [line.split() for line in f]
     except FileNotFoundError:

@@ -1,0 +1,91 @@
+"""Annotation files that are hostile or merely odd: each reader refuses them with the file named,
+or skips the entry with a counted warning; none hangs, crashes, or reads one value as another."""
+
+import os
+
+import pytest
+from test_data_fixtures import LABEL_MAP, tf_example
+
+from keras_frcnn.data import DataError
+from keras_frcnn.data import coco_json, csv_files, labelme_folder, tfrecord_files, via_json, yolo_folder
+from keras_frcnn.data.problems import DataProblems, read_json
+
+
+def test_csv_class_ids_of_one_number_sort_by_their_text():
+    """``1`` and ``01`` were one sort key: their order followed Python's per-process string
+    hashing (a resume in another process swapped the labels). Non-ASCII digits are names."""
+    names = ["01", "1", "²", "10", "b", "2"]
+    orders = {tuple(sorted(order, key=csv_files._in_order)) for order in (names, names[::-1], sorted(names))}
+    assert orders == {("01", "1", "2", "10", "b", "²")}
+
+
+def test_yolo_names_yaml_reads_as_other_types_are_refused(tmp_path):
+    path = tmp_path / "data.yaml"
+    for names, shown in (([True, "dog"], "True"), ([None], "None"), ([0.1], "0.1"), ([["a"] * 3, "dog"], "list")):
+        with pytest.raises(DataError, match=rf"data.yaml: names\[0\]: {shown}.*quote it"):
+            yolo_folder._class_names(str(path), {"names": names})
+    assert yolo_folder._class_names(str(path), {"names": ["cat", 7]}) == ("cat", "7")
+    (tmp_path / "classes.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="classes.txt: the class names cannot be read.*UTF-8"):
+        yolo_folder._names_file(str(tmp_path / "classes.txt"))
+
+
+def test_yolo_link_loops_fifos_are_neither_walked_twice_nor_waited_on(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (images / name).write_bytes(b"")
+    os.symlink(".", images / "again")
+    assert sorted(os.path.basename(p) for p in yolo_folder._image_files(str(images))) == ["a.jpg", "b.jpg"]
+    os.mkfifo(tmp_path / "b.txt")
+    problems = DataProblems("test")
+    assert yolo_folder._read_labels(str(tmp_path / "b.txt"), None, problems)[0] is None
+    assert problems.counts["unreadable label file"] == 1
+
+
+def test_json_readers_refuse_fifos_deep_nesting_and_keys_given_twice(tmp_path):
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "deep.json").write_text('{"shapes":' + "[" * 100000 + "]" * 100000 + "}")
+    (tmp_path / "twice.json").write_text('{"k": {"filename": "a.jpg"}, "k": {"filename": "b.jpg"}}')
+    for name, message in (("fifo.json", "not a regular file"), ("deep.json", "nested too deeply"),
+                          ("twice.json", "the key 'k' twice")):
+        with pytest.raises(ValueError, match=message):
+            read_json(str(tmp_path / name))
+    with pytest.raises(DataError, match="twice.json: the key 'k' twice"):
+        via_json._entries(str(tmp_path / "twice.json"))
+    (tmp_path / "coco.json").write_text('{"images":' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(DataError, match="coco.json: malformed JSON .nested too deeply"):
+        coco_json.load_coco_json(str(tmp_path / "coco.json"), str(tmp_path))
+
+
+def test_flags_and_names_written_as_text_or_null_are_read_as_meant():
+    problems = DataProblems("test")
+    assert [coco_json._flag(v, "a.json", "iscrowd", problems) for v in (0, 1, "0", "1", "false", "true", True)] \
+        == [False, True, False, True, False, True, True]
+    assert coco_json._flag("maybe", "a.json", "iscrowd", problems) is False and problems.counts["malformed annotation"] == 1
+    assert [labelme_folder._ticked(v) for v in ("false", "0", "", "true", 1, 0, None)] == [False] * 3 + [True, True, False, False]
+    assert via_json._class_of({"class": None}) is None and via_json._class_of({"class": "dog"}) == "dog"
+    with pytest.raises(ValueError, match="outside the 64-bit ids"):
+        coco_json._whole(2**63)
+    assert coco_json._whole("-12") == -12
+
+
+def test_tfrecord_class_text_that_is_not_utf8_skips_its_record():
+    """The graph looks classes up by these bytes: a text read with replacement characters became
+    label -1 (background) in training and a crash in evaluation."""
+    record = tf_example("a.png", boxes=[[0.1, 0.1, 0.5, 0.5]], image__object__class__text=[b"caf\xe9"])
+    assert tfrecord_files.record_facts(record)[0] == "a class text that is not UTF-8"
+    good = tfrecord_files.record_facts(tf_example("a.png", boxes=[[0.1, 0.1, 0.5, 0.5]], texts=["café"]))
+    assert good[0] == "" and good[2] == ["café"]
+
+
+def test_a_label_map_saved_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "label_map.pbtxt"
+    path.write_text(LABEL_MAP, encoding="utf-8-sig")
+    assert tfrecord_files.read_label_map(str(path)) == tfrecord_files.read_label_map(str(_plain(tmp_path)))
+
+
+def _plain(tmp_path):
+    path = tmp_path / "plain.pbtxt"
+    path.write_text(LABEL_MAP)
+    return path
