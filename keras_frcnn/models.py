@@ -186,7 +186,11 @@ class FasterRCNN(keras.Model):
     def __init__(self, config, num_classes, class_names=None, **kwargs):
         cfg = _as_config(config)
         if cfg.precision == "auto":  # stored resolved: the model computes alike wherever it loads
-            cfg = dataclasses.replace(cfg, precision=resolve_precision("auto")[0])
+            # Keras's global policy, where the user set a mixed one (keras.mixed_precision.set_global_policy),
+            # else the CPU's choice.
+            chosen = keras.config.dtype_policy().name
+            cfg = dataclasses.replace(cfg, precision=chosen if chosen in ("mixed_float16", "mixed_bfloat16")
+                                      else resolve_precision("auto")[0])
         num_classes = int(num_classes)
         if class_names is None:
             class_names = [f"class_{i}" for i in range(num_classes)]
@@ -252,6 +256,11 @@ class FasterRCNN(keras.Model):
         precision = INFERENCE_PRECISIONS.get(self.frcnn_config.precision)
         return self if precision is None else self.with_precision(precision)
 
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        """The inference model always infers: ``training=True`` (a mistake, or Keras passing it
+        along) would otherwise run batch norm on batch statistics and update its moving ones."""
+        return super().call(inputs, training=False, mask=mask, **kwargs)
+
     def detect(self, images, image_sizes=None):
         """Detections for a padded batch: ``image_sizes [B, 2]`` gives each image's valid (h, w);
         each image's detections equal those of the image run alone."""
@@ -284,12 +293,19 @@ class Networks:
         self.rpn_model = RPNTrainer(layers, self.config, name="rpn_model")
         self.detector_model = DetectorTrainer(layers, self.config, name="detector_model")
         self.joint_model = JointTrainer(layers, self.config, name="joint_model")
+        for view in (self.rpn_model, self.detector_model, self.joint_model):
+            view._network = weakref.ref(model)  # what the view's save() writes (a weak reference: not tracked)
         self._used_optimizers = weakref.WeakSet()
 
     def view(self, name):
         if name not in VIEWS:
             raise ValueError(f"view must be one of {VIEWS}, got {name!r}")
         return getattr(self, f"{name}_model")
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        """The inference model always infers: ``training=True`` (a mistake, or Keras passing it
+        along) would otherwise run batch norm on batch statistics and update its moving ones."""
+        return super().call(inputs, training=False, mask=mask, **kwargs)
 
     def detect(self, images, image_sizes=None):
         return self.model.detect(images, image_sizes)
@@ -349,6 +365,21 @@ class _Trainer(keras.Model):
     def features(self, batch):
         processed, image_info = self.to_input([batch["images"], batch["image_info"]])
         return self.base([processed, image_info]), image_info
+
+    def save(self, filepath, *args, **kwargs):
+        """The network's ``FasterRCNN`` (every weight of every view, reloadable with
+        ``keras.models.load_model``): what Keras's ``ModelCheckpoint`` saves of a training view."""
+        network = self._network() if getattr(self, "_network", None) is not None else None
+        if network is None:
+            return super().save(filepath, *args, **kwargs)
+        return network.save(filepath, *args, **kwargs)
+
+    def save_weights(self, filepath, *args, **kwargs):
+        """The ``FasterRCNN``'s weights (``FasterRCNN.load_weights`` reads them), as ``save``."""
+        network = self._network() if getattr(self, "_network", None) is not None else None
+        if network is None:
+            return super().save_weights(filepath, *args, **kwargs)
+        return network.save_weights(filepath, *args, **kwargs)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         named = self.losses_from(y_pred)

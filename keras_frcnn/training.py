@@ -489,6 +489,12 @@ class ScheduleRunner:
         self.verbose, self.log, self.callbacks = verbose, log, list(callbacks)
         self.strategy = strategy or tf.distribute.get_strategy()
         check_jit_under(self.strategy, cfg)
+        for callback in self.callbacks:
+            if isinstance(callback, (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)):
+                raise ConfigError(
+                    f"{type(callback).__name__}: the runner's optimizers follow the config's learning-rate "
+                    "schedule (train.lr, lr_drop, the stages' drop steps, warmup_steps): set those, or train a view "
+                    "with your own optimizer and callbacks (net.prepare(view, optimizer).fit(...))")
         self.checkpoint = TrainingCheckpoint(run_dir)
         self.stop_after_steps = stop_after_steps
         self.stage_hooks = list(stage_hooks)  # fn(event, stage, runner), event "start" or "end"
@@ -692,14 +698,18 @@ class ScheduleRunner:
             self.history.append((stage.name, step, position, remaining))
             fitting = time.perf_counter()
             self.fitting = True
+            counter = _StageSteps(self, stage, step, position, batch, evaluated)
             try:
                 model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
                           shuffle=False, verbose=self.verbose,
-                          callbacks=[_StageSteps(self, stage, step, position, batch, evaluated),
-                                     StageLog(self._path(os.path.join("logs", stage.name, "train")), step),
+                          callbacks=[counter, StageLog(self._path(os.path.join("logs", stage.name, "train")), step),
                                      *self.callbacks])
             finally:
                 self.fitting = False
+            if counter.step < stage.steps:  # a callback of the user's stopped fit (EarlyStopping, TerminateOnNaN)
+                self.log(f"   a callback stopped {stage.name} at step {counter.step} of {stage.steps}: stopping the run "
+                         "there with a checkpoint (run(resume=True) continues it)")
+                counter.stop()
         for hook in self.stage_hooks:
             hook("end", stage, self)
         seconds = time.perf_counter() - began

@@ -372,3 +372,61 @@ def test_a_stop_asked_in_the_last_steps_of_the_last_stage_stops(source, tmp_path
                             stage_hooks=[lambda event, stage, runner: event == "end" and runner.request_stop()])
     assert not runner.run() and runner.stopped_at == ("joint", 2)
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["completed"] == ["joint"]
+
+
+def test_keras_callbacks_save_the_network_stop_the_run_and_cannot_take_the_schedule(source, tmp_path):
+    """A user's callbacks get the stage's training view: ``ModelCheckpoint`` writes the whole
+    ``FasterRCNN`` (it crashed on the view's config), a callback that stops fit stops the run with
+    a checkpoint (the stage was reported done with steps never run), and learning-rate callbacks,
+    which cannot act on the config's schedule, are refused before anything runs."""
+    from keras_frcnn.config import ConfigError
+
+    class StopAfterFirstWindow(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    cfg = joint_config()
+    keras.utils.set_random_seed(0)
+    net = build_models(cfg, 4, weights=None, class_names=source.class_names)
+    for callback in (keras.callbacks.ReduceLROnPlateau(), keras.callbacks.LearningRateScheduler(lambda e, lr: lr)):
+        with pytest.raises(ConfigError, match=f"{type(callback).__name__}: the runner's optimizers follow"):
+            ScheduleRunner(net, source, cfg, str(tmp_path), steps=4, callbacks=[callback])
+    saved = tmp_path / "saved.keras"
+    lines = []
+    runner = ScheduleRunner(net, source, cfg, str(tmp_path / "run"), steps=4, log_every=2, verbose=0, log=lines.append,
+                            callbacks=[keras.callbacks.ModelCheckpoint(str(saved)), StopAfterFirstWindow()])
+    assert runner.run() is False and runner.stopped_at == ("joint", 2)
+    assert any("a callback stopped joint at step 2 of 4" in line for line in lines)
+    reloaded = keras.models.load_model(str(saved))
+    assert list(reloaded.class_names) == list(source.class_names)
+    for ours, theirs in zip(net.model.weights, reloaded.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    again = ScheduleRunner(build_models(cfg, 4, weights=None, class_names=source.class_names), source, cfg,
+                           str(tmp_path / "run"), steps=4, log_every=2, verbose=0, log=lambda *a: None)
+    assert again.run(resume=True) is True
+
+
+def test_the_inference_model_keeps_its_statistics_in_a_call_with_training_true():
+    from keras_frcnn.models import FasterRCNN
+
+    cfg = dataclasses.replace(tiny_config(), base_batch_norm=True)
+    model = FasterRCNN(cfg, 2)
+    images = np.random.default_rng(0).integers(0, 256, (1, 64, 80, 3)).astype(np.uint8)
+    model(images)
+    before = [v.numpy() for v in model.weights]
+    model(images, training=True)
+    for a, b in zip(before, model.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_a_mixed_global_policy_is_the_precision_of_auto():
+    from keras_frcnn.models import FasterRCNN
+
+    cfg = dataclasses.replace(tiny_config(), precision="auto")
+    previous = keras.config.dtype_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        assert FasterRCNN(cfg, 2).frcnn_config.precision == "mixed_float16"
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert FasterRCNN(cfg, 2).frcnn_config.precision in ("float32", "mixed_bfloat16")
