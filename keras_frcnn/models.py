@@ -302,11 +302,6 @@ class Networks:
             raise ValueError(f"view must be one of {VIEWS}, got {name!r}")
         return getattr(self, f"{name}_model")
 
-    def call(self, inputs, training=None, mask=None, **kwargs):
-        """The inference model always infers: ``training=True`` (a mistake, or Keras passing it
-        along) would otherwise run batch norm on batch statistics and update its moving ones."""
-        return super().call(inputs, training=False, mask=mask, **kwargs)
-
     def detect(self, images, image_sizes=None):
         return self.model.detect(images, image_sizes)
 
