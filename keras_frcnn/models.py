@@ -319,6 +319,15 @@ class Networks:
                                    self.config.backbone, self.config.weights is not None):
             layer.trainable = False
 
+    def frozen_by_hand(self) -> list:
+        """Names of the layers frozen by hand (``trainable = False``, Keras's way) that the schedule
+        would train: ``set_trainable`` (each stage's ``prepare``) makes them trainable again."""
+        head_layers = getattr(self.detector_head, "res5", None)
+        by_design = {id(layer) for layer in frozen_layers(self.base.layers + (head_layers.layers if head_layers else []),
+                                                           self.config.backbone, self.config.weights is not None)}
+        parts = [self.model, self.base, *self.base.layers, self.rpn_head, self.detector_head]
+        return [part.name for part in parts if part.weights and not part.trainable and id(part) not in by_design]
+
     def prepare(self, view, optimizer, base=True, rpn_head=True, detector_head=True, **compile_kwargs):
         """Set a stage's trainable flags and compile the ``view`` ("rpn", "detector", "joint")
         with ``optimizer``, which must be new (an optimizer carries its variable set)."""

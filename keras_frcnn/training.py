@@ -489,6 +489,11 @@ class ScheduleRunner:
         self.verbose, self.log, self.callbacks = verbose, log, list(callbacks)
         self.strategy = strategy or tf.distribute.get_strategy()
         check_jit_under(self.strategy, cfg)
+        frozen = net.frozen_by_hand()
+        if frozen:
+            self.log(f"note: {', '.join(frozen[:4])}" + (f" and {len(frozen) - 4} more" if len(frozen) > 4 else "")
+                     + " frozen before the run: the schedule sets each layer's trainable flag, so they train in the "
+                     "stages that train their part (README, Training from Python)")
         for callback in self.callbacks:
             if isinstance(callback, (keras.callbacks.ReduceLROnPlateau, keras.callbacks.LearningRateScheduler)):
                 raise ConfigError(
@@ -600,11 +605,13 @@ class ScheduleRunner:
                                 state["position"] if resuming else 0, resuming,
                                 evaluated=state.get("evaluated") if resuming else None)
             except _Interrupted:
+                self.net.set_trainable()  # as a finished run leaves it (a stage's flags are the stage's)
                 return False
             self.completed.append(stage.name)
             self.checkpoint.save(self.net, None, self.state_of())
             if stage is self.plan[-1] and self.agree(self.stop_requested):  # asked in its last steps: stopped,
                 self.stopped_at = (stage.name, stage.steps)  # as told (its checkpoint is written)
+                self.net.set_trainable()
                 return False
         self.net.set_trainable()
         return True

@@ -391,6 +391,11 @@ def test_keras_callbacks_save_the_network_stop_the_run_and_cannot_take_the_sched
     for callback in (keras.callbacks.ReduceLROnPlateau(), keras.callbacks.LearningRateScheduler(lambda e, lr: lr)):
         with pytest.raises(ConfigError, match=f"{type(callback).__name__}: the runner's optimizers follow"):
             ScheduleRunner(net, source, cfg, str(tmp_path), steps=4, callbacks=[callback])
+    lines = []
+    ScheduleRunner(net, source, cfg, str(tmp_path), steps=4, log=lines.append)
+    net.base.trainable = False  # Keras's way of freezing: the schedule's stages set the flags again (said)
+    ScheduleRunner(net, source, cfg, str(tmp_path), steps=4, log=lines.append)
+    assert len(lines) == 1 and lines[0].startswith("note: zf, conv1, conv2, conv3 and 2 more frozen before the run")
     saved = tmp_path / "saved.keras"
     lines = []
     runner = ScheduleRunner(net, source, cfg, str(tmp_path / "run"), steps=4, log_every=2, verbose=0, log=lines.append,
