@@ -128,7 +128,7 @@ class Res5Head(_BoxPredictor):
     def build(self, input_shape):
         self._build_predictor(self.res5.output.shape[-1])
 
-    def call(self, roi_features, training=False):
+    def call(self, roi_features, training=False, image_seeds=None):  # (no dropout: image_seeds unused)
         shape = tf.shape(roi_features)
         x = tf.reshape(roi_features, [-1, shape[2], shape[3], self.in_channels])
         x = tf.reduce_mean(self.res5(x, training=training), axis=[1, 2])  # [B * R, 2048]

@@ -134,8 +134,6 @@ class _Layers:
         if self.pyramid:
             features = list(features[:self.roi_levels])
         roi_features = self.roi_pooling([features, rois], feature_gradient=feature_gradient)
-        if image_seeds is None or not isinstance(self.detector_head, DetectorHead):
-            return self.detector_head(roi_features, training=training)
         return self.detector_head(roi_features, training=training, image_seeds=image_seeds)
 
 
@@ -373,17 +371,16 @@ class _Trainer(keras.Model):
     def save(self, filepath, *args, **kwargs):
         """The network's ``FasterRCNN`` (every weight of every view, reloadable with
         ``keras.models.load_model``): what Keras's ``ModelCheckpoint`` saves of a training view."""
-        network = self._network() if getattr(self, "_network", None) is not None else None
-        if network is None:
-            return super().save(filepath, *args, **kwargs)
-        return network.save(filepath, *args, **kwargs)
+        return (self._saved() or super()).save(filepath, *args, **kwargs)
 
     def save_weights(self, filepath, *args, **kwargs):
         """The ``FasterRCNN``'s weights (``FasterRCNN.load_weights`` reads them), as ``save``."""
-        network = self._network() if getattr(self, "_network", None) is not None else None
-        if network is None:
-            return super().save_weights(filepath, *args, **kwargs)
-        return network.save_weights(filepath, *args, **kwargs)
+        return (self._saved() or super()).save_weights(filepath, *args, **kwargs)
+
+    def _saved(self):
+        """The ``FasterRCNN`` a view of ``Networks`` saves in its place (None for a view alone)."""
+        network = getattr(self, "_network", None)
+        return network() if network is not None else None
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         named = self.losses_from(y_pred)

@@ -102,13 +102,17 @@ def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
+def is_default_strategy(strategy) -> bool:
+    """No tf.distribute strategy: TensorFlow's default one, outside any other's scope."""
+    return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+
+
 def check_jit_under(strategy, cfg: Config):
     """``ConfigError`` for ``jit_compile: "on"`` under a tf.distribute strategy: XLA cannot
     compile a step whose mirrored variables live on other devices (TensorFlow's XLA known
     issues: a ``tf.Variable`` on a different device), and Keras's own ``"auto"`` turns XLA off
     under tf.distribute for that reason."""
-    default = strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
-    if cfg.train.jit_compile == "on" and not default:
+    if cfg.train.jit_compile == "on" and not is_default_strategy(strategy):
         raise ConfigError(f"train.jit_compile \"on\" (--jit on) cannot run under a tf.distribute strategy "
                           f"({type(strategy).__name__}): XLA cannot compile a step over mirrored variables; "
                           "use \"auto\" (Keras then trains without XLA under a strategy) or \"off\"")
@@ -592,7 +596,12 @@ class ScheduleRunner:
             tf.train.Checkpoint(base=_weights_by_path(self.net.base),
                                 rpn_head=_weights_by_path(self.net.rpn_head)).write(os.path.join(partial, "weights"))
             os.replace(partial, initial)
+        try:
+            return self._run_stages(state)
+        finally:
+            self.net.set_trainable()  # however the run ends (a stage's flags are the stage's)
 
+    def _run_stages(self, state) -> bool:
         for number, stage in enumerate(self.plan, start=1):
             if stage.name in self.completed:
                 continue
@@ -605,15 +614,12 @@ class ScheduleRunner:
                                 state["position"] if resuming else 0, resuming,
                                 evaluated=state.get("evaluated") if resuming else None)
             except _Interrupted:
-                self.net.set_trainable()  # as a finished run leaves it (a stage's flags are the stage's)
                 return False
             self.completed.append(stage.name)
             self.checkpoint.save(self.net, None, self.state_of())
             if stage is self.plan[-1] and self.agree(self.stop_requested):  # asked in its last steps: stopped,
                 self.stopped_at = (stage.name, stage.steps)  # as told (its checkpoint is written)
-                self.net.set_trainable()
                 return False
-        self.net.set_trainable()
         return True
 
     def _clear_earlier_run(self):
@@ -635,7 +641,7 @@ class ScheduleRunner:
         the steps left, the first step and the checkpoint interval (and a test's interruption), so
         that Keras calls the callbacks at every step they act on."""
         limit = self.cfg.train.steps_per_execution
-        if remaining <= 0 or limit <= 1 or not self._default_strategy():
+        if remaining <= 0 or limit <= 1 or not is_default_strategy(self.strategy):
             # Under a tf.distribute strategy Keras's loop of steps fails on our steps in TF 2.21
             # ("You must feed a value for placeholder tensor .../while/cond/Placeholder_1"):
             # one step per call there.
@@ -644,8 +650,6 @@ class ScheduleRunner:
         common = math.gcd(window, remaining, step, self.checkpoint_every or 0, self.eval_every or 0, max(stop, 0))
         return max(d for d in range(1, limit + 1) if common % d == 0)
 
-    def _default_strategy(self):
-        return self.strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
 
     def _run_stage(self, number, stage, step, position, resuming, evaluated=None):
         cfg = self.cfg

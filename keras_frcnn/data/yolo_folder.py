@@ -122,9 +122,8 @@ def _names_file(path) -> tuple:
         with open(path, encoding="utf-8-sig") as f:
             names = [line.strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: the class names cannot be read ({type(error).__name__}: save it as "
-                        "UTF-8)" if isinstance(error, UnicodeDecodeError) else
-                        f"{path}: the class names cannot be read ({type(error).__name__})") from None
+        hint = ": save it as UTF-8" if isinstance(error, UnicodeDecodeError) else ""
+        raise DataError(f"{path}: the class names cannot be read ({type(error).__name__}{hint})") from None
     return _distinct_names(path, names)
 
 
