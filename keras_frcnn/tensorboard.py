@@ -1,9 +1,14 @@
 """TensorBoard: the training losses and learning rate per window of steps, and after training the
 mAP and a few test images with their detections drawn."""
 
+import os
+
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.util import event_pb2
+
+from keras_frcnn.files import remove_path
 
 
 class StepCounting(keras.callbacks.Callback):
@@ -85,3 +90,60 @@ def log_evaluation(model, source, summary, log_dir, num_images=4):
         for i, image in enumerate(drawn):
             tf.summary.image(f"detections/{i}", image[None], step=0)
     writer.flush()
+
+
+def rewind_logs(logs_dir, completed, stage, step):
+    """A resumed run's TensorBoard logs (``logs_dir``: ``logs/<stage>/{train,eval}``, ``logs/eval``)
+    made those of its checkpoint: the logs of the ``completed`` stages kept, the events of ``stage``
+    up to ``step`` kept and those after it removed (a run killed after its last checkpoint wrote
+    them, and the resumed run writes those steps again: TensorBoard would draw both, one line
+    doubling back on itself), every other stage's logs and the final evaluation's (``logs/eval``,
+    written again at the end) removed. Event files are rewritten in place (a TensorBoard already
+    open shows the change once restarted). Returns the number of events removed."""
+    removed = 0
+    if not os.path.isdir(logs_dir):
+        return removed
+    for name in sorted(os.listdir(logs_dir)):
+        path = os.path.join(logs_dir, name)
+        if name in completed:
+            continue
+        if name == stage:
+            for folder, _, files in os.walk(path):
+                for file in sorted(files):
+                    if "tfevents" in file:
+                        removed += _drop_events_after(os.path.join(folder, file), step)
+        else:
+            removed += sum(_count_events(os.path.join(folder, file))
+                           for folder, _, files in os.walk(path) for file in files if "tfevents" in file)
+            remove_path(path)
+    return removed
+
+
+def _records(path):
+    """The records of an event file, as far as they can be read (a process killed while writing
+    leaves a last record cut short)."""
+    records = []
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            records.append(record.numpy())
+    except tf.errors.DataLossError:
+        pass
+    return records
+
+
+def _count_events(path):
+    return sum(1 for record in _records(path) if not event_pb2.Event.FromString(record).HasField("file_version"))
+
+
+def _drop_events_after(path, step):
+    """Rewrites the event file ``path`` without its events of steps after ``step``; the count removed."""
+    records = _records(path)
+    kept = [record for record in records if event_pb2.Event.FromString(record).step <= step]
+    if len(kept) == len(records) and os.path.getsize(path) == sum(len(r) + 16 for r in records):
+        return 0
+    partial = os.path.join(os.path.dirname(path), ".rewound.partial")  # (not an events file to TensorBoard)
+    with tf.io.TFRecordWriter(partial) as writer:
+        for record in kept:
+            writer.write(record)
+    os.replace(partial, path)
+    return len(records) - len(kept)

@@ -56,7 +56,7 @@ from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
 from keras_frcnn.files import remove_path, write_atomically
 from keras_frcnn.optimizer import CaffeSGD, StepWithWarmup
 from keras_frcnn.models import proposal_layer
-from keras_frcnn.tensorboard import StageLog, StepCounting
+from keras_frcnn.tensorboard import StageLog, StepCounting, rewind_logs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -578,6 +578,9 @@ class ScheduleRunner:
             self.stage_seconds = dict(state.get("stage_seconds") or {})  # (the stages an earlier process trained)
             self.log(f"resuming: completed {state['completed'] or 'nothing'}; "
                      f"{state['stage'] or 'next stage'} at step {state['step']}")
+            rewound = rewind_logs(self._path("logs"), state["completed"], state["stage"], state["step"])
+            if rewound:
+                self.log(f"   TensorBoard logs rewound to the checkpoint: {rewound} events written after it removed")
         else:
             if resume:
                 self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")

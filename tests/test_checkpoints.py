@@ -435,3 +435,36 @@ def test_a_mixed_global_policy_is_the_precision_of_auto():
     finally:
         keras.config.set_dtype_policy(previous)
     assert FasterRCNN(cfg, 2).frcnn_config.precision in ("float32", "mixed_bfloat16")
+
+
+def _logged_steps(folder):
+    from tensorflow.core.util import event_pb2
+    steps = []
+    for path in sorted(folder.glob("events.out.tfevents*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = event_pb2.Event.FromString(record.numpy())
+            steps += [(value.tag, event.step) for value in event.summary.value]
+    return steps
+
+
+def test_a_resumed_run_rewinds_its_tensorboard_logs_to_its_checkpoint(source, tmp_path):
+    """Killed in step 5 of 6 (as by kill -9: its last checkpoint at step 3, its logs at 1 to 4),
+    then resumed: the logs hold each step once, 1 to 6 (before, step 4 twice: TensorBoard drew the
+    line back on itself). Another stage's logs and the final evaluation's are removed."""
+    cfg = joint_config()
+
+    def run(resume=False, **kwargs):
+        keras.utils.set_random_seed(0)
+        return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=6,
+                              checkpoint_every=3, log_every=1, verbose=0, log=lambda *a: None, **kwargs).run(resume)
+
+    assert run(stop_after_steps=5) is False
+    train = tmp_path / "logs" / "joint" / "train"
+    assert [s for tag, s in _logged_steps(train) if tag == "loss"] == [1, 2, 3, 4]
+    for stray in ("eval", "stage4_detector"):  # (as a final evaluation or a later stage would leave)
+        with tf.summary.create_file_writer(str(tmp_path / "logs" / stray)).as_default():
+            tf.summary.scalar("x", 1.0, step=9)
+    assert run(resume=True)
+    assert [s for tag, s in _logged_steps(train) if tag == "loss"] == [1, 2, 3, 4, 5, 6]
+    assert [s for tag, s in _logged_steps(train) if tag == "learning_rate"] == [1, 2, 3, 4, 5, 6]
+    assert sorted(os.listdir(tmp_path / "logs")) == ["joint"]
