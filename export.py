@@ -53,6 +53,13 @@ def parse_args(argv=None):
     if args.format != "saved_model" and (os.path.isdir(args.out) or args.out.endswith(("/", os.sep))):
         parser.error(f"--out {args.out}: a folder; --format {args.format} writes one file "
                      f"(e.g. --out {os.path.join(args.out, 'model' + SUFFIXES[args.format])})")
+    if args.format != "saved_model":
+        given = [flag for flag, on in (("--version", args.version is not None), ("--jit", args.jit),
+                                       ("--no-warmup", args.no_warmup)) if on]
+        if given:
+            parser.error(f"{' and '.join(given)}: for --format saved_model only (not {args.format})")
+    if args.version is not None and args.version < 1:
+        parser.error(f"--version {args.version}: a version is a positive integer (TF Serving's folder name)")
     return args
 
 
@@ -94,8 +101,6 @@ def _count(class_names) -> str:
 def export_runtime(args, model, started):
     from keras_frcnn import formats
 
-    if args.version is not None or args.jit:
-        raise cli.UsageError("--version and --jit are for --format saved_model")
     if args.precision not in (None, "float32"):
         raise cli.UsageError(f"--format {args.format} exports float32 weights (ONNX Runtime, "
                              "OpenVINO and LiteRT choose their own compute precision): leave out "

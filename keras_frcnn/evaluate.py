@@ -127,6 +127,10 @@ def main(argv=None):
     if args.max_side and not args.min_side:
         parser.error("--max-side goes with --min-side")
     cli.require_positive(parser, args, "min_side", "max_side", "batch_size")
+    if args.max_side and args.max_side < args.min_side:
+        parser.error(f"--max-side {args.max_side} is below --min-side {args.min_side}: it caps the longer side")
+    if args.plots and os.path.exists(args.plots) and not os.path.isdir(args.plots):
+        parser.error(f"--plots {args.plots}: a file; the plots go in a folder")
     if args.voc_dir and len(args.voc_dir) > 1:
         parser.error("--voc-dir: evaluate one folder at a time")
     cli.quiet_tensorflow()
@@ -157,6 +161,10 @@ def _evaluate(args):
         # names skipped and counted.
         choice = dataclasses.replace(choice, classes=tuple(model.class_names))
     source = cli.load_test_source(args, choice)
+    if source.num_objects == 0:
+        raise cli.UsageError(f"{source.name} has no labelled objects of the model's classes "
+                             f"({cli.class_list(model.class_names)}) to evaluate on: objects of other classes "
+                             "are skipped (counted above), difficult / crowd ones not scored; give the data this model was trained for")
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))
     print(headline(summary))

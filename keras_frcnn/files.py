@@ -55,6 +55,11 @@ def staging_folder(directory, name):
         if match and not _running(int(match.group(1))):
             shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
     staging = tempfile.mkdtemp(prefix=f".{name}.partial-{host}-{pid}-", dir=directory)
+    # mkdtemp's folder is the owner's only (0700); renamed into place it must read as any folder
+    # made here does (a TF Serving account other than the exporter's loads it).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)
     try:
         yield staging
     finally:

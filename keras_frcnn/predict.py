@@ -289,7 +289,9 @@ def main(argv=None):
                         "folder, .onnx, .xml, .tflite)")
     parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--out", required=True, help="folder for the PNGs and detections.json")
-    parser.add_argument("--min-score", type=float, default=0.3, help="draw and list detections scoring at least this (default 0.3)")
+    parser.add_argument("--min-score", type=float, default=0.3, help="draw and list detections scoring at least this (default 0.3; the model "
+                        "itself returns those scoring at least its detector.score_threshold, 0.05 unless "
+                        "trained otherwise, so a lower value shows no more)")
     parser.add_argument("--labels", choices=["voc", "yolo", "labelme"],
                         help="also write the detections as labels to correct in an annotation tool: Pascal VOC "
                         "XML in DIR/annotations/ (LabelImg), YOLO lines in DIR/labels/ with DIR/classes.txt, or "
@@ -299,6 +301,10 @@ def main(argv=None):
         parser.error(f"--min-score is a score in [0, 1], got {args.min_score}")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: a file, not a folder")
+    missing = [path for path in args.images if not os.path.exists(path)]
+    if missing:  # a mistyped name, told before the model is loaded
+        parser.error(f"no such file or folder: {', '.join(missing[:5])}"
+                     + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     cli.quiet_tensorflow()
     return cli.run(lambda: _predict(args))
 
@@ -308,6 +314,11 @@ def _predict(args):
         raise cli.UsageError(f"no image files in {', '.join(args.images)}")
     if args.model.endswith(".keras"):
         model = cli.load_model(args.model).for_inference()
+        floor = model.frcnn_config.detector.score_threshold
+        if args.min_score < floor:
+            print(f"note: --min-score {args.min_score:g} is below the model's own score threshold "
+                  f"(detector.score_threshold {floor:g}): detections scoring at least {floor:g} are shown",
+                  file=sys.stderr)
     else:
         from keras_frcnn.formats import load_runtime_model
 

@@ -141,6 +141,10 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     out = capsys.readouterr().out
     assert f"on VOC folder {tmp_path / 'voc'} (test), 2 images" in out
     assert [line.split()[-2] for line in out.splitlines() if line.startswith("square ")] == ["2"]  # positives
+    # A folder with none of the model's classes: refused, not "mAP undefined" and status 0.
+    write_voc_folder(tmp_path / "dogs", {"a": {"objects": [("dog", (1, 1, 9, 9), False)]}}, {"test": ["a"]})
+    assert evaluate_main(["--model", model, "--voc-dir", str(tmp_path / "dogs")]) == 2
+    assert "has no labelled objects of the model's classes (square, wide)" in capsys.readouterr().err
 
 
 def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_config_file, capsys):
@@ -440,6 +444,15 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
         f"(e.g. --out {tmp_path / 'model.onnx'})": lambda: export.parse_args(["--model", "m.keras", "--format", "onnx",
                                                                               "--out", str(tmp_path)]),
         "--batch-size must be positive": lambda: evaluate_main(["--model", "m.keras", "--batch-size", "0"]),
+        "--max-side 200 is below --min-side 256": lambda: evaluate_main(["--model", "m.keras", "--min-side", "256",
+                                                                         "--max-side", "200"]),
+        f"--plots {a_file}: a file": lambda: evaluate_main(["--model", "m.keras", "--plots", str(a_file)]),
+        f"no such file or folder: {tmp_path / 'nowhere'}": lambda: predict.main(
+            ["--model", "m.keras", "--out", str(tmp_path / "p"), str(a_file), str(tmp_path / "nowhere")]),
+        "--version 0: a version is a positive integer": lambda: export.parse_args(["--model", "m.keras", "--out",
+                                                                                  "e", "--version", "0"]),
+        "--no-warmup: for --format saved_model only (not onnx)": lambda: export.parse_args(
+            ["--model", "m.keras", "--format", "onnx", "--out", "m.onnx", "--no-warmup"]),
         # Values read as "not given" (the preset's used in silence): refused.
         "--lr must be positive, got 0.0": lambda: train.parse_args(["--lr", "0"]),
         "--lr must be a finite number, got inf": lambda: train.parse_args(["--lr", "inf"]),

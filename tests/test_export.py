@@ -242,6 +242,9 @@ def test_layout_and_signatures(exported, contract):
     files = {os.path.relpath(os.path.join(d, f), exported.path) for d, _, fs in os.walk(exported.path) for f in fs}
     assert {"saved_model.pb", "variables/variables.index", export.WARMUP_FILE} <= files
     assert not [n for n in os.listdir(exported.base) if n != "1"]  # no staging folder left behind
+    umask = os.umask(0o022)
+    os.umask(umask)  # the version folder reads as any folder made here (mkdtemp's was 0700: TF Serving's
+    assert os.stat(exported.path).st_mode & 0o777 == 0o777 & ~umask  # account could not load it)
     signatures = contract.report["signatures"]
     assert signatures["serving_default"]["inputs"] == {"input_tensor": ["uint8", [None, None, None, 3]]}
     assert signatures["serving_encoded"]["inputs"] == {"encoded_image_string_tensor": ["string", [None]]}
