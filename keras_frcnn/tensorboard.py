@@ -40,6 +40,12 @@ class StageLog(StepCounting):
         self.step += self.new_steps(batch)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.write(logs)
+
+    def write(self, logs, step=None):
+        """The window's ``logs`` at ``step`` (default the steps counted): also called for the part
+        of a window a requested stop ends, at its checkpoint's step."""
+        self.step = self.step if step is None else int(step)
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(self.log_dir)
         optimizer = self.model.optimizer

@@ -364,9 +364,10 @@ class _Interrupted(Exception):
 class _StageSteps(StepCounting):
     """Counts a stage's steps, writes its checkpoints when due and stops ``fit`` at its last step."""
 
-    def __init__(self, runner, stage, step, position, batch, evaluated=None):
+    def __init__(self, runner, stage, step, position, batch, evaluated=None, stage_log=None):
         super().__init__()
         self.runner, self.stage, self.step, self.position, self.batch = runner, stage, step, position, batch
+        self.stage_log = stage_log  # (a requested stop's part of a window logged at its checkpoint's step)
         self.last_save = runner.clock()
         self.window_start, self.logs = step, None
         # The multiples of eval_every evaluated (a resumed stage: as its checkpoint says).
@@ -380,10 +381,14 @@ class _StageSteps(StepCounting):
         checkpoint, so that a run killed while evaluating evaluates it again when resumed); put off
         by a requested stop (the checkpoint says so, and the resumed run evaluates first)."""
         runner = self.runner
-        if runner.eval_every and runner.evaluator and self.step // runner.eval_every > self.evaluated \
-                and self.stage.name in runner.evaluated_stages and not runner.stop_requested:
+        if self.evaluation_due() and not runner.stop_requested:
             self.evaluated = self.step // runner.eval_every
             runner.evaluator(self.stage, self.step)
+
+    def evaluation_due(self) -> bool:
+        runner = self.runner
+        return bool(runner.eval_every and runner.evaluator and self.step // runner.eval_every > self.evaluated
+                    and self.stage.name in runner.evaluated_stages)
 
     def on_epoch_begin(self, epoch, logs=None):
         super().on_epoch_begin(epoch, logs)  # (StepCounting's count of the window's steps)
@@ -421,6 +426,8 @@ class _StageSteps(StepCounting):
 
     def stop(self):
         self.save()
+        if self.stage_log is not None and self.step > self.window_start:  # (mid-window: fit's end never comes)
+            self.stage_log.write(self.logs, self.step)
         self.runner.stopped_at = (self.stage.name, self.step)
         raise _Interrupted()
 
@@ -517,6 +524,7 @@ class ScheduleRunner:
         self.stop_requested = False
         self.stopped_at = None  # (stage name, step) of a requested stop's checkpoint
         self.started = None  # the schedule state ``start`` began from
+        self.put_off = None  # [stage name, step]: the evaluation a stop in a stage's last steps put off
         self.fitting = False  # inside a stage's Keras fit, where a requested stop is honoured
         os.makedirs(run_dir, exist_ok=True)
 
@@ -537,9 +545,9 @@ class ScheduleRunner:
     def _path(self, name):
         return os.path.join(self.run_dir, name)
 
-    def state_of(self, stage=None, step=0, position=0, evaluated=None) -> dict:
+    def state_of(self, stage=None, step=0, position=0, evaluated=None, put_off=None) -> dict:
         return {"completed": list(self.completed), "stage": stage, "step": int(step),
-                "position": int(position), "evaluated": evaluated,
+                "position": int(position), "evaluated": evaluated, "put_off_evaluation": put_off,
                 "stage_seconds": {name: round(seconds, 1) for name, seconds in self.stage_seconds.items()},
                 "data": {"name": self.source.name, "identity": self.source.identity,
                          "num_examples": self.source.num_examples, "class_names": list(self.source.class_names)}}
@@ -592,6 +600,10 @@ class ScheduleRunner:
         """Run the remaining stages; False if stopped (``request_stop``, tests' ``stop_after_steps``)."""
         state = self.started if self.started is not None else self.start(resume)
         self.completed = list(state["completed"])
+        put_off = state.get("put_off_evaluation")
+        if put_off and self.evaluator and not self.stop_requested:
+            name, step = put_off
+            self.evaluator(next(stage for stage in self.plan if stage.name == name), step)
         # The starting weights that stage 2 (base) and stage 3 (RPN head) begin from again.
         initial = self._path("initial_weights")
         if not os.path.isdir(initial):
@@ -619,7 +631,10 @@ class ScheduleRunner:
             except _Interrupted:
                 return False
             self.completed.append(stage.name)
-            self.checkpoint.save(self.net, None, self.state_of())
+            # A stop asked in the stage's last steps put off the evaluation of its last step: the
+            # checkpoint says so, and the resumed run evaluates it first (these are its weights).
+            self.checkpoint.save(self.net, None, self.state_of(put_off=self.put_off))
+            self.put_off = None
             if stage is self.plan[-1] and self.agree(self.stop_requested):  # asked in its last steps: stopped,
                 self.stopped_at = (stage.name, stage.steps)  # as told (its checkpoint is written)
                 return False
@@ -712,14 +727,15 @@ class ScheduleRunner:
             self.history.append((stage.name, step, position, remaining))
             fitting = time.perf_counter()
             self.fitting = True
-            counter = _StageSteps(self, stage, step, position, batch, evaluated)
+            stage_log = StageLog(self._path(os.path.join("logs", stage.name, "train")), step)
+            counter = _StageSteps(self, stage, step, position, batch, evaluated, stage_log)
             try:
                 model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
-                          shuffle=False, verbose=self.verbose,
-                          callbacks=[counter, StageLog(self._path(os.path.join("logs", stage.name, "train")), step),
-                                     *self.callbacks])
+                          shuffle=False, verbose=self.verbose, callbacks=[counter, stage_log, *self.callbacks])
             finally:
                 self.fitting = False
+            if counter.step >= stage.steps and counter.evaluation_due():  # put off by a stop asked
+                self.put_off = [stage.name, counter.step]
             if counter.step < stage.steps:  # a callback of the user's stopped fit (EarlyStopping, TerminateOnNaN)
                 self.log(f"   a callback stopped {stage.name} at step {counter.step} of {stage.steps}: stopping the run "
                          "there with a checkpoint (run(resume=True) continues it)")

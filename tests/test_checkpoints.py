@@ -141,10 +141,13 @@ def test_a_requested_stop_writes_a_checkpoint_at_that_step_and_loses_nothing(sou
     assert not runner.run()
     assert runner.stopped_at == ("joint", stop_step) and runner.saved_at == [("joint", stop_step)]
     assert TrainingCheckpoint(str(tmp_path / "stopped")).state()["step"] == stop_step
+    train_log = tmp_path / "stopped" / "logs" / "joint" / "train"  # the stopped window logged at its end
+    assert [step for tag, step in _logged_steps(train_log) if tag == "loss"] == [stop_step]
     if multi_worker:
         return  # resuming from a checkpoint is the same for both
     resumed = make(tmp_path / "stopped")
     assert resumed.run(resume=True)
+    assert [step for tag, step in _logged_steps(train_log) if tag == "loss"] == [2, 6]
     whole = make(tmp_path / "whole")
     assert whole.run()
     for a, b in zip(resumed.net.model.weights, whole.net.model.weights, strict=True):
@@ -468,3 +471,29 @@ def test_a_resumed_run_rewinds_its_tensorboard_logs_to_its_checkpoint(source, tm
     assert [s for tag, s in _logged_steps(train) if tag == "loss"] == [1, 2, 3, 4, 5, 6]
     assert [s for tag, s in _logged_steps(train) if tag == "learning_rate"] == [1, 2, 3, 4, 5, 6]
     assert sorted(os.listdir(tmp_path / "logs")) == ["joint"]
+
+
+def test_an_evaluation_a_stop_in_a_stages_last_steps_put_off_comes_first_when_resumed(source, tmp_path):
+    """--eval-every 2 over 4 steps, a stop asked in step 3: the stage still ends at step 4 (its
+    last), its evaluation put off by the stop; the checkpoint says so and the resumed run evaluates
+    step 4 first (before, never: the stage was complete and its evaluation lost)."""
+    cfg = joint_config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train.with_steps(4), steps_per_execution=1))
+    seen = []
+
+    class StopIn3(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if runner.steps_run == 3:
+                runner.request_stop()
+
+    def make(callbacks=()):
+        keras.utils.set_random_seed(0)
+        return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), log_every=2,
+                              eval_every=2, evaluator=lambda stage, step: seen.append((stage.name, step)),
+                              checkpoint_minutes=None, verbose=0, log=lambda *a: None, callbacks=callbacks)
+
+    runner = make([StopIn3()])
+    assert not runner.run() and seen == [("joint", 2)]
+    state = TrainingCheckpoint(str(tmp_path)).state()
+    assert state["completed"] == ["joint"] and state["put_off_evaluation"] == ["joint", 4]
+    assert make().run(resume=True) and seen == [("joint", 2), ("joint", 4)]
