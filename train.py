@@ -44,6 +44,10 @@ import time
 from keras_frcnn import cli
 
 
+# The options of a run's process, not of its config: kept in its checkpoint for --resume.
+RUN_OPTIONS = {"checkpoint_minutes": 10.0, "checkpoint_every": None, "log_every": 100, "eval_every": None}
+
+
 def parse_args(argv=None):
     parser = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", help='"shapes" (default; with --backbone, that base\'s shapes preset), "voc", '
@@ -82,11 +86,11 @@ def parse_args(argv=None):
     parser.add_argument("--steps-per-execution", type=int,
                         help="training steps per call of the compiled step (default: the preset's, 10); "
                         "Keras's per-step Python runs once per call")
-    parser.add_argument("--checkpoint-minutes", type=float, default=10.0,
+    parser.add_argument("--checkpoint-minutes", type=float,
                         help="write a checkpoint every this many minutes (default 10; 0: only at the "
                         "end of each stage)")
     parser.add_argument("--checkpoint-every", type=int, help="also write one every this many steps")
-    parser.add_argument("--log-every", type=int, default=100,
+    parser.add_argument("--log-every", type=int,
                         help="steps per progress-bar line and TensorBoard point (default 100)")
     parser.add_argument("--eval-every", type=int,
                         help="also evaluate on the held-out data every this many steps (at each multiple, "
@@ -118,7 +122,7 @@ def parse_args(argv=None):
         parser.error("--coco-val-images goes with --coco-val-json")
     if args.voc_val_dir and not args.voc_dir:
         parser.error("--voc-val-dir goes with --voc-dir")
-    if not args.checkpoint_minutes >= 0:  # nan too
+    if args.checkpoint_minutes is not None and not args.checkpoint_minutes >= 0:  # nan too
         parser.error(f"--checkpoint-minutes must be >= 0 (0: only at the end of each stage), got "
                      f"{args.checkpoint_minutes}")
     cli.require_positive(parser, args, "steps", "checkpoint_every", "log_every", "eval_every", "batch_size", "min_side",
@@ -340,7 +344,8 @@ def _train(args, held):
     from keras_frcnn.files import write_atomically
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation, log_scalars
-    from keras_frcnn.training import ScheduleRunner, check_jit_under, holds_every_weight, unfinished_run
+    from keras_frcnn.training import (ScheduleRunner, check_jit_under, holds_every_weight, run_options,
+                                      unfinished_run)
 
     cfg = build_config(args)
     if not args.resume:  # a resume checks the run's own config below
@@ -371,6 +376,17 @@ def _train(args, held):
         check_jit_under(strategy, cfg)  # before the data is read
     chief = is_chief(strategy)
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
+    # The options of the run's own process that a resume does not give again are the run's (its
+    # checkpoint holds them), the others their defaults.
+    kept = run_options(run_dir) if args.resume else {}
+    kept = {name: kept[name] for name in RUN_OPTIONS if name in kept and getattr(args, name) is None}
+    for name, default in RUN_OPTIONS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, kept.get(name, default))
+    kept = {name: value for name, value in kept.items() if value is not None and value != RUN_OPTIONS[name]}
+    if kept:
+        print("resume: the run's own " + ", ".join(f"--{name.replace('_', '-')} {value:g}"
+                                                   for name, value in kept.items()))
     # A resume whose checkpoint holds every weight needs no starting weights (ImageNet's, a file
     # since moved, a model.keras fine-tuned from): they are neither fetched nor read.
     restoring = args.resume and holds_every_weight(run_dir)

@@ -267,6 +267,17 @@ def unfinished_run(run_dir, config_path=None, ended=None) -> typing.Optional[str
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
 
 
+def run_options(run_dir) -> dict:
+    """The options the run in ``run_dir`` was last trained with (``checkpoint_minutes``,
+    ``checkpoint_every``, ``log_every``, ``eval_every``; none for a checkpoint written before they
+    were kept, or none at all)."""
+    checkpoint = TrainingCheckpoint(run_dir)
+    try:
+        return dict(checkpoint.state().get("options") or {}) if checkpoint.exists() else {}
+    except DataError:  # (the resume names it)
+        return {}
+
+
 class TrainingCheckpoint:
     """The whole training state in ``run_dir/checkpoint``: TensorFlow checkpoints written by a
     ``tf.train.CheckpointManager`` (the newest kept; a checkpoint counts only once it is complete),
@@ -548,6 +559,8 @@ class ScheduleRunner:
     def state_of(self, stage=None, step=0, position=0, evaluated=None, put_off=None) -> dict:
         return {"completed": list(self.completed), "stage": stage, "step": int(step),
                 "position": int(position), "evaluated": evaluated, "put_off_evaluation": put_off,
+                "options": {"checkpoint_minutes": self.checkpoint_minutes, "checkpoint_every": self.checkpoint_every,
+                            "log_every": self.log_every, "eval_every": self.eval_every},
                 "stage_seconds": {name: round(seconds, 1) for name, seconds in self.stage_seconds.items()},
                 "data": {"name": self.source.name, "identity": self.source.identity,
                          "num_examples": self.source.num_examples, "class_names": list(self.source.class_names)}}

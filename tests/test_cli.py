@@ -665,6 +665,7 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
     assert json.loads((out / "config.json").read_text())["data_paths"] == [str(tmp_path / "tfds"), "6,3"]
     code, stdout, _ = _train(["--out", str(out), "--resume", "--verbose", "0"], capsys)
     assert code == 0 and (out / "metrics.json").exists() and "shapes/train6_test3_seed0 train (6 images)" in stdout
+    assert "resume: the run's own --log-every 6\n" in stdout  # (it was the default 100, and --eval-every dropped)
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(capsys):
