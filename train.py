@@ -344,7 +344,7 @@ def _train(args, held):
     from keras_frcnn.files import write_atomically
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation, log_scalars
-    from keras_frcnn.training import (ScheduleRunner, check_jit_under, holds_every_weight, run_options,
+    from keras_frcnn.training import (ScheduleRunner, any_worker, check_jit_under, holds_every_weight, run_options,
                                       unfinished_run)
 
     cfg = build_config(args)
@@ -394,10 +394,18 @@ def _train(args, held):
         check_weights(cfg.backbone, cfg.weights, fetch=True)  # downloaded now, before the data is read
     choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
     held.enter_context(run_folder_lock(run_dir))
-    left = None if args.resume else unfinished_run(run_dir, config_path, ended=os.path.join(out, "metrics.json"))
-    if left:
+    # Another worker's folder is its own (on its machine if the file system is not shared): it reads the
+    # config.json it wrote there, and its part of a run ends with its last stage (the chief then saves
+    # and evaluates the model). A new run starts only if no worker holds an unfinished one.
+    own_config = os.path.join(run_dir, "config.json")
+    left = None if args.resume else unfinished_run(
+        run_dir, config_path if chief or not os.path.exists(own_config) else own_config,
+        ended=os.path.join(out, "metrics.json") if chief else None)
+    if not args.resume and any_worker(strategy, bool(left)):  # (every worker votes, then all stop alike)
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "
-                             "or give another --out (or delete that folder) to start a new one")
+                             "or give another --out (or delete that folder) to start a new one" if left else
+                             "another worker's folder holds an unfinished run: add --resume on every worker to "
+                             "continue it, or give another --out to start a new one")
     # The run's config.json says what it trained on (and a later --config or evaluate reads it).
     if choice.kind == "tfds":  # (its TFDS folder and the built-in set's size, where not the defaults)
         where = (os.path.abspath(args.data_dir) if args.data_dir else "",) + (
@@ -509,8 +517,7 @@ def _train(args, held):
     # config.json once the folder is this run's: a resume's checkpoint checked against the data (a refused
     # resume leaves the run's config as it was), a new run's folder cleared of an earlier run.
     runner.start(resume=args.resume)
-    if chief:
-        write_atomically(config_path, cfg.to_json())
+    write_atomically(config_path if chief else own_config, cfg.to_json())
     with stop_gracefully(runner) as stopped_by:
         finished = runner.run(resume=args.resume)
     if not finished:

@@ -267,6 +267,22 @@ def unfinished_run(run_dir, config_path=None, ended=None) -> typing.Optional[str
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
 
 
+def is_multi_worker(strategy) -> bool:
+    """A ``MultiWorkerMirroredStrategy`` of more than one worker."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    cluster = strategy.cluster_resolver.cluster_spec()
+    return sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")) > 1
+
+
+def any_worker(strategy, flag: bool) -> bool:
+    """``flag`` on every worker of a multi-worker strategy if it is on any (each must call it)."""
+    if not is_multi_worker(strategy):
+        return flag
+    votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
+    return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+
+
 def run_options(run_dir) -> dict:
     """The options the run in ``run_dir`` was last trained with (``checkpoint_minutes``,
     ``checkpoint_every``, ``log_every``, ``eval_every``; none for a checkpoint written before they
@@ -289,8 +305,9 @@ class TrainingCheckpoint:
     "position": its stream position, "data": the training source's name and size}``.
     """
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, keep=1):
         self.dir = os.path.join(run_dir, "checkpoint")
+        self.keep = keep  # (a multi-worker run keeps 2: see ScheduleRunner.agree_on_checkpoint)
 
     def latest(self) -> typing.Optional[str]:
         return tf.train.latest_checkpoint(self.dir)
@@ -303,7 +320,7 @@ class TrainingCheckpoint:
                    "state": tf.Variable(json.dumps(state), dtype=tf.string, trainable=False)}
         if optimizer is not None:
             objects["optimizer"] = optimizer_variables(optimizer)
-        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=1)
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=self.keep)
         # A new number every time: the previous checkpoint stays whole until this one is complete.
         latest = self.latest()
         for left in glob.glob(os.path.join(glob.escape(self.dir), "ckpt-*_temp*")):  # a save killed (-9) half-way
@@ -320,13 +337,34 @@ class TrainingCheckpoint:
                          json.dumps({**state, "checkpoint": os.path.basename(path)}, indent=2))
         return path
 
-    def state(self) -> dict:
+    def state(self, path=None) -> dict:
         holder = tf.Variable("", dtype=tf.string, trainable=False)
         try:
-            tf.train.Checkpoint(state=holder).read(self.latest()).expect_partial()
+            tf.train.Checkpoint(state=holder).read(path or self.latest()).expect_partial()
         except tf.errors.OpError as error:
             raise self._unreadable(error) from None
         return json.loads(holder.numpy().decode())
+
+    def kept(self) -> list:
+        """The complete checkpoints kept, oldest first: their paths."""
+        saved = tf.train.get_checkpoint_state(self.dir)
+        paths = list(saved.all_model_checkpoint_paths) if saved is not None else []
+        return [path if os.path.isabs(path) else os.path.join(self.dir, path) for path in paths
+                if tf.io.gfile.exists((path if os.path.isabs(path) else os.path.join(self.dir, path)) + ".index")]
+
+    def go_back_to(self, path):
+        """Make the kept checkpoint ``path`` the newest, removing those written after it."""
+        kept = self.kept()
+        newer = kept[kept.index(path) + 1:]
+        for later in newer:
+            for part in glob.glob(glob.escape(later) + ".*"):
+                remove_path(part)
+        tf.compat.v1.train.update_checkpoint_state(self.dir, path, all_model_checkpoint_paths=kept[:kept.index(path) + 1])
+        write_atomically(os.path.join(self.dir, "state.json"),
+                         json.dumps({**self.state(path), "checkpoint": os.path.basename(path)}, indent=2))
+
+    def remove(self):
+        remove_path(self.dir)
 
     def _unreadable(self, error) -> DataError:
         return DataError(f"{self.latest()}: the checkpoint cannot be read ({error.message}); restore its "
@@ -522,7 +560,7 @@ class ScheduleRunner:
                     f"{type(callback).__name__}: the runner's optimizers follow the config's learning-rate "
                     "schedule (train.lr, lr_drop, the stages' drop steps, warmup_steps): set those, or train a view "
                     "with your own optimizer and callbacks (net.prepare(view, optimizer).fit(...))")
-        self.checkpoint = TrainingCheckpoint(run_dir)
+        self.checkpoint = TrainingCheckpoint(run_dir, keep=2 if self.multi_worker else 1)
         self.stop_after_steps = stop_after_steps
         self.stage_hooks = list(stage_hooks)  # fn(event, stage, runner), event "start" or "end"
         self.dataset_hook = dataset_hook
@@ -547,11 +585,7 @@ class ScheduleRunner:
     @property
     def multi_worker(self) -> bool:
         """More than one worker: flags must be agreed (``agree``) before anything acts on them."""
-        strategy = self.strategy
-        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return False
-        cluster = strategy.cluster_resolver.cluster_spec()
-        return sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")) > 1
+        return is_multi_worker(self.strategy)
 
     def _path(self, name):
         return os.path.join(self.run_dir, name)
@@ -568,11 +602,56 @@ class ScheduleRunner:
     def agree(self, flag: bool) -> bool:
         """``flag`` on every worker if it is on any (checkpoints must be written by all workers of
         a multi-worker strategy at the same step, or their resumes would diverge)."""
-        strategy = self.strategy
+        return any_worker(self.strategy, flag)
+
+    def gather(self, value: float) -> list:
+        """``value`` of every replica of every worker (one worker: ``[value]``)."""
         if not self.multi_worker:
-            return flag
-        votes = strategy.run(lambda: tf.constant(1.0 if flag else 0.0))
-        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None)) > 0
+            return [value]
+        values = self.strategy.run(lambda: tf.constant([value], tf.float64))
+        return [float(v) for v in self.strategy.gather(values, axis=0).numpy()]
+
+    def agree_on_checkpoint(self):
+        """The workers of a multi-worker run resume from the same step. Each writes its own
+        checkpoint at the same steps, but a run killed (-9, a machine lost) while they wrote one
+        can leave one worker's newest a checkpoint later than another's; each keeps its last two,
+        and all go back to the newest one every worker holds (none: all start over)."""
+        kept = self.checkpoint.kept()
+        states = []
+        for path in kept:
+            try:
+                states.append((path, self.checkpoint.state(path)))
+            except DataError:
+                pass
+
+        def place(state):  # the schedule's progress: stages completed, then steps of the next
+            return len(state["completed"]) * 1e9 + (state["step"] if state["stage"] else 0)
+
+        places = self.gather(place(states[-1][1]) if states else -1.0)
+        common = min(places)
+        if not states or common == place(states[-1][1]):
+            return
+        if common < 0:
+            self.log("resuming: another worker has no checkpoint (killed while writing its first): every "
+                     "worker starts over")
+            self.checkpoint.remove()
+            return
+        match = [path for path, state in states if place(state) == common]
+        if not match:
+            raise DataError(f"{self.checkpoint.dir}: this worker's checkpoints "
+                            f"({', '.join(os.path.basename(p) for p in kept)}) hold none at the step another "
+                            "worker's newest is at: the workers' checkpoints were not written together; start "
+                            "a new run (another --out, or delete the workers' folders)")
+        self.checkpoint.go_back_to(match[0])
+        state = self.checkpoint.state()
+        for stage in self.plan:  # proposals of an RPN stage the run now trains again
+            if stage.proposals_from and stage.proposals_from not in state["completed"]:
+                remove_path(self._path(f"proposals_{stage.name}"))
+                remove_path(self._path(f"proposals_{stage.name}.partial"))
+        self.log(f"resuming: this worker's newest checkpoint ({os.path.basename(kept[-1])}) was written after "
+                 f"another worker's last: back to "
+                 f"{os.path.basename(match[0])} ({state['stage'] or 'next stage'} step {state['step']}), "
+                 "the newest every worker holds")
 
     def start(self, resume=False) -> dict:
         """Before anything is trained or written: a resume's checkpoint checked against the data
@@ -581,6 +660,8 @@ class ScheduleRunner:
         resume nor a new run killed while it builds its model leaves a config.json that is not the
         folder's run. ``run`` calls it if not called."""
         state = self.state_of()
+        if resume and self.multi_worker:
+            self.agree_on_checkpoint()
         if resume and self.checkpoint.exists():
             state = self.checkpoint.state()
             data = state.get("data", {})

@@ -153,38 +153,62 @@ def network_weights(checkpoint_dir):
 
 
 def test_two_workers_train_py_multi_worker_end_with_identical_weights(tmp_path):
+    """Two workers, each with its own --out (as on machines without a shared file system), train
+    the 4-step schedule to identical weights; then worker 1 as if killed while writing its last
+    checkpoint (its newest one step behind the chief's): resumed, both go back to the newest
+    checkpoint both hold and end equal again (before, each resumed from its own newest, and their
+    weights differed)."""
+    from keras_frcnn.training import TrainingCheckpoint
+
     config = tmp_path / "tiny.json"
     config.write_text(tiny_config().to_json())
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    out = tmp_path / "run"
-    workers = []
-    for index in range(2):
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        workers.append(subprocess.Popen(
-            [sys.executable, "train.py", "--strategy", "multi-worker", "--config", str(config),
-             "--shapes-images", "8,2", "--data-dir", str(tmp_path / f"tfds{index}"), "--steps", "2",
-             # A checkpoint due at the end of every 1-step window: the workers agree on it.
-             "--log-every", "1", "--checkpoint-minutes", "1e-6", "--verbose", "0", "--out", str(out)],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = [w.communicate(timeout=600)[0] for w in workers]
-    for worker, log in zip(workers, logs):
-        assert worker.returncode == 0, log[-3000:]
+    outs = [tmp_path / "run", tmp_path / "machine1"]
+
+    def run_workers(*extra):
+        workers = []
+        for index in range(2):
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+            workers.append(subprocess.Popen(
+                [sys.executable, "train.py", "--strategy", "multi-worker", "--config", str(config),
+                 "--shapes-images", "8,2", "--data-dir", str(tmp_path / f"tfds{index}"), "--steps", "2",
+                 # A checkpoint due at the end of every 1-step window: the workers agree on it.
+                 "--log-every", "1", "--checkpoint-minutes", "1e-6", "--verbose", "0", "--out", str(outs[index]),
+                 *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        logs = [w.communicate(timeout=600)[0] for w in workers]
+        for worker, log in zip(workers, logs):
+            assert worker.returncode == 0, log[-3000:]
+        return logs
+
+    def assert_equal_weights():
+        chief = network_weights(outs[0] / "checkpoint")
+        other = network_weights(outs[1] / "worker_1" / "checkpoint")
+        assert chief.keys() == other.keys() and len(chief) > 10
+        for name in chief:
+            np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+
+    logs = run_workers()
+    out = outs[0]
     assert "replicas 2" in logs[0]
     for index, log in enumerate(logs):  # said before TensorFlow waits for the other worker
         assert f"multi-worker: this is worker {index} of a cluster of 2 (worker); waiting" in log
-    chief = network_weights(out / "checkpoint")
-    other = network_weights(out / "worker_1" / "checkpoint")
-    assert chief.keys() == other.keys() and len(chief) > 10
-    for name in chief:
-        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
-    # The chief writes the outputs; the other worker only its own checkpoint.
+    assert_equal_weights()
+    # The chief writes the outputs; the other worker its own checkpoint and config.json.
     assert (out / "model.keras").exists() and (out / "metrics.json").exists()
-    assert not (out / "worker_1" / "model.keras").exists()
+    assert not (outs[1] / "worker_1" / "model.keras").exists() and (outs[1] / "worker_1" / "config.json").exists()
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert state["completed"] == ["stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"]
     assert "per replica x 2 replicas" in logs[0]
     # 4 stage ends + one agreed time-based checkpoint in each stage, on both workers.
     assert state["checkpoint"] == "ckpt-8"
-    assert json.loads((out / "worker_1" / "checkpoint" / "state.json").read_text())["checkpoint"] == "ckpt-8"
+    assert json.loads((outs[1] / "worker_1" / "checkpoint" / "state.json").read_text())["checkpoint"] == "ckpt-8"
+
+    behind = TrainingCheckpoint(str(outs[1] / "worker_1"))
+    behind.go_back_to(behind.kept()[0])  # ckpt-7: stage 4 at step 1
+    assert json.loads((outs[1] / "worker_1" / "checkpoint" / "state.json").read_text())["step"] == 1
+    logs = run_workers("--resume")
+    assert "back to ckpt-7 (stage4_detector step 1), the newest every worker holds" in logs[0]
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["checkpoint"] == "ckpt-8"
+    assert_equal_weights()
