@@ -142,6 +142,18 @@ def bmp_read_right(data):
     return tf.cond(is_bmp, judge, lambda: True)
 
 
+def is_image_file(data):
+    """Graph code: whether the string ``data`` begins as a file ``tf.io.decode_image`` reads:
+    JPEG, PNG, GIF, BMP, WebP or JPEG XL (its own error names neither the input nor the image)."""
+    size = tf.strings.length(data)
+
+    def at(position, value):  # (substr fails past the end of the string: looked at from within it)
+        return tf.strings.substr(data, tf.minimum(position, size), len(value)) == value
+
+    return (at(0, b"\xff\xd8\xff") | at(0, b"\x89PNG") | at(0, b"GIF8") | at(0, b"BM")
+            | (at(0, b"RIFF") & at(8, b"WEBP")) | at(0, b"\xff\x0a") | at(4, b"JXL "))
+
+
 def decode_images(encoded, name=ENCODED_INPUT):
     """string ``[B]`` of encoded images -> (uint8 ``[B, H, W, 3]`` zero padded to the largest,
     int32 ``[B, 2]`` each image's (h, w)). One ``DecodeImage`` per element in a ``map_fn`` loop
@@ -149,25 +161,28 @@ def decode_images(encoded, name=ENCODED_INPUT):
     image (the usual request) skips the ragged stack and its two copies of the decoded pixels.
     A BMP TensorFlow would misread fails the request, ``name`` (the input) in its message."""
 
-    def decode(data):
-        check = tf.debugging.Assert(bmp_read_right(data), [
-            f"{name}: a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, which "
-            "TensorFlow's decoder reads wrong: send PNG, JPEG or 24-bit BMP"])
-        with tf.control_dependencies([check]):
+    def decode(data, index):
+        known = tf.debugging.Assert(is_image_file(data), [
+            f"{name}[", index, "]: not an image file TensorFlow decodes (JPEG, PNG, GIF, BMP, WebP): "
+            "empty, or other bytes"])
+        bmp = tf.debugging.Assert(bmp_read_right(data), [
+            f"{name}[", index, "]: a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, "
+            "which TensorFlow's decoder reads wrong: send PNG, JPEG or 24-bit BMP"])
+        with tf.control_dependencies([known, bmp]):
             image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
         image.set_shape([None, None, 3])
         return image
 
     def one():
-        image = decode(encoded[0])
+        image = decode(encoded[0], 0)
         return image[None], tf.shape(image)[None, :2]
 
-    def ragged_and_size(data):
-        image = decode(data)
+    def ragged_and_size(element):
+        image = decode(*element)
         return tf.RaggedTensor.from_tensor(image, ragged_rank=1), tf.shape(image)[:2]
 
     def many():
-        images, sizes = tf.map_fn(ragged_and_size, encoded, fn_output_signature=(
+        images, sizes = tf.map_fn(ragged_and_size, (encoded, tf.range(tf.size(encoded))), fn_output_signature=(
             tf.RaggedTensorSpec([None, None, 3], tf.uint8, ragged_rank=1), tf.TensorSpec([2], tf.int32)))
         return images.to_tensor(), sizes
 

@@ -133,11 +133,14 @@ def make_optimizer(cfg: Config, stage: Stage) -> keras.optimizers.Optimizer:
 # --- proposals for the detector stages --------------------------------------------------------
 
 
-def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, batch_size: int = 2):
+def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, batch_size: int = 2,
+                    made_from: str = "", should_stop=lambda: False, log=print):
     """Run the current RPN over ``source`` in order (resized to ``image.proposal_side``, unflipped)
     and store each example's proposals (resized-image pixels, ``[n, 4]`` float32) in ``directory``
     (``data.stored_proposals``). No pre-NMS cut; ``cfg.rpn.post_nms_top_n[0]`` after NMS, as the
-    original's dump. Returns the number of examples."""
+    original's dump. ``made_from`` names the weights (a pass of the same killed or stopped part way
+    continues: ``ProposalWriter``); ``should_stop()`` is asked after each batch (True: the part
+    written is kept and ``_Interrupted`` raised). Returns the number of examples."""
     layers = net.model.layers_
     post = cfg.rpn.post_nms_top_n[0]
     dump = proposal_layer(cfg, (0, 0), (post, post))
@@ -150,11 +153,15 @@ def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, b
         logits, deltas, anchors, levels = layers.rpn(layers.base([processed, info]))
         return layers.propose(dump, logits, deltas, anchors, levels, info)
 
-    dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, flip_probability=0.0,
-                            drop_remainder=False, at_proposal_side=True)
-    expected = 0
-    with ProposalWriter(directory, source) as writer:
+    with ProposalWriter(directory, source, made_from) as writer:
+        expected = writer.start
+        if expected:
+            log(f"   proposals: an earlier process's pass continued from image {expected} of {source.num_examples}")
+        dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, start=expected, flip_probability=0.0,
+                                drop_remainder=False, at_proposal_side=True)
         for batch in dataset:
+            if should_stop():
+                raise _Interrupted()
             boxes, _, counts = run(batch["images"], batch["image_info"])
             boxes, counts = boxes.numpy(), counts.numpy()
             for i, (index, key) in enumerate(zip(batch["index"].numpy(), batch["key"].numpy())):
@@ -782,7 +789,16 @@ class ScheduleRunner:
             directory = self._path(f"proposals_{stage.name}")
             if not ProposalStore.exists(directory):
                 writing = time.perf_counter()
-                count = write_proposals(self.net, self.source, cfg, directory)
+                # A stop asked stops the pass after its batch (its part kept for the resume); with
+                # several workers the pass ends first (each may resume from another file).
+                try:
+                    count = write_proposals(self.net, self.source, cfg, directory,
+                                            made_from=os.path.basename(self.checkpoint.latest() or ""),
+                                            should_stop=lambda: self.stop_requested and not self.multi_worker,
+                                            log=self.log)
+                except _Interrupted:
+                    self.stopped_at = (stage.name, step)
+                    raise
                 self.log(f"   proposals of the {stage.proposals_from} RPN for {count} images -> {directory} "
                          f"({time.perf_counter() - writing:.0f} s)")
             store = ProposalStore(directory, self.source)

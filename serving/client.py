@@ -40,8 +40,13 @@ class ServingError(RuntimeError):
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` of encoded image bytes (first frame of a GIF)."""
+    """uint8 ``[H, W, 3]`` of encoded image bytes (first frame of a GIF), the pixels the model's
+    ``serving_encoded`` decodes: a 16-bit greyscale PNG (Pillow's modes "I;16", "I") keeps its
+    high byte, as TensorFlow's decoder does (Pillow's own conversion saturates it to white)."""
     with Image.open(io.BytesIO(data)) as image:
+        if image.mode.startswith("I"):
+            grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=-1)
         return np.asarray(image.convert("RGB"))
 
 

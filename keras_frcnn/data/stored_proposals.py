@@ -9,7 +9,10 @@ order (so the training stream can shuffle freely), and checks the stored key aga
 example's: proposals of another example are an error naming both, never silently used.
 
 The folder is written under ``DIR.partial`` and renamed when complete, so a run killed while
-writing leaves nothing that looks finished.
+writing leaves nothing that looks finished. ``DIR.partial/progress.json`` names the source and the
+weights (the checkpoint) the proposals come from: a pass started again from the same ones (a run
+killed during it, then resumed) continues where the files end, not from the first image (at
+COCO's size a pass is hours of a GPU's time).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from keras_frcnn.data.examples import example_key
 from keras_frcnn.data.problems import DataError
 
 MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
 
 
 def _file_name(index: int) -> str:
@@ -34,19 +38,39 @@ def _file_name(index: int) -> str:
 class ProposalWriter:
     """Writes one stage's proposals into ``directory`` (see the module docstring).
 
-        with ProposalWriter(directory, source) as writer:
-            writer.write(index, key, boxes)        # every example of the source, once
+        with ProposalWriter(directory, source, made_from) as writer:
+            for index in range(writer.start, source.num_examples):
+                writer.write(index, key, boxes)    # every example of the source from writer.start, once
+
+    ``made_from`` names the weights the proposals come from; an earlier writer's part of the same
+    source and weights is kept and ``start`` is where it ends (its last file written again: a kill
+    may have cut it short), else 0.
     """
 
-    def __init__(self, directory, source):
+    def __init__(self, directory, source, made_from=""):
         self.directory = os.fspath(directory)
         self.partial = self.directory + ".partial"
         self.source = source
-        self.count = 0
+        self.progress = {"source": source.name, "identity": source.identity, "num_examples": source.num_examples,
+                         "made_from": made_from}
+        self.start = self.count = 0
 
     def __enter__(self):
-        shutil.rmtree(self.partial, ignore_errors=True)
-        os.makedirs(self.partial)
+        try:
+            with open(os.path.join(self.partial, PROGRESS)) as f:
+                same = json.load(f) == self.progress
+        except (OSError, ValueError):
+            same = False
+        if same and self.progress["made_from"]:
+            written = {name for name in os.listdir(self.partial) if name.endswith(".tfexample")}
+            while _file_name(self.start) in written:
+                self.start += 1
+            self.start = self.count = max(0, self.start - 1)
+        else:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            os.makedirs(self.partial)
+            with open(os.path.join(self.partial, PROGRESS), "w") as f:
+                json.dump(self.progress, f, indent=2)
         return self
 
     def write(self, index: int, key: bytes, boxes: np.ndarray):
@@ -64,15 +88,17 @@ class ProposalWriter:
         self.count += 1
 
     def __exit__(self, kind, error, traceback):
-        if kind is not None:  # e.g. a full disk: the next try starts over, with the space back
-            shutil.rmtree(self.partial, ignore_errors=True)
-            return False
+        if kind is not None:
+            if isinstance(error, OSError):  # e.g. a full disk: the next try starts over, with the space back
+                shutil.rmtree(self.partial, ignore_errors=True)
+            return False  # (killed or stopped: the part written is kept for the resumed run)
         if self.count != self.source.num_examples:
             raise RuntimeError(f"{self.partial}: wrote proposals for {self.count} of "
                                f"{self.source.num_examples} examples")
         with open(os.path.join(self.partial, MANIFEST), "w") as f:
             json.dump({"source": self.source.name, "identity": self.source.identity, "num_examples": self.count},
                       f, indent=2)
+        os.remove(os.path.join(self.partial, PROGRESS))
         shutil.rmtree(self.directory, ignore_errors=True)
         os.replace(self.partial, self.directory)
         return False
