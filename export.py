@@ -39,7 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--version", type=int,
                         help="version number (default: one more than the highest in --out)")
     parser.add_argument("--jit", action="store_true",
-                        help="compile the network (everything after decoding) with XLA")
+                        help="compile the network (everything after decoding) with XLA, for one image: a "
+                        "request's images go through it one after another")
     parser.add_argument("--precision", choices=["float32", "bfloat16", "float16", "mixed_bfloat16",
                                                 "mixed_float16"],
                         help="dtype of the exported convolutions and fc layers, weights included "

@@ -161,10 +161,15 @@ CONTRACT_CHILD = textwrap.dedent(r"""
                                  sorted(request.inputs), valid(out)])
 
     if jit_path != "-":  # the same model exported with XLA compilation of the network
-        jit = tf.saved_model.load(jit_path).signatures["serving_default"]
+        jit = tf.saved_model.load(jit_path).signatures
         for i, image in enumerate(images[:2]):
-            for k, v in run(jit, input_tensor=image[None]).items():
+            for k, v in run(jit["serving_default"], input_tensor=image[None]).items():
                 arrays[f"jit_{i}_{k}"] = v
+        # Two images of other sizes in one request: compiled image by image (as one batch, minutes).
+        both = run(jit["serving_encoded"], encoded_image_string_tensor=np.array(
+            [tf.io.encode_png(image).numpy() for image in images[1:3]], object))
+        for k, v in both.items():
+            arrays[f"jit_batch_{k}"] = v
     np.savez(out_npz, **arrays)
     with open(out_json, "w") as f:
         json.dump(report, f)
@@ -292,6 +297,9 @@ def test_xla_compiled_export_gives_the_same_detections(trained, contract):
     for i in range(2):
         jit = {k: contract.arrays[f"jit_{i}_{k}"][0] for k in KEYS}
         assert_same_detections(jit, trained.reference[i], trained.images[i].shape[:2])
+    for i in range(2):  # a batch of two images of other sizes
+        jit = {k: contract.arrays[f"jit_batch_{k}"][i] for k in KEYS}
+        assert_same_detections(jit, trained.reference[i + 1], trained.images[i + 1].shape[:2])
 
 
 def test_bad_requests_fail_alone_or_give_valid_detections(contract):
