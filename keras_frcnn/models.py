@@ -209,6 +209,11 @@ class FasterRCNN(keras.Model):
         # own already, and the training views are never saved.
         self.layers_ = layers
         self._networks = None
+        # Keras's jit_compile="auto" (XLA where a GPU is) leaves predict / evaluate uncompiled: XLA
+        # compiles this network, but a batch of two ran for minutes on the CPU (TF 2.21, in the
+        # NMS loop of XLA's NonMaxSuppressionV4 inside the batch's loop; one image: 0.1 s). The
+        # training views compile (``train.jit_compile``); export.py --jit compiles it per image.
+        self.supports_jit = False
 
     def networks(self):
         """The training views over this model's layers (built once): a ``Networks``."""

@@ -48,3 +48,19 @@ def test_layer_xla_support_is_declared_and_true(name, layer, args, compiles):
     else:
         with pytest.raises((tf.errors.InvalidArgumentError, tf.errors.UnimplementedError)):
             fn(*args)
+
+
+def test_the_inference_model_leaves_xla_off_and_the_training_views_compile():
+    """Compiled whole by XLA, the inference model ran a batch of two images for minutes on the CPU
+    (one: 0.1 s): it declares ``supports_jit = False``, so ``jit_compile`` "auto" (XLA with a GPU)
+    or True leaves its predict uncompiled; the training views still compile."""
+    import keras
+
+    from conftest import tiny_config
+    from keras_frcnn.models import build_models
+
+    net = build_models(tiny_config(), 2, weights=None)
+    with pytest.warns(UserWarning, match="doesn't support `jit_compile=True`"):
+        net.model.compile(jit_compile=True)
+    assert net.model.jit_compile is False
+    assert net.prepare("joint", keras.optimizers.SGD(0.01), jit_compile=True).jit_compile is True
