@@ -736,6 +736,8 @@ class ScheduleRunner:
             # checkpoint says so, and the resumed run evaluates it first (these are its weights).
             self.checkpoint.save(self.net, None, self.state_of(put_off=self.put_off))
             self.put_off = None
+            if stage.proposals_from:  # needed no more (a resume continues after this checkpoint): at
+                remove_path(self._path(f"proposals_{stage.name}"))  # COCO's size, ~4 GB a stage
             if stage is self.plan[-1] and self.agree(self.stop_requested):  # asked in its last steps: stopped,
                 self.stopped_at = (stage.name, stage.steps)  # as told (its checkpoint is written)
                 return False
