@@ -405,9 +405,10 @@ def test_runtime_model_interface_matches_the_keras_model(trained):
 
 
 def test_export_format_errors(trained, tmp_path, capsys):
-    status = export_script().main(["--model", str(trained.root / "model.keras"), "--format", "onnx",
-                                   "--out", str(tmp_path / "m"), "--version", "2"])
-    assert status == 2 and "--version" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # (before the model is loaded)
+        export_script().main(["--model", str(trained.root / "model.keras"), "--format", "onnx",
+                              "--out", str(tmp_path / "m"), "--version", "2"])
+    assert stop.value.code == 2 and "--version: for --format saved_model only" in capsys.readouterr().err
     with pytest.raises(FileExistsError):
         formats.export_runtime_model(trained.model, export(trained, "onnx"))
     with pytest.raises(ValueError, match=r"\.xml"):
