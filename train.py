@@ -378,12 +378,12 @@ def _train(args, held):
     run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
     # The options of the run's own process that a resume does not give again are the run's (its
     # checkpoint holds them), the others their defaults.
-    kept = run_options(run_dir) if args.resume else {}
-    kept = {name: kept[name] for name in RUN_OPTIONS if name in kept and getattr(args, name) is None}
+    stored, kept = run_options(run_dir) if args.resume else {}, {}
     for name, default in RUN_OPTIONS.items():
         if getattr(args, name) is None:
-            setattr(args, name, kept.get(name, default))
-    kept = {name: value for name, value in kept.items() if value is not None and value != RUN_OPTIONS[name]}
+            setattr(args, name, stored.get(name, default))
+            if getattr(args, name) not in (None, default):
+                kept[name] = getattr(args, name)
     if kept:
         print("resume: the run's own " + ", ".join(f"--{name.replace('_', '-')} {value:g}"
                                                    for name, value in kept.items()))

@@ -303,7 +303,7 @@ def run_options(run_dir) -> dict:
 
 class TrainingCheckpoint:
     """The whole training state in ``run_dir/checkpoint``: TensorFlow checkpoints written by a
-    ``tf.train.CheckpointManager`` (the newest kept; a checkpoint counts only once it is complete),
+    ``tf.train.CheckpointManager`` (the newest ``keep`` kept; a checkpoint counts only once it is complete),
     and ``state.json``, a copy of the schedule state for people to read.
 
     A checkpoint holds ``network`` (:func:`network_variables`), ``optimizer``
@@ -355,18 +355,17 @@ class TrainingCheckpoint:
     def kept(self) -> list:
         """The complete checkpoints kept, oldest first: their paths."""
         saved = tf.train.get_checkpoint_state(self.dir)
-        paths = list(saved.all_model_checkpoint_paths) if saved is not None else []
-        return [path if os.path.isabs(path) else os.path.join(self.dir, path) for path in paths
-                if tf.io.gfile.exists((path if os.path.isabs(path) else os.path.join(self.dir, path)) + ".index")]
+        paths = [os.path.join(self.dir, path) for path in (saved.all_model_checkpoint_paths if saved else [])]
+        return [path for path in paths if tf.io.gfile.exists(path + ".index")]  # (join keeps absolute paths)
 
     def go_back_to(self, path):
         """Make the kept checkpoint ``path`` the newest, removing those written after it."""
         kept = self.kept()
-        newer = kept[kept.index(path) + 1:]
-        for later in newer:
+        place = kept.index(path) + 1
+        for later in kept[place:]:
             for part in glob.glob(glob.escape(later) + ".*"):
                 remove_path(part)
-        tf.compat.v1.train.update_checkpoint_state(self.dir, path, all_model_checkpoint_paths=kept[:kept.index(path) + 1])
+        tf.compat.v1.train.update_checkpoint_state(self.dir, path, all_model_checkpoint_paths=kept[:place])
         write_atomically(os.path.join(self.dir, "state.json"),
                          json.dumps({**self.state(path), "checkpoint": os.path.basename(path)}, indent=2))
 
