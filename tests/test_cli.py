@@ -198,6 +198,7 @@ def test_tfds_oxford_pets_trains_on_its_head_boxes_and_tests_on_a_tenth_of_train
     assert requested == ["train[:90%]"]
 
 
+@pytest.mark.slow  # (12 s; the combination itself is tested in test_data_combined)
 def test_tfds_voc_07_plus_12_trains_on_both_and_tests_on_2007(tmp_path, tiny_config_file, capsys):
     """--dataset voc/2007+voc/2012: the paper's 07+12 (VOC 2007 trainval and VOC 2012 trainval,
     tested on VOC 2007 test), kept in the run's config for evaluate and --resume."""
