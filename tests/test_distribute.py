@@ -152,6 +152,7 @@ def network_weights(checkpoint_dir):
             if name.startswith("network/")}
 
 
+@pytest.mark.slow  # (40 s in one worker of the suite: over its budget; the agreement logic runs in-process in test_checkpoints)
 def test_two_workers_train_py_multi_worker_end_with_identical_weights(tmp_path):
     """Two workers, each with its own --out (as on machines without a shared file system), train
     the 4-step schedule to identical weights."""
