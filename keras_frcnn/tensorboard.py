@@ -105,10 +105,11 @@ def rewind_logs(logs_dir, completed, stage, step):
     them, and the resumed run writes those steps again: TensorBoard would draw both, one line
     doubling back on itself), every other stage's logs and the final evaluation's (``logs/eval``,
     written again at the end) removed. Event files are rewritten in place (a TensorBoard already
-    open shows the change once restarted). Returns the number of events removed."""
-    removed = 0
+    open shows the change once restarted). Returns the number of ``stage``'s events dropped and
+    the names of the folders removed."""
+    dropped, removed = 0, []
     if not os.path.isdir(logs_dir):
-        return removed
+        return dropped, removed
     for name in sorted(os.listdir(logs_dir)):
         path = os.path.join(logs_dir, name)
         if name in completed:
@@ -117,12 +118,11 @@ def rewind_logs(logs_dir, completed, stage, step):
             for folder, _, files in os.walk(path):
                 for file in sorted(files):
                     if "tfevents" in file:
-                        removed += _drop_events_after(os.path.join(folder, file), step)
+                        dropped += _drop_events_after(os.path.join(folder, file), step)
         else:
-            removed += sum(_count_events(os.path.join(folder, file))
-                           for folder, _, files in os.walk(path) for file in files if "tfevents" in file)
             remove_path(path)
-    return removed
+            removed.append(name)
+    return dropped, removed
 
 
 def _records(path):
@@ -135,10 +135,6 @@ def _records(path):
     except tf.errors.DataLossError:
         pass
     return records
-
-
-def _count_events(path):
-    return sum(1 for record in _records(path) if not event_pb2.Event.FromString(record).HasField("file_version"))
 
 
 def _drop_events_after(path, step):

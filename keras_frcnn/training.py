@@ -686,9 +686,10 @@ class ScheduleRunner:
             self.stage_seconds = dict(state.get("stage_seconds") or {})  # (the stages an earlier process trained)
             self.log(f"resuming: completed {state['completed'] or 'nothing'}; "
                      f"{state['stage'] or 'next stage'} at step {state['step']}")
-            rewound = rewind_logs(self._path("logs"), state["completed"], state["stage"], state["step"])
-            if rewound:
-                self.log(f"   TensorBoard logs rewound to the checkpoint: {rewound} events written after it removed")
+            dropped, removed = rewind_logs(self._path("logs"), state["completed"], state["stage"], state["step"])
+            if dropped or removed:
+                self.log(f"   TensorBoard logs rewound to the checkpoint: {dropped} events written after it "
+                         f"dropped" + (f", the logs of {', '.join(removed)} removed" if removed else ""))
         else:
             if resume:
                 self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")

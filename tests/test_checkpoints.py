@@ -460,10 +460,12 @@ def test_a_resumed_run_rewinds_its_tensorboard_logs_to_its_checkpoint(source, tm
     line back on itself). Another stage's logs and the final evaluation's are removed."""
     cfg = joint_config()
 
+    said = []
+
     def run(resume=False, **kwargs):
         keras.utils.set_random_seed(0)
         return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), steps=6,
-                              checkpoint_every=3, log_every=1, verbose=0, log=lambda *a: None, **kwargs).run(resume)
+                              checkpoint_every=3, log_every=1, verbose=0, log=said.append, **kwargs).run(resume)
 
     assert run(stop_after_steps=5) is False
     train = tmp_path / "logs" / "joint" / "train"
@@ -475,6 +477,8 @@ def test_a_resumed_run_rewinds_its_tensorboard_logs_to_its_checkpoint(source, tm
     assert [s for tag, s in _logged_steps(train) if tag == "loss"] == [1, 2, 3, 4, 5, 6]
     assert [s for tag, s in _logged_steps(train) if tag == "learning_rate"] == [1, 2, 3, 4, 5, 6]
     assert sorted(os.listdir(tmp_path / "logs")) == ["joint"]
+    assert any("rewound to the checkpoint" in line and "logs of eval, stage4_detector removed" in line
+               for line in said)
 
 
 def test_an_evaluation_a_stop_in_a_stages_last_steps_put_off_comes_first_when_resumed(source, tmp_path):
