@@ -544,10 +544,14 @@ def _train(args, held):
             summary["best"] = best
     summary["trained_on"] = train_source.name
     summary["stage_seconds"] = {k: round(v, 1) for k, v in runner.stage_seconds.items()}
-    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)  # (this process's)
+    began_at = runner.started
+    if began_at["completed"] or began_at["stage"]:  # a resumed run: its stage_seconds count every process
+        summary["resumed_at"] = {"stage": began_at["stage"] or "next stage", "step": began_at["step"]}
     write_atomically(os.path.join(out, "metrics.json"), json.dumps(summary, indent=2))
-    print(f"{headline(summary)}; {summary['wall_seconds']:.0f} s in all; wrote "
-          f"{os.path.join(out, 'metrics.json')}")
+    print(f"{headline(summary)}; {summary['wall_seconds']:.0f} s "
+          + ("in this process (resumed)" if "resumed_at" in summary else "in all")
+          + f"; wrote {os.path.join(out, 'metrics.json')}")
     return 0
 
 

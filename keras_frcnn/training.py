@@ -416,6 +416,19 @@ class _Interrupted(Exception):
     of a requested stop (``ScheduleRunner.request_stop``)."""
 
 
+class _WindowProgress(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar for a stage's fit of ``steps`` steps in windows (epochs) of ``window``:
+    the last, shorter window counts its own steps (fit's ``steps_per_epoch`` is the full window's)."""
+
+    def __init__(self, steps, window):
+        super().__init__()
+        self.steps, self.window = steps, window
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.target = min(self.window, self.steps - epoch * self.window)
+        super().on_epoch_begin(epoch, logs)
+
+
 class _StageSteps(StepCounting):
     """Counts a stage's steps, writes its checkpoints when due and stops ``fit`` at its last step."""
 
@@ -572,6 +585,7 @@ class ScheduleRunner:
         self.dataset_hook = dataset_hook
         self.clock = clock
         self.stage_seconds = {}
+        self.running = None  # (stage name, perf_counter at its start in this process)
         self.history = []  # (stage name, first step, first position, steps) of every fit run
         self.saved_at = []  # (stage name, step) of every mid-stage checkpoint
         self.steps_run = 0
@@ -601,9 +615,19 @@ class ScheduleRunner:
                 "position": int(position), "evaluated": evaluated, "put_off_evaluation": put_off,
                 "options": {"checkpoint_minutes": self.checkpoint_minutes, "checkpoint_every": self.checkpoint_every,
                             "log_every": self.log_every, "eval_every": self.eval_every},
-                "stage_seconds": {name: round(seconds, 1) for name, seconds in self.stage_seconds.items()},
+                "stage_seconds": {name: round(seconds, 1) for name, seconds in self.seconds_so_far().items()},
                 "data": {"name": self.source.name, "identity": self.source.identity,
                          "num_examples": self.source.num_examples, "class_names": list(self.source.class_names)}}
+
+    def seconds_so_far(self) -> dict:
+        """Seconds spent in each stage, across the processes of a resumed run: the stage running now
+        counted to this moment (a checkpoint keeps them; time after the last checkpoint of a killed
+        process is time whose training was lost)."""
+        seconds = dict(self.stage_seconds)
+        if self.running is not None:
+            name, began = self.running
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - began
+        return seconds
 
     def agree(self, flag: bool) -> bool:
         """``flag`` on every worker if it is on any (checkpoints must be written by all workers of
@@ -684,6 +708,7 @@ class ScheduleRunner:
                     f"now gives {list(self.source.class_names)}: resume on the same classes in the same order")
             self.checkpoint.restore_network(self.net)
             self.stage_seconds = dict(state.get("stage_seconds") or {})  # (the stages an earlier process trained)
+            self.running = None
             self.log(f"resuming: completed {state['completed'] or 'nothing'}; "
                      f"{state['stage'] or 'next stage'} at step {state['step']}")
             dropped, removed = rewind_logs(self._path("logs"), state["completed"], state["stage"], state["step"])
@@ -786,6 +811,7 @@ class ScheduleRunner:
                  f"(x{cfg.train.lr_drop:g} after step {max(1, stage.lr_drop_step)}"
                  + (f", after {cfg.train.warmup_steps} steps of warm-up" if cfg.train.warmup_steps else "") + ")")
         began = time.perf_counter()
+        self.running = (stage.name, began)
         store = None
         if stage.proposals_from:
             directory = self._path(f"proposals_{stage.name}")
@@ -841,9 +867,12 @@ class ScheduleRunner:
             self.fitting = True
             stage_log = StageLog(self._path(os.path.join("logs", stage.name, "train")), step)
             counter = _StageSteps(self, stage, step, position, batch, evaluated, stage_log)
+            progress = [_WindowProgress(remaining, window)] if self.verbose and not any(
+                isinstance(callback, keras.callbacks.ProgbarLogger) for callback in self.callbacks) else []
             try:
                 model.fit(dataset.map(model_inputs), epochs=math.ceil(remaining / window), steps_per_epoch=window,
-                          shuffle=False, verbose=self.verbose, callbacks=[counter, stage_log, *self.callbacks])
+                          shuffle=False, verbose=self.verbose,
+                          callbacks=[counter, stage_log, *progress, *self.callbacks])
             finally:
                 self.fitting = False
             if counter.step >= stage.steps and counter.evaluation_due():  # put off by a stop asked
@@ -856,5 +885,6 @@ class ScheduleRunner:
             hook("end", stage, self)
         seconds = time.perf_counter() - began
         self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds
+        self.running = None
         self.log(f"   {stage.name} done: {stage.steps} steps in {seconds:.0f} s"
                  + (f" ({1000 * (time.perf_counter() - fitting) / remaining:.0f} ms a step)" if remaining > 0 else ""))

@@ -5,6 +5,7 @@ by position; a checkpoint of another configuration refused with a clear error.""
 import dataclasses
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -28,10 +29,11 @@ def joint_config():
     return dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, schedule="joint"))
 
 
-def test_checkpoints_follow_the_clock(source, tmp_path):
+def test_checkpoints_follow_the_clock(source, tmp_path, capsys):
     """A step takes 4 "minutes" on the runner's clock; windows are 2 steps; a checkpoint is due
     10 minutes after the last one: written at the end of the windows at steps 4 and 8 (16 and 32
-    minutes), not between windows, and once more at the end of the stage."""
+    minutes), not between windows, and once more at the end of the stage. (The progress bars of
+    the 11 steps read 2/2 five times, then 1/1: the last, shorter window's own count.)"""
     cfg = joint_config()
     keras.utils.set_random_seed(0)
     net = build_models(cfg, 4, weights=None)
@@ -46,9 +48,11 @@ def test_checkpoints_follow_the_clock(source, tmp_path):
 
     keras.utils.set_random_seed(0)
     quiet = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path / "off"), steps=11,
-                           checkpoint_minutes=0, log_every=2, verbose=0, log=lambda *a: None,
+                           checkpoint_minutes=0, log_every=2, verbose=2, log=lambda *a: None,
                            clock=lambda: 1e9 * quiet.steps_run)
+    capsys.readouterr()
     assert quiet.run() and quiet.saved_at == []
+    assert re.findall(r"^(\d+/\d+) ", capsys.readouterr().out, re.MULTILINE) == ["2/2"] * 5 + ["1/1"]
 
 
 def _trained_joint(cfg, steps=2):
@@ -470,6 +474,7 @@ def test_a_resumed_run_rewinds_its_tensorboard_logs_to_its_checkpoint(source, tm
     assert run(stop_after_steps=5) is False
     train = tmp_path / "logs" / "joint" / "train"
     assert [s for tag, s in _logged_steps(train) if tag == "loss"] == [1, 2, 3, 4]
+    assert TrainingCheckpoint(str(tmp_path)).state()["stage_seconds"]["joint"] > 0  # (a stage's part counted)
     for stray in ("eval", "stage4_detector"):  # (as a final evaluation or a later stage would leave)
         with tf.summary.create_file_writer(str(tmp_path / "logs" / stray)).as_default():
             tf.summary.scalar("x", 1.0, step=9)

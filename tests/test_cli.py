@@ -654,6 +654,7 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
     assert code == 2 and "the run was trained on" in err and (out / "config.json").read_text() == config
     code, stdout, _ = _train(args + ["--resume"], capsys)
     assert code == 0 and "joint at step 3" in stdout and (out / "model.keras").exists()
+    assert json.loads((out / "metrics.json").read_text())["resumed_at"] == {"stage": "joint", "step": 3}
     # Killed after its last step, while saving or evaluating its model (no metrics.json yet): a new
     # run in the folder is refused; --resume saves and evaluates it.
     (out / "metrics.json").unlink()
