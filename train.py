@@ -341,7 +341,7 @@ def _train(args, held):
     from keras_frcnn.backbone import check_weights
     from keras_frcnn.config import Config, resolve_precision
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
-    from keras_frcnn.files import write_atomically
+    from keras_frcnn.files import remove_path, write_atomically
     from keras_frcnn.models import build_models
     from keras_frcnn.tensorboard import log_evaluation, log_scalars
     from keras_frcnn.training import (ScheduleRunner, any_worker, check_jit_under, holds_every_weight, run_options,
@@ -517,6 +517,12 @@ def _train(args, held):
     # config.json once the folder is this run's: a resume's checkpoint checked against the data (a refused
     # resume leaves the run's config as it was), a new run's folder cleared of an earlier run.
     runner.start(resume=args.resume)
+    if best is not None and not _reached(runner.started, best):  # killed after it, before the next checkpoint
+        for path in (best_path, best_json) if chief else ():
+            remove_path(path)
+        print(f"   best.keras removed: it was of {best['stage']} step {best['step']}, after the checkpoint "
+              "(those steps are trained and evaluated again)")
+        best = None
     write_atomically(config_path if chief else own_config, cfg.to_json())
     with stop_gracefully(runner) as stopped_by:
         finished = runner.run(resume=args.resume)
@@ -560,6 +566,11 @@ def headline_value(summary) -> tuple:
     mAP; value None where it is undefined (no labelled objects)."""
     metric, value = ("COCO AP", summary["coco"]["AP"]) if "coco" in summary else ("VOC07 mAP", summary.get("mAP"))
     return metric, None if value is None or value != value else float(value)
+
+
+def _reached(state, best) -> bool:
+    """Whether the schedule state ``state`` (a checkpoint's) is at or after ``best``'s stage and step."""
+    return best["stage"] in state["completed"] or (best["stage"] == state["stage"] and best["step"] <= state["step"])
 
 
 def read_best(path):

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import types
+import zipfile
 from pathlib import Path
 
 import keras
@@ -652,8 +653,14 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
     other = [token if token != "6,3" else "7,3" for token in args]
     code, _, err = _train(other + ["--resume"], capsys)
     assert code == 2 and "the run was trained on" in err and (out / "config.json").read_text() == config
-    code, stdout, _ = _train(args + ["--resume"], capsys)
+    # A best model of steps after the checkpoint (killed before the next one) is not kept: those
+    # steps are trained again (before, a lower figure of the retrained steps never replaced it).
+    (out / "best.json").write_text(json.dumps({"stage": "joint", "step": 5, "metric": "VOC07 mAP", "value": 1.0}))
+    (out / "best.keras").write_text("of weights the resume discards")
+    code, stdout, _ = _train(args + ["--resume", "--eval-every", "6"], capsys)
     assert code == 0 and "joint at step 3" in stdout and (out / "model.keras").exists()
+    assert "best.keras removed: it was of joint step 5, after the checkpoint" in stdout
+    assert json.loads((out / "best.json").read_text())["step"] == 6 and zipfile.is_zipfile(out / "best.keras")
     assert json.loads((out / "metrics.json").read_text())["resumed_at"] == {"stage": "joint", "step": 3}
     # Killed after its last step, while saving or evaluating its model (no metrics.json yet): a new
     # run in the folder is refused; --resume saves and evaluates it.
@@ -667,7 +674,7 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
     assert json.loads((out / "config.json").read_text())["data_paths"] == [str(tmp_path / "tfds"), "6,3"]
     code, stdout, _ = _train(["--out", str(out), "--resume", "--verbose", "0"], capsys)
     assert code == 0 and (out / "metrics.json").exists() and "shapes/train6_test3_seed0 train (6 images)" in stdout
-    assert "resume: the run's own --log-every 6\n" in stdout  # (it was the default 100, and --eval-every dropped)
+    assert "resume: the run's own --log-every 6, --eval-every 6\n" in stdout  # (they were the defaults: 100, none)
 
 
 def test_ctrl_c_is_one_line_and_exit_status_130(capsys):
