@@ -551,3 +551,47 @@ def test_a_proposals_pass_stopped_part_way_continues_where_its_files_end(source,
     write_proposals(net, source, cfg, str(tmp_path / "q"), made_from="ckpt-4", should_stop=stop_after(99),
                     log=said.append)
     assert len(asked) == 4 and said == []  # other weights: from the first image
+
+
+def test_workers_checkpoints_in_common_decide_where_a_multi_worker_run_resumes(source, tmp_path):
+    """``agree_on_checkpoint`` with the other worker's place given: behind this worker's newest,
+    at its older one: back to it (the proposals of a stage trained again removed); with no
+    checkpoint: every worker starts over; at a place this worker holds none of: one error naming
+    the folder. (Two real workers: the slow test_distribute case.)"""
+    cfg = tiny_config()
+    net = build_models(cfg, 4, weights=None)
+
+    def worker(other_place):
+        runner = ScheduleRunner(net, source, cfg, str(tmp_path), log=said.append)
+        runner.checkpoint = TrainingCheckpoint(str(tmp_path), keep=2)
+        runner.gather = lambda value: [value, other_place]
+        return runner
+
+    def write_two():  # stage 3 at step 2, then at its end (stage 4's proposals stored, stage 2's too)
+        runner = worker(None)
+        runner.completed = ["stage1_rpn", "stage2_detector"]
+        runner.checkpoint.save(net, None, runner.state_of("stage3_rpn", 2))
+        runner.completed.append("stage3_rpn")
+        runner.checkpoint.save(net, None, runner.state_of())
+        for stage in ("stage2_detector", "stage4_detector"):
+            os.makedirs(tmp_path / f"proposals_{stage}", exist_ok=True)
+        return runner.checkpoint.kept()
+
+    said = []
+    older, newer = write_two()
+    worker(2e9 + 2).agree_on_checkpoint()  # (two stages completed, 2 steps of the next)
+    assert TrainingCheckpoint(str(tmp_path)).kept() == [older]
+    assert TrainingCheckpoint(str(tmp_path)).state()["stage"] == "stage3_rpn"
+    assert not (tmp_path / "proposals_stage4_detector").exists()  # (stage 3's RPN is trained again)
+    assert (tmp_path / "proposals_stage2_detector").exists()
+    assert "back to ckpt-1 (stage3_rpn step 2)" in said[-1]
+
+    remove = TrainingCheckpoint(str(tmp_path))
+    remove.remove()
+    write_two()
+    worker(-1.0).agree_on_checkpoint()
+    assert not TrainingCheckpoint(str(tmp_path)).exists() and "every worker starts over" in said[-1]
+
+    write_two()
+    with pytest.raises(DataError, match=r"checkpoint: this worker's checkpoints \(ckpt-1, ckpt-2\) hold none"):
+        worker(2e9 + 1).agree_on_checkpoint()
