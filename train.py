@@ -339,7 +339,7 @@ def _train(args, held):
 
     from keras_frcnn import data, metrics
     from keras_frcnn.backbone import check_weights
-    from keras_frcnn.config import Config, resolve_precision
+    from keras_frcnn.config import MIXED_PRECISIONS, Config, ConfigError, resolve_precision
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.files import remove_path, write_atomically
     from keras_frcnn.models import build_models
@@ -369,6 +369,10 @@ def _train(args, held):
         print(f"resume: using the run's own {config_path}"
               + (f"; not applied (the run's values stay): {', '.join(ignored)}" if ignored else ""))
     precision, why = resolve_precision(cfg.precision)
+    if precision in MIXED_PRECISIONS:  # (a config's "bfloat16": weights held in 16 bits, nothing to train)
+        mixed = MIXED_PRECISIONS[precision]
+        raise ConfigError(f"config field precision {precision!r} is the inference form of {mixed!r} (weights "
+                          f"held in 16 bits, not trainable): train with {mixed!r}")
     cfg = dataclasses.replace(cfg, precision=precision)
     # A multi-worker strategy must exist before TensorFlow runs its first op.
     strategy = make_strategy(args.strategy)

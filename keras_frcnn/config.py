@@ -52,6 +52,39 @@ def _check(condition, name, value, requirement):
         raise ConfigError(f"config field {name} must be {requirement}, got {value!r}")
 
 
+_KINDS = {bool: "true or false", int: "an int", float: "a number", str: "a string", type(None): "null"}
+
+
+def _of_kind(value, kind) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _check_types(config, prefix=""):
+    """Each field of the dataclass tree ``config`` of its declared type, a tuple's items of the
+    kind of its default's items (ints, numbers or strings), before the range checks compare them:
+    a ConfigError naming the field (a config file's "16" for an int, or "false" for a bool, would
+    otherwise fail later with TypeError, or pass as true)."""
+    hints = typing.get_type_hints(type(config))
+    for spec in dataclasses.fields(config):
+        name, value, hint = prefix + spec.name, getattr(config, spec.name), hints[spec.name]
+        if dataclasses.is_dataclass(hint):
+            _check(isinstance(value, hint), name, value, f"an object of {hint.__name__}'s fields")
+            _check_types(value, f"{name}.")
+        elif hint is tuple:
+            _check(isinstance(value, tuple), name, value, "a list (a tuple in Python)")
+            default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+            kinds = {float if type(item) is int and float in map(type, default) else type(item) for item in default}
+            if len(kinds) == 1:
+                kind = kinds.pop()
+                _check(all(_of_kind(item, kind) for item in value), name, value,
+                       f"a list of {_KINDS[kind].split(' ', 1)[-1]}s" if kind is not bool else "a list of booleans")
+        else:
+            kinds = typing.get_args(hint) or (hint,)
+            _check(any(_of_kind(value, kind) for kind in kinds), name, value, " or ".join(_KINDS[k] for k in kinds))
+
+
 def _positive(name, value):
     _check(isinstance(value, (int, float)) and 0 < value < math.inf, name, value, "> 0 (and finite)")
 
@@ -342,6 +375,7 @@ class Config:
         self.validate()
 
     def validate(self):
+        _check_types(self)
         _check(self.backbone in BACKBONES, "backbone", self.backbone, f"one of {BACKBONES}")
         _check(isinstance(self.data_paths, tuple) and all(isinstance(p, str) for p in self.data_paths)
                and (len(self.data_paths) >= 1 if self.dataset == "voc-dir" else

@@ -731,3 +731,12 @@ def test_objects_per_class_line_names_the_classes_without_objects(capsys):
     assert line.startswith("c0 1, c1 2, ") and "c39 40, ... 1123 more ..., c1163 1,164, " in line
     assert line.endswith("c1202 1,203") and not capsys.readouterr().err
     assert cli.objects_per_class(types.SimpleNamespace(objects_per_class=None)) == ""  # TFDS: not counted
+
+
+def test_train_refuses_a_configs_inference_precision(tmp_path, capsys):
+    """A config of precision "bfloat16" (an exported model's form: weights in 16 bits) is one error
+    line naming the field and the precision to train with (before, a traceback from the model)."""
+    path = tmp_path / "config.json"
+    path.write_text(dataclasses.replace(tiny_config(), precision="bfloat16").to_json())
+    code, _, err = _train(["--config", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "config field precision 'bfloat16' is the inference form of 'mixed_bfloat16'" in err

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import re
 
 import pytest
@@ -138,3 +139,26 @@ def test_a_config_files_error_names_the_file(tmp_path):
         Config.from_file(path)
     path.write_text(Config().to_json())
     assert Config.from_file(path) == Config()
+
+
+@pytest.mark.parametrize("section, name, value, message", [
+    ("rpn", "min_size", "16", "rpn.min_size must be an int, got '16'"),
+    ("detector", "max_detections", 50.5, "detector.max_detections must be an int, got 50.5"),
+    ("image", "flip", "false", "image.flip must be true or false, got 'false'"),  # (a truthy string)
+    ("image", "min_side", True, "image.min_side must be an int, got True"),
+    ("anchors", "ratios", "0.5,1,2", r"anchors.ratios must be a list \(a tuple in Python\), got '0.5,1,2'"),
+    ("image", "pixel_means", ["a", "b", "c"], r"image.pixel_means must be a list of numbers, got \('a'"),
+    ("rpn", "pre_nms_top_n", [1.5, 2], r"rpn.pre_nms_top_n must be a list of ints, got \(1.5, 2\)"),
+    ("train", "lr_drop", None, "train.lr_drop must be a number, got None"),
+    (None, "weights", 3, "weights must be a string or null, got 3"),
+])
+def test_a_config_value_of_the_wrong_type_is_named(section, name, value, message):
+    """Each field's declared type (a tuple's items of its default's kind) checked before its range:
+    before, "16" for an int failed later with a TypeError naming nothing, "false" trained as true."""
+    data = json.loads(Config().to_json())
+    (data[section] if section else data)[name] = value
+    with pytest.raises(ConfigError, match=f"^config field {message}"):
+        Config.from_dict(data)
+    ints_for_numbers = json.loads(Config().to_json())
+    ints_for_numbers["anchors"]["scales"], ints_for_numbers["train"]["lr"] = [8, 16, 32], 1
+    assert Config.from_dict(ints_for_numbers).anchors.scales == (8, 16, 32)
