@@ -266,9 +266,22 @@ class FasterRCNN(keras.Model):
 
     def detect(self, images, image_sizes=None):
         """Detections for a padded batch: ``image_sizes [B, 2]`` gives each image's valid (h, w);
-        each image's detections equal those of the image run alone."""
-        return forward(self.layers_, tf.convert_to_tensor(images, tf.uint8),
-                      None if image_sizes is None else tf.convert_to_tensor(image_sizes, tf.int32))
+        each image's detections equal those of the image run alone. Sizes not one positive (h, w)
+        within the padded batch per image: ``InvalidArgumentError`` naming ``image_sizes``."""
+        images = tf.convert_to_tensor(images, tf.uint8)
+        if image_sizes is None:
+            return forward(self.layers_, images)
+        sizes = tf.convert_to_tensor(image_sizes, tf.int32)
+        padded = tf.shape(images)
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.shape(sizes), tf.stack([padded[0], 2]),
+                message="image_sizes: one (height, width) per image of the batch, shape [B, 2]")]):
+            checks = [tf.debugging.assert_positive(sizes, message="image_sizes: each image's (height, width) >= 1"),
+                      tf.debugging.assert_less_equal(
+                          sizes, padded[None, 1:3],
+                          message="image_sizes: each image's (height, width) within the padded batch's [H, W]")]
+        with tf.control_dependencies(checks):
+            return forward(self.layers_, images, tf.identity(sizes))
 
     def get_config(self):
         return {"config": self.frcnn_config.to_dict(), "num_classes": self.num_classes,
@@ -416,8 +429,8 @@ class _Trainer(keras.Model):
         if self.compiled_variables is not None and self.compiled_variables != _variable_ids(
                 self.trainable_variables):
             raise RuntimeError(
-                f"{self.name}: the trainable flags changed since it was compiled; call "
-                "FasterRCNN.prepare(...) again with a new optimizer")
+                f"{self.name}: the trainable flags changed since it was compiled; call prepare(view, optimizer) "
+                "again (of FasterRCNN.networks()) with a new optimizer")
         return super().fit(*args, **kwargs)
 
 

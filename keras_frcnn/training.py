@@ -593,6 +593,7 @@ class ScheduleRunner:
         self.stop_requested = False
         self.stopped_at = None  # (stage name, step) of a requested stop's checkpoint
         self.started = None  # the schedule state ``start`` began from
+        self.ready = False  # ``start`` called for the next ``run``
         self.put_off = None  # [stage name, step]: the evaluation a stop in a stage's last steps put off
         self.fitting = False  # inside a stage's Keras fit, where a requested stop is honoured
         os.makedirs(run_dir, exist_ok=True)
@@ -689,6 +690,14 @@ class ScheduleRunner:
         state and outputs. train.py writes the run's config.json after it, so that neither a refused
         resume nor a new run killed while it builds its model leaves a config.json that is not the
         folder's run. ``run`` calls it if not called."""
+        if self.started is not None:  # this runner's next run (run(resume=True) after a stop): asked anew
+            self.stop_requested = False
+        names, wanted = list(self.net.model.class_names), list(self.source.class_names)
+        unnamed = names == [f"class_{i}" for i in range(len(names))]  # (built with a count alone)
+        if len(names) != len(wanted) or (names != wanted and not unnamed):
+            raise DataError(f"{self.source.name}: the data's classes {wanted} are not the network's {names}: build "
+                            "it for the data's (build_models(cfg, source.num_classes, weights=<a model>, "
+                            "class_names=source.class_names) keeps the columns of the classes it shares by name)")
         state = self.state_of()
         if resume and self.multi_worker:
             self.agree_on_checkpoint()
@@ -719,12 +728,13 @@ class ScheduleRunner:
             if resume:
                 self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")
             self._clear_earlier_run()
-        self.started = state
+        self.started, self.ready = state, True
         return state
 
     def run(self, resume=False):
         """Run the remaining stages; False if stopped (``request_stop``, tests' ``stop_after_steps``)."""
-        state = self.started if self.started is not None else self.start(resume)
+        state = self.started if self.ready else self.start(resume)
+        self.ready = False  # (a later run of this runner starts again: from its checkpoint with resume=True)
         self.completed = list(state["completed"])
         put_off = state.get("put_off_evaluation")
         if put_off and self.evaluator and not self.stop_requested:

@@ -509,7 +509,9 @@ def test_an_evaluation_a_stop_in_a_stages_last_steps_put_off_comes_first_when_re
     assert not runner.run() and seen == [("joint", 2)]
     state = TrainingCheckpoint(str(tmp_path)).state()
     assert state["completed"] == ["joint"] and state["put_off_evaluation"] == ["joint", 4]
-    assert make().run(resume=True) and seen == [("joint", 2), ("joint", 4)]
+    # (the same runner: it starts again from its checkpoint; before, from the start it had begun at)
+    assert runner.run(resume=True) and seen == [("joint", 2), ("joint", 4)]
+    assert [fit[:2] for fit in runner.history] == [("joint", 0)]  # (nothing trained again)
 
 
 def test_a_proposals_pass_stopped_part_way_continues_where_its_files_end(source, tmp_path):
@@ -595,3 +597,14 @@ def test_workers_checkpoints_in_common_decide_where_a_multi_worker_run_resumes(s
     write_two()
     with pytest.raises(DataError, match=r"checkpoint: this worker's checkpoints \(ckpt-1, ckpt-2\) hold none"):
         worker(2e9 + 1).agree_on_checkpoint()
+
+
+def test_a_network_of_other_classes_than_the_datas_is_refused(source, tmp_path):
+    """A model of other classes (a loaded model.keras) trained on data: one error naming both lists
+    (before, dogs trained silently as circles, or a gather error mid-step for more classes)."""
+    cfg = tiny_config()
+    for net in (build_models(cfg, 4, weights=None, class_names=["dog", "cat", "cow", "owl"]),
+                build_models(cfg, 3, weights=None)):
+        with pytest.raises(DataError, match=r"the data's classes \['circle', .*\] are not the network's \["):
+            ScheduleRunner(net, source, cfg, str(tmp_path), log=lambda *a: None).start()
+    assert ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), log=lambda *a: None).start()

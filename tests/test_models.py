@@ -111,6 +111,11 @@ def test_padded_batch_detections_equal_each_image_alone(net):
         np.testing.assert_allclose(together["boxes"][i, :n].numpy(), alone["boxes"][0, :n].numpy(), atol=0.05)
         np.testing.assert_allclose(together["confidence"][i].numpy(), alone["confidence"][0].numpy(), atol=1e-4)
         np.testing.assert_array_equal(together["labels"][i].numpy(), alone["labels"][0].numpy())
+    # Sizes that do not fit the batch: an error naming image_sizes (before, a gather's index error).
+    for sizes, what in (([[96, 120], [131, 100]], "within the padded batch"), ([[96, 120]], "one .* per image"),
+                        ([[120, 96], [100, 130]], "within the padded batch"), ([[0, 120], [130, 100]], ">= 1")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=f"image_sizes: .*{what}"):
+            net.detect(padded, sizes)
 
 
 def test_inference_outputs_follow_the_design(net):
