@@ -125,7 +125,9 @@ def test_other_tfds_detection_sets_kitti_wider_face_and_open_images(tmp_path):
     """Any TFDS set in the detection layout: KITTI's objects/type (and image/file_name), WIDER
     FACE's faces without a class (one class, "face"; its invalid faces never positives), Open
     Images' bobjects (its image-level objects have no boxes; is_group_of 1 never a positive, -1
-    unknown); a set without boxes is refused by name."""
+    unknown); a set without boxes is refused by name. KITTI's TFDS boxes have their origin at the
+    bottom left (TFDS's kitti builder): read upside down, turned to the top-left frame. LVIS
+    evaluates on validation (its test has no annotations); a name TFDS lacks is one DataError."""
     kitti = {"truncated": (np.float32, lambda o: 0.0), "occluded": (np.int64, lambda o: 0),
              "alpha": (np.float32, lambda o: 0.0), "rotation_y": (np.float32, lambda o: 0.0)}
     cases = {
@@ -147,13 +149,19 @@ def test_other_tfds_detection_sets_kitti_wider_face_and_open_images(tmp_path):
             got = examples(source)
         assert len(source.class_names) == num_classes and source.class_names[0] == first_class, name
         assert [len(e["objects/label"]) for e in got] == [2, 0, 1] and got[0]["image/filename"] == b"000000.jpg"
-        np.testing.assert_allclose(got[0]["objects/bbox"][0], [0.1, 0.2, 0.5, 0.6])
+        np.testing.assert_allclose(got[0]["objects/bbox"][0], [0.5, 0.2, 0.9, 0.6] if name == "kitti" else
+                                   [0.1, 0.2, 0.5, 0.6], rtol=1e-6)
         labels = {"kitti": [3, 6], "wider_face": [0, 0], "open_images_v4": [11, 14]}[name]
         np.testing.assert_array_equal(got[0]["objects/label"], labels)
         np.testing.assert_array_equal(got[0]["objects/is_difficult"], [False, name != "kitti"])
     assert [tfds_default_splits(name) for name in cases] == [("train", "validation")] * 3
     with pytest.raises(DataError, match="wider_face split 'test' has no annotations"):
         check_labelled("wider_face", "test")
+    assert tfds_default_splits("lvis") == ("train", "validation")
+    with pytest.raises(DataError, match="lvis split 'test' has no annotations"):
+        check_labelled("lvis", "test")
+    with pytest.raises(DataError, match="--dataset kiti: not a TFDS set .*kitti"):
+        load_tfds("kiti", "train", data_dir=str(tmp_path))
     with mock_tfds(data_dir=str(tmp_path)):
         with pytest.raises(DataError, match="TFDS 'mnist' is not a detection set: no sequence of objects with a "
                                             "bounding box feature, nor a box and a class label of the image"):

@@ -63,11 +63,18 @@ DEFAULT_SPLITS = {
     "kitti": ("train", "validation"),
     "wider_face": ("train", "validation"),
     "open_images_v4": ("train", "validation"),
+    # LVIS's test is COCO's test-dev images without annotations (TFDS's lvis builder reads
+    # lvis_v1_image_info_test_dev.json for it); its labelled held-out split is validation.
+    "lvis": ("train", "validation"),
     # Oxford-IIIT Pet's head boxes are drawn for its trainval images only (TFDS's "train").
     "oxford_iiit_pet": ("train[:90%]", "train[90%:]"),
 }
 UNLABELLED_SPLITS = {"voc/2012": ("test",), "coco/2017": ("test",), "coco/2014": ("test", "test2015"),
-                     "wider_face": ("test",), "oxford_iiit_pet": ("test",)}
+                     "wider_face": ("test",), "oxford_iiit_pet": ("test",), "lvis": ("test",)}
+# Sets whose TFDS boxes have their origin at the image's bottom left (TFDS's kitti builder writes
+# ymin = (height - bottom) / height: its _build_bounding_box, "A TFDS BBox (origin bottom left)"),
+# turned to TFDS's usual top-left frame when read.
+BOTTOM_LEFT_BOXES = ("kitti",)
 
 
 def canonical_name(name: str) -> str:
@@ -255,6 +262,13 @@ def detection_layout(name, features) -> DetectionLayout:
                     f"nor a box and a class label of the image (its features: {', '.join(features.keys())})")
 
 
+def _from_bottom_left(example):
+    """``example``'s boxes (ymin, xmin, ymax, xmax) of a bottom-left origin in the top-left frame."""
+    y0, x0, y1, x1 = tf.unstack(example["objects"]["bbox"], axis=-1)
+    objects = {**example["objects"], "bbox": tf.stack([1.0 - y1, x0, 1.0 - y0, x1], axis=-1)}
+    return {**example, "objects": objects}
+
+
 def load_tfds(
     name: str,
     split: str,
@@ -283,7 +297,12 @@ def load_tfds(
         return load_shapes(split, data_dir=data_dir, decode_images=decode_images)
 
     make_builder = functools.partial(tfds.builder, name, data_dir=data_dir)
-    builder = make_builder()
+    try:
+        builder = make_builder()
+    except tfds.core.registered.DatasetNotFoundError as error:  # a name misspelt, or a namespace TFDS lacks
+        said = " ".join(str(error).split())
+        raise DataError(f"--dataset {name}: not a TFDS set ({said}); the built-in set is 'shapes', "
+                        "and files are read with --voc-dir, --coco-json, --yolo, --csv ... (see --help)") from None
     if download:
         try:
             builder = prepared(make_builder, tfds.download.DownloadConfig(manual_dir=manual_dir), builder)
@@ -297,6 +316,8 @@ def load_tfds(
     dataset, num_examples = read_split(builder, split, decode_images)
     dataset = dataset.map(functools.partial(from_tfds_example, boxes=layout.boxes, label=layout.label,
                                             difficult=layout.difficult))
+    if canonical_name(name).split("/")[0].split(":")[0] in BOTTOM_LEFT_BOXES:
+        dataset = dataset.map(_from_bottom_left)
     if layout.one_box:  # an image without its box drawn is left out (counted by the pipeline), not a negative
         dataset = dataset.filter(lambda example: tf.reduce_all(
             example["objects"]["bbox"][:, 2:] > example["objects"]["bbox"][:, :2]))
