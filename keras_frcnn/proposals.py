@@ -32,10 +32,13 @@ def feature_position_mask(anchors, image_info, stride, rounding):
     """
     centres = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # [A, 2] (y, x)
     stride = tf.reshape(tf.cast(stride, tf.float32), [-1, 1])  # [1, 1] or [A, 1]
-    positions = tf.floor(centres / stride)
-    sizes = tf.expand_dims(image_info[:, :2], 1) / tf.expand_dims(stride, 0)  # [B, 1 or A, 2]
-    sizes = tf.floor(sizes) if rounding == "floor" else tf.math.ceil(sizes)
-    inside = tf.expand_dims(positions, 0) < sizes  # [B, A, 2]
+    positions = tf.floor(centres / stride)  # (i + 0.5 divided: exact enough for floor)
+    # p < floor(h / s) as (p + 1) s <= h, p < ceil(h / s) as p s < h: whole numbers, exact. (Not
+    # h / s: with constant shapes TensorFlow's optimiser turns it into h * (1 / s), and its
+    # vectorised reciprocal gives 128 / 32 = 3.9999998, the last row lost.)
+    reach = (positions + 1.0 if rounding == "floor" else positions) * stride  # [A, 2]
+    sizes = tf.expand_dims(image_info[:, :2], 1)  # [B, 1, 2]
+    inside = reach[None] <= sizes if rounding == "floor" else reach[None] < sizes  # [B, A, 2]
     return tf.reduce_all(inside, axis=-1)
 
 

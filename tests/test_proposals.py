@@ -114,3 +114,22 @@ def test_no_pre_nms_cut_keeps_every_box_above_the_minimum_size(rng):
     assert int(count[0]) == expected and int(tf.reduce_sum(tf.cast(scores[0] > 0, tf.int32))) == expected
     cut = Proposals(pre_nms_top_n=(100, 100), post_nms_top_n=(a, a), nms_iou=1.0, min_size=24)
     assert int(cut([logits, deltas, anchors, info])[2][0]) == 100
+
+
+@pytest.mark.parametrize("rounding", ["floor", "ceil"])
+def test_feature_position_mask_is_exact_in_a_graph_of_constant_shapes(rounding):
+    """Per-anchor strides (a pyramid's levels, [A]) and sizes known when the graph is built: the
+    mask equals NumPy's whole-number rule (before, a graph's h / s became h * (1 / s), 128 / 32
+    = 3.9999998, and the last row and column of every level were dropped)."""
+    from keras_frcnn.proposals import feature_position_mask
+
+    strides = np.repeat([4.0, 8.0, 16.0, 32.0, 64.0], 40).astype(np.float32)
+    cells = np.tile(np.arange(40), 5).astype(np.float32)
+    centres = (cells + 0.5) * strides
+    anchors = tf.constant(np.stack([centres - 8, centres - 8, centres + 8, centres + 8], axis=1))
+    info = tf.constant([[128.0, 128.0, 1.0], [100.0, 70.0, 1.0]])
+    mask = tf.function(lambda: feature_position_mask(anchors, info, tf.constant(strides), rounding))()
+    sides = np.floor if rounding == "floor" else np.ceil
+    expected = cells[None] < sides(info.numpy()[:, :1] / strides[None])
+    np.testing.assert_array_equal(mask.numpy(), expected & (cells[None] < sides(info.numpy()[:, 1:2] / strides[None])))
+    np.testing.assert_array_equal(feature_position_mask(anchors, info, strides, rounding).numpy(), mask.numpy())
