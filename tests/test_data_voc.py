@@ -228,6 +228,23 @@ def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):
     assert default_splits(tmp_path / "nowhere") == ("trainval", "test")
 
 
+def test_a_folder_without_trainval_txt_trains_on_its_parts_and_reads_each_image_once(tmp_path, caplog):
+    """train / val / test files and no trainval.txt: train+val -> test (before, trainval.txt was
+    asked for and the run refused); an image listed in train and val, or twice in one file, is
+    read once with a warning; a folder of train.txt alone holds a tenth of it out."""
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c", "t")}
+    write_voc_folder(tmp_path, entries, {"train": ["a", "b", "a"], "val": ["b", "c"], "test": ["t"]})
+    assert default_splits(tmp_path) == ("train+val", "test")
+    with caplog.at_level("WARNING"):
+        source = load_voc_folder(tmp_path, "train+val")
+    assert [e["image/filename"].decode() for e in examples(source)] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert "split 'train+val' lists 2 images again" in caplog.text
+    for name in ("val", "test"):
+        (tmp_path / "ImageSets" / "Main" / f"{name}.txt").unlink()
+    assert default_splits(tmp_path) == ("train[:-1]", "train[-1:]")
+    assert [e["image/filename"].decode() for e in examples(load_voc_folder(tmp_path, "train[-1:]"))] == ["b.jpg"]
+
+
 def test_evaluation_images_that_are_training_images_are_warned_about(tmp_path, capsys):
     entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c")}
     write_voc_folder(tmp_path, entries, {"trainval": ["a", "b"], "test": ["b", "c"], "held": ["c"]})

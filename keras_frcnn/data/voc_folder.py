@@ -112,11 +112,17 @@ def split_ids(voc_dir, split) -> list:
     ``"default[90%:]"`` (percentages rounded to the nearest image), ``"trainval[100:]"``, so that a
     folder with one split file (an annotation tool's export) can hold part of it out.
     ``split=None`` or ``"all"`` (where no ``all.txt`` split file exists) is every annotation file,
-    sorted by id.
+    sorted by id. An image listed twice (in one file, or in train and val) is read once.
     """
+    return list(dict.fromkeys(_listed_ids(voc_dir, split)[0]))
+
+
+def _listed_ids(voc_dir, split) -> tuple:
+    """(the ids of :func:`split_ids`, an image in two parts of the split there twice; how many more
+    times its files list images than once: each file's ids are taken once before it is sliced)."""
     if split is None:
-        return _annotated_ids(voc_dir)
-    ids = []
+        return _annotated_ids(voc_dir), 0
+    ids, repeats = [], 0
     for part in str(split).split("+"):
         match = SPLIT_SLICE.match(part.strip())
         path = os.path.join(voc_dir, "ImageSets", "Main", f"{match['name'] if match else part.strip()}.txt")
@@ -128,15 +134,18 @@ def split_ids(voc_dir, split) -> list:
             main = os.path.join(voc_dir, "ImageSets", "Main")
             available = sorted(n[:-4] for n in os.listdir(main) if n.endswith(".txt") and "_" not in n) \
                 if os.path.isdir(main) else []
-            hint = f"; parts of one as in TFDS, e.g. {available[0]}[:90%] and {available[0]}[90%:]" \
+            some = min(available, key=lambda name: name == "test") if available else None  # (not test if other)
+            hint = f"; parts of one as in TFDS, e.g. {some}[:90%] and {some}[90%:]" \
                 if available else f"; {ALL!r} is every annotation file, e.g. {ALL}[:90%] and {ALL}[90%:]"
             raise DataError(f"{path}: split file not found (splits here: {available}{hint})" if match else
                             f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
         with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
             annotations_dir = voc_layout(voc_dir)[0]
             listed = [_listed_id(annotations_dir, line.strip()) for line in f if line.strip()]
-        ids.extend(sliced(listed, match))
-    return ids
+        once = list(dict.fromkeys(listed))
+        repeats += len(listed) - len(once)
+        ids.extend(sliced(once, match))
+    return ids, repeats
 
 
 ALL = "all"  # the split of every annotation file (where no all.txt says otherwise)
@@ -203,9 +212,15 @@ def default_splits(voc_dir) -> tuple:
         except DataError:  # not a VOC folder: loading it says so
             count = 0
         return held_out_tenth(ALL, count)
-    if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")) or not (has["train"] and has["val"]):
+    # Without trainval.txt its parts (trainval is train + val); a folder of one split file holds a tenth out.
+    training = "trainval" if has["trainval"] else "+".join(name for name in ("train", "val") if has[name])
+    if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")):
+        return (training, "test") if training else held_out_tenth("test", len(split_ids(voc_dir, "test")))
+    if has["train"] and has["val"]:
+        return "train", "val"
+    if not training:  # (test.txt alone, unlabelled: loading says so)
         return "trainval", "test"
-    return "train", "val"
+    return held_out_tenth(training, len(split_ids(voc_dir, training)))
 
 
 def held_out_tenth(split, count) -> tuple:
@@ -367,7 +382,11 @@ def load_voc_folder(
     voc_dir = os.fspath(voc_dir)
     annotations_dir, images_dir = voc_layout(voc_dir)
     problems = DataProblems(f"VOC folder {voc_dir} ({split or 'all'})", strict=strict)
-    ids = split_ids(voc_dir, split)
+    listed, repeats = _listed_ids(voc_dir, split)
+    ids = list(dict.fromkeys(listed))
+    if repeats + len(listed) - len(ids):
+        logger.warning("%s: split %r lists %d images again (in one file, or in two of its parts): each read once",
+                       voc_dir, split, repeats + len(listed) - len(ids))
     if ids and not _any_annotated(voc_dir, ids):
         # VOC 2012's test.txt: a split of unlabelled images, not len(ids) separate faults.
         raise DataError(f"{os.path.join(voc_dir, 'ImageSets', 'Main')}: split {split!r}: none of its {len(ids)} "
