@@ -267,6 +267,7 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     (``--voc-dir`` repeated): the first as alone, each further one trained on with all
     its labelled data (``DataChoice.more``). Checked before anything is trained: an unlabelled
     evaluation split is a ``DataError`` now, not after training."""
+    from keras_frcnn.data.problems import DataError
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
     given = _sources_given(args) + (["tfds"] if args.dataset else [])
@@ -314,8 +315,12 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
                 splits = (cfg.train_split, cfg.test_split)
             else:
                 splits = source_module.default_splits(paths[0], *extra)
-                if evaluation and "[" in splits[0]:  # one split, named to be evaluated on: all of it
+                if evaluation and splits[0] and "[" in splits[0]:  # one split, named to be evaluated on: all of it
                     splits = (splits[0], splits[0].split("[")[0])
+                if not (splits[0] or train_split or evaluation):  # (a folder of val/ alone)
+                    raise DataError(f"{SOURCE_FLAGS[kind]} {paths[0]}: held-out data only (its {splits[1]!r} "
+                                    "split), nothing to train on: put the training files beside it or in train/, "
+                                    "or name the split to train on with --train-split")
             more = tuple((path, train_split or source_module.labelled_splits(path)) for path in paths[1:])
             return DataChoice(kind, paths[0], train_split or splits[0], test_split or splits[1], more=more)
     names = tfds_names(args.dataset or cfg.dataset)

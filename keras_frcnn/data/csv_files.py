@@ -71,11 +71,12 @@ from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_s
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger
-from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+from keras_frcnn.data.splits import TRAINING, named_splits, own_splits
+from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
 # Words of a CSV file's or folder's name -> the split they name.
-SPLIT_WORDS = {"train": "train", "trainval": "train", "training": "train", "val": "val", "valid": "val",
+SPLIT_WORDS = {"train": "train", "trainval": "trainval", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "eval": "val", "test": "test", "testing": "test"}
 # Header names (lower case, without " ", "_" and "-") of each column read.
 IMAGE_COLUMNS = ("filename", "file", "filepath", "path", "image", "imagename", "imagepath", "imagefile", "img",
@@ -119,6 +120,8 @@ def read_csv_data(path, classes_file=None) -> CsvData:
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         splits = _split_folders(path) or _named_splits(path)
+        if not set(splits) & {*TRAINING, ALL} and _csv_files(path):  # valid/ beside the training files
+            splits["train"] = tuple(_csv_files(path))
     elif os.path.isfile(path):
         splits = {ALL: (path,)}
     else:
@@ -159,28 +162,21 @@ def _named_splits(folder) -> dict:
     files = _csv_files(folder)
     if not files:
         raise DataError(f"--csv {folder}: no CSV files (*.csv) in it or in train/, valid/, test/ folders")
-    named = {file: _split_of(os.path.basename(file)) for file in files}
-    if all(named.values()) and "train" in named.values():
-        splits = {}
-        for file, split in named.items():
-            splits.setdefault(split, []).append(file)
-        return {name: tuple(files) for name, files in splits.items()}
-    return {ALL: tuple(files)}
+    return named_splits(files, _split_of)
 
 
 def default_splits(path) -> tuple:
-    """The (training, evaluation) splits of ``--csv path``: ``train`` -> ``val``, else ``test``, else
-    ``train[:90%]`` -> ``train[90%:]`` (a single split ``all`` alike; under ten images the last one:
-    :func:`~keras_frcnn.data.voc_folder.held_out_tenth`)."""
+    """The (training, evaluation) splits of ``--csv path`` (:func:`~keras_frcnn.data.splits.own_splits`):
+    ``train`` -> ``val``, else ``test``; ``trainval`` -> ``test``; else ``train[:90%]`` ->
+    ``train[90%:]`` (a single split ``all`` alike; under ten images the last one)."""
     splits = read_csv_data(path).splits
-    first = "train" if "train" in splits else next(iter(splits))
-    for held_out in ("val", "test"):
-        if held_out in splits:
-            return first, held_out
-    if sum(os.path.getsize(file) for file in splits[first]) >= 2 ** 20:  # a megabyte of rows: ten images and more
-        return f"{first}[:90%]", f"{first}[90%:]"  # (not parsed twice: loading reads them)
-    images = {entry[1] for file in splits[first] for entry in read_table(file).rows if entry[1]}
-    return held_out_tenth(first, len(images))
+
+    def count(split):  # (a megabyte of rows: ten images and more, not parsed twice: loading reads them)
+        if sum(os.path.getsize(file) for file in splits[split]) >= 2 ** 20:
+            return 10
+        return len({entry[1] for file in splits[split] for entry in read_table(file).rows if entry[1]})
+
+    return own_splits(splits, count)
 
 
 # --- reading a CSV file -----------------------------------------------------------------------------

@@ -39,11 +39,12 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import IMAGE_SUFFIXES, cache_path, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, read_json
-from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+from keras_frcnn.data.splits import TRAINING, own_splits
+from keras_frcnn.data.voc_folder import sliced, split_parts
 from keras_frcnn.files import write_atomically
 
 ALL = "all"
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
 NOT_OBJECTS = ("point", "line", "linestrip")  # LabelMe shapes that mark no object
 LABEL_LISTS = ("labels.txt", "classes.txt")
@@ -67,6 +68,12 @@ def read_labelme(path) -> LabelMeData:
         if split and os.path.isdir(os.path.join(path, name)):
             splits.setdefault(split, []).extend(_json_files(os.path.join(path, name)))
     splits = {split: files for split, files in splits.items() if files}
+    if splits and not set(splits) & set(TRAINING):  # val/ (test/) beside the training files: those train
+        outside = [file for name in sorted(os.listdir(path)) if not SPLIT_FOLDERS.get(name.lower())
+                   for file in (_json_files(os.path.join(path, name)) if os.path.isdir(os.path.join(path, name))
+                                else [os.path.join(path, name)] if _is_json(name) else [])]
+        if outside:
+            splits["train"] = outside
     if not splits:
         splits = {ALL: _json_files(path)}
         if not splits[ALL]:
@@ -85,20 +92,19 @@ def _json_files(folder) -> list:
     found = []
     for parent, folders, names in os.walk(folder):
         folders[:] = sorted(name for name in folders if not name.startswith("."))
-        found.extend(os.path.join(parent, name) for name in names
-                     if name.lower().endswith(".json") and not name.startswith("."))
+        found.extend(os.path.join(parent, name) for name in names if _is_json(name))
     return found
 
 
+def _is_json(name) -> bool:
+    return name.lower().endswith(".json") and not name.startswith(".")
+
+
 def default_splits(path) -> tuple:
-    """``train`` -> ``val`` (else ``test``); a folder without split folders: ``all[:90%]`` ->
-    ``all[90%:]`` (``held_out_tenth``)."""
+    """``train`` -> ``val`` (else ``test``), ``trainval`` -> ``test``; a folder without split
+    folders: ``all[:90%]`` -> ``all[90%:]`` (:func:`~keras_frcnn.data.splits.own_splits`)."""
     data = read_labelme(path)
-    first = "train" if "train" in data.splits else next(iter(data.splits))
-    for held_out in ("val", "test"):
-        if held_out in data.splits:
-            return first, held_out
-    return held_out_tenth(first, len(data.splits[first]))
+    return own_splits(data.splits, lambda split: len(data.splits[split]))
 
 
 class _Annotation(typing.NamedTuple):

@@ -73,13 +73,14 @@ from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import (LONG_CHECK, annotated_as_shown, cache_path, check_image, connect_cache,
                                           file_key)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+from keras_frcnn.data.splits import TRAINING, named_splits, own_splits
+from keras_frcnn.data.voc_folder import sliced, split_parts
 
 # A record file's name: TFRecord suffixes, sharded ("-00003-of-00010") or not, or a shard's number alone
 # (the TF OD API's COCO script given an output path without a suffix writes "train-00003-of-00100").
 RECORD_NAME = re.compile(r"(\.(tfrecords?|records?|tfrec)(-\d+-of-\d+)?|-\d{5}-of-\d{5})$", re.IGNORECASE)
 # Words of a file or folder name -> the split they name.
-SPLIT_WORDS = {"train": "train", "trainval": "train", "training": "train", "val": "val", "valid": "val",
+SPLIT_WORDS = {"train": "train", "trainval": "trainval", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "eval": "val", "test": "test", "testing": "test"}
 ALL = "all"
 # Files read in turns in a training pass (the TF OD API's ``num_readers`` default is 64).
@@ -133,6 +134,8 @@ def read_tfrecord_data(path, label_map=None) -> TFRecordData:
         splits, found_map = _read_pipeline_config(path)
     elif tf.io.gfile.isdir(path):
         splits = _split_folders(path) or _named_splits(path)
+        if not set(splits) & {*TRAINING, ALL} and _record_files(path):  # valid/ beside the training files
+            splits["train"] = tuple(_record_files(path))
         found_map = None
     else:
         files = _matching(path)
@@ -205,13 +208,7 @@ def _named_splits(folder) -> dict:
     if not files:
         raise DataError(f"--tfrecord {folder}: no record files (*.tfrecord, *.record, *.tfrecords, *.tfrec, or "
                         "shards such as *.record-00000-of-00010) in it or in train/, valid/, test/ folders")
-    named = {file: _split_of(os.path.basename(file)) for file in files}
-    if all(named.values()) and "train" in named.values():
-        splits = collections.defaultdict(list)
-        for file, split in named.items():
-            splits[split].append(file)
-        return {name: tuple(files) for name, files in splits.items()}
-    return {ALL: tuple(files)}
+    return named_splits(files, _split_of)
 
 
 def _is_pipeline_config(path) -> bool:
@@ -339,16 +336,17 @@ def read_label_map(path) -> LabelMap:
 
 
 def default_splits(path, label_map=None) -> tuple:
-    """The (training, evaluation) splits of ``--tfrecord path``: ``train`` -> ``val``, else
-    ``test``, else ``train[:90%]`` -> ``train[90%:]`` (a single split ``all`` alike)."""
+    """The (training, evaluation) splits of ``--tfrecord path`` (:func:`~keras_frcnn.data.splits.own_splits`):
+    ``train`` -> ``val``, else ``test``; ``trainval`` -> ``test``; else ``train[:90%]`` ->
+    ``train[90%:]`` (a single split ``all`` alike)."""
     splits = read_tfrecord_data(path, label_map).splits
-    first = "train" if "train" in splits else next(iter(splits))
-    for held_out in ("val", "test"):
-        if held_out in splits:
-            return first, held_out
-    if sum(tf.io.gfile.stat(file).length for file in splits[first]) < 2 ** 26:  # few records, maybe under ten
-        return held_out_tenth(first, sum(len(file_facts(file).records) for file in splits[first]))
-    return f"{first}[:90%]", f"{first}[90%:]"
+
+    def count(split):  # (64 MB of records: ten and more, not read twice)
+        if sum(tf.io.gfile.stat(file).length for file in splits[split]) >= 2 ** 26:
+            return 10
+        return sum(len(file_facts(file).records) for file in splits[split])
+
+    return own_splits(splits, count)
 
 
 # --- reading the records once --------------------------------------------------------------------

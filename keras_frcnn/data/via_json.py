@@ -34,10 +34,11 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box, read_json
-from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+from keras_frcnn.data.splits import TRAINING, own_splits
+from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
-SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
 CLASS_ATTRIBUTES = ("class", "label", "name", "type", "category")
 NO_CLASS = "object"
@@ -55,6 +56,8 @@ def read_via(path) -> dict:
         split, sub = SPLIT_FOLDERS.get(name.lower()), os.path.join(path, name)
         if split and os.path.isdir(sub) and _json_files(sub):
             splits.setdefault(split, []).extend(_json_files(sub))
+    if splits and not set(splits) & set(TRAINING) and _json_files(path):  # val/ beside the training files
+        splits["train"] = _json_files(path)
     if not splits and _json_files(path):
         splits = {ALL: _json_files(path)}
     if not splits:
@@ -75,15 +78,16 @@ def _json_files(folder) -> list:
 
 
 def default_splits(path) -> tuple:
-    """``train`` -> ``val`` (else ``test``); one split: ``all[:90%]`` -> ``all[90%:]``."""
+    """``train`` -> ``val`` (else ``test``), ``trainval`` -> ``test``; one split: ``all[:90%]`` ->
+    ``all[90%:]`` (:func:`~keras_frcnn.data.splits.own_splits`)."""
     splits = read_via(path)
-    first = "train" if "train" in splits else next(iter(splits))
-    for held_out in ("val", "test"):
-        if held_out in splits:
-            return first, held_out
-    if sum(os.path.getsize(file) for file in splits[first]) >= 2 ** 20:  # ten images and more: not parsed twice
-        return f"{first}[:90%]", f"{first}[90%:]"
-    return held_out_tenth(first, sum(len(_entries(file)) for file in splits[first]))
+
+    def count(split):  # (a megabyte: ten images and more, not parsed twice)
+        if sum(os.path.getsize(file) for file in splits[split]) >= 2 ** 20:
+            return 10
+        return sum(len(_entries(file)) for file in splits[split])
+
+    return own_splits(splits, count)
 
 
 def _entries(path) -> list:
