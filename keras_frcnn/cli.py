@@ -291,6 +291,9 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
                                          classes=tuple(cfg.classes) or choice.classes)
         return choice
     if args.coco_json:
+        if train_split or test_split:  # (they were ignored: the whole file trained on, nothing held out)
+            raise UsageError(f"split {train_split or test_split!r}: a --coco-json file has no splits; train on the "
+                             "file and hold data out in its own file, --coco-val-json")
         return _choose_coco_files(args, evaluation)
     if args.yolo_data:
         from keras_frcnn.data import yolo_folder

@@ -94,6 +94,9 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
         args = train.parse_args(["--coco-json", argv[0], "--coco-json", *argv[1:]])
         with pytest.raises(cli.UsageError, match=message):
             cli.choose_data(args, train.build_config(args))
+    args = train.parse_args(["--coco-json", train_json, "--test-split", "all[90%:]"])  # (was ignored: nothing held out)
+    with pytest.raises(cli.UsageError, match=r"split 'all\[90%:\]': a --coco-json file has no splits"):
+        cli.choose_data(args, train.build_config(args), args.train_split, args.test_split)
 
     # Each JSON beside its images, as Roboflow exports them (train/_annotations.coco.json, valid/...):
     # no image folder options needed.

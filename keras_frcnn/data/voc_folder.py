@@ -215,7 +215,7 @@ def default_splits(voc_dir) -> tuple:
     # Without trainval.txt its parts (trainval is train + val); a folder of one split file holds a tenth out.
     training = "trainval" if has["trainval"] else "+".join(name for name in ("train", "val") if has[name])
     if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")):
-        return (training, "test") if training else held_out_tenth("test", len(split_ids(voc_dir, "test")))
+        return training or "trainval", "test"  # (test.txt alone: evaluated; training asks for a split)
     if has["train"] and has["val"]:
         return "train", "val"
     if not training:  # (test.txt alone, unlabelled: loading says so)
