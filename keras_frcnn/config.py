@@ -61,28 +61,42 @@ def _of_kind(value, kind) -> bool:
     return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
+def _as_kind(value, kind):
+    """``value`` as ``kind`` where it is one written otherwise: a whole float for an int (600.0)."""
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _check_types(config, prefix=""):
     """Each field of the dataclass tree ``config`` of its declared type, a tuple's items of the
     kind of its default's items (ints, numbers or strings), before the range checks compare them:
     a ConfigError naming the field (a config file's "16" for an int, or "false" for a bool, would
-    otherwise fail later with TypeError, or pass as true)."""
+    otherwise fail later with TypeError, or pass as true). A list given for a tuple (Python's
+    ``ImageConfig(train_min_sides=[600])``) is taken as the tuple, a whole float for an int as the int."""
     hints = typing.get_type_hints(type(config))
     for spec in dataclasses.fields(config):
         name, value, hint = prefix + spec.name, getattr(config, spec.name), hints[spec.name]
         if dataclasses.is_dataclass(hint):
             _check(isinstance(value, hint), name, value, f"an object of {hint.__name__}'s fields")
             _check_types(value, f"{name}.")
-        elif hint is tuple:
-            _check(isinstance(value, tuple), name, value, "a list (a tuple in Python)")
+            continue
+        if hint is tuple:
+            _check(isinstance(value, (tuple, list)), name, value, "a list (a tuple in Python)")
             default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
             kinds = {float if type(item) is int and float in map(type, default) else type(item) for item in default}
             if len(kinds) == 1:
                 kind = kinds.pop()
+                value = tuple(_as_kind(item, kind) for item in value)
                 _check(all(_of_kind(item, kind) for item in value), name, value,
                        f"a list of {_KINDS[kind].split(' ', 1)[-1]}s" if kind is not bool else "a list of booleans")
+            value = tuple(value)
         else:
             kinds = typing.get_args(hint) or (hint,)
+            value = _as_kind(value, int) if int in kinds else value
             _check(any(_of_kind(value, kind) for kind in kinds), name, value, " or ".join(_KINDS[k] for k in kinds))
+        if value is not getattr(config, spec.name):
+            object.__setattr__(config, spec.name, value)  # (frozen: the checked value in place of the one given)
 
 
 def _positive(name, value):

@@ -694,7 +694,7 @@ class ScheduleRunner:
             self.stop_requested = False
         names, wanted = list(self.net.model.class_names), list(self.source.class_names)
         unnamed = names == [f"class_{i}" for i in range(len(names))]  # (built with a count alone)
-        if len(names) != len(wanted) or (names != wanted and not unnamed):
+        if wanted and (len(names) != len(wanted) or (names != wanted and not unnamed)):  # (a bare dataset: none)
             raise DataError(f"{self.source.name}: the data's classes {wanted} are not the network's {names}: build "
                             "it for the data's (build_models(cfg, source.num_classes, weights=<a model>, "
                             "class_names=source.class_names) keeps the columns of the classes it shares by name)")

@@ -608,3 +608,5 @@ def test_a_network_of_other_classes_than_the_datas_is_refused(source, tmp_path):
         with pytest.raises(DataError, match=r"the data's classes \['circle', .*\] are not the network's \["):
             ScheduleRunner(net, source, cfg, str(tmp_path), log=lambda *a: None).start()
     assert ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), log=lambda *a: None).start()
+    named = build_models(cfg, 4, weights=None, class_names=["dog", "cat", "cow", "owl"])  # a bare dataset: no names
+    assert ScheduleRunner(named, source.dataset, cfg, str(tmp_path), log=lambda *a: None).start()

@@ -162,3 +162,6 @@ def test_a_config_value_of_the_wrong_type_is_named(section, name, value, message
     ints_for_numbers = json.loads(Config().to_json())
     ints_for_numbers["anchors"]["scales"], ints_for_numbers["train"]["lr"] = [8, 16, 32], 1
     assert Config.from_dict(ints_for_numbers).anchors.scales == (8, 16, 32)
+    # Python's lists for tuples, and a whole float for an int, are taken as the tuple and the int.
+    image = Config(image=dataclasses.replace(Config().image, train_min_sides=[600], min_side=600.0)).image
+    assert image.train_min_sides == (600,) and image.min_side == 600 and type(image.min_side) is int

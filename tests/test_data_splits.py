@@ -13,7 +13,7 @@ from keras_frcnn.cli import add_data_args, choose_data
 from keras_frcnn.config import Config
 from keras_frcnn.data import DataError, load_csv, load_labelme
 from keras_frcnn.data import csv_files, labelme_folder, via_json
-from keras_frcnn.data.splits import named_splits, own_splits
+from keras_frcnn.data.splits import every_split, named_splits, own_splits
 
 HEADER = "filename,width,height,class,xmin,ymin,xmax,ymax\n"
 
@@ -36,6 +36,8 @@ def test_the_rules():
         "train": ("train.csv",), "trainval": ("trainval.csv",), "val": ("val.csv",)}
     assert named_splits(["a.csv", "b.csv"], split_of) == {"all": ("a.csv", "b.csv")}
     assert named_splits(["a.csv", "train.csv"], split_of) == {"all": ("a.csv", "train.csv")}
+    assert every_split({"train": 1, "val": 1, "trainval": 1, "test": 1}) == "trainval+test"  # (train, val in it)
+    assert every_split({"train": 1, "val": 1}) == "train+val"
 
 
 def _choose(flag, path, evaluation=False):
@@ -90,3 +92,7 @@ def test_a_trainval_file_is_its_own_split_and_evaluates_on_test(tmp_path):
     for name in ("train", "val"):
         (tmp_path / f"{name}.csv").unlink()
     assert csv_files.default_splits(tmp_path) == ("trainval", "test")
+    (tmp_path / "trainval.csv").unlink()  # test.csv alone: held out, never trained on
+    assert csv_files.read_csv_data(tmp_path).splits == {"test": (str(tmp_path / "test.csv"),)}
+    with pytest.raises(DataError, match="held-out data only"):
+        _choose("--csv", tmp_path)

@@ -160,8 +160,11 @@ def test_other_tfds_detection_sets_kitti_wider_face_and_open_images(tmp_path):
     assert tfds_default_splits("lvis") == ("train", "validation")
     with pytest.raises(DataError, match="lvis split 'test' has no annotations"):
         check_labelled("lvis", "test")
-    with pytest.raises(DataError, match="--dataset kiti: not a TFDS set .*kitti"):
+    with pytest.raises(DataError, match="--dataset kiti: not a TFDS set .*Did you mean: kiti -> kitti") as raised:
         load_tfds("kiti", "train", data_dir=str(tmp_path))
+    assert len(str(raised.value)) < 600  # (not TFDS's list of every set)
+    with pytest.raises(DataError, match="--dataset voc/2099: not a TFDS set or config"):
+        load_tfds("voc/2099", "train", data_dir=str(tmp_path))
     with mock_tfds(data_dir=str(tmp_path)):
         with pytest.raises(DataError, match="TFDS 'mnist' is not a detection set: no sequence of objects with a "
                                             "bounding box feature, nor a box and a class label of the image"):

@@ -119,9 +119,10 @@ def read_csv_data(path, classes_file=None) -> CsvData:
     overrides the one found."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
-        splits = _split_folders(path) or _named_splits(path)
-        if not set(splits) & {*TRAINING, ALL} and _csv_files(path):  # valid/ beside the training files
+        splits = _split_folders(path)
+        if splits and not set(splits) & set(TRAINING) and _csv_files(path):  # valid/ beside the training files
             splits["train"] = tuple(_csv_files(path))
+        splits = splits or _named_splits(path)
     elif os.path.isfile(path):
         splits = {ALL: (path,)}
     else:

@@ -39,7 +39,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import IMAGE_SUFFIXES, cache_path, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, read_json
-from keras_frcnn.data.splits import TRAINING, own_splits
+from keras_frcnn.data.splits import TRAINING, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 from keras_frcnn.files import write_atomically
 
@@ -85,7 +85,7 @@ def read_labelme(path) -> LabelMeData:
 
 def labelled_splits(path) -> str:
     """Every split of the folder joined (``train+val``; ``all``): what it trains on beside a first one."""
-    return "+".join(read_labelme(path).splits)
+    return every_split(read_labelme(path).splits)
 
 
 def _json_files(folder) -> list:

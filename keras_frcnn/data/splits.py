@@ -28,6 +28,12 @@ def own_splits(splits, count) -> tuple:
     return held_out_tenth(training, count(training))
 
 
+def every_split(splits) -> str:
+    """All of a source's splits joined (what a further source trains on): train and val left out
+    beside trainval (it holds them: their images would be read twice)."""
+    return "+".join(name for name in splits if name not in ("train", "val") or "trainval" not in splits)
+
+
 def named_splits(files, split_of) -> dict:
     """``files`` by the split their names say (``split_of(name)``, None for a name that says none):
     every file ``all`` where no name says a split, or where files of no split sit beside a

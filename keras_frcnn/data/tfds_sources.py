@@ -299,10 +299,14 @@ def load_tfds(
     make_builder = functools.partial(tfds.builder, name, data_dir=data_dir)
     try:
         builder = make_builder()
-    except tfds.core.registered.DatasetNotFoundError as error:  # a name misspelt, or a namespace TFDS lacks
-        said = " ".join(str(error).split())
-        raise DataError(f"--dataset {name}: not a TFDS set ({said}); the built-in set is 'shapes', "
-                        "and files are read with --voc-dir, --coco-json, --yolo, --csv ... (see --help)") from None
+    except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError) as error:
+        # A name misspelt, a namespace TFDS lacks, a config or version of none (voc/2099): TFDS's own
+        # message lists every set it has; its first line and its guess are kept.
+        said = str(error).strip().split("\n")
+        guess = [line.strip() for line in said if line.startswith("Did you mean")]
+        raise DataError(f"--dataset {name}: not a TFDS set or config ({' '.join([said[0][:300], *guess])}); the "
+                        "built-in set is 'shapes', and files are read with --voc-dir, --coco-json, --yolo-data, "
+                        "--csv ... (see --help)") from None
     if download:
         try:
             builder = prepared(make_builder, tfds.download.DownloadConfig(manual_dir=manual_dir), builder)

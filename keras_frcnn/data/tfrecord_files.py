@@ -133,9 +133,10 @@ def read_tfrecord_data(path, label_map=None) -> TFRecordData:
     if _isfile(path) and not RECORD_NAME.search(path) and _is_pipeline_config(path):
         splits, found_map = _read_pipeline_config(path)
     elif tf.io.gfile.isdir(path):
-        splits = _split_folders(path) or _named_splits(path)
-        if not set(splits) & {*TRAINING, ALL} and _record_files(path):  # valid/ beside the training files
+        splits = _split_folders(path)
+        if splits and not set(splits) & set(TRAINING) and _record_files(path):  # valid/ beside the training files
             splits["train"] = tuple(_record_files(path))
+        splits = splits or _named_splits(path)
         found_map = None
     else:
         files = _matching(path)

@@ -34,7 +34,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box, read_json
-from keras_frcnn.data.splits import TRAINING, own_splits
+from keras_frcnn.data.splits import TRAINING, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
@@ -68,7 +68,7 @@ def read_via(path) -> dict:
 
 def labelled_splits(path) -> str:
     """Every split of ``--via path`` joined (``train+val``; ``all``): what it trains on beside a first one."""
-    return "+".join(read_via(path))
+    return every_split(read_via(path))
 
 
 def _json_files(folder) -> list:
