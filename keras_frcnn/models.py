@@ -261,14 +261,22 @@ class FasterRCNN(keras.Model):
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         """The inference model always infers: ``training=True`` (a mistake, or Keras passing it
-        along) would otherwise run batch norm on batch statistics and update its moving ones."""
+        along) would otherwise run batch norm on batch statistics and update its moving ones. A
+        batch known to be empty gives empty outputs (TensorFlow's convolutions fail on it)."""
+        if getattr(inputs, "shape", None) is not None and inputs.shape[:1] == (0,):
+            return self._empty_outputs()
         return super().call(inputs, training=False, mask=mask, **kwargs)
+
+    def _empty_outputs(self) -> dict:
+        return {name: tf.zeros([0, *output.shape[1:]], output.dtype) for name, output in self.output.items()}
 
     def detect(self, images, image_sizes=None):
         """Detections for a padded batch: ``image_sizes [B, 2]`` gives each image's valid (h, w);
         each image's detections equal those of the image run alone. Sizes not one positive (h, w)
         within the padded batch per image: ``InvalidArgumentError`` naming ``image_sizes``."""
         images = tf.convert_to_tensor(images, tf.uint8)
+        if images.shape[:1] == (0,):
+            return self._empty_outputs()
         if image_sizes is None:
             return forward(self.layers_, images)
         sizes = tf.convert_to_tensor(image_sizes, tf.int32)

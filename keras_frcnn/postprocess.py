@@ -116,6 +116,12 @@ class Detections(keras.layers.Layer):
                 "num_detections": (batch,), "multiclass_scores": (batch, d, k),
                 "raw_boxes": (batch, rois, 4), "raw_scores": (batch, rois, k)}
 
+    def compute_output_spec(self, *args, **kwargs):
+        """The outputs' shapes and dtypes (labels and counts int32, as ``call`` gives them)."""
+        shapes = self.compute_output_shape([tuple(x.shape) for x in tf.nest.flatten(args[0])])
+        return {name: keras.KerasTensor(shape, "int32" if name in ("labels", "num_detections") else "float32")
+                for name, shape in shapes.items()}
+
     def get_config(self):
         return {**super().get_config(), "score_threshold": self.score_threshold,
                 "nms_iou": self.nms_iou, "max_detections": self.max_detections,

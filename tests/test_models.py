@@ -127,6 +127,12 @@ def test_inference_outputs_follow_the_design(net):
         assert (out["labels"][i, n:].numpy() == -1).all()
         boxes = out["boxes"][i, :n].numpy()
         assert (boxes >= 0).all() and (boxes[:, 2] <= 90 + 1e-3).all() and (boxes[:, 3] <= 110 + 1e-3).all()
+    # The symbolic outputs say the dtypes the model gives; an empty batch gives empty outputs of them
+    # (before, TensorFlow's convolution failed on it).
+    assert {name: t.dtype for name, t in net.model.output.items()} == {name: t.dtype.name for name, t in out.items()}
+    for empty in (net.model(np.zeros((0, 90, 110, 3), np.uint8)), net.detect(np.zeros((0, 90, 110, 3), np.uint8))):
+        assert {name: (t.shape, t.dtype) for name, t in empty.items()} == {
+            name: ((0, *t.shape[1:]), t.dtype) for name, t in out.items()}
 
 
 def test_tiny_model_overfits_and_detects_every_object():
