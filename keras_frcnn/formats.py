@@ -66,9 +66,10 @@ def format_of(path) -> str:
     raise ValueError(f"{path}: not an exported model (.onnx, .xml, .tflite or a SavedModel folder)")
 
 
-def detection_function(model):
+def detection_function(model, distinct_ranks=False):
     """``model`` (a ``FasterRCNN``) as a ``tf.function`` of uint8 ``input_tensor [B, H, W, 3]``
-    -> the four detection outputs, traced without branches (see the module docstring)."""
+    -> the four detection outputs, traced without branches (see the module docstring);
+    ``distinct_ranks`` for LiteRT (``preprocessing.for_converters``)."""
     import tensorflow as tf
 
     from keras_frcnn.export import od_api_outputs
@@ -86,19 +87,19 @@ def detection_function(model):
 
     function = tf.function(detect, autograph=False, input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
-    with for_converters():
+    with for_converters(distinct_ranks):
         function.get_concrete_function()
     return function
 
 
 def _write_function(model, directory, frozen=False):
-    """The detection function as a one-signature SavedModel, the converters' input; ``frozen``:
-    its weights as constants (LiteRT's converter keeps variables otherwise, which its runtime
-    then reads uninitialised)."""
+    """The detection function as a one-signature SavedModel, the converters' input; ``frozen``
+    (LiteRT's): its weights as constants (LiteRT's converter keeps variables otherwise, which its
+    runtime then reads uninitialised), and NMS given distinct ranks."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    function = detection_function(model)
+    function = detection_function(model, distinct_ranks=frozen)
     concrete = function.get_concrete_function()
     module = tf.Module()
     if frozen:

@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn import boxes as box_ops
-from keras_frcnn.preprocessing import converting
+from keras_frcnn.preprocessing import converting, distinct_ranks
 
 _MIN_SIDE = 0.01  # px
 _DROPPED_RANK = -1e4  # below every log-odds NMS keeps (> logit(score_threshold)); LiteRT mishandled -1e30
@@ -80,7 +80,7 @@ class Detections(keras.layers.Layer):
         scores = tf.reshape(tf.where(keep, scores, 0.0), [batch, -1])
         pred_boxes = tf.reshape(pred_boxes, [batch, -1, 4])
         classes = tf.tile(tf.range(num_classes), [num_rois_padded])  # the class of each column
-        if converting():
+        if converting() and not distinct_ranks():
             # No sort: NMS orders by rank itself, ties to the lower index, which is the order
             # of the stable sort below (OpenVINO's sorted TopK is O(n k): ~180 ms for 6000).
             order = tf.tile(tf.range(tf.shape(ranks)[1])[None], [batch, 1])
@@ -90,6 +90,9 @@ class Detections(keras.layers.Layer):
             scores = tf.gather(scores, order, batch_dims=1)
             pred_boxes = tf.gather(pred_boxes, order, batch_dims=1)
             classes = tf.gather(classes, order)  # [B, R * N]
+            if distinct_ranks():  # (LiteRT: equal ranks, from RoIs of equal logits, would go to the later)
+                places = tf.cast(tf.range(tf.shape(ranks)[1]), tf.float32) / tf.cast(tf.shape(ranks)[1], tf.float32)
+                ranks = tf.where(ranks > _DROPPED_RANK / 2, -places[None], _DROPPED_RANK)
 
         offset = tf.reduce_max(image_info[:, :2]) + 1.0
         shifted = pred_boxes + tf.expand_dims(tf.cast(classes, tf.float32), -1) * offset

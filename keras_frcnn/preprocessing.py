@@ -20,25 +20,32 @@ _TRACING = threading.local()
 
 
 @contextlib.contextmanager
-def for_converters():
+def for_converters(distinct_ranks=False):
     """Layers traced inside this context build a graph that other runtimes' converters (tf2onnx,
     OpenVINO, LiteRT) map exactly, with the same values: no ``tf.cond`` shortcut (the padding
     masks always multiply, and images already at their size are resampled anyway, which at scale
     1 gives each pixel back: its neighbour's weight is 0; OpenVINO computes wrong values from
     some ``If`` outputs of dynamic shape), no float64 (RoI pooling's bin lengths come from a
     table; LiteRT has no float64 division) and no sorted top-k (proposals keep the top-k set in
-    place, detections go to NMS unsorted, the same selection; OpenVINO's sorted TopK is O(n k))."""
-    previous = getattr(_TRACING, "converting", False)
-    _TRACING.converting = True
+    place, detections go to NMS unsorted, the same selection; OpenVINO's sorted TopK is O(n k)).
+    ``distinct_ranks``: detections sorted after all and NMS given their places as its scores
+    (LiteRT's NMS keeps the later of two equal scores, where TensorFlow's keeps the earlier)."""
+    previous = getattr(_TRACING, "converting", False), getattr(_TRACING, "distinct_ranks", False)
+    _TRACING.converting, _TRACING.distinct_ranks = True, distinct_ranks
     try:
         yield
     finally:
-        _TRACING.converting = previous
+        _TRACING.converting, _TRACING.distinct_ranks = previous
 
 
 def converting():
     """Whether layers are being traced inside ``for_converters()``."""
     return getattr(_TRACING, "converting", False)
+
+
+def distinct_ranks():
+    """Whether layers are being traced inside ``for_converters(distinct_ranks=True)``."""
+    return getattr(_TRACING, "distinct_ranks", False)
 
 
 def scaled_size(image_sizes, min_side, max_side):
