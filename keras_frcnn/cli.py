@@ -154,6 +154,9 @@ def describe_tf_error(error) -> str:
 def load_model(path):
     """``keras.models.load_model(path)`` (with the package's layers registered), or a
     ``UsageError`` naming the file."""
+    if os.path.isdir(path):  # (an exported SavedModel, most likely: predict reads those)
+        raise UsageError(f"--model {path}: a folder; give the trained .keras model file (an exported "
+                         "model is read by predict and served, not evaluated or exported again)")
     if not os.path.isfile(path):
         raise UsageError(f"--model {path}: no such file")
     import keras

@@ -743,3 +743,10 @@ def test_train_refuses_a_configs_inference_precision(tmp_path, capsys):
     path.write_text(dataclasses.replace(tiny_config(), precision="bfloat16").to_json())
     code, _, err = _train(["--config", str(path), "--out", str(tmp_path / "run")], capsys)
     assert code == 2 and "config field precision 'bfloat16' is the inference form of 'mixed_bfloat16'" in err
+
+
+def test_a_model_folder_given_to_evaluate_or_export_is_named_as_a_folder(tmp_path):
+    """An exported SavedModel folder as --model (predict reads it; evaluate and export take the
+    .keras file): said so, not "no such file" of a folder that exists."""
+    with pytest.raises(cli.UsageError, match=r"--model .*: a folder; give the trained \.keras model file"):
+        cli.load_model(str(tmp_path))
