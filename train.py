@@ -354,6 +354,10 @@ def _train(args, held):
     if os.path.exists(out) and not os.path.isdir(out):
         raise cli.UsageError(f"--out {out}: a file, not a folder")
     config_path = os.path.join(out, "config.json")
+    if args.resume and args.strategy != "multi-worker" and not os.path.exists(config_path):
+        # (Not a new run: the options given would train another, a preset's default folder's.)
+        raise cli.UsageError(f"--resume: {out} holds no run to continue (no config.json; a run writes it once its "
+                             "data is read): give the run's --out, or start it again without --resume")
     if args.resume and os.path.exists(config_path):
         asked, cfg = cfg, Config.from_file(config_path)
         # Named: the options given now that would change the run's config (the data comes from the

@@ -750,3 +750,12 @@ def test_a_model_folder_given_to_evaluate_or_export_is_named_as_a_folder(tmp_pat
     .keras file): said so, not "no such file" of a folder that exists."""
     with pytest.raises(cli.UsageError, match=r"--model .*: a folder; give the trained \.keras model file"):
         cli.load_model(str(tmp_path))
+
+
+def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
+    """--resume where no run is (a mistyped --out, a run killed before it wrote its config, the
+    default folder of a preset other than the run's): one error line (before, a new run of the
+    default shapes preset trained for minutes)."""
+    code, _, err = _train(["--resume", "--out", str(tmp_path / "nothing_here")], capsys)
+    assert code == 2 and f"--resume: {tmp_path / 'nothing_here'} holds no run to continue (no config.json" in err
+    assert not (tmp_path / "nothing_here").exists()
