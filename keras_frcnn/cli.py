@@ -273,7 +273,7 @@ def choose_data(args, cfg, train_split=None, test_split=None, evaluation=False) 
     from keras_frcnn.data.problems import DataError
     from keras_frcnn.data.tfds_sources import check_labelled, default_splits
 
-    given = _sources_given(args) + (["tfds"] if args.dataset else [])
+    given = sources_given(args) + (["tfds"] if args.dataset else [])
     if len(given) > 1:
         raise UsageError("give one data source: --dataset, --voc-dir, --coco-json, --yolo-data, --tfrecord, --csv, "
                          "--labelme, --via or --cvat")
@@ -476,7 +476,7 @@ def _refuse_unused_data_options(args, cfg):
     be ignored: a usage error instead, so that nobody trains on what they did not ask for."""
     from keras_frcnn.data.tfds_sources import canonical_name
 
-    named = _sources_given(args)
+    named = sources_given(args)
     source = named[0] if named else "shapes" if canonical_name(args.dataset or cfg.dataset) == "shapes" else "tfds"
     owners = {"classes": ("voc-dir",), "voc_val_dir": ("voc-dir",), "coco_images": ("coco-json",),
               "shapes_images": ("shapes",), "data_dir": ("tfds", "shapes"), "label_map": ("tfrecord",),
@@ -488,7 +488,7 @@ def _refuse_unused_data_options(args, cfg):
                              f"not with this run's data ({SOURCE_FLAGS[source]})")
 
 
-def _sources_given(args) -> list:
+def sources_given(args) -> list:
     """The kinds of file source (``FOLDER_KINDS``) the options name, each by its flag."""
     return [kind for kind in FOLDER_KINDS if getattr(args, SOURCE_FLAGS[kind][2:].replace("-", "_"), None)]
 

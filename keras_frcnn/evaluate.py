@@ -154,7 +154,9 @@ def _evaluate(args):
     if args.min_side:
         model = model.at_scale(args.min_side, args.max_side)
     model = model.for_inference()
-    choice = cli.choose_data(args, model.frcnn_config, test_split=args.split, evaluation=True)
+    cfg = model.frcnn_config
+    runs_data = not cli.sources_given(args) and not args.dataset and cfg.dataset in cli.FOLDER_KINDS
+    choice = cli.choose_data(args, cfg, test_split=args.split, evaluation=True)
     if choice.kind == "voc-dir" and choice.classes is None and tuple(model.class_names) != VOC_CLASSES:
         # A VOC folder lists no classes (its own would be the names found in its files, those of
         # a test folder without every class among them): read with the model's, objects of other
@@ -165,6 +167,10 @@ def _evaluate(args):
         raise cli.UsageError(f"{source.name} has no labelled objects of the model's classes "
                              f"({cli.class_list(model.class_names)}) to evaluate on: objects of other classes "
                              "are skipped (counted above), difficult / crowd ones not scored; give the data this model was trained for")
+    if runs_data and choice.kind != "coco-json" and choice.train_split:  # (COCO: its held-out file is another)
+        # The run's own files, read again: a --split of its training images, or files added since
+        # that moved a held-out slice (all[90%:]) onto trained ones, are said to be so.
+        cli.warn_if_not_held_out(cli.load_training_source(args, choice, decode_images=False), source)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))
     print(headline(summary))

@@ -120,4 +120,8 @@ def test_a_run_trains_and_evaluate_reads_it_again(tmp_path, capsys):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["dataset"], config["data_paths"]) == ("labelme", [data])
     assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras")]) == 0
-    assert f"on LabelMe {data} all[-1:], 1 images" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert f"on LabelMe {data} all[-1:], 1 images" in out.out and "warning" not in out.err
+    # A split of its training images, evaluated: said so (the run's own files read again).
+    assert evaluate_main(["--model", str(tmp_path / "run" / "model.keras"), "--split", "all[-2:]"]) == 0
+    assert "warning: 1 of the 2 evaluation images are training images too" in capsys.readouterr().err
