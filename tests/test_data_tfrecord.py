@@ -98,6 +98,10 @@ def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
     shards = [write_records(tmp_path / "bare" / name, [A]) for name in ("train-00000-of-00002", "train-00001-of-00002",
                                                                        "val-00000-of-00001")]
     assert read_tfrecord_data(tmp_path / "bare").splits == {"train": tuple(shards[:2]), "val": (shards[2],)}
+    # A glob of several splits' files is split by their names (before: all one split, val trained on).
+    assert read_tfrecord_data(str(tmp_path / "bare" / "*-0000*")).splits == {"train": tuple(shards[:2]),
+                                                                           "val": (shards[2],)}
+    assert read_tfrecord_data(str(tmp_path / "bare" / "train-*")).splits == {"all": tuple(shards[:2])}
     source = load_tfrecord(path, "all[90%:]")
     assert not source.files & load_tfrecord(path, "all[:90%]").files  # records told apart: none shared
     assert len(source.files & load_tfrecord(path, "all[-5:]").files) == 2

@@ -143,6 +143,9 @@ def read_tfrecord_data(path, label_map=None) -> TFRecordData:
         if not files:
             raise DataError(f"--tfrecord {path}: no such file, folder or files matching it")
         splits, found_map = {ALL: files}, None
+        by_name = named_splits(files, _split_of)
+        if len(by_name) > 1:  # a glob of several splits' files (*_train.record and *_val.record): theirs
+            splits = by_name
     for name, files in splits.items():
         if not files:
             raise DataError(f"{path}: split {name!r} names no record file")
