@@ -460,6 +460,8 @@ def _train(args, held):
         test_source = None
     else:
         test_source = cli.load_test_source(args, choice)
+    if test_source is not None:  # (the same names in another order, a COCO file's other ids: matched by name)
+        test_source = data.in_class_order(test_source, train_source.class_names)
     if test_source is not None and tuple(test_source.class_names) != tuple(train_source.class_names):
         raise cli.UsageError(f"the evaluation data {test_source.name} has other classes than the "
                              f"training data {train_source.name}: {list(test_source.class_names)} vs "

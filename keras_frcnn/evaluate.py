@@ -66,7 +66,10 @@ def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
     from keras_frcnn import metrics
     from keras_frcnn.data.problems import DataError
 
+    from keras_frcnn.data.examples import in_class_order
+
     class_names = list(model.class_names)
+    source = in_class_order(source, class_names)  # (the same names in another order: matched by name)
     if list(source.class_names) != class_names:  # labels would be read as other classes
         raise DataError(f"{source.name} has the classes {list(source.class_names)}, the model "
                         f"{class_names}: evaluate it on data with its classes, in its order")

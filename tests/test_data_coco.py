@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from test_data_fixtures import examples, write_coco, write_turned_photo
 
 from keras_frcnn.config import preset
@@ -279,3 +280,23 @@ def test_a_category_grouping_the_others_without_annotations_is_no_class(tmp_path
     json_path, images = write_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "size": (40, 60)}], annotations,
                                    categories)
     assert load_coco_json(json_path, images).class_names == ("pets", "cat", "dog", "person")  # annotated: a class
+
+
+def test_a_file_of_the_same_categories_under_other_ids_is_read_in_the_runs_order(tmp_path):
+    """A held-out COCO file numbering the same categories otherwise (ids are a file's own): its
+    labels renumbered by name for the run's order, random access and counts alike (before, it was
+    refused as "other classes")."""
+    from keras_frcnn.data import in_class_order
+
+    images = [{"id": 1, "file_name": "a.jpg", "size": (40, 60)}, {"id": 2, "file_name": "b.jpg", "size": (40, 60)}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 1, 20, 10], "area": 200, "iscrowd": 0},
+                   {"id": 2, "image_id": 2, "category_id": 3, "bbox": [5, 5, 10, 10], "area": 100, "iscrowd": 0},
+                   {"id": 3, "image_id": 2, "category_id": 7, "bbox": [20, 5, 30, 10], "area": 300, "iscrowd": 0}]
+    source = load_coco_json(*write_coco(tmp_path, images, annotations,
+                                        [{"id": 3, "name": "wide"}, {"id": 7, "name": "square"}]))
+    assert source.class_names == ("wide", "square") and source.objects_per_class == (1, 2)
+    ordered = in_class_order(source, ("square", "wide"))
+    assert ordered.class_names == ("square", "wide") and ordered.objects_per_class == (2, 1)
+    assert [e["objects/label"].tolist() for e in examples(ordered)] == [[0], [1, 0]]
+    assert ordered.example_at(tf.constant(1, tf.int64))["objects"]["label"].numpy().tolist() == [1, 0]
+    assert in_class_order(source, ("square", "round")) is source  # (other names: the caller says so)

@@ -110,6 +110,34 @@ class DetectionSource:
         return self.fingerprint or self.name
 
 
+def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
+    """``source`` with its labels numbered as ``class_names`` where it has the same names in
+    another order (a COCO file's other category ids, another export's label map): each object
+    keeps its class. Other names: ``source`` as it is (the caller says what differs)."""
+    names, wanted = list(source.class_names), list(class_names)
+    if names == wanted or sorted(names) != sorted(wanted) or len(set(names)) != len(names):
+        return source
+    table = tf.constant([wanted.index(name) for name in names], tf.int64)  # old label -> new
+
+    def relabel(example):
+        objects = example["objects"]
+        labels = tf.gather(table, tf.cast(objects["label"], tf.int64))
+        return {**example, "objects": {**objects, "label": tf.cast(labels, objects["label"].dtype)}}
+
+    def at(index):
+        return relabel(source.example_at(index))
+
+    def shuffled(seed):
+        return source.shuffled_records(seed).map(lambda index, example: (index, relabel(example)))
+
+    counts = source.objects_per_class
+    return dataclasses.replace(
+        source, dataset=source.dataset.map(relabel), class_names=tuple(wanted),
+        example_at=at if source.example_at is not None else None,
+        shuffled_records=shuffled if source.shuffled_records is not None else None,
+        objects_per_class=tuple(counts[names.index(name)] for name in wanted) if counts is not None else None)
+
+
 @dataclasses.dataclass
 class ImageRecord:
     """One checked image of a folder source, ready for :func:`records_to_dataset`.
