@@ -295,10 +295,13 @@ def stop_gracefully(runner):
         return
 
     def handle(signum, frame):
-        if received or not runner.fitting:  # (the shell's status follows the signal: 130 Ctrl-C, 143 SIGTERM)
-            raise KeyboardInterrupt if signum == signal.SIGINT else cli.Terminated
+        at_once = bool(received) or not runner.fitting
         received.append(signum)
+        # A stop is asked either way: an exception raised while Python runs a destructor (a TensorFlow
+        # object's __del__) is printed and dropped, and the run then stops at its next step.
         runner.request_stop()
+        if at_once:  # (the shell's status follows the signal: 130 Ctrl-C, 143 SIGTERM)
+            raise KeyboardInterrupt if signum == signal.SIGINT else cli.Terminated
         print(f"\n{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
               "(Ctrl-C again: stop at once)", file=sys.stderr, flush=True)
 

@@ -759,3 +759,15 @@ def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
     code, _, err = _train(["--resume", "--out", str(tmp_path / "nothing_here")], capsys)
     assert code == 2 and f"--resume: {tmp_path / 'nothing_here'} holds no run to continue (no config.json" in err
     assert not (tmp_path / "nothing_here").exists()
+
+
+def test_a_signal_outside_training_stops_at_once_and_asks_a_stop_too(terminal_sigint):
+    """Ctrl-C between stages raises at once, and asks the runner to stop as well: raised while
+    Python ran a TensorFlow object's destructor, the exception is only printed, and the run then
+    stops at its next step (before, that Ctrl-C was lost, and the next one taken as the first)."""
+    runner = types.SimpleNamespace(fitting=False, stop_requested=False)
+    runner.request_stop = lambda: setattr(runner, "stop_requested", True)
+    with train.stop_gracefully(runner) as received:
+        with pytest.raises(KeyboardInterrupt):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+    assert runner.stop_requested and received == [signal.SIGINT]
