@@ -897,5 +897,6 @@ class ScheduleRunner:
         self.stage_seconds[stage.name] = self.stage_seconds.get(stage.name, 0.0) + seconds
         self.running = None
         self.log(f"   {stage.name} done: {stage.steps} steps"
-                 + (f", {remaining} of them in this process," if 0 < remaining < stage.steps else "") + f" in {seconds:.0f} s"
+                 + (f", {remaining} of them in this process," if 0 < remaining < stage.steps else "")
+                 + f" in {seconds:.0f} s"
                  + (f" ({1000 * (time.perf_counter() - fitting) / remaining:.0f} ms a step)" if remaining > 0 else ""))

@@ -33,7 +33,8 @@ from keras_frcnn.data.yolo_folder import load_yolo
 
 __all__ = [
     "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
-    "eval_dataset", "in_class_order", "load_coco_json", "load_csv", "load_cvat", "load_labelme", "load_shapes", "load_tfds",
+    "eval_dataset", "in_class_order", "load_coco_json", "load_csv", "load_cvat", "load_labelme", "load_shapes",
+    "load_tfds",
     "load_tfrecord",
     "load_via", "load_voc_folder", "load_yolo", "parse_voc_xml", "shapes_builder", "train_dataset",
 ]

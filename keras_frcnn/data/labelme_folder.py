@@ -44,7 +44,8 @@ from keras_frcnn.data.voc_folder import sliced, split_parts
 from keras_frcnn.files import write_atomically
 
 ALL = "all"
-SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val", "validation": "val",
+SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val",
+                 "validation": "val",
                  "test": "test", "testing": "test"}
 NOT_OBJECTS = ("point", "line", "linestrip")  # LabelMe shapes that mark no object
 LABEL_LISTS = ("labels.txt", "classes.txt")

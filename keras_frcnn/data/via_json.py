@@ -38,7 +38,8 @@ from keras_frcnn.data.splits import TRAINING, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
-SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val", "validation": "val",
+SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val",
+                 "validation": "val",
                  "test": "test", "testing": "test"}
 CLASS_ATTRIBUTES = ("class", "label", "name", "type", "category")
 NO_CLASS = "object"
