@@ -45,8 +45,7 @@ from keras_frcnn.files import write_atomically
 
 ALL = "all"
 SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val",
-                 "validation": "val",
-                 "test": "test", "testing": "test"}
+                 "validation": "val", "test": "test", "testing": "test"}
 NOT_OBJECTS = ("point", "line", "linestrip")  # LabelMe shapes that mark no object
 LABEL_LISTS = ("labels.txt", "classes.txt")
 _LIST_MARKERS = ("__ignore__", "_background_")

@@ -39,8 +39,7 @@ from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
 SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", "val": "val", "valid": "val",
-                 "validation": "val",
-                 "test": "test", "testing": "test"}
+                 "validation": "val", "test": "test", "testing": "test"}
 CLASS_ATTRIBUTES = ("class", "label", "name", "type", "category")
 NO_CLASS = "object"
 
