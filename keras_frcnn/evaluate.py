@@ -64,9 +64,8 @@ def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
     ~1e-5 px of its number, and an overlap exactly on a threshold (or a COCO area exactly on a
     size bin's edge) may fall on either side of it."""
     from keras_frcnn import metrics
-    from keras_frcnn.data.problems import DataError
-
     from keras_frcnn.data.examples import in_class_order
+    from keras_frcnn.data.problems import DataError
 
     class_names = list(model.class_names)
     source = in_class_order(source, class_names)  # (the same names in another order: matched by name)
