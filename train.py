@@ -517,7 +517,10 @@ def _train(args, held):
         began = time.perf_counter()
         _, summary = evaluate(net.model, test_source, coco=choice.coco)
         log_scalars(summary, os.path.join(out, "logs", stage.name, "eval"), step)
-        print(f"   {stage.name} step {step}: {headline(summary)} ({time.perf_counter() - began:.0f} s)")
+        # With Keras's progress bar, a step ends on the bar's line: a line of its own (the bar's redraw
+        # would erase it).
+        print(("\n" if runner.verbose not in (0, 2) else "") + f"   {stage.name} step {step}: {headline(summary)} "
+              f"({time.perf_counter() - began:.0f} s)")
         if stage.train_rpn_head or not stage.train_base:  # (stage 2's RPN head is of another base: no model)
             keep_if_best(summary, stage.name, step, net.model.save)
 

@@ -528,6 +528,8 @@ def load_source(args, choice: DataChoice, split: typing.Optional[str], decode_im
             num_train, num_test = (int(n) for n in (args.shapes_images or "500,100").split(","))
         except ValueError:
             raise UsageError(f"--shapes-images {args.shapes_images}: give two counts, e.g. 500,100") from None
+        if min(num_train, num_test) < 1:  # (TFDS fails to write an empty split, and leaves its folder)
+            raise UsageError(f"--shapes-images {args.shapes_images}: give two positive counts, e.g. 500,100")
         return data.load_shapes(split=split, data_dir=args.data_dir, num_train=num_train,
                                 num_test=num_test, decode_images=decode_images)
     return data.load_tfds(choice.name, split, data_dir=args.data_dir, decode_images=decode_images)

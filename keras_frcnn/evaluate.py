@@ -20,23 +20,38 @@ import json
 import math
 import os
 import sys
+import weakref
 
 from keras_frcnn import cli
+
+
+_DETECT_FUNCTIONS = weakref.WeakKeyDictionary()  # model -> its traced detect (a run's --eval-every reuses it)
+
+
+def _detect_function(model):
+    """``model.detect`` as one ``tf.function`` per model, traced once however often it evaluates
+    (a new function each time retraced at every evaluation, and TensorFlow warned of it)."""
+    import tensorflow as tf
+
+    if model not in _DETECT_FUNCTIONS:
+        held = weakref.ref(model)  # (not the model itself: the entry goes with it)
+
+        def detect(images, sizes):
+            return held().detect(images, sizes)
+
+        _DETECT_FUNCTIONS[model] = tf.function(
+            detect, autograph=False, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
+                                                      tf.TensorSpec([None, 2], tf.int32)])
+    return _DETECT_FUNCTIONS[model]
 
 
 def collect(model, source, batch_size: int = 1):
     """Run ``model`` (a ``FasterRCNN``) over ``source`` -> (detections, ground_truth, image sizes),
     lists in the format of ``keras_frcnn.metrics`` (boxes in original-image pixels; ground truth
     with the source's object ``area`` where it has one, else the box's)."""
-    import tensorflow as tf
-
     from keras_frcnn.data.pipeline import eval_dataset
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8),
-                                  tf.TensorSpec([None, 2], tf.int32)], autograph=False)
-    def run(images, sizes):
-        return model.detect(images, sizes)
-
+    run = _detect_function(model)
     detections, ground_truth, sizes = [], [], []
     for batch in eval_dataset(source, batch_size=batch_size):
         out = run(batch["images"], batch["image_size"])

@@ -41,6 +41,7 @@ import dataclasses
 import glob
 import json
 import math
+import numbers
 import os
 import time
 import typing
@@ -79,6 +80,8 @@ class Stage:
 def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
     """The stages of ``cfg.train.schedule``; ``steps`` overrides the steps of every stage (the
     total for joint training), scaling the learning-rate drop step alike (``TrainConfig.with_steps``)."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
+        raise ValueError(f"steps must be a positive int (every stage's steps), got {steps!r}")
     t = cfg.train if steps is None else cfg.train.with_steps(steps)
     if t.schedule == "joint":
         return [Stage("joint", "joint", True, True, True, t.joint_steps, t.joint_lr_drop_step, t.rpn_batch_images)]

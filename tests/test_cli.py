@@ -752,6 +752,12 @@ def test_a_model_folder_given_to_evaluate_or_export_is_named_as_a_folder(tmp_pat
         cli.load_model(str(tmp_path))
 
 
+def test_shapes_images_of_no_images_are_refused(tmp_path, capsys):
+    """--shapes-images 0,2: one error line (before, TFDS's traceback writing an empty split)."""
+    code, _, err = _train(["--shapes-images", "0,2", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "--shapes-images 0,2: give two positive counts" in err
+
+
 def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
     """--resume where no run is (a mistyped --out, a run killed before it wrote its config, the
     default folder of a preset other than the run's): one error line (before, a new run of the

@@ -314,6 +314,14 @@ def test_short_shapes_run_learns(shapes_dir, tmp_path):
     _, summary = evaluate(net.model, source)
     assert summary["num_images"] == 8
     assert summary["mAP"] >= 0.7, summary
+    # Evaluated again (--eval-every): the model's detect function is traced once (before, anew each
+    # time, and TensorFlow warned of retracing).
+    from keras_frcnn.evaluate import _detect_function
+
+    assert evaluate(net.model, source)[1]["mAP"] == summary["mAP"]
+    assert _detect_function(net.model).experimental_get_tracing_count() == 1
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        ScheduleRunner(net, source, cfg, str(tmp_path / "none"), steps=-1)
     assert summary["test_scale"] == {"min_side": 256, "max_side": 320}
     # Another test scale (evaluate.py --min-side): the same weights, inputs resized to it.
     scaled = net.model.at_scale(288)
