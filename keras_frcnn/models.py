@@ -137,6 +137,11 @@ class _Layers:
         return self.detector_head(roi_features, training=training, image_seeds=image_seeds)
 
 
+def unnamed_classes(count) -> list:
+    """The class names of a model built with a count of classes alone."""
+    return [f"class_{i}" for i in range(count)]
+
+
 def proposal_layer(cfg: Config, pre_nms_top_n, post_nms_top_n, name=None):
     """The ``Proposals`` layer of ``cfg``'s network with these top-N pairs."""
     return Proposals(pre_nms_top_n, post_nms_top_n, cfg.rpn.nms_iou, cfg.rpn.min_size, cfg.anchors.stride,
@@ -191,7 +196,7 @@ class FasterRCNN(keras.Model):
                                       else resolve_precision("auto")[0])
         num_classes = int(num_classes)
         if class_names is None:
-            class_names = [f"class_{i}" for i in range(num_classes)]
+            class_names = unnamed_classes(num_classes)
         class_names = [str(n) for n in class_names]
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")

@@ -56,7 +56,7 @@ from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
 from keras_frcnn.files import remove_path, write_atomically
 from keras_frcnn.optimizer import CaffeSGD, StepWithWarmup
-from keras_frcnn.models import proposal_layer
+from keras_frcnn.models import proposal_layer, unnamed_classes
 from keras_frcnn.tensorboard import StageLog, StepCounting, rewind_logs
 
 
@@ -696,7 +696,7 @@ class ScheduleRunner:
         if self.started is not None:  # this runner's next run (run(resume=True) after a stop): asked anew
             self.stop_requested = False
         names, wanted = list(self.net.model.class_names), list(self.source.class_names)
-        unnamed = names == [f"class_{i}" for i in range(len(names))]  # (built with a count alone)
+        unnamed = names == unnamed_classes(len(names))  # (built with a count alone)
         if wanted and (len(names) != len(wanted) or (names != wanted and not unnamed)):  # (a bare dataset: none)
             raise DataError(f"{self.source.name}: the data's classes {wanted} are not the network's {names}: build "
                             "it for the data's (build_models(cfg, source.num_classes, weights=<a model>, "

@@ -71,7 +71,7 @@ from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_s
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger
-from keras_frcnn.data.splits import TRAINING, named_splits, own_splits
+from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
@@ -119,10 +119,7 @@ def read_csv_data(path, classes_file=None) -> CsvData:
     overrides the one found."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
-        splits = _split_folders(path)
-        if splits and not set(splits) & set(TRAINING) and _csv_files(path):  # valid/ beside the training files
-            splits["train"] = tuple(_csv_files(path))
-        splits = splits or _named_splits(path)
+        splits = beside_held_out(_split_folders(path), lambda: tuple(_csv_files(path))) or _named_splits(path)
     elif os.path.isfile(path):
         splits = {ALL: (path,)}
     else:

@@ -39,7 +39,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import IMAGE_SUFFIXES, cache_path, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, read_json
-from keras_frcnn.data.splits import TRAINING, every_split, own_splits
+from keras_frcnn.data.splits import beside_held_out, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 from keras_frcnn.files import write_atomically
 
@@ -68,12 +68,10 @@ def read_labelme(path) -> LabelMeData:
         if split and os.path.isdir(os.path.join(path, name)):
             splits.setdefault(split, []).extend(_json_files(os.path.join(path, name)))
     splits = {split: files for split, files in splits.items() if files}
-    if splits and not set(splits) & set(TRAINING):  # val/ (test/) beside the training files: those train
-        outside = [file for name in sorted(os.listdir(path)) if not SPLIT_FOLDERS.get(name.lower())
-                   for file in (_json_files(os.path.join(path, name)) if os.path.isdir(os.path.join(path, name))
-                                else [os.path.join(path, name)] if _is_json(name) else [])]
-        if outside:
-            splits["train"] = outside
+    splits = beside_held_out(splits, lambda: [  # every file outside the split folders
+        file for name in sorted(os.listdir(path)) if not SPLIT_FOLDERS.get(name.lower())
+        for file in (_json_files(os.path.join(path, name)) if os.path.isdir(os.path.join(path, name))
+                     else [os.path.join(path, name)] if _is_json(name) else [])])
     if not splits:
         splits = {ALL: _json_files(path)}
         if not splits[ALL]:

@@ -28,6 +28,16 @@ def own_splits(splits, count) -> tuple:
     return held_out_tenth(training, count(training))
 
 
+def beside_held_out(splits, files) -> dict:
+    """``splits`` found in split folders; where they are held-out ones only (``val/``, ``test/``),
+    the files beside those folders (``files()``, listed only then) are the training split."""
+    if splits and not set(splits) & set(TRAINING):
+        found = files()
+        if found:
+            return {**splits, "train": found}
+    return splits
+
+
 def every_split(splits) -> str:
     """All of a source's splits joined (what a further source trains on): train and val left out
     beside trainval (it holds them: their images would be read twice)."""

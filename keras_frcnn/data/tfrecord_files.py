@@ -73,7 +73,7 @@ from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import (LONG_CHECK, annotated_as_shown, cache_path, check_image, connect_cache,
                                           file_key)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
-from keras_frcnn.data.splits import TRAINING, named_splits, own_splits
+from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
 # A record file's name: TFRecord suffixes, sharded ("-00003-of-00010") or not, or a shard's number alone
@@ -133,10 +133,7 @@ def read_tfrecord_data(path, label_map=None) -> TFRecordData:
     if _isfile(path) and not RECORD_NAME.search(path) and _is_pipeline_config(path):
         splits, found_map = _read_pipeline_config(path)
     elif tf.io.gfile.isdir(path):
-        splits = _split_folders(path)
-        if splits and not set(splits) & set(TRAINING) and _record_files(path):  # valid/ beside the training files
-            splits["train"] = tuple(_record_files(path))
-        splits = splits or _named_splits(path)
+        splits = beside_held_out(_split_folders(path), lambda: tuple(_record_files(path))) or _named_splits(path)
         found_map = None
     else:
         files = _matching(path)

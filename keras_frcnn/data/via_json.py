@@ -34,7 +34,7 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box, read_json
-from keras_frcnn.data.splits import TRAINING, every_split, own_splits
+from keras_frcnn.data.splits import beside_held_out, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
 ALL = "all"
@@ -56,8 +56,7 @@ def read_via(path) -> dict:
         split, sub = SPLIT_FOLDERS.get(name.lower()), os.path.join(path, name)
         if split and os.path.isdir(sub) and _json_files(sub):
             splits.setdefault(split, []).extend(_json_files(sub))
-    if splits and not set(splits) & set(TRAINING) and _json_files(path):  # val/ beside the training files
-        splits["train"] = _json_files(path)
+    splits = beside_held_out(splits, lambda: _json_files(path))
     if not splits and _json_files(path):
         splits = {ALL: _json_files(path)}
     if not splits:
