@@ -9,7 +9,8 @@ Boxes are absolute pixels ``[ymin, xmin, ymax, xmax]`` (the package's box format
 0-based indices into ``class_names`` (foreground classes only, no background). ``D`` and ``G`` may
 be 0. A model's padded output is cut to its ``num_detections`` before it is passed here.
 
-VOC semantics follow the devkit's ``VOCevaldet.m`` and py-faster-rcnn's ``voc_eval.py``:
+VOC semantics are py-faster-rcnn's ``voc_eval.py`` (the number Detectron2, mmdetection and
+tf-faster-rcnn print), which follows the devkit's ``VOCevaldet.m`` but for two float edges (below):
 
 - Per class, detections of all images are sorted by score, descending; ties keep input order
   (image order, then order within the image), as the devkit reading a results file.
@@ -44,11 +45,13 @@ import re
 
 import numpy as np
 
-# VOC07's 11 recall thresholds, exactly i / 10. (The MATLAB devkit's ``0:0.1:1`` has 3 * 0.1 =
-# 0.30000000000000004 as its fourth value and ``np.arange(0, 1.1, 0.1)`` also 0.6000000000000001
-# and 0.7000000000000001, so a recall of exactly 0.3 (or 0.6, 0.7) would not reach "its" threshold
-# there; here ``recall >= t`` holds exactly as the definition reads.)
-VOC07_RECALL_THRESHOLDS = np.arange(11) / 10.0
+# VOC07's 11 recall thresholds as py-faster-rcnn's ``voc_eval.py`` computes them,
+# ``np.arange(0.0, 1.1, 0.1)`` (Detectron2, mmdetection and tf-faster-rcnn copy it): the 4th, 7th
+# and 8th are 0.30000000000000004, 0.6000000000000001 and 0.7000000000000001, so a class whose
+# recall is exactly 0.3 (or 0.6, 0.7) does not reach "its" threshold, and its AP equals the one
+# those libraries print. (The MATLAB devkit's ``0:0.1:1`` is 0.30000000000000004 at the 4th but
+# exact at 0.6 and 0.7; exact i / 10 thresholds would give up to 1/11 more for such a class.)
+VOC07_RECALL_THRESHOLDS = np.arange(0.0, 1.1, 0.1)
 
 # The order of pycocotools' ``COCOeval.stats``.
 COCO_STAT_NAMES = (
@@ -71,8 +74,8 @@ def voc_ap(recall, precision, use_07_metric=True):
     """AP of one class from its precision/recall curve ``[N]`` (recall non-decreasing).
 
     ``use_07_metric=True``: VOC2007's 11-point interpolated AP, the mean over ``t`` in
-    ``0, 0.1, ..., 1`` of the maximum precision at ``recall >= t`` (0 where recall never reaches
-    ``t``). ``False``: VOC2010+'s area under the interpolated curve, where the precision at each
+    ``0, 0.1, ..., 1`` (``VOC07_RECALL_THRESHOLDS``, ``voc_eval.py``'s floats) of the maximum
+    precision at ``recall >= t`` (0 where recall never reaches ``t``). ``False``: VOC2010+'s area under the interpolated curve, where the precision at each
     recall is made the maximum precision at that recall or higher (the curve is padded with
     ``(0, 0)`` and ``(1, 0)``, as the devkit does). Empty curves give 0. NaN precisions (the
     devkit's ``0 / 0``) count as 0.

@@ -52,11 +52,13 @@ def test_voc_ap_empty_curve_is_zero():
     assert metrics.voc_ap([], [], use_07_metric=False) == 0.0
 
 
-def test_voc_ap_recall_exactly_point_three_reaches_its_threshold():
-    # One point at recall 3/10, precision 1: thresholds 0, .1, .2, .3 are reached -> 4/11.
-    # (np.arange(0, 1.1, 0.1)[3] is 0.30000000000000004, which would give 3/11; see
-    # metrics.VOC07_RECALL_THRESHOLDS.)
-    assert metrics.voc_ap([3 / 10], [1.0], use_07_metric=True) == pytest.approx(4 / 11)
+@pytest.mark.parametrize("recall, reached", [(3 / 10, 3), (6 / 10, 6), (7 / 10, 7), (4 / 10, 5), (1.0, 11)])
+def test_voc07_thresholds_are_voc_eval_py_floats(recall, reached):
+    # One point at this recall, precision 1: py-faster-rcnn's voc_eval.py thresholds
+    # (np.arange(0, 1.1, 0.1): 0.30000000000000004, 0.6000000000000001, 0.7000000000000001) are
+    # not reached by a recall of exactly 0.3, 0.6 or 0.7, so those give 3 / 11, 6 / 11, 7 / 11 as
+    # voc_eval.py does (exact i / 10 thresholds would give 4, 7, 8 / 11).
+    assert metrics.voc_ap([recall], [1.0], use_07_metric=True) == reached / 11
 
 
 def _straightforward_ap(recall, precision, use_07_metric):
@@ -65,7 +67,7 @@ def _straightforward_ap(recall, precision, use_07_metric):
     if use_07_metric:
         total = 0.0
         for i in range(11):
-            t = i / 10
+            t = i * 0.1  # voc_eval.py's floats (0.30000000000000004 at i = 3)
             total += max([p for r, p in points if r >= t], default=0.0)
         return total / 11
     # Sum over the distinct recall levels of (recall step) x (best precision at that recall or more).
