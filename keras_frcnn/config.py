@@ -144,6 +144,9 @@ class ImageConfig:
                f">= image.min_side ({self.min_side})")
         _check(all(isinstance(s, int) and s > 0 for s in self.train_min_sides), f"{prefix}.train_min_sides",
                self.train_min_sides, "empty or a tuple of positive ints")
+        # (A shorter side above the cap on the longer one is never reached: every image capped.)
+        _check(all(s <= self.max_side for s in self.train_min_sides), f"{prefix}.train_min_sides",
+               self.train_min_sides, f"sides <= image.max_side ({self.max_side})")
         _check(len(self.pixel_means) == 3, f"{prefix}.pixel_means", self.pixel_means, "3 numbers (B, G, R)")
         _positive(f"{prefix}.pixel_scale", self.pixel_scale)
         _check(self.channel_order in ("bgr", "rgb"), f"{prefix}.channel_order", self.channel_order,
@@ -319,6 +322,12 @@ class TrainConfig:
                    f"{prefix}.{name}", value, "4 non-negative ints (one per stage)")
         _check(self.joint_steps >= 0, f"{prefix}.joint_steps", self.joint_steps, ">= 0")
         _check(self.joint_lr_drop_step >= 0, f"{prefix}.joint_lr_drop_step", self.joint_lr_drop_step, ">= 0")
+        # The schedule that runs trains something (all zeros saved an untrained model as a success).
+        if self.schedule == "joint":
+            _check(self.joint_steps >= 1, f"{prefix}.joint_steps", self.joint_steps, ">= 1 for schedule \"joint\"")
+        else:
+            _check(sum(self.stage_steps) >= 1, f"{prefix}.stage_steps", self.stage_steps,
+                   "at least one stage of steps for the alternating schedule")
         _positive(f"{prefix}.lr", self.lr)
         _check(0 < self.lr_drop <= 1, f"{prefix}.lr_drop", self.lr_drop, "in (0, 1]")
         _check(isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, f"{prefix}.warmup_steps",

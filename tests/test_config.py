@@ -86,6 +86,16 @@ def test_validation_names_the_field():
         Config(backbone="resnet")
     with pytest.raises(ConfigError, match="detector.pool_mode"):
         Config(detector=dataclasses.replace(Config().detector, pool_mode="avg"))
+    # A schedule of no steps (it saved an untrained model as a trained one); the other schedule's
+    # steps may be 0.
+    with pytest.raises(ConfigError, match="train.joint_steps"):
+        Config.from_dict({"train": {"schedule": "joint", "joint_steps": 0}})
+    with pytest.raises(ConfigError, match="train.stage_steps"):
+        Config.from_dict({"train": {"schedule": "alternating", "stage_steps": [0, 0, 0, 0]}})
+    Config.from_dict({"train": {"schedule": "alternating", "joint_steps": 0}})
+    Config.from_dict({"train": {"schedule": "joint", "stage_steps": [0, 0, 0, 0]}})
+    with pytest.raises(ConfigError, match=r"image.train_min_sides must be sides <= image.max_side \(480\)"):
+        Config.from_dict({"image": {"min_side": 320, "max_side": 480, "train_min_sides": [256, 600]}})
 
 
 def test_from_json_rejects_unknown_and_malformed():
