@@ -47,6 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn.data.examples import decode_image
 from keras_frcnn.files import staging_folder
 from keras_frcnn.models import forward
 
@@ -154,6 +155,20 @@ def is_image_file(data):
             | (at(0, b"RIFF") & at(8, b"WEBP")) | at(0, b"\xff\x0a") | at(4, b"JXL "))
 
 
+def is_animated_webp(data):
+    """Graph code: whether ``data`` is a WebP whose VP8X header says it is animated (TensorFlow's
+    WebP decoder corrupts its memory on some, which would take the server down: refused, as the
+    folder sources' check refuses them)."""
+    size = tf.strings.length(data)
+
+    def at(position, value):  # (substr fails past the end of the string: looked at from within it)
+        return tf.strings.substr(data, tf.minimum(position, size), len(value)) == value
+
+    flags = tf.cast(tf.io.decode_raw(tf.strings.substr(data, tf.minimum(20, size), 1), tf.uint8), tf.int32)
+    return (at(0, b"RIFF") & at(8, b"WEBP") & at(12, b"VP8X")
+            & tf.reduce_any(tf.bitwise.bitwise_and(flags, 2) > 0))  # (flags: [] or [1])
+
+
 def decode_images(encoded, name=ENCODED_INPUT):
     """string ``[B]`` of encoded images -> (uint8 ``[B, H, W, 3]`` zero padded to the largest,
     int32 ``[B, 2]`` each image's (h, w)). One ``DecodeImage`` per element in a ``map_fn`` loop
@@ -168,10 +183,11 @@ def decode_images(encoded, name=ENCODED_INPUT):
         bmp = tf.debugging.Assert(bmp_read_right(data), [
             f"{name}[", index, "]: a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, "
             "which TensorFlow's decoder reads wrong: send PNG, JPEG or 24-bit BMP"])
-        with tf.control_dependencies([known, bmp]):
-            image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-        image.set_shape([None, None, 3])
-        return image
+        still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), [
+            f"{name}[", index, "]: an animated WebP, which TensorFlow's WebP decoder is not safe on: "
+            "send one frame as PNG or JPEG"])
+        with tf.control_dependencies([known, bmp, still]):
+            return decode_image(data)  # (a WebP with transparency: its alpha dropped)
 
     def one():
         image = decode(encoded[0], 0)

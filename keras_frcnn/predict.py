@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from keras_frcnn import cli
@@ -72,7 +73,11 @@ def read_image(path):
         check_image(path)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    return decode_image(tf.io.read_file(path)).numpy()
+    try:  # (a file Pillow reads and TensorFlow's decoder does not: that file alone fails)
+        return decode_image(tf.io.read_file(path)).numpy()
+    except tf.errors.InvalidArgumentError as error:
+        told = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", error.message.strip().splitlines()[0])
+        raise ValueError(f"{path}: TensorFlow cannot decode it ({told})") from None
 
 
 def _one_graph(model):

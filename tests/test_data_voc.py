@@ -429,6 +429,55 @@ def test_large_photos_are_read_and_those_tensorflow_cannot_decode_are_named(tmp_
         image_files.check_image(tmp_path / "JPEGImages" / "b.jpg")
 
 
+def test_pngs_tensorflow_refuses_are_skipped_by_name_and_those_it_reads_are_kept(tmp_path):
+    """A PNG cut short after its pixels (no complete IEND: a cut download) or with a bad pixel-chunk
+    checksum passed Pillow's check and then stopped training mid-stage in TensorFlow's decoder,
+    naming no file; each is refused by the check now, exactly where TensorFlow refuses it (a bad
+    checksum in an ancillary chunk, which libpng drops, still passes)."""
+    import struct
+    import zlib
+
+    import tensorflow as tf
+
+    from keras_frcnn.data import image_files
+
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)], "size": (40, 50)} for i in "abcd"}
+    write_voc_folder(tmp_path, entries, {"trainval": list("abcd")})
+    folder = tmp_path / "JPEGImages"
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)
+    good = tf.io.encode_png(pixels).numpy()
+    iend = good.rindex(b"IEND") - 4
+    idat = good.index(b"IDAT") - 4
+    chunk = lambda kind, data, crc=None: (struct.pack(">I", len(data)) + kind + data
+                                          + struct.pack(">I", zlib.crc32(kind + data) if crc is None else crc))
+    variants = {
+        "a": good[:-1],  # cut in IEND's checksum
+        "b": good[:idat + 20] + bytes([good[idat + 20] ^ 1]) + good[idat + 21:],  # a pixel byte changed
+        "c": good[:iend] + chunk(b"tEXt", b"Comment\0x", crc=1) + good[iend:],  # ancillary: libpng drops it
+        "d": good + b"trailing bytes",  # after IEND: ignored by both
+    }
+    for name, data in variants.items():
+        (folder / f"{name}.jpg").unlink()
+        (folder / f"{name}.png").write_bytes(data)
+        xml = tmp_path / "Annotations" / f"{name}.xml"
+        xml.write_text(xml.read_text().replace(f"{name}.jpg", f"{name}.png"))
+    decodes = {}
+    for name, data in variants.items():
+        try:
+            tf.io.decode_image(data, channels=3)
+            decodes[name] = True
+        except tf.errors.InvalidArgumentError:
+            decodes[name] = False
+    assert decodes == {"a": False, "b": False, "c": True, "d": True}  # what TensorFlow reads
+    with pytest.raises(ValueError, match="PNG file cut short"):
+        image_files.check_image(folder / "a.png")
+    with pytest.raises(ValueError, match="'IDAT' chunk at byte 33 fails its checksum"):
+        image_files.check_image(folder / "b.png")
+    source = load_voc_folder(tmp_path, "trainval")
+    assert source.problems == {"bad image file": 2}
+    assert [e["image/filename"].decode() for e in examples(source)] == ["c.png", "d.png"]
+
+
 def test_folders_as_annotation_tools_write_them(tmp_path):
     """LabelImg and Roboflow's "Pascal VOC" export put each XML beside its image, Label Studio's
     VOC export names the image folder images/, and none writes split files (CVAT writes

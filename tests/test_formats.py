@@ -6,6 +6,7 @@ import errno
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -255,6 +256,27 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
         "a.jpg", "a.png", "broken.jpg", "c.jfif"]
     assert told == [f"warning: {folder}: 1 image file(s) of formats TensorFlow does not decode left out (e.g. "
                     "scan.tif): convert them to JPEG or PNG"]
+
+
+def test_predict_an_image_only_tensorflow_refuses_fails_alone(trained, tmp_path, monkeypatch):
+    """A file that passes the Pillow check but not TensorFlow's decoder ended the whole run with
+    TensorFlow's error naming no file (status 2, the images after it never done): it is named and
+    skipped like any unreadable image."""
+    from keras_frcnn.data import image_files
+
+    monkeypatch.setattr(image_files, "check_image", lambda path: None)  # as if Pillow had read it
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(trained.images[0]).save(folder / "a.png")
+    (folder / "b.png").write_bytes((folder / "a.png").read_bytes()[:-30])
+    Image.fromarray(trained.images[1]).save(folder / "c.png")
+    warnings = []
+    written, failed = predict.predict_files(trained.model, [str(folder)], str(tmp_path / "out"),
+                                            log=lambda line: None, warn=warnings.append)
+    assert [os.path.basename(p) for p in written] == ["a.png", "c.png"] and failed == [str(folder / "b.png")]
+    assert len(warnings) == 1 and re.fullmatch(
+        rf"error: {re.escape(str(folder / 'b.png'))}: TensorFlow cannot decode it \(Invalid PNG data, size \d+\)",
+        warnings[0])
 
 
 def test_predict_reads_a_webp_with_transparency_and_names_an_animated_one(trained, tmp_path):

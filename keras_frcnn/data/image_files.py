@@ -24,6 +24,7 @@ import re
 import struct
 import threading
 import typing
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -71,6 +72,8 @@ def check_image(path) -> CheckedImage:
                                  "model shrinks it to its max_side anyway) or cut it into tiles")
             if image.format == "BMP":
                 _check_bmp(path, image.mode)
+            if image.format == "PNG":
+                _check_png_chunks(path)
             if image.format == "WEBP" and getattr(image, "n_frames", 1) > 1:
                 raise ValueError(f"an animated WebP ({image.n_frames} frames): TensorFlow's WebP decoder corrupts its "
                                  "memory on some (the process dies), so it is not read: save its first frame as PNG "
@@ -126,6 +129,36 @@ def _check_bmp(path, mode):
         else "its channel masks" if compression == 3 else f"{bits}-bit pixels"
     raise ValueError(f"BMP with {kind}, which TensorFlow's decoder reads wrong or not at all; "
                      "save it as PNG or JPEG (or 24-bit BMP)")
+
+
+def _check_png_chunks(path):
+    """Refuse the PNGs Pillow decodes but TensorFlow's libpng does not: a checksum error in a
+    critical chunk (the pixels' IDAT; Pillow checks those after the first only in ``verify``) or a
+    file cut before the end of its IEND chunk (a download or copy cut short: Pillow stops reading
+    after the last IDAT). Ancillary chunks' checksum errors pass, as libpng drops such chunks."""
+    if hasattr(path, "read"):
+        path.seek(0)
+        data = path.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    position = 8  # after the signature, which Pillow checked
+    while True:
+        if position + 12 > len(data):
+            raise ValueError(f"PNG file cut short at byte {len(data)} (no complete IEND chunk): "
+                             "TensorFlow does not decode it")
+        length, kind = struct.unpack_from(">I4s", data, position)
+        end = position + 8 + length
+        if end + 4 > len(data):
+            raise ValueError(f"PNG file cut short in its {kind.decode('latin-1')!r} chunk at byte {len(data)}: "
+                             "TensorFlow does not decode it")
+        critical = not kind[0] & 0x20  # an upper-case first letter
+        if critical and zlib.crc32(data[position + 4:end]) != struct.unpack_from(">I", data, end)[0]:
+            raise ValueError(f"PNG {kind.decode('latin-1')!r} chunk at byte {position} fails its checksum: "
+                             "the file is corrupt (TensorFlow does not decode it)")
+        if kind == b"IEND":
+            return
+        position = end + 4
 
 
 def shown_size(image: CheckedImage) -> tuple:
@@ -296,7 +329,7 @@ class _ImageCheckCache:
     """SQLite (safe between processes) rows of a file key -> its check's result, for this version
     of the rules (``RULES``) and of Pillow."""
 
-    RULES = 3  # bump when check_image's rules change: older rows are then ignored
+    RULES = 4  # bump when check_image's rules change: older rows are then ignored
 
     @classmethod
     def _connect(cls):
