@@ -3,7 +3,7 @@ equals keras.applications' MobileNetV3-Large with the same weights, anchors of e
 levels that share a stride, per-level proposals that keep those levels apart, and a tiny network
 trains under joint training, round-trips through .keras, runs in bfloat16, serves from a
 SavedModel in a TensorFlow-only process and runs in ONNX Runtime, OpenVINO and LiteRT without
-Keras (the three under -m slow). Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
+Keras (the SavedModel and the three runtimes under -m slow). Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
 alternating schedule: test_training and tf.distribute: test_distribute (both -m slow)."""
 
 import keras
@@ -35,6 +35,10 @@ def test_bfloat16_inference_form_equals_the_mixed_model(trained):
     check_bfloat16_form(trained, "expanded_conv_6_expand", "expanded_conv_6_expand_bn")
 
 
+# Tracing this ~300-layer graph into a SavedModel and loading it in a new process took ~30 s of
+# the suite's budget: under -m slow; the ResNet-50-FPN's and C4's (test_resnet) and the tiny ZF
+# model's SavedModels (test_export) stay in the default run.
+@pytest.mark.slow
 def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained):
     check_saved_model(trained)
 
