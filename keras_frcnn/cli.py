@@ -585,14 +585,14 @@ def load_training_source(args, choice: DataChoice, decode_images: bool = True):
 
 
 def warn_if_not_held_out(train_source, test_source):
-    """A warning on stderr when the evaluation data shares image files with the training data
-    (split files or JSON files that overlap): its figures would not be held-out ones."""
+    """A warning on stderr when the evaluation data shares images with the training data (split
+    files, JSON files or TFDS split expressions that overlap): its figures would not be held-out ones."""
     if test_source is None or not train_source.files or not test_source.files:
         return
     shared = len(train_source.files & test_source.files)
     if shared:
         print(f"warning: {shared} of the {test_source.num_examples} evaluation images are training images "
-              f"too (the same files in {train_source.name} and {test_source.name}): the evaluation is "
+              f"too (the same images in {train_source.name} and {test_source.name}): the evaluation is "
               "not on held-out data", file=sys.stderr)
 
 

@@ -172,7 +172,7 @@ def _evaluate(args):
         model = model.at_scale(args.min_side, args.max_side)
     model = model.for_inference()
     cfg = model.frcnn_config
-    runs_data = not cli.sources_given(args) and not args.dataset and cfg.dataset in cli.FOLDER_KINDS
+    runs_data = not cli.sources_given(args) and not args.dataset and bool(cfg.dataset)  # (files or a TFDS set)
     choice = cli.choose_data(args, cfg, test_split=args.split, evaluation=True)
     if choice.kind == "voc-dir" and choice.classes is None and tuple(model.class_names) != VOC_CLASSES:
         # A VOC folder lists no classes (its own would be the names found in its files, those of

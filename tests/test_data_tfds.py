@@ -271,6 +271,77 @@ def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):
     assert len(tried) == 2 and built == ["voc"]
 
 
+def test_other_sets_build_offline_from_the_files_of_their_checksums(tmp_path, monkeypatch):
+    """A set outside OFFLINE_FILES (kitti) with its archives in the manual folder was refused
+    ("cannot reach ..."; TFDS itself takes them from there); its error now names those files, and a
+    data folder written with ~ (the README's) is the home folder's."""
+    import socket
+
+    tried, built = [], []
+
+    def no_network(address, timeout=None):
+        tried.append(address)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def build(self, *args, **kwargs):
+        built.append(self.name)
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", build)
+    for variable in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    files = ("data_object_image_2.zip", "data_object_label_2.zip", "devkit_object.zip")
+    with pytest.raises(DataError, match=rf"could not build TFDS 'kitti' in {tmp_path}/tfds: .*cannot reach "
+                                        rf"s3\..*\nOffline: put {', '.join(files)} in {tmp_path}/tfds/downloads/manual"):
+        load_tfds("kitti", "train", data_dir="~/tfds")
+    assert len(tried) == 1 and built == []
+    manual = tmp_path / "tfds" / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for name in files:
+        (manual / name).write_bytes(b"")
+    with pytest.raises(DataError, match=r"no route to host"):
+        load_tfds("kitti", "train", data_dir="~/tfds")
+    assert len(tried) == 1 and built == ["kitti"]
+    # Not built, and not to be: one error saying so (TFDS's was an AssertionError).
+    with pytest.raises(DataError, match=rf"TFDS 'voc/2007' is not built in {tmp_path}/tfds: load it with download=True"):
+        load_tfds("voc/2007", "test", data_dir="~/tfds", download=False)
+
+
+def test_a_pinned_version_keeps_the_sets_splits_and_checks():
+    """``name:version`` (TFDS's way to pin one) lost the set's own splits: VOC 2012 and COCO 2017
+    evaluated on their unlabelled test splits, ``voc:5.0.0`` trained on train alone."""
+    from keras_frcnn.data.tfds_sources import canonical_name
+
+    assert canonical_name("voc:5.0.0") == "voc/2007:5.0.0" and canonical_name("coco") == "coco/2014"
+    assert tfds_default_splits("voc:5.0.0") == ("train+validation", "test")
+    assert tfds_default_splits("voc/2012:5.0.0") == ("train", "validation")
+    assert tfds_default_splits("open_images_v4/original") == ("train", "validation")
+    assert tfds_default_splits("lvis:1.4.0") == ("train", "validation")
+    for name in ("coco/2017:1.1.0", "voc/2012:5.0.0", "lvis:1.4.0"):
+        with pytest.raises(DataError, match="'test' has no annotations"):
+            check_labelled(name, "test")
+
+
+def test_splits_that_share_examples_are_told_apart(tmp_path, capsys):
+    """A TFDS evaluation split of training examples (``--test-split validation`` after training on
+    trainval, ``evaluate --split train``) was not warned about: a TFDS source's examples are known
+    by shard and place, as folder sources' by file."""
+    from keras_frcnn.cli import warn_if_not_held_out
+    from keras_frcnn.data.shapes import load_shapes
+
+    def source(split):
+        return load_shapes(split, data_dir=str(tmp_path), num_train=10, num_test=4, decode_images=False)
+
+    warn_if_not_held_out(source("train[:60%]"), source("train[50%:]+test"))
+    assert "warning: 1 of the 9 evaluation images are training images too" in capsys.readouterr().err
+    warn_if_not_held_out(source("train[:50%]"), source("train[50%:]+test"))
+    warn_if_not_held_out(source("train"), source("test"))
+    assert capsys.readouterr().err == ""
+    assert len(source("train+test").files) == 14
+
+
 def test_shapes_by_name(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(shapes_module, "load_shapes", lambda split, **kw: calls.append((split, kw)) or "ok")

@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_frcnn.data.examples import DetectionSource, from_tfds_example
-from keras_frcnn.data.tfds_sources import prepared, read_split
+from keras_frcnn.data.tfds_sources import prepared, read_split, split_examples
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
@@ -140,6 +140,7 @@ def load_shapes(split: str = "train", data_dir=None, num_train: int = 500, num_t
         class_names=SHAPE_CLASSES,
         num_examples=num_examples,
         name=f"shapes/{builder.builder_config.name} {split}",
+        files=split_examples(builder, split),
     )
 
 

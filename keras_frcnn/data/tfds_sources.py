@@ -19,6 +19,10 @@ needs neither network nor archives. The files (``OFFLINE_FILES``):
 - ``voc/2012``: ``VOCtrainval_11-May-2012.tar``, ``VOC2012test.tar``
 - ``coco/2017``: ``train2017.zip``, ``val2017.zip``, ``test2017.zip`` (images.cocodataset.org/zips/)
   and ``annotations_trainval2017.zip``, ``image_info_test2017.zip`` (.../annotations/)
+- ``coco/2014`` (plain ``coco``): ``train2014.zip``, ``val2014.zip``, ``test2014.zip``, ``test2015.zip``,
+  ``annotations_trainval2014.zip``, ``image_info_test2014.zip``, ``image_info_test2015.zip``
+- any other set: the files of its TFDS checksums (``kitti``: ``data_object_image_2.zip``,
+  ``data_object_label_2.zip``, ``devkit_object.zip``), named in the error of a build that failed
 
 An unpacked ``VOCdevkit/VOC2007`` folder can also be read directly with
 :func:`keras_frcnn.data.voc_folder.load_voc_folder`, and COCO files with
@@ -45,6 +49,8 @@ OFFLINE_FILES = {
     "voc/2012": ("VOCtrainval_11-May-2012.tar", "VOC2012test.tar"),
     "coco/2017": ("train2017.zip", "val2017.zip", "test2017.zip", "annotations_trainval2017.zip",
                   "image_info_test2017.zip"),
+    "coco/2014": ("train2014.zip", "val2014.zip", "test2014.zip", "test2015.zip", "annotations_trainval2014.zip",
+                  "image_info_test2014.zip", "image_info_test2015.zip"),
 }
 
 SPLIT_ALIASES = {"trainval": "train+validation"}
@@ -78,21 +84,31 @@ BOTTOM_LEFT_BOXES = ("kitti",)
 
 
 def canonical_name(name: str) -> str:
-    """``"voc"`` -> ``"voc/2007"`` (TFDS's default config), ``"coco"`` -> ``"coco/2014"``."""
-    return {"voc": "voc/2007", "coco": "coco/2014"}.get(name, name)
+    """``"voc"`` -> ``"voc/2007"`` (TFDS's default config), ``"coco"`` -> ``"coco/2014"``; a
+    version pinned stays (``"voc:5.0.0"`` -> ``"voc/2007:5.0.0"``)."""
+    base, colon, version = name.partition(":")
+    return {"voc": "voc/2007", "coco": "coco/2014"}.get(base, base) + colon + version
+
+
+def _listed(table: dict, name: str, default=None):
+    """``table``'s entry for TFDS set ``name``, whatever version it pins (``voc/2012:5.0.0`` is
+    ``voc/2012``'s), by its name and config, else by its name alone (``open_images_v4/original``
+    is ``open_images_v4``'s)."""
+    base = canonical_name(name).split(":")[0]
+    return table.get(base, table.get(base.split("/")[0], default))
 
 
 def default_splits(name: str) -> tuple:
     """The (training, evaluation) splits of TFDS set ``name`` (``("train", "test")`` for a set
     not listed in ``DEFAULT_SPLITS``)."""
-    return DEFAULT_SPLITS.get(canonical_name(name), ("train", "test"))
+    return _listed(DEFAULT_SPLITS, name, ("train", "test"))
 
 
 def check_labelled(name: str, split: str, role: str = "evaluation"):
     """``DataError`` if ``split`` reads a split of ``name`` that has no annotations."""
     parts = [part.split("[")[0].strip() for part in SPLIT_ALIASES.get(split, split).split("+")]
     for part in parts:
-        if part in UNLABELLED_SPLITS.get(canonical_name(name), ()):
+        if part in _listed(UNLABELLED_SPLITS, name, ()):
             train, test = default_splits(name)
             raise DataError(f"{name} split {part!r} has no annotations, so it cannot be used for "
                             f"{role}; the labelled splits are {train!r} (training) and {test!r} "
@@ -117,14 +133,13 @@ def check_reachable(builder, manual_dir=None, timeout=10.0):
     import urllib.parse
     import urllib.request
 
-    manual = os.fspath(manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual"))
+    manual = manual_folder(builder, manual_dir)
     needed = OFFLINE_FILES.get(builder.info.full_name.rsplit("/", 1)[0])
     if needed and all(os.path.exists(os.path.join(manual, name)) for name in needed):
         return
-    try:
-        urls = builder.url_infos or {}  # from the builder's checksums file
-    except Exception:  # a builder without one: nothing to probe
-        urls = {}
+    # TFDS takes a download from the manual folder where a file of its checksums' name is there:
+    # only the servers of the others are needed.
+    urls = [url for url, name in archives(builder).items() if not (name and os.path.exists(os.path.join(manual, name)))]
     proxies = urllib.request.getproxies()  # $https_proxy, $http_proxy ...: connections go there
     servers = {}  # (host, port) -> what it is
     for parts in map(urllib.parse.urlsplit, urls):
@@ -139,6 +154,44 @@ def check_reachable(builder, manual_dir=None, timeout=10.0):
             socket.create_connection((host, port), timeout=timeout).close()
         except OSError as error:
             raise ConnectionError(f"cannot reach {what} ({error.strerror or error})") from None
+
+
+def manual_folder(builder, manual_dir=None) -> str:
+    """Where TFDS looks for ``builder``'s archives: ``manual_dir``, else ``<data_dir>/downloads/manual``."""
+    return os.path.expanduser(os.fspath(manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")))
+
+
+def archives(builder) -> dict:
+    """``{url: file name in the manual folder (or None)}`` of what ``builder`` downloads, from its
+    checksums file (empty for a builder without one)."""
+    try:
+        infos = builder.url_infos or {}
+    except Exception:  # a builder without a checksums file
+        return {}
+    return {url: getattr(info, "filename", None) for url, info in infos.items()}
+
+
+_SHARDS = {}  # a TFDS shard file's path -> its number in this process (split_examples)
+MAX_LISTED_EXAMPLES = 2_000_000  # (about 150 MB of set; Open Images' 1.7M training images fit)
+
+
+def split_examples(builder, split: str) -> typing.Optional[frozenset]:
+    """The examples ``split`` (an expression: ``"train[:90%]+validation"``) reads, as numbers of
+    (shard file, place in it) (a source's ``files``: two splits that share examples are told apart
+    from two that do not), or None where TFDS cannot say or the split is larger than
+    ``MAX_LISTED_EXAMPLES``."""
+    try:
+        instructions = builder.info.splits[split].file_instructions
+    except Exception:  # (no split info, e.g. mocked)
+        return None
+    parts = []
+    for part in instructions:
+        shard = os.path.join(os.fspath(builder.data_dir), os.path.basename(os.fspath(part.filename)))
+        take = part.take if part.take >= 0 else part.examples_in_shard - part.skip
+        parts.append((_SHARDS.setdefault(shard, len(_SHARDS)) << 32, part.skip, take))
+    if sum(take for _, _, take in parts) > MAX_LISTED_EXAMPLES:
+        return None
+    return frozenset(shard + i for shard, skip, take in parts for i in range(skip, skip + take))
 
 
 def prepared(make_builder, download_config, builder=None):
@@ -292,6 +345,8 @@ def load_tfds(
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded JPEG bytes (False).
     """
     split = SPLIT_ALIASES.get(split, split)
+    data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else data_dir  # ("~/tensorflow_datasets")
+    manual_dir = os.path.expanduser(os.fspath(manual_dir)) if manual_dir else manual_dir
     if name == "shapes":
         from keras_frcnn.data.shapes import load_shapes  # a TFDS builder of its own
         return load_shapes(split, data_dir=data_dir, decode_images=decode_images)
@@ -311,11 +366,15 @@ def load_tfds(
         try:
             builder = prepared(make_builder, tfds.download.DownloadConfig(manual_dir=manual_dir), builder)
         except Exception as error:  # network, checksum, disk ... errors of many types
-            manual = manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")
-            files = ", ".join(OFFLINE_FILES.get(name, ("the dataset's archives",)))
+            manual = manual_folder(builder, manual_dir)
+            files = ", ".join(_listed(OFFLINE_FILES, name, None)
+                              or sorted({n for n in archives(builder).values() if n}) or ("the dataset's archives",))
             raise DataError(
                 f"could not build TFDS {name!r} in {builder.data_dir_root}: {type(error).__name__}: "
                 f"{error}\nOffline: put {files} in {manual} and run again.") from error
+    elif not builder.is_prepared():
+        raise DataError(f"TFDS {name!r} is not built in {builder.data_dir_root}: load it with download=True (it "
+                        "downloads and builds it, or builds it from the archives in the manual folder)")
     layout = detection_layout(name, builder.info.features)
     dataset, num_examples = read_split(builder, split, decode_images)
     dataset = dataset.map(functools.partial(from_tfds_example, boxes=layout.boxes, label=layout.label,
@@ -331,6 +390,7 @@ def load_tfds(
         class_names=layout.class_names,
         num_examples=num_examples,
         name=f"{name} {split}",
+        files=split_examples(builder, split),
         # TFDS's voc builder divides the XML's 1-based pixel numbers by the size, no offset.
         voc_pixel_numbers=canonical_name(name).startswith("voc/"),
     )
