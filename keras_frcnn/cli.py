@@ -391,7 +391,7 @@ def tfds_names(dataset: str) -> list:
 def _check_tfds_together(names):
     if len(names) == 1:
         return
-    if len(set(names)) < len(names):
+    if len({name.split(":")[0] for name in names}) < len(names):  # (voc+voc/2007:5.0.0 too)
         raise UsageError(f"--dataset {'+'.join(names)}: a set named twice")
     if "shapes" in names:
         raise UsageError("--dataset: the built-in shapes set is trained on alone")
@@ -591,7 +591,8 @@ def warn_if_not_held_out(train_source, test_source):
         return
     shared = len(train_source.files & test_source.files)
     if shared:
-        print(f"warning: {shared} of the {test_source.num_examples} evaluation images are training images "
+        total = test_source.num_examples or len(test_source.files)  # (None: a count TFDS does not give)
+        print(f"warning: {shared} of the {total} evaluation images are training images "
               f"too (the same images in {train_source.name} and {test_source.name}): the evaluation is "
               "not on held-out data", file=sys.stderr)
 

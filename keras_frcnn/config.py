@@ -144,9 +144,6 @@ class ImageConfig:
                f">= image.min_side ({self.min_side})")
         _check(all(isinstance(s, int) and s > 0 for s in self.train_min_sides), f"{prefix}.train_min_sides",
                self.train_min_sides, "empty or a tuple of positive ints")
-        # (A shorter side above the cap on the longer one is never reached: every image capped.)
-        _check(all(s <= self.max_side for s in self.train_min_sides), f"{prefix}.train_min_sides",
-               self.train_min_sides, f"sides <= image.max_side ({self.max_side})")
         _check(len(self.pixel_means) == 3, f"{prefix}.pixel_means", self.pixel_means, "3 numbers (B, G, R)")
         _positive(f"{prefix}.pixel_scale", self.pixel_scale)
         _check(self.channel_order in ("bgr", "rgb"), f"{prefix}.channel_order", self.channel_order,

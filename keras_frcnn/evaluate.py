@@ -186,8 +186,13 @@ def _evaluate(args):
                              "are skipped (counted above), difficult / crowd ones not scored; give the data this model was trained for")
     if runs_data and choice.kind != "coco-json" and choice.train_split:  # (COCO: its held-out file is another)
         # The run's own files, read again: a --split of its training images, or files added since
-        # that moved a held-out slice (all[90%:]) onto trained ones, are said to be so.
-        cli.warn_if_not_held_out(cli.load_training_source(args, choice, decode_images=False), source)
+        # that moved a held-out slice (all[90%:]) onto trained ones, are said to be so. A TFDS set's
+        # splits do not move: checked for a --split, against the set evaluated (built already; the
+        # further sets of a run on several, voc/2007+voc/2012, are other examples).
+        if choice.kind in cli.FOLDER_KINDS:
+            cli.warn_if_not_held_out(cli.load_training_source(args, choice, decode_images=False), source)
+        elif args.split:
+            cli.warn_if_not_held_out(cli.load_source(args, choice, choice.train_split, decode_images=False), source)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))
     print(headline(summary))

@@ -94,8 +94,6 @@ def test_validation_names_the_field():
         Config.from_dict({"train": {"schedule": "alternating", "stage_steps": [0, 0, 0, 0]}})
     Config.from_dict({"train": {"schedule": "alternating", "joint_steps": 0}})
     Config.from_dict({"train": {"schedule": "joint", "stage_steps": [0, 0, 0, 0]}})
-    with pytest.raises(ConfigError, match=r"image.train_min_sides must be sides <= image.max_side \(480\)"):
-        Config.from_dict({"image": {"min_side": 320, "max_side": 480, "train_min_sides": [256, 600]}})
 
 
 def test_from_json_rejects_unknown_and_malformed():

@@ -163,7 +163,8 @@ def test_tfds_sets_joined_by_plus():
     # A run's config holds the joined name: evaluate and --resume read the same sets.
     _, again = _choose(cfg=Config(dataset="voc/2007+voc/2012", train_split="train+validation", test_split="test"))
     assert (again.name, again.test_split, again.more) == ("voc/2007", "test", (("voc/2012", "train+validation"),))
-    for dataset, message in (("voc/2007+voc", "a set named twice"), ("coco/2014+coco/2017", "hold the same images"),
+    for dataset, message in (("voc/2007+voc", "a set named twice"), ("voc+voc/2007:5.0.0", "a set named twice"),
+                             ("coco/2014+coco/2017", "hold the same images"),
                              ("shapes+voc/2007", "trained on alone"), ("voc/2007+", "joined by +")):
         with pytest.raises(cli.UsageError, match=message):
             _choose("--dataset", dataset)

@@ -324,22 +324,30 @@ def test_a_pinned_version_keeps_the_sets_splits_and_checks():
             check_labelled(name, "test")
 
 
-def test_splits_that_share_examples_are_told_apart(tmp_path, capsys):
+def test_splits_that_share_examples_are_told_apart(tmp_path, capsys, monkeypatch):
     """A TFDS evaluation split of training examples (``--test-split validation`` after training on
     trainval, ``evaluate --split train``) was not warned about: a TFDS source's examples are known
     by shard and place, as folder sources' by file."""
+    import dataclasses
+
     from keras_frcnn.cli import warn_if_not_held_out
     from keras_frcnn.data.shapes import load_shapes
 
-    def source(split):
-        return load_shapes(split, data_dir=str(tmp_path), num_train=10, num_test=4, decode_images=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    def source(split):  # (in ~/tfds: the home folder's, not a folder named ~)
+        return load_shapes(split, data_dir="~/tfds", num_train=10, num_test=4, decode_images=False)
 
     warn_if_not_held_out(source("train[:60%]"), source("train[50%:]+test"))
+    assert "warning: 1 of the 9 evaluation images are training images too" in capsys.readouterr().err
+    uncounted = dataclasses.replace(source("train[50%:]+test"), num_examples=None)  # (TFDS: a one-box set)
+    warn_if_not_held_out(source("train[:60%]"), uncounted)
     assert "warning: 1 of the 9 evaluation images are training images too" in capsys.readouterr().err
     warn_if_not_held_out(source("train[:50%]"), source("train[50%:]+test"))
     warn_if_not_held_out(source("train"), source("test"))
     assert capsys.readouterr().err == ""
     assert len(source("train+test").files) == 14
+    assert (tmp_path / "tfds" / "shapes").is_dir() and not (tmp_path / "~").exists()
 
 
 def test_shapes_by_name(tmp_path, monkeypatch):

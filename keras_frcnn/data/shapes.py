@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import os
 
 from absl import logging as absl_logging
 import numpy as np
@@ -130,6 +131,7 @@ def load_shapes(split: str = "train", data_dir=None, num_train: int = 500, num_t
       ``$TFDS_DATA_DIR``); the set lands in ``data_dir/shapes/<config name>/<version>/``.
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded JPEG bytes (False).
     """
+    data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else data_dir  # ("~/tensorflow_datasets")
     builder = prepared(  # two runs started together build it once
         functools.partial(shapes_builder, data_dir, num_train=num_train, num_test=num_test, seed=seed),
         tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
