@@ -384,6 +384,11 @@ class _Trainer(keras.Model):
     loss_names = ()
 
     def __init__(self, layers, cfg, **kwargs):
+        # Under a mixed policy Keras casts a model's floating inputs to its compute dtype: the
+        # batch's ground-truth boxes, image sizes and stored proposals would reach the targets in
+        # bfloat16 (2 px steps from 256 px, 4 from 512; a width of 277 read as 276). The layers
+        # cast what they compute on themselves.
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.cfg = cfg
         # The training pipeline resizes in tf.data; here only the colour conversion and mask.

@@ -181,6 +181,18 @@ def test_mixed_precision_keeps_sensitive_parts_float32_and_trains(precision, tmp
     assert all(v.dtype == "float32" for v in net.model.weights)
     model = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+    # The targets see the batch's boxes and sizes as given (Keras cast the view's inputs to the
+    # compute dtype: 100.3 read as 100.5 in bfloat16, a width of 277 as 276).
+    batch = synthetic_batch(2)
+    batch["gt_boxes"] = batch["gt_boxes"] + np.float32(0.3)
+    seen, call = [], model.anchor_targets.call
+    model.anchor_targets.call = lambda anchors, gt_boxes, gt_classes, image_info, *a, **k: (
+        seen.append((np.array(gt_boxes), np.array(image_info))) or call(anchors, gt_boxes, gt_classes, image_info, *a, **k))
+    model.run_eagerly = True
+    model.fit(tf.data.Dataset.from_tensors(batch), verbose=0)
+    model.anchor_targets.call, model.run_eagerly = call, False
+    np.testing.assert_array_equal(seen[0][0], batch["gt_boxes"])
+    np.testing.assert_array_equal(seen[0][1], batch["image_info"])
     history = model.fit(tf.data.Dataset.from_tensors(synthetic_batch(2)).repeat(3), verbose=0)
     assert all(np.isfinite(v[-1]) for v in history.history.values())
     out = net.model(synthetic_batch(1)["images"])
