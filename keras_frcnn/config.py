@@ -556,15 +556,19 @@ def _resnet50_fpn_coco() -> Config:
     # warm-up from 0.001 x over its first 1000 steps: on one device with 2 images a step that is 8x
     # the steps at lr 0.02 / 8 (the linear scaling rule), end to end (joint). Keras's ImageNet
     # ResNet input (BGR, Caffe means) instead of torchvision's RGB normalisation: the weights'.
+    # Where it departs from py-faster-rcnn: every anchor is matched, those across the image's
+    # border too (its Matcher; allowed_border of any distance), and the box head's smooth L1 has
+    # beta 1/9 (sigma 3) as the RPN's (roi_heads.fastrcnn_loss), not Fast R-CNN's sigma 1.
     steps_per_epoch = 118_287 // 2
     return Config(
         name="resnet50-fpn-coco", backbone="resnet50-fpn", weights="imagenet",
         dataset="coco/2017", train_split="train", test_split="validation",
         image=ImageConfig(min_side=800, max_side=1333, pixel_means=RESNET_PIXEL_MEANS),
         anchors=AnchorConfig(stride=4, base_size=4, scales=(8.0,)),
-        rpn=RPNConfig(channels=256, pre_nms_top_n=(2000, 1000), post_nms_top_n=(2000, 1000), min_size=0),
+        rpn=RPNConfig(channels=256, pre_nms_top_n=(2000, 1000), post_nms_top_n=(2000, 1000), min_size=0,
+                      allowed_border=1_000_000),
         detector=DetectorConfig(pool_size=7, pool_mode="align", fc_units=1024, dropout=0.0, batch_rois=1024,
-                                nms_iou=0.5),
+                                nms_iou=0.5, sigma=3.0),
         train=TrainConfig(schedule="joint", joint_steps=26 * steps_per_epoch,
                           joint_lr_drop_step=16 * steps_per_epoch, lr=0.02 / 8, weight_decay=1e-4,
                           bias_lr_multiplier=1.0,  # torchvision: one rate and decay for every parameter

@@ -298,6 +298,8 @@ def test_resnet_presets():
     assert (fpn.backbone, fpn.image.min_side, fpn.image.max_side, fpn.rpn.post_nms_top_n) == (
         "resnet50-fpn", 800, 1333, (2000, 1000))
     assert (fpn.detector.fc_units, fpn.detector.dropout, fpn.detector.nms_iou) == (1024, 0.0, 0.5)
+    # torchvision's losses and matching: smooth L1 beta 1/9 in both heads, no anchor ignored at the border.
+    assert (fpn.rpn.sigma, fpn.detector.sigma, fpn.rpn.allowed_border) == (3.0, 3.0, 1_000_000)
     assert C.preset("shapes-fpn").backbone == "resnet50-fpn"
     mobile = C.preset("mobilenetv3-fpn-coco")
     assert (mobile.backbone, mobile.anchors.sizes, mobile.anchors.num_anchors, mobile.rpn.score_threshold) == (
