@@ -149,15 +149,36 @@ def export_runtime_model(model, path, fmt=None):
     return [os.path.join(os.path.dirname(path), os.path.basename(file)) for file in written]
 
 
+# A module run as a child process that dies with this one (Linux's PR_SET_PDEATHSIG; elsewhere a
+# child outlives a kill -9 of its parent as before): an export killed by kill -9 or the OOM killer
+# left tf2onnx converting, ~700 MB, for minutes, and writing into the staging folder after the
+# next export had cleared it.
+_TIED_CHILD = """
+import ctypes, os, runpy, signal, sys
+parent, module = int(sys.argv.pop(1)), sys.argv.pop(1)
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass
+if os.getppid() != parent:  # (the parent died before that)
+    sys.exit(1)
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_tied(module, args) -> subprocess.CompletedProcess:
+    """``python -m module *args`` (output captured) in a child process that dies with this one."""
+    return subprocess.run([sys.executable, "-c", _TIED_CHILD, str(os.getpid()), module, *args],
+                          capture_output=True, text=True)
+
+
 def _to_onnx(saved, path, names, work):
     import onnx
 
     staging = os.path.join(work, "tf2onnx_output.onnx")
     # tf2onnx's command line: its Python API wants a Keras model or a graph def, and converts
     # a SavedModel's signature only from here.
-    result = subprocess.run(
-        [sys.executable, "-m", "tf2onnx.convert", "--saved-model", saved, "--output", staging,
-         "--opset", "17"], capture_output=True, text=True)
+    result = run_tied("tf2onnx.convert", ["--saved-model", saved, "--output", staging, "--opset", "17"])
     if result.returncode != 0 or not os.path.exists(staging):
         raise RuntimeError(f"tf2onnx could not convert the model:\n{result.stderr[-4000:]}")
     proto = onnx.load(staging)

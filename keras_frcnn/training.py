@@ -758,6 +758,8 @@ class ScheduleRunner:
     def _run_stages(self, state) -> bool:
         for number, stage in enumerate(self.plan, start=1):
             if stage.name in self.completed:
+                if stage.proposals_from:  # (a kill between its checkpoint and their removal left them)
+                    remove_path(self._path(f"proposals_{stage.name}"))
                 continue
             resuming = state["stage"] == stage.name
             if self.agree(self.stop_requested):  # asked between stages: the last one's checkpoint is written

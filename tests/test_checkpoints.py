@@ -265,6 +265,12 @@ def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_pa
 
     assert runner(0).run()
     assert unfinished_run(str(tmp_path)) is None
+    # A kill between a detector stage's last checkpoint and the removal of its stored proposals
+    # left them for good (a resume skips the stage): a resume removes them.
+    (tmp_path / "proposals_stage2_detector").mkdir()
+    (tmp_path / "proposals_stage2_detector" / "left.txt").write_text("stage 2's")
+    assert runner(0).run(resume=True)
+    assert not (tmp_path / "proposals_stage2_detector").exists()
     # train.py's run ends with metrics.json: a run killed after its last stage (saving its model,
     # evaluating it) is not finished, and a new run in its folder is refused.
     assert unfinished_run(str(tmp_path), ended=tmp_path / "metrics.json") == \

@@ -444,6 +444,36 @@ def test_runtime_model_interface_matches_the_keras_model(trained):
     np.testing.assert_allclose(out["boxes"], reference["boxes"], atol=1.0)
 
 
+def test_a_converter_child_dies_with_its_export(tmp_path):
+    """export.py --format onnx killed by kill -9 (or the OOM killer) left tf2onnx converting for
+    minutes, ~700 MB, re-parented to init: the converter is a child that dies with its parent."""
+    import signal
+    import time
+
+    (tmp_path / "sleeper.py").write_text(textwrap.dedent("""
+        import os, sys, time
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        time.sleep(120)
+    """))
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from keras_frcnn.formats import run_tied
+        result = run_tied("sleeper", [{str(pid_file)!r}])
+        print(result.stderr)
+    """)], env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])})
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{child}") and "zombie" not in open(f"/proc/{child}/status").read().lower():
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.1)
+
+
 def test_export_format_errors(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:  # (before the model is loaded)
         export_script().main(["--model", str(trained.root / "model.keras"), "--format", "onnx",
