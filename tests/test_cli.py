@@ -618,6 +618,9 @@ def test_a_signal_ignored_at_start_stays_ignored(terminal_sigint):
         time.sleep(5)  # (the signal arrives here)
 
 
+# ~25 s of the suite's budget: under -m slow; the runner's stop at a requested step and its resume
+# stay in the default run (test_checkpoints), as does a kill -9 of train.py (test_training).
+@pytest.mark.slow
 def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_config_file, capsys, monkeypatch,
                                                                 terminal_sigint):
     """The first Ctrl-C (or SIGTERM) while a stage trains: train.py stops after that step with a
