@@ -232,10 +232,9 @@ def test_fine_grained_sets_with_boxes_take_the_class_of_the_image(tmp_path):
         check_labelled("oxford_iiit_pet", "test")
 
 
-def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):
-    """Without a network TFDS retries each download for minutes: the server (or the proxy the
-    environment names) is tried first, and the error says where the archives go. With them all in
-    the manual directory nothing is tried."""
+def offline(monkeypatch):
+    """No network (each connection tried is recorded, then fails as without DNS), no proxy, and
+    TFDS's build recorded and failing -> (tried, built), lists filled as the test goes."""
     import socket
 
     tried, built = [], []
@@ -252,6 +251,14 @@ def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", build)
     for variable in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(variable, raising=False)
+    return tried, built
+
+
+def test_offline_failure_names_the_manual_dir(tmp_path, monkeypatch):
+    """Without a network TFDS retries each download for minutes: the server (or the proxy the
+    environment names) is tried first, and the error says where the archives go. With them all in
+    the manual directory nothing is tried."""
+    tried, built = offline(monkeypatch)
     with pytest.raises(DataError, match=r"cannot reach data\.brainchip\.com, where TFDS downloads voc/2007/.* "
                                         r"\(Name or service not known\)\nOffline: put VOCtrainval_06-Nov-2007\.tar, "
                                         r"VOCtest_06-Nov-2007\.tar in .*downloads/manual"):
@@ -275,22 +282,7 @@ def test_other_sets_build_offline_from_the_files_of_their_checksums(tmp_path, mo
     """A set outside OFFLINE_FILES (kitti) with its archives in the manual folder was refused
     ("cannot reach ..."; TFDS itself takes them from there); its error now names those files, and a
     data folder written with ~ (the README's) is the home folder's."""
-    import socket
-
-    tried, built = [], []
-
-    def no_network(address, timeout=None):
-        tried.append(address)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    def build(self, *args, **kwargs):
-        built.append(self.name)
-        raise ConnectionError("no route to host")
-
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", build)
-    for variable in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
+    tried, built = offline(monkeypatch)
     monkeypatch.setenv("HOME", str(tmp_path))
     files = ("data_object_image_2.zip", "data_object_label_2.zip", "devkit_object.zip")
     with pytest.raises(DataError, match=rf"could not build TFDS 'kitti' in {tmp_path}/tfds: .*cannot reach "
