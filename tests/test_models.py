@@ -187,7 +187,7 @@ def test_mixed_precision_keeps_sensitive_parts_float32_and_trains(precision, tmp
     batch["gt_boxes"] = batch["gt_boxes"] + np.float32(0.3)
     seen, call = [], model.anchor_targets.call
     model.anchor_targets.call = lambda anchors, gt_boxes, gt_classes, image_info, *a, **k: (
-        seen.append((np.array(gt_boxes), np.array(image_info))) or call(anchors, gt_boxes, gt_classes, image_info, *a, **k))
+        seen.append((gt_boxes.numpy(), image_info.numpy())) or call(anchors, gt_boxes, gt_classes, image_info, *a, **k))
     model.run_eagerly = True
     model.fit(tf.data.Dataset.from_tensors(batch), verbose=0)
     model.anchor_targets.call, model.run_eagerly = call, False
