@@ -40,6 +40,7 @@ names at the output, run on the host; the network itself has no string tensor); 
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 
@@ -143,14 +144,16 @@ def bmp_read_right(data):
     return tf.cond(is_bmp, judge, lambda: True)
 
 
+def _bytes_at(data, position, value):
+    """Graph code: whether the string ``data`` holds ``value`` at ``position`` (False where it is
+    shorter: substr fails past the end of a string, so it is looked at from within it)."""
+    return tf.strings.substr(data, tf.minimum(position, tf.strings.length(data)), len(value)) == value
+
+
 def is_image_file(data):
     """Graph code: whether the string ``data`` begins as a file ``tf.io.decode_image`` reads:
     JPEG, PNG, GIF, BMP, WebP or JPEG XL (its own error names neither the input nor the image)."""
-    size = tf.strings.length(data)
-
-    def at(position, value):  # (substr fails past the end of the string: looked at from within it)
-        return tf.strings.substr(data, tf.minimum(position, size), len(value)) == value
-
+    at = functools.partial(_bytes_at, data)
     return (at(0, b"\xff\xd8\xff") | at(0, b"\x89PNG") | at(0, b"GIF8") | at(0, b"BM")
             | (at(0, b"RIFF") & at(8, b"WEBP")) | at(0, b"\xff\x0a") | at(4, b"JXL "))
 
@@ -159,12 +162,9 @@ def is_animated_webp(data):
     """Graph code: whether ``data`` is a WebP whose VP8X header says it is animated (TensorFlow's
     WebP decoder corrupts its memory on some, which would take the server down: refused, as the
     folder sources' check refuses them)."""
-    size = tf.strings.length(data)
-
-    def at(position, value):  # (substr fails past the end of the string: looked at from within it)
-        return tf.strings.substr(data, tf.minimum(position, size), len(value)) == value
-
-    flags = tf.cast(tf.io.decode_raw(tf.strings.substr(data, tf.minimum(20, size), 1), tf.uint8), tf.int32)
+    at = functools.partial(_bytes_at, data)
+    flags = tf.cast(tf.io.decode_raw(tf.strings.substr(data, tf.minimum(20, tf.strings.length(data)), 1), tf.uint8),
+                    tf.int32)
     return (at(0, b"RIFF") & at(8, b"WEBP") & at(12, b"VP8X")
             & tf.reduce_any(tf.bitwise.bitwise_and(flags, 2) > 0))  # (flags: [] or [1])
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import io
 import math
-import os
 
 from absl import logging as absl_logging
 import numpy as np
@@ -31,7 +30,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from keras_frcnn.data.examples import DetectionSource, from_tfds_example
-from keras_frcnn.data.tfds_sources import prepared, read_split, split_examples
+from keras_frcnn.data.tfds_sources import expanded, prepared, read_split, split_examples
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 
@@ -131,7 +130,7 @@ def load_shapes(split: str = "train", data_dir=None, num_train: int = 500, num_t
       ``$TFDS_DATA_DIR``); the set lands in ``data_dir/shapes/<config name>/<version>/``.
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded JPEG bytes (False).
     """
-    data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else data_dir  # ("~/tensorflow_datasets")
+    data_dir = expanded(data_dir)  # ("~/tensorflow_datasets")
     builder = prepared(  # two runs started together build it once
         functools.partial(shapes_builder, data_dir, num_train=num_train, num_test=num_test, seed=seed),
         tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))

@@ -156,9 +156,14 @@ def check_reachable(builder, manual_dir=None, timeout=10.0):
             raise ConnectionError(f"cannot reach {what} ({error.strerror or error})") from None
 
 
+def expanded(path):
+    """A folder option as given (``"~/tensorflow_datasets"``: the home folder's), None left None."""
+    return os.path.expanduser(os.fspath(path)) if path else path
+
+
 def manual_folder(builder, manual_dir=None) -> str:
     """Where TFDS looks for ``builder``'s archives: ``manual_dir``, else ``<data_dir>/downloads/manual``."""
-    return os.path.expanduser(os.fspath(manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual")))
+    return expanded(manual_dir or os.path.join(os.fspath(builder.data_dir_root), "downloads", "manual"))
 
 
 def archives(builder) -> dict:
@@ -345,8 +350,7 @@ def load_tfds(
     decode_images: ``image`` as uint8 ``[H, W, 3]`` (True) or the encoded JPEG bytes (False).
     """
     split = SPLIT_ALIASES.get(split, split)
-    data_dir = os.path.expanduser(os.fspath(data_dir)) if data_dir else data_dir  # ("~/tensorflow_datasets")
-    manual_dir = os.path.expanduser(os.fspath(manual_dir)) if manual_dir else manual_dir
+    data_dir, manual_dir = expanded(data_dir), expanded(manual_dir)
     if name == "shapes":
         from keras_frcnn.data.shapes import load_shapes  # a TFDS builder of its own
         return load_shapes(split, data_dir=data_dir, decode_images=decode_images)
