@@ -9,15 +9,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-# Seconds each file takes (--durations=0 summed per file, 2 cores, 2026-11-30). pytest-xdist hands whole
+# Seconds each file takes (--durations=0 summed per file, 2 cores, 2026-12-01). pytest-xdist hands whole
 # files to its two workers in collection order (--no-loadscope-reorder: not by test count), so
 # the longest go first and the short ones fill the end: the workers finish together (~30 s less
 # than by test count). A stale figure costs time, never a test.
-FILE_SECONDS = {"test_training": 119, "test_resnet": 99, "test_cli": 95, "test_formats": 95, "test_export": 75,
-                "test_checkpoints": 70, "test_models": 60, "test_mobilenet": 60, "test_distribute": 40,
-                "test_data_combined": 29, "test_data_tfrecord": 28, "test_stream": 26, "test_data_yolo": 14,
-                "test_python_api": 14, "test_data_csv": 12, "test_data_labelme": 9,
-                "test_data_via": 9, "test_data_cvat": 9, "test_data_pipeline": 9}
+FILE_SECONDS = {"test_checkpoints": 111, "test_training": 105, "test_resnet": 84, "test_formats": 78,
+                "test_export": 64, "test_cli": 46, "test_models": 48, "test_stream": 31, "test_mobilenet": 31,
+                "test_data_combined": 27, "test_data_tfrecord": 21, "test_data_yolo": 14, "test_python_api": 13,
+                "test_data_pipeline": 11, "test_data_labelme": 10, "test_data_csv": 10, "test_backbone": 10,
+                "test_data_cvat": 9, "test_saving": 9, "test_data_via": 9}
 
 
 def pytest_collection_modifyitems(items):

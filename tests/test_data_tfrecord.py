@@ -228,7 +228,8 @@ def test_what_cannot_be_read_is_an_error_naming_it(tmp_path):
         read_tfrecord_data(config)
 
 
-@pytest.mark.parametrize("compression", [None, "GZIP", "ZLIB"])
+# ZLIB reads as GZIP does (a compressed file from its start): under -m slow, the suite's budget.
+@pytest.mark.parametrize("compression", [None, "GZIP", pytest.param("ZLIB", marks=pytest.mark.slow)])
 def test_each_pass_of_the_stream_visits_every_record_once_in_an_order_of_its_own_and_resumes_exactly(
         tmp_path, monkeypatch, caplog, compression):
     """Uncompressed files are read at each record's byte offset: random access, a permutation per

@@ -386,6 +386,7 @@ def test_every_op_on_the_serving_path_has_a_gpu_kernel(exported, tmp_path):
     assert set(missing) == {"CombinedNonMaxSuppression", "GatherV2"} and "uint8" in missing["GatherV2"]
 
 
+@pytest.mark.slow  # (the suite's budget: a fresh process serving the signature is the contract fixture's)
 def test_saved_model_cli_runs_the_signature(trained, exported, tmp_path):
     image = trained.images[1]
     np.save(tmp_path / "image.npy", image[None])

@@ -107,6 +107,8 @@ def test_bfloat16_inference_form_equals_the_mixed_model(trained):
     check_bfloat16_form(trained, "conv4_block1_1_conv", "conv4_block1_1_bn")
 
 
+# C4's SavedModel (the ZF models' RoI pooling path, test_export) under -m slow: the suite's budget.
+@pytest.mark.parametrize("trained", [pytest.param("c4", marks=pytest.mark.slow), "fpn"], indirect=True)
 def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained):
     check_saved_model(trained)
 
