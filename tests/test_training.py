@@ -273,6 +273,73 @@ def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path, capsys):
     assert list((out / "pr_curves").glob("*.png"))
 
 
+VGG16_SERVING_CHILD = """
+import json, sys
+sys.modules["keras_frcnn"] = None  # plain TensorFlow, as TF Serving
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+with open(sys.argv[2], "rb") as f:
+    out = model.signatures["serving_encoded"](encoded_image_string_tensor=tf.constant([f.read()]))
+n = int(out["num_detections"][0])
+print(json.dumps({"boxes": out["detection_boxes"][0, :n].numpy().tolist(),
+                  "scores": out["detection_scores"][0, :n].numpy().tolist(),
+                  "names": [s.decode() for s in out["detection_class_names"][0, :n].numpy()]}))
+"""
+
+
+@pytest.mark.slow  # (~3 minutes: the real network, 138M parameters, on 600 x 800 images)
+def test_the_paper_s_vgg16_at_600_px_trains_every_stage_evaluates_and_serves(tmp_path):
+    """``python train.py --preset voc`` as the paper trains it (VGG-16 with its fc layers from a
+    weights file of Keras's format, as the ImageNet file is; 600 px, the 4-step schedule), 2 steps a
+    stage on a small VOC folder of 500 x 375 JPEGs; then ``export.py`` and the SavedModel in plain
+    TensorFlow, whose detections are ``predict``'s (the Keras model's)."""
+    from test_data_fixtures import write_voc_folder
+
+    rng = np.random.default_rng(0)
+    entries = {}
+    for i in range(9):
+        objects = []
+        for _ in range(3):
+            y, x = int(rng.integers(0, 250)), int(rng.integers(0, 380))
+            objects.append((["dog", "cat", "person"][rng.integers(3)],
+                            (x, y, x + int(rng.integers(40, 120)), y + int(rng.integers(40, 120))), False))
+        entries[f"{i:06d}"] = {"size": (375, 500), "objects": objects}
+    ids = sorted(entries)
+    write_voc_folder(tmp_path / "VOC", entries, {"trainval": ids[:6], "test": ids[6:]})
+    weights = tmp_path / "vgg16.weights.h5"
+    keras.applications.VGG16(weights=None).save_weights(weights)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = tmp_path / "run"
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--preset", "voc", "--voc-dir", str(tmp_path / "VOC"),
+                             "--weights", str(weights), "--steps", "2", "--out", str(run), "--verbose", "0"],
+                            env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "model: vgg16 base (width 1), 137,073,622 parameters; schedule alternating" in result.stdout
+    for stage in ("stage1_rpn", "stage2_detector", "stage3_rpn", "stage4_detector"):
+        assert f"{stage} done: 2 steps" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_images"] == 3 and metrics["test_scale"] == {"min_side": 600, "max_side": 1000}
+    assert len(metrics["per_class"]) == 20 and metrics["num_positives"]["dog"] > 0
+    image = tmp_path / "VOC" / "JPEGImages" / (ids[-1] + ".jpg")
+    predicted = subprocess.run([sys.executable, "-m", "keras_frcnn.predict", "--model", str(run / "model.keras"),
+                                str(image), "--out", str(tmp_path / "predicted"), "--min-score", "0"],
+                               env=env, capture_output=True, text=True, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    keras_detections = json.loads((tmp_path / "predicted" / "detections.json").read_text())[0]["detections"]
+    exported = subprocess.run([sys.executable, str(ROOT / "export.py"), "--model", str(run / "model.keras"),
+                               "--out", str(tmp_path / "serving")], env=env, capture_output=True, text=True, timeout=900)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    served = subprocess.run([sys.executable, "-c", VGG16_SERVING_CHILD, str(tmp_path / "serving" / "1"), str(image)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert served.returncode == 0, served.stderr[-3000:]
+    served = json.loads(served.stdout.strip().splitlines()[-1])
+    assert keras_detections and len(served["scores"]) == len(keras_detections)
+    assert served["names"] == [d["class"] for d in keras_detections]
+    np.testing.assert_allclose(served["scores"], [d["score"] for d in keras_detections], atol=1e-3)
+    boxes = np.array(served["boxes"]) * [375, 500, 375, 500]  # normalised yxyx -> pixels, as predict's xyxy
+    np.testing.assert_allclose(boxes[:, [1, 0, 3, 2]], [d["box"] for d in keras_detections], atol=1.0)
+
+
 def test_predict_writes_pngs_and_reports_unreadable_images(tmp_path):
     from PIL import Image
 
