@@ -346,7 +346,7 @@ def _train(args, held):
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.files import remove_path, write_atomically
     from keras_frcnn.models import build_models
-    from keras_frcnn.tensorboard import log_evaluation, log_scalars
+    from keras_frcnn.tensorboard import Writers, log_evaluation, log_scalars
     from keras_frcnn.training import (ScheduleRunner, any_worker, check_jit_under, holds_every_weight, run_options,
                                       unfinished_run)
 
@@ -511,12 +511,14 @@ def _train(args, held):
         write_atomically(best_json, json.dumps(best, indent=2))
         print(f"   best so far: {metric} {value:.4f} ({stage_name} step {step}), saved {best_path}")
 
+    writers = Writers()  # the evaluations' TensorBoard files, one a folder
+
     def evaluate_now(stage, step):  # --eval-every: the detector as it is at this step
         if not chief or (stage is runner.plan[-1] and step >= stage.steps):  # (the end's evaluation follows)
             return
         began = time.perf_counter()
         _, summary = evaluate(net.model, test_source, coco=choice.coco)
-        log_scalars(summary, os.path.join(out, "logs", stage.name, "eval"), step)
+        log_scalars(summary, writers(os.path.join(out, "logs", stage.name, "eval")), step)
         # With Keras's progress bar, a step ends on the bar's line: a line of its own (the bar's redraw
         # would erase it).
         print(("\n" if runner.verbose not in (0, 2) else "") + f"   {stage.name} step {step}: {headline(summary)} "
@@ -558,7 +560,8 @@ def _train(args, held):
     else:
         result, summary = evaluate(net.model, test_source, coco=choice.coco,
                                    plot_dir=os.path.join(out, "pr_curves"))
-        log_evaluation(net.model, test_source, summary, os.path.join(out, "logs", "eval"))
+        log_evaluation(net.model, test_source, summary, writers(os.path.join(out, "logs", "eval")))
+        writers.close()
         print(metrics.format_table(result))
         if args.eval_every:
             last = runner.plan[-1]

@@ -383,7 +383,8 @@ def plot_pr_curves(result, out_dir):
         ax.set_title(title, fontproperties=FontProperties(fname=font_file_for(title), size="large"))
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        stem = re.sub(r"[^\w.-]+", "_", name)
+        # (the class's number keeps the names apart; 100 bytes leave room under a file name's 255)
+        stem = re.sub(r"[^\w.-]+", "_", name).encode()[:100].decode(errors="ignore")
         path = os.path.join(out_dir, f"pr_{k:03d}_{stem}.png")
         write_atomically(path, lambda partial: fig.savefig(partial, format="png"))  # never a torn plot
         paths.append(path)

@@ -101,6 +101,8 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
     from keras_frcnn.files import write_atomically
 
     warn = warn or (lambda message: print(message, file=sys.stderr))
+    if labels:
+        _check_label_names(model.class_names, labels)
     os.makedirs(out_dir, exist_ok=True)
     detect = _one_graph(model)
     inputs = image_paths(paths)
@@ -149,6 +151,23 @@ def _drawing(out_dir, path, taken) -> str:
         target = f"{stem}_{number}.png"
     taken.add(os.path.realpath(target))
     return target
+
+
+def _check_label_names(class_names, labels):
+    """Refuse, before anything is written, class names the ``labels`` files would not give back (their
+    readers take one name a line without the spaces around it; a model trained before the data
+    sources took names so may hold others), and, for LabelMe, the markers of its ``labels.txt``."""
+    from keras_frcnn.data.labelme_folder import LIST_MARKERS
+    from keras_frcnn.data.problems import DataError
+
+    markers = LIST_MARKERS if labels == "labelme" else ()
+    bad = [name for name in class_names if name != name.strip() or not name or name.splitlines() != [name]
+           or name in markers]
+    if bad:
+        raise DataError(f"--labels {labels}: the model's class names {bad!r} would not read back from the label "
+                        "files (one name a line, without the spaces around it"
+                        + ("; LabelMe's labels.txt marks its background and ignored labels so): use --labels voc "
+                           "or yolo" if labels == "labelme" else ")"))
 
 
 def _detect_and_draw(detect, class_names, image, path, target, min_score) -> dict:

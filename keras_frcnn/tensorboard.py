@@ -64,26 +64,42 @@ class StageLog(StepCounting):
             self.writer = None
 
 
-def log_scalars(summary, log_dir, step):
-    """An evaluation's figures (``evaluate``'s dict) at ``step``: VOC07 mAP, area mAP, and COCO AP
-    and AP50 where it has them."""
-    writer = tf.summary.create_file_writer(log_dir)
+class Writers:
+    """Summary writers by folder, each opened once and kept (a writer is an events file of its own:
+    one a call gave a long run's eval folder a file per evaluation); ``close`` closes them."""
+
+    def __init__(self):
+        self._open = {}
+
+    def __call__(self, log_dir):
+        if log_dir not in self._open:
+            self._open[log_dir] = tf.summary.create_file_writer(log_dir)
+        return self._open[log_dir]
+
+    def close(self):
+        for writer in self._open.values():
+            writer.close()
+        self._open.clear()
+
+
+def log_scalars(summary, writer, step):
+    """An evaluation's figures (``evaluate``'s dict) at ``step`` into ``writer`` (flushed): VOC07
+    mAP, area mAP, and COCO AP and AP50 where it has them."""
     with writer.as_default():
         tf.summary.scalar("mAP_voc07", summary["mAP"] or 0.0, step=step)
         tf.summary.scalar("mAP_area", summary["mAP_area"] or 0.0, step=step)
         if "coco" in summary:
             tf.summary.scalar("coco_AP", summary["coco"]["AP"], step=step)
             tf.summary.scalar("coco_AP50", summary["coco"]["AP50"], step=step)
-    writer.close()
+    writer.flush()
 
 
-def log_evaluation(model, source, summary, log_dir, num_images=4):
+def log_evaluation(model, source, summary, writer, num_images=4):
     """Write the evaluation's scalars (:func:`log_scalars`) and ``num_images`` test images with
-    drawn detections."""
+    drawn detections into ``writer``."""
     from keras_frcnn.data.pipeline import eval_dataset
     from keras_frcnn.visualize import draw_detections
 
-    writer = tf.summary.create_file_writer(log_dir)
     drawn = []
     for batch in eval_dataset(source).take(num_images):
         image = batch["images"][0].numpy()
@@ -91,11 +107,10 @@ def log_evaluation(model, source, summary, log_dir, num_images=4):
         n = int(out["num_detections"])
         drawn.append(draw_detections(image, out["boxes"][:n], out["confidence"][:n], out["labels"][:n],
                                      model.class_names, min_score=0.3))
-    log_scalars(summary, log_dir, step=0)
     with writer.as_default():
         for i, image in enumerate(drawn):
             tf.summary.image(f"detections/{i}", image[None], step=0)
-    writer.flush()
+    log_scalars(summary, writer, step=0)
 
 
 def rewind_logs(logs_dir, completed, stage, step):

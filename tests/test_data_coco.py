@@ -300,3 +300,22 @@ def test_a_file_of_the_same_categories_under_other_ids_is_read_in_the_runs_order
     assert [e["objects/label"].tolist() for e in examples(ordered)] == [[0], [1, 0]]
     assert ordered.example_at(tf.constant(1, tf.int64))["objects"]["label"].numpy().tolist() == [1, 0]
     assert in_class_order(source, ("square", "round")) is source  # (other names: the caller says so)
+
+
+def test_class_names_are_one_line_of_text_without_spaces_around_them(tmp_path, caplog):
+    """Label files list one class a line and their readers strip each line (predict's --labels,
+    the SavedModel's labels.txt): "person " trains as "person" (warned), and a name of two lines,
+    an empty one, or two that are one without their spaces are refused by name."""
+    images = [{"id": 1, "file_name": "a.jpg", "size": (40, 60)}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "area": 400, "iscrowd": 0}]
+    json_path, image_dir = write_coco(tmp_path, images, annotations, [{"id": 1, "name": "person "},
+                                                                      {"id": 2, "name": " red car"}])
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        assert load_coco_json(json_path, image_dir).class_names == ("person", "red car")
+    assert "class names ['person ', ' red car'] taken without the spaces around them" in caplog.text
+    for categories, message in (([{"id": 1, "name": "cat"}, {"id": 2, "name": "cat "}], r"\['cat'\] are each given more"),
+                                ([{"id": 1, "name": "a\nb"}], r"one line, not empty: \['a\\nb'\]"),
+                                ([{"id": 1, "name": " "}], r"not empty: \[' '\]")):
+        json_path, image_dir = write_coco(tmp_path / str(len(message)), images, annotations, categories)
+        with pytest.raises(DataError, match="instances.json.*" + message):
+            load_coco_json(json_path, image_dir)

@@ -202,3 +202,16 @@ def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_
     assert evaluate_main(["--model", model, "--csv", valid]) == 0  # one file: all of it
     assert f"on CSV {valid} all, 3 images" in capsys.readouterr().out
     assert evaluate_main(["--model", model, "--dataset", "shapes", "--csv-images", data]) == 2
+
+
+def test_quotes_in_class_names_read_as_csv_writers_write_them(tmp_path):
+    """A quote inside a quoted field is doubled (Python's csv, pandas, Excel); the sniffer, given a
+    first line without one, took the whole file for a dialect without that (a class ``12" pipe``
+    read as ``12" pipe"``)."""
+    import csv
+
+    _images(tmp_path, ["a.jpg", "b.jpg", "c.jpg"], size=(60, 60))
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["a.jpg", 1, 2, 30, 40, "dog"], ["b.jpg", 1, 2, 30, 40, '12" pipe'],
+                                 ["c.jpg", 1, 2, 30, 40, 'say "hi", then go']])
+    assert load_csv(tmp_path / "train.csv", "all").class_names == ('12" pipe', "dog", 'say "hi", then go')

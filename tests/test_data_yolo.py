@@ -209,21 +209,26 @@ def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_
                       layout="roboflow")
     (tmp_path / "tiny.json").write_text(tiny_config().to_json())
     args = ["--config", str(tmp_path / "tiny.json"), "--yolo-data", data, "--out", str(tmp_path / "run"),
-            "--schedule", "joint", "--steps", "4", "--verbose", "0"]
+            "--schedule", "joint", "--steps", "6", "--verbose", "0"]
     assert train.main(args + ["--classes", "a,b"]) == 2
     assert "--classes goes with --voc-dir, not with this run's data (--yolo-data)" in capsys.readouterr().err
-    assert train.main(args + ["--log-every", "1", "--eval-every", "2"]) == 0  # (and evaluated at step 2; step 4,
-    # the last, only once: as the end's evaluation)
+    assert train.main(args + ["--log-every", "1", "--eval-every", "2"]) == 0  # (and evaluated at steps 2 and 4;
+    # step 6, the last, only once: as the end's evaluation)
     out = capsys.readouterr().out
     assert f"data: training on YOLO {data} train (6 images); evaluating on YOLO {data} val (3 images)" in out
     assert "COCO AP@[.5:.95]" in out
-    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("   joint step")] == ["   joint step 2"]
-    events = tf.compat.v1.train.summary_iterator(str(next((tmp_path / "run" / "logs" / "joint" / "eval").iterdir())))
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("   joint step")] == [
+        "   joint step 2", "   joint step 4"]
+    # One events file a folder (a writer a call made one an evaluation: ~70 in a VOC run's eval folder).
+    logs = tmp_path / "run" / "logs"
+    files = [list(folder.iterdir()) for folder in (logs / "joint" / "eval", logs / "eval")]
+    assert [len(f) for f in files] == [1, 1]
+    events = tf.compat.v1.train.summary_iterator(str(files[0][0]))
     assert {(v.tag, e.step) for e in events for v in e.summary.value} == {
-        ("mAP_voc07", 2), ("mAP_area", 2), ("coco_AP", 2), ("coco_AP50", 2)}
+        (tag, step) for tag in ("mAP_voc07", "mAP_area", "coco_AP", "coco_AP50") for step in (2, 4)}
     # The best evaluation (step 2's, or the end's where it is higher) kept as best.keras, named in metrics.json.
     best = json.loads((tmp_path / "run" / "best.json").read_text())
-    assert best["stage"] == "joint" and best["step"] in (2, 4) and best["metric"] == "COCO AP"
+    assert best["stage"] == "joint" and best["step"] in (2, 4, 6) and best["metric"] == "COCO AP"
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best"] == best
     assert f"best so far: COCO AP {best['value']:.4f} (joint step 2)" in out
     assert keras.models.load_model(tmp_path / "run" / "best.keras").class_names == NAMES

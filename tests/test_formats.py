@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import synthetic_batch, tiny_config
 from keras_frcnn import cli, formats, predict
-from keras_frcnn.models import forward
+from keras_frcnn.models import build_models, forward
 from keras_frcnn.preprocessing import for_converters
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -346,6 +346,20 @@ def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained,
                                        err_msg=kind)
             assert [trained.model.class_names[label] for label in example["objects/label"]] == [
                 d["class"] for d in expected]
+
+
+def test_predict_refuses_labels_of_class_names_that_would_not_read_back(tmp_path):
+    """A model whose class names the label files cannot give back (trained before the data sources
+    took names as one line without the spaces around it; LabelMe's labels.txt markers): refused
+    before anything is written or traced."""
+    from keras_frcnn.data import DataError
+
+    model = build_models(tiny_config(), 2, weights=None, class_names=["person ", "_background_"]).model
+    for kind, named in (("yolo", r"\['person '\]"), ("voc", r"\['person '\]"),
+                        ("labelme", r"\['person ', '_background_'\].*use --labels voc or yolo")):
+        with pytest.raises(DataError, match=f"--labels {kind}: the model's class names {named}"):
+            predict.predict_files(model, [str(tmp_path)], str(tmp_path / kind), labels=kind)
+        assert not (tmp_path / kind).exists()
 
 
 def test_predict_yolo_and_voc_labels_of_two_images_of_one_name_are_not_mixed_up(trained, tmp_path):

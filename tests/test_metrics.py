@@ -375,6 +375,10 @@ def test_class_names_of_any_script_are_written_and_drawn_in_a_font_that_has_them
     result = metrics.evaluate_detections([dets([A], [0.9])], [gts([A])], ["Ünïcode кошка", "猫"])
     paths = metrics.plot_pr_curves(result, tmp_path / "pr")
     assert [os.path.basename(p) for p in paths] == ["pr_000_Ünïcode_кошка.png", "pr_001_猫.png"]
+    # Long names: a file name holds 255 bytes (80 Han characters are 240 bytes of UTF-8).
+    result = metrics.evaluate_detections([dets([A], [0.9])], [gts([A])], ["猫" * 80, "x" * 280])
+    paths = metrics.plot_pr_curves(result, tmp_path / "long")
+    assert [os.path.basename(p) for p in paths] == [f"pr_000_{'猫' * 33}.png", f"pr_001_{'x' * 100}.png"]
     assert visualize.font_file_for("Ünïcode кошка 0.90").endswith("DejaVuSans.ttf")
     han = [path for path in visualize._system_fonts() if ord("猫") in visualize._characters(path)]
     assert visualize.font_file_for("猫 0.90") == (han[0] if han else visualize._dejavu_sans())

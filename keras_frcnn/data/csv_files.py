@@ -199,11 +199,13 @@ def read_table(path) -> Table:
         with open(path, encoding="utf-8-sig", newline="") as f:
             first = next((line for line in f if line.strip()), "")
             f.seek(0)
-            try:
-                dialect = csv.Sniffer().sniff(first, delimiters=",;\t")
+            try:  # The delimiter (and spaces after it) from the first line; quoting as CSV writers do it
+                # (a quote in a quoted field doubled: a first line without one had the sniffer turn that off).
+                sniffed = csv.Sniffer().sniff(first, delimiters=",;\t")
+                delimiter, spaced = sniffed.delimiter, sniffed.skipinitialspace
             except csv.Error:
-                dialect = csv.excel
-            reader = csv.reader(f, dialect)
+                delimiter, spaced = ",", False
+            reader = csv.reader(f, csv.excel, delimiter=delimiter, skipinitialspace=spaced)
             columns, header, table, low, high = None, None, [], math.inf, -math.inf
             for row in reader:
                 if not any(field.strip() for field in row) or row == header:  # (files joined: headers repeated)
@@ -214,7 +216,7 @@ def read_table(path) -> Table:
                     else:
                         columns, header = _columns(path, row), row
                         continue
-                entry = _entry(reader.line_num, row, columns, decimal_comma=dialect.delimiter == ";")
+                entry = _entry(reader.line_num, row, columns, decimal_comma=delimiter == ";")
                 numbers = [float(v) for v in entry[3] if _number(v)]
                 low, high = min([low, *numbers]), max([high, *numbers])
                 table.append(entry)

@@ -44,6 +44,8 @@ import typing
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn.data.problems import DataError, logger
+
 # The 20 PASCAL VOC classes in TFDS's (alphabetical) order, so labels agree with tfds "voc".
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -99,6 +101,9 @@ class DetectionSource:
     fingerprint: str = ""
     shuffled_records: typing.Optional[typing.Callable] = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "class_names", usable_class_names(self.class_names, self.name))
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
@@ -108,6 +113,27 @@ class DetectionSource:
         """What a checkpoint or stored proposals compare to tell the same data: the fingerprint of
         a folder source (its ``name`` holds the path as typed), else the name."""
         return self.fingerprint or self.name
+
+
+def usable_class_names(names, where: str = "") -> tuple:
+    """``names`` as a model can hold them: each one line of text (label files list one class a line,
+    and their readers strip each line), so spaces around a name are taken away, with a warning; an
+    empty name, one of several lines or two names made one by that is a ``DataError`` naming them."""
+    where = where or "the data"
+    names = tuple(names)
+    bad = [name for name in names if not isinstance(name, str) or not name.strip() or name.splitlines() != [name]]
+    if bad:
+        raise DataError(f"{where}: class names must be text of one line, not empty: {bad!r}; rename them in "
+                        "the annotations")
+    usable = tuple(name.strip() for name in names)
+    if usable != names:
+        logger.warning("%s: class names %s taken without the spaces around them", where,
+                       [name for name in names if name != name.strip()])
+    twice = sorted({name for name in usable if usable.count(name) > 1})
+    if twice:
+        raise DataError(f"{where}: the class names {twice} are each given more than once (spaces around a name "
+                        "not counted); give the classes distinct names")
+    return usable
 
 
 def in_class_order(source: DetectionSource, class_names) -> DetectionSource:

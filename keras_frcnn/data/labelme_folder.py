@@ -48,7 +48,7 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "trainval": "trainval", 
                  "validation": "val", "test": "test", "testing": "test"}
 NOT_OBJECTS = ("point", "line", "linestrip")  # LabelMe shapes that mark no object
 LABEL_LISTS = ("labels.txt", "classes.txt")
-_LIST_MARKERS = ("__ignore__", "_background_")
+LIST_MARKERS = ("__ignore__", "_background_")
 
 
 class LabelMeData(typing.NamedTuple):
@@ -261,7 +261,7 @@ def load_labelme(path, split: str = "all", skip_empty: bool = False, decode_imag
 def _labels(path) -> tuple:
     try:
         with open(path, encoding="utf-8-sig") as f:
-            names = [line.strip() for line in f if line.strip() and line.strip() not in _LIST_MARKERS]
+            names = [line.strip() for line in f if line.strip() and line.strip() not in LIST_MARKERS]
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: the labels cannot be read ({type(error).__name__})") from None
     if not names or len(set(names)) != len(names):
