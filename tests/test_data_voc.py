@@ -278,6 +278,13 @@ def test_image_checks_are_kept_per_file_version(tmp_path, monkeypatch, caplog):
     write_image(tmp_path / "a.jpg", 50, 20)  # changed: checked again
     decoded.clear()
     assert image_files.check_images(paths)[0] == (50, 20, 1) and paths[0] in decoded
+    # The cache keeps its newest rows (a cluster's scratch copies of a set each added rows for good).
+    monkeypatch.setattr(image_files, "CACHE_ROWS", 2)
+    write_image(tmp_path / "c.jpg", 30, 40)
+    image_files.check_images([str(tmp_path / "c.jpg")])
+    decoded.clear()
+    image_files.check_images(paths[:2] + [str(tmp_path / "c.jpg")])
+    assert decoded == [paths[1]]  # b.jpg's row, of the oldest two, went; a.jpg's was written again since
     (tmp_path / "not_a_folder").write_text("")
     monkeypatch.setenv("KERAS_FRCNN_CACHE", str(tmp_path / "not_a_folder"))
     assert image_files.check_images(paths)[0] == (50, 20, 1)

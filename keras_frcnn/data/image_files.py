@@ -309,6 +309,18 @@ def file_key(path):
     return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
 
 
+# Rows a cache table keeps: the newest written (~165 bytes an image check; Objects365's 1.8M
+# images fit). Older rows, e.g. of files since deleted or extracted again elsewhere (a cluster job's
+# scratch copy of COCO adds 118k rows), go: a file met again is checked again.
+CACHE_ROWS = 2_000_000
+
+
+def trim_cache(connection, table: str):
+    """Remove the rows of ``table`` written before its newest :data:`CACHE_ROWS` (a row written,
+    also over an older one, takes the next rowid)."""
+    connection.execute(f"DELETE FROM {table} WHERE rowid <= (SELECT MAX(rowid) FROM {table}) - ?", [CACHE_ROWS])
+
+
 def connect_cache(table: str, columns: str, rules: int):
     """(a connection to the check cache (:func:`cache_path`) with ``table`` of rows keyed by a
     file's real path, size and modification time and the rules they were made by, then
@@ -370,5 +382,6 @@ class _ImageCheckCache:
                     "INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [(*key, rules, None, None, None, str(result)) if isinstance(result, Exception) else
                      (*key, rules, *result, None) for key, result in results.items()])
+                trim_cache(connection, "checks")
         except (sqlite3.Error, OSError):
             pass

@@ -71,7 +71,7 @@ import tensorflow as tf
 
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import (LONG_CHECK, annotated_as_shown, cache_path, check_image, connect_cache,
-                                          file_key)
+                                          file_key, trim_cache)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
@@ -560,6 +560,7 @@ class _FactsCache:
             with contextlib.closing(connection), connection:
                 connection.execute("INSERT OR REPLACE INTO tfrecord_files VALUES (?, ?, ?, ?, ?)",
                                    [*key, rules, json.dumps(list(facts))])
+                trim_cache(connection, "tfrecord_files")
         except (sqlite3.Error, OSError):
             pass
 
