@@ -7,6 +7,7 @@ alone with tf.function, median of 5.
 ``bfloat16`` is the mixed bfloat16 model's ``for_inference()`` form (bfloat16 weights).
 """
 
+import argparse
 import dataclasses
 import sys
 import time
@@ -35,8 +36,10 @@ def timed(fn, *args, reps=5):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("precision", nargs="?", default="float32", choices=["float32", "mixed_bfloat16", "bfloat16"])
+    precision = parser.parse_args().precision
     keras.utils.set_random_seed(0)  # the same random weights every run
-    precision = sys.argv[1] if len(sys.argv) > 1 else "float32"
     mixed = MIXED_PRECISIONS.get(precision, precision)
     model = build_models(dataclasses.replace(preset("voc"), precision=mixed), 20, weights=None).model
     layers = (model if mixed == precision else model.for_inference()).layers_

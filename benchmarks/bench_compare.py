@@ -78,9 +78,9 @@ def keras_side(args):
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def measure(python, script, task, batch, reps, bf16=False, extra=()):
+def measure(python, script, task, batch, reps, warmup, bf16=False, extra=()):
     command = [python, str(script), "--task", task, "--batch", str(batch), "--reps", str(reps),
-               "--arch", ARCH, *extra]
+               "--warmup", str(warmup), "--arch", ARCH, *extra]
     if bf16:
         command.append("--bf16")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -119,7 +119,8 @@ def main():
                 ("keras-frcnn", ours[0], ours[1], ["--side", "keras"]),
                 ("torchvision", args.torch_python, HERE / "torchvision_frcnn.py", []),
             ]:
-                result = measure(python, script, task, int(batch), args.reps, bf16=args.bf16, extra=extra)
+                result = measure(python, script, task, int(batch), args.reps, args.warmup, bf16=args.bf16,
+                                 extra=extra)
                 results.setdefault((task, int(batch), name), []).append(result)
                 print(f"  {task} batch {batch} {name:12s} {result['median_s'] * 1000:9.0f} ms  "
                       f"peak {result['peak_rss_mb']:6.0f} MB", flush=True)

@@ -5,6 +5,7 @@ kernel; the code before), interleaved in one run, median of 9.
     python benchmarks/bench_resize_gather.py
 """
 
+import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def plain_gather(images, *rows):
 
 
 def main():
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     packed_gather = preprocessing._gather_rows
     preprocess = preprocessing.Preprocess(600, 1000)
     print(f"machine: {machine()}")

@@ -4,8 +4,8 @@
 
 Workload: 300 RoIs (proposal-like: log-uniform sizes 16..1000 px, inside the image) on a
 ``[1, 38, 63, 512]`` map (a 600 x 1000 image at stride 16), pool 7, spatial scale 1/16. The base is
-``keras.applications.VGG16(include_top=False, weights=None)`` up to ``block5_conv3`` on a
-``1 x 600 x 1000 x 3`` image. Times are medians per call of a ``tf.function`` after a warm-up call,
+the package's VGG-16 (``backbone.vgg16``, random weights) up to ``block5_conv3`` on a
+``1 x 600 x 1000 x 3`` image (``keras.applications.VGG16``'s before 2026-12-01). Times are medians per call of a ``tf.function`` after a warm-up call,
 measured in interleaved rounds (the base once, each RoI pooling variant ``--reps`` times per round)
 so that other processes' load falls on all alike; "fwd+bwd" returns the pooled features and
 d(sum(pooled * upstream))/d(features).
@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn.backbone import vgg16
 from keras_frcnn.roi_pooling import RoIPooling
 
 MAP_SHAPE = (1, 38, 63, 512)
@@ -99,9 +100,9 @@ def main():
     upstream = tf.constant(upstream.astype(np.float32))
     image = tf.constant(rng.uniform(-120, 120, IMAGE_SHAPE).astype(np.float32))
 
-    vgg = keras.applications.VGG16(include_top=False, weights=None, input_shape=(None, None, 3))
-    base = keras.Model(vgg.input, vgg.get_layer("block5_conv3").output)
-    functions = {"base": tf.function(lambda: base(image, training=False))}
+    base = vgg16()  # the package's (Caffe's ceil-mode pools: 600 x 1000 -> 38 x 63, the map above)
+    info = tf.constant([[IMAGE_SHAPE[1], IMAGE_SHAPE[2], 1.0]])
+    functions = {"base": tf.function(lambda: base([image, info], training=False))}
     configs = [("max", 6, False), ("max", 6, True), ("max", 4, False), ("max", 4, True),
                ("align", None, False)]
     for mode, max_levels, jit in configs:

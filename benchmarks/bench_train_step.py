@@ -23,7 +23,8 @@ from keras_frcnn.optimizer import CaffeSGD  # noqa: E402
 
 
 def synthetic_batch(cfg, batch, rng):
-    h, w = cfg.image.min_side, cfg.image.max_side if cfg.name != "shapes" else cfg.image.min_side
+    side = cfg.image.train_min_sides[0] if cfg.image.train_min_sides else cfg.image.min_side  # the training scale
+    h, w = side, cfg.image.max_side if cfg.name != "shapes" else side
     boxes = np.zeros((batch, 3, 4), np.float32)
     for i in range(batch):
         for j in range(3):

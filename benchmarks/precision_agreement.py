@@ -37,7 +37,7 @@ def main():
     total = a["compared"] + a["unpaired"]
     print(f"bfloat16 vs float32: {total} float32 detections scoring >= {args.min_score}, "
           f"{a['unpaired']} without a bfloat16 detection of their class at IoU >= 0.5; "
-          f"{a['within'] * 100:.1f} % within 3 px and 0.05 score")
+          + (f"{a['within'] * 100:.1f} % within 3 px and 0.05 score" if total else "nothing to compare"))
     for key, unit in (("box_px", "px"), ("score", "")):
         s = a[key]
         print(f"  {key:6s} difference of the pairs: median {s['p50']:.3f}{unit}, p99 {s['p99']:.3f}{unit}, "

@@ -26,6 +26,7 @@ import argparse
 import collections
 import dataclasses
 import glob
+import math
 import os
 import re
 import sys
@@ -165,8 +166,9 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps-per-execution", type=int,
-                        help="steps per compiled call (default: the preset's train.steps_per_execution, "
-                        "as the runner; 1 for a checkout from before it)")
+                        help="steps per compiled call (default: the largest count dividing the preset's "
+                        "train.steps_per_execution, --steps and --warmup, as the runner picks; 1 for a checkout "
+                        "from before it)")
     parser.add_argument("--checkout", help="the repository whose keras_frcnn to profile (default: this one)")
     args = parser.parse_args()
 
@@ -178,9 +180,12 @@ def main():
     plan = {f"stage{number}": stage for number, stage in enumerate(alternating, start=1)}
     plan.update(rpn=alternating[0], detector=alternating[1])
     plan["joint"] = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="joint")))[0]
-    steps_per_execution = args.steps_per_execution or getattr(cfg.train, "steps_per_execution", 1)
-    if args.steps % steps_per_execution or args.warmup % steps_per_execution:
-        parser.error(f"--steps and --warmup must be multiples of the steps per execution ({steps_per_execution})")
+    if args.steps_per_execution:
+        steps_per_execution = args.steps_per_execution
+        if args.steps % steps_per_execution or args.warmup % steps_per_execution:
+            parser.error(f"--steps and --warmup must be multiples of --steps-per-execution ({steps_per_execution})")
+    else:  # the largest count dividing the preset's, --steps and --warmup (as the runner picks per fit)
+        steps_per_execution = math.gcd(getattr(cfg.train, "steps_per_execution", 1), args.steps, args.warmup)
     import keras_frcnn
 
     print(f"machine: {machine()}; preset {args.preset}, {precision}, {steps_per_execution} steps per "

@@ -263,7 +263,8 @@ def detection_agreement(reference, other, min_score=0.3, box_px=3.0, score=0.05)
     detection scoring ``>= min_score`` is paired with the same-class detection of ``other`` it
     overlaps most, if that IoU is at least 0.5. Returns ``{"compared", "unpaired",
     "within"}`` (pairs, reference detections without one, and the fraction of the reference
-    detections paired within ``box_px`` pixels (every coordinate) and ``score``) and the
+    detections paired within ``box_px`` pixels (every coordinate) and ``score``; None where there
+    is none) and the
     ``"box_px"`` and ``"score"`` differences of the pairs: ``{"p50", "p99", "max"}``."""
     box_diffs, score_diffs, unpaired = [], [], 0
     for ref, oth in zip(reference, other, strict=True):
@@ -289,7 +290,7 @@ def detection_agreement(reference, other, min_score=0.3, box_px=3.0, score=0.05)
         return {"p50": float(np.median(values)), "p99": float(np.percentile(values, 99)),
                 "max": float(np.max(values))}
 
-    return {"compared": len(box_diffs), "unpaired": unpaired, "within": close / total if total else 1.0,
+    return {"compared": len(box_diffs), "unpaired": unpaired, "within": close / total if total else None,
             "box_px": stats(box_diffs), "score": stats(score_diffs)}
 
 
