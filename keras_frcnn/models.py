@@ -197,7 +197,9 @@ class FasterRCNN(keras.Model):
         num_classes = int(num_classes)
         if class_names is None:
             class_names = unnamed_classes(num_classes)
-        class_names = [str(n) for n in class_names]
+        # Without the spaces around them, as every data source gives names now (a model saved before
+        # that, holding "person ", matches its data, checkpoints and label files again).
+        class_names = [str(n).strip() for n in class_names]
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
         with dtype_policy(cfg.precision):

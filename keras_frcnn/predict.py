@@ -154,20 +154,18 @@ def _drawing(out_dir, path, taken) -> str:
 
 
 def _check_label_names(class_names, labels):
-    """Refuse, before anything is written, class names the ``labels`` files would not give back (their
-    readers take one name a line without the spaces around it; a model trained before the data
-    sources took names so may hold others), and, for LabelMe, the markers of its ``labels.txt``."""
+    """Refuse, before anything is written, class names the ``labels`` files would not give back (one
+    name a line: an empty or multi-line name, which a model trained before the data sources refused
+    them may hold) and, for LabelMe, the markers of its ``labels.txt``."""
     from keras_frcnn.data.labelme_folder import LIST_MARKERS
     from keras_frcnn.data.problems import DataError
 
     markers = LIST_MARKERS if labels == "labelme" else ()
-    bad = [name for name in class_names if name != name.strip() or not name or name.splitlines() != [name]
-           or name in markers]
+    bad = [name for name in class_names if not name or name.splitlines() != [name] or name in markers]
     if bad:
         raise DataError(f"--labels {labels}: the model's class names {bad!r} would not read back from the label "
-                        "files (one name a line, without the spaces around it"
-                        + ("; LabelMe's labels.txt marks its background and ignored labels so): use --labels voc "
-                           "or yolo" if labels == "labelme" else ")"))
+                        "files (one name a line" + ("; LabelMe's labels.txt marks its background and ignored "
+                                                    "labels so): use --labels voc or yolo" if markers else ")"))
 
 
 def _detect_and_draw(detect, class_names, image, path, target, min_score) -> dict:

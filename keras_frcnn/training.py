@@ -714,7 +714,7 @@ class ScheduleRunner:
                     f"{self.checkpoint.dir}: the run was trained on {data.get('name')!r} "
                     f"({data.get('num_examples')} examples), not {self.source.name!r} "
                     f"({self.source.num_examples}): resume on the same data, or start a new run")
-            if "class_names" in data and list(data["class_names"]) != list(self.source.class_names):
+            if "class_names" in data and [str(n).strip() for n in data["class_names"]] != list(self.source.class_names):
                 raise DataError(  # the same images, their classes numbered otherwise: labels would swap
                     f"{self.checkpoint.dir}: the run was trained on the classes {data['class_names']}, the data "
                     f"now gives {list(self.source.class_names)}: resume on the same classes in the same order")

@@ -215,3 +215,14 @@ def test_quotes_in_class_names_read_as_csv_writers_write_them(tmp_path):
         csv.writer(f).writerows([["a.jpg", 1, 2, 30, 40, "dog"], ["b.jpg", 1, 2, 30, 40, '12" pipe'],
                                  ["c.jpg", 1, 2, 30, 40, 'say "hi", then go']])
     assert load_csv(tmp_path / "train.csv", "all").class_names == ('12" pipe', "dog", 'say "hi", then go')
+    # The delimiter is the one splitting every line alike (the sniffer took the comma of a decimal
+    # comma or of a class name on the first line), spaces after it skipped on every line.
+    for name, text in (("semicolons", "a.jpg;1,5;2;30;40,5;dog\nb.jpg;1;2;30;40;cat\n"),
+                       ("tabs", "a.jpg\t1.5\t2\t30\t40.5\tred, big car\nb.jpg\t1\t2\t30\t40\tcat\n"),
+                       ("spaced", 'image,xmin,ymin,xmax,ymax,label\na.jpg, 1.5, 2, 30, 40.5, "red, big car"\n'
+                                  'b.jpg, 1, 2, 30, 40, cat\n')):
+        (tmp_path / f"{name}.csv").write_text(text)
+        source = load_csv(tmp_path / f"{name}.csv", "all")
+        boxes = {e["image/filename"].decode(): e["objects/bbox"][0] * 60 for e in examples(source)}
+        np.testing.assert_allclose(boxes["a.jpg"], [2, 1.5, 40.5, 30], atol=1e-4, err_msg=name)
+        assert source.num_examples == 2 and len(source.class_names) == 2 and not source.problems, name

@@ -132,8 +132,8 @@ def test_class_names_found_sorted_or_given(tmp_path):
     assert examples(train)[0]["objects/label"].tolist() == [2]
     assert examples(test)[0]["objects/label"].tolist() == [0, 1]
 
-    given = load_voc_folder(tmp_path, "test", classes=["dog", "apple"])
-    assert given.class_names == ("dog", "apple")
+    given = load_voc_folder(tmp_path, "test", classes=["dog ", "apple"])  # (names as every source takes them)
+    assert given.class_names == ("dog", "apple") and given.objects_per_class == (1, 1)
     assert examples(given)[0]["objects/label"].tolist() == [1, 0]
 
     only_dog = load_voc_folder(tmp_path, "test", classes=["dog"])

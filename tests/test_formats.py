@@ -349,14 +349,15 @@ def test_predict_labels_read_back_through_the_loaders_as_the_same_boxes(trained,
 
 
 def test_predict_refuses_labels_of_class_names_that_would_not_read_back(tmp_path):
-    """A model whose class names the label files cannot give back (trained before the data sources
-    took names as one line without the spaces around it; LabelMe's labels.txt markers): refused
-    before anything is written or traced."""
+    """A model whose class names the label files cannot give back (a name of two lines, which a model
+    trained before the data sources refused them may hold; LabelMe's labels.txt markers): refused
+    before anything is written or traced. Spaces around a name are dropped by the model itself."""
     from keras_frcnn.data import DataError
 
-    model = build_models(tiny_config(), 2, weights=None, class_names=["person ", "_background_"]).model
-    for kind, named in (("yolo", r"\['person '\]"), ("voc", r"\['person '\]"),
-                        ("labelme", r"\['person ', '_background_'\].*use --labels voc or yolo")):
+    model = build_models(tiny_config(), 3, weights=None, class_names=["a\nb", "_background_", "person "]).model
+    assert model.class_names == ("a\nb", "_background_", "person")
+    for kind, named in (("yolo", r"\['a\\nb'\]"), ("voc", r"\['a\\nb'\]"),
+                        ("labelme", r"\['a\\nb', '_background_'\].*use --labels voc or yolo")):
         with pytest.raises(DataError, match=f"--labels {kind}: the model's class names {named}"):
             predict.predict_files(model, [str(tmp_path)], str(tmp_path / kind), labels=kind)
         assert not (tmp_path / kind).exists()

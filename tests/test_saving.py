@@ -96,3 +96,19 @@ def test_a_trained_model_is_the_starting_point_of_another_run(tmp_path, caplog):
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match=r"junk\.keras: not a keras_frcnn \.keras model"):
         build_models(tiny_config(), 2, weights=str(tmp_path / "junk.keras"), class_names=["a", "b"])
+
+
+def test_a_model_saved_with_spaces_around_a_class_name_loads_without_them(tmp_path):
+    """The data sources take class names without the spaces around them; a model saved before,
+    holding "person ", loads as "person" so that its data, checkpoints and label files match it."""
+    path = tmp_path / "model.keras"
+    build_models(tiny_config(), 2, weights=None, class_names=["person", "car"]).model.save(path)
+    with zipfile.ZipFile(path) as z:
+        files = {name: z.read(name) for name in z.namelist()}
+    config = files["config.json"].decode()
+    assert config.count('"person"') == 1
+    files["config.json"] = config.replace('"person"', '"person "').encode()
+    with zipfile.ZipFile(path, "w") as z:
+        for name, content in files.items():
+            z.writestr(name, content)
+    assert keras.models.load_model(path).class_names == ("person", "car")

@@ -59,7 +59,9 @@ skipped.
 
 from __future__ import annotations
 
+import collections
 import csv
+import itertools
 import math
 import os
 import re
@@ -192,26 +194,36 @@ def _number(text) -> bool:
         return False
 
 
+def _delimiter(lines) -> str:
+    """The delimiter of a CSV file from its first ``lines``: of ",", ";" and tab, the one that splits
+    most of them into the most fields (a decimal comma, or a comma or ";" in a class name, splits some
+    lines, the delimiter every line alike; ties: the comma). Fields are read as CSV writers write
+    them (quotes doubled in a quoted field, spaces after a delimiter skipped): ``csv.Sniffer``
+    guessed those from the lines it saw (a first line without a doubled quote turned doubling off
+    for the whole file), and took the comma of a decimal comma or a class name for the delimiter."""
+    def fields(delimiter):  # the most common number of fields a line
+        counts = collections.Counter(len(row) for row in csv.reader(lines, csv.excel, delimiter=delimiter,
+                                                                     skipinitialspace=True))
+        return max(counts, key=lambda n: (counts[n], n), default=0)
+
+    return max((",", ";", "\t"), key=fields)
+
+
 def read_table(path) -> Table:
     """Read one CSV file's rows, streamed (``DataError`` naming the file where it is not a detection
     CSV); row numbers are the file's line numbers."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            first = next((line for line in f if line.strip()), "")
+            delimiter = _delimiter(list(itertools.islice((line for line in f if line.strip()), 20)))
             f.seek(0)
-            try:  # The delimiter (and spaces after it) from the first line; quoting as CSV writers do it
-                # (a quote in a quoted field doubled: a first line without one had the sniffer turn that off).
-                sniffed = csv.Sniffer().sniff(first, delimiters=",;\t")
-                delimiter, spaced = sniffed.delimiter, sniffed.skipinitialspace
-            except csv.Error:
-                delimiter, spaced = ",", False
-            reader = csv.reader(f, csv.excel, delimiter=delimiter, skipinitialspace=spaced)
+            reader = csv.reader(f, csv.excel, delimiter=delimiter, skipinitialspace=True)
             columns, header, table, low, high = None, None, [], math.inf, -math.inf
             for row in reader:
                 if not any(field.strip() for field in row) or row == header:  # (files joined: headers repeated)
                     continue
                 if columns is None:
-                    if len(row) >= 6 and all(_number(v) or not v.strip() for v in row[1:5]):
+                    decimal = (lambda v: v.replace(",", ".")) if delimiter == ";" else (lambda v: v)  # (1,5)
+                    if len(row) >= 6 and all(_number(decimal(v)) or not v.strip() for v in row[1:5]):
                         columns = HEADERLESS
                     else:
                         columns, header = _columns(path, row), row

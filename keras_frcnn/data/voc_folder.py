@@ -416,7 +416,7 @@ def load_voc_folder(
         voc_names, class_names = _class_names(names, annotations_dir)
     else:
         voc_names = False
-        class_names = tuple(str(c) for c in classes)
+        class_names = tuple(str(c).strip() for c in classes)  # (as every source's names: see DetectionSource)
         if len(set(class_names)) != len(class_names) or not all(class_names):
             raise DataError(f"classes must be distinct, non-empty names; got {class_names}")
     label_of = {name: i for i, name in enumerate(class_names)}
