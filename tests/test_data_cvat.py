@@ -191,3 +191,15 @@ def test_several_exports_train_together_and_the_first_tests(tmp_path):
     args = train.parse_args(["--cvat", first, "--cvat", str(tmp_path / "task1" / ".")])
     with pytest.raises(cli.UsageError, match="the same file or folder as --cvat"):
         cli.choose_data(args, train.build_config(args))
+
+
+def test_a_label_typed_with_a_space_after_it_is_one_class(tmp_path):
+    """CVAT keeps a label as typed ("car "): its name in <meta> and on its shapes are one class, "car"
+    (the names were taken without the space, the shapes' labels with it: a second class, or refused)."""
+    write_image(str(tmp_path / "task" / "images" / "a.jpg"), 50, 80)
+    _cvat(tmp_path / "task" / "annotations.xml", [("a.jpg", 80, 50, None, [_box("car ", 10, 10, 40, 40),
+                                                                         _box("person", 5, 5, 20, 20)])],
+          meta=META.replace("<name>car</name>", "<name>car </name>"))
+    source = load_cvat(tmp_path / "task", "all")
+    assert source.class_names == ("car", "person") and not source.problems
+    assert _objects(source)["a.jpg"][1] == [0, 1]

@@ -80,7 +80,7 @@ class CvatFile:
                     raise DataError(f"{self.path}: a \"CVAT for video\" export (tracks): export the task as "
                                     "\"CVAT for images 1.1\"")
                 elif element.tag == "image":
-                    shapes = [(child.tag, dict(child.attrib),
+                    shapes = [(child.tag, {**child.attrib, "label": child.get("label", "").strip()},  # (as the names)
                                {a.get("name", ""): (a.text or "").strip() for a in child.findall("attribute")})
                               for child in element]
                     found.update(attributes.get("label", "") for tag, attributes, _ in shapes if tag in SHAPES)
