@@ -197,8 +197,9 @@ class FasterRCNN(keras.Model):
         num_classes = int(num_classes)
         if class_names is None:
             class_names = unnamed_classes(num_classes)
-        # Without the spaces around them, as every data source gives names now (a model saved before
-        # that, holding "person ", matches its data, checkpoints and label files again).
+        # data.examples.class_name's rule, as every data source gives names (a model saved before they did,
+        # holding "person ", matches its data, checkpoints and label files again); written out here, as
+        # importing keras_frcnn.data would add its loaders to `import keras_frcnn` (~0.2 s).
         class_names = [str(n).strip() for n in class_names]
         if len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")

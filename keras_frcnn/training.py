@@ -50,7 +50,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn.config import Config, ConfigError
-from keras_frcnn.data.examples import DetectionSource
+from keras_frcnn.data.examples import DetectionSource, class_name
 from keras_frcnn.data.pipeline import as_source, train_dataset
 from keras_frcnn.data.problems import DataError
 from keras_frcnn.data.stored_proposals import ProposalStore, ProposalWriter
@@ -714,7 +714,7 @@ class ScheduleRunner:
                     f"{self.checkpoint.dir}: the run was trained on {data.get('name')!r} "
                     f"({data.get('num_examples')} examples), not {self.source.name!r} "
                     f"({self.source.num_examples}): resume on the same data, or start a new run")
-            if "class_names" in data and [str(n).strip() for n in data["class_names"]] != list(self.source.class_names):
+            if "class_names" in data and [class_name(n) for n in data["class_names"]] != list(self.source.class_names):
                 raise DataError(  # the same images, their classes numbered otherwise: labels would swap
                     f"{self.checkpoint.dir}: the run was trained on the classes {data['class_names']}, the data "
                     f"now gives {list(self.source.class_names)}: resume on the same classes in the same order")

@@ -186,9 +186,9 @@ def _key(name) -> str:
     return re.sub(r"[\s_\-]+", "", str(name).strip().lower())
 
 
-def _number(text) -> bool:
+def _number(text, decimal_comma=False) -> bool:
     try:
-        float(text)
+        float(text.replace(",", ".") if decimal_comma else text)
         return True
     except ValueError:
         return False
@@ -218,17 +218,17 @@ def read_table(path) -> Table:
             f.seek(0)
             reader = csv.reader(f, csv.excel, delimiter=delimiter, skipinitialspace=True)
             columns, header, table, low, high = None, None, [], math.inf, -math.inf
+            decimal_comma = delimiter == ";"  # (12,5: spreadsheets in many locales)
             for row in reader:
                 if not any(field.strip() for field in row) or row == header:  # (files joined: headers repeated)
                     continue
                 if columns is None:
-                    decimal = (lambda v: v.replace(",", ".")) if delimiter == ";" else (lambda v: v)  # (1,5)
-                    if len(row) >= 6 and all(_number(decimal(v)) or not v.strip() for v in row[1:5]):
+                    if len(row) >= 6 and all(_number(v, decimal_comma) or not v.strip() for v in row[1:5]):
                         columns = HEADERLESS
                     else:
                         columns, header = _columns(path, row), row
                         continue
-                entry = _entry(reader.line_num, row, columns, decimal_comma=delimiter == ";")
+                entry = _entry(reader.line_num, row, columns, decimal_comma)
                 numbers = [float(v) for v in entry[3] if _number(v)]
                 low, high = min([low, *numbers]), max([high, *numbers])
                 table.append(entry)

@@ -36,7 +36,7 @@ import os
 import defusedxml.ElementTree
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, class_name, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, shown_size,
                                           to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box
@@ -80,7 +80,7 @@ class CvatFile:
                     raise DataError(f"{self.path}: a \"CVAT for video\" export (tracks): export the task as "
                                     "\"CVAT for images 1.1\"")
                 elif element.tag == "image":
-                    shapes = [(child.tag, {**child.attrib, "label": child.get("label", "").strip()},  # (as the names)
+                    shapes = [(child.tag, {**child.attrib, "label": class_name(child.get("label", ""))},
                                {a.get("name", ""): (a.text or "").strip() for a in child.findall("attribute")})
                               for child in element]
                     found.update(attributes.get("label", "") for tag, attributes, _ in shapes if tag in SHAPES)

@@ -115,6 +115,12 @@ class DetectionSource:
         return self.fingerprint or self.name
 
 
+def class_name(name) -> str:
+    """A class name as the sources, the model and its checkpoints hold it: text without the spaces
+    around it (label files list one name a line, and their readers strip each line)."""
+    return str(name).strip()
+
+
 def usable_class_names(names, where: str = "") -> tuple:
     """``names`` as a model can hold them: each one line of text (label files list one class a line,
     and their readers strip each line), so spaces around a name are taken away, with a warning; an
@@ -125,10 +131,10 @@ def usable_class_names(names, where: str = "") -> tuple:
     if bad:
         raise DataError(f"{where}: class names must be text of one line, not empty: {bad!r}; rename them in "
                         "the annotations")
-    usable = tuple(name.strip() for name in names)
+    usable = tuple(class_name(name) for name in names)
     if usable != names:
         logger.warning("%s: class names %s taken without the spaces around them", where,
-                       [name for name in names if name != name.strip()])
+                       [name for name, kept in zip(names, usable) if name != kept])
     twice = sorted({name for name in usable if usable.count(name) > 1})
     if twice:
         raise DataError(f"{where}: the class names {twice} are each given more than once (spaces around a name "

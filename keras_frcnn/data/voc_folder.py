@@ -34,7 +34,7 @@ import defusedxml
 import defusedxml.ElementTree
 import numpy as np
 
-from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, class_name, records_to_source
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
@@ -416,7 +416,7 @@ def load_voc_folder(
         voc_names, class_names = _class_names(names, annotations_dir)
     else:
         voc_names = False
-        class_names = tuple(str(c).strip() for c in classes)  # (as every source's names: see DetectionSource)
+        class_names = tuple(class_name(c) for c in classes)
         if len(set(class_names)) != len(class_names) or not all(class_names):
             raise DataError(f"classes must be distinct, non-empty names; got {class_names}")
     label_of = {name: i for i, name in enumerate(class_names)}
