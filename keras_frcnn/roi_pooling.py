@@ -18,7 +18,9 @@ left empty by the clamping outputs 0; otherwise the maximum, whose gradient goes
 ``RoIPooling(mode="align")`` is RoIAlign (Detectron2's ``ROIAlignV2`` / torchvision's
 ``roi_align(aligned=True, sampling_ratio=2)``): the mean of 2 x 2 bilinear samples per bin, with
 no rounding anywhere. The samples come from ``tf.image.crop_and_resize``; traced for the
-converters (``preprocessing.for_converters``), from gathers (LiteRT has no CropAndResize).
+converters (``preprocessing.for_converters``), from gathers (LiteRT has no CropAndResize). Their
+gradient to the features is the layer's own (``_splat_samples``, a segment sum): TensorFlow's CPU
+kernel for it loses updates where RoIs overlap (see ``_crop_samples``).
 
 The RoI boxes get no gradient (Faster R-CNN's approximate joint training treats proposals as
 constants), so they are wrapped in ``tf.stop_gradient``.
@@ -278,7 +280,66 @@ def _align_source(features):
 
 def _crop_samples(padded, rois, box_indices, spatial_scale, samples):
     """``crop_and_resize``: ``padded`` (``_align_source``), ``rois [N, 4]`` pixels of image
-    ``box_indices [N]`` -> ``[N, S, S, C]`` samples at the centres of an S x S grid over each."""
+    ``box_indices [N]`` -> ``[N, S, S, C]`` samples at the centres of an S x S grid over each.
+
+    The gradient to ``padded`` is ours (``_splat_samples``), not ``CropAndResizeGradImage``'s:
+    TensorFlow's CPU kernel adds the boxes' gradients into the map from several threads without
+    synchronisation, so overlapping RoIs lose part of their gradient now and then (and the result
+    changes from run to run); on GPUs it adds with atomics (correct, in no fixed order)."""
+
+    @tf.custom_gradient
+    def crop(padded):
+        def gradient(upstream):
+            return _splat_samples(upstream, padded, rois, box_indices, spatial_scale, samples)
+
+        return _crop_and_resize_samples(padded, rois, box_indices, spatial_scale, samples), gradient
+
+    return crop(padded)
+
+
+def _sample_grid(lo, hi, spatial_scale, samples, size):
+    """One axis of the S x S sample grid over RoIs spanning ``[lo, hi)`` input pixels (any shape,
+    flattened to ``[N]``) on a padded map of ``size`` cells (``_align_source``): the two cells each
+    sample interpolates, ``low`` and ``high`` ``[N, S]`` int32, the weight of ``high`` (``lerp``)
+    and whether the sample is on the map (``inside``: crop_and_resize reads 0 elsewhere)."""
+    lo = tf.reshape(lo, [-1, 1]) * spatial_scale + 0.5  # - 0.5 to cell centres, + 1 for the padding
+    hi = tf.reshape(hi, [-1, 1]) * spatial_scale + 0.5
+    at = lo + (hi - lo) * ((tf.range(samples, dtype=tf.float32) + 0.5) / samples)[None, :]
+    inside = (at >= 0.0) & (at <= tf.cast(size - 1, tf.float32))
+    low = tf.floor(at)
+    lerp = at - low
+    low = tf.clip_by_value(tf.cast(low, tf.int32), 0, size - 1)
+    return low, tf.minimum(low + 1, size - 1), lerp, inside
+
+
+def _splat_samples(upstream, padded, rois, box_indices, spatial_scale, samples):
+    """The gradient of ``_crop_samples`` to ``padded``: each sample's upstream gradient added to
+    the four cells it interpolates, with their bilinear weights, by one ``unsorted_segment_sum``
+    (each output row summed by one thread in input order on CPU; a deterministic kernel on GPU)."""
+    shape = tf.shape(padded)
+    height, width = shape[1], shape[2]
+    channels = padded.shape[-1] if padded.shape[-1] is not None else shape[3]
+
+    def cells_and_weights(lo, hi, size):
+        low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, samples, size)
+        inside = tf.cast(inside, tf.float32)
+        return ((low, (1.0 - lerp) * inside), (high, lerp * inside))
+
+    first = tf.reshape(box_indices * (height * width), [-1, 1, 1])
+    cells, weights = [], []
+    for y_cell, y_weight in cells_and_weights(rois[:, 0], rois[:, 2], height):
+        for x_cell, x_weight in cells_and_weights(rois[:, 1], rois[:, 3], width):
+            cells.append(first + y_cell[:, :, None] * width + x_cell[:, None, :])  # [N, S, S]
+            weights.append(y_weight[:, :, None] * x_weight[:, None, :])
+    # [N, S, S, 4, C]: each sample's gradient times its four corners' weights, in one product.
+    weighted = tf.cast(upstream, tf.float32)[:, :, :, None, :] * tf.stack(weights, 3)[..., None]
+    summed = tf.math.unsorted_segment_sum(tf.reshape(weighted, [-1, channels]), tf.reshape(tf.stack(cells, 3), [-1]),
+                                          shape[0] * height * width)
+    return tf.cast(tf.reshape(summed, shape), padded.dtype)
+
+
+def _crop_and_resize_samples(padded, rois, box_indices, spatial_scale, samples):
+    """``_crop_samples``' values, by ``tf.image.crop_and_resize``."""
     shape = tf.shape(padded)
 
     def normalised_samples(lo, hi, padded_size):
@@ -308,22 +369,8 @@ def _bilinear_samples(padded, rois, spatial_scale, samples):
     batch, height, width = shape[0], shape[1], shape[2]
     channels = padded.shape[-1] if padded.shape[-1] is not None else shape[3]
     num_rois = tf.shape(rois)[1]
-    centres = (tf.range(samples, dtype=tf.float32) + 0.5) / samples  # [S]
-
-    def axis(lo, hi, size):
-        # Padded cell-centre coordinates of the S samples along one axis: [B * R, S].
-        lo = tf.reshape(lo, [-1, 1]) * spatial_scale + 0.5
-        hi = tf.reshape(hi, [-1, 1]) * spatial_scale + 0.5
-        at = lo + (hi - lo) * centres[None, :]
-        inside = (at >= 0.0) & (at <= tf.cast(size - 1, tf.float32))
-        low = tf.floor(at)
-        lerp = at - low
-        low = tf.clip_by_value(tf.cast(low, tf.int32), 0, size - 1)
-        high = tf.minimum(low + 1, size - 1)
-        return low, high, lerp, inside
-
-    y_low, y_high, y_lerp, y_in = axis(rois[..., 0], rois[..., 2], height)
-    x_low, x_high, x_lerp, x_in = axis(rois[..., 1], rois[..., 3], width)
+    y_low, y_high, y_lerp, y_in = _sample_grid(rois[..., 0], rois[..., 2], spatial_scale, samples, height)
+    x_low, x_high, x_lerp, x_in = _sample_grid(rois[..., 1], rois[..., 3], spatial_scale, samples, width)
     image = tf.repeat(tf.range(batch), num_rois)[:, None, None] * (height * width)  # [B * R, 1, 1]
     flat = tf.reshape(padded, [-1, channels])
 
