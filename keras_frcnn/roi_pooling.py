@@ -19,8 +19,8 @@ left empty by the clamping outputs 0; otherwise the maximum, whose gradient goes
 ``roi_align(aligned=True, sampling_ratio=2)``): the mean of 2 x 2 bilinear samples per bin, with
 no rounding anywhere. The samples come from ``tf.image.crop_and_resize``; traced for the
 converters (``preprocessing.for_converters``), from gathers (LiteRT has no CropAndResize). Their
-gradient to the features is the layer's own (``_splat_samples``, a segment sum): TensorFlow's CPU
-kernel for it loses updates where RoIs overlap (see ``_crop_samples``).
+gradient to the features is the layer's own (``_splat_bins``, segment sums): TensorFlow's CPU
+kernel for it loses updates where RoIs overlap (see ``_align_bins``).
 
 The RoI boxes get no gradient (Faster R-CNN's approximate joint training treats proposals as
 constants), so they are wrapped in ``tf.stop_gradient``.
@@ -258,11 +258,10 @@ def roi_align(features, rois, pool_size, spatial_scale):
     channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
     padded = _align_source(features)
     if converting():
-        crops = _bilinear_samples(padded, rois, spatial_scale, 2 * pool_size)
+        pooled = _mean_of_samples(_bilinear_samples(padded, rois, spatial_scale, 2 * pool_size))
     else:
-        crops = _crop_samples(padded, tf.reshape(rois, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
-                              spatial_scale, 2 * pool_size)
-    pooled = _mean_of_samples(crops)
+        pooled = _align_bins(padded, tf.reshape(rois, [-1, 4]), tf.repeat(tf.range(batch), num_rois),
+                             spatial_scale, pool_size)
     pooled = tf.reshape(pooled, [batch, num_rois, pool_size, pool_size, channels])
     return tf.cast(pooled, features.dtype)
 
@@ -278,23 +277,25 @@ def _align_source(features):
     return tf.pad(source, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
 
 
-def _crop_samples(padded, rois, box_indices, spatial_scale, samples):
-    """``crop_and_resize``: ``padded`` (``_align_source``), ``rois [N, 4]`` pixels of image
-    ``box_indices [N]`` -> ``[N, S, S, C]`` samples at the centres of an S x S grid over each.
+def _align_bins(padded, rois, box_indices, spatial_scale, pool_size):
+    """RoIAlign's bins: ``padded`` (``_align_source``), ``rois [N, 4]`` pixels of image
+    ``box_indices [N]`` -> ``[N, P, P, C]``, the mean of each bin's 2 x 2 samples
+    (``crop_and_resize`` at the centres of a 2P x 2P grid over each RoI).
 
-    The gradient to ``padded`` is ours (``_splat_samples``), not ``CropAndResizeGradImage``'s:
+    The gradient to ``padded`` is ours (``_splat_bins``), not ``CropAndResizeGradImage``'s:
     TensorFlow's CPU kernel adds the boxes' gradients into the map from several threads without
     synchronisation, so overlapping RoIs lose part of their gradient now and then (and the result
     changes from run to run); on GPUs it adds with atomics (correct, in no fixed order)."""
 
     @tf.custom_gradient
-    def crop(padded):
+    def bins(padded):
         def gradient(upstream):
-            return _splat_samples(upstream, padded, rois, box_indices, spatial_scale, samples)
+            return _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size)
 
-        return _crop_and_resize_samples(padded, rois, box_indices, spatial_scale, samples), gradient
+        samples = _crop_samples(padded, rois, box_indices, spatial_scale, 2 * pool_size)
+        return _mean_of_samples(samples), gradient
 
-    return crop(padded)
+    return bins(padded)
 
 
 def _sample_grid(lo, hi, spatial_scale, samples, size):
@@ -312,34 +313,42 @@ def _sample_grid(lo, hi, spatial_scale, samples, size):
     return low, tf.minimum(low + 1, size - 1), lerp, inside
 
 
-def _splat_samples(upstream, padded, rois, box_indices, spatial_scale, samples):
-    """The gradient of ``_crop_samples`` to ``padded``: each sample's upstream gradient added to
-    the four cells it interpolates, with their bilinear weights, by one ``unsorted_segment_sum``
-    (each output row summed by one thread in input order on CPU; a deterministic kernel on GPU)."""
+def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size):
+    """The gradient of ``_align_bins`` to ``padded``: a bin's upstream gradient, a quarter to
+    each of its four samples, spread over the four cells each sample interpolates with their
+    bilinear weights, by ``unsorted_segment_sum`` (on the CPU each output row is summed by one
+    thread in input order; TensorFlow's GPU kernel for it is deterministic). One call per sample
+    of the bins, its four cells at once: a ``[N, P, P, 4, C]`` product at a time, the size of
+    the samples' own gradient (which is never formed)."""
     shape = tf.shape(padded)
     height, width = shape[1], shape[2]
     channels = padded.shape[-1] if padded.shape[-1] is not None else shape[3]
 
-    def cells_and_weights(lo, hi, size):
-        low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, samples, size)
+    def axis(lo, hi, size):
+        # Per sample of a bin along this axis (2i, then 2i + 1): its two cells and their weights,
+        # ([N, P] x 2, [N, P] x 2).
+        low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, 2 * pool_size, size)
         inside = tf.cast(inside, tf.float32)
-        return ((low, (1.0 - lerp) * inside), (high, lerp * inside))
+        return [((low[:, k::2], high[:, k::2]), ((1.0 - lerp[:, k::2]) * inside[:, k::2], lerp[:, k::2] * inside[:, k::2]))
+                for k in (0, 1)]
 
-    first = tf.reshape(box_indices * (height * width), [-1, 1, 1])
-    cells, weights = [], []
-    for y_cell, y_weight in cells_and_weights(rois[:, 0], rois[:, 2], height):
-        for x_cell, x_weight in cells_and_weights(rois[:, 1], rois[:, 3], width):
-            cells.append(first + y_cell[:, :, None] * width + x_cell[:, None, :])  # [N, S, S]
-            weights.append(y_weight[:, :, None] * x_weight[:, None, :])
-    # [N, S, S, 4, C]: each sample's gradient times its four corners' weights, in one product.
-    weighted = tf.cast(upstream, tf.float32)[:, :, :, None, :] * tf.stack(weights, 3)[..., None]
-    summed = tf.math.unsorted_segment_sum(tf.reshape(weighted, [-1, channels]), tf.reshape(tf.stack(cells, 3), [-1]),
-                                          shape[0] * height * width)
+    image = tf.reshape(box_indices * (height * width), [-1, 1, 1])
+    upstream = tf.cast(upstream, tf.float32)[:, :, :, None, :] * 0.25
+    summed = None
+    for y_cells, y_weights in axis(rois[:, 0], rois[:, 2], height):
+        for x_cells, x_weights in axis(rois[:, 1], rois[:, 3], width):
+            cells = tf.stack([image + y[:, :, None] * width + x[:, None, :] for y in y_cells for x in x_cells], 3)
+            weights = tf.stack([wy[:, :, None] * wx[:, None, :] for wy in y_weights for wx in x_weights], 3)
+            part = tf.math.unsorted_segment_sum(tf.reshape(upstream * weights[..., None], [-1, channels]),
+                                                tf.reshape(cells, [-1]), shape[0] * height * width)
+            summed = part if summed is None else summed + part
     return tf.cast(tf.reshape(summed, shape), padded.dtype)
 
 
-def _crop_and_resize_samples(padded, rois, box_indices, spatial_scale, samples):
-    """``_crop_samples``' values, by ``tf.image.crop_and_resize``."""
+def _crop_samples(padded, rois, box_indices, spatial_scale, samples):
+    """``crop_and_resize``: ``padded`` (``_align_source``), ``rois [N, 4]`` pixels of image
+    ``box_indices [N]`` -> ``[N, S, S, C]`` samples at the centres of an S x S grid over each
+    (no gradient of its own is used: ``_align_bins``)."""
     shape = tf.shape(padded)
 
     def normalised_samples(lo, hi, padded_size):
@@ -508,10 +517,10 @@ class PyramidRoIAlign(keras.layers.Layer):
         indices, parts = [], []
         for stride, level_features in zip(self.strides, features):
             here = tf.cast(tf.where(tf.equal(flat_levels, float(np.log2(stride))))[:, 0], tf.int32)
-            crops = _crop_samples(_align_source(tf.cast(level_features, self.compute_dtype)),
-                                  tf.gather(flat_rois, here), here // shape[1], 1.0 / stride, 2 * self.pool_size)
+            bins = _align_bins(_align_source(tf.cast(level_features, self.compute_dtype)),
+                               tf.gather(flat_rois, here), here // shape[1], 1.0 / stride, self.pool_size)
             indices.append(here)
-            parts.append(tf.cast(_mean_of_samples(crops), self.compute_dtype))
+            parts.append(tf.cast(bins, self.compute_dtype))
         pooled = tf.dynamic_stitch(indices, parts)  # [B * R, P, P, C]
         channels = features[0].shape[-1] or tf.shape(pooled)[-1]
         return tf.reshape(pooled, [shape[0], shape[1], self.pool_size, self.pool_size, channels])
