@@ -228,6 +228,31 @@ def test_steps_per_execution_trains_the_same_steps(shapes_dir, tmp_path):
     assert runner._steps_per_execution(0, 700, 100) == 1
 
 
+def test_the_shapes_preset_s_roialign_trains_the_same_weights_twice(shapes_dir, tmp_path):
+    """The shapes preset pools with RoIAlign (issue 14). Its gradient into the base is the
+    layer's own segment sum: two joint runs from one seed under mixed_bfloat16 end with the same
+    weights bit for bit (TensorFlow's CPU gradient of crop_and_resize raced; test_roi_pooling)."""
+    from keras_frcnn import config as C
+
+    assert C.preset("shapes").detector.pool_mode == "align"
+    source = small_shapes(shapes_dir)
+
+    def run(name):
+        cfg = tiny_config(precision="mixed_bfloat16")
+        cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, pool_mode="align"),
+                                  train=dataclasses.replace(cfg.train, schedule="joint"))
+        keras.utils.set_random_seed(0)
+        net = build_models(cfg, 4, weights=None)
+        runner = ScheduleRunner(net, source, cfg, str(tmp_path / name), steps=6, log_every=6, verbose=0,
+                                log=lambda *a: None)
+        assert runner.run()
+        return snapshot(net.model)
+
+    first, second = run("first"), run("second")
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
 def _write_tiny_config(path, **train):
     cfg = tiny_config()
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
