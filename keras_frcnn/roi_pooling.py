@@ -328,9 +328,8 @@ def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size):
         # Per sample of a bin along this axis (2i, then 2i + 1): its two cells and their weights,
         # ([N, P] x 2, [N, P] x 2).
         low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, 2 * pool_size, size)
-        inside = tf.cast(inside, tf.float32)
-        return [((low[:, k::2], high[:, k::2]), ((1.0 - lerp[:, k::2]) * inside[:, k::2], lerp[:, k::2] * inside[:, k::2]))
-                for k in (0, 1)]
+        low_weight, high_weight = (1.0 - lerp) * tf.cast(inside, tf.float32), lerp * tf.cast(inside, tf.float32)
+        return [((low[:, k::2], high[:, k::2]), (low_weight[:, k::2], high_weight[:, k::2])) for k in (0, 1)]
 
     image = tf.reshape(box_indices * (height * width), [-1, 1, 1])
     upstream = tf.cast(upstream, tf.float32)[:, :, :, None, :] * 0.25
