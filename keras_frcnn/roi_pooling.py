@@ -19,12 +19,14 @@ left empty by the clamping outputs 0; otherwise the maximum, whose gradient goes
 ``roi_align(aligned=True, sampling_ratio=2)``): the mean of 2 x 2 bilinear samples per bin, with
 no rounding anywhere. The samples come from ``tf.image.crop_and_resize``; traced for the
 converters (``preprocessing.for_converters``), from gathers (LiteRT has no CropAndResize). Their
-gradient to the features is the layer's own (``_splat_bins``, segment sums): TensorFlow's CPU
-kernel for it loses updates where RoIs overlap (see ``_align_bins``).
+gradient to the features is the layer's own (``_splat_bins``, a sparse matrix product):
+TensorFlow's CPU kernel for it loses updates where RoIs overlap (see ``_align_bins``).
 
 The RoI boxes get no gradient (Faster R-CNN's approximate joint training treats proposals as
 constants), so they are wrapped in ``tf.stop_gradient``.
 """
+
+import os
 
 import keras
 import numpy as np
@@ -316,32 +318,55 @@ def _sample_grid(lo, hi, spatial_scale, samples, size):
 def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size):
     """The gradient of ``_align_bins`` to ``padded``: a bin's upstream gradient, a quarter to
     each of its four samples, spread over the four cells each sample interpolates with their
-    bilinear weights, by ``unsorted_segment_sum`` (on the CPU each output row is summed by one
-    thread in input order; TensorFlow's GPU kernel for it is deterministic). One call per sample
-    of the bins, its four cells at once: a ``[N, P, P, 4, C]`` product at a time, the size of
-    the samples' own gradient (which is never formed)."""
+    bilinear weights. That is a sparse ``[map cells, bins]`` matrix of weights, 16 entries a bin,
+    times the bins' gradient ``[bins, C]``: ``tf.sparse.sparse_dense_matmul``, which on the CPU
+    runs through the entries in order on one thread (the same sums every run; its GPU kernel adds
+    with atomics) without forming the weighted samples; the channels are split over the cores
+    (``_channel_parts``). Segment
+    sums of the weighted samples (the version before) wrote 16 products a bin and channel to
+    memory, and their four partial maps were added by ``AddN``, whose order changes from run to
+    run on large maps."""
     shape = tf.shape(padded)
     height, width = shape[1], shape[2]
-    channels = padded.shape[-1] if padded.shape[-1] is not None else shape[3]
+    channels = padded.shape[-1]
+    num_bins = tf.shape(rois)[0] * pool_size * pool_size
 
     def axis(lo, hi, size):
-        # Per sample of a bin along this axis (2i, then 2i + 1): its two cells and their weights,
-        # ([N, P] x 2, [N, P] x 2).
+        # Per bin along this axis, [N, P, 4]: its two samples' two cells each, and their weights.
         low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, 2 * pool_size, size)
-        low_weight, high_weight = (1.0 - lerp) * tf.cast(inside, tf.float32), lerp * tf.cast(inside, tf.float32)
-        return [((low[:, k::2], high[:, k::2]), (low_weight[:, k::2], high_weight[:, k::2])) for k in (0, 1)]
+        inside = tf.cast(inside, tf.float32)
+        cells = tf.reshape(tf.stack([low, high], -1), [-1, pool_size, 4])
+        weights = tf.reshape(tf.stack([(1.0 - lerp) * inside, lerp * inside], -1), [-1, pool_size, 4])
+        return cells, weights
 
-    image = tf.reshape(box_indices * (height * width), [-1, 1, 1])
-    upstream = tf.cast(upstream, tf.float32)[:, :, :, None, :] * 0.25
-    summed = None
-    for y_cells, y_weights in axis(rois[:, 0], rois[:, 2], height):
-        for x_cells, x_weights in axis(rois[:, 1], rois[:, 3], width):
-            cells = tf.stack([image + y[:, :, None] * width + x[:, None, :] for y in y_cells for x in x_cells], 3)
-            weights = tf.stack([wy[:, :, None] * wx[:, None, :] for wy in y_weights for wx in x_weights], 3)
-            part = tf.math.unsorted_segment_sum(tf.reshape(upstream * weights[..., None], [-1, channels]),
-                                                tf.reshape(cells, [-1]), shape[0] * height * width)
-            summed = part if summed is None else summed + part
+    y_cells, y_weights = axis(rois[:, 0], rois[:, 2], height)
+    x_cells, x_weights = axis(rois[:, 1], rois[:, 3], width)
+    image = tf.reshape(box_indices * (height * width), [-1, 1, 1, 1, 1])
+    cells = image + y_cells[:, :, None, :, None] * width + x_cells[:, None, :, None, :]  # [N, P, P, 4, 4]
+    weights = 0.25 * y_weights[:, :, None, :, None] * x_weights[:, None, :, None, :]
+    bins = tf.broadcast_to(tf.reshape(tf.range(num_bins), [-1, pool_size, pool_size, 1, 1]), tf.shape(cells))
+    indices = tf.stack([tf.reshape(cells, [-1]), tf.reshape(bins, [-1])], 1)
+    matrix = tf.sparse.SparseTensor(tf.cast(indices, tf.int64), tf.reshape(weights, [-1]),
+                                    tf.cast(tf.stack([shape[0] * height * width, num_bins]), tf.int64))
+    upstream = tf.reshape(tf.cast(upstream, tf.float32), [num_bins, tf.shape(upstream)[-1]])  # -1: not for 0 bins
+    if channels is None:
+        summed = tf.sparse.sparse_dense_matmul(matrix, upstream)
+    else:
+        summed = tf.concat([tf.sparse.sparse_dense_matmul(matrix, part)
+                            for part in tf.split(upstream, _channel_parts(channels), axis=1)], 1)
     return tf.cast(tf.reshape(summed, shape), padded.dtype)
+
+
+def _channel_parts(channels):
+    """How many ``sparse_dense_matmul`` calls ``_splat_bins`` splits ``channels`` over: one per
+    core the process may run on (TensorFlow's CPU kernel uses one thread; the calls run side by
+    side), at least 32 channels each (below that the kernel leaves Eigen's vector path), and a
+    divisor of ``channels``. Each channel's sums are the same whatever the split."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    parts = max(1, min(cores, channels // 32))
+    while channels % parts:
+        parts -= 1
+    return parts
 
 
 def _crop_samples(padded, rois, box_indices, spatial_scale, samples):

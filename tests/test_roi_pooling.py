@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_frcnn import roi_pooling
 from keras_frcnn.roi_pooling import RoIPooling, round_half_away_from_zero
 
 
@@ -394,20 +395,20 @@ def test_align_gradients_flow_to_features_only():
 
 
 def test_align_gradient_is_exact_and_the_same_every_run():
-    """RoIAlign's gradient to the features is a segment sum of each sample's four taps, not
-    TensorFlow's CPU ``CropAndResizeGradImage``, which adds the boxes' gradients into the map from
+    """RoIAlign's gradient to the features is a sparse matrix of each sample's four taps times
+    the bins' gradient, not TensorFlow's CPU ``CropAndResizeGradImage``, which adds the boxes' gradients into the map from
     several threads without synchronisation: where RoIs overlap, its sums came out in another
     order from run to run and now and then lost a sample's share (cells off by up to 3.8). Here
     400 RoIs around one object, a few across the map's edges (with TensorFlow's kernel this test
     failed in 15 of 20 runs): every run equals the float64 reference, and the first bit for bit."""
     rng = np.random.default_rng(0)
-    features = rng.standard_normal((1, 24, 30, 48)).astype(np.float32)
+    features = rng.standard_normal((1, 24, 30, 64)).astype(np.float32)
     centres = np.array([96.0, 120.0]) + rng.normal(0, 6, size=(1, 400, 2))
     sides = rng.uniform(20, 80, size=(1, 400, 2))
     rois = np.concatenate([centres - sides / 2, centres + sides / 2], -1)
     rois[0, :4] = [[-30, -20, 40, 50], [150, 200, 230, 290], [-9, 100, 20, 260], [5, -40, 200, 9]]
     rois = tf.constant(rois, tf.float32)  # a tensor, as in training (TensorFlow's kernel raced on it)
-    upstream = rng.standard_normal((1, 400, 3, 3, 48)).astype(np.float32)
+    upstream = rng.standard_normal((1, 400, 3, 3, 64)).astype(np.float32)
     layer = RoIPooling(pool_size=3, spatial_scale=1 / 8, mode="align")
 
     @tf.function
@@ -422,6 +423,35 @@ def test_align_gradient_is_exact_and_the_same_every_run():
     np.testing.assert_allclose(first, expected, atol=2e-4)
     for _ in range(9):
         np.testing.assert_array_equal(gradient(tf.constant(features)).numpy(), first)
+
+
+def test_align_gradient_on_a_large_map_is_the_same_every_run_and_every_split(monkeypatch):
+    """At an FPN P2 level's size (2 x 200 x 336 cells), where the version before (four segment
+    sums added by ``AddN``, which adds its inputs in an order that changes from run to run on
+    large tensors) differed in the last bit now and then: five runs bit for bit the first, and
+    the channels split over 1, 2 or 3 ``sparse_dense_matmul`` calls (``_channel_parts``, one per
+    core) give the same bits; no RoIs, zeros."""
+    rng = np.random.default_rng(1)
+    padded = roi_pooling._align_source(tf.constant(rng.standard_normal((2, 200, 336, 96)), tf.float32))
+    corners = rng.uniform([-20, -20], [640, 1075], size=(512, 2))
+    sides = rng.uniform(16, [320, 538], size=(512, 2))
+    rois = tf.constant(np.concatenate([corners, corners + sides], 1), tf.float32)
+    box_indices = tf.constant(np.repeat([0, 1], 256), tf.int32)
+    upstream = tf.constant(rng.standard_normal((512, 7, 7, 96)), tf.float32)
+
+    def gradient():
+        return tf.function(lambda: roi_pooling._splat_bins(upstream, padded, rois, box_indices, 1 / 4, 7))
+
+    first = gradient()().numpy()
+    call = gradient()
+    for _ in range(5):
+        np.testing.assert_array_equal(call().numpy(), first)
+    for parts in (1, 2, 3):
+        monkeypatch.setattr(roi_pooling, "_channel_parts", lambda channels, parts=parts: parts)
+        np.testing.assert_array_equal(gradient()().numpy(), first)
+    # A pyramid level that no RoI is assigned to: zeros.
+    none = roi_pooling._splat_bins(upstream[:0], padded, rois[:0], box_indices[:0], 1 / 4, 7)
+    np.testing.assert_array_equal(none.numpy(), np.zeros(padded.shape, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------
