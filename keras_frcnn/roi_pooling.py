@@ -322,10 +322,9 @@ def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size):
     times the bins' gradient ``[bins, C]``: ``tf.sparse.sparse_dense_matmul``, which on the CPU
     runs through the entries in order on one thread (the same sums every run; its GPU kernel adds
     with atomics) without forming the weighted samples; the channels are split over the cores
-    (``_channel_parts``). Segment
-    sums of the weighted samples (the version before) wrote 16 products a bin and channel to
-    memory, and their four partial maps were added by ``AddN``, whose order changes from run to
-    run on large maps."""
+    (``_channel_parts``). Segment sums of the weighted samples (the version before) wrote 16
+    products a bin and channel to memory, and their four partial maps were added by ``AddN``,
+    whose order changes from run to run on large maps."""
     shape = tf.shape(padded)
     height, width = shape[1], shape[2]
     channels = padded.shape[-1]
@@ -348,20 +347,18 @@ def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size):
     indices = tf.stack([tf.reshape(cells, [-1]), tf.reshape(bins, [-1])], 1)
     matrix = tf.sparse.SparseTensor(tf.cast(indices, tf.int64), tf.reshape(weights, [-1]),
                                     tf.cast(tf.stack([shape[0] * height * width, num_bins]), tf.int64))
-    upstream = tf.reshape(tf.cast(upstream, tf.float32), [num_bins, tf.shape(upstream)[-1]])  # -1: not for 0 bins
-    if channels is None:
-        summed = tf.sparse.sparse_dense_matmul(matrix, upstream)
-    else:
-        summed = tf.concat([tf.sparse.sparse_dense_matmul(matrix, part)
-                            for part in tf.split(upstream, _channel_parts(channels), axis=1)], 1)
+    # (Not [num_bins, -1]: with no bins, as on a pyramid level no RoI is assigned to, -1 is not C.)
+    upstream = tf.reshape(tf.cast(upstream, tf.float32), [num_bins, tf.shape(upstream)[-1]])
+    parts = 1 if channels is None else _channel_parts(channels)
+    summed = tf.concat([tf.sparse.sparse_dense_matmul(matrix, part) for part in tf.split(upstream, parts, axis=1)], 1)
     return tf.cast(tf.reshape(summed, shape), padded.dtype)
 
 
 def _channel_parts(channels):
     """How many ``sparse_dense_matmul`` calls ``_splat_bins`` splits ``channels`` over: one per
     core the process may run on (TensorFlow's CPU kernel uses one thread; the calls run side by
-    side), at least 32 channels each (below that the kernel leaves Eigen's vector path), and a
-    divisor of ``channels``. Each channel's sums are the same whatever the split."""
+    side), at least 32 channels each (TensorFlow's kernel takes a plain loop below 32 columns),
+    and a divisor of ``channels``. Each channel's sums are the same whatever the split."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     parts = max(1, min(cores, channels // 32))
     while channels % parts:

@@ -278,8 +278,8 @@ def test_per_level_pooling_equals_every_level_pooling_every_roi(rng, dtype):
     expected = pooled_and_gradients(every_level)
     assert per_level[0].shape == (2, 40, 7, 7, 4) and per_level[0].dtype == dtype
     np.testing.assert_array_equal(tf.cast(per_level[0], tf.float32).numpy(), tf.cast(expected[0], tf.float32).numpy())
-    # The gradients too, bit for bit: each level's segment sum adds its RoIs' shares in the same
-    # order either way (the other levels' RoIs add zeros). (With TensorFlow's CPU
+    # The gradients too, bit for bit: each level's sparse product adds its RoIs' shares in the
+    # same order either way (the other levels' RoIs add zeros). (With TensorFlow's CPU
     # CropAndResizeGradImage, whose threads race on shared cells, a run now and then lost or
     # doubled one sample's share of a cell.)
     for a, b in zip(per_level[1:], expected[1:]):

@@ -396,9 +396,10 @@ def test_align_gradients_flow_to_features_only():
 
 def test_align_gradient_is_exact_and_the_same_every_run():
     """RoIAlign's gradient to the features is a sparse matrix of each sample's four taps times
-    the bins' gradient, not TensorFlow's CPU ``CropAndResizeGradImage``, which adds the boxes' gradients into the map from
-    several threads without synchronisation: where RoIs overlap, its sums came out in another
-    order from run to run and now and then lost a sample's share (cells off by up to 3.8). Here
+    the bins' gradient, not TensorFlow's CPU ``CropAndResizeGradImage``, which adds the boxes'
+    gradients into the map from several threads without synchronisation: where RoIs overlap, its
+    sums came out in another order from run to run and now and then lost a sample's share (cells
+    off by up to 3.8). Here
     400 RoIs around one object, a few across the map's edges (with TensorFlow's kernel this test
     failed in 15 of 20 runs): every run equals the float64 reference, and the first bit for bit."""
     rng = np.random.default_rng(0)

@@ -230,7 +230,7 @@ def test_steps_per_execution_trains_the_same_steps(shapes_dir, tmp_path):
 
 def test_the_shapes_preset_s_roialign_trains_the_same_weights_twice(shapes_dir, tmp_path):
     """The shapes preset pools with RoIAlign (issue 14). Its gradient into the base is the
-    layer's own segment sum: two joint runs from one seed under mixed_bfloat16 end with the same
+    layer's own sparse matrix product: two joint runs from one seed under mixed_bfloat16 end with the same
     weights bit for bit (TensorFlow's CPU gradient of crop_and_resize raced; test_roi_pooling)."""
     from keras_frcnn import config as C
 
@@ -297,6 +297,40 @@ def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path, capsys):
     assert list((out / "logs").glob("stage1_rpn/train/events.out.tfevents.*"))
     assert list((out / "pr_curves").glob("*.png"))
 
+
+
+@pytest.mark.slow  # (~3 minutes: three train.py processes of the shapes preset)
+def test_the_shapes_preset_killed_with_9_in_its_detector_stage_resumes_to_the_same_weights(shapes_dir, tmp_path):
+    """The kill test above trains tiny_config (RoI max pooling); the main job's preset pools with
+    RoIAlign, whose gradient is the layer's own (``roi_pooling._splat_bins``). Killed with -9 in
+    stage 2 after a checkpoint there and resumed, the run ends with an uninterrupted run's
+    weights bit for bit."""
+    command = [sys.executable, str(ROOT / "train.py"), "--data-dir", str(shapes_dir), "--shapes-images", "8,4",
+               "--checkpoint-every", "10", "--verbose", "0"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    schedule = ["--steps", "40", "--seed", "3"]
+    subprocess.run(command + schedule + ["--out", str(whole)], env=env, check=True, capture_output=True, timeout=900)
+    process = subprocess.Popen(command + schedule + ["--out", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = killed / "checkpoint" / "state.json"
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        if state.get("completed") == ["stage1_rpn"] and state.get("step", 0) >= 20:
+            break
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = json.loads(state_file.read_text())
+    assert state["completed"] == ["stage1_rpn"] and 20 <= state["step"] < 40, state
+    result = subprocess.run(command + ["--out", str(killed), "--resume"], env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"stage2_detector at step {state['step']}" in result.stdout
+    resumed = keras.models.load_model(killed / "model.keras").get_weights()
+    for a, b in zip(keras.models.load_model(whole / "model.keras").get_weights(), resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 VGG16_SERVING_CHILD = """
 import json, sys
