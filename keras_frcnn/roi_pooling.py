@@ -318,12 +318,62 @@ def _sample_grid(lo, hi, spatial_scale, samples, size):
 def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size):
     """The gradient of ``_align_bins`` to ``padded``: a bin's upstream gradient, a quarter to
     each of its four samples, spread over the four cells each sample interpolates with their
-    bilinear weights. That is a sparse ``[map cells, bins]`` matrix of weights, 16 entries a bin,
-    times the bins' gradient ``[bins, C]``: ``tf.sparse.sparse_dense_matmul``, which on the CPU
-    runs through the entries in order on one thread (the same sums every run; its GPU kernel adds
-    with atomics) without forming the weighted samples; the channels are split over the cores
-    (``_channel_parts``). Segment sums of the weighted samples (the version before) wrote 16
-    products a bin and channel to memory, and their four partial maps were added by ``AddN``,
+    bilinear weights. Two ways, the same sums up to rounding, each the same bits every run: on
+    small maps (the shapes preset's; ``_splat_is_dense``) two dense matrix products
+    (``_splat_dense``), else a sparse matrix product (``_splat_sparse``), whose cost does not grow
+    with the map."""
+    return tf.cond(_splat_is_dense(tf.shape(padded), tf.shape(rois)[0], pool_size, tf.shape(upstream)[-1]),
+                   lambda: _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size),
+                   lambda: _splat_sparse(upstream, padded, rois, box_indices, spatial_scale, pool_size))
+
+
+# ``_splat_dense``'s products cost ~ W * (P + B * H) per bin and channel, the sparse product 16 P
+# (at about 1 / 60 of a dense multiply-add's speed on CPUs: benchmarks/bench_align_gradient.py):
+# dense while W * (P + B * H) <= _DENSE_RATIO * P and its intermediate stays under _DENSE_FLOATS.
+_DENSE_RATIO = 1024
+_DENSE_FLOATS = 2**25
+
+
+def _splat_is_dense(padded_shape, num_rois, pool_size, channels):
+    """Whether ``_splat_bins`` takes ``_splat_dense`` (a bool tensor)."""
+    batch, height, width = (tf.cast(padded_shape[k], tf.int64) for k in range(3))
+    floats = tf.cast(num_rois, tf.int64) * pool_size * width * tf.cast(channels, tf.int64)
+    return (width * (pool_size + batch * height) <= _DENSE_RATIO * pool_size) & (floats <= _DENSE_FLOATS)
+
+
+def _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size):
+    """``_splat_bins`` on small maps: per RoI, each bin's weight on every column ``Wx [N, P, W]``
+    and every row ``Wy [N, P, H]`` of the map (half of each of its two samples' bilinear weights
+    along that axis); then ``T[n, i, x] = sum_j Wx[n, j, x] g[n, i, j]`` (a batched product) and
+    the map's rows of image ``b``, ``sum over n of b, i of Wy[n, i, y] T[n, i, x]``: one product
+    of ``[B * H, N * P]`` (each RoI's rows in its image's block, zeros elsewhere) by
+    ``[N * P, W * C]``."""
+    shape = tf.shape(padded)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+
+    def axis(lo, hi, size):
+        low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, 2 * pool_size, size)
+        inside = tf.cast(inside, tf.float32)
+        weights = (tf.one_hot(low, size) * ((1.0 - lerp) * inside)[..., None]
+                   + tf.one_hot(high, size) * (lerp * inside)[..., None])  # [N, 2P, size]
+        return 0.5 * tf.reduce_sum(tf.reshape(weights, [-1, pool_size, 2, size]), 2)
+
+    row_weights = axis(rois[:, 0], rois[:, 2], height)  # [N, P, H]
+    column_weights = axis(rois[:, 1], rois[:, 3], width)  # [N, P, W]
+    columns = tf.matmul(column_weights[:, None], tf.cast(upstream, tf.float32), transpose_a=True)  # [N, P, W, C]
+    rows = tf.one_hot(box_indices, batch)[:, None, :, None] * row_weights[:, :, None, :]  # [N, P, B, H]
+    summed = tf.matmul(tf.reshape(rows, [-1, batch * height]), tf.reshape(columns, [-1, width * channels]),
+                       transpose_a=True)
+    return tf.cast(tf.reshape(summed, shape), padded.dtype)
+
+
+def _splat_sparse(upstream, padded, rois, box_indices, spatial_scale, pool_size):
+    """``_splat_bins`` on large maps: a sparse ``[map cells, bins]`` matrix of the bilinear weights,
+    16 entries a bin, times the bins' gradient ``[bins, C]``: ``tf.sparse.sparse_dense_matmul``,
+    which on the CPU runs through the entries in order on one thread (the same sums every run; its
+    GPU kernel adds with atomics) without forming the weighted samples; the channels are split over
+    the cores (``_channel_parts``). Segment sums of the weighted samples (the version before) wrote
+    16 products a bin and channel to memory, and their four partial maps were added by ``AddN``,
     whose order changes from run to run on large maps."""
     shape = tf.shape(padded)
     height, width = shape[1], shape[2]

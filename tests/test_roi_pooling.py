@@ -394,23 +394,29 @@ def test_align_gradients_flow_to_features_only():
     assert tape.gradient(total, rois) is None
 
 
-def test_align_gradient_is_exact_and_the_same_every_run():
-    """RoIAlign's gradient to the features is a sparse matrix of each sample's four taps times
-    the bins' gradient, not TensorFlow's CPU ``CropAndResizeGradImage``, which adds the boxes'
-    gradients into the map from several threads without synchronisation: where RoIs overlap, its
-    sums came out in another order from run to run and now and then lost a sample's share (cells
-    off by up to 3.8). Here
-    400 RoIs around one object, a few across the map's edges (with TensorFlow's kernel this test
-    failed in 15 of 20 runs): every run equals the float64 reference, and the first bit for bit."""
+@pytest.mark.parametrize("route", ["dense", "sparse"])
+def test_align_gradient_is_exact_and_the_same_every_run(route, monkeypatch):
+    """RoIAlign's gradient to the features is the layer's own (``_splat_bins``: two dense
+    products on small maps, else a sparse one; each route forced here), not TensorFlow's CPU
+    ``CropAndResizeGradImage``, which adds the boxes' gradients into the map from several threads
+    without synchronisation: where RoIs overlap, its sums came out in another order from run to
+    run and now and then lost a sample's share (cells off by up to 3.8). Here two images, 200
+    RoIs around one object in each, a few across the map's edges (with TensorFlow's kernel this
+    test failed in 15 of 20 runs): every run equals the float64 reference, and the first bit for
+    bit."""
     rng = np.random.default_rng(0)
-    features = rng.standard_normal((1, 24, 30, 64)).astype(np.float32)
-    centres = np.array([96.0, 120.0]) + rng.normal(0, 6, size=(1, 400, 2))
-    sides = rng.uniform(20, 80, size=(1, 400, 2))
+    features = rng.standard_normal((2, 24, 30, 64)).astype(np.float32)
+    centres = np.array([96.0, 120.0]) + rng.normal(0, 6, size=(2, 200, 2))
+    sides = rng.uniform(20, 80, size=(2, 200, 2))
     rois = np.concatenate([centres - sides / 2, centres + sides / 2], -1)
-    rois[0, :4] = [[-30, -20, 40, 50], [150, 200, 230, 290], [-9, 100, 20, 260], [5, -40, 200, 9]]
+    rois[0, :2] = [[-30, -20, 40, 50], [150, 200, 230, 290]]
+    rois[1, :2] = [[-9, 100, 20, 260], [5, -40, 200, 9]]
     rois = tf.constant(rois, tf.float32)  # a tensor, as in training (TensorFlow's kernel raced on it)
-    upstream = rng.standard_normal((1, 400, 3, 3, 64)).astype(np.float32)
+    upstream = rng.standard_normal((2, 200, 3, 3, 64)).astype(np.float32)
     layer = RoIPooling(pool_size=3, spatial_scale=1 / 8, mode="align")
+    assert bool(roi_pooling._splat_is_dense(tf.constant([2, 26, 32, 64]), 400, 3, 64))  # this size's own route
+    if route == "sparse":
+        monkeypatch.setattr(roi_pooling, "_DENSE_RATIO", 0)
 
     @tf.function
     def gradient(features):
@@ -427,10 +433,10 @@ def test_align_gradient_is_exact_and_the_same_every_run():
 
 
 def test_align_gradient_on_a_large_map_is_the_same_every_run_and_every_split(monkeypatch):
-    """At an FPN P2 level's size (2 x 200 x 336 cells), where the version before (four segment
-    sums added by ``AddN``, which adds its inputs in an order that changes from run to run on
-    large tensors) differed in the last bit now and then: five runs bit for bit the first, and
-    the channels split over 1, 2 or 3 ``sparse_dense_matmul`` calls (``_channel_parts``, one per
+    """At an FPN P2 level's size (2 x 200 x 336 cells; the sparse route), where the version before
+    (four segment sums added by ``AddN``, which adds its inputs in an order that changes from run to
+    run on large tensors) differed in the last bit now and then: five runs bit for bit the first,
+    and the channels split over 1, 2 or 3 ``sparse_dense_matmul`` calls (``_channel_parts``, one per
     core) give the same bits; no RoIs, zeros."""
     rng = np.random.default_rng(1)
     padded = roi_pooling._align_source(tf.constant(rng.standard_normal((2, 200, 336, 96)), tf.float32))
@@ -442,6 +448,8 @@ def test_align_gradient_on_a_large_map_is_the_same_every_run_and_every_split(mon
 
     def gradient():
         return tf.function(lambda: roi_pooling._splat_bins(upstream, padded, rois, box_indices, 1 / 4, 7))
+
+    assert not bool(roi_pooling._splat_is_dense(tf.shape(padded), 512, 7, 96))  # the sparse route at this size
 
     first = gradient()().numpy()
     call = gradient()
