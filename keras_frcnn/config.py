@@ -525,7 +525,7 @@ def _shapes() -> Config:
         # 128 RoIs per image (256 a step of 2 images): 64 made the detector stage's step 14 %
         # faster and gave 0.844 mAP against 0.865 (one run each, max pooling then).
         detector=DetectorConfig(pool_size=6, pool_mode="align", fc_units=512, batch_rois=256),
-        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 29 s - 5 min 36 s with
+        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 31 s - 5 min 36 s with
         # RoIAlign (3 seeds, alone on the machine); 800 / 2000 / 400 / 500 took 6.5 minutes (max
         # pooling then).
         train=TrainConfig(stage_steps=(700, 1800, 400, 500), stage_lr_drop_steps=(525, 1350, 300, 250),

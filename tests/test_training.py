@@ -299,7 +299,7 @@ def test_train_py_survives_kill_9_and_resumes(shapes_dir, tmp_path, capsys):
 
 
 
-@pytest.mark.slow  # (~3 minutes: three train.py processes of the shapes preset)
+@pytest.mark.slow  # (~80 s: three train.py processes of the shapes preset)
 def test_the_shapes_preset_killed_with_9_in_its_detector_stage_resumes_to_the_same_weights(shapes_dir, tmp_path):
     """The kill test above trains tiny_config (RoI max pooling); the main job's preset pools with
     RoIAlign, whose gradient is the layer's own (``roi_pooling._splat_bins``). Killed with -9 in
