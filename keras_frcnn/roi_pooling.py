@@ -19,8 +19,9 @@ left empty by the clamping outputs 0; otherwise the maximum, whose gradient goes
 ``roi_align(aligned=True, sampling_ratio=2)``): the mean of 2 x 2 bilinear samples per bin, with
 no rounding anywhere. The samples come from ``tf.image.crop_and_resize``; traced for the
 converters (``preprocessing.for_converters``), from gathers (LiteRT has no CropAndResize). Their
-gradient to the features is the layer's own (``_splat_bins``, a sparse matrix product):
-TensorFlow's CPU kernel for it loses updates where RoIs overlap (see ``_align_bins``).
+gradient to the features is the layer's own (``_splat_bins``: dense matrix products on small
+maps, a sparse one on large maps): TensorFlow's CPU kernel for it loses updates where RoIs overlap
+(see ``_align_bins``).
 
 The RoI boxes get no gradient (Faster R-CNN's approximate joint training treats proposals as
 constants), so they are wrapped in ``tf.stop_gradient``.
@@ -327,9 +328,10 @@ def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size):
                    lambda: _splat_sparse(upstream, padded, rois, box_indices, spatial_scale, pool_size))
 
 
-# ``_splat_dense``'s products cost ~ W * (P + B * H) per bin and channel, the sparse product 16 P
-# (at about 1 / 60 of a dense multiply-add's speed on CPUs: benchmarks/bench_align_gradient.py):
-# dense while W * (P + B * H) <= _DENSE_RATIO * P and its intermediate stays under _DENSE_FLOATS.
+# Per row of bins and channel, ``_splat_dense`` does ~2 W (P + B H) multiply-adds and the sparse
+# product 16 P entries, an entry taking tens of multiply-adds' time on CPUs (both routes' times:
+# BENCHMARKS.md): dense while W (P + B H) <= _DENSE_RATIO * P and its [N, P, W, C] intermediate
+# holds at most _DENSE_FLOATS floats (128 MB).
 _DENSE_RATIO = 1024
 _DENSE_FLOATS = 2**25
 
