@@ -239,6 +239,7 @@ def test_keras_internals_this_package_relies_on_are_there():
     assert "detector_head/dropout/seed_generator_0" in network_variables(net.model)
 
 
+@pytest.mark.slow  # (~22 s: two runs of the 4-step schedule; the default suite's time is near its 10 minutes)
 def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_path):
     """Alternating schedule, 2 steps a stage: a finished run, then a new one (not resumed) with
     another seed in the same folder, stopped in stage 2. The new run wrote its own stored
