@@ -8,8 +8,8 @@ then per class: the proposals' recall at IoU 0.5 and 0.7 and the detections' (sa
     python benchmarks/missed_objects.py runs/shapes/model.keras --heldout 500 --quiet
 
 ``--heldout N``: instead of the test split, N held-out images of the shapes training
-distribution: train split indices 500 .. 500 + N - 1 of a (500 + N)-image build, which a run on
-the default 500 training images never saw (steadier than the 100-image test split).
+distribution: train split images 500 .. 500 + N - 1 (by ``image/id``) of a (500 + N)-image build,
+which a run on the default 500 training images never saw (steadier than the 100-image test split).
 """
 
 import argparse
@@ -23,6 +23,19 @@ from keras_frcnn.data.examples import DetectionSource
 from keras_frcnn.data.pipeline import eval_dataset
 from keras_frcnn.data.shapes import load_shapes
 from keras_frcnn.metrics import pairwise_iou
+
+
+def heldout_source(count, num_train=500, data_dir=None):
+    """Shapes training-distribution images a run on the first ``num_train`` never saw: train split
+    images ``num_train .. num_train + count - 1`` of a ``num_train + count``-image build (the same
+    seed draws the same image for the same index in every build). Chosen by ``image/id``: TFDS
+    stores a split in an order shuffled by key, so the build's first ``num_train`` examples in file
+    order are not the training set (taking the rest of that order had 265 training images among
+    its 500)."""
+    full = load_shapes("train", data_dir=data_dir, num_train=num_train + count)
+    dataset = full.dataset.filter(lambda example: example["image/id"] >= num_train)
+    return DetectionSource(dataset=dataset, class_names=full.class_names, num_examples=count,
+                           name=f"shapes train {num_train}..{num_train + count - 1}")
 
 
 def best_overlaps(gt_boxes, boxes):
@@ -45,9 +58,7 @@ def main():
     if args.min_side:
         model = model.at_scale(args.min_side, args.max_side)
     if args.heldout:
-        full = load_shapes("train", num_train=500 + args.heldout)
-        source = DetectionSource(dataset=full.dataset.skip(500), class_names=full.class_names,
-                                 num_examples=args.heldout, name=f"shapes train {500}..{499 + args.heldout}")
+        source = heldout_source(args.heldout)
     else:
         source = load_shapes(args.split)
     layers = model.layers_

@@ -1,7 +1,9 @@
 """The built-in shapes set: deterministic, local, in the TFDS detection layout."""
 
 import errno
+import importlib.util
 import os
+import pathlib
 import threading
 
 import numpy as np
@@ -117,3 +119,19 @@ def test_a_build_killed_midway_leaves_nothing_behind_the_next(tmp_path):
     source = load_shapes("train", data_dir=tmp_path, num_train=6, num_test=2)
     assert len(examples(source)) == 6
     assert sorted(p.name for p in config_dir.iterdir()) == ["1.1.0"]
+
+
+def test_the_benchmarks_held_out_images_are_not_training_images(tmp_path):
+    # benchmarks/missed_objects.py --heldout N: the images after the training set's, by index;
+    # TFDS stores a split shuffled by key, so "the rest of the bigger build" would not be those.
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "missed_objects.py"
+    spec = importlib.util.spec_from_file_location("missed_objects", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    heldout = module.heldout_source(6, num_train=10, data_dir=str(tmp_path))
+    held = examples(heldout)
+    assert heldout.num_examples == 6 and sorted(int(e["image/id"]) for e in held) == list(range(10, 16))
+    training = examples(load_shapes("train", data_dir=str(tmp_path), num_train=10, num_test=1))
+    assert sorted(int(e["image/id"]) for e in training) == list(range(10))
+    trained_on = {e["image"].tobytes() for e in training}
+    assert not any(e["image"].tobytes() in trained_on for e in held)
