@@ -13,6 +13,7 @@ from test_data_fixtures import examples
 
 from keras_frcnn.config import preset
 from keras_frcnn.data import SHAPE_CLASSES, load_shapes, train_dataset
+from keras_frcnn.data import shapes
 from keras_frcnn.data.shapes import render_example, shapes_builder
 from keras_frcnn.data.tfds_sources import build_lock
 
@@ -70,6 +71,42 @@ def test_rendered_objects_vary():
     np.testing.assert_array_equal(a, b)
 
 
+def test_a_box_is_the_extent_of_what_is_visible_of_its_object():
+    # As VOC and COCO annotate: a square whose right end a later square covers ends where the
+    # later one starts; its other sides stay exact; one that would hide most of it is refused.
+    def square(ymin, xmin, ymax, xmax):
+        corners = np.array([[xmin, ymin], [xmax, ymin], [xmax, ymax], [xmin, ymax]], np.float64)
+        parts = [("poly", corners)]
+        extent = shapes._extent(parts)
+        return shapes._Drawn(extent, shapes._samples(parts, extent))
+
+    first = square(40.3, 40.6, 100.2, 100.7)
+    np.testing.assert_allclose(first.visible_box(), [40.3, 40.6, 100.2, 100.7])
+    second = square(30.0, 76.0, 110.0, 130.0)  # covers x 76-100.7 of it: 41 % of its area
+    assert shapes._still_visible(first, second)
+    first.cover(second)
+    np.testing.assert_allclose(first.visible_box(), [40.3, 40.6, 100.2, 76.0])
+    np.testing.assert_allclose(second.visible_box(), [30.0, 76.0, 110.0, 130.0])
+    assert not shapes._still_visible(first, square(20.0, 60.0, 120.0, 120.0))  # 30 % left
+    assert not shapes._still_visible(first, square(20.0, 20.0, 95.0, 120.0))  # 5.2 px of height left
+    # In the rendered set, against the whole shapes' extents (the set's version 1.1.0): the same
+    # images, each box inside its extent, some boxes cut short by a later object.
+    shrunk, visible_box = 0, shapes._Drawn.visible_box
+    for index in range(40):
+        image, boxes, labels = render_example(np.random.default_rng([0, 1, index]))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(shapes._Drawn, "visible_box", lambda drawn, visible=None: (
+                np.array(drawn.extent) if visible is None else visible_box(drawn, visible)))
+            whole_image, extents, whole_labels = render_example(np.random.default_rng([0, 1, index]))
+        np.testing.assert_array_equal(image, whole_image)
+        assert labels == whole_labels
+        for box, extent in zip(boxes, extents, strict=True):
+            assert np.all(box[:2] >= extent[:2]) and np.all(box[2:] <= extent[2:])
+            assert box[2] - box[0] >= 8 and box[3] - box[1] >= 8
+            shrunk += np.abs(box - extent).max() > 2
+    assert shrunk >= 2
+
+
 def test_a_run_started_while_another_builds_the_set_waits_and_reads_it(tmp_path):
     """Two ``train.py`` runs started together on a new machine: TFDS's second build failed to
     rename its folder into place. Here one build holds the lock while a second load starts (it makes
@@ -113,12 +150,12 @@ def test_a_build_killed_midway_leaves_nothing_behind_the_next(tmp_path):
     with -9 left that folder (as large as what it wrote) for ever, beside the set the next run
     built. The next build, holding the build lock, removes it."""
     config_dir = tmp_path / "shapes" / "train6_test2_seed0"
-    dead = config_dir / "incomplete.9FOIL6_1.1.0"
+    dead = config_dir / f"incomplete.9FOIL6_{shapes.Shapes.VERSION}"
     dead.mkdir(parents=True)
     (dead / "shapes-train.tfrecord-00000-of-00001").write_bytes(b"x" * 1000)
     source = load_shapes("train", data_dir=tmp_path, num_train=6, num_test=2)
     assert len(examples(source)) == 6
-    assert sorted(p.name for p in config_dir.iterdir()) == ["1.1.0"]
+    assert sorted(p.name for p in config_dir.iterdir()) == [str(shapes.Shapes.VERSION)]
 
 
 def test_the_benchmarks_held_out_images_are_not_training_images(tmp_path):

@@ -8,8 +8,10 @@ a CPU in minutes, hard enough that a detector has to find objects rather than co
 
 Everything is drawn with numpy from a seeded generator (one per example, from ``(seed, split,
 index)``), so two builds give identical bytes. Shapes are rendered with 4 x 4 supersampling for
-anti-aliased edges, and every box is the exact extent of the drawn geometry in continuous pixel
-coordinates (pixel ``i`` covers ``[i, i + 1)``), clipped to the image.
+anti-aliased edges. Every box is the extent of the object's visible part, as VOC and COCO annotate
+(not the extent of a shape a later one hides an end of), in continuous pixel coordinates (pixel
+``i`` covers ``[i, i + 1)``): the exact extent of its geometry, clipped to the image, on each side
+no later object covers; on a side one does, the edge of its outermost visible supersample (1/4 px).
 
     source = load_shapes("train", data_dir="/tmp/tfds")          # builds once (seconds), then loads
     source = load_shapes("test", num_train=8, num_test=4)        # a tiny version for tests
@@ -37,7 +39,8 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 _SPLIT_IDS = {"train": 1, "test": 2}
 _SUPERSAMPLE = 4
 _MIN_SIZE, _MAX_SIZE = 24.0, 128.0  # px, the side of an object's square before rotation and clipping
-_MIN_VISIBLE_SIDE = 8.0  # px: an object cut by the border keeps at least this much of each side
+_MIN_VISIBLE_SIDE = 8.0  # px: an object cut by the border or covered keeps this much of each side
+_MIN_VISIBLE_FRACTION = 0.5  # of an object's area, left visible by the objects drawn over it
 
 
 class ShapesConfig(tfds.core.BuilderConfig):
@@ -56,10 +59,16 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class Shapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """The synthetic shapes detection set (see the module docstring)."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {"1.0.0": "Initial release.",
                      "1.1.0": "Objects of 24-128 px (16-128 before): shapes under ~24 px are a "
-                              "handful of stride-16 cells, too few to tell a cross from a square."}
+                              "handful of stride-16 cells, too few to tell a cross from a square.",
+                     "1.2.0": "Boxes of the visible part of each object, as VOC and COCO annotate: "
+                              "where a later object covers an end of an earlier one, its box ends "
+                              "where it is still visible (before, at the end of its whole shape: "
+                              "7 % of the boxes were larger than what the image shows by over 2 px, "
+                              "up to 28); an object that would leave an earlier one under half "
+                              "visible is not drawn."}
     BUILDER_CONFIGS = [ShapesConfig()]
 
     def _info(self):
@@ -152,12 +161,13 @@ def render_example(rng: np.random.Generator):
     """One image and its objects, drawn from ``rng``.
 
     Returns ``image`` uint8 ``[H, W, 3]``, ``boxes`` a list of ``[ymin, xmin, ymax, xmax]`` in
-    continuous pixel coordinates (the drawn shape's extent, clipped to the image) and ``labels``
-    (indices into ``SHAPE_CLASSES``). Later objects are drawn over earlier ones.
+    continuous pixel coordinates (the extent of what is visible of each object: the module
+    docstring) and ``labels`` (indices into ``SHAPE_CLASSES``). Later objects are drawn over
+    earlier ones.
     """
     height, width = (int(v) for v in rng.integers(224, 289, size=2))
     image = _background(rng, height, width)
-    boxes, labels = [], []
+    drawn, labels = [], []
     # A few images without objects (negatives), mostly 1-6 objects.
     num_objects = int(rng.choice(7, p=[0.03, 0.17, 0.2, 0.2, 0.16, 0.14, 0.1]))
     for _ in range(num_objects):
@@ -173,19 +183,25 @@ def render_example(rng: np.random.Generator):
             parts = _shape_parts(rng, label, cx, cy, size)
             full = _extent(parts)
             box = np.array([max(full[0], 0.0), max(full[1], 0.0), min(full[2], height), min(full[3], width)])
-            if not _acceptable(box, full, boxes):
+            if not _acceptable(box, full, [earlier.extent for earlier in drawn]):
+                continue
+            new = _Drawn(box, _samples(parts, box))
+            if any(not _still_visible(earlier, new) for earlier in drawn):
                 continue
             colour = _object_colour(rng, image, box)
-            alpha = _coverage(parts, box)
-            y0, x0 = int(math.floor(box[0])), int(math.floor(box[1]))
+            alpha = new.coverage()
+            y0, x0 = new.origin
             region = image[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
             shading = 1.0 + rng.normal(0.0, 0.04, size=alpha.shape + (1,))
             blended = region * (1.0 - alpha[..., None]) + colour * shading * alpha[..., None]
             image[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]] = blended
-            boxes.append(box)
+            for earlier in drawn:
+                earlier.cover(new)
+            drawn.append(new)
             labels.append(label)
             break
     image += rng.normal(0.0, 4.0, size=image.shape)  # sensor-like noise over everything
+    boxes = [obj.visible_box() for obj in drawn]
     return np.clip(np.round(image), 0, 255).astype(np.uint8), boxes, labels
 
 
@@ -286,11 +302,11 @@ def _hsv_to_rgb(h, s, v):
     return [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]
 
 
-def _coverage(parts, box):
-    """Fraction of each pixel of the box's pixel region covered by the shape: float ``[h, w]``.
+def _samples(parts, box):
+    """Which supersamples of the box's pixel region the shape covers: bool ``[h * n, w * n]``.
 
     Pixel ``(i, j)`` of the region is image pixel ``(floor(ymin) + i, floor(xmin) + j)``; it is
-    sampled at ``_SUPERSAMPLE ** 2`` points inside ``[j, j + 1) x [i, i + 1)``.
+    sampled at ``n ** 2`` points (``n = _SUPERSAMPLE``) inside ``[j, j + 1) x [i, i + 1)``.
     """
     y0, x0 = math.floor(box[0]), math.floor(box[1])
     y1, x1 = math.ceil(box[2]), math.ceil(box[3])
@@ -305,7 +321,77 @@ def _coverage(parts, box):
             inside |= (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
         else:
             inside |= _inside_convex(geometry, xx, yy)
-    return inside.reshape(y1 - y0, n, x1 - x0, n).mean(axis=(1, 3))
+    return inside
+
+
+class _Drawn:
+    """One drawn object: its geometry's extent (clipped), its supersamples and which of them the
+    objects drawn later left visible (bool ``[h * n, w * n]`` over its box's pixel region, whose
+    top-left pixel is ``origin``)."""
+
+    def __init__(self, extent, inside):
+        self.extent = extent
+        self.origin = (math.floor(extent[0]), math.floor(extent[1]))
+        self.inside = inside
+        self.visible = inside.copy()
+
+    def coverage(self):
+        """The fraction of each pixel of the region the shape covers: float ``[h, w]``."""
+        n = _SUPERSAMPLE
+        h, w = self.inside.shape[0] // n, self.inside.shape[1] // n
+        return self.inside.reshape(h, n, w, n).mean(axis=(1, 3))
+
+    def _overlap(self, other):
+        """Slices of ``self``'s and ``other``'s sample grids over their common samples (or None)."""
+        n = _SUPERSAMPLE
+        (ay, ax), (by, bx) = self.origin, other.origin
+        top, left = max(ay, by) * n, max(ax, bx) * n
+        bottom = min(ay * n + self.inside.shape[0], by * n + other.inside.shape[0])
+        right = min(ax * n + self.inside.shape[1], bx * n + other.inside.shape[1])
+        if bottom <= top or right <= left:
+            return None
+        mine = (slice(top - ay * n, bottom - ay * n), slice(left - ax * n, right - ax * n))
+        theirs = (slice(top - by * n, bottom - by * n), slice(left - bx * n, right - bx * n))
+        return mine, theirs
+
+    def cover(self, other):
+        """``other`` is drawn over this object: hide the samples it covers."""
+        overlap = self._overlap(other)
+        if overlap is not None:
+            mine, theirs = overlap
+            self.visible[mine] &= ~other.inside[theirs]
+
+    def visible_box(self, visible=None):
+        """``[ymin, xmin, ymax, xmax]`` of the visible samples: a side no later object reaches is
+        the geometry's own (exact) edge, a covered side the edge of the outermost visible sample."""
+        visible = self.visible if visible is None else visible
+        n = _SUPERSAMPLE
+        box = np.array(self.extent, np.float64)
+        for axis in (0, 1):  # rows (y), then columns (x)
+            seen = np.nonzero(visible.any(axis=1 - axis))[0]
+            whole = np.nonzero(self.inside.any(axis=1 - axis))[0]
+            if not len(seen):
+                return None
+            if seen[0] != whole[0]:
+                box[axis] = self.origin[axis] + seen[0] / n
+            if seen[-1] != whole[-1]:
+                box[axis + 2] = self.origin[axis] + (seen[-1] + 1) / n
+        return box
+
+
+def _still_visible(earlier, new):
+    """Whether ``earlier`` stays recognisable with ``new`` drawn over it: at least half of its area
+    and ``_MIN_VISIBLE_SIDE`` of each side of its visible box."""
+    overlap = earlier._overlap(new)
+    if overlap is None:
+        return True
+    mine, theirs = overlap
+    visible = earlier.visible.copy()
+    visible[mine] &= ~new.inside[theirs]
+    if visible.sum() < _MIN_VISIBLE_FRACTION * earlier.inside.sum():
+        return False
+    box = earlier.visible_box(visible)
+    return box[2] - box[0] >= _MIN_VISIBLE_SIDE and box[3] - box[1] >= _MIN_VISIBLE_SIDE
 
 
 def _inside_convex(polygon, xx, yy):
