@@ -2,7 +2,7 @@
 of its class at IoU >= 0.5, with its size, whether it touches the border, the best IoU its class
 reached, the best IoU of the RPN's test-time proposals and the nearest detection of any class;
 then per class: the proposals' recall at IoU 0.5 and 0.7 and the detections' (same class, IoU
-0.5), i.e. whether the RPN or the detector loses the objects.
+0.5), i.e. whether the RPN or the detector loses the objects; and the VOC07 mAP of the images.
 
     python benchmarks/missed_objects.py runs/shapes/model.keras [--min-side 320 --max-side 480]
     python benchmarks/missed_objects.py runs/shapes/model.keras --heldout 500 --quiet
@@ -22,7 +22,7 @@ from keras_frcnn import cli
 from keras_frcnn.data.examples import DetectionSource
 from keras_frcnn.data.pipeline import eval_dataset
 from keras_frcnn.data.shapes import load_shapes
-from keras_frcnn.metrics import pairwise_iou
+from keras_frcnn.metrics import evaluate_detections, pairwise_iou
 
 
 def heldout_source(count, num_train=500, data_dir=None):
@@ -73,7 +73,7 @@ def main():
 
     names = list(model.class_names)
     counts = collections.defaultdict(lambda: np.zeros(4, int))  # objects, proposals @0.5, @0.7, detected
-    missed = 0
+    missed, detections, ground_truth = 0, [], []
     for batch in eval_dataset(source):
         proposals, count, image_info, det = run(batch["images"], batch["image_size"])
         num_gt, num_det = int(batch["num_gt"][0]), int(det["num_detections"][0])
@@ -84,6 +84,9 @@ def main():
         proposal_iou = best_overlaps(gt_boxes, proposals[0, :int(count[0])].numpy() / float(image_info[0, 2]))
         boxes, labels = det["boxes"][0, :num_det].numpy(), det["labels"][0, :num_det].numpy()
         scores = det["confidence"][0, :num_det].numpy()
+        detections.append({"boxes": boxes, "scores": scores, "labels": labels})
+        ground_truth.append({"boxes": gt_boxes, "labels": gt_labels,
+                             "difficult": batch["gt_difficult"][0, :num_gt].numpy()})
         overlaps = pairwise_iou(gt_boxes, boxes, inclusive_pixels=False) if num_det else np.zeros((num_gt, 0))
         for i, (box, label) in enumerate(zip(gt_boxes, gt_labels)):
             same = overlaps[i][labels == label]
@@ -104,6 +107,8 @@ def main():
                   f"IoU {proposal_iou[i]:.2f};  nearest: {nearest}")
     total = sum(int(c[0]) for c in counts.values())
     print(f"{missed} of {total} objects missed on {source.name}")
+    result = evaluate_detections(detections, ground_truth, names, inclusive_pixels=False)
+    print(f"VOC07 mAP {result.mAP:.4f} (area mAP {result.mAP_area:.4f})")
     print(f"{'class':10s} {'objects':>7s} {'proposals@0.5':>13s} {'proposals@0.7':>13s} {'detected':>8s}")
     for name in names:
         c = counts[name]
