@@ -500,7 +500,7 @@ def _shapes() -> Config:
     # objects span under two cells and were the ones missed (issue 14); the 1.5x upscale that
     # stride 16 needed cost as much as stride 8 at 1x. It trains at the images' own scale (short
     # side 256) and tests at 1.25x (320): the small shapes over more cells at test time; on 500
-    # held-out training-distribution images that scored 0.006-0.011 VOC07 mAP above testing at
+    # held-out training-distribution images that scored 0.005-0.008 VOC07 mAP above testing at
     # 256 (3 models), on the test set 0.013-0.041 (BENCHMARKS.md, issue 14).
     return Config(
         name="shapes",
@@ -525,9 +525,9 @@ def _shapes() -> Config:
         # 128 RoIs per image (256 a step of 2 images): 64 made the detector stage's step 14 %
         # faster and gave 0.844 mAP against 0.865 (one run each, max pooling then).
         detector=DetectorConfig(pool_size=6, pool_mode="align", fc_units=512, batch_rois=256),
-        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 31 s - 5 min 36 s with
-        # RoIAlign (3 seeds, alone on the machine); 800 / 2000 / 400 / 500 took 6.5 minutes (max
-        # pooling then).
+        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 19 s - 5 min 35 s with
+        # RoIAlign (3 seeds, alone on the machine; 6 min 19 s at most in a slow hour); 800 / 2000
+        # / 400 / 500 took 6.5 minutes (max pooling then).
         train=TrainConfig(stage_steps=(700, 1800, 400, 500), stage_lr_drop_steps=(525, 1350, 300, 250),
                           joint_steps=4000, joint_lr_drop_step=3000, lr=1e-2,
                           rpn_batch_images=2, detector_batch_images=2),
