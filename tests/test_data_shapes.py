@@ -87,7 +87,7 @@ def test_a_box_is_the_extent_of_what_is_visible_of_its_object():
     first.cover(second)
     np.testing.assert_allclose(first.visible_box(), [40.3, 40.6, 100.2, 76.0])
     np.testing.assert_allclose(second.visible_box(), [30.0, 76.0, 110.0, 130.0])
-    assert not shapes._still_visible(first, square(20.0, 60.0, 120.0, 120.0))  # 30 % left
+    assert not shapes._still_visible(first, square(20.0, 60.0, 120.0, 120.0))  # 32 % left
     assert not shapes._still_visible(first, square(20.0, 20.0, 95.0, 120.0))  # 5.2 px of height left
     # In the rendered set, against the whole shapes' extents (the set's version 1.1.0): the same
     # images, each box inside its extent, some boxes cut short by a later object.
