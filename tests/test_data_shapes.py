@@ -89,14 +89,32 @@ def test_a_box_is_the_extent_of_what_is_visible_of_its_object():
     np.testing.assert_allclose(second.visible_box(), [30.0, 76.0, 110.0, 130.0])
     assert not shapes._still_visible(first, square(20.0, 60.0, 120.0, 120.0))  # 32 % left
     assert not shapes._still_visible(first, square(20.0, 20.0, 95.0, 120.0))  # 5.2 px of height left
-    # In the rendered set, against the whole shapes' extents (the set's version 1.1.0): the same
-    # images, each box inside its extent, some boxes cut short by a later object.
-    shrunk, visible_box = 0, shapes._Drawn.visible_box
+    # A shape past the border is boxed to its part inside the image: a diamond and a disc centred
+    # 5 px left of the image reach 15 px into it, over +-15 / +-19.4 px at x = 0 (not +-20).
+    diamond = [("poly", np.array([[-25.0, 50.0], [-5.0, 30.0], [15.0, 50.0], [-5.0, 70.0]]))]
+    np.testing.assert_allclose(shapes._extent_in_image(diamond, 100, 100), [35.0, 0.0, 65.0, 15.0])
+    half_chord = np.sqrt(20.0 ** 2 - 5.0 ** 2)
+    np.testing.assert_allclose(shapes._extent_in_image([("circle", (-5.0, 50.0, 20.0))], 100, 100),
+                               [50.0 - half_chord, 0.0, 50.0 + half_chord, 15.0])
+    assert shapes._extent_in_image([("circle", (-25.0, 50.0, 20.0))], 100, 100) is None
+    # In the rendered set: every box within half a pixel of the edges of its object's visible
+    # supersamples (1/4 px apart), and inside the extent of its geometry in the image, which
+    # some later objects cut short; the same images as boxing those extents.
+    drawn, shrunk, visible_box = [], 0, shapes._Drawn.visible_box
     for index in range(40):
-        image, boxes, labels = render_example(np.random.default_rng([0, 1, index]))
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(shapes._Drawn, "visible_box", lambda drawn, visible=None: (
-                np.array(drawn.extent) if visible is None else visible_box(drawn, visible)))
+            patch.setattr(shapes._Drawn, "visible_box", lambda obj, visible=None: (
+                drawn.append(obj) if visible is None else None) or visible_box(obj, visible))
+            drawn.clear()
+            image, boxes, labels = render_example(np.random.default_rng([0, 1, index]))
+        for obj, box in zip(drawn, boxes, strict=True):
+            rows, cols = np.nonzero(obj.visible.any(axis=1))[0], np.nonzero(obj.visible.any(axis=0))[0]
+            y0, x0, n = *obj.origin, shapes._SUPERSAMPLE
+            edges = [y0 + rows[0] / n, x0 + cols[0] / n, y0 + (rows[-1] + 1) / n, x0 + (cols[-1] + 1) / n]
+            np.testing.assert_allclose(box, edges, atol=0.5)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(shapes._Drawn, "visible_box", lambda obj, visible=None: (
+                np.array(obj.extent) if visible is None else visible_box(obj, visible)))
             whole_image, extents, whole_labels = render_example(np.random.default_rng([0, 1, index]))
         np.testing.assert_array_equal(image, whole_image)
         assert labels == whole_labels

@@ -9,9 +9,10 @@ a CPU in minutes, hard enough that a detector has to find objects rather than co
 Everything is drawn with numpy from a seeded generator (one per example, from ``(seed, split,
 index)``), so two builds give identical bytes. Shapes are rendered with 4 x 4 supersampling for
 anti-aliased edges. Every box is the extent of the object's visible part, as VOC and COCO annotate
-(not the extent of a shape a later one hides an end of), in continuous pixel coordinates (pixel
-``i`` covers ``[i, i + 1)``): the exact extent of its geometry, clipped to the image, on each side
-no later object covers; on a side one does, the edge of its outermost visible supersample (1/4 px).
+(not the extent of a shape a later one hides an end of, or of its part past the border), in
+continuous pixel coordinates (pixel ``i`` covers ``[i, i + 1)``): the exact extent of its geometry
+inside the image on each side no later object covers; on a side one does, the edge of its
+outermost visible supersample (1/4 px).
 
     source = load_shapes("train", data_dir="/tmp/tfds")          # builds once (seconds), then loads
     source = load_shapes("test", num_train=8, num_test=4)        # a tiny version for tests
@@ -182,8 +183,8 @@ def render_example(rng: np.random.Generator):
                 cy = rng.uniform(size / 2, height - size / 2)
             parts = _shape_parts(rng, label, cx, cy, size)
             full = _extent(parts)
-            box = np.array([max(full[0], 0.0), max(full[1], 0.0), min(full[2], height), min(full[3], width)])
-            if not _acceptable(box, full, [earlier.extent for earlier in drawn]):
+            box = _extent_in_image(parts, height, width)
+            if box is None or not _acceptable(box, full, [earlier.extent for earlier in drawn]):
                 continue
             new = _Drawn(box, _samples(parts, box))
             if any(not _still_visible(earlier, new) for earlier in drawn):
@@ -265,6 +266,64 @@ def _extent(parts):
     return np.array([ymin, xmin, ymax, xmax])
 
 
+def _extent_in_image(parts, height, width):
+    """``[ymin, xmin, ymax, xmax]`` of the part of the geometry inside the image (exact), or None.
+
+    Not the whole extent clipped: a shape whose corner lies past one border reaches less far along
+    the other axis inside the image (a triangle's tip cut off)."""
+    extents = []
+    for kind, geometry in parts:
+        if kind == "circle":
+            cx, cy, r = geometry
+            # Inside the band 0 <= x <= W the disc reaches cy +- sqrt(r^2 - dx^2), dx the centre's
+            # distance to the band; then the band 0 <= y <= H cuts that range.
+            dx, dy = max(-cx, 0.0, cx - width), max(-cy, 0.0, cy - height)
+            if dx >= r or dy >= r:
+                continue
+            ry, rx = math.sqrt(r * r - dx * dx), math.sqrt(r * r - dy * dy)
+            part = [max(cy - ry, 0.0), max(cx - rx, 0.0), min(cy + ry, height), min(cx + rx, width)]
+            if part[0] < part[2] and part[1] < part[3]:
+                extents.append(part)
+            continue
+        inside = _clip_convex(geometry, width, height)
+        if len(inside) >= 3:
+            xs, ys = inside[:, 0], inside[:, 1]
+            extents.append([ys.min(), xs.min(), ys.max(), xs.max()])
+    if not extents:
+        return None
+    extents = np.array(extents, np.float64)
+    box = np.array([extents[:, 0].min(), extents[:, 1].min(), extents[:, 2].max(), extents[:, 3].max()])
+    return np.clip(box, 0.0, [height, width, height, width])  # (a crossing rounded past a side)
+
+
+def _clip_convex(polygon, width, height):
+    """The convex polygon ``[V, 2]`` (x, y) cut to ``0 <= x <= width, 0 <= y <= height``
+    (Sutherland-Hodgman, one image side at a time): ``[V', 2]``, empty when nothing is inside."""
+    points = [tuple(p) for p in polygon]
+    for axis, limit, keep_below in ((0, 0.0, False), (0, float(width), True),
+                                    (1, 0.0, False), (1, float(height), True)):
+        def inside(p):
+            return p[axis] <= limit if keep_below else p[axis] >= limit
+        out = []
+        for a, b in zip(points, points[1:] + points[:1]):
+            if inside(b):
+                if not inside(a):
+                    out.append(_cross(a, b, axis, limit))
+                out.append(b)
+            elif inside(a):
+                out.append(_cross(a, b, axis, limit))
+        points = out
+        if not points:
+            break
+    return np.array(points, np.float64).reshape(-1, 2)
+
+
+def _cross(a, b, axis, limit):
+    """Where segment ``a``-``b`` crosses the line ``coordinate[axis] == limit``."""
+    t = (limit - a[axis]) / (b[axis] - a[axis])
+    return tuple(a[k] + t * (b[k] - a[k]) for k in range(2))
+
+
 def _area(box):
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
@@ -325,7 +384,7 @@ def _samples(parts, box):
 
 
 class _Drawn:
-    """One drawn object: its geometry's extent (clipped), its supersamples and which of them the
+    """One drawn object: its geometry's extent inside the image, its supersamples and which of them the
     objects drawn later left visible (bool ``[h * n, w * n]`` over its box's pixel region, whose
     top-left pixel is ``origin``)."""
 
