@@ -66,10 +66,12 @@ class Shapes(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                               "handful of stride-16 cells, too few to tell a cross from a square.",
                      "1.2.0": "Boxes of the visible part of each object, as VOC and COCO annotate: "
                               "where a later object covers an end of an earlier one, its box ends "
-                              "where it is still visible (before, at the end of its whole shape: "
-                              "6 % of the boxes were larger than what the image shows by over 2 px, "
-                              "up to 25); an object that would leave an earlier one under half "
-                              "visible, or with a visible side under 8 px, is not drawn."}
+                              "where it is still visible, and an object past the border is boxed "
+                              "to its part inside the image (before, its whole extent clamped: "
+                              "too large where a corner lay past another side). 6 % of the "
+                              "boxes were larger than what the image shows by over 2 px, up to "
+                              "25. An object that would leave an earlier one under half visible, "
+                              "or with a visible side under 8 px, is not drawn."}
     BUILDER_CONFIGS = [ShapesConfig()]
 
     def _info(self):
