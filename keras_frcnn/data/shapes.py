@@ -415,12 +415,18 @@ class _Drawn:
         theirs = (slice(top - by * n, bottom - by * n), slice(left - bx * n, right - bx * n))
         return mine, theirs
 
-    def cover(self, other):
-        """``other`` is drawn over this object: hide the samples it covers."""
+    def visible_under(self, other):
+        """The samples of this object still visible with ``other`` drawn over it (a new array)."""
+        visible = self.visible.copy()
         overlap = self._overlap(other)
         if overlap is not None:
             mine, theirs = overlap
-            self.visible[mine] &= ~other.inside[theirs]
+            visible[mine] &= ~other.inside[theirs]
+        return visible
+
+    def cover(self, other):
+        """``other`` is drawn over this object: hide the samples it covers."""
+        self.visible = self.visible_under(other)
 
     def visible_box(self, visible=None):
         """``[ymin, xmin, ymax, xmax]`` of the visible samples: a side no later object reaches is
@@ -443,12 +449,7 @@ class _Drawn:
 def _still_visible(earlier, new):
     """Whether ``earlier`` stays recognisable with ``new`` drawn over it: at least half of its area
     and ``_MIN_VISIBLE_SIDE`` of each side of its visible box."""
-    overlap = earlier._overlap(new)
-    if overlap is None:
-        return True
-    mine, theirs = overlap
-    visible = earlier.visible.copy()
-    visible[mine] &= ~new.inside[theirs]
+    visible = earlier.visible_under(new)
     if visible.sum() < _MIN_VISIBLE_FRACTION * earlier.inside.sum():
         return False
     box = earlier.visible_box(visible)
