@@ -9,15 +9,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-# Seconds each file takes (--durations=0 summed per file, 2 cores, 2026-12-01). pytest-xdist hands whole
-# files to its two workers in collection order (--no-loadscope-reorder: not by test count), so
-# the longest go first and the short ones fill the end: the workers finish together (~30 s less
-# than by test count). A stale figure costs time, never a test.
-FILE_SECONDS = {"test_checkpoints": 111, "test_training": 105, "test_resnet": 84, "test_formats": 78,
-                "test_export": 64, "test_cli": 46, "test_models": 48, "test_stream": 31, "test_mobilenet": 31,
-                "test_data_combined": 27, "test_data_tfrecord": 21, "test_data_yolo": 14, "test_python_api": 13,
-                "test_data_pipeline": 11, "test_data_labelme": 10, "test_data_csv": 10, "test_backbone": 10,
-                "test_data_cvat": 9, "test_saving": 9, "test_data_via": 9}
+# Seconds each file takes (--durations=0 summed per file, 2 cores, 2026-12-01 19:05). pytest-xdist
+# hands whole files to its two workers in collection order (--no-loadscope-reorder: not by test
+# count), so the longest go first and the short ones fill the end: the workers finish together
+# (~30 s less than by test count). A stale figure costs time, never a test.
+FILE_SECONDS = {"test_training": 113, "test_resnet": 101, "test_formats": 95, "test_checkpoints": 94,
+                "test_export": 58, "test_cli": 57, "test_stream": 45, "test_models": 38,
+                "test_mobilenet": 29, "test_data_combined": 27, "test_data_tfrecord": 24,
+                "test_data_pipeline": 17, "test_python_api": 17, "test_data_csv": 16,
+                "test_data_labelme": 15, "test_backbone": 14, "test_data_via": 13, "test_data_cvat": 13,
+                "test_roi_pooling": 12, "test_data_shapes": 12, "test_data_yolo": 12, "test_saving": 10}
 
 
 def pytest_collection_modifyitems(items):
@@ -145,7 +146,10 @@ def synthetic_batch(n=4, size=128, seed=0):
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory):
     """One tiny two-class model ("square", "wide") trained 200 joint steps on ``synthetic_batch``,
-    saved as ``root / "model.keras"``, shared by the export tests (training it takes ~10 s)."""
+    saved as ``root / "model.keras"``, shared by the export tests (training it takes ~10 s, ~20 s
+    beside another worker: the first pytest-xdist worker to need it trains it, under a lock in
+    the session's common temporary folder, and the other loads the file; the tests copy it)."""
+    import fcntl
     import types
 
     import keras
@@ -153,10 +157,18 @@ def tiny_trained(tmp_path_factory):
 
     from keras_frcnn.models import build_models
 
-    root = tmp_path_factory.mktemp("tiny_trained")
-    keras.utils.set_random_seed(0)
-    net = build_models(tiny_config(), 2, weights=None, class_names=["square", "wide"])
-    joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
-    joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(200), verbose=0)
-    net.model.save(root / "model.keras")
-    return types.SimpleNamespace(root=root, model=net.model)
+    common = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        common = common.parent  # (each worker's base folder is in the session's)
+    root = common / "tiny_trained"
+    root.mkdir(exist_ok=True)
+    with open(common / "tiny_trained.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
+        if (root / "model.keras").exists():
+            return types.SimpleNamespace(root=root, model=keras.models.load_model(root / "model.keras"))
+        keras.utils.set_random_seed(0)
+        net = build_models(tiny_config(), 2, weights=None, class_names=["square", "wide"])
+        joint = net.prepare("joint", keras.optimizers.SGD(0.01, momentum=0.9))
+        joint.fit(tf.data.Dataset.from_tensors(synthetic_batch(4)).repeat(200), verbose=0)
+        net.model.save(root / "model.keras")
+        return types.SimpleNamespace(root=root, model=net.model)

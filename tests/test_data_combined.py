@@ -199,6 +199,9 @@ def test_a_run_on_two_folders_records_them_for_evaluate_and_config(tmp_path, cap
     assert choice.more == ((str(tmp_path / "B"), "train+val"),)
 
 
+# (~15 s of the suite: under -m slow for its budget; a resume refused on other data and one on
+# the same data: test_checkpoints; a run's folders read again from config.json: the tests above.)
+@pytest.mark.slow
 def test_a_run_resumes_from_another_directory_with_its_classes(tmp_path, monkeypatch, capsys):
     """A run on a folder named relatively (--voc-dir flat) with --classes: a plain --resume read the
     folder from config.json by its absolute path and was refused ("the run was trained on 'VOC

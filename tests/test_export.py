@@ -412,6 +412,9 @@ def test_versions_are_numbered_and_never_overwritten(trained, exported):
     assert result.returncode != 0 and "missing.keras" in result.stderr
 
 
+# Two exports racing for a version (~12 s of the suite): under -m slow for the suite's budget;
+# the numbering and the refusal to overwrite stay (test_versions_are_numbered_and_never_overwritten).
+@pytest.mark.slow
 def test_two_exports_at_once_take_two_versions(trained, tmp_path, monkeypatch):
     """Two exports into one base path both see version 1 free; the one that renames second takes
     the next version (or, with --version given, fails as a taken version does)."""

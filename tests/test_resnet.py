@@ -62,6 +62,11 @@ def test_padded_batch_equals_each_image_alone(rng):
         assert not padded[i, fh:].any() and not padded[i, :, fw:].any()
 
 
+# A full-width ResNet-50 built and stepped (~17 s of the suite): under -m slow for its budget. The
+# same freeze of the same ResNet body from a weights file: test_pretrained_pyramid_bases_load_...;
+# the conv5 head's weights: test_base_and_conv5_head_equal_keras_applications_resnet; a frozen
+# batch norm in a training call: test_backbone's test_fused_batch_norm_computes_as_keras_batch_norm.
+@pytest.mark.slow
 def test_pretrained_resnet_freezes_stem_conv2_and_every_batch_norm(tmp_path, rng):
     """A full-width ResNet-50 from a weights file (Keras's ImageNet file has this format): the
     weights land in the base and the conv5 head, and a training step moves conv3, conv4, conv5
@@ -113,8 +118,10 @@ def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained):
     check_saved_model(trained)
 
 
-# ONNX's and OpenVINO's conversions of the ResNets take 10-33 s each: under -m slow (the suite's
-# budget); LiteRT's stays, and the tiny ZF models' exports to every runtime (test_formats).
+# ONNX's and OpenVINO's conversions of the ResNets take 10-33 s each, C4's LiteRT ~9 s: under -m
+# slow (the suite's budget); FPN's LiteRT stays, and the tiny ZF models' exports to every runtime
+# (test_formats).
+@pytest.mark.parametrize("trained", [pytest.param("c4", marks=pytest.mark.slow), "fpn"], indirect=True)
 @pytest.mark.parametrize("fmt", [f if f == "litert" else pytest.param(f, marks=pytest.mark.slow) for f in RUNTIMES])
 def test_runtime_exports_give_the_keras_detections(trained, fmt):
     """ONNX Runtime (-m slow), OpenVINO and LiteRT, each in a process without keras_frcnn or Keras

@@ -228,6 +228,9 @@ def test_steps_per_execution_trains_the_same_steps(shapes_dir, tmp_path):
     assert runner._steps_per_execution(0, 700, 100) == 1
 
 
+# (~10 s of the suite: under -m slow for its budget; the gradient's determinism, every run and
+# every split, on a large map: test_roi_pooling's test_align_gradient_on_a_large_map_....)
+@pytest.mark.slow
 def test_the_shapes_preset_s_roialign_trains_the_same_weights_twice(shapes_dir, tmp_path):
     """The shapes preset pools with RoIAlign (issue 14). Its gradient into the base is the
     layer's own sparse matrix product: two joint runs from one seed under mixed_bfloat16 end with the same
