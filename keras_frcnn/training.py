@@ -707,13 +707,13 @@ class ScheduleRunner:
         if resume and self.checkpoint.exists():
             state = self.checkpoint.state()
             data = state.get("data", {})
-            same = data["identity"] == self.source.identity if "identity" in data else \
-                data.get("name") == self.source.name  # (a checkpoint written before identities)
+            same = self.source.recorded_as(data.get("identity"), data.get("name"))
             if not same or data.get("num_examples") != self.source.num_examples:
                 raise DataError(
                     f"{self.checkpoint.dir}: the run was trained on {data.get('name')!r} "
                     f"({data.get('num_examples')} examples), not {self.source.name!r} "
-                    f"({self.source.num_examples}): resume on the same data, or start a new run")
+                    f"({self.source.num_examples}){self.source.identity_differs(data.get('identity'), data.get('name'))}"
+                    ": resume on the same data, or start a new run")
             if "class_names" in data and [class_name(n) for n in data["class_names"]] != list(self.source.class_names):
                 raise DataError(  # the same images, their classes numbered otherwise: labels would swap
                     f"{self.checkpoint.dir}: the run was trained on the classes {data['class_names']}, the data "

@@ -187,6 +187,31 @@ def test_resume_on_other_data_is_refused(source, tmp_path):
         again.run(resume=True)
 
 
+def test_resume_on_another_build_of_a_tfds_set_is_refused(source, tmp_path):
+    """A TFDS set's identity holds its builder's version: a run started on shapes 1.1.0 (the same
+    images, other boxes) resumed on 1.2.0 without a word, its checkpoint's identity being the
+    name. Now refused, naming both builds; a checkpoint written before versions (its identity its
+    name) still resumes."""
+    from keras_frcnn.data.shapes import Shapes
+
+    assert source.identity == f"TFDS shapes/train8_test2_seed0/{Shapes.VERSION} train"
+    cfg = joint_config()
+
+    def stopped_run(run_dir, recorded):
+        keras.utils.set_random_seed(0)
+        runner = ScheduleRunner(build_models(cfg, 4, weights=None), recorded, cfg, str(run_dir), steps=4,
+                                checkpoint_every=2, verbose=0, log=lambda *a: None, stop_after_steps=3)
+        assert runner.run() is False
+        return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(run_dir), steps=4,
+                              verbose=0, log=lambda *a: None)
+
+    older = dataclasses.replace(source, fingerprint="TFDS shapes/train8_test2_seed0/1.1.0 train")
+    with pytest.raises(DataError, match=r"\(8\); another build of the set: 'shapes/train8_test2_seed0/1.1.0 "
+                                        r"train' then, 'shapes/train8_test2_seed0/1\.2\.0 train' now: resume on"):
+        stopped_run(tmp_path / "older", older).run(resume=True)
+    assert stopped_run(tmp_path / "unversioned", dataclasses.replace(source, fingerprint="")).run(resume=True)
+
+
 def test_resume_restores_the_optimizers_step_count_and_momentum(source, tmp_path):
     cfg = joint_config()
     keras.utils.set_random_seed(0)

@@ -348,7 +348,7 @@ def test_stored_proposals_of_another_example_are_an_error_naming_it(tmp_path, ca
     # The split file is edited after the proposals were written: same name, same size, other order.
     (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_text("b\na\nc\n")
     reordered = load_voc_folder(tmp_path)
-    with pytest.raises(DataError, match=r"\(3 examples of other image files or order\)"):
+    with pytest.raises(DataError, match=r"\(3 examples; other image files or order of the same name\)"):
         ProposalStore(directory, reordered)
     # Proposals written before sources had identities: names compared; the graph's check of each
     # example's key then names the first one out of place.

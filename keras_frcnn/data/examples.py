@@ -80,7 +80,9 @@ class DetectionSource:
       images can be told.
     fingerprint: the image file names and sizes in order (hashed), when known (folder sources): the
       same data however its folder was named (relative or absolute, from another directory), and
-      other images of the same names (another set exported alike: ``im0.jpg`` ...) told apart. See
+      other images of the same names (another set exported alike: ``im0.jpg`` ...) told apart; a
+      TFDS set's full name with its version, and the split (``"TFDS voc/2007/5.0.0 test"``): a
+      set rebuilt by another version of its builder (other boxes, other images) told apart. See
       ``identity``.
     shuffled_records: for a source without random access that can read its examples in another
       order than ``dataset``'s (TFRecord files, read in a seeded order of files): int64 seed ->
@@ -113,6 +115,24 @@ class DetectionSource:
         """What a checkpoint or stored proposals compare to tell the same data: the fingerprint of
         a folder source (its ``name`` holds the path as typed), else the name."""
         return self.fingerprint or self.name
+
+    def recorded_as(self, identity, name) -> bool:
+        """Whether data a checkpoint or stored proposals recorded as ``identity`` and ``name`` is
+        this source's. A record from before identities (``identity`` None) compares names; one
+        whose identity was its name (before TFDS sets had versions in theirs) matches by name, as
+        it did."""
+        if identity is None:
+            return name == self.name
+        return identity == self.identity or identity == name == self.name
+
+    def identity_differs(self, identity, name) -> str:
+        """What to add to a refusal of data recorded as ``identity``, ``name`` where the names are
+        the same: another build of a TFDS set (both versions), or other image files or order."""
+        if name != self.name or identity is None or identity == self.identity:
+            return ""
+        if identity.startswith("TFDS ") and self.identity.startswith("TFDS "):
+            return f"; another build of the set: {identity[5:]!r} then, {self.identity[5:]!r} now"
+        return "; other image files or order of the same name"
 
 
 def class_name(name) -> str:

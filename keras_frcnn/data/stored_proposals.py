@@ -118,16 +118,13 @@ class ProposalStore:
             raise DataError(f"{path}: not found: {self.directory} holds no complete proposals") from None
         except (OSError, json.JSONDecodeError) as error:
             raise DataError(f"{path}: unreadable ({error})") from None
-        same = manifest["identity"] == source.identity if "identity" in manifest else \
-            manifest.get("source") == source.name  # (written before identities)
+        same = source.recorded_as(manifest.get("identity"), manifest.get("source"))
         if manifest.get("num_examples") != source.num_examples or not same:
             raise DataError(
                 f"{self.directory}: proposals of {manifest.get('source')!r} "
                 f"({manifest.get('num_examples')} examples), but training reads {source.name!r} "
-                f"({source.num_examples} examples"
-                + (" of other image files or order" if manifest.get("source") == source.name
-                   and manifest.get("num_examples") == source.num_examples else "")
-                + "): the run was started on other data; start a new "
+                f"({source.num_examples} examples{source.identity_differs(manifest.get('identity'), manifest.get('source'))}"
+                "): the run was started on other data; start a new "
                 "run (another --out) or resume on the data it was started on")
 
     @staticmethod

@@ -394,6 +394,7 @@ def load_tfds(
         class_names=layout.class_names,
         num_examples=num_examples,
         name=f"{name} {split}",
+        fingerprint=f"TFDS {builder.info.full_name} {split}",  # (its version: a rebuilt set is other data)
         files=split_examples(builder, split),
         # TFDS's voc builder divides the XML's 1-based pixel numbers by the size, no offset.
         voc_pixel_numbers=canonical_name(name).startswith("voc/"),
