@@ -3,7 +3,7 @@ equals keras.applications' MobileNetV3-Large with the same weights, anchors of e
 levels that share a stride, per-level proposals that keep those levels apart, and a tiny network
 trains under joint training, round-trips through .keras, runs in bfloat16, serves from a
 SavedModel in a TensorFlow-only process and runs in ONNX Runtime, OpenVINO and LiteRT without
-Keras (the SavedModel and the three runtimes under -m slow). Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
+Keras (the bfloat16 form, the SavedModel and the three runtimes under -m slow). Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
 alternating schedule: test_training and tf.distribute: test_distribute (both -m slow)."""
 
 import keras
@@ -32,6 +32,9 @@ def test_joint_training_learns_and_the_keras_file_round_trips(trained):
     check_learns_and_round_trips(trained)
 
 
+# (~6 s of the suite: under -m slow for its budget; the same for_inference form of the ResNet C4
+# and FPN models, batch norm and pyramid included: test_resnet.)
+@pytest.mark.slow
 def test_bfloat16_inference_form_equals_the_mixed_model(trained):
     check_bfloat16_form(trained, "expanded_conv_6_expand", "expanded_conv_6_expand_bn")
 
