@@ -9,16 +9,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-# Seconds each file takes (--durations=0 summed per file, 2 cores, 2026-12-01 19:05). pytest-xdist
-# hands whole files to its two workers in collection order (--no-loadscope-reorder: not by test
-# count), so the longest go first and the short ones fill the end: the workers finish together
-# (~30 s less than by test count). A stale figure costs time, never a test.
-FILE_SECONDS = {"test_training": 113, "test_resnet": 101, "test_formats": 95, "test_checkpoints": 94,
+# Seconds each file takes (--durations=0 summed per file, 2 cores, 2026-12-01 19:05; less what
+# has gone under -m slow since). pytest-xdist hands whole files to its two workers in collection
+# order (--no-loadscope-reorder: not by test count), so the longest go first and the short ones
+# fill the end: the workers finish together (~30 s less than by test count). A stale figure
+# costs time, never a test.
+FILE_SECONDS = {"test_training": 113, "test_resnet": 101, "test_checkpoints": 94, "test_formats": 82,
                 "test_export": 58, "test_cli": 57, "test_stream": 45, "test_models": 38,
-                "test_mobilenet": 29, "test_data_combined": 27, "test_data_tfrecord": 24,
-                "test_data_pipeline": 17, "test_python_api": 17, "test_data_csv": 16,
-                "test_data_labelme": 15, "test_backbone": 14, "test_data_via": 13, "test_data_cvat": 13,
-                "test_roi_pooling": 12, "test_data_shapes": 12, "test_data_yolo": 12, "test_saving": 10}
+                "test_data_combined": 27, "test_data_tfrecord": 24, "test_data_pipeline": 17,
+                "test_python_api": 17, "test_data_csv": 16, "test_backbone": 14, "test_roi_pooling": 12,
+                "test_data_shapes": 12, "test_data_yolo": 12, "test_saving": 10}
 
 
 def pytest_collection_modifyitems(items):

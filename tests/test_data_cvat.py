@@ -141,6 +141,11 @@ def test_what_cannot_be_used_is_named_and_counted_and_a_turned_photo(tmp_path, c
         load_cvat(tmp_path / "bad.xml", "all")
 
 
+# A train.py run and two evaluations (~12-15 s of the suite): under -m slow for its budget; the
+# reader, its splits and its errors: the tests above; train.py's path for a folder source, its
+# config.json and evaluate.py reading it again: the CSV, YOLO, VOC and COCO runs (test_data_csv,
+# test_data_yolo, test_data_combined, test_cli).
+@pytest.mark.slow
 def test_a_run_trains_and_evaluate_reads_it_again(tmp_path, capsys):
     rng = np.random.default_rng(0)
     images = []

@@ -102,6 +102,11 @@ def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_
         load_labelme(tmp_path / "ok.json")
 
 
+# A train.py run and two evaluations (~12-15 s of the suite): under -m slow for its budget; the
+# reader, its splits and its errors: the tests above; train.py's path for a folder source, its
+# config.json and evaluate.py reading it again: the CSV, YOLO, VOC and COCO runs (test_data_csv,
+# test_data_yolo, test_data_combined, test_cli).
+@pytest.mark.slow
 def test_a_run_trains_and_evaluate_reads_it_again(tmp_path, capsys):
     """``train.py --labelme`` on a folder without split folders: all[:90%] -> all[90%:] (the last
     of nine images); config.json keeps the folder, so evaluate reads it again."""

@@ -1,10 +1,11 @@
 """MobileNetV3-Large-FPN (issue 17), torchvision's fasterrcnn_mobilenet_v3_large_fpn: the base
 equals keras.applications' MobileNetV3-Large with the same weights, anchors of every size on
-levels that share a stride, per-level proposals that keep those levels apart, and a tiny network
-trains under joint training, round-trips through .keras, runs in bfloat16, serves from a
-SavedModel in a TensorFlow-only process and runs in ONNX Runtime, OpenVINO and LiteRT without
-Keras (the bfloat16 form, the SavedModel and the three runtimes under -m slow). Padded batches and the pretrained freeze: test_resnet (with ResNet-50-FPN); the
-alternating schedule: test_training and tf.distribute: test_distribute (both -m slow)."""
+levels that share a stride, per-level proposals that keep those levels apart; and (under -m slow,
+the suite's budget) a tiny network trains under joint training, round-trips through .keras, runs
+in bfloat16, serves from a SavedModel in a TensorFlow-only process and runs in ONNX Runtime,
+OpenVINO and LiteRT without Keras. Padded batches and the pretrained freeze: test_resnet (with
+ResNet-50-FPN); the alternating schedule: test_training and tf.distribute: test_distribute (both
+-m slow)."""
 
 import keras
 import numpy as np
@@ -28,6 +29,9 @@ def trained(tmp_path_factory):
     return train_tiny(tiny_mobilenet_config(), tmp_path_factory.mktemp("mobilenet"), 2)
 
 
+# (Its training, ~21 s of the suite: under -m slow for its budget; the same pyramid, RoIAlign and
+# heads train and round-trip with ResNet-50-FPN in test_resnet; MobileNet's own base: below.)
+@pytest.mark.slow
 def test_joint_training_learns_and_the_keras_file_round_trips(trained):
     check_learns_and_round_trips(trained)
 
