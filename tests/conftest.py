@@ -8,10 +8,11 @@ os.environ["KERAS_FRCNN_CACHE"] = tempfile.mkdtemp(prefix="keras_frcnn_cache_")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-# The tests write ~1 GB (checkpoints, SavedModels, weights files, TFDS builds): on this project's
-# 2-core machines their disk stalls a run for minutes at times (test_checkpoints + test_export:
-# 269 s with their files on the disk, 158 s in memory, one after the other). They go to a folder
-# in /dev/shm (memory) where it has room, removed at the end; --basetemp chooses another.
+# The tests write ~1 GB (checkpoints, SavedModels, weights files, TFDS builds), and this project's
+# machines' disk is shared: while something else wrote to it, test_checkpoints + test_export took
+# 269 s with their files on the disk (85 s of it waiting on the disk), 158 s in memory right
+# after. They go to a folder in /dev/shm (memory) where it has room, removed at the end;
+# --basetemp chooses another.
 RAM_FOLDER, RAM_NEEDED = "/dev/shm", 4 << 30
 _ram_basetemp = None
 
