@@ -207,7 +207,7 @@ def test_resume_on_another_build_of_a_tfds_set_is_refused(source, tmp_path):
 
     older = dataclasses.replace(source, fingerprint="TFDS shapes/train8_test2_seed0/1.1.0 train")
     with pytest.raises(DataError, match=r"\(8\); another build of the set: 'shapes/train8_test2_seed0/1.1.0 train' "
-                                        rf"then, 'shapes/train8_test2_seed0/{re.escape(Shapes.VERSION)} train' now: resume on"):
+                                        rf"then, 'shapes/train8_test2_seed0/{re.escape(str(Shapes.VERSION))} train' now: resume on"):
         stopped_run(tmp_path / "older", older).run(resume=True)
     assert stopped_run(tmp_path / "unversioned", dataclasses.replace(source, fingerprint="")).run(resume=True)
 
