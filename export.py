@@ -81,7 +81,8 @@ def export(args):
     precision = args.precision and MIXED_PRECISIONS.get(args.precision, args.precision)
     if precision and precision != model.frcnn_config.precision:
         model = model.with_precision(precision)
-    # A mixed model's weights go out in its 16-bit compute dtype: no cast per request, half the size.
+    # A mixed model's weights go out in its 16-bit compute dtype: no cast per request, half the size;
+    # batch norms go out folded into their convolutions (no pass over their outputs).
     model = model.for_inference()
     try:
         path = export_saved_model(model, args.out, version=args.version, jit_compile=args.jit,

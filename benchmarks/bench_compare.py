@@ -8,8 +8,10 @@ are the medians over rounds of each process's median. Tasks: inference on 600 x 
 (batch 1 and 4) and one approximate-joint training step (batch 1). The torchvision side is
 ``torchvision_frcnn.py`` (VGG-16, RoIPool 7x7, fc6/fc7 4096, 300 test proposals, ...), run by the
 ``--torch-python`` interpreter of an environment that has torch and torchvision. Our side: the
-``voc`` preset with random weights, 20 classes, float32 unless ``--bf16``. Peak memory is each
-process's peak resident set.
+``voc`` preset with random weights, 20 classes, float32 unless ``--bf16``; inference runs the
+model's ``for_inference()`` form, what export.py writes (bfloat16 weights with ``--bf16``; batch
+norms folded into their convolutions, ``--no-fold`` not). Peak memory is each process's peak
+resident set.
 
     python benchmarks/bench_compare.py --side keras --task infer --batch 1      # one measurement
     python benchmarks/bench_compare.py --torch-python ... --arch resnet50-fpn --tasks infer:1
@@ -18,6 +20,7 @@ process's peak resident set.
 """
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -49,7 +52,10 @@ def keras_side(args):
     rng = np.random.default_rng(0)
     if args.task == "infer":
         images = tf.constant(rng.integers(0, 256, (args.batch, 600, 1000, 3)), tf.uint8)
-        run = tf.function(lambda x: net.model(x))
+        model = net.model.for_inference(fold_batch_norm=not args.no_fold)
+        del net  # the model it was made from: out of the peak memory, as export.py's process
+        gc.collect()
+        run = tf.function(lambda x: model(x))
 
         def step():
             run(images)["boxes"].numpy()
@@ -98,6 +104,7 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--no-fold", action="store_true", help="inference: keep batch norms apart from their convolutions")
     parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn", "mobilenetv3-fpn"], default="vgg16")
     parser.add_argument("--torch-python", help="python of an environment with torch + torchvision")
     parser.add_argument("--rounds", type=int, default=2)
@@ -116,7 +123,7 @@ def main():
         for spec in args.tasks.split(","):
             task, batch = spec.split(":")
             for name, python, script, extra in [
-                ("keras-frcnn", ours[0], ours[1], ["--side", "keras"]),
+                ("keras-frcnn", ours[0], ours[1], ["--side", "keras"] + (["--no-fold"] if args.no_fold else [])),
                 ("torchvision", args.torch_python, HERE / "torchvision_frcnn.py", []),
             ]:
                 result = measure(python, script, task, int(batch), args.reps, args.warmup, bf16=args.bf16,

@@ -2,7 +2,9 @@
 600 x 1000 images, next to the base-only forward (preprocessing + VGG-16 conv1_1..conv5_3), in
 float32, mixed bfloat16 (float32 weights cast on every call) and bfloat16 (the mixed model's
 ``for_inference()`` form: bfloat16 weights, what export.py writes), all in one run (interleaved
-rounds, medians).
+rounds, medians). A base with batch norm (ResNet, MobileNet) also gives "float32 folded", the
+float32 model's ``for_inference()`` form, and "bfloat16 unfolded" (``fold_batch_norm=False``):
+each batch norm folded into its convolution or not.
 
     python benchmarks/bench_inference.py [--reps 5] [--batch 1] [--precisions float32,mixed_bfloat16,bfloat16] [--jit]
     python benchmarks/bench_inference.py --preset resnet50-voc   # another base (its conv5 head)
@@ -48,12 +50,21 @@ def main():
 
     keras.utils.set_random_seed(0)  # the same random weights every run
     images = tf.constant(np.random.default_rng(0).integers(0, 256, (args.batch, 600, 1000, 3)), tf.uint8)
-    candidates = {}
+    forms = {}
     for precision in args.precisions.split(","):
         mixed = MIXED_PRECISIONS.get(precision, precision)
         model = build_models(dataclasses.replace(preset(args.preset), precision=mixed), 20, weights=None).model
         if mixed != precision:
-            model = model.for_inference()
+            forms[precision] = model.for_inference()
+            unfolded = model.for_inference(fold_batch_norm=False)
+            if unfolded.frcnn_config != forms[precision].frcnn_config:
+                forms[f"{precision} unfolded"] = unfolded
+        else:
+            forms[precision] = model
+            if precision == "float32" and model.for_inference() is not model:
+                forms["float32 folded"] = model.for_inference()
+    candidates = {}
+    for form, model in forms.items():
         layers = model.layers_
 
         def base_only(x, layers=layers):
@@ -63,11 +74,11 @@ def main():
         base_fn = tf.function(base_only)
         whole_fn = tf.function(lambda x, model=model: model(x))
         # (a feature pyramid's base returns its levels)
-        candidates[f"{precision} base only"] = lambda f=base_fn: [t.numpy() for t in tf.nest.flatten(f(images))]
-        candidates[f"{precision} whole model"] = lambda f=whole_fn: f(images)["boxes"].numpy()
+        candidates[f"{form} base only"] = lambda f=base_fn: [t.numpy() for t in tf.nest.flatten(f(images))]
+        candidates[f"{form} whole model"] = lambda f=whole_fn: f(images)["boxes"].numpy()
         if args.jit:
             jit_fn = tf.function(lambda x, model=model: model(x), jit_compile=True)
-            candidates[f"{precision} whole model, XLA"] = lambda f=jit_fn: f(images)["boxes"].numpy()
+            candidates[f"{form} whole model, XLA"] = lambda f=jit_fn: f(images)["boxes"].numpy()
 
     peaks = {}
     for name, fn in candidates.items():  # trace, warm up, and the peak memory of one call
@@ -81,10 +92,10 @@ def main():
     print(f"{args.preset}: batch {args.batch}, 600 x 1000 in, {test_proposals} proposals; median of {args.reps} interleaved rounds")
     fp32_whole = medians.get("float32 whole model")
     for name, seconds in medians.items():
-        precision = name.split(" ")[0]
+        form = name.rsplit(" whole model", 1)[0].rsplit(" base only", 1)[0]
         # The ratio within each round, then its median: steadier than a ratio of medians when the
         # machine's speed drifts between rounds.
-        ratios = [a / b for a, b in zip(times[name], times[f"{precision} base only"])]
+        ratios = [a / b for a, b in zip(times[name], times[f"{form} base only"])]
         line = (f"  {name:38s} {seconds * 1000:9.1f} ms  {statistics.median(ratios):5.2f}x its base "
                 f"({min(ratios):.2f}-{max(ratios):.2f})")
         if fp32_whole:

@@ -1,6 +1,9 @@
 """A trained model in float32 against its bfloat16 inference form (``for_inference()``, what
 export.py writes for a mixed_bfloat16 model) on a held-out split: VOC07 mAP of each, and how far
 the bfloat16 detections move (box pixels, score) from the float32 ones, with the time of each.
+A model with batch norm also gives its forms with each batch norm folded into its convolution
+("float32 folded", ``for_inference()`` of the float32 model) and kept apart ("bfloat16
+unfolded", ``for_inference(fold_batch_norm=False)``), each against float32.
 
     python benchmarks/precision_agreement.py runs/shapes/model.keras [--split test] [--min-score 0.3]
 """
@@ -22,8 +25,11 @@ def main():
     args = parser.parse_args()
     trained = cli.load_model(args.model)
     source = load_shapes(args.split)
-    forms = {"float32": trained.with_precision("float32"),
-             "bfloat16": trained.with_precision("mixed_bfloat16").for_inference()}
+    float32, mixed = trained.with_precision("float32"), trained.with_precision("mixed_bfloat16")
+    forms = {"float32": float32, "bfloat16": mixed.for_inference()}
+    if float32.for_inference() is not float32:
+        forms.update({"float32 folded": float32.for_inference(),
+                      "bfloat16 unfolded": mixed.for_inference(fold_batch_norm=False)})
     results = {}
     for name, model in forms.items():
         started = time.perf_counter()
@@ -32,16 +38,17 @@ def main():
         mean_ap = evaluate_detections(detections, ground_truth, list(model.class_names),
                                       inclusive_pixels=False).mAP
         results[name] = detections
-        print(f"{name:9s} VOC07 mAP {mean_ap:.4f}  ({len(detections)} images, {seconds:.1f} s with tracing)")
-    a = detection_agreement(results["float32"], results["bfloat16"], args.min_score)
-    total = a["compared"] + a["unpaired"]
-    print(f"bfloat16 vs float32: {total} float32 detections scoring >= {args.min_score}, "
-          f"{a['unpaired']} without a bfloat16 detection of their class at IoU >= 0.5; "
-          + (f"{a['within'] * 100:.1f} % within 3 px and 0.05 score" if total else "nothing to compare"))
-    for key, unit in (("box_px", "px"), ("score", "")):
-        s = a[key]
-        print(f"  {key:6s} difference of the pairs: median {s['p50']:.3f}{unit}, p99 {s['p99']:.3f}{unit}, "
-              f"max {s['max']:.3f}{unit}")
+        print(f"{name:17s} VOC07 mAP {mean_ap:.4f}  ({len(detections)} images, {seconds:.1f} s with tracing)")
+    for name in list(forms)[1:]:
+        a = detection_agreement(results["float32"], results[name], args.min_score)
+        total = a["compared"] + a["unpaired"]
+        print(f"{name} vs float32: {total} float32 detections scoring >= {args.min_score}, "
+              f"{a['unpaired']} without a {name} detection of their class at IoU >= 0.5; "
+              + (f"{a['within'] * 100:.1f} % within 3 px and 0.05 score" if total else "nothing to compare"))
+        for key, unit in (("box_px", "px"), ("score", "")):
+            s = a[key]
+            print(f"  {key:6s} difference of the pairs: median {s['p50']:.3f}{unit}, p99 {s['p99']:.3f}{unit}, "
+                  f"max {s['max']:.3f}{unit}")
 
 
 if __name__ == "__main__":

@@ -130,6 +130,97 @@ def _batch_norm(name, epsilon=1e-3):
     return FusedBatchNorm(synchronized=replicas > 1, epsilon=epsilon, name=name, dtype=dtype)
 
 
+
+@keras.saving.register_keras_serializable(package="keras_frcnn")
+class FoldedBatchNorm(keras.layers.Layer):
+    """The place of a batch norm that ``folded_model`` folded into the convolution before it:
+    passes its input on (the inference form's graph keeps the batch norm's name)."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _history_names(node_args):
+    """The names of the layers whose outputs a functional config's node arguments hold."""
+    if isinstance(node_args, dict):
+        history = node_args.get("config", {}).get("keras_history") if node_args.get("class_name") == \
+            "__keras_tensor__" else None
+        if history:
+            return [history[0]]
+        return [name for value in node_args.values() for name in _history_names(value)]
+    if isinstance(node_args, (list, tuple)):
+        return [name for value in node_args for name in _history_names(value)]
+    return []
+
+
+def batch_norm_pairs(model):
+    """``{batch norm name: convolution name}`` of the functional ``model``: each batch norm (on
+    the last axis) whose input is the output of a convolution without an activation that nothing
+    else reads, the pairs a fold can merge (read from the model's functional config)."""
+    layers = model.get_config()["layers"]
+    readers = {}
+    for layer in layers:
+        for name in _history_names(layer["inbound_nodes"]):
+            readers.setdefault(name, []).append(layer["name"])
+    outputs = set(_history_names(model.get_config()["output_layers"]))
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, len(layer.input.shape) - 1):
+            continue
+        sources = [entry for entry in layers if entry["name"] == layer.name][0]["inbound_nodes"]
+        names = _history_names(sources)
+        if len(names) != 1 or names[0] in outputs or readers.get(names[0]) != [layer.name]:
+            continue
+        conv = model.get_layer(names[0])
+        if isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and \
+                conv.get_config().get("activation") == "linear":
+            pairs[layer.name] = conv.name
+    return pairs
+
+
+def folded_model(model):
+    """The functional ``model``'s inference form: each batch norm of ``batch_norm_pairs`` replaced
+    by a ``FoldedBatchNorm`` and its convolution given a bias, to take the normalisation's scale
+    and shift (``folded_weights``): one convolution (with its bias and activation fused by
+    grappler) instead of a convolution and a pass over its output. New layers, unset weights."""
+    pairs = batch_norm_pairs(model)
+    convs = set(pairs.values())
+
+    def clone(layer):
+        if layer.name in pairs:
+            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy)
+        config = layer.get_config()
+        if layer.name in convs:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def folded_weights(conv, norm):
+    """``(kernel, bias)`` (numpy float32) of convolution ``conv`` followed by batch norm ``norm``
+    at inference as one convolution: ``s = gamma / sqrt(moving_variance + epsilon)`` scales each
+    output channel's kernel, ``bias = (conv bias - moving_mean) * s + beta``."""
+    import numpy as np
+
+    def value(variable):
+        return np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(variable, "float32")), np.float64)
+
+    scale = value(norm.moving_variance) + norm.epsilon
+    scale = (value(norm.gamma) if norm.scale else 1.0) / np.sqrt(scale)
+    kernel = value(conv.kernel)
+    if isinstance(conv, keras.layers.DepthwiseConv2D):  # [h, w, in, multiplier]: output in * m + j
+        kernel = kernel * scale.reshape(kernel.shape[2], kernel.shape[3])
+    else:
+        kernel = kernel * scale
+    bias = value(conv.bias) if conv.use_bias else 0.0
+    bias = (bias - value(norm.moving_mean)) * scale + (value(norm.beta) if norm.center else 0.0)
+    return kernel.astype(np.float32), np.broadcast_to(bias, scale.shape).astype(np.float32)
+
+
 def _channels(n, width):
     return max(1, int(round(n * width)))
 

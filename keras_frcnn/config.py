@@ -366,6 +366,10 @@ class Config:
     # native bfloat16 (AVX512_BF16 or AMX), float32 elsewhere, GPUs included. "bfloat16" /
     # "float16": a mixed policy's inference form, weights held in 16 bits (for_inference, export).
     precision: str = "auto"
+    # An inference form (for_inference, export): each batch norm folded into the convolution
+    # before it (one convolution with a bias instead of a convolution and a pass over its
+    # output). Such a model cannot be trained.
+    fold_batch_norm: bool = False
     # A TFDS name ("voc/2007", several joined by +), "shapes" for the built-in set, or what a run
     # trained on otherwise: "voc-dir" (data_paths: the folders, the first one tests) or
     # "coco-json" (data_paths: the JSON file, its images, the held-out JSON, its images, then a JSON and

@@ -16,7 +16,7 @@ import zlib
 import keras
 import tensorflow as tf
 
-from keras_frcnn.backbone import resnet_stage
+from keras_frcnn.backbone import folded_model, resnet_stage
 from keras_frcnn.targets import hash_uniform
 
 # The salts of fc6's and fc7's dropout draws (distinct from the samplers' seeds).
@@ -116,13 +116,16 @@ class Res5Head(_BoxPredictor):
     Output as ``DetectorHead``: ``(class_logits [B, R, K], box_deltas [B, R, K, 4])``.
     """
 
-    def __init__(self, num_classes, in_channels, width=1.0, blocks=3, **kwargs):
+    def __init__(self, num_classes, in_channels, width=1.0, blocks=3, fold_batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.in_channels = int(in_channels)
         self.width = float(width)
         self.blocks = int(blocks)
+        self.fold_batch_norm = bool(fold_batch_norm)
         crops = keras.Input((None, None, self.in_channels), name="roi_features")
         self.res5 = keras.Model(crops, resnet_stage(crops, 5, self.blocks, 2, self.width), name="res5")
+        if self.fold_batch_norm:  # the inference form (backbone.folded_model)
+            self.res5 = folded_model(self.res5)
         self._make_predictor(num_classes)
 
     def build(self, input_shape):
@@ -136,4 +139,4 @@ class Res5Head(_BoxPredictor):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "in_channels": self.in_channels,
-                "width": self.width, "blocks": self.blocks}
+                "width": self.width, "blocks": self.blocks, "fold_batch_norm": self.fold_batch_norm}

@@ -44,16 +44,28 @@ def check_learns_and_round_trips(trained):
 
 
 def check_bfloat16_form(trained, conv, norm):
-    """The bfloat16 inference form holds ``conv``'s kernel in bfloat16 and ``norm``'s statistics
-    in float32, and detects exactly as the mixed_bfloat16 model."""
+    """The bfloat16 inference form unfolded holds ``conv``'s kernel in bfloat16 and ``norm``'s
+    statistics in float32, and detects exactly as the mixed_bfloat16 model; the default form
+    folds ``norm`` into ``conv`` (a bfloat16 kernel and bias) and computes the base's features of
+    the float32 model to bfloat16's rounding, the float32 folded form to 1e-5 of their scale."""
+    from keras_frcnn.backbone import FoldedBatchNorm
+
     net, _, _ = trained
     mixed = net.model.with_precision("mixed_bfloat16")
-    form = mixed.for_inference()
+    form = mixed.for_inference(fold_batch_norm=False)
     assert form.base.get_layer(conv).kernel.dtype == "bfloat16"
     assert form.base.get_layer(norm).moving_mean.dtype == "float32"
     images = synthetic_batch(2)["images"]
     for key, value in mixed(images).items():
         np.testing.assert_array_equal(form(images)[key], value)
+    processed, info = net.model.layers_.preprocess(images)
+    expected = [np.asarray(level, np.float32) for level in tf.nest.flatten(net.model.base([processed, info]))]
+    for folded, tolerance in [(mixed.for_inference(), 5e-2), (net.model.for_inference(), 1e-5)]:
+        assert isinstance(folded.base.get_layer(norm), FoldedBatchNorm)
+        assert folded.base.get_layer(conv).bias.dtype == folded.frcnn_config.precision
+        levels = tf.nest.flatten(folded.base([processed, info]))
+        for got, level in zip(levels, expected):
+            assert np.abs(np.asarray(got, np.float32) - level).max() <= tolerance * np.abs(level).max()
 
 
 SERVE_CHILD = textwrap.dedent(r"""

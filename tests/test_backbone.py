@@ -127,3 +127,42 @@ def test_fused_batch_norm_computes_as_keras_batch_norm(policy):
                                np.asarray(layers[1](x, training=True), np.float32), **tolerance)
     np.testing.assert_array_equal(np.asarray(layers[0](x, training=True), np.float32),
                                   np.asarray(layers[0](x, training=False), np.float32))
+
+
+def test_folding_batch_norm_keeps_the_function_and_folds_only_what_it_can():
+    """backbone.folded_model / folded_weights: a convolution (with or without a bias) and a
+    depthwise convolution (multiplier 2) each followed by a batch norm fold into one convolution
+    with a bias, computing the same outputs; a batch norm after an activated convolution, after a
+    convolution whose output is read elsewhere too, and one after a non-convolution stay."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((None, None, 3))
+    a = keras.layers.BatchNormalization(name="a_bn")(keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs))
+    b = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False, name="b")(a)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)  # 8 channels: in * 2 + j
+    c = keras.layers.Conv2D(8, 1, activation="relu", name="c")(b)
+    c = keras.layers.BatchNormalization(name="c_bn")(c)  # after an activation: stays
+    d = keras.layers.Conv2D(8, 1, use_bias=False, name="d")(c)
+    d_bn = keras.layers.BatchNormalization(name="d_bn")(d)  # d is read by the sum too: stays
+    e = keras.layers.BatchNormalization(name="e_bn")(keras.layers.Add(name="sum")([d, d_bn]))  # not a conv
+    model = keras.Model(inputs, e)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(size=n), rng.normal(size=n),
+                               rng.uniform(0.5, 2.0, n)])
+    assert backbone.batch_norm_pairs(model) == {"a_bn": "a", "b_bn": "b"}
+    folded = backbone.folded_model(model)
+    assert isinstance(folded.get_layer("a_bn"), backbone.FoldedBatchNorm)
+    assert isinstance(folded.get_layer("c_bn"), keras.layers.BatchNormalization)
+    assert folded.get_layer("b").use_bias and not folded.get_layer("d").use_bias
+    pairs = backbone.batch_norm_pairs(model)
+    for layer in folded.layers:
+        if layer.name in pairs.values():
+            layer.set_weights(backbone.folded_weights(model.get_layer(layer.name),
+                                                      model.get_layer(f"{layer.name}_bn")))
+        elif layer.weights:
+            layer.set_weights(model.get_layer(layer.name).get_weights())
+    x = tf.constant(rng.normal(size=(2, 9, 11, 3)), tf.float32)
+    np.testing.assert_allclose(folded(x), model(x, training=False), rtol=1e-5, atol=1e-5)

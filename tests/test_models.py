@@ -214,13 +214,14 @@ def test_mixed_precision_keeps_sensitive_parts_float32_and_trains(precision, tmp
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_inference_form_holds_16_bit_weights_and_detects_alike(precision, tmp_path):
-    """for_inference(): the weights in the compute dtype (batch norm statistics float32), the
-    very detections of the mixed model (its arithmetic, without the per-call casts), through
-    ``model(x)`` and a padded ``detect``, kept by a .keras round trip, and not trainable."""
+    """for_inference(fold_batch_norm=False): the weights in the compute dtype (batch norm
+    statistics float32), the very detections of the mixed model (its arithmetic, without the
+    per-call casts), through ``model(x)`` and a padded ``detect``, kept by a .keras round trip,
+    and not trainable. (The default folded form: the next test.)"""
     cfg = dataclasses.replace(tiny_config(), precision=precision, base_batch_norm=True)
     keras.utils.set_random_seed(0)
     mixed = build_models(cfg, 2, weights=None).model
-    inference = mixed.for_inference()
+    inference = mixed.for_inference(fold_batch_norm=False)
     half = precision.split("_")[1]
     assert inference.frcnn_config.precision == half
     dtypes = {v.path: v.dtype for v in inference.weights}
@@ -245,7 +246,48 @@ def test_inference_form_holds_16_bit_weights_and_detects_alike(precision, tmp_pa
         inference.networks()
     assert inference.with_precision(precision).networks().joint_model is not None  # trainable again
     float32 = build_models(tiny_config(), 2, weights=None).model
-    assert float32.for_inference() is float32
+    assert float32.for_inference() is float32  # no batch norm to fold
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_inference_form_folds_batch_norm_into_the_convolutions(precision, tmp_path):
+    """for_inference()'s default: each batch norm of a ZF base with batch norm folded into its
+    convolution (``Config.fold_batch_norm``): no batch norm left, the convolutions hold a bias,
+    the features of the model it was made from (float32 to 1e-5 of their scale, bfloat16 to its
+    rounding) and, in float32, its detections; kept by a .keras round trip; not trainable."""
+    from backbone_checks import randomise_batch_norm
+
+    cfg = dataclasses.replace(tiny_config(), precision=precision, base_batch_norm=True)
+    keras.utils.set_random_seed(0)
+    model = build_models(cfg, 2, weights=None).model
+    randomise_batch_norm(model.base, np.random.default_rng(0))
+    folded = model.for_inference()
+    assert folded.frcnn_config.fold_batch_norm
+    assert folded.frcnn_config.precision == {"float32": "float32", "mixed_bfloat16": "bfloat16"}[precision]
+    assert not [layer for layer in folded.base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert folded.base.get_layer("conv1").use_bias
+    images = synthetic_batch(2)["images"]
+    processed, info = model.layers_.preprocess(images)
+    expected = np.asarray(model.base([processed, info]), np.float32)
+    got = np.asarray(folded.base([processed, info]), np.float32)
+    scale = np.abs(expected).max()
+    tolerance = 1e-5 if precision == "float32" else 2e-2
+    assert np.abs(got - expected).max() <= tolerance * scale
+    outputs = folded(images)
+    if precision == "float32":
+        reference = model(images)
+        np.testing.assert_array_equal(outputs["num_detections"], reference["num_detections"])
+        np.testing.assert_allclose(outputs["boxes"], reference["boxes"], atol=1e-3)
+        np.testing.assert_allclose(outputs["confidence"], reference["confidence"], atol=1e-5)
+    folded.save(tmp_path / "folded.keras")
+    loaded = keras.models.load_model(tmp_path / "folded.keras")
+    assert loaded.frcnn_config.fold_batch_norm
+    for key, value in loaded(images).items():
+        np.testing.assert_array_equal(value, outputs[key], err_msg=key)
+    assert folded.for_inference() is folded
+    for form in (folded, loaded):
+        with pytest.raises(ValueError, match="folded into its convolutions"):
+            form.networks()
 
 
 def test_stride_8_zf_trains_and_detects():
