@@ -104,7 +104,8 @@ def main():
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--no-fold", action="store_true", help="inference: keep batch norms apart from their convolutions")
+    parser.add_argument("--no-fold", action="store_true",
+                        help="inference: keep batch norms apart from their convolutions")
     parser.add_argument("--arch", choices=["vgg16", "resnet50-fpn", "mobilenetv3-fpn"], default="vgg16")
     parser.add_argument("--torch-python", help="python of an environment with torch + torchvision")
     parser.add_argument("--rounds", type=int, default=2)

@@ -130,7 +130,6 @@ def _batch_norm(name, epsilon=1e-3):
     return FusedBatchNorm(synchronized=replicas > 1, epsilon=epsilon, name=name, dtype=dtype)
 
 
-
 @keras.saving.register_keras_serializable(package="keras_frcnn")
 class FoldedBatchNorm(keras.layers.Layer):
     """The place of a batch norm that ``folded_model`` folded into the convolution before it:
@@ -146,32 +145,41 @@ class FoldedBatchNorm(keras.layers.Layer):
 def _history_names(node_args):
     """The names of the layers whose outputs a functional config's node arguments hold."""
     if isinstance(node_args, dict):
-        history = node_args.get("config", {}).get("keras_history") if node_args.get("class_name") == \
-            "__keras_tensor__" else None
-        if history:
-            return [history[0]]
-        return [name for value in node_args.values() for name in _history_names(value)]
+        if node_args.get("class_name") == "__keras_tensor__":
+            return [node_args["config"]["keras_history"][0]]
+        node_args = list(node_args.values())
     if isinstance(node_args, (list, tuple)):
         return [name for value in node_args for name in _history_names(value)]
     return []
+
+
+def _output_names(outputs):
+    """The names of the layers whose outputs a functional config's ``output_layers`` (a
+    ``[name, node, tensor]`` entry, or a list or dict of them) names."""
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    if isinstance(outputs, (list, tuple)) and outputs and isinstance(outputs[0], str):
+        return [outputs[0]]
+    return [name for value in outputs for name in _output_names(value)]
 
 
 def batch_norm_pairs(model):
     """``{batch norm name: convolution name}`` of the functional ``model``: each batch norm (on
     the last axis) whose input is the output of a convolution without an activation that nothing
     else reads, the pairs a fold can merge (read from the model's functional config)."""
-    layers = model.get_config()["layers"]
+    config = model.get_config()
+    inputs = {layer["name"]: _history_names(layer["inbound_nodes"]) for layer in config["layers"]}
     readers = {}
-    for layer in layers:
-        for name in _history_names(layer["inbound_nodes"]):
-            readers.setdefault(name, []).append(layer["name"])
-    outputs = set(_history_names(model.get_config()["output_layers"]))
+    for reader, names in inputs.items():
+        for name in names:
+            readers.setdefault(name, []).append(reader)
+    outputs = set(_output_names(config["output_layers"]))
     pairs = {}
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, len(layer.input.shape) - 1):
+        if not isinstance(layer, keras.layers.BatchNormalization) or \
+                layer.axis not in (-1, len(layer.input.shape) - 1):
             continue
-        sources = [entry for entry in layers if entry["name"] == layer.name][0]["inbound_nodes"]
-        names = _history_names(sources)
+        names = inputs[layer.name]
         if len(names) != 1 or names[0] in outputs or readers.get(names[0]) != [layer.name]:
             continue
         conv = model.get_layer(names[0])

@@ -133,7 +133,8 @@ def test_folding_batch_norm_keeps_the_function_and_folds_only_what_it_can():
     """backbone.folded_model / folded_weights: a convolution (with or without a bias) and a
     depthwise convolution (multiplier 2) each followed by a batch norm fold into one convolution
     with a bias, computing the same outputs; a batch norm after an activated convolution, after a
-    convolution whose output is read elsewhere too, and one after a non-convolution stay."""
+    convolution whose output is read elsewhere too or is an output of the model, and one after a
+    non-convolution stay."""
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
@@ -146,7 +147,9 @@ def test_folding_batch_norm_keeps_the_function_and_folds_only_what_it_can():
     d = keras.layers.Conv2D(8, 1, use_bias=False, name="d")(c)
     d_bn = keras.layers.BatchNormalization(name="d_bn")(d)  # d is read by the sum too: stays
     e = keras.layers.BatchNormalization(name="e_bn")(keras.layers.Add(name="sum")([d, d_bn]))  # not a conv
-    model = keras.Model(inputs, e)
+    f = keras.layers.Conv2D(8, 1, name="f")(e)
+    f_bn = keras.layers.BatchNormalization(name="f_bn")(f)  # f is an output of the model too: stays
+    model = keras.Model(inputs, [f_bn, f])
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             n = layer.gamma.shape[0]
@@ -165,4 +168,5 @@ def test_folding_batch_norm_keeps_the_function_and_folds_only_what_it_can():
         elif layer.weights:
             layer.set_weights(model.get_layer(layer.name).get_weights())
     x = tf.constant(rng.normal(size=(2, 9, 11, 3)), tf.float32)
-    np.testing.assert_allclose(folded(x), model(x, training=False), rtol=1e-5, atol=1e-5)
+    for got, expected in zip(folded(x), model(x, training=False)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
