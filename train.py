@@ -517,7 +517,8 @@ def _train(args, held):
         if not chief or (stage is runner.plan[-1] and step >= stage.steps):  # (the end's evaluation follows)
             return
         began = time.perf_counter()
-        _, summary = evaluate(net.model, test_source, coco=choice.coco)
+        # The inference form, as evaluate, predict and export run it (16-bit weights, batch norms folded).
+        _, summary = evaluate(net.model.for_inference(), test_source, coco=choice.coco)
         log_scalars(summary, writers(os.path.join(out, "logs", stage.name, "eval")), step)
         # With Keras's progress bar, a step ends on the bar's line: a line of its own (the bar's redraw
         # would erase it).
@@ -558,9 +559,9 @@ def _train(args, held):
     if test_source is None:
         summary = no_evaluation(train_source)
     else:
-        result, summary = evaluate(net.model, test_source, coco=choice.coco,
-                                   plot_dir=os.path.join(out, "pr_curves"))
-        log_evaluation(net.model, test_source, summary, writers(os.path.join(out, "logs", "eval")))
+        inference = net.model.for_inference()  # as evaluate, predict and export run it
+        result, summary = evaluate(inference, test_source, coco=choice.coco, plot_dir=os.path.join(out, "pr_curves"))
+        log_evaluation(inference, test_source, summary, writers(os.path.join(out, "logs", "eval")))
         writers.close()
         print(metrics.format_table(result))
         if args.eval_every:
