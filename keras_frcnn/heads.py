@@ -123,9 +123,9 @@ class Res5Head(_BoxPredictor):
         self.blocks = int(blocks)
         self.fold_batch_norm = bool(fold_batch_norm)
         crops = keras.Input((None, None, self.in_channels), name="roi_features")
-        self.res5 = keras.Model(crops, resnet_stage(crops, 5, self.blocks, 2, self.width), name="res5")
-        if self.fold_batch_norm:  # the inference form (backbone.folded_model)
-            self.res5 = folded_model(self.res5)
+        res5 = keras.Model(crops, resnet_stage(crops, 5, self.blocks, 2, self.width), name="res5")
+        # The inference form (backbone.folded_model), assigned once: Keras keeps tracking a replaced one.
+        self.res5 = folded_model(res5) if self.fold_batch_norm else res5
         self._make_predictor(num_classes)
 
     def build(self, input_shape):

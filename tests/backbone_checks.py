@@ -62,6 +62,7 @@ def check_bfloat16_form(trained, conv, norm):
     expected = [np.asarray(level, np.float32) for level in tf.nest.flatten(net.model.base([processed, info]))]
     for folded, tolerance in [(mixed.for_inference(), 5e-2), (net.model.for_inference(), 1e-5)]:
         assert isinstance(folded.base.get_layer(norm), FoldedBatchNorm)
+        assert not [v.path for v in folded.weights if "_bn/" in v.path]  # (a C4 head's conv5 too)
         assert folded.base.get_layer(conv).bias.dtype == folded.frcnn_config.precision
         levels = tf.nest.flatten(folded.base([processed, info]))
         for got, level in zip(levels, expected):
