@@ -61,8 +61,9 @@ def main():
                 forms[f"{precision} unfolded"] = unfolded
         else:
             forms[precision] = model
-            if precision == "float32" and model.for_inference() is not model:
-                forms["float32 folded"] = model.for_inference()
+            folded = model.for_inference() if precision == "float32" else model
+            if folded is not model:
+                forms["float32 folded"] = folded
     candidates = {}
     for form, model in forms.items():
         layers = model.layers_

@@ -27,9 +27,9 @@ def main():
     source = load_shapes(args.split)
     float32, mixed = trained.with_precision("float32"), trained.with_precision("mixed_bfloat16")
     forms = {"float32": float32, "bfloat16": mixed.for_inference()}
-    if float32.for_inference() is not float32:
-        forms.update({"float32 folded": float32.for_inference(),
-                      "bfloat16 unfolded": mixed.for_inference(fold_batch_norm=False)})
+    folded = float32.for_inference()
+    if folded is not float32:
+        forms.update({"float32 folded": folded, "bfloat16 unfolded": mixed.for_inference(fold_batch_norm=False)})
     results = {}
     for name, model in forms.items():
         started = time.perf_counter()
