@@ -95,11 +95,12 @@ class _Layers:
         self.proposals = proposal_layer(cfg, cfg.rpn.pre_nms_top_n, cfg.rpn.post_nms_top_n, name="proposals")
         if pyramid:  # RoIs pool from the first levels (config.PYRAMID_ROI_LEVELS: P2..P5 of P2..P6)
             self.roi_levels = PYRAMID_ROI_LEVELS[cfg.backbone]
-            self.roi_pooling = PyramidRoIAlign(cfg.detector.pool_size, pyramid[:self.roi_levels], name="roi_pooling")
+            self.roi_pooling = PyramidRoIAlign(cfg.detector.pool_size, pyramid[:self.roi_levels],
+                                               rounding=feature_rounding(cfg.backbone), name="roi_pooling")
         else:
             self.roi_pooling = RoIPooling(cfg.detector.pool_size, 1.0 / cfg.anchors.stride,
                                           cfg.detector.pool_mode, max_levels=roi_table_levels(cfg),
-                                          name="roi_pooling")
+                                          rounding=feature_rounding(cfg.backbone), name="roi_pooling")
         if cfg.backbone in RES5_HEAD_BACKBONES:
             self.detector_head = Res5Head(num_classes, self.base.output.shape[-1], cfg.backbone_width,
                                           blocks=cfg.backbone_blocks[3] if cfg.backbone_blocks else 3,
@@ -129,14 +130,15 @@ class _Layers:
         inputs = [objectness_logits, rpn_deltas, anchors, image_info] + ([] if levels is None else [levels])
         return layer(inputs, training=training)
 
-    def detector(self, features, rois, training=False, feature_gradient=False, image_seeds=None):
-        """features and RoIs ``[B, R, 4]`` (input pixels) -> ``(class_logits [B, R, K],
-        box_deltas [B, R, K, 4])``. ``feature_gradient``: the features are trained through the
+    def detector(self, features, rois, image_info, training=False, feature_gradient=False, image_seeds=None):
+        """features, RoIs ``[B, R, 4]`` (input pixels) and ``image_info`` -> ``(class_logits [B, R, K],
+        box_deltas [B, R, K, 4])``; each image's RoIs pool from its valid region only (a padded
+        batch's images as each alone: ``RoIPooling``). ``feature_gradient``: the features are trained through the
         RoI pooling (not at inference, not on a frozen base). ``image_seeds``: per-image seeds of
         the training draws (the head's dropout)."""
         if self.pyramid:
             features = list(features[:self.roi_levels])
-        roi_features = self.roi_pooling([features, rois], feature_gradient=feature_gradient)
+        roi_features = self.roi_pooling([features, rois, image_info], feature_gradient=feature_gradient)
         return self.detector_head(roi_features, training=training, image_seeds=image_seeds)
 
 
@@ -174,7 +176,7 @@ def forward(layers, images, image_sizes=None):
     objectness_logits, rpn_deltas, anchors, levels = layers.rpn(features)
     proposals, _, num_proposals = layers.propose(layers.proposals, objectness_logits, rpn_deltas, anchors,
                                                  levels, image_info)
-    class_logits, box_deltas = layers.detector(features, proposals)
+    class_logits, box_deltas = layers.detector(features, proposals, image_info)
     return layers.detections([class_logits, box_deltas, proposals, num_proposals, image_info,
                               original_sizes])
 
@@ -524,8 +526,8 @@ class DetectorTrainer(_Trainer):
         self.proposal_targets = _proposal_targets(cfg, cfg.train.detector_batch_images)
 
     def call(self, batch, training=False):
-        features, _ = self.features(batch)
-        return detector_outputs(self, features, batch["proposals"], batch["num_proposals"], batch,
+        features, image_info = self.features(batch)
+        return detector_outputs(self, features, image_info, batch["proposals"], batch["num_proposals"], batch,
                                 training)
 
     def losses_from(self, y_pred):
@@ -554,7 +556,7 @@ class JointTrainer(_Trainer):
         proposals, _, num_proposals = self.layers_.propose(
             self.proposals, outputs["objectness_logits"], outputs["rpn_deltas"], outputs["anchors"],
             outputs.get("anchor_levels"), image_info, training=True)
-        outputs.update(detector_outputs(self, features, tf.stop_gradient(proposals), num_proposals,
+        outputs.update(detector_outputs(self, features, image_info, tf.stop_gradient(proposals), num_proposals,
                                         batch, training))
         return outputs
 
@@ -595,12 +597,12 @@ def rpn_outputs(view, features, image_info, batch):
     return outputs
 
 
-def detector_outputs(view, features, proposals, num_proposals, batch, training):
+def detector_outputs(view, features, image_info, proposals, num_proposals, batch, training):
     """Sampled RoIs, their pooled features, the detector's predictions and targets."""
     rois, labels, targets, valid = view.proposal_targets(proposals, num_proposals, batch["gt_boxes"],
                                                          batch["gt_classes"], batch.get("sample_seed"))
     # The base's trainable flags are set before the view is compiled and traced.
-    class_logits, box_deltas = view.layers_.detector(features, rois, training=training,
+    class_logits, box_deltas = view.layers_.detector(features, rois, image_info, training=training,
                                                      feature_gradient=bool(view.base.trainable_weights),
                                                      image_seeds=batch.get("sample_seed"))
     return {"class_logits": class_logits, "box_deltas": box_deltas, "rois": rois,

@@ -463,6 +463,90 @@ def test_align_gradient_on_a_large_map_is_the_same_every_run_and_every_split(mon
     np.testing.assert_array_equal(none.numpy(), np.zeros(padded.shape, np.float32))
 
 
+def _padded_batch(rng, sizes, map_shape, stride, rounding, channels=4):
+    """Features of a padded batch as the base gives them (zero past each image's valid cells), and
+    each image's valid region alone."""
+    features = rng.standard_normal((len(sizes), *map_shape, channels)).astype(np.float32)
+    cut = np.floor if rounding == "floor" else np.ceil
+    valid = [(int(cut(h / stride)), int(cut(w / stride))) for h, w in sizes]
+    for i, (vh, vw) in enumerate(valid):
+        features[i, vh:] = 0
+        features[i, :, vw:] = 0
+    return features, [features[i:i + 1, :vh, :vw] for i, (vh, vw) in enumerate(valid)], valid
+
+
+def _rois_reaching_the_edges(rng, h, w, count=24):
+    """RoIs inside an h x w image, several ending on its bottom or right edge (where an image of a
+    padded batch meets the padding)."""
+    rois = random_rois(rng, count, h, w)
+    rois = np.clip(rois, 0, [h, w, h, w]).astype(np.float32)
+    rois[:4] = [[0, 0, h, w], [h - 20, w - 30, h, w], [h / 2, 0, h, w / 3], [0, w / 2, h / 3, w]]
+    return rois
+
+
+@pytest.mark.parametrize("rounding,route", [("ceil", "dense"), ("floor", "dense"), ("ceil", "sparse"),
+                                            ("floor", "converters")])
+def test_align_pools_each_image_of_a_padded_batch_as_its_valid_region_alone(rounding, route, monkeypatch):
+    """Given ``image_info``, RoIAlign samples each image of a padded batch as its valid region alone:
+    past its last valid cell it reads that cell (RoIAlign's clamp at a map's edge), not the zeros of
+    the padding, and beyond one more cell 0 (floor rounding reaches there: MobileNetV3's), forward
+    and backward (each gradient route; the converters' gathers forward). Sides whose size / stride
+    has a fraction of 0, 0.5 and above. Without ``image_info`` the padded batch reads the zeros."""
+    from keras_frcnn.preprocessing import for_converters
+
+    rng = np.random.default_rng(7)
+    sizes, stride = [(96, 44), (63, 95)], 8
+    features, alone, valid = _padded_batch(rng, sizes, (15, 14), stride, rounding)
+    rois = np.stack([_rois_reaching_the_edges(rng, h, w) for h, w in sizes])
+    info = np.array([[h, w, 1.0] for h, w in sizes], np.float32)
+    upstream = rng.standard_normal((2, rois.shape[1], 3, 3, 4)).astype(np.float32)
+    layer = RoIPooling(pool_size=3, spatial_scale=1 / stride, mode="align", rounding=rounding)
+    if route == "sparse":
+        monkeypatch.setattr(roi_pooling, "_DENSE_RATIO", 0)
+
+    def pooled_and_gradient(features, rois, info, upstream):
+        features = tf.constant(features)
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            out = layer([features, tf.constant(rois), tf.constant(info)])
+            total = tf.reduce_sum(out * upstream)
+        return out.numpy(), tape.gradient(total, features).numpy()
+
+    if route == "converters":
+        with for_converters():
+            together = tf.function(lambda f, r, i: layer([f, r, i]))(features, rois, info).numpy()
+    else:
+        together, gradient = pooled_and_gradient(features, rois, info, upstream)
+    for i, (vh, vw) in enumerate(valid):
+        out, grad = pooled_and_gradient(alone[i], rois[i:i + 1], info[i:i + 1], upstream[i:i + 1])
+        np.testing.assert_allclose(together[i], out[0], atol=1e-5)
+        if route != "converters":
+            np.testing.assert_allclose(gradient[i, :vh, :vw], grad[0], atol=1e-5)
+            assert not gradient[i, vh:].any() and not gradient[i, :, vw:].any()
+    without = layer([tf.constant(features), tf.constant(rois)]).numpy()
+    assert np.abs(without[0] - together[0]).max() > 0.05  # (the first image's edges meet the padding)
+
+
+@pytest.mark.parametrize("rounding", ["ceil", "floor"])
+def test_pyramid_align_pools_each_image_of_a_padded_batch_as_its_valid_region_alone(rounding):
+    """The same on each level of a pyramid (strides 8 and 16), RoIs on both levels."""
+    from keras_frcnn.roi_pooling import PyramidRoIAlign
+
+    rng = np.random.default_rng(8)
+    sizes = [(96, 44), (63, 95)]
+    level8, alone8, _ = _padded_batch(rng, sizes, (15, 14), 8, rounding)
+    level16, alone16, _ = _padded_batch(rng, sizes, (8, 7), 16, rounding)
+    rois = np.stack([_rois_reaching_the_edges(rng, h, w) for h, w in sizes])
+    info = np.array([[h, w, 1.0] for h, w in sizes], np.float32)
+    layer = PyramidRoIAlign(3, (8, 16), canonical_size=32.0, rounding=rounding)
+    levels = np.floor(4 + np.log2(np.sqrt(np.prod(rois[..., 2:] - rois[..., :2], -1)) / 32 + 1e-12))
+    assert {3.0, 4.0} <= set(np.clip(levels, 3, 4).ravel())
+    together = layer([[level8, level16], rois, info]).numpy()
+    for i in range(2):
+        out = layer([[alone8[i], alone16[i]], rois[i:i + 1], info[i:i + 1]]).numpy()
+        np.testing.assert_allclose(together[i], out[0], atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------
 # Keras: shapes, dtype, config, saving, XLA
 
