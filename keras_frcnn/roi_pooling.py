@@ -243,14 +243,14 @@ def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels, feature_g
     return pool(features)
 
 
-def roi_align(features, rois, pool_size, spatial_scale, valid_cells=None):
+def roi_align(features, rois, pool_size, spatial_scale, valid=None):
     """RoIAlign with 2 x 2 bilinear samples per bin, averaged.
 
     Args:
       features: ``[B, H, W, C]`` float.
       rois: ``[B, R, 4]`` float32 ``[ymin, xmin, ymax, xmax]`` input-image pixels.
-      valid_cells: optional ``[B, 2]`` int32, each image's valid rows and columns of a padded
-        batch (``valid_cells``): each image is then sampled as its valid region alone.
+      valid: optional ``[B, 2]`` int32, each image's valid rows and columns of a padded batch
+        (``valid_cells``): each image is then sampled as its valid region alone.
     Returns:
       ``[B, R, P, P, C]``, the dtype of ``features``.
 
@@ -263,9 +263,9 @@ def roi_align(features, rois, pool_size, spatial_scale, valid_cells=None):
     shape = tf.shape(features)
     batch, num_rois = shape[0], tf.shape(rois)[1]
     channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
-    padded = _align_source(features, valid_cells)
+    padded = _align_source(features, valid)
     box_indices = tf.repeat(tf.range(batch), num_rois)
-    limits = None if valid_cells is None else _sample_limits(valid_cells, box_indices)
+    limits = None if valid is None else _sample_limits(valid, box_indices)
     if converting():
         pooled = _mean_of_samples(_bilinear_samples(padded, rois, spatial_scale, 2 * pool_size, limits))
     else:
@@ -292,16 +292,15 @@ def _align_source(features, valid=None):
     high or wide.
 
     ``valid`` ``[B, 2]`` (``valid_cells``): in a padded batch the cell after an image's valid
-    region is the base's zero padding (or the next image's map edge), not its edge; each image's
-    last valid row, then column, is copied there (``_replicate_valid_edges``), so that an image
-    reads as its valid region alone (samples beyond that cell are zeroed by the per-RoI limits
-    of ``_sample_limits``). Skipped where every image fills the map."""
+    region is the base's zero padding, not its edge; for crop_and_resize each image's last valid
+    row, then column, is copied there (``_replicate_valid_edges``), so that an image reads as its
+    valid region alone (samples beyond that cell are zeroed by the per-RoI limits of
+    ``_sample_limits``). Skipped where every image fills the map, and for the converters, whose
+    gathers clamp each RoI's samples to its image's last valid cell instead (``_sample_grid``)."""
     source = tf.cast(features, tf.float32) if features.dtype == tf.bfloat16 else features
     padded = tf.pad(source, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    if valid is None:
+    if valid is None or converting():
         return padded
-    if converting():
-        return _replicate_valid_edges_by_select(padded, valid)
     return tf.cond(tf.reduce_any(valid < tf.shape(source)[1:3]), lambda: _replicate_valid_edges(padded, valid),
                    lambda: padded)
 
@@ -310,9 +309,9 @@ def _replicate_valid_edges(padded, valid):
     """``padded [B, H + 2, W + 2, C]`` with row ``valid[b, 0] + 1`` of each image ``b`` (padded
     coordinates: the one after its last valid row) a copy of its last valid row, then column
     ``valid[b, 1] + 1`` a copy of its last valid column: scatters of one row and one column an
-    image, as is the gradient (each copy's gradient moved back to the cell copied, columns first),
-    which TensorFlow applies in place where nothing else reads the map (a full-map select, or the
-    gather's dense gradient, took 1.5x the time of RoIAlign on an FPN P2 level)."""
+    image, as is the gradient (each copy's gradient moved back to the cell copied, columns first;
+    autodiff's gradient of the copies is a dense map-sized one: RoIAlign took 1.53x against 1.35x
+    its time without the copies on an FPN P2 level, BENCHMARKS.md)."""
     shape = tf.shape(padded)
     images = tf.range(shape[0])
     rows = tf.broadcast_to(tf.range(shape[1])[None, :], shape[:2])
@@ -343,17 +342,6 @@ def _replicate_valid_edges(padded, valid):
         return copy(copy(padded, last_row, after_row), last_column, after_column), gradient
 
     return replicate(padded)
-
-
-def _replicate_valid_edges_by_select(padded, valid):
-    """``_replicate_valid_edges`` for the converters (LiteRT has no TensorScatterUpdate): each
-    row and column chosen between the map and the map shifted by one, two passes over it."""
-    shape = tf.shape(padded)
-    # (Reshapes, not [:, :, None, None]: LiteRT has no StridedSlice adding axes to booleans.)
-    after_rows = tf.reshape(tf.equal(tf.range(shape[1])[None, :], valid[:, :1] + 1), [shape[0], shape[1], 1, 1])
-    padded = tf.where(after_rows, tf.concat([padded[:, :1], padded[:, :-1]], 1), padded)
-    after_columns = tf.reshape(tf.equal(tf.range(shape[2])[None, :], valid[:, 1:] + 1), [shape[0], 1, shape[2], 1])
-    return tf.where(after_columns, tf.concat([padded[:, :, :1], padded[:, :, :-1]], 2), padded)
 
 
 def _sample_limits(valid, box_indices):
@@ -388,18 +376,24 @@ def _sample_grid(lo, hi, spatial_scale, samples, size, limit=None):
     """One axis of the S x S sample grid over RoIs spanning ``[lo, hi)`` input pixels (any shape,
     flattened to ``[N]``) on a padded map of ``size`` cells (``_align_source``): the two cells each
     sample interpolates, ``low`` and ``high`` ``[N, S]`` int32, the weight of ``high`` (``lerp``)
-    and whether the sample is on the map (``inside``: crop_and_resize reads 0 elsewhere), or
-    within each RoI's ``limit`` (``[N]``, ``_sample_limits``' column of this axis)."""
+    and whether the sample is on the map (``inside``: crop_and_resize reads 0 elsewhere). With
+    each RoI's ``limit`` (``[N]``, ``_sample_limits``' column of this axis), a sample past it is
+    not inside and the cells are clamped to the one before it, its image's last valid cell (which
+    ``_align_source`` also copies to the limit for crop_and_resize)."""
     lo = tf.reshape(lo, [-1, 1]) * spatial_scale + 0.5  # - 0.5 to cell centres, + 1 for the padding
     hi = tf.reshape(hi, [-1, 1]) * spatial_scale + 0.5
     at = lo + (hi - lo) * ((tf.range(samples, dtype=tf.float32) + 0.5) / samples)[None, :]
-    last = tf.cast(size - 1, tf.float32) if limit is None else tf.minimum(
-        tf.reshape(limit, [-1, 1]), tf.cast(size - 1, tf.float32))
-    inside = (at >= 0.0) & (at <= last)
+    if limit is None:
+        inside = (at >= 0.0) & (at <= tf.cast(size - 1, tf.float32))
+        last_cell = size - 1
+    else:
+        limit = tf.reshape(limit, [-1, 1])
+        inside = (at >= 0.0) & (at <= tf.minimum(limit, tf.cast(size - 1, tf.float32)))
+        last_cell = tf.minimum(tf.cast(limit, tf.int32) - 1, size - 1)
     low = tf.floor(at)
     lerp = at - low
-    low = tf.clip_by_value(tf.cast(low, tf.int32), 0, size - 1)
-    return low, tf.minimum(low + 1, size - 1), lerp, inside
+    low = tf.clip_by_value(tf.cast(low, tf.int32), 0, last_cell)
+    return low, tf.minimum(low + 1, last_cell), lerp, inside
 
 
 def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits=None):
