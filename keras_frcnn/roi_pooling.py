@@ -658,8 +658,8 @@ class PyramidRoIAlign(keras.layers.Layer):
     ``k = floor(k0 + log2(sqrt(w h) / 224))`` with k0 = 4, clamped to the levels, as torchvision's
     ``MultiScaleRoIAlign`` (its ``LevelMapper``, eps 1e-6) and Detectron. Each level crops only its
     own RoIs, which are then stitched back in order (``Where``, ``GatherV2``, ``CropAndResize``,
-    ``DynamicStitch``: all with GPU kernels); traced for the converters, every level pools every RoI and each RoI keeps its
-    level's (fixed shapes). ``strides``: the levels' (4, 8, 16, 32: level k has stride 2**k).
+    ``DynamicStitch``: all with GPU kernels); traced for the converters, every level pools every
+    RoI and each RoI keeps its level's (fixed shapes). ``strides``: the levels' (4, 8, 16, 32: level k has stride 2**k).
     ``image_info`` and ``rounding``: as ``RoIPooling``'s, each level's valid cells at its stride."""
 
     def __init__(self, pool_size=7, strides=(4, 8, 16, 32), canonical_size=224.0, canonical_level=4,
