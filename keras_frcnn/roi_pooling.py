@@ -346,8 +346,11 @@ def _replicate_valid_edges(padded, valid):
 
 def _sample_limits(valid, box_indices):
     """``[N, 2]`` float32: the last padded-map coordinate (rows, columns) a sample of each RoI may
-    read, one past its image's valid region (``_align_source``); RoIAlign reads 0 beyond it."""
-    return tf.cast(tf.gather(valid, box_indices) + 1, tf.float32)
+    read, one past its image's valid region (``_align_source``); RoIAlign reads 0 beyond it. An
+    image with no valid cell along an axis (a side under the stride with floor rounding) reads 0
+    everywhere: -1."""
+    valid = tf.gather(valid, box_indices)
+    return tf.cast(tf.where(valid > 0, valid + 1, -1), tf.float32)
 
 
 def _align_bins(padded, rois, box_indices, spatial_scale, pool_size, limits=None):
@@ -389,7 +392,7 @@ def _sample_grid(lo, hi, spatial_scale, samples, size, limit=None):
     else:
         limit = tf.reshape(limit, [-1, 1])
         inside = (at >= 0.0) & (at <= tf.minimum(limit, tf.cast(size - 1, tf.float32)))
-        last_cell = tf.minimum(tf.cast(limit, tf.int32) - 1, size - 1)
+        last_cell = tf.maximum(tf.minimum(tf.cast(limit, tf.int32) - 1, size - 1), 0)
     low = tf.floor(at)
     lerp = at - low
     low = tf.clip_by_value(tf.cast(low, tf.int32), 0, last_cell)

@@ -527,6 +527,32 @@ def test_align_pools_each_image_of_a_padded_batch_as_its_valid_region_alone(roun
     assert np.abs(without[0] - together[0]).max() > 0.05  # (the first image's edges meet the padding)
 
 
+@pytest.mark.parametrize("converting", [False, True])
+def test_align_of_an_image_without_a_valid_cell_is_zero(converting):
+    """With floor rounding a side under the stride leaves an image no valid cell along it (20 px
+    at stride 32): its RoIs pool 0 and send no gradient into the padding, whatever the padding
+    holds (before, samples next to the map's edge read the padding's first row)."""
+    from keras_frcnn.preprocessing import for_converters
+
+    layer = RoIPooling(2, 1 / 32, "align", rounding="floor")
+    info = tf.constant([[20.0, 64.0, 1.0], [64.0, 64.0, 1.0]])  # valid cells (0, 2) and (2, 2)
+    rois = tf.constant([[[0.0, 0.0, 20.0, 64.0]], [[0.0, 0.0, 64.0, 64.0]]])
+    features = np.ones((2, 2, 2, 1), np.float32)
+    features[0] = 5.0  # (not what the base gives there: what the layer must not read)
+    features = tf.constant(features)
+    if converting:
+        with for_converters():
+            pooled = tf.function(lambda f: layer([f, rois, info]))(features)
+    else:
+        with tf.GradientTape() as tape:
+            tape.watch(features)
+            pooled = layer([features, rois, info])
+            total = tf.reduce_sum(pooled)
+        np.testing.assert_array_equal(tape.gradient(total, features)[0], np.zeros((2, 2, 1)))
+    np.testing.assert_array_equal(pooled[0], np.zeros((1, 2, 2, 1)))
+    np.testing.assert_allclose(pooled[1], np.ones((1, 2, 2, 1)))
+
+
 @pytest.mark.parametrize("rounding", ["ceil", "floor"])
 def test_pyramid_align_pools_each_image_of_a_padded_batch_as_its_valid_region_alone(rounding):
     """The same on each level of a pyramid (strides 8 and 16), RoIs on both levels."""
