@@ -135,9 +135,9 @@ class _Layers:
         box_deltas [B, R, K, 4])``. With ``image_info`` (inference) each image's RoIs pool from its
         valid region only, so a padded batch's images are pooled as each alone (``RoIPooling``);
         the training views pool from the padded batch's map as it is (see ``detector_outputs``).
-        ``feature_gradient``: the features are trained through the
-        RoI pooling (not at inference, not on a frozen base). ``image_seeds``: per-image seeds of
-        the training draws (the head's dropout)."""
+        ``feature_gradient``: the features are trained through the RoI pooling (not at inference,
+        not on a frozen base). ``image_seeds``: per-image seeds of the training draws (the head's
+        dropout)."""
         if self.pyramid:
             features = list(features[:self.roi_levels])
         inputs = [features, rois] if image_info is None else [features, rois, image_info]
