@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn.config import BASE_STRIDES, ConfigError
-from keras_frcnn.preprocessing import converting, valid_mask
+from keras_frcnn.preprocessing import converting, valid_feature_sizes, valid_mask
 
 # conv1_1..conv2_2 of VGG-16 stay frozen in every stage of the paper's training.
 ALWAYS_FROZEN = {
@@ -71,8 +71,7 @@ class PaddingMask(keras.layers.Layer):
 
     def valid_sizes(self, image_info):
         """``[B, 2]`` float32: each image's valid feature size (rows, columns) at this stride."""
-        sizes = image_info[:, :2] / float(self.stride)
-        return tf.floor(sizes) if self.rounding == "floor" else tf.math.ceil(sizes)
+        return valid_feature_sizes(image_info, self.stride, self.rounding)
 
     def call(self, inputs):
         x, image_info = inputs

@@ -63,6 +63,14 @@ def scaled_size(image_sizes, min_side, max_side):
     return tf.cast(new_sizes, tf.int32), scale
 
 
+def valid_feature_sizes(image_info, stride, rounding):
+    """``[B, 2]`` float32: each image's valid feature size (rows, columns) at ``stride``, its valid
+    pixel size (``image_info[:, :2]``) / stride rounded down or up (``rounding``: how the base maps
+    a side, ``config.feature_rounding``)."""
+    sizes = tf.cast(image_info[:, :2], tf.float32) / float(stride)
+    return tf.floor(sizes) if rounding == "floor" else tf.math.ceil(sizes)
+
+
 def valid_mask(valid_sizes, height, width):
     """``[B, height, width, 1]`` float mask, 1 inside each image's valid ``[h, w]`` region."""
     valid_sizes = tf.cast(valid_sizes, tf.int32)

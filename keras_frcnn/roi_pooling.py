@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.preprocessing import converting
+from keras_frcnn.preprocessing import converting, valid_feature_sizes
 
 # Scaled RoI coordinates are clipped to +-2**22 cells: keeps the int32 arithmetic defined for absurd
 # boxes, and keeps RoIs short enough for the exact float32 division argument in ``caffe_bin_edges``.
@@ -276,10 +276,8 @@ def roi_align(features, rois, pool_size, spatial_scale, valid=None):
 
 def valid_cells(image_info, spatial_scale, rounding, features):
     """``[B, 2]`` int32: each image's valid feature rows and columns at this scale, as the base's
-    ``PaddingMask`` (``rounding`` of size / stride), at most the map's."""
-    stride = float(round(1.0 / spatial_scale))
-    sizes = tf.cast(image_info[:, :2], tf.float32) / stride
-    sizes = tf.floor(sizes) if rounding == "floor" else tf.math.ceil(sizes)
+    ``PaddingMask`` (``preprocessing.valid_feature_sizes``), at most the map's."""
+    sizes = valid_feature_sizes(image_info, round(1.0 / spatial_scale), rounding)
     return tf.minimum(tf.cast(sizes, tf.int32), tf.shape(features)[1:3])
 
 
