@@ -44,16 +44,16 @@ def pytest_unconfigure(config):
         shutil.rmtree(_ram_basetemp, ignore_errors=True)
 
 
-# Seconds each file takes (--durations=0 summed per file, 2 cores, 2026-12-01 19:05; less what
-# has gone under -m slow since). pytest-xdist hands whole files to its two workers in collection
-# order (--no-loadscope-reorder: not by test count), so the longest go first and the short ones
-# fill the end: the workers finish together (~30 s less than by test count). A stale figure
-# costs time, never a test.
-FILE_SECONDS = {"test_training": 113, "test_resnet": 101, "test_checkpoints": 94, "test_formats": 82,
-                "test_export": 58, "test_cli": 57, "test_stream": 45, "test_models": 38,
-                "test_data_combined": 27, "test_data_tfrecord": 24, "test_data_pipeline": 17,
-                "test_python_api": 17, "test_data_csv": 16, "test_backbone": 14, "test_roi_pooling": 12,
-                "test_data_shapes": 12, "test_data_yolo": 12, "test_saving": 10}
+# Seconds each file takes (--durations=0 summed per file, 2 cores, one op thread a worker,
+# 2026-12-02 02:30). pytest-xdist hands whole files to its two workers in collection order
+# (--no-loadscope-reorder: not by test count), so the longest go first and the short ones fill
+# the end: the workers finish together (~30 s less than by test count). A stale figure costs
+# time, never a test.
+FILE_SECONDS = {"test_training": 158, "test_checkpoints": 154, "test_resnet": 121, "test_formats": 110,
+                "test_export": 93, "test_cli": 72, "test_models": 42, "test_data_combined": 28,
+                "test_stream": 26, "test_data_tfrecord": 20, "test_roi_pooling": 16, "test_backbone": 14,
+                "test_python_api": 12, "test_data_yolo": 11, "test_data_shapes": 11, "test_data_pipeline": 10,
+                "test_data_csv": 10}
 
 
 def pytest_collection_modifyitems(items):
