@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 
 from keras_frcnn.config import BASE_STRIDES, ConfigError
-from keras_frcnn.preprocessing import converting, valid_feature_sizes, valid_mask
+from keras_frcnn.preprocessing import check_rounding, converting, valid_feature_sizes, valid_mask
 
 # conv1_1..conv2_2 of VGG-16 stay frozen in every stage of the paper's training.
 ALWAYS_FROZEN = {
@@ -64,8 +64,7 @@ class PaddingMask(keras.layers.Layer):
         # x keeps the base's compute dtype and image_info its float32 pixel sizes.
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        if rounding not in ("floor", "ceil"):
-            raise ValueError(f"PaddingMask rounding must be 'floor' or 'ceil', got {rounding!r}")
+        check_rounding(rounding)
         self.stride = int(stride)
         self.rounding = rounding
 

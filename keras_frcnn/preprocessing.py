@@ -63,6 +63,13 @@ def scaled_size(image_sizes, min_side, max_side):
     return tf.cast(new_sizes, tf.int32), scale
 
 
+def check_rounding(rounding):
+    """``rounding`` ("floor" or "ceil", ``valid_feature_sizes``), else a ValueError naming it."""
+    if rounding not in ("floor", "ceil"):
+        raise ValueError(f"rounding must be 'floor' or 'ceil', got {rounding!r}")
+    return rounding
+
+
 def valid_feature_sizes(image_info, stride, rounding):
     """``[B, 2]`` float32: each image's valid feature size (rows, columns) at ``stride``, its valid
     pixel size (``image_info[:, :2]``) / stride rounded down or up (``rounding``: how the base maps

@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.preprocessing import converting, valid_feature_sizes
+from keras_frcnn.preprocessing import check_rounding, converting, valid_feature_sizes
 
 # Scaled RoI coordinates are clipped to +-2**22 cells: keeps the int32 arithmetic defined for absurd
 # boxes, and keeps RoIs short enough for the exact float32 division argument in ``caffe_bin_edges``.
@@ -274,10 +274,10 @@ def roi_align(features, rois, pool_size, spatial_scale, valid=None):
     return tf.cast(pooled, features.dtype)
 
 
-def valid_cells(image_info, spatial_scale, rounding, features):
-    """``[B, 2]`` int32: each image's valid feature rows and columns at this scale, as the base's
+def valid_cells(image_info, stride, rounding, features):
+    """``[B, 2]`` int32: each image's valid feature rows and columns at ``stride``, as the base's
     ``PaddingMask`` (``preprocessing.valid_feature_sizes``), at most the map's."""
-    sizes = valid_feature_sizes(image_info, round(1.0 / spatial_scale), rounding)
+    sizes = valid_feature_sizes(image_info, stride, rounding)
     return tf.minimum(tf.cast(sizes, tf.int32), tf.shape(features)[1:3])
 
 
@@ -373,22 +373,23 @@ def _align_bins(padded, rois, box_indices, spatial_scale, pool_size, limits=None
     return bins(padded)
 
 
-def _sample_grid(lo, hi, spatial_scale, samples, size, limit=None):
-    """One axis of the S x S sample grid over RoIs spanning ``[lo, hi)`` input pixels (any shape,
-    flattened to ``[N]``) on a padded map of ``size`` cells (``_align_source``): the two cells each
-    sample interpolates, ``low`` and ``high`` ``[N, S]`` int32, the weight of ``high`` (``lerp``)
-    and whether the sample is on the map (``inside``: crop_and_resize reads 0 elsewhere). With
-    each RoI's ``limit`` (``[N]``, ``_sample_limits``' column of this axis), a sample past it is
-    not inside and the cells are clamped to the one before it, its image's last valid cell (which
-    ``_align_source`` also copies to the limit for crop_and_resize)."""
-    lo = tf.reshape(lo, [-1, 1]) * spatial_scale + 0.5  # - 0.5 to cell centres, + 1 for the padding
-    hi = tf.reshape(hi, [-1, 1]) * spatial_scale + 0.5
+def _sample_grid(rois, axis, spatial_scale, samples, size, limits=None):
+    """Axis ``axis`` (0: rows, 1: columns) of the S x S sample grid over ``rois`` (``[..., 4]``
+    pixels, flattened to ``[N]`` RoIs) on a padded map of ``size`` cells along it
+    (``_align_source``): the two cells each sample interpolates, ``low`` and ``high`` ``[N, S]``
+    int32, the weight of ``high`` (``lerp``) and whether the sample is on the map (``inside``:
+    crop_and_resize reads 0 elsewhere). With ``limits`` (``[N, 2]``, ``_sample_limits``), a
+    sample past its RoI's limit is not inside and the cells are clamped to the one before it, its
+    image's last valid cell (which ``_align_source`` also copies to the limit for
+    crop_and_resize)."""
+    lo = tf.reshape(rois[..., axis], [-1, 1]) * spatial_scale + 0.5  # - 0.5 to cell centres, + 1 for the padding
+    hi = tf.reshape(rois[..., axis + 2], [-1, 1]) * spatial_scale + 0.5
     at = lo + (hi - lo) * ((tf.range(samples, dtype=tf.float32) + 0.5) / samples)[None, :]
-    if limit is None:
+    if limits is None:
         inside = (at >= 0.0) & (at <= tf.cast(size - 1, tf.float32))
         last_cell = size - 1
     else:
-        limit = tf.reshape(limit, [-1, 1])
+        limit = limits[:, axis:axis + 1]
         inside = (at >= 0.0) & (at <= tf.minimum(limit, tf.cast(size - 1, tf.float32)))
         last_cell = tf.maximum(tf.minimum(tf.cast(limit, tf.int32) - 1, size - 1), 0)
     low = tf.floor(at)
@@ -434,15 +435,15 @@ def _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, 
     shape = tf.shape(padded)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
 
-    def axis(lo, hi, size, limit):
-        low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, 2 * pool_size, size, limit)
+    def axis(k, size):
+        low, high, lerp, inside = _sample_grid(rois, k, spatial_scale, 2 * pool_size, size, limits)
         inside = tf.cast(inside, tf.float32)
         weights = (tf.one_hot(low, size) * ((1.0 - lerp) * inside)[..., None]
                    + tf.one_hot(high, size) * (lerp * inside)[..., None])  # [N, 2P, size]
         return 0.5 * tf.reduce_sum(tf.reshape(weights, [-1, pool_size, 2, size]), 2)
 
-    row_weights = axis(rois[:, 0], rois[:, 2], height, None if limits is None else limits[:, 0])  # [N, P, H]
-    column_weights = axis(rois[:, 1], rois[:, 3], width, None if limits is None else limits[:, 1])  # [N, P, W]
+    row_weights = axis(0, height)  # [N, P, H]
+    column_weights = axis(1, width)  # [N, P, W]
     columns = tf.matmul(column_weights[:, None], tf.cast(upstream, tf.float32), transpose_a=True)  # [N, P, W, C]
     rows = tf.one_hot(box_indices, batch)[:, None, :, None] * row_weights[:, :, None, :]  # [N, P, B, H]
     summed = tf.matmul(tf.reshape(rows, [-1, batch * height]), tf.reshape(columns, [-1, width * channels]),
@@ -463,16 +464,16 @@ def _splat_sparse(upstream, padded, rois, box_indices, spatial_scale, pool_size,
     channels = padded.shape[-1]
     num_bins = tf.shape(rois)[0] * pool_size * pool_size
 
-    def axis(lo, hi, size, limit):
-        # Per bin along this axis, [N, P, 4]: its two samples' two cells each, and their weights.
-        low, high, lerp, inside = _sample_grid(lo, hi, spatial_scale, 2 * pool_size, size, limit)
+    def axis(k, size):
+        # Per bin along axis k, [N, P, 4]: its two samples' two cells each, and their weights.
+        low, high, lerp, inside = _sample_grid(rois, k, spatial_scale, 2 * pool_size, size, limits)
         inside = tf.cast(inside, tf.float32)
         cells = tf.reshape(tf.stack([low, high], -1), [-1, pool_size, 4])
         weights = tf.reshape(tf.stack([(1.0 - lerp) * inside, lerp * inside], -1), [-1, pool_size, 4])
         return cells, weights
 
-    y_cells, y_weights = axis(rois[:, 0], rois[:, 2], height, None if limits is None else limits[:, 0])
-    x_cells, x_weights = axis(rois[:, 1], rois[:, 3], width, None if limits is None else limits[:, 1])
+    y_cells, y_weights = axis(0, height)
+    x_cells, x_weights = axis(1, width)
     image = tf.reshape(box_indices * (height * width), [-1, 1, 1, 1, 1])
     cells = image + y_cells[:, :, None, :, None] * width + x_cells[:, None, :, None, :]  # [N, P, P, 4, 4]
     weights = 0.25 * y_weights[:, :, None, :, None] * x_weights[:, None, :, None, :]
@@ -519,8 +520,8 @@ def _crop_samples(padded, rois, box_indices, spatial_scale, samples, limits=None
     crops = tf.image.crop_and_resize(padded, tf.stack([y1, x1, y2, x2], axis=-1), box_indices, [samples, samples])
     if limits is None:
         return crops
-    _, _, _, y_inside = _sample_grid(rois[:, 0], rois[:, 2], spatial_scale, samples, shape[1], limits[:, 0])
-    _, _, _, x_inside = _sample_grid(rois[:, 1], rois[:, 3], spatial_scale, samples, shape[2], limits[:, 1])
+    _, _, _, y_inside = _sample_grid(rois, 0, spatial_scale, samples, shape[1], limits)
+    _, _, _, x_inside = _sample_grid(rois, 1, spatial_scale, samples, shape[2], limits)
     inside = y_inside[:, :, None] & x_inside[:, None, :]  # [N, S, S]
     return tf.cond(tf.reduce_all(inside), lambda: crops,
                    lambda: crops * tf.cast(inside, crops.dtype)[..., None])
@@ -542,9 +543,8 @@ def _bilinear_samples(padded, rois, spatial_scale, samples, limits=None):
     batch, height, width = shape[0], shape[1], shape[2]
     channels = padded.shape[-1] if padded.shape[-1] is not None else shape[3]
     num_rois = tf.shape(rois)[1]
-    y_limit, x_limit = (None, None) if limits is None else (limits[:, 0], limits[:, 1])
-    y_low, y_high, y_lerp, y_in = _sample_grid(rois[..., 0], rois[..., 2], spatial_scale, samples, height, y_limit)
-    x_low, x_high, x_lerp, x_in = _sample_grid(rois[..., 1], rois[..., 3], spatial_scale, samples, width, x_limit)
+    y_low, y_high, y_lerp, y_in = _sample_grid(rois, 0, spatial_scale, samples, height, limits)
+    x_low, x_high, x_lerp, x_in = _sample_grid(rois, 1, spatial_scale, samples, width, limits)
     image = tf.repeat(tf.range(batch), num_rois)[:, None, None] * (height * width)  # [B * R, 1, 1]
     flat = tf.reshape(padded, [-1, channels])
 
@@ -612,8 +612,7 @@ class RoIPooling(keras.layers.Layer):
         super().__init__(**kwargs)
         if mode not in ("max", "align"):
             raise ValueError(f"mode must be 'max' or 'align', got {mode!r}")
-        if rounding not in ("ceil", "floor"):
-            raise ValueError(f"rounding must be 'ceil' or 'floor', got {rounding!r}")
+        check_rounding(rounding)
         if int(pool_size) < 1 or int(max_levels) < 1:
             raise ValueError(f"pool_size and max_levels must be >= 1: {pool_size}, {max_levels}")
         self.pool_size = int(pool_size)
@@ -633,7 +632,8 @@ class RoIPooling(keras.layers.Layer):
         if self.mode == "max":
             return roi_max_pool(features, rois, self.pool_size, self.spatial_scale, self.max_levels,
                                 feature_gradient=feature_gradient)
-        valid = valid_cells(image_info[0], self.spatial_scale, self.rounding, features) if image_info else None
+        valid = (valid_cells(image_info[0], round(1.0 / self.spatial_scale), self.rounding, features)
+                 if image_info else None)
         return roi_align(features, rois, self.pool_size, self.spatial_scale, valid)
 
     def compute_output_shape(self, input_shape):
@@ -667,9 +667,7 @@ class PyramidRoIAlign(keras.layers.Layer):
                  rounding="ceil", **kwargs):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        if rounding not in ("ceil", "floor"):
-            raise ValueError(f"rounding must be 'ceil' or 'floor', got {rounding!r}")
-        self.rounding = rounding
+        self.rounding = check_rounding(rounding)
         self.pool_size = int(pool_size)
         self.strides = tuple(int(s) for s in strides)
         self.canonical_size = float(canonical_size)
@@ -681,7 +679,7 @@ class PyramidRoIAlign(keras.layers.Layer):
         rois = tf.stop_gradient(tf.cast(rois, tf.float32))
 
         def valid(stride, level_features):
-            return valid_cells(image_info[0], 1.0 / stride, self.rounding, level_features) if image_info else None
+            return valid_cells(image_info[0], stride, self.rounding, level_features) if image_info else None
 
         sides = tf.sqrt(tf.maximum(rois[..., 2] - rois[..., 0], 0.0) * tf.maximum(rois[..., 3] - rois[..., 1], 0.0))
         levels = tf.floor(self.canonical_level + tf.math.log(sides / self.canonical_size + 1e-12) / np.log(2.0)
