@@ -541,9 +541,15 @@ def _shapes() -> Config:
     )
 
 
+# The other bases' presets on the built-in set keep the schedule their figures were measured with
+# (README, BENCHMARKS.md "From scratch on the built-in set"): the shapes preset's before its
+# detector stages grew (2026-12-02).
+_SHAPES_BASES_STEPS = dict(stage_steps=(700, 1800, 400, 500), stage_lr_drop_steps=(525, 1350, 300, 250))
+
+
 def _shapes_resnet50() -> Config:
-    # ResNet-50 C4 from scratch on the built-in set (issue 17): the shapes preset's data, schedule
-    # and from-scratch input scale, a quarter-width ResNet-50 (batch norm trained: nothing is
+    # ResNet-50 C4 from scratch on the built-in set (issue 17): the shapes preset's data, its
+    # earlier schedule (_SHAPES_BASES_STEPS) and from-scratch input scale, a quarter-width ResNet-50 (batch norm trained: nothing is
     # frozen without ImageNet weights) at stride 16 on 1.5x images (the smallest shapes span two
     # cells otherwise), RoIAlign 14 x 14 into conv5.
     cfg = _shapes()
@@ -553,6 +559,7 @@ def _shapes_resnet50() -> Config:
         anchors=AnchorConfig(stride=16, base_size=16, scales=(2.0, 4.0, 8.0)),
         rpn=dataclasses.replace(cfg.rpn, min_size=16),
         detector=DetectorConfig(pool_size=14, pool_mode="align", batch_rois=128),
+        train=dataclasses.replace(cfg.train, **_SHAPES_BASES_STEPS),
     )
 
 
@@ -591,7 +598,7 @@ def _resnet50_fpn_coco() -> Config:
 
 def _shapes_fpn() -> Config:
     # ResNet-50-FPN at quarter width from scratch on the built-in set (issue 17): the shapes
-    # preset's data, schedule and input scale, images at their own size (P2 has stride 4),
+    # preset's data, earlier schedule (_SHAPES_BASES_STEPS) and input scale, images at their own size (P2 has stride 4),
     # anchors of 6 x each level's stride (24-384 px), 128 RoIs per image into two fc of 256, and
     # torchvision's learning rate per image (0.02 for 16 images: 0.0025 for 2): at the shapes
     # preset's 0.01 the detector stages diverged to NaN within their first 100 steps (no warm-up).
@@ -602,7 +609,7 @@ def _shapes_fpn() -> Config:
         anchors=AnchorConfig(stride=4, base_size=4, scales=(6.0,)),
         rpn=dataclasses.replace(cfg.rpn, channels=64, pre_nms_top_n=(1000, 1000), post_nms_top_n=(300, 300)),
         detector=DetectorConfig(pool_size=7, pool_mode="align", fc_units=256, dropout=0.0, batch_rois=256),
-        train=dataclasses.replace(cfg.train, lr=0.0025),
+        train=dataclasses.replace(cfg.train, lr=0.0025, **_SHAPES_BASES_STEPS),
     )
 
 
@@ -628,7 +635,7 @@ def _mobilenetv3_fpn_coco() -> Config:
 
 def _shapes_mobilenet() -> Config:
     # MobileNetV3-Large-FPN (full width) from scratch on the built-in set (issue 17): the shapes
-    # preset's data and schedule, images at 1.5x (the pyramid's finest stride is 32: at 1x the
+    # preset's data and earlier schedule (_SHAPES_BASES_STEPS), images at 1.5x (the pyramid's finest stride is 32: at 1x the
     # smallest shapes are under a cell; 2x made a step 1.8x slower), anchors of 32-256 px on
     # every level, torchvision's learning rate per image (0.0025 for 2 images; shapes-fpn
     # diverged at 0.01).
@@ -640,7 +647,7 @@ def _shapes_mobilenet() -> Config:
         rpn=dataclasses.replace(cfg.rpn, channels=128, pre_nms_top_n=(1000, 1000), post_nms_top_n=(300, 300),
                                 min_size=16),
         detector=DetectorConfig(pool_size=7, pool_mode="align", fc_units=256, dropout=0.0, batch_rois=256),
-        train=dataclasses.replace(cfg.train, lr=0.0025),
+        train=dataclasses.replace(cfg.train, lr=0.0025, **_SHAPES_BASES_STEPS),
     )
 
 
