@@ -529,10 +529,10 @@ def _shapes() -> Config:
         # 128 RoIs per image (256 a step of 2 images): 64 made the detector stage's step 14 %
         # faster and gave 0.844 mAP against 0.865 (one run each, max pooling then).
         detector=DetectorConfig(pool_size=6, pool_mode="align", fc_units=512, batch_rois=256),
-        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 31 s - 5 min 46 s over three
-        # seeds (AVX-512 BF16, alone on the machine; its speed moves by ~25 % from hour to hour).
-        # The detector stages longer than the 700 / 1800 / 400 / 500 shipped before (4:41-4:51 in
-        # the same hour): held-out VOC07 mAP 0.897-0.904 against 0.874-0.885, test split 0.926-0.943
+        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 12 s - 5 min 46 s over four
+        # runs of three seeds (AVX-512 BF16, alone on the machine; its speed moves by ~25 % from
+        # hour to hour). The detector stages longer than the 700 / 1800 / 400 / 500 shipped before
+        # (4:41-4:51 in the same hour): held-out VOC07 mAP 0.897-0.904 against 0.874-0.885, test split 0.926-0.943
         # against 0.888-0.919; the last stage alone at 1000 steps gained under half of that
         # (BENCHMARKS.md, "The detector stages longer").
         train=TrainConfig(stage_steps=(700, 2400, 400, 700), stage_lr_drop_steps=(525, 1800, 300, 350),
@@ -549,9 +549,9 @@ _SHAPES_BASES_STEPS = dict(stage_steps=(700, 1800, 400, 500), stage_lr_drop_step
 
 def _shapes_resnet50() -> Config:
     # ResNet-50 C4 from scratch on the built-in set (issue 17): the shapes preset's data, its
-    # earlier schedule (_SHAPES_BASES_STEPS) and from-scratch input scale, a quarter-width ResNet-50 (batch norm trained: nothing is
-    # frozen without ImageNet weights) at stride 16 on 1.5x images (the smallest shapes span two
-    # cells otherwise), RoIAlign 14 x 14 into conv5.
+    # earlier schedule (_SHAPES_BASES_STEPS) and from-scratch input scale, a quarter-width
+    # ResNet-50 (batch norm trained: nothing is frozen without ImageNet weights) at stride 16 on
+    # 1.5x images (the smallest shapes span two cells otherwise), RoIAlign 14 x 14 into conv5.
     cfg = _shapes()
     return dataclasses.replace(
         cfg, name="shapes-resnet50", backbone="resnet50", backbone_width=0.25, base_batch_norm=False,
@@ -598,10 +598,11 @@ def _resnet50_fpn_coco() -> Config:
 
 def _shapes_fpn() -> Config:
     # ResNet-50-FPN at quarter width from scratch on the built-in set (issue 17): the shapes
-    # preset's data, earlier schedule (_SHAPES_BASES_STEPS) and input scale, images at their own size (P2 has stride 4),
-    # anchors of 6 x each level's stride (24-384 px), 128 RoIs per image into two fc of 256, and
-    # torchvision's learning rate per image (0.02 for 16 images: 0.0025 for 2): at the shapes
-    # preset's 0.01 the detector stages diverged to NaN within their first 100 steps (no warm-up).
+    # preset's data, earlier schedule (_SHAPES_BASES_STEPS) and input scale, images at their own
+    # size (P2 has stride 4), anchors of 6 x each level's stride (24-384 px), 128 RoIs per image
+    # into two fc of 256, and torchvision's learning rate per image (0.02 for 16 images: 0.0025 for
+    # 2): at the shapes preset's 0.01 the detector stages diverged to NaN within their first 100
+    # steps (no warm-up).
     cfg = _shapes()
     return dataclasses.replace(
         cfg, name="shapes-fpn", backbone="resnet50-fpn", backbone_width=0.25, base_batch_norm=False,
@@ -635,10 +636,10 @@ def _mobilenetv3_fpn_coco() -> Config:
 
 def _shapes_mobilenet() -> Config:
     # MobileNetV3-Large-FPN (full width) from scratch on the built-in set (issue 17): the shapes
-    # preset's data and earlier schedule (_SHAPES_BASES_STEPS), images at 1.5x (the pyramid's finest stride is 32: at 1x the
-    # smallest shapes are under a cell; 2x made a step 1.8x slower), anchors of 32-256 px on
-    # every level, torchvision's learning rate per image (0.0025 for 2 images; shapes-fpn
-    # diverged at 0.01).
+    # preset's data and earlier schedule (_SHAPES_BASES_STEPS), images at 1.5x (the pyramid's
+    # finest stride is 32: at 1x the smallest shapes are under a cell; 2x made a step 1.8x slower),
+    # anchors of 32-256 px on every level, torchvision's learning rate per image (0.0025 for 2
+    # images; shapes-fpn diverged at 0.01).
     cfg = _shapes()
     return dataclasses.replace(
         cfg, name="shapes-mobilenet", backbone="mobilenetv3-fpn", backbone_width=1.0, base_batch_norm=False,
