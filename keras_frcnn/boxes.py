@@ -49,32 +49,41 @@ def iou(boxes1, boxes2):
     return tf.math.divide_no_nan(inter, union)
 
 
+def _centre_size(boxes):
+    """``[..., 4]`` yxyx -> centres ``[..., 2]`` (y, x) and sizes ``[..., 2]`` (h, w)."""
+    size = boxes[..., 2:] - boxes[..., :2]
+    return boxes[..., :2] + size / 2.0, size
+
+
 def encode(boxes, anchors, stds=(1.0, 1.0, 1.0, 1.0)):
-    """Regression targets ``[..., N, 4]`` ``(dy, dx, dh, dw) / stds`` of ``boxes`` w.r.t. ``anchors``."""
-    return _bb.encode_box_to_deltas(
-        anchors=tf.convert_to_tensor(anchors, tf.float32),
-        boxes=tf.convert_to_tensor(boxes, tf.float32),
-        anchor_format="yxyx",
-        box_format="yxyx",
-        encoding_format="center_yxhw",
-        variance=stds,
-    )
+    """Regression targets ``[..., N, 4]`` ``(dy, dx, dh, dw) / stds`` of ``boxes`` w.r.t. ``anchors``.
+
+    ``keras.utils.bounding_boxes.encode_box_to_deltas``'s arithmetic (sizes at least Keras's
+    epsilon, so a degenerate box has a finite log) without its format conversions through
+    ``xyxy``: half the time over a training step's anchors (BENCHMARKS.md, issue 14)."""
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    box_centres, box_sizes = _centre_size(boxes)
+    anchor_centres, anchor_sizes = _centre_size(anchors)
+    epsilon = keras.config.epsilon()
+    anchor_sizes = tf.maximum(anchor_sizes, epsilon)
+    deltas = tf.concat([(box_centres - anchor_centres) / anchor_sizes,
+                        tf.math.log(tf.maximum(box_sizes, epsilon) / anchor_sizes)], axis=-1)
+    return deltas / tf.constant(stds, tf.float32)
 
 
 def decode(deltas, anchors, stds=(1.0, 1.0, 1.0, 1.0), clamp=DELTA_CLAMP):
     """Boxes ``[..., N, 4]`` from ``deltas`` (as produced by :func:`encode`) and ``anchors``.
 
     The log-scale deltas ``dh, dw`` (after multiplying by ``stds``) are clamped at ``clamp``.
+    ``keras.utils.bounding_boxes.decode_deltas_to_boxes``'s arithmetic without its format
+    conversions (see :func:`encode`).
     """
     deltas = tf.convert_to_tensor(deltas, tf.float32) * tf.constant(stds, tf.float32)
-    deltas = tf.concat([deltas[..., :2], tf.minimum(deltas[..., 2:], clamp)], axis=-1)
-    return _bb.decode_deltas_to_boxes(
-        anchors=tf.convert_to_tensor(anchors, tf.float32),
-        boxes_delta=deltas,
-        anchor_format="yxyx",
-        box_format="yxyx",
-        encoded_format="center_yxhw",
-    )
+    anchor_centres, anchor_sizes = _centre_size(tf.convert_to_tensor(anchors, tf.float32))
+    centres = deltas[..., :2] * anchor_sizes + anchor_centres
+    half = tf.exp(tf.minimum(deltas[..., 2:], clamp)) * anchor_sizes / 2.0
+    return tf.concat([centres - half, centres + half], axis=-1)
 
 
 def clip(boxes, image_size):

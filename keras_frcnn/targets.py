@@ -34,21 +34,23 @@ def hash_uniform(image_seeds, ids, salt=0):
     batch or on any state, so a batch split over replicas samples exactly as on one device, and
     a resumed run as an uninterrupted one. (Keras's stateful seed generators are shared by the
     replicas of a strategy, which race to advance them.) The mixer is the 32-bit integer hash
-    ``x = (x ^ x >> 16) * 0x45d9f3b``, in int64 arithmetic that never overflows.
+    ``x = (x ^ x >> 16) * 0x45d9f3b`` in uint32 arithmetic (products wrap modulo 2**32).
     """
-    xor, shift, mask = tf.bitwise.bitwise_xor, tf.bitwise.right_shift, tf.constant(0xFFFFFFFF, tf.int64)
+    sixteen = tf.constant(16, tf.uint32)
 
-    def fold(v):  # 64 -> 32 bits
-        v = tf.cast(v, tf.int64)
-        return tf.bitwise.bitwise_and(xor(v, shift(v, tf.constant(32, tf.int64))), mask)
+    def fold(v):  # 64 -> 32 bits: the xor of the two halves (in either byte order)
+        halves = tf.bitcast(tf.cast(v, tf.int64), tf.uint32)  # [..., 2]
+        return tf.bitwise.bitwise_xor(halves[..., 0], halves[..., 1])
 
-    x = fold(image_seeds)[:, None] * 0x27D4EB2D + fold(ids) * 0x165667B1 + int(salt) % 0x7FFFFFFF
-    x = tf.bitwise.bitwise_and(x, mask)
-    sixteen = tf.constant(16, tf.int64)
+    def mix(x):
+        return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, sixteen))
+
+    x = (fold(image_seeds)[:, None] * tf.constant(0x27D4EB2D, tf.uint32)
+         + fold(ids) * tf.constant(0x165667B1, tf.uint32) + tf.constant(int(salt) % 0x7FFFFFFF, tf.uint32))
     for _ in range(2):
-        x = tf.bitwise.bitwise_and(xor(x, shift(x, sixteen)) * 0x45D9F3B, mask)
-    x = xor(x, shift(x, sixteen))
-    return tf.cast(shift(x, tf.constant(8, tf.int64)), tf.float32) / float(1 << 24)
+        x = mix(x) * tf.constant(0x45D9F3B, tf.uint32)
+    x = tf.bitwise.right_shift(mix(x), tf.constant(8, tf.uint32))
+    return tf.cast(x, tf.float32) / float(1 << 24)
 
 
 def match(overlaps):
@@ -62,22 +64,34 @@ def sample_balanced(positive, negative, batch_size, max_positive, seed, noise=No
     rest of ``batch_size`` from the ``negative`` ones, uniformly without replacement
     (torchvision's ``BalancedPositiveNegativeSampler``). Bool ``[B, N]`` inputs -> the sampled
     ``(positive, negative)``; see :func:`sample` for ``seed`` / ``noise``."""
-    positive = sample(positive, max_positive, seed, noise)
+    positive = sample(positive, max_positive, seed, noise, most=max_positive)
     num_positive = tf.reduce_sum(tf.cast(positive, tf.int32), axis=-1)
-    return positive, sample(negative, batch_size - num_positive, seed, noise)
+    return positive, sample(negative, batch_size - num_positive, seed, noise, most=batch_size)
 
 
-def sample(candidates, max_count, seed, noise=None):
+def sample(candidates, max_count, seed, noise=None, most=None):
     """Bool ``[B, N]``: at most ``max_count`` (``[B]`` or scalar) of each row's candidates,
     uniformly at random without replacement, ranked by ``noise`` ``[B, N]`` when given, else by
-    draws of the Keras seed generator ``seed``."""
+    draws of the Keras seed generator ``seed``. ``most``: a bound on ``max_count`` known when
+    the graph is built (else the row's length).
+
+    The candidates of the ``max_count`` highest keys (noise in [0, 1), the others -1), ties going
+    to the lower index: the set a stable descending sort ranks first, found from the row's
+    ``most`` highest keys (a top-k, not two full sorts of every row)."""
     if noise is None:
         noise = keras.random.uniform(tf.shape(candidates), seed=seed)
     keys = tf.where(candidates, noise, -1.0)
-    order = tf.argsort(keys, axis=-1, direction="DESCENDING")
-    rank = tf.argsort(order, axis=-1)  # the position of each element in the shuffled order
     max_count = tf.reshape(tf.cast(max_count, tf.int32), [-1, 1])
-    return candidates & (rank < max_count)
+    k = tf.shape(keys)[-1] if most is None else tf.minimum(int(most), tf.shape(keys)[-1])
+    # The k highest keys and below them -2, the key to keep at when the row holds fewer.
+    top = tf.pad(tf.math.top_k(keys, k=k).values, [[0, 0], [0, 1]], constant_values=-2.0)
+    last = tf.clip_by_value(max_count - 1, 0, k) + tf.zeros_like(top[:, :1], tf.int32)  # [B, 1]
+    kth = tf.gather(top, last, batch_dims=1)  # the lowest key kept
+    above = keys > kth
+    tied = tf.equal(keys, kth)
+    room = max_count - tf.reduce_sum(tf.cast(above, tf.int32), axis=-1, keepdims=True)
+    keep = above | (tied & (tf.cumsum(tf.cast(tied, tf.int32), axis=-1) <= room))
+    return candidates & keep & (max_count > 0)
 
 
 @keras.saving.register_keras_serializable(package="keras_frcnn")
@@ -124,11 +138,14 @@ class AnchorTargets(keras.layers.Layer):
                   & (anchors[None, :, 2] - 1.0 < h + border) & (anchors[None, :, 3] - 1.0 < w + border))
         inside &= feature_position_mask(anchors, image_info, strides, self.feature_rounding)
 
-        overlaps = box_ops.iou(anchors[None], gt_boxes)  # [B, A, G]
-        overlaps = tf.where(valid_gt[:, None, :] & inside[:, :, None], overlaps, -1.0)
-        max_iou, matched = match(overlaps)  # max_iou -1 when the image has no objects
-        best_per_gt = tf.reduce_max(overlaps, axis=1, keepdims=True)  # [B, 1, G]
-        is_best = tf.reduce_any((overlaps == best_per_gt) & (best_per_gt > 0), axis=-1)
+        # Ground truth by anchor, [B, G, A]: the reductions over G run along rows of A.
+        overlaps = box_ops.iou(gt_boxes, anchors[None])
+        overlaps = tf.where(valid_gt[:, :, None] & inside[:, None, :], overlaps, -1.0)
+        # Each anchor's best ground truth (max_iou -1 when the image has no objects).
+        max_iou = tf.reduce_max(overlaps, axis=1)
+        matched = tf.argmax(overlaps, axis=1, output_type=tf.int32)
+        best_per_gt = tf.reduce_max(overlaps, axis=2, keepdims=True)  # [B, G, 1]
+        is_best = tf.reduce_any((overlaps == best_per_gt) & (best_per_gt > 0), axis=1)
 
         positive = inside & (is_best | (max_iou >= self.positive_iou))
         negative = inside & (max_iou < self.negative_iou) & ~positive

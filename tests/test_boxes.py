@@ -46,6 +46,27 @@ def test_decode_inverts_encode_on_random_boxes(rng):
         np.testing.assert_allclose(back, gt, atol=1e-3)
 
 
+def test_encode_and_decode_equal_keras_bit_for_bit(rng):
+    # The coding is keras.utils.bounding_boxes's written out without its format conversions: the
+    # same floats, degenerate boxes (Keras's epsilon floor) and the clamp included.
+    bb = keras.utils.bounding_boxes
+    starts = rng.uniform(-50, 600, (2, 3000, 2))
+    sides = rng.choice([0.0, 0.5, 1.0, 37.3, 300.7], (2, 3000, 2)) * rng.uniform(0, 1, (2, 3000, 2))
+    gt = np.concatenate([starts, starts + sides], -1).astype(np.float32)
+    anchors, gt = gt[0], gt[1:]
+    deltas = rng.normal(0, 2, (1, 3000, 4)).astype(np.float32)
+    deltas[0, :20, 2:] = 20.0  # beyond the clamp
+    for stds in [(1.0, 1.0, 1.0, 1.0), STDS]:
+        ref = bb.encode_box_to_deltas(anchors=anchors, boxes=gt, anchor_format="yxyx", box_format="yxyx",
+                                      encoding_format="center_yxhw", variance=stds)
+        np.testing.assert_array_equal(boxes.encode(gt, anchors[None], stds).numpy(), np.asarray(ref))
+        scaled = deltas * np.float32(stds)
+        scaled[..., 2:] = np.minimum(scaled[..., 2:], np.float32(boxes.DELTA_CLAMP))
+        ref = bb.decode_deltas_to_boxes(anchors=anchors, boxes_delta=scaled, anchor_format="yxyx",
+                                        box_format="yxyx", encoded_format="center_yxhw")
+        np.testing.assert_array_equal(boxes.decode(deltas, anchors[None], stds).numpy(), np.asarray(ref))
+
+
 def test_iou_golden_values():
     a = np.array([[0.0, 0.0, 10.0, 10.0]], np.float32)
     b = np.array([[0.0, 0.0, 10.0, 10.0], [0.0, 5.0, 10.0, 15.0], [20.0, 20.0, 30.0, 30.0],

@@ -116,6 +116,48 @@ def test_hash_uniform_is_per_image_and_uniform():
     assert not np.array_equal(hash_uniform(tf.constant([7], tf.int64), ids, salt=6).numpy()[0], u[0])
 
 
+def test_hash_uniform_golden_values():
+    """The hash's stream, pinned against the mixer in Python's integers: the sampled anchors and
+    RoIs and the dropout masks of every seeded run depend on it."""
+    from keras_frcnn.targets import hash_uniform
+
+    def reference(seed, ident, salt):
+        fold = lambda v: ((v & 0xFFFFFFFFFFFFFFFF) ^ ((v & 0xFFFFFFFFFFFFFFFF) >> 32)) & 0xFFFFFFFF  # noqa: E731
+        x = (fold(seed) * 0x27D4EB2D + fold(ident) * 0x165667B1 + salt % 0x7FFFFFFF) & 0xFFFFFFFF
+        for _ in range(2):
+            x = ((x ^ (x >> 16)) * 0x45D9F3B) & 0xFFFFFFFF
+        return ((x ^ (x >> 16)) >> 8) / float(1 << 24)
+
+    seeds = [0, 7, -3, 2**40 + 5, -(2**63), 2**63 - 1]
+    ids = [0, 1, -1, 4095, 2**48 + 17, -(2**62), 2**63 - 1, 123456789]
+    for salt in (0, 5, 2**31 + 3):
+        got = hash_uniform(tf.constant(seeds, tf.int64), tf.constant(ids, tf.int64), salt).numpy()
+        want = np.array([[reference(s, i, salt) for i in ids] for s in seeds], np.float32)
+        np.testing.assert_array_equal(got, want)
+
+
+def test_sample_takes_the_first_of_a_stable_sort(rng):
+    """``sample`` keeps the candidates a stable descending sort of the keys ranks first (ties to
+    the lower index), for any count: none, fewer than the candidates, more, with and without a
+    bound known when the graph is built."""
+    from keras_frcnn.targets import sample
+
+    for trial in range(120):
+        n = int(rng.integers(0, 60))
+        candidates = rng.uniform(size=(3, n)) < rng.uniform()
+        noise = (rng.integers(0, 6, (3, n)) / 8.0).astype(np.float32)  # many ties
+        count = rng.integers(-1, n + 3, 3) if trial % 2 else np.full(3, rng.integers(0, n + 3))
+        most = None if trial % 3 == 0 else max(int(count.max()), 0) + int(rng.integers(0, 3))
+        want = np.zeros_like(candidates)
+        for row in range(3):
+            order = np.argsort(-np.where(candidates[row], noise[row], -1.0), kind="stable")
+            want[row, order[:max(count[row], 0)]] = True
+        want &= candidates
+        got = sample(tf.constant(candidates), tf.constant(count if trial % 2 else int(count[0])), None,
+                     tf.constant(noise), most=most)
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=f"n={n} count={count} most={most}")
+
+
 def test_seeded_sampling_of_an_image_does_not_depend_on_its_batch():
     """With per-image seeds, an image samples the same anchors and RoIs alone as in a padded
     batch with a larger image (its anchors are named by cell and size, not by flat index)."""
