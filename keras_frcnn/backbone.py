@@ -97,13 +97,24 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     (``FusedBatchNormV3``: statistics, normalisation and their gradients in one pass each; Keras 3
     writes them as a dozen element-wise ops, ~12 % of a shapes training step). Same arithmetic:
     batch statistics over N, H, W, the moving averages updated with the population variance as
-    Keras does. Inference, the synchronised variant and other ranks are Keras's own code."""
+    Keras does. Frozen or at inference, the same kernel normalises by the moving statistics in
+    one pass (Keras's casts a 16-bit input to float32 and back around a multiply and an add; the
+    ReLU after it fuses into it). The synchronised variant, other ranks and the converters' trace
+    are Keras's own code."""
 
     def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or self.synchronized or self.renorm or mask is not None \
-                or len(inputs.shape) != 4 or self.axis not in (-1, 3):
+        if self.synchronized or self.renorm or mask is not None or len(inputs.shape) != 4 \
+                or self.axis not in (-1, 3) or not (self.center and self.scale):
             return super().call(inputs, training=training, mask=mask)
         dtype = inputs.dtype if inputs.dtype in (tf.float16, tf.bfloat16) else tf.float32
+        if not (training and self.trainable):
+            if converting():
+                return super().call(inputs, training=training, mask=mask)
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                tf.cast(inputs, dtype), scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
+                mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon, data_format="NHWC", is_training=False)
+            return tf.cast(outputs, self.compute_dtype)
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             tf.cast(inputs, dtype), scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
             epsilon=self.epsilon, data_format="NHWC", is_training=True)
