@@ -3,6 +3,7 @@
     python benchmarks/profile_train_step.py --preset shapes --views stage1,stage2,stage3,stage4,joint [--precision float32]
     python benchmarks/profile_train_step.py --preset voc --views joint --steps 3
     python benchmarks/profile_train_step.py --checkout OLD ...        # the same, on another checkout
+    python benchmarks/profile_train_step.py --detail 8 ...            # and each category's op types
 
 Each view trains as ``ScheduleRunner`` trains it: Keras ``fit`` with the stage's optimizer
 (``training.make_optimizer``), its callbacks, and for the shapes preset the real input pipeline
@@ -106,7 +107,7 @@ def profile(model, dataset, steps, warmup, callbacks):
         space.ParseFromString(f.read())
     plane = next(p for p in space.planes if p.name == "/host:CPU")
     ops, executing, waiting, calls = collections.Counter(), 0.0, 0.0, []
-    kinds = collections.Counter()
+    kinds, detail = collections.Counter(), collections.Counter()
     for line in plane.lines:
         for event in line.events:
             meta = plane.event_metadata[event.metadata_id]
@@ -116,6 +117,7 @@ def profile(model, dataset, steps, warmup, callbacks):
                 name, backward = category(meta.name)
                 ops[(name, backward)] += ms
                 kinds[meta.display_name] += ms
+                detail[(name, meta.display_name)] += ms
             elif line.name == "python" and meta.name.startswith("EagerLocalExecute"):
                 executing += ms
                 calls.append((event.offset_ps, event.offset_ps + event.duration_ps))
@@ -128,10 +130,12 @@ def profile(model, dataset, steps, warmup, callbacks):
     return {"wall": 1000 * wall / steps, "executing": executing / steps, "waiting": waiting / steps,
             "between": between / steps,
             "ops": {k: v / steps for k, v in ops.items()},
-            "op_types": {k: v / steps for k, v in kinds.most_common(12)}}
+            "op_types": {k: v / steps for k, v in kinds.most_common(12)},
+            "detail": {k: v / steps for k, v in detail.items()}}
 
 
-def report(title, result):
+def report(title, result, detail=0):
+    """``detail``: also each category's op types of most time, this many."""
     total = sum(result["ops"].values())
     arithmetic = sum(v for (name, _), v in result["ops"].items() if name in ARITHMETIC)
     print(f"\n{title}: {result['wall']:.1f} ms/step wall; compiled step running {result['executing']:.1f} ms, "
@@ -147,6 +151,9 @@ def report(title, result):
         fwd, bwd = result["ops"].get((name, False), 0.0), result["ops"].get((name, True), 0.0)
         print(f"  {name:34s} {fwd:10.1f} {bwd:11.1f} {100 * (fwd + bwd) / total:5.1f}%")
     print("  the op types of most time: " + ", ".join(f"{k} {v:.1f} ms" for k, v in result["op_types"].items()))
+    for name in names if detail else ():
+        kinds = sorted(((v, kind) for (m, kind), v in result["detail"].items() if m == name), reverse=True)
+        print(f"    {name}: " + ", ".join(f"{kind} {v:.1f}" for v, kind in kinds[:detail]))
 
 
 def shapes_dataset(cfg, view, batch):
@@ -177,6 +184,8 @@ def main():
                         "train.steps_per_execution, --steps and --warmup, as the runner picks; 1 for a checkout "
                         "from before it)")
     parser.add_argument("--checkout", help="the repository whose keras_frcnn to profile (default: this one)")
+    parser.add_argument("--detail", type=int, default=0, metavar="N",
+                        help="also list each category's N op types of most time (ms a step, forward + backward)")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -215,7 +224,7 @@ def main():
             return [StageLog(tempfile.mkdtemp(prefix="frcnn_log_"))]
 
         report(f"{args.preset} {view}: {stage.name} ({stage.batch_images} images a step, {precision})",
-               profile(model, dataset, args.steps, args.warmup, callbacks))
+               profile(model, dataset, args.steps, args.warmup, callbacks), args.detail)
 
 
 if __name__ == "__main__":

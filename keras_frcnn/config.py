@@ -529,12 +529,13 @@ def _shapes() -> Config:
         # 128 RoIs per image (256 a step of 2 images): 64 made the detector stage's step 14 %
         # faster and gave 0.844 mAP against 0.865 (one run each, max pooling then).
         detector=DetectorConfig(pool_size=6, pool_mode="align", fc_units=512, batch_rois=256),
-        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 12 s - 5 min 46 s over four
-        # runs of three seeds (AVX-512 BF16, alone on the machine; its speed moves by ~25 % from
-        # hour to hour). The detector stages longer than the 700 / 1800 / 400 / 500 shipped before
-        # (4:41-4:51 in the same hour): held-out VOC07 mAP 0.897-0.904 against 0.874-0.885, test split 0.926-0.943
-        # against 0.888-0.919; the last stage alone at 1000 steps gained under half of that
-        # (BENCHMARKS.md, "The detector stages longer").
+        # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 12 s - 5 min 54 s over
+        # thirteen runs of five seeds (AVX-512 BF16, alone on the machine; its speed moves by ~25 %
+        # from hour to hour). The detector stages longer than the 700 / 1800 / 400 / 500 shipped
+        # before (4:41-4:51 in the same hour): held-out VOC07 mAP 0.897-0.904 against 0.874-0.885,
+        # test split 0.926-0.943 against 0.888-0.919 (seeds 0-2); the last stage alone at 1000
+        # steps gained under half of that (BENCHMARKS.md, "The detector stages longer"; five seeds
+        # of today's code: "Anchor targets, box coding and frozen batch norm").
         train=TrainConfig(stage_steps=(700, 2400, 400, 700), stage_lr_drop_steps=(525, 1800, 300, 350),
                           joint_steps=4000, joint_lr_drop_step=3000, lr=1e-2,
                           rpn_batch_images=2, detector_batch_images=2),
