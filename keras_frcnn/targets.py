@@ -53,10 +53,11 @@ def hash_uniform(image_seeds, ids, salt=0):
     return tf.cast(x, tf.float32) / float(1 << 24)
 
 
-def match(overlaps):
-    """Each candidate's best ground truth: ``overlaps [B, N, G]`` (IoU; invalid pairs -1) ->
-    ``(max_iou [B, N], matched [B, N] int32)`` (torchvision's ``Matcher`` without thresholds)."""
-    return tf.reduce_max(overlaps, axis=-1), tf.argmax(overlaps, axis=-1, output_type=tf.int32)
+def match(overlaps, axis=-1):
+    """Each candidate's best ground truth: ``overlaps [B, N, G]`` (IoU; invalid pairs -1; or
+    ``[B, G, N]`` with ``axis=1``) -> ``(max_iou [B, N], matched [B, N] int32)`` (torchvision's
+    ``Matcher`` without thresholds)."""
+    return tf.reduce_max(overlaps, axis=axis), tf.argmax(overlaps, axis=axis, output_type=tf.int32)
 
 
 def sample_balanced(positive, negative, batch_size, max_positive, seed, noise=None):
@@ -141,9 +142,7 @@ class AnchorTargets(keras.layers.Layer):
         # Ground truth by anchor, [B, G, A]: the reductions over G run along rows of A.
         overlaps = box_ops.iou(gt_boxes, anchors[None])
         overlaps = tf.where(valid_gt[:, :, None] & inside[:, None, :], overlaps, -1.0)
-        # Each anchor's best ground truth (max_iou -1 when the image has no objects).
-        max_iou = tf.reduce_max(overlaps, axis=1)
-        matched = tf.argmax(overlaps, axis=1, output_type=tf.int32)
+        max_iou, matched = match(overlaps, axis=1)  # max_iou -1 when the image has no objects
         best_per_gt = tf.reduce_max(overlaps, axis=2, keepdims=True)  # [B, G, 1]
         is_best = tf.reduce_any((overlaps == best_per_gt) & (best_per_gt > 0), axis=1)
 
