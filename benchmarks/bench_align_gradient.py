@@ -15,11 +15,13 @@ order, from run to run).
 Workloads (random features, RoIs of 16 px to 40 % of the image, some across the edges):
 the shapes preset's detector step (2 images, 32 x 36 map at stride 8, 128 channels, 128 RoIs
 each, pool 6), an FPN P2 level at 800 x 1344 (stride 4, 256 channels, 256 RoIs per image,
-pool 7), the ResNet-50 C4 head at 600 x 1000 (stride 16, 1024 channels, 128 RoIs, pool 14).
+pool 7), the ResNet-50 C4 head at 600 x 1000 (stride 16, 1024 channels, 128 RoIs, pool 14), and
+the shapes step with 4 images.
 """
 
 import argparse
 import importlib.util
+import inspect
 import os
 import statistics
 import sys
@@ -37,6 +39,7 @@ WORKLOADS = {
     "shapes detector": (2, 32, 36, 128, 128, 6, 8),
     "FPN P2 800x1344": (2, 200, 336, 256, 256, 7, 4),
     "C4 600x1000": (1, 38, 63, 1024, 128, 14, 16),
+    "shapes, 4 images": (4, 32, 36, 128, 128, 6, 8),
 }
 
 
@@ -61,8 +64,12 @@ def workload(images, height, width, channels, rois_per_image, pool_size, stride,
     return tuple(tf.constant(a) for a in (features, rois, box_indices, upstream))
 
 
-def forward_backward(module, features, rois, box_indices, upstream, pool_size, scale, tensorflow_kernel):
+def forward_backward(module, features, rois, box_indices, upstream, pool_size, scale, tensorflow_kernel,
+                     per_image):
     padded = module._align_source(features)
+    # The RoIs in one block per image, as roi_align hands them over (a checkout from before
+    # per_image: its call without it).
+    blocks = {"per_image": per_image} if "per_image" in inspect.signature(module._align_bins).parameters else {}
 
     @tf.function
     def call():
@@ -72,7 +79,7 @@ def forward_backward(module, features, rois, box_indices, upstream, pool_size, s
                 bins = module._mean_of_samples(
                     module._crop_samples(padded, rois, box_indices, scale, 2 * pool_size))
             else:
-                bins = module._align_bins(padded, rois, box_indices, scale, pool_size)
+                bins = module._align_bins(padded, rois, box_indices, scale, pool_size, **blocks)
         return tape.gradient(bins, padded, output_gradients=upstream)
 
     return call
@@ -98,7 +105,7 @@ def main():
         calls, first, differing = {}, {}, {}
         for label, (module, tensorflow_kernel) in modules.items():
             call = forward_backward(module, features, rois, box_indices, upstream, pool_size, 1 / stride,
-                                    tensorflow_kernel)
+                                    tensorflow_kernel, per_image)
             first[label], differing[label] = call().numpy(), 0
 
             def checked(call=call, label=label):

@@ -49,7 +49,7 @@ sys.path.insert(0, os.path.abspath(_CHECKOUT) if _CHECKOUT else str(Path(__file_
 from bench_train_step import synthetic_batch  # noqa: E402
 from common import machine  # noqa: E402
 
-from keras_frcnn import build_models, data, preset  # noqa: E402
+from keras_frcnn import build_models, data, preset, roi_pooling  # noqa: E402
 from keras_frcnn.training import StageLog, make_optimizer, model_inputs, stages  # noqa: E402
 
 try:
@@ -72,6 +72,8 @@ def category(name):
     backward = bool(parts) and parts[0] == "gradient_tape"
     if backward:
         parts = parts[1:]
+    if getattr(roi_pooling, "GRADIENT_SCOPE", "roi_pooling_gradient") in parts:  # its own gradient, outside its scope
+        return "roi_pooling", True
     if parts and re.match(r"(rpn|detector|joint)_model", parts[0]):
         parts = parts[1:]
     if not parts:

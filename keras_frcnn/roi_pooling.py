@@ -42,6 +42,9 @@ from keras_frcnn.preprocessing import check_rounding, converting, valid_feature_
 _CELL_LIMIT = 2.0**22
 # RoI lengths (in feature cells) the converters' bin table covers: a 65536 px side at stride 16.
 _BIN_TABLE_SIZE = 4097
+# The name scope of the layers' own gradients (TensorFlow hoists a tf.cond inside a custom gradient
+# out of the layer's scope; a profile finds RoI pooling's backward ops by this name).
+GRADIENT_SCOPE = "roi_pooling_gradient"
 
 
 def round_half_away_from_zero(x):
@@ -230,13 +233,14 @@ def roi_max_pool(features, rois, pool_size, spatial_scale, max_levels, feature_g
 
         def gradient(upstream):
             # Each output's gradient to its bin's maximal cell: one scatter-add into the map.
-            upstream = tf.where(non_empty, upstream, tf.zeros([], upstream.dtype))
-            image = tf.range(batch)[:, None, None, None, None]
-            channel = tf.range(channels)
-            ids = (image * map_size + cell) * channels + channel
-            summed = tf.math.unsorted_segment_sum(tf.reshape(upstream, [-1]), tf.reshape(ids, [-1]),
-                                                  batch * map_size * channels)
-            return tf.reshape(summed, tf.shape(features))
+            with tf.name_scope(GRADIENT_SCOPE):
+                upstream = tf.where(non_empty, upstream, tf.zeros([], upstream.dtype))
+                image = tf.range(batch)[:, None, None, None, None]
+                channel = tf.range(channels)
+                ids = (image * map_size + cell) * channels + channel
+                summed = tf.math.unsorted_segment_sum(tf.reshape(upstream, [-1]), tf.reshape(ids, [-1]),
+                                                      batch * map_size * channels)
+                return tf.reshape(summed, tf.shape(features))
 
         return pooled, gradient
 
@@ -269,7 +273,8 @@ def roi_align(features, rois, pool_size, spatial_scale, valid=None):
     if converting():
         pooled = _mean_of_samples(_bilinear_samples(padded, rois, spatial_scale, 2 * pool_size, limits))
     else:
-        pooled = _align_bins(padded, tf.reshape(rois, [-1, 4]), box_indices, spatial_scale, pool_size, limits)
+        pooled = _align_bins(padded, tf.reshape(rois, [-1, 4]), box_indices, spatial_scale, pool_size, limits,
+                             per_image=num_rois)
     pooled = tf.reshape(pooled, [batch, num_rois, pool_size, pool_size, channels])
     return tf.cast(pooled, features.dtype)
 
@@ -335,7 +340,8 @@ def _replicate_valid_edges(padded, valid):
     @tf.custom_gradient
     def replicate(padded):
         def gradient(upstream):
-            return move(move(upstream, after_column, last_column), after_row, last_row)
+            with tf.name_scope(GRADIENT_SCOPE):
+                return move(move(upstream, after_column, last_column), after_row, last_row)
 
         return copy(copy(padded, last_row, after_row), last_column, after_column), gradient
 
@@ -351,11 +357,13 @@ def _sample_limits(valid, box_indices):
     return tf.cast(tf.where(valid > 0, valid + 1, -1), tf.float32)
 
 
-def _align_bins(padded, rois, box_indices, spatial_scale, pool_size, limits=None):
+def _align_bins(padded, rois, box_indices, spatial_scale, pool_size, limits=None, per_image=None):
     """RoIAlign's bins: ``padded`` (``_align_source``), ``rois [N, 4]`` pixels of image
     ``box_indices [N]`` -> ``[N, P, P, C]``, the mean of each bin's 2 x 2 samples
     (``crop_and_resize`` at the centres of a 2P x 2P grid over each RoI). ``limits [N, 2]``
-    (``_sample_limits``): samples past them read 0.
+    (``_sample_limits``): samples past them read 0. ``per_image``: given when the RoIs come in
+    one block of this many per image, in image order (``box_indices`` is ``repeat(range(B),
+    per_image)``), as from ``roi_align``; the dense gradient then works on each image's block.
 
     The gradient to ``padded`` is ours (``_splat_bins``), not ``CropAndResizeGradImage``'s:
     TensorFlow's CPU kernel adds the boxes' gradients into the map from several threads without
@@ -365,7 +373,9 @@ def _align_bins(padded, rois, box_indices, spatial_scale, pool_size, limits=None
     @tf.custom_gradient
     def bins(padded):
         def gradient(upstream):
-            return _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits)
+            with tf.name_scope(GRADIENT_SCOPE):
+                return _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits,
+                                   per_image)
 
         samples = _crop_samples(padded, rois, box_indices, spatial_scale, 2 * pool_size, limits)
         return _mean_of_samples(samples), gradient
@@ -398,40 +408,48 @@ def _sample_grid(rois, axis, spatial_scale, samples, size, limits=None):
     return low, tf.minimum(low + 1, last_cell), lerp, inside
 
 
-def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits=None):
+def _splat_bins(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits=None, per_image=None):
     """The gradient of ``_align_bins`` to ``padded``: a bin's upstream gradient, a quarter to
     each of its four samples, spread over the four cells each sample interpolates with their
     bilinear weights. Two ways, the same sums up to rounding, each the same bits every run: on
     small maps (the shapes preset's; ``_splat_is_dense``) two dense matrix products
-    (``_splat_dense``), else a sparse matrix product (``_splat_sparse``), whose cost does not grow
-    with the map."""
-    return tf.cond(_splat_is_dense(tf.shape(padded), tf.shape(rois)[0], pool_size, tf.shape(upstream)[-1]),
-                   lambda: _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits),
+    (``_splat_dense``; ``per_image``: ``_align_bins``'), else a sparse matrix product
+    (``_splat_sparse``), whose cost does not grow with the map."""
+    dense = _splat_is_dense(tf.shape(padded), tf.shape(rois)[0], pool_size, tf.shape(upstream)[-1],
+                            blocked=per_image is not None)
+    return tf.cond(dense,
+                   lambda: _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits,
+                                        per_image),
                    lambda: _splat_sparse(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits))
 
 
-# Per row of bins and channel, ``_splat_dense`` does ~2 W (P + B H) multiply-adds and the sparse
-# product 16 P entries, an entry taking tens of multiply-adds' time on CPUs (both routes' times:
-# BENCHMARKS.md): dense while W (P + B H) <= _DENSE_RATIO * P and its [N, P, W, C] intermediate
-# holds at most _DENSE_FLOATS floats (128 MB).
+# Per row of bins and channel, ``_splat_dense`` does ~2 W (P + H) multiply-adds (2 W (P + B H)
+# without blocks of RoIs per image) and the sparse product 16 P entries, an entry taking tens of
+# multiply-adds' time on CPUs (both routes' times: BENCHMARKS.md): dense while W (P + H) (or
+# W (P + B H)) <= _DENSE_RATIO * P and its [N, P, W, C] intermediate holds at most _DENSE_FLOATS
+# floats (128 MB).
 _DENSE_RATIO = 1024
 _DENSE_FLOATS = 2**25
 
 
-def _splat_is_dense(padded_shape, num_rois, pool_size, channels):
-    """Whether ``_splat_bins`` takes ``_splat_dense`` (a bool tensor)."""
+def _splat_is_dense(padded_shape, num_rois, pool_size, channels, blocked=False):
+    """Whether ``_splat_bins`` takes ``_splat_dense`` (a bool tensor); ``blocked``: with the RoIs
+    in one block per image (``per_image``)."""
     batch, height, width = (tf.cast(padded_shape[k], tf.int64) for k in range(3))
     floats = tf.cast(num_rois, tf.int64) * pool_size * width * tf.cast(channels, tf.int64)
-    return (width * (pool_size + batch * height) <= _DENSE_RATIO * pool_size) & (floats <= _DENSE_FLOATS)
+    rows = height if blocked else batch * height
+    return (width * (pool_size + rows) <= _DENSE_RATIO * pool_size) & (floats <= _DENSE_FLOATS)
 
 
-def _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits=None):
+def _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, limits=None, per_image=None):
     """``_splat_bins`` on small maps: per RoI, each bin's weight on every column ``Wx [N, P, W]``
     and every row ``Wy [N, P, H]`` of the map (half of each of its two samples' bilinear weights
     along that axis); then ``T[n, i, x] = sum_j Wx[n, j, x] g[n, i, j]`` (a batched product) and
-    the map's rows of image ``b``, ``sum over n of b, i of Wy[n, i, y] T[n, i, x]``: one product
-    of ``[B * H, N * P]`` (each RoI's rows in its image's block, zeros elsewhere) by
-    ``[N * P, W * C]``."""
+    the map's rows of image ``b``, ``sum over n of b, i of Wy[n, i, y] T[n, i, x]``. With the
+    RoIs in blocks of ``per_image``, that is a product of ``[H, per_image * P]`` by
+    ``[per_image * P, W * C]`` per image (batched); else one product of ``[B * H, N * P]`` (each
+    RoI's rows in its image's block, zeros elsewhere) by ``[N * P, W * C]``, whose work grows
+    with the square of the batch."""
     shape = tf.shape(padded)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
 
@@ -445,6 +463,11 @@ def _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, 
     row_weights = axis(0, height)  # [N, P, H]
     column_weights = axis(1, width)  # [N, P, W]
     columns = tf.matmul(column_weights[:, None], tf.cast(upstream, tf.float32), transpose_a=True)  # [N, P, W, C]
+    if per_image is not None:
+        block = per_image * pool_size
+        summed = tf.matmul(tf.reshape(row_weights, [batch, block, height]),
+                           tf.reshape(columns, [batch, block, width * channels]), transpose_a=True)  # [B, H, W C]
+        return tf.cast(tf.reshape(summed, shape), padded.dtype)
     rows = tf.one_hot(box_indices, batch)[:, None, :, None] * row_weights[:, :, None, :]  # [N, P, B, H]
     summed = tf.matmul(tf.reshape(rows, [-1, batch * height]), tf.reshape(columns, [-1, width * channels]),
                        transpose_a=True)

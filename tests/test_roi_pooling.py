@@ -432,6 +432,41 @@ def test_align_gradient_is_exact_and_the_same_every_run(route, monkeypatch):
         np.testing.assert_array_equal(gradient(tf.constant(features)).numpy(), first)
 
 
+def test_align_gradient_per_image_blocks_equal_the_whole_batch_product():
+    """The dense gradient's second product per image (RoIs in one block per image, as
+    ``roi_align`` hands them over) against the whole batch's (each RoI's rows in its image's
+    block of a ``[B * H, N * P]`` matrix: the pyramid's levels, whose RoIs come in no fixed
+    blocks): three images, both equal to the float64 reference; the blocked form stays dense on
+    maps where the whole-batch product, whose work grows with the square of the batch, would not."""
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((3, 20, 26, 32)).astype(np.float32)
+    corners = rng.uniform(-20, 150, size=(3, 40, 2))
+    sides = rng.uniform(12, 90, size=(3, 40, 2))
+    rois = np.concatenate([corners, corners + sides], -1).astype(np.float32)
+    upstream = rng.standard_normal((3, 40, 4, 4, 32)).astype(np.float32)
+    flat_rois, flat_upstream = tf.constant(rois.reshape(-1, 4)), tf.constant(upstream.reshape(-1, 4, 4, 32))
+    box_indices = tf.repeat(tf.range(3), 40)
+
+    def gradient(per_image):
+        features_ = tf.constant(features)
+        with tf.GradientTape() as tape:
+            tape.watch(features_)
+            bins = roi_pooling._align_bins(roi_pooling._align_source(features_), flat_rois, box_indices, 1 / 8, 4,
+                                           per_image=per_image)
+            total = tf.reduce_sum(bins * flat_upstream)
+        return tape.gradient(total, features_).numpy()
+
+    blocked, whole = gradient(40), gradient(None)
+    expected = roi_align_gradient_reference(features.shape, rois, upstream, 4, 1 / 8)
+    np.testing.assert_allclose(blocked, expected, atol=2e-4)
+    np.testing.assert_allclose(whole, expected, atol=2e-4)
+    np.testing.assert_allclose(blocked, whole, rtol=0, atol=1e-5)
+    assert bool(roi_pooling._splat_is_dense(tf.constant([3, 22, 28, 32]), 120, 4, 32, blocked=True))  # dense here
+    shape = tf.constant([8, 60, 60, 128])  # eight images: dense only in blocks
+    assert bool(roi_pooling._splat_is_dense(shape, 8 * 64, 7, 128, blocked=True))
+    assert not bool(roi_pooling._splat_is_dense(shape, 8 * 64, 7, 128))
+
+
 def test_align_gradient_on_a_large_map_is_the_same_every_run_and_every_split(monkeypatch):
     """At an FPN P2 level's size (2 x 200 x 336 cells; the sparse route), where the version before
     (four segment sums added by ``AddN``, which adds its inputs in an order that changes from run to
