@@ -1,8 +1,9 @@
 """The test objects a model never finds (not a test): every ground-truth object with no detection
-of its class at IoU >= 0.5, with its size, whether it touches the border, the best IoU its class
-reached, the best IoU of the RPN's test-time proposals and the nearest detection of any class;
-then per class: the proposals' recall at IoU 0.5 and 0.7 and the detections' (same class, IoU
-0.5), i.e. whether the RPN or the detector loses the objects; and the VOC07 mAP of the images.
+of its class at IoU >= 0.5, with its size, whether it touches the border, how much of its box
+another object's box shares, the best IoU its class reached, the best IoU of the RPN's test-time
+proposals and the nearest detection of any class; then per class: the proposals' recall at IoU
+0.5 and 0.7 and the detections' (same class, IoU 0.5), i.e. whether the RPN or the detector loses
+the objects; and the VOC07 mAP of the images.
 
     python benchmarks/missed_objects.py runs/shapes/model.keras [--min-side 320 --max-side 480]
     python benchmarks/missed_objects.py runs/shapes/model.keras --heldout 500 --quiet
@@ -36,6 +37,11 @@ def heldout_source(count, num_train=500, data_dir=None):
     dataset = full.dataset.filter(lambda example: example["image/id"] >= num_train)
     return DetectionSource(dataset=dataset, class_names=full.class_names, num_examples=count,
                            name=f"shapes train {num_train}..{num_train + count - 1}")
+
+
+def box_intersection(a, b):
+    """The area two ``[ymin, xmin, ymax, xmax]`` boxes share."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def best_overlaps(gt_boxes, boxes):
@@ -98,13 +104,17 @@ def main():
             if args.quiet:
                 continue
             edge = min(box[0], box[1], height - box[2], width - box[3]) < 1
+            # The largest part of its box another object's box covers (shapes: later objects are
+            # drawn over earlier ones, so an object may lie on another or under it).
+            covered = max((box_intersection(box, other) for j, other in enumerate(gt_boxes) if j != i),
+                          default=0.0) / max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
             nearest = "none"
             if num_det:
                 k = int(np.argmax(overlaps[i]))
                 nearest = f"{names[labels[k]]} IoU {overlaps[i][k]:.2f} score {scores[k]:.2f}"
             print(f"{names[label]:10s} {box[2] - box[0]:5.1f} x {box[3] - box[1]:5.1f} px"
-                  f"{' border' if edge else '       '}  best {names[label]} IoU {best:.2f}; best proposal "
-                  f"IoU {proposal_iou[i]:.2f};  nearest: {nearest}")
+                  f"{' border' if edge else '       '}  {100 * covered:3.0f} % shared with another box;  best "
+                  f"{names[label]} IoU {best:.2f}; best proposal IoU {proposal_iou[i]:.2f};  nearest: {nearest}")
     total = sum(int(c[0]) for c in counts.values())
     print(f"{missed} of {total} objects missed on {source.name}")
     result = evaluate_detections(detections, ground_truth, names, inclusive_pixels=False)
