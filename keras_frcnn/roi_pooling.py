@@ -467,10 +467,10 @@ def _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, 
         block = per_image * pool_size
         summed = tf.matmul(tf.reshape(row_weights, [batch, block, height]),
                            tf.reshape(columns, [batch, block, width * channels]), transpose_a=True)  # [B, H, W C]
-        return tf.cast(tf.reshape(summed, shape), padded.dtype)
-    rows = tf.one_hot(box_indices, batch)[:, None, :, None] * row_weights[:, :, None, :]  # [N, P, B, H]
-    summed = tf.matmul(tf.reshape(rows, [-1, batch * height]), tf.reshape(columns, [-1, width * channels]),
-                       transpose_a=True)
+    else:
+        rows = tf.one_hot(box_indices, batch)[:, None, :, None] * row_weights[:, :, None, :]  # [N, P, B, H]
+        summed = tf.matmul(tf.reshape(rows, [-1, batch * height]), tf.reshape(columns, [-1, width * channels]),
+                           transpose_a=True)
     return tf.cast(tf.reshape(summed, shape), padded.dtype)
 
 
