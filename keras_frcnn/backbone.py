@@ -106,18 +106,18 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         if self.synchronized or self.renorm or mask is not None or len(inputs.shape) != 4 \
                 or self.axis not in (-1, 3) or not (self.center and self.scale):
             return super().call(inputs, training=training, mask=mask)
+        frozen = not (training and self.trainable)
+        if frozen and converting():
+            return super().call(inputs, training=training, mask=mask)
         dtype = inputs.dtype if inputs.dtype in (tf.float16, tf.bfloat16) else tf.float32
-        if not (training and self.trainable):
-            if converting():
-                return super().call(inputs, training=training, mask=mask)
-            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                tf.cast(inputs, dtype), scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
-                mean=tf.cast(self.moving_mean, tf.float32), variance=tf.cast(self.moving_variance, tf.float32),
-                epsilon=self.epsilon, data_format="NHWC", is_training=False)
+        normalise = functools.partial(
+            tf.compat.v1.nn.fused_batch_norm, tf.cast(inputs, dtype), scale=tf.cast(self.gamma, tf.float32),
+            offset=tf.cast(self.beta, tf.float32), epsilon=self.epsilon, data_format="NHWC")
+        if frozen:
+            outputs, _, _ = normalise(mean=tf.cast(self.moving_mean, tf.float32),
+                                      variance=tf.cast(self.moving_variance, tf.float32), is_training=False)
             return tf.cast(outputs, self.compute_dtype)
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            tf.cast(inputs, dtype), scale=tf.cast(self.gamma, tf.float32), offset=tf.cast(self.beta, tf.float32),
-            epsilon=self.epsilon, data_format="NHWC", is_training=True)
+        outputs, mean, variance = normalise(is_training=True)
         # The kernel's variance is the sample variance (n - 1); Keras averages the population's.
         count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), tf.float32)
         variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
