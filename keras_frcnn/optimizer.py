@@ -61,23 +61,31 @@ class CaffeSGD(keras.optimizers.SGD):
         learning_rate = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         decay = self.l2 * {"kernel": 1.0, "bias": self.bias_decay_multiplier}.get(kind, 0.0)
-        if decay:
-            if self.decoupled:
-                self.assign_sub(variable, ops.multiply(variable, learning_rate * decay))
-            else:
-                gradient = ops.add(gradient, ops.multiply(variable, ops.cast(decay, variable.dtype)))
+        if decay and self.decoupled:
+            self.assign_sub(variable, ops.multiply(variable, learning_rate * decay))
+            decay = 0.0
         if kind == "bias":
             learning_rate = learning_rate * self.bias_lr_multiplier
         if self.momentum and not self.nesterov and not tf.distribute.has_strategy() \
                 and isinstance(variable, tf.Variable):
-            # One fused kernel for m = momentum * m - lr * g; w += m (Keras's SGD writes it as five
-            # element-wise ops and two assignments: ~7 % of a shapes training step). Under a
-            # tf.distribute strategy (distributed variables) Keras's own update runs instead.
+            # Fused kernels: ResourceApplyKerasMomentum is m = momentum * m - lr * g; w += m (Keras's
+            # SGD writes it as five element-wise ops and two assignments: ~7 % of a shapes training
+            # step). Caffe's L2 term goes into the momentum first, m -= lr * decay / momentum * w
+            # (ResourceApplyGradientDescent on m, one pass over m and w), so that the update is
+            # m = momentum * m - lr * (g + decay * w) without the two passes of g + decay * w.
+            # Under a tf.distribute strategy (distributed variables) Keras's own update runs.
+            momentum = ops.cast(self.momentum, variable.dtype)
+            accumulator = self.momentums[index].value
+            if decay:
+                tf.raw_ops.ResourceApplyGradientDescent(
+                    var=accumulator.handle, alpha=learning_rate * (decay / self.momentum),
+                    delta=variable.read_value(), use_locking=False)
             tf.raw_ops.ResourceApplyKerasMomentum(
-                var=variable.handle, accum=self.momentums[index].value.handle, lr=learning_rate,
-                grad=gradient, momentum=ops.cast(self.momentum, variable.dtype), use_locking=False,
-                use_nesterov=False)
+                var=variable.handle, accum=accumulator.handle, lr=learning_rate, grad=gradient,
+                momentum=momentum, use_locking=False, use_nesterov=False)
             return
+        if decay:
+            gradient = ops.add(gradient, ops.multiply(variable, ops.cast(decay, variable.dtype)))
         super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):

@@ -40,15 +40,22 @@ def caffe_steps(kernel, bias, gradients, decoupled=False, bias_decay_mult=1):
     return params
 
 
-@pytest.mark.parametrize("decoupled, bias_decay", [(False, 1.0), (True, 1.0), (False, 0.0)],
-                         ids=["caffe L2", "decoupled", "biases undecayed"])
-def test_two_steps_equal_caffes_update(decoupled, bias_decay):
+@pytest.mark.parametrize("decoupled, bias_decay, graph", [(False, 1.0, False), (True, 1.0, False), (False, 0.0, False),
+                                                          (False, 1.0, True)],
+                         ids=["caffe L2", "decoupled", "biases undecayed", "caffe L2 in a tf.function"])
+def test_two_steps_equal_caffes_update(decoupled, bias_decay, graph):
     layer, gradients = _layer_and_gradients()
     expected = caffe_steps(layer.kernel.numpy(), layer.bias.numpy(), gradients, decoupled, bias_decay)
     optimizer = CaffeSGD(learning_rate=LR, momentum=MOMENTUM, l2=WD, bias_lr_multiplier=2.0,
                          decoupled=decoupled, bias_decay_multiplier=bias_decay)
+    optimizer.build(layer.trainable_variables)
+
+    def apply(g_kernel, g_bias):  # the L2 term's update of the momentum must come before its use
+        optimizer.apply_gradients([(g_kernel, layer.kernel), (g_bias, layer.bias)])
+
+    apply = tf.function(apply) if graph else apply
     for g_kernel, g_bias in gradients:
-        optimizer.apply_gradients([(tf.constant(g_kernel), layer.kernel), (tf.constant(g_bias), layer.bias)])
+        apply(tf.constant(g_kernel), tf.constant(g_bias))
     np.testing.assert_allclose(layer.kernel.numpy(), expected["kernel"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(layer.bias.numpy(), expected["bias"], rtol=1e-5, atol=1e-6)
     # Keras's SGD(weight_decay=...) is the decoupled rule only: it cannot give Caffe's.
@@ -59,6 +66,17 @@ def test_two_steps_equal_caffes_update(decoupled, bias_decay):
                                    (tf.constant(g_bias), plain_layer.bias)])
     assert not np.allclose(plain_layer.kernel.numpy(), caffe_steps(
         *(v.numpy() for v in _layer_and_gradients()[0].weights), gradients)["kernel"], rtol=1e-5)
+
+
+def test_without_momentum_the_l2_term_is_in_the_gradient():
+    layer, gradients = _layer_and_gradients()
+    kernel, bias = layer.kernel.numpy().astype(np.float64), layer.bias.numpy().astype(np.float64)
+    optimizer = CaffeSGD(learning_rate=LR, momentum=0.0, l2=WD, bias_lr_multiplier=2.0)
+    for g_kernel, g_bias in gradients:
+        optimizer.apply_gradients([(tf.constant(g_kernel), layer.kernel), (tf.constant(g_bias), layer.bias)])
+        kernel, bias = kernel - LR * (g_kernel + WD * kernel), bias - 2 * LR * (g_bias + WD * bias)
+    np.testing.assert_allclose(layer.kernel.numpy(), kernel, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.bias.numpy(), bias, rtol=1e-5, atol=1e-6)
 
 
 def test_config_round_trip():
