@@ -452,26 +452,23 @@ def _splat_dense(upstream, padded, rois, box_indices, spatial_scale, pool_size, 
     with the square of the batch."""
     shape = tf.shape(padded)
     batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    # The products in the map's dtype: a bfloat16 map's gradient is bfloat16 anyway, and its
-    # products accumulate in float32 inside the kernel.
-    dtype = padded.dtype if padded.dtype in (tf.bfloat16, tf.float16) else tf.float32
 
     def axis(k, size):
         low, high, lerp, inside = _sample_grid(rois, k, spatial_scale, 2 * pool_size, size, limits)
         inside = tf.cast(inside, tf.float32)
         weights = (tf.one_hot(low, size) * ((1.0 - lerp) * inside)[..., None]
                    + tf.one_hot(high, size) * (lerp * inside)[..., None])  # [N, 2P, size]
-        return tf.cast(0.5 * tf.reduce_sum(tf.reshape(weights, [-1, pool_size, 2, size]), 2), dtype)
+        return 0.5 * tf.reduce_sum(tf.reshape(weights, [-1, pool_size, 2, size]), 2)
 
     row_weights = axis(0, height)  # [N, P, H]
     column_weights = axis(1, width)  # [N, P, W]
-    columns = tf.matmul(column_weights[:, None], tf.cast(upstream, dtype), transpose_a=True)  # [N, P, W, C]
+    columns = tf.matmul(column_weights[:, None], tf.cast(upstream, tf.float32), transpose_a=True)  # [N, P, W, C]
     if per_image is not None:
         block = per_image * pool_size
         summed = tf.matmul(tf.reshape(row_weights, [batch, block, height]),
                            tf.reshape(columns, [batch, block, width * channels]), transpose_a=True)  # [B, H, W C]
     else:
-        rows = tf.one_hot(box_indices, batch, dtype=dtype)[:, None, :, None] * row_weights[:, :, None, :]  # [N, P, B, H]
+        rows = tf.one_hot(box_indices, batch)[:, None, :, None] * row_weights[:, :, None, :]  # [N, P, B, H]
         summed = tf.matmul(tf.reshape(rows, [-1, batch * height]), tf.reshape(columns, [-1, width * channels]),
                            transpose_a=True)
     return tf.cast(tf.reshape(summed, shape), padded.dtype)

@@ -647,7 +647,7 @@ def test_bfloat16_equals_float32_and_trains(mode):
     np.testing.assert_allclose(tf.cast(out, tf.float32), reference, rtol=2e-2, atol=2e-2)
     gradient = tape.gradient(total, features)
     assert gradient is not None and float(tf.reduce_sum(tf.abs(gradient))) > 0
-    if mode == "align":  # its gradient's products in bfloat16 (max's maxima may tie differently)
+    if mode == "align":  # (max's maxima may tie differently in bfloat16)
         assert bool(roi_pooling._splat_is_dense(tf.constant([2, 14, 16, 8]), 18, 3, 8, blocked=True))
         np.testing.assert_allclose(gradient, reference_gradient, rtol=3e-2, atol=3e-2)
 
