@@ -535,7 +535,8 @@ def _shapes() -> Config:
         detector=DetectorConfig(pool_size=6, pool_mode="align", fc_units=1024, dropout=0.0, batch_rois=256),
         # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 12 s - 5 min 54 s over
         # thirteen runs of five seeds (AVX-512 BF16, alone on the machine; its speed moves by ~25 %
-        # from hour to hour); with the 1024-unit head 4 min 51 s - 5 min 30 s (eight runs, Zen 5).
+        # from hour to hour); with the 1024-unit head 4 min 51 s - 6 min 2 s (eighteen runs, Zen 5;
+        # over 5:30 only in one slow afternoon).
         # The detector stages longer than the 700 / 1800 / 400 / 500 shipped before (4:41-4:51 in
         # the same hour): held-out VOC07 mAP 0.897-0.904 against 0.874-0.885,
         # test split 0.926-0.943 against 0.888-0.919 (seeds 0-2); the last stage alone at 1000
