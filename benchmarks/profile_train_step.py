@@ -160,7 +160,9 @@ def report(title, result, detail=0):
 
 def shapes_dataset(cfg, view, batch):
     source = data.load_shapes("train", decode_images=False)
-    dataset = data.train_dataset(source, cfg, batch, seed=1, repeat=True)
+    dataset = data.train_dataset(source, cfg, batch, seed=1, repeat=True,
+                                 **({"image_multiple": m} if (m := getattr(cfg.train, "image_pad_multiple", 1)) > 1
+                                    else {}))
     if view == "detector":
         proposals = cfg.rpn.post_nms_top_n[0]
 
@@ -179,6 +181,8 @@ def main():
     parser.add_argument("--views", default="stage1,stage2,stage3,stage4,joint",
                         help="stageN of the alternating schedule, rpn (= stage1), detector (= stage2), joint")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--image-pad-multiple", type=int,
+                        help="pad training images' sides to a multiple of this (default: the preset's)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--steps-per-execution", type=int,
@@ -193,6 +197,8 @@ def main():
     keras.utils.set_random_seed(0)
     precision = resolve_precision(args.precision)[0]
     cfg = dataclasses.replace(preset(args.preset), precision=precision)
+    if args.image_pad_multiple:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, image_pad_multiple=args.image_pad_multiple))
     net = build_models(cfg, 20 if args.preset != "shapes" else 4, weights=None)
     alternating = stages(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, schedule="alternating")))
     plan = {f"stage{number}": stage for number, stage in enumerate(alternating, start=1)}

@@ -287,6 +287,12 @@ class TrainConfig:
     # fixed count.
     jit_compile: str = "auto"
     xla_pad_multiple: int = 64
+    # Steps that are not XLA-compiled get their images padded to a multiple of this many pixels
+    # a side (1: to the batch's largest image only): oneDNN's (and cuDNN's) kernels are set up
+    # anew for every input shape, and with images of many sizes nearly every batch has a new one
+    # (the shapes preset's detector stage 83-86 -> 71-76 ms a step; BENCHMARKS.md). The model
+    # masks the padding.
+    image_pad_multiple: int = 16
     # Training steps per call of the compiled step (Keras's steps_per_execution): a loop of steps
     # inside one TensorFlow function, so Keras's per-step Python (the call, callbacks, progress
     # bar) runs once per this many steps. Each fit uses the largest count up to this one that
@@ -340,6 +346,8 @@ class TrainConfig:
         _check(self.jit_compile in ("auto", "on", "off"), f"{prefix}.jit_compile", self.jit_compile,
                '"auto", "on" or "off"')
         _positive(f"{prefix}.xla_pad_multiple", self.xla_pad_multiple)
+        _check(isinstance(self.image_pad_multiple, int) and self.image_pad_multiple >= 1,
+               f"{prefix}.image_pad_multiple", self.image_pad_multiple, "an int >= 1")
         _check(isinstance(self.steps_per_execution, int) and self.steps_per_execution >= 1,
                f"{prefix}.steps_per_execution", self.steps_per_execution, "an int >= 1")
         # NumPy's and TensorFlow's generators take an unsigned 32-bit seed.

@@ -161,7 +161,8 @@ def write_proposals(net, source: DetectionSource, cfg: Config, directory: str, b
         if expected:
             log(f"   proposals: an earlier process's pass continued from image {expected} of {source.num_examples}")
         dataset = train_dataset(source, cfg, batch_size, shuffle=False, seed=0, start=expected, flip_probability=0.0,
-                                drop_remainder=False, at_proposal_side=True)
+                                drop_remainder=False, at_proposal_side=True,
+                                image_multiple=cfg.train.image_pad_multiple)
         for batch in dataset:
             if should_stop():
                 raise _Interrupted()
@@ -867,14 +868,16 @@ class ScheduleRunner:
         stage_seed = cfg.train.seed * 1_000_003 + number
         if not resuming:
             reseed(model, stage_seed)  # a resumed stage has its random streams from the checkpoint
-        # A compiled step is recompiled for every new input shape: give it a few shapes only.
+        # A compiled step is recompiled for every new input shape, and oneDNN's kernels are set up
+        # anew for each: give the steps a few shapes only.
         pad_multiple = cfg.train.xla_pad_multiple if model.jit_compile else None
 
         for hook in self.stage_hooks:
             hook("start", stage, self)
         if remaining > 0:
             dataset = train_dataset(self.source, cfg, batch, seed=stage_seed, start=position, repeat=True,
-                                    pad_multiple=pad_multiple, proposals=store)
+                                    pad_multiple=pad_multiple, image_multiple=cfg.train.image_pad_multiple,
+                                    proposals=store)
             if self.dataset_hook is not None:
                 dataset = self.dataset_hook(stage, dataset)
             self.history.append((stage.name, step, position, remaining))

@@ -587,6 +587,26 @@ def test_a_proposals_pass_stopped_part_way_continues_where_its_files_end(source,
     assert len(asked) == 4 and said == []  # other weights: from the first image
 
 
+def test_the_proposals_pass_stores_the_same_proposals_whatever_the_images_padding(source, tmp_path):
+    """``train.image_pad_multiple`` pads the proposals pass's images too (a few shapes for oneDNN):
+    the model masks the padding, so each image's stored proposals are those of no padding."""
+    from keras_frcnn.training import write_proposals
+
+    cfg = tiny_config()
+    keras.utils.set_random_seed(0)
+    net = build_models(cfg, 4, weights=None)
+    for multiple in (1, 96):
+        write_proposals(net, source, dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, image_pad_multiple=multiple)), str(tmp_path / str(multiple)))
+    for i in range(source.num_examples):
+        name = f"{i:08d}.tfexample"
+        plain, padded = (tf.train.Example.FromString((tmp_path / d / name).read_bytes()).features.feature
+                         for d in ("1", "96"))
+        assert len(plain["boxes"].float_list.value) > 0, name
+        np.testing.assert_allclose(padded["boxes"].float_list.value, plain["boxes"].float_list.value,
+                                   atol=1e-3, err_msg=name)
+
+
 def test_workers_checkpoints_in_common_decide_where_a_multi_worker_run_resumes(source, tmp_path):
     """``agree_on_checkpoint`` with the other worker's place given: behind this worker's newest,
     at its older one: back to it (the proposals of a stage trained again removed); with no

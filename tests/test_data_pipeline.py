@@ -206,6 +206,23 @@ def test_xla_batches_are_padded_to_few_shapes(mixed_folder):
         np.testing.assert_array_equal(b["image_info"], a["image_info"])
 
 
+def test_image_multiple_pads_the_images_only(mixed_folder):
+    """image_multiple (``train.image_pad_multiple``, steps not compiled by XLA): image sides to a
+    multiple of it, zeros below and right; ground truth, its count and the valid sizes unchanged."""
+    source = load_voc_folder(mixed_folder)
+    plain = list(train_dataset(source, SMALL, batch_size=2, shuffle=False, seed=0))
+    padded = list(train_dataset(source, SMALL, batch_size=2, shuffle=False, seed=0, image_multiple=48))
+    assert len(plain) == len(padded) > 0
+    for a, b in zip(plain, padded):
+        h, w = a["images"].shape[1:3]
+        assert b["images"].shape[1:3] == (-(-h // 48) * 48, -(-w // 48) * 48) != (h, w)
+        np.testing.assert_array_equal(b["images"][:, :h, :w], a["images"])
+        assert not b["images"][:, h:].numpy().any() and not b["images"][:, :, w:].numpy().any()
+        assert set(a) == set(b)
+        for key in set(a) - {"images"}:
+            np.testing.assert_array_equal(b[key], a[key], key)
+
+
 def test_multi_scale_training_draws_a_side_per_batch(painted_folder):
     """image.train_min_sides: each batch's images get one of the sides (seeded, per batch), the
     ground truth and stored proposals (kept at min_side's scale, the proposal side of several

@@ -151,6 +151,7 @@ def train_dataset(
     drop_remainder: bool = True,
     num_parallel_calls: int = AUTOTUNE,
     pad_multiple: typing.Optional[int] = None,
+    image_multiple: int = 1,
     proposals=None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
     at_proposal_side: bool = False,
@@ -193,6 +194,8 @@ def train_dataset(
     pad_multiple: for XLA-compiled training steps, which compile anew for every input shape: pad
       image sides to a multiple of this many pixels, ground truth to a multiple of 16 boxes and
       proposals to a multiple of 256 (``image_info`` keeps the valid sizes; the model masks the rest).
+    image_multiple: pad image sides to a multiple of this many pixels (ground truth and proposals
+      as they are): a few image shapes for kernels set up per input shape (oneDNN, cuDNN).
 
     Under ``tf.distribute`` every worker reads the whole seeded stream and keeps its share of each
     global batch (auto-shard policy DATA).
@@ -277,6 +280,8 @@ def train_dataset(
     if pad_multiple:
         dataset = dataset.map(lambda batch: _pad_to_buckets(batch, pad_multiple),
                               num_parallel_calls=num_parallel_calls)
+    elif image_multiple > 1:
+        dataset = dataset.map(lambda batch: _pad_images(batch, image_multiple), num_parallel_calls=num_parallel_calls)
     return dataset.prefetch(PREFETCH_BATCHES).with_options(pipeline_options(shard_by_data=True))
 
 
@@ -287,10 +292,14 @@ def _pad_to(tensor, axis, multiple):
     return tf.pad(tensor, padding)
 
 
+def _pad_images(batch, multiple):
+    """A batch whose image sides are padded to a multiple of ``multiple`` pixels."""
+    return {**batch, "images": _pad_to(_pad_to(batch["images"], 1, multiple), 2, multiple)}
+
+
 def _pad_to_buckets(batch, multiple):
     """A batch padded to a few shapes (see ``train_dataset``'s ``pad_multiple``)."""
-    batch = dict(batch)
-    batch["images"] = _pad_to(_pad_to(batch["images"], 1, multiple), 2, multiple)
+    batch = _pad_images(batch, multiple)
     batch["gt_boxes"] = _pad_to(batch["gt_boxes"], 1, 16)
     batch["gt_classes"] = _pad_to(batch["gt_classes"], 1, 16)
     if "proposals" in batch:
