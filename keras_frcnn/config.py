@@ -544,7 +544,7 @@ def _shapes() -> Config:
         # Steps sized for ~6 minutes on 2 CPU cores (issue 14): 5 min 12 s - 5 min 54 s over
         # thirteen runs of five seeds (AVX-512 BF16, alone on the machine; its speed moves by ~25 %
         # from hour to hour); with the 1024-unit head 4 min 51 s - 6 min 2 s (eighteen runs, Zen 5;
-        # over 5:30 only in one slow afternoon); with images padded to a few shapes 4:31-5:16 (three
+        # over 5:30 only in one slow afternoon); with images padded to a few shapes 4:31-5:16 (four
         # runs; interleaved 5:05 against 5:39 before).
         # The detector stages longer than the 700 / 1800 / 400 / 500 shipped before (4:41-4:51 in
         # the same hour): held-out VOC07 mAP 0.897-0.904 against 0.874-0.885,
