@@ -93,9 +93,9 @@ def test_validation_names_the_field():
     with pytest.raises(ConfigError, match="train.stage_steps"):
         Config.from_dict({"train": {"schedule": "alternating", "stage_steps": [0, 0, 0, 0]}})
     Config.from_dict({"train": {"schedule": "alternating", "joint_steps": 0}})
+    Config.from_dict({"train": {"schedule": "joint", "stage_steps": [0, 0, 0, 0]}})
     with pytest.raises(ConfigError, match="train.image_pad_multiple must be an int >= 1, got 0"):
         Config.from_dict({"train": {"image_pad_multiple": 0}})
-    Config.from_dict({"train": {"schedule": "joint", "stage_steps": [0, 0, 0, 0]}})
 
 
 def test_from_json_rejects_unknown_and_malformed():

@@ -187,6 +187,14 @@ def test_stored_proposals_travel_with_the_image(painted_folder):
                                   [[10, 901 - 220, 110, 901 - 20], [0, 0, 600, 901]])
 
 
+def _assert_images_padded(plain, padded, multiple):
+    """``padded`` is ``plain`` with zeros below and right up to sides that are multiples of ``multiple``."""
+    h, w = plain.shape[1:3]
+    assert padded.shape[1:3] == (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+    np.testing.assert_array_equal(padded[:, :h, :w], plain)
+    assert not padded[:, h:].numpy().any() and not padded[:, :, w:].numpy().any()
+
+
 def test_xla_batches_are_padded_to_few_shapes(mixed_folder):
     """pad_multiple (for XLA-compiled steps): image sides to a multiple of it, ground truth to a
     multiple of 16 boxes; the valid sizes, boxes and classes themselves do not change."""
@@ -195,10 +203,7 @@ def test_xla_batches_are_padded_to_few_shapes(mixed_folder):
     padded = list(train_dataset(source, SMALL, batch_size=2, shuffle=False, flip_probability=0.0,
                                 pad_multiple=64))
     for a, b in zip(plain, padded):
-        h, w = a["images"].shape[1:3]
-        assert b["images"].shape[1:3] == (-(-h // 64) * 64, -(-w // 64) * 64)
-        np.testing.assert_array_equal(b["images"][:, :h, :w], a["images"])
-        assert not b["images"][:, h:].numpy().any() and not b["images"][:, :, w:].numpy().any()
+        _assert_images_padded(a["images"], b["images"], 64)
         g = a["gt_boxes"].shape[1]
         assert b["gt_boxes"].shape[1] == 16 and b["gt_classes"].shape[1] == 16
         np.testing.assert_array_equal(b["gt_boxes"][:, :g], a["gt_boxes"])
@@ -214,11 +219,8 @@ def test_image_multiple_pads_the_images_only(mixed_folder):
     padded = list(train_dataset(source, SMALL, batch_size=2, shuffle=False, seed=0, image_multiple=48))
     assert len(plain) == len(padded) > 0
     for a, b in zip(plain, padded):
-        h, w = a["images"].shape[1:3]
-        assert b["images"].shape[1:3] == (-(-h // 48) * 48, -(-w // 48) * 48) != (h, w)
-        np.testing.assert_array_equal(b["images"][:, :h, :w], a["images"])
-        assert not b["images"][:, h:].numpy().any() and not b["images"][:, :, w:].numpy().any()
-        assert set(a) == set(b)
+        _assert_images_padded(a["images"], b["images"], 48)
+        assert b["images"].shape != a["images"].shape and set(a) == set(b)
         for key in set(a) - {"images"}:
             np.testing.assert_array_equal(b[key], a[key], key)
 
