@@ -45,15 +45,14 @@ def pytest_unconfigure(config):
 
 
 # Seconds each file takes (--durations=0 summed per file, 2 cores, one op thread a worker,
-# 2026-12-02 02:30). pytest-xdist hands whole files to its two workers in collection order
-# (--no-loadscope-reorder: not by test count), so the longest go first and the short ones fill
-# the end: the workers finish together (~30 s less than by test count). A stale figure costs
-# time, never a test.
-FILE_SECONDS = {"test_training": 158, "test_checkpoints": 154, "test_resnet": 121, "test_formats": 110,
-                "test_export": 93, "test_cli": 72, "test_models": 42, "test_data_combined": 28,
-                "test_stream": 26, "test_data_tfrecord": 20, "test_roi_pooling": 16, "test_backbone": 14,
-                "test_python_api": 12, "test_data_yolo": 11, "test_data_shapes": 11, "test_data_pipeline": 10,
-                "test_data_csv": 10}
+# 2026-12-03 18:15, Ice Lake Xeon, less what moved under -m slow after it). pytest-xdist hands
+# whole files to its two workers in collection order (--no-loadscope-reorder: not by test count),
+# so the longest go first and the short ones fill the end: the workers finish together (~30 s
+# less than by test count). A stale figure costs time, never a test.
+FILE_SECONDS = {"test_training": 197, "test_checkpoints": 176, "test_export": 85, "test_formats": 75,
+                "test_cli": 65, "test_resnet": 58, "test_models": 58, "test_stream": 36, "test_roi_pooling": 28,
+                "test_python_api": 21, "test_data_pipeline": 20, "test_data_csv": 18, "test_data_tfrecord": 17,
+                "test_data_shapes": 14, "test_data_combined": 14, "test_saving": 13, "test_backbone": 12}
 
 
 def pytest_collection_modifyitems(items):

@@ -187,6 +187,9 @@ def test_resume_on_other_data_is_refused(source, tmp_path):
         again.run(resume=True)
 
 
+# (~23 s: two stopped runs; under -m slow for the suite's budget, 598 s on a 2-core Ice Lake Xeon (2026-12-03); a
+# resume on other data or other classes is refused by default, above.)
+@pytest.mark.slow
 def test_resume_on_another_build_of_a_tfds_set_is_refused(source, tmp_path):
     """A TFDS set's identity holds its builder's version: a run started on shapes 1.1.0 (the same
     images, other boxes) resumed on 1.2.0 without a word, its checkpoint's identity being the
@@ -212,6 +215,10 @@ def test_resume_on_another_build_of_a_tfds_set_is_refused(source, tmp_path):
     assert stopped_run(tmp_path / "unversioned", dataclasses.replace(source, fingerprint="")).run(resume=True)
 
 
+# (~15 s: under -m slow for the suite's budget, 598 s on a 2-core Ice Lake Xeon (2026-12-03); a resumed run ends with
+# the weights of an uninterrupted one, which it cannot without the optimizer's step count and
+# momentum: test_training's test_resume_after_an_interruption_is_exact, by default.)
+@pytest.mark.slow
 def test_resume_restores_the_optimizers_step_count_and_momentum(source, tmp_path):
     cfg = joint_config()
     keras.utils.set_random_seed(0)

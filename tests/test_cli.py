@@ -151,6 +151,10 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     assert "has no labelled objects of the model's classes (square, wide)" in capsys.readouterr().err
 
 
+# (~22 s: under -m slow for the suite's budget, 598 s on a 2-core Ice Lake Xeon (2026-12-03); COCO's TFDS splits
+# (test_data_tfds: tfds_default_splits, crowd boxes) and a run evaluated with COCO AP on held-out
+# images (test_coco_json_...) run by default.)
+@pytest.mark.slow
 def test_tfds_coco_trains_on_train_and_evaluates_on_validation(tmp_path, tiny_config_file, capsys):
     requested = []
     extras = {"is_crowd": (np.bool_, lambda o: False), "id": (np.int64, lambda o: 1),

@@ -226,6 +226,9 @@ def test_a_run_resumes_from_another_directory_with_its_classes(tmp_path, monkeyp
     assert "2 classes: widget, gizmo" in out
 
 
+# (~15 s: under -m slow for the suite's budget, 598 s on a 2-core Ice Lake Xeon (2026-12-03); --coco-val-json's
+# run, the same rule for COCO files, by default in test_cli.)
+@pytest.mark.slow
 def test_a_voc_val_dir_is_evaluated_on_whole_and_the_folders_train_on_all_theirs(tmp_path, capsys):
     """Roboflow's "Pascal VOC" export: train/, valid/ and test/, each a flat folder. --voc-dir
     train --voc-val-dir valid trains on all of train/ and evaluates on all of valid/ (as

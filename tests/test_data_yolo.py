@@ -195,6 +195,10 @@ def test_a_data_yaml_that_cannot_be_used_is_an_error_naming_it_and_its_field(tmp
             load_yolo(tmp_path / "obj.data")
 
 
+# (~14 s: under -m slow for the suite's budget, 598 s on a 2-core Ice Lake Xeon (2026-12-03); which images each split
+# holds is tested above, and train.py's run on a folder source, evaluated on its held-out split and
+# evaluated again from config.json, by default in test_data_csv and test_data_combined.)
+@pytest.mark.slow
 def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_path, capsys):
     """``train.py --yolo-data`` (Roboflow's layout): trained on train/, evaluated on valid/ with
     COCO AP (Ultralytics' mAP50-95) as the headline, at step 2 too (--eval-every; the best kept); config.json keeps the YAML, so evaluate

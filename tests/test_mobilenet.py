@@ -44,8 +44,8 @@ def test_bfloat16_inference_form_equals_the_mixed_model(trained):
 
 
 # Tracing this ~300-layer graph into a SavedModel and loading it in a new process took ~30 s of
-# the suite's budget: under -m slow; the ResNet-50-FPN's and C4's (test_resnet) and the tiny ZF
-# model's SavedModels (test_export) stay in the default run.
+# the suite's budget: under -m slow, as the ResNets' (test_resnet); the tiny ZF model's SavedModel
+# (test_export) stays in the default run.
 @pytest.mark.slow
 def test_saved_model_serves_the_keras_detections_with_gpu_kernels_only(trained):
     check_saved_model(trained)

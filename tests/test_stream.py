@@ -110,6 +110,10 @@ class Tap:
         return dataset.map(record)
 
 
+# (~25 s: under -m slow for the suite's budget, 598 s on a 2-core Ice Lake Xeon (2026-12-03); by default, the stream's
+# passes and its resumed position (above, on a source larger than the shuffle buffer), and a run
+# resumed mid-stage ending with an uninterrupted run's weights (test_training).)
+@pytest.mark.slow
 def test_what_the_model_is_fed_across_checkpoints_and_a_kill(shapes_source, tmp_path):
     """Joint training, 2 images a step, 8 images: 15 steps are 3.75 passes. Checkpoints every 3
     steps; a kill after step 10 (the last checkpoint at step 9, in the middle of pass 3); the

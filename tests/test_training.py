@@ -179,6 +179,10 @@ def _logged_steps(log_dir):
     return steps
 
 
+# (~17 s: under -m slow for the suite's budget, 598 s on a 2-core Ice Lake Xeon (2026-12-03); the
+# resume tests above train several steps per call by default (the preset's 10, cut to each
+# checkpoint's window) and end with an uninterrupted run's weights.)
+@pytest.mark.slow
 def test_steps_per_execution_trains_the_same_steps(shapes_dir, tmp_path):
     """Several steps per compiled call (``train.steps_per_execution``): the same weights as one
     step a call, checkpoints at the same steps, the stage's end on its last step and TensorBoard
