@@ -95,6 +95,17 @@ def category(name):
     return "losses, sums and the rest", backward
 
 
+def layer(name):
+    """An op's node name -> the layer it belongs to (``zf/conv1``, ``detector_head/fc6``)."""
+    parts = name.split(":")[0].split("/")
+    if "StatefulPartitionedCall" in parts:
+        parts = parts[parts.index("StatefulPartitionedCall") + 1:]
+    parts = [p for p in parts if p != "gradient_tape"]
+    if parts and re.match(r"(rpn|detector|joint)_model", parts[0]):
+        parts = parts[1:]
+    return "/".join(re.sub(r"_\d+$", "", p) for p in parts[:2])
+
+
 def profile(model, dataset, steps, warmup, callbacks):
     """``callbacks()`` -> the callbacks of one ``fit`` (new ones for each)."""
     model.fit(dataset, steps_per_epoch=warmup, epochs=1, verbose=0, callbacks=callbacks())
@@ -109,7 +120,7 @@ def profile(model, dataset, steps, warmup, callbacks):
         space.ParseFromString(f.read())
     plane = next(p for p in space.planes if p.name == "/host:CPU")
     ops, executing, waiting, calls = collections.Counter(), 0.0, 0.0, []
-    kinds, detail = collections.Counter(), collections.Counter()
+    kinds, detail, layers = collections.Counter(), collections.Counter(), collections.Counter()
     for line in plane.lines:
         for event in line.events:
             meta = plane.event_metadata[event.metadata_id]
@@ -120,6 +131,8 @@ def profile(model, dataset, steps, warmup, callbacks):
                 ops[(name, backward)] += ms
                 kinds[meta.display_name] += ms
                 detail[(name, meta.display_name)] += ms
+                if name.startswith("base ") or name in ("rpn_head", "detector_head"):
+                    layers[(layer(meta.name), meta.display_name, backward)] += ms
             elif line.name == "python" and meta.name.startswith("EagerLocalExecute"):
                 executing += ms
                 calls.append((event.offset_ps, event.offset_ps + event.duration_ps))
@@ -133,11 +146,13 @@ def profile(model, dataset, steps, warmup, callbacks):
             "between": between / steps,
             "ops": {k: v / steps for k, v in ops.items()},
             "op_types": {k: v / steps for k, v in kinds.most_common(12)},
-            "detail": {k: v / steps for k, v in detail.items()}}
+            "detail": {k: v / steps for k, v in detail.items()},
+            "layers": {k: v / steps for k, v in layers.items()}}
 
 
-def report(title, result, detail=0):
-    """``detail``: also each category's op types of most time, this many."""
+def report(title, result, detail=0, by_layer=0):
+    """``detail``: also each category's op types of most time, this many; ``by_layer``: also the
+    convolution and fc layers' (layer, op type) pairs of most time, this many."""
     total = sum(result["ops"].values())
     arithmetic = sum(v for (name, _), v in result["ops"].items() if name in ARITHMETIC)
     print(f"\n{title}: {result['wall']:.1f} ms/step wall; compiled step running {result['executing']:.1f} ms, "
@@ -156,6 +171,10 @@ def report(title, result, detail=0):
     for name in names if detail else ():
         kinds = sorted(((v, kind) for (m, kind), v in result["detail"].items() if m == name), reverse=True)
         print(f"    {name}: " + ", ".join(f"{kind} {v:.1f}" for v, kind in kinds[:detail]))
+    if by_layer:
+        print(f"  {'layer':28s} {'op type':34s} {'ms':>6s}")
+        for (name, kind, backward), ms in sorted(result["layers"].items(), key=lambda kv: -kv[1])[:by_layer]:
+            print(f"  {name:28s} {kind + (' (grad)' if backward else ''):34s} {ms:6.1f}")
 
 
 def shapes_dataset(cfg, view, batch):
@@ -192,6 +211,8 @@ def main():
     parser.add_argument("--checkout", help="the repository whose keras_frcnn to profile (default: this one)")
     parser.add_argument("--detail", type=int, default=0, metavar="N",
                         help="also list each category's N op types of most time (ms a step, forward + backward)")
+    parser.add_argument("--by-layer", type=int, default=0, metavar="N",
+                        help="also list the N (layer, op type) pairs of the base and heads of most time")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -232,7 +253,7 @@ def main():
             return [StageLog(tempfile.mkdtemp(prefix="frcnn_log_"))]
 
         report(f"{args.preset} {view}: {stage.name} ({stage.batch_images} images a step, {precision})",
-               profile(model, dataset, args.steps, args.warmup, callbacks), args.detail)
+               profile(model, dataset, args.steps, args.warmup, callbacks), args.detail, args.by_layer)
 
 
 if __name__ == "__main__":
