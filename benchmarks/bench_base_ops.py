@@ -1,6 +1,6 @@
 """The arithmetic of a shapes detector step, one op at a time: the ZF base's five convolutions
 (forward, filter gradient, input gradient) and fc6's three matrix products, float32 and bfloat16,
-at the sizes of a shapes training step (not a test).
+at the sizes of a shapes training step (the preset's width and stride; not a test).
 
     python benchmarks/bench_base_ops.py                  # 2 images of 256 x 384, the preset's width 0.5
     python benchmarks/bench_base_ops.py --height 256 --width 256 --rois 256
@@ -27,15 +27,16 @@ def conv_shapes(cfg, batch, height, width):
     """(name, input shape, filter shape, stride) of ZF's convolutions after their zero padding."""
     channels = [max(1, int(round(c * cfg.backbone_width))) for c in (96, 256, 384, 384, 256)]
 
-    def pooled(n):  # Caffe's 3x3/2 pool with pad 1 on a map of n
-        return (n + 2 - 3) // 2 + 1
+    def pooled(n, step=2):  # Caffe's 3x3 pool with pad 1 on a map of n
+        return (n + 2 - 3) // step + 1
 
     h, w = (height + 6 - 7) // 2 + 1, (width + 6 - 7) // 2 + 1  # conv1 7x7/2, pad 3
     layers = [("conv1", [batch, height + 6, width + 6, 3], [7, 7, 3, channels[0]], 2)]
     h, w = pooled(h), pooled(w)
     layers.append(("conv2", [batch, h + 4, w + 4, channels[0]], [5, 5, channels[0], channels[1]], 2))
     h, w = (h + 4 - 5) // 2 + 1, (w + 4 - 5) // 2 + 1
-    h, w = pooled(h), pooled(w)
+    step = 2 if cfg.anchors.stride == 16 else 1  # stride 8: the second pool 3x3/1 (backbone.zf)
+    h, w = pooled(h, step), pooled(w, step)
     for name, cin, cout in (("conv3", channels[1], channels[2]), ("conv4", channels[2], channels[3]),
                             ("conv5", channels[3], channels[4])):
         layers.append((name, [batch, h + 2, w + 2, cin], [3, 3, cin, cout], 1))
@@ -53,7 +54,8 @@ def main():
     cfg = preset("shapes")
     rois = args.rois or cfg.detector.batch_rois
     layers, conv5 = conv_shapes(cfg, args.batch, args.height, args.width)
-    print(f"machine: {machine()}; {args.batch} images of {args.height} x {args.width}, {rois} RoIs")
+    print(f"machine: {machine()}; {args.batch} images of {args.height} x {args.width}, stride "
+          f"{cfg.anchors.stride}, {rois} RoIs")
     print(f"{'op':8s} {'dtype':9s} {'GFLOP':>6s} {'forward ms':>11s} {'filter grad':>12s} {'input grad':>11s}")
     totals = {}
     for dtype in (tf.bfloat16, tf.float32):
