@@ -4,6 +4,7 @@
     python benchmarks/profile_train_step.py --preset voc --views joint --steps 3
     python benchmarks/profile_train_step.py --checkout OLD ...        # the same, on another checkout
     python benchmarks/profile_train_step.py --detail 8 ...            # and each category's op types
+    python benchmarks/profile_train_step.py --by-layer 30 ...         # and the layers' ops of most time
 
 Each view trains as ``ScheduleRunner`` trains it: Keras ``fit`` with the stage's optimizer
 (``training.make_optimizer``), its callbacks, and for the shapes preset the real input pipeline
