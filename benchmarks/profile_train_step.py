@@ -63,8 +63,8 @@ ARITHMETIC = ("base conv", "rpn_head", "detector_head")  # convolutions and fc l
 BASES = ("zf", "vgg16", "resnet50", "resnet101", "resnet50_fpn", "mobilenetv3_fpn")
 
 
-def category(name):
-    """An op's node name -> (category, backward?)."""
+def scope(name):
+    """An op's node name -> (its name scopes inside the training view's model, backward?)."""
     parts = name.split(":")[0].split("/")
     # The step's function call; with several steps per call it sits inside Keras's
     # ``while/body/.../while/cond/`` loop.
@@ -73,10 +73,16 @@ def category(name):
     backward = bool(parts) and parts[0] == "gradient_tape"
     if backward:
         parts = parts[1:]
-    if getattr(roi_pooling, "GRADIENT_SCOPE", "roi_pooling_gradient") in parts:  # its own gradient, outside its scope
-        return "roi_pooling", True
     if parts and re.match(r"(rpn|detector|joint)_model", parts[0]):
         parts = parts[1:]
+    return parts, backward
+
+
+def category(name):
+    """An op's node name -> (category, backward?)."""
+    parts, backward = scope(name)
+    if getattr(roi_pooling, "GRADIENT_SCOPE", "roi_pooling_gradient") in parts:  # its own gradient, outside its scope
+        return "roi_pooling", True
     if not parts:
         return "other", backward
     top = re.sub(r"_\d+$", "", parts[0])
@@ -98,12 +104,7 @@ def category(name):
 
 def layer(name):
     """An op's node name -> the layer it belongs to (``zf/conv1``, ``detector_head/fc6``)."""
-    parts = name.split(":")[0].split("/")
-    if "StatefulPartitionedCall" in parts:
-        parts = parts[parts.index("StatefulPartitionedCall") + 1:]
-    parts = [p for p in parts if p != "gradient_tape"]
-    if parts and re.match(r"(rpn|detector|joint)_model", parts[0]):
-        parts = parts[1:]
+    parts, _ = scope(name)
     return "/".join(re.sub(r"_\d+$", "", p) for p in parts[:2])
 
 
