@@ -5,6 +5,7 @@ pipeline of the built-in set (not a test).
     python benchmarks/bench_stage_threads.py --view stage2                      # as shipped
     python benchmarks/bench_stage_threads.py --view stage2 --inter-op 1 --intra-op 2
     python benchmarks/bench_stage_threads.py --view stage2 --without-padding-masks
+    python benchmarks/bench_stage_threads.py --view stage2 --aspect-group 0   # batches in stream order
 
 Each run is one process (the thread pools are fixed at TensorFlow's start): ``--warmup`` steps,
 then ``--reps`` fits of ``--steps`` steps, each fit's ms a step printed. Compare runs of one hour.
@@ -37,6 +38,7 @@ def main():
     parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0: TensorFlow's default)")
     parser.add_argument("--without-padding-masks", action="store_true",
                         help="the base's padding masks pass their input through (wrong results; timing only)")
+    parser.add_argument("--aspect-group", type=int, help="train.aspect_group (default: the preset's)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=30)
@@ -51,6 +53,8 @@ def main():
     keras.utils.set_random_seed(0)
     precision = resolve_precision(args.precision)[0]
     cfg = dataclasses.replace(preset("shapes"), precision=precision)
+    if args.aspect_group is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, aspect_group=args.aspect_group))
     net = build_models(cfg, 4, weights=None)
     stage = stages(cfg)[int(args.view[-1]) - 1]
     per_call = cfg.train.steps_per_execution
@@ -69,6 +73,7 @@ def main():
     print(f"machine: {machine()}; shapes {args.view} ({stage.name}), {precision}, inter-op "
           f"{args.inter_op or 'default'}, intra-op {args.intra_op or 'default'}"
           + (", padding masks removed" if args.without_padding_masks else "")
+          + f", aspect_group {cfg.train.aspect_group}"
           + ": ms a step " + " / ".join(f"{t:.1f}" for t in times))
 
 

@@ -183,7 +183,8 @@ def shapes_dataset(cfg, view, batch):
     source = data.load_shapes("train", decode_images=False)
     dataset = data.train_dataset(source, cfg, batch, seed=1, repeat=True,
                                  **({"image_multiple": m} if (m := getattr(cfg.train, "image_pad_multiple", 1)) > 1
-                                    else {}))
+                                    else {}),
+                                 **({"aspect_group": g} if (g := getattr(cfg.train, "aspect_group", 0)) > 1 else {}))
     if view == "detector":
         proposals = cfg.rpn.post_nms_top_n[0]
 

@@ -877,7 +877,7 @@ class ScheduleRunner:
         if remaining > 0:
             dataset = train_dataset(self.source, cfg, batch, seed=stage_seed, start=position, repeat=True,
                                     pad_multiple=pad_multiple, image_multiple=cfg.train.image_pad_multiple,
-                                    proposals=store)
+                                    aspect_group=cfg.train.aspect_group, proposals=store)
             if self.dataset_hook is not None:
                 dataset = self.dataset_hook(stage, dataset)
             self.history.append((stage.name, step, position, remaining))

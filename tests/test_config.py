@@ -96,6 +96,8 @@ def test_validation_names_the_field():
     Config.from_dict({"train": {"schedule": "joint", "stage_steps": [0, 0, 0, 0]}})
     with pytest.raises(ConfigError, match="train.image_pad_multiple must be an int >= 1, got 0"):
         Config.from_dict({"train": {"image_pad_multiple": 0}})
+    with pytest.raises(ConfigError, match="train.aspect_group must be an int >= 0, got -1"):
+        Config.from_dict({"train": {"aspect_group": -1}})
 
 
 def test_from_json_rejects_unknown_and_malformed():

@@ -282,3 +282,69 @@ def test_pipelines_run_without_tf_data_autotuning(mixed_folder):
     assert train.options().autotune.enabled is False
     assert train.options().experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.DATA
     assert eval_dataset(source).options().autotune.enabled is False
+
+
+@pytest.fixture
+def two_orientations(tmp_path):
+    """Eight images, four landscape and four portrait, each with one object (and stored proposals
+    of different counts): a stream in which pairs of either orientation can form."""
+    sizes = [(40, 60), (60, 40), (48, 64), (64, 48), (40, 70), (70, 40), (44, 66), (66, 44)]
+    entries = {f"i{n}": {"size": size, "objects": [("dog", (3, 4, 3 + n + 10, 4 + n + 12), False)]}
+               for n, size in enumerate(sizes)}
+    write_voc_folder(tmp_path, entries, {"trainval": list(entries)})
+    return load_voc_folder(tmp_path)
+
+
+def test_aspect_grouping_pairs_orientations_and_keeps_the_stream(two_orientations):
+    """train.aspect_group: batches pair images of one orientation; each position is read once
+    and holds the same example, flip, sampling seed and proposals as the stream in its order;
+    a stream started mid-block continues as the uninterrupted one."""
+    proposals = tf.constant([[1.0, 2.0, 30.0, 40.0], [5.0, 5.0, 20.0, 25.0], [0.0, 0.0, 9.0, 9.0]])
+    source = dataclasses.replace(two_orientations, dataset=two_orientations.dataset.map(
+        lambda example: {**example, "proposals": proposals[:1 + tf.strings.length(example["image/filename"]) % 3]}))
+    source = dataclasses.replace(source, example_at=None)
+
+    def batches(aspect_group, start=0, count=16):
+        dataset = train_dataset(source, SMALL, batch_size=2, seed=4, start=start, repeat=True,
+                                aspect_group=aspect_group)
+        return [{k: v.numpy() for k, v in b.items()} for b in dataset.take(count)]
+
+    plain, grouped = batches(0), batches(8)
+    landscape = [b["image_info"][:, 0] < b["image_info"][:, 1] for b in grouped]
+    assert all(pair[0] == pair[1] for pair in landscape)  # every batch one orientation
+    assert sum(pair[0] != pair[1] for pair in (b["image_info"][:, 0] < b["image_info"][:, 1] for b in plain)) > 0
+
+    def by_position(stream):
+        examples = {}
+        for b in stream:
+            for i, position in enumerate(b["position"]):
+                h, w = b["image_info"][i, :2].astype(int)
+                examples[int(position)] = (b["index"][i], b["flipped"][i], b["sample_seed"][i], b["images"][i, :h, :w],
+                                           b["gt_boxes"][i, :b["num_gt"][i]], b["proposals"][i, :b["num_proposals"][i]])
+        return examples
+
+    plain_examples, grouped_examples = by_position(plain), by_position(grouped)
+    assert sorted(grouped_examples) == list(range(32))  # four blocks of 8: each position once
+    for position, example in grouped_examples.items():
+        for got, expected in zip(example, plain_examples[position], strict=True):
+            np.testing.assert_array_equal(got, expected)
+    assert [b["position"].tolist() for b in grouped] != [b["position"].tolist() for b in plain]
+    for start in (6, 10):  # mid-block: the same batches as the uninterrupted stream from there on
+        resumed = batches(8, start=start, count=16 - start // 2)
+        for got, expected in zip(resumed, grouped[start // 2:], strict=True):
+            for key in expected:
+                np.testing.assert_array_equal(got[key], expected[key], key)
+
+
+def test_aspect_grouping_keeps_one_drawn_side_per_batch(two_orientations):
+    """Multi-scale training with aspect grouping: a batch's images still share the side drawn for
+    it; batches of one image and unshuffled streams are not reordered."""
+    config = dataclasses.replace(SMALL, image=dataclasses.replace(SMALL.image, max_side=1000, train_min_sides=(40, 64)))
+    dataset = train_dataset(two_orientations, config, batch_size=2, seed=1, repeat=True, aspect_group=8)
+    sides = [np.min(b["image_info"].numpy()[:, :2], axis=1) for b in dataset.take(16)]
+    assert all(s[0] == s[1] for s in sides) and {float(s[0]) for s in sides} == {40.0, 64.0}
+    for kwargs in ({"batch_size": 1}, {"batch_size": 2, "shuffle": False}):
+        plain = train_dataset(two_orientations, SMALL, seed=1, repeat=True, **kwargs)
+        grouped = train_dataset(two_orientations, SMALL, seed=1, repeat=True, aspect_group=8, **kwargs)
+        assert ([b["position"].numpy().tolist() for b in plain.take(8)]
+                == [b["position"].numpy().tolist() for b in grouped.take(8)])

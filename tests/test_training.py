@@ -133,16 +133,27 @@ def test_alternating_stages_move_exactly_the_intended_variables(shapes_dir, tmp_
     assert {id(v) for v in net.base.weights} <= {id(v) for v in net.detector_model.weights}
 
 
-def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path):
+def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path, monkeypatch):
     """Killed in the middle of stage 2 (after its step 3; the last checkpoint at its step 2) and
     resumed: the run continues at the checkpoint's step and stream position, and ends with the
     weights of an uninterrupted run (dropout on, so the layers' random streams matter too; with
     multi-scale training, so the per-batch sides resume too, and the detector stages' stored
-    proposals are rescaled to them)."""
+    proposals are rescaled to them; with batches paired by orientation in blocks of 6 positions,
+    so the resumed stream starts inside a block)."""
     cfg = tiny_config()
     cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, dropout=0.5),
-                              image=dataclasses.replace(cfg.image, train_min_sides=(112, 128, 144)))
+                              image=dataclasses.replace(cfg.image, train_min_sides=(112, 128, 144)),
+                              train=dataclasses.replace(cfg.train, aspect_group=6))
     source = small_shapes(shapes_dir)
+    from keras_frcnn import training
+
+    groups = []  # the training streams' aspect_group (the proposal passes read in order)
+
+    def recording(*args, **kwargs):
+        groups.append(kwargs.get("aspect_group", 0) if kwargs.get("shuffle", True) else None)
+        return data.train_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_dataset", recording)
 
     def run(run_dir, **kwargs):
         keras.utils.set_random_seed(0)
@@ -154,6 +165,7 @@ def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path):
 
     finished, straight, expected = run(tmp_path / "straight")
     assert finished
+    assert groups == [6, None, 6, 6, None, 6]  # four stages' streams, two proposal passes
     assert straight.saved_at == [(s, k) for s in ("stage1_rpn", "stage2_detector", "stage3_rpn",
                                                   "stage4_detector") for k in (2, 4)]
     stopped, first, _ = run(tmp_path / "resumed", stop_after_steps=8)

@@ -53,6 +53,8 @@ _ENDLESS = 2 ** 62  # "no end" for position ranges
 
 PREFETCH_BATCHES = 2
 
+_SIDE = "_side"  # an example's drawn shorter side while ``aspect_group`` reorders the stream
+
 
 def pipeline_options(shard_by_data: bool = False) -> tf.data.Options:
     """The tf.data options of the package's pipelines. Autotuning is off: a finished autotuned
@@ -155,6 +157,7 @@ def train_dataset(
     proposals=None,
     shuffle_buffer: int = SHUFFLE_BUFFER,
     at_proposal_side: bool = False,
+    aspect_group: int = 0,
 ) -> tf.data.Dataset:
     """Training batches: a dict with these keys (and no others).
 
@@ -196,6 +199,14 @@ def train_dataset(
       proposals to a multiple of 256 (``image_info`` keeps the valid sizes; the model masks the rest).
     image_multiple: pad image sides to a multiple of this many pixels (ground truth and proposals
       as they are): a few image shapes for kernels set up per input shape (oneDNN, cuDNN).
+    aspect_group: with ``shuffle`` and ``repeat``, the stream is reordered in blocks of this
+      many positions, rounded up to whole batches (block ``k`` of ``m``: positions ``[k * m,
+      (k + 1) * m)``), by the side drawn for each batch, then by aspect ratio (py-faster-rcnn's
+      ``ASPECT_GROUPING``), so that a batch pairs images of one orientation and pads less. Every
+      position is still read once (a block at a pass's end mixes it with the next pass's first
+      examples), and the order within a block is a function of the block, so a stream started at
+      any ``start`` continues as an uninterrupted one. 0 or 1 (or batches of one image): the
+      stream's order.
 
     Under ``tf.distribute`` every worker reads the whole seeded stream and keeps its share of each
     global batch (auto-shard policy DATA).
@@ -210,7 +221,11 @@ def train_dataset(
     if seed is None:
         seed = random.getrandbits(62)
     source = as_source(source)
-    stream = example_stream(source, seed, start=start, shuffle=shuffle, repeat=repeat,
+    group = 0
+    if shuffle and repeat and batch_size > 1 and aspect_group > 1:
+        group = -(-aspect_group // batch_size) * batch_size  # whole batches of the stream
+    first = start - start % group if group else start  # a block is reordered whole
+    stream = example_stream(source, seed, start=first, shuffle=shuffle, repeat=repeat,
                             shuffle_buffer=shuffle_buffer, num_parallel_calls=num_parallel_calls)
     seed = tf.constant(seed, tf.int64)
 
@@ -273,9 +288,13 @@ def train_dataset(
         }
         if stored is not None:
             batch.update(proposals=stored, num_proposals=tf.shape(stored)[0])
+        if group:
+            batch[_SIDE] = tf.constant(side, tf.int32) if isinstance(side, int) else side
         return batch
 
     dataset = stream.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
+    if group:
+        dataset = _grouped_by_aspect(dataset, group).skip(start - first)
     dataset = dataset.padded_batch(batch_size, drop_remainder=drop_remainder)
     if pad_multiple:
         dataset = dataset.map(lambda batch: _pad_to_buckets(batch, pad_multiple),
@@ -283,6 +302,31 @@ def train_dataset(
     elif image_multiple > 1:
         dataset = dataset.map(lambda batch: _pad_images(batch, image_multiple), num_parallel_calls=num_parallel_calls)
     return dataset.prefetch(PREFETCH_BATCHES).with_options(pipeline_options(shard_by_data=True))
+
+
+def _grouped_by_aspect(dataset, block):
+    """``dataset``'s prepared examples reordered within consecutive blocks of ``block`` (whole
+    batches of the stream): by the side drawn for their batch (``_SIDE``; multi-scale training),
+    then by height / width; ties keep the stream's order, and each batch keeps one drawn side.
+    Each block is padded together, sorted, and every example cut back to its own size (its image
+    to ``image_info``'s valid size, its boxes and proposals to their counts)."""
+
+    def sort(examples):
+        info = examples["image_info"]
+        order = tf.argsort(info[:, 0] / info[:, 1], stable=True)
+        order = tf.gather(order, tf.argsort(tf.gather(examples.pop(_SIDE), order), stable=True))
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), examples)
+
+    def own_size(example):
+        size = tf.cast(example["image_info"][:2], tf.int32)
+        example = {**example, "images": example["images"][:size[0], :size[1]],
+                   "gt_boxes": example["gt_boxes"][:example["num_gt"]],
+                   "gt_classes": example["gt_classes"][:example["num_gt"]]}
+        if "proposals" in example:
+            example["proposals"] = example["proposals"][:example["num_proposals"]]
+        return example
+
+    return dataset.padded_batch(block).map(sort).unbatch().map(own_size)
 
 
 def _pad_to(tensor, axis, multiple):
