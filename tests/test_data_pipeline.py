@@ -348,3 +348,19 @@ def test_aspect_grouping_keeps_one_drawn_side_per_batch(two_orientations):
         grouped = train_dataset(two_orientations, SMALL, seed=1, repeat=True, aspect_group=8, **kwargs)
         assert ([b["position"].numpy().tolist() for b in plain.take(8)]
                 == [b["position"].numpy().tolist() for b in grouped.take(8)])
+
+
+def test_aspect_grouping_reads_images_without_objects(tmp_path):
+    """A block whose images have no objects (and no stored proposals): TF 2.21's unbatch crashes
+    the process on a component of zero length in every example of a batch, so the blocks carry a
+    row more; the batches come out as in the stream's order, with no boxes."""
+    entries = {f"n{k}": {"size": size, "objects": []} for k, size in enumerate([(40, 60), (60, 40)] * 3)}
+    write_voc_folder(tmp_path, entries, {"trainval": list(entries)})
+    source = load_voc_folder(tmp_path)
+    empty = source.dataset.map(lambda example: {**example, "proposals": tf.zeros([0, 4])})
+    for aspect_group in (0, 2, 6):
+        batches = list(train_dataset(empty, SMALL, batch_size=2, seed=2, repeat=True,
+                                     aspect_group=aspect_group).take(9))
+        assert sorted(int(p) for b in batches for p in b["position"]) == list(range(18))
+        assert all(b["gt_boxes"].shape[1] == 0 and b["proposals"].shape[1] == 0 for b in batches)
+        assert all(int(b["num_gt"].numpy().sum()) == 0 for b in batches)

@@ -309,7 +309,15 @@ def _grouped_by_aspect(dataset, block):
     batches of the stream): by the side drawn for their batch (``_SIDE``; multi-scale training),
     then by height / width; ties keep the stream's order, and each batch keeps one drawn side.
     Each block is padded together, sorted, and every example cut back to its own size (its image
-    to ``image_info``'s valid size, its boxes and proposals to their counts)."""
+    to ``image_info``'s valid size, its boxes and proposals to their counts). Boxes and proposals
+    get one zero row more while they are in a block: TF 2.21's ``unbatch`` crashes the process
+    (SIGSEGV) on a component of zero length in every example of a batch (a block of images
+    without objects)."""
+    rows = ("gt_boxes", "gt_classes", "proposals")
+
+    def one_more_row(example):
+        return {key: tf.concat([value, tf.zeros(tf.concat([[1], tf.shape(value)[1:]], 0), value.dtype)], 0)
+                if key in rows else value for key, value in example.items()}
 
     def sort(examples):
         info = examples["image_info"]
@@ -326,7 +334,7 @@ def _grouped_by_aspect(dataset, block):
             example["proposals"] = example["proposals"][:example["num_proposals"]]
         return example
 
-    return dataset.padded_batch(block).map(sort).unbatch().map(own_size)
+    return dataset.map(one_more_row).padded_batch(block).map(sort).unbatch().map(own_size)
 
 
 def _pad_to(tensor, axis, multiple):
