@@ -14,10 +14,13 @@ pass with nothing buffered. A TFDS source is read in its stored order (TFDS writ
 hashed order) through a seeded shuffle buffer of encoded records, reseeded every pass; TFRecord
 files likewise, read each pass in a seeded order of files, several in turns
 (``DetectionSource.shuffled_records``). Images are
-decoded after shuffling, so no buffer ever holds decoded images. Everything random about position
+decoded after shuffling, so no shuffle buffer holds decoded images (aspect grouping holds one
+block of them, 16 by default). Everything random about position
 ``p`` (its flip, its anchor and RoI sampling seed) is a stateless function of ``(seed, p)``, so the
 stream started at position ``p`` continues exactly where an uninterrupted one would be: a resumed
-run passes its checkpointed position as ``start``.
+run passes its checkpointed position as ``start``. With ``aspect_group`` the stream is reordered
+within fixed blocks of positions (images of one orientation batched together), each block as a
+function of its examples, so this still holds.
 
 :func:`train_dataset` then decodes, resizes with the paper's rule (shorter side
 ``config.image.min_side``, longer side at most ``config.image.max_side``), flips
