@@ -83,7 +83,10 @@ MIRRORED_CHILD = textwrap.dedent(r"""
 
     # Checkpoints and --resume under the strategy: interrupted + resumed == uninterrupted.
     source = load_shapes("train", data_dir=f"{work}/tfds", num_train=8, num_test=2)
-    cfg = dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, schedule="joint"))
+    # Batches paired by orientation in blocks of 8 (two global batches of 2 x 2 images): the resumed
+    # stream (position 4) starts inside one.
+    cfg = dataclasses.replace(tiny_config(), train=dataclasses.replace(tiny_config().train, schedule="joint",
+                                                                       aspect_group=8))
 
     def schedule(run_dir, stop_after=None, resume=False):
         keras.utils.set_random_seed(0)
