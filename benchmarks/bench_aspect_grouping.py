@@ -11,7 +11,6 @@ Any data option of train.py names the source (its training split).
 """
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -25,16 +24,15 @@ from keras_frcnn.data import train_dataset  # noqa: E402
 
 
 def padding(source, cfg, batch_size, aspect_group, steps):
-    """(valid pixels / padded pixels, images seen) over ``steps`` batches of the training stream."""
+    """Valid pixels / padded pixels over ``steps`` batches of the training stream."""
     dataset = train_dataset(source, cfg, batch_size, seed=0, repeat=True, aspect_group=aspect_group,
                             image_multiple=cfg.train.image_pad_multiple)
-    valid = padded = images = 0
+    valid = padded = 0
     for batch in dataset.take(steps):
         info, shape = batch["image_info"].numpy(), batch["images"].shape
         valid += float((info[:, 0] * info[:, 1]).sum())
         padded += shape[0] * shape[1] * shape[2]
-        images += shape[0]
-    return valid / padded, images
+    return valid / padded
 
 
 def main():
@@ -52,13 +50,11 @@ def main():
     print(f"machine: {machine()}; {source.name}, {source.num_examples} images, preset {args.preset} "
           f"(training side {cfg.image.train_min_sides or cfg.image.min_side}, max {cfg.image.max_side}), "
           f"{steps} batches of {args.batch}")
-    first = None
+    shares = {}
     for group in (int(g) for g in args.groups.split(",")):
-        share, _ = padding(source, dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, aspect_group=group)),
-                           args.batch, group, steps)
-        first = first or 1.0 / share
-        print(f"  aspect_group {group:3d}: valid / padded pixels {share:.3f}; padded pixels "
-              f"{1.0 / share / first:.3f}x stream order's")
+        shares[group] = padding(source, cfg, args.batch, group, steps)
+        print(f"  aspect_group {group:3d}: valid / padded pixels {shares[group]:.3f}; padded pixels "
+              f"{next(iter(shares.values())) / shares[group]:.3f}x the first's")
 
 
 if __name__ == "__main__":

@@ -292,7 +292,7 @@ def train_dataset(
         if stored is not None:
             batch.update(proposals=stored, num_proposals=tf.shape(stored)[0])
         if group:
-            batch[_SIDE] = tf.constant(side, tf.int32) if isinstance(side, int) else side
+            batch[_SIDE] = tf.cast(side, tf.int32)
         return batch
 
     dataset = stream.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)
