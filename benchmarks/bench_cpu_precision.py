@@ -3,7 +3,7 @@ arithmetic one kernel at a time, float32 against bfloat16: the 13 convolutions o
 RPN's 3 x 3 convolution, fc6 and fc7 over the test-time RoIs, at the voc preset's sizes (a
 600 x 1000 image, 300 proposals). Not a test.
 
-    python benchmarks/bench_cpu_precision.py             # about a minute on 2 cores
+    python benchmarks/bench_cpu_precision.py             # 26 s on 2 Zen 4 cores; ~1 minute where bfloat16 is emulated
     python benchmarks/bench_cpu_precision.py --height 600 --width 800 --rois 300 --rounds 5
 
 The sum over the kernels is the model's arithmetic at the kernels' own speed, so "bfloat16 /
