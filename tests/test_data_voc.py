@@ -410,6 +410,22 @@ def test_boxes_drawn_on_a_turned_photo_as_shown_land_on_its_stored_pixels(tmp_pa
     assert "o3.jpg: EXIF orientation 3: viewers show this image mirrored or turned" in caplog.text
 
 
+def test_a_turned_square_photo_cannot_tell_its_frame_and_says_so(tmp_path, caplog):
+    """A square photo turned by its EXIF orientation (5-8) has the same size either way: its boxes
+    are taken as stored, with the warning the other undecidable frames get."""
+    write_voc_folder(tmp_path, {}, {})
+    (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "JPEGImages" / "sq.jpg", 6, stored=(80, 80))
+    (tmp_path / "Annotations" / "sq.xml").write_text(
+        voc_xml("sq.jpg", width, height, [("dog", (c0 + 1, r0 + 1, c1 + 1, r1 + 1), False)]))
+    (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_text("sq")
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_voc_folder(tmp_path, classes=["dog"])
+    (example,) = examples(source)
+    np.testing.assert_allclose(example["objects/bbox"], [[r0 + 1, c0 + 1, r1 + 1, c1 + 1]] / np.float32(80), atol=1e-6)
+    assert source.problems == {"EXIF orientation": 1}
+    assert "sq.jpg: EXIF orientation 6: viewers show this image turned by 90 degrees" in caplog.text
+
+
 def test_large_photos_are_read_and_those_tensorflow_cannot_decode_are_named(tmp_path, monkeypatch):
     """A 108-megapixel phone photo drew Pillow's "could be decompression bomb DOS attack" warning and
     a 200-megapixel one was "corrupt or unreadable"; Pillow's limit is not applied now, and an image

@@ -29,7 +29,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
-from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided,
+from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, frame_undecided,
                                           path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
@@ -156,7 +156,7 @@ def load_coco_json(
             problems.warn("size mismatch", json_path,
                           f"image id {image_id} ({info['file_name']}): JSON says {info.get('width')} x "
                           f"{info.get('height')} (w x h), the file is {size.width} x {size.height}", "using the file's")
-        elif size.orientation != 1 and (stated == (None, None) or size.orientation < 5):
+        elif frame_undecided(size, None if stated == (None, None) else stated):
             problems.warn("EXIF orientation", path, exif_undecided(size), "boxes taken as stored")
         height, width = shown_size(size) if as_shown else size[:2]
         boxes, labels, crowd, areas = [], [], [], []

@@ -71,7 +71,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
-                                          path_tails, shown_size, to_stored_frame)
+                                          frame_undecided, path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger
 from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
@@ -483,7 +483,7 @@ def _objects(table: Table, name, rows, image, label_of, problems):
     elif stated is not None and not table.normalised and stated != (float(image.height), float(image.width)):
         problems.warn("size mismatch", where, f"the rows say {stated[1]:g} x {stated[0]:g} (w x h) but the image is "
                       f"{image.width} x {image.height}", "using the image's size")
-    elif image.orientation != 1:
+    elif frame_undecided(image, stated):
         problems.warn("EXIF orientation", where, exif_undecided(image), "boxes taken as stored")
     # Boxes are divided by the size of the frame they were drawn in; a normalised one already is.
     height, width = (1.0, 1.0) if table.normalised else shown_size(image) if as_shown else (image.height, image.width)

@@ -37,8 +37,8 @@ import defusedxml.ElementTree
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, class_name, records_to_source
-from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, shown_size,
-                                          to_stored_frame)
+from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, frame_undecided,
+                                          shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
@@ -199,7 +199,7 @@ def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: b
             problems.warn("EXIF orientation", here, f"width x height {stated[1]} x {stated[0]} is the image as shown "
                           f"(EXIF orientation {image.orientation}; stored {image.width} x {image.height})",
                           "boxes turned onto the stored pixels")
-        elif image.orientation != 1 and (stated is None or image.orientation < 5):
+        elif frame_undecided(image, stated):
             problems.warn("EXIF orientation", image_path, exif_undecided(image), "boxes taken as stored")
         objects = _objects(here, shapes, shown_size(image) if as_shown else image[:2], label_of, problems)
         if objects is None or (skip_empty and not len(objects[1])):

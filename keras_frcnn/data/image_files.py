@@ -12,7 +12,7 @@ EXIF orientation (phone photos): TensorFlow decodes the stored pixels and ignore
 and browser-based annotation tools show the image turned. Where an annotation states the turned
 size (orientations 5-8), its boxes were drawn on the image as shown and the folder sources turn
 them onto the stored pixels (:func:`to_stored_frame`); where it cannot be told (orientations 2-4,
-or no stated size), the boxes are taken as stored, with a warning.
+a square image, or no stated size), the boxes are taken as stored, with a warning.
 """
 
 from __future__ import annotations
@@ -172,6 +172,14 @@ def annotated_as_shown(image: CheckedImage, stated_size) -> bool:
     90 degrees (5-8) and the stated size is the turned one."""
     return (image.orientation >= 5 and image.height != image.width
             and tuple(stated_size) == shown_size(image))
+
+
+def frame_undecided(image: CheckedImage, stated_size) -> bool:
+    """Whether the frame of an image's boxes is left in doubt by its EXIF orientation, once
+    ``annotated_as_shown`` is false and the stated ``(height, width)`` (None: none given) is not
+    another size: told (as stored) only where the orientation turns the image by 90 degrees and the
+    stated size is the stored one, which a square image's turned size equals as well."""
+    return image.orientation != 1 and (stated_size is None or image.orientation < 5 or image.height == image.width)
 
 
 def exif_undecided(image: CheckedImage) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, class_name, records_to_source
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
-                                          shown_size, to_stored_frame)
+                                          frame_undecided, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
 
@@ -453,7 +453,7 @@ def load_voc_folder(
             problems.warn("size mismatch", xml_path,
                           f"<size> says {annotation.size[1]:g} x {annotation.size[0]:g} (w x h) but "
                           f"{os.path.basename(image_path)} is {size.width} x {size.height}", "using the image's size")
-        elif size.orientation != 1 and (annotation.size is None or size.orientation < 5):
+        elif frame_undecided(size, annotation.size):
             problems.warn("EXIF orientation", image_path, exif_undecided(size), "boxes taken as stored")
         height, width = shown_size(size) if as_shown else size[:2]
         boxes, labels, difficult = [], [], []
