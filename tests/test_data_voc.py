@@ -13,7 +13,7 @@ from test_data_fixtures import examples, voc_xml, write_image, write_turned_phot
 from keras_frcnn.cli import add_data_args, choose_data, warn_if_not_held_out
 from keras_frcnn.config import Config
 from keras_frcnn.data import VOC_CLASSES, DataError, load_voc_folder, parse_voc_xml
-from keras_frcnn.data.voc_folder import common_class_names, default_splits
+from keras_frcnn.data.voc_folder import common_class_names, default_splits, labelled_split
 
 BILLION_LAUGHS = """<?xml version="1.0"?>
 <!DOCTYPE lolz [
@@ -181,6 +181,32 @@ def test_image_ids_with_spaces_and_per_class_split_files(tmp_path):
     with open(tmp_path / "ImageSets" / "Main" / "flags.txt", "w", encoding="utf-8") as f:
         f.write("IMG 1\nIMG 0001 1\n")  # no "IMG 1.xml": the image IMG, flag 1
     assert names(load_voc_folder(tmp_path, "flags")) == ["IMG.jpg", "IMG 0001.jpg"]
+
+
+def test_split_file_ids_written_with_their_image_suffix_are_the_ids(tmp_path):
+    """A conversion script's split files list "a.jpg" where VOC lists "a": without the suffix the
+    test split named no annotation file and was passed over, the run evaluating on a tenth of
+    trainval without a word."""
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("a", "b", "c", "d", "e.png")}
+    write_voc_folder(tmp_path, entries, {"trainval": ["a.jpg", "b.JPG", "e.png"], "test": ["c.jpg", "d"]})
+    assert default_splits(tmp_path) == ("trainval", "test")
+    names = lambda s: [e["image/filename"].decode() for e in examples(s)]  # noqa: E731
+    assert names(load_voc_folder(tmp_path, "trainval")) == ["a.jpg", "b.jpg", "e.png.jpg"]  # (an id "e.png" stays)
+    assert names(load_voc_folder(tmp_path, "test")) == ["c.jpg", "d.jpg"]
+
+
+def test_an_unlabelled_test_split_passed_over_for_a_tenth_of_trainval_says_so(tmp_path, caplog):
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in "abcd"}
+    entries["t"] = {"xml": False}
+    write_voc_folder(tmp_path, entries, {"trainval": list("abcd"), "test": ["t"]})
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        assert default_splits(tmp_path) == ("trainval[:-1]", "trainval[-1:]")
+    assert "test.txt: none of its images has an annotation file in " in caplog.text
+    assert "evaluating on trainval[-1:] instead" in caplog.text
+    caplog.clear()  # Trained on beside a --voc-val-dir, the folder's own evaluation split is not used.
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        labelled_split(tmp_path)
+    assert "test.txt" not in caplog.text
 
 
 def test_an_image_of_another_suffix_is_checked_not_called_missing(tmp_path):

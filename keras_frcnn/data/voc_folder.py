@@ -163,10 +163,15 @@ def _listed_id(annotations_dir, line) -> str:
     """The image id of a split file's line: the whole line (ids an annotation tool took from file
     names may hold spaces: "IMG 0001"), or ``<id>`` of a per-class file's ``"<id> <flag>"`` (flag
     -1, 0 or 1). A line that reads both ways ("IMG 1") is the whole line if it names an
-    annotation file."""
+    annotation file. An id written with its image's suffix ("000005.jpg", as some conversion
+    scripts write them) is the id without it where only that names an annotation file."""
     flagged = _FLAGGED.match(line)
     if flagged and not os.path.isfile(os.path.join(annotations_dir, line + ".xml")):
-        return flagged["id"]
+        line = flagged["id"]
+    stem, suffix = os.path.splitext(line)
+    if suffix.lower() in IMAGE_SUFFIXES and not os.path.isfile(os.path.join(annotations_dir, line + ".xml")) \
+            and os.path.isfile(os.path.join(annotations_dir, stem + ".xml")):
+        return stem
     return line
 
 
@@ -197,13 +202,14 @@ def slice_position(bound, count):
     return int(bound)
 
 
-def default_splits(voc_dir) -> tuple:
+def default_splits(voc_dir, *, warn: bool = True) -> tuple:
     """The folder's own (training, evaluation) splits: ``trainval`` -> ``test`` as VOC 2007 ships
     them; ``train`` -> ``val`` when the folder has no labelled ``test`` split but has ``val``, as
     VOC 2012 does (its ``test.txt``, from the test archive, lists images without annotation files),
     which is also TFDS ``voc/2012``'s choice. A folder with none of these split files (an annotation
     tool's) holds the last tenth of its annotation files (sorted by id) out: ``all[:90%]`` ->
-    ``all[90%:]`` (``all[:-1]`` -> ``all[-1:]`` for fewer than ten)."""
+    ``all[90%:]`` (``all[:-1]`` -> ``all[-1:]`` for fewer than ten). A ``test.txt`` passed over
+    for a tenth of the training split (it names no annotation file) is warned about (``warn``)."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
     has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test", "trainval")}
     if not any(has.values()) and os.path.isdir(voc_dir):
@@ -220,7 +226,11 @@ def default_splits(voc_dir) -> tuple:
         return "train", "val"
     if not training:  # (test.txt alone, unlabelled: loading says so)
         return "trainval", "test"
-    return held_out_tenth(training, len(split_ids(voc_dir, training)))
+    held_out = held_out_tenth(training, len(split_ids(voc_dir, training)))
+    if has["test"] and warn:
+        logger.warning("%s: none of its images has an annotation file in %s (an unlabelled test set); "
+                       "evaluating on %s instead", os.path.join(main, "test.txt"), voc_layout(voc_dir)[0], held_out[1])
+    return held_out
 
 
 def held_out_tenth(split, count) -> tuple:
@@ -239,7 +249,7 @@ def labelled_split(voc_dir) -> typing.Optional[str]:
     tool's export). VOC 2012's other annotation files (its action and layout tasks' images, most
     objects unlabelled) are in no Main split, and so left out."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
-    splits = default_splits(voc_dir)
+    splits = default_splits(voc_dir, warn=False)  # (its evaluation split is not what the run evaluates on)
     if splits[0].startswith(f"{ALL}["):
         return None
     parts = [name for name in splits if os.path.isfile(os.path.join(main, f"{name}.txt"))
