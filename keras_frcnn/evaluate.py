@@ -190,7 +190,10 @@ def _evaluate(args):
         # splits do not move: checked for a --split, against the set evaluated (built already; the
         # further sets of a run on several, voc/2007+voc/2012, are other examples).
         if choice.kind in cli.FOLDER_KINDS:
-            cli.warn_if_not_held_out(cli.load_training_source(args, choice, decode_images=False), source)
+            trained = cli.load_training_source(args, choice, decode_images=False)
+            cli.warn_if_not_held_out(trained, source)
+            if "[" in str(choice.test_split):  # (a slice of the files the training split is the rest of)
+                _warn_if_trained_on_other_files(args.model, trained)
         elif args.split:
             cli.warn_if_not_held_out(cli.load_source(args, choice, choice.train_split, decode_images=False), source)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
@@ -200,6 +203,23 @@ def _evaluate(args):
         write_atomically(args.out, json.dumps(summary, indent=2))
         print(f"wrote {args.out}")
     return 0
+
+
+def _warn_if_trained_on_other_files(model_path, trained):
+    """A warning on stderr where the run's training split, read again, is not the files the run
+    recorded training on (its ``checkpoint/state.json`` beside the model): files added or removed
+    since then move a held-out slice (``all[90%:]``) onto images it trained on, which the two
+    splits read today cannot show."""
+    state = os.path.join(os.path.dirname(os.path.abspath(model_path)), "checkpoint", "state.json")
+    try:
+        with open(state) as f:
+            data = json.load(f).get("data") or {}
+    except (OSError, ValueError, AttributeError):  # no run folder beside the model: nothing to compare
+        return
+    if data.get("identity") not in (None, trained.identity):  # (its name may give the folder otherwise)
+        print(f"warning: {trained.name} is not the files the model was trained on ({data.get('num_examples')} "
+              f"images then, {trained.num_examples} now; {state}): with files added or removed since, the "
+              "evaluation images may include training images", file=sys.stderr)
 
 
 if __name__ == "__main__":

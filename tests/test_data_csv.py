@@ -202,6 +202,36 @@ def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_
     assert evaluate_main(["--model", model, "--csv", valid]) == 0  # one file: all of it
     assert f"on CSV {valid} all, 3 images" in capsys.readouterr().out
     assert evaluate_main(["--model", model, "--dataset", "shapes", "--csv-images", data]) == 2
+    capsys.readouterr()
+    # A training image added since: the held-out folder is not a slice of the training files, no warning.
+    _images(tmp_path / "set" / "train", ["im9.jpg"], size=(96, 128))
+    with open(tmp_path / "set" / "train" / "_annotations.csv", "a") as f:
+        f.write("im9.jpg,128,96,a,10,10,50,50\n")
+    assert evaluate_main(["--model", model]) == 0
+    assert "is not the files the model was trained on" not in capsys.readouterr().err
+
+
+def test_evaluate_says_so_when_files_added_since_training_move_its_held_out_slice(tmp_path, capsys):
+    """One CSV file is the split ``all``: the run trains on ``all[:-1]`` and evaluates on
+    ``all[-1:]``. Images added to the file since move that slice onto trained images, which the
+    splits read again cannot show: evaluate compares the files with those the run recorded."""
+    names = [f"im{n}.jpg" for n in range(5)]
+    _images(tmp_path / "set", names, size=(96, 128))
+    rows = [f"{name},128,96,a,{10 + 5 * n},10,{50 + 5 * n},50" for n, name in enumerate(names)]
+    (tmp_path / "set" / "ann.csv").write_text(HEADER + "\n".join(rows) + "\n")
+    (tmp_path / "tiny.json").write_text(tiny_config().to_json())
+    assert train.main(["--config", str(tmp_path / "tiny.json"), "--csv", str(tmp_path / "set" / "ann.csv"),
+                       "--out", str(tmp_path / "run"), "--schedule", "joint", "--steps", "2", "--verbose", "0"]) == 0
+    model = str(tmp_path / "run" / "model.keras")
+    capsys.readouterr()
+    assert evaluate_main(["--model", model]) == 0
+    assert "is not the files the model was trained on" not in capsys.readouterr().err
+    _images(tmp_path / "set", ["im5.jpg", "im6.jpg"], size=(96, 128))
+    with open(tmp_path / "set" / "ann.csv", "a") as f:
+        f.write("im5.jpg,128,96,a,10,10,50,50\nim6.jpg,128,96,a,20,20,60,60\n")
+    assert evaluate_main(["--model", model]) == 0
+    err = capsys.readouterr().err
+    assert "is not the files the model was trained on (4 images then, 6 now; " in err, err
 
 
 def test_quotes_in_class_names_read_as_csv_writers_write_them(tmp_path):
