@@ -126,7 +126,7 @@ def test_a_label_file_that_cannot_be_read_whole_skips_its_image_named_and_counte
     numbers skip the image (part of its objects would teach the others as background); duplicates
     are kept once, boxes reaching out are clipped, boxes of no width left out."""
     lines = {"ok": ["0 0.5 0.5 0.2 0.2"], "pixels": ["0 40 30 20 10"], "class": ["2 0.5 0.5 0.2 0.2"],
-             "words": ["cat 0.5 0.5 0.2 0.2"], "six": ["0 0.5 0.5 0.2 0.2 0.1"],
+             "words": ["cat 0.5 0.5 0.2 0.2"], "six": ["0 0.5 0.5 0.2 0.2 0.1"], "negative": ["0 0.5 0.5 -0.1 0.2"],
              "twice": ["1 0.5 0.5 0.2 0.2", "1 0.5 0.5 0.2 0.2"], "edge": ["0 0.02 0.5 0.1 0.2"],
              "tall": ["0 0.5 0.5 0.2 1.005", "1 0.9 0.1 1.02 0.1 1.02 0.3 0.9 0.3"],  # (Ultralytics: 1 % out)
              "flat": ["0 0.5 0.5 0 0.2", "1 0.5 0.5 0.4 0.4"], "corrupt": ["0 0.5 0.5 0.2 0.2"]}
@@ -134,7 +134,7 @@ def test_a_label_file_that_cannot_be_read_whole_skips_its_image_named_and_counte
     (tmp_path / "images" / "train" / "corrupt.jpg").write_bytes(b"not a jpeg")
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_yolo(data, "train")
-    assert source.problems == {"malformed label file": 4, "duplicate label": 1, "box clipped": 3,
+    assert source.problems == {"malformed label file": 5, "duplicate label": 1, "box clipped": 3,
                                "degenerate box": 1, "bad image file": 1}
     objects = _objects(source)
     assert sorted(objects) == ["edge.jpg", "flat.jpg", "ok.jpg", "tall.jpg", "twice.jpg"]
@@ -144,7 +144,8 @@ def test_a_label_file_that_cannot_be_read_whole_skips_its_image_named_and_counte
     label = tmp_path / "labels" / "train"
     for name, why in (("pixels", "coordinates outside [0, 1] (40 30 20 10): YOLO labels are normalised"),
                       ("class", "class 2 is not one of the 2 class ids 0 .. 1"), ("words", "not numbers"),
-                      ("six", "6 numbers: a box line has 5")):
+                      ("six", "6 numbers: a box line has 5"),
+                      ("negative", "a negative width or height (0.5 0.5 -0.1 0.2): YOLO labels are x_center")):
         assert f"{label / name}.txt: line 1: {why}" in caplog.text
     with pytest.raises(DataError, match=f"{label / 'class'}.txt: line 1: class 2"):
         load_yolo(data, "train", strict=True)

@@ -438,6 +438,9 @@ def _object(values, data: YoloData):
     else:
         raise ValueError(f"{len(values)} numbers: a box line has 5 (class x_center y_center width height), "
                          "a segment line an odd number >= 7")
+    if width < 0 or height < 0:
+        raise ValueError(f"a negative width or height ({' '.join(values[1:])[:60]}): YOLO labels are "
+                         "x_center y_center width height")
     if any(c < -_TOLERANCE or c > 1 + _TOLERANCE for c in (x, y, width, height)):
         raise ValueError(f"coordinates outside [0, 1] ({' '.join(values[1:])[:60]}): YOLO labels are "
                          "normalised to the image's width and height, not pixels")
