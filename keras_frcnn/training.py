@@ -352,7 +352,7 @@ class TrainingCheckpoint:
         holder = tf.Variable("", dtype=tf.string, trainable=False)
         try:
             tf.train.Checkpoint(state=holder).read(path or self.latest()).expect_partial()
-        except tf.errors.OpError as error:
+        except (tf.errors.OpError, IndexError) as error:  # IndexError: a data file cut short
             raise self._unreadable(error) from None
         return json.loads(holder.numpy().decode())
 
@@ -377,7 +377,8 @@ class TrainingCheckpoint:
         remove_path(self.dir)
 
     def _unreadable(self, error) -> DataError:
-        return DataError(f"{self.latest()}: the checkpoint cannot be read ({error.message}); restore its "
+        message = getattr(error, "message", None) or str(error)
+        return DataError(f"{self.latest()}: the checkpoint cannot be read ({message}); restore its "
                          f"files, or delete {self.dir} to train from the beginning")
 
     def restore_network(self, net):
@@ -394,7 +395,7 @@ class TrainingCheckpoint:
         try:
             status = tf.train.Checkpoint(**objects).read(path)
             status.assert_existing_objects_matched()
-        except tf.errors.OpError as error:
+        except (tf.errors.OpError, IndexError) as error:
             raise self._unreadable(error) from None
         except (AssertionError, ValueError) as error:  # a variable missing; another shape
             raise DataError(f"{path}: the checkpoint does not match this model ({error}); it was "

@@ -335,8 +335,9 @@ def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_pa
 
 
 def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp_path):
-    """A checkpoint whose data file is gone: resuming stops with one error naming it; a new run
-    in the folder has nothing to lose and starts over."""
+    """A checkpoint whose data file is gone, or cut short: resuming stops with one error naming
+    it (a data file cut short raised TensorFlow's IndexError); a new run in the folder has nothing
+    to lose and starts over."""
     from keras_frcnn.training import unfinished_run
 
     cfg = joint_config()
@@ -351,8 +352,13 @@ def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp
 
     assert not runner().run()
     assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
-    for data_file in (tmp_path / "checkpoint").glob("*.data-*"):
-        data_file.unlink()
+    (data_file,) = (tmp_path / "checkpoint").glob("*.data-*")
+    data_file.write_bytes(data_file.read_bytes()[:len(data_file.read_bytes()) // 2])
+    with pytest.raises(DataError, match=r"checkpoint[/\\]ckpt-\d+: the checkpoint cannot be read"):
+        TrainingCheckpoint(str(tmp_path)).state()
+    with pytest.raises(DataError, match="the checkpoint cannot be read"):
+        runner().run(resume=True)
+    data_file.unlink()
     with pytest.raises(DataError, match=r"checkpoint[/\\]ckpt-\d+: the checkpoint cannot be read"):
         TrainingCheckpoint(str(tmp_path)).state()
     with pytest.raises(DataError, match="the checkpoint cannot be read"):
