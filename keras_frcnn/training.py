@@ -720,6 +720,13 @@ class ScheduleRunner:
                 raise DataError(  # the same images, their classes numbered otherwise: labels would swap
                     f"{self.checkpoint.dir}: the run was trained on the classes {data['class_names']}, the data "
                     f"now gives {list(self.source.class_names)}: resume on the same classes in the same order")
+            # Stages 2 and 3 start again from the weights stored before stage 1; written now from
+            # the restored network they would be the checkpoint's trained ones.
+            resets = [stage.name for stage in self.plan if (stage.reset_base or stage.reset_rpn_head)
+                      and stage.name not in state["completed"] and stage.name != state["stage"]]
+            if resets and not os.path.isdir(self._path("initial_weights")):
+                raise DataError(f"{self._path('initial_weights')} is missing: the starting weights {', '.join(resets)} "
+                                "begin again from, written before the first stage; restore it, or start a new run")
             self.checkpoint.restore_network(self.net)
             self.stage_seconds = dict(state.get("stage_seconds") or {})  # (the stages an earlier process trained)
             self.running = None

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,11 @@ def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path, monkeypatch
     state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
     assert {k: state[k] for k in ("completed", "stage", "step", "position")} == {
         "completed": ["stage1_rpn"], "stage": "stage2_detector", "step": 2, "position": 4}
+    # Without initial_weights/ stage 3 would start again from the checkpoint's trained RPN head: refused.
+    shutil.copytree(tmp_path / "resumed", tmp_path / "no_initial")
+    shutil.rmtree(tmp_path / "no_initial" / "initial_weights")
+    with pytest.raises(data.DataError, match=r"initial_weights is missing: the starting weights stage3_rpn begin"):
+        run(tmp_path / "no_initial", resume=True)
     finished, second, resumed = run(tmp_path / "resumed", resume=True)
     assert finished
     # (stage, first step, first stream position, steps): stage 2 goes on at step 2, position 4.
