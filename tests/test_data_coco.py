@@ -208,6 +208,14 @@ def test_boxes_drawn_on_a_turned_photo_as_shown_land_on_its_stored_pixels(tmp_pa
     for example in examples(source):  # each the stored rows 10-24, columns 60-89 of 60 x 100
         np.testing.assert_allclose(example["objects/bbox"], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
     assert source.problems == {"EXIF orientation": 4}
+    # Sizes written as text ("60"), as some tools write numbers: read as the numbers.
+    (tmp_path / "instances.json").write_text(json.dumps(
+        {"images": [{**image, "height": str(image["height"]), "width": str(image["width"])} for image in images],
+         "annotations": annotations, "categories": CATEGORIES}))
+    source = load_coco_json(tmp_path / "instances.json", tmp_path / "images")
+    for example in examples(source):
+        np.testing.assert_allclose(example["objects/bbox"], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
+    assert source.problems == {"EXIF orientation": 4}
     # A square one is the same size either way: its boxes are taken as stored, and it says so.
     write_turned_photo(tmp_path / "images" / "sq.jpg", 6, stored=(80, 80))
     images.append({"id": 9, "file_name": "sq.jpg", "height": 80, "width": 80})

@@ -195,6 +195,14 @@ def test_split_file_ids_written_with_their_image_suffix_are_the_ids(tmp_path):
     assert names(load_voc_folder(tmp_path, "test")) == ["c.jpg", "d.jpg"]
 
 
+def test_a_split_file_that_is_not_utf8_is_named(tmp_path):
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("été", "b")}
+    write_voc_folder(tmp_path, entries, {"trainval": ["b"]})
+    (tmp_path / "ImageSets" / "Main" / "trainval.txt").write_bytes("été\nb\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"trainval\.txt: not UTF-8 text \(invalid continuation byte at byte 0\); save it as UTF-8"):
+        load_voc_folder(tmp_path, "trainval")
+
+
 def test_an_unlabelled_test_split_passed_over_for_a_tenth_of_trainval_says_so(tmp_path, caplog):
     entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in "abcd"}
     entries["t"] = {"xml": False}

@@ -145,7 +145,7 @@ def load_coco_json(
             problems.warn("bad image file", path, str(size), "image skipped")
             continue
         info = images[image_id]
-        stated = (info.get("height"), info.get("width"))
+        stated = tuple(_stated_side(info.get(key)) for key in ("height", "width"))
         as_shown = annotated_as_shown(size, stated)
         if as_shown:
             problems.warn("EXIF orientation", json_path,
@@ -272,6 +272,15 @@ def _file_name(image, image_dir) -> str:
     nested = "/".join(parts[-2:])
     return nested if not os.path.exists(os.path.join(image_dir, parts[-1])) and \
         os.path.exists(os.path.join(image_dir, nested)) else parts[-1]
+
+
+def _stated_side(value):
+    """An image entry's ``height`` or ``width`` as a number, also where a tool wrote it as text
+    (``"260"``); None where it is missing or not a number (the file's own size is used)."""
+    try:
+        return _whole(value)
+    except ValueError:
+        return value if isinstance(value, float) else None
 
 
 def _whole(value) -> int:

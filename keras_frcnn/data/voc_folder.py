@@ -139,9 +139,13 @@ def _listed_ids(voc_dir, split) -> tuple:
                 if available else f"; {ALL!r} is every annotation file, e.g. {ALL}[:90%] and {ALL}[90%:]"
             raise DataError(f"{path}: split file not found (splits here: {available}{hint})" if match else
                             f"split {part.strip()!r}: not a split name or a slice of one such as trainval[:90%]")
-        with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
-            annotations_dir = voc_layout(voc_dir)[0]
-            listed = [_listed_id(annotations_dir, line.strip()) for line in f if line.strip()]
+        annotations_dir = voc_layout(voc_dir)[0]
+        try:
+            with open(path, encoding="utf-8-sig") as f:  # -sig: Windows tools start files with a BOM
+                listed = [_listed_id(annotations_dir, line.strip()) for line in f if line.strip()]
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as "
+                            "UTF-8") from None
         once = list(dict.fromkeys(listed))
         repeats += len(listed) - len(once)
         ids.extend(sliced(once, match))
