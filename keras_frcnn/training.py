@@ -238,7 +238,7 @@ def optimizer_variables(optimizer) -> dict:
 
 # What the runner writes into a run's folder (besides proposals_<stage>): a new run in the folder
 # of an earlier one starts without them.
-EARLIER_RUN_STATE = ("checkpoint", "initial_weights", "logs")
+EARLIER_RUN_STATE = ("checkpoint", "initial_weights", "logs", "options.json")
 # What train.py writes at a run's end: removed too, so that a new run's folder never shows the
 # earlier run's model beside the new run's config.json.
 EARLIER_RUN_OUTPUTS = ("model.keras", "model.partial.keras", "metrics.json", "pr_curves", "best.keras",
@@ -296,8 +296,16 @@ def any_worker(strategy, flag: bool) -> bool:
 
 def run_options(run_dir) -> dict:
     """The options the run in ``run_dir`` was last trained with (``checkpoint_minutes``,
-    ``checkpoint_every``, ``log_every``, ``eval_every``; none for a checkpoint written before they
-    were kept, or none at all)."""
+    ``checkpoint_every``, ``log_every``, ``eval_every``): its ``options.json``, written as each of
+    its processes starts (a run killed before its first checkpoint keeps them too), else its
+    checkpoint's (a run of an earlier version); none where neither holds them."""
+    try:
+        with open(os.path.join(run_dir, "options.json"), encoding="utf-8") as f:
+            options = json.load(f)
+        if isinstance(options, dict):
+            return options
+    except (OSError, ValueError):  # none, or torn by hand: the checkpoint's
+        pass
     checkpoint = TrainingCheckpoint(run_dir)
     try:
         return dict(checkpoint.state().get("options") or {}) if checkpoint.exists() else {}
@@ -321,7 +329,26 @@ class TrainingCheckpoint:
         self.keep = keep  # (a multi-worker run keeps 2: see ScheduleRunner.agree_on_checkpoint)
 
     def latest(self) -> typing.Optional[str]:
-        return tf.train.latest_checkpoint(self.dir)
+        """The newest complete checkpoint's path: the one the ``checkpoint`` list names, or, where
+        that list is gone (deleted by hand, left out of a copy), the highest-numbered whose
+        ``.index`` is written (a checkpoint is complete once its index is)."""
+        found = tf.train.latest_checkpoint(self.dir)
+        if found is not None or tf.io.gfile.exists(os.path.join(self.dir, "checkpoint")):
+            return found
+        numbers = [int(name[len("ckpt-"):-len(".index")]) for name in self._files()
+                   if name.startswith("ckpt-") and name.endswith(".index") and name[5:-6].isdigit()]
+        return os.path.join(self.dir, f"ckpt-{max(numbers)}") if numbers else None
+
+    def _files(self) -> list:
+        return sorted(os.listdir(self.dir)) if os.path.isdir(self.dir) else []
+
+    def remnants(self) -> list:
+        """The files of checkpoints that cannot be resumed from (no complete one to read: an
+        ``.index`` deleted, a ``checkpoint`` list naming a checkpoint whose index is gone); a save
+        killed half-way (``ckpt-N_temp``) is no remnant, being no checkpoint yet."""
+        if self.latest() is not None:
+            return []
+        return [name for name in self._files() if name.startswith("ckpt-") and "_temp" not in name]
 
     def exists(self) -> bool:
         return self.latest() is not None
@@ -331,9 +358,11 @@ class TrainingCheckpoint:
                    "state": tf.Variable(json.dumps(state), dtype=tf.string, trainable=False)}
         if optimizer is not None:
             objects["optimizer"] = optimizer_variables(optimizer)
-        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=self.keep)
         # A new number every time: the previous checkpoint stays whole until this one is complete.
         latest = self.latest()
+        if latest is not None and tf.train.latest_checkpoint(self.dir) is None:  # its list gone: written
+            self._list([latest])  # again, so that the manager removes it in turn
+        manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=self.keep)
         for left in glob.glob(os.path.join(glob.escape(self.dir), "ckpt-*_temp*")):  # a save killed (-9) half-way
             remove_path(left)
         number = int(latest.rsplit("-", 1)[1]) + 1 if latest else 1
@@ -369,12 +398,20 @@ class TrainingCheckpoint:
         for later in kept[place:]:
             for part in glob.glob(glob.escape(later) + ".*"):
                 remove_path(part)
-        tf.compat.v1.train.update_checkpoint_state(self.dir, path, all_model_checkpoint_paths=kept[:place])
+        self._list(kept[:place])
         write_atomically(os.path.join(self.dir, "state.json"),
                          json.dumps({**self.state(path), "checkpoint": os.path.basename(path)}, indent=2))
 
     def remove(self):
         remove_path(self.dir)
+
+    def _list(self, paths):
+        """Write the ``checkpoint`` list: ``paths``, the last the newest. Each with its time of writing
+        (a checkpoint listed without one counts as kept for good: a manager never removes it)."""
+        times = [os.path.getmtime(path + ".index") for path in paths]
+        tf.compat.v1.train.update_checkpoint_state(self.dir, paths[-1], all_model_checkpoint_paths=paths,
+                                                   all_model_checkpoint_timestamps=times,
+                                                   last_preserved_timestamp=min(times) - 1)
 
     def _unreadable(self, error) -> DataError:
         message = getattr(error, "message", None) or str(error)
@@ -619,11 +656,15 @@ class ScheduleRunner:
     def state_of(self, stage=None, step=0, position=0, evaluated=None, put_off=None) -> dict:
         return {"completed": list(self.completed), "stage": stage, "step": int(step),
                 "position": int(position), "evaluated": evaluated, "put_off_evaluation": put_off,
-                "options": {"checkpoint_minutes": self.checkpoint_minutes, "checkpoint_every": self.checkpoint_every,
-                            "log_every": self.log_every, "eval_every": self.eval_every},
+                "options": self.options(),
                 "stage_seconds": {name: round(seconds, 1) for name, seconds in self.seconds_so_far().items()},
                 "data": {"name": self.source.name, "identity": self.source.identity,
                          "num_examples": self.source.num_examples, "class_names": list(self.source.class_names)}}
+
+    def options(self) -> dict:
+        """The run's own options (train.py's, kept by a resume: see :func:`run_options`)."""
+        return {"checkpoint_minutes": self.checkpoint_minutes, "checkpoint_every": self.checkpoint_every,
+                "log_every": self.log_every, "eval_every": self.eval_every}
 
     def seconds_so_far(self) -> dict:
         """Seconds spent in each stage, across the processes of a resumed run: the stage running now
@@ -737,9 +778,18 @@ class ScheduleRunner:
                 self.log(f"   TensorBoard logs rewound to the checkpoint: {dropped} events written after it "
                          f"dropped" + (f", the logs of {', '.join(removed)} removed" if removed else ""))
         else:
+            left = self.checkpoint.remnants() if resume else []
+            if left:  # (starting over would remove them: the run's training lost)
+                raise DataError(
+                    f"{self.checkpoint.dir}: the checkpoint cannot be read ({', '.join(left[:4])}"
+                    f"{' ...' if len(left) > 4 else ''} without a complete checkpoint: its .index file or the "
+                    f"checkpoint list is missing); restore its files, or delete {self.checkpoint.dir} to train "
+                    "from the beginning")
             if resume:
                 self.log(f"no checkpoint in {self.run_dir}: starting from the beginning")
             self._clear_earlier_run()
+        # The options this process trains with: a resume keeps them, checkpoint written or not.
+        write_atomically(self._path("options.json"), json.dumps(self.options(), indent=2))
         self.started, self.ready = state, True
         return state
 

@@ -344,11 +344,11 @@ def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp
     cfg = dataclasses.replace(cfg, train=cfg.train.with_steps(4))  # as train.py --steps 4
     (tmp_path / "config.json").write_text(cfg.to_json())
 
-    def runner():
+    def runner(stop_after_steps=2):
         keras.utils.set_random_seed(0)
         return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path),
                               checkpoint_every=2, log_every=2, verbose=0, log=lambda *a: None,
-                              stop_after_steps=2)
+                              stop_after_steps=stop_after_steps)
 
     assert not runner().run()
     assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
@@ -366,6 +366,41 @@ def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp
     assert unfinished_run(str(tmp_path)) is None
     assert not runner().run()  # a new run: the unreadable checkpoint replaced by its own
     assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
+    # Its .index deleted: resuming stops, naming the files left, and removes none of them (it
+    # started over, removing the data file the index could still be restored beside).
+    folder = tmp_path / "checkpoint"
+    (index,) = folder.glob("ckpt-*.index")
+    kept = index.read_bytes()
+    index.unlink()
+    files = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(DataError, match=r"ckpt-\d+\.data-00000-of-00001 without a complete checkpoint"):
+        runner().run(resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == files
+    # Its index back, the checkpoint list deleted instead: the newest complete checkpoint is the one
+    # to resume from (it was "no checkpoint": a resume started over), and the list is written again
+    # so that the next save removes it in turn.
+    index.write_bytes(kept)
+    (folder / "checkpoint").unlink()
+    assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
+    assert runner(stop_after_steps=None).run(resume=True)
+    assert TrainingCheckpoint(str(tmp_path)).state()["completed"] == ["joint"]
+    assert not (folder / index.name).exists() and len(list(folder.glob("ckpt-*.index"))) == 1
+
+
+def test_the_run_s_options_are_kept_from_its_start_before_any_checkpoint(source, tmp_path):
+    """train.py --resume takes the run's own --checkpoint-every, --log-every, --eval-every and
+    --checkpoint-minutes (``run_options``): a run killed before its first checkpoint kept none of
+    them (they were in the checkpoint only); they are written as the run starts."""
+    from keras_frcnn.training import run_options
+
+    cfg = joint_config()
+    runner = ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(tmp_path), checkpoint_every=3,
+                            checkpoint_minutes=2.5, log_every=1, eval_every=2, evaluator=lambda *a: None, verbose=0,
+                            log=lambda *a: None)
+    runner.start()
+    assert not TrainingCheckpoint(str(tmp_path)).exists()
+    assert run_options(str(tmp_path)) == {"checkpoint_minutes": 2.5, "checkpoint_every": 3, "log_every": 1,
+                                          "eval_every": 2}
 
 
 def test_a_file_written_atomically_is_whole_or_the_previous_one(tmp_path):
