@@ -333,3 +333,27 @@ def test_class_names_are_one_line_of_text_without_spaces_around_them(tmp_path, c
         json_path, image_dir = write_coco(tmp_path / str(len(message)), images, annotations, categories)
         with pytest.raises(DataError, match="instances.json.*" + message):
             load_coco_json(json_path, image_dir)
+
+
+def test_one_image_under_two_ids_is_one_example_of_all_its_objects(tmp_path, caplog):
+    """Files merged by hand or by tools give one image two ids, each with part of its annotations
+    (or the same ones twice): apart, each example taught the other's objects as background. Read
+    as one example of all of them, an object given twice kept once, warned and counted."""
+    categories = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+    images = [{"id": 1, "file_name": "a.jpg", "size": (60, 80)}, {"id": 2, "file_name": "b.jpg", "size": (60, 80)},
+              {"id": 7, "file_name": "a.jpg", "size": (60, 80), "image": False}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]},
+                   {"id": 2, "image_id": 2, "category_id": 2, "bbox": [5, 5, 30, 30]},
+                   {"id": 3, "image_id": 7, "category_id": 2, "bbox": [40, 20, 30, 30]},
+                   {"id": 4, "image_id": 7, "category_id": 1, "bbox": [10, 10, 20, 20]}]  # (image 1's, again)
+    json_path, image_dir = write_coco(tmp_path, images, annotations, categories)
+    with caplog.at_level(logging.WARNING):
+        source = load_coco_json(json_path, image_dir)
+    assert source.num_examples == 2 and source.num_objects == 3
+    assert source.problems["image listed twice"] == 1
+    assert "a.jpg: listed 2 times (image id 1, image id 7); read once, with every listing's objects: 2 (1 repeated " \
+           "exactly, kept once)" in caplog.text
+    first = examples(source)[0]
+    assert first["image/id"] == 1 and first["objects/label"].tolist() == [0, 1]
+    np.testing.assert_allclose(first["objects/bbox"], [[10 / 60, 10 / 80, 30 / 60, 30 / 80],
+                                                       [20 / 60, 40 / 80, 50 / 60, 70 / 80]], rtol=1e-6)

@@ -606,3 +606,21 @@ def test_a_filename_with_the_folder_it_was_annotated_in_finds_its_image(tmp_path
     source = load_voc_folder(tmp_path, "trainval")
     assert not source.problems
     assert [e["image/filename"].decode() for e in examples(source)] == ["photo 1.jpg", "p2.jpg"]
+
+
+def test_two_annotation_files_of_one_image_are_one_example(tmp_path, caplog):
+    """``000001 - Copy.xml`` beside ``000001.xml``, both naming ``000001.jpg`` (a copy made in a
+    file manager; found through its <filename>): one example of the image's objects, the copy's
+    repeats kept once and the copy's own additions kept, warned with both files named."""
+    boxes = [("cat", (10, 10, 30, 30), False)]
+    write_voc_folder(tmp_path, {"000001": {"objects": boxes}, "000002": {"objects": boxes}}, {})
+    copy = voc_xml("000001.jpg", 80, 60, boxes + [("dog", (40, 20, 70, 50), False)])
+    (tmp_path / "Annotations" / "000001 - Copy.xml").write_text(copy)
+    with caplog.at_level(logging.WARNING):
+        source = load_voc_folder(tmp_path, split=None)
+    assert source.num_examples == 2 and source.num_objects == 3
+    assert source.problems["image listed twice"] == 1
+    annotations = tmp_path / "Annotations"
+    assert (f"000001.jpg: listed 2 times ({annotations / '000001.xml'}, {annotations / '000001 - Copy.xml'}); "
+            "read once, with every listing's objects: 2 (1 repeated exactly, kept once)") in caplog.text
+    assert sorted(len(example["objects/label"]) for example in examples(source)) == [1, 2]

@@ -28,7 +28,7 @@ import typing
 
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, frame_undecided,
                                           path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
@@ -190,6 +190,7 @@ def load_coco_json(
             area=np.asarray(areas, np.float32),
         ))
 
+    records = one_record_per_image(records, problems)
     problems.summary(len(records), hint=f"are the JSON's file_name values relative to {image_dir}? "
                      "(another image folder: --coco-images)"
                      if problems.counts["bad image file"] else "")

@@ -69,7 +69,7 @@ import typing
 
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           frame_undecided, path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger
@@ -461,6 +461,7 @@ def load_csv(
             continue
         records.append(ImageRecord(path=image_path, filename=name.replace("\\", "/"), boxes=boxes, labels=labels,
                                    difficult=difficult))
+    records = one_record_per_image(records, problems)
     problems.summary(len(records), hint="give the images' folder with --csv-images"
                      if problems.counts["missing image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)

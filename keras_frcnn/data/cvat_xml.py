@@ -36,7 +36,7 @@ import os
 import defusedxml.ElementTree
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, class_name, records_to_source
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, class_name, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, frame_undecided,
                                           shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box
@@ -208,6 +208,7 @@ def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: b
         records.append(ImageRecord(path=image_path, filename=os.path.basename(name),
                                    boxes=to_stored_frame(boxes, image.orientation) if as_shown else boxes,
                                    labels=labels, difficult=difficult))
+    records = one_record_per_image(records, problems)
     problems.summary(len(records), hint=f"are the images in {os.path.join(root, 'images')}?"
                      if problems.counts["bad image file"] else "")
     return records_to_source(records, export.labels, problems.source, problems.counts, decode_images=decode_images)

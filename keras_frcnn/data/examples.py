@@ -204,6 +204,50 @@ class ImageRecord:
     difficult: np.ndarray
     image_id: int = -1
     area: typing.Optional[np.ndarray] = None  # [N] pixels of the original image; None: unknown
+    annotation: str = ""  # where its objects were read (a VOC XML file), for messages; "": the reader's file
+
+
+def one_record_per_image(records: typing.Sequence[ImageRecord], problems) -> list:
+    """``records`` with those of one image file (two COCO image ids of one file after a merge of
+    files, a VOC ``000001 - Copy.xml`` naming ``000001.jpg``, a YOLO list naming it twice) made one,
+    at the first's place: its objects are all of theirs, an object repeated exactly kept once
+    (warned, counted). Apart, each would teach the other's objects as background (and a split's
+    image listed twice is read once, as VOC's split files are)."""
+    places = {}
+    for number, record in enumerate(records):
+        places.setdefault(os.path.realpath(record.path), []).append(number)
+    merged = {}
+    for numbers in places.values():
+        if len(numbers) == 1:
+            continue
+        parts = [records[n] for n in numbers]
+        first = parts[0]
+        rows, seen = [], set()
+        for part in parts:
+            areas = part.area if part.area is not None else np.full(len(part.labels), np.nan, np.float32)
+            for box, label, difficult, area in zip(part.boxes, part.labels, part.difficult, areas):
+                key = (tuple(np.asarray(box, np.float32).tolist()), int(label))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append((box, label, difficult, area))
+        repeated = sum(len(part.labels) for part in parts) - len(rows)
+        named = [part.annotation or (f"image id {part.image_id}" if part.image_id >= 0 else "") for part in parts]
+        problems.warn("image listed twice", first.path,
+                      f"listed {len(parts)} times" + (f" ({', '.join(named)})" if all(named) else ""),
+                      f"read once, with every listing's objects: {len(rows)}"
+                      + (f" ({repeated} repeated exactly, kept once)" if repeated else ""))
+        merged[numbers[0]] = dataclasses.replace(
+            first, boxes=np.asarray([row[0] for row in rows], np.float32).reshape(-1, 4),
+            labels=np.asarray([row[1] for row in rows], np.int64),
+            difficult=np.asarray([row[2] for row in rows], np.bool_),
+            area=None if first.area is None else np.asarray([row[3] for row in rows], np.float32))
+        merged.update({n: None for n in numbers[1:]})
+    kept = []
+    for number, record in enumerate(records):
+        record = merged.get(number, record)
+        if record is not None:  # (None: merged into the first of its image)
+            kept.append(record)
+    return kept
 
 
 def decode_image(encoded):

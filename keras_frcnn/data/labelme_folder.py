@@ -36,7 +36,7 @@ import typing
 
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import IMAGE_SUFFIXES, cache_path, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, read_json
 from keras_frcnn.data.splits import beside_held_out, every_split, own_splits
@@ -254,6 +254,7 @@ def load_labelme(path, split: str = "all", skip_empty: bool = False, decode_imag
             else annotation.image
         records.append(ImageRecord(path=annotation.image, filename=os.path.relpath(name, data.path), boxes=boxes,
                                    labels=labels, difficult=difficult))
+    records = one_record_per_image(records, problems)
     problems.summary(len(records))
     return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)
 

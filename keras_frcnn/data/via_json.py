@@ -31,7 +31,7 @@ import typing
 
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box, read_json
 from keras_frcnn.data.splits import beside_held_out, every_split, own_splits
@@ -190,6 +190,7 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
             continue
         records.append(ImageRecord(path=image_path, filename=str(entry["filename"]), boxes=objects[0],
                                    labels=objects[1], difficult=np.zeros(len(objects[1]), np.bool_)))
+    records = one_record_per_image(records, problems)
     problems.summary(len(records))
     return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)
 

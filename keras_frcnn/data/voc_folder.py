@@ -34,7 +34,8 @@ import defusedxml
 import defusedxml.ElementTree
 import numpy as np
 
-from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, ImageRecord, class_name, records_to_source
+from keras_frcnn.data.examples import (DetectionSource, ImageRecord, VOC_CLASSES, class_name, one_record_per_image,
+                                      records_to_source)
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           frame_undecided, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
@@ -492,8 +493,10 @@ def load_voc_folder(
             boxes=_onto_stored_pixels(boxes, size) if as_shown else boxes,
             labels=np.asarray(labels, np.int64),
             difficult=np.asarray(difficult, np.bool_),
+            annotation=xml_path,
         ))
 
+    records = one_record_per_image(records, problems)
     problems.summary(len(records), hint=f"do {images_dir}'s files have the annotations' names?"
                      if problems.counts["missing image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,

@@ -45,7 +45,7 @@ import typing
 
 import numpy as np
 
-from keras_frcnn.data.examples import DetectionSource, ImageRecord, records_to_source
+from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import as_on_disk, check_images, path_tails, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
@@ -298,6 +298,7 @@ def load_yolo(
     if records and not labelled:
         logger.warning("%s: no image has a label file (%s for %s): every image is a negative", problems.source,
                        label_file(paths[0]), paths[0])
+    records = one_record_per_image(records, problems)
     problems.summary(len(records))
     return records_to_source(records, data.class_names, problems.source, problems.counts,
                              decode_images=decode_images)
