@@ -250,7 +250,9 @@ def test_a_voc2012_folder_trains_on_train_and_evaluates_on_val(tmp_path):
     with open(tmp_path / "ImageSets" / "Main" / "test.txt", "w") as f:
         f.write("t\n")
     assert default_splits(tmp_path) == ("train", "val")
-    with pytest.raises(DataError, match=r"split 'test': none of its 1 images has an annotation file.*e\.g\. val"):
+    with pytest.raises(DataError, match=r"split 'test': none of its 1 ids \('t'\) names an annotation file in \S+ "
+                                        r"\(whose files are a\.xml, b\.xml \.\.\.\): ids that are not the annotation "
+                                        r"files' names, or an unlabelled test set, as VOC 2012's; .*e\.g\. val"):
         load_voc_folder(tmp_path, "test")
     parser = argparse.ArgumentParser()
     add_data_args(parser)
@@ -624,3 +626,17 @@ def test_two_annotation_files_of_one_image_are_one_example(tmp_path, caplog):
     assert (f"000001.jpg: listed 2 times ({annotations / '000001.xml'}, {annotations / '000001 - Copy.xml'}); "
             "read once, with every listing's objects: 2 (1 repeated exactly, kept once)") in caplog.text
     assert sorted(len(example["objects/label"]) for example in examples(source)) == [1, 2]
+
+
+def test_split_ids_that_lost_their_leading_zeros_are_the_annotation_files_ids(tmp_path, caplog):
+    """A split file opened and saved in a spreadsheet, "1" for 000001: read as 000001 (it stopped
+    with an error about "an unlabelled test set"), warned once; an id of digits whose number names
+    no annotation file, or two (1.xml beside 000001.xml), is left as written."""
+    entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("000001", "000002", "000010", "7", "07")}
+    write_voc_folder(tmp_path, entries, {"trainval": ["1", "2", "10", "7", "000003"]})
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        source = load_voc_folder(tmp_path, "trainval")
+    assert "trainval.txt: 3 ids written without their leading zeros (e.g. 1 for 000001.xml" in caplog.text
+    assert [e["image/filename"].decode() for e in examples(source)] == ["000001.jpg", "000002.jpg", "000010.jpg",
+                                                                      "7.jpg"]
+    assert source.problems == {"missing annotation file": 1}  # (000003)

@@ -15,6 +15,16 @@ import logging
 import os
 
 logger = logging.getLogger("keras_frcnn.data")
+_said = set()  # warn_once's texts
+
+
+def warn_once(message, *args) -> None:
+    """``logger.warning``, once a process for one text: about a folder as a whole, which its splits
+    each read again (train.py reads a folder's training and evaluation splits)."""
+    text = message % args
+    if text not in _said:
+        _said.add(text)
+        logger.warning(text)
 
 # After this many messages of one kind only the summary counts them, so that a data set with
 # thousands of clipped boxes does not bury the log.

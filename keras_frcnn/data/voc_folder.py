@@ -38,7 +38,7 @@ from keras_frcnn.data.examples import (DetectionSource, ImageRecord, VOC_CLASSES
                                       records_to_source)
 from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
                                           frame_undecided, shown_size, to_stored_frame)
-from keras_frcnn.data.problems import DataError, DataProblems, logger
+from keras_frcnn.data.problems import DataError, DataProblems, logger, warn_once
 
 
 class VocObject(typing.NamedTuple):
@@ -147,6 +147,7 @@ def _listed_ids(voc_dir, split) -> tuple:
         except UnicodeDecodeError as error:
             raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as "
                             "UTF-8") from None
+        listed = _with_leading_zeros(annotations_dir, listed, path)
         once = list(dict.fromkeys(listed))
         repeats += len(listed) - len(once)
         ids.extend(sliced(once, match))
@@ -154,6 +155,27 @@ def _listed_ids(voc_dir, split) -> tuple:
 
 
 ALL = "all"  # the split of every annotation file (where no all.txt says otherwise)
+
+
+def _with_leading_zeros(annotations_dir, ids, path) -> list:
+    """``ids`` of a split file, an id of digits that names no annotation file read as the one whose
+    number it is ("1" for 000001.xml: a split file saved by a spreadsheet, which drops the zeros),
+    warned once."""
+    if not any(image_id.isdigit() for image_id in ids):
+        return ids
+    stems = {name[:-4] for name in os.listdir(annotations_dir) if name.endswith(".xml")} \
+        if os.path.isdir(annotations_dir) else set()
+    by_number = {}
+    for stem in stems:
+        if stem.isdigit():
+            by_number.setdefault(int(stem), []).append(stem)
+    restored = [by_number[int(image_id)][0] if image_id.isdigit() and image_id not in stems
+                and len(by_number.get(int(image_id), ())) == 1 else image_id for image_id in ids]
+    changed = [(a, b) for a, b in zip(ids, restored) if a != b]
+    if changed:
+        warn_once("%s: %d ids written without their leading zeros (e.g. %s for %s.xml; a file saved by a "
+                  "spreadsheet?): read as the annotation files' ids", path, len(changed), *changed[0])
+    return restored
 
 
 def _annotated_ids(voc_dir) -> list:
@@ -331,15 +353,15 @@ def _class_names(names, where) -> tuple:
     strays = sorted(n for n in names if n.lower() not in VOC_CLASSES)
     if not voc_names and len(strays) < len(names) / 2:
         # Mostly VOC names: a typo in one file would silently renumber every class.
-        logger.warning("%s: names that are not VOC classes %s make the classes the %d names found, "
-                       "sorted; pass classes=VOC_CLASSES to skip those objects instead", where, strays, len(names))
+        warn_once("%s: names that are not VOC classes %s make the classes the %d names found, "
+                  "sorted; pass classes=VOC_CLASSES to skip those objects instead", where, strays, len(names))
     by_case = {}  # (VOC names are compared in lower case already)
     for name in class_names if not voc_names else ():
         by_case.setdefault(name.lower(), []).append(name)
     for spellings in by_case.values():
         if len(spellings) > 1:  # "Tree" in some files, "tree" in others: two classes, each part of the data
-            logger.warning("%s: the class names %s differ only in case and are %d classes; fix the odd "
-                           "files to merge them", where, spellings, len(spellings))
+            warn_once("%s: the class names %s differ only in case and are %d classes; fix the odd "
+                      "files to merge them", where, spellings, len(spellings))
     return voc_names, class_names
 
 
@@ -403,10 +425,15 @@ def load_voc_folder(
         logger.warning("%s: split %r lists %d images again (in one file, or in two of its parts): each read once",
                        voc_dir, split, repeats + len(listed) - len(ids))
     if ids and not _any_annotated(voc_dir, ids):
-        # VOC 2012's test.txt: a split of unlabelled images, not len(ids) separate faults.
+        # VOC 2012's test.txt: a split of unlabelled images, not len(ids) separate faults; or ids
+        # that are not the annotation files' names (shown side by side).
+        some = _annotated_ids(voc_dir)[:2] if os.path.isdir(annotations_dir) else []
         raise DataError(f"{os.path.join(voc_dir, 'ImageSets', 'Main')}: split {split!r}: none of its {len(ids)} "
-                        f"images has an annotation file in {annotations_dir} (an unlabelled test set, as "
-                        "VOC 2012's); evaluate on a labelled split, e.g. val")
+                        f"ids ({', '.join(map(repr, ids[:2]))}{' ...' if len(ids) > 2 else ''}) names an annotation "
+                        f"file in {annotations_dir} ("
+                        + (f"whose files are {', '.join(f'{stem}.xml' for stem in some)} ...): ids that are not "
+                           "the annotation files' names, or " if some else "none there): ")
+                        + "an unlabelled test set, as VOC 2012's; evaluate on a labelled split, e.g. val")
 
     # Parse the split's annotations (warnings count here) ...
     parsed = {}
