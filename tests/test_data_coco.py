@@ -357,3 +357,16 @@ def test_one_image_under_two_ids_is_one_example_of_all_its_objects(tmp_path, cap
     assert first["image/id"] == 1 and first["objects/label"].tolist() == [0, 1]
     np.testing.assert_allclose(first["objects/bbox"], [[10 / 60, 10 / 80, 30 / 60, 30 / 80],
                                                        [20 / 60, 40 / 80, 50 / 60, 70 / 80]], rtol=1e-6)
+
+
+def test_a_file_name_in_the_other_unicode_form_is_found(tmp_path):
+    """A JSON written on Linux or Windows names "café.jpg" composed (NFC); the folder copied from
+    a Mac holds it decomposed (NFD): read as on disk, as other letter case is."""
+    import unicodedata
+
+    images = [{"id": 1, "file_name": "café.jpg", "size": (60, 80)}, {"id": 2, "file_name": "b.jpg", "size": (60, 80)}]
+    annotations = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}]
+    json_path, image_dir = write_coco(tmp_path, images, annotations, [{"id": 1, "name": "cat"}])
+    os.rename(os.path.join(image_dir, "café.jpg"), os.path.join(image_dir, unicodedata.normalize("NFD", "café.jpg")))
+    source = load_coco_json(json_path, image_dir)
+    assert source.problems == {} and source.num_examples == 2

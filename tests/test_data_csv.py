@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +86,12 @@ def test_spreadsheet_and_windows_files_open_images_columns_and_a_turned_photo(tm
     """A semicolon-delimited file with a byte-order mark and decimal commas, paths written on Windows
     in another letter case, quoted names; Open Images' columns (ImageID without a suffix, normalised XMin/XMax/YMin/YMax,
     IsGroupOf: never a positive); a phone photo whose rows give its size as shown."""
-    _images(tmp_path / "pics" / "Sub", ["One.JPG", "id42.jpg"])
+    _images(tmp_path / "pics" / "Sub", ["One.JPG", "id42.jpg", unicodedata.normalize("NFD", "Café.jpg")])
     (tmp_path / "sheet.csv").write_bytes("\ufeffImage Path;Label;X_Min;Y_Min;X_Max;Y_Max\r\n"
-                                         'pics\\sub\\one.jpg;"big, red";8,0;5;40;25,00\r\n'.encode("utf-8"))
-    objects = _objects(load_csv(tmp_path / "sheet.csv", "all", classes_file=None))
-    assert list(objects) == ["pics/sub/one.jpg"]
+                                         'pics\\sub\\one.jpg;"big, red";8,0;5;40;25,00\r\n'
+                                         'pics\\sub\\café.jpg;"big, red";8,0;5;40;25,00\r\n'.encode("utf-8"))
+    objects = _objects(load_csv(tmp_path / "sheet.csv", "all", classes_file=None))  # (café as a Mac wrote it)
+    assert list(objects) == ["pics/sub/one.jpg", "pics/sub/café.jpg"]
     np.testing.assert_allclose(objects["pics/sub/one.jpg"][0], [[0.1, 0.1, 0.5, 0.5]], atol=1e-6)
     assert load_csv(tmp_path / "sheet.csv", "all").class_names == ("big, red",)
 

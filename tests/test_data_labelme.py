@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,9 @@ def test_shapes_as_labelme_saves_them_split_folders_and_labels_txt(tmp_path):
         ("cat", "circle", [[40, 25], [40, 35]], {"difficult": True}), ("dog", "point", [[3, 3]])])
     _labelme(str(tmp_path / "train" / "b.json"), [], image_path="..\\train\\b.jpg")
     _labelme(str(tmp_path / "val" / "c.json"), [("cat", "rectangle", [[8, 5], [40, 25]])], image_path="moved.jpg")
+    # imagePath "crème.jpg" composed (NFC), the file as a Mac wrote it (NFD): found
+    write_image(str(tmp_path / "val" / unicodedata.normalize("NFD", "crème.jpg")), 50, 80, seed=4)
+    _labelme(str(tmp_path / "val" / "d.json"), [("cat", "rectangle", [[8, 5], [40, 25]])], image_path="crème.jpg")
     (tmp_path / "labels.txt").write_text("__ignore__\n_background_\ndog\ncat\n")
     assert default_splits(tmp_path) == ("train", "val")
     source = load_labelme(tmp_path, "train")
@@ -60,7 +64,7 @@ def test_shapes_as_labelme_saves_them_split_folders_and_labels_txt(tmp_path):
     np.testing.assert_allclose(objects["train/a.jpg"][0], [[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.2, 0.25],
                                                            [0.3, 0.375, 0.7, 0.625]], atol=1e-6)
     assert objects["train/a.jpg"][1:] == ([0, 1, 1], [False, False, True]) and objects["train/b.jpg"][1] == []
-    assert list(_objects(load_labelme(tmp_path, "val"))) == ["val/c.jpg"]
+    assert list(_objects(load_labelme(tmp_path, "val"))) == ["val/c.jpg", unicodedata.normalize("NFD", "val/crème.jpg")]
 
 
 def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_path, caplog):

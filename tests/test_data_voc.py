@@ -640,3 +640,19 @@ def test_split_ids_that_lost_their_leading_zeros_are_the_annotation_files_ids(tm
     assert [e["image/filename"].decode() for e in examples(source)] == ["000001.jpg", "000002.jpg", "000010.jpg",
                                                                       "7.jpg"]
     assert source.problems == {"missing annotation file": 1}  # (000003)
+
+
+def test_names_in_the_other_unicode_form_are_found(tmp_path):
+    """macOS writes file names decomposed (NFD: e and its accent), while a split file typed, or an
+    annotation written, elsewhere has the composed é (NFC): the files were reported missing."""
+    import unicodedata
+
+    nfc, nfd = "café", unicodedata.normalize("NFD", "café")
+    assert nfc != nfd
+    entries = {nfd: {"objects": [("dog", (1, 1, 9, 9), False)]}, "b": {"objects": [("dog", (1, 1, 9, 9), False)]},
+               "crème": {"objects": [("dog", (1, 1, 9, 9), False)]}}
+    write_voc_folder(tmp_path, entries, {"trainval": [nfc, "b", "crème"]})
+    images = tmp_path / "JPEGImages"
+    (images / "crème.jpg").rename(images / unicodedata.normalize("NFD", "crème.jpg"))  # (copied apart)
+    source = load_voc_folder(tmp_path, "trainval")
+    assert source.problems == {} and source.num_examples == 3

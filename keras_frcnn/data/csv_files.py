@@ -70,7 +70,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
-from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
+from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided, folded,
                                           frame_undecided, path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger
 from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
@@ -343,8 +343,9 @@ class _ImageFinder:
         return None
 
     def _resolve(self, path) -> typing.Optional[str]:
-        """``path``'s file, its folders and name matched in any letter case where not as written,
-        a name without a suffix taken as the image file of that name."""
+        """``path``'s file, its folders and name matched in any letter case or Unicode form
+        (:func:`folded`) where not as written, a name without a suffix taken as the image file of
+        that name."""
         if os.path.isfile(path):
             return path
         folder, file_name = os.path.split(path)
@@ -353,9 +354,9 @@ class _ImageFinder:
             if folder is None:
                 return None
         listing = self._listing(folder)
-        matches = listing.get(file_name.lower(), [])
+        matches = listing.get(folded(file_name), [])
         if not matches and os.path.splitext(file_name)[1].lower() not in IMAGE_SUFFIXES:
-            matches = listing.get(("stem", file_name.lower()), [])  # Open Images' ImageID
+            matches = listing.get(("stem", folded(file_name)), [])  # Open Images' ImageID
         return os.path.join(folder, matches[0]) if len(matches) == 1 else None
 
     def _resolve_folder(self, folder) -> typing.Optional[str]:
@@ -366,7 +367,7 @@ class _ImageFinder:
             parent = self._resolve_folder(parent)
             if parent is None:
                 return None
-        matches = [match for match in self._listing(parent).get(name.lower(), [])
+        matches = [match for match in self._listing(parent).get(folded(name), [])
                    if os.path.isdir(os.path.join(parent, match))]
         return os.path.join(parent, matches[0]) if len(matches) == 1 else None
 
@@ -378,10 +379,10 @@ class _ImageFinder:
             except OSError:
                 names = []
             for file_name in names:
-                listing.setdefault(file_name.lower(), []).append(file_name)
+                listing.setdefault(folded(file_name), []).append(file_name)
                 stem, suffix = os.path.splitext(file_name)
                 if suffix.lower() in IMAGE_SUFFIXES:
-                    listing.setdefault(("stem", stem.lower()), []).append(file_name)
+                    listing.setdefault(("stem", folded(stem)), []).append(file_name)
             self.listings[folder] = listing
         return self.listings[folder]
 

@@ -24,6 +24,7 @@ import re
 import struct
 import threading
 import typing
+import unicodedata
 import zlib
 
 import numpy as np
@@ -215,8 +216,9 @@ def to_stored_frame(boxes, orientation: int) -> np.ndarray:
 def as_on_disk(paths) -> tuple:
     """``paths`` with each missing file that is there as written on Windows or macOS replaced by the
     file on disk: folders parted by ``\\`` (``images\\a.jpg``), or the name in other letter case
-    (``IMG_1.jpg`` named, ``IMG_1.JPG`` on disk: those file systems ignore case) where exactly one
-    file matches; and the files so found. Each folder of a missing file is listed once."""
+    (``IMG_1.jpg`` named, ``IMG_1.JPG`` on disk: those file systems ignore case) or in the other
+    Unicode form (``é`` one character or ``e`` and its accent: macOS writes names decomposed) where
+    exactly one file matches; and the files so found. Each folder of a missing file is listed once."""
     listings, found, replaced = {}, [], []
     for path in paths:
         if not os.path.exists(path):
@@ -227,7 +229,7 @@ def as_on_disk(paths) -> tuple:
             else:
                 if folder not in listings:
                     listings[folder] = _names_in_lower_case(folder or ".")
-                matches = listings[folder].get(name.lower(), [])
+                matches = listings[folder].get(folded(name), [])
             if len(matches) == 1:
                 path = os.path.join(folder, matches[0])
                 replaced.append(path)
@@ -247,11 +249,17 @@ def path_tails(path) -> list:
     return ["/".join(parts[start:]) for start in range(1, len(parts))]
 
 
+def folded(name) -> str:
+    """A file name as Windows and macOS compare names: in lower case, accents as one character each
+    (Unicode NFC)."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
 def _names_in_lower_case(folder) -> dict:
     names = {}
     with contextlib.suppress(OSError):  # (no such folder: nothing found there)
         for entry in os.listdir(folder):
-            names.setdefault(entry.lower(), []).append(entry)
+            names.setdefault(folded(entry), []).append(entry)
     return names
 
 

@@ -37,7 +37,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
-from keras_frcnn.data.image_files import IMAGE_SUFFIXES, cache_path, check_images, shown_size, to_stored_frame
+from keras_frcnn.data.image_files import IMAGE_SUFFIXES, as_on_disk, cache_path, check_images, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, read_json
 from keras_frcnn.data.splits import beside_held_out, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
@@ -136,7 +136,8 @@ def _read(path) -> _Annotation:
         shapes.append((label, str(shape.get("shape_type") or "polygon"), shape["points"], difficult))
     written = str(data.get("imagePath") or "")
     folder = os.path.dirname(path)
-    candidates = [os.path.normpath(os.path.join(folder, written.replace("\\", "/")))] if written else []
+    # (as_on_disk: the name in other letter case or Unicode form, as written on Windows or macOS)
+    candidates = as_on_disk([os.path.normpath(os.path.join(folder, written.replace("\\", "/")))])[0] if written else []
     stem = os.path.splitext(path)[0]
     candidates += [stem + suffix for suffix in IMAGE_SUFFIXES] + [stem + suffix.upper() for suffix in IMAGE_SUFFIXES]
     image = next((candidate for candidate in candidates if os.path.isfile(candidate)), None)

@@ -29,6 +29,7 @@ import math
 import os
 import re
 import typing
+import unicodedata
 
 import defusedxml
 import defusedxml.ElementTree
@@ -36,7 +37,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import (DetectionSource, ImageRecord, VOC_CLASSES, class_name, one_record_per_image,
                                       records_to_source)
-from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided,
+from keras_frcnn.data.image_files import (IMAGE_SUFFIXES, annotated_as_shown, check_images, exif_undecided, folded,
                                           frame_undecided, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger, warn_once
 
@@ -147,7 +148,7 @@ def _listed_ids(voc_dir, split) -> tuple:
         except UnicodeDecodeError as error:
             raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); save it as "
                             "UTF-8") from None
-        listed = _with_leading_zeros(annotations_dir, listed, path)
+        listed = _as_annotated(annotations_dir, listed, path)
         once = list(dict.fromkeys(listed))
         repeats += len(listed) - len(once)
         ids.extend(sliced(once, match))
@@ -157,24 +158,37 @@ def _listed_ids(voc_dir, split) -> tuple:
 ALL = "all"  # the split of every annotation file (where no all.txt says otherwise)
 
 
-def _with_leading_zeros(annotations_dir, ids, path) -> list:
-    """``ids`` of a split file, an id of digits that names no annotation file read as the one whose
-    number it is ("1" for 000001.xml: a split file saved by a spreadsheet, which drops the zeros),
-    warned once."""
-    if not any(image_id.isdigit() for image_id in ids):
+def _as_annotated(annotations_dir, ids, path) -> list:
+    """``ids`` of a split file, an id that names no annotation file read as the one that is its
+    number ("1" for 000001.xml: a split file saved by a spreadsheet, which drops the zeros, warned
+    once) or its name in the other Unicode form (a folder written on macOS, which decomposes é
+    into e and its accent), where one file is."""
+    def number(text):
+        return int(text) if text.isascii() and text.isdigit() else None
+
+    if all(image_id.isascii() and number(image_id) is None for image_id in ids):
         return ids
     stems = {name[:-4] for name in os.listdir(annotations_dir) if name.endswith(".xml")} \
         if os.path.isdir(annotations_dir) else set()
-    by_number = {}
+    by_number, by_form = {}, {}
     for stem in stems:
-        if stem.isdigit():
-            by_number.setdefault(int(stem), []).append(stem)
-    restored = [by_number[int(image_id)][0] if image_id.isdigit() and image_id not in stems
-                and len(by_number.get(int(image_id), ())) == 1 else image_id for image_id in ids]
-    changed = [(a, b) for a, b in zip(ids, restored) if a != b]
-    if changed:
+        if number(stem) is not None:
+            by_number.setdefault(number(stem), []).append(stem)
+        by_form.setdefault(unicodedata.normalize("NFC", stem), []).append(stem)
+    restored, unpadded = [], []
+    for image_id in ids:
+        if image_id not in stems:
+            digits = number(image_id) is not None
+            same = by_number.get(number(image_id), ()) if digits else \
+                by_form.get(unicodedata.normalize("NFC", image_id), ())
+            if len(same) == 1:
+                if digits:
+                    unpadded.append((image_id, same[0]))
+                image_id = same[0]
+        restored.append(image_id)
+    if unpadded:
         warn_once("%s: %d ids written without their leading zeros (e.g. %s for %s.xml; a file saved by a "
-                  "spreadsheet?): read as the annotation files' ids", path, len(changed), *changed[0])
+                  "spreadsheet?): read as the annotation files' ids", path, len(unpadded), *unpadded[0])
     return restored
 
 
@@ -568,7 +582,7 @@ def _onto_stored_pixels(boxes, image):
 
 class _ImageIndex(typing.NamedTuple):
     by_stem: dict  # stem -> file names
-    by_lower_stem: dict  # the same in lower case (a folder made on Windows or macOS, read on Linux)
+    by_lower_stem: dict  # the same folded (image_files.folded: a folder made on Windows or macOS, read on Linux)
 
 
 def _image_index(images_dir) -> _ImageIndex:
@@ -579,7 +593,7 @@ def _image_index(images_dir) -> _ImageIndex:
             continue
         stem = os.path.splitext(name)[0]
         index.by_stem.setdefault(stem, []).append(name)
-        index.by_lower_stem.setdefault(stem.lower(), []).append(name)
+        index.by_lower_stem.setdefault(folded(stem), []).append(name)
     return index
 
 
@@ -600,6 +614,6 @@ def _find_image(images_dir, image_files: _ImageIndex, image_id, xml_filename):
     if candidates:
         return os.path.join(images_dir, candidates[0])
     # In other letter case (a folder made on Windows or macOS, read on Linux): img_1.jpg for IMG_1.
-    recased = [name for name in image_files.by_lower_stem.get(image_id.lower(), [])
+    recased = [name for name in image_files.by_lower_stem.get(folded(image_id), [])
                if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES]
     return os.path.join(images_dir, recased[0]) if len(recased) == 1 else None
