@@ -59,7 +59,7 @@ def test_coco_end_to_end(coco, caplog):
     assert [e["image/filename"].decode() for e in got] == ["a.jpg", "empty.jpg", "c.jpg", "b.jpg"]
     assert source.problems == {"unknown class": 1, "unknown image id": 1, "degenerate box": 1,
                                "box clipped": 1, "box outside the image": 1, "malformed annotation": 1,
-                               "bad image file": 2, "size mismatch": 1}
+                               "bad image file": 1, "missing image file": 1, "size mismatch": 1}
 
     a, empty, c, b = got
     np.testing.assert_array_equal(a["objects/label"], [1, 0])
@@ -185,7 +185,7 @@ def test_no_usable_image_is_one_clear_error(coco, tmp_path):
     saying so, with the first file of each problem, not a traceback deep in the pipeline."""
     json_path, _ = coco
     (tmp_path / "elsewhere").mkdir()
-    with pytest.raises(DataError, match=r"instances\.json: no usable example \(6 bad image file, e\.g\. "
+    with pytest.raises(DataError, match=r"instances\.json: no usable example \(6 missing image file, e\.g\. "
                                         r".*elsewhere/a\.jpg: image file is missing; 1 unknown image id, "
                                         r".*are the JSON's file_name values relative to .*elsewhere\?"):
         load_coco_json(json_path, tmp_path / "elsewhere")
@@ -272,7 +272,7 @@ def test_file_names_in_other_letter_case_than_on_disk_find_their_images(tmp_path
     assert "3 file_name values name their image as written on Windows or macOS" in caplog.text
     assert "1 file_name values are paths of another machine (e.g. C:\\Users\\me\\set\\IMG_0.jpg)" in caplog.text
     shutil.copy(os.path.join(images, "img_2.JPG"), os.path.join(images, "Img_2.jpg"))
-    assert load_coco_json(json_path, images).problems == {"bad image file": 1}  # two candidates: missing
+    assert load_coco_json(json_path, images).problems == {"missing image file": 1}  # two candidates: missing
 
 
 def test_a_category_grouping_the_others_without_annotations_is_no_class(tmp_path, caplog):

@@ -85,7 +85,8 @@ def test_what_cannot_be_used_is_named_and_counted_and_a_turned_photo(tmp_path, c
                                                  "height": int(r1 + 1 - r0)}, {"class": "dog"})]})
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_via(tmp_path / "via.json", "all")
-    assert source.problems == {"malformed region": 1, "no class": 1, "bad image file": 1, "EXIF orientation": 1}
+    assert source.problems == {"malformed region": 1, "no class": 1, "missing image file": 1,
+                               "EXIF orientation": 1}
     objects = _objects(source)
     assert list(objects) == ["ok.jpg", "phone.jpg"]
     np.testing.assert_allclose(objects["phone.jpg"][0], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)

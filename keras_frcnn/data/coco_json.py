@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, frame_undecided,
-                                          path_tails, shown_size, to_stored_frame)
+                                          image_problem, path_tails, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 
 
@@ -142,7 +142,7 @@ def load_coco_json(
     records = []
     for image_id, path, size in zip(order, paths, checked, strict=True):
         if isinstance(size, Exception):
-            problems.warn("bad image file", path, str(size), "image skipped")
+            problems.warn(image_problem(path), path, str(size), "image skipped")
             continue
         info = images[image_id]
         stated = tuple(_stated_side(info.get(key)) for key in ("height", "width"))
@@ -193,7 +193,7 @@ def load_coco_json(
     records = one_record_per_image(records, problems)
     problems.summary(len(records), hint=f"are the JSON's file_name values relative to {image_dir}? "
                      "(another image folder: --coco-images)"
-                     if problems.counts["bad image file"] else "")
+                     if problems.counts["missing image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,
                              decode_images=decode_images)
 

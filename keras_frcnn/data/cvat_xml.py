@@ -38,7 +38,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, class_name, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, frame_undecided,
-                                          shown_size, to_stored_frame)
+                                          image_problem, shown_size, to_stored_frame)
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
@@ -187,7 +187,7 @@ def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: b
     for (name, width, height, _, shapes, _), image_path, image in zip(listed, paths, check_images(paths),
                                                                       strict=True):
         if isinstance(image, Exception):
-            problems.warn("bad image file", image_path, str(image), "image skipped")
+            problems.warn(image_problem(image_path), image_path, str(image), "image skipped")
             continue
         here = f"{export.path}: image {name}"
         try:
@@ -210,7 +210,7 @@ def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: b
                                    labels=labels, difficult=difficult))
     records = one_record_per_image(records, problems)
     problems.summary(len(records), hint=f"are the images in {os.path.join(root, 'images')}?"
-                     if problems.counts["bad image file"] else "")
+                     if problems.counts["missing image file"] else "")
     return records_to_source(records, export.labels, problems.source, problems.counts, decode_images=decode_images)
 
 

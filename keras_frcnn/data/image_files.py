@@ -237,6 +237,12 @@ def as_on_disk(paths) -> tuple:
     return found, replaced
 
 
+def image_problem(path) -> str:
+    """How a failed check of the image file ``path`` is counted: "missing image file" where no file
+    is there (a wrong folder or name), else "bad image file"."""
+    return "bad image file" if os.path.exists(path) else "missing image file"
+
+
 def path_tails(path) -> list:
     """An absolute path as another machine wrote it (``C:\\Users\\me\\set\\a.jpg``, a notebook's
     ``/content/drive/MyDrive/set/a.jpg``) -> its last folders and name, longest first

@@ -32,7 +32,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
-from keras_frcnn.data.image_files import as_on_disk, check_images, shown_size, to_stored_frame
+from keras_frcnn.data.image_files import as_on_disk, check_images, image_problem, shown_size, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box, read_json
 from keras_frcnn.data.splits import beside_held_out, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
@@ -179,7 +179,7 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
     for (file, number, entry), image_path, image in zip(listed, paths, checked, strict=True):
         here = f"{file}: {entry['filename']}"
         if isinstance(image, Exception):
-            problems.warn("bad image file", image_path, str(image), "image skipped")
+            problems.warn(image_problem(image_path), image_path, str(image), "image skipped")
             continue
         if image.orientation != 1:
             problems.warn("EXIF orientation", image_path, f"EXIF orientation {image.orientation}: read as drawn on the "

@@ -46,7 +46,7 @@ import typing
 import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
-from keras_frcnn.data.image_files import as_on_disk, check_images, path_tails, to_stored_frame
+from keras_frcnn.data.image_files import as_on_disk, check_images, image_problem, path_tails, to_stored_frame
 from keras_frcnn.data.problems import DataError, DataProblems, logger
 from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
 
@@ -278,7 +278,7 @@ def load_yolo(
     records, labelled = [], 0
     for image_path, image in zip(paths, checked, strict=True):
         if isinstance(image, Exception):
-            problems.warn("bad image file", image_path, str(image), "image skipped")
+            problems.warn(image_problem(image_path), image_path, str(image), "image skipped")
             continue
         boxes, labels, found = _read_labels(label_file(image_path), data, problems)
         if boxes is None:
