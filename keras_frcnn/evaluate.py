@@ -196,6 +196,11 @@ def _evaluate(args):
                 _warn_if_trained_on_other_files(args.model, trained)
         elif args.split:
             cli.warn_if_not_held_out(cli.load_source(args, choice, choice.train_split, decode_images=False), source)
+    elif choice.kind in cli.FOLDER_KINDS and choice.kind == cfg.dataset and cfg.data_paths \
+            and os.path.abspath(choice.name) == cfg.data_paths[0]:
+        # The run's own files named again (--voc-dir of its folder with --split trainval, the
+        # --coco-json it trained on): its training split read from them, as the run read it.
+        cli.warn_if_not_held_out(cli.load_source(args, choice, cfg.train_split or None, decode_images=False), source)
     result, summary = evaluate(model, source, args.batch_size, coco=choice.coco, plot_dir=args.plots)
     print(metrics.format_table(result))
     print(headline(summary))

@@ -228,6 +228,9 @@ def test_evaluate_says_so_when_files_added_since_training_move_its_held_out_slic
     capsys.readouterr()
     assert evaluate_main(["--model", model]) == 0
     assert "is not the files the model was trained on" not in capsys.readouterr().err
+    # The run's file named again, with a split of its training images: said so too.
+    assert evaluate_main(["--model", model, "--csv", str(tmp_path / "set" / "ann.csv"), "--split", "all"]) == 0
+    assert "warning: 4 of the 5 evaluation images are training images too" in capsys.readouterr().err
     _images(tmp_path / "set", ["im5.jpg", "im6.jpg"], size=(96, 128))
     with open(tmp_path / "set" / "ann.csv", "a") as f:
         f.write("im5.jpg,128,96,a,10,10,50,50\nim6.jpg,128,96,a,20,20,60,60\n")
