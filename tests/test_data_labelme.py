@@ -65,6 +65,13 @@ def test_shapes_as_labelme_saves_them_split_folders_and_labels_txt(tmp_path):
                                                            [0.3, 0.375, 0.7, 0.625]], atol=1e-6)
     assert objects["train/a.jpg"][1:] == ([0, 1, 1], [False, False, True]) and objects["train/b.jpg"][1] == []
     assert list(_objects(load_labelme(tmp_path, "val"))) == ["val/c.jpg", unicodedata.normalize("NFD", "val/crème.jpg")]
+    # A copy of a file beside it ("a - Copy.json", naming a.jpg): one example of both files' objects.
+    _labelme(str(tmp_path / "train" / "a - Copy.json"), [("dog", "rectangle", [[40, 25], [8, 5]]),
+                                                        ("dog", "rectangle", [[60, 30], [70, 40]])], image_path="a.jpg")
+    source = load_labelme(tmp_path, "train")
+    assert source.problems == {"not an object": 1, "image listed twice": 1} and len(_objects(source)) == 2
+    # (the copy first, in name order; its first rectangle a.json's, kept once)
+    assert _objects(source)["train/a.jpg"][1] == [0, 0, 1, 1]
 
 
 def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_path, caplog):

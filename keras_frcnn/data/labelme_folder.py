@@ -254,7 +254,7 @@ def load_labelme(path, split: str = "all", skip_empty: bool = False, decode_imag
         name = os.path.splitext(file)[0] + os.path.splitext(annotation.image)[1] if annotation.embedded \
             else annotation.image
         records.append(ImageRecord(path=annotation.image, filename=os.path.relpath(name, data.path), boxes=boxes,
-                                   labels=labels, difficult=difficult))
+                                   labels=labels, difficult=difficult, annotation=file))
     records = one_record_per_image(records, problems)
     problems.summary(len(records))
     return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)
