@@ -228,6 +228,7 @@ class RuntimeModel:
         self.format = fmt or format_of(self.path)
         opener = {"onnx": self._open_onnx, "openvino": self._open_openvino,
                   "litert": self._open_litert, "saved_model": self._open_saved_model}[self.format]
+        self.labels_file = None  # where the class names were read, where a file of their own holds them
         with _runtime_needed(self.format):
             self._run, names = opener(threads)
         self.class_names = names if isinstance(names, _NamesSeen) else tuple(names)
@@ -268,7 +269,8 @@ class RuntimeModel:
 
         interpreter = Interpreter(model_path=self.path, num_threads=threads)
         runner = interpreter.get_signature_runner("serving_default")
-        with open(labels_path(self.path)) as f:
+        self.labels_file = labels_path(self.path)
+        with open(self.labels_file, encoding="utf-8") as f:
             names = [line.rstrip("\n") for line in f if line.strip()]
 
         def run(images):
@@ -293,6 +295,7 @@ class RuntimeModel:
                     names[int(cls) - 1] = name.decode()
             return out
         if os.path.isfile(labels):
+            self.labels_file = labels
             with open(labels, encoding="utf-8") as f:
                 return run, tuple(line.rstrip("\n") for line in f)
         return run, _NamesSeen(names)
@@ -310,6 +313,12 @@ class RuntimeModel:
         count = out["num_detections"].astype(np.int32)
         labels = out["detection_classes"].astype(np.int32) - 1
         valid = np.arange(labels.shape[1])[None, :] < count[:, None]
+        highest = int(labels[valid].max(initial=-1))
+        if self.labels_file and highest >= len(self.class_names):  # (a file edited, or of another export)
+            from keras_frcnn.data.problems import DataError
+
+            raise DataError(f"{self.labels_file}: {len(self.class_names)} class names, but the model detects class "
+                            f"{highest + 1}: not this model's labels file (export the model again)")
         return {"boxes": out["detection_boxes"] * np.array([h, w, h, w], np.float32),
                 "confidence": out["detection_scores"], "labels": np.where(valid, labels, -1),
                 "num_detections": count}

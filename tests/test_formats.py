@@ -169,6 +169,21 @@ def test_export_runs_in_its_runtime_without_keras_frcnn(request, kind, fmt):
     check_runtime(request.getfixturevalue(KINDS[kind]), fmt)
 
 
+def test_a_labels_file_shorter_than_the_model_s_classes_is_named(trained, tmp_path):
+    """LiteRT's labels file beside the model (a SavedModel's assets.extra/labels.txt alike) with
+    fewer names than the classes it detects (edited, or another export's): an error naming the
+    file, not predict's IndexError traceback."""
+    from keras_frcnn.data import DataError
+
+    path = shutil.copy(export(trained, "litert"), tmp_path / "m.tflite")
+    (tmp_path / "m.labels.txt").write_text("")
+    runtime = formats.RuntimeModel(path)
+    assert runtime.labels_file == str(tmp_path / "m.labels.txt")
+    with pytest.raises(DataError, match=r"m\.labels\.txt: 0 class names, but the model detects class \d: not this "
+                                        r"model's labels file"):
+        runtime(np.stack(trained.images[:1]))
+
+
 def check_runtime(trained, fmt, every_image_detects=True):
     """``fmt``'s artifact of ``trained`` (``with_images``), run by its runtime in a process
     without keras_frcnn or Keras, gives the Keras model's detections (``every_image_detects``:
