@@ -173,6 +173,23 @@ def load_model(path):
 # --- data sources -------------------------------------------------------------------------------
 
 
+def make_folder(option: str, folder: str):
+    """``folder`` made (with its parents) for ``option`` (e.g. "--plots runs/x/plots"), before the
+    work whose output it takes: a ``UsageError`` naming what is in the way (a file on its path, no
+    permission to write)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = folder
+        while blocking and not os.path.exists(blocking):
+            blocking = os.path.dirname(blocking)
+        raise UsageError(f"{option}: {blocking or folder} is a file, not a folder") from None
+    except PermissionError:
+        raise UsageError(f"{option}: {folder} cannot be made (permission denied)") from None
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option}: {folder} cannot be written to")
+
+
 def require_positive(parser: argparse.ArgumentParser, args, *flags):
     """Stop with argparse's usage error if any of ``flags`` (dest names) was given and is <= 0."""
     for flag in flags:

@@ -163,10 +163,9 @@ def _evaluate(args):
         if os.path.isdir(args.out):
             raise cli.UsageError(f"--out {args.out}: a folder; give the metrics file's name, e.g. "
                                  f"{os.path.join(args.out, 'metrics.json')}")
-        folder = os.path.dirname(args.out) or "."
-        os.makedirs(folder, exist_ok=True)
-        if not os.access(folder, os.W_OK):
-            raise cli.UsageError(f"--out {args.out}: {folder} cannot be written to")
+        cli.make_folder(f"--out {args.out}", os.path.dirname(args.out) or ".")
+    if args.plots:
+        cli.make_folder(f"--plots {args.plots}", args.plots)
     model = cli.load_model(args.model)
     if args.min_side:
         model = model.at_scale(args.min_side, args.max_side)

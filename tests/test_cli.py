@@ -474,6 +474,11 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
         with pytest.raises(SystemExit) as stop:
             call()
         assert stop.value.code == 2 and message.strip() in capsys.readouterr().err, message
+    # evaluate's output folders, made before the model is read and the images detected (--plots was
+    # made after the whole evaluation, which was lost; --out said "File exists").
+    for flag, value in (("--plots", a_file / "plots"), ("--out", a_file / "m.json")):
+        assert evaluate_main(["--model", str(tmp_path / "none.keras"), flag, str(value)]) == 2
+        assert f"error: {flag} {value}: {a_file} is a file, not a folder\n" in capsys.readouterr().err
     for seed in ("-1", str(2**32)):  # named by the option typed, not only the config field
         with pytest.raises(ConfigError, match=rf"^--seed {seed}: config field train.seed must be an int in \[0, 2\*\*32\)"):
             train.build_config(train.parse_args(["--seed", seed]))
