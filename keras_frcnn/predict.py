@@ -42,23 +42,53 @@ from keras_frcnn import cli
 
 
 def image_paths(paths, warn=None) -> list:
-    """``paths`` with each folder replaced by its image files, sorted by name; ``warn`` (a
-    function of one line) is told of a folder's image files of formats TensorFlow does not
-    decode (TIFF, HEIC, ...), which are left out."""
+    """``paths`` with each folder replaced by its image files, sorted by name (not its subfolders'),
+    a file given twice once; ``warn`` (a function of one line) is told of what a folder holds that
+    is left out: image files of formats TensorFlow does not decode (TIFF, HEIC, ...), links to
+    no file, subfolders of images."""
     from keras_frcnn.data.image_files import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES
 
+    warn = warn or (lambda message: None)
     found = []
     for path in paths:
-        if os.path.isdir(path):
-            names = [name for name in os.listdir(path) if os.path.isfile(os.path.join(path, name))]
-            found += sorted(os.path.join(path, name) for name in names if name.lower().endswith(IMAGE_SUFFIXES))
-            others = [name for name in names if name.lower().endswith(OTHER_IMAGE_SUFFIXES)]
-            if others and warn is not None:
-                warn(f"warning: {path}: {len(others)} image file(s) of formats TensorFlow does not decode left out "
-                     f"(e.g. {sorted(others)[0]}): convert them to JPEG or PNG")
-        else:
+        if not os.path.isdir(path):
             found.append(path)
-    return found
+            continue
+        entries = sorted(os.listdir(path))
+        names = [name for name in entries if os.path.isfile(os.path.join(path, name))]
+        found += [os.path.join(path, name) for name in names if name.lower().endswith(IMAGE_SUFFIXES)]
+        others = [name for name in names if name.lower().endswith(OTHER_IMAGE_SUFFIXES)]
+        if others:
+            warn(f"warning: {path}: {len(others)} image file(s) of formats TensorFlow does not decode left out "
+                 f"(e.g. {others[0]}): convert them to JPEG or PNG")
+        dangling = [name for name in entries if name.lower().endswith(IMAGE_SUFFIXES)
+                    and os.path.islink(os.path.join(path, name)) and not os.path.exists(os.path.join(path, name))]
+        if dangling:
+            warn(f"warning: {path}: {len(dangling)} link(s) to no file left out (e.g. {dangling[0]})")
+        folders = [name for name in entries if not name.startswith(".") and os.path.isdir(os.path.join(path, name))
+                   and _holds_images(os.path.join(path, name))]
+        if folders:
+            warn(f"warning: {path}: {len(folders)} subfolder(s) of images not read (e.g. {folders[0]}/): give "
+                 "them too to detect in them")
+    seen, once = set(), []
+    for path in found:
+        key = os.path.realpath(path) if os.path.exists(path) else path
+        if key not in seen:
+            seen.add(key)
+            once.append(path)
+    if len(once) < len(found):
+        warn(f"warning: {len(found) - len(once)} image file(s) given twice (as themselves or in a folder given): "
+             "each read once")
+    return once
+
+
+def _holds_images(folder) -> bool:
+    from keras_frcnn.data.image_files import IMAGE_SUFFIXES
+
+    try:
+        return any(name.lower().endswith(IMAGE_SUFFIXES) for name in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def read_image(path):
@@ -113,9 +143,8 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
         os.makedirs(os.path.dirname(lists), exist_ok=True)
         write_atomically(lists, "".join(f"{name}\n" for name in model.class_names))
 
-    def save_listing():
-        if listed:
-            write_atomically(os.path.join(out_dir, "detections.json"), json.dumps(listed, indent=1, ensure_ascii=False))
+    def save_listing():  # (this run's, empty too: an earlier run's listing in out_dir is not this one's)
+        write_atomically(os.path.join(out_dir, "detections.json"), json.dumps(listed, indent=1, ensure_ascii=False))
 
     try:  # (stopped by Ctrl-C, kill or an error: the images done so far are listed)
         for path in inputs:

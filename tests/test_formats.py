@@ -258,6 +258,10 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
         trained.model.class_names[label] for label in out["labels"][:len(kept)][kept]]
     assert failed == [str(folder / "broken.jpg")]
     assert len(warnings) == 1 and f"error: {folder / 'broken.jpg'}: image file is corrupt" in warnings[0]
+    # Again into that folder with only the broken image: its listing is this run's (empty), not the last one's.
+    assert predict.predict_files(trained.model, [str(folder / "broken.jpg")], str(tmp_path / "out"),
+                                 log=lambda line: None, warn=lambda line: None) == ([], [str(folder / "broken.jpg")])
+    assert json.loads((tmp_path / "out" / "detections.json").read_text()) == []
     # Drawn into the images' own folder: a.png (an input) is not written over; its drawing is a_3.png.
     before = (folder / "a.png").read_bytes()
     written, _ = predict.predict_files(trained.model, [str(folder / "a.jpg"), str(folder / "a.png")], str(folder),
@@ -269,11 +273,17 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
     # as .jfif is read.
     Image.fromarray(trained.images[0]).save(folder / "scan.tif")
     Image.fromarray(trained.images[0]).save(folder / "c.jfif", format="JPEG")
+    # So are a link to no file, the subfolder of images, and a file given again.
+    os.symlink(folder / "gone.jpg", folder / "link.jpg")
     told = []
-    assert [os.path.basename(p) for p in predict.image_paths([str(folder)], warn=told.append)] == [
+    assert [os.path.basename(p) for p in predict.image_paths([str(folder), str(folder / "a.png")],
+                                                             warn=told.append)] == [
         "a.jpg", "a.png", "broken.jpg", "c.jfif"]
     assert told == [f"warning: {folder}: 1 image file(s) of formats TensorFlow does not decode left out (e.g. "
-                    "scan.tif): convert them to JPEG or PNG"]
+                    "scan.tif): convert them to JPEG or PNG",
+                    f"warning: {folder}: 1 link(s) to no file left out (e.g. link.jpg)",
+                    f"warning: {folder}: 1 subfolder(s) of images not read (e.g. sub/): give them too to detect in "
+                    "them", "warning: 1 image file(s) given twice (as themselves or in a folder given): each read once"]
 
 
 def test_predict_an_image_only_tensorflow_refuses_fails_alone(trained, tmp_path, monkeypatch):
