@@ -159,6 +159,12 @@ def load_model(path):
                          "model is read by predict and served, not evaluated or exported again)")
     if not os.path.isfile(path):
         raise UsageError(f"--model {path}: no such file")
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # (Keras says "File not found" of a file cut short, empty or of another kind)
+        what = "an empty file" if os.path.getsize(path) == 0 else "not a zip archive"
+        raise UsageError(f"--model {path}: not a .keras model: {what} (a .keras file is one; a copy cut short, or "
+                         "another kind of file)")
     import keras
 
     import keras_frcnn  # noqa: F401  (registers the layers)

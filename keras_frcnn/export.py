@@ -349,6 +349,9 @@ def export_saved_model(model, base_path, version=None, jit_compile=False, warmup
     sees half a model. Returns the version folder's path.
     """
     base_path = os.path.abspath(os.fspath(base_path))
+    if os.path.isfile(os.path.join(base_path, "saved_model.pb")):  # (a version would be written inside a version)
+        raise FileExistsError(f"{base_path} is a SavedModel (one version of a model); give its base path, "
+                              f"{os.path.dirname(base_path)}, for the next version beside it")
     chosen = version is not None
     version = int(version) if chosen else next_version(base_path)
     if version < 1:

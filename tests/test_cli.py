@@ -399,7 +399,7 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, monkeypatch, caps
                        "nothing (trainval) has no objects to learn from (none in its 2 image(s)"),
         "evaluate": (["-m", "keras_frcnn.evaluate", "--model", str(tmp_path / "none.keras")], "none.keras"),
         "export": ([str(ROOT / "export.py"), "--model", str(not_a_model), "--out", str(tmp_path / "e")],
-                   "not a keras_frcnn .keras model"),
+                   "model.keras: not a .keras model: not a zip archive (a .keras file is one; a copy cut short"),
         "predict": (["-m", "keras_frcnn.predict", "--model", str(tmp_path / "none.keras"), str(image),
                      "--out", str(tmp_path / "p")], "none.keras: no such file"),
         "predict, no images": (["-m", "keras_frcnn.predict", "--model", str(not_a_model), str(bomb / "Annotations"),

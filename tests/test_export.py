@@ -407,6 +407,9 @@ def test_versions_are_numbered_and_never_overwritten(trained, exported):
     assert export.next_version(exported.base) == 2
     with pytest.raises(FileExistsError, match="immutable"):
         export.export_saved_model(trained.model, exported.base, version=1)
+    # A version folder given as the base path: refused (a version 1/1/ was written inside it).
+    with pytest.raises(FileExistsError, match=r"1 is a SavedModel \(one version of a model\); give its base path"):
+        export.export_saved_model(trained.model, os.path.join(exported.base, "1"))
     result = subprocess.run([sys.executable, "export.py", "--model", str(trained.root / "missing.keras"),
                              "--out", str(exported.base)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and "missing.keras" in result.stderr
