@@ -177,15 +177,16 @@ def decode_images(encoded, name=ENCODED_INPUT):
     A BMP TensorFlow would misread fails the request, ``name`` (the input) in its message."""
 
     def decode(data, index):
-        known = tf.debugging.Assert(is_image_file(data), [
-            f"{name}[", index, "]: not an image file TensorFlow decodes (JPEG, PNG, GIF, BMP, WebP): "
-            "empty, or other bytes"])
-        bmp = tf.debugging.Assert(bmp_read_right(data), [
-            f"{name}[", index, "]: a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, "
-            "which TensorFlow's decoder reads wrong: send PNG, JPEG or 24-bit BMP"])
-        still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), [
-            f"{name}[", index, "]: an animated WebP, which TensorFlow's WebP decoder is not safe on: "
-            "send one frame as PNG or JPEG"])
+        def said(text):  # one string: "name[1]: ..." (Assert prints each of its data in brackets)
+            return [tf.strings.join([f"{name}[", tf.strings.as_string(index), f"]: {text}"])]
+
+        known = tf.debugging.Assert(is_image_file(data), said(
+            "not an image file TensorFlow decodes (JPEG, PNG, GIF, BMP, WebP): empty, or other bytes"))
+        bmp = tf.debugging.Assert(bmp_read_right(data), said(
+            "a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, which TensorFlow's decoder "
+            "reads wrong: send PNG, JPEG or 24-bit BMP"))
+        still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), said(
+            "an animated WebP, which TensorFlow's WebP decoder is not safe on: send one frame as PNG or JPEG"))
         with tf.control_dependencies([known, bmp, still]):
             return decode_image(data)  # (a WebP with transparency: its alpha dropped)
 

@@ -316,7 +316,7 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
         assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
     # Named: the input and the image's place in the batch (TensorFlow's decoder names neither).
     for name, place in (("random bytes", 0), ("empty string", 0), ("one bad image in a batch", 1)):
-        assert re.search(rf"encoded_image_string_tensor\[\D*{place}\D*\]: not an image file TensorFlow decodes",
+        assert re.search(rf"encoded_image_string_tensor\[{place}\]: not an image file TensorFlow decodes",
                          bad[name]["error"][1]), (name, bad[name])
     for name in ("example without image/encoded", "not an example", "example of junk bytes"):
         assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
@@ -329,9 +329,9 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     assert "height and a width" in bad["zero-height input_tensor"]["error"][1]
     for name, key in (("palette bmp", "encoded_image_string_tensor"), ("palette bmp in an example", "tf_example")):
         assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
-        assert re.search(rf"{key}\[\D*0\D*\]: a BMP with a colour palette", bad[name]["error"][1]), (name, bad[name])
+        assert re.search(rf"{key}\[0\]: a BMP with a colour palette", bad[name]["error"][1]), (name, bad[name])
     # An animated WebP (TensorFlow's decoder is not safe on some) fails its request by place.
-    assert re.search(r"encoded_image_string_tensor\[\D*1\D*\]: an animated WebP", bad["animated webp"]["error"][1])
+    assert re.search(r"encoded_image_string_tensor\[1\]: an animated WebP", bad["animated webp"]["error"][1])
     for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp",
                  "rgba webp"):
         assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])
