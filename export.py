@@ -54,6 +54,11 @@ def parse_args(argv=None):
     if args.format != "saved_model" and (os.path.isdir(args.out) or args.out.endswith(("/", os.sep))):
         parser.error(f"--out {args.out}: a folder; --format {args.format} writes one file "
                      f"(e.g. --out {os.path.join(args.out, 'model' + SUFFIXES[args.format])})")
+    other = next((fmt for fmt, suffix in SUFFIXES.items() if fmt != args.format and args.out.endswith(suffix)), None)
+    if other:  # (x.onnx.tflite written for a typo, or the format flag forgotten)
+        parser.error(f"--out {args.out}: the suffix of --format {other}; --format {args.format} writes "
+                     + (f"{os.path.splitext(args.out)[0] + SUFFIXES[args.format]}" if args.format in SUFFIXES
+                        else "a folder of versions"))
     if args.format != "saved_model":
         given = [flag for flag, on in (("--version", args.version is not None), ("--jit", args.jit),
                                        ("--no-warmup", args.no_warmup)) if on]

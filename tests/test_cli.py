@@ -452,6 +452,8 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
                                                                                       str(a_file)]),
         f"(e.g. --out {tmp_path / 'model.onnx'})": lambda: export.parse_args(["--model", "m.keras", "--format", "onnx",
                                                                               "--out", str(tmp_path)]),
+        "--out rt/x.onnx: the suffix of --format onnx; --format litert writes rt/x.tflite": lambda: export.parse_args(
+            ["--model", "m.keras", "--format", "litert", "--out", "rt/x.onnx"]),
         "--batch-size must be positive": lambda: evaluate_main(["--model", "m.keras", "--batch-size", "0"]),
         "--max-side 200 is below --min-side 256": lambda: evaluate_main(["--model", "m.keras", "--min-side", "256",
                                                                          "--max-side", "200"]),
