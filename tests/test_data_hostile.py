@@ -37,6 +37,10 @@ def test_yolo_link_loops_fifos_are_neither_walked_twice_nor_waited_on(tmp_path):
         (images / name).write_bytes(b"")
     os.symlink(".", images / "again")
     assert sorted(os.path.basename(p) for p in yolo_folder._image_files(str(images))) == ["a.jpg", "b.jpg"]
+    from keras_frcnn.data.image_files import check_image
+
+    with pytest.raises(ValueError, match=r"^image file is empty \(0 bytes"):  # (not "corrupt or unreadable")
+        check_image(str(images / "a.jpg"))
     os.mkfifo(tmp_path / "b.txt")
     problems = DataProblems("test")
     assert yolo_folder._read_labels(str(tmp_path / "b.txt"), None, problems)[0] is None

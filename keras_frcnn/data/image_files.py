@@ -61,6 +61,8 @@ def check_image(path) -> CheckedImage:
     :class:`CheckedImage`; raises ``ValueError`` saying what is wrong."""
     if not hasattr(path, "read") and not os.path.isfile(path):
         raise ValueError("image file is missing")
+    if not hasattr(path, "read") and os.path.getsize(path) == 0:
+        raise ValueError("image file is empty (0 bytes: a copy or download that did not finish?)")
     try:
         with _open_without_pillow_limit(path) as image:
             if image.format not in TF_FORMATS:
