@@ -25,7 +25,8 @@ def write_atomically(path, content, partial=None):
                 f.write(content)
     except OSError as error:
         remove_path(partial)
-        if error.filename is None and error.errno is not None:  # (Keras's and Pillow's write errors name no file)
+        # Keras's and Pillow's write errors name no file; others name the temporary one: the file asked for.
+        if error.filename in (None, partial) and error.errno is not None:
             raise OSError(error.errno, error.strerror or str(error), path) from error
         raise
     except BaseException:

@@ -422,6 +422,13 @@ def test_a_file_written_atomically_is_whole_or_the_previous_one(tmp_path):
         write_atomically(tmp_path / "model.keras", disk_full)
     assert (raised.value.errno, raised.value.filename) == (28, tmp_path / "model.keras")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
+    # An error naming the temporary file (a folder that cannot be written to): the file asked for named.
+    def denied(partial):
+        raise PermissionError(13, "Permission denied", partial)
+
+    with pytest.raises(PermissionError) as raised:
+        write_atomically(str(tmp_path / "a.png"), denied)
+    assert raised.value.filename == str(tmp_path / "a.png")
 
 
 def test_evaluations_every_n_steps_are_the_same_steps_when_a_run_is_killed_and_resumed(source, tmp_path):
