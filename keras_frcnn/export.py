@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.data.examples import decode_image
+from keras_frcnn.data.image_files import MAX_PIXELS
 from keras_frcnn.files import staging_folder
 from keras_frcnn.models import forward
 
@@ -144,6 +145,30 @@ def bmp_read_right(data):
     return tf.cond(is_bmp, judge, lambda: True)
 
 
+def stated_pixels(data):
+    """Graph code: the width x height a PNG, GIF or BMP string's header states (0 for other strings):
+    what its decoder allocates, however small the file (a decompression bomb states 50,000 x
+    50,000 in a few kB). JPEG's decoder refuses more than :data:`MAX_PIXELS` itself; WebP cannot
+    state more than 16,383 x 16,383."""
+    length = tf.cast(tf.strings.length(data), tf.int64)
+
+    def number(offset, size, big_endian=False):  # (0 past the string's end); each side capped at 2**30
+        digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, tf.minimum(tf.constant(offset, tf.int64), length),
+                                                            size), tf.uint8), tf.int64)
+        places = tf.range(tf.size(digits, tf.int64), dtype=tf.int64)
+        return tf.reduce_sum(digits * 256 ** (places[::-1] if big_endian else places))
+
+    def side(value):
+        return tf.minimum(value, 2 ** 30)
+
+    at = functools.partial(_bytes_at, data)
+    bmp_height = number(22, 4)
+    bmp_height = tf.where(bmp_height >= 2 ** 31, 2 ** 32 - bmp_height, bmp_height)  # (negative: rows top-down)
+    return tf.where(at(0, b"\x89PNG"), side(number(16, 4, True)) * side(number(20, 4, True)),
+                    tf.where(at(0, b"GIF8"), number(6, 2) * number(8, 2),
+                             tf.where(at(0, b"BM"), side(number(18, 4)) * side(bmp_height), tf.constant(0, tf.int64))))
+
+
 def _bytes_at(data, position, value):
     """Graph code: whether the string ``data`` holds ``value`` at ``position`` (False where it is
     shorter: substr fails past the end of a string, so it is looked at from within it)."""
@@ -187,7 +212,10 @@ def decode_images(encoded, name=ENCODED_INPUT):
             "reads wrong: send PNG, JPEG or 24-bit BMP"))
         still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), said(
             "an animated WebP, which TensorFlow's WebP decoder is not safe on: send one frame as PNG or JPEG"))
-        with tf.control_dependencies([known, bmp, still]):
+        small = tf.debugging.Assert(stated_pixels(data) <= MAX_PIXELS, said(
+            f"its header states over {MAX_PIXELS / 1e6:.0f} megapixels (the most read, as TensorFlow's JPEG "
+            "decoder's limit): scale it down"))
+        with tf.control_dependencies([known, bmp, still, small]):
             return decode_image(data)  # (a WebP with transparency: its alpha dropped)
 
     def one():

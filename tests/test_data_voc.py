@@ -484,8 +484,13 @@ def test_large_photos_are_read_and_those_tensorflow_cannot_decode_are_named(tmp_
     assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own setting is left as it was
     assert source.problems == {"bad image file": 1}
     assert [e["image/filename"].decode() for e in examples(source)] == ["a.jpg", "c.jpg"]
-    with pytest.raises(ValueError, match=r"100 x 80 pixels \(0 megapixels\), more than the 0 TensorFlow"):
+    with pytest.raises(ValueError, match=r"100 x 80 pixels \(0 megapixels\), more than the 0 read \(TensorFlow"):
         image_files.check_image(tmp_path / "JPEGImages" / "b.jpg")
+    # Any format: a PNG stating a huge size in a small file (a decompression bomb) is refused before
+    # Pillow allocates its pixels.
+    Image.new("RGB", (100, 80)).save(tmp_path / "bomb.png")
+    with pytest.raises(ValueError, match=r"100 x 80 pixels .*more than the 0 read"):
+        image_files.check_image(tmp_path / "bomb.png")
 
 
 def test_pngs_tensorflow_refuses_are_skipped_by_name_and_those_it_reads_are_kept(tmp_path):

@@ -92,7 +92,10 @@ CONTRACT_CHILD = textwrap.dedent(r"""
     frames[0].save(animated_webp, format="WEBP", save_all=True, append_images=frames[1:], lossless=True)
     with open(large_path, "rb") as f:
         large = f.read()
+    bomb = bytearray(png(rgb))  # a decompression bomb: a small PNG whose header states 50,000 x 50,000
+    bomb[16:24] = (50000).to_bytes(4, "big") * 2
     requests = {
+        "png bomb": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), bytes(bomb)], object)}),
         "empty string": (encoded, {"encoded_image_string_tensor": np.array([b""], object)}),
         "random bytes": (encoded, {"encoded_image_string_tensor": np.array([np.random.default_rng(0).bytes(5000)], object)}),
         "truncated jpeg": (encoded, {"encoded_image_string_tensor": np.array([jpeg[: len(jpeg) // 2]], object)}),
@@ -332,6 +335,9 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
         assert re.search(rf"{key}\[0\]: a BMP with a colour palette", bad[name]["error"][1]), (name, bad[name])
     # An animated WebP (TensorFlow's decoder is not safe on some) fails its request by place.
     assert re.search(r"encoded_image_string_tensor\[1\]: an animated WebP", bad["animated webp"]["error"][1])
+    # A PNG stating 2,500 megapixels (7.5 GB of pixels from a small file) fails its request, not the server.
+    assert re.search(r"encoded_image_string_tensor\[1\]: its header states over 179 megapixels",
+                     bad["png bomb"]["error"][1])
     for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp",
                  "rgba webp"):
         assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])
@@ -359,8 +365,10 @@ def test_warmup_requests_replay_against_the_model(contract):
         ["tf_example", "frcnn", ["tf_example"], True]]
 
 
-# serving_encoded's decoding map_fn builds a ragged batch of uint8 images: host work at the edge.
-DECODING_OPS = {"RaggedTensorToVariant", "RaggedTensorToTensor", "TensorListSetItem", "TensorListStack"}
+# serving_encoded's decoding map_fn builds a ragged batch of uint8 images, and the text of a refused
+# image's error ("encoded_image_string_tensor[1]: ..."): host work at the edge.
+DECODING_OPS = {"RaggedTensorToVariant", "RaggedTensorToTensor", "TensorListSetItem", "TensorListStack", "AsString",
+                "StringJoin"}
 
 
 def test_every_op_on_the_serving_path_has_a_gpu_kernel(exported, tmp_path):

@@ -41,8 +41,9 @@ OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dn
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: how a viewer turns the stored pixels to show them
 
 # The largest image read: tf.io.decode_jpeg refuses more than 2**29 bytes of pixels (178,956,970 RGB
-# pixels; a 200-megapixel phone photo is over it). Pillow's decompression-bomb check, which would call a
-# 108-megapixel photo a possible attack and anything over this limit corrupt, is not applied.
+# pixels; a 200-megapixel phone photo is over it), and other formats are held to it too (a
+# decompression bomb: a small file stating a huge size). Pillow's decompression-bomb check, which would
+# call a 108-megapixel photo a possible attack and anything over this limit corrupt, is not applied.
 MAX_PIXELS = 2 ** 29 // 3
 _PILLOW_LIMIT = threading.Lock()  # Image.MAX_IMAGE_PIXELS is one global: changed under this lock only
 
@@ -69,10 +70,11 @@ def check_image(path) -> CheckedImage:
                 raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}: "
                                  "convert it to JPEG or PNG")
             width, height = image.size
-            if width * height > MAX_PIXELS and image.format in ("JPEG", "MPO"):
+            if width * height > MAX_PIXELS:  # (any format: a PNG of a few kB may state 50,000 x 50,000, 7.5 GB)
                 raise ValueError(f"image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), more "
-                                 f"than the {MAX_PIXELS / 1e6:.0f} TensorFlow's JPEG decoder takes; scale it down (the "
-                                 "model shrinks it to its max_side anyway) or cut it into tiles")
+                                 f"than the {MAX_PIXELS / 1e6:.0f} read (TensorFlow's JPEG decoder's limit, kept for "
+                                 "every format); scale it down (the model shrinks it to its max_side anyway) or cut "
+                                 "it into tiles")
             if image.format == "BMP":
                 _check_bmp(path, image.mode)
             if image.format == "PNG":
