@@ -151,6 +151,8 @@ def test_records_that_cannot_be_used_are_skipped_named_and_counted(tmp_path, cap
         "1 boxes but 2 image/object/class/label values": tf_example("ids.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1, 1]),
         "class 'cow' is not in the label map": tf_example("cow.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cow"], [9]),
         "class id 2 is not in the label map": tf_example("two.jpg", [[0.1, 0.1, 0.5, 0.5]], None, [2]),
+        # A text not in the map, its id another class's (1, cat): no class (it trained as a cat, unwarned).
+        "class 'bird' is not in the label map": tf_example("bird.jpg", [[0.1, 0.1, 0.5, 0.5]], ["bird"], [1]),
         "a box with ymin > ymax": tf_example("order.jpg", [[0.5, 0.1, 0.1, 0.5]], ["cat"], [1]),
         "bad image: image file is corrupt": tf_example("broken.jpg", [[0.1, 0.1, 0.5, 0.5]], ["cat"], [1],
                                                        encoded=b"\xff\xd8\xff\xe0 not a jpeg"),

@@ -600,10 +600,12 @@ def class_map(data: TFRecordData, facts: dict) -> LabelMap:
 
 
 def _class_problem(ids, texts, by_text: dict, by_id: dict) -> str:
-    """Why a record's objects have no class as the graph finds them (its text, else its id), or ""."""
+    """Why a record's objects have no class as the graph finds them (its text where it has one, as
+    the TF Object Detection API's decoder reads it, else its id), or "". A text not in the label
+    map is no class, whatever its id says (its id is then another class's)."""
     for k in range(len(ids or texts or ())):
-        text = texts[k] if texts else None
-        if not (text is not None and text in by_text or ids is not None and ids[k] in by_id):
+        text = texts[k] if texts and texts[k] else None
+        if not (text in by_text if text is not None else ids is not None and ids[k] in by_id):
             return f"{f'class {text!r}' if text is not None else f'class id {ids[k]}'} is not in the label map"
     return ""
 
@@ -825,7 +827,7 @@ class _Reader:
 
         by_text = _lookup(per_object("image/object/class/text", ""), *self.by_text, tf.string)
         by_id = _lookup(per_object("image/object/class/label", -1), *self.by_id, tf.int64)
-        labels = tf.where(by_text >= 0, by_text, by_id)
+        labels = tf.where(tf.strings.length(per_object("image/object/class/text", "")) > 0, by_text, by_id)
         difficult = (per_object("image/object/difficult", 0) > 0) | (per_object("image/object/is_crowd", 0) > 0)
         source_id = dense["image/source_id"]
         image_id = tf.cond(tf.strings.regex_full_match(source_id, r"[0-9]{1,18}"),
