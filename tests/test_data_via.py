@@ -74,19 +74,22 @@ def test_the_balloon_layout_via_1_and_2_and_a_project_file(tmp_path):
 def test_what_cannot_be_used_is_named_and_counted_and_a_turned_photo(tmp_path, caplog):
     """A region without its points or a class (its image skipped), a missing image; a phone photo
     annotated as the browser shows it (turned), its box turned onto the stored pixels (warned)."""
-    for name in ("ok.jpg", "nopoints.jpg", "noclass.jpg"):
+    for name in ("ok.jpg", "nopoints.jpg", "noclass.jpg", "bare.jpg"):
         write_image(str(tmp_path / name), 50, 80, seed=1)
     (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "phone.jpg", 6)
     _via(tmp_path / "via.json", {"ok.jpg": [(RECT, {"class": "dog"})],
                                  "nopoints.jpg": [({"name": "polygon", "all_points_x": [1, 2]}, {"class": "dog"})],
                                  "noclass.jpg": [(RECT, {"colour": "red", "size": "big"})],
+                                 # attributes forgotten where the others have a class: not a class "object"
+                                 "bare.jpg": [(RECT, {"class": "dog"}), (POLYGON, {})],
                                  "gone.jpg": [(RECT, {"class": "dog"})],
                                  "phone.jpg": [({"name": "rect", "x": int(c0), "y": int(r0), "width": int(c1 + 1 - c0),
                                                  "height": int(r1 + 1 - r0)}, {"class": "dog"})]})
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_via(tmp_path / "via.json", "all")
-    assert source.problems == {"malformed region": 1, "no class": 1, "missing image file": 1,
+    assert source.problems == {"malformed region": 1, "no class": 2, "missing image file": 1,
                                "EXIF orientation": 1}
+    assert source.class_names == ("dog",)
     objects = _objects(source)
     assert list(objects) == ["ok.jpg", "phone.jpg"]
     np.testing.assert_allclose(objects["phone.jpg"][0], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)

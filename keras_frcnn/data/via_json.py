@@ -14,7 +14,8 @@ each with its file beside its images), or inside a VIA 2 project file (``_via_im
 ``ellipse`` the box around it (an ellipse's rotation ``theta`` taken into account); a ``point`` is no
 object (counted). The class is the region's attribute named ``class``, ``label``, ``name``, ``type``
 or ``category`` (or its only attribute), a text or the option ticked; a region without one is of
-the class ``object`` (the balloon set's regions have no attributes). Coordinates are pixels of the
+the class ``object`` where no region has any (the balloon set's); where others have a class, a
+region without one skips its image (counted). Coordinates are pixels of the
 image as VIA shows it: browsers show a photo with its EXIF orientation applied (all of them since
 2020, CSS's ``image-orientation: from-image``), so a turned or mirrored photo's boxes are turned
 onto the stored pixels TensorFlow decodes, warned (the files state no size to confirm it).
@@ -156,15 +157,19 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
     where = os.path.abspath(os.fspath(path))
     problems = DataProblems(f"VIA {where} {split}", strict=strict)
     entries = {file: _entries(file) for files in splits.values() for file in files}
-    names = set()
+    names, bare = set(), False  # bare: a region without attributes (the class "object" only where none has any)
     for file_entries in entries.values():
         for entry in file_entries:
             regions = entry.get("regions") or []
             for region in regions.values() if isinstance(regions, dict) else regions:
                 shape = region.get("shape_attributes") if isinstance(region, dict) else None
                 if isinstance(region, dict) and (shape if isinstance(shape, dict) else {}).get("name") != "point":
-                    names.add(_class_of(region.get("region_attributes")))
-    class_names = tuple(sorted(name for name in names if name))
+                    attributes = region.get("region_attributes")
+                    if isinstance(attributes, dict) and attributes:
+                        names.add(_class_of(attributes))
+                    else:
+                        bare = True
+    class_names = tuple(sorted(name for name in names if name)) or ((NO_CLASS,) if bare else ())
     if not class_names:
         raise DataError(f"{where}: no region with a class")
     label_of = {name: label for label, name in enumerate(class_names)}
@@ -215,7 +220,7 @@ def _objects(here, entry, image, label_of, problems):
             problems.warn("malformed region", where, str(error), "image skipped")
             return None
         name = _class_of(region.get("region_attributes"))
-        if name is None:
+        if name not in label_of:  # (None; or "object" of a region without attributes where others have a class)
             problems.warn("no class", where, f"region_attributes {region.get('region_attributes')} name no class "
                           f"(an attribute {' / '.join(CLASS_ATTRIBUTES)})", "image skipped")
             return None
