@@ -109,12 +109,14 @@ def test_what_cannot_be_used_is_named_and_counted_and_a_turned_photo(tmp_path, c
     image; a phone photo whose stated size is its size as shown (CVAT shows it turned): its box
     turned onto the stored pixels; a video export and a file that is not one are refused."""
     write_image(str(tmp_path / "images" / "ok.jpg"), 50, 80, seed=1)
+    write_image(str(tmp_path / "images" / "other.jpg"), 50, 80, seed=4)  # stated 160 x 100: another image's boxes?
     write_image(str(tmp_path / "images" / "nocoords.jpg"), 50, 80, seed=2)
     write_image(str(tmp_path / "images" / "nolabel.jpg"), 50, 80, seed=3)
     (tmp_path / "images" / "broken.jpg").write_bytes(b"not a jpeg")
     (height, width), (r0, c0, r1, c1) = write_turned_photo(tmp_path / "images" / "phone.jpg", 6)
     _cvat(tmp_path / "annotations.xml", [
         ("ok.jpg", 80, 50, None, [_box("car", 1, 1, 20, 20)]),
+        ("other.jpg", 160, 100, None, [_box("car", 1, 1, 20, 20)]),
         ("nocoords.jpg", 80, 50, None, ['<polygon label="car" points="" z_order="0"/>']),
         ("nolabel.jpg", 80, 50, None, [_box("", 1, 1, 20, 20)]),
         ("gone.jpg", 80, 50, None, [_box("car", 1, 1, 20, 20)]),
@@ -124,9 +126,10 @@ def test_what_cannot_be_used_is_named_and_counted_and_a_turned_photo(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
         source = load_cvat(tmp_path, "all")
     assert source.problems == {"malformed shape": 1, "no class": 1, "bad image file": 1, "missing image file": 1,
-                               "EXIF orientation": 1}
+                               "EXIF orientation": 1, "size mismatch": 1}
+    assert "image other.jpg: width x height 160 x 100 but other.jpg is 80 x 50; using the image's size" in caplog.text
     objects = _objects(source)
-    assert list(objects) == ["ok.jpg", "phone.jpg"]
+    assert list(objects) == ["ok.jpg", "other.jpg", "phone.jpg"]
     np.testing.assert_allclose(objects["phone.jpg"][0], [[10 / 60, 60 / 100, 25 / 60, 90 / 100]], atol=1e-6)
     assert f"{tmp_path / 'annotations.xml'}: image nocoords.jpg: <polygon> 0: a polygon with coordinates" in caplog.text
     (tmp_path / "video").mkdir()

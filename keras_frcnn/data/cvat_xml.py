@@ -199,6 +199,9 @@ def load_cvat(path, split: str = ALL, skip_empty: bool = False, decode_images: b
             problems.warn("EXIF orientation", here, f"width x height {stated[1]} x {stated[0]} is the image as shown "
                           f"(EXIF orientation {image.orientation}; stored {image.width} x {image.height})",
                           "boxes turned onto the stored pixels")
+        elif stated is not None and stated != tuple(image[:2]):  # (another image under this name: boxes misplaced)
+            problems.warn("size mismatch", here, f"width x height {stated[1]} x {stated[0]} but "
+                          f"{os.path.basename(image_path)} is {image.width} x {image.height}", "using the image's size")
         elif frame_undecided(image, stated):
             problems.warn("EXIF orientation", image_path, exif_undecided(image), "boxes taken as stored")
         objects = _objects(here, shapes, shown_size(image) if as_shown else image[:2], label_of, problems)
