@@ -93,3 +93,15 @@ def _plain(tmp_path):
     path = tmp_path / "plain.pbtxt"
     path.write_text(LABEL_MAP)
     return path
+
+
+def test_a_box_with_its_corners_reversed_is_named_so():
+    """A box of reversed corners (a hand edit, a negative width) was called one of "no width or
+    height"."""
+    from keras_frcnn.data.problems import DataProblems, box_in_image
+
+    problems = DataProblems("test")
+    assert box_in_image((60, 10, 20, 40), 50, 80, problems, "a.xml", "a box") is None
+    assert box_in_image((20, 10, 20, 40), 50, 80, problems, "a.xml", "a box") is None
+    assert problems.counts["degenerate box"] == 2
+    assert problems.first["degenerate box"] == "a.xml: a box has its corners the wrong way round (max below min)"

@@ -133,7 +133,8 @@ def box_in_image(box, height, width, problems: DataProblems, where, what, slack=
     clipped; both warned in ``problems`` at ``where``, ``what`` naming the box."""
     xmin, ymin, xmax, ymax = box
     if xmax <= xmin or ymax <= ymin:
-        problems.warn("degenerate box", where, f"{what} has no width or height", "object skipped")
+        problems.warn("degenerate box", where, f"{what} has its corners the wrong way round (max below min)"
+                      if xmax < xmin or ymax < ymin else f"{what} has no width or height", "object skipped")
         return None
     clipped = (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height), min(max(xmax, 0.0), width),
                min(max(ymax, 0.0), height))
