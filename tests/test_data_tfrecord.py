@@ -85,7 +85,7 @@ def test_the_layouts_the_tf_od_api_its_pipeline_config_and_roboflow_write(tmp_pa
     assert load_tfrecord(path, "train[1:]").num_examples == 2
 
 
-def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
+def test_one_file_without_a_label_map_and_splits_by_part(tmp_path, caplog):
     """A single record file (or a glob) is one split, ``all``: trained on all[:90%], tested on
     all[90%:] (under ten records: on the last one); without a label map the records' ids name the classes by their texts, ordered by
     id, or, where some object has no id, the texts sorted."""
@@ -102,6 +102,11 @@ def test_one_file_without_a_label_map_and_splits_by_part(tmp_path):
     assert read_tfrecord_data(str(tmp_path / "bare" / "*-0000*")).splits == {"train": tuple(shards[:2]),
                                                                            "val": (shards[2],)}
     assert read_tfrecord_data(str(tmp_path / "bare" / "train-*")).splits == {"all": tuple(shards[:2])}
+    # A shard of the set not there (a copy that did not finish): read without it, said so.
+    os.remove(shards[1])
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        assert read_tfrecord_data(tmp_path / "bare").splits == {"train": (shards[0],), "val": (shards[2],)}
+    assert f"split 'train' has 1 of the 2 shards of {tmp_path / 'bare' / 'train'} (missing: number 1)" in caplog.text
     source = load_tfrecord(path, "all[90%:]")
     assert not source.files & load_tfrecord(path, "all[:90%]").files  # records told apart: none shared
     assert len(source.files & load_tfrecord(path, "all[-5:]").files) == 2

@@ -72,7 +72,7 @@ import tensorflow as tf
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import (LONG_CHECK, annotated_as_shown, cache_path, check_image, connect_cache,
                                           file_key, trim_cache)
-from keras_frcnn.data.problems import DataError, DataProblems, logger
+from keras_frcnn.data.problems import DataError, DataProblems, logger, warn_once
 from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 
@@ -146,8 +146,29 @@ def read_tfrecord_data(path, label_map=None) -> TFRecordData:
     for name, files in splits.items():
         if not files:
             raise DataError(f"{path}: split {name!r} names no record file")
+        _warn_of_missing_shards(path, name, files)
     label_map = label_map or found_map or _label_map_beside(splits)
     return TFRecordData(path, splits, os.fspath(label_map) if label_map else None)
+
+
+_SHARD = re.compile(r"^(?P<stem>.*)-(?P<number>\d+)-of-(?P<count>\d+)$")
+
+
+def _warn_of_missing_shards(path, split, files):
+    """A warning where ``split``'s files are shards (``train.record-00003-of-00010``) and some of
+    their set are not there (a copy or download that did not finish): the split is read without
+    them."""
+    shards = {}
+    for file in files:
+        match = _SHARD.match(file)
+        if match:
+            shards.setdefault((match["stem"], int(match["count"])), set()).add(int(match["number"]))
+    for (stem, count), numbers in sorted(shards.items()):
+        missing = sorted(set(range(count)) - numbers)
+        if missing:
+            warn_once("%s: split %r has %d of the %d shards of %s (missing: number %s%s): read without them",
+                      path, split, count - len(missing), count, stem, ", ".join(map(str, missing[:5])),
+                      " ..." if len(missing) > 5 else "")
 
 
 # Paths go through tf.io.gfile, as TensorFlow's readers do: local ones, and gs:// (where the TF OD API's
