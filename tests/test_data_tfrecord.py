@@ -368,3 +368,26 @@ def test_a_run_trains_on_train_evaluates_on_val_and_evaluate_reads_it_again(tmp_
     assert f"on TFRecord {val} all, 3 images" in capsys.readouterr().out
     assert evaluate_main(["--model", model, "--dataset", "shapes", "--label-map", "x.pbtxt"]) == 2
     assert "--label-map goes with --tfrecord" in capsys.readouterr().err
+
+
+def test_a_pipeline_config_s_relative_paths_are_found_from_another_folder(tmp_path, monkeypatch):
+    """The TF2 Object Detection API guide's workspace: models/<name>/pipeline.config naming
+    annotations/train.record relative to the workspace, where the OD API runs. A run trained there
+    and evaluated or resumed from another folder found no record (the paths were the working
+    directory's only); the folders above the config are looked in too."""
+    from keras_frcnn.data.tfrecord_files import read_tfrecord_data
+
+    workspace = tmp_path / "workspace"
+    train = write_records(workspace / "annotations" / "train.record", [tf_example("a.jpg", [[0.1, 0.1, 0.5, 0.5]],
+                                                                                  ["cat"], [1])])
+    (workspace / "annotations" / "label_map.pbtxt").write_text(LABEL_MAP)
+    config = workspace / "models" / "m1" / "pipeline.config"
+    config.parent.mkdir(parents=True)
+    config.write_text('train_input_reader: {\n  label_map_path: "annotations/label_map.pbtxt"\n'
+                      '  tf_record_input_reader { input_path: "annotations/train.record" }\n}\n')
+    monkeypatch.chdir(workspace)  # where the OD API (and a training run) is started: as written
+    assert read_tfrecord_data(str(config)).splits == {"train": ("annotations/train.record",)}
+    monkeypatch.chdir(tmp_path)  # evaluate, or --resume, from elsewhere
+    data = read_tfrecord_data(str(config))
+    assert data.splits == {"train": (str(train),)}
+    assert data.label_map == str(workspace / "annotations" / "label_map.pbtxt")

@@ -241,6 +241,15 @@ def _is_pipeline_config(path) -> bool:
         return False
 
 
+def _folders_above(folder) -> list:
+    """The folders above a local ``folder``, nearest first."""
+    above = []
+    while os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+        above.append(folder)
+    return above
+
+
 def _read_pipeline_config(path):
     """A TF OD API ``pipeline.config`` -> (splits, label map path)."""
     from google.protobuf import text_format
@@ -251,8 +260,15 @@ def _read_pipeline_config(path):
         raise DataError(f"{path}: not a TF Object Detection API pipeline config ({error})") from None
     folder = os.path.dirname(path if "://" in path else os.path.abspath(path))
 
-    def located(name):  # as written (the TF OD API runs from its own folder), else beside the config
-        return name if "://" in name or _matching(name) else os.path.join(folder, name)
+    def located(name):
+        """As written (the TF OD API runs from its workspace), else beside the config or under a folder
+        above it (the workspace of its guide's layout, ``models/<name>/pipeline.config`` naming
+        ``annotations/train.record``: a run evaluated or resumed from another folder finds them)."""
+        if "://" in name or os.path.isabs(name) or _matching(name):
+            return name
+        above = [folder] if "://" in folder else [folder, *_folders_above(folder)]
+        return next((os.path.join(base, name) for base in above if _matching(os.path.join(base, name))),
+                    os.path.join(folder, name))
 
     def files(reader, what):
         paths = list(reader.tf_record_input_reader.input_path)
