@@ -86,7 +86,7 @@ def test_a_task_export_with_every_shape(tmp_path):
     assert load_cvat(tmp_path / "task" / "annotations.xml", "all[-1:]").num_examples == 1
 
 
-def test_a_project_export_splits_by_subset(tmp_path):
+def test_a_project_export_splits_by_subset(tmp_path, caplog):
     """A project's export: each image's subset (Train, Validation) and its images in
     images/<subset>/; train -> val; a subset of another name is a split of that name."""
     images = []
@@ -100,6 +100,11 @@ def test_a_project_export_splits_by_subset(tmp_path):
     assert [list(_objects(load_cvat(tmp_path / "project", split))) for split in ("train", "val", "default")] == [
         ["t0.jpg", "t1.jpg"], ["v0.jpg"], ["d0.jpg"]]
     assert load_cvat(tmp_path / "project", "all").num_examples == 4
+    # An image of the Train subset not there: named where the export keeps it (images/Train/), not images/.
+    (tmp_path / "project" / "images" / "Train" / "t1.jpg").unlink()
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn.data"):
+        assert load_cvat(tmp_path / "project", "train").problems == {"missing image file": 1}
+    assert f"{tmp_path / 'project' / 'images' / 'Train' / 't1.jpg'}: image file is missing" in caplog.text
     with pytest.raises(DataError, match="split 'test': not one of its splits"):
         load_cvat(tmp_path / "project", "test")
 

@@ -222,7 +222,9 @@ def _image_path(root, name, subset) -> str:
     else beside the XML file."""
     candidates = [os.path.join(root, "images", subset, name)] if subset else []
     candidates += [os.path.join(root, "images", name), os.path.join(root, name)]
-    return next((path for path in candidates if os.path.isfile(path)), candidates[-2 if len(candidates) > 1 else 0])
+    # Not there: where it belongs, named as missing (a project's subset folder where the export has one).
+    belongs = 0 if subset and os.path.isdir(os.path.join(root, "images", subset)) else -2
+    return next((path for path in candidates if os.path.isfile(path)), candidates[belongs])
 
 
 def _objects(here, shapes, size, label_of, problems):
