@@ -323,7 +323,7 @@ def test_a_new_run_in_an_earlier_runs_folder_reuses_nothing_of_it(source, tmp_pa
     assert not second.run()
     assert not marker.exists() and (tmp_path / "proposals_stage2_detector").is_dir()
     assert any("removed the earlier run's checkpoint, initial_weights, logs, metrics.json, model.keras, "
-               "proposals_stage2_detector" in line for line in logs)
+               "options.json, proposals_stage2_detector" in line for line in logs)
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "metrics.json").exists()
     assert any("proposals of the stage1_rpn RPN" in line for line in logs)  # written again
     assert not (tmp_path / "proposals_stage4_detector").exists()
