@@ -109,11 +109,14 @@ def empty_outputs(max_detections, num_rois, num_classes):
     }
 
 
-def _little_endian(data, offset, size):
-    """The unsigned ``size``-byte little-endian integer at ``offset`` of a string (int64; 0 past
-    its end)."""
-    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, offset, size), tf.uint8), tf.int64)
-    return tf.reduce_sum(digits * 256 ** tf.range(tf.size(digits, tf.int64), dtype=tf.int64))
+def _integer_at(data, offset, size, big_endian=False):
+    """The unsigned ``size``-byte integer at ``offset`` of a string, little-endian unless told
+    (int64; the bytes past its end left out, 0 for an offset past it)."""
+    length = tf.cast(tf.strings.length(data), tf.int64)
+    digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, tf.minimum(tf.constant(offset, tf.int64), length), size),
+                                      tf.uint8), tf.int64)
+    places = tf.range(tf.size(digits, tf.int64), dtype=tf.int64)
+    return tf.reduce_sum(digits * 256 ** (places[::-1] if big_endian else places))
 
 
 def bmp_read_right(data):
@@ -123,10 +126,10 @@ def bmp_read_right(data):
     for every other string (other formats are their decoders' to judge)."""
 
     def judge():
-        header_size, bits = _little_endian(data, 14, 4), _little_endian(data, 28, 2)
-        compression = _little_endian(data, 30, 4)
+        header_size, bits = _integer_at(data, 14, 4), _integer_at(data, 28, 2)
+        compression = _integer_at(data, 30, 4)
         masks = tf.strings.substr(data, 54, 12) == b"\x00\x00\xff\x00\x00\xff\x00\x00\xff\x00\x00\x00"
-        colors = _little_endian(data, 46, 4)
+        colors = _integer_at(data, 46, 4)
         colors = tf.where(colors == 0, tf.constant(256, tf.int64), tf.minimum(colors, 256))
         start = tf.minimum(14 + header_size, tf.cast(tf.strings.length(data), tf.int64))
         palette = tf.io.decode_raw(tf.strings.substr(data, start, 4 * colors), tf.uint8)
@@ -150,15 +153,9 @@ def stated_pixels(data):
     what its decoder allocates, however small the file (a decompression bomb states 50,000 x
     50,000 in a few kB). JPEG's decoder refuses more than :data:`MAX_PIXELS` itself; WebP cannot
     state more than 16,383 x 16,383."""
-    length = tf.cast(tf.strings.length(data), tf.int64)
+    number = functools.partial(_integer_at, data)
 
-    def number(offset, size, big_endian=False):  # (0 past the string's end); each side capped at 2**30
-        digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, tf.minimum(tf.constant(offset, tf.int64), length),
-                                                            size), tf.uint8), tf.int64)
-        places = tf.range(tf.size(digits, tf.int64), dtype=tf.int64)
-        return tf.reduce_sum(digits * 256 ** (places[::-1] if big_endian else places))
-
-    def side(value):
+    def side(value):  # (capped: the product stays an int64)
         return tf.minimum(value, 2 ** 30)
 
     at = functools.partial(_bytes_at, data)
