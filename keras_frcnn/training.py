@@ -105,6 +105,12 @@ def stages(cfg: Config, steps: typing.Optional[int] = None) -> list:
 JIT_COMPILE = {"auto": "auto", "on": True, "off": False}
 
 
+def layers_without_xla(model) -> list:
+    """The names of ``model``'s layers that declare ``supports_jit = False`` (Keras then trains
+    the whole model without XLA)."""
+    return [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
+
+
 def is_default_strategy(strategy) -> bool:
     """No tf.distribute strategy: TensorFlow's default one, outside any other's scope."""
     return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
@@ -913,11 +919,17 @@ class ScheduleRunner:
 
         remaining = stage.steps - step
         window = min(self.log_every, remaining)
+        jit_compile = JIT_COMPILE[cfg.train.jit_compile]
+        without_xla = layers_without_xla(self.net.view(stage.view))
+        if jit_compile is True and without_xla:  # Keras would warn of "the model", naming nothing
+            self.log(f"   --jit on: {stage.name} trains without XLA: {', '.join(without_xla)} cannot be compiled "
+                     "(RoIAlign's CropAndResize has no XLA kernel)")
+            jit_compile = False
         with self.strategy.scope():
             model = self.net.prepare(stage.view, make_optimizer(cfg, stage), base=stage.train_base,
                                      rpn_head=stage.train_rpn_head,
                                      detector_head=stage.train_detector_head,
-                                     jit_compile=JIT_COMPILE[cfg.train.jit_compile],
+                                     jit_compile=jit_compile,
                                      steps_per_execution=self._steps_per_execution(step, remaining, window))
             # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16: keep the wrapper.
             if resuming and self.checkpoint.restore_optimizer(model.optimizer):

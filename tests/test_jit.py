@@ -64,3 +64,28 @@ def test_the_inference_model_leaves_xla_off_and_the_training_views_compile():
         net.model.compile(jit_compile=True)
     assert net.model.jit_compile is False
     assert net.prepare("joint", keras.optimizers.SGD(0.01), jit_compile=True).jit_compile is True
+
+
+def test_jit_on_names_the_layers_a_stage_trains_without_xla(tmp_path, recwarn):
+    """``--jit on`` for a model that pools with RoIAlign (the shapes preset's): XLA cannot compile
+    ``CropAndResize``, and Keras only warned "Model doesn't support `jit_compile=True`". The run
+    says which stage trains without XLA and which layer keeps it out."""
+    import dataclasses
+
+    from conftest import tiny_config
+    from keras_frcnn import data
+    from keras_frcnn.models import build_models
+    from keras_frcnn.training import ScheduleRunner, layers_without_xla
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, pool_mode="align"),
+                              train=dataclasses.replace(cfg.train, schedule="joint", jit_compile="on"))
+    net = build_models(cfg, 4, weights=None)
+    assert layers_without_xla(net.view("rpn")) == []
+    assert layers_without_xla(net.view("joint")) == ["roi_pooling"]
+    source = data.load_shapes("train", data_dir=str(tmp_path / "tfds"), num_train=4, num_test=2, decode_images=False)
+    said = []
+    ScheduleRunner(net, source, cfg, str(tmp_path / "run"), steps=1, verbose=0, log=said.append).run()
+    assert "   --jit on: joint trains without XLA: roi_pooling cannot be compiled (RoIAlign's CropAndResize " \
+           "has no XLA kernel)" in said
+    assert not [w for w in recwarn if "jit_compile" in str(w.message)]
