@@ -700,9 +700,12 @@ def _load_detector(net, path):
         layers = sorted({name.rsplit("/", 1)[0] for name in left})
         log.warning("--weights %s: these layers start anew (other shapes here): %s", path, ", ".join(layers))
     new = [name for name, its in zip(net.model.class_names, columns[1:]) if its < 0]
-    if new:
-        log.warning("--weights %s: classes it does not know start anew in the class score and box layers: %s",
-                    path, ", ".join(new))
+    if len(new) == len(net.model.class_names):
+        log.warning("--weights %s: none of its classes is one of this run's %d: the class score and box layers "
+                    "start anew", path, len(new))
+    elif new:
+        log.warning("--weights %s: classes it does not know start anew in the class score and box layers: %s%s",
+                    path, ", ".join(new[:20]), f" and {len(new) - 20} more" if len(new) > 20 else "")
 
 
 def _load_vgg16(net, weights):

@@ -87,6 +87,14 @@ def test_a_trained_model_is_the_starting_point_of_another_run(tmp_path, caplog):
         np.testing.assert_array_equal(value[..., width:2 * width], given[..., 2 * width:3 * width])  # "b"
         if mine.path.endswith("kernel"):  # "new" keeps its random initialisation (biases start at 0)
             assert not np.array_equal(value[..., 2 * width:], given[..., width:2 * width])
+    # A set of other classes (120 of them): said in one line, not 120 names.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn"):
+        build_models(tiny_config(), 120, weights=path, class_names=[f"c{i}" for i in range(120)])
+        build_models(tiny_config(), 31, weights=path, class_names=["a", *(f"c{i}" for i in range(30))])
+    assert "none of its classes is one of this run's 120: the class score and box layers start anew" in caplog.text
+    assert "box layers: c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19 " \
+           "and 10 more" in caplog.text
     more = build_models(tiny_config(), 3, weights=path, class_names=["c", "a", "b"])  # another count
     score = {v.path.split("/")[-2] + "/" + v.path.split("/")[-1]: v.numpy() for v in more.model.weights}
     given = theirs[next(p for p in theirs if p.endswith("cls_score/kernel"))]
