@@ -463,12 +463,12 @@ def _train(args, held):
         test_source = None
     else:
         test_source = cli.load_test_source(args, choice)
-    if test_source is not None:  # (the same names in another order, a COCO file's other ids: matched by name)
+    if test_source is not None:  # (the names, or some of them, in any order, a COCO file's other ids: by name)
         test_source = data.in_class_order(test_source, train_source.class_names)
     if test_source is not None and tuple(test_source.class_names) != tuple(train_source.class_names):
-        raise cli.UsageError(f"the evaluation data {test_source.name} has other classes than the "
-                             f"training data {train_source.name}: {list(test_source.class_names)} vs "
-                             f"{list(train_source.class_names)}")
+        raise cli.UsageError(f"the evaluation data {test_source.name} has "
+                             f"{data.classes_differ(test_source.class_names, train_source.class_names)} "
+                             f"(the training data {train_source.name}'s classes)")
     if train_source.num_objects == 0:
         raise cli.UsageError(f"the training data {train_source.name} has no objects to learn from "
                              f"(none in its {train_source.num_examples} image(s), or only difficult / crowd "

@@ -79,14 +79,14 @@ def evaluate(model, source, batch_size=1, coco=False, plot_dir=None):
     ~1e-5 px of its number, and an overlap exactly on a threshold (or a COCO area exactly on a
     size bin's edge) may fall on either side of it."""
     from keras_frcnn import metrics
-    from keras_frcnn.data.examples import in_class_order
+    from keras_frcnn.data.examples import classes_differ, in_class_order
     from keras_frcnn.data.problems import DataError
 
     class_names = list(model.class_names)
-    source = in_class_order(source, class_names)  # (the same names in another order: matched by name)
+    source = in_class_order(source, class_names)  # (its names, or some of them, in any order: matched by name)
     if list(source.class_names) != class_names:  # labels would be read as other classes
-        raise DataError(f"{source.name} has the classes {list(source.class_names)}, the model "
-                        f"{class_names}: evaluate it on data with its classes, in its order")
+        raise DataError(f"{source.name} has {classes_differ(source.class_names, class_names)} (the model's "
+                        "classes): evaluate it on data of the model's classes, or some of them")
     detections, ground_truth, sizes = collect(model, source, batch_size)
     result = metrics.evaluate_detections(detections, ground_truth, class_names, inclusive_pixels=False)
     image = model.frcnn_config.image

@@ -126,7 +126,18 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
     assert evaluate_main(["--model", model, "--dataset", "shapes", "--shapes-images", "4,2", "--data-dir",
                           str(tmp_path / "tfds")]) == 2
     err = capsys.readouterr().err
-    assert "has the classes ['circle', 'square', 'triangle', 'cross'], the model ['square', 'wide']" in err
+    assert "has 3 class(es) not among the 2 known: circle, triangle, cross (the model's classes)" in err
+    # A held-out file listing only the categories it uses (FiftyOne's export): its classes are some
+    # of the model's, matched by name (it was refused with both lists).
+    one_class = json.loads(open(val_json).read())
+    kept = next(c["id"] for c in one_class["categories"] if c["name"] == "wide")
+    one_class["categories"] = [c for c in one_class["categories"] if c["id"] == kept]
+    one_class["annotations"] = [a for a in one_class["annotations"] if a["category_id"] == kept]
+    (tmp_path / "wide.json").write_text(json.dumps(one_class))
+    assert evaluate_main(["--model", model, "--coco-json", str(tmp_path / "wide.json"), "--coco-images", val_images,
+                          "--out", str(tmp_path / "wide_metrics.json")]) == 0
+    wide = json.loads((tmp_path / "wide_metrics.json").read_text())
+    assert wide["num_positives"] == {"square": 0, "wide": len(one_class["annotations"])} and wide["coco"]
     assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-json", more_json]) == 2
     assert "--coco-json given 2 times: evaluate one file" in capsys.readouterr().err
     written = tmp_path / "results" / "new" / "metrics.json"  # its folders made first

@@ -300,7 +300,7 @@ def test_a_file_of_the_same_categories_under_other_ids_is_read_in_the_runs_order
     """A held-out COCO file numbering the same categories otherwise (ids are a file's own): its
     labels renumbered by name for the run's order, random access and counts alike (before, it was
     refused as "other classes")."""
-    from keras_frcnn.data import in_class_order
+    from keras_frcnn.data import classes_differ, in_class_order
 
     images = [{"id": 1, "file_name": "a.jpg", "size": (40, 60)}, {"id": 2, "file_name": "b.jpg", "size": (40, 60)}]
     annotations = [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [1, 1, 20, 10], "area": 200, "iscrowd": 0},
@@ -314,6 +314,12 @@ def test_a_file_of_the_same_categories_under_other_ids_is_read_in_the_runs_order
     assert [e["objects/label"].tolist() for e in examples(ordered)] == [[0], [1, 0]]
     assert ordered.example_at(tf.constant(1, tf.int64))["objects"]["label"].numpy().tolist() == [1, 0]
     assert in_class_order(source, ("square", "round")) is source  # (other names: the caller says so)
+    # Some of a model's classes (a held-out file listing only the categories it uses): the same.
+    some = in_class_order(source, ("round", "square", "wide"))
+    assert some.class_names == ("round", "square", "wide") and some.objects_per_class == (0, 2, 1)
+    assert [e["objects/label"].tolist() for e in examples(some)] == [[1], [2, 1]]
+    assert classes_differ(("wide", "square", "extra"), ("square", "wide")) == \
+        "1 class(es) not among the 2 known: extra"
 
 
 def test_class_names_are_one_line_of_text_without_spaces_around_them(tmp_path, caplog):

@@ -20,7 +20,7 @@ Files, in the order data flows:
 from keras_frcnn.data.coco_json import load_coco_json
 from keras_frcnn.data.csv_files import load_csv
 from keras_frcnn.data.cvat_xml import load_cvat
-from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, in_class_order
+from keras_frcnn.data.examples import VOC_CLASSES, DetectionSource, classes_differ, in_class_order
 from keras_frcnn.data.labelme_folder import load_labelme
 from keras_frcnn.data.pipeline import eval_dataset, train_dataset
 from keras_frcnn.data.problems import DataError
@@ -33,8 +33,8 @@ from keras_frcnn.data.yolo_folder import load_yolo
 
 __all__ = [
     "DataError", "DetectionSource", "SHAPE_CLASSES", "Shapes", "ShapesConfig", "VOC_CLASSES",
-    "eval_dataset", "in_class_order", "load_coco_json", "load_csv", "load_cvat", "load_labelme", "load_shapes",
-    "load_tfds",
+    "classes_differ", "eval_dataset", "in_class_order", "load_coco_json", "load_csv", "load_cvat", "load_labelme",
+    "load_shapes", "load_tfds",
     "load_tfrecord",
     "load_via", "load_voc_folder", "load_yolo", "parse_voc_xml", "shapes_builder", "train_dataset",
 ]

@@ -163,11 +163,13 @@ def usable_class_names(names, where: str = "") -> tuple:
 
 
 def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
-    """``source`` with its labels numbered as ``class_names`` where it has the same names in
-    another order (a COCO file's other category ids, another export's label map): each object
-    keeps its class. Other names: ``source`` as it is (the caller says what differs)."""
+    """``source`` with its labels numbered as ``class_names`` where its names are those or some
+    of those, in any order (a COCO file's other category ids, another export's label map, a
+    held-out file listing only the categories it uses): each object keeps its class, and the
+    source's class list becomes ``class_names``. Other names: ``source`` as it is (the caller says
+    what differs: :func:`classes_differ`)."""
     names, wanted = list(source.class_names), list(class_names)
-    if names == wanted or sorted(names) != sorted(wanted) or len(set(names)) != len(names):
+    if names == wanted or not set(names) <= set(wanted) or len(set(names)) != len(names):
         return source
     table = tf.constant([wanted.index(name) for name in names], tf.int64)  # old label -> new
 
@@ -187,7 +189,18 @@ def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
         source, dataset=source.dataset.map(relabel), class_names=tuple(wanted),
         example_at=at if source.example_at is not None else None,
         shuffled_records=shuffled if source.shuffled_records is not None else None,
-        objects_per_class=tuple(counts[names.index(name)] for name in wanted) if counts is not None else None)
+        objects_per_class=tuple(counts[names.index(name)] if name in names else 0 for name in wanted)
+        if counts is not None else None)
+
+
+def classes_differ(names, wanted) -> str:
+    """What a data set's class ``names`` have that ``wanted`` (a model's, the training data's)
+    has not, for a message: \"classes ... does not know: x, y\" (or the names repeated)."""
+    unknown = [name for name in names if name not in set(wanted)]
+    if not unknown:
+        return f"its class list {list(names)} (names repeated)"
+    shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    return f"{len(unknown)} class(es) not among the {len(wanted)} known: {shown}"
 
 
 @dataclasses.dataclass
