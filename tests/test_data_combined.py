@@ -4,6 +4,7 @@
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import sys
@@ -67,7 +68,7 @@ def test_interleaving_keeps_each_sets_share_in_every_stretch():
             assert np.abs(seen - expected).max() <= 1.0, (counts, k)
 
 
-def test_sources_combine_in_order_with_random_access_and_interleaved_without(tmp_path):
+def test_sources_combine_in_order_with_random_access_and_interleaved_without(tmp_path, caplog):
     a_ids = _folder(tmp_path / "a", "a", 6, ["dog"], {"trainval": slice(None)})
     b_ids = _folder(tmp_path / "b", "b", 12, ["dog", "cat"], {"trainval": slice(None)})
     a, b = load_voc_folder(tmp_path / "a", "trainval"), load_voc_folder(tmp_path / "b", "trainval")
@@ -98,8 +99,21 @@ def test_sources_combine_in_order_with_random_access_and_interleaved_without(tmp
                   example_stream(mixed, seed=3, repeat=False, shuffle_buffer=2).take(9)]
     assert 2 <= sum("a0" in n for n in first_half) <= 4  # a third of them from a (appended: 6 of 9)
 
-    with pytest.raises(DataError, match="has other classes than"):
-        combine_sources([a, load_voc_folder(tmp_path / "b", "trainval", classes=["cat", "dog"])])
+    # Other class lists are matched by name: the first set's classes, then those only later sets
+    # have (two COCO files each listing the categories it uses); a set lacking some is warned of.
+    cat_dog = load_voc_folder(tmp_path / "b", "trainval", classes=["cat", "dog"])
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn"):
+        joined = combine_sources([a, cat_dog])
+    assert joined.class_names == VOC_CLASSES and joined.objects_per_class == both.objects_per_class
+    labels = [e["objects/label"].tolist() for e in examples(joined)]
+    assert labels == [e["objects/label"].tolist() for e in examples(both)]  # cat 7, dog 11 of VOC's
+    assert f"{cat_dog.name} has no class aeroplane, bicycle," in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn"):
+        zebra = combine_sources([cat_dog, load_voc_folder(tmp_path / "b", "trainval", classes=["zebra", "dog"])])
+    assert zebra.class_names == ("cat", "dog", "zebra") and zebra.objects_per_class == (6, 12, 0)
+    assert [e["objects/label"].tolist() for e in examples(zebra)][-2:] == [[1], []]  # dog, a cat (not read)
+    assert f"{cat_dog.name} has no class zebra of the data sets trained with it" in caplog.text
     with pytest.raises(DataError, match="other conventions"):
         combine_sources([a, dataclasses.replace(b, voc_pixel_numbers=False)])
 

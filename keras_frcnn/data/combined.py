@@ -1,7 +1,7 @@
 """Several data sets trained on as one: the paper's "07+12" (VOC 2007 trainval and VOC 2012
 trainval, tested on VOC 2007 test), or one's own data spread over several VOC folders.
 
-:func:`combine_sources` joins sources of the same classes into one :class:`DetectionSource`. The
+:func:`combine_sources` joins sources into one :class:`DetectionSource`. The
 training stream shuffles a source with random access (folder sources) over all its examples,
 whatever its size; a source without it (TFDS) is read through a shuffle buffer of a thousand
 records, so two sets simply appended would come one after the other in every pass (all of VOC
@@ -16,25 +16,34 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.data.examples import DetectionSource, fingerprint
+from keras_frcnn.data.examples import DetectionSource, fingerprint, in_class_order
 from keras_frcnn.data.pipeline import as_source
-from keras_frcnn.data.problems import DataError
+from keras_frcnn.data.problems import DataError, warn_once
 
 
 def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSource:
-    """``sources`` as one source: their examples, class names (which must be the same), problem
-    counts, object counts and image files. Examples are in the sources' order one after the
+    """``sources`` as one source: their examples, class names (matched by name: the first
+    source's, then those only later ones have, each source's images taken to show none of the
+    classes it lacks, warned), problem counts, object counts and image files. Examples are in the sources' order one after the
     other when every source has random access (``example_at`` too), else interleaved in
     proportion to their sizes (see the module docstring)."""
     sources = list(sources)
     if len(sources) == 1:
         return sources[0]
     first = sources[0]
+    # Classes by name: the first set's in its order, then those only later sets have (two COCO
+    # files each listing the categories it uses, another export's label map in another order).
+    names = list(first.class_names)
     for other in sources[1:]:
-        if tuple(other.class_names) != tuple(first.class_names):
-            raise DataError(f"{other.name} has other classes than {first.name}: "
-                            f"{list(other.class_names)} vs {list(first.class_names)}; data sets trained on "
-                            "together need the same classes in the same order")
+        names += [name for name in other.class_names if name not in names]
+    for source in sources:
+        lacking = [name for name in names if name not in source.class_names]
+        if lacking:
+            warn_once("%s has no class %s of the data sets trained with it: its images are taken to show none "
+                      "of them (where they do, these objects are taught as background)", source.name,
+                      ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else ""))
+    sources = [in_class_order(source, names) for source in sources]
+    for other in sources:
         if other.voc_pixel_numbers != first.voc_pixel_numbers:
             raise DataError(f"{other.name} and {first.name} write boxes in other conventions (VOC's "
                             "pixel numbers, COCO's continuous coordinates): train on sets of one kind")
@@ -51,7 +60,7 @@ def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSourc
         dataset, example_at = _interleaved(sources), None
     return DetectionSource(
         dataset=dataset,
-        class_names=tuple(first.class_names),
+        class_names=tuple(names),
         num_examples=int(sum(counts)),
         name=" + ".join(source.name for source in sources),
         fingerprint=fingerprint(source.identity for source in sources)

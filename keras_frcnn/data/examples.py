@@ -195,10 +195,8 @@ def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
 
 def classes_differ(names, wanted) -> str:
     """What a data set's class ``names`` have that ``wanted`` (a model's, the training data's)
-    has not, for a message: \"classes ... does not know: x, y\" (or the names repeated)."""
+    has not, for a message (a source's names are distinct: ``DetectionSource`` checks)."""
     unknown = [name for name in names if name not in set(wanted)]
-    if not unknown:
-        return f"its class list {list(names)} (names repeated)"
     shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
     return f"{len(unknown)} class(es) not among the {len(wanted)} known: {shown}"
 
