@@ -16,7 +16,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.data.examples import DetectionSource, fingerprint, in_class_order
+from keras_frcnn.data.examples import DetectionSource, fingerprint, in_class_order, some_names
 from keras_frcnn.data.pipeline import as_source
 from keras_frcnn.data.problems import DataError, warn_once
 
@@ -24,9 +24,9 @@ from keras_frcnn.data.problems import DataError, warn_once
 def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSource:
     """``sources`` as one source: their examples, class names (matched by name: the first
     source's, then those only later ones have, each source's images taken to show none of the
-    classes it lacks, warned), problem counts, object counts and image files. Examples are in the sources' order one after the
-    other when every source has random access (``example_at`` too), else interleaved in
-    proportion to their sizes (see the module docstring)."""
+    classes it lacks, warned), problem counts, object counts and image files. Examples are in
+    the sources' order one after the other when every source has random access (``example_at``
+    too), else interleaved in proportion to their sizes (see the module docstring)."""
     sources = list(sources)
     if len(sources) == 1:
         return sources[0]
@@ -41,7 +41,7 @@ def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSourc
         if lacking:
             warn_once("%s has no class %s of the data sets trained with it: its images are taken to show none "
                       "of them (where they do, these objects are taught as background)", source.name,
-                      ", ".join(lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else ""))
+                      some_names(lacking))
     sources = [in_class_order(source, names) for source in sources]
     for other in sources:
         if other.voc_pixel_numbers != first.voc_pixel_numbers:

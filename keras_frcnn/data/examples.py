@@ -197,8 +197,12 @@ def classes_differ(names, wanted) -> str:
     """What a data set's class ``names`` have that ``wanted`` (a model's, the training data's)
     has not, for a message (a source's names are distinct: ``DetectionSource`` checks)."""
     unknown = [name for name in names if name not in set(wanted)]
-    shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-    return f"{len(unknown)} class(es) not among the {len(wanted)} known: {shown}"
+    return f"{len(unknown)} class(es) not among the {len(wanted)} known: {some_names(unknown)}"
+
+
+def some_names(names, shown: int = 10) -> str:
+    """The first ``shown`` of ``names`` and how many more, for a line of output."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 @dataclasses.dataclass
