@@ -149,21 +149,32 @@ def bmp_read_right(data):
 
 
 def stated_pixels(data):
-    """Graph code: the width x height a PNG, GIF or BMP string's header states (0 for other strings):
-    what its decoder allocates, however small the file (a decompression bomb states 50,000 x
-    50,000 in a few kB). JPEG's decoder refuses more than :data:`MAX_PIXELS` itself; WebP cannot
-    state more than 16,383 x 16,383."""
+    """Graph code: the width x height a PNG, GIF, BMP or WebP string's header states (0 for other
+    strings): what its decoder allocates, however small the file (a decompression bomb states
+    50,000 x 50,000 in a few kB; a lossless WebP of 10 kB, 16,383 x 16,383: 268 megapixels).
+    JPEG's decoder refuses more than :data:`MAX_PIXELS` itself."""
     number = functools.partial(_integer_at, data)
 
     def side(value):  # (capped: the product stays an int64)
         return tf.minimum(value, 2 ** 30)
 
+    def bits(value, low, count):
+        return tf.bitwise.bitwise_and(tf.bitwise.right_shift(value, low), 2 ** count - 1)
+
     at = functools.partial(_bytes_at, data)
     bmp_height = number(22, 4)
     bmp_height = tf.where(bmp_height >= 2 ** 31, 2 ** 32 - bmp_height, bmp_height)  # (negative: rows top-down)
+    # WebP (Google's container and bitstream specifications): the extended header's canvas (24-bit
+    # sides less one), the lossless bitstream's 14-bit sides less one, the lossy frame's 14-bit sides.
+    lossless = number(21, 4)
+    webp = tf.where(at(12, b"VP8X"), (number(24, 3) + 1) * (number(27, 3) + 1),
+                    tf.where(at(12, b"VP8L"), (bits(lossless, 0, 14) + 1) * (bits(lossless, 14, 14) + 1),
+                             tf.where(at(12, b"VP8 "), bits(number(26, 2), 0, 14) * bits(number(28, 2), 0, 14),
+                                      tf.constant(0, tf.int64))))
     return tf.where(at(0, b"\x89PNG"), side(number(16, 4, True)) * side(number(20, 4, True)),
                     tf.where(at(0, b"GIF8"), number(6, 2) * number(8, 2),
-                             tf.where(at(0, b"BM"), side(number(18, 4)) * side(bmp_height), tf.constant(0, tf.int64))))
+                             tf.where(at(0, b"BM"), side(number(18, 4)) * side(bmp_height),
+                                      tf.where(at(0, b"RIFF") & at(8, b"WEBP"), webp, tf.constant(0, tf.int64)))))
 
 
 def _bytes_at(data, position, value):

@@ -94,8 +94,13 @@ CONTRACT_CHILD = textwrap.dedent(r"""
         large = f.read()
     bomb = bytearray(png(rgb))  # a decompression bomb: a small PNG whose header states 50,000 x 50,000
     bomb[16:24] = (50000).to_bytes(4, "big") * 2
+    webp_bomb = bytearray(rgba_webp.getvalue())  # a lossless WebP's header stating 16,383 x 16,383 (268 MP)
+    assert webp_bomb[12:16] == b"VP8L"
+    sides = int.from_bytes(webp_bomb[21:25], "little")
+    webp_bomb[21:25] = ((sides & ~(2 ** 28 - 1)) | 16382 | 16382 << 14).to_bytes(4, "little")
     requests = {
         "png bomb": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), bytes(bomb)], object)}),
+        "webp bomb": (encoded, {"encoded_image_string_tensor": np.array([bytes(webp_bomb)], object)}),
         "empty string": (encoded, {"encoded_image_string_tensor": np.array([b""], object)}),
         "random bytes": (encoded, {"encoded_image_string_tensor": np.array([np.random.default_rng(0).bytes(5000)], object)}),
         "truncated jpeg": (encoded, {"encoded_image_string_tensor": np.array([jpeg[: len(jpeg) // 2]], object)}),
@@ -338,6 +343,8 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     # A PNG stating 2,500 megapixels (7.5 GB of pixels from a small file) fails its request, not the server.
     assert re.search(r"encoded_image_string_tensor\[1\]: its header states over 179 megapixels",
                      bad["png bomb"]["error"][1])
+    assert re.search(r"encoded_image_string_tensor\[0\]: its header states over 179 megapixels",
+                     bad["webp bomb"]["error"][1])  # (a real one of 10 kB took 2.7 GB, three of them 14.7)
     for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp",
                  "rgba webp"):
         assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])
