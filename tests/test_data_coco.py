@@ -99,9 +99,10 @@ def test_ids_written_as_floats_or_strings_read_as_integers(coco):
     np.testing.assert_array_equal(got[2]["objects/bbox"], expected[2]["objects/bbox"])
 
 
-def test_lvis_entries_with_only_a_coco_url_find_their_images(tmp_path):
+def test_lvis_entries_with_only_a_coco_url_find_their_images(tmp_path, caplog):
     """LVIS's JSON is COCO's but its images have no ``file_name``, only a ``coco_url``: the URL's
-    file, in the image folder or in its COCO folder (train2017/) there."""
+    file, in the image folder or in its COCO folder (train2017/) there. Its federated lists are
+    not read, and that is said (evaluation is COCO's)."""
     (tmp_path / "images" / "train2017").mkdir(parents=True)
     images = [{"id": 1, "file_name": "000000000001.jpg", "size": (40, 60)},
               {"id": 2, "file_name": "train2017/000000000002.jpg", "size": (50, 30)}]
@@ -112,6 +113,7 @@ def test_lvis_entries_with_only_a_coco_url_find_their_images(tmp_path):
     for entry, folder in zip(data["images"], ("val2017", "train2017")):
         name = entry.pop("file_name").split("/")[-1]
         entry["coco_url"] = f"http://images.cocodataset.org/{folder}/{name}"
+        entry["neg_category_ids"], entry["not_exhaustive_category_ids"] = [3], []
     data["images"].append({"id": 3, "coco_url": "http://images.cocodataset.org/", "height": 9, "width": 9})
     with open(json_path, "w") as f:
         json.dump(data, f)
@@ -120,6 +122,7 @@ def test_lvis_entries_with_only_a_coco_url_find_their_images(tmp_path):
     assert [e["image/filename"].decode() for e in got] == ["000000000001.jpg", "train2017/000000000002.jpg"]
     assert [e["objects/label"].tolist() for e in got] == [[2], [0]]
     assert source.problems == {"malformed image entry": 1}
+    assert "2 images list LVIS's neg_category_ids / not_exhaustive_category_ids, which are not read" in caplog.text
 
 
 def test_crowd_never_trained_kept_for_evaluation(coco):

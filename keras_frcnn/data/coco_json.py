@@ -105,6 +105,13 @@ def load_coco_json(
             problems.warn("malformed image entry", json_path, f"duplicate image id {image_id}", "skipped")
             continue
         images[image_id] = image
+    federated = sum(bool(image.get("neg_category_ids") or image.get("not_exhaustive_category_ids"))
+                    for image in images.values())
+    if federated:  # (the evaluation, not the training: an unlisted category is background to both)
+        logger.warning("%s: %d images list LVIS's neg_category_ids / not_exhaustive_category_ids, which are not "
+                       "read: evaluation is COCO's (a detection of a category an image neither has nor rules out "
+                       "counts as a false positive, where LVIS's own evaluation, the lvis package, ignores it)",
+                       json_path, federated)
     annotations = {image_id: [] for image_id in images}
     for number, annotation in enumerate(data.get("annotations") or []):
         try:
