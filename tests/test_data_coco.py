@@ -42,6 +42,7 @@ def coco(tmp_path):
         _annotation(7, 42, 1, [90, 40, 20, 20]),                # clipped at right / bottom
         _annotation(8, 42, 1, [200, 10, 5, 5]),                 # outside
         _annotation(9, 42, 1, [1, 2, "x"]),                     # malformed
+        _annotation(12, 42, 1, [True, 10, 30, 20]),             # malformed (JSON's true, not 1)
         _annotation(10, 11, 1, [1, 1, 5, 5]),
         _annotation(11, 13, 1, [2, 4, 10, 8]),
     ]
@@ -58,7 +59,7 @@ def test_coco_end_to_end(coco, caplog):
     assert [e["image/id"] for e in got] == [7, 9, 13, 42]
     assert [e["image/filename"].decode() for e in got] == ["a.jpg", "empty.jpg", "c.jpg", "b.jpg"]
     assert source.problems == {"unknown class": 1, "unknown image id": 1, "degenerate box": 1,
-                               "box clipped": 1, "box outside the image": 1, "malformed annotation": 1,
+                               "box clipped": 1, "box outside the image": 1, "malformed annotation": 2,
                                "bad image file": 1, "missing image file": 1, "size mismatch": 1}
 
     a, empty, c, b = got

@@ -114,6 +114,9 @@ def test_sources_combine_in_order_with_random_access_and_interleaved_without(tmp
     assert zebra.class_names == ("cat", "dog", "zebra") and zebra.objects_per_class == (6, 12, 0)
     assert [e["objects/label"].tolist() for e in examples(zebra)][-2:] == [[1], []]  # dog, a cat (not read)
     assert f"{cat_dog.name} has no class zebra of the data sets trained with it" in caplog.text
+    with caplog.at_level(logging.WARNING, logger="keras_frcnn"):  # (two files' "cat" and "Cat")
+        combine_sources([cat_dog, dataclasses.replace(cat_dog, class_names=("Cat", "dog"))])
+    assert "have class names that differ only in case: cat / Cat; they are 3 classes" in caplog.text
     with pytest.raises(DataError, match="other conventions"):
         combine_sources([a, dataclasses.replace(b, voc_pixel_numbers=False)])
 

@@ -330,6 +330,8 @@ def _area(value) -> float:
 def _normalised_box(bbox, height, width, path, where, problems) -> typing.Optional[list]:
     """COCO ``[x, y, w, h]`` -> normalised ``[ymin, xmin, ymax, xmax]`` clipped, or ``None``."""
     try:
+        if any(isinstance(v, bool) for v in bbox):  # (JSON's true / false: Python's 1 / 0)
+            raise ValueError
         x, y, w, h = (float(v) for v in bbox)
         if not all(math.isfinite(v) for v in (x, y, w, h)):
             raise ValueError

@@ -36,6 +36,14 @@ def combine_sources(sources: typing.Sequence[DetectionSource]) -> DetectionSourc
     names = list(first.class_names)
     for other in sources[1:]:
         names += [name for name in other.class_names if name not in names]
+    by_letters = {}
+    for name in names:
+        by_letters.setdefault(name.casefold(), []).append(name)
+    alike = [" / ".join(group) for group in by_letters.values() if len(group) > 1]
+    if alike:
+        warn_once("the data sets trained on together have class names that differ only in case: %s; they are "
+                  "%d classes (give one set's names as the other's, or --classes)", some_names(alike),
+                  len(names))
     for source in sources:
         lacking = [name for name in names if name not in source.class_names]
         if lacking:
