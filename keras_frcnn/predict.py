@@ -58,6 +58,10 @@ def image_paths(paths, warn=None) -> list:
         names = [name for name in entries if os.path.isfile(os.path.join(path, name))]
         found += [os.path.join(path, name) for name in names if name.lower().endswith(IMAGE_SUFFIXES)]
         others = [name for name in names if name.lower().endswith(OTHER_IMAGE_SUFFIXES)]
+        unnamed = [name for name in names if "." not in name and _starts_as_image(os.path.join(path, name))]
+        if unnamed:
+            warn(f"warning: {path}: {len(unnamed)} image file(s) without a suffix left out (e.g. {unnamed[0]}): "
+                 "give them by name, or name them .jpg / .png")
         if others:
             warn(f"warning: {path}: {len(others)} image file(s) of formats TensorFlow does not decode left out "
                  f"(e.g. {others[0]}): convert them to JPEG or PNG")
@@ -80,6 +84,16 @@ def image_paths(paths, warn=None) -> list:
         warn(f"warning: {len(found) - len(once)} image file(s) given twice (as themselves or in a folder given): "
              "each read once")
     return once
+
+
+def _starts_as_image(path) -> bool:
+    """Whether a file begins as a JPEG, PNG, GIF, BMP or WebP does."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith((b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")) or head[:4] == b"RIFF" and head[8:] == b"WEBP"
 
 
 def _holds_images(folder) -> bool:

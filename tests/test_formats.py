@@ -275,11 +275,15 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
     Image.fromarray(trained.images[0]).save(folder / "c.jfif", format="JPEG")
     # So are a link to no file, the subfolder of images, and a file given again.
     os.symlink(folder / "gone.jpg", folder / "link.jpg")
+    Image.fromarray(trained.images[0]).save(folder / "IMG_0001", format="JPEG")  # (no suffix: named, left out)
+    (folder / "README").write_text("not an image")
     told = []
     assert [os.path.basename(p) for p in predict.image_paths([str(folder), str(folder / "a.png")],
                                                              warn=told.append)] == [
         "a.jpg", "a.png", "broken.jpg", "c.jfif"]
-    assert told == [f"warning: {folder}: 1 image file(s) of formats TensorFlow does not decode left out (e.g. "
+    assert told == [f"warning: {folder}: 1 image file(s) without a suffix left out (e.g. IMG_0001): give them by "
+                    "name, or name them .jpg / .png",
+                    f"warning: {folder}: 1 image file(s) of formats TensorFlow does not decode left out (e.g. "
                     "scan.tif): convert them to JPEG or PNG",
                     f"warning: {folder}: 1 link(s) to no file left out (e.g. link.jpg)",
                     f"warning: {folder}: 1 subfolder(s) of images not read (e.g. sub/): give them too to detect in "
