@@ -53,11 +53,55 @@ def hash_uniform(image_seeds, ids, salt=0):
     return tf.cast(x, tf.float32) / float(1 << 24)
 
 
-def match(overlaps, axis=-1):
-    """Each candidate's best ground truth: ``overlaps [B, N, G]`` (IoU; invalid pairs -1; or
-    ``[B, G, N]`` with ``axis=1``) -> ``(max_iou [B, N], matched [B, N] int32)`` (torchvision's
-    ``Matcher`` without thresholds)."""
-    return tf.reduce_max(overlaps, axis=axis), tf.argmax(overlaps, axis=axis, output_type=tf.int32)
+# At most this many (ground truth, candidate) IoUs are held at once (4 MB of float32 each
+# intermediate): an image of thousands of objects (crowds, aerial views) is matched a slice of its
+# ground truth at a time; a VOC image (~40 objects) at 600 x 1000 is one slice. Slices that stay in
+# the caches were as fast as the whole (bench_dense_targets.py, BENCHMARKS.md).
+MAX_PAIRS = 1 << 20
+
+
+def match_ground_truth(candidates, gt_boxes, valid_gt, valid_candidates=None, max_pairs=None):
+    """Each candidate's best ground truth (torchvision's ``Matcher`` without thresholds).
+
+    ``candidates [B or 1, N, 4]``, ``gt_boxes [B, G, 4]``, ``valid_gt [B, G]`` and
+    ``valid_candidates [B or 1, N]`` (pairs with an invalid side count as IoU -1) ->
+    ``max_iou [B, N]`` (-1 where a candidate has no valid pair), ``matched [B, N]`` int32 (the
+    first ground truth of that IoU) and ``is_best [B, N]``: the candidate holds the highest IoU,
+    above 0, of some ground-truth box (ties included).
+
+    The ground truth is taken in slices of at most ``max_pairs`` IoUs for the batch, so memory
+    stays bounded however many objects an image holds (default ``MAX_PAIRS``); the result is the
+    same for any slicing."""
+    max_pairs = min(MAX_PAIRS if max_pairs is None else int(max_pairs), 2 ** 31 - 1)  # int32 shapes
+    candidates = tf.cast(candidates, tf.float32)
+    gt_boxes = tf.cast(gt_boxes, tf.float32)
+    batch, num_gt = tf.shape(gt_boxes)[0], tf.shape(gt_boxes)[1]
+    num = tf.shape(candidates)[1]
+    # The slice: as many ground-truth boxes as max_pairs allows for the whole batch, at least 1.
+    width = tf.clip_by_value(max_pairs // tf.maximum(batch * num, 1), 1, tf.maximum(num_gt, 1))
+    slices = (num_gt + width - 1) // width
+    pad = slices * width - num_gt
+    gt_slices = tf.transpose(tf.reshape(tf.pad(gt_boxes, [[0, 0], [0, pad], [0, 0]]),
+                                        [batch, slices, width, 4]), [1, 0, 2, 3])
+    valid_slices = tf.transpose(tf.reshape(tf.pad(valid_gt, [[0, 0], [0, pad]]),
+                                           [batch, slices, width]), [1, 0, 2])
+    if valid_candidates is None:
+        valid_candidates = tf.ones(tf.shape(candidates)[:2], tf.bool)
+
+    def step(i, max_iou, matched, is_best):
+        overlaps = box_ops.iou(gt_slices[i], candidates)  # [B, width, N]
+        overlaps = tf.where(valid_slices[i][:, :, None] & valid_candidates[:, None, :], overlaps, -1.0)
+        best = tf.reduce_max(overlaps, axis=1)
+        better = best > max_iou  # an earlier slice keeps ties: the first ground truth, as argmax
+        matched = tf.where(better, tf.argmax(overlaps, axis=1, output_type=tf.int32) + i * width, matched)
+        best_per_gt = tf.reduce_max(overlaps, axis=2, keepdims=True)  # [B, width, 1]
+        is_best |= tf.reduce_any((overlaps == best_per_gt) & (best_per_gt > 0), axis=1)
+        return i + 1, tf.maximum(max_iou, best), matched, is_best
+
+    start = (0, tf.fill([batch, num], -1.0), tf.zeros([batch, num], tf.int32), tf.zeros([batch, num], tf.bool))
+    # One slice at a time (parallel iterations would hold several slices' IoUs at once).
+    _, max_iou, matched, is_best = tf.while_loop(lambda i, *_: i < slices, step, start, parallel_iterations=1)
+    return max_iou, matched, is_best
 
 
 def sample_balanced(positive, negative, batch_size, max_positive, seed, noise=None):
@@ -139,12 +183,8 @@ class AnchorTargets(keras.layers.Layer):
                   & (anchors[None, :, 2] - 1.0 < h + border) & (anchors[None, :, 3] - 1.0 < w + border))
         inside &= feature_position_mask(anchors, image_info, strides, self.feature_rounding)
 
-        # Ground truth by anchor, [B, G, A]: the reductions over G run along rows of A.
-        overlaps = box_ops.iou(gt_boxes, anchors[None])
-        overlaps = tf.where(valid_gt[:, :, None] & inside[:, None, :], overlaps, -1.0)
-        max_iou, matched = match(overlaps, axis=1)  # max_iou -1 when the image has no objects
-        best_per_gt = tf.reduce_max(overlaps, axis=2, keepdims=True)  # [B, G, 1]
-        is_best = tf.reduce_any((overlaps == best_per_gt) & (best_per_gt > 0), axis=1)
+        # max_iou -1 when the image has no objects
+        max_iou, matched, is_best = match_ground_truth(anchors[None], gt_boxes, valid_gt, inside)
 
         positive = inside & (is_best | (max_iou >= self.positive_iou))
         negative = inside & (max_iou < self.negative_iou) & ~positive
@@ -221,8 +261,7 @@ class ProposalTargets(keras.layers.Layer):
         candidates = tf.concat([proposals, gt_boxes, padding], axis=1)
         usable = tf.concat([valid_proposals, valid_gt, tf.zeros([batch, self.batch_rois], tf.bool)], axis=1)
 
-        overlaps = box_ops.iou(candidates, gt_boxes)  # [B, P + G + S, G]
-        max_iou, matched = match(tf.where(valid_gt[:, None, :], overlaps, -1.0))
+        max_iou, matched, _ = match_ground_truth(candidates, gt_boxes, valid_gt)  # [B, P + G + S]
         max_iou = tf.maximum(max_iou, 0.0)  # 0 for images without objects: background
 
         foreground = usable & (max_iou >= self.fg_iou)

@@ -244,3 +244,60 @@ def test_samplers_through_the_training_views_fill_their_minibatches():
 
     joint = net.joint_model({k: v[:1] for k, v in batch.items()}, training=True)
     assert joint["roi_valid"].shape == (1, 128)  # the 1-image joint step: 128 RoIs per image
+
+
+def dense_match(candidates, gt, valid_gt, valid_candidates):
+    """The reference: every IoU at once, in numpy."""
+    batch = gt.shape[0]
+    candidates = np.broadcast_to(candidates, (batch,) + candidates.shape[1:])
+    overlaps = box_ops.iou(gt, candidates).numpy()  # [B, G, N]
+    overlaps = np.where(valid_gt[:, :, None] & valid_candidates[:, None, :], overlaps, -1.0)
+    best_per_gt = overlaps.max(axis=2, keepdims=True)
+    is_best = ((overlaps == best_per_gt) & (best_per_gt > 0)).any(axis=1)
+    return overlaps.max(axis=1), overlaps.argmax(axis=1), is_best
+
+
+def test_matching_in_slices_of_ground_truth_equals_the_dense_match(rng):
+    from keras_frcnn.targets import match_ground_truth
+
+    candidates = random_boxes(rng, 60, size=100.0, min_side=4)[None]
+    gt = np.stack([random_boxes(rng, 23, size=100.0, min_side=4) for _ in range(3)])
+    gt[0, 5] = gt[0, 17]  # one box twice: ties go to the first, in another slice
+    gt[1, 3] = candidates[0, 8]  # a candidate equal to a ground truth box
+    valid_gt = rng.random((3, 23)) < 0.8
+    valid_gt[2] = False  # an image without objects
+    valid_candidates = rng.random((3, 60)) < 0.9
+    want = dense_match(candidates, gt, valid_gt, valid_candidates)
+    assert want[2].any() and (want[0][2] == -1).all()
+
+    # One slice, slices of 6, 1 and 2 ground-truth boxes (the last slice padded), in and out of XLA.
+    for max_pairs in (None, 3 * 60 * 6, 3 * 60, 3 * 60 * 2 + 7):
+        for jit in (False, True):
+            run = tf.function(lambda *a: match_ground_truth(*a, max_pairs=max_pairs), jit_compile=jit)
+            got = [t.numpy() for t in run(candidates, gt, valid_gt, valid_candidates)]
+            np.testing.assert_array_equal(got[0], want[0].astype(np.float32), err_msg=f"{max_pairs} {jit}")
+            np.testing.assert_array_equal(got[1], want[1], err_msg=f"{max_pairs} {jit}")
+            np.testing.assert_array_equal(got[2], want[2], err_msg=f"{max_pairs} {jit}")
+
+
+def test_targets_of_a_crowded_image_do_not_depend_on_the_slicing(rng, monkeypatch):
+    from keras_frcnn import targets
+
+    anchors = random_boxes(rng, 400, size=100.0, min_side=8)
+    gt = random_boxes(rng, 2 * 150, size=100.0, min_side=3).reshape(2, 150, 4)
+    classes = rng.integers(0, 4, (2, 150)).astype(np.int32)
+    info = np.array([[100.0, 100.0, 1.0]] * 2, np.float32)
+    proposals = random_boxes(rng, 2 * 90, size=100.0, min_side=4).reshape(2, 90, 4)
+    seeds = np.array([3, 4], np.int64)
+
+    def both():
+        labels, deltas = anchor_targets(batch_size=64)(anchors, gt, classes, info, seeds)
+        sampled = ProposalTargets(batch_rois=32, seed=0)(proposals, np.array([90, 70], np.int32), gt, classes, seeds)
+        return [t.numpy() for t in (labels, deltas, *sampled)]
+
+    whole = both()
+    monkeypatch.setattr(targets, "MAX_PAIRS", 2 * 400 * 7)  # slices of 7 of the 151 columns
+    sliced = both()
+    for a, b in zip(whole, sliced):
+        np.testing.assert_array_equal(a, b)
+    assert (whole[0] == 1).any() and (whole[3] > 0).any()
