@@ -27,8 +27,8 @@ RoI each detection came from), ``raw_detection_boxes`` ``[B, R, 4]`` (each RoI's
 object class, normalised, before the score threshold and NMS) and ``raw_detection_scores``
 ``[B, R, K]`` (each RoI's softmax).
 
-A request that cannot be served (undecodable bytes, an image of zero height or width, the wrong
-dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch returns empty
+A request that cannot be served (undecodable bytes, an image of zero height or width, several
+images over ``MAX_REQUEST_PIXELS`` padded to the largest, the wrong dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch returns empty
 outputs.
 
 Every op the signatures run has a GPU kernel for its dtypes in this TensorFlow build
@@ -66,6 +66,9 @@ OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # The class names in label order, a line each, for clients and tools (TF Serving ignores the file).
 LABELS_FILE = os.path.join("assets.extra", "labels.txt")
+# The most pixels a request of several images may come to, padded to its tallest and widest
+# (a request holds ~17 bytes a padded pixel while decoding: ~3 GB; one image may have MAX_PIXELS).
+MAX_REQUEST_PIXELS = MAX_PIXELS
 
 # Op types that call back into Python (absent in TF Serving). Ops without a GPU kernel are found
 # from TensorFlow's kernel registry: ops_without_gpu_kernels.
@@ -148,14 +151,12 @@ def bmp_read_right(data):
     return tf.cond(is_bmp, judge, lambda: True)
 
 
-def stated_pixels(data):
-    """Graph code: the width x height a PNG, GIF, BMP or WebP string's header states (0 for other
-    strings): what its decoder allocates, however small the file (a decompression bomb states
-    50,000 x 50,000 in a few kB; a lossless WebP of 10 kB, 16,383 x 16,383: 268 megapixels).
-    JPEG's decoder refuses more than :data:`MAX_PIXELS` itself."""
+def stated_size(data):
+    """Graph code: int64 ``[2]``, the (height, width) a PNG, GIF, BMP or WebP string's header states
+    ((0, 0) for other strings; each side capped at 2^30, so products of a few stay int64)."""
     number = functools.partial(_integer_at, data)
 
-    def side(value):  # (capped: the product stays an int64)
+    def side(value):
         return tf.minimum(value, 2 ** 30)
 
     def bits(value, low, count):
@@ -167,14 +168,31 @@ def stated_pixels(data):
     # WebP (Google's container and bitstream specifications): the extended header's canvas (24-bit
     # sides less one), the lossless bitstream's 14-bit sides less one, the lossy frame's 14-bit sides.
     lossless = number(21, 4)
-    webp = tf.where(at(12, b"VP8X"), (number(24, 3) + 1) * (number(27, 3) + 1),
-                    tf.where(at(12, b"VP8L"), (bits(lossless, 0, 14) + 1) * (bits(lossless, 14, 14) + 1),
-                             tf.where(at(12, b"VP8 "), bits(number(26, 2), 0, 14) * bits(number(28, 2), 0, 14),
-                                      tf.constant(0, tf.int64))))
-    return tf.where(at(0, b"\x89PNG"), side(number(16, 4, True)) * side(number(20, 4, True)),
-                    tf.where(at(0, b"GIF8"), number(6, 2) * number(8, 2),
-                             tf.where(at(0, b"BM"), side(number(18, 4)) * side(bmp_height),
-                                      tf.where(at(0, b"RIFF") & at(8, b"WEBP"), webp, tf.constant(0, tf.int64)))))
+    none = tf.zeros([2], tf.int64)
+    webp = tf.where(at(12, b"VP8X"), tf.stack([number(27, 3) + 1, number(24, 3) + 1]),
+                    tf.where(at(12, b"VP8L"), tf.stack([bits(lossless, 14, 14) + 1, bits(lossless, 0, 14) + 1]),
+                             tf.where(at(12, b"VP8 "), tf.stack([bits(number(28, 2), 0, 14), bits(number(26, 2), 0, 14)]),
+                                      none)))
+    return tf.where(at(0, b"\x89PNG"), side(tf.stack([number(20, 4, True), number(16, 4, True)])),
+                    tf.where(at(0, b"GIF8"), tf.stack([number(8, 2), number(6, 2)]),
+                             tf.where(at(0, b"BM"), side(tf.stack([bmp_height, number(18, 4)])),
+                                      tf.where(at(0, b"RIFF") & at(8, b"WEBP"), webp, none))))
+
+
+def stated_pixels(data):
+    """Graph code: the width x height a PNG, GIF, BMP or WebP string's header states (0 for other
+    strings): what its decoder allocates, however small the file (a decompression bomb states
+    50,000 x 50,000 in a few kB; a lossless WebP of 10 kB, 16,383 x 16,383: 268 megapixels).
+    JPEG's decoder refuses more than :data:`MAX_PIXELS` itself."""
+    return tf.reduce_prod(stated_size(data))
+
+
+def request_size(data):
+    """Graph code: int64 ``[2]``, the (height, width) an image string states: :func:`stated_size`,
+    and a JPEG's from its frame header (``ExtractJpegShape``, which reads no pixels)."""
+    is_jpeg = _bytes_at(data, 0, b"\xff\xd8\xff")
+    return tf.cond(is_jpeg, lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64),
+                   lambda: stated_size(data))
 
 
 def _bytes_at(data, position, value):
@@ -206,23 +224,26 @@ def decode_images(encoded, name=ENCODED_INPUT):
     """string ``[B]`` of encoded images -> (uint8 ``[B, H, W, 3]`` zero padded to the largest,
     int32 ``[B, 2]`` each image's (h, w)). One ``DecodeImage`` per element in a ``map_fn`` loop
     of the graph; a ragged stack pads the images without knowing their sizes in advance. A single
-    image (the usual request) skips the ragged stack and its two copies of the decoded pixels.
+    image (the usual request) skips the ragged stack and its two copies of the decoded pixels;
+    several are refused, before decoding, if padded they come to over :data:`MAX_REQUEST_PIXELS`.
     A BMP TensorFlow would misread fails the request, ``name`` (the input) in its message."""
 
-    def decode(data, index):
-        def said(text):  # one string: "name[1]: ..." (Assert prints each of its data in brackets)
-            return [tf.strings.join([f"{name}[", tf.strings.as_string(index), f"]: {text}"])]
+    def said(index, text):  # one string: "name[1]: ..." (Assert prints each of its data in brackets)
+        return [tf.strings.join([f"{name}[", tf.strings.as_string(index), f"]: {text}"])]
 
-        known = tf.debugging.Assert(is_image_file(data), said(
+    too_large = (f"its header states over {MAX_PIXELS / 1e6:.0f} megapixels (the most read, as TensorFlow's JPEG "
+                 "decoder's limit): scale it down")
+
+    def decode(data, index):
+        said_here = functools.partial(said, index)
+        known = tf.debugging.Assert(is_image_file(data), said_here(
             "not an image file TensorFlow decodes (JPEG, PNG, GIF, BMP, WebP): empty, or other bytes"))
-        bmp = tf.debugging.Assert(bmp_read_right(data), said(
+        bmp = tf.debugging.Assert(bmp_read_right(data), said_here(
             "a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, which TensorFlow's decoder "
             "reads wrong: send PNG, JPEG or 24-bit BMP"))
-        still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), said(
+        still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), said_here(
             "an animated WebP, which TensorFlow's WebP decoder is not safe on: send one frame as PNG or JPEG"))
-        small = tf.debugging.Assert(stated_pixels(data) <= MAX_PIXELS, said(
-            f"its header states over {MAX_PIXELS / 1e6:.0f} megapixels (the most read, as TensorFlow's JPEG "
-            "decoder's limit): scale it down"))
+        small = tf.debugging.Assert(stated_pixels(data) <= MAX_PIXELS, said_here(too_large))
         with tf.control_dependencies([known, bmp, still, small]):
             return decode_image(data)  # (a WebP with transparency: its alpha dropped)
 
@@ -235,7 +256,23 @@ def decode_images(encoded, name=ENCODED_INPUT):
         return tf.RaggedTensor.from_tensor(image, ragged_rank=1), tf.shape(image)[:2]
 
     def many():
-        images, sizes = tf.map_fn(ragged_and_size, (encoded, tf.range(tf.size(encoded))), fn_output_signature=(
+        # A batch is padded to its tallest and widest image: bounded before anything is decoded.
+        stated = tf.map_fn(request_size, encoded, fn_output_signature=tf.TensorSpec([2], tf.int64))
+        stated = tf.concat([stated, tf.zeros([1, 2], tf.int64)], axis=0)  # (a row for an empty batch)
+        pixels = tf.reduce_prod(stated, axis=1)
+        each = tf.debugging.Assert(tf.reduce_all(pixels <= MAX_PIXELS),
+                                   said(tf.argmax(pixels > MAX_PIXELS, output_type=tf.int32), too_large))
+        tallest, widest = tf.reduce_max(stated[:, 0]), tf.reduce_max(stated[:, 1])
+        padded = tf.cast(tf.size(encoded), tf.float64) * tf.cast(tallest * widest, tf.float64)
+        with tf.control_dependencies([each]):  # (an image too large alone is named first)
+            padded = tf.identity(padded)
+        fits = tf.debugging.Assert(padded <= MAX_REQUEST_PIXELS, [tf.strings.join([
+            f"{name}: ", tf.strings.as_string(tf.size(encoded)), " images padded to the largest height and width (",
+            tf.strings.as_string(tallest), " x ", tf.strings.as_string(widest), f") come to over "
+            f"{MAX_REQUEST_PIXELS / 1e6:.0f} megapixels in one request: send them in several"])])
+        with tf.control_dependencies([fits]):
+            encoded_ = tf.identity(encoded)
+        images, sizes = tf.map_fn(ragged_and_size, (encoded_, tf.range(tf.size(encoded))), fn_output_signature=(
             tf.RaggedTensorSpec([None, None, 3], tf.uint8, ragged_rank=1), tf.TensorSpec([2], tf.int32)))
         return images.to_tensor(), sizes
 
@@ -516,9 +553,9 @@ def _has_kernel(node, device_types):
 
 
 # Ops a GPU server may run on its CPU: image decoding at the input and the byte reads of a BMP's
-# header before it (string ops are let through by their dtype; these have integer attributes).
+# header and a JPEG's size before it (string ops are let through by their dtype; these have integer attributes).
 HOST_OPS = frozenset({"DecodeImage", "DecodeJpeg", "DecodePng", "DecodeBmp", "DecodeGif", "DecodeRaw",
-                      "Substr", "StringLength"})
+                      "ExtractJpegShape", "Substr", "StringLength"})
 
 
 def ops_without_gpu_kernels(saved_model_dir, signature=None) -> dict:

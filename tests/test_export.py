@@ -98,9 +98,14 @@ CONTRACT_CHILD = textwrap.dedent(r"""
     assert webp_bomb[12:16] == b"VP8L"
     sides = int.from_bytes(webp_bomb[21:25], "little")
     webp_bomb[21:25] = ((sides & ~(2 ** 28 - 1)) | 16382 | 16382 << 14).to_bytes(4, "little")
+    header_100mp = bytearray(png(rgb))  # a PNG header stating 10,000 x 10,000 (refused before decoding)
+    header_100mp[16:24] = (10000).to_bytes(4, "big") * 2
     requests = {
         "png bomb": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), bytes(bomb)], object)}),
         "webp bomb": (encoded, {"encoded_image_string_tensor": np.array([bytes(webp_bomb)], object)}),
+        # Each image under the limit, but padded to the largest: 3 x 64 and 2 x 100 megapixels.
+        "three 8000x8000 jpegs": (encoded, {"encoded_image_string_tensor": np.array([large] * 3, object)}),
+        "two 100-megapixel pngs": (encoded, {"encoded_image_string_tensor": np.array([bytes(header_100mp)] * 2, object)}),
         "empty string": (encoded, {"encoded_image_string_tensor": np.array([b""], object)}),
         "random bytes": (encoded, {"encoded_image_string_tensor": np.array([np.random.default_rng(0).bytes(5000)], object)}),
         "truncated jpeg": (encoded, {"encoded_image_string_tensor": np.array([jpeg[: len(jpeg) // 2]], object)}),
@@ -345,6 +350,10 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
                      bad["png bomb"]["error"][1])
     assert re.search(r"encoded_image_string_tensor\[0\]: its header states over 179 megapixels",
                      bad["webp bomb"]["error"][1])  # (a real one of 10 kB took 2.7 GB, three of them 14.7)
+    # Several images are bounded padded to the largest, before any is decoded (JPEG's size from its header).
+    for name, count, side in (("three 8000x8000 jpegs", 3, 8000), ("two 100-megapixel pngs", 2, 10000)):
+        assert re.search(rf"encoded_image_string_tensor: {count} images padded to the largest height and width "
+                         rf"\({side} x {side}\) come to over 179 megapixels in one request", bad[name]["error"][1]), bad[name]
     for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp",
                  "rgba webp"):
         assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])
