@@ -30,6 +30,13 @@ def cases():
          ANCHORS, INFO],), True
     yield "RoIPooling max", layers.RoIPooling(3, 1 / 16, "max"), ([FEATURES, ROIS],), True
     yield "RoIPooling align", layers.RoIPooling(3, 1 / 16, "align"), ([FEATURES, ROIS],), False
+    gt_boxes = np.array([[[4, 6, 50, 70], [30, 40, 90, 120]], [[10, 10, 60, 60], [0, 0, 0, 0]]], np.float32)
+    gt_classes, seeds = np.array([[1, 2], [2, 0]], np.int32), np.array([7, 8], np.int64)
+    yield "AnchorTargets", layers.AnchorTargets(batch_size=32, seed=0), (
+        ANCHORS, gt_boxes, gt_classes, INFO, seeds), True
+    yield "ProposalTargets", layers.ProposalTargets(batch_rois=8, seed=0), (
+        np.tile(ROIS, (1, 2, 1)) + RNG.uniform(-5, 5, (2, 4, 4)).astype(np.float32), np.array([4, 3], np.int32),
+        gt_boxes, gt_classes, seeds), True
     yield "DetectorHead", layers.DetectorHead(3, 16), (RNG.normal(size=(2, 5, 3, 3, 4)).astype(np.float32),), True
     yield "Detections", layers.Detections(), ([
         RNG.normal(size=(2, 5, 4)).astype(np.float32), RNG.normal(size=(2, 5, 4, 4)).astype(np.float32),
