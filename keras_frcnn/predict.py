@@ -367,6 +367,10 @@ def main(argv=None):
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         parser.error(f"--out {args.out}: a file, not a folder")
     missing = [path for path in args.images if not os.path.exists(path)]
+    links = [path for path in missing if os.path.islink(path)]  # to no file, or a loop of links
+    if links:
+        parser.error(f"a link to no file (or a loop of links): {', '.join(links[:5])}"
+                     + (f" and {len(links) - 5} more" if len(links) > 5 else ""))
     if missing:  # a mistyped name, told before the model is loaded
         parser.error(f"no such file or folder: {', '.join(missing[:5])}"
                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))

@@ -451,6 +451,8 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
 
     a_file = tmp_path / "a.txt"
     a_file.write_text("x")
+    loop = tmp_path / "loop.jpg"  # a link to itself ("no such file" before)
+    loop.symlink_to(loop)
     refused = {
         "--checkpoint-minutes must be >= 0": lambda: train.parse_args(["--checkpoint-minutes", "-3"]),
         "--checkpoint-minutes must be >= 0 ": lambda: train.parse_args(["--checkpoint-minutes", "nan"]),
@@ -471,6 +473,8 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
         f"--plots {a_file}: a file": lambda: evaluate_main(["--model", "m.keras", "--plots", str(a_file)]),
         f"no such file or folder: {tmp_path / 'nowhere'}": lambda: predict.main(
             ["--model", "m.keras", "--out", str(tmp_path / "p"), str(a_file), str(tmp_path / "nowhere")]),
+        f"a link to no file (or a loop of links): {loop}": lambda: predict.main(
+            ["--model", "m.keras", "--out", str(tmp_path / "p"), str(a_file), str(loop)]),
         "--version 0: a version is a positive integer": lambda: export.parse_args(["--model", "m.keras", "--out",
                                                                                   "e", "--version", "0"]),
         "--no-warmup: for --format saved_model only (not onnx)": lambda: export.parse_args(

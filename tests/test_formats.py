@@ -270,9 +270,10 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
     for name in ("a_2.png", "a_3.png", "detections.json"):
         (folder / name).unlink()
     # A folder's TIFF or HEIC files are named as left out, not passed over in silence; a JPEG saved
-    # as .jfif is read.
+    # as .jfif, a BMP as .dib are read.
     Image.fromarray(trained.images[0]).save(folder / "scan.tif")
     Image.fromarray(trained.images[0]).save(folder / "c.jfif", format="JPEG")
+    Image.fromarray(trained.images[0]).save(folder / "d.dib", format="BMP")  # (Windows' other BMP suffix)
     # So are a link to no file, the subfolder of images, and a file given again.
     os.symlink(folder / "gone.jpg", folder / "link.jpg")
     Image.fromarray(trained.images[0]).save(folder / "IMG_0001", format="JPEG")  # (no suffix: named, left out)
@@ -280,7 +281,8 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
     told = []
     assert [os.path.basename(p) for p in predict.image_paths([str(folder), str(folder / "a.png")],
                                                              warn=told.append)] == [
-        "a.jpg", "a.png", "broken.jpg", "c.jfif"]
+        "a.jpg", "a.png", "broken.jpg", "c.jfif", "d.dib"]
+    assert predict.read_image(str(folder / "d.dib")).shape == trained.images[0].shape
     assert told == [f"warning: {folder}: 1 image file(s) without a suffix left out (e.g. IMG_0001): give them by "
                     "name, or name them .jpg / .png",
                     f"warning: {folder}: 1 image file(s) of formats TensorFlow does not decode left out (e.g. "

@@ -34,7 +34,7 @@ from PIL import Image
 # "MPO" is Pillow's name for a JPEG holding further pictures after the photo (the MPF of phone photos
 # with a depth map or HDR gain map, of 3D cameras): TensorFlow decodes its first picture, the photo.
 TF_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "BMP", "WEBP")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".dib", ".webp")
 # Image files of formats TensorFlow does not decode: left out of a folder with a warning.
 OTHER_IMAGE_SUFFIXES = (".tif", ".tiff", ".heic", ".heif", ".avif", ".jp2", ".dng", ".cr2", ".nef", ".psd")
 
