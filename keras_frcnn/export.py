@@ -27,8 +27,8 @@ RoI each detection came from), ``raw_detection_boxes`` ``[B, R, 4]`` (each RoI's
 object class, normalised, before the score threshold and NMS) and ``raw_detection_scores``
 ``[B, R, K]`` (each RoI's softmax).
 
-A request that cannot be served (undecodable bytes, an image of zero height or width, several
-images over ``MAX_REQUEST_PIXELS`` padded to the largest, the wrong dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch returns empty
+A request that cannot be served (undecodable bytes, an image of zero height or width, the wrong
+dtype or rank) fails alone with an ``InvalidArgument`` error; an empty batch returns empty
 outputs.
 
 Every op the signatures run has a GPU kernel for its dtypes in this TensorFlow build
@@ -39,6 +39,7 @@ names at the output, run on the host; the network itself has no string tensor); 
 
 from __future__ import annotations
 
+import copy
 import errno
 import functools
 import os
@@ -52,6 +53,7 @@ from keras_frcnn.data.examples import decode_image
 from keras_frcnn.data.image_files import MAX_PIXELS
 from keras_frcnn.files import staging_folder
 from keras_frcnn.models import forward
+from keras_frcnn.preprocessing import Preprocess, resize_bilinear, scaled_size
 
 DEFAULT_SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serving_encoded"
@@ -66,9 +68,6 @@ OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # The class names in label order, a line each, for clients and tools (TF Serving ignores the file).
 LABELS_FILE = os.path.join("assets.extra", "labels.txt")
-# The most pixels a request of several images may come to, padded to its tallest and widest
-# (a request holds ~17 bytes a padded pixel while decoding: ~3 GB; one image may have MAX_PIXELS).
-MAX_REQUEST_PIXELS = MAX_PIXELS
 
 # Op types that call back into Python (absent in TF Serving). Ops without a GPU kernel are found
 # from TensorFlow's kernel registry: ops_without_gpu_kernels.
@@ -187,14 +186,6 @@ def stated_pixels(data):
     return tf.reduce_prod(stated_size(data))
 
 
-def request_size(data):
-    """Graph code: int64 ``[2]``, the (height, width) an image string states: :func:`stated_size`,
-    and a JPEG's from its frame header (``ExtractJpegShape``, which reads no pixels)."""
-    is_jpeg = _bytes_at(data, 0, b"\xff\xd8\xff")
-    return tf.cond(is_jpeg, lambda: tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64),
-                   lambda: stated_size(data))
-
-
 def _bytes_at(data, position, value):
     """Graph code: whether the string ``data`` holds ``value`` at ``position`` (False where it is
     shorter: substr fails past the end of a string, so it is looked at from within it)."""
@@ -220,19 +211,22 @@ def is_animated_webp(data):
             & tf.reduce_any(tf.bitwise.bitwise_and(flags, 2) > 0))  # (flags: [] or [1])
 
 
-def decode_images(encoded, name=ENCODED_INPUT):
-    """string ``[B]`` of encoded images -> (uint8 ``[B, H, W, 3]`` zero padded to the largest,
-    int32 ``[B, 2]`` each image's (h, w)). One ``DecodeImage`` per element in a ``map_fn`` loop
-    of the graph; a ragged stack pads the images without knowing their sizes in advance. A single
-    image (the usual request) skips the ragged stack and its two copies of the decoded pixels;
-    several are refused, before decoding, if padded they come to over :data:`MAX_REQUEST_PIXELS`.
-    A BMP TensorFlow would misread fails the request, ``name`` (the input) in its message."""
+def decode_images(encoded, min_side, max_side, name=ENCODED_INPUT):
+    """string ``[B]`` of encoded images -> (float32 ``[B, H', W', 3]`` each image resized by the
+    paper's rule (``min_side``, ``max_side``: ``preprocessing.scaled_size``) as it is decoded, zero
+    padded to the largest; float32 ``[B, 3]`` each image's resized (h', w') and scale, the
+    ``image_info`` of an already resized batch; int32 ``[B, 2]`` each image's (h, w) as decoded).
+
+    One ``DecodeImage`` per element in a ``map_fn`` loop of the graph, at most two at a time, each
+    image resized (``resize_bilinear``, the model's own sampling) before it is stacked: a request
+    of several large images, or the requests TF Serving's batching joins, holds their resized
+    copies and at most two decoded ones, not every decoded image padded to the largest. The
+    network then sees the pixels ``Preprocess`` would have made of each image. A single image (the
+    usual request) skips the ragged stack. A file TensorFlow would misread or should not decode
+    fails the request, ``name`` (the input) and the image's place in its message."""
 
     def said(index, text):  # one string: "name[1]: ..." (Assert prints each of its data in brackets)
         return [tf.strings.join([f"{name}[", tf.strings.as_string(index), f"]: {text}"])]
-
-    too_large = (f"its header states over {MAX_PIXELS / 1e6:.0f} megapixels (the most read, as TensorFlow's JPEG "
-                 "decoder's limit): scale it down")
 
     def decode(data, index):
         said_here = functools.partial(said, index)
@@ -243,42 +237,38 @@ def decode_images(encoded, name=ENCODED_INPUT):
             "reads wrong: send PNG, JPEG or 24-bit BMP"))
         still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), said_here(
             "an animated WebP, which TensorFlow's WebP decoder is not safe on: send one frame as PNG or JPEG"))
-        small = tf.debugging.Assert(stated_pixels(data) <= MAX_PIXELS, said_here(too_large))
+        small = tf.debugging.Assert(stated_pixels(data) <= MAX_PIXELS, said_here(
+            f"its header states over {MAX_PIXELS / 1e6:.0f} megapixels (the most read, as TensorFlow's JPEG "
+            "decoder's limit): scale it down"))
         with tf.control_dependencies([known, bmp, still, small]):
-            return decode_image(data)  # (a WebP with transparency: its alpha dropped)
+            image = decode_image(data)  # (a WebP with transparency: its alpha dropped)
+        size = tf.shape(image)[:2]
+        new_size, scale = scaled_size(size[None], min_side, max_side)
+        # An image at its size (a 600 x 1000 photo for the paper's rule) is not resampled.
+        resized = tf.cond(tf.reduce_all(new_size[0] == size), lambda: tf.cast(image, tf.float32),
+                          lambda: resize_bilinear(image[None], size[None], new_size)[0])
+        return resized, tf.concat([tf.cast(new_size[0], tf.float32), scale], axis=0), size
 
     def one():
-        image = decode(encoded[0], 0)
-        return image[None], tf.shape(image)[None, :2]
+        image, info, size = decode(encoded[0], 0)
+        return image[None], info[None], size[None]
 
-    def ragged_and_size(element):
-        image = decode(*element)
-        return tf.RaggedTensor.from_tensor(image, ragged_rank=1), tf.shape(image)[:2]
+    def ragged(element):
+        image, info, size = decode(*element)
+        return tf.RaggedTensor.from_tensor(image, ragged_rank=1), info, size
 
     def many():
-        # A batch is padded to its tallest and widest image: bounded before anything is decoded.
-        stated = tf.map_fn(request_size, encoded, fn_output_signature=tf.TensorSpec([2], tf.int64))
-        stated = tf.concat([stated, tf.zeros([1, 2], tf.int64)], axis=0)  # (a row for an empty batch)
-        pixels = tf.reduce_prod(stated, axis=1)
-        each = tf.debugging.Assert(tf.reduce_all(pixels <= MAX_PIXELS),
-                                   said(tf.argmax(pixels > MAX_PIXELS, output_type=tf.int32), too_large))
-        tallest, widest = tf.reduce_max(stated[:, 0]), tf.reduce_max(stated[:, 1])
-        padded = tf.cast(tf.size(encoded), tf.float64) * tf.cast(tallest * widest, tf.float64)
-        with tf.control_dependencies([each]):  # (an image too large alone is named first)
-            padded = tf.identity(padded)
-        fits = tf.debugging.Assert(padded <= MAX_REQUEST_PIXELS, [tf.strings.join([
-            f"{name}: ", tf.strings.as_string(tf.size(encoded)), " images padded to the largest height and width (",
-            tf.strings.as_string(tallest), " x ", tf.strings.as_string(widest), f") come to over "
-            f"{MAX_REQUEST_PIXELS / 1e6:.0f} megapixels in one request: send them in several"])])
-        with tf.control_dependencies([fits]):
-            encoded_ = tf.identity(encoded)
-        images, sizes = tf.map_fn(ragged_and_size, (encoded_, tf.range(tf.size(encoded))), fn_output_signature=(
-            tf.RaggedTensorSpec([None, None, 3], tf.uint8, ragged_rank=1), tf.TensorSpec([2], tf.int32)))
-        return images.to_tensor(), sizes
+        images, info, sizes = tf.map_fn(ragged, (encoded, tf.range(tf.size(encoded))), parallel_iterations=2,
+                                        fn_output_signature=(
+                                            tf.RaggedTensorSpec([None, None, 3], tf.float32, ragged_rank=1),
+                                            tf.TensorSpec([3], tf.float32), tf.TensorSpec([2], tf.int32)))
+        return images.to_tensor(), info, sizes
 
-    images, sizes = tf.cond(tf.size(encoded) == 1, one, many)
+    images, info, sizes = tf.cond(tf.size(encoded) == 1, one, many)
     images.set_shape([None, None, None, 3])
-    return images, sizes
+    info.set_shape([None, 3])
+    sizes.set_shape([None, 2])
+    return images, info, sizes
 
 
 def check_image_sizes(sizes, name):
@@ -300,6 +290,13 @@ class ServingFunctions:
             raise ValueError("RoIPooling mode 'align' uses CropAndResize, which XLA cannot compile: "
                              "export without jit_compile")
         self.jit_compile = bool(jit_compile)
+        # The encoded signatures resize each image as they decode it: their batch enters the
+        # network resized, through a Preprocess that takes it so (its sizes and scales given).
+        preprocess = self.layers.preprocess
+        self.resize_rule = (preprocess.min_side, preprocess.max_side)
+        self.resized_layers = copy.copy(self.layers)
+        self.resized_layers.preprocess = Preprocess.from_config(
+            {**preprocess.get_config(), "resize": False, "name": "preprocess_resized"})
         if self.jit_compile:
             # XLA compiles the network for one image and the batch is mapped over it in the graph: a
             # batch of two compiled as one ran for minutes on the CPU (TF 2.21; the NMS loop of
@@ -318,27 +315,32 @@ class ServingFunctions:
             self._serve_tf_example, autograph=False,
             input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLE_INPUT)])
 
-    def _detect(self, images, image_sizes):
-        return forward(self.layers, images, image_sizes)
+    def _detect(self, images, image_sizes, original_sizes=None):
+        """``original_sizes`` given: ``images`` come resized, ``image_sizes`` their (h', w', scale)."""
+        if original_sizes is None:
+            return forward(self.layers, images, image_sizes)
+        return forward(self.resized_layers, images, image_sizes, original_sizes)
 
-    def _detect_one(self, image, image_size):
-        return {key: value[0] for key, value in forward(self.layers, image[None], image_size[None]).items()}
+    def _detect_one(self, image, *sizes):
+        return {key: value[0] for key, value in self._detect(image[None], *(size[None] for size in sizes)).items()}
 
-    def _detect_each(self, images, image_sizes):
+    def _detect_each(self, images, *sizes):
         """The XLA-compiled network image by image (``tf.map_fn``), as one batch's outputs."""
-        spec = self._one.get_concrete_function(tf.TensorSpec([None, None, 3], images.dtype),
-                                               tf.TensorSpec([2], image_sizes.dtype)).structured_outputs
-        return tf.map_fn(lambda element: self._one(*element), (images, image_sizes),
+        spec = self._one.get_concrete_function(tf.TensorSpec([None, None, 3], images.dtype), *(
+            tf.TensorSpec(size.shape[1:], size.dtype) for size in sizes)).structured_outputs
+        return tf.map_fn(lambda element: self._one(*element), (images, *sizes),
                          fn_output_signature={key: tf.TensorSpec(value.shape, value.dtype)
                                               for key, value in spec.items()})
 
-    def _detect_batch(self, images, image_sizes, name):
+    def _detect_batch(self, images, image_sizes, name, image_info=None):
+        """``image_info`` given: ``images`` come resized (``decode_images``), ``image_sizes`` are
+        the decoded images' own."""
         with tf.control_dependencies([check_image_sizes(image_sizes, name)]):
             images = tf.identity(images)
+        sizes = (image_sizes,) if image_info is None else (image_info, image_sizes)
         # Class names are strings, which XLA does not handle: looked up outside the network.
         return tf.cond(tf.shape(images)[0] > 0,
-                       lambda: od_api_outputs(self._network(images, image_sizes), image_sizes,
-                                              self.class_names),
+                       lambda: od_api_outputs(self._network(images, *sizes), image_sizes, self.class_names),
                        lambda: empty_outputs(self.max_detections, self.num_rois,
                                              self.model.num_classes + 1))
 
@@ -352,15 +354,15 @@ class ServingFunctions:
     def _serve_encoded(self, encoded_image_string_tensor):
         encoded_image_string_tensor = tf.ensure_shape(encoded_image_string_tensor, [None],
                                                       name=ENCODED_INPUT)
-        images, sizes = decode_images(encoded_image_string_tensor)
-        return self._detect_batch(images, sizes, ENCODED_INPUT)
+        images, info, sizes = decode_images(encoded_image_string_tensor, *self.resize_rule)
+        return self._detect_batch(images, sizes, ENCODED_INPUT, info)
 
     def _serve_tf_example(self, tf_example):
         tf_example = tf.ensure_shape(tf_example, [None], name=EXAMPLE_INPUT)
         features = tf.io.parse_example(
             tf_example, {EXAMPLE_IMAGE_KEY: tf.io.FixedLenFeature([], tf.string)})
-        images, sizes = decode_images(features[EXAMPLE_IMAGE_KEY], EXAMPLE_INPUT)
-        return self._detect_batch(images, sizes, EXAMPLE_INPUT)
+        images, info, sizes = decode_images(features[EXAMPLE_IMAGE_KEY], *self.resize_rule, EXAMPLE_INPUT)
+        return self._detect_batch(images, sizes, EXAMPLE_INPUT, info)
 
 
 def warmup_requests(model_name, image_size=(480, 640)):
@@ -553,9 +555,9 @@ def _has_kernel(node, device_types):
 
 
 # Ops a GPU server may run on its CPU: image decoding at the input and the byte reads of a BMP's
-# header and a JPEG's size before it (string ops are let through by their dtype; these have integer attributes).
+# header before it (string ops are let through by their dtype; these have integer attributes).
 HOST_OPS = frozenset({"DecodeImage", "DecodeJpeg", "DecodePng", "DecodeBmp", "DecodeGif", "DecodeRaw",
-                      "ExtractJpegShape", "Substr", "StringLength"})
+                      "Substr", "StringLength"})
 
 
 def ops_without_gpu_kernels(saved_model_dir, signature=None) -> dict:

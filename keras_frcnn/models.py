@@ -165,16 +165,18 @@ def roi_table_levels(cfg: Config) -> int:
     return max(1, longest_bin.bit_length())
 
 
-def forward(layers, images, image_sizes=None):
+def forward(layers, images, image_sizes=None, original_sizes=None):
     """The inference data path: uint8 images ``[B, H, W, 3]`` (with optional valid ``image_sizes``
     ``[B, 2]`` of a padded batch) -> the detection dict. Used to build the Keras model and, with
-    sizes, for padded batches and the exported signatures."""
+    sizes, for padded batches and the exported signatures. ``original_sizes`` ``[B, 2]``: the
+    images come resized (``layers.preprocess`` with ``resize=False``, ``image_sizes`` their
+    ``[B, 3]`` (h', w', scale)), the detections are of images of those sizes."""
     if image_sizes is None:
         processed, image_info = layers.preprocess(images)
         original_sizes = layers.image_sizes(images)
     else:
         processed, image_info = layers.preprocess([images, image_sizes])
-        original_sizes = image_sizes
+        original_sizes = image_sizes if original_sizes is None else original_sizes
     features = layers.base([processed, image_info])
     objectness_logits, rpn_deltas, anchors, levels = layers.rpn(features)
     proposals, _, num_proposals = layers.propose(layers.proposals, objectness_logits, rpn_deltas, anchors,
