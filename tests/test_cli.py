@@ -65,7 +65,8 @@ def _train(argv, capsys):
     return code, out.out, out.err
 
 
-def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path, tiny_config_file, capsys):
+def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path, tiny_config_file, capsys,
+                                                                          caplog):
     train_json, train_images = _coco_split(tmp_path / "train", 4, seed=1)
     val_json, val_images = _coco_split(tmp_path / "val", 3, seed=2)
     more_json, more_images = _coco_split(tmp_path / "more", 2, seed=3)
@@ -138,6 +139,29 @@ def test_coco_json_evaluates_its_val_file_and_never_its_training_images(tmp_path
                           "--out", str(tmp_path / "wide_metrics.json")]) == 0
     wide = json.loads((tmp_path / "wide_metrics.json").read_text())
     assert wide["num_positives"] == {"square": 0, "wide": len(one_class["annotations"])} and wide["coco"]
+    # A held-out file listing a category the model lacks that none of its objects has (an annotation
+    # tool's unused label, here with one crowd region of it): left out with a warning (it was refused).
+    extra = json.loads(open(val_json).read())
+    extra["categories"].append({"id": 99, "name": "unused"})
+    extra["annotations"].append({"id": 10 ** 6, "image_id": extra["images"][0]["id"], "category_id": 99,
+                                 "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 1})
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    with caplog.at_level("WARNING"):
+        assert evaluate_main(["--model", model, "--coco-json", str(tmp_path / "extra.json"), "--coco-images",
+                              val_images, "--out", str(tmp_path / "extra_metrics.json")]) == 0
+    assert "lists 1 class(es) that none of its objects has and the 2 classes wanted lack: unused; left out" \
+        in caplog.text
+    assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-images", val_images,
+                          "--out", str(tmp_path / "val_metrics.json")]) == 0
+    with_extra, alone = (json.loads((tmp_path / name).read_text()) for name in ("extra_metrics.json", "val_metrics.json"))
+    assert with_extra["num_positives"] == alone["num_positives"] and with_extra["mAP"] == alone["mAP"]
+    assert with_extra["coco"] == alone["coco"]
+    # With an object of it, the model cannot be evaluated on it: refused, naming it.
+    extra["annotations"][-1]["iscrowd"] = 0
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    assert evaluate_main(["--model", model, "--coco-json", str(tmp_path / "extra.json"), "--coco-images",
+                          val_images]) == 2
+    assert "has 1 class(es) not among the 2 known: unused (the model's classes)" in capsys.readouterr().err
     assert evaluate_main(["--model", model, "--coco-json", val_json, "--coco-json", more_json]) == 2
     assert "--coco-json given 2 times: evaluate one file" in capsys.readouterr().err
     written = tmp_path / "results" / "new" / "metrics.json"  # its folders made first

@@ -300,7 +300,7 @@ def test_a_category_grouping_the_others_without_annotations_is_no_class(tmp_path
     assert load_coco_json(json_path, images).class_names == ("pets", "cat", "dog", "person")  # annotated: a class
 
 
-def test_a_file_of_the_same_categories_under_other_ids_is_read_in_the_runs_order(tmp_path):
+def test_a_file_of_the_same_categories_under_other_ids_is_read_in_the_runs_order(tmp_path, caplog):
     """A held-out COCO file numbering the same categories otherwise (ids are a file's own): its
     labels renumbered by name for the run's order, random access and counts alike (before, it was
     refused as "other classes")."""
@@ -324,6 +324,21 @@ def test_a_file_of_the_same_categories_under_other_ids_is_read_in_the_runs_order
     assert [e["objects/label"].tolist() for e in examples(some)] == [[1], [2, 1]]
     assert classes_differ(("wide", "square", "extra"), ("square", "wide")) == \
         "1 class(es) not among the 2 known: extra"
+    # A category beyond the wanted ones that no object trained on has (one crowd region of it): left
+    # out with that region, warned; one object of it and the source is the caller's to refuse.
+    crowd = {"id": 4, "image_id": 1, "category_id": 9, "bbox": [2, 2, 8, 8], "area": 64, "iscrowd": 1}
+    categories = [{"id": 3, "name": "wide"}, {"id": 7, "name": "square"}, {"id": 9, "name": "unused"}]
+    unused = load_coco_json(*write_coco(tmp_path / "unused", images, annotations + [crowd], categories))
+    with caplog.at_level("WARNING"):
+        left = in_class_order(unused, ("square", "wide"))
+    assert "lists 1 class(es) that none of its objects has and the 2 classes wanted lack: unused" in caplog.text
+    assert left.class_names == ("square", "wide") and left.objects_per_class == (2, 1)
+    assert [(e["objects/label"].tolist(), e["objects/is_difficult"].tolist(), len(e["objects/bbox"]))
+            for e in examples(left)] == [([0], [False], 1), ([1, 0], [False, False], 2)]
+    assert left.example_at(tf.constant(0, tf.int64))["objects"]["label"].numpy().tolist() == [0]
+    crowd["iscrowd"] = 0
+    one = load_coco_json(*write_coco(tmp_path / "one", images, annotations + [crowd], categories))
+    assert in_class_order(one, ("square", "wide")) is one
 
 
 def test_class_names_are_one_line_of_text_without_spaces_around_them(tmp_path, caplog):

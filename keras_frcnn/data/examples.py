@@ -44,7 +44,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from keras_frcnn.data.problems import DataError, logger
+from keras_frcnn.data.problems import DataError, logger, warn_once
 
 # The 20 PASCAL VOC classes in TFDS's (alphabetical) order, so labels agree with tfds "voc".
 VOC_CLASSES = (
@@ -166,16 +166,31 @@ def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
     """``source`` with its labels numbered as ``class_names`` where its names are those or some
     of those, in any order (a COCO file's other category ids, another export's label map, a
     held-out file listing only the categories it uses): each object keeps its class, and the
-    source's class list becomes ``class_names``. Other names: ``source`` as it is (the caller says
-    what differs: :func:`classes_differ`)."""
+    source's class list becomes ``class_names``. Names beyond ``class_names`` that no object
+    trained on has, where the source counts them (a folder source: an export's label list of
+    every class of its project, an annotation tool's unused label), are left out with a warning,
+    with any difficult or crowd objects of theirs. Other names: ``source`` as it is (the caller
+    says what differs: :func:`classes_differ`)."""
     names, wanted = list(source.class_names), list(class_names)
-    if names == wanted or not set(names) <= set(wanted) or len(set(names)) != len(names):
+    if names == wanted or len(set(names)) != len(names):
         return source
-    table = tf.constant([wanted.index(name) for name in names], tf.int64)  # old label -> new
+    unused = [name for name in names if name not in set(wanted)]
+    counts = source.objects_per_class
+    if unused and (counts is None or any(counts[names.index(name)] for name in unused)):
+        return source
+    if unused:
+        warn_once("%s lists %d class(es) that none of its objects has and the %d classes wanted lack: %s; "
+                  "left out", source.name, len(unused), len(wanted), some_names(unused))
+    # old label -> new; -1: a left-out class (only difficult or crowd objects, if any, have it)
+    table = tf.constant([wanted.index(name) if name in wanted else -1 for name in names], tf.int64)
 
     def relabel(example):
         objects = example["objects"]
         labels = tf.gather(table, tf.cast(objects["label"], tf.int64))
+        if unused:
+            kept = labels >= 0
+            objects = {key: tf.boolean_mask(value, kept) for key, value in objects.items()}
+            labels = tf.boolean_mask(labels, kept)
         return {**example, "objects": {**objects, "label": tf.cast(labels, objects["label"].dtype)}}
 
     def at(index):
@@ -184,7 +199,6 @@ def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
     def shuffled(seed):
         return source.shuffled_records(seed).map(lambda index, example: (index, relabel(example)))
 
-    counts = source.objects_per_class
     return dataclasses.replace(
         source, dataset=source.dataset.map(relabel), class_names=tuple(wanted),
         example_at=at if source.example_at is not None else None,
