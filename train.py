@@ -231,6 +231,22 @@ FIELD_OPTIONS = {"train.lr": ("--lr", "lr"), "train.seed": ("--seed", "seed"),
                  "anchors.stride": ("--backbone", "backbone")}
 
 
+def run_config(path):
+    """A run's own ``config.json`` (a ``Config``), for ``--resume``. One written before ``train.aspect_group``
+    existed (2026-12-04) trained its batches in the stream's order: it resumes so (0), not with
+    the field's default, whose grouping would reorder the rest of its stream."""
+    from keras_frcnn.config import Config
+
+    cfg = Config.from_file(path)
+    with open(path) as f:
+        train_fields = json.load(f).get("train")
+    if isinstance(train_fields, dict) and "aspect_group" not in train_fields and cfg.train.aspect_group:
+        print(f"resume: {path} was written before train.aspect_group: its batches stay in the stream's "
+              "order (aspect_group 0), as the run trained")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, aspect_group=0))
+    return cfg
+
+
 def differing_fields(asked: dict, run: dict, prefix="") -> list:
     """Dotted names of the config fields whose values differ between two config dicts."""
     names = []
@@ -342,7 +358,7 @@ def _train(args, held):
 
     from keras_frcnn import data, metrics
     from keras_frcnn.backbone import check_weights
-    from keras_frcnn.config import MIXED_PRECISIONS, Config, ConfigError, resolve_precision
+    from keras_frcnn.config import MIXED_PRECISIONS, ConfigError, resolve_precision
     from keras_frcnn.evaluate import evaluate, headline, no_evaluation
     from keras_frcnn.files import remove_path, write_atomically
     from keras_frcnn.models import build_models
@@ -362,7 +378,7 @@ def _train(args, held):
         raise cli.UsageError(f"--resume: {out} holds no run to continue (no config.json; a run writes it once its "
                              "data is read): give the run's --out, or start it again without --resume")
     if args.resume and os.path.exists(config_path):
-        asked, cfg = cfg, Config.from_file(config_path)
+        asked, cfg = cfg, run_config(config_path)
         # Named: the options given now that would change the run's config (the data comes from the
         # options given now, checked against the checkpoint's).
         preset_alone = build_config(parse_args([token for flag in ("preset", "config") if getattr(args, flag)

@@ -830,3 +830,19 @@ def test_a_signal_outside_training_stops_at_once_and_asks_a_stop_too(terminal_si
         with pytest.raises(KeyboardInterrupt):
             signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
     assert runner.stop_requested and received == [signal.SIGINT]
+
+
+def test_a_run_config_written_before_aspect_grouping_resumes_in_stream_order(tmp_path, capsys):
+    """A run's config.json without ``train.aspect_group`` (written before it existed) trained its
+    batches in the stream's order: --resume keeps that order, not the field's default of 16."""
+    from keras_frcnn.config import preset
+
+    config = preset("voc").to_dict()
+    assert config["train"]["aspect_group"] == 16
+    (tmp_path / "now.json").write_text(json.dumps(config))
+    assert train.run_config(tmp_path / "now.json").train.aspect_group == 16
+    del config["train"]["aspect_group"]
+    (tmp_path / "old.json").write_text(json.dumps(config))
+    old = train.run_config(tmp_path / "old.json")
+    assert old.train.aspect_group == 0 and old.train.stage_steps == preset("voc").train.stage_steps
+    assert "was written before train.aspect_group: its batches stay in the stream's order" in capsys.readouterr().out
