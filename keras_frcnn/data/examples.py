@@ -174,7 +174,8 @@ def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
     names, wanted = list(source.class_names), list(class_names)
     if names == wanted or len(set(names)) != len(names):
         return source
-    unused = [name for name in names if name not in set(wanted)]
+    known = set(wanted)
+    unused = [name for name in names if name not in known]
     counts = source.objects_per_class
     if unused and (counts is None or any(counts[names.index(name)] for name in unused)):
         return source
@@ -182,7 +183,7 @@ def in_class_order(source: DetectionSource, class_names) -> DetectionSource:
         warn_once("%s lists %d class(es) that none of its objects has and the %d classes wanted lack: %s; "
                   "left out", source.name, len(unused), len(wanted), some_names(unused))
     # old label -> new; -1: a left-out class (only difficult or crowd objects, if any, have it)
-    table = tf.constant([wanted.index(name) if name in wanted else -1 for name in names], tf.int64)
+    table = tf.constant([wanted.index(name) if name in known else -1 for name in names], tf.int64)
 
     def relabel(example):
         objects = example["objects"]
