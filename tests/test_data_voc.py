@@ -195,6 +195,27 @@ def test_split_file_ids_written_with_their_image_suffix_are_the_ids(tmp_path):
     assert names(load_voc_folder(tmp_path, "test")) == ["c.jpg", "d.jpg"]
 
 
+def test_split_files_named_as_annotation_tools_name_their_subsets(tmp_path):
+    """CVAT's Pascal VOC export writes its subsets' names, Train.txt and Validation.txt; others
+    write valid.txt. Read only by their exact lower-case names, such a folder was taken as one of no
+    split files and its last tenth of annotation files held out, training on validation images."""
+    entries = {f"f{i:02d}": {"objects": [("dog", (1, 1, 9, 9), False)]} for i in range(13)}
+    write_voc_folder(tmp_path, entries, {"Train": [f"f{i:02d}" for i in range(10)],
+                                         "Validation": ["f10", "f11", "f12"]})
+    (tmp_path / "ImageSets" / "Main" / "dog_Train.txt").write_text("f00  1\n")  # (a per-class file)
+    assert default_splits(tmp_path) == ("Train", "Validation")
+    assert labelled_split(tmp_path) == "Train+Validation"
+    names = lambda s: [e["image/filename"].decode() for e in examples(s)]  # noqa: E731
+    assert names(load_voc_folder(tmp_path, "Validation")) == ["f10.jpg", "f11.jpg", "f12.jpg"]
+    main = tmp_path / "ImageSets" / "Main"
+    (main / "Validation.txt").rename(main / "valid.txt")
+    (main / "Train.txt").rename(main / "train.txt")
+    assert default_splits(tmp_path) == ("train", "valid")
+    (main / "Test.txt").write_text("f12\n")  # a labelled test split: trained on train + valid
+    assert default_splits(tmp_path) == ("train+valid", "Test")
+    assert labelled_split(tmp_path) == "train+valid+Test"
+
+
 def test_a_split_file_that_is_not_utf8_is_named(tmp_path):
     entries = {i: {"objects": [("dog", (1, 1, 9, 9), False)]} for i in ("été", "b")}
     write_voc_folder(tmp_path, entries, {"trainval": ["b"]})

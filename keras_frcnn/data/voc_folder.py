@@ -252,7 +252,8 @@ def default_splits(voc_dir, *, warn: bool = True) -> tuple:
     ``all[90%:]`` (``all[:-1]`` -> ``all[-1:]`` for fewer than ten). A ``test.txt`` passed over
     for a tenth of the training split (it names no annotation file) is warned about (``warn``)."""
     main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
-    has = {name: os.path.isfile(os.path.join(main, f"{name}.txt")) for name in ("train", "val", "test", "trainval")}
+    files = split_files(voc_dir)
+    has = {name: name in files for name in ("train", "val", "test", "trainval")}
     if not any(has.values()) and os.path.isdir(voc_dir):
         try:
             count = len(_annotated_ids(voc_dir))
@@ -260,18 +261,43 @@ def default_splits(voc_dir, *, warn: bool = True) -> tuple:
             count = 0
         return held_out_tenth(ALL, count)
     # Without trainval.txt its parts (trainval is train + val); a folder of one split file holds a tenth out.
-    training = "trainval" if has["trainval"] else "+".join(name for name in ("train", "val") if has[name])
-    if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, "test")):
-        return training or "trainval", "test"  # (test.txt alone: evaluated; training asks for a split)
+    name = lambda split: files.get(split, split)  # noqa: E731  (the file's own name: Train, Validation)
+    training = name("trainval") if has["trainval"] else "+".join(name(s) for s in ("train", "val") if has[s])
+    if has["test"] and _any_annotated(voc_dir, split_ids(voc_dir, name("test"))):
+        return training or "trainval", name("test")  # (test.txt alone: evaluated; training asks for a split)
     if has["train"] and has["val"]:
-        return "train", "val"
+        return name("train"), name("val")
     if not training:  # (test.txt alone, unlabelled: loading says so)
-        return "trainval", "test"
+        return "trainval", name("test")
     held_out = held_out_tenth(training, len(split_ids(voc_dir, training)))
     if has["test"] and warn:
         logger.warning("%s: none of its images has an annotation file in %s (an unlabelled test set); "
-                       "evaluating on %s instead", os.path.join(main, "test.txt"), voc_layout(voc_dir)[0], held_out[1])
+                       "evaluating on %s instead", os.path.join(main, f"{name('test')}.txt"),
+                       voc_layout(voc_dir)[0], held_out[1])
     return held_out
+
+
+# Split files as annotation tools name them: CVAT's Pascal VOC export writes its subsets' names
+# (Train.txt, Validation.txt), as do YOLO and CVAT sources' subsets (which this package reads so).
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test", "trainval": "trainval"}
+
+
+def split_files(voc_dir) -> dict:
+    """``{"train" | "val" | "test" | "trainval": file name without .txt}`` of the folder's split
+    files in ``ImageSets/Main``, their names matched without case and with the tools' other names
+    (``Train.txt``, ``Validation.txt``, ``valid.txt``); a file of the exact name comes first."""
+    main = os.path.join(os.fspath(voc_dir), "ImageSets", "Main")
+    try:
+        stems = [n[:-4] for n in os.listdir(main) if n.endswith(".txt") and os.path.isfile(os.path.join(main, n))]
+    except OSError:
+        return {}
+    found = {}
+    for stem in sorted(stems, key=lambda stem: (stem not in SPLIT_ALIASES, stem)):
+        canonical = SPLIT_ALIASES.get(stem.lower())
+        if canonical and canonical not in found:
+            found[canonical] = stem
+    return found
 
 
 def held_out_tenth(split, count) -> tuple:
@@ -293,7 +319,8 @@ def labelled_split(voc_dir) -> typing.Optional[str]:
     splits = default_splits(voc_dir, warn=False)  # (its evaluation split is not what the run evaluates on)
     if splits[0].startswith(f"{ALL}["):
         return None
-    parts = [name for name in splits if os.path.isfile(os.path.join(main, f"{name}.txt"))
+    parts = [name for name in splits if "[" not in name
+             and all(os.path.isfile(os.path.join(main, f"{part}.txt")) for part in name.split("+"))
              and _any_annotated(voc_dir, split_ids(voc_dir, name))]
     return "+".join(parts) or None
 
