@@ -27,7 +27,7 @@ import train  # noqa: E402  (the repository's train.py)
 
 def _labelme(path, shapes, image_path=None, size=(50, 80), image_data=None):
     """A LabelMe JSON file as LabelMe writes it; ``shapes``: (label, shape_type, points[, flags])."""
-    entries = [{"label": s[0], "shape_type": s[1], "points": s[2], "group_id": None,
+    entries = [{"label": s[0], "shape_type": s[1], "points": s[2], "group_id": s[4] if len(s) > 4 else None,
                 "flags": s[3] if len(s) > 3 else {}} for s in shapes]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -72,6 +72,23 @@ def test_shapes_as_labelme_saves_them_split_folders_and_labels_txt(tmp_path):
     assert source.problems == {"not an object": 1, "image listed twice": 1} and len(_objects(source)) == 2
     # (the copy first, in name order; its first rectangle a.json's, kept once)
     assert _objects(source)["train/a.jpg"][1] == [0, 0, 1, 1]
+
+
+def test_an_object_drawn_in_parts_is_one_object(tmp_path):
+    """LabelMe marks an object drawn in pieces (a car behind a post) by one group_id on its shapes;
+    labelme2coco makes them one instance. Each shape was a box of its own: two half cars taught as
+    cars, and a whole car found scored as a false positive and a miss."""
+    write_image(str(tmp_path / "a.jpg"), 50, 80, seed=1)
+    _labelme(str(tmp_path / "a.json"), [
+        ("car", "polygon", [[8, 10], [20, 10], [20, 30]], {}, 1),
+        ("person", "rectangle", [[60, 5], [70, 45]], {}, 1),  # (group 1 of another label: its own object)
+        ("car", "polygon", [[30, 5], [40, 25], [35, 20]], {"difficult": True}, 1),
+        ("car", "rectangle", [[0, 40], [16, 50]], {}, None),
+        ("car", "rectangle", [[44, 40], [56, 45]], {}, 2)])
+    boxes, labels, difficult = _objects(load_labelme(tmp_path))["a.jpg"]
+    np.testing.assert_allclose(boxes, [[0.1, 0.1, 0.6, 0.5], [0.1, 0.75, 0.9, 0.875],
+                                       [0.8, 0.0, 1.0, 0.2], [0.8, 0.55, 0.9, 0.7]], atol=1e-6)
+    assert labels == [0, 1, 0, 0] and difficult == [True, False, False, False]
 
 
 def test_files_that_cannot_be_used_are_named_and_counted_and_a_turned_photo(tmp_path, caplog):

@@ -109,7 +109,7 @@ class _Annotation(typing.NamedTuple):
     image: typing.Optional[str]  # the image file found, or None
     written: str  # imagePath as written
     size: typing.Optional[tuple]  # (height, width) stated
-    shapes: list  # [(label, shape_type, points, difficult)]
+    shapes: list  # [(label, shape_type, points, difficult, group_id or None)]
     embedded: bool  # the image taken from the file's imageData (written to extracted_folder())
 
 
@@ -133,7 +133,10 @@ def _read(path) -> _Annotation:
         difficult = _ticked(flags.get("difficult")) or _ticked(shape.get("difficult"))
         label = shape.get("label")
         label = "" if label is None or isinstance(label, (dict, list)) else str(label).strip()  # null: no class
-        shapes.append((label, str(shape.get("shape_type") or "polygon"), shape["points"], difficult))
+        group = shape.get("group_id")  # LabelMe's object drawn in parts: its shapes share label and group_id
+        group = None if group is None or isinstance(group, (dict, list, bool)) or str(group).strip() == "" \
+            else str(group).strip()
+        shapes.append((label, str(shape.get("shape_type") or "polygon"), shape["points"], difficult, group))
     written = str(data.get("imagePath") or "")
     folder = os.path.dirname(path)
     # (as_on_disk: the name in other letter case or Unicode form, as written on Windows or macOS)
@@ -280,21 +283,35 @@ def _objects(file, annotation: _Annotation, image, label_of, problems):
     if annotation.size is not None and annotation.size != (float(height), float(width)):
         problems.warn("size mismatch", file, f"imageWidth x imageHeight {annotation.size[1]:g} x "
                       f"{annotation.size[0]:g}, but the image is {width} x {height} as shown", "using the image's size")
-    boxes, labels, difficult = [], [], []
-    for number, (label, shape_type, points, hard) in enumerate(annotation.shapes):
+    # One object per shape, or per (label, group_id): the parts of an object drawn in pieces (one
+    # occluded by another) are one object, the box around them all, as labelme2coco makes them.
+    objects, grouped = [], {}
+    for number, (label, shape_type, points, hard, group) in enumerate(annotation.shapes):
         where = f"{file}: shapes[{number}]"
         if shape_type in NOT_OBJECTS:
             problems.warn("not an object", where, f"a {shape_type} marks no object", "passed over")
             continue
         try:
-            xmin, ymin, xmax, ymax = _box(shape_type, points)
+            box = _box(shape_type, points)
         except ValueError as error:
             problems.warn("malformed shape", where, str(error), "image skipped")
             return None
         if label not in label_of:
             problems.warn("unknown class", where, f"label {label!r} is not one of the classes", "object skipped")
             continue
-        normalised = box_in_image((xmin, ymin, xmax, ymax), height, width, problems, where, f"a {shape_type}")
+        if group is not None and (label, group) in grouped:
+            parts = objects[grouped[label, group]]
+            parts[2] = (min(parts[2][0], box[0]), min(parts[2][1], box[1]),
+                        max(parts[2][2], box[2]), max(parts[2][3], box[3]))
+            parts[4] = parts[4] or hard
+            parts[1] = f"the shapes of group_id {group}"
+            continue
+        if group is not None:
+            grouped[label, group] = len(objects)
+        objects.append([where, f"a {shape_type}", box, label, hard])
+    boxes, labels, difficult = [], [], []
+    for where, what, (xmin, ymin, xmax, ymax), label, hard in objects:
+        normalised = box_in_image((xmin, ymin, xmax, ymax), height, width, problems, where, what)
         if normalised is None:
             continue
         boxes.append(normalised)
