@@ -245,11 +245,12 @@ def test_image_folders_default_to_the_json_s_own_or_the_one_holding_its_images(t
     with pytest.raises(DataError, match="nowhere: image directory not found"):
         load_coco_json(sets["valid"][0], str(tmp_path / "nowhere"))
     # COCO's own layout: annotations/instances_val2017.json beside val2017/ (Ultralytics, CVAT:
-    # images/val2017/; CVAT's older exports, Supervisely: images/)
-    for images_folder in ("val2017", "images/val2017", "images"):
-        root = tmp_path / images_folder.replace("/", "_")
+    # images/val2017/; CVAT's older exports, Supervisely: images/); its person_keypoints_val2017.json as well
+    for images_folder, json_name in (("val2017", "instances"), ("images/val2017", "instances"), ("images", "instances"),
+                                     ("val2017", "person_keypoints"), ("images/val2017", "person_keypoints")):
+        root = tmp_path / f"{images_folder.replace('/', '_')}_{json_name}"
         os.makedirs(root / "annotations")
-        json_path = shutil.copy(sets["valid"][0], root / "annotations" / "instances_val2017.json")
+        json_path = shutil.copy(sets["valid"][0], root / "annotations" / f"{json_name}_val2017.json")
         shutil.copytree(sets["valid"][1], root / images_folder)
         assert load_coco_json(json_path, None).num_examples == 2
         assert load_coco_json(json_path, [sets["train"][1]]).num_examples == 2

@@ -254,15 +254,17 @@ def _images_folder(json_path, image_dir, entries) -> str:
 def _folders_by_layout(json_path) -> list:
     """The folders that may hold a JSON's images when none is given: its own (Roboflow's
     ``train/_annotations.coco.json``), and beside an ``annotations/`` folder: for
-    ``annotations/instances_train2017.json`` COCO's ``train2017/`` (or ``images/train2017/``, as
+    ``annotations/instances_train2017.json`` (or ``person_keypoints_train2017.json``, any name
+    ending in ``_train2017``) COCO's ``train2017/`` (or ``images/train2017/``, as
     Ultralytics and CVAT's exports lay it out), and ``images/`` (CVAT's older exports, Supervisely)."""
     own = os.path.dirname(os.path.abspath(json_path))
     if os.path.basename(own) != "annotations":
         return [own]
     stem = os.path.splitext(os.path.basename(json_path))[0]
     root = os.path.dirname(own)
-    split = [os.path.join(root, stem[len("instances_"):]), os.path.join(root, "images", stem[len("instances_"):])] \
-        if stem.startswith("instances_") else []
+    # (its split after the last underscore: instances_val2017, person_keypoints_val2017, a_b_train)
+    name = stem.rsplit("_", 1)[1] if "_" in stem else ""
+    split = [os.path.join(root, name), os.path.join(root, "images", name)] if name else []
     return [own, *split, os.path.join(root, "images")]
 
 
