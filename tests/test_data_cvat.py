@@ -86,6 +86,22 @@ def test_a_task_export_with_every_shape(tmp_path):
     assert load_cvat(tmp_path / "task" / "annotations.xml", "all[-1:]").num_examples == 1
 
 
+def test_an_object_drawn_in_parts_is_one_object(tmp_path):
+    """A group of one label's shapes (group_id, CVAT's G key: an object drawn in parts, a car behind
+    a post) is one object, the box around them all, as CVAT's COCO export merges it; a group's shape
+    of another label stays its own object, and group 0 is no group."""
+    write_image(str(tmp_path / "task" / "images" / "a.jpg"), 50, 80, seed=1)
+    shapes = [_box("car", 10, 10, 20, 30, ' group_id="1"'),
+              _box("person", 60, 5, 70, 45, ' group_id="1"'),
+              '<polygon label="car" source="manual" occluded="0" points="30,5;40,25;35,20" z_order="0" group_id="1"/>',
+              _box("car", 0, 40, 16, 50, ' group_id="0"'), _box("car", 2, 42, 10, 48, ' group_id="0"')]
+    _cvat(tmp_path / "task" / "annotations.xml", [("a.jpg", 80, 50, None, shapes)])
+    boxes, labels, _ = _objects(load_cvat(tmp_path / "task", "all"))["a.jpg"]
+    np.testing.assert_allclose(boxes, np.array([[5, 10, 30, 40], [5, 60, 45, 70], [40, 0, 50, 16],
+                                                [42, 2, 48, 10]]) / [50, 80, 50, 80], atol=1e-6)
+    assert labels == [0, 1, 0, 0]
+
+
 def test_a_project_export_splits_by_subset(tmp_path, caplog):
     """A project's export: each image's subset (Train, Validation) and its images in
     images/<subset>/; train -> val; a subset of another name is a split of that name."""

@@ -229,7 +229,9 @@ def _image_path(root, name, subset) -> str:
 
 def _objects(here, shapes, size, label_of, problems):
     height, width = size
-    boxes, labels, difficult = [], [], []
+    # One object per shape, or per (label, group_id): CVAT's group of one label's shapes (an object
+    # drawn in parts) is one object, the box around them all, as CVAT's COCO export (Datumaro) merges it.
+    objects, grouped = [], {}
     for number, (tag, attributes, named) in enumerate(shapes):
         where = f"{here}: <{tag}> {number}"
         if tag in NOT_OBJECTS:
@@ -245,11 +247,25 @@ def _objects(here, shapes, size, label_of, problems):
         if attributes.get("label", "") not in label_of:
             problems.warn("no class", where, "a shape without a label", "image skipped")
             return None
-        normalised = box_in_image(box, height, width, problems, where, f"a {tag}")
+        label, hard = attributes["label"], named.get("difficult", "").lower() in TRUE
+        group = attributes.get("group_id", "").strip()
+        key = (label, group) if group not in ("", "0") else None
+        if key in grouped:
+            parts = objects[grouped[key]]
+            parts[2] = (min(parts[2][0], box[0]), min(parts[2][1], box[1]),
+                        max(parts[2][2], box[2]), max(parts[2][3], box[3]))
+            parts[1], parts[4] = f"the shapes of group_id {group}", parts[4] or hard
+            continue
+        if key is not None:
+            grouped[key] = len(objects)
+        objects.append([where, f"a {tag}", box, label, hard])
+    boxes, labels, difficult = [], [], []
+    for where, what, box, label, hard in objects:
+        normalised = box_in_image(box, height, width, problems, where, what)
         if normalised is None:
             continue
         boxes.append(normalised)
-        labels.append(label_of[attributes["label"]])
-        difficult.append(named.get("difficult", "").lower() in TRUE)
+        labels.append(label_of[label])
+        difficult.append(hard)
     return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
             np.asarray(difficult, np.bool_))
