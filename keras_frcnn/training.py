@@ -913,8 +913,14 @@ class ScheduleRunner:
         for reset, part, name, label in ((stage.reset_base, self.net.base, "base", "base"),
                                          (stage.reset_rpn_head, self.net.rpn_head, "rpn_head", "RPN head")):
             if reset and not resuming:
-                tf.train.Checkpoint(**{name: _weights_by_path(part)}).read(
-                    self._path(os.path.join("initial_weights", "weights"))).expect_partial()
+                weights = self._path(os.path.join("initial_weights", "weights"))
+                try:
+                    tf.train.Checkpoint(**{name: _weights_by_path(part)}).read(weights).expect_partial()
+                except (tf.errors.OpError, IndexError, AssertionError, ValueError) as error:
+                    message = getattr(error, "message", None) or str(error)
+                    raise DataError(f"{weights}: the starting weights {stage.name} begins again from cannot be "
+                                    f"read ({message}); restore {os.path.dirname(weights)} from a copy, or start "
+                                    "a new run (another --out); the stages before it are in checkpoint/") from None
                 self.log(f"   {label} reset to its initial weights")
 
         remaining = stage.steps - step

@@ -179,6 +179,13 @@ def test_resume_after_an_interruption_is_exact(shapes_dir, tmp_path, monkeypatch
     shutil.rmtree(tmp_path / "no_initial" / "initial_weights")
     with pytest.raises(data.DataError, match=r"initial_weights is missing: the starting weights stage3_rpn begin"):
         run(tmp_path / "no_initial", resume=True)
+    # Its file cut short (a disk that filled, a copy broken off): named, not TensorFlow's IndexError.
+    shutil.rmtree(tmp_path / "no_initial")
+    shutil.copytree(tmp_path / "resumed", tmp_path / "cut_initial")
+    os.truncate(tmp_path / "cut_initial" / "initial_weights" / "weights.data-00000-of-00001", 10)
+    with pytest.raises(data.DataError, match=r"initial_weights/weights: the starting weights stage3_rpn begins again "
+                                             r"from cannot be read \(.*\); restore .*initial_weights from a copy"):
+        run(tmp_path / "cut_initial", resume=True)
     finished, second, resumed = run(tmp_path / "resumed", resume=True)
     assert finished
     # (stage, first step, first stream position, steps): stage 2 goes on at step 2, position 4.
