@@ -336,10 +336,13 @@ class TrainingCheckpoint:
 
     def latest(self) -> typing.Optional[str]:
         """The newest complete checkpoint's path: the one the ``checkpoint`` list names, or, where
-        that list is gone (deleted by hand, left out of a copy), the highest-numbered whose
-        ``.index`` is written (a checkpoint is complete once its index is)."""
+        that list is gone or cannot be read (deleted by hand, left out of a copy, cut short), the
+        highest-numbered whose ``.index`` is written (a checkpoint is complete once its index is).
+        A list that names a checkpoint whose index is gone gives none: not an older one instead."""
         found = tf.train.latest_checkpoint(self.dir)
-        if found is not None or tf.io.gfile.exists(os.path.join(self.dir, "checkpoint")):
+        # (get_checkpoint_state: None, with TensorFlow's warning, for a list it cannot parse)
+        if found is not None or (tf.io.gfile.exists(os.path.join(self.dir, "checkpoint"))
+                                 and tf.train.get_checkpoint_state(self.dir) is not None):
             return found
         numbers = [int(name[len("ckpt-"):-len(".index")]) for name in self._files()
                    if name.startswith("ckpt-") and name.endswith(".index") and name[5:-6].isdigit()]

@@ -380,6 +380,9 @@ def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp
     # to resume from (it was "no checkpoint": a resume started over), and the list is written again
     # so that the next save removes it in turn.
     index.write_bytes(kept)
+    # (the list cut short, which TensorFlow cannot parse, is as one deleted: it named the checkpoint as missing)
+    (folder / "checkpoint").write_text("model_chec")
+    assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
     (folder / "checkpoint").unlink()
     assert unfinished_run(str(tmp_path)) == "joint at step 2 of 4"
     assert runner(stop_after_steps=None).run(resume=True)
