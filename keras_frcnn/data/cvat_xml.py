@@ -39,12 +39,10 @@ import numpy as np
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, class_name, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import (annotated_as_shown, as_on_disk, check_images, exif_undecided, frame_undecided,
                                           image_problem, shown_size, to_stored_frame)
-from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box
-from keras_frcnn.data.voc_folder import held_out_tenth, sliced, split_parts
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, ellipse_extent, finite_box, merge_groups
+from keras_frcnn.data.voc_folder import SPLIT_ALIASES, held_out_tenth, sliced, split_parts
 
 ALL = "all"
-SUBSETS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-           "test": "test", "testing": "test"}
 SHAPES = ("box", "polygon", "polyline", "ellipse", "mask", "cuboid")
 NOT_OBJECTS = ("points", "skeleton", "tag")
 TRUE = ("true", "1", "yes")
@@ -86,7 +84,7 @@ class CvatFile:
                     found.update(attributes.get("label", "") for tag, attributes, _ in shapes if tag in SHAPES)
                     subset = element.get("subset", "").strip()
                     self.images.append((element.get("name", ""), element.get("width"), element.get("height"),
-                                        SUBSETS.get(subset.lower(), subset.lower() or ALL), shapes, subset))
+                                        SPLIT_ALIASES.get(subset.lower(), subset.lower() or ALL), shapes, subset))
                     element.clear()  # (a stream: the images read are not kept as a tree)
         except defusedxml.DefusedXmlException as error:
             raise DataError(f"{self.path}: refused (entity expansion?): {type(error).__name__}") from None
@@ -229,9 +227,7 @@ def _image_path(root, name, subset) -> str:
 
 def _objects(here, shapes, size, label_of, problems):
     height, width = size
-    # One object per shape, or per (label, group_id): CVAT's group of one label's shapes (an object
-    # drawn in parts) is one object, the box around them all, as CVAT's COCO export (Datumaro) merges it.
-    objects, grouped = [], {}
+    found = []  # CVAT's group of one label's shapes (an object drawn in parts) is one object
     for number, (tag, attributes, named) in enumerate(shapes):
         where = f"{here}: <{tag}> {number}"
         if tag in NOT_OBJECTS:
@@ -247,20 +243,11 @@ def _objects(here, shapes, size, label_of, problems):
         if attributes.get("label", "") not in label_of:
             problems.warn("no class", where, "a shape without a label", "image skipped")
             return None
-        label, hard = attributes["label"], named.get("difficult", "").lower() in TRUE
         group = attributes.get("group_id", "").strip()
-        key = (label, group) if group not in ("", "0") else None
-        if key in grouped:
-            parts = objects[grouped[key]]
-            parts[2] = (min(parts[2][0], box[0]), min(parts[2][1], box[1]),
-                        max(parts[2][2], box[2]), max(parts[2][3], box[3]))
-            parts[1], parts[4] = f"the shapes of group_id {group}", parts[4] or hard
-            continue
-        if key is not None:
-            grouped[key] = len(objects)
-        objects.append([where, f"a {tag}", box, label, hard])
+        found.append((group if group not in ("", "0") else None, where, f"a {tag}", box, attributes["label"],
+                      named.get("difficult", "").lower() in TRUE))
     boxes, labels, difficult = [], [], []
-    for where, what, box, label, hard in objects:
+    for where, what, box, label, hard in merge_groups(found):
         normalised = box_in_image(box, height, width, problems, where, what)
         if normalised is None:
             continue

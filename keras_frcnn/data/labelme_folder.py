@@ -38,7 +38,7 @@ import numpy as np
 
 from keras_frcnn.data.examples import DetectionSource, ImageRecord, one_record_per_image, records_to_source
 from keras_frcnn.data.image_files import IMAGE_SUFFIXES, as_on_disk, cache_path, check_images, shown_size, to_stored_frame
-from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, read_json
+from keras_frcnn.data.problems import DataError, DataProblems, box_in_image, logger, merge_groups, read_json
 from keras_frcnn.data.splits import beside_held_out, every_split, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
 from keras_frcnn.files import write_atomically
@@ -283,9 +283,7 @@ def _objects(file, annotation: _Annotation, image, label_of, problems):
     if annotation.size is not None and annotation.size != (float(height), float(width)):
         problems.warn("size mismatch", file, f"imageWidth x imageHeight {annotation.size[1]:g} x "
                       f"{annotation.size[0]:g}, but the image is {width} x {height} as shown", "using the image's size")
-    # One object per shape, or per (label, group_id): the parts of an object drawn in pieces (one
-    # occluded by another) are one object, the box around them all, as labelme2coco makes them.
-    objects, grouped = [], {}
+    found = []  # the shapes of one label and group_id (an object drawn in parts) are one object
     for number, (label, shape_type, points, hard, group) in enumerate(annotation.shapes):
         where = f"{file}: shapes[{number}]"
         if shape_type in NOT_OBJECTS:
@@ -299,19 +297,10 @@ def _objects(file, annotation: _Annotation, image, label_of, problems):
         if label not in label_of:
             problems.warn("unknown class", where, f"label {label!r} is not one of the classes", "object skipped")
             continue
-        if group is not None and (label, group) in grouped:
-            parts = objects[grouped[label, group]]
-            parts[2] = (min(parts[2][0], box[0]), min(parts[2][1], box[1]),
-                        max(parts[2][2], box[2]), max(parts[2][3], box[3]))
-            parts[4] = parts[4] or hard
-            parts[1] = f"the shapes of group_id {group}"
-            continue
-        if group is not None:
-            grouped[label, group] = len(objects)
-        objects.append([where, f"a {shape_type}", box, label, hard])
+        found.append((group, where, f"a {shape_type}", box, label, hard))
     boxes, labels, difficult = [], [], []
-    for where, what, (xmin, ymin, xmax, ymax), label, hard in objects:
-        normalised = box_in_image((xmin, ymin, xmax, ymax), height, width, problems, where, what)
+    for where, what, box, label, hard in merge_groups(found):
+        normalised = box_in_image(box, height, width, problems, where, what)
         if normalised is None:
             continue
         boxes.append(normalised)

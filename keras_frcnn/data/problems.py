@@ -126,6 +126,26 @@ def finite_box(box, what) -> tuple:
     return box
 
 
+def merge_groups(shapes) -> list:
+    """Annotation tools' objects drawn in parts (LabelMe's and CVAT's ``group_id``): ``shapes``
+    ``[(group_id or None, where, what, box xyxy, label, difficult)]`` -> ``[[where, what, box, label,
+    difficult]]``, one per shape or per (label, group_id): the box around its parts, difficult if
+    any part is, in the place of its first part (as labelme2coco and CVAT's COCO export make them)."""
+    objects, grouped = [], {}
+    for group, where, what, box, label, hard in shapes:
+        key = None if group is None else (label, group)
+        if key in grouped:
+            parts = objects[grouped[key]]
+            parts[2] = (min(parts[2][0], box[0]), min(parts[2][1], box[1]),
+                        max(parts[2][2], box[2]), max(parts[2][3], box[3]))
+            parts[1], parts[4] = f"the shapes of group_id {group}", parts[4] or hard
+            continue
+        if key is not None:
+            grouped[key] = len(objects)
+        objects.append([where, what, box, label, hard])
+    return objects
+
+
 def box_in_image(box, height, width, problems: DataProblems, where, what, slack=1.0):
     """``box`` (xmin, ymin, xmax, ymax) in the frame of a ``height`` x ``width`` image -> its
     normalised ``(ymin, xmin, ymax, xmax)`` clipped to the image, or None: a box of no width or

@@ -277,8 +277,8 @@ def default_splits(voc_dir, *, warn: bool = True) -> tuple:
     return held_out
 
 
-# Split files as annotation tools name them: CVAT's Pascal VOC export writes its subsets' names
-# (Train.txt, Validation.txt), as do YOLO and CVAT sources' subsets (which this package reads so).
+# Split files and subsets as annotation tools name them: CVAT's Pascal VOC export writes its
+# subsets' names (Train.txt, Validation.txt); CVAT's own export names them so (cvat_xml).
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test", "trainval": "trainval"}
 
