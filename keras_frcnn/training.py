@@ -338,15 +338,26 @@ class TrainingCheckpoint:
         """The newest complete checkpoint's path: the one the ``checkpoint`` list names, or, where
         that list is gone or cannot be read (deleted by hand, left out of a copy, cut short), the
         highest-numbered whose ``.index`` is written (a checkpoint is complete once its index is).
-        A list that names a checkpoint whose index is gone gives none: not an older one instead."""
-        found = tf.train.latest_checkpoint(self.dir)
-        # (get_checkpoint_state: None, with TensorFlow's warning, for a list it cannot parse)
-        if found is not None or (tf.io.gfile.exists(os.path.join(self.dir, "checkpoint"))
-                                 and tf.train.get_checkpoint_state(self.dir) is not None):
-            return found
+        A list that names a checkpoint whose index is gone gives none: not an older one instead.
+        The list's names are taken in this folder, wherever they say they are (a list written with
+        the absolute paths of the folder before it was moved or copied)."""
+        saved = self._saved()
+        if saved is not None:
+            found = self._here(saved.model_checkpoint_path)
+            return found if tf.io.gfile.exists(found + ".index") else None
         numbers = [int(name[len("ckpt-"):-len(".index")]) for name in self._files()
                    if name.startswith("ckpt-") and name.endswith(".index") and name[5:-6].isdigit()]
         return os.path.join(self.dir, f"ckpt-{max(numbers)}") if numbers else None
+
+    def _saved(self):
+        """The ``checkpoint`` list as TensorFlow reads it, or None where it is gone or cannot be
+        parsed (``get_checkpoint_state``: None, with TensorFlow's warning)."""
+        if not tf.io.gfile.exists(os.path.join(self.dir, "checkpoint")):
+            return None
+        return tf.train.get_checkpoint_state(self.dir)
+
+    def _here(self, path) -> str:
+        return os.path.join(self.dir, os.path.basename(path))
 
     def _files(self) -> list:
         return sorted(os.listdir(self.dir)) if os.path.isdir(self.dir) else []
@@ -369,8 +380,17 @@ class TrainingCheckpoint:
             objects["optimizer"] = optimizer_variables(optimizer)
         # A new number every time: the previous checkpoint stays whole until this one is complete.
         latest = self.latest()
-        if latest is not None and tf.train.latest_checkpoint(self.dir) is None:  # its list gone: written
-            self._list([latest])  # again, so that the manager removes it in turn
+        # The list written again where it is gone, so that the manager removes the newest in turn,
+        # and where it names the folder this one was moved or copied from, whose checkpoints the
+        # manager would remove otherwise.
+        saved = self._saved()
+        if saved is None or any(self._here(path) != path for path in
+                                (saved.model_checkpoint_path, *saved.all_model_checkpoint_paths)):
+            local = (self.kept() if saved is not None else []) or ([latest] if latest else [])
+            if local:
+                self._list(local)
+            elif saved is not None:
+                remove_path(os.path.join(self.dir, "checkpoint"))
         manager = tf.train.CheckpointManager(tf.train.Checkpoint(**objects), self.dir, max_to_keep=self.keep)
         for left in glob.glob(os.path.join(glob.escape(self.dir), "ckpt-*_temp*")):  # a save killed (-9) half-way
             remove_path(left)
@@ -396,9 +416,9 @@ class TrainingCheckpoint:
 
     def kept(self) -> list:
         """The complete checkpoints kept, oldest first: their paths."""
-        saved = tf.train.get_checkpoint_state(self.dir)
-        paths = [os.path.join(self.dir, path) for path in (saved.all_model_checkpoint_paths if saved else [])]
-        return [path for path in paths if tf.io.gfile.exists(path + ".index")]  # (join keeps absolute paths)
+        saved = self._saved()
+        paths = [self._here(path) for path in (saved.all_model_checkpoint_paths if saved else [])]
+        return [path for path in paths if tf.io.gfile.exists(path + ".index")]
 
     def go_back_to(self, path):
         """Make the kept checkpoint ``path`` the newest, removing those written after it."""
@@ -418,7 +438,9 @@ class TrainingCheckpoint:
         """Write the ``checkpoint`` list: ``paths``, the last the newest. Each with its time of writing
         (a checkpoint listed without one counts as kept for good: a manager never removes it)."""
         times = [os.path.getmtime(path + ".index") for path in paths]
-        tf.compat.v1.train.update_checkpoint_state(self.dir, paths[-1], all_model_checkpoint_paths=paths,
+        names = [os.path.basename(path) for path in paths]  # relative, as the manager writes them:
+        # a run folder moved or copied keeps reading its own checkpoints
+        tf.compat.v1.train.update_checkpoint_state(self.dir, names[-1], all_model_checkpoint_paths=names,
                                                    all_model_checkpoint_timestamps=times,
                                                    last_preserved_timestamp=min(times) - 1)
 

@@ -390,6 +390,56 @@ def test_an_unreadable_checkpoint_is_named_and_a_new_run_starts_over(source, tmp
     assert not (folder / index.name).exists() and len(list(folder.glob("ckpt-*.index"))) == 1
 
 
+def test_a_run_folder_moved_or_copied_resumes_its_own_checkpoints(source, tmp_path):
+    """A checkpoint list naming the folder a run was in before a move or a copy (absolute paths:
+    the list this package wrote again where it was gone had them, until the next save replaced
+    it): the moved run was refused ("without a complete checkpoint"), and a copy resumed from the
+    original's checkpoint, its manager then removing the original's files. Each folder now reads
+    and replaces its own checkpoints, and both end with the weights of one run."""
+    import shutil
+
+    cfg = joint_config()
+    cfg = dataclasses.replace(cfg, train=cfg.train.with_steps(4))  # as train.py --steps 4
+
+    def runner(folder, stop_after_steps=2):
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text(cfg.to_json())
+        keras.utils.set_random_seed(0)
+        return ScheduleRunner(build_models(cfg, 4, weights=None), source, cfg, str(folder),
+                              checkpoint_every=2, log_every=2, verbose=0, log=lambda *a: None,
+                              stop_after_steps=stop_after_steps)
+
+    def weights(folder):
+        path = TrainingCheckpoint(str(folder)).latest()
+        return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
+                if name.startswith("network/")}
+
+    original = tmp_path / "original"
+    assert not runner(original).run()
+    folder = original / "checkpoint"
+    (newest,) = [p.with_suffix("") for p in folder.glob("ckpt-*.index")]
+    written = os.path.getmtime(f"{newest}.index")
+    tf.compat.v1.train.update_checkpoint_state(str(folder), str(newest), all_model_checkpoint_paths=[str(newest)],
+                                               all_model_checkpoint_timestamps=[written],
+                                               last_preserved_timestamp=written - 1)
+    assert str(newest) in (folder / "checkpoint").read_text()  # absolute, as a list of before
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    assert runner(copy, stop_after_steps=None).run(resume=True)
+    assert (folder / newest.name).with_suffix(".index").exists()  # the original's checkpoint is its own still
+    assert TrainingCheckpoint(str(original)).state()["step"] == 2
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    assert TrainingCheckpoint(str(moved)).latest() == str(moved / "checkpoint" / newest.name)
+    assert runner(moved, stop_after_steps=None).run(resume=True)
+    assert TrainingCheckpoint(str(moved)).state()["completed"] == ["joint"]
+    finished_copy, finished_moved = weights(copy), weights(moved)
+    assert finished_copy.keys() == finished_moved.keys() and finished_copy
+    for name, value in finished_copy.items():
+        np.testing.assert_array_equal(value, finished_moved[name], err_msg=name)
+    assert str(tmp_path) not in (moved / "checkpoint" / "checkpoint").read_text()
+
+
 def test_the_run_s_options_are_kept_from_its_start_before_any_checkpoint(source, tmp_path):
     """train.py --resume takes the run's own --checkpoint-every, --log-every, --eval-every and
     --checkpoint-minutes (``run_options``): a run killed before its first checkpoint kept none of
