@@ -148,11 +148,15 @@ SHAPES_PRESETS = {"zf": "shapes", "resnet50": "shapes-resnet50", "resnet101": "s
                   "resnet50-fpn": "shapes-fpn", "mobilenetv3-fpn": "shapes-mobilenet"}
 
 
-def build_config(args):
+def build_config(args, base=None):
+    """The config the options ask for: on ``--config``'s file or the preset's, or on ``base`` (a
+    resumed run's own, to learn what the options given now would change in it)."""
     from keras_frcnn.config import Config, ConfigError, preset
     from keras_frcnn.data.tfds_sources import default_splits
 
-    if args.config:
+    if base is not None:
+        cfg = base
+    elif args.config:
         try:
             cfg = Config.from_file(args.config)
         except OSError as error:
@@ -229,6 +233,24 @@ FIELD_OPTIONS = {"train.lr": ("--lr", "lr"), "train.seed": ("--seed", "seed"),
                  "image.min_side": ("--min-side", "min_side"), "image.max_side": ("--max-side", "max_side"),
                  "image.train_min_sides": ("--train-min-sides", "train_min_sides"),
                  "anchors.stride": ("--backbone", "backbone")}
+
+
+# The config fields the other options set, for naming them to a resume that does not apply them.
+RESUME_OPTIONS = {**{field: flag for field, (flag, _) in FIELD_OPTIONS.items() if field != "anchors.stride"},
+                  "backbone": "--backbone", "weights": "--weights", "precision": "--precision",
+                  "train.schedule": "--schedule", "train.rpn_batch_images": "--batch-size",
+                  "train.detector_batch_images": "--batch-size", "train.jit_compile": "--jit",
+                  "train.steps_per_execution": "--steps-per-execution", "train.stage_steps": "--steps",
+                  "train.stage_lr_drop_steps": "--steps", "train.joint_steps": "--steps",
+                  "train.joint_lr_drop_step": "--steps"}
+
+
+def by_option(fields) -> dict:
+    """Config fields by the option that sets them (the field itself where none does)."""
+    grouped = {}
+    for name in fields:
+        grouped.setdefault(RESUME_OPTIONS.get(name, name), []).append(name)
+    return grouped
 
 
 def run_config(path):
@@ -378,15 +400,19 @@ def _train(args, held):
         raise cli.UsageError(f"--resume: {out} holds no run to continue (no config.json; a run writes it once its "
                              "data is read): give the run's --out, or start it again without --resume")
     if args.resume and os.path.exists(config_path):
-        asked, cfg = cfg, run_config(config_path)
-        # Named: the options given now that would change the run's config (the data comes from the
-        # options given now, checked against the checkpoint's).
-        preset_alone = build_config(parse_args([token for flag in ("preset", "config") if getattr(args, flag)
-                                                for token in (f"--{flag}", getattr(args, flag))]))
-        given = set(differing_fields(preset_alone.to_dict(), asked.to_dict()))
+        cfg = run_config(config_path)
+        # Named: the options given now that would change the run's config, applied to it (an option
+        # set back to its preset's value, --schedule alternating on a joint run, is one too); the
+        # data comes from the options given now, checked against the checkpoint's.
+        asked = build_config(args, base=cfg)
         asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
-        ignored = [name for name in differing_fields(asked.to_dict(), cfg.to_dict()) if name in given
-                   and name not in ("dataset", "data_paths", "classes", "voc_test_dir", "train_split", "test_split")]
+        fields = [name for name in differing_fields(asked.to_dict(), cfg.to_dict())
+                  if name not in ("dataset", "data_paths", "classes", "voc_test_dir", "train_split", "test_split")]
+        named = build_config(parse_args([token for flag in ("preset", "config") if getattr(args, flag)
+                                         for token in (f"--{flag}", getattr(args, flag))])).name
+        ignored = ([f"--preset {args.preset}" if args.preset else f"--config {args.config}"]
+                   if (args.preset or args.config) and named != cfg.name else []) + [
+            f"{option} ({', '.join(names)})" for option, names in by_option(fields).items()]
         if len(ignored) > 8:
             ignored = ignored[:8] + [f"and {len(ignored) - 8} more"]
         print(f"resume: using the run's own {config_path}"
