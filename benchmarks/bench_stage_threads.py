@@ -6,6 +6,7 @@ pipeline of the built-in set (not a test).
     python benchmarks/bench_stage_threads.py --view stage2 --inter-op 1 --intra-op 2
     python benchmarks/bench_stage_threads.py --view stage2 --without-padding-masks
     python benchmarks/bench_stage_threads.py --view stage2 --aspect-group 0   # batches in stream order
+    python benchmarks/bench_stage_threads.py --view stage2 --batch-images 4   # 4 images a step
 
 Each run is one process (the thread pools are fixed at TensorFlow's start): ``--warmup`` steps,
 then ``--reps`` fits of ``--steps`` steps, each fit's ms a step printed. Compare runs of one hour.
@@ -39,6 +40,8 @@ def main():
     parser.add_argument("--without-padding-masks", action="store_true",
                         help="the base's padding masks pass their input through (wrong results; timing only)")
     parser.add_argument("--aspect-group", type=int, help="train.aspect_group (default: the preset's)")
+    parser.add_argument("--batch-images", type=int,
+                        help="images a step (default: the preset's); the detector's RoIs a step grow with them")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=30)
@@ -55,6 +58,12 @@ def main():
     cfg = dataclasses.replace(preset("shapes"), precision=precision)
     if args.aspect_group is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, aspect_group=args.aspect_group))
+    if args.batch_images:
+        rois_per_image = cfg.detector.batch_rois // cfg.train.detector_batch_images
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, rpn_batch_images=args.batch_images,
+                                           detector_batch_images=args.batch_images),
+            detector=dataclasses.replace(cfg.detector, batch_rois=rois_per_image * args.batch_images))
     net = build_models(cfg, 4, weights=None)
     stage = stages(cfg)[int(args.view[-1]) - 1]
     per_call = cfg.train.steps_per_execution
@@ -73,7 +82,7 @@ def main():
     print(f"machine: {machine()}; shapes {args.view} ({stage.name}), {precision}, inter-op "
           f"{args.inter_op or 'default'}, intra-op {args.intra_op or 'default'}"
           + (", padding masks removed" if args.without_padding_masks else "")
-          + f", aspect_group {cfg.train.aspect_group}"
+          + f", aspect_group {cfg.train.aspect_group}, {stage.batch_images} images a step"
           + ": ms a step " + " / ".join(f"{t:.1f}" for t in times))
 
 
