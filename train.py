@@ -220,36 +220,35 @@ def build_config(args, base=None):
         )
     except ConfigError as error:  # named by the options typed that set the fields it names
         given = [f"{flag} {getattr(args, dest)}" for field, (flag, dest) in FIELD_OPTIONS.items()
-                 if getattr(args, dest) is not None and f"{field} " in str(error)]
+                 if getattr(args, dest) is not None and "." in field and f"{field} " in str(error)]
         hint = " (a base brings its own stride: use one of its presets, see --preset)" \
             if "anchors.stride" in str(error) else ""
         raise ConfigError(f"{', '.join(dict.fromkeys(given))}: {error}{hint}" if given else f"{error}{hint}") from None
 
 
-# The config fields options set: an error about one names the option.
+# The config fields options set: an error about one names the option, and so does a resume that
+# does not apply it.
 FIELD_OPTIONS = {"train.lr": ("--lr", "lr"), "train.seed": ("--seed", "seed"),
                  "anchors.scales": ("--anchor-scales", "anchor_scales"),
                  "anchors.ratios": ("--anchor-ratios", "anchor_ratios"),
                  "image.min_side": ("--min-side", "min_side"), "image.max_side": ("--max-side", "max_side"),
                  "image.train_min_sides": ("--train-min-sides", "train_min_sides"),
-                 "anchors.stride": ("--backbone", "backbone")}
-
-
-# The config fields the other options set, for naming them to a resume that does not apply them.
-RESUME_OPTIONS = {**{field: flag for field, (flag, _) in FIELD_OPTIONS.items() if field != "anchors.stride"},
-                  "backbone": "--backbone", "weights": "--weights", "precision": "--precision",
-                  "train.schedule": "--schedule", "train.rpn_batch_images": "--batch-size",
-                  "train.detector_batch_images": "--batch-size", "train.jit_compile": "--jit",
-                  "train.steps_per_execution": "--steps-per-execution", "train.stage_steps": "--steps",
-                  "train.stage_lr_drop_steps": "--steps", "train.joint_steps": "--steps",
-                  "train.joint_lr_drop_step": "--steps"}
+                 "anchors.stride": ("--backbone", "backbone"), "backbone": ("--backbone", "backbone"),
+                 "weights": ("--weights", "weights"), "precision": ("--precision", "precision"),
+                 "train.schedule": ("--schedule", "schedule"),
+                 "train.rpn_batch_images": ("--batch-size", "batch_size"),
+                 "train.detector_batch_images": ("--batch-size", "batch_size"),
+                 "train.jit_compile": ("--jit", "jit"),
+                 "train.steps_per_execution": ("--steps-per-execution", "steps_per_execution"),
+                 **{f"train.{field}": ("--steps", "steps") for field in
+                    ("stage_steps", "stage_lr_drop_steps", "joint_steps", "joint_lr_drop_step")}}
 
 
 def by_option(fields) -> dict:
     """Config fields by the option that sets them (the field itself where none does)."""
     grouped = {}
     for name in fields:
-        grouped.setdefault(RESUME_OPTIONS.get(name, name), []).append(name)
+        grouped.setdefault(FIELD_OPTIONS.get(name, (name,))[0], []).append(name)
     return grouped
 
 
