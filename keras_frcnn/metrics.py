@@ -350,7 +350,8 @@ def plot_pr_curves(result, out_dir):
 
     Files are ``pr_<index>_<class name>.png`` (name reduced to letters, digits and ``_.-``). Drawn with
     Matplotlib's Agg canvas directly, so pyplot's global state and backend are left alone.
-    Returns the paths in class order.
+    Returns the paths in class order. Plots of an earlier evaluation in ``out_dir`` of classes this
+    one has not are removed.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -389,6 +390,11 @@ def plot_pr_curves(result, out_dir):
         path = os.path.join(out_dir, f"pr_{k:03d}_{stem}.png")
         write_atomically(path, lambda partial: fig.savefig(partial, format="png"))  # never a torn plot
         paths.append(path)
+    # An earlier evaluation's plots of classes this one has not (another model's, renamed classes)
+    # would read as this one's: removed.
+    for name in os.listdir(out_dir):
+        if re.fullmatch(r"pr_\d{3}_.*\.png", name) and os.path.join(out_dir, name) not in paths:
+            os.remove(os.path.join(out_dir, name))
     return paths
 
 

@@ -365,6 +365,11 @@ def test_pr_plots_are_written(tmp_path):
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert paths[1].endswith("pr_001_dog_with_spaces.png")
+    # Another evaluation into the folder (other classes): the earlier one's plots do not stay as its own.
+    (tmp_path / "pr" / "notes.txt").write_text("mine")
+    result = metrics.evaluate_detections([dets([A], [0.9])], [gts([A])], ["cat", "fox"])
+    paths = metrics.plot_pr_curves(result, tmp_path / "pr")
+    assert sorted(os.listdir(tmp_path / "pr")) == ["notes.txt", "pr_000_cat.png", "pr_001_fox.png"]
 
 
 def test_class_names_of_any_script_are_written_and_drawn_in_a_font_that_has_them(tmp_path):
