@@ -399,7 +399,7 @@ def _train(args, held):
         raise cli.UsageError(f"--resume: {out} holds no run to continue (no config.json; a run writes it once its "
                              "data is read): give the run's --out, or start it again without --resume")
     if args.resume and os.path.exists(config_path):
-        cfg = run_config(config_path)
+        given, cfg = cfg, run_config(config_path)
         # Named: the options given now that would change the run's config, applied to it (an option
         # set back to its preset's value, --schedule alternating on a joint run, is one too); the
         # data comes from the options given now, checked against the checkpoint's.
@@ -407,10 +407,8 @@ def _train(args, held):
         asked = dataclasses.replace(asked, precision=resolve_precision(asked.precision)[0])
         fields = [name for name in differing_fields(asked.to_dict(), cfg.to_dict())
                   if name not in ("dataset", "data_paths", "classes", "voc_test_dir", "train_split", "test_split")]
-        named = build_config(parse_args([token for flag in ("preset", "config") if getattr(args, flag)
-                                         for token in (f"--{flag}", getattr(args, flag))])).name
         ignored = ([f"--preset {args.preset}" if args.preset else f"--config {args.config}"]
-                   if (args.preset or args.config) and named != cfg.name else []) + [
+                   if (args.preset or args.config) and given.name != cfg.name else []) + [
             f"{option} ({', '.join(names)})" for option, names in by_option(fields).items()]
         if len(ignored) > 8:
             ignored = ignored[:8] + [f"and {len(ignored) - 8} more"]
