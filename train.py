@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -368,8 +369,27 @@ def run_folder_lock(run_dir):
 
 
 def train(args):
-    with contextlib.ExitStack() as held:  # the run folder's lock, once it is known
-        return _train(args, held)
+    try:
+        with contextlib.ExitStack() as held:  # the run folder's lock, once it is known
+            return _train(args, held)
+    except Exception as error:
+        tf = sys.modules.get("tensorflow")
+        if args.strategy == "multi-worker" and tf is not None and isinstance(error, tf.errors.UnavailableError):
+            return worker_lost(error)
+        raise
+
+
+def worker_lost(error) -> int:
+    """A multi-worker run whose collective ops failed (another worker killed, its machine lost):
+    one line with the tasks TensorFlow names, not the traceback; exit status 1."""
+    message = cli.describe_tf_error(error)
+    tasks = sorted({re.sub(r"/replica:\d+", "", task)
+                    for task in re.findall(r"/job:\w+/(?:replica:\d+/)?task:\d+", message)})
+    print(flush=True)  # (Keras's progress bar leaves its line open)
+    print(f"error: the cluster lost a worker ({' '.join(message.splitlines()[0].split()).rstrip(':')}"
+          f"{'; tasks named: ' + ', '.join(tasks) if tasks else ''}): start every worker again with --resume "
+          "(they go on from the newest checkpoint all of them hold)", file=sys.stderr)
+    return 1
 
 
 def _train(args, held):
@@ -398,8 +418,17 @@ def _train(args, held):
         # (Not a new run: the options given would train another, a preset's default folder's.)
         raise cli.UsageError(f"--resume: {out} holds no run to continue (no config.json; a run writes it once its "
                              "data is read): give the run's --out, or start it again without --resume")
-    if args.resume and os.path.exists(config_path):
-        given, cfg = cfg, run_config(config_path)
+    # A multi-worker strategy must exist before TensorFlow runs its first op.
+    strategy = make_strategy(args.strategy)
+    chief = is_chief(strategy)
+    run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
+    # Another worker's folder is its own (on its machine if the file system is not shared): it reads the
+    # config.json it wrote there, and its part of a run ends with its last stage (the chief then saves
+    # and evaluates the model).
+    own_config = os.path.join(run_dir, "config.json")
+    run_config_path = own_config if os.path.exists(own_config) else config_path
+    if args.resume and os.path.exists(run_config_path):
+        given, cfg = cfg, run_config(run_config_path)
         # Named: the options given now that would change the run's config, applied to it (an option
         # set back to its preset's value, --schedule alternating on a joint run, is one too); the
         # data comes from the options given now, checked against the checkpoint's.
@@ -412,7 +441,7 @@ def _train(args, held):
             f"{option} ({', '.join(names)})" for option, names in by_option(fields).items()]
         if len(ignored) > 8:
             ignored = ignored[:8] + [f"and {len(ignored) - 8} more"]
-        print(f"resume: using the run's own {config_path}"
+        print(f"resume: using the run's own {run_config_path}"
               + (f"; not applied (the run's values stay): {', '.join(ignored)}" if ignored else ""))
     precision, why = resolve_precision(cfg.precision)
     if precision in MIXED_PRECISIONS:  # (a config's "bfloat16": weights held in 16 bits, nothing to train)
@@ -420,12 +449,8 @@ def _train(args, held):
         raise ConfigError(f"config field precision {precision!r} is the inference form of {mixed!r} (weights "
                           f"held in 16 bits, not trainable): train with {mixed!r}")
     cfg = dataclasses.replace(cfg, precision=precision)
-    # A multi-worker strategy must exist before TensorFlow runs its first op.
-    strategy = make_strategy(args.strategy)
     with strategy.scope():
         check_jit_under(strategy, cfg)  # before the data is read
-    chief = is_chief(strategy)
-    run_dir = out if chief else os.path.join(out, f"worker_{strategy.cluster_resolver.task_id}")
     # The options of the run's own process that a resume does not give again are the run's (its
     # checkpoint holds them), the others their defaults.
     stored, kept = run_options(run_dir) if args.resume else {}, {}
@@ -444,12 +469,9 @@ def _train(args, held):
         check_weights(cfg.backbone, cfg.weights, fetch=True)  # downloaded now, before the data is read
     choice = cli.choose_data(args, cfg, args.train_split, args.test_split)
     held.enter_context(run_folder_lock(run_dir))
-    # Another worker's folder is its own (on its machine if the file system is not shared): it reads the
-    # config.json it wrote there, and its part of a run ends with its last stage (the chief then saves
-    # and evaluates the model). A new run starts only if no worker holds an unfinished one.
-    own_config = os.path.join(run_dir, "config.json")
+    # A new run starts only if no worker holds an unfinished one.
     left = None if args.resume else unfinished_run(
-        run_dir, config_path if chief or not os.path.exists(own_config) else own_config,
+        run_dir, run_config_path,
         ended=os.path.join(out, "metrics.json") if chief else None)
     if not args.resume and any_worker(strategy, bool(left)):  # (every worker votes, then all stop alike)
         raise cli.UsageError(f"{run_dir} holds an unfinished run ({left}): add --resume to continue it, "

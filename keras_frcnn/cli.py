@@ -144,8 +144,8 @@ def describe_tf_error(error) -> str:
     message = message.split("\n\t [[")[0].strip()
     message = re.sub(r" \[Op:\w+\]( name: \S*)?$", "", message)  # an eager op's name
     message = re.sub(r"^Graph execution error:\s*", "", message)
-    message = re.sub(r"^Detected at node .*?\(most recent call last\):\n(?:(?:  .*|<stack traces unavailable>)\n)*",
-                     "", message)
+    message = re.sub(r"^Detected at node .*?\(most recent call last\):\n(?:(?:  .*|<stack traces unavailable>|)\n)*",
+                     "", message)  # (the stack's lines, blank lines between them in some errors)
     message = re.sub(r"^Error in user-defined function passed to \S+ transformation with iterator: \S+?: ", "",
                      message)
     return message.split("\n\n")[0].strip()

@@ -687,10 +687,42 @@ class ScheduleRunner:
     def state_of(self, stage=None, step=0, position=0, evaluated=None, put_off=None) -> dict:
         return {"completed": list(self.completed), "stage": stage, "step": int(step),
                 "position": int(position), "evaluated": evaluated, "put_off_evaluation": put_off,
-                "options": self.options(),
+                "options": self.options(), "devices": self.devices(),
                 "stage_seconds": {name: round(seconds, 1) for name, seconds in self.seconds_so_far().items()},
                 "data": {"name": self.source.name, "identity": self.source.identity,
                          "num_examples": self.source.num_examples, "class_names": list(self.source.class_names)}}
+
+    def devices(self) -> dict:
+        """How many workers and replicas (in all) train: a step's batch is the stage's images times
+        the replicas, and each worker keeps its own checkpoint, so a run resumes on the same."""
+        workers = 1
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            cluster = self.strategy.cluster_resolver.cluster_spec()
+            workers = max(1, sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")))
+        return {"workers": workers, "replicas": int(self.strategy.num_replicas_in_sync)}
+
+    def check_devices(self, recorded):
+        """``DataError`` if the newest checkpoint's ``recorded`` devices (a state's "devices"; None
+        written before they were recorded) are not this run's. A multi-worker run gathers every
+        worker's, so that all refuse alike (a worker added to the cluster holds no checkpoint, and
+        would have every worker start over)."""
+        current = self.devices()
+        if self.multi_worker:
+            found = [{"workers": int(w), "replicas": int(r)} for w, r in zip(
+                self.gather(recorded["workers"] if recorded else -1),
+                self.gather(recorded["replicas"] if recorded else -1)) if w >= 0]
+            recorded = next((record for record in found if record != current), None)
+        if recorded is None or recorded == current:
+            return
+
+        def words(d):
+            return f"{d['workers']} worker(s), {d['replicas']} replica(s) in all"
+
+        raise DataError(
+            f"{self.checkpoint.dir}: the run trained on {words(recorded)}, this one has {words(current)} (a step "
+            "trains on the stage's images per replica times the replicas, and each worker resumes its own "
+            "checkpoint): resume it on the same workers (TF_CONFIG) and devices (the GPUs visible), or start "
+            "a new run (another --out)")
 
     def options(self) -> dict:
         """The run's own options (train.py's, kept by a resume: see :func:`run_options`)."""
@@ -718,6 +750,15 @@ class ScheduleRunner:
             return [value]
         values = self.strategy.run(lambda: tf.constant([value], tf.float64))
         return [float(v) for v in self.strategy.gather(values, axis=0).numpy()]
+
+    def _newest_devices(self):
+        """The devices the newest readable checkpoint records (None: none, or not recorded)."""
+        for path in reversed(self.checkpoint.kept()):
+            try:
+                return self.checkpoint.state(path).get("devices")
+            except DataError:
+                continue
+        return None
 
     def agree_on_checkpoint(self):
         """The workers of a multi-worker run resume from the same step. Each writes its own
@@ -776,6 +817,8 @@ class ScheduleRunner:
                             "it for the data's (build_models(cfg, source.num_classes, weights=<a model>, "
                             "class_names=source.class_names) keeps the columns of the classes it shares by name)")
         state = self.state_of()
+        if resume:  # (before a multi-worker run's agreement, which may remove a worker's checkpoints)
+            self.check_devices(self._newest_devices())
         if resume and self.multi_worker:
             self.agree_on_checkpoint()
         if resume and self.checkpoint.exists():

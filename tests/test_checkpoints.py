@@ -759,6 +759,50 @@ def test_workers_checkpoints_in_common_decide_where_a_multi_worker_run_resumes(s
         worker(2e9 + 1).agree_on_checkpoint()
 
 
+def test_a_run_resumes_only_on_the_workers_and_replicas_it_trained_on(source, tmp_path, monkeypatch):
+    """A step trains on the stage's images per replica times the replicas, and each worker resumes
+    its own checkpoint: a resume on other devices is refused, naming both, before anything is
+    removed (before, a third worker added to a two-worker run, holding no checkpoint, had every
+    worker start over; one process resuming a two-replica run went on at half the batch, silently).
+    A checkpoint written before the devices were recorded resumes as before."""
+    cfg = joint_config()
+    net = build_models(cfg, 4, weights=None)
+    said = []
+
+    def runner():
+        return ScheduleRunner(net, source, cfg, str(tmp_path), steps=4, verbose=0, log=said.append)
+
+    def write(devices):
+        TrainingCheckpoint(str(tmp_path)).remove()
+        state = runner().state_of("joint", 2, 4)
+        if devices is None:
+            del state["devices"]
+        else:
+            state["devices"] = devices
+        TrainingCheckpoint(str(tmp_path), keep=2).save(net, None, state)
+
+    assert runner().state_of()["devices"] == {"workers": 1, "replicas": 1}
+    write({"workers": 2, "replicas": 2})  # (the chief's folder of a two-worker run)
+    with pytest.raises(DataError, match=r"checkpoint: the run trained on 2 worker\(s\), 2 replica\(s\) in all, "
+                                        r"this one has 1 worker\(s\), 1 replica\(s\) in all .* or start a new run"):
+        runner().start(resume=True)
+    assert TrainingCheckpoint(str(tmp_path)).state()["step"] == 2
+
+    # Three workers resuming a two-worker run: the new one holds no checkpoint (-1); all refuse alike.
+    monkeypatch.setattr(ScheduleRunner, "multi_worker", property(lambda self: True))
+    three = runner()
+    three.devices = lambda: {"workers": 3, "replicas": 3}
+    three.gather = lambda value: [value, value, -1.0]
+    with pytest.raises(DataError, match=r"trained on 2 worker\(s\), 2 replica\(s\) in all, this one has 3 worker"):
+        three.start(resume=True)
+    assert TrainingCheckpoint(str(tmp_path)).state()["step"] == 2 and not any("starts over" in s for s in said)
+    monkeypatch.undo()
+
+    for devices in ({"workers": 1, "replicas": 1}, None):  # the same devices; none recorded
+        write(devices)
+        assert runner().start(resume=True)["step"] == 2
+
+
 def test_a_network_of_other_classes_than_the_datas_is_refused(source, tmp_path):
     """A model of other classes (a loaded model.keras) trained on data: one error naming both lists
     (before, dogs trained silently as circles, or a gather error mid-step for more classes)."""

@@ -832,6 +832,31 @@ def test_a_signal_outside_training_stops_at_once_and_asks_a_stop_too(terminal_si
     assert runner.stop_requested and received == [signal.SIGINT]
 
 
+def test_a_multi_worker_run_that_loses_a_worker_says_so_in_one_line(monkeypatch, capsys):
+    """Another worker killed (or its machine lost) fails this worker's collective ops with
+    TensorFlow's UnavailableError, its stack between blank lines: one error line with the tasks
+    TensorFlow names and how to go on, exit status 1, not the traceback (the slow two-worker case:
+    tests/test_distribute.py). In a single-process run the error is not one of these."""
+    message = ("Graph execution error:\n\nDetected at node CollectiveReduceV2 defined at (most recent call last):\n"
+               '  File "train.py", line 316, in main\n\n  File "trainer.py", line 154, in multi_step_on_iterator\n\n'
+               "Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are "
+               "unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.\n"
+               "\t [[{{node CollectiveReduceV2}}]] [Op:__inference_multi_step_on_iterator_14108]")
+
+    def lost(args, held):
+        raise tf.errors.UnavailableError(None, None, message)
+
+    monkeypatch.setattr(train, "_train", lost)
+    assert train.main(["--strategy", "multi-worker"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: the cluster lost a worker (Collective ops is aborted by: Error reported from /job:worker/"
+                   "task:1: The following tasks are unhealthy (stopped sending heartbeats); tasks named: "
+                   "/job:worker/task:1): start every worker again with --resume (they go on from the newest "
+                   "checkpoint all of them hold)"), err
+    with pytest.raises(tf.errors.UnavailableError):
+        train.main([])
+
+
 def test_a_run_config_written_before_aspect_grouping_resumes_in_stream_order(tmp_path, capsys):
     """A run's config.json without ``train.aspect_group`` (written before it existed) trained its
     batches in the stream's order: --resume keeps that order, not the field's default of 16."""

@@ -223,7 +223,13 @@ def two_workers(tmp_path, resume_one_behind):
     behind = TrainingCheckpoint(str(outs[1] / "worker_1"))
     behind.go_back_to(behind.kept()[0])  # ckpt-7: stage 4 at step 1
     assert json.loads((outs[1] / "worker_1" / "checkpoint" / "state.json").read_text())["step"] == 1
-    logs = run_workers("--resume")
+    # An option given again differently is not applied on any worker: worker 1 reads its own folder's
+    # config.json (before, without the chief's folder it built its config from the options given).
+    lr = json.loads((out / "config.json").read_text())["train"]["lr"]
+    logs = run_workers("--resume", "--lr", "0.5")
     assert "back to ckpt-7 (stage4_detector step 1), the newest every worker holds" in logs[0]
+    for log in logs:
+        assert "not applied (the run's values stay): --lr (train.lr)" in log, log[-3000:]
+    assert json.loads((outs[1] / "worker_1" / "config.json").read_text())["train"]["lr"] == lr
     assert json.loads((out / "checkpoint" / "state.json").read_text())["checkpoint"] == "ckpt-8"
     assert_equal_weights()
