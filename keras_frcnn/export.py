@@ -53,7 +53,7 @@ from keras_frcnn.data.examples import decode_image
 from keras_frcnn.data.image_files import MAX_PIXELS
 from keras_frcnn.files import staging_folder
 from keras_frcnn.models import forward
-from keras_frcnn.preprocessing import Preprocess, resize_bilinear, scaled_size
+from keras_frcnn.preprocessing import Preprocess, for_converters, resize_bilinear, scaled_size
 
 DEFAULT_SIGNATURE = "serving_default"
 ENCODED_SIGNATURE = "serving_encoded"
@@ -286,9 +286,6 @@ class ServingFunctions:
         self.class_names = tuple(model.class_names)
         self.max_detections = model.frcnn_config.detector.max_detections
         self.num_rois = model.frcnn_config.rpn.post_nms_top_n[1]
-        if jit_compile and model.frcnn_config.detector.pool_mode == "align":
-            raise ValueError("RoIPooling mode 'align' uses CropAndResize, which XLA cannot compile: "
-                             "export without jit_compile")
         self.jit_compile = bool(jit_compile)
         # The encoded signatures resize each image as they decode it: their batch enters the
         # network resized, through a Preprocess that takes it so (its sizes and scales given).
@@ -326,9 +323,13 @@ class ServingFunctions:
 
     def _detect_each(self, images, *sizes):
         """The XLA-compiled network image by image (``tf.map_fn``), as one batch's outputs."""
-        spec = self._one.get_concrete_function(tf.TensorSpec([None, None, 3], images.dtype), *(
-            tf.TensorSpec(size.shape[1:], size.dtype) for size in sizes)).structured_outputs
-        return tf.map_fn(lambda element: self._one(*element), (images, *sizes),
+        # Traced as for the converters: RoIAlign samples by gathers (XLA has no CropAndResize), a
+        # pyramid's levels each pool every RoI (no dynamic shapes), no tf.cond shortcuts.
+        with for_converters():
+            one = self._one.get_concrete_function(tf.TensorSpec([None, None, 3], images.dtype), *(
+                tf.TensorSpec(size.shape[1:], size.dtype) for size in sizes))
+        spec = one.structured_outputs
+        return tf.map_fn(lambda element: one(*element), (images, *sizes),
                          fn_output_signature={key: tf.TensorSpec(value.shape, value.dtype)
                                               for key, value in spec.items()})
 

@@ -171,6 +171,19 @@ def test_other_tfds_detection_sets_kitti_wider_face_and_open_images(tmp_path):
             load_tfds("mnist", "train", data_dir=str(tmp_path))
 
 
+def test_a_tfds_set_without_boxes_is_refused_before_its_download(tmp_path, monkeypatch):
+    """Its features are its builder's code's: mnist is refused by name before anything is
+    downloaded (before, offline, with the download's error; online, after the download)."""
+    from keras_frcnn.data import tfds_sources
+
+    def download(*args, **kwargs):
+        raise AssertionError("downloaded")
+
+    monkeypatch.setattr(tfds_sources, "prepared", download)
+    with pytest.raises(DataError, match="TFDS 'mnist' is not a detection set"):
+        load_tfds("mnist", "train", data_dir=str(tmp_path))
+
+
 def _image_labelled_fn(box_key, label_of, extras=None, sequence=False, filename="image/filename"):
     """A mock ``_as_dataset`` of a fine-grained set with boxes: VOC_EXAMPLES' first box of each image
     (an empty one where it has none) as the image's top-level ``box_key``, or all its boxes in a

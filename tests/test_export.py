@@ -319,6 +319,35 @@ def test_xla_compiled_export_gives_the_same_detections(trained, contract):
         assert_same_detections(jit, trained.reference[i + 1], trained.images[i + 1].shape[:2])
 
 
+def test_a_roialign_model_exports_with_xla(trained, tmp_path):
+    """RoIAlign (the shapes preset's, the pyramids') has no XLA kernel for CropAndResize: the
+    compiled network samples by gathers instead (as traced for the converters), the same
+    detections as the export without XLA (before, ``jit_compile`` refused such a model)."""
+    import dataclasses
+
+    import keras
+
+    from keras_frcnn.models import build_models
+
+    cfg = tiny_config()
+    cfg = dataclasses.replace(cfg, detector=dataclasses.replace(cfg.detector, pool_mode="align"))
+    model = build_models(cfg, 2, weights=None, class_names=CLASS_NAMES).model
+    model.set_weights(trained.model.get_weights())  # (the trained weights, pooled with RoIAlign)
+    assert isinstance(model, keras.Model) and model.layers_.roi_pooling.mode == "align"
+    paths = [export.export_saved_model(model, tmp_path / name, jit_compile=jit, warmup=False)
+             for name, jit in (("plain", False), ("jit", True))]
+    plain, jit = (tf.saved_model.load(str(path)).signatures["serving_default"] for path in paths)
+    for image in trained.images[:2]:
+        reference, compiled = (
+            {k: v.numpy()[0] for k, v in signature(input_tensor=tf.constant(image[None])).items()}
+            for signature in (plain, jit))
+        n = int(reference["num_detections"])
+        assert n > 0 and int(compiled["num_detections"]) == n
+        np.testing.assert_allclose(compiled["detection_boxes"], reference["detection_boxes"], atol=1e-4)
+        np.testing.assert_allclose(compiled["detection_scores"], reference["detection_scores"], atol=1e-5)
+        np.testing.assert_array_equal(compiled["detection_classes"], reference["detection_classes"])
+
+
 def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     bad = contract.report["bad_requests"]
     for name, entry in bad.items():

@@ -366,6 +366,9 @@ def load_tfds(
         raise DataError(f"--dataset {name}: not a TFDS set or config ({' '.join([said[0][:300], *guess])}); the "
                         "built-in set is 'shapes', and files are read with --voc-dir, --coco-json, --yolo-data, "
                         "--csv ... (see --help)") from None
+    # Its features are the builder's code's: a set without boxes (mnist) is refused before its
+    # download, not after (or, offline, with a download error).
+    layout = detection_layout(name, builder.info.features)
     if download:
         try:
             builder = prepared(make_builder, tfds.download.DownloadConfig(manual_dir=manual_dir), builder)
@@ -379,7 +382,6 @@ def load_tfds(
     elif not builder.is_prepared():
         raise DataError(f"TFDS {name!r} is not built in {builder.data_dir_root}: load it with download=True (it "
                         "downloads and builds it, or builds it from the archives in the manual folder)")
-    layout = detection_layout(name, builder.info.features)
     dataset, num_examples = read_split(builder, split, decode_images)
     dataset = dataset.map(functools.partial(from_tfds_example, boxes=layout.boxes, label=layout.label,
                                             difficult=layout.difficult))
