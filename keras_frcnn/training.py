@@ -284,12 +284,18 @@ def unfinished_run(run_dir, config_path=None, ended=None) -> typing.Optional[str
     return f"{', '.join(left)} to train" if left else f"completed {state['completed'] or 'nothing'}"
 
 
+def num_workers(strategy) -> int:
+    """The workers of a ``MultiWorkerMirroredStrategy``'s cluster (its chief and workers); 1 for
+    any other strategy."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return 1
+    cluster = strategy.cluster_resolver.cluster_spec()
+    return max(1, sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")))
+
+
 def is_multi_worker(strategy) -> bool:
     """A ``MultiWorkerMirroredStrategy`` of more than one worker."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return False
-    cluster = strategy.cluster_resolver.cluster_spec()
-    return sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")) > 1
+    return num_workers(strategy) > 1
 
 
 def any_worker(strategy, flag: bool) -> bool:
@@ -695,11 +701,7 @@ class ScheduleRunner:
     def devices(self) -> dict:
         """How many workers and replicas (in all) train: a step's batch is the stage's images times
         the replicas, and each worker keeps its own checkpoint, so a run resumes on the same."""
-        workers = 1
-        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            cluster = self.strategy.cluster_resolver.cluster_spec()
-            workers = max(1, sum(cluster.num_tasks(job) for job in cluster.jobs if job in ("chief", "worker")))
-        return {"workers": workers, "replicas": int(self.strategy.num_replicas_in_sync)}
+        return {"workers": num_workers(self.strategy), "replicas": int(self.strategy.num_replicas_in_sync)}
 
     def check_devices(self, recorded):
         """``DataError`` if the newest checkpoint's ``recorded`` devices (a state's "devices"; None
