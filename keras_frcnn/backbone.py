@@ -454,8 +454,10 @@ class TopDown(keras.layers.Layer):
 
     def call(self, inputs):
         coarse, lateral = inputs
-        if self.factor > 1:
-            coarse = tf.repeat(tf.repeat(coarse, self.factor, axis=1), self.factor, axis=2)
+        if self.factor > 1:  # each cell broadcast to factor x factor (tf.repeat's gradient logs a oneDNN error)
+            f, (n, h, w, c) = self.factor, tf.unstack(tf.shape(coarse))
+            cells = tf.reshape(coarse, [n, h, 1, w, 1, c])  # (not coarse[:, :, None]: LiteRT has no such slice)
+            coarse = tf.reshape(tf.broadcast_to(cells, [n, h, f, w, f, c]), [n, h * f, w * f, coarse.shape[-1] or c])
         shape = tf.shape(lateral)
         return lateral + coarse[:, :shape[1], :shape[2], :]
 

@@ -81,16 +81,16 @@ def match_ground_truth(candidates, gt_boxes, valid_gt, valid_candidates=None, ma
     width = tf.clip_by_value(max_pairs // tf.maximum(batch * num, 1), 1, tf.maximum(num_gt, 1))
     slices = (num_gt + width - 1) // width
     pad = slices * width - num_gt
-    gt_slices = tf.transpose(tf.reshape(tf.pad(gt_boxes, [[0, 0], [0, pad], [0, 0]]),
-                                        [batch, slices, width, 4]), [1, 0, 2, 3])
-    valid_slices = tf.transpose(tf.reshape(tf.pad(valid_gt, [[0, 0], [0, pad]]),
-                                           [batch, slices, width]), [1, 0, 2])
+    # Slice i is [:, i] of these (no transpose: TensorFlow's oneDNN build logs an error-level line
+    # for a transpose of a bool or integer tensor).
+    gt_slices = tf.reshape(tf.pad(gt_boxes, [[0, 0], [0, pad], [0, 0]]), [batch, slices, width, 4])
+    valid_slices = tf.reshape(tf.pad(valid_gt, [[0, 0], [0, pad]]), [batch, slices, width])
     if valid_candidates is None:
         valid_candidates = tf.ones(tf.shape(candidates)[:2], tf.bool)
 
     def step(i, max_iou, matched, is_best):
-        overlaps = box_ops.iou(gt_slices[i], candidates)  # [B, width, N]
-        overlaps = tf.where(valid_slices[i][:, :, None] & valid_candidates[:, None, :], overlaps, -1.0)
+        overlaps = box_ops.iou(gt_slices[:, i], candidates)  # [B, width, N]
+        overlaps = tf.where(valid_slices[:, i, :, None] & valid_candidates[:, None, :], overlaps, -1.0)
         best = tf.reduce_max(overlaps, axis=1)
         better = best > max_iou  # an earlier slice keeps ties: the first ground truth, as argmax
         matched = tf.where(better, tf.argmax(overlaps, axis=1, output_type=tf.int32) + i * width, matched)

@@ -433,6 +433,33 @@ def test_the_paper_s_vgg16_at_600_px_trains_every_stage_evaluates_and_serves(tmp
     np.testing.assert_allclose(boxes[:, [1, 0, 3, 2]], [d["box"] for d in keras_detections], atol=1.0)
 
 
+ONEDNN_LOG_CHILD = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]  # tests (conftest), the repository (train.py)
+from conftest import tiny_config, tiny_fpn_config
+import train
+for i, cfg in enumerate((tiny_config(), tiny_fpn_config())):
+    path = f"{sys.argv[3]}/config{i}.json"
+    open(path, "w").write(cfg.to_json())
+    assert train.main(["--config", path, "--dataset", "shapes", "--shapes-images", "4,2", "--schedule", "joint",
+                       "--steps", "1", "--out", f"{sys.argv[3]}/run{i}", "--verbose", "0"]) == 0
+"""
+
+
+def test_a_training_step_logs_no_onednn_error(tmp_path):
+    """TensorFlow's oneDNN build logs an error-level line for a transpose of a bool or integer tensor
+    in a graph ("E0000 ... util.cc:131] oneDNN supports DT_BOOL only on platforms with AVX-512.
+    Falling back ..."): the matching of anchors and RoIs to the ground truth and the pyramid's
+    upsampling gradient had one, and every training run printed it. A joint step of the ZF and the
+    pyramid (ResNet-50-FPN) models in a fresh process (the line is logged once per process) logs none."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}
+    result = subprocess.run([sys.executable, "-c", ONEDNN_LOG_CHILD, str(ROOT / "tests"), str(ROOT), str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "run1" / "model.keras").exists()
+    assert [line for line in result.stderr.splitlines() if "oneDNN supports" in line] == []
+
+
 def test_predict_writes_pngs_and_reports_unreadable_images(tmp_path):
     from PIL import Image
 
