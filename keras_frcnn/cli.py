@@ -9,9 +9,11 @@ Set ``KERAS_FRCNN_TRACEBACK=1`` to see the Python traceback behind such a line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import importlib
+import io
 import os
 import re
 import signal
@@ -60,6 +62,9 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
     user_errors = (UsageError, DataError, ConfigError, FileNotFoundError, IsADirectoryError,
                    NotADirectoryError, FileExistsError, PermissionError)
     then = f", then {resume_hint}" if resume_hint else ""
+    for stream in (sys.stdout, sys.stderr):  # (a file name that is not UTF-8 printed as \xe9, not an error)
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="backslashreplace")
     restore = _raise_on_sigterm()
     try:
         return command()

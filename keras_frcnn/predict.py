@@ -118,7 +118,7 @@ def read_image(path):
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     try:  # (a file Pillow reads and TensorFlow's decoder does not: that file alone fails)
-        return decode_image(tf.io.read_file(path)).numpy()
+        return decode_image(tf.io.read_file(os.fsencode(path))).numpy()  # (bytes: a name that is not UTF-8)
     except tf.errors.InvalidArgumentError as error:
         told = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:\w+\].*$", "", error.message.strip().splitlines()[0])
         raise ValueError(f"{path}: TensorFlow cannot decode it ({told})") from None
@@ -140,7 +140,6 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
     and with ``labels`` ("voc", "yolo" or "labelme") each image's labels (see the module's docstring); returns
     (written, failed)."""
     import contextlib
-    import json
 
     from keras_frcnn.files import write_atomically
 
@@ -158,7 +157,7 @@ def predict_files(model, paths, out_dir, min_score=0.3, log=print, warn=None, la
         write_atomically(lists, "".join(f"{name}\n" for name in model.class_names))
 
     def save_listing():  # (this run's, empty too: an earlier run's listing in out_dir is not this one's)
-        write_atomically(os.path.join(out_dir, "detections.json"), json.dumps(listed, indent=1, ensure_ascii=False))
+        write_atomically(os.path.join(out_dir, "detections.json"), _json_text(listed, indent=1))
 
     try:  # (stopped by Ctrl-C, kill or an error: the images done so far are listed)
         for path in inputs:
@@ -236,7 +235,6 @@ def _write_labels(record, kind, out_dir, class_names, labelled, warn):
     LabelImg), so they are named so, and a second image of that name (``x.jpg`` and ``x.png``;
     ``a/x.jpg`` and ``b/x.jpg``) gets none, warned: its file would be the first one's
     (``labelled``: the names written)."""
-    import json
 
     from keras_frcnn.files import write_atomically
 
@@ -266,13 +264,32 @@ def _write_labels(record, kind, out_dir, class_names, labelled, warn):
                    "description": f"score {d['score']:.3f}", "shape_type": "rectangle", "flags": {}}
                   for d, box in zip(record["detections"], boxes)]
         image = os.path.relpath(os.path.abspath(record["image"]), os.path.dirname(os.path.abspath(path)))
-        text = json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image, "imageData": None,
-                           "imageHeight": height, "imageWidth": width}, indent=2, ensure_ascii=False)
+        text = _json_text({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": image, "imageData": None,
+                           "imageHeight": height, "imageWidth": width}, indent=2)
     else:
         path = os.path.join(out_dir, "annotations", f"{name}.xml")
         text = _voc_xml(record)
+        if _NOT_UTF8.search(text):  # (XML holds no such character, even as a reference)
+            warn(f"warning: {record['image']}: no VOC labels written: the file's name is not UTF-8 (bytes of "
+                 "another encoding), which a VOC XML file cannot hold; rename it (its detections are in "
+                 "detections.json)")
+            return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_atomically(path, text)
+
+
+# The characters Python gives the bytes of a file name that are not UTF-8 (os.fsdecode's surrogates).
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def _json_text(value, indent):
+    """JSON text of ``value`` with its non-ASCII characters as they are, except the bytes of a
+    file name that is not UTF-8 (a Latin-1 name on Linux), written as the escapes ``\\udcXX``
+    that Python's ``json`` reads back to that name (no UTF-8 file can hold them as they are)."""
+    import json
+
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    return _NOT_UTF8.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _as_shown(record):

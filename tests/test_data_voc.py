@@ -2,6 +2,7 @@
 
 import argparse
 import io
+import itertools
 import logging
 import os
 
@@ -35,6 +36,16 @@ def _truncated_jpeg(tmp_path):
     return data[: len(data) // 2]
 
 
+def _jpeg_without_its_end():
+    """A JPEG of one colour whose last two bytes (its end-of-image marker) are cut off: Pillow
+    decodes it whole, TensorFlow's decoder refuses it."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 200, 200)).save(buffer, "JPEG")
+    return buffer.getvalue()[:-2]
+
+
 @pytest.fixture
 def edge_folder(tmp_path):
     """Every edge case of the issue in one folder; ``trainval`` lists them all."""
@@ -57,6 +68,7 @@ def edge_folder(tmp_path):
         "000010": {"size": (40, 40), "image": "RGBA", "ext": ".png", "objects": [("cow", (2, 3, 20, 30), False)]},
         "000011": {"image": _truncated_jpeg(tmp_path), "objects": [("dog", (1, 1, 5, 5), False)]},
         "000012": {"size": (40, 50), "xml_size": (100, 80), "objects": [("sheep", (10, 10, 20, 20), False)]},
+        "000013": {"image": _jpeg_without_its_end(), "objects": [("dog", (1, 1, 5, 5), False)]},
     }
     write_voc_folder(root, entries, {"trainval": list(entries), "test": ["000001"]})
     return root
@@ -71,7 +83,7 @@ def test_edge_cases_load_end_to_end(edge_folder, caplog):
                            "000010.png", "000012.jpg"]
     assert source.num_examples == 7
     assert source.problems == {
-        "bad image file": 2, "missing image file": 1, "malformed XML": 1, "missing annotation file": 1,
+        "bad image file": 3, "missing image file": 1, "malformed XML": 1, "missing annotation file": 1,
         "degenerate box": 2, "box clipped": 2, "box outside the image": 1, "size mismatch": 1,
     }
     # VOC's pixel numbers include both ends: xmin == xmax is one pixel (pixel 30, [29, 30] as
@@ -97,9 +109,73 @@ def test_edge_cases_load_end_to_end(edge_folder, caplog):
 
     text = caplog.text
     for name in ("000002.xml", "000003.xml", "000005.jpg", "000006.jpg", "000007.xml", "000008.xml",
-                 "000011.jpg", "000012.xml"):
+                 "000011.jpg", "000012.xml", "000013.jpg"):
         assert name in text, name
     assert "examples; problems:" in text  # the summary line
+
+
+def test_the_image_check_refuses_a_jpeg_cut_short_where_tensorflow_does():
+    """A JPEG cut short by a few bytes (its end-of-image marker gone, or more): Pillow decodes
+    those whole, so the check also walks the file's markers; where the end marker is missing it
+    refuses the file exactly when TensorFlow's decoder does (training stopped at such a file,
+    naming none). Baseline and progressive files of noise and of one colour, with trailing bytes
+    after the end too."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_frcnn.data.image_files import check_image
+
+    noise = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+    agreed = refused = 0
+    for pixels, options in itertools.product((noise, np.full_like(noise, 200)),
+                                             ({}, {"progressive": True}, {"quality": 100})):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, "JPEG", **options)
+        whole = buffer.getvalue()
+        assert whole.endswith(b"\xff\xd9")
+        for data in [whole, whole + b"\x00trailing\xff\xda junk"] + [whole[:-cut] for cut in (1, 2, 3, 9, 40)]:
+            try:
+                tf.io.decode_jpeg(data, channels=3)
+                decodes = True
+            except tf.errors.InvalidArgumentError:
+                decodes = False
+            try:
+                check_image(io.BytesIO(data))
+                passes = True
+            except ValueError as error:
+                passes = False
+                assert "cut short" in str(error) or "corrupt" in str(error), error
+            assert passes == decodes, (options, len(whole) - len(data))
+            agreed += 1
+            refused += not passes
+        with pytest.raises(ValueError, match="JPEG file cut short .no end-of-image marker"):
+            check_image(io.BytesIO(whole[:-2]))
+    assert agreed == 42 and refused >= 12
+    # (the one-colour baseline file without its end marker: Pillow decodes it whole, TensorFlow not;
+    # one byte shorter only, both decode it)
+    with pytest.raises(ValueError, match="JPEG file cut short"):
+        check_image(io.BytesIO(_jpeg_without_its_end()))
+    check_image(io.BytesIO(_jpeg_without_its_end() + b"\xff"))
+
+
+def test_an_image_named_in_bytes_that_are_not_utf8_is_read(tmp_path):
+    """A Linux file name in Latin-1 (``caf\\xe9.jpg``: Python's str of it holds a surrogate, which
+    neither SQLite's text nor a string tensor takes): the check, its cache and the data set read
+    it, the first time and from the cache."""
+    root = os.fsencode(str(tmp_path))
+    try:
+        with open(os.path.join(root, b"caf\xe9.xml"), "w") as f:
+            f.write(voc_xml("", 80, 60, [("dog", (10, 5, 40, 30), False)]).replace("<filename></filename>", ""))
+    except OSError:
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    pixels = write_image(os.fsdecode(os.path.join(root, b"caf\xe9.jpg")), 60, 80, fmt="PNG")
+    write_image(str(tmp_path / "plain.jpg"), 60, 80, seed=1)
+    (tmp_path / "plain.xml").write_text(voc_xml("plain.jpg", 80, 60, [("cat", (1, 1, 9, 9), False)]))
+    for _ in range(2):  # (checked, then read from the check's cache)
+        source = load_voc_folder(tmp_path, "all")
+        got = {os.fsdecode(e["image/filename"]): e for e in examples(source)}
+        assert sorted(got) == ["caf\udce9.jpg", "plain.jpg"] and source.problems == {}
+        np.testing.assert_array_equal(got["caf\udce9.jpg"]["image"], pixels)
 
 
 def test_conversion_matches_tfds_voc_builder(tmp_path):

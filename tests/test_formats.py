@@ -292,6 +292,34 @@ def test_predict_reads_folders_names_bad_files_and_keeps_every_drawing(trained, 
                     "them", "warning: 1 image file(s) given twice (as themselves or in a folder given): each read once"]
 
 
+def test_predict_reads_and_lists_an_image_named_in_bytes_that_are_not_utf8(trained, tmp_path, capsys):
+    """A Linux file name in Latin-1 (``caf\\xe9.png``; Python's str of it holds a surrogate) was
+    refused naming no file (a string tensor does not take it), and once read, ended the run writing
+    detections.json. Now it is detected and drawn; its lines print it as ``caf\\udce9``; the JSON
+    listings (UTF-8) hold it as the escape ``\\udce9`` that Python's ``json`` reads back to the
+    name; VOC XML, which cannot hold it, is not written for it, warned."""
+    folder = os.fsencode(str(tmp_path / "photos"))
+    os.makedirs(folder)
+    odd = os.fsdecode(os.path.join(folder, b"caf\xe9.png"))
+    try:
+        Image.fromarray(trained.images[1]).save(odd)
+    except OSError:
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    Image.fromarray(trained.images[0]).save(tmp_path / "photos" / "plain.png")
+    out = tmp_path / "out"
+    assert predict.main(["--model", str(trained.root / "model.keras"), str(tmp_path / "photos"), "--out", str(out),
+                         "--labels", "voc"]) == 0
+    printed = capsys.readouterr()
+    assert "caf\\udce9.png: " in printed.out and "no VOC labels written: the file's name is not UTF-8" in printed.err
+    listed = json.loads((out / "detections.json").read_bytes().decode("utf-8"))
+    assert [entry["image"] for entry in listed] == [odd, str(tmp_path / "photos" / "plain.png")]
+    assert os.path.exists(listed[0]["drawing"]) and listed[0]["detections"]
+    assert sorted(os.listdir(out / "annotations")) == ["plain.xml"]
+    predict.predict_files(trained.model, [odd], str(out), labels="labelme", log=lambda line: None)
+    labelme = json.loads(next((out / "labelme").glob("*.json")).read_bytes().decode("utf-8"))
+    assert os.path.normpath(os.path.join(out / "labelme", labelme["imagePath"])) == odd
+
+
 def test_predict_an_image_only_tensorflow_refuses_fails_alone(trained, tmp_path, monkeypatch):
     """A file that passes the Pillow check but not TensorFlow's decoder ended the whole run with
     TensorFlow's error naming no file (status 2, the images after it never done): it is named and

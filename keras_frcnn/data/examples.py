@@ -314,8 +314,9 @@ def records_to_dataset(records: typing.Sequence[ImageRecord], decode_images: boo
     all_area = flat([np.full(len(r.labels), -1.0) if r.area is None else r.area for r in records],
                     np.float32, (-1,))
     table = {
-        "path": tf.constant([r.path for r in records], tf.string, shape=[len(records)]),
-        "filename": tf.constant([r.filename for r in records], tf.string, shape=[len(records)]),
+        # (as bytes: a file name that is not UTF-8, e.g. Latin-1 on Linux, is no str a tensor takes)
+        "path": tf.constant([os.fsencode(r.path) for r in records], tf.string, shape=[len(records)]),
+        "filename": tf.constant([os.fsencode(r.filename) for r in records], tf.string, shape=[len(records)]),
         "image_id": tf.constant([r.image_id for r in records], tf.int64, shape=[len(records)]),
         "start": tf.constant(starts, tf.int64, shape=[len(records)]),
         "count": tf.constant(counts, tf.int64, shape=[len(records)]),

@@ -85,6 +85,7 @@ def check_image(path) -> CheckedImage:
                                  "or JPEG")
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
             if image.format in ("JPEG", "MPO"):
+                _check_jpeg_end(path)
                 image.draft(image.mode, (max(width // 8, 1), max(height // 8, 1)))
             image.load()
     except ValueError:
@@ -164,6 +165,55 @@ def _check_png_chunks(path):
         if kind == b"IEND":
             return
         position = end + 4
+
+
+# In a JPEG's entropy-coded data a 0xFF byte is followed by 0x00 (a stuffed byte) or a restart marker
+# (0xD0-0xD7), or repeats (fill): anything else after it is the next marker.
+_JPEG_MARKER_IN_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _check_jpeg_end(path):
+    """Refuse a JPEG cut short before its end-of-image marker (EOI) that TensorFlow does not decode:
+    as little as those two bytes gone, Pillow decodes the file whole while TensorFlow's decoder
+    may stop for want of them ("Invalid JPEG data"). The markers are walked from the start, each
+    scan's data skipped to the marker after it, up to the first EOI (what follows it, e.g. an MPO's
+    further pictures, is not read); a file without one is decoded by TensorFlow to tell."""
+    if hasattr(path, "read"):
+        path.seek(0)
+        data = path.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    position = 2  # after the start-of-image marker, which Pillow checked
+    while True:
+        position = data.find(b"\xff", position)  # (bytes before a marker are skipped, as libjpeg does)
+        while data[position:position + 2] == b"\xff\xff":  # fill bytes before a marker
+            position += 1
+        if position < 0 or position + 2 > len(data):
+            break
+        marker = data[position + 1]
+        if marker == 0xD9:
+            return
+        if marker in (0x00, 0x01) or 0xD0 <= marker <= 0xD8:  # markers without a length
+            position += 2
+            continue
+        if position + 4 > len(data):
+            break
+        position += 2 + struct.unpack_from(">H", data, position + 2)[0]
+        if marker == 0xDA:  # a scan: its data runs to the next marker
+            found = _JPEG_MARKER_IN_SCAN.search(data, position)
+            if not found:
+                break
+            position = found.start()
+    import tensorflow as tf
+
+    try:  # (whether the decoder needs the missing bytes depends on where its last scan's data ends)
+        tf.io.decode_jpeg(data, channels=3)
+    except tf.errors.OpError as error:
+        from keras_frcnn.cli import describe_tf_error
+
+        raise ValueError(f"JPEG file cut short (no end-of-image marker after its data, byte {len(data)}): "
+                         f"TensorFlow does not decode it ({describe_tf_error(error)})") from None
 
 
 def shown_size(image: CheckedImage) -> tuple:
@@ -335,6 +385,16 @@ def file_key(path):
     return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
 
 
+def stored_path(path):
+    """A cache row's path: the str, or its bytes where the name is not UTF-8 (a Latin-1 name on
+    Linux: SQLite's text is UTF-8 and refuses it); ``os.fsdecode`` turns a row's bytes back."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
 # Rows a cache table keeps: the newest written (~165 bytes an image check; Objects365's 1.8M
 # images fit). Older rows, e.g. of files since deleted or extracted again elsewhere (a cluster job's
 # scratch copy of COCO adds 118k rows), go: a file met again is checked again.
@@ -367,7 +427,7 @@ class _ImageCheckCache:
     """SQLite (safe between processes) rows of a file key -> its check's result, for this version
     of the rules (``RULES``) and of Pillow."""
 
-    RULES = 4  # bump when check_image's rules change: older rows are then ignored
+    RULES = 5  # bump when check_image's rules change: older rows are then ignored
 
     @classmethod
     def _connect(cls):
@@ -383,11 +443,12 @@ class _ImageCheckCache:
             with contextlib.closing(connection):
                 wanted = set(keys)
                 for chunk in range(0, len(keys), 500):
-                    paths = [key[0] for key in keys[chunk:chunk + 500]]
+                    paths = [stored_path(key[0]) for key in keys[chunk:chunk + 500]]
                     rows = connection.execute(
                         f"SELECT path, size, mtime, height, width, orientation, error FROM checks WHERE rules = ? "
                         f"AND path IN ({', '.join('?' * len(paths))})", [rules, *paths])
                     for path, size, mtime, height, width, orientation, error in rows:
+                        path = os.fsdecode(path)  # (a name stored as bytes: back to the str of its key)
                         if (path, size, mtime) in wanted:
                             found[path, size, mtime] = ValueError(error) if error is not None else \
                                 CheckedImage(height, width, orientation)
@@ -406,8 +467,9 @@ class _ImageCheckCache:
             with contextlib.closing(connection), connection:
                 connection.executemany(
                     "INSERT OR REPLACE INTO checks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*key, rules, None, None, None, str(result)) if isinstance(result, Exception) else
-                     (*key, rules, *result, None) for key, result in results.items()])
+                    [(stored_path(path), size, mtime, rules, None, None, None, str(result))
+                     if isinstance(result, Exception) else (stored_path(path), size, mtime, rules, *result, None)
+                     for (path, size, mtime), result in results.items()])
                 trim_cache(connection, "checks")
         except (sqlite3.Error, OSError):
             pass

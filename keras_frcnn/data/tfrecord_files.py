@@ -71,7 +71,7 @@ import tensorflow as tf
 
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import (LONG_CHECK, annotated_as_shown, cache_path, check_image, connect_cache,
-                                          file_key, trim_cache)
+                                          file_key, stored_path, trim_cache)
 from keras_frcnn.data.problems import DataError, DataProblems, logger, warn_once
 from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
@@ -583,7 +583,7 @@ class _FactsCache:
             connection, rules = cls._connect()
             with contextlib.closing(connection):
                 row = connection.execute("SELECT facts FROM tfrecord_files WHERE path = ? AND size = ? AND "
-                                         "mtime = ? AND rules = ?", [*key, rules]).fetchone()
+                                         "mtime = ? AND rules = ?", [stored_path(key[0]), *key[1:], rules]).fetchone()
         except (sqlite3.Error, OSError):
             return None
         return FileFacts(*json.loads(row[0])) if row else None
@@ -596,7 +596,7 @@ class _FactsCache:
             connection, rules = cls._connect()
             with contextlib.closing(connection), connection:
                 connection.execute("INSERT OR REPLACE INTO tfrecord_files VALUES (?, ?, ?, ?, ?)",
-                                   [*key, rules, json.dumps(list(facts))])
+                                   [stored_path(key[0]), *key[1:], rules, json.dumps(list(facts))])
                 trim_cache(connection, "tfrecord_files")
         except (sqlite3.Error, OSError):
             pass
@@ -768,7 +768,7 @@ class _Reader:
             lo, hi = np.searchsorted(kept, [start, end])
             if hi > lo:
                 first, last = int(kept[lo]), int(kept[hi - 1])
-                rows.append((file, compression[file], first, first - start, last - first + 1))
+                rows.append((os.fsencode(file), compression[file], first, first - start, last - first + 1))
         self.table = {key: tf.constant([row[i] for row in rows], dtype) for i, (key, dtype) in enumerate(
             [("path", tf.string), ("compression", tf.string), ("first", tf.int64), ("skip", tf.int64),
              ("take", tf.int64)])}
