@@ -329,7 +329,9 @@ class ServingFunctions:
             one = self._one.get_concrete_function(tf.TensorSpec([None, None, 3], images.dtype), *(
                 tf.TensorSpec(size.shape[1:], size.dtype) for size in sizes))
         spec = one.structured_outputs
-        return tf.map_fn(lambda element: one(*element), (images, *sizes),
+        # Over the images' numbers, each image sliced out: map_fn over the images themselves would
+        # hold them in a uint8 TensorList, which has no GPU kernel.
+        return tf.map_fn(lambda i: one(images[i], *(size[i] for size in sizes)), tf.range(tf.shape(images)[0]),
                          fn_output_signature={key: tf.TensorSpec(value.shape, value.dtype)
                                               for key, value in spec.items()})
 

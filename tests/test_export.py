@@ -346,6 +346,16 @@ def test_a_roialign_model_exports_with_xla(trained, tmp_path):
         np.testing.assert_allclose(compiled["detection_boxes"], reference["detection_boxes"], atol=1e-4)
         np.testing.assert_allclose(compiled["detection_scores"], reference["detection_scores"], atol=1e-5)
         np.testing.assert_array_equal(compiled["detection_classes"], reference["detection_classes"])
+    # Image by image in the graph, as a batch of two (padded alike): the same detections.
+    size = np.max([image.shape[:2] for image in trained.images[:2]], axis=0)
+    batch = np.zeros((2, *size, 3), np.uint8)
+    for i, image in enumerate(trained.images[:2]):
+        batch[i, :image.shape[0], :image.shape[1]] = image
+    both = [{k: v.numpy() for k, v in signature(input_tensor=tf.constant(batch)).items()} for signature in (plain, jit)]
+    np.testing.assert_array_equal(both[1]["num_detections"], both[0]["num_detections"])
+    np.testing.assert_allclose(both[1]["detection_scores"], both[0]["detection_scores"], atol=1e-5)
+    # The loop over the batch holds no uint8 TensorList (no GPU kernel: a GPU server ran it on the host).
+    assert export.ops_without_gpu_kernels(paths[1], "serving_default") == {}
 
 
 def test_bad_requests_fail_alone_or_give_valid_detections(contract):
