@@ -931,6 +931,35 @@ class ScheduleRunner:
         if names:
             self.log(f"   a new run in {self.run_dir}: removed the earlier run's {', '.join(names)}")
 
+    def _unbias_batch_norm(self, stage):
+        """The base's trained batch norms' moving statistics without their starting values: after n
+        steps, Keras's moving average ``m * average + (1 - m) * batch`` still holds its start with
+        weight ``m ** n`` (0.99 ** 80 = 0.45; 0.99 ** 2400 = 3e-11), and a base trained a few hundred
+        steps from scratch then normalised the next, frozen stage's features by statistics
+        half of ones and zeros (a 40-step run of the pyramid: stage 3's loss 0.3 -> 1.1, stage 4's
+        NaN). Divided out as Adam divides out its moments' start: ``(average - m ** n * start) /
+        (1 - m ** n)``, the starts being ``initial_weights/`` (where every base-training stage
+        begins). Done at the stage's end, on the statistics of its last step (a resumed run does it
+        again from those), before the stage's checkpoint."""
+        norms = [layer for layer in self.net.base._flatten_layers(include_self=False)
+                 if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and layer.built]
+        if not norms:
+            return
+        weights = self._path(os.path.join("initial_weights", "weights"))
+        averages = {v.path: v for layer in norms for v in (layer.moving_mean, layer.moving_variance)}
+        starts = {path: tf.Variable(tf.zeros_like(v), trainable=False) for path, v in averages.items()}
+        try:
+            tf.train.Checkpoint(base=starts).read(weights).expect_partial().assert_existing_objects_matched()
+        except (tf.errors.OpError, AssertionError, ValueError) as error:
+            message = getattr(error, "message", None) or str(error)
+            raise DataError(f"{weights}: the base's starting weights cannot be read ({message}); restore "
+                            f"{os.path.dirname(weights)} from a copy, or start a new run (another --out)") from None
+        for layer in norms:
+            left = float(layer.momentum) ** stage.steps
+            if 0.0 < left < 1.0:
+                for variable in (layer.moving_mean, layer.moving_variance):
+                    variable.assign((variable - left * starts[variable.path]) / (1.0 - left))
+
     def _steps_per_execution(self, step, remaining, window):
         """The steps per compiled call for a fit from ``step`` with ``remaining`` steps in windows of
         ``window``: the largest count up to ``train.steps_per_execution`` that divides the window,
@@ -1045,6 +1074,8 @@ class ScheduleRunner:
                 self.log(f"   a callback stopped {stage.name} at step {counter.step} of {stage.steps}: stopping the run "
                          "there with a checkpoint (run(resume=True) continues it)")
                 counter.stop()
+        if stage.train_base:
+            self._unbias_batch_norm(stage)
         for hook in self.stage_hooks:
             hook("end", stage, self)
         seconds = time.perf_counter() - began

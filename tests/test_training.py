@@ -433,6 +433,58 @@ def test_the_paper_s_vgg16_at_600_px_trains_every_stage_evaluates_and_serves(tmp
     np.testing.assert_allclose(boxes[:, [1, 0, 3, 2]], [d["box"] for d in keras_detections], atol=1.0)
 
 
+def test_a_base_trained_few_steps_is_normalised_by_its_batches_statistics_once_frozen(shapes_dir, tmp_path):
+    """Keras's moving averages of batch norm still hold their starting ones and zeros with weight
+    0.99 ** n after n steps: a base trained a few dozen steps from scratch normalised the next,
+    frozen stage's features by statistics mostly those (the pyramid's 40-step run went NaN in stage
+    4). At the end of a stage that trains the base, the start is divided out:
+    ``(average - m ** n * start) / (1 - m ** n)``; the frozen base then normalises a training
+    batch about as its training steps did."""
+    cfg = dataclasses.replace(tiny_config(), base_batch_norm=True, base_initializer="he_normal")
+    keras.utils.set_random_seed(0)
+    source = small_shapes(shapes_dir)
+    net = build_models(cfg, source.num_classes, weights=None)
+    norms = [layer for layer in net.base._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.momentum == 0.99 for layer in norms)
+    start = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
+    raw, ended = [], {}
+
+    class AtFitEnd(keras.callbacks.Callback):  # (the averages as the steps left them)
+        def on_train_end(self, logs=None):
+            raw.append([(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms])
+
+    def at_end(event, stage, runner):
+        if event == "end":
+            ended[stage.name] = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
+            runner.request_stop()
+
+    runner = ScheduleRunner(net, source, cfg, str(tmp_path), steps=3, verbose=0, log=lambda *a: None,
+                            callbacks=[AtFitEnd()], stage_hooks=[at_end])
+    runner.run()
+    left = 0.99 ** 3
+    for (mean0, var0), (mean, var), (mean1, var1) in zip(start, raw[0], ended["stage1_rpn"]):
+        np.testing.assert_allclose(mean1, (mean - left * mean0) / (1 - left), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(var1, (var - left * var0) / (1 - left), rtol=1e-4, atol=1e-6)
+    # The frozen base (moving statistics) against the base on batch statistics, on the data.
+    batch = next(iter(data.train_dataset(source, cfg, 2, seed=0)))
+    inputs = net.rpn_model.to_input([batch["images"], batch["image_info"]])
+
+    def features(training):  # (the base's last map)
+        return np.asarray(net.base(list(inputs), training=training), np.float32)
+
+    trained = features(True)
+    for layer, (mean, var) in zip(norms, ended["stage1_rpn"]):  # (that call moved the averages)
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(var)
+    gap = np.abs(features(False) - trained).mean() / np.abs(trained).mean()
+    for layer, (mean, var) in zip(norms, raw[0]):  # the averages as they were, start and all
+        layer.moving_mean.assign(mean)
+        layer.moving_variance.assign(var)
+    gap_before = np.abs(features(False) - trained).mean() / np.abs(trained).mean()
+    assert gap < 0.5 * gap_before, (gap, gap_before)
+
+
 ONEDNN_LOG_CHILD = """
 import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]  # tests (conftest), the repository (train.py)
