@@ -117,12 +117,7 @@ def _check_bmp(path, mode):
     takes every file as uncompressed 8-bit grey, 24-bit BGR or 32-bit BGRA, so a colour palette
     comes out as grey index values, RLE data as noise, other masks with swapped channels, and 1,
     4 or 16 bits per pixel fail while training."""
-    if hasattr(path, "read"):
-        path.seek(0)
-        header = path.read(66)
-    else:
-        with open(path, "rb") as f:
-            header = f.read(66)
+    header = _file_bytes(path, 66)
     header_size, = struct.unpack_from("<I", header, 14) if len(header) >= 18 else (0,)
     if header_size < 40 or len(header) < 34:
         raise ValueError(f"BMP with a {header_size}-byte (OS/2) header, which TensorFlow does not decode; "
@@ -137,17 +132,21 @@ def _check_bmp(path, mode):
                      "save it as PNG or JPEG (or 24-bit BMP)")
 
 
+def _file_bytes(path, size=-1) -> bytes:
+    """The first ``size`` bytes (all: -1) of the file ``path``, a path or a binary file object."""
+    if hasattr(path, "read"):
+        path.seek(0)
+        return path.read(size)
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
 def _check_png_chunks(path):
     """Refuse the PNGs Pillow decodes but TensorFlow's libpng does not: a checksum error in a
     critical chunk (the pixels' IDAT; Pillow checks those after the first only in ``verify``) or a
     file cut before the end of its IEND chunk (a download or copy cut short: Pillow stops reading
     after the last IDAT). Ancillary chunks' checksum errors pass, as libpng drops such chunks."""
-    if hasattr(path, "read"):
-        path.seek(0)
-        data = path.read()
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
+    data = _file_bytes(path)
     position = 8  # after the signature, which Pillow checked
     while True:
         if position + 12 > len(data):
@@ -178,12 +177,7 @@ def _check_jpeg_end(path):
     may stop for want of them ("Invalid JPEG data"). The markers are walked from the start, each
     scan's data skipped to the marker after it, up to the first EOI (what follows it, e.g. an MPO's
     further pictures, is not read); a file without one is decoded by TensorFlow to tell."""
-    if hasattr(path, "read"):
-        path.seek(0)
-        data = path.read()
-    else:
-        with open(path, "rb") as f:
-            data = f.read()
+    data = _file_bytes(path)
     position = 2  # after the start-of-image marker, which Pillow checked
     while True:
         position = data.find(b"\xff", position)  # (bytes before a marker are skipped, as libjpeg does)
