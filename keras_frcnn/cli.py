@@ -66,6 +66,9 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
             stream.reconfigure(errors="backslashreplace")
     restore = _raise_on_sigterm()
+    image_files = sys.modules.get("keras_frcnn.data.image_files")
+    if image_files is not None:  # (the files of an earlier command in this process are not this one's)
+        image_files.FILES_READ.clear()
     try:
         return command()
     except Terminated:
@@ -96,6 +99,10 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
             return _fail(error, describe_tf_error(error))
         # Errors raised in tf.data graphs while reading data (an unreadable file, stored proposals
         # of another example) are TensorFlow's InvalidArgument / NotFound errors.
+        image_files = sys.modules.get("keras_frcnn.data.image_files")
+        if tf_error and isinstance(error, tf.errors.InvalidArgumentError) and image_files is not None \
+                and image_files.FILES_READ and re.search(r"\{\{node [^}]*[Dd]ecode", error.message):
+            return _fail(error, _name_refused_images(error))
         if tf_error and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
                                            tf.errors.DataLossError)):
             return _fail(error, describe_tf_error(error) + (
@@ -103,6 +110,35 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         raise
     finally:
         restore()
+
+
+def _name_refused_images(error) -> str:
+    """The ``error:`` text of a run stopped by TensorFlow's image decoder: the files it refuses
+    among those read, found by decoding each (they are skipped, counted, from the next run on)."""
+    from keras_frcnn.data.image_files import FILES_READ, refused_by_tensorflow
+    from keras_frcnn.data.problems import logger
+
+    told = describe_tf_error(error)
+    paths = sorted(FILES_READ)
+    logger.warning("TensorFlow's image decoder refused a file (%s): decoding the %d image files read to find it",
+                   told, len(paths))
+    try:
+        refused, remembered = refused_by_tensorflow(paths)
+    except KeyboardInterrupt:
+        return f"{told} (an image TensorFlow's decoder refused; the search for it among the files read was interrupted)"
+    if not refused:
+        return f"{told} (an image TensorFlow's decoder refused; decoded again, each of the {len(paths)} image " \
+               "files read is whole: was one changed while the run read it?)"
+    then = ("remembered as a bad image file now: from the next run on it is skipped with a counted warning unless "
+            "mended (start that run anew: its data is not this run's checkpoints')" if remembered
+            else "mend or remove it, then run again")
+    if len(refused) == 1:
+        path, message = refused[0]
+        return f"{path}: TensorFlow's image decoder refuses it ({message}), though the image check passed it; {then}"
+    named = "; ".join(f"{path} ({message})" for path, message in refused[:3])
+    more = f"; and {len(refused) - 3} more" if len(refused) > 3 else ""
+    return (f"TensorFlow's image decoder refuses {len(refused)} image files the image check passed: {named}{more}; "
+            f"each {then}")
 
 
 def _raise_on_sigterm():

@@ -270,6 +270,49 @@ def test_tfds_voc_07_plus_12_trains_on_both_and_tests_on_2007(tmp_path, tiny_con
         assert requested == [("2007", "test")] and "on voc/2007 test, 3 images" in capsys.readouterr().out
 
 
+def test_an_image_tensorflow_refuses_after_the_check_passed_it_is_named_and_skipped_next_time(
+        tmp_path, tiny_config_file, capsys, monkeypatch, caplog):
+    """A way Pillow's and TensorFlow's decoders differ that the image check does not know (stood in
+    for here by a check that passes one corrupt JPEG): the decoder's error inside the tf.data graph
+    names no file; the run decodes the files it read to name it, remembers it as a bad image file,
+    and the next run skips it with a counted warning."""
+    from keras_frcnn.data import image_files
+
+    monkeypatch.setenv("KERAS_FRCNN_CACHE", str(tmp_path / "cache"))
+    entries = {f"i{i}": {"objects": [("dog", (5, 5, 40, 40), False)]} for i in range(5)}
+    write_voc_folder(tmp_path / "voc", entries, {"trainval": ["i0", "i1", "i2", "i3"], "test": ["i4"]})
+    bad = tmp_path / "voc" / "JPEGImages" / "i2.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a JPEG's data")
+    check = image_files.check_image
+    monkeypatch.setattr(image_files, "check_image", lambda path: image_files.CheckedImage(60, 80, 1)
+                        if os.path.basename(path) == "i2.jpg" else check(path))
+    argv = ["--voc-dir", str(tmp_path / "voc"), "--config", str(tiny_config_file), "--classes", "dog"]
+    with caplog.at_level("WARNING", logger="keras_frcnn.data"):
+        code, _, err = _train([*argv, "--out", str(tmp_path / "run")], capsys)
+    assert code == 2
+    assert f"error: {bad}: TensorFlow's image decoder refuses it (" in err
+    assert "Invalid JPEG data" in err and "remembered as a bad image file now" in err
+    assert "decoding the 5 image files read to find it" in caplog.text  # (the training and the test split's)
+    # The next run's check finds it remembered: skipped by name and counted, like any bad image.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="keras_frcnn.data"):
+        source = load_voc_folder(tmp_path / "voc", "trainval", classes=("dog",))
+    assert source.num_examples == 3 and source.problems == {"bad image file": 1}
+    assert f"{bad}: TensorFlow does not decode it (" in caplog.text
+    # The files of one command are not the next one's to search.
+    assert cli.run(lambda: 0) == 0 and not image_files.FILES_READ
+    # Decoded again and found whole (a file changed while the run read it): said so.
+    from keras_frcnn.data.examples import decode_image
+
+    def meets_a_refused_image():
+        image_files.FILES_READ.add(str(tmp_path / "voc" / "JPEGImages" / "i0.jpg"))
+        tf.function(lambda: decode_image(tf.constant(b"\xff\xd8\xff\xe0 not a JPEG's data")))()
+
+    assert cli.run(meets_a_refused_image) == 2
+    assert "Invalid JPEG data or crop window. (an image TensorFlow's decoder refused; decoded again, each of the 1 " \
+           "image files read is whole" in capsys.readouterr().err
+
+
 def test_a_diverging_run_stops_at_its_first_nan_and_checkpoints_nothing_of_it(tmp_path, tiny_config_file, capsys):
     """A learning rate far too high: the loss turns NaN within the first steps. The run stops at
     the end of that log window (exit status 1, one line saying what to do), and neither the

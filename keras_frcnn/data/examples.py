@@ -44,6 +44,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
+from keras_frcnn.data import image_files
 from keras_frcnn.data.problems import DataError, logger, warn_once
 
 # The 20 PASCAL VOC classes in TFDS's (alphabetical) order, so labels agree with tfds "voc".
@@ -350,6 +351,8 @@ def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: 
                       decode_images: bool = True, voc_pixel_numbers: bool = False) -> DetectionSource:
     """A folder source's checked records as a :class:`DetectionSource` with random access."""
     dataset, example_at = records_to_dataset(records, decode_images=decode_images)
+    files = frozenset(os.path.realpath(record.path) for record in records)
+    image_files.FILES_READ.update(files)
     trained_on = [record.labels[~record.difficult] for record in records]
     per_class = np.bincount(np.concatenate(trained_on or [np.zeros(0, np.int64)]).astype(np.int64),
                             minlength=len(class_names))
@@ -358,7 +361,7 @@ def records_to_source(records: typing.Sequence[ImageRecord], class_names, name: 
                            voc_pixel_numbers=voc_pixel_numbers,
                            num_objects=int(per_class.sum()),
                            objects_per_class=tuple(int(count) for count in per_class),
-                           files=frozenset(os.path.realpath(record.path) for record in records),
+                           files=files,
                            fingerprint=fingerprint(f"{os.path.basename(record.path)}:{os.path.getsize(record.path)}"
                                                    for record in records))
 
