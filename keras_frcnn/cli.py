@@ -66,9 +66,9 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
             stream.reconfigure(errors="backslashreplace")
     restore = _raise_on_sigterm()
-    image_files = sys.modules.get("keras_frcnn.data.image_files")
-    if image_files is not None:  # (the files of an earlier command in this process are not this one's)
-        image_files.FILES_READ.clear()
+    for module in _FILES_READ_BY:  # (the files of an earlier command in this process are not this one's)
+        if module in sys.modules:
+            sys.modules[module].FILES_READ.clear()
     try:
         return command()
     except Terminated:
@@ -99,9 +99,8 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
             return _fail(error, describe_tf_error(error))
         # Errors raised in tf.data graphs while reading data (an unreadable file, stored proposals
         # of another example) are TensorFlow's InvalidArgument / NotFound errors.
-        image_files = sys.modules.get("keras_frcnn.data.image_files")
-        if tf_error and isinstance(error, tf.errors.InvalidArgumentError) and image_files is not None \
-                and image_files.FILES_READ and re.search(r"\{\{node [^}]*[Dd]ecode", error.message):
+        if tf_error and isinstance(error, tf.errors.InvalidArgumentError) and _files_read() \
+                and re.search(r"\{\{node [^}]*[Dd]ecode", error.message):
             return _fail(error, _name_refused_images(error))
         if tf_error and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
                                            tf.errors.DataLossError)):
@@ -112,32 +111,44 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         restore()
 
 
+# The modules whose FILES_READ hold the files the running command's sources read (image files;
+# record files): searched for the image TensorFlow's decoder refused inside a tf.data graph, where
+# the error names none (the image check passed it: a way Pillow's and TensorFlow's decoders differ
+# that it does not know).
+_FILES_READ_BY = ("keras_frcnn.data.image_files", "keras_frcnn.data.tfrecord_files")
+
+
+def _files_read() -> int:
+    return sum(len(sys.modules[module].FILES_READ) for module in _FILES_READ_BY if module in sys.modules)
+
+
 def _name_refused_images(error) -> str:
-    """The ``error:`` text of a run stopped by TensorFlow's image decoder: the files it refuses
+    """The ``error:`` text of a run stopped by TensorFlow's image decoder: the images it refuses
     among those read, found by decoding each (they are skipped, counted, from the next run on)."""
-    from keras_frcnn.data.image_files import FILES_READ, refused_by_tensorflow
+    from keras_frcnn.data import image_files, tfrecord_files
     from keras_frcnn.data.problems import logger
 
     told = describe_tf_error(error)
-    paths = sorted(FILES_READ)
-    logger.warning("TensorFlow's image decoder refused a file (%s): decoding the %d image files read to find it",
-                   told, len(paths))
+    logger.warning("TensorFlow's image decoder refused an image (%s): decoding the images of the %d files read to "
+                   "find it", told, _files_read())
     try:
-        refused, remembered = refused_by_tensorflow(paths)
+        found = [image_files.refused_by_tensorflow(sorted(image_files.FILES_READ)),
+                 tfrecord_files.refused_records(tfrecord_files.FILES_READ)]
     except KeyboardInterrupt:
         return f"{told} (an image TensorFlow's decoder refused; the search for it among the files read was interrupted)"
+    refused = [item for items, _ in found for item in items]
     if not refused:
-        return f"{told} (an image TensorFlow's decoder refused; decoded again, each of the {len(paths)} image " \
+        return f"{told} (an image TensorFlow's decoder refused; decoded again, each image of the {_files_read()} " \
                "files read is whole: was one changed while the run read it?)"
-    then = ("remembered as a bad image file now: from the next run on it is skipped with a counted warning unless "
-            "mended (start that run anew: its data is not this run's checkpoints')" if remembered
-            else "mend or remove it, then run again")
+    then = ("remembered as bad now: from the next run on it is skipped with a counted warning unless mended "
+            "(start that run anew: its data is not this run's checkpoints')"
+            if all(remembered for items, remembered in found if items) else "mend or remove it, then run again")
     if len(refused) == 1:
-        path, message = refused[0]
-        return f"{path}: TensorFlow's image decoder refuses it ({message}), though the image check passed it; {then}"
-    named = "; ".join(f"{path} ({message})" for path, message in refused[:3])
+        where, message = refused[0]
+        return f"{where}: TensorFlow's image decoder refuses it ({message}), though the image check passed it; {then}"
+    named = "; ".join(f"{where} ({message})" for where, message in refused[:3])
     more = f"; and {len(refused) - 3} more" if len(refused) > 3 else ""
-    return (f"TensorFlow's image decoder refuses {len(refused)} image files the image check passed: {named}{more}; "
+    return (f"TensorFlow's image decoder refuses {len(refused)} images the image check passed: {named}{more}; "
             f"each {then}")
 
 

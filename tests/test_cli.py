@@ -291,8 +291,8 @@ def test_an_image_tensorflow_refuses_after_the_check_passed_it_is_named_and_skip
         code, _, err = _train([*argv, "--out", str(tmp_path / "run")], capsys)
     assert code == 2
     assert f"error: {bad}: TensorFlow's image decoder refuses it (" in err
-    assert "Invalid JPEG data" in err and "remembered as a bad image file now" in err
-    assert "decoding the 5 image files read to find it" in caplog.text  # (the training and the test split's)
+    assert "Invalid JPEG data" in err and "remembered as bad now" in err
+    assert "decoding the images of the 5 files read to find it" in caplog.text  # (the training and the test split's)
     # The next run's check finds it remembered: skipped by name and counted, like any bad image.
     caplog.clear()
     with caplog.at_level("WARNING", logger="keras_frcnn.data"):
@@ -309,8 +309,8 @@ def test_an_image_tensorflow_refuses_after_the_check_passed_it_is_named_and_skip
         tf.function(lambda: decode_image(tf.constant(b"\xff\xd8\xff\xe0 not a JPEG's data")))()
 
     assert cli.run(meets_a_refused_image) == 2
-    assert "Invalid JPEG data or crop window. (an image TensorFlow's decoder refused; decoded again, each of the 1 " \
-           "image files read is whole" in capsys.readouterr().err
+    assert "Invalid JPEG data or crop window. (an image TensorFlow's decoder refused; decoded again, each image of the 1 " \
+           "files read is whole" in capsys.readouterr().err
 
 
 def test_a_diverging_run_stops_at_its_first_nan_and_checkpoints_nothing_of_it(tmp_path, tiny_config_file, capsys):

@@ -371,29 +371,42 @@ def refused_by_tensorflow(paths, max_workers=None) -> tuple:
     JPEG on two cores: COCO's 118k images in ~6 minutes, once)."""
     import tensorflow as tf
 
-    from keras_frcnn.cli import describe_tf_error
-    from keras_frcnn.data.examples import decode_image
-
-    decode = tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)])
-
-    def one(path):
-        try:
-            decode(tf.io.read_file(os.fsencode(path)))  # (bytes: a name that is not UTF-8)
-        except tf.errors.OpError as error:
-            return describe_tf_error(error)
-        return None
-
-    paths = list(paths)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers or (os.cpu_count() or 1))
-    try:
-        refused = [(path, told) for path, told in zip(paths, pool.map(one, paths), strict=True) if told is not None]
-    finally:  # (Ctrl-C: the files not yet decoded are not waited for)
-        pool.shutdown(cancel_futures=True)
+    refused = decoding_errors(((path, tf.io.read_file(os.fsencode(path))) for path in paths), max_workers)
     keys = {file_key(path): ValueError(f"TensorFlow does not decode it ({told})") for path, told in refused}
     keys.pop(None, None)  # (a file gone since: not remembered)
     _ImageCheckCache.write(keys)
     remembered = bool(refused) and len(_ImageCheckCache.read(list(keys))) == len(refused)
     return refused, remembered
+
+
+def decoding_errors(items, max_workers=None) -> list:
+    """``(name, TensorFlow's message)`` of each ``(name, encoded image)`` of ``items`` (an iterable,
+    read as it goes) that the pipelines' decoder (``examples.decode_image``) refuses, in order;
+    decoded in threads."""
+    import itertools
+
+    import tensorflow as tf
+
+    from keras_frcnn.cli import describe_tf_error
+    from keras_frcnn.data.examples import decode_image
+
+    decode = tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)])
+
+    def one(item):
+        try:
+            decode(item[1])
+        except tf.errors.OpError as error:
+            return item[0], describe_tf_error(error)
+        return None
+
+    items, refused = iter(items), []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers or (os.cpu_count() or 1))
+    try:
+        while chunk := list(itertools.islice(items, 256)):  # (the items of a large set are not all held)
+            refused.extend(found for found in pool.map(one, chunk) if found is not None)
+    finally:  # (Ctrl-C: what is not yet decoded is not waited for)
+        pool.shutdown(cancel_futures=True)
+    return refused
 
 
 def cache_path() -> str:

@@ -71,7 +71,7 @@ import tensorflow as tf
 
 from keras_frcnn.data.examples import DetectionSource, decode_image, fingerprint
 from keras_frcnn.data.image_files import (LONG_CHECK, annotated_as_shown, cache_path, check_image, connect_cache,
-                                          file_key, stored_path, trim_cache)
+                                          decoding_errors, file_key, stored_path, trim_cache)
 from keras_frcnn.data.problems import DataError, DataProblems, logger, warn_once
 from keras_frcnn.data.splits import beside_held_out, named_splits, own_splits
 from keras_frcnn.data.voc_folder import sliced, split_parts
@@ -565,6 +565,45 @@ def _box_notes(boxes) -> list:
     return notes
 
 
+# The record files of the TFRecord sources made in this process (:func:`load_tfrecord`; a command
+# clears it as it starts): searched for a record whose image TensorFlow's decoder refused inside a
+# tf.data graph, whose error names none (``image_files.FILES_READ`` for image files).
+FILES_READ = set()
+
+
+def refused_records(files) -> tuple:
+    """The records of ``files`` whose image the pipelines' decoder refuses though the check
+    (:func:`check_image`) passed it: ``(f"{file}: record N (image name)", TensorFlow's message)``
+    each; and whether each is now remembered in its file's facts in the cache as a bad record,
+    which the next run skips with a counted warning (``image_files.refused_by_tensorflow`` for
+    image files)."""
+    refused, remembered = [], True
+    for file in sorted(files):
+        key = file_key(file)
+        facts = (_FactsCache.read(key) if key else None) or file_facts(file, cache=False)
+        records = [list(record) for record in facts.records]
+
+        def images():  # (the records after an unreadable one are not read)
+            reader = tf.data.TFRecordDataset(file, compression_type=facts.compression).take(len(records))
+            for number, serialized in enumerate(reader.as_numpy_iterator()):
+                if not records[number][0]:  # (the records skipped already: not read)
+                    feature = tf.train.Example.FromString(serialized).features.feature
+                    yield number, feature["image/encoded"].bytes_list.value[0]
+
+        found = decoding_errors(images())
+        for number, told in found:
+            name = records[number][4]
+            records[number][0] = f"bad image: TensorFlow does not decode it ({told})"
+            refused.append((f"{file}: record {number}" + (f" ({name})" if name else ""), told))
+        if found and key:
+            _FactsCache.write(key, FileFacts(facts.compression, records, facts.stop))
+            again = _FactsCache.read(key)
+            remembered = remembered and again is not None and all(again.records[number][0] for number, _ in found)
+        elif found:
+            remembered = False
+    return refused, remembered and bool(refused)
+
+
 class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
@@ -718,6 +757,7 @@ def load_tfrecord(
             kept.append(raw_starts[number] + record)
             objects += count
     problems.summary(len(kept))
+    FILES_READ.update(files)
     compression = {file: facts[file].compression for file in files}
     reader = _Reader(files, raw_starts, counts, kept, compression, classes, decode_images)
     if any(compression.values()):  # read from the start only: files in turns, then the buffer
