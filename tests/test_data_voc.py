@@ -639,6 +639,61 @@ def test_pngs_tensorflow_refuses_are_skipped_by_name_and_those_it_reads_are_kept
     assert [e["image/filename"].decode() for e in examples(source)] == ["c.png", "d.png"]
 
 
+def test_files_pillow_reads_whole_and_tensorflow_refuses_are_refused_by_the_check(tmp_path):
+    """A fuzzing run (340k corrupted files) found Pillow and TensorFlow parting ways on whole-looking
+    GIF, BMP and PNG files; each stopped training in the tf.data graph, naming no file. The check
+    decodes those formats with the pipelines' own decoder now, so each is refused, named; and a GIF
+    whose first picture is smaller than its screen is sized as TensorFlow decodes it (Pillow gives
+    the screen: boxes would have been scaled by the wrong height)."""
+    import struct
+
+    from PIL import Image
+
+    from keras_frcnn.data.image_files import check_image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+
+    def saved(fmt, **options):
+        buffer = io.BytesIO()
+        image = Image.fromarray(pixels)
+        (image.convert("P", palette=Image.Palette.ADAPTIVE, colors=4) if fmt == "GIF" else image).save(
+            buffer, format=fmt, **options)
+        return buffer.getvalue()
+
+    bmp, gif, png = saved("BMP"), saved("GIF"), saved("PNG")
+    palette = 3 * 2 ** ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0
+    descriptor = 13 + palette  # after the header and the global colour table: extensions, then the picture
+    while gif[descriptor] == 0x21:
+        descriptor += 2
+        while gif[descriptor]:
+            descriptor += gif[descriptor] + 1
+        descriptor += 1
+    assert gif[descriptor] == 0x2C
+    variants = {
+        "padded.bmp": bmp + b"\0\0",  # as some writers pad a BMP: TensorFlow wants its exact size
+        "stray.gif": gif[:descriptor] + b"\0" + gif[descriptor:],  # a stray byte between blocks
+        "short.gif": gif[:-2],  # its last block's end and its trailer gone
+        "two_headers.png": png[:33] + png[8:33] + png[33:],  # IHDR twice
+    }
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        with Image.open(tmp_path / name) as image:
+            image.load()  # Pillow reads each whole
+        with pytest.raises(ValueError, match=r"TensorFlow does not decode it \((Input size should match|Invalid "
+                                             r"GIF data|Invalid PNG)"):
+            check_image(tmp_path / name)
+    # A GIF's screen taller than its picture: the size is the decoded picture's, 48 x 64.
+    tall = gif[:8] + struct.pack("<H", 100) + gif[10:]
+    (tmp_path / "tall.gif").write_bytes(tall)
+    with Image.open(tmp_path / "tall.gif") as image:
+        assert image.size == (64, 100)
+    assert check_image(tmp_path / "tall.gif")[:2] == (48, 64)
+    # The whole files are read as before.
+    for name, data in (("whole.bmp", bmp), ("whole.gif", gif), ("whole.png", png)):
+        (tmp_path / name).write_bytes(data)
+        assert check_image(tmp_path / name) == (48, 64, 1)
+
+
 def test_folders_as_annotation_tools_write_them(tmp_path):
     """LabelImg and Roboflow's "Pascal VOC" export put each XML beside its image, Label Studio's
     VOC export names the image folder images/, and none writes split files (CVAT writes

@@ -4,9 +4,13 @@ A corrupt, truncated or missing image would otherwise fail inside ``tf.io.decode
 parallel map, far from the file that caused it. Folder sources call :func:`check_images` while they
 list their examples and skip (with a warning naming the file) whatever fails here.
 
-The check decodes each file with Pillow, in the formats ``tf.io.decode_image`` reads. JPEGs are
-decoded at 1/8 scale (``Image.draft``): libjpeg still reads every entropy-coded block, so a
-truncated file is still caught, at a fraction of the cost of a full decode.
+The check reads each file's header with Pillow (its format, among those ``tf.io.decode_image``
+reads, and its size, before any pixel is decoded: a decompression bomb is refused unread) and
+decodes it: a JPEG with Pillow at 1/8 scale (``Image.draft``: libjpeg still reads every
+entropy-coded block, so a truncated file is still caught, at a fraction of the cost of a full
+decode), every other format with the pipelines' own decoder, TensorFlow's (GIF, BMP and WebP with
+Pillow too), whose refusals inside a ``tf.data`` graph would name no file. A file TensorFlow still
+refuses there is found afterwards (:func:`refused_by_tensorflow`).
 
 EXIF orientation (phone photos): TensorFlow decodes the stored pixels and ignores it, while viewers
 and browser-based annotation tools show the image turned. Where an annotation states the turned
@@ -77,17 +81,21 @@ def check_image(path) -> CheckedImage:
                                  "it into tiles")
             if image.format == "BMP":
                 _check_bmp(path, image.mode)
-            if image.format == "PNG":
-                _check_png_chunks(path)
             if image.format == "WEBP" and getattr(image, "n_frames", 1) > 1:
                 raise ValueError(f"an animated WebP ({image.n_frames} frames): TensorFlow's WebP decoder corrupts its "
                                  "memory on some (the process dies), so it is not read: save its first frame as PNG "
                                  "or JPEG")
-            orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            if image.format == "PNG":  # (Pillow's getexif would decode a PNG's pixels to look for EXIF after them)
+                orientation = _png_orientation(_check_png_chunks(path))
+            else:
+                orientation = image.getexif().get(ORIENTATION_TAG, 1)
             if image.format in ("JPEG", "MPO"):
                 _check_jpeg_end(path)
                 image.draft(image.mode, (max(width // 8, 1), max(height // 8, 1)))
-            image.load()
+            if image.format != "PNG":  # (a PNG: TensorFlow's libpng checks its pixels' checksums, below)
+                image.load()
+            if image.format not in ("JPEG", "MPO"):
+                height, width = _decoded_size(path)
     except ValueError:
         raise
     except Exception as error:  # Pillow raises many types (OSError, SyntaxError, ...) for bad files.
@@ -95,6 +103,40 @@ def check_image(path) -> CheckedImage:
     if width < 1 or height < 1:
         raise ValueError(f"image is empty ({width} x {height})")
     return CheckedImage(height, width, orientation if orientation in range(1, 9) else 1)
+
+
+_DECODE = []  # the pipelines' decoder as one traced function, made on first use
+
+
+def _decoded_size(path) -> tuple:
+    """(height, width) of the image file ``path`` (or binary file object) as the pipelines' decoder
+    (``examples.decode_image``) gives it, or ``ValueError`` with TensorFlow's message. Every format
+    but JPEG is decoded so: its decoders and Pillow's part ways on files each reads whole (a BMP a
+    byte longer than its pixels, as some writers pad it; a stray byte between a GIF's blocks; its
+    colour indices past its palette; a GIF's first picture smaller than its screen, Pillow's size)
+    in ways no short list of rules covers. A JPEG, checked at 1/8 scale for speed, is Pillow's."""
+    import tensorflow as tf
+
+    if not _DECODE:
+        from keras_frcnn.data.examples import decode_image
+
+        _DECODE.append(tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)]))
+    try:
+        shape = _DECODE[0](tf.constant(_file_bytes(path))).shape
+    except tf.errors.OpError as error:
+        from keras_frcnn.cli import describe_tf_error
+
+        raise ValueError(f"image file is corrupt: TensorFlow does not decode it ({describe_tf_error(error)})") from None
+    return int(shape[0]), int(shape[1])
+
+
+def _png_orientation(exif: bytes) -> int:
+    """The EXIF orientation of a PNG's eXIf chunk's data (1 without one)."""
+    if not exif:
+        return 1
+    tags = Image.Exif()
+    tags.load(exif)
+    return tags.get(ORIENTATION_TAG, 1)
 
 
 def _open_without_pillow_limit(path):
@@ -141,12 +183,13 @@ def _file_bytes(path, size=-1) -> bytes:
         return f.read(size)
 
 
-def _check_png_chunks(path):
-    """Refuse the PNGs Pillow decodes but TensorFlow's libpng does not: a checksum error in a
+def _check_png_chunks(path) -> typing.Optional[bytes]:
+    """The data of the PNG's eXIf chunk (None without one); refuses, naming the part, the PNGs
+    Pillow decodes but TensorFlow's libpng does not: a checksum error in a
     critical chunk (the pixels' IDAT; Pillow checks those after the first only in ``verify``) or a
     file cut before the end of its IEND chunk (a download or copy cut short: Pillow stops reading
     after the last IDAT). Ancillary chunks' checksum errors pass, as libpng drops such chunks."""
-    data = _file_bytes(path)
+    data, exif = _file_bytes(path), None
     position = 8  # after the signature, which Pillow checked
     while True:
         if position + 12 > len(data):
@@ -161,8 +204,10 @@ def _check_png_chunks(path):
         if critical and zlib.crc32(data[position + 4:end]) != struct.unpack_from(">I", data, end)[0]:
             raise ValueError(f"PNG {kind.decode('latin-1')!r} chunk at byte {position} fails its checksum: "
                              "the file is corrupt (TensorFlow does not decode it)")
+        if kind == b"eXIf" and exif is None:
+            exif = data[position + 8:end]
         if kind == b"IEND":
-            return
+            return exif
         position = end + 4
 
 
@@ -477,7 +522,7 @@ class _ImageCheckCache:
     """SQLite (safe between processes) rows of a file key -> its check's result, for this version
     of the rules (``RULES``) and of Pillow."""
 
-    RULES = 5  # bump when check_image's rules change: older rows are then ignored
+    RULES = 6  # bump when check_image's rules change: older rows are then ignored
 
     @classmethod
     def _connect(cls):

@@ -608,7 +608,7 @@ class _FactsCache:
     """SQLite rows of a record file's key -> its :class:`FileFacts` (JSON), beside the image
     checks (:func:`image_files.cache_path`)."""
 
-    RULES = 6  # bump when record_facts's rules change
+    RULES = 7  # bump when record_facts's rules change
 
     @classmethod
     def _connect(cls):
