@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 import typing
 
 import numpy as np
@@ -71,6 +72,8 @@ def load_coco_json(
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("categories"), list):
         raise DataError(f"{json_path}: not a COCO instances file (needs 'images' and 'categories' lists)")
+    if not isinstance(data.get("annotations") or [], list):
+        raise DataError(f"{json_path}: 'annotations' is {reprlib.repr(data['annotations'])}, not a list")
     problems = DataProblems(f"COCO {json_path}", strict=strict)
 
     try:
@@ -298,11 +301,9 @@ def _whole(value) -> int:
     strings (``"3"``); ``ValueError`` for anything else (``3.5``, ``"a"``, ``true``)."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not an id")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, int) or isinstance(value, str) and value.strip().lstrip("-").isascii() \
-            and value.strip().lstrip("-").isdigit():
-        if not -2**63 <= int(value) < 2**63:
+    if isinstance(value, float) and value.is_integer() or isinstance(value, int) \
+            or isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
+        if not -2**63 <= int(value) < 2**63:  # (1e19 too, written as a float)
             raise ValueError(f"{value!r} is outside the 64-bit ids")
         return int(value)
     raise ValueError(f"{value!r} is not an id")
@@ -324,7 +325,7 @@ def _area(value) -> float:
     """An annotation's ``area`` (COCO AP's size bins), or -1 when missing or not a number."""
     try:
         area = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (an integer of 400 digits: no float holds it)
         return -1.0
     return area if math.isfinite(area) and area >= 0 else -1.0
 
@@ -337,7 +338,7 @@ def _normalised_box(bbox, height, width, path, where, problems) -> typing.Option
         x, y, w, h = (float(v) for v in bbox)
         if not all(math.isfinite(v) for v in (x, y, w, h)):
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (OverflowError: an integer no float holds)
         problems.warn("malformed annotation", path, f"{where}: bbox {bbox!r} is not 4 numbers", "skipped")
         return None
     if w <= 0 or h <= 0:

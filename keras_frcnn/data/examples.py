@@ -238,12 +238,16 @@ class ImageRecord:
     annotation: str = ""  # where its objects were read (a VOC XML file), for messages; "": the reader's file
 
 
-def one_record_per_image(records: typing.Sequence[ImageRecord], problems) -> list:
+def one_record_per_image(records: typing.Sequence[ImageRecord], problems, pixel_numbers: bool = False) -> list:
     """``records`` with those of one image file (two COCO image ids of one file after a merge of
     files, a VOC ``000001 - Copy.xml`` naming ``000001.jpg``, a YOLO list naming it twice) made one,
     at the first's place: its objects are all of theirs, an object repeated exactly kept once
     (warned, counted). Apart, each would teach the other's objects as background (and a split's
-    image listed twice is read once, as VOC's split files are)."""
+    image listed twice is read once, as VOC's split files are).
+
+    A box the reader found of some width and height that has none once normalised in float32 (a
+    width of 1e-9 pixels) is skipped, warned and counted as the readers' degenerate boxes are;
+    ``pixel_numbers``: boxes of VOC's pixel numbers, where equal corners are one pixel (kept)."""
     places = {}
     for number, record in enumerate(records):
         places.setdefault(os.path.realpath(record.path), []).append(number)
@@ -277,8 +281,22 @@ def one_record_per_image(records: typing.Sequence[ImageRecord], problems) -> lis
     for number, record in enumerate(records):
         record = merged.get(number, record)
         if record is not None:  # (None: merged into the first of its image)
-            kept.append(record)
+            kept.append(record if pixel_numbers else _without_flat_boxes(record, problems))
     return kept
+
+
+def _without_flat_boxes(record: ImageRecord, problems) -> ImageRecord:
+    boxes = np.asarray(record.boxes, np.float32).reshape(-1, 4)
+    flat = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
+    if not flat.any():
+        return record
+    problems.warn("degenerate box", record.annotation or record.path,
+                  f"{int(flat.sum())} box(es) too thin to keep a width and height in float32 (normalised yxyx "
+                  f"{[round(v, 6) for v in boxes[flat][0].tolist()]})", "object skipped")
+    keep = ~flat
+    return dataclasses.replace(record, boxes=boxes[keep], labels=np.asarray(record.labels)[keep],
+                               difficult=np.asarray(record.difficult)[keep],
+                               area=None if record.area is None else np.asarray(record.area)[keep])
 
 
 def decode_image(encoded):

@@ -149,7 +149,7 @@ def _read(path) -> _Annotation:
         image = _extracted(data["imageData"])
     try:
         size = (float(data["imageHeight"]), float(data["imageWidth"]))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # (OverflowError: an integer no float holds)
         size = None
     return _Annotation(image, written, size, shapes, embedded and image is not None and image.startswith(
         extracted_folder()))
@@ -188,7 +188,7 @@ def _box(shape_type, points) -> tuple:
     """(xmin, ymin, xmax, ymax) of a shape's points (``ValueError`` where they are not numbers)."""
     try:
         xy = np.asarray(points, np.float64).reshape(-1, 2)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (OverflowError: an integer no float holds)
         raise ValueError(f"points that are not [x, y] pairs: {str(points)[:60]}") from None
     if not len(xy) or not np.isfinite(xy).all():
         raise ValueError(f"no points, or points that are not finite: {str(points)[:60]}")

@@ -28,6 +28,7 @@ Classes: the names found in every file of the data set, sorted. Splits: split fo
 from __future__ import annotations
 
 import os
+import reprlib
 import typing
 
 import numpy as np
@@ -144,6 +145,8 @@ def _box(shape) -> tuple:
             raise ValueError(f"shape {name!r} is not a rect, polygon, polyline, circle or ellipse")
     except (KeyError, TypeError) as error:
         raise ValueError(f"a {name} without its {error}") from None
+    except OverflowError:  # (an integer of 400 digits: no float holds it)
+        raise ValueError(f"a {name} with a coordinate beyond any float") from None
     return finite_box(box, f"a {name}")
 
 
@@ -160,8 +163,7 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
     names, bare = set(), False  # bare: a region without attributes (the class "object" only where none has any)
     for file_entries in entries.values():
         for entry in file_entries:
-            regions = entry.get("regions") or []
-            for region in regions.values() if isinstance(regions, dict) else regions:
+            for region in _regions(entry) or []:
                 shape = region.get("shape_attributes") if isinstance(region, dict) else None
                 if isinstance(region, dict) and (shape if isinstance(shape, dict) else {}).get("name") != "point":
                     attributes = region.get("region_attributes")
@@ -200,9 +202,20 @@ def load_via(path, split: str = "all", skip_empty: bool = False, decode_images: 
     return records_to_source(records, class_names, problems.source, problems.counts, decode_images=decode_images)
 
 
-def _objects(here, entry, image, label_of, problems):
+def _regions(entry) -> typing.Optional[list]:
+    """An entry's regions, a list (VIA 2) or a dict (VIA 1) of them; None where they are neither."""
     regions = entry.get("regions") or []
-    regions = list(regions.values()) if isinstance(regions, dict) else regions
+    if isinstance(regions, dict):
+        return list(regions.values())
+    return regions if isinstance(regions, list) else None
+
+
+def _objects(here, entry, image, label_of, problems):
+    regions = _regions(entry)
+    if regions is None:
+        problems.warn("malformed region", here, f"regions is {reprlib.repr(entry['regions'])}, not a list",
+                      "image skipped")
+        return None
     height, width = shown_size(image)  # (a browser shows a photo with its EXIF orientation applied)
     boxes, labels = [], []
     for number, region in enumerate(regions):

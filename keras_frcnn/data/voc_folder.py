@@ -564,7 +564,7 @@ def load_voc_folder(
             annotation=xml_path,
         ))
 
-    records = one_record_per_image(records, problems)
+    records = one_record_per_image(records, problems, pixel_numbers=True)
     problems.summary(len(records), hint=f"do {images_dir}'s files have the annotations' names?"
                      if problems.counts["missing image file"] else "")
     return records_to_source(records, class_names, problems.source, problems.counts,

@@ -152,6 +152,8 @@ def _read_yaml(yaml_path) -> YoloData:
         raise DataError(f"{yaml_path}: a folder; give the data set's YAML file (data.yaml)") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise DataError(f"{yaml_path}: malformed YAML ({' '.join(str(error).split())})") from None
+    except RecursionError:
+        raise DataError(f"{yaml_path}: malformed YAML (nested too deeply)") from None
     if not isinstance(data, dict) or "train" not in data:
         raise DataError(f"{yaml_path}: not a YOLO data YAML (needs 'train' and 'names', as Ultralytics' data.yaml)")
     splits = _split_entries(yaml_path, data)
