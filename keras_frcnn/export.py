@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_frcnn.data.examples import decode_image
-from keras_frcnn.data.image_files import MAX_PIXELS
+from keras_frcnn.data.image_files import GIF_PIXELS, MAX_PIXELS
 from keras_frcnn.files import staging_folder
 from keras_frcnn.models import forward
 from keras_frcnn.preprocessing import Preprocess, for_converters, resize_bilinear, scaled_size
@@ -178,6 +178,45 @@ def stated_size(data):
                                       tf.where(at(0, b"RIFF") & at(8, b"WEBP"), webp, none))))
 
 
+def gif_pixels(data):
+    """Graph code: int64 ``[2]``, (the largest picture's pixels, all pictures' pixels) of a GIF
+    string, its blocks walked as ``data.image_files.gif_pictures`` walks them; (0, 0) for other
+    strings. TensorFlow's decoder holds every picture (a byte a pixel) to give the first, and a
+    picture may exceed the screen size its header states: a 3.8 MB GIF of 80 pictures of 8000 x
+    8000 took 5.9 GB, one of a 1 x 1 screen with a 30,000 x 30,000 picture 4.4 GB."""
+    length = tf.cast(tf.strings.length(data), tf.int64)
+
+    def window(position, size):  # int64 [size] of the bytes from ``position`` (zeros past the end)
+        piece = tf.strings.substr(data, tf.minimum(tf.cast(position, tf.int64), length), size)
+        piece = tf.strings.substr(tf.strings.join([piece, b"\0" * size]), 0, size)  # (string ops: on the host)
+        return tf.cast(tf.io.decode_raw(piece, tf.uint8), tf.int64)
+
+    def colour_table(flags):
+        return tf.where(tf.bitwise.bitwise_and(flags, 0x80) > 0,
+                        3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), tf.bitwise.bitwise_and(flags, 7)), 0)
+
+    def step(position, in_blocks, largest, total):
+        ahead = window(position, 256 * 64)
+        # Encoders write an image's data in full sub-blocks (a length byte 255, then 255 bytes): a run
+        # of them, at every 256th byte, is passed in one step (up to 64), the rest one at a time.
+        full = tf.reduce_sum(tf.math.cumprod(tf.cast(tf.equal(ahead[::256], 255), tf.int64)))
+        kind = ahead[0]  # a block's first byte: a sub-block's length, or its kind
+        picture = tf.logical_not(in_blocks) & tf.equal(kind, 0x2C)
+        extension = tf.logical_not(in_blocks) & tf.equal(kind, 0x21)
+        pixels = tf.where(picture, (ahead[5] + 256 * ahead[6]) * (ahead[7] + 256 * ahead[8]), 0)
+        position = tf.where(in_blocks, position + tf.maximum(256 * full, kind + 1),  # sub-blocks, then their bytes
+                            tf.where(picture, position + 11 + colour_table(ahead[9]),
+                                     tf.where(extension, position + 2, length)))  # (else: the trailer, or junk)
+        return position, (in_blocks & (kind > 0)) | picture | extension, tf.maximum(largest, pixels), total + pixels
+
+    gif = _bytes_at(data, 0, b"GIF8")
+    start = 13 + colour_table(window(10, 1)[0])
+    zero = tf.constant(0, tf.int64)
+    _, _, largest, total = tf.while_loop(lambda position, *_: position < length, step,
+                                         (tf.where(gif, start, length), tf.constant(False), zero, zero))
+    return tf.stack([largest, total])
+
+
 def stated_pixels(data):
     """Graph code: the width x height a PNG, GIF, BMP or WebP string's header states (0 for other
     strings): what its decoder allocates, however small the file (a decompression bomb states
@@ -192,12 +231,17 @@ def _bytes_at(data, position, value):
     return tf.strings.substr(data, tf.minimum(position, tf.strings.length(data)), len(value)) == value
 
 
+# No image file is shorter (the smallest GIF, 1 x 1, has 26 bytes; a PNG 67): a signature alone is no image.
+MIN_IMAGE_BYTES = 20
+
+
 def is_image_file(data):
     """Graph code: whether the string ``data`` begins as a file ``tf.io.decode_image`` reads:
     JPEG, PNG, GIF, BMP, WebP or JPEG XL (its own error names neither the input nor the image)."""
     at = functools.partial(_bytes_at, data)
-    return (at(0, b"\xff\xd8\xff") | at(0, b"\x89PNG") | at(0, b"GIF8") | at(0, b"BM")
-            | (at(0, b"RIFF") & at(8, b"WEBP")) | at(0, b"\xff\x0a") | at(4, b"JXL "))
+    return ((at(0, b"\xff\xd8\xff") | at(0, b"\x89PNG") | at(0, b"GIF8") | at(0, b"BM")
+             | (at(0, b"RIFF") & at(8, b"WEBP")) | at(0, b"\xff\x0a") | at(4, b"JXL "))
+            & (tf.strings.length(data) >= MIN_IMAGE_BYTES))
 
 
 def is_animated_webp(data):
@@ -231,7 +275,7 @@ def decode_images(encoded, min_side, max_side, name=ENCODED_INPUT):
     def decode(data, index):
         said_here = functools.partial(said, index)
         known = tf.debugging.Assert(is_image_file(data), said_here(
-            "not an image file TensorFlow decodes (JPEG, PNG, GIF, BMP, WebP): empty, or other bytes"))
+            "not an image file TensorFlow decodes (JPEG, PNG, GIF, BMP, WebP): empty, too short, or other bytes"))
         bmp = tf.debugging.Assert(bmp_read_right(data), said_here(
             "a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, which TensorFlow's decoder "
             "reads wrong: send PNG, JPEG or 24-bit BMP"))
@@ -240,7 +284,11 @@ def decode_images(encoded, min_side, max_side, name=ENCODED_INPUT):
         small = tf.debugging.Assert(stated_pixels(data) <= MAX_PIXELS, said_here(
             f"its header states over {MAX_PIXELS / 1e6:.0f} megapixels (the most read, as TensorFlow's JPEG "
             "decoder's limit): scale it down"))
-        with tf.control_dependencies([known, bmp, still, small]):
+        gif = gif_pixels(data)
+        pictures = tf.debugging.Assert((gif[0] <= MAX_PIXELS) & (gif[1] <= GIF_PIXELS), said_here(
+            f"a GIF with a picture over {MAX_PIXELS / 1e6:.0f} megapixels, or over {GIF_PIXELS / 1e6:.0f} in all its "
+            "pictures (TensorFlow's decoder holds every one to give the first): send its first picture as PNG or JPEG"))
+        with tf.control_dependencies([known, bmp, still, small, pictures]):
             image = decode_image(data)  # (a WebP with transparency: its alpha dropped)
         size = tf.shape(image)[:2]
         new_size, scale = scaled_size(size[None], min_side, max_side)

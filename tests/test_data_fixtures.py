@@ -212,3 +212,14 @@ def write_records(path, records, compression=None):
 
 
 LABEL_MAP = 'item {\n  id: 1\n  name: "cat"\n}\nitem {\n  name: "dog"\n  id: 3\n  display_name: "Dog"\n}\n'
+
+
+def gif_stating(pictures, screen=(1, 1)) -> bytes:
+    """A small GIF whose pictures state the (width, height) sizes ``pictures`` on a ``screen``,
+    each of one LZW code (a memory bomb's shape: a decoder holds every picture it states)."""
+    import struct
+
+    data = b"GIF89a" + struct.pack("<HHBBB", *screen, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    for width, height in pictures:
+        data += b"\x2c" + struct.pack("<HHHHB", 0, 0, width, height, 0) + b"\x02\x02\x44\x01\x00"
+    return data + b"\x3b"

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 from tensorflow_datasets.object_detection import voc as tfds_voc
-from test_data_fixtures import examples, voc_xml, write_image, write_turned_photo, write_voc_folder
+from test_data_fixtures import examples, gif_stating, voc_xml, write_image, write_turned_photo, write_voc_folder
 
 from keras_frcnn.cli import add_data_args, choose_data, warn_if_not_held_out
 from keras_frcnn.config import Config
@@ -688,6 +688,14 @@ def test_files_pillow_reads_whole_and_tensorflow_refuses_are_refused_by_the_chec
     with Image.open(tmp_path / "tall.gif") as image:
         assert image.size == (64, 100)
     assert check_image(tmp_path / "tall.gif")[:2] == (48, 64)
+    # GIFs whose pictures TensorFlow's decoder would hold past the memory of the largest image read
+    # (a 3.8 MB one of 80 8000 x 8000 pictures took 5.9 GB): refused before a pixel is decoded.
+    (tmp_path / "many.gif").write_bytes(gif_stating([(8000, 8000)] * 9))
+    with pytest.raises(ValueError, match="a GIF of 9 pictures, 576 megapixels in all"):
+        check_image(tmp_path / "many.gif")
+    (tmp_path / "past_its_screen.gif").write_bytes(gif_stating([(64, 48), (30000, 30000)]))
+    with pytest.raises(ValueError, match="a GIF picture of 30000 x 30000 pixels"):
+        check_image(tmp_path / "past_its_screen.gif")
     # The whole files are read as before.
     for name, data in (("whole.bmp", bmp), ("whole.gif", gif), ("whole.png", png)):
         (tmp_path / name).write_bytes(data)

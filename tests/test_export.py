@@ -61,6 +61,13 @@ CONTRACT_CHILD = textwrap.dedent(r"""
     def png(image, **kw):
         f = io.BytesIO(); Image.fromarray(image).save(f, format="PNG", **kw); return f.getvalue()
 
+    def gif_stating(pictures):  # a GIF of a 1 x 1 screen whose pictures state these sizes (test_data_fixtures')
+        data = b"GIF89a" + (1).to_bytes(2, "little") * 2 + b"\x80\0\0" + b"\0\0\0\xff\xff\xff"
+        for width, height in pictures:
+            data += (b"\x2c" + bytes(4) + width.to_bytes(2, "little") + height.to_bytes(2, "little")
+                     + b"\0" + b"\x02\x02\x44\x01\x00")
+        return data + b"\x3b"
+
     report["signatures"] = {
         name: {"inputs": {k: [s.dtype.name, s.shape.as_list()] for k, s in fn.structured_input_signature[1].items()},
                "outputs": {k: [s.dtype.name, s.shape.as_list()] for k, s in fn.structured_outputs.items()}}
@@ -101,10 +108,17 @@ CONTRACT_CHILD = textwrap.dedent(r"""
     requests = {
         "png bomb": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), bytes(bomb)], object)}),
         "webp bomb": (encoded, {"encoded_image_string_tensor": np.array([bytes(webp_bomb)], object)}),
+        # (GIFs whose screen states 1 x 1: TensorFlow's decoder holds every picture, of any size)
+        "gif picture bomb": (encoded, {"encoded_image_string_tensor": np.array([gif_stating([(30000, 30000)])],
+                                                                               object)}),
+        "gif of many pictures": (encoded, {"encoded_image_string_tensor": np.array(
+            [png(rgb), gif_stating([(8000, 8000)] * 9)], object)}),
         "empty string": (encoded, {"encoded_image_string_tensor": np.array([b""], object)}),
         "random bytes": (encoded, {"encoded_image_string_tensor": np.array([np.random.default_rng(0).bytes(5000)], object)}),
         "truncated jpeg": (encoded, {"encoded_image_string_tensor": np.array([jpeg[: len(jpeg) // 2]], object)}),
         "one bad image in a batch": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), b"junk"], object)}),
+        # (a signature alone once failed in decode_image's WebP test: "pos 8 out of range", the bytes echoed)
+        "a signature alone": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), b"\x89PNG"], object)}),
         "scalar string": (encoded, {"encoded_image_string_tensor": np.array(png(rgb), object)}),
         "1x1 image": (encoded, {"encoded_image_string_tensor": np.array([png(rgb[:1, :1])], object)}),
         "8000x8000 jpeg": (encoded, {"encoded_image_string_tensor": np.array([large], object)}),
@@ -365,7 +379,8 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     for name in ("empty string", "random bytes", "truncated jpeg", "one bad image in a batch"):
         assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
     # Named: the input and the image's place in the batch (TensorFlow's decoder names neither).
-    for name, place in (("random bytes", 0), ("empty string", 0), ("one bad image in a batch", 1)):
+    for name, place in (("random bytes", 0), ("empty string", 0), ("one bad image in a batch", 1),
+                        ("a signature alone", 1)):
         assert re.search(rf"encoded_image_string_tensor\[{place}\]: not an image file TensorFlow decodes",
                          bad[name]["error"][1]), (name, bad[name])
     for name in ("example without image/encoded", "not an example", "example of junk bytes"):
@@ -386,7 +401,10 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     assert re.search(r"encoded_image_string_tensor\[1\]: its header states over 179 megapixels",
                      bad["png bomb"]["error"][1])
     assert re.search(r"encoded_image_string_tensor\[0\]: its header states over 179 megapixels",
-                     bad["webp bomb"]["error"][1])  # (a real one of 10 kB took 2.7 GB, three of them 14.7)
+                     bad["webp bomb"]["error"][1])
+    for name, place in (("gif picture bomb", 0), ("gif of many pictures", 1)):  # (a 1 x 1 screen each)
+        assert re.search(rf"encoded_image_string_tensor\[{place}\]: a GIF with a picture over 179 megapixels, or "
+                         "over 537 in all", bad[name]["error"][1]), (name, bad[name])  # (a real one of 10 kB took 2.7 GB, three of them 14.7)
     for name in ("1x1 image", "8000x8000 jpeg", "grayscale png", "rgba png", "16-bit png", "animated gif", "bmp",
                  "rgba webp"):
         assert "error" not in bad[name] and bad[name]["valid"], (name, bad[name])

@@ -303,8 +303,9 @@ def decode_image(encoded):
     """Encoded JPEG / PNG / GIF / BMP / WebP bytes -> uint8 ``[H, W, 3]`` (any channel count in; an
     animation's first frame). TensorFlow's WebP decoder gives a WebP with transparency (and every
     animated one) as RGBA and cannot be asked for 3 channels: its alpha is dropped here instead."""
+    length = tf.strings.length(encoded)  # (substr fails past a string's end: a few bytes sent to serving)
     webp = tf.logical_and(tf.equal(tf.strings.substr(encoded, 0, 4), b"RIFF"),
-                          tf.equal(tf.strings.substr(encoded, 8, 4), b"WEBP"))
+                          tf.equal(tf.strings.substr(encoded, tf.minimum(8, length), 4), b"WEBP"))
     image = tf.cond(webp,
                     lambda: tf.io.decode_image(encoded, channels=0, expand_animations=False, dtype=tf.uint8)[..., :3],
                     lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8))

@@ -81,6 +81,8 @@ def check_image(path) -> CheckedImage:
                                  "it into tiles")
             if image.format == "BMP":
                 _check_bmp(path, image.mode)
+            if image.format == "GIF":
+                _check_gif_pictures(path)
             if image.format == "WEBP" and getattr(image, "n_frames", 1) > 1:
                 raise ValueError(f"an animated WebP ({image.n_frames} frames): TensorFlow's WebP decoder corrupts its "
                                  "memory on some (the process dies), so it is not read: save its first frame as PNG "
@@ -103,6 +105,50 @@ def check_image(path) -> CheckedImage:
     if width < 1 or height < 1:
         raise ValueError(f"image is empty ({width} x {height})")
     return CheckedImage(height, width, orientation if orientation in range(1, 9) else 1)
+
+
+# The pixels of all a GIF's pictures together that are read: TensorFlow's decoder (giflib's
+# DGifSlurp) holds every picture, a byte a pixel, to give the first; so much is the memory of the
+# largest RGB image read (a 3.8 MB GIF of 80 8000 x 8000 pictures took 5.9 GB).
+GIF_PIXELS = 3 * MAX_PIXELS
+
+
+def gif_pictures(data: bytes) -> list:
+    """(width, height) of each picture of the GIF ``data`` (its image descriptors, its blocks walked
+    to the trailer or the end of the data)."""
+    pictures, flags = [], data[10] if len(data) > 10 else 0
+    position = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global colour table
+    while position < len(data):
+        kind = data[position]
+        if kind == 0x2C and position + 10 <= len(data):  # a picture: its size, its colour table, its LZW data
+            width, height, flags = struct.unpack_from("<HHB", data, position + 5)
+            pictures.append((width, height))
+            position += 11 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
+        elif kind == 0x21:  # an extension: its label, then its sub-blocks
+            position += 2
+        else:  # the trailer (0x3B), or bytes no decoder reads on
+            break
+        while position < len(data) and data[position]:  # sub-blocks: a length byte, then so many bytes
+            position += data[position] + 1
+        position += 1
+    return pictures
+
+
+def _check_gif_pictures(path):
+    """Refuse a GIF whose pictures TensorFlow's decoder would hold beyond the memory of the largest
+    image read: a picture larger than :data:`MAX_PIXELS` (Pillow's size is the GIF's screen, which
+    a picture may exceed: a 1 x 1 screen with a 30,000 x 30,000 picture took 4.4 GB), or more than
+    :data:`GIF_PIXELS` in all its pictures."""
+    pictures = gif_pictures(_file_bytes(path))
+    largest = max(pictures, key=lambda size: size[0] * size[1], default=(0, 0))
+    if largest[0] * largest[1] > MAX_PIXELS:
+        raise ValueError(f"a GIF picture of {largest[0]} x {largest[1]} pixels, more than the "
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels read; scale it down or save it as PNG or JPEG")
+    total = sum(width * height for width, height in pictures)
+    if total > GIF_PIXELS:
+        raise ValueError(f"a GIF of {len(pictures)} pictures, {total / 1e6:.0f} megapixels in all: TensorFlow's "
+                         f"decoder holds them all (a byte a pixel) to give the first; over the {GIF_PIXELS / 1e6:.0f} "
+                         "read, save its first picture as PNG or JPEG")
 
 
 _DECODE = []  # the pipelines' decoder as one traced function, made on first use
