@@ -36,6 +36,7 @@ import dataclasses
 import json
 import os
 import re
+import math
 import shutil
 import signal
 import sys
@@ -130,6 +131,12 @@ def parse_args(argv=None):
                          "max_side", "steps_per_execution", "lr")
     if args.lr is not None and not args.lr < float("inf"):
         parser.error(f"--lr must be a finite number, got {args.lr}")
+    for flag in ("out", "data_dir"):  # (TensorFlow's file functions take UTF-8 names only)
+        value = getattr(args, flag, None)
+        if value and not cli.utf8_name(value):
+            shown = os.fsencode(value).decode("utf-8", "backslashreplace")  # (printable on any stream)
+            parser.error(f"--{flag.replace('_', '-')} {shown}: a name that is not UTF-8, which TensorFlow's file "
+                         "functions do not take; rename it")
     return args
 
 
@@ -139,9 +146,12 @@ NUMBERS_EXAMPLES = {"--train-min-sides": "480,576,688", "--anchor-scales": "8,16
 
 def numbers(text, flag):
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise cli.UsageError(f"{flag} {text}: give comma separated numbers, e.g. {NUMBERS_EXAMPLES[flag]}") from None
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):  # (float() reads "nan", "inf" and "1e999")
+        raise cli.UsageError(f"{flag} {text}: give comma separated numbers, e.g. {NUMBERS_EXAMPLES[flag]}")
+    return values
 
 
 # The built-in set's preset for each base: `python train.py --backbone B` trains B on it.

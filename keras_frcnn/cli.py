@@ -249,11 +249,25 @@ def make_folder(option: str, folder: str):
 
 
 def require_positive(parser: argparse.ArgumentParser, args, *flags):
-    """Stop with argparse's usage error if any of ``flags`` (dest names) was given and is <= 0."""
+    """Stop with argparse's usage error if any of ``flags`` (dest names) was given and is <= 0, or
+    past a config field's largest (``config.LARGEST``: larger ones fail as tensors or loop for ever)."""
+    from keras_frcnn.config import LARGEST
+
     for flag in flags:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
+        if value is not None and value > LARGEST and value != float("inf"):  # (inf: its command says "finite")
+            parser.error(f"--{flag.replace('_', '-')} must be at most {LARGEST:,}, got {value}")
+
+
+def utf8_name(path) -> bool:
+    """Whether the file name ``path`` is UTF-8 (a Latin-1 name on Linux is not)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def add_data_args(parser: argparse.ArgumentParser):

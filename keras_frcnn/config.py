@@ -95,8 +95,32 @@ def _check_types(config, prefix=""):
             kinds = typing.get_args(hint) or (hint,)
             value = _as_kind(value, int) if int in kinds else value
             _check(any(_of_kind(value, kind) for kind in kinds), name, value, " or ".join(_KINDS[k] for k in kinds))
+        for item in value if isinstance(value, tuple) else (value,):  # (a seed: its own range, below 2**32)
+            _check(_in_range(item) or spec.name == "seed", name, value, f"finite, within ±{LARGEST:,}")
         if value is not getattr(config, spec.name):
             object.__setattr__(config, spec.name, value)  # (frozen: the checked value in place of the one given)
+
+
+# The largest number a config field holds (an int32's): larger ones (JSON's 1e400 is Infinity, its
+# 2**70 an int) would fail as tensors, or loop for ever, far from the field that gave them.
+LARGEST = 2 ** 31 - 1
+
+
+def _in_range(value) -> bool:
+    """Whether ``value`` is no number, or a finite one within ±:data:`LARGEST` (NaN is neither)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return True
+    return -LARGEST <= value <= LARGEST  # (NaN compares false)
+
+
+def _known_initializer(name) -> bool:
+    """Whether ``name`` names one of Keras's initializers (looked up, not made: making one draws a
+    seed from Python's generator, which would change what a seeded run then draws)."""
+    import keras
+
+    return isinstance(name, str) and not name.startswith("_") and name not in ("deserialize", "get", "serialize",
+                                                                                  "Initializer") \
+        and name in dir(keras.initializers)
 
 
 def _positive(name, value):
@@ -142,8 +166,8 @@ class ImageConfig:
         _positive(f"{prefix}.max_side", self.max_side)
         _check(self.max_side >= self.min_side, f"{prefix}.max_side", self.max_side,
                f">= image.min_side ({self.min_side})")
-        _check(all(isinstance(s, int) and s > 0 for s in self.train_min_sides), f"{prefix}.train_min_sides",
-               self.train_min_sides, "empty or a tuple of positive ints")
+        _check(all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in self.train_min_sides),
+               f"{prefix}.train_min_sides", self.train_min_sides, "empty or a tuple of positive ints")
         _check(len(self.pixel_means) == 3, f"{prefix}.pixel_means", self.pixel_means, "3 numbers (B, G, R)")
         _positive(f"{prefix}.pixel_scale", self.pixel_scale)
         _check(self.channel_order in ("bgr", "rgb"), f"{prefix}.channel_order", self.channel_order,
@@ -458,6 +482,8 @@ class Config:
         _check(self.backbone not in PYRAMID_STRIDES or self.detector.pool_mode == "align",
                "detector.pool_mode", self.detector.pool_mode, f'"align" for {self.backbone} (RoIAlign per level)')
         _check(self.precision in PRECISIONS, "precision", self.precision, f"one of {PRECISIONS}")
+        _check(_known_initializer(self.base_initializer), "base_initializer", self.base_initializer,
+               'the name of a Keras initializer, e.g. "glorot_uniform" or "he_normal"')
         for name in ("image", "anchors", "rpn", "detector", "train"):
             getattr(self, name).validate(name)
 
@@ -478,14 +504,23 @@ class Config:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise ConfigError(f"config JSON is malformed: {error}") from None
+        except ValueError as error:  # (an integer of over 4,300 digits: Python's limit)
+            raise ConfigError(f"config JSON is malformed: {error}") from None
+        except RecursionError:
+            raise ConfigError("config JSON is malformed: nested too deeply") from None
         return cls.from_dict(data)
 
     @classmethod
     def from_file(cls, path) -> "Config":
         """``from_json`` of the file ``path`` (a run's ``config.json``, a ``--config``); its
         ``ConfigError`` names the file. ``OSError`` if it cannot be read."""
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("utf-8-sig")  # (JSON is UTF-8; a byte order mark, as some editors save, passed over)
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{os.fspath(path)}: not UTF-8 text, as JSON is ({error.reason} at byte "
+                              f"{error.start})") from None
         try:
             return cls.from_json(text)
         except ConfigError as error:

@@ -973,7 +973,7 @@ class ScheduleRunner:
             return 1
         stop = self.stop_after_steps - self.steps_run if self.stop_after_steps is not None else 0
         common = math.gcd(window, remaining, step, self.checkpoint_every or 0, self.eval_every or 0, max(stop, 0))
-        return max(d for d in range(1, limit + 1) if common % d == 0)
+        return max(d for d in range(1, min(limit, common or limit) + 1) if common % d == 0)
 
 
     def _run_stage(self, number, stage, step, position, resuming, evaluated=None):

@@ -553,6 +553,12 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
         "--out was given an empty value": lambda: train.parse_args(["--out", ""]),
         "--voc-dir was given an empty value": lambda: train.parse_args(["--voc-dir", "a", "--voc-dir", ""]),
         "give --preset or --config, not both": lambda: train.parse_args(["--preset", "voc", "--config", "c.json"]),
+        # (a CLI fuzzing run: these reached a traceback far from the flag)
+        "--steps-per-execution must be at most 2,147,483,647": lambda: train.parse_args(
+            ["--steps-per-execution", str(2 ** 70)]),
+        "--batch-size must be at most 2,147,483,647": lambda: evaluate_main(["--model", "m.keras", "--batch-size",
+                                                                             str(10 ** 20)]),
+        "--out /tmp/\\xffout: a name that is not UTF-8": lambda: train.parse_args(["--out", os.fsdecode(b"/tmp/\xffout")]),
     }
     for message, call in refused.items():
         with pytest.raises(SystemExit) as stop:

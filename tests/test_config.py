@@ -177,3 +177,38 @@ def test_a_config_value_of_the_wrong_type_is_named(section, name, value, message
     # Python's lists for tuples, and a whole float for an int, are taken as the tuple and the int.
     image = Config(image=dataclasses.replace(Config().image, train_min_sides=[600], min_side=600.0)).image
     assert image.train_min_sides == (600,) and image.min_side == 600 and type(image.min_side) is int
+
+
+def test_numbers_past_any_use_files_not_utf8_and_unknown_initializers_are_named(tmp_path):
+    """What a config fuzzing run (1,169 mutated files) found passing the checks and failing later
+    (a traceback far from the field, or a training step loop of 2**70 iterations that never ends),
+    or passing silently (Infinity / NaN, JSON's tokens, as a weight decay or the pixel means)."""
+    text = json.loads(preset("shapes").to_json())
+
+    def refused(section, name, value):
+        data = json.loads(json.dumps(text))
+        (data[section] if section else data)[name] = value
+        with pytest.raises(ConfigError) as error:
+            Config.from_json(json.dumps(data))
+        return str(error.value)
+
+    for section, name, value in (("train", "steps_per_execution", 2 ** 70), ("detector", "fc_units", 2 ** 40),
+                                 ("train", "lr", 2.0 ** 70), ("", "backbone_width", 2 ** 70),
+                                 ("image", "pixel_means", [float("nan")] * 3),
+                                 ("train", "weight_decay", float("inf")), ("anchors", "ratios", [0.5, float("inf")])):
+        message = refused(section, name, value)
+        assert message.startswith(f"config field {section + '.' if section else ''}{name} must be finite, within "
+                                  "±2,147,483,647"), message
+    assert "train_min_sides must be empty or a tuple of positive ints" in refused("image", "train_min_sides", [True])
+    assert "base_initializer must be the name of a Keras initializer" in refused("", "base_initializer", "bogus")
+    seeded = json.loads(json.dumps(text))
+    seeded["train"]["seed"] = 3_000_000_000  # (a seed's own range: an unsigned 32-bit one)
+    assert Config.from_json(json.dumps(seeded)).train.seed == 3_000_000_000
+    for content, message in ((b'{"name": "caf\xe9"}', "not UTF-8 text, as JSON is"),
+                             (b'{"name": ' + b"1" * 5000 + b"}", "malformed: Exceeds the limit"),
+                             (b"[" * 100_000, "malformed: nested too deeply")):
+        (tmp_path / "c.json").write_bytes(content)
+        with pytest.raises(ConfigError, match=rf"c\.json: .*{message}"):
+            Config.from_file(tmp_path / "c.json")
+    (tmp_path / "c.json").write_bytes(b"\xef\xbb\xbf" + preset("shapes").to_json().encode())  # a byte order mark
+    assert Config.from_file(tmp_path / "c.json") == preset("shapes")
