@@ -112,10 +112,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int)
     parser.add_argument("--verbose", default="auto", choices=["auto", "0", "1", "2"],
                         help="Keras fit verbosity")
-    args = parser.parse_args(argv)
-    for name, value in vars(args).items():  # (an empty value would read as one not given: the default)
-        if value == "" or isinstance(value, list) and "" in value:
-            parser.error(f"--{name.replace('_', '-')} was given an empty value")
+    args = parser.parse_args(argv)  # (cli.ArgumentParser: an empty value refused)
     if args.preset and args.config:
         parser.error("give --preset or --config, not both (a run's config.json holds its preset's settings)")
     if args.coco_val_json and not args.coco_json:

@@ -39,6 +39,16 @@ class ArgumentParser(argparse.ArgumentParser):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, refusing an empty value (``--out ''``, a shell variable that was not set), which
+        would otherwise read as an option not given: its default, in silence."""
+        parsed = super().parse_args(args, namespace)
+        flags = {action.dest: (action.option_strings or [action.metavar or action.dest])[-1] for action in self._actions}
+        for name, value in vars(parsed).items():
+            if value == "" or isinstance(value, list) and "" in value:
+                self.error(f"{flags.get(name, name)} was given an empty value")
+        return parsed
+
 
 def quiet_tensorflow():
     """TensorFlow loaded without its start-up chatter (``keras_frcnn.startup``; importing the
