@@ -35,6 +35,10 @@ class Terminated(BaseException):
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, with its errors as one ``error: ...`` line (exit status 2) instead of usage text."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("type", int, _plain_int)  # (every ``type=int`` option, in groups too)
+
     def error(self, message):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
@@ -48,6 +52,17 @@ class ArgumentParser(argparse.ArgumentParser):
             if value == "" or isinstance(value, list) and "" in value:
                 self.error(f"{flags.get(name, name)} was given an empty value")
         return parsed
+
+
+def _plain_int(text):
+    """An int option's value written in ASCII digits (Python's ``int`` also reads ``1_0`` as 10 and
+    other scripts' digits)."""
+    if not re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+        raise ValueError(text)
+    return int(text)
+
+
+_plain_int.__name__ = "int"  # (argparse's message: "invalid int value: '1_0'")
 
 
 def quiet_tensorflow():

@@ -559,6 +559,7 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
         "--batch-size must be at most 2,147,483,647": lambda: evaluate_main(["--model", "m.keras", "--batch-size",
                                                                              str(10 ** 20)]),
         "--plots was given an empty value": lambda: evaluate_main(["--model", "m.keras", "--plots", ""]),
+        "argument --steps: invalid int value: '1_0'": lambda: train.parse_args(["--steps", "1_0"]),  # (int(): 10)
         "--out /tmp/\\xffout: a name that is not UTF-8": lambda: train.parse_args(["--out", os.fsdecode(b"/tmp/\xffout")]),
     }
     for message, call in refused.items():
