@@ -64,8 +64,9 @@ def parse_args(argv=None):
                                        ("--no-warmup", args.no_warmup)) if on]
         if given:
             parser.error(f"{' and '.join(given)}: for --format saved_model only (not {args.format})")
-    if args.version is not None and args.version < 1:
-        parser.error(f"--version {args.version}: a version is a positive integer (TF Serving's folder name)")
+    if args.version is not None and not 1 <= args.version < 2 ** 63:  # (TF Serving reads the folder's name as int64)
+        parser.error(f"--version {args.version}: a version is a positive integer below 2**63 (TF Serving's folder "
+                     "name, read as an int64)")
     return args
 
 

@@ -542,6 +542,8 @@ def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys)
             ["--model", "m.keras", "--out", str(tmp_path / "p"), str(a_file), str(tmp_path / "nowhere")]),
         f"a link to no file (or a loop of links): {loop}": lambda: predict.main(
             ["--model", "m.keras", "--out", str(tmp_path / "p"), str(a_file), str(loop)]),
+        f"--version {2 ** 63}: a version is a positive integer below 2**63": lambda: export.parse_args(
+            ["--model", "m.keras", "--out", "e", "--version", str(2 ** 63)]),
         "--version 0: a version is a positive integer": lambda: export.parse_args(["--model", "m.keras", "--out",
                                                                                   "e", "--version", "0"]),
         "--no-warmup: for --format saved_model only (not onnx)": lambda: export.parse_args(
