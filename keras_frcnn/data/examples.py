@@ -290,9 +290,10 @@ def _without_flat_boxes(record: ImageRecord, problems) -> ImageRecord:
     flat = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     if not flat.any():
         return record
-    problems.warn("degenerate box", record.annotation or record.path,
-                  f"{int(flat.sum())} box(es) too thin to keep a width and height in float32 (normalised yxyx "
-                  f"{[round(v, 6) for v in boxes[flat][0].tolist()]})", "object skipped")
+    for box in boxes[flat]:  # (counted one a box, as the readers count theirs)
+        problems.warn("degenerate box", record.annotation or record.path, f"a box of {record.filename} too thin to "
+                      f"keep a width and height in float32 (normalised yxyx {[round(v, 6) for v in box.tolist()]})",
+                      "object skipped")
     keep = ~flat
     return dataclasses.replace(record, boxes=boxes[keep], labels=np.asarray(record.labels)[keep],
                                difficult=np.asarray(record.difficult)[keep],
