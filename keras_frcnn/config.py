@@ -502,9 +502,7 @@ class Config:
     def from_json(cls, text: str) -> "Config":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"config JSON is malformed: {error}") from None
-        except ValueError as error:  # (an integer of over 4,300 digits: Python's limit)
+        except ValueError as error:  # (JSONDecodeError; also an integer of over 4,300 digits: Python's limit)
             raise ConfigError(f"config JSON is malformed: {error}") from None
         except RecursionError:
             raise ConfigError("config JSON is malformed: nested too deeply") from None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import re
 import struct
@@ -151,7 +152,14 @@ def _check_gif_pictures(path):
                          "read, save its first picture as PNG or JPEG")
 
 
-_DECODE = []  # the pipelines' decoder as one traced function, made on first use
+@functools.cache
+def _tf_decode():
+    """The pipelines' decoder (``examples.decode_image``) as one traced function, for one string."""
+    import tensorflow as tf
+
+    from keras_frcnn.data.examples import decode_image
+
+    return tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)])
 
 
 def _decoded_size(path) -> tuple:
@@ -163,12 +171,8 @@ def _decoded_size(path) -> tuple:
     in ways no short list of rules covers. A JPEG, checked at 1/8 scale for speed, is Pillow's."""
     import tensorflow as tf
 
-    if not _DECODE:
-        from keras_frcnn.data.examples import decode_image
-
-        _DECODE.append(tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)]))
     try:
-        shape = _DECODE[0](tf.constant(_file_bytes(path))).shape
+        shape = _tf_decode()(tf.constant(_file_bytes(path))).shape
     except tf.errors.OpError as error:
         from keras_frcnn.cli import describe_tf_error
 
@@ -479,13 +483,10 @@ def decoding_errors(items, max_workers=None) -> list:
     import tensorflow as tf
 
     from keras_frcnn.cli import describe_tf_error
-    from keras_frcnn.data.examples import decode_image
-
-    decode = tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)])
 
     def one(item):
         try:
-            decode(item[1])
+            _tf_decode()(item[1])
         except tf.errors.OpError as error:
             return item[0], describe_tf_error(error)
         return None
