@@ -146,8 +146,18 @@ def bmp_read_right(data):
             | (bits == 32) & (compression == 3) & masks
             | (bits == 8) & (compression == 0) & tf.cond(whole_palette, grey_palette, lambda: False))
 
-    is_bmp = (tf.strings.substr(data, 0, 2) == b"BM") & (tf.strings.length(data) >= 54)
-    return tf.cond(is_bmp, judge, lambda: True)
+    return tf.cond(_is_bmp(data), judge, lambda: True)
+
+
+def _is_bmp(data):
+    return (tf.strings.substr(data, 0, 2) == b"BM") & (tf.strings.length(data) >= 54)
+
+
+def bmp_width_positive(data):
+    """False for a BMP whose header states a width of 0 or below (its signed field; TensorFlow's
+    decoder refuses it without naming the image); True for every other string."""
+    width = _integer_at(data, 18, 4)
+    return tf.logical_not(_is_bmp(data)) | ((width > 0) & (width < 2 ** 31))
 
 
 def stated_size(data):
@@ -164,6 +174,8 @@ def stated_size(data):
     at = functools.partial(_bytes_at, data)
     bmp_height = number(22, 4)
     bmp_height = tf.where(bmp_height >= 2 ** 31, 2 ** 32 - bmp_height, bmp_height)  # (negative: rows top-down)
+    bmp_width = number(18, 4)
+    bmp_width = tf.where(bmp_width >= 2 ** 31, tf.constant(0, tf.int64), bmp_width)  # (negative: refused apart)
     # WebP (Google's container and bitstream specifications): the extended header's canvas (24-bit
     # sides less one), the lossless bitstream's 14-bit sides less one, the lossy frame's 14-bit sides.
     lossless = number(21, 4)
@@ -174,7 +186,7 @@ def stated_size(data):
                                       none)))
     return tf.where(at(0, b"\x89PNG"), side(tf.stack([number(20, 4, True), number(16, 4, True)])),
                     tf.where(at(0, b"GIF8"), tf.stack([number(8, 2), number(6, 2)]),
-                             tf.where(at(0, b"BM"), side(tf.stack([bmp_height, number(18, 4)])),
+                             tf.where(at(0, b"BM"), side(tf.stack([bmp_height, bmp_width])),
                                       tf.where(at(0, b"RIFF") & at(8, b"WEBP"), webp, none))))
 
 
@@ -279,6 +291,8 @@ def decode_images(encoded, min_side, max_side, name=ENCODED_INPUT):
         bmp = tf.debugging.Assert(bmp_read_right(data), said_here(
             "a BMP with a colour palette, RLE compression or 1, 4 or 16-bit pixels, which TensorFlow's decoder "
             "reads wrong: send PNG, JPEG or 24-bit BMP"))
+        bmp_width = tf.debugging.Assert(bmp_width_positive(data), said_here(
+            "a BMP whose header states a width of 0 or below: corrupt"))
         still = tf.debugging.Assert(tf.logical_not(is_animated_webp(data)), said_here(
             "an animated WebP, which TensorFlow's WebP decoder is not safe on: send one frame as PNG or JPEG"))
         small = tf.debugging.Assert(stated_pixels(data) <= MAX_PIXELS, said_here(
@@ -288,7 +302,7 @@ def decode_images(encoded, min_side, max_side, name=ENCODED_INPUT):
         pictures = tf.debugging.Assert((gif[0] <= MAX_PIXELS) & (gif[1] <= GIF_PIXELS), said_here(
             f"a GIF with a picture over {MAX_PIXELS / 1e6:.0f} megapixels, or over {GIF_PIXELS / 1e6:.0f} in all its "
             "pictures (TensorFlow's decoder holds every one to give the first): send its first picture as PNG or JPEG"))
-        with tf.control_dependencies([known, bmp, still, small, pictures]):
+        with tf.control_dependencies([known, bmp, bmp_width, still, small, pictures]):
             image = decode_image(data)  # (a WebP with transparency: its alpha dropped)
         size = tf.shape(image)[:2]
         new_size, scale = scaled_size(size[None], min_side, max_side)

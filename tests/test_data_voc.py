@@ -696,6 +696,10 @@ def test_files_pillow_reads_whole_and_tensorflow_refuses_are_refused_by_the_chec
     (tmp_path / "past_its_screen.gif").write_bytes(gif_stating([(64, 48), (30000, 30000)]))
     with pytest.raises(ValueError, match="a GIF picture of 30000 x 30000 pixels"):
         check_image(tmp_path / "past_its_screen.gif")
+    # A BMP's width is signed: below 0 it is corrupt (Pillow reads it unsigned, 4 billion pixels wide).
+    (tmp_path / "negative.bmp").write_bytes(bmp[:18] + struct.pack("<i", -64) + bmp[22:])
+    with pytest.raises(ValueError, match="a BMP whose header states a width of -64: corrupt"):
+        check_image(tmp_path / "negative.bmp")
     # The whole files are read as before.
     for name, data in (("whole.bmp", bmp), ("whole.gif", gif), ("whole.png", png)):
         (tmp_path / name).write_bytes(data)

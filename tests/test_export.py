@@ -93,6 +93,7 @@ CONTRACT_CHILD = textwrap.dedent(r"""
     bmp = io.BytesIO(); Image.fromarray(rgb).save(bmp, format="BMP"); bmp = bmp.getvalue()
     palette_bmp = io.BytesIO(); Image.fromarray(rgb).convert("P").save(palette_bmp, format="BMP")
     palette_bmp = palette_bmp.getvalue()  # DecodeBmp would read its indices as grey levels
+    negative_bmp = bmp[:18] + (-rgb.shape[1]).to_bytes(4, "little", signed=True) + bmp[22:]  # (a width < 0)
     rgba_webp = io.BytesIO()  # TensorFlow's WebP decoder gives it as RGBA only
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(rgba_webp, format="WEBP", lossless=True)
     animated_webp = io.BytesIO()
@@ -133,6 +134,7 @@ CONTRACT_CHILD = textwrap.dedent(r"""
         "animated webp": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), animated_webp.getvalue()], object)}),
         "palette bmp": (encoded, {"encoded_image_string_tensor": np.array([palette_bmp], object)}),
         "palette bmp in an example": (examples, {"tf_example": np.array([example(palette_bmp)], object)}),
+        "negative-width bmp": (encoded, {"encoded_image_string_tensor": np.array([png(rgb), negative_bmp], object)}),
         "empty batch (encoded)": (encoded, {"encoded_image_string_tensor": np.array([], object)}),
         "example without image/encoded": (examples, {"tf_example": np.array([example(png(rgb), "image/data")], object)}),
         "not an example": (examples, {"tf_example": np.array([b"not a proto"], object)}),
@@ -395,6 +397,9 @@ def test_bad_requests_fail_alone_or_give_valid_detections(contract):
     for name, key in (("palette bmp", "encoded_image_string_tensor"), ("palette bmp in an example", "tf_example")):
         assert bad[name]["error"][0] == "InvalidArgumentError", (name, bad[name])
         assert re.search(rf"{key}\[0\]: a BMP with a colour palette", bad[name]["error"][1]), (name, bad[name])
+    # A BMP's signed width below 0 was refused as "over 179 megapixels" (read unsigned): its own reason now.
+    assert re.search(r"encoded_image_string_tensor\[1\]: a BMP whose header states a width of 0 or below",
+                     bad["negative-width bmp"]["error"][1]), bad["negative-width bmp"]
     # An animated WebP (TensorFlow's decoder is not safe on some) fails its request by place.
     assert re.search(r"encoded_image_string_tensor\[1\]: an animated WebP", bad["animated webp"]["error"][1])
     # A PNG stating 2,500 megapixels (7.5 GB of pixels from a small file) fails its request, not the server.

@@ -75,6 +75,8 @@ def check_image(path) -> CheckedImage:
                 raise ValueError(f"image format {image.format} is not one TensorFlow decodes {TF_FORMATS}: "
                                  "convert it to JPEG or PNG")
             width, height = image.size
+            if image.format == "BMP" and width >= 2 ** 31:  # (Pillow reads the signed field unsigned)
+                raise ValueError(f"image is a BMP whose header states a width of {width - 2 ** 32}: corrupt")
             if width * height > MAX_PIXELS:  # (any format: a PNG of a few kB may state 50,000 x 50,000, 7.5 GB)
                 raise ValueError(f"image is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), more "
                                  f"than the {MAX_PIXELS / 1e6:.0f} read (TensorFlow's JPEG decoder's limit, kept for "
