@@ -113,10 +113,11 @@ def main():
     print(machine())
 
     cfg = preset(args.preset)
-    train_side = cfg.image.train_min_sides[0] if cfg.image.train_min_sides else cfg.image.min_side
+    height = args.height or (cfg.image.train_min_sides[0] if cfg.image.train_min_sides else cfg.image.min_side)
+    width = args.width or min(cfg.image.max_side, round(height * 1.5))
     # The inference model at the training side, so that its layers see a training step's shapes.
-    cfg = dataclasses.replace(cfg, precision=args.precision,
-                              image=dataclasses.replace(cfg.image, min_side=train_side))
+    cfg = dataclasses.replace(cfg, precision=args.precision, image=dataclasses.replace(
+        cfg.image, min_side=height, max_side=max(height, width), train_min_sides=()))
     net = build_models(cfg, 20, weights=None)
     policy = net.config.precision
     compute = tf.bfloat16 if "bfloat16" in policy else tf.float16 if "float16" in policy else tf.float32
@@ -126,15 +127,13 @@ def main():
     t = net.config.train
     images_per_step = t.detector_batch_images if args.view == "detector" else t.rpn_batch_images
     rois = rois_per_image(net.config, images_per_step) * images_per_step
-    height = args.height or train_side
-    width = args.width or min(cfg.image.max_side, round(height * 1.5))
     print(f"preset {args.preset}, view {args.view} ({stage.name}), precision {policy}: {images_per_step} "
           f"image(s) of {height} x {width} a step, {rois} RoIs")
 
     calls = recorded_layers(net, tf.zeros([images_per_step, height, width, 3], tf.uint8))
-    trains = {"rpn": (True, True, False), "detector": (True, False, True), "joint": (True, True, True)}[args.view]
     optimizer = make_optimizer(net.config, stage)
-    net.prepare(args.view, optimizer, *trains)
+    net.prepare(args.view, optimizer, base=stage.train_base, rpn_head=stage.train_rpn_head,
+                detector_head=stage.train_detector_head)
     variables = net.view(args.view).trainable_variables
 
     in_view = {w.path for w in net.view(args.view).weights}
