@@ -22,8 +22,14 @@ import os
 import sys
 import time
 
-from keras_frcnn import cli
-from keras_frcnn.formats import FORMATS, SUFFIXES
+try:  # (TensorFlow loads here: seconds in which a Ctrl-C would print a traceback)
+    from keras_frcnn import cli
+    from keras_frcnn.formats import FORMATS, SUFFIXES
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 
 def parse_args(argv=None):

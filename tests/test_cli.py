@@ -508,6 +508,21 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path, monkeypatch, caps
         assert "Traceback" not in stderr and stdout == "", (name, stdout)
 
 
+def test_a_ctrl_c_while_tensorflow_loads_ends_without_a_traceback(tmp_path):
+    """Ctrl-C in a command's first seconds, while ``import keras_frcnn`` loads TensorFlow (~3 s on
+    2 cores), printed Python's KeyboardInterrupt traceback: now the line "interrupted" and 130."""
+    for script in ("train.py", "export.py"):
+        process = subprocess.Popen([sys.executable, str(ROOT / script), "--out", str(tmp_path / "run")],
+                                   cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)  # (past Python's own start, well inside TensorFlow's)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 130, (script, stderr[-2000:])
+        assert "Traceback" not in stderr and stderr.splitlines()[-1] == "interrupted", (script, stderr[-2000:])
+        assert not (tmp_path / "run").exists()
+
+
 def test_options_out_of_range_or_of_another_source_are_refused(tmp_path, capsys):
     """Each command refuses, before loading anything, a value it cannot use (a seed NumPy would
     reject mid-start, a negative checkpoint interval that checkpointed every window, a score outside
