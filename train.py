@@ -326,11 +326,18 @@ def is_chief(strategy) -> bool:
 def main(argv=None):
     args = parse_args(argv)
     cli.quiet_tensorflow()
-    return cli.run(lambda: train(args), resume_hint=RESUME, interrupted=f"interrupted: {RESUME} (every "
-                   "stage's end, --checkpoint-minutes, --checkpoint-every)")
+    # Resumable once this run's config.json is written (or given --resume): before it, nothing to continue.
+    args.begun = args.resume
+
+    def hint():
+        return RESUME if args.begun else AGAIN
+
+    return cli.run(lambda: train(args), resume_hint=hint, interrupted=lambda: f"interrupted: {hint()}" + (
+        " (every stage's end, --checkpoint-minutes, --checkpoint-every)" if args.begun else ""))
 
 
 RESUME = "add --resume to the same command to continue from the last checkpoint"
+AGAIN = "give the same command again to start the run (it had not begun training: nothing to resume)"
 
 
 @contextlib.contextmanager
@@ -617,6 +624,7 @@ def _train(args, held):
               "(those steps are trained and evaluated again)")
         best = None
     write_atomically(config_path if chief else own_config, cfg.to_json())
+    args.begun = True
     with stop_gracefully(runner) as stopped_by:
         finished = runner.run(resume=args.resume)
     if not finished:

@@ -80,13 +80,16 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
     (Python's or TensorFlow's "No space left on device", e.g. a checkpoint, a model or stored
     proposals being written), a read-only folder and
     an error met while reading data in a TensorFlow graph are such errors too; ``resume_hint`` (how
-    to continue the work once the cause is gone) is added to the first and the last."""
+    to continue the work once the cause is gone) is added to the first and the last. Either text may
+    be a function giving it, asked when the error comes (what to do may change as the work goes on)."""
     from keras_frcnn.config import ConfigError
     from keras_frcnn.data.problems import DataError
 
     user_errors = (UsageError, DataError, ConfigError, FileNotFoundError, IsADirectoryError,
                    NotADirectoryError, FileExistsError, PermissionError)
-    then = f", then {resume_hint}" if resume_hint else ""
+    def text(value):
+        return value() if callable(value) else value
+
     for stream in (sys.stdout, sys.stderr):  # (a file name that is not UTF-8 printed as \xe9, not an error)
         with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
             stream.reconfigure(errors="backslashreplace")
@@ -100,7 +103,7 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         print("terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+        print(text(interrupted), file=sys.stderr)
         return 130
     except user_errors as error:
         return _fail(error)
@@ -108,7 +111,7 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         if error.errno == errno.EROFS:  # a read-only folder given where something must be written
             return _fail(error)
         if error.errno in DISK_FULL:
-            return _fail(error, f"{_os_error_text(error)} (make room on that disk{then})")
+            return _fail(error, f"{_os_error_text(error)} (make room on that disk{_then(text(resume_hint))})")
         raise
     except Exception as error:
         training = sys.modules.get("keras_frcnn.training")
@@ -119,7 +122,7 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
         tf = sys.modules.get("tensorflow")
         tf_error = tf is not None and isinstance(error, tf.errors.OpError)
         if tf_error and any(os.strerror(code) in error.message for code in DISK_FULL):
-            return _fail(error, f"{describe_tf_error(error)} (make room on that disk{then})")
+            return _fail(error, f"{describe_tf_error(error)} (make room on that disk{_then(text(resume_hint))})")
         if tf_error and os.strerror(errno.EROFS) in error.message:
             return _fail(error, describe_tf_error(error))
         # Errors raised in tf.data graphs while reading data (an unreadable file, stored proposals
@@ -129,11 +132,16 @@ def run(command, interrupted="interrupted", resume_hint="") -> int:
             return _fail(error, _name_refused_images(error))
         if tf_error and isinstance(error, (tf.errors.InvalidArgumentError, tf.errors.NotFoundError,
                                            tf.errors.DataLossError)):
+            hint = text(resume_hint)
             return _fail(error, describe_tf_error(error) + (
-                f" (reading the data; once it is whole again, {resume_hint})" if resume_hint else ""))
+                f" (reading the data; once it is whole again, {hint})" if hint else ""))
         raise
     finally:
         restore()
+
+
+def _then(hint) -> str:
+    return f", then {hint}" if hint else ""
 
 
 # The modules whose FILES_READ hold the files the running command's sources read (image files;

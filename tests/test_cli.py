@@ -801,6 +801,29 @@ def test_ctrl_c_while_training_writes_a_checkpoint_at_that_step(tmp_path, tiny_c
     assert "resume: the run's own --log-every 6, --eval-every 6\n" in stdout  # (they were the defaults: 100, none)
 
 
+def test_ctrl_c_before_a_run_begins_training_says_to_start_it_again(tiny_config_file, tmp_path, capsys, monkeypatch):
+    """Ctrl-C while a run reads its data (before its config.json: nothing to resume) said "add
+    --resume", which was then refused ("holds no run to continue"): it says to give the command again,
+    and that command runs; once a run has begun, the advice is --resume again."""
+    load_test_source = cli.load_test_source
+
+    def ctrl_c_while_reading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # (the default handler: KeyboardInterrupt here)
+        return load_test_source(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "load_test_source", ctrl_c_while_reading)
+    out = tmp_path / "run"
+    args = ["--config", str(tiny_config_file), "--dataset", "shapes", "--shapes-images", "6,3", "--data-dir",
+            str(tmp_path / "tfds"), "--schedule", "joint", "--steps", "2", "--verbose", "0", "--out", str(out)]
+    code, _, err = _train(args, capsys)
+    assert code == 130 and re.split(r"[\r\n]", err.rstrip("\n"))[-1] == (  # (after TFDS's progress bars)
+        "interrupted: give the same command again to start the run (it had not begun training: nothing to resume)"), err
+    assert not (out / "config.json").exists()
+    monkeypatch.setattr(cli, "load_test_source", load_test_source)
+    code, _, err = _train(args, capsys)
+    assert code == 0 and (out / "metrics.json").exists(), err
+
+
 def test_ctrl_c_is_one_line_and_exit_status_130(capsys):
     """Ctrl-C in a command: its own line (train.py's says how to continue) and the shell's status."""
     def interrupted():
