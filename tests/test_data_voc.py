@@ -423,6 +423,34 @@ def test_image_checks_are_kept_per_file_version(tmp_path, monkeypatch, caplog):
     assert image_files.check_images(paths)[0] == (50, 20, 1)
 
 
+def test_an_image_check_interrupted_part_way_keeps_what_it_checked(tmp_path, monkeypatch):
+    """The check's results went to the cache once, after the last file: a first check of a large
+    set (COCO's 118k images: minutes) killed or interrupted near its end kept nothing, and the next
+    run checked every file again. It writes as it goes now, a chunk at a time."""
+    from keras_frcnn.data import image_files
+
+    monkeypatch.setenv("KERAS_FRCNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(image_files, "CHECK_CHUNK", 4)
+    paths = []
+    for i in range(10):
+        write_image(tmp_path / f"{i}.jpg", 30, 40)
+        paths.append(str(tmp_path / f"{i}.jpg"))
+    check = image_files.check_image
+
+    def interrupted_at_the_ninth(path):
+        if path == paths[8]:
+            raise KeyboardInterrupt
+        return check(path)
+
+    monkeypatch.setattr(image_files, "check_image", interrupted_at_the_ninth)
+    with pytest.raises(KeyboardInterrupt):
+        image_files.check_images(paths, max_workers=1)
+    decoded = []
+    monkeypatch.setattr(image_files, "check_image", lambda path: decoded.append(path) or check(path))
+    assert image_files.check_images(paths) == [(30, 40, 1)] * 10
+    assert decoded == paths[8:]  # the two chunks done were kept
+
+
 def test_bmp_files_tensorflow_would_misread_are_skipped_by_name(tmp_path, caplog):
     """TensorFlow's BMP decoder takes every file as 8-bit grey, 24-bit or 32-bit: a palette BMP
     would train as grey index values, a 1-bit one fail mid-training. Those are skipped, named;

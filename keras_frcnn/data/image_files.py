@@ -416,6 +416,8 @@ def _names_in_lower_case(folder) -> dict:
 
 # Checks of at least this many files (or records) say so first: ~1 ms each on two cores.
 LONG_CHECK = 10_000
+# Files checked between writes to the cache (a few seconds of checks on 2 cores).
+CHECK_CHUNK = 2_000
 
 
 def check_images(paths, max_workers=None, cache=True) -> list:
@@ -443,10 +445,16 @@ def check_images(paths, max_workers=None, cache=True) -> list:
         logger.warning("checking %d images (%s), once: the results are remembered in %s", len(todo),
                        os.path.dirname(paths[todo[0]]) or ".", cache_path() if cache else "no cache")
     workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        checked = dict(zip(todo, pool.map(one, [paths[i] for i in todo]), strict=True))
-    if cache:
-        _ImageCheckCache.write({keys[i]: result for i, result in checked.items() if keys[i]})
+    pool, checked = concurrent.futures.ThreadPoolExecutor(workers), {}
+    try:
+        for start in range(0, len(todo), CHECK_CHUNK):
+            part = todo[start:start + CHECK_CHUNK]
+            results = dict(zip(part, pool.map(one, [paths[i] for i in part]), strict=True))
+            checked.update(results)
+            if cache:  # (as it goes: a check killed or interrupted part way keeps what it did)
+                _ImageCheckCache.write({keys[i]: result for i, result in results.items() if keys[i]})
+    finally:  # (Ctrl-C: the files not yet begun are not waited for)
+        pool.shutdown(cancel_futures=True)
     return [checked[i] if i in checked else known[key] for i, key in enumerate(keys)]
 
 
