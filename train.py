@@ -437,7 +437,8 @@ def _train(args, held):
     if args.resume and args.strategy != "multi-worker" and not os.path.exists(config_path):
         # (Not a new run: the options given would train another, a preset's default folder's.)
         raise cli.UsageError(f"--resume: {out} holds no run to continue (no config.json; a run writes it once its "
-                             "data is read and its model built, before its first step): give the run's --out, or start it again without --resume")
+                             "data is read and its model built, before its first step): give the run's --out, or "
+                             "start it again without --resume")
     # A multi-worker strategy must exist before TensorFlow runs its first op.
     strategy = make_strategy(args.strategy)
     chief = is_chief(strategy)
