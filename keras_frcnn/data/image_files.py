@@ -445,16 +445,11 @@ def check_images(paths, max_workers=None, cache=True) -> list:
         logger.warning("checking %d images (%s), once: the results are remembered in %s", len(todo),
                        os.path.dirname(paths[todo[0]]) or ".", cache_path() if cache else "no cache")
     workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-    pool, checked = concurrent.futures.ThreadPoolExecutor(workers), {}
-    try:
-        for start in range(0, len(todo), CHECK_CHUNK):
-            part = todo[start:start + CHECK_CHUNK]
-            results = dict(zip(part, pool.map(one, [paths[i] for i in part]), strict=True))
-            checked.update(results)
-            if cache:  # (as it goes: a check killed or interrupted part way keeps what it did)
-                _ImageCheckCache.write({keys[i]: result for i, result in results.items() if keys[i]})
-    finally:  # (Ctrl-C: the files not yet begun are not waited for)
-        pool.shutdown(cancel_futures=True)
+    checked = {}
+    for part, results in chunked_map(lambda i: one(paths[i]), todo, CHECK_CHUNK, workers):
+        checked.update(zip(part, results, strict=True))
+        if cache:  # (as it goes: a check killed or interrupted part way keeps what it did)
+            _ImageCheckCache.write({keys[i]: result for i, result in zip(part, results) if keys[i]})
     return [checked[i] if i in checked else known[key] for i, key in enumerate(keys)]
 
 
@@ -488,8 +483,6 @@ def decoding_errors(items, max_workers=None) -> list:
     """``(name, TensorFlow's message)`` of each ``(name, encoded image)`` of ``items`` (an iterable,
     read as it goes) that the pipelines' decoder (``examples.decode_image``) refuses, in order;
     decoded in threads."""
-    import itertools
-
     import tensorflow as tf
 
     from keras_frcnn.cli import describe_tf_error
@@ -501,14 +494,24 @@ def decoding_errors(items, max_workers=None) -> list:
             return item[0], describe_tf_error(error)
         return None
 
-    items, refused = iter(items), []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers or (os.cpu_count() or 1))
+    # (256 at a time: the items of a large set are not all held)
+    return [found for _, results in chunked_map(one, items, 256, max_workers or (os.cpu_count() or 1))
+            for found in results if found is not None]
+
+
+def chunked_map(fn, items, size, workers):
+    """Yield ``(chunk, [fn(item) for item in chunk])`` for each ``size`` items of the iterable
+    ``items`` in turn, ``fn`` run in ``workers`` threads; Ctrl-C (or any exception) does not wait
+    for the items not yet begun."""
+    import itertools
+
+    items = iter(items)
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
     try:
-        while chunk := list(itertools.islice(items, 256)):  # (the items of a large set are not all held)
-            refused.extend(found for found in pool.map(one, chunk) if found is not None)
-    finally:  # (Ctrl-C: what is not yet decoded is not waited for)
+        while chunk := list(itertools.islice(items, size)):
+            yield chunk, list(pool.map(fn, chunk))
+    finally:
         pool.shutdown(cancel_futures=True)
-    return refused
 
 
 def cache_path() -> str:
